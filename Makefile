@@ -1,0 +1,45 @@
+# Every target bootstraps .venv with the pinned tools; nothing is installed by hand.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BOARD ?= sim-ac2
+ARGS ?=
+# Stubs of the two MCU ports live apart: both ship their own `machine`.
+STUBS_RP2 := $(VENV)/stubs/rp2
+STUBS_ESP32 := $(VENV)/stubs/esp32
+
+.PHONY: setup run test unit hil bench typecheck flash clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --target $(STUBS_RP2) --upgrade micropython-rp2-stubs==1.29.0.post1
+	$(BIN)/python -m pip install -q --disable-pip-version-check --target $(STUBS_ESP32) --upgrade micropython-esp32-stubs==1.29.0.post1
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/evsectl demo --board $(BOARD) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests hil_tests $(ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests $(ARGS)
+
+hil: $(STAMP)
+	$(BIN)/python -m pytest -q hil_tests $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+typecheck: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_hal_typecheck.py
+
+flash: $(STAMP)
+	$(BIN)/evsectl flash --board $(BOARD) --port $(PORT) $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis bench/out

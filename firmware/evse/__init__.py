@@ -1,0 +1,2 @@
+# EV charger controller firmware.
+VERSION = "0.1.0"

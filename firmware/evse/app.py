@@ -1,0 +1,115 @@
+# The application: guns, sharing, console and watchdog as asyncio tasks. Whatever ends it
+# (an exception, Ctrl-C, a soft reset), every contactor opens and every pilot goes safe first.
+import sys
+import time
+
+import asyncio
+
+from evse import VERSION, config, console
+from evse import hal as hal_mod
+from evse.gun import Gun, TICK_MS
+from evse.sharing import Sharing
+
+SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
+WATCHDOG_FEED_MS = 500
+
+
+class App:
+    def __init__(self, board, cfg, hal):
+        self.board = board
+        self.cfg = cfg
+        self.hal = hal
+        board = dict(board)
+        board["fault_retry_s"] = cfg.get("fault_retry_s")
+        self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
+        self.sharing = Sharing(len(self.guns), cfg.get("min_current_a"))
+        self.now_ms = 0
+        self.ticks = 0
+        self._last_ticks = time.ticks_ms()
+        self._shared_ms = -SHARE_MS
+        self._wanting = None
+
+    def clock(self):
+        # A monotonic millisecond count that does not wrap like ticks_ms.
+        t = time.ticks_ms()
+        self.now_ms += time.ticks_diff(t, self._last_ticks)
+        self._last_ticks = t
+        return self.now_ms
+
+    def share(self, now_ms):
+        cap = self.cfg.get("gun_max_a")
+        limits = []
+        for g in self.guns:
+            lim = g.limit_a() if g.wants_power() else 0
+            limits.append(lim if lim < cap else cap)
+        offered = [g.offered_a() for g in self.guns]
+        alloc = self.sharing.update(now_ms, self.cfg.get("site_limit_a"), limits, offered)
+        for g, a in zip(self.guns, alloc):
+            g.allocation_a = a
+
+    def step(self):
+        now = self.clock()
+        wanting = [g.wants_power() for g in self.guns]
+        if wanting != self._wanting or now - self._shared_ms >= SHARE_MS:
+            self._wanting = wanting
+            self._shared_ms = now
+            self.share(now)
+        for g in self.guns:
+            g.step(now)
+            if g.events:
+                for kind, text in g.events:
+                    if kind == "state":
+                        print("gun %d: %s  offer %.1f A" % (g.n, text, g.offered_a()))
+                    else:
+                        print("gun %d: %s %s" % (g.n, kind, text))
+                g.events.clear()
+        self.ticks += 1
+
+    async def control(self):
+        while True:
+            self.step()
+            await asyncio.sleep_ms(TICK_MS)
+
+    async def watchdog(self):
+        self.hal.watchdog_start(self.board.get("watchdog_ms", 5000))
+        seen = -1
+        while True:
+            # Fed only while the control loop is alive: a stuck loop resets the board.
+            if self.ticks != seen:
+                seen = self.ticks
+                self.hal.watchdog_feed()
+            await asyncio.sleep_ms(WATCHDOG_FEED_MS)
+
+    async def console(self):
+        reader = asyncio.StreamReader(sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                await asyncio.sleep_ms(200)
+                continue
+            try:
+                text = line.decode().strip()
+            except UnicodeError:
+                print("console: input is not text; try: help")
+                continue
+            for out in console.handle(self, text):
+                print(out)
+
+    async def run(self):
+        tasks = [asyncio.create_task(self.control()), asyncio.create_task(self.watchdog()),
+                 asyncio.create_task(self.console())]
+        await tasks[0]
+
+
+def main(root="/"):
+    board = config.load_board(root)
+    cfg = config.Config(board, root)
+    hal = hal_mod.open_board(board)
+    print("evse %s on %s: %d guns, site limit %d A" % (VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a")))
+    try:
+        app = App(board, cfg, hal)
+        asyncio.run(app.run())
+    finally:
+        hal.safe()
+        print("evse: stopped; contactors open, pilots at -12 V")
+        hal.deinit()

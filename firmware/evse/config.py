@@ -1,0 +1,152 @@
+# Board file (what the hardware is) + user configuration (what the operator chose), validated.
+# One table of user keys: name -> (type, min, max, unit, help). Defaults come from the board.
+from evse import store
+
+BOARD_FILE = "board.json"
+CONFIG_FILE = "config.json"
+
+KEYS = {
+    "site_limit_a": (int, 0, 2000, "A", "current the site fuse allows per phase, shared by all guns"),
+    "gun_max_a": (int, 6, 80, "A", "cap on every gun's offer, below the board's rating"),
+    "min_current_a": (int, 6, 32, "A", "an allocation below this pauses the gun instead (IEC 61851: 6 A minimum)"),
+    "fault_retry_s": (int, 10, 86400, "s", "delay before a fault that clears itself is retried"),
+    "name": (str, 1, 32, "", "charger name shown on the console"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(key, value):
+    if key not in KEYS:
+        raise ConfigError("unknown config key '%s'; known keys: %s" % (key, ", ".join(sorted(KEYS))))
+    kind, lo, hi, unit, _ = KEYS[key]
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value == int(value):
+                value = int(value)
+            else:
+                raise ConfigError("%s must be a whole number of %s between %d and %d, not %r" % (key, unit, lo, hi, value))
+        if not lo <= value <= hi:
+            raise ConfigError("%s = %d is out of range: allowed %d..%d %s" % (key, value, lo, hi, unit))
+    elif kind is str:
+        if not isinstance(value, str) or not lo <= len(value) <= hi:
+            raise ConfigError("%s must be text of %d to %d characters, not %r" % (key, lo, hi, value))
+    return value
+
+
+def parse_value(key, text):
+    """A value typed on the console, converted to the key's type (then validated)."""
+    if key in KEYS and KEYS[key][0] is int:
+        try:
+            return _check(key, int(text))
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError("%s must be a whole number, not '%s'" % (key, text))
+    return _check(key, text)
+
+
+_BOARD_REQUIRED = (("name", str), ("hal", str), ("kind", str), ("site_limit_a", int),
+                   ("guns", list), ("pilot", dict), ("derate", dict))
+_PILOT_KEYS = ("a_min_mv", "b_min_mv", "c_min_mv", "d_min_mv", "e_min_mv", "f_max_mv",
+               "hysteresis_mv", "diode_max_mv")
+
+
+def check_board(board):
+    """Raises ConfigError naming the first bad entry of a board file."""
+    if not isinstance(board, dict):
+        raise ConfigError("board file must hold a JSON object")
+    for key, kind in _BOARD_REQUIRED:
+        if key not in board:
+            raise ConfigError("board file lacks '%s'" % key)
+        if not isinstance(board[key], kind):
+            raise ConfigError("board '%s' must be a %s" % (key, kind.__name__))
+    if board["hal"] not in ("sim", "rp2", "esp32"):
+        raise ConfigError("board 'hal' is '%s': use sim, rp2 or esp32" % board["hal"])
+    if not 1 <= len(board["guns"]) <= 8:
+        raise ConfigError("board 'guns' must list 1 to 8 guns, not %d" % len(board["guns"]))
+    for i, gun in enumerate(board["guns"]):
+        amps = gun.get("max_a") if isinstance(gun, dict) else None
+        if not isinstance(amps, int) or not 6 <= amps <= 80:
+            raise ConfigError("board guns[%d].max_a must be 6..80 A, not %r" % (i, amps))
+    pilot = board["pilot"]
+    for key in _PILOT_KEYS:
+        if not isinstance(pilot.get(key), int):
+            raise ConfigError("board pilot.%s must be a whole number of mV" % key)
+    edges = [pilot[k] for k in _PILOT_KEYS[:6]]
+    for i in range(5):
+        if edges[i] <= edges[i + 1]:
+            raise ConfigError("board pilot thresholds must fall from A to F: %s=%d is not above %s=%d"
+                              % (_PILOT_KEYS[i], edges[i], _PILOT_KEYS[i + 1], edges[i + 1]))
+    derate = board["derate"]
+    for key in ("steps", "stop_c", "restart_c"):
+        if key not in derate:
+            raise ConfigError("board derate lacks '%s'" % key)
+    if derate["restart_c"] >= derate["stop_c"]:
+        raise ConfigError("board derate.restart_c must be below derate.stop_c")
+    return board
+
+
+class Config:
+    """The board plus the user's values; `get` falls back to the board's defaults."""
+
+    def __init__(self, board, root="/"):
+        self.board = check_board(board)
+        self.path = root.rstrip("/") + "/" + CONFIG_FILE
+        self.values = {}
+        stored = store.read_json(self.path, {})
+        if not isinstance(stored, dict):
+            stored = {}
+        for key in stored:
+            try:
+                self.values[key] = _check(key, stored[key])
+            except ConfigError as e:
+                # A bad stored value is ignored, not deleted: the file stays as it is.
+                print("config: ignoring stored value: %s" % e)
+
+    def defaults(self):
+        b = self.board
+        return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
+                "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"]}
+
+    def get(self, key):
+        if key in self.values:
+            return self.values[key]
+        return self.defaults()[_check_known(key)]
+
+    def set(self, key, value):
+        value = _check(key, value)
+        values = dict(self.values)
+        values[key] = value
+        store.write_json(self.path, values)
+        self.values = values
+        return value
+
+    def reset(self, key=None):
+        values = {} if key is None else dict(self.values)
+        if key is not None:
+            _check_known(key)
+            values.pop(key, None)
+        store.write_json(self.path, values)
+        self.values = values
+
+    def items(self):
+        d = self.defaults()
+        for key in sorted(KEYS):
+            yield key, self.values.get(key, d[key]), key in self.values
+
+
+def _check_known(key):
+    if key not in KEYS:
+        raise ConfigError("unknown config key '%s'; known keys: %s" % (key, ", ".join(sorted(KEYS))))
+    return key
+
+
+def load_board(root="/"):
+    path = root.rstrip("/") + "/" + BOARD_FILE
+    board = store.read_json(path)
+    if board is None:
+        raise ConfigError("no %s on flash: flash the firmware with a board (evsectl flash --board ...)" % path)
+    return check_board(board)

@@ -1,0 +1,377 @@
+# One charging gun: the IEC 61851-1 state machine around a control pilot, a contactor and the
+# gun's safety sensors. Pure logic: the hardware comes in as `hal` (evse.hal interface) and the
+# time as `now_ms`, so tests drive it with a model EV and hypothesis.
+from micropython import const
+from evse import pilot
+
+# Timing, with the clause it comes from (IEC 61851-1:2017 unless noted).
+TICK_MS = const(20)                 # control loop period
+DEBOUNCE_MS = const(300)            # new pilot state only after it held this long (A.4.3: 250-500 ms)
+OPEN_CONFIRM_MS = const(15)         # opening paths skip the debounce; two samples in a row suffice
+CLOSE_DEADLINE_MS = const(3000)     # contactor closed <= 3 s after C2 (Table A.6, seq. 7)
+C1_OPEN_MS = const(6000)            # PWM withdrawn in C: open after 6 s at the latest (Table A.6, seq. 10.2)
+PWM_CHANGE_MS = const(5000)         # PWM current changes at most every 5 s (A.5.1); the EV then has 5 s
+F_STEP_MS = const(300)              # state F shown to the EV after a fault before the pilot rests at +12 V
+WELD_CHECK_MS = const(150)          # contact of the auxiliary feedback settles before it is read
+FEEDBACK_CLOSE_MS = const(300)      # a closing contactor must report closed within this time
+OVERCURRENT_MS = const(7000)        # more than 110 % of the offer + 0.5 A for this long stops (A.5.1)
+WAKEUP_AFTER_MS = const(30000)      # EV in B2 that does not ask for energy gets a wake-up (A.5.3)
+WAKEUP_X1_MS = const(4000)          # ... PWM withdrawn for this long, then offered again
+WAKEUP_ATTEMPTS = const(2)
+SENSE_MS = const(250)               # temperature and current are read at this period
+C_STOP_A = const(1)                 # in C1 the contactor opens early once the EV has stopped drawing
+
+# Fault codes and how each one clears.
+CLEAR_COMMAND = const(0)  # only a technician command clears it
+CLEAR_UNPLUG = const(1)   # clears when the EV is unplugged (state A), or by command
+CLEAR_DELAY = const(2)    # clears by itself after the board's retry delay, or by command
+CLEAR_COOL = const(3)     # clears when the temperature is back below the restart level
+CLEAR_LEAVE_D = const(4)  # clears when the EV leaves state D
+FAULTS = {
+    "RCD": CLEAR_DELAY,          # residual current >= 6 mA DC / 30 mA AC
+    "RCD_TEST": CLEAR_UNPLUG,    # RCD self-test before closing failed
+    "DIODE": CLEAR_UNPLUG,       # low plateau not at -12 V while PWM runs
+    "WELD": CLEAR_COMMAND,       # feedback contact still closed after opening
+    "CONTACTOR": CLEAR_COMMAND,  # feedback contact did not close
+    "OVERCURRENT": CLEAR_DELAY,
+    "OVERTEMP": CLEAR_COOL,
+    "VENT": CLEAR_LEAVE_D,       # EV asks for ventilation the site does not have
+    "PILOT": CLEAR_UNPLUG,       # pilot level outside every band
+}
+# Faults that are gone once the fault-retry delay passes only if the EV is not in C/D at that moment.
+
+
+class Gun:
+    def __init__(self, number, hal, gun_board, board):
+        self.n = number  # 1-based, as on the charger's label
+        self.hal = hal
+        self.max_a = gun_board["max_a"]
+        self.has_pp = gun_board.get("pp", False)
+        self.ventilation = gun_board.get("ventilation", False)
+        self.thr = pilot.thresholds(board["pilot"])
+        self.derate = board["derate"]["steps"]  # [[celsius, percent], ...] ascending
+        self.stop_c = board["derate"]["stop_c"]
+        self.restart_c = board["derate"]["restart_c"]
+        self.fault_retry_ms = board.get("fault_retry_s", 60) * 1000
+        self.state = "A"
+        self.letter = pilot.Debounce(DEBOUNCE_MS, "A")
+        self.fault = None
+        self.fault_since_ms = 0
+        self.duty_pm = -1  # forces the first write
+        self.duty_changed_ms = -PWM_CHANGE_MS
+        self.contactor = False
+        self.close_requested_ms = None
+        self.opened_ms = None  # pending weld check
+        self.closed_ms = None
+        self.allocation_a = 0.0  # from the power sharing
+        self.enabled = True
+        self.cable_a = None
+        self.temperature_c = 25.0
+        self.current_a = 0.0
+        self.derate_pct = 100
+        self._sensed_ms = -SENSE_MS
+        self._raw = "A"
+        self._raw_since_ms = 0
+        self._c1_since_ms = None
+        self._b2_since_ms = None
+        self._wakeups = 0
+        self._x1_until_ms = None
+        self._charged = False
+        self._over_since_ms = None
+        self._diode_bad = 0
+        self.events = []  # (kind, text) for the console and the log, drained by the app
+        self.hal.set_contactor(number, False)
+        self.hal.set_pilot(number, pilot.DUTY_OFF_PM)
+        self.duty_pm = pilot.DUTY_OFF_PM
+        self.duty_changed_ms = -PWM_CHANGE_MS
+
+    # ---- what the outside world asks -------------------------------------------------------
+    def offered_a(self):
+        """Current the pilot offers now (0 when no PWM runs)."""
+        return pilot.duty_pm_to_amps(self.duty_pm) if self.state in ("B2", "C2", "D") else 0.0
+
+    def limit_a(self):
+        """Most this gun could offer now: its rating, the cable, the temperature."""
+        cap = self.max_a
+        if self.cable_a is not None and self.cable_a < cap:
+            cap = self.cable_a
+        return cap * self.derate_pct / 100
+
+    def wants_power(self):
+        return self.enabled and self.fault is None and self.state[0] in "BCD"
+
+    def clear_fault(self, now_ms):
+        """Technician command: clears any latched fault. A welded contact stays reported if
+        the feedback still shows it closed."""
+        if self.fault is None:
+            return False
+        if self.fault == "WELD" and self.hal.contactor_feedback(self.n):
+            return False
+        self._clear(now_ms)
+        return True
+
+    # ---- the control step ------------------------------------------------------------------
+    def step(self, now_ms):
+        hal = self.hal
+        n = self.n
+        if now_ms - self._sensed_ms >= SENSE_MS:
+            self._sensed_ms = now_ms
+            self.temperature_c = hal.temperature_c(n)
+            self.current_a = hal.current_a(n)
+            self._update_derate()
+            if self.has_pp:
+                self.cable_a = cable_rating_a(hal.proximity_ohms(n))
+        high_mv, low_mv = hal.sample_pilot(n)
+
+        # The pilot means nothing while this side drives -12 V (state F step).
+        if self.duty_pm != pilot.DUTY_F_PM:
+            raw = pilot.classify(high_mv, self._raw, self.thr)
+            if raw != self._raw:
+                self._raw = raw
+                self._raw_since_ms = now_ms
+            letter = self.letter.feed(raw, now_ms)
+            # Opening paths skip the debounce (A.4.3): EV left C/D, or the pilot broke.
+            if raw not in "CD" and letter in "CD" and now_ms - self._raw_since_ms >= OPEN_CONFIRM_MS:
+                self.letter.force(raw)
+                letter = raw
+        else:
+            letter = self.letter.stable
+
+        self._check_safety(now_ms, letter, low_mv)
+        if self.fault is not None:
+            self._in_fault(now_ms, letter)
+        else:
+            self._run(now_ms, letter)
+        self._check_weld(now_ms)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _check_safety(self, now_ms, letter, low_mv):
+        if self.fault is not None:
+            return
+        hal = self.hal
+        if hal.rcd_tripped(self.n):
+            self._trip("RCD", now_ms)
+            return
+        pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
+        if pwm_on and letter in "BCD":
+            if pilot.diode_ok(low_mv, self.thr):
+                self._diode_bad = 0
+            else:
+                self._diode_bad += 1
+                if self._diode_bad >= 2:
+                    self._trip("DIODE", now_ms)
+                    return
+        if letter == "X" and self._raw == "X" and now_ms - self._raw_since_ms >= DEBOUNCE_MS:
+            self._trip("PILOT", now_ms)
+            return
+        if letter == "D" and not self.ventilation:
+            self._trip("VENT", now_ms)
+            return
+        if self.temperature_c >= self.stop_c:
+            self._trip("OVERTEMP", now_ms)
+            return
+        if self.contactor:
+            if self.closed_ms is not None and now_ms - self.closed_ms >= FEEDBACK_CLOSE_MS:
+                if not hal.contactor_feedback(self.n):
+                    self._trip("CONTACTOR", now_ms)
+                    return
+            offered = pilot.duty_pm_to_amps(self.duty_pm) if pwm_on else 0.0
+            if self.current_a > offered * 1.1 + 0.5:
+                if self._over_since_ms is None:
+                    self._over_since_ms = now_ms
+                elif now_ms - self._over_since_ms >= OVERCURRENT_MS:
+                    self._trip("OVERCURRENT", now_ms)
+                    return
+            else:
+                self._over_since_ms = None
+        else:
+            self._over_since_ms = None
+
+    def _run(self, now_ms, letter):
+        if letter == "A":
+            self._open(now_ms)
+            self._drive(pilot.DUTY_OFF_PM, now_ms, True)
+            self._charged = False
+            self._wakeups = 0
+            self._b2_since_ms = None
+            self._x1_until_ms = None
+            self._set_state("A")
+            return
+        if letter in "EFX":
+            self._open(now_ms)
+            self._drive(pilot.DUTY_OFF_PM, now_ms, True)
+            self._set_state("E" if letter == "X" else letter)
+            return
+        if not self.enabled:
+            self._open(now_ms)
+            self._drive(pilot.DUTY_F_PM, now_ms, True)
+            self._set_state("F")
+            return
+        # B, C or D: offer what the sharing allows, capped by this gun's own limits.
+        offer = self.allocation_a
+        lim = self.limit_a()
+        if offer > lim:
+            offer = lim
+        if self._x1_until_ms is not None:
+            if now_ms < self._x1_until_ms:
+                offer = 0
+            else:
+                self._x1_until_ms = None
+        if offer >= pilot.MIN_A:
+            self._drive(pilot.amps_to_duty_pm(offer), now_ms, False)
+        else:
+            self._drive(pilot.DUTY_OFF_PM, now_ms, False)
+        pwm_on = self.duty_pm < pilot.DUTY_OFF_PM
+        if letter == "B":
+            self._open(now_ms)
+            self._c1_since_ms = None
+            self.close_requested_ms = None
+            if pwm_on:
+                if self._b2_since_ms is None:
+                    self._b2_since_ms = now_ms
+                elif (not self._charged and self._wakeups < WAKEUP_ATTEMPTS
+                      and now_ms - self._b2_since_ms >= WAKEUP_AFTER_MS):
+                    # The EV sees PWM and still does not ask: x2 -> x1 -> x2 wakes sleeping EVs.
+                    self._wakeups += 1
+                    self._b2_since_ms = None
+                    self._x1_until_ms = now_ms + WAKEUP_X1_MS
+                    self.events.append(("wakeup", "wake-up sequence %d" % self._wakeups))
+            else:
+                self._b2_since_ms = None
+            self._set_state("B2" if pwm_on else "B1")
+            return
+        # C, or D with ventilation: the EV asks for energy.
+        self._b2_since_ms = None
+        self._charged = True
+        if pwm_on:
+            self._c1_since_ms = None
+            if not self.contactor:
+                if self.close_requested_ms is None:
+                    self.close_requested_ms = now_ms
+                self._close(now_ms)
+            self._set_state("C2" if letter == "C" else "D")
+        else:
+            self.close_requested_ms = None
+            if self.contactor:
+                if self._c1_since_ms is None:
+                    self._c1_since_ms = now_ms
+                elif (now_ms - self._c1_since_ms >= C1_OPEN_MS
+                      or (self.current_a < C_STOP_A and now_ms - self._c1_since_ms >= SENSE_MS * 2)):
+                    self._open(now_ms)
+            self._set_state("C1" if letter == "C" else "D")
+
+    def _in_fault(self, now_ms, letter):
+        self._open(now_ms)
+        if now_ms - self.fault_since_ms < F_STEP_MS:
+            self._drive(pilot.DUTY_F_PM, now_ms, True)
+        else:
+            self._drive(pilot.DUTY_OFF_PM, now_ms, True)
+        rule = FAULTS[self.fault]
+        if rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == pilot.DUTY_OFF_PM:
+            self._clear(now_ms)
+        elif rule == CLEAR_DELAY and now_ms - self.fault_since_ms >= self.fault_retry_ms \
+                and not self.hal.rcd_tripped(self.n):
+            self._clear(now_ms)
+        elif rule == CLEAR_COOL and self.temperature_c < self.restart_c:
+            self._clear(now_ms)
+        elif rule == CLEAR_LEAVE_D and letter != "D" and self.duty_pm == pilot.DUTY_OFF_PM:
+            self._clear(now_ms)
+
+    def _trip(self, code, now_ms):
+        self._open(now_ms)
+        self.fault = code
+        self.fault_since_ms = now_ms
+        self._drive(pilot.DUTY_F_PM, now_ms, True)
+        self._set_state("FAULT")
+        self.events.append(("fault", code))
+
+    def _clear(self, now_ms):
+        code = self.fault
+        self.fault = None
+        if FAULTS[code] == CLEAR_DELAY:
+            self.hal.rcd_reset(self.n)
+        self._diode_bad = 0
+        self._over_since_ms = None
+        self.events.append(("cleared", code))
+        # Re-enter through the pilot as it reads now.
+        self._set_state(self.letter.stable if self.letter.stable in "AEF" else "B1")
+
+    def _drive(self, duty_pm, now_ms, urgent):
+        if duty_pm == self.duty_pm:
+            return
+        # PWM current changes at most every PWM_CHANGE_MS; safety paths (urgent) never wait.
+        if not urgent and now_ms - self.duty_changed_ms < PWM_CHANGE_MS:
+            return
+        self.duty_pm = duty_pm
+        self.duty_changed_ms = now_ms
+        self.hal.set_pilot(self.n, duty_pm)
+
+    def _close(self, now_ms):
+        if self.contactor:
+            return
+        if self.opened_ms is not None:
+            return  # wait for the weld check of the last opening
+        # An RCD self-test before every close (IEC 62955 / 61851-1 8.5).
+        if not self.hal.rcd_self_test(self.n):
+            self._trip("RCD_TEST", now_ms)
+            return
+        self.contactor = True
+        self.closed_ms = now_ms
+        self.hal.set_contactor(self.n, True)
+        self.events.append(("contactor", "closed"))
+
+    def _open(self, now_ms):
+        if not self.contactor:
+            return
+        self.contactor = False
+        self.closed_ms = None
+        self.hal.set_contactor(self.n, False)
+        self.opened_ms = now_ms
+        self._c1_since_ms = None
+        self.events.append(("contactor", "open"))
+
+    def _check_weld(self, now_ms):
+        if self.opened_ms is None or now_ms - self.opened_ms < WELD_CHECK_MS:
+            return
+        self.opened_ms = None
+        if self.hal.contactor_feedback(self.n):
+            if self.fault != "WELD":
+                self._trip("WELD", now_ms)
+
+    def _update_derate(self):
+        t = self.temperature_c
+        pct = 100
+        for step in self.derate:
+            # 2 degC of hysteresis on the way down keeps a sensor on an edge from toggling.
+            edge = step[0] - (2 if self.derate_pct <= step[1] else 0)
+            if t >= edge:
+                pct = step[1]
+        self.derate_pct = pct
+
+    def _set_state(self, state):
+        if state != self.state:
+            self.events.append(("state", self.state + " -> " + state))
+            self.state = state
+
+    def status(self):
+        return {
+            "gun": self.n, "state": self.state, "duty_pm": self.duty_pm,
+            "offered_a": round(self.offered_a(), 2), "contactor": self.contactor,
+            "current_a": round(self.current_a, 2), "temperature_c": round(self.temperature_c, 1),
+            "derate_pct": self.derate_pct, "cable_a": self.cable_a, "fault": self.fault,
+            "allocation_a": round(self.allocation_a, 2), "enabled": self.enabled,
+        }
+
+
+# PP resistor to cable rating, IEC 61851-1 Table B.2 (with the usual tolerance bands).
+_PP_BANDS = ((1000, 2200, 13), (470, 1000, 20), (150, 470, 32), (75, 150, 63))
+
+
+def cable_rating_a(ohms):
+    """Cable current rating from the proximity resistor; None when no valid cable is inserted."""
+    if ohms is None:
+        return None
+    for lo, hi, amps in _PP_BANDS:
+        if lo <= ohms < hi:
+            return amps
+    return 0  # open or out of band: no cable, offer nothing

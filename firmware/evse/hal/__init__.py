@@ -1,0 +1,57 @@
+# Hardware abstraction: the one interface every board implements. Only modules in evse/hal
+# touch `machine`; everything above talks to a Hal instance. Guns are numbered from 1.
+#
+# Per gun:
+#   set_pilot(gun, duty_pm)       duty in per mille; 1000 = steady +12 V (no PWM), 0 = steady -12 V (F)
+#   sample_pilot(gun) -> (high_mv, low_mv)  the two plateaus of the pilot; equal when no PWM runs
+#   proximity_ohms(gun) -> int | None       PP-PE resistance; None where the gun has no PP line
+#   set_contactor(gun, closed)    drive the contactor coil
+#   contactor_feedback(gun) -> bool          auxiliary (mirror) contact: True = closed
+#   rcd_tripped(gun) -> bool ; rcd_self_test(gun) -> bool (passed) ; rcd_reset(gun)
+#   temperature_c(gun) -> float   connector / relay temperature
+#   current_a(gun) -> float       highest phase current through the contactor
+# Board wide:
+#   ticks_ms() ; sleep_ms(ms) ; watchdog_start(timeout_ms) ; watchdog_feed()
+#   uart(index, baudrate) -> stream ; network_up() -> bool ; storage_root() -> str
+#   safe() -> every contactor open, every pilot at -12 V; must not raise
+#   deinit()
+
+
+def open_board(board):
+    """The Hal implementation the board file names ("sim", "rp2", "esp32")."""
+    kind = board["hal"]
+    if kind == "sim":
+        from evse.hal.sim import Hal
+    elif kind == "rp2":
+        from evse.hal.rp2 import Hal
+    elif kind == "esp32":
+        from evse.hal.esp32 import Hal
+    else:
+        raise ValueError("board hal '%s' unknown: use sim, rp2 or esp32" % kind)
+    return Hal(board)
+
+
+class Base:
+    """What all implementations share: the board, the gun count, the safe-state sweep."""
+
+    def __init__(self, board):
+        self.board = board
+        self.guns = len(board["guns"])
+
+    def safe(self):
+        # Called from exception handlers: every step is attempted even if one fails.
+        for gun in range(1, self.guns + 1):
+            try:
+                self.set_contactor(gun, False)
+            except Exception:
+                pass
+            try:
+                self.set_pilot(gun, 0)
+            except Exception:
+                pass
+
+    def storage_root(self):
+        return "/"
+
+    def deinit(self):
+        pass

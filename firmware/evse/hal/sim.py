@@ -1,0 +1,85 @@
+# The virtual board's hardware: every call is one request to the world in the supervisor,
+# over a loopback socket, at the level of the HAL (one pilot sample = both plateaus).
+import os
+import socket
+import time
+
+from evse.hal import Base
+
+
+class Hal(Base):
+    def __init__(self, board):
+        Base.__init__(self, board)
+        addr = os.getenv("EVSE_SIM_WORLD")
+        if not addr:
+            raise OSError("EVSE_SIM_WORLD is not set: the sim HAL runs only inside the virtual board")
+        host, port = addr.split(":")
+        self._sock = socket.socket()
+        self._sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        self._rx = self._sock.makefile("rb") if hasattr(self._sock, "makefile") else self._sock
+        self._buf = bytearray(64)
+
+    def _ask(self, line):
+        self._sock.write(line)
+        reply = self._rx.readline()
+        if not reply:
+            raise OSError("virtual board world closed the link")
+        if reply[:1] == b"!":
+            raise OSError("world: " + reply[1:].decode().strip())
+        return reply
+
+    def set_pilot(self, gun, duty_pm):
+        self._ask(b"P %d %d\n" % (gun, duty_pm))
+
+    def sample_pilot(self, gun):
+        r = self._ask(b"S %d\n" % gun).split()
+        return int(r[0]), int(r[1])
+
+    def proximity_ohms(self, gun):
+        r = self._ask(b"X %d\n" % gun).strip()
+        return None if r == b"-" else int(r)
+
+    def set_contactor(self, gun, closed):
+        self._ask(b"K %d %d\n" % (gun, 1 if closed else 0))
+
+    def contactor_feedback(self, gun):
+        return self._ask(b"F %d\n" % gun)[0] == 49  # b"1"
+
+    def rcd_tripped(self, gun):
+        return self._ask(b"R %d\n" % gun)[0] == 49
+
+    def rcd_self_test(self, gun):
+        return self._ask(b"T %d\n" % gun)[0] == 49
+
+    def rcd_reset(self, gun):
+        self._ask(b"Z %d\n" % gun)
+
+    def temperature_c(self, gun):
+        return float(self._ask(b"C %d\n" % gun))
+
+    def current_a(self, gun):
+        return float(self._ask(b"I %d\n" % gun))
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def sleep_ms(self, ms):
+        time.sleep_ms(ms)
+
+    def watchdog_start(self, timeout_ms):
+        self._ask(b"W %d\n" % timeout_ms)
+
+    def watchdog_feed(self):
+        self._ask(b"w\n")
+
+    def uart(self, index, baudrate):
+        raise OSError("the virtual board has no UART %d yet" % index)
+
+    def network_up(self):
+        return self._ask(b"N\n")[0] == 49
+
+    def deinit(self):
+        try:
+            self._sock.close()
+        except Exception:
+            pass

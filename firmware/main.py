@@ -1,0 +1,3 @@
+import evse.app
+
+evse.app.main()

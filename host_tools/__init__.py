@@ -1,0 +1,1 @@
+"""Host tools for the EV charger controller: flash, configure, monitor, virtual board."""

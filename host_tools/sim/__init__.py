@@ -1,0 +1,1 @@
+"""The virtual board: supervisor (pty + MicroPython process), hardware world, rig control server."""

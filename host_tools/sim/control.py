@@ -1,0 +1,190 @@
+"""The rig protocol's operations on the virtual board: one function per op, routed by a table.
+
+Request: one JSON object per line, `{"op": NAME, ...}`; reply: `{"ok": true, ...}` or
+`{"ok": false, "error": "<what and why>"}`. docs/rig-protocol.md describes every op."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from host_tools.sim.world import EV, EV_LEVEL_MV, PP_OHMS, World
+
+OPS: dict[str, Callable] = {}
+
+
+class OpError(ValueError):
+    pass
+
+
+def op(name: str):
+    def register(fn):
+        OPS[name] = fn
+        return fn
+    return register
+
+
+def _flag(req: dict, key: str) -> bool:
+    value = req.get(key)
+    if not isinstance(value, bool):
+        raise OpError(f"'{key}' must be true or false, not {value!r}")
+    return value
+
+
+def _number(req: dict, key: str, lo: float, hi: float) -> float:
+    value = req.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise OpError(f"'{key}' must be a number in {lo}..{hi}, not {value!r}")
+    return float(value)
+
+
+@op("plug")
+def plug(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    cable = req.get("cable_a", 32)
+    if cable not in PP_OHMS:
+        raise OpError(f"'cable_a' must be one of {sorted(PP_OHMS)} (IEC 61851-1 Table B.2), not {cable!r}")
+    ev = EV()
+    ev.update(req.get("ev") or {})
+    if g.plugged:
+        raise OpError(f"gun {g.number} is already plugged; unplug it first")
+    g.ev, g.cable_a, g.plugged = ev, cable, True
+    g.ev_letter, g.pwm_since_ms, g.saw_x1, g.forced_state = "B", None, False, None
+    world.log(g.number, "plug", {"cable_a": cable, "max_a": ev.max_a, "phases": ev.phases})
+    return {}
+
+
+@op("unplug")
+def unplug(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    g.plugged, g.ev_letter, g.forced_state = False, "A", None
+    world.log(g.number, "unplug", None)
+    return {}
+
+
+@op("ev_state")
+def ev_state(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    state = req.get("state")
+    if state in (None, "auto"):
+        g.forced_state = None
+    elif state in EV_LEVEL_MV:
+        g.forced_state = state
+    else:
+        raise OpError(f"'state' must be one of A, B, C, D, E, F or \"auto\", not {state!r}")
+    world.log(g.number, "ev_forced", g.forced_state or "auto")
+    return {}
+
+
+@op("ev")
+def ev_params(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    if g.ev is None:
+        raise OpError(f"gun {g.number} has no EV; plug one first")
+    params = {k: v for k, v in req.items() if k not in ("op", "gun")}
+    g.ev.update(params)
+    world.log(g.number, "ev", params)
+    return {}
+
+
+@op("diode_fault")
+def diode_fault(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    g.diode_fault = _flag(req, "on")
+    world.log(g.number, "diode_fault", g.diode_fault)
+    return {}
+
+
+@op("rcd_trip")
+def rcd_trip(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    g.rcd_tripped = True
+    world.log(g.number, "rcd", "tripped")
+    return {}
+
+
+@op("rcd_test_fail")
+def rcd_test_fail(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    g.rcd_test_fails = _flag(req, "on")
+    world.log(g.number, "rcd_test_fail", g.rcd_test_fails)
+    return {}
+
+
+@op("weld")
+def weld(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    g.welded = _flag(req, "on")
+    if not g.welded and not g.coil:
+        g.contacts = False
+    world.log(g.number, "weld", g.welded)
+    return {}
+
+
+@op("temperature")
+def temperature(world: World, req: dict, board) -> dict:
+    g = world.gun(req.get("gun"))
+    g.temperature_c = _number(req, "celsius", -40, 150)
+    world.log(g.number, "temperature", g.temperature_c)
+    return {}
+
+
+@op("power")
+def power(world: World, req: dict, board) -> dict:
+    on = _flag(req, "on")
+    board.set_power(on)
+    return {}
+
+
+@op("snapshot")
+def snapshot(world: World, req: dict, board) -> dict:
+    return {"guns": world.snapshot(), "t_ms": round(world.now_ms(), 1), "powered": world.powered,
+            "firmware": board.firmware_state()}
+
+
+@op("events")
+def events(world: World, req: dict, board) -> dict:
+    since = req.get("since_ms", 0)
+    if isinstance(since, bool) or not isinstance(since, (int, float)):
+        raise OpError(f"'since_ms' must be a number of milliseconds, not {since!r}")
+    with world.lock:
+        return {"events": [e for e in world.events if e["t_ms"] > since], "t_ms": round(world.now_ms(), 1)}
+
+
+@op("info")
+def info(world: World, req: dict, board) -> dict:
+    return {"board": world.board["name"], "guns": len(world.guns), "serial": board.serial_path,
+            "ops": sorted(OPS)}
+
+
+def handle_line(world: World, line: bytes | str, board) -> dict:
+    """One request line -> one reply object. Never raises: bad input is an error reply."""
+    try:
+        req = json.loads(line)
+    except ValueError as e:
+        return {"ok": False, "error": f"request is not JSON ({e.msg} at column {e.colno}): {str(line)[:80]}"}
+    if not isinstance(req, dict):
+        return {"ok": False, "error": "request must be a JSON object like {\"op\": \"snapshot\"}"}
+    name = req.get("op")
+    fn = OPS.get(name) if isinstance(name, str) else None
+    if fn is None:
+        return {"ok": False, "error": f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}"}
+    try:
+        with world.lock:
+            reply = fn(world, req, board)
+    except (OpError, ValueError) as e:
+        return {"ok": False, "error": f"{name}: {e}"}
+    return {"ok": True, **reply}
+
+
+@op("reset")
+def reset(world: World, req: dict, board) -> dict:
+    """Back to a bare rig: every EV unplugged, every injected condition removed."""
+    for g in world.guns:
+        g.plugged, g.ev, g.ev_letter, g.forced_state = False, None, "A", None
+        g.diode_fault = g.rcd_tripped = g.rcd_test_fails = False
+        g.welded = False
+        g.contacts = g.coil
+        g.temperature_c = 25.0
+    world.log(0, "reset", None)
+    return {}

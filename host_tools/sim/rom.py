@@ -1,0 +1,299 @@
+# The virtual board's "ROM": what MicroPython's port does on a real board around the user's
+# files, run by the unix-port `micropython` that the supervisor starts. It mounts the board's
+# littlefs flash image as "/", runs boot.py and main.py, and then serves the REPL on stdin/stdout
+# the way pyexec does on a board: the friendly REPL, the raw REPL and raw-paste mode that
+# mpremote speaks. Ctrl-C arrives as SIGINT (the supervisor turns the byte into the signal);
+# a soft reset ends this process with an exit code the supervisor understands.
+import os
+import sys
+import vfs
+
+EXIT_SOFT_RESET = 10       # Ctrl-D at the friendly REPL
+EXIT_SOFT_RESET_RAW = 11   # Ctrl-D at the raw REPL: come back in raw mode
+EXIT_HARD_RESET = 12       # machine.reset()
+BLOCK_SIZE = 4096
+RAW_PASTE_WINDOW = 256
+BANNER = "MicroPython %s on virtual board %s; evse sim with littlefs\r\nType \"help()\" for more information.\r\n"
+
+_in = sys.stdin.buffer
+_out = sys.stdout.buffer
+
+
+def write(data):
+    if isinstance(data, str):
+        data = data.encode()
+    _out.write(data)
+    try:
+        _out.flush()
+    except AttributeError:
+        pass
+
+
+def read_byte():
+    b = _in.read(1)
+    if not b:
+        raise SystemExit(EXIT_HARD_RESET)  # the supervisor closed the serial line
+    return b[0]
+
+
+class FileBlockDevice:
+    """A littlefs block device over the flash image file on the host."""
+
+    def __init__(self, f, blocks):
+        self.f = f
+        self.blocks = blocks
+
+    def readblocks(self, block, buf, offset=0):
+        self.f.seek(block * BLOCK_SIZE + offset)
+        self.f.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        self.f.seek(block * BLOCK_SIZE + (offset or 0))
+        self.f.write(buf)
+        self.f.flush()  # a power cut (SIGKILL) loses nothing the firmware believes written
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.blocks
+        if op == 5:  # block size
+            return BLOCK_SIZE
+        if op == 6:  # erase
+            self.f.seek(arg * BLOCK_SIZE)
+            self.f.write(b"\xff" * BLOCK_SIZE)
+            return 0
+        return 0
+
+
+def _copy_tree(src, dst):
+    for name in os.listdir(src):
+        s = src + "/" + name
+        d = dst + "/" + name
+        if os.stat(s)[0] & 0x4000:
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass
+            _copy_tree(s, d)
+        else:
+            with open(s, "rb") as fi, open(d, "wb") as fo:
+                while True:
+                    chunk = fi.read(1024)
+                    if not chunk:
+                        break
+                    fo.write(chunk)
+
+
+def mount_flash():
+    image = os.getenv("EVSE_SIM_FLASH")
+    blocks = int(os.getenv("EVSE_SIM_FLASH_BLOCKS") or "256")
+    seed = os.getenv("EVSE_SIM_SEED")
+    # The supervisor creates the image erased (all 0xff); a fresh image is formatted and
+    # gets the firmware, as a factory would program a new board.
+    f = open(image, "r+b")
+    bdev = FileBlockDevice(f, blocks)
+    try:
+        fs = vfs.VfsLfs2(bdev)
+    except OSError:
+        vfs.VfsLfs2.mkfs(bdev)
+        fs = vfs.VfsLfs2(bdev)
+        if seed:
+            vfs.mount(fs, "/flash")
+            _copy_tree(seed, "/flash")
+            vfs.umount("/flash")
+    vfs.umount("/")
+    vfs.mount(fs, "/")
+    os.chdir("/")
+    sys.path[:] = ["", "/lib", ".frozen"]
+
+
+def _print_exception(e):
+    sys.print_exception(e, sys.stdout)
+
+
+def run_file(name):
+    try:
+        os.stat(name)
+    except OSError:
+        return
+    g = {"__name__": "__main__"}
+    try:
+        with open(name) as f:
+            code = f.read()
+        exec(compile(code, name, "exec"), g)
+    except SystemExit as e:
+        if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
+            raise
+    except BaseException as e:  # noqa: B036 -- a board prints any exception and goes to the REPL
+        _print_exception(e)
+
+
+class Repl:
+    def __init__(self):
+        self.globals = {"__name__": "__main__"}
+
+    def banner(self):
+        v = sys.implementation.version
+        write(BANNER % ("v%d.%d.%d" % (v[0], v[1], v[2]), os.getenv("EVSE_SIM_BOARD") or "?"))
+
+    # ---- raw REPL (pyexec_raw_repl) -----------------------------------------------------------
+    def raw(self):
+        write("raw REPL; CTRL-B to exit\r\n")
+        while True:
+            write(">")
+            code = bytearray()
+            paste = False
+            while True:
+                try:
+                    c = read_byte()
+                except KeyboardInterrupt:
+                    code = bytearray()
+                    continue
+                if c == 0x01:  # Ctrl-A: start again
+                    write("\r\nraw REPL; CTRL-B to exit\r\n>")
+                    code = bytearray()
+                elif c == 0x02:  # Ctrl-B: friendly REPL
+                    write("\r\n")
+                    return
+                elif c == 0x03:
+                    code = bytearray()
+                elif c == 0x04:
+                    if not code:
+                        raise SystemExit(EXIT_SOFT_RESET_RAW)
+                    break
+                elif c == 0x05 and not code:
+                    if self._raw_paste_start():
+                        code = self._raw_paste_read()
+                        paste = True
+                        break
+                else:
+                    code.append(c)
+            if not paste:
+                write("OK")
+            self._exec_raw(bytes(code))
+
+    def _raw_paste_start(self):
+        # Host sends Ctrl-E 'A' Ctrl-A to ask for raw-paste mode.
+        if read_byte() != 0x41 or read_byte() != 0x01:
+            write("R\x00")
+            return False
+        write(b"R\x01" + bytes((RAW_PASTE_WINDOW & 0xFF, RAW_PASTE_WINDOW >> 8)) + b"\x01")
+        return True
+
+    def _raw_paste_read(self):
+        code = bytearray()
+        window = RAW_PASTE_WINDOW
+        while True:
+            c = read_byte()
+            if c == 0x04:
+                write(b"\x04")  # end of data acknowledged
+                return code
+            code.append(c)
+            window -= 1
+            if window == 0:
+                window = RAW_PASTE_WINDOW
+                write(b"\x01")  # the host may send another window
+
+    def _exec_raw(self, code):
+        err = None
+        try:
+            exec(compile(code, "<stdin>", "exec"), self.globals)
+        except SystemExit as e:
+            if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
+                write(b"\x04\x04")
+                raise
+            err = e
+        except BaseException as e:  # noqa: B036
+            err = e
+        write(b"\x04")
+        if err is not None:
+            sys.print_exception(err, sys.stdout)
+        write(b"\x04")
+
+    # ---- friendly REPL ------------------------------------------------------------------------
+    def friendly(self):
+        self.banner()
+        lines = []
+        while True:
+            write("... " if lines else ">>> ")
+            try:
+                line = self._read_line()
+            except KeyboardInterrupt:
+                write("\r\n")
+                lines = []
+                continue
+            if line is None:  # Ctrl-D on an empty line
+                if lines:
+                    lines = []
+                    write("\r\n")
+                    continue
+                write("\r\n")
+                raise SystemExit(EXIT_SOFT_RESET)
+            if line == "\x01":
+                self.raw()
+                self.banner()
+                continue
+            if line == "\x02":
+                write("\r\n")
+                self.banner()
+                continue
+            if not lines and not line.strip():
+                continue
+            lines.append(line)
+            src = "\n".join(lines)
+            if lines[0].rstrip().endswith(":") and line.strip():
+                continue  # a block goes on until an empty line
+            lines = []
+            try:
+                exec(compile(src, "<stdin>", "single"), self.globals)
+            except SystemExit as e:
+                if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
+                    raise
+            except BaseException as e:  # noqa: B036
+                _print_exception(e)
+
+    def _read_line(self):
+        buf = bytearray()
+        while True:
+            c = read_byte()
+            if c in (0x0D, 0x0A):
+                write("\r\n")
+                return buf.decode()
+            if c == 0x04:
+                if not buf:
+                    return None
+                continue
+            if c in (0x01, 0x02) and not buf:
+                return chr(c)
+            if c in (0x08, 0x7F):
+                if buf:
+                    buf.pop()
+                    write("\x08 \x08")
+                continue
+            if c == 0x1B or c < 0x20:
+                continue  # no line history or cursor keys on the virtual board
+            buf.append(c)
+            write(bytes((c,)))
+
+
+def main():
+    mount_flash()
+    raw = os.getenv("EVSE_SIM_MODE") == "raw"
+    repl = Repl()
+    code = 0
+    try:
+        run_file("boot.py")
+        if raw:
+            repl.raw()
+        else:
+            run_file("main.py")
+        while True:
+            repl.friendly()
+    except SystemExit as e:
+        code = e.args[0] if e.args else 0
+    except BaseException as e:  # noqa: B036
+        _print_exception(e)
+        code = EXIT_HARD_RESET
+    sys.exit(code)
+
+
+main()

