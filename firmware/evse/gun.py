@@ -269,8 +269,12 @@ class Gun:
         rule = FAULTS[self.fault]
         if rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == pilot.DUTY_OFF_PM:
             self._clear(now_ms)
-        elif rule == CLEAR_DELAY and now_ms - self.fault_since_ms >= self.fault_retry_ms \
-                and not self.hal.rcd_tripped(self.n):
+        elif rule == CLEAR_DELAY and now_ms - self.fault_since_ms >= self.fault_retry_ms:
+            if self.fault == "RCD":
+                self.hal.rcd_reset(self.n)  # the RCD module latches its trip until reset
+                if self.hal.rcd_tripped(self.n):
+                    self.fault_since_ms = now_ms  # residual current persists: try again later
+                    return
             self._clear(now_ms)
         elif rule == CLEAR_COOL and self.temperature_c < self.restart_c:
             self._clear(now_ms)
@@ -288,7 +292,7 @@ class Gun:
     def _clear(self, now_ms):
         code = self.fault
         self.fault = None
-        if FAULTS[code] == CLEAR_DELAY:
+        if code == "RCD":
             self.hal.rcd_reset(self.n)
         self._diode_bad = 0
         self._over_since_ms = None

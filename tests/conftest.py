@@ -1,0 +1,15 @@
+"""Firmware logic imports under CPython too: firmware/ on the path and a `micropython` shim."""
+import sys
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "firmware"))
+
+if "micropython" not in sys.modules:
+    try:
+        import micropython  # noqa: F401
+    except ImportError:
+        shim = types.ModuleType("micropython")
+        shim.const = lambda value: value
+        sys.modules["micropython"] = shim

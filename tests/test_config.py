@@ -1,0 +1,102 @@
+"""Board files and user config: validation names the key and the range; writes are atomic;
+a bad value or a corrupt file changes nothing stored."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from evse import config, store
+
+BOARDS = Path(__file__).resolve().parents[1] / "boards"
+
+
+@pytest.fixture
+def root(tmp_path):
+    board = json.loads((BOARDS / "sim-ac2.json").read_text())
+    (tmp_path / "board.json").write_text(json.dumps(board))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted(BOARDS.glob("*.json")), ids=lambda p: p.stem)
+def test_every_board_file_is_valid(path):
+    config.check_board(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b.pop("guns"), "board file lacks 'guns'"),
+    (lambda b: b.update(hal="avr"), "board 'hal' is 'avr'"),
+    (lambda b: b["guns"][0].update(max_a=100), "guns[0].max_a must be 6..80 A"),
+    (lambda b: b["pilot"].update(c_min_mv=8000), "pilot thresholds must fall from A to F"),
+    (lambda b: b["derate"].update(restart_c=90), "restart_c must be below"),
+])
+def test_bad_board_files_get_an_error_naming_the_entry(mutate, message):
+    board = json.loads((BOARDS / "sim-ac2.json").read_text())
+    mutate(board)
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        config.check_board(board)
+
+
+def test_set_persists_and_survives_a_reload(root):
+    cfg = config.Config(config.load_board(root), root)
+    cfg.set("site_limit_a", 25)
+    assert config.Config(config.load_board(root), root).get("site_limit_a") == 25
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("site_limit_a", 5000, "site_limit_a = 5000 is out of range: allowed 0..2000 A"),
+    ("site_limit_a", "lots", "site_limit_a must be a whole number"),
+    ("gun_max_a", 3, "gun_max_a = 3 is out of range: allowed 6..80 A"),
+    ("fuse", 16, "unknown config key 'fuse'"),
+    ("name", "", "name must be text of 1 to 32 characters"),
+])
+def test_bad_values_are_refused_with_the_key_and_range_and_change_nothing(root, key, value, message):
+    cfg = config.Config(config.load_board(root), root)
+    cfg.set("site_limit_a", 30)
+    before = Path(root, "config.json").read_bytes()
+    with pytest.raises(config.ConfigError, match=message):
+        cfg.set(key, value)
+    assert Path(root, "config.json").read_bytes() == before
+    assert cfg.get("site_limit_a") == 30
+
+
+@given(st.text(max_size=12))
+def test_typed_console_values_parse_or_get_a_clear_error(text):
+    try:
+        value = config.parse_value("site_limit_a", text)
+    except config.ConfigError as e:
+        assert "site_limit_a" in str(e)
+    else:
+        assert 0 <= value <= 2000
+
+
+def test_a_corrupt_config_file_is_kept_aside_and_defaults_apply(root):
+    Path(root, "config.json").write_text('{"site_limit_a": 2')
+    cfg = config.Config(config.load_board(root), root)
+    assert cfg.get("site_limit_a") == 40
+    assert Path(root, "config.json.bad").read_text() == '{"site_limit_a": 2'
+
+
+def test_an_out_of_range_stored_value_is_ignored_not_deleted(root):
+    Path(root, "config.json").write_text('{"site_limit_a": 99999, "name": "depot"}')
+    cfg = config.Config(config.load_board(root), root)
+    assert cfg.get("site_limit_a") == 40 and cfg.get("name") == "depot"
+    assert "99999" in Path(root, "config.json").read_text()
+
+
+def test_write_is_atomic_a_crash_before_rename_leaves_the_old_file(root, monkeypatch):
+    path = os.path.join(root, "config.json")
+    store.write_json(path, {"site_limit_a": 20})
+
+    def power_cut(src, dst):
+        raise OSError("power cut")
+    monkeypatch.setattr(os, "rename", power_cut)
+    with pytest.raises(OSError):
+        store.write_json(path, {"site_limit_a": 30})
+    assert json.loads(Path(path).read_text()) == {"site_limit_a": 20}
+
+
+def test_a_missing_board_file_says_how_to_fix_it(tmp_path):
+    with pytest.raises(config.ConfigError, match="evsectl flash --board"):
+        config.load_board(str(tmp_path))

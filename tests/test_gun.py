@@ -1,0 +1,212 @@
+"""The gun's IEC 61851-1 state machine against a model EV (model time, 20 ms ticks)."""
+from hypothesis import given, settings, strategies as st
+
+from evse import gun as gun_mod
+from evse import pilot
+from fake_rig import charging, make_gun, run, run_until
+
+
+def test_plugging_in_offers_pwm_then_closes_within_3s_of_c2_after_an_rcd_self_test():
+    g, hal = make_gun()
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    assert hal.duty_pm == pilot.amps_to_duty_pm(32)
+    hal.ev = "C"
+    took = run_until(g, hal, lambda: hal.coil, 3000)
+    assert took <= 3000 and g.state == "C2"
+    whats = [w for _, w, _ in hal.calls]
+    assert whats.index("rcd_test") < len(whats) - 1 - whats[::-1].index("contactor")
+
+
+def test_contactor_opens_within_100ms_when_ev_unplugs_or_goes_to_b_e_f():
+    for letter in "ABEF":
+        g, hal = make_gun()
+        charging(g, hal)
+        hal.ev = letter
+        took = run_until(g, hal, lambda: not hal.coil, 100)
+        assert took <= 100, letter
+
+
+def test_a_state_change_needs_the_debounce_except_on_opening_paths():
+    g, hal = make_gun()
+    hal.ev = "B"
+    run(g, hal, 200)
+    assert g.state == "A"  # 200 ms is under the debounce
+    run(g, hal, 200)
+    assert g.state in ("B1", "B2")
+
+
+def test_pwm_withdrawn_in_c_opens_after_6s_at_the_latest_even_if_the_ev_keeps_drawing():
+    g, hal = make_gun()
+    charging(g, hal)
+    run(g, hal, gun_mod.PWM_CHANGE_MS)
+    g.allocation_a = 0  # paused by the sharing
+    run_until(g, hal, lambda: hal.duty_pm == pilot.DUTY_OFF_PM, 100)
+    assert g.state == "C1"
+    took = run_until(g, hal, lambda: not hal.coil, 6100)
+    assert took <= 6000
+
+
+def test_pwm_changes_at_most_every_5s():
+    g, hal = make_gun()
+    charging(g, hal)
+    for amps in (20, 10, 25, 16, 8, 30):
+        g.allocation_a = amps
+        run(g, hal, 1500)
+    duties = [t for t, w, v in hal.calls if w == "pilot" and 0 < v < 1000]
+    gaps = [b - a for a, b in zip(duties, duties[1:])]
+    assert gaps and min(gaps) >= gun_mod.PWM_CHANGE_MS
+
+
+def test_diode_fault_opens_the_contactor_and_shows_state_f_then_rests_at_plus_12v():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.diode_fault = True
+    took = run_until(g, hal, lambda: not hal.coil, 100)
+    assert took <= 100 and g.fault == "DIODE"
+    assert hal.duty_pm == pilot.DUTY_F_PM
+    run(g, hal, gun_mod.F_STEP_MS + 40)
+    assert hal.duty_pm == pilot.DUTY_OFF_PM and g.state == "FAULT"
+    hal.diode_fault = False
+    hal.ev = "A"  # a diode fault clears when the EV is unplugged
+    run_until(g, hal, lambda: g.fault is None, 1000)
+
+
+def test_rcd_trip_opens_within_100ms_and_retries_after_the_delay():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.rcd = True
+    assert run_until(g, hal, lambda: not hal.coil, 100) <= 100
+    assert g.fault == "RCD"
+    run(g, hal, 59000)
+    assert g.fault == "RCD"
+    run_until(g, hal, lambda: g.fault is None, 2000)
+    assert not hal.rcd  # the RCD was reset on retry
+
+
+def test_failed_rcd_self_test_keeps_the_contactor_open():
+    g, hal = make_gun()
+    hal.rcd_test_ok = False
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    hal.ev = "C"
+    run_until(g, hal, lambda: g.fault == "RCD_TEST", 1000)
+    assert not any(w == "contactor" and v for _, w, v in hal.calls)
+
+
+def test_welded_contactor_is_detected_after_opening_and_needs_a_command():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.welded = True
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.fault == "WELD", 500)
+    assert not g.clear_fault(hal.t_ms)  # feedback still closed
+    hal.welded = False
+    assert g.clear_fault(hal.t_ms)
+
+
+def test_overcurrent_stops_after_7s_above_110_percent_plus_half_an_amp():
+    g, hal = make_gun()
+    charging(g, hal)
+    offered = pilot.duty_pm_to_amps(hal.duty_pm)
+    hal.amps = offered * 1.1 + 0.4  # within the margin: never trips
+    run(g, hal, 10000)
+    assert g.fault is None
+    hal.amps = offered * 1.1 + 0.7
+    took = run_until(g, hal, lambda: g.fault == "OVERCURRENT", 8000)
+    assert 6900 <= took <= 7600
+    assert not hal.coil
+
+
+def test_temperature_derates_in_steps_then_stops_and_restarts_when_cool():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.temperature = 62
+    run(g, hal, gun_mod.PWM_CHANGE_MS + 500)
+    assert pilot.duty_pm_to_amps(hal.duty_pm) <= 32 * 0.75
+    hal.temperature = 72
+    run(g, hal, gun_mod.PWM_CHANGE_MS + 500)
+    assert pilot.duty_pm_to_amps(hal.duty_pm) <= 32 * 0.5
+    hal.temperature = 81
+    run_until(g, hal, lambda: g.fault == "OVERTEMP", 500)
+    assert not hal.coil
+    hal.temperature = 66
+    run(g, hal, 1000)
+    assert g.fault == "OVERTEMP"  # not cool enough
+    hal.temperature = 50
+    run_until(g, hal, lambda: g.fault is None, 1000)
+
+
+def test_cable_rating_caps_the_offer():
+    g, hal = make_gun()
+    hal.pp_ohms = 680  # 20 A cable
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    assert pilot.duty_pm_to_amps(hal.duty_pm) <= 20
+
+
+def test_state_d_without_ventilation_is_refused_and_with_it_charges():
+    g, hal = make_gun()
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    hal.ev = "D"
+    run_until(g, hal, lambda: g.fault == "VENT", 1000)
+    assert not any(w == "contactor" and v for _, w, v in hal.calls)
+    g, hal = make_gun(ventilation=True)
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    hal.ev = "D"
+    run_until(g, hal, lambda: hal.coil, 3000)
+
+
+def test_a_sleeping_ev_gets_a_wake_up_sequence():
+    g, hal = make_gun()
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    run(g, hal, gun_mod.WAKEUP_AFTER_MS + 100)
+    assert g.state == "B1" and hal.duty_pm == pilot.DUTY_OFF_PM
+    run_until(g, hal, lambda: g.state == "B2", gun_mod.WAKEUP_X1_MS + gun_mod.PWM_CHANGE_MS)
+
+
+EV_STEPS = st.lists(st.tuples(
+    st.sampled_from(["ev:A", "ev:B", "ev:C", "ev:D", "ev:E", "ev:F", "diode", "rcd", "weld", "hot", "amps",
+                     "alloc", "clear"]),
+    st.integers(0, 3000)), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(EV_STEPS, st.booleans())
+def test_contactor_is_closed_only_in_c2_or_ventilated_d_and_never_in_a_fault(steps, ventilation):
+    g, hal = make_gun(ventilation=ventilation)
+    closes = 0
+    for action, ms in steps:
+        if action.startswith("ev:"):
+            hal.ev = action[3]
+        elif action == "diode":
+            hal.diode_fault = not hal.diode_fault
+        elif action == "rcd":
+            hal.rcd = True
+        elif action == "weld":
+            hal.welded = not hal.welded
+        elif action == "hot":
+            hal.temperature = 90 if hal.temperature < 80 else 25
+        elif action == "amps":
+            hal.amps = 50.0 if hal.amps < 40 else 10.0
+        elif action == "alloc":
+            g.allocation_a = 0 if g.allocation_a else 32
+        elif action == "clear":
+            g.clear_fault(hal.t_ms)
+        end = hal.t_ms + ms
+        while hal.t_ms < end:
+            hal.t_ms += gun_mod.TICK_MS
+            g.step(hal.t_ms)
+            if hal.coil:
+                assert g.fault is None
+                assert g.state in ("C2", "C1", "D"), g.state
+                assert g.state != "D" or ventilation
+        closes += sum(1 for _, w, v in hal.calls if w == "contactor" and v)
+    # every close came right after a passing RCD self-test
+    seq = [(w, v) for _, w, v in hal.calls if w in ("rcd_test", "contactor")]
+    for i, (w, v) in enumerate(seq):
+        if w == "contactor" and v:
+            assert i > 0 and seq[i - 1] == ("rcd_test", True)
