@@ -81,7 +81,7 @@ class App:
             await asyncio.sleep_ms(WATCHDOG_FEED_MS)
 
     async def console(self):
-        reader = asyncio.StreamReader(sys.stdin)
+        reader = asyncio.StreamReader(sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
         while True:
             line = await reader.readline()
             if not line:

@@ -29,23 +29,29 @@ def equal_split(limits, total_a, min_a):
 class Sharing:
     def __init__(self, guns, min_a=6):
         self.min_a = min_a
-        self.committed = [0.0] * guns   # highest offer an EV may still be drawing against
-        self._dropped_ms = [None] * guns
+        # Per gun the offers of the last EV_FOLLOW_MS as [start_ms, amps]; an EV may still draw
+        # any of them, so the highest is "committed" until it has been gone for EV_FOLLOW_MS.
+        self._offers = [[[0, 0.0]] for _ in range(guns)]
+        self.committed = [0.0] * guns
+
+    def _commit(self, i, now_ms, offered_a):
+        offers = self._offers[i]
+        if offers[-1][1] != offered_a:
+            offers.append([now_ms, offered_a])
+        while len(offers) > 1 and now_ms - offers[1][0] >= EV_FOLLOW_MS:
+            offers.pop(0)  # that offer ended long enough ago for the EV to have followed
+        top = 0.0
+        for start, amps in offers:
+            if amps > top:
+                top = amps
+        self.committed[i] = top
+        return top
 
     def update(self, now_ms, total_a, limits, offered):
         """Allocation per gun. `limits`: what each gun could take now (0 = not charging);
         `offered`: what each pilot offers now."""
         n = len(limits)
-        committed = self.committed
-        for i in range(n):
-            if offered[i] >= committed[i]:
-                committed[i] = offered[i]
-                self._dropped_ms[i] = None
-            elif self._dropped_ms[i] is None:
-                self._dropped_ms[i] = now_ms
-            elif now_ms - self._dropped_ms[i] >= EV_FOLLOW_MS:
-                committed[i] = offered[i]
-                self._dropped_ms[i] = None
+        committed = [self._commit(i, now_ms, offered[i]) for i in range(n)]
         targets = equal_split(limits, total_a, self.min_a)
         budget = total_a - sum(committed)
         alloc = [0.0] * n

@@ -84,7 +84,6 @@ class VirtualBoard:
         self.proc: subprocess.Popen | None = None
         self._proc_lock = threading.RLock()
         self._stopping = False
-        self._expected_exit = False
         self._raw_next = False
         self.boots = 0
 
@@ -156,14 +155,11 @@ class VirtualBoard:
                 continue
             with self._proc_lock:
                 if proc is not self.proc:
-                    continue
+                    continue  # killed on purpose (power cut, watchdog): _kill handled it
                 self.proc = None
-                expected = self._expected_exit
-                self._expected_exit = False
             self.world.firmware_gone()
-            if expected or self._stopping:
-                continue
-            self._after_exit(code)
+            if not self._stopping:
+                self._after_exit(code)
 
     def _after_exit(self, code: int) -> None:
         if not self.world.powered or self._stopping:
@@ -179,12 +175,9 @@ class VirtualBoard:
             proc = self.proc
             if proc is None:
                 return
-            self._expected_exit = True
+            self.proc = None  # the monitor sees it is no longer the board's process
         proc.kill()  # no warning, like a power cut
         proc.wait()
-        with self._proc_lock:
-            if self.proc is proc:
-                self.proc = None
         self.world.firmware_gone()
 
     def set_power(self, on: bool) -> None:

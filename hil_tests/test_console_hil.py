@@ -1,0 +1,124 @@
+"""What a technician sees on the serial port, and what mpremote can do with the board."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import now_ms, start_charging, wait_booted
+
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+
+
+def mpremote(port, *args, timeout=30):
+    r = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return r.stdout
+
+
+def test_status_answers_while_charging_goes_on(rig, events, dut):
+    start_charging(rig, events)
+    t = now_ms(rig)
+    lines = dut.command("status")
+    assert any(line.startswith("1   C2") and "closed" in line for line in lines), lines
+    status = dut.status()
+    assert status["guns"][0]["state"] == "C2" and status["guns"][0]["contactor"] is True
+    assert status["guns"][1]["state"] == "A"
+    assert not [e for e in events.since(t) if e["what"] == "contactor"]  # charging never paused
+
+
+def test_every_state_change_prints_a_line(rig, events, dut):
+    rig.plug(gun=2, ev={"max_a": 16})
+    out = dut.read_until(b"gun 2: B2 -> C2", 10).decode()
+    assert "gun 2: A -> B1" in out and "gun 2: B1 -> B2" in out
+
+
+@pytest.mark.parametrize("typed, answer", [
+    (b"stauts\r\n", "unknown command 'stauts'"),
+    (b"status --yaml\r\n", "status: unknown option '--yaml'"),
+    (b"fault clear 9\r\n", "fault clear: gun must be 1..2 or all, not '9'"),
+    (b"fault\r\n", "fault: use: fault clear <gun|all>"),
+    (b"\xff\xfe\x80\r\n", "console: input is not text"),
+])
+def test_bad_console_input_gets_a_clear_answer_and_changes_nothing(rig, events, dut, typed, answer):
+    start_charging(rig, events)
+    t = now_ms(rig)
+    dut.ser.reset_input_buffer()
+    dut.write(typed)
+    assert answer in dut.read_until(answer.encode(), 5).decode()
+    assert dut.status()["guns"][0]["contactor"] is True
+    assert not [e for e in events.since(t) if e["what"] == "contactor"]
+
+
+def test_a_fault_clears_by_command_and_charging_resumes(rig, events, dut):
+    start_charging(rig, events)
+    rig.rcd_trip(gun=1)
+    dut.wait_status(lambda s: s["guns"][0]["fault"] == "RCD", 3)
+    t = now_ms(rig)
+    assert "gun 1: RCD cleared" in dut.command("fault clear 1")
+    events.first(t, 1, "contactor", "closed", timeout_s=10)
+
+
+def test_ctrl_c_leaves_every_contactor_open_and_the_pilots_safe(rig, events, dut):
+    start_charging(rig, events, gun=1)
+    start_charging(rig, events, gun=2)
+    t = now_ms(rig)
+    dut.write(b"\x03")
+    dut.read_until(b">>> ", 5)
+    for gun in (1, 2):
+        events.first(t, gun, "contactor", "open", timeout_s=2)
+        events.first(t, gun, "duty", 0.0, timeout_s=2)
+    time.sleep(1)
+    assert all(not g["contactor"] and g["duty"] == 0.0 for g in rig.guns())
+    # Ctrl-D at the REPL soft-resets and the firmware starts again.
+    dut.write(b"\x04")
+    dut.read_until(b"MPY: soft reboot", 5)
+    dut.read_until(b"evse ", 10)
+
+
+def test_mpremote_exec_eval_ls_cp_run_soft_reset_and_resume(rig, virtual_board, tmp_path):
+    port = virtual_board["serial"]
+    assert mpremote(port, "exec", "print(6*7)").strip() == "42"
+    assert mpremote(port, "eval", "1+2").strip() == "3"
+    listing = mpremote(port, "ls")
+    for name in ("main.py", "boot.py", "board.json", "evse/"):
+        assert name in listing
+    local = tmp_path / "note.txt"
+    local.write_text("bench note\n" * 200)
+    mpremote(port, "cp", str(local), ":note.txt")
+    assert mpremote(port, "cat", ":note.txt") == local.read_text()
+    back = tmp_path / "back.txt"
+    mpremote(port, "cp", ":note.txt", str(back))
+    assert back.read_text() == local.read_text()
+    script = tmp_path / "script.py"
+    script.write_text("import os\nprint('files', len(os.listdir('/')))\n")
+    assert mpremote(port, "run", str(script)).startswith("files ")
+    mpremote(port, "exec", "kept = 7")
+    assert mpremote(port, "resume", "exec", "print(kept)").strip() == "7"  # no soft reset in between
+    mpremote(port, "soft-reset")
+    out = subprocess.run([MPREMOTE, "connect", port, "resume", "exec", "print(kept)"], capture_output=True, text=True, timeout=30)
+    assert "NameError" in out.stdout + out.stderr  # the soft reset cleared the interpreter
+    # Files written through mpremote live in the littlefs image and survive a power cycle.
+    rig.power(on=False)
+    rig.power(on=True)
+    wait_booted(rig)
+    assert "note.txt" in mpremote(port, "ls")
+    mpremote(port, "rm", ":note.txt")
+
+
+def test_heap_is_as_small_as_the_board_s(rig, virtual_board):
+    out = mpremote(virtual_board["serial"], "exec", "import micropython, gc; gc.collect(); print(gc.mem_free() + gc.mem_alloc())")
+    assert int(out.strip()) <= 192 * 1024
+
+
+def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
+    assert "not JSON" in rig.raw(b"plug gun 1")["error"]
+    assert "must be a JSON object" in rig.raw(b"[1, 2]")["error"]
+    assert "unknown op 'fly'" in rig.raw({"op": "fly"})["error"]
+    assert "gun must be 1..2" in rig.raw({"op": "plug", "gun": 9})["error"]
+    assert "unknown EV parameter 'wings'" in rig.raw({"op": "plug", "gun": 1, "ev": {"wings": 2}})["error"]
+    assert "'on' must be true or false" in rig.raw({"op": "weld", "gun": 1, "on": "yes"})["error"]
+    assert "'celsius' must be a number" in rig.raw({"op": "temperature", "gun": 1, "celsius": 900})["error"]
+    start_charging(rig, events)  # and the board still charges

@@ -1,0 +1,108 @@
+"""The gun follows the control pilot safely, measured from the rig's side (IEC 61851-1)."""
+import time
+
+import pytest
+
+from conftest import now_ms, start_charging
+
+
+def test_plugged_ev_gets_pwm_and_its_contactor_closes_within_3s_of_c2(rig, events):
+    t0 = now_ms(rig)
+    rig.plug(gun=1, ev={"max_a": 32, "phases": 3})
+    b2 = events.first(t0, 1, "ev_state", "B2")
+    c2 = events.first(t0, 1, "ev_state", "C2")
+    closed = events.first(t0, 1, "contactor", "closed")
+    assert b2["t_ms"] <= c2["t_ms"] <= closed["t_ms"]
+    assert closed["t_ms"] - c2["t_ms"] <= 3000
+    g = rig.wait_for(lambda guns: guns[0]["amps"] > 30, 10, what="EV drawing")[0]
+    assert g["offered_a"] == pytest.approx(32, abs=0.1) and g["state"] == "C2"
+
+
+@pytest.mark.parametrize("cause", ["unplug", "state_B", "state_E", "state_F", "diode_fault", "rcd_trip"])
+def test_contactor_opens_within_100ms(rig, events, cause):
+    start_charging(rig, events)
+    time.sleep(0.5)
+    t = now_ms(rig)
+    if cause == "unplug":
+        rig.unplug(gun=1)
+    elif cause.startswith("state_"):
+        rig.ev_state(gun=1, state=cause[-1])
+    elif cause == "diode_fault":
+        rig.diode_fault(gun=1, on=True)
+    else:
+        rig.rcd_trip(gun=1)
+    trigger = events.first(t, 1, {"unplug": "unplug", "diode_fault": "diode_fault", "rcd_trip": "rcd"}.get(cause, "ev_forced"))
+    opened = events.first(t, 1, "contactor", "open")
+    assert opened["t_ms"] - trigger["t_ms"] <= 100, (trigger, opened)
+
+
+def test_a_fault_shows_state_f_to_the_ev_then_rests_at_plus_12v(rig, events):
+    start_charging(rig, events)
+    t = now_ms(rig)
+    rig.rcd_trip(gun=1)
+    f = events.first(t, 1, "duty", 0.0)
+    rest = events.first(t, 1, "duty", 100.0)
+    assert 250 <= rest["t_ms"] - f["t_ms"] <= 600
+
+
+def test_welded_contactor_is_reported_after_it_should_have_opened(rig, events, dut):
+    start_charging(rig, events)
+    rig.weld(gun=1, on=True)
+    rig.unplug(gun=1)
+    status = dut.wait_status(lambda s: s["guns"][0]["fault"] == "WELD", 5)
+    assert status["guns"][0]["contactor"] is False  # the coil is released; the contacts are stuck
+    assert rig.gun(1)["contactor"] is True
+
+
+def test_overcurrent_for_7s_stops_the_session(rig, events):
+    start_charging(rig, events)
+    rig.wait_for(lambda g: g[0]["amps"] > 30, 10, what="EV drawing")
+    t = now_ms(rig)
+    rig.ev(gun=1, force_a=40)  # 32 A offered: above 110 % + 0.5 A
+    start = events.first(t, 1, "ev")["t_ms"]
+    opened = events.first(t, 1, "contactor", "open", timeout_s=12)
+    assert 7000 <= opened["t_ms"] - start <= 8500
+
+
+def test_temperature_derates_then_stops(rig, events):
+    start_charging(rig, events)
+    rig.temperature(gun=1, celsius=65)  # 75 % step
+    rig.wait_for(lambda g: 0 < g[0]["offered_a"] <= 24, 8, what="offer derated to 75 %")
+    rig.temperature(gun=1, celsius=72)  # 50 % step
+    rig.wait_for(lambda g: 0 < g[0]["offered_a"] <= 16, 8, what="offer derated to 50 %")
+    t = now_ms(rig)
+    rig.temperature(gun=1, celsius=85)
+    events.first(t, 1, "contactor", "open", timeout_s=2)
+
+
+def test_cable_rating_caps_the_offer(rig, events):
+    rig.plug(gun=1, cable_a=20, ev={"max_a": 32})
+    g = rig.wait_for(lambda g: g[0]["offered_a"] > 0, 5, what="PWM")[0]
+    assert g["offered_a"] <= 20
+
+
+def test_two_cars_share_the_site_limit(rig, events):
+    start_charging(rig, events, gun=1)
+    start_charging(rig, events, gun=2)
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        guns = rig.guns()
+        assert sum(g["amps"] for g in guns) <= 40.0 + 1e-6
+        assert sum(g["offered_a"] for g in guns) <= 40.0 + 1e-6
+        time.sleep(0.1)
+    guns = rig.guns()
+    assert all(g["amps"] > 15 for g in guns)
+
+
+def test_power_cut_opens_everything_and_the_board_boots_safe(rig, events):
+    start_charging(rig, events)
+    t = now_ms(rig)
+    rig.power(on=False)
+    assert events.first(t, 1, "contactor", "open")["t_ms"] - t <= 100
+    t_on = now_ms(rig)
+    rig.power(on=True)
+    first_duty = events.first(t_on, 1, "duty")
+    assert first_duty["value"] == 100.0  # the pilot comes up at +12 V steady, no PWM yet
+    closed = events.first(t_on, 1, "contactor", "closed", timeout_s=10)
+    pwm = [e for e in events.since(t_on) if e["gun"] == 1 and e["what"] == "duty" and 0 < (e["value"] or 0) < 100]
+    assert pwm and pwm[0]["t_ms"] < closed["t_ms"]  # and closes only after offering PWM again
