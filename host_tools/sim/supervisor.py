@@ -273,6 +273,9 @@ class VirtualBoard:
             pass
         finally:
             conn.close()
+            # The firmware let go of its hardware (it stopped its HAL): its watchdog goes too.
+            with self.world.lock:
+                self.world.watchdog_ms = 0
 
     def _ctl_conn(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
