@@ -122,3 +122,16 @@ def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
     assert "'on' must be true or false" in rig.raw({"op": "weld", "gun": 1, "on": "yes"})["error"]
     assert "'celsius' must be a number" in rig.raw({"op": "temperature", "gun": 1, "celsius": 900})["error"]
     start_charging(rig, events)  # and the board still charges
+
+
+def test_readme_flash_commands_deploy_the_firmware_and_reset_runs_it(rig, virtual_board):
+    """The README's mpremote deploy, run against the virtual board with its own board file."""
+    repo = Path(__file__).resolve().parents[1]
+    port = virtual_board["serial"]
+    mpremote(port, "exec", "import os; os.remove('main.py')")
+    subprocess.run([MPREMOTE, "connect", port, "cp", "-r", "firmware/evse", ":", "+", "cp", "firmware/main.py",
+                    "firmware/boot.py", ":", "+", "cp", "boards/sim-ac2.json", ":board.json", "+", "reset"],
+                   cwd=repo, check=True, capture_output=True, timeout=120)
+    rig.power(on=True)
+    wait_booted(rig)
+    assert "main.py" in mpremote(port, "ls")

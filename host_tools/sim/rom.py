@@ -275,7 +275,30 @@ class Repl:
             write(bytes((c,)))
 
 
+class _Machine:
+    """The unix port's `machine` plus the resets a board's `machine` has (mpremote reset)."""
+
+
+def install_machine():
+    import machine as port_machine
+    m = _Machine()
+    for name in dir(port_machine):
+        if not name.startswith("__"):
+            setattr(m, name, getattr(port_machine, name))
+
+    def reset():
+        raise SystemExit(EXIT_HARD_RESET)
+
+    def soft_reset():
+        raise SystemExit(EXIT_SOFT_RESET)
+
+    m.reset = reset
+    m.soft_reset = soft_reset
+    sys.modules["machine"] = m
+
+
 def main():
+    install_machine()
     mount_flash()
     raw = os.getenv("EVSE_SIM_MODE") == "raw"
     repl = Repl()
