@@ -1,0 +1,298 @@
+# What the RP2040 and ESP32 HALs share: pilot PWM and burst sampling, PP divider and CT scaling,
+# contactor and mirror contact, RCM self-test, watchdog, RS-485 UARTs, gun numbers.
+# The pilot front end is non-inverting: PWM output high = +12 V, low = -12 V, and the ADC sees
+# pilot_mv * pilot_gain + pilot_offset_mv. The relay and RCM wiring is described at each method.
+import time
+from array import array
+
+from machine import ADC, PWM, UART, WDT, Pin
+from micropython import const
+
+from evse.hal import Base
+
+PILOT_HZ = const(1000)  # IEC 61851-1 Table A.7: pilot PWM 1 kHz
+_U16_MAX = const(65535)
+_DUTY_FULL_PM = const(1000)
+# A pilot sample is a burst of ADC reads paced 18 us apart (slower if a read takes longer): 64
+# reads span 1.13 ms, more than one 1 kHz period, so both plateaus are in it whatever the phase.
+# A 10 % duty (6 A) is 100 us high: about 5 reads. The 2nd highest / 2nd lowest read is the
+# plateau: one spike or edge read is ignored.
+_BURST = const(64)
+_STEP_US = const(18)
+_STEADY_READS = const(8)  # no PWM: the level is steady, average a few reads
+_AVG_READS = const(16)  # PP, CT, NTC: slow signals, averaged
+_PP_OPEN_OHMS = const(100000)  # PP open (no cable): reported as this many ohms, outside every band
+_RCD_TRIP_MS = const(40)  # RCM self-test: fault output must rise within this after the test input
+_RCD_RELEASE_MS = const(100)  # ... and fall within this after the test input is released
+# A broken, shorted or missing temperature sensor reads as this, above every derate step and
+# stop level, so the gun stops (fail safe) and the console shows an impossible temperature.
+SENSOR_FAULT_C = 200.0
+
+
+def divider_ohms(mv, vref_mv, pullup_ohm):  # type: (int, int, int) -> int
+    """Resistance to ground under a pull-up to vref, from the midpoint voltage; open = _PP_OPEN_OHMS."""
+    if mv >= vref_mv:
+        return _PP_OPEN_OHMS
+    if mv <= 0:
+        return 0
+    ohms = pullup_ohm * mv // (vref_mv - mv)
+    return ohms if ohms < _PP_OPEN_OHMS else _PP_OPEN_OHMS
+
+
+class Rs485:
+    """A UART behind an RS-485 transceiver: DE is high only while this side sends, so the
+    meter's answer is received (Modbus RTU is half duplex). Reads go straight to the UART."""
+
+    def __init__(self, uart, de):
+        self.uart = uart
+        self._de = de
+
+    def write(self, buf):
+        self._de.value(1)
+        try:
+            n = self.uart.write(buf)
+            self.uart.flush()  # returns once the last stop bit has left the transmitter
+        finally:
+            self._de.value(0)
+        return n
+
+    def read(self, nbytes=-1):
+        return self.uart.read() if nbytes < 0 else self.uart.read(nbytes)
+
+    def readinto(self, buf):
+        return self.uart.readinto(buf)
+
+    def readline(self):
+        return self.uart.readline()
+
+    def any(self):
+        return self.uart.any()
+
+    def deinit(self):
+        self._de.value(0)
+        self.uart.deinit()
+
+
+class McuHal(Base):
+    """A board with GPIO, PWM and ADC pins per gun. The port subclass provides:
+      BOARD_EXAMPLE          the board file that error messages point to
+      read                   (to __init__) a function of an ADC giving one reading, in the
+                             port's unit; the pilot burst calls it 64 times, so not a method
+      _reading_mv(reading)   a reading, or a mean of readings, as mV at the ADC pin
+      _adc(pin)              the ADC on that GPIO
+      _claim_gun_analog(gun, pins, where)   the gun's PP and CT inputs, after its pilot ADC
+      _pp_mv(i), _ct_mv(i)   PP (None without a PP line) and CT level of gun index i, in mV
+      temperature_c(gun), network_up()
+    and calls _claim_guns() from its __init__ once its board-wide pins are claimed."""
+
+    BOARD_EXAMPLE = ""
+
+    def __init__(self, board, read):
+        Base.__init__(self, board)
+        cal = self._need(board, "adc", "the board")
+        self._vref_mv = self._need(cal, "vref_mv", "adc")
+        self._pilot_offset_mv = self._need(cal, "pilot_offset_mv", "adc")
+        self._pilot_gain_e4 = int(self._need(cal, "pilot_gain", "adc") * 10000 + 0.5)
+        self._pp_pullup_ohm = self._need(cal, "pp_pullup_ohm", "adc")
+        self._ct_a_per_mv = self._need(cal, "ct_a_per_mv", "adc")
+        self._ct_offset_mv = self._need(cal, "ct_offset_mv", "adc")
+        self._read = read
+        self._buf = array("H", [0] * _BURST)  # the one pilot sample buffer, reused by every burst
+
+        self._contactor = []  # type: list[Pin]
+        self._pwm = []  # type: list[PWM]
+        self._duty_pm = []  # type: list[int]
+        self._pilot_adc = []  # type: list[ADC]
+        self._feedback = []  # type: list[Pin]
+        self._rcd_fault = []  # type: list[Pin]
+        self._rcd_test = []  # type: list[Pin]
+        self._wdt = None  # type: WDT | None
+
+    def _need(self, section, key, where):
+        try:
+            return section[key]
+        except KeyError:
+            raise ValueError('board file: %s has no "%s"; add it (see %s)' % (where, key, self.BOARD_EXAMPLE))
+
+    def _claim_guns(self):  # type: () -> None
+        for n, gun in enumerate(self.board["guns"]):
+            where = "guns[%d].pins" % n
+            p = self._need(gun, "pins", "guns[%d]" % n)
+            # Coil driver: high = coil energised. Claimed first, low, so no reset leaves it on.
+            self._contactor.append(Pin(self._need(p, "contactor", where), Pin.OUT, value=0))
+            pwm = PWM(Pin(self._need(p, "pilot_pwm", where)))
+            pwm.freq(PILOT_HZ)
+            pwm.duty_u16(0)  # -12 V (state F) until the application offers something
+            self._pwm.append(pwm)
+            self._duty_pm.append(0)
+            self._pilot_adc.append(self._adc(self._need(p, "pilot_adc", where)))
+            self._claim_gun_analog(gun, p, where)
+            # Mirror contact to ground, internal pull-up: a broken wire reads "open", and a
+            # contactor that never reports closed stops the charge.
+            self._feedback.append(Pin(self._need(p, "feedback", where), Pin.IN, Pin.PULL_UP))
+            # RCM fault output, high = tripped; the pull-up makes a broken wire read tripped.
+            self._rcd_fault.append(Pin(self._need(p, "rcd_fault", where), Pin.IN, Pin.PULL_UP))
+            self._rcd_test.append(Pin(self._need(p, "rcd_test", where), Pin.OUT, value=0))
+
+    # ---- what each port provides ----------------------------------------------------------------
+    def _adc(self, pin):  # type: (int) -> ADC
+        raise NotImplementedError
+
+    def _claim_gun_analog(self, gun, pins, where):  # type: (dict, dict, str) -> None
+        raise NotImplementedError
+
+    def _reading_mv(self, reading):  # type: (int) -> int
+        raise NotImplementedError
+
+    def _pp_mv(self, i):  # type: (int) -> int | None
+        raise NotImplementedError
+
+    def _ct_mv(self, i):  # type: (int) -> int
+        raise NotImplementedError
+
+    def _index(self, gun):  # type: (int) -> int
+        i = gun - 1
+        if i < 0 or i >= self.guns:
+            raise ValueError("gun %d unknown: this board has guns 1..%d" % (gun, self.guns))
+        return i
+
+    def _average_mv(self, adc):  # type: (ADC) -> int
+        read = self._read
+        total = 0
+        for k in range(_AVG_READS):
+            total += read(adc)
+        return self._reading_mv(total // _AVG_READS)
+
+    # ---- pilot ------------------------------------------------------------------------------
+    def set_pilot(self, gun, duty_pm):  # type: (int, int) -> None
+        i = self._index(gun)
+        if duty_pm < 0:
+            duty_pm = 0
+        elif duty_pm > _DUTY_FULL_PM:
+            duty_pm = _DUTY_FULL_PM
+        self._duty_pm[i] = duty_pm
+        # 1000 per mille = 65535 = output always high (+12 V, no PWM); 0 = always low (-12 V).
+        self._pwm[i].duty_u16(duty_pm * _U16_MAX // _DUTY_FULL_PM)
+
+    def _pilot_mv(self, reading):  # type: (int) -> int
+        adc_mv = self._reading_mv(reading)
+        return (adc_mv - self._pilot_offset_mv) * 10000 // self._pilot_gain_e4
+
+    def sample_pilot(self, gun):  # type: (int) -> tuple[int, int]
+        i = self._index(gun)
+        adc = self._pilot_adc[i]
+        read = self._read
+        duty = self._duty_pm[i]
+        if duty <= 0 or duty >= _DUTY_FULL_PM:
+            total = 0
+            for k in range(_STEADY_READS):
+                total += read(adc)
+            mv = self._pilot_mv(total // _STEADY_READS)
+            return mv, mv
+        # Paced burst: read k is due at t0 + k * _STEP_US. No allocation in here.
+        buf = self._buf
+        t0 = time.ticks_us()
+        for k in range(_BURST):
+            wait_us = time.ticks_diff(time.ticks_add(t0, k * _STEP_US), time.ticks_us())
+            if wait_us > 0:
+                time.sleep_us(wait_us)
+            buf[k] = read(adc)
+        hi1 = hi2 = 0
+        lo1 = lo2 = _U16_MAX
+        for k in range(_BURST):
+            v = buf[k]
+            if v > hi1:
+                hi2 = hi1
+                hi1 = v
+            elif v > hi2:
+                hi2 = v
+            if v < lo1:
+                lo2 = lo1
+                lo1 = v
+            elif v < lo2:
+                lo2 = v
+        return self._pilot_mv(hi2), self._pilot_mv(lo2)
+
+    # ---- PP, CT -------------------------------------------------------------------------------
+    def proximity_ohms(self, gun):  # type: (int) -> int | None
+        mv = self._pp_mv(self._index(gun))
+        if mv is None:
+            return None
+        # PP-PE resistor to ground, pp_pullup_ohm to vref (IEC 61851-1 Annex B.2).
+        return divider_ohms(mv, self._vref_mv, self._pp_pullup_ohm)
+
+    def current_a(self, gun):  # type: (int) -> float
+        # The CT front end outputs ct_offset_mv plus a DC level proportional to the highest
+        # phase's RMS current (an offset keeps zero current inside the ADC's linear range).
+        mv = self._ct_mv(self._index(gun))
+        amps = (mv - self._ct_offset_mv) * self._ct_a_per_mv
+        return amps if amps > 0 else 0.0
+
+    # ---- contactor and RCD --------------------------------------------------------------------
+    def set_contactor(self, gun, closed):  # type: (int, bool) -> None
+        self._contactor[self._index(gun)].value(1 if closed else 0)
+
+    def contactor_feedback(self, gun):  # type: (int) -> bool
+        return self._feedback[self._index(gun)].value() == 0  # mirror contact closed pulls low
+
+    def rcd_tripped(self, gun):  # type: (int) -> bool
+        return self._rcd_fault[self._index(gun)].value() == 1
+
+    def _wait_level(self, pin, level, timeout_ms):  # type: (Pin, int, int) -> bool
+        t0 = time.ticks_ms()
+        while pin.value() != level:
+            if time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
+                return False
+            time.sleep_ms(1)
+        return True
+
+    def rcd_self_test(self, gun):  # type: (int) -> bool
+        """The RCM's test input injects a test current: its fault output must rise within 40 ms
+        and fall again within 100 ms of releasing the test. Blocks for at most 140 ms."""
+        i = self._index(gun)
+        fault = self._rcd_fault[i]
+        test = self._rcd_test[i]
+        if fault.value():
+            return False  # already tripped: the test would prove nothing
+        test.value(1)
+        try:
+            tripped = self._wait_level(fault, 1, _RCD_TRIP_MS)
+        finally:
+            test.value(0)
+        return tripped and self._wait_level(fault, 0, _RCD_RELEASE_MS)
+
+    def rcd_reset(self, gun):  # type: (int) -> None
+        # The RCM's fault output is not latching: it falls by itself once the residual current
+        # is gone. The latch is the gun's RCD fault (cleared after fault_retry_s), so no pulse is
+        # sent; only the test input is released, in case a self-test was cut short. A module
+        # that latches and resets on a test-input pulse would need that pulse here.
+        self._rcd_test[self._index(gun)].value(0)
+
+    # ---- board wide ---------------------------------------------------------------------------
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def sleep_ms(self, ms):  # type: (int) -> None
+        time.sleep_ms(ms)
+
+    def watchdog_start(self, timeout_ms):  # type: (int) -> None
+        self._wdt = WDT(timeout=timeout_ms)
+
+    def watchdog_feed(self):  # type: () -> None
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def uart(self, index, baudrate):
+        uarts = self.board.get("uart", {})
+        for name in uarts:
+            cfg = uarts[name]
+            if cfg.get("index") == index:
+                port = UART(index, baudrate=baudrate, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
+                if "de" in cfg:
+                    return Rs485(port, Pin(cfg["de"], Pin.OUT, value=0))
+                return port
+        raise ValueError('board has no UART %d: add it to the board\'s "uart" section '
+                         "with index, tx, rx (and de for RS-485)" % index)
+
+    def deinit(self):
+        self.safe()
