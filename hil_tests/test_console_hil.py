@@ -41,6 +41,8 @@ def test_every_state_change_prints_a_line(rig, events, dut):
     (b"fault clear 9\r\n", "fault clear: gun must be 1..2 or all, not '9'"),
     (b"fault\r\n", "fault: use: fault clear <gun|all>"),
     (b"\xff\xfe\x80\r\n", "console: input is not text"),
+    (b"x" * 300 + b"\r", "console: line longer than 200 characters ignored"),
+    (b"helpp\r", "unknown command 'helpp'"),  # a terminal's Enter is a bare CR
 ])
 def test_bad_console_input_gets_a_clear_answer_and_changes_nothing(rig, events, dut, typed, answer):
     start_charging(rig, events)
@@ -135,3 +137,15 @@ def test_readme_flash_commands_deploy_the_firmware_and_reset_runs_it(rig, virtua
     rig.power(on=True)
     wait_booted(rig)
     assert "main.py" in mpremote(port, "ls")
+
+
+def test_a_half_typed_console_line_does_not_hold_up_the_guns(rig, events, dut):
+    start_charging(rig, events)
+    dut.write(b"stat")  # a technician typing, no Enter yet
+    time.sleep(0.3)
+    t = now_ms(rig)
+    rig.unplug(gun=1)
+    trigger = events.first(t, 1, "unplug")
+    assert events.first(t, 1, "contactor", "open")["t_ms"] - trigger["t_ms"] <= 100
+    dut.write(b"us\r")
+    assert "gun state" in dut.read_until(b"gun state", 5).decode()

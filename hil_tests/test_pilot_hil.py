@@ -104,5 +104,7 @@ def test_power_cut_opens_everything_and_the_board_boots_safe(rig, events):
     first_duty = events.first(t_on, 1, "duty")
     assert first_duty["value"] == 100.0  # the pilot comes up at +12 V steady, no PWM yet
     closed = events.first(t_on, 1, "contactor", "closed", timeout_s=10)
-    pwm = [e for e in events.since(t_on) if e["gun"] == 1 and e["what"] == "duty" and 0 < (e["value"] or 0) < 100]
-    assert pwm and pwm[0]["t_ms"] < closed["t_ms"]  # and closes only after offering PWM again
+    log = [e for e in events.since(t_on) if e["gun"] == 1 and e["what"] in ("duty", "contactor")]
+    first_pwm = next(i for i, e in enumerate(log) if e["what"] == "duty" and 0 < (e["value"] or 0) < 100)
+    assert first_pwm < log.index(closed)  # it closes only after offering PWM again
+    assert closed["t_ms"] - first_duty["t_ms"] >= 250  # and only after the pilot state was debounced

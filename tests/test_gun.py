@@ -210,3 +210,25 @@ def test_contactor_is_closed_only_in_c2_or_ventilated_d_and_never_in_a_fault(ste
     for i, (w, v) in enumerate(seq):
         if w == "contactor" and v:
             assert i > 0 and seq[i - 1] == ("rcd_test", True)
+
+
+def test_failed_rcd_self_test_stays_a_fault_while_the_ev_asks():
+    g, hal = make_gun()
+    hal.rcd_test_ok = False
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    hal.ev = "C"
+    run_until(g, hal, lambda: g.fault == "RCD_TEST", 1000)
+    for _ in range(50):
+        run(g, hal, 20)
+        assert g.state == "FAULT"
+
+
+def test_a_new_ev_gets_pwm_at_once_even_right_after_the_last_one_left():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.ev = "A"
+    run_until(g, hal, lambda: g.state == "A", 500)
+    hal.ev = "B"
+    took = run_until(g, hal, lambda: g.state == "B2", 1000)
+    assert took <= 500  # the debounce only, not the 5 s between PWM changes

@@ -12,6 +12,7 @@ from evse.sharing import Sharing
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 WATCHDOG_FEED_MS = 500
+CONSOLE_LINE_MAX = 200
 
 
 class App:
@@ -82,18 +83,38 @@ class App:
 
     async def console(self):
         reader = asyncio.StreamReader(sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
+        line = bytearray()
+        overflow = False
         while True:
-            line = await reader.readline()
-            if not line:
+            # One byte per wake-up: a stream read of more blocks the whole loop (and with it the
+            # control of the guns) until that many bytes arrive, e.g. while a technician types.
+            data = await reader.read(1)
+            if not data:
                 await asyncio.sleep_ms(200)
                 continue
-            try:
-                text = line.decode().strip()
-            except UnicodeError:
-                print("console: input is not text; try: help")
-                continue
-            for out in console.handle(self, text):
-                print(out)
+            for b in data:
+                # A terminal's Enter sends CR, a script LF, some both: any of them ends the line.
+                if b != 13 and b != 10:
+                    if len(line) < CONSOLE_LINE_MAX:
+                        line.append(b)
+                    else:
+                        overflow = True
+                    continue
+                if overflow:
+                    print("console: line longer than %d characters ignored" % CONSOLE_LINE_MAX)
+                elif line:
+                    self.answer(bytes(line))
+                line = bytearray()
+                overflow = False
+
+    def answer(self, raw):
+        try:
+            text = raw.decode().strip()
+        except UnicodeError:
+            print("console: input is not text; try: help")
+            return
+        for out in console.handle(self, text):
+            print(out)
 
     async def run(self):
         tasks = [asyncio.create_task(self.control()), asyncio.create_task(self.watchdog()),

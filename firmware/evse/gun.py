@@ -249,6 +249,8 @@ class Gun:
                 if self.close_requested_ms is None:
                     self.close_requested_ms = now_ms
                 self._close(now_ms)
+                if self.fault is not None:
+                    return  # the RCD self-test failed: the fault state stands
             self._set_state("C2" if letter == "C" else "D")
         else:
             self.close_requested_ms = None
@@ -303,8 +305,10 @@ class Gun:
     def _drive(self, duty_pm, now_ms, urgent):
         if duty_pm == self.duty_pm:
             return
-        # PWM current changes at most every PWM_CHANGE_MS; safety paths (urgent) never wait.
-        if not urgent and now_ms - self.duty_changed_ms < PWM_CHANGE_MS:
+        # A running PWM offer changes (or is withdrawn) at most every PWM_CHANGE_MS; starting
+        # an offer and the safety paths (urgent) never wait.
+        running = 0 < self.duty_pm < pilot.DUTY_OFF_PM
+        if running and not urgent and now_ms - self.duty_changed_ms < PWM_CHANGE_MS:
             return
         self.duty_pm = duty_pm
         self.duty_changed_ms = now_ms

@@ -42,7 +42,7 @@ def _number(req: dict, key: str, lo: float, hi: float) -> float:
 def plug(world: World, req: dict, board) -> dict:
     g = world.gun(req.get("gun"))
     cable = req.get("cable_a", 32)
-    if cable not in PP_OHMS:
+    if isinstance(cable, bool) or not isinstance(cable, int) or cable not in PP_OHMS:
         raise OpError(f"'cable_a' must be one of {sorted(PP_OHMS)} (IEC 61851-1 Table B.2), not {cable!r}")
     ev = EV()
     ev.update(req.get("ev") or {})
@@ -57,7 +57,11 @@ def plug(world: World, req: dict, board) -> dict:
 @op("unplug")
 def unplug(world: World, req: dict, board) -> dict:
     g = world.gun(req.get("gun"))
-    g.plugged, g.ev_letter, g.forced_state = False, "A", None
+    if not g.plugged:
+        raise OpError(f"gun {g.number} is not plugged")
+    if g.forced_state:
+        world.log(g.number, "ev_forced", "auto")
+    g.plugged, g.ev, g.ev_letter, g.forced_state = False, None, "A", None
     world.log(g.number, "unplug", None)
     return {}
 
@@ -66,6 +70,8 @@ def unplug(world: World, req: dict, board) -> dict:
 def ev_state(world: World, req: dict, board) -> dict:
     g = world.gun(req.get("gun"))
     state = req.get("state")
+    if not (state is None or isinstance(state, str)):
+        raise OpError(f"'state' must be one of A, B, C, D, E, F or \"auto\", not {state!r}")
     if state in (None, "auto"):
         g.forced_state = None
     elif state in EV_LEVEL_MV:
@@ -161,8 +167,10 @@ def handle_line(world: World, line: bytes | str, board) -> dict:
     """One request line -> one reply object. Never raises: bad input is an error reply."""
     try:
         req = json.loads(line)
-    except ValueError as e:
-        return {"ok": False, "error": f"request is not JSON ({e.msg} at column {e.colno}): {str(line)[:80]}"}
+    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not text
+        text = line.decode(errors="replace") if isinstance(line, bytes) else line
+        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+        return {"ok": False, "error": f"request is not JSON ({why}): {text.strip()[:80]}"}
     if not isinstance(req, dict):
         return {"ok": False, "error": "request must be a JSON object like {\"op\": \"snapshot\"}"}
     name = req.get("op")
@@ -174,7 +182,10 @@ def handle_line(world: World, line: bytes | str, board) -> dict:
             reply = fn(world, req, board)
     except (OpError, ValueError) as e:
         return {"ok": False, "error": f"{name}: {e}"}
-    return {"ok": True, **reply}
+    except (TypeError, AttributeError, KeyError) as e:
+        # A field of the wrong type that no check above caught: still the request's fault.
+        return {"ok": False, "error": f"{name}: a field has the wrong type ({e}); see docs/rig-protocol.md"}
+    return {"ok": True, "t_ms": round(world.now_ms(), 1), **reply}
 
 
 @op("reset")

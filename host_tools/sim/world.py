@@ -53,11 +53,23 @@ class EV:
               "start_delay_s", "sleepy", "ventilation", "force_a")
 
     def update(self, params: dict) -> None:
+        """Apply parameters all or nothing: a bad one leaves the EV as it was."""
+        if not isinstance(params, dict):
+            raise ValueError(f"EV parameters must be an object like {{\"max_a\": 16}}, not {params!r}")
+        trial = EV(**{k: getattr(self, k) for k in self.FIELDS})
+        trial._apply(params)
+        for key in self.FIELDS:
+            setattr(self, key, getattr(trial, key))
+
+    def _apply(self, params: dict) -> None:
         for key, value in params.items():
             if key not in self.FIELDS:
                 raise ValueError(f"unknown EV parameter '{key}'; known: {', '.join(self.FIELDS)}")
             current = getattr(self, key)
             if key == "force_a":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not 0 <= value <= 200):
+                    raise ValueError(f"EV parameter force_a must be null or 0..200 A, not {value!r}")
                 value = None if value is None else float(value)
             elif isinstance(current, bool):
                 if not isinstance(value, bool):
@@ -70,6 +82,8 @@ class EV:
                     raise ValueError(f"EV parameter {key} must be a number >= 0, not {value!r}")
                 if key in ("soc", "target_soc") and value > 100:
                     raise ValueError(f"EV parameter {key} must be 0..100 %, not {value!r}")
+                if key in ("battery_kwh", "max_a") and value == 0:
+                    raise ValueError(f"EV parameter {key} must be above 0")
                 if key == "response_s" and value > 5:
                     raise ValueError("EV parameter response_s must be 0..5 s (IEC 61851-1 A.5.1)")
                 value = float(value)
@@ -160,6 +174,8 @@ class World:
         letter = self.ev_side_letter(g)
         if g.duty_pm == 0:
             return "F"
+        if g.duty_pm < 0 or not self.powered:
+            return letter  # the pilot is not driven: no 1/2 to tell
         if letter in "BC":
             return letter + ("2" if 0 < g.duty_pm < 1000 else "1")
         return letter
@@ -251,11 +267,15 @@ class World:
                     return f"{high} {low}"
                 if op == "P":
                     duty = int(parts[2])
+                    if not 0 <= duty <= 1000:
+                        return f"!duty {duty} is outside 0..1000 per mille"
                     if duty != g.duty_pm:
                         g.duty_pm = duty
                         self.log(g.number, "duty", round(duty / 10, 1))
                     return "ok"
                 if op == "K":
+                    if parts[2] not in ("0", "1"):
+                        return f"!contactor must be 0 or 1, not {parts[2]!r}"
                     self.drive_coil(g, parts[2] == "1")
                     return "ok"
                 if op == "F":
