@@ -59,10 +59,7 @@ class App:
             g.step(now)
             if g.events:
                 for kind, text in g.events:
-                    if kind == "state":
-                        print("gun %d: %s  offer %.1f A" % (g.n, text, g.offered_a()))
-                    else:
-                        print("gun %d: %s %s" % (g.n, kind, text))
+                    print("gun %d: %s" % (g.n, text) if kind == "state" else "gun %d: %s %s" % (g.n, kind, text))
                 g.events.clear()
         self.ticks += 1
 

@@ -358,8 +358,9 @@ class Gun:
 
     def _set_state(self, state):
         if state != self.state:
-            self.events.append(("state", self.state + " -> " + state))
+            old = self.state
             self.state = state
+            self.events.append(("state", "%s -> %s  offer %.1f A" % (old, state, self.offered_a())))
 
     def status(self):
         return {

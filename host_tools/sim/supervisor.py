@@ -134,7 +134,8 @@ class VirtualBoard:
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
         with self._proc_lock:
             self.proc = subprocess.Popen(cmd, cwd=self.flash_dir, env=env, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+                                         start_new_session=True)  # Ctrl-C reaches it only as the board's serial byte
             self.world.firmware_running = True
             self.boots += 1
         threading.Thread(target=self._board_to_pty, args=(self.proc,), name="pty-out", daemon=True).start()

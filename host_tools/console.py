@@ -1,0 +1,128 @@
+"""The firmware's serial console as host tools use it: send a command line, read its answer.
+
+The firmware also prints a line of its own on every gun event ("gun 1: B2 -> C2  offer 32.0 A",
+"gun 2: fault RCD"); such lines can arrive at any time, also in the middle of an answer, so they
+are told apart by their form and handed to `on_event` instead of being taken for the answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from typing import Callable
+
+import serial
+from rich import box
+from rich.console import Console as Terminal
+from rich.table import Table
+
+BAUD = 115200
+READ_POLL_S = 0.05          # how long one read waits for the first byte
+REPLY_GAP_S = 0.2           # the firmware prints an answer at once: this much quiet ends it
+STATUS_TIMEOUT_S = 3.0
+DUTY_OFF_PM = 1000          # 100 % = no PWM (IEC 61851-1 A.5.1)
+# The lines evse.app prints on its own: a state change, or a contactor/fault/cleared/wakeup event.
+EVENT_LINE = re.compile(r"gun \d+: (\S+ -> \S+  offer |contactor |fault |cleared |wakeup )")
+
+
+class ConsoleError(RuntimeError):
+    pass
+
+
+class Console:
+    def __init__(self, port: str, on_event: Callable[[str], None] | None = None):
+        """`on_event(line)` gets every line the firmware prints on its own (gun events, its boot
+        banner), not as the answer to a command."""
+        self.port = port
+        self.on_event = on_event
+        try:
+            self.serial = serial.Serial(port, BAUD, timeout=READ_POLL_S)
+        except (serial.SerialException, OSError) as e:
+            raise ConsoleError(f"no serial port at {port}: {e}") from None
+        self._partial = bytearray()
+
+    def poll(self) -> None:
+        """Hand what the firmware printed since the last read to `on_event`; never waits."""
+        for line in self._receive(wait=False):
+            self._event(line)
+
+    def command(self, line: str, timeout_s: float = 2.0) -> list[str]:
+        """Send one command line; return the answer's lines (empty when none came in timeout_s)."""
+        self.poll()  # what came before the command is not its answer
+        self.serial.write(line.encode() + b"\r\n")
+        answer: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for text in self._receive(wait=True):
+                if EVENT_LINE.match(text):
+                    self._event(text)
+                else:
+                    answer.append(text)
+                    deadline = min(deadline, time.monotonic() + REPLY_GAP_S)
+        return answer
+
+    def status_json(self, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
+        """The firmware's `status --json`, parsed."""
+        for text in self.command("status --json", timeout_s):
+            if text.startswith("{"):
+                try:
+                    return json.loads(text)
+                except ValueError as e:
+                    raise ConsoleError(f"{self.port} answered `status --json` with broken JSON ({e}): "
+                                       f"{text[:80]}") from None
+        raise ConsoleError(f"{self.port} does not answer `status --json`: is the charger firmware running? "
+                           "(at the REPL? press Ctrl-D to soft-reset)")
+
+    def close(self) -> None:
+        self.serial.close()
+
+    def _event(self, line: str) -> None:
+        if self.on_event is not None and line:
+            self.on_event(line)
+
+    def _receive(self, wait: bool) -> list[str]:
+        """The complete lines received so far; with `wait`, waits up to READ_POLL_S for data."""
+        waiting = self.serial.in_waiting
+        if waiting or wait:
+            self._partial += self.serial.read(waiting or 1)
+        *lines, rest = self._partial.split(b"\n")
+        self._partial = bytearray(rest)
+        return [line.decode(errors="replace").rstrip("\r") for line in lines]
+
+
+def gun_table(status: dict) -> Table:
+    uptime_s = status.get("uptime_ms", 0) / 1000
+    table = Table(title=f"{status.get('board')} · site limit {status.get('site_limit_a')} A · up {uptime_s:.0f} s",
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for column in ("gun", "state", "duty %", "offer A", "contactor", "drawn A", "temp °C", "derate %",
+                   "cable A"):
+        table.add_column(column, justify="left" if column in ("state", "contactor") else "right")
+    table.add_column("fault", no_wrap=True)  # a code a technician looks up: never cut
+    for gun in status.get("guns", []):
+        duty_pm = gun["duty_pm"]
+        table.add_row(
+            str(gun["gun"]), gun["state"],
+            f"{duty_pm / 10:.1f}" if 0 < duty_pm < DUTY_OFF_PM else "-",
+            f"{gun['offered_a']:.1f}", "closed" if gun["contactor"] else "open",
+            f"{gun['current_a']:.1f}", f"{gun['temperature_c']:.1f}", str(gun["derate_pct"]),
+            str(gun["cable_a"] or "-"), gun["fault"] or "-")
+    return table
+
+
+def status(args) -> int:
+    """`evsectl status --port P [--json]`."""
+    try:
+        console = Console(args.port)
+        try:
+            board_status = console.status_json()
+        finally:
+            console.close()
+    except ConsoleError as e:
+        print(f"evsectl status: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(board_status))
+    else:
+        Terminal().print(gun_table(board_status))
+    return 0

@@ -1,0 +1,339 @@
+"""`evsectl demo` (`make run`): a scripted day at a two-gun AC charger on the virtual board.
+
+The virtual board runs in this process. The script plays the cars through the rig protocol and
+the technician through the serial console, as a person at a real rig would, and shows what the
+rig measures. Pauses scale with --speed; the firmware's own timing is real, so each step first
+waits (up to STEP_TIMEOUT_S) for the charger to have done its part, then holds its pause."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+from rich.console import Console as Terminal, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from host_tools.console import Console, ConsoleError
+from host_tools.rig import Rig, RigError
+from host_tools.sim.supervisor import VirtualBoard
+
+REFRESH_S = 0.25
+PLAIN_LINE_S = 1.0          # without a terminal (CI logs): one status line per second
+STEP_TIMEOUT_S = 30.0       # real seconds: the firmware does not run faster with --speed
+CONSOLE_LINES_SHOWN = 6
+OFFER_ROUNDING_A = 0.5      # the duty has 0.1 % steps: an offer of 32 A reads 31.98 A
+CAR_1 = {"max_a": 32, "phases": 3, "battery_kwh": 60, "soc": 20}
+CAR_2 = {"max_a": 32, "phases": 3, "battery_kwh": 40, "soc": 50}
+FAULT_LINE = re.compile(r"gun (\d+): (fault|cleared) (\S+)$")
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass
+class Step:
+    caption: str
+    action: Callable[[], object] | None    # what the script does as the step starts
+    reached: Callable[[list[dict]], bool]  # on the guns as the rig sees them
+    waits_for: str                         # what `reached` means, for the timeout message
+    hold_s: float                          # script seconds to watch once reached
+
+
+@dataclass
+class Fault:
+    gun: int
+    code: str
+    at_s: float
+    cleared_s: float | None = None
+
+
+@dataclass
+class Record:
+    """What the closing summary reports, gathered while the day plays."""
+    peak_a: dict[int, float] = field(default_factory=dict)
+    energy_wh: dict[int, float] = field(default_factory=dict)
+    site_peak_a: float = 0.0
+    faults: list[Fault] = field(default_factory=list)
+
+    def add_snapshot(self, guns: list[dict]) -> None:
+        for g in guns:
+            self.peak_a[g["gun"]] = max(self.peak_a.get(g["gun"], 0.0), g["amps"])
+            self.energy_wh[g["gun"]] = g["energy_wh"]
+        self.site_peak_a = max(self.site_peak_a, drawn_a(guns))
+
+    def add_console_line(self, line: str, at_s: float) -> None:
+        """The firmware's own words on faults: `gun 2: fault RCD`, `gun 2: cleared RCD`."""
+        match = FAULT_LINE.match(line)
+        if not match:
+            return
+        gun, what, code = int(match.group(1)), match.group(2), match.group(3)
+        if what == "fault":
+            self.faults.append(Fault(gun, code, at_s))
+            return
+        for fault in self.faults:
+            if fault.gun == gun and fault.code == code and fault.cleared_s is None:
+                fault.cleared_s = at_s
+
+
+def drawn_a(guns: list[dict]) -> float:
+    return sum(g["amps"] for g in guns)
+
+
+def clock(seconds: float) -> str:
+    return "%d:%02d" % divmod(int(seconds), 60)
+
+
+class Day:
+    """The virtual charger, the rig and the console, and where the script has got to."""
+
+    def __init__(self, vb: VirtualBoard, log_file: TextIO, speed: float):
+        self.vb = vb
+        self.log_file = log_file
+        self.speed = speed
+        self.site_limit_a = vb.board["site_limit_a"]  # until the firmware tells its configured one
+        self.started = time.monotonic()
+        self.caption = "the charger boots"
+        self.guns: list[dict] = []
+        self.console_lines: list[str] = []
+        self.record = Record()
+        self.rig = Rig(vb.control_addr)
+        self.console = Console(vb.serial_path, on_event=self._console_line)
+        self._next_tick = time.monotonic()
+        self.view: LiveView | PlainView | None = None
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def script(self) -> list[Step]:
+        car_2_alone_a = min(CAR_2["max_a"], self.site_limit_a)
+        return [
+            Step("car 1 plugs in: 32 A three-phase, 60 kWh at 20 %",
+                 lambda: self.rig.plug(gun=1, ev=CAR_1),
+                 lambda guns: guns[0]["amps"] > 0, "current on gun 1", 25),
+            Step(f"car 2 plugs in: 32 A three-phase; both share the {self.site_limit_a} A site limit",
+                 lambda: self.rig.plug(gun=2, ev=CAR_2),
+                 lambda guns: guns[0]["amps"] > 0 and guns[1]["amps"] > 0, "current on both guns", 30),
+            Step("car 1 leaves; gun 2 gets the current it frees",
+                 lambda: self.rig.unplug(gun=1),
+                 lambda guns: (guns[0]["state"] == "A"
+                               and guns[1]["offered_a"] >= car_2_alone_a - OFFER_ROUNDING_A),
+                 f"gun 1 in state A and gun 2 offered {car_2_alone_a} A", 15),
+            Step("gun 2: the RCD trips (residual current)",
+                 lambda: self.rig.rcd_trip(gun=2),
+                 lambda guns: not guns[1]["contactor"] and guns[1]["amps"] == 0, "gun 2's contactor to open", 8),
+            Step("the technician types `fault clear 2` on the console",
+                 lambda: self.console_command("fault clear 2"),
+                 lambda guns: guns[1]["amps"] > 0, "current on gun 2 again", 15),
+            Step("car 2 leaves",
+                 lambda: self.rig.unplug(gun=2),
+                 lambda guns: guns[1]["state"] == "A", "gun 2 in state A", 4),
+        ]
+
+    def play(self, view: LiveView | PlainView) -> None:
+        self.view = view
+        self.play_step(Step(self.caption, None, lambda guns: all(g["duty"] is not None for g in guns),
+                            "pilot driven by the firmware", 3))
+        self.site_limit_a = self.console.status_json()["site_limit_a"]
+        steps = self.script()
+        for number, step in enumerate(steps, 1):
+            self.caption = f"step {number}/{len(steps)}: {step.caption}"
+            self.play_step(step)
+
+    def play_step(self, step: Step) -> None:
+        self.view.step_started(self)
+        if step.action is not None:
+            step.action()
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        self.tick()
+        while not step.reached(self.guns):
+            if time.monotonic() > deadline:
+                raise DemoError(f"{self.caption}: no {step.waits_for} within {STEP_TIMEOUT_S:.0f} s; "
+                                f"the rig sees {self.guns}; the console said: {self.console_lines[-3:]}")
+            self.tick()
+        hold_until = time.monotonic() + step.hold_s / self.speed
+        while time.monotonic() < hold_until:
+            self.tick()
+
+    def tick(self) -> None:
+        """One refresh: wait for its time, then the rig's snapshot, the console, the view."""
+        self._next_tick = max(self._next_tick + REFRESH_S, time.monotonic())
+        time.sleep(max(0.0, self._next_tick - time.monotonic()))
+        snapshot = self.rig.snapshot()
+        self.guns = snapshot["guns"]
+        self.record.add_snapshot(self.guns)
+        self.log({"kind": "snapshot", "t_ms": snapshot["t_ms"], "step": self.caption, "guns": self.guns})
+        self.console.poll()
+        self.view.update(self)
+
+    def console_command(self, line: str) -> None:
+        self._console_line(f"> {line}")
+        for answer in self.console.command(line):
+            self._console_line(answer)
+
+    def _console_line(self, line: str) -> None:
+        self.console_lines.append(line)
+        self.record.add_console_line(line, self.elapsed_s())
+
+    def log(self, entry: dict) -> None:
+        self.log_file.write(json.dumps(entry) + "\n")
+        self.log_file.flush()
+
+    def finish(self) -> list[dict]:
+        """The rig's events into the log; returns them."""
+        events = self.rig.events(since_ms=0)["events"]
+        for event in events:
+            self.log({"kind": "event", **event})
+        return events
+
+    def close(self) -> None:
+        self.console.close()
+        self.rig.close()
+
+
+# ---- what the person watching sees ------------------------------------------------------------
+STATE_STYLE = {"A": "dim", "B": "yellow", "C": "bold green", "D": "green", "E": "bold red", "F": "bold red"}
+
+
+def gun_table(day: Day) -> Table:
+    drawn = drawn_a(day.guns)
+    site_style = "bold red" if drawn > day.site_limit_a else "bold"
+    caption = Text.assemble(f"{day.caption}\n{clock(day.elapsed_s())}   site ",
+                            (f"{drawn:.1f} A", site_style), f" of {day.site_limit_a} A")
+    table = Table(title=f"{day.vb.board['name']}: a day at the charger", caption=caption)
+    for column in ("gun", "state", "duty %", "offered A", "drawn A", "kW", "kWh"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for g in day.guns:
+        state = Text(g["state"] + (f" ({g['fault']})" if g["fault"] else ""),
+                     style="bold red" if g["fault"] else STATE_STYLE.get(g["state"][0], ""))
+        duty = "-" if g["duty"] in (None, 0.0, 100.0) else f"{g['duty']:.1f}"
+        table.add_row(str(g["gun"]), state, duty, f"{g['offered_a']:.1f}", f"{g['amps']:.1f}",
+                      f"{g['power_w'] / 1000:.1f}", f"{g['energy_wh'] / 1000:.2f}")
+    return table
+
+
+class LiveView:
+    """A table that refreshes in place, with the last console lines under it."""
+
+    def __init__(self, terminal: Terminal):
+        self.live = Live(console=terminal, refresh_per_second=1 / REFRESH_S)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+
+    def step_started(self, day: Day) -> None:
+        pass  # the table's caption names the step
+
+    def update(self, day: Day) -> None:
+        console = Panel(Text("\n".join(day.console_lines[-CONSOLE_LINES_SHOWN:])),
+                        title=f"console {day.vb.serial_path}", title_align="left")
+        self.live.update(Group(gun_table(day), console))
+
+
+class PlainView:
+    """Without a terminal: one plain line per second, and each step and console line as it comes."""
+
+    def __init__(self, terminal: Terminal):
+        self.terminal = terminal
+        self.printed_lines = 0
+        self.last_line_s = -PLAIN_LINE_S
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def step_started(self, day: Day) -> None:
+        self.say(f"== {clock(day.elapsed_s())} {day.caption}")
+
+    def update(self, day: Day) -> None:
+        for line in day.console_lines[self.printed_lines:]:
+            self.say(f"   console: {line}")
+        self.printed_lines = len(day.console_lines)
+        now_s = day.elapsed_s()
+        if now_s - self.last_line_s < PLAIN_LINE_S:
+            return
+        self.last_line_s = now_s
+        guns = " | ".join(f"gun {g['gun']} {g['state']:<5} offer {g['offered_a']:4.1f} A drawn {g['amps']:4.1f} A "
+                          f"{g['power_w'] / 1000:4.1f} kW {g['energy_wh'] / 1000:5.2f} kWh" for g in day.guns)
+        self.say(f"{clock(now_s)}  {guns} | site {drawn_a(day.guns):.1f} A of {day.site_limit_a} A")
+
+    def say(self, line: str) -> None:
+        self.terminal.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_summary(terminal: Terminal, day: Day, events: list[dict]) -> None:
+    record = day.record
+    say = terminal.print
+    say(f"[bold]The day in {clock(day.elapsed_s())}[/] (speed {day.speed:g}):")
+    for gun in sorted(record.peak_a):
+        sessions = sum(1 for e in events if e["what"] == "plug" and e["gun"] == gun)
+        say(f"  gun {gun}: {sessions} session{'s' if sessions != 1 else ''}, "
+            f"{record.energy_wh[gun] / 1000:.2f} kWh delivered, peak {record.peak_a[gun]:.1f} A")
+    within = "within" if record.site_peak_a <= day.site_limit_a else "[bold red]ABOVE[/]"
+    say(f"  site: peak {record.site_peak_a:.1f} A, {within} the {day.site_limit_a} A limit")
+    if not record.faults:
+        say("  faults: none")
+    for fault in record.faults:
+        cleared = "not cleared" if fault.cleared_s is None else f"cleared at {clock(fault.cleared_s)}"
+        say(f"  fault: gun {fault.gun} {fault.code} at {clock(fault.at_s)}, {cleared}")
+
+
+def print_hand_over(terminal: Terminal, vb: VirtualBoard) -> None:
+    host, port = vb.control_addr.rsplit(":", 1)
+    terminal.print(
+        "\nThe virtual charger keeps running; Ctrl-C ends it.\n"
+        f"  serial console: {vb.serial_path}\n"
+        f"    mpremote connect {vb.serial_path} exec \"print(6*7)\"\n"
+        "    (mpremote stops the charger application; Ctrl-D at the REPL starts it again)\n"
+        f"  rig control (JSON lines over TCP): {vb.control_addr}\n"
+        f"    printf '{{\"op\": \"plug\", \"gun\": 1}}\\n' | nc -q1 {host} {port}\n"
+        f"    .venv/bin/python -c \"from host_tools.rig import Rig; print(Rig('{vb.control_addr}').guns())\"",
+        markup=False, highlight=False, soft_wrap=True)
+
+
+def run(args) -> int:
+    if not args.speed > 0:
+        print(f"evsectl demo: --speed must be a positive number like 1 or 4, not {args.speed}", file=sys.stderr)
+        return 2
+    terminal = Terminal()
+    log_path = Path(args.log)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    vb = VirtualBoard(args.board, heap="192K").start()
+    day = None
+    try:
+        with log_path.open("w") as log_file:
+            day = Day(vb, log_file, args.speed)
+            with LiveView(terminal) if sys.stdout.isatty() else PlainView(terminal) as view:
+                day.play(view)
+            print_summary(terminal, day, day.finish())
+        if args.forever:
+            day.close()  # the serial port is the user's now
+            day = None
+            print_hand_over(terminal, vb)
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        print("evsectl demo: interrupted; the virtual board is stopped", file=sys.stderr)
+        return 130
+    except (DemoError, RigError, ConsoleError) as e:
+        print(f"evsectl demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if day is not None:
+            day.close()
+        vb.stop()

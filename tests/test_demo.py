@@ -1,0 +1,126 @@
+"""`evsectl demo` and `evsectl status`, and the serial-console client, against the virtual board."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from host_tools.console import Console
+from host_tools.rig import Rig
+from host_tools.sim.supervisor import VirtualBoard
+
+REPO = Path(__file__).resolve().parents[1]
+EVSECTL = str(Path(sys.executable).parent / "evsectl")
+SITE_LIMIT_A = json.loads((REPO / "boards" / "sim-ac2.json").read_text())["site_limit_a"]
+BOOT_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def demo_day(tmp_path_factory):
+    """One day of the demo at speed 4: (finished process, log records)."""
+    log = tmp_path_factory.mktemp("demo") / "run-out" / "session.jsonl"
+    done = subprocess.run([EVSECTL, "demo", "--speed", "4", "--log", str(log)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return done, records
+
+
+@pytest.fixture(scope="module")
+def board():
+    vb = VirtualBoard("sim-ac2").start()
+    time.sleep(BOOT_S)
+    yield vb
+    vb.stop()
+
+
+def test_demo_day_ends_with_a_summary_of_energy_on_both_guns(demo_day):
+    done, _ = demo_day
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    for gun in (1, 2):
+        delivered = re.search(rf"gun {gun}: \d+ sessions?, ([\d.]+) kWh delivered", done.stdout)
+        assert delivered, done.stdout[-2000:]
+        assert float(delivered.group(1)) > 0
+    assert re.search(r"fault: gun 2 RCD at \d+:\d\d, cleared at", done.stdout)
+
+
+def test_demo_log_shows_both_guns_sharing_the_site_limit(demo_day):
+    _, records = demo_day
+    snapshots = [r for r in records if r["kind"] == "snapshot"]
+    assert snapshots
+    both_charging = [s for s in snapshots if all(g["amps"] > 0 for g in s["guns"])]
+    assert both_charging, "no snapshot with both guns drawing current"
+    site_peak_a = max(sum(g["amps"] for g in s["guns"]) for s in snapshots)
+    assert site_peak_a <= SITE_LIMIT_A
+
+
+def test_demo_log_shows_gun_2_recovering_from_an_rcd_trip(demo_day):
+    _, records = demo_day
+    events = [r for r in records if r["kind"] == "event" and r["gun"] == 2 and r["what"] == "rcd"]
+    tripped_ms = next(e["t_ms"] for e in events if e["value"] == "tripped")
+    reset_ms = next(e["t_ms"] for e in events if e["value"] == "reset" and e["t_ms"] > tripped_ms)
+    snapshots = [r for r in records if r["kind"] == "snapshot"]
+    assert any(s["t_ms"] > reset_ms and s["guns"][1]["amps"] > 0 for s in snapshots), "gun 2 never charged again"
+
+
+def test_status_names_a_missing_port():
+    done = subprocess.run([EVSECTL, "status", "--port", "/nonexistent"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "no serial port at /nonexistent" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_status_names_a_port_that_does_not_answer():
+    master, slave = os.openpty()
+    try:
+        port = os.ttyname(slave)
+        done = subprocess.run([EVSECTL, "status", "--port", port], capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 1
+    assert f"{port} does not answer `status --json`" in done.stderr
+
+
+def test_console_reads_the_status_of_a_booted_board(board):
+    console = Console(board.serial_path)
+    try:
+        status = console.status_json()
+    finally:
+        console.close()
+    assert status["board"] == "sim-ac2"
+    assert [g["state"] for g in status["guns"]] == ["A", "A"]
+
+
+def test_console_hands_gun_events_to_on_event_not_to_the_answer(board):
+    events: list[str] = []
+    console = Console(board.serial_path, on_event=events.append)
+    rig = Rig(board.control_addr)
+    try:
+        rig.plug(gun=1)
+        deadline = time.monotonic() + 5
+        while not any(e.startswith("gun 1: A -> B1") for e in events) and time.monotonic() < deadline:
+            console.poll()
+            time.sleep(0.05)
+        answer = console.command("fault clear 1")
+    finally:
+        rig.unplug(gun=1)
+        rig.close()
+        console.close()
+    assert any(e.startswith("gun 1: A -> B1") for e in events), events
+    assert answer == ["gun 1: no fault"]
+
+
+def test_status_prints_the_gun_table_of_a_running_board(board):
+    done = subprocess.run([EVSECTL, "status", "--port", board.serial_path], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "sim-ac2" in done.stdout and "site limit 40 A" in done.stdout
+    as_json = subprocess.run([EVSECTL, "status", "--port", board.serial_path, "--json"], capture_output=True,
+                             text=True, timeout=30)
+    assert [g["gun"] for g in json.loads(as_json.stdout)["guns"]] == [1, 2]
