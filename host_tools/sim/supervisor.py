@@ -86,6 +86,7 @@ class VirtualBoard:
         self._stopping = False
         self._raw_next = False
         self.boots = 0
+        self._watchdog_conn = None
 
     # ---- set-up ---------------------------------------------------------------------------------
     def start(self) -> "VirtualBoard":
@@ -268,15 +269,19 @@ class VirtualBoard:
         rfile = conn.makefile("rb")
         try:
             for line in rfile:
+                if line[:1] == b"W":
+                    self._watchdog_conn = conn
                 reply = self.world.hal_request(line.decode(errors="replace"))
                 conn.sendall(reply.encode() + b"\n")
         except OSError:
             pass
         finally:
             conn.close()
-            # The firmware let go of its hardware (it stopped its HAL): its watchdog goes too.
+            # The firmware let go of its hardware (it stopped its HAL): its watchdog goes too,
+            # unless a newer firmware run has armed it since.
             with self.world.lock:
-                self.world.watchdog_ms = 0
+                if self._watchdog_conn is conn:
+                    self.world.watchdog_ms = 0
 
     def _ctl_conn(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
