@@ -84,13 +84,16 @@ def test_rcd_trip_opens_within_100ms_and_retries_after_the_delay():
     assert not hal.rcd  # the RCD was reset on retry
 
 
-def test_failed_rcd_self_test_keeps_the_contactor_open():
+def test_failed_rcd_self_test_keeps_the_contactor_open_and_the_fault_stands_while_the_ev_asks():
     g, hal = make_gun()
     hal.rcd_test_ok = False
     hal.ev = "B"
     run_until(g, hal, lambda: g.state == "B2", 1000)
     hal.ev = "C"
     run_until(g, hal, lambda: g.fault == "RCD_TEST", 1000)
+    for _ in range(50):
+        run(g, hal, 20)
+        assert g.state == "FAULT"
     assert not any(w == "contactor" and v for _, w, v in hal.calls)
 
 
@@ -210,18 +213,6 @@ def test_contactor_is_closed_only_in_c2_or_ventilated_d_and_never_in_a_fault(ste
     for i, (w, v) in enumerate(seq):
         if w == "contactor" and v:
             assert i > 0 and seq[i - 1] == ("rcd_test", True)
-
-
-def test_failed_rcd_self_test_stays_a_fault_while_the_ev_asks():
-    g, hal = make_gun()
-    hal.rcd_test_ok = False
-    hal.ev = "B"
-    run_until(g, hal, lambda: g.state == "B2", 1000)
-    hal.ev = "C"
-    run_until(g, hal, lambda: g.fault == "RCD_TEST", 1000)
-    for _ in range(50):
-        run(g, hal, 20)
-        assert g.state == "FAULT"
 
 
 def test_a_new_ev_gets_pwm_at_once_even_right_after_the_last_one_left():

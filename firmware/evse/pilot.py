@@ -15,9 +15,10 @@ _LOW_RANGE_TOP_PM = const(850)  # 85 % = 51 A
 def amps_to_duty_pm(amps):
     """Per-mille duty that offers at most `amps` (clamped to 6..80 A).
 
-    Rounds down so that the EV never reads more than asked. Between 51 A and 52.5 A the
-    upper formula gives less than 85 %, which the EV would read as less than 51 A; there the
-    offer stays at 85 % (51 A) so the duty never falls while the amps rise."""
+    Rounds down so that the EV never reads more than asked. Just above 51 A the upper formula
+    gives 85 % or less, which the EV reads with the lower one; there the offer stays at 85 %
+    (51 A) so the duty never falls while the amps rise. The first duty of the upper range,
+    85.1 %, means 52.75 A."""
     if amps < MIN_A:
         amps = MIN_A
     elif amps > MAX_A:
