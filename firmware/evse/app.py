@@ -119,10 +119,13 @@ class App:
         await tasks[0]
 
 
-def main(root="/"):
+def main(root="/", hal=None):
+    """Run the charger from the board and config files under `root`; `hal` replaces the board's
+    own hardware (tests)."""
     board = config.load_board(root)
     cfg = config.Config(board, root)
-    hal = hal_mod.open_board(board)
+    if hal is None:
+        hal = hal_mod.open_board(board)
     print("evse %s on %s: %d guns, site limit %d A" % (VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a")))
     try:
         app = App(board, cfg, hal)
