@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from host_tools.rig import Rig
+from rigkit import Dut, Events, wait_booted
 
 BIN = Path(sys.executable).parent
 
@@ -50,11 +50,6 @@ def virtual_board(request, board_name, tmp_path_factory):
         proc.kill()
 
 
-def wait_booted(rig: Rig, timeout_s: float = 15) -> None:
-    """The firmware is up when every pilot rests at +12 V (a real rig sees the same)."""
-    rig.wait_for(lambda guns: all(g["duty"] == 100.0 for g in guns), timeout_s, what="pilots at +12 V after boot")
-
-
 @pytest.fixture
 def rig(virtual_board):
     r = Rig(virtual_board["control"])
@@ -66,46 +61,15 @@ def rig(virtual_board):
     r.close()
 
 
-class Events:
-    """The rig's event log from a point in time, for latency measurements."""
-
-    def __init__(self, rig: Rig):
-        self.rig = rig
-
-    def since(self, t_ms: float) -> list[dict]:
-        return self.rig.events(since_ms=t_ms)["events"]
-
-    def first(self, t_ms: float, gun: int, what: str, value=None, timeout_s: float = 10) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for e in self.since(t_ms):
-                if e["gun"] == gun and e["what"] == what and (value is None or e["value"] == value):
-                    return e
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no event {what}={value} on gun {gun} within {timeout_s} s; "
-                                     f"events: {self.since(t_ms)[-15:]}")
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def events(rig):
     return Events(rig)
 
 
-def now_ms(rig: Rig) -> float:
-    return rig.snapshot()["t_ms"]
-
-
-def start_charging(rig: Rig, events: Events, gun: int = 1, **ev) -> float:
-    """Plug an EV and wait until its contactor closes; returns the time of the close."""
-    t = now_ms(rig)
-    rig.plug(gun=gun, ev={"max_a": 32, "phases": 3, "response_s": 1, **ev})
-    return events.first(t, gun, "contactor", "closed")["t_ms"]
 
 
 @pytest.fixture
 def dut(virtual_board, rig):
-    from dut import Dut
     d = Dut(virtual_board["serial"])
     yield d
     d.close()

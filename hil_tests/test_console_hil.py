@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import now_ms, start_charging, wait_booted
+from rigkit import now_ms, start_charging, wait_booted
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 
@@ -126,16 +126,24 @@ def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
     start_charging(rig, events)  # and the board still charges
 
 
-def test_readme_flash_commands_deploy_the_firmware_and_reset_runs_it(rig, virtual_board):
-    """The README's mpremote deploy, run against the virtual board with its own board file."""
+def test_readme_flash_commands_deploy_the_firmware_and_reset_runs_it(rig, virtual_board, events):
+    """The README's mpremote deploy, run against the virtual board with its own board file:
+    maintenance mode first (no watchdog), copy, leave maintenance mode, reset."""
     repo = Path(__file__).resolve().parents[1]
     port = virtual_board["serial"]
+    subprocess.run([MPREMOTE, "connect", port, "exec", "open('maintenance', 'w').close()", "+", "reset"],
+                   check=True, capture_output=True, timeout=60)
+    wait_booted_in = now_ms(rig)
+    rig.plug(gun=1)
+    time.sleep(1.5)
+    assert rig.gun(1)["duty"] == 0.0  # maintenance: pilots at -12 V, nothing offered
+    assert not [e for e in events.since(wait_booted_in) if e["what"] == "contactor"]
     mpremote(port, "exec", "import os; os.remove('main.py')")
     subprocess.run([MPREMOTE, "connect", port, "cp", "-r", "firmware/evse", ":", "+", "cp", "firmware/main.py",
-                    "firmware/boot.py", ":", "+", "cp", "boards/sim-ac2.json", ":board.json", "+", "reset"],
+                    "firmware/boot.py", ":", "+", "cp", "boards/sim-ac2.json", ":board.json", "+",
+                    "rm", ":maintenance", "+", "reset"],
                    cwd=repo, check=True, capture_output=True, timeout=120)
-    rig.power(on=True)
-    wait_booted(rig)
+    rig.wait_for(lambda guns: guns[0]["offered_a"] > 0, 10, what="gun 1 offering PWM after the reset")
     assert "main.py" in mpremote(port, "ls")
 
 

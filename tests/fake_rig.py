@@ -24,6 +24,9 @@ class FakeHal:
         self.diode_fault = False
         self.rcd = False
         self.rcd_test_ok = True
+        self.rcd_test_ms = 60        # an RCD module's self-test takes tens of ms
+        self._test_done_ms = 0
+        self.closes = []             # (t_ms, EV letter, diode fault, RCD tripped) at each close
         self.temperature = 25.0
         self.amps = 0.0
         self.pp_ohms = 220
@@ -51,6 +54,8 @@ class FakeHal:
     def set_contactor(self, gun, closed):
         self.coil = closed
         self._rec("contactor", closed)
+        if closed:
+            self.closes.append((self.t_ms, self.ev, self.diode_fault, self.rcd))
 
     def contactor_feedback(self, gun):
         return self.coil or self.welded
@@ -58,7 +63,12 @@ class FakeHal:
     def rcd_tripped(self, gun):
         return self.rcd
 
-    def rcd_self_test(self, gun):
+    def rcd_test_start(self, gun):
+        self._test_done_ms = self.t_ms + self.rcd_test_ms
+
+    def rcd_test_result(self, gun):
+        if self.t_ms < self._test_done_ms:
+            return None
         self._rec("rcd_test", self.rcd_test_ok)
         return self.rcd_test_ok
 

@@ -23,6 +23,7 @@ class Exploding(FakeHal):
         self.samples = 0
         self.fail_after = fail_after
         self.ev = "C"
+        self.rcd_test_ms = 0  # the model clock of FakeHal does not run here
         self.log = []
     def sample_pilot(self, gun):
         self.samples += 1

@@ -30,6 +30,11 @@ def test_every_board_file_is_valid(path):
     (lambda b: b["guns"][0].update(max_a=100), "guns[0].max_a must be 6..80 A"),
     (lambda b: b["pilot"].update(c_min_mv=8000), "pilot thresholds must fall from A to F"),
     (lambda b: b["derate"].update(restart_c=90), "restart_c must be below"),
+    (lambda b: b["derate"].update(steps=[[60]]), "derate.steps[0] must be [celsius below stop_c, percent 0..100], not [60]"),
+    (lambda b: b["derate"].update(steps="hot"), "derate.steps must be a list"),
+    (lambda b: b["derate"].update(stop_c="80"), "derate.stop_c must be a temperature"),
+    (lambda b: b.update(fault_retry_s=0), "board fault_retry_s must be 10..86400 s, not 0"),
+    (lambda b: b.update(watchdog_ms=9000), "board watchdog_ms must be 1000..8000 ms, not 9000"),
 ])
 def test_bad_board_files_get_an_error_naming_the_entry(mutate, message):
     board = json.loads((BOARDS / "sim-ac2.json").read_text())
@@ -98,5 +103,12 @@ def test_write_is_atomic_a_crash_before_rename_leaves_the_old_file(root, monkeyp
 
 
 def test_a_missing_board_file_says_how_to_fix_it(tmp_path):
-    with pytest.raises(config.ConfigError, match="evsectl flash --board"):
+    with pytest.raises(config.ConfigError, match="copy your board's file from boards/ there"):
         config.load_board(str(tmp_path))
+
+
+def test_a_board_file_that_is_not_json_says_so_and_stays(tmp_path):
+    (tmp_path / "board.json").write_text('{"name": "x",')
+    with pytest.raises(config.ConfigError, match="board.json does not parse as JSON"):
+        config.load_board(str(tmp_path))
+    assert (tmp_path / "board.json").read_text() == '{"name": "x",'

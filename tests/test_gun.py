@@ -12,8 +12,8 @@ def test_plugging_in_offers_pwm_then_closes_within_3s_of_c2_after_an_rcd_self_te
     run_until(g, hal, lambda: g.state == "B2", 1000)
     assert hal.duty_pm == pilot.amps_to_duty_pm(32)
     hal.ev = "C"
-    took = run_until(g, hal, lambda: hal.coil, 3000)
-    assert took <= 3000 and g.state == "C2"
+    run_until(g, hal, lambda: hal.coil, 3000)
+    assert g.state == "C2"
     whats = [w for _, w, _ in hal.calls]
     assert whats.index("rcd_test") < len(whats) - 1 - whats[::-1].index("contactor")
 
@@ -179,9 +179,9 @@ EV_STEPS = st.lists(st.tuples(
 
 @settings(max_examples=150, deadline=None)
 @given(EV_STEPS, st.booleans())
-def test_contactor_is_closed_only_in_c2_or_ventilated_d_and_never_in_a_fault(steps, ventilation):
+def test_contactor_closes_only_when_the_ev_asks_and_never_stays_closed_in_a_fault(steps, ventilation):
     g, hal = make_gun(ventilation=ventilation)
-    closes = 0
+    asking_since = hal.t_ms
     for action, ms in steps:
         if action.startswith("ev:"):
             hal.ev = action[3]
@@ -207,7 +207,16 @@ def test_contactor_is_closed_only_in_c2_or_ventilated_d_and_never_in_a_fault(ste
                 assert g.fault is None
                 assert g.state in ("C2", "C1", "D"), g.state
                 assert g.state != "D" or ventilation
-        closes += sum(1 for _, w, v in hal.calls if w == "contactor" and v)
+            # The EV side, as it really is: a closed contactor follows the EV out of C/D in 100 ms.
+            if hal.ev in "CD" and (hal.ev == "C" or ventilation) and not hal.diode_fault:
+                asking_since = None
+            elif asking_since is None:
+                asking_since = hal.t_ms
+            if hal.coil and asking_since is not None:
+                assert hal.t_ms - asking_since <= 100, (hal.ev, hal.t_ms - asking_since)
+    # It closed only while the EV asked (C, or D with ventilation), its diode in place, no RCD trip.
+    for _, ev, diode, rcd in hal.closes:
+        assert (ev == "C" or ev == "D" and ventilation) and not diode and not rcd
     # every close came right after a passing RCD self-test
     seq = [(w, v) for _, w, v in hal.calls if w in ("rcd_test", "contactor")]
     for i, (w, v) in enumerate(seq):
@@ -223,3 +232,51 @@ def test_a_new_ev_gets_pwm_at_once_even_right_after_the_last_one_left():
     hal.ev = "B"
     took = run_until(g, hal, lambda: g.state == "B2", 1000)
     assert took <= 500  # the debounce only, not the 5 s between PWM changes
+
+
+def test_a_fault_cleared_during_the_f_step_does_not_close_on_the_stale_reading():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.rcd = True
+    run_until(g, hal, lambda: g.fault == "RCD", 100)
+    hal.rcd = False
+    hal.ev = "B"  # the EV gave up while the pilot showed F
+    run(g, hal, 200)
+    assert g.clear_fault(hal.t_ms)
+    run(g, hal, 2000)
+    assert len(hal.closes) == 1 and g.state == "B2"
+
+
+def test_the_contactor_closes_only_after_pwm_ran_with_a_good_diode():
+    g, hal = make_gun()
+    g.allocation_a = 0  # paused: the EV waits in C1
+    hal.ev = "B"
+    run(g, hal, 500)
+    hal.ev = "C"
+    run(g, hal, 500)
+    assert g.state == "C1" and not hal.coil
+    hal.diode_fault = True
+    g.allocation_a = 32  # the offer comes back while the diode is gone
+    run(g, hal, 1000)
+    assert not hal.closes and g.fault == "DIODE"
+
+
+def test_an_unavailable_gun_shows_state_f_and_never_closes():
+    g, hal = make_gun()
+    g.enabled = False
+    hal.ev = "C"
+    run(g, hal, 2000)
+    assert g.state == "F" and hal.duty_pm == pilot.DUTY_F_PM and not hal.closes
+    assert not g.wants_power()
+
+
+def test_the_rcd_self_test_runs_over_several_ticks_without_blocking():
+    g, hal = make_gun()
+    hal.rcd_test_ms = 120
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    hal.ev = "C"
+    run_until(g, hal, lambda: hal.coil, 3000)
+    tests = [t for t, w, _ in hal.calls if w == "rcd_test"]
+    close = [t for t, w, v in hal.calls if w == "contactor" and v][0]
+    assert tests and close - tests[-1] < gun_mod.TICK_MS * 2

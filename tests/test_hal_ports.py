@@ -303,9 +303,28 @@ def rcm(port, gun, trip_after_ms=0, release_after_ms=0, stuck=False):
     machine.pin_level[pin(port, gun, "rcd_fault")] = fault_level
 
 
+def run_rcd_test(hal, gun, poll_ms=1, between=None):
+    """rcd_test_start, then rcd_test_result every poll_ms of fake time until it gives a result,
+    as the control loop would. Returns (result, the longest a single call took in us)."""
+    longest_us = 0
+    t0 = machine.clock.now_us
+    hal.rcd_test_start(gun)
+    longest_us = machine.clock.now_us - t0
+    for _ in range(1000):
+        t0 = machine.clock.now_us
+        result = hal.rcd_test_result(gun)
+        longest_us = max(longest_us, machine.clock.now_us - t0)
+        if result is not None:
+            return result, longest_us
+        if between is not None:
+            between()
+        machine.clock.sleep_ms(poll_ms)
+    raise AssertionError("the RCD self-test never ended")
+
+
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
 @pytest.mark.parametrize("trip_ms, release_ms, stuck, passed", [
-    (0, 0, False, True), (30, 80, False, True),
+    (0, 0, False, True), (30, 80, False, True), (39, 99, False, True),
     (60, 0, False, False),  # too slow to trip
     (0, 150, False, False),  # too slow to release
     (0, 0, True, False),  # never releases
@@ -314,17 +333,78 @@ def test_rcd_self_test(port, trip_ms, release_ms, stuck, passed):
     hal = open_board(load(port))
     rcm(port, 1, trip_ms, release_ms, stuck)
     start_us = machine.clock.now_us
-    assert hal.rcd_self_test(1) is passed
+    assert run_rcd_test(hal, 1)[0] is passed
     test = pin(port, 1, "rcd_test")
     assert calls("Pin.value", test) == [("Pin.value", test, 1), ("Pin.value", test, 0)]
     assert machine.clock.now_us - start_us <= 145000  # 40 ms + 100 ms at most, plus polling
 
 
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("trip_ms, release_ms, stuck", [(30, 80, False), (39, 99, False), (60, 0, False),
+                                                        (0, 150, False), (0, 0, True)])
+def test_rcd_self_test_never_blocks_so_the_other_gun_can_open(port, trip_ms, release_ms, stuck):
+    hal = open_board(load(port))
+    rcm(port, 1, trip_ms, release_ms, stuck)
+    hal.set_contactor(2, True)
+    opened_us = []
+
+    def open_gun_2():  # the control loop's turn for the other gun, between two polls of gun 1
+        if not opened_us:
+            hal.set_contactor(2, False)
+            opened_us.append(machine.clock.now_us)
+    start_us = machine.clock.now_us
+    result, longest_us = run_rcd_test(hal, 1, between=open_gun_2)
+    assert longest_us <= 2000  # no call waits: start and every result call return at once
+    assert machine.driven[pin(port, 2, "contactor")] == 0
+    assert opened_us[0] - start_us <= 2000  # not after gun 1's 40 + 100 ms test
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_rcd_self_test_at_the_control_loop_period(port):
+    hal = open_board(load(port))
+    rcm(port, 1, 30, 80)
+    assert run_rcd_test(hal, 1, poll_ms=20)[0] is True
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("trip_ms, passed", [(0, True), (60, False)])
+def test_rcd_result_stays_until_the_next_start(port, trip_ms, passed):
+    hal = open_board(load(port))
+    rcm(port, 1, trip_ms, 0)
+    assert run_rcd_test(hal, 1)[0] is passed
+    machine.calls.clear()
+    machine.pin_level[pin(port, 1, "rcd_fault")] = 1  # whatever the RCM does later
+    machine.clock.sleep_ms(500)
+    assert [hal.rcd_test_result(1) for _ in range(3)] == [passed] * 3
+    assert not calls("Pin.value")  # and the test input is left alone
+    rcm(port, 1, 0, 0)
+    hal.rcd_test_start(1)  # a new test: running again
+    assert hal.rcd_test_result(1) is True  # this RCM trips and releases at once
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_rcd_result_without_a_test_or_after_a_reset_is_failed(port):
+    hal = open_board(load(port))
+    rcm(port, 1, 30, 0)
+    assert hal.rcd_test_result(1) is False  # never started: not passed
+    hal.rcd_test_start(1)
+    assert hal.rcd_test_result(1) is None
+    hal.rcd_reset(1)  # cut short: test input released, the test failed
+    test = pin(port, 1, "rcd_test")
+    assert machine.driven[test] == 0
+    machine.clock.sleep_ms(50)
+    assert hal.rcd_test_result(1) is False
+    assert hal.rcd_test_result(2) is False  # the other gun ran no test either
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
 def test_rcd_self_test_fails_without_testing_when_already_tripped(port):
     hal = open_board(load(port))
     machine.pin_level[pin(port, 1, "rcd_fault")] = 1
-    assert hal.rcd_self_test(1) is False
+    before_us = machine.clock.now_us
+    hal.rcd_test_start(1)
+    assert hal.rcd_test_result(1) is False  # at once: the first call
+    assert machine.clock.now_us == before_us
     assert not calls("Pin.value", pin(port, 1, "rcd_test"))
     hal.rcd_reset(1)  # releases the test input, pulses nothing
     assert calls("Pin.value", pin(port, 1, "rcd_test")) == [("Pin.value", pin(port, 1, "rcd_test"), 0)]
@@ -424,7 +504,15 @@ hal = open_board(board)
 hal.set_pilot(1, 250)
 print("duty", [c[2] for c in machine.calls if c[0] == "PWM.duty_u16"][-1])
 print("pilot", *hal.sample_pilot(1))
-print("rcd", hal.rcd_self_test(1))
+import time
+hal.rcd_test_start(1)
+rcd = None
+for _ in range(1000):  # real time here: poll until the self-test ends
+    rcd = hal.rcd_test_result(1)
+    if rcd is not None:
+        break
+    time.sleep_ms(1)
+print("rcd", rcd)
 hal.set_contactor(1, True)
 print("contactor", machine.driven[pins["contactor"]])
 hal.safe()

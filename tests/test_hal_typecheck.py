@@ -29,7 +29,7 @@ warn_redundant_casts = True
 def test_port_hal_type_checks_against_its_stubs(tmp_path, port):
     stubs = ROOT / ".venv" / "stubs" / port
     if not (stubs / "machine.pyi").exists():
-        pytest.skip("%s missing: `make setup` installs micropython-%s-stubs there" % (stubs, port))
+        pytest.fail("%s missing: `make setup` installs micropython-%s-stubs there" % (stubs, port))
     ini = tmp_path / "mypy.ini"
     ini.write_text(MYPY_INI)
     env = dict(os.environ, MYPYPATH="%s:%s" % (stubs, ROOT / "firmware"))

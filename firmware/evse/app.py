@@ -5,7 +5,7 @@ import time
 
 import asyncio
 
-from evse import VERSION, config, console
+from evse import VERSION, config, console, store
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.sharing import Sharing
@@ -69,7 +69,6 @@ class App:
             await asyncio.sleep_ms(TICK_MS)
 
     async def watchdog(self):
-        self.hal.watchdog_start(self.board.get("watchdog_ms", 5000))
         seen = -1
         while True:
             # Fed only while the control loop is alive: a stuck loop resets the board.
@@ -114,9 +113,14 @@ class App:
             print(out)
 
     async def run(self):
+        # Started here, not in its task: if the watchdog cannot start, nothing charges.
+        self.hal.watchdog_start(self.board.get("watchdog_ms", 5000))
         tasks = [asyncio.create_task(self.control()), asyncio.create_task(self.watchdog()),
                  asyncio.create_task(self.console())]
         await tasks[0]
+
+
+MAINTENANCE_FILE = "maintenance"
 
 
 def main(root="/", hal=None):
@@ -126,6 +130,14 @@ def main(root="/", hal=None):
     cfg = config.Config(board, root)
     if hal is None:
         hal = hal_mod.open_board(board)
+    if store.exists(root.rstrip("/") + "/" + MAINTENANCE_FILE):
+        # A hardware watchdog cannot be stopped once started: to work on the files of a board,
+        # it boots with the guns safe and no charger (and no watchdog) running.
+        hal.safe()
+        print("evse: maintenance mode (the file %s exists): not charging; remove it and reset to charge"
+              % MAINTENANCE_FILE)
+        hal.deinit()
+        return
     print("evse %s on %s: %d guns, site limit %d A" % (VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a")))
     try:
         app = App(board, cfg, hal)

@@ -1,5 +1,7 @@
 # Board file (what the hardware is) + user configuration (what the operator chose), validated.
 # One table of user keys: name -> (type, min, max, unit, help). Defaults come from the board.
+import json
+
 from evse import store
 
 BOARD_FILE = "board.json"
@@ -19,9 +21,7 @@ class ConfigError(ValueError):
 
 
 def _check(key, value):
-    if key not in KEYS:
-        raise ConfigError("unknown config key '%s'; known keys: %s" % (key, ", ".join(sorted(KEYS))))
-    kind, lo, hi, unit, _ = KEYS[key]
+    kind, lo, hi, unit, _ = KEYS[_check_known(key)]
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value == int(value):
@@ -50,6 +50,8 @@ def parse_value(key, text):
 
 _BOARD_REQUIRED = (("name", str), ("hal", str), ("kind", str), ("site_limit_a", int),
                    ("guns", list), ("pilot", dict), ("derate", dict))
+# Board numbers with a range: key, min, max, unit. The watchdog's ceiling is the RP2040's.
+_BOARD_RANGES = (("fault_retry_s", 10, 86400, "s"), ("watchdog_ms", 1000, 8000, "ms"))
 _PILOT_KEYS = ("a_min_mv", "b_min_mv", "c_min_mv", "d_min_mv", "e_min_mv", "f_max_mv",
                "hysteresis_mv", "diode_max_mv")
 
@@ -81,12 +83,27 @@ def check_board(board):
             raise ConfigError("board pilot thresholds must fall from A to F: %s=%d is not above %s=%d"
                               % (_PILOT_KEYS[i], edges[i], _PILOT_KEYS[i + 1], edges[i + 1]))
     derate = board["derate"]
-    for key in ("steps", "stop_c", "restart_c"):
-        if key not in derate:
-            raise ConfigError("board derate lacks '%s'" % key)
+    for key in ("stop_c", "restart_c"):
+        if not _is_number(derate.get(key)):
+            raise ConfigError("board derate.%s must be a temperature in degC" % key)
     if derate["restart_c"] >= derate["stop_c"]:
         raise ConfigError("board derate.restart_c must be below derate.stop_c")
+    steps = derate.get("steps")
+    if not isinstance(steps, list):
+        raise ConfigError("board derate.steps must be a list of [celsius, percent] pairs")
+    for i, step in enumerate(steps):
+        if not (isinstance(step, list) and len(step) == 2 and _is_number(step[0]) and _is_number(step[1])
+                and 0 <= step[1] <= 100 and step[0] < derate["stop_c"]):
+            raise ConfigError("board derate.steps[%d] must be [celsius below stop_c, percent 0..100], not %r" % (i, step))
+    for key, lo, hi, unit in _BOARD_RANGES:
+        value = board.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+            raise ConfigError("board %s must be %d..%d %s, not %r" % (key, lo, hi, unit, value))
     return board
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Config:
@@ -124,19 +141,6 @@ class Config:
         self.values = values
         return value
 
-    def reset(self, key=None):
-        values = {} if key is None else dict(self.values)
-        if key is not None:
-            _check_known(key)
-            values.pop(key, None)
-        store.write_json(self.path, values)
-        self.values = values
-
-    def items(self):
-        d = self.defaults()
-        for key in sorted(KEYS):
-            yield key, self.values.get(key, d[key]), key in self.values
-
 
 def _check_known(key):
     if key not in KEYS:
@@ -146,7 +150,13 @@ def _check_known(key):
 
 def load_board(root="/"):
     path = root.rstrip("/") + "/" + BOARD_FILE
-    board = store.read_json(path)
-    if board is None:
-        raise ConfigError("no %s on flash: flash the firmware with a board (evsectl flash --board ...)" % path)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("no %s on flash: copy your board's file from boards/ there (see README)" % path)
+    try:
+        board = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s does not parse as JSON (%s): fix it or copy the board file again" % (path, e))
     return check_board(board)

@@ -106,6 +106,3 @@ class Debounce:
 
     def force(self, value):
         self.stable = self._candidate = value
-
-    def pending(self):
-        return self._candidate

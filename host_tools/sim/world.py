@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 VOLTS_PER_PHASE = 230.0
 # EV-side pilot levels (mV) seen on the high plateau, IEC 61851-1 Table A.4.
@@ -106,6 +106,7 @@ class Gun:
     contacts: bool = False            # main contacts, physically
     rcd_tripped: bool = False
     rcd_test_fails: bool = False
+    rcd_test_passed: bool | None = None
     temperature_c: float = 25.0
     amps: float = 0.0                 # per phase, drawn through the contacts
     energy_wh: float = 0.0
@@ -115,7 +116,6 @@ class Gun:
     pwm_lost_ms: float | None = None
     saw_x1: bool = False              # a sleepy EV saw the PWM withdrawn
     last_letter: str = "A"
-    extra: dict = field(default_factory=dict)
 
 
 class World:
@@ -283,7 +283,13 @@ class World:
                 if op == "R":
                     return "1" if g.rcd_tripped else "0"
                 if op == "T":
-                    return "0" if g.rcd_test_fails or g.rcd_tripped else "1"
+                    # The RCD module's test winding: the result is known at once here.
+                    g.rcd_test_passed = not (g.rcd_test_fails or g.rcd_tripped)
+                    return "ok"
+                if op == "t":
+                    if g.rcd_test_passed is None:
+                        return "!no RCD self-test was started"
+                    return "1" if g.rcd_test_passed else "0"
                 if op == "Z":
                     if g.rcd_tripped:
                         g.rcd_tripped = False

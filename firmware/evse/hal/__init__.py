@@ -7,7 +7,8 @@
 #   proximity_ohms(gun) -> int | None       PP-PE resistance; None where the gun has no PP line
 #   set_contactor(gun, closed)    drive the contactor coil
 #   contactor_feedback(gun) -> bool          auxiliary (mirror) contact: True = closed
-#   rcd_tripped(gun) -> bool ; rcd_self_test(gun) -> bool (passed) ; rcd_reset(gun)
+#   rcd_tripped(gun) -> bool ; rcd_reset(gun)
+#   rcd_test_start(gun) ; rcd_test_result(gun) -> None (running) | bool (passed): never blocks
 #   temperature_c(gun) -> float   connector / relay temperature
 #   current_a(gun) -> float       highest phase current through the contactor
 # Board wide:
@@ -39,15 +40,16 @@ class Base:
         self.guns = len(board["guns"])
 
     def safe(self):
-        # Called from exception handlers: every step is attempted even if one fails.
+        # Called from exception handlers: every step is attempted even if one fails, and even
+        # a second Ctrl-C during the sweep does not stop it halfway.
         for gun in range(1, self.guns + 1):
             try:
                 self.set_contactor(gun, False)
-            except Exception:
+            except BaseException:  # noqa: B036
                 pass
             try:
                 self.set_pilot(gun, 0)
-            except Exception:
+            except BaseException:  # noqa: B036
                 pass
 
     def storage_root(self):

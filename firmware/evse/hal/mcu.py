@@ -24,6 +24,12 @@ _AVG_READS = const(16)  # PP, CT, NTC: slow signals, averaged
 _PP_OPEN_OHMS = const(100000)  # PP open (no cable): reported as this many ohms, outside every band
 _RCD_TRIP_MS = const(40)  # RCM self-test: fault output must rise within this after the test input
 _RCD_RELEASE_MS = const(100)  # ... and fall within this after the test input is released
+# RCM self-test phase of a gun. The test runs across calls of rcd_test_result, never inside one.
+_RCD_IDLE = const(0)  # no test started
+_RCD_TRIP = const(1)  # test input high, waiting for the fault output to rise
+_RCD_RELEASE = const(2)  # test input released, waiting for the fault output to fall
+_RCD_PASSED = const(3)
+_RCD_FAILED = const(4)
 # A broken, shorted or missing temperature sensor reads as this, above every derate step and
 # stop level, so the gun stops (fail safe) and the console shows an impossible temperature.
 SENSOR_FAULT_C = 200.0
@@ -106,6 +112,8 @@ class McuHal(Base):
         self._feedback = []  # type: list[Pin]
         self._rcd_fault = []  # type: list[Pin]
         self._rcd_test = []  # type: list[Pin]
+        self._rcd_phase = []  # type: list[int]
+        self._rcd_since_ms = []  # type: list  # ticks_ms() when the current test phase began
         self._wdt = None  # type: WDT | None
 
     def _need(self, section, key, where):
@@ -133,6 +141,8 @@ class McuHal(Base):
             # RCM fault output, high = tripped; the pull-up makes a broken wire read tripped.
             self._rcd_fault.append(Pin(self._need(p, "rcd_fault", where), Pin.IN, Pin.PULL_UP))
             self._rcd_test.append(Pin(self._need(p, "rcd_test", where), Pin.OUT, value=0))
+            self._rcd_phase.append(_RCD_IDLE)
+            self._rcd_since_ms.append(0)
 
     # ---- what each port provides ----------------------------------------------------------------
     def _adc(self, pin):  # type: (int) -> ADC
@@ -238,35 +248,59 @@ class McuHal(Base):
     def rcd_tripped(self, gun):  # type: (int) -> bool
         return self._rcd_fault[self._index(gun)].value() == 1
 
-    def _wait_level(self, pin, level, timeout_ms):  # type: (Pin, int, int) -> bool
-        t0 = time.ticks_ms()
-        while pin.value() != level:
-            if time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
-                return False
-            time.sleep_ms(1)
-        return True
-
-    def rcd_self_test(self, gun):  # type: (int) -> bool
-        """The RCM's test input injects a test current: its fault output must rise within 40 ms
-        and fall again within 100 ms of releasing the test. Blocks for at most 140 ms."""
+    def rcd_test_start(self, gun):  # type: (int) -> None
+        """Begin the RCM self-test; rcd_test_result gives its outcome. The RCM's test input
+        injects a test current: its fault output must rise within 40 ms and fall again within
+        100 ms of releasing the test. Returns at once; nothing here or there waits."""
         i = self._index(gun)
-        fault = self._rcd_fault[i]
         test = self._rcd_test[i]
-        if fault.value():
-            return False  # already tripped: the test would prove nothing
+        if self._rcd_phase[i] == _RCD_TRIP:
+            test.value(0)  # a test still injecting is abandoned: the new one starts from a clean edge
+        if self._rcd_fault[i].value():
+            self._rcd_phase[i] = _RCD_FAILED  # already tripped: the test would prove nothing
+            return
         test.value(1)
-        try:
-            tripped = self._wait_level(fault, 1, _RCD_TRIP_MS)
-        finally:
-            test.value(0)
-        return tripped and self._wait_level(fault, 0, _RCD_RELEASE_MS)
+        self._rcd_since_ms[i] = time.ticks_ms()
+        self._rcd_phase[i] = _RCD_TRIP
+
+    def rcd_test_result(self, gun):  # type: (int) -> bool | None
+        """None while the self-test runs, then True (passed) or False (failed), the same on every
+        later call until the next rcd_test_start. False if no test was started. Each call reads
+        the fault output once per phase and the clock, and moves the test on; it never waits, so
+        the caller's polling period is the resolution of both time limits."""
+        i = self._index(gun)
+        phase = self._rcd_phase[i]
+        if phase == _RCD_TRIP:
+            fault = self._rcd_fault[i]
+            if fault.value():
+                self._rcd_test[i].value(0)
+                self._rcd_since_ms[i] = time.ticks_ms()
+                phase = _RCD_RELEASE
+            elif time.ticks_diff(time.ticks_ms(), self._rcd_since_ms[i]) >= _RCD_TRIP_MS:
+                self._rcd_test[i].value(0)
+                phase = _RCD_FAILED  # did not trip in time
+        if phase == _RCD_RELEASE:
+            if not self._rcd_fault[i].value():
+                phase = _RCD_PASSED
+            elif time.ticks_diff(time.ticks_ms(), self._rcd_since_ms[i]) >= _RCD_RELEASE_MS:
+                phase = _RCD_FAILED  # did not release in time, or stuck
+        self._rcd_phase[i] = phase
+        if phase == _RCD_PASSED:
+            return True
+        if phase == _RCD_TRIP or phase == _RCD_RELEASE:
+            return None
+        return False  # failed, or never started
 
     def rcd_reset(self, gun):  # type: (int) -> None
         # The RCM's fault output is not latching: it falls by itself once the residual current
         # is gone. The latch is the gun's RCD fault (cleared after fault_retry_s), so no pulse is
-        # sent; only the test input is released, in case a self-test was cut short. A module
-        # that latches and resets on a test-input pulse would need that pulse here.
-        self._rcd_test[self._index(gun)].value(0)
+        # sent; only the test input is released, in case a self-test was cut short (a running
+        # test then ends as failed). A module that latches and resets on a test-input pulse would
+        # need that pulse here.
+        i = self._index(gun)
+        self._rcd_test[i].value(0)
+        if self._rcd_phase[i] == _RCD_TRIP or self._rcd_phase[i] == _RCD_RELEASE:
+            self._rcd_phase[i] = _RCD_FAILED
 
     # ---- board wide ---------------------------------------------------------------------------
     def ticks_ms(self):

@@ -17,7 +17,6 @@ class Hal(Base):
         self._sock = socket.socket()
         self._sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
         self._rx = self._sock.makefile("rb") if hasattr(self._sock, "makefile") else self._sock
-        self._buf = bytearray(64)
 
     def _ask(self, line):
         self._sock.write(line)
@@ -48,8 +47,12 @@ class Hal(Base):
     def rcd_tripped(self, gun):
         return self._ask(b"R %d\n" % gun)[0] == 49
 
-    def rcd_self_test(self, gun):
-        return self._ask(b"T %d\n" % gun)[0] == 49
+    def rcd_test_start(self, gun):
+        self._ask(b"T %d\n" % gun)
+
+    def rcd_test_result(self, gun):
+        r = self._ask(b"t %d\n" % gun)[0]
+        return None if r == 45 else r == 49  # b"-" running, b"1" passed, b"0" failed
 
     def rcd_reset(self, gun):
         self._ask(b"Z %d\n" % gun)
