@@ -126,9 +126,9 @@ def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
     start_charging(rig, events)  # and the board still charges
 
 
-def test_readme_flash_commands_deploy_the_firmware_and_reset_runs_it(rig, virtual_board, events):
-    """The README's mpremote deploy, run against the virtual board with its own board file:
-    maintenance mode first (no watchdog), copy, leave maintenance mode, reset."""
+def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(rig, virtual_board, events):
+    """The README's deploy, against the virtual board with its own board file: maintenance mode
+    first (no watchdog), then `make flash` copies, leaves maintenance mode and resets."""
     repo = Path(__file__).resolve().parents[1]
     port = virtual_board["serial"]
     subprocess.run([MPREMOTE, "connect", port, "exec", "open('maintenance', 'w').close()", "+", "reset"],
@@ -139,10 +139,8 @@ def test_readme_flash_commands_deploy_the_firmware_and_reset_runs_it(rig, virtua
     assert rig.gun(1)["duty"] == 0.0  # maintenance: pilots at -12 V, nothing offered
     assert not [e for e in events.since(wait_booted_in) if e["what"] == "contactor"]
     mpremote(port, "exec", "import os; os.remove('main.py')")
-    subprocess.run([MPREMOTE, "connect", port, "cp", "-r", "firmware/evse", ":", "+", "cp", "firmware/main.py",
-                    "firmware/boot.py", ":", "+", "cp", "boards/sim-ac2.json", ":board.json", "+",
-                    "rm", ":maintenance", "+", "reset"],
-                   cwd=repo, check=True, capture_output=True, timeout=120)
+    subprocess.run(["make", "flash", f"PORT={port}", "BOARD=sim-ac2", "FLASH_REBOOT_S=0.5"],
+                   cwd=repo, check=True, capture_output=True, timeout=180)
     rig.wait_for(lambda guns: guns[0]["offered_a"] > 0, 10, what="gun 1 offering PWM after the reset")
     assert "main.py" in mpremote(port, "ls")
 
