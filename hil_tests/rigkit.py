@@ -53,18 +53,26 @@ class Dut:
         self.ser = serial.Serial(port, 115200, timeout=0.05)
         self.ser.reset_input_buffer()
         self.seen = bytearray()
+        self.read_pos = 0  # read_until has consumed self.seen up to here
+
+    def flush(self) -> None:
+        """Forget everything received so far: the next read_until sees only what comes next."""
+        self.ser.reset_input_buffer()
+        self.seen += self.ser.read(self.ser.in_waiting or 0)
+        self.read_pos = len(self.seen)
 
     def write(self, data: bytes) -> None:
         self.ser.write(data)
 
     def read_until(self, marker: bytes, timeout_s: float = 5) -> bytes:
         """Everything up to and including `marker`; fails after timeout_s."""
-        start = len(self.seen)
+        start = self.read_pos
         deadline = time.monotonic() + timeout_s
         while True:
             idx = self.seen.find(marker, start)
             if idx >= 0:
-                return bytes(self.seen[start: idx + len(marker)])
+                self.read_pos = idx + len(marker)  # what came after the marker is still unread
+                return bytes(self.seen[start: self.read_pos])
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.port}: no {marker!r} within {timeout_s} s; got {bytes(self.seen[start:])[-400:]!r}")
             self.seen += self.ser.read(4096)
@@ -85,6 +93,7 @@ class Dut:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since > 0.3:
                     break
+        self.read_pos = len(self.seen)
         text = bytes(self.seen[start:]).decode(errors="replace")
         return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
