@@ -3,6 +3,8 @@ gun asked of the hardware. The HIL suite runs the same logic against the virtual
 from evse import gun as gun_mod
 from evse import pilot
 
+# The same numbers as host_tools/sim/world.py: this module also runs under MicroPython (bench),
+# where the CPython world cannot be imported.
 LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000}
 
 BOARD = {

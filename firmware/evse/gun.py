@@ -40,7 +40,6 @@ FAULTS = {
     "VENT": CLEAR_LEAVE_D,       # EV asks for ventilation the site does not have
     "PILOT": CLEAR_UNPLUG,       # pilot level outside every band
 }
-# Faults that are gone once the fault-retry delay passes only if the EV is not in C/D at that moment.
 
 
 class Gun:
