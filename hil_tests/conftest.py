@@ -55,6 +55,7 @@ def rig(virtual_board):
     r = Rig(virtual_board["control"])
     r.power(on=False)
     r.reset()
+    r.factory()  # the flash as it left the factory: no test inherits another's files
     r.power(on=True)
     wait_booted(r)
     yield r

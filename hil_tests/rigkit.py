@@ -7,12 +7,16 @@ import time
 
 import serial
 
-from host_tools.rig import Rig
+from host_tools.rig import Rig, RigError
 
 
 def wait_booted(rig: Rig, timeout_s: float = 15) -> None:
     """The firmware is up when every pilot rests at +12 V (a real rig sees the same)."""
-    rig.wait_for(lambda guns: all(g["duty"] == 100.0 for g in guns), timeout_s, what="pilots at +12 V after boot")
+    try:
+        rig.wait_for(lambda guns: all(g["duty"] == 100.0 for g in guns), timeout_s, what="pilots at +12 V after boot")
+    except RigError as e:
+        tail = rig.raw({"op": "console", "bytes": 1500})  # the virtual board keeps what it printed
+        raise RigError(f"{e}\nthe board printed:\n{tail.get('text', '(not available on this rig)')}") from None
 
 
 class Events:

@@ -142,6 +142,20 @@ def power(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("factory")
+def factory(world: World, req: dict, board) -> dict:
+    """Erase the flash and program the firmware and board file again (virtual board only)."""
+    board.factory_reset()
+    return {}
+
+
+@op("console")
+def console(world: World, req: dict, board) -> dict:
+    """The last `bytes` (default 4096) the board printed on its serial port (virtual board only)."""
+    n = int(_number(req, "bytes", 1, 262144)) if "bytes" in req else 4096
+    return {"text": bytes(board.console[-n:]).decode(errors="replace")}
+
+
 @op("snapshot")
 def snapshot(world: World, req: dict, board) -> dict:
     return {"guns": world.snapshot(), "t_ms": round(world.now_ms(), 1), "powered": world.powered,

@@ -300,6 +300,8 @@ def install_machine():
 def main():
     install_machine()
     mount_flash()
+    if os.getenv("EVSE_SIM_MODE") == "program":
+        sys.exit(0)  # the factory programmed the flash; the board is not started
     raw = os.getenv("EVSE_SIM_MODE") == "raw"
     repl = Repl()
     code = 0

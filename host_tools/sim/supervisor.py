@@ -105,6 +105,7 @@ class VirtualBoard:
         for target, name in ((self._pty_to_board, "pty-in"), (self._physics, "physics"),
                              (self._monitor, "monitor")):
             threading.Thread(target=target, name=name, daemon=True).start()
+        self.program_flash()
         self._boot(raw=False)
         return self
 
@@ -118,20 +119,42 @@ class VirtualBoard:
         return str(stage)
 
     # ---- the firmware process ---------------------------------------------------------------------
-    def _boot(self, raw: bool) -> None:
+    def _env(self, mode: str) -> dict:
         env = dict(os.environ)
         env.update({
             "EVSE_SIM_WORLD": "127.0.0.1:%d" % self._hal_sock.getsockname()[1],
             "EVSE_SIM_FLASH": str(self.flash_dir / "flash.img"),
+            "EVSE_SIM_FLASH_BLOCKS": str(FLASH_BLOCKS),
             "EVSE_SIM_SEED": self._seed,
-            "EVSE_SIM_MODE": "raw" if raw else "normal",
+            "EVSE_SIM_MODE": mode,
             "EVSE_SIM_BOARD": self.board["name"],
             "EVSE_SIM_CSMS": self.csms_url or "",
         })
+        return env
+
+    def program_flash(self, erase: bool = False) -> None:
+        """What the factory does before a board first powers up: format the flash and write the
+        firmware and the board file. Done to completion here, so a power cut in the first boot
+        never leaves a half-written board."""
         image = self.flash_dir / "flash.img"
-        if not image.exists():
-            image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
-        env["EVSE_SIM_FLASH_BLOCKS"] = str(FLASH_BLOCKS)
+        if image.exists() and not erase:
+            return
+        image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
+        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+        done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)
+        if done.returncode != 0:
+            image.unlink()
+            raise RuntimeError("programming the flash image failed: %s" % (done.stdout + done.stderr).decode(errors="replace")[-600:])
+
+    def factory_reset(self) -> None:
+        """Erase and reprogram the flash, as a board fresh from the factory; power stays as it was."""
+        was_on = self.world.powered
+        self.set_power(False)
+        self.program_flash(erase=True)
+        self.set_power(was_on)
+
+    def _boot(self, raw: bool) -> None:
+        env = self._env("raw" if raw else "normal")
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
         with self._proc_lock:
             self.proc = subprocess.Popen(cmd, cwd=self.flash_dir, env=env, stdin=subprocess.PIPE,
