@@ -17,7 +17,12 @@ BIN = Path(sys.executable).parent
 
 def pytest_addoption(parser):
     parser.addoption("--board", default="sim-ac2", help="board file name (virtual board: a sim-* board)")
-    parser.addoption("--heap", default="192K", help="MicroPython heap of the virtual board")
+    parser.addoption("--heap", default=None, help="MicroPython heap of the virtual board (default: the board's, in words)")
+
+
+def heap_args(request):
+    heap = request.config.getoption("--heap")
+    return ["--heap", heap] if heap else []
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +38,7 @@ def board(board_name):
 @pytest.fixture(scope="session")
 def virtual_board(request, board_name, tmp_path_factory):
     flash = tmp_path_factory.mktemp("flash")
-    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, "--heap",
-                             request.config.getoption("--heap"), "--flash", str(flash)],
+    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, *heap_args(request), "--flash", str(flash)],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
@@ -74,3 +78,69 @@ def dut(virtual_board, rig):
     d = Dut(virtual_board["serial"])
     yield d
     d.close()
+
+
+# ---- OCPP: the development central system and a virtual board connected to it -------------------
+@pytest.fixture(scope="session")
+def csms_server(tmp_path_factory):
+    from host_tools.csms.client import CsmsProcess
+    proc = CsmsProcess("--files", str(tmp_path_factory.mktemp("csms-files")))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def ocpp_board(request, board_name, tmp_path_factory, csms_server):
+    flash = tmp_path_factory.mktemp("ocpp-flash")
+    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, *heap_args(request), "--flash", str(flash),
+                             "--csms", csms_server.ws], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail("evsectl sim --csms printed nothing")
+    info = json.loads(line)
+    info["flash"] = flash
+    info["cp"] = board_name  # the charge point identity the factory configured
+    yield info
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def csms(csms_server):
+    from host_tools.csms.client import CsmsClient
+    client = CsmsClient(csms_server.api)
+    client.set(boot_status="Accepted", interval=300)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ocpp_rig(ocpp_board, csms):
+    """A factory-fresh board connected to the central system, its boot accepted."""
+    r = Rig(ocpp_board["control"])
+    r.power(on=False)
+    r.reset()
+    r.factory()
+    t = csms.now_ms()
+    r.power(on=True)
+    wait_booted(r)
+    csms.wait("BootNotification", since_ms=t, timeout_s=20)
+    r.booted_ms = t
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def ocpp_dut(ocpp_board, ocpp_rig):
+    d = Dut(ocpp_board["serial"])
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def ocpp_events(ocpp_rig):
+    return Events(ocpp_rig)

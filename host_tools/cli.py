@@ -11,6 +11,11 @@ def cmd_sim(args) -> int:
     return run_foreground(args)
 
 
+def cmd_csms(args) -> int:
+    from host_tools.csms.server import run_foreground
+    return run_foreground(args)
+
+
 def cmd_demo(args) -> int:
     from host_tools.demo import run
     return run(args)
@@ -29,11 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the virtual board. Prints one JSON line "
                                    '{"serial": PTY, "control": HOST:PORT} and runs until SIGINT/SIGTERM.')
     s.add_argument("--board", default="sim-ac2", help="board file name in boards/ (default sim-ac2)")
-    s.add_argument("--heap", default="192K", help="MicroPython heap size, as on the board (default 192K)")
+    s.add_argument("--heap", default=None, help="MicroPython heap size (default: the board file's heap_kb in 32-bit words, that is twice the bytes on this 64-bit host)")
     s.add_argument("--flash", default=None, help="folder for the flash image (default: a fresh temporary one)")
     s.add_argument("--csms", default=None, help="ws:// URL of a central system")
     s.add_argument("--echo", action="store_true", help="copy the board's serial output to stderr")
     s.set_defaults(func=cmd_sim)
+
+    c = sub.add_parser("csms", help="run a development central system (OCPP 1.6 JSON) in the foreground",
+                       description="Run a central system for development and tests. Prints one JSON line "
+                                   '{"ws": URL, "api": HOST:PORT, "http": URL}, then a log of every frame; '
+                                   "lines typed on stdin are commands (type help). Runs until SIGINT/SIGTERM. "
+                                   "See docs/csms.md.")
+    c.add_argument("--host", default="127.0.0.1", help="address of the OCPP and HTTP servers (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=9000, help="OCPP WebSocket port; 0 picks a free one (default 9000)")
+    c.add_argument("--api-port", type=int, default=0, help="API port on 127.0.0.1; 0 picks a free one (default 0)")
+    c.add_argument("--http-port", type=int, default=0, help="HTTP file service port; 0 picks a free one (default 0)")
+    c.add_argument("--tags", default=None, help='JSON file {"idTag": {"status": "Accepted", ...}} (default AA11, BB22 '
+                                                "Accepted, BLOCKED1 Blocked)")
+    c.add_argument("--files", default=None, help="folder served at /files/, uploads go to its uploads/ (default: a temporary one)")
+    c.add_argument("--basic-auth", nargs="+", action="extend", metavar="ID:PASSWORD",
+                   help="security profile 1: charge points must log in with HTTP Basic auth")
+    c.add_argument("--tls-cert", default=None, help="security profile 2: serve wss:// with this certificate (PEM)")
+    c.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
+    c.set_defaults(func=cmd_csms)
 
     d = sub.add_parser("demo", help="play a scripted day on the virtual board (make run)")
     d.add_argument("--board", default="sim-ac2")

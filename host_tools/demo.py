@@ -327,7 +327,7 @@ def run(args) -> int:
     terminal = Terminal()
     log_path = Path(args.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    vb = VirtualBoard(args.board, heap="192K").start()
+    vb = VirtualBoard(args.board).start()
     day = None
     try:
         with log_path.open("w") as log_file:

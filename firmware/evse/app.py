@@ -11,15 +11,18 @@ from evse.gun import Gun, TICK_MS
 from evse.sharing import Sharing
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
+OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
+VOLTS = 230           # nominal phase voltage, for energy where a gun has no meter
 WATCHDOG_FEED_MS = 500
 CONSOLE_LINE_MAX = 200
 
 
 class App:
-    def __init__(self, board, cfg, hal):
+    def __init__(self, board, cfg, hal, root="/"):
         self.board = board
         self.cfg = cfg
         self.hal = hal
+        self.root = root
         board = dict(board)
         board["fault_retry_s"] = cfg.get("fault_retry_s")
         self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
@@ -29,6 +32,63 @@ class App:
         self._last_ticks = time.ticks_ms()
         self._shared_ms = -SHARE_MS
         self._wanting = None
+        self._energy_wh = [0.0] * len(self.guns)  # estimate where a gun has no meter
+        self.log = None
+        self.cp = None
+        url = cfg.get("ocpp_url")
+        if url:
+            from evse.ocpp.cp import ChargePoint
+            from evse.log import Log
+            self.log = Log(root)
+            self.cp = ChargePoint(self, root, url, cfg.get("ocpp_id"), self._ca(cfg.get("ocpp_ca")), self.note)
+
+    def _ca(self, name):
+        if not name:
+            return None
+        try:
+            with open(self.root.rstrip("/") + "/" + name, "rb") as f:
+                return f.read()
+        except OSError:
+            print("config: ocpp_ca file %s is missing: wss:// will not connect" % name)
+            return b""
+
+    def note(self, text):
+        """A line for the console and the log on flash."""
+        print(text)
+        if self.log is not None:
+            self.log.write(text)
+
+    # ---- what the charge point asks of the charger -----------------------------------------------
+    def phases(self, n):
+        if n == 0:
+            return self.board.get("phases", 3)
+        return self.board["guns"][n - 1].get("phases", self.board.get("phases", 3))
+
+    def energy_wh(self, n):
+        m = self.hal.meter(n)
+        return m[0] if m is not None else self._energy_wh[n - 1]
+
+    def power_w(self, n):
+        m = self.hal.meter(n)
+        if m is not None:
+            return m[1]
+        g = self.guns[n - 1]
+        return g.current_a * VOLTS * self.phases(n) if g.contactor else 0.0
+
+    def unlock(self, n):
+        # None: the gun has no lock actuator (a tethered cable or a socket without one).
+        return None
+
+    def reboot(self, hard):
+        self.hal.safe()
+        self.hal.reset(hard)
+
+    async def after_boot(self, cp):
+        from evse.ocpp import fw
+        status = fw.boot_report(self.root)
+        if status:
+            cp.firmware_status = status
+            cp.send("FirmwareStatusNotification", {"status": status})
 
     def clock(self):
         # A monotonic millisecond count that does not wrap like ticks_ms.
@@ -40,8 +100,16 @@ class App:
     def share(self, now_ms):
         cap = self.cfg.get("gun_max_a")
         limits = []
+        cp = self.cp
         for g in self.guns:
             lim = g.limit_a() if g.wants_power() else 0
+            if cp is not None and lim:
+                if not cp.may_charge(g.n):
+                    lim = 0
+                else:
+                    smart_a = cp.limit_a(g.n)
+                    if smart_a is not None and smart_a < lim:
+                        lim = smart_a
             limits.append(lim if lim < cap else cap)
         offered = [g.offered_a() for g in self.guns]
         alloc = self.sharing.update(now_ms, self.cfg.get("site_limit_a"), limits, offered)
@@ -67,6 +135,25 @@ class App:
         while True:
             self.step()
             await asyncio.sleep_ms(TICK_MS)
+
+    async def ocpp(self):
+        cp = self.cp
+        cp.recover()
+        while True:
+            try:
+                card = self.hal.rfid_read()
+                if card is not None:
+                    cp.swipe(card[0], card[1])
+                cp.supervise()
+                self._integrate()
+            except Exception as e:  # a bug in the OCPP part never stops the guns
+                self.note("ocpp: supervise failed: %r" % e)
+            await asyncio.sleep_ms(OCPP_MS)
+
+    def _integrate(self):
+        for g in self.guns:
+            if g.contactor:
+                self._energy_wh[g.n - 1] += g.current_a * VOLTS * self.phases(g.n) * OCPP_MS / 3600000
 
     async def watchdog(self):
         seen = -1
@@ -117,6 +204,9 @@ class App:
         self.hal.watchdog_start(self.board.get("watchdog_ms", 5000))
         tasks = [asyncio.create_task(self.control()), asyncio.create_task(self.watchdog()),
                  asyncio.create_task(self.console())]
+        if self.cp is not None:
+            tasks.append(asyncio.create_task(self.ocpp()))
+            tasks.append(asyncio.create_task(self.cp.run()))
         await tasks[0]
 
 
@@ -140,7 +230,7 @@ def main(root="/", hal=None):
         return
     print("evse %s on %s: %d guns, site limit %d A" % (VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a")))
     try:
-        app = App(board, cfg, hal)
+        app = App(board, cfg, hal, root)
         asyncio.run(app.run())
     finally:
         hal.safe()

@@ -13,6 +13,9 @@ KEYS = {
     "min_current_a": (int, 6, 32, "A", "an allocation below this pauses the gun instead (IEC 61851: 6 A minimum)"),
     "fault_retry_s": (int, 10, 86400, "s", "delay before a fault that clears itself is retried"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
+    "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
+    "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
+    "ocpp_ca": (str, 0, 64, "", "file on flash with the CA certificate (DER) that signs the wss:// server"),
 }
 
 
@@ -33,6 +36,8 @@ def _check(key, value):
     elif kind is str:
         if not isinstance(value, str) or not lo <= len(value) <= hi:
             raise ConfigError("%s must be text of %d to %d characters, not %r" % (key, lo, hi, value))
+        if key == "ocpp_url" and value and not (value.startswith("ws://") or value.startswith("wss://")):
+            raise ConfigError("ocpp_url must start with ws:// or wss://, not %r" % value)
     return value
 
 
@@ -126,7 +131,8 @@ class Config:
     def defaults(self):
         b = self.board
         return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
-                "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"]}
+                "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
+                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": ""}
 
     def get(self, key):
         if key in self.values:

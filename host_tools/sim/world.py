@@ -129,6 +129,8 @@ class World:
         self.firmware_running = False
         self.watchdog_ms = 0
         self.watchdog_fed_ms = 0.0
+        self.net_up = True
+        self.swipes: list[tuple[int, str]] = []  # cards held to a reader, not yet read
         self._last_step_ms = self.now_ms()
 
     # ---- clock and log ------------------------------------------------------------------------
@@ -256,7 +258,12 @@ class World:
                     self.watchdog_fed_ms = self.now_ms()
                     return "ok"
                 if op == "N":
-                    return "1"
+                    return "1" if self.net_up else "0"
+                if op == "A":
+                    if not self.swipes:
+                        return "-"
+                    gun, tag = self.swipes.pop(0)
+                    return f"{gun} {tag}"
                 if op == "W":
                     self.watchdog_ms = int(parts[1])
                     self.watchdog_fed_ms = self.now_ms()
@@ -297,6 +304,10 @@ class World:
                     return "ok"
                 if op == "C":
                     return f"{g.temperature_c:.2f}"
+                if op == "E":
+                    # The gun's energy meter: import register and active power.
+                    watts = g.amps * VOLTS_PER_PHASE * (g.ev.phases if g.ev else 0)
+                    return f"{g.energy_wh:.1f} {watts:.0f}"
                 if op == "I":
                     return f"{g.amps:.2f}"
                 if op == "X":

@@ -81,6 +81,20 @@ class Hal(Base):
     def network_up(self):
         return self._ask(b"N\n")[0] == 49
 
+    def meter(self, gun):
+        r = self._ask(b"E %d\n" % gun).split()
+        return float(r[0]), float(r[1])
+
+    def reset(self, hard):
+        import machine  # the virtual board's ROM gives the unix port a board's resets
+        if hard:
+            machine.reset()
+        machine.soft_reset()
+
+    def rfid_read(self):
+        r = self._ask(b"A\n").split()
+        return None if r[0] == b"-" else (int(r[0]), r[1].decode())
+
     def deinit(self):
         try:
             self._sock.close()

@@ -1,0 +1,610 @@
+# The OCPP 1.6J charge point: one connection to the central system, the messages that go
+# over it, and the transactions of the guns. The handlers of the central system's requests
+# live in evse.ocpp.ops (one function per action); the stores in keys/auth/journal/smart.
+#
+# Order of what goes out: the journal (transaction messages, on flash until confirmed) first,
+# then the outbox (status, heartbeat, authorize, notifications; in RAM, bounded).
+import time
+
+import asyncio
+from micropython import const
+
+from evse import store
+from evse.ocpp import auth, clock, journal, keys, rpc, smart
+from evse.ocpp import ws as wsmod
+from evse.ocpp.tx import Connector
+
+VENDOR = "evse"
+CALL_TIMEOUT_MS = const(30000)   # a CALL without an answer after this: the link is suspect
+OUTBOX_MAX = const(24)
+TAG_TIMEOUT_S_DEFAULT = const(60)
+SUPERVISE_MS = const(250)
+TX_FILE = "ocpp_tx.json"
+AVAIL_FILE = "ocpp_avail.json"
+PROFILES_FILE = "ocpp_profiles.json"
+NOT_CHARGING_STATUSES = ("Available", "Unavailable", "Faulted", "Reserved")
+
+
+class CallError(Exception):
+    pass
+
+
+class ChargePoint:
+    VENDOR_ID = "evse"
+
+    def __init__(self, app, root, url, cp_id, ca_der=None, log=print):
+        self.app = app
+        self.root = root.rstrip("/") + "/"
+        self.url = url.rstrip("/") + "/" + cp_id
+        self.cp_id = cp_id
+        self.ca_der = ca_der
+        self.log = log
+        n = len(app.guns)
+        self.keys = keys.Keys(root, n)
+        self.auth = auth.Auth(root, self.keys)
+        self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
+        path = self.root + PROFILES_FILE
+        self.profiles = smart.Profiles(lambda: store.read_json(path, []), lambda items: store.write_json(path, items))
+        self.clock = clock.Clock(time.ticks_ms, time.ticks_diff)
+        self.connectors = [Connector(i) for i in range(n + 1)]
+        self.outbox = []
+        self.online = False       # connected and BootNotification accepted
+        self.connected = False
+        self.boot_status = None
+        self.heartbeat_s = self.keys.get("HeartbeatInterval")
+        self.ws = None
+        self._send_lock = asyncio.Lock()
+        self._reply_event = asyncio.Event()
+        self._await_uid = None
+        self._reply = None
+        self._last_tx_ms = 0
+        self._retry_at_ms = 0
+        self._reset = None        # "Soft" / "Hard" once accepted
+        self._reset_at_ms = 0
+        self._boot_now = False
+        self._next_aligned_s = 0
+        self._local_tx = -1
+        self.sessions = 0
+        self.pending_profile = None   # (connector, TxProfile) of a RemoteStartTransaction
+        self.firmware_status = "Idle"
+        self.diagnostics_status = "Idle"
+        self.later = []
+        self._load()
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def _load(self):
+        avail = store.read_json(self.root + AVAIL_FILE, {})
+        for c in self.connectors:
+            if isinstance(avail, dict) and avail.get(str(c.n)) == "Inoperative":
+                c.operative = False
+        txs = store.read_json(self.root + TX_FILE, {})
+        if isinstance(txs, dict):
+            for key in txs:
+                tx = txs[key]
+                try:
+                    c = self.connectors[int(key)]
+                except (ValueError, IndexError):
+                    continue
+                if isinstance(tx, dict) and "id" in tx and c.n > 0:
+                    c.tx = tx
+                    if tx["id"] < 0 and tx["id"] <= self._local_tx:
+                        self._local_tx = tx["id"] - 1
+
+    def _save_txs(self):
+        store.write_json(self.root + TX_FILE, dict((str(c.n), c.tx) for c in self.connectors if c.tx is not None))
+
+    def save_availability(self):
+        store.write_json(self.root + AVAIL_FILE, dict((str(c.n), "Operative" if c.operative else "Inoperative")
+                                                      for c in self.connectors))
+
+    def recover(self):
+        """At boot: a transaction the power cut interrupted is stopped (PowerLoss) or resumed."""
+        resume = self.keys.get("ResumeTransactionOnBoot")
+        for c in self.connectors[1:]:
+            if c.tx is None:
+                continue
+            if resume:
+                self.log("ocpp: connector %d: transaction %d resumed after the reboot" % (c.n, c.tx["id"]))
+            else:
+                self.stop_tx(c, "PowerLoss", when_s=c.tx.get("seen_s"))
+
+    # ---- what the application asks ---------------------------------------------------------------
+    def may_charge(self, n):
+        c = self.connectors[n]
+        return c.may_charge() and self.connectors[0].operative
+
+    def limit_a(self, n):
+        """The smart-charging cap on gun n now, in A (None: no cap)."""
+        c = self.connectors[n]
+        if not self.clock.known:
+            return None
+        gun = self.app.guns[n - 1]
+        start = c.tx["start_s"] if c.tx else None
+        return smart.limit_at(self.profiles.items, n, self.clock.now(), start, gun.max_a,
+                              phases=self.app.phases(n))
+
+    def swipe(self, n, tag):
+        """A card at gun n's reader."""
+        c = self.connectors[n]
+        now = self.clock.now()
+        if c.tx is not None:
+            if tag == c.tx["tag"] or (c.tx.get("parent") and self._parent(tag) == c.tx.get("parent")):
+                self.stop_tx(c, "Local", tag=tag)
+            else:
+                self.log("ocpp: gun %d: card %s is not the one that started the transaction" % (n, tag))
+            return
+        if not c.operative or not self.connectors[0].operative:
+            self.log("ocpp: gun %d is unavailable; card %s ignored" % (n, tag))
+            return
+        verdict, info = self.auth.decide(tag, self.online, now)
+        if verdict == "accept":
+            self.authorized(c, tag, info)
+        elif verdict == "ask":
+            self.send("Authorize", {"idTag": tag}, lambda r: self._authorize_reply(c, tag, r))
+        else:
+            self.log("ocpp: gun %d: card %s refused (%s)" % (n, tag, (info or {}).get("status", "offline")))
+
+    def _parent(self, tag):
+        info = self.auth.lookup(tag, self.clock.now())
+        return info.get("parentIdTag") if info else None
+
+    def _authorize_reply(self, c, tag, reply):
+        if reply is None:
+            # No answer: offline rules apply, as if the link had been down when the card came.
+            verdict, info = self.auth.decide(tag, False, self.clock.now())
+            if verdict == "accept":
+                self.authorized(c, tag, info)
+            return
+        info = reply.get("idTagInfo", {})
+        self.auth.remember(tag, info, self.clock.now())
+        if info.get("status") == "Accepted":
+            self.authorized(c, tag, info)
+        else:
+            self.log("ocpp: gun %d: card %s refused by the central system (%s)" % (c.n, tag, info.get("status")))
+
+    def authorized(self, c, tag, info=None):
+        parent = (info or {}).get("parentIdTag")
+        if not c.reserved_for(tag, parent) and not self.connectors[0].reserved_for(tag, parent):
+            self.log("ocpp: gun %d is reserved for another card; %s refused" % (c.n, tag))
+            return False
+        c.tag = tag
+        c.tag_parent = parent
+        c.tag_since_ms = time.ticks_ms()
+        c.finishing = False
+        return True
+
+    # ---- transactions ----------------------------------------------------------------------------
+    def start_tx(self, c, tag):
+        gun_energy = self.app.energy_wh(c.n)
+        reservation = c.reservation or self.connectors[0].reservation
+        tx = {"id": self._local_tx, "tag": tag, "start_s": self.clock.now(), "meter_start": int(gun_energy),
+              "seen_s": self.clock.now()}
+        self._local_tx -= 1
+        if getattr(c, "tag_parent", None):
+            tx["parent"] = c.tag_parent
+        # "_tx" (the local id, mapped to the central system's when confirmed) never goes out.
+        payload = {"connectorId": c.n, "idTag": tag, "meterStart": tx["meter_start"],
+                   "timestamp": clock.iso(tx["start_s"]), "_tx": tx["id"]}
+        if reservation is not None and reservation["tag"] in (tag, tx.get("parent")):
+            payload["reservationId"] = reservation["id"]
+            c.reservation = None
+            self.connectors[0].reservation = None
+        c.tx, c.tag, c.blocked, c.finishing = tx, None, False, False
+        c.last_sample_s = tx["start_s"]
+        self._save_txs()
+        if self.pending_profile is not None and self.pending_profile[0] == c.n:
+            profile = self.pending_profile[1]
+            profile["transactionId"] = tx["id"]
+            self.profiles.install(c.n, profile)
+        self.pending_profile = None
+        self.journal.append("StartTransaction", payload)
+        self.sessions += 1
+        self.log("ocpp: gun %d: transaction started for %s" % (c.n, tag))
+
+    def stop_tx(self, c, reason, tag=None, when_s=None):
+        tx = c.tx
+        if tx is None:
+            return False
+        now = when_s or self.clock.now()
+        payload = {"transactionId": tx["id"], "meterStop": int(self.app.energy_wh(c.n)),
+                   "timestamp": clock.iso(now), "reason": reason}
+        if tag:
+            payload["idTag"] = tag
+        measurands = self.keys.get("StopTxnSampledData")
+        if measurands:
+            payload["transactionData"] = [self.meter_value(c.n, measurands, "Transaction.End", now)]
+        c.tx = None
+        c.blocked = False
+        gun = self.app.guns[c.n - 1]
+        c.finishing = gun.state[0] in "BCD"
+        self._save_txs()
+        self.profiles.remove_tx(c.n)
+        self.journal.append("StopTransaction", payload)
+        c0 = self.connectors[0]
+        for k in (c, c0):
+            if k.scheduled is not None and (k is c or not any(x.tx is not None for x in self.connectors)):
+                k.operative = k.scheduled == "Operative"
+                k.scheduled = None
+                self.save_availability()
+        self.log("ocpp: gun %d: transaction %d stopped (%s)" % (c.n, tx["id"], reason))
+        return True
+
+    def new_tx_id_confirmed(self, local_id, reply):
+        real = reply.get("transactionId")
+        info = reply.get("idTagInfo", {})
+        if isinstance(real, int):
+            self.journal.map_tx(local_id, real)
+        for c in self.connectors[1:]:
+            if c.tx is not None and c.tx["id"] == local_id:
+                if isinstance(real, int):
+                    c.tx["id"] = real
+                    self._save_txs()
+                if info.get("status") not in (None, "Accepted"):
+                    if self.keys.get("StopTransactionOnInvalidId"):
+                        self.stop_tx(c, "DeAuthorized")
+                    else:
+                        c.blocked = True
+                if c.tx is not None:
+                    self.auth.remember(c.tx["tag"], info, self.clock.now())
+
+    # ---- meter values ----------------------------------------------------------------------------
+    def meter_value(self, n, measurands, context, when_s):
+        values = []
+        gun = self.app.guns[n - 1]
+        for m in measurands:
+            if m == "Energy.Active.Import.Register":
+                values.append({"value": "%d" % self.app.energy_wh(n), "measurand": m, "unit": "Wh"})
+            elif m == "Power.Active.Import":
+                values.append({"value": "%d" % self.app.power_w(n), "measurand": m, "unit": "W"})
+            elif m == "Current.Import":
+                values.append({"value": "%.1f" % gun.current_a, "measurand": m, "unit": "A"})
+            elif m == "Current.Offered":
+                values.append({"value": "%.1f" % gun.offered_a(), "measurand": m, "unit": "A"})
+            elif m == "Temperature":
+                values.append({"value": "%.1f" % gun.temperature_c, "measurand": m, "unit": "Celsius"})
+            else:
+                continue  # not measured on this board
+            values[-1]["context"] = context
+            values[-1]["location"] = "Outlet"
+        return {"timestamp": clock.iso(when_s), "sampledValue": values}
+
+    def _meter_values(self, now_s):
+        interval = self.keys.get("MeterValueSampleInterval")
+        measurands = self.keys.get("MeterValuesSampledData")
+        for c in self.connectors[1:]:
+            if c.tx is None or not interval or not measurands:
+                continue
+            if now_s - c.last_sample_s >= interval:
+                c.last_sample_s = now_s
+                c.tx["seen_s"] = now_s
+                mv = self.meter_value(c.n, measurands, "Sample.Periodic", now_s)
+                self.journal.append("MeterValues", {"connectorId": c.n, "transactionId": c.tx["id"], "meterValue": [mv]})
+        aligned = self.keys.get("ClockAlignedDataInterval")
+        if aligned and self.clock.known:
+            if not self._next_aligned_s:
+                self._next_aligned_s = self.clock.next_aligned(aligned)
+            elif now_s >= self._next_aligned_s:
+                at = self._next_aligned_s
+                self._next_aligned_s = self.clock.next_aligned(aligned)
+                measurands = self.keys.get("MeterValuesAlignedData")
+                if measurands:
+                    for c in self.connectors[1:]:
+                        self.send_aligned(c, measurands, at)
+
+    def send_aligned(self, c, measurands, at_s):
+        payload = {"connectorId": c.n, "meterValue": [self.meter_value(c.n, measurands, "Sample.Clock", at_s)]}
+        if c.tx is not None:
+            payload["transactionId"] = c.tx["id"]
+            self.journal.append("MeterValues", payload)
+        elif self.online:
+            self.send("MeterValues", payload)
+
+    # ---- the supervise loop: the guns as the central system sees them ------------------------------
+    def supervise(self):
+        now_s = self.clock.now()
+        now_ms = time.ticks_ms()
+        tag_timeout = self.keys.get("ConnectionTimeOut") or TAG_TIMEOUT_S_DEFAULT
+        for c in self.connectors[1:]:
+            gun = self.app.guns[c.n - 1]
+            plugged = gun.state[0] in "BCD"
+            if c.tx is None and c.tag is not None:
+                if plugged:
+                    self.start_tx(c, c.tag)
+                elif time.ticks_diff(now_ms, c.tag_since_ms) > tag_timeout * 1000:
+                    self.log("ocpp: gun %d: no EV within %d s of the card; authorization dropped" % (c.n, tag_timeout))
+                    c.tag = None
+            if c.tx is not None and not plugged and gun.fault is None and self.keys.get("StopTransactionOnEVSideDisconnect"):
+                self.stop_tx(c, "EVDisconnected")
+            if not plugged:
+                c.finishing = False
+            r = c.reservation
+            if r is not None and self.clock.known and now_s >= r["expiry_s"]:
+                self.log("ocpp: reservation %d on connector %d expired" % (r["id"], c.n))
+                c.reservation = None
+        r = self.connectors[0].reservation
+        if r is not None and self.clock.known and now_s >= r["expiry_s"]:
+            self.connectors[0].reservation = None
+        if self.clock.known:
+            self._meter_values(now_s)
+        self._statuses(False)
+        if self._reset and not self.journal_pending_for_reset():
+            if time.ticks_diff(now_ms, self._reset_at_ms) >= 0:
+                self.app.reboot(self._reset == "Hard")
+
+    def journal_pending_for_reset(self):
+        # Give the stop messages a few seconds to reach the central system before rebooting;
+        # they are on flash either way.
+        return self.online and len(self.journal) > 0 and time.ticks_diff(time.ticks_ms(), self._reset_at_ms) < 5000
+
+    def _statuses(self, force):
+        charger_ok = self.connectors[0].operative
+        for c in self.connectors:
+            gun = self.app.guns[c.n - 1] if c.n else None
+            status, error, vendor = c.status(gun, charger_ok)
+            if force or c.sent is None or c.sent[0] != status or c.sent[1] != error:
+                c.sent = (status, error)
+                self.queue_status(c.n, status, error, vendor)
+
+    def queue_status(self, n, status, error, vendor=None):
+        payload = {"connectorId": n, "errorCode": error, "status": status}
+        if self.clock.known:
+            payload["timestamp"] = clock.iso(self.clock.now())
+        if vendor:
+            payload["vendorErrorCode"] = vendor
+        # Only the newest status of a connector matters once it is sent.
+        self.outbox = [m for m in self.outbox if not (m[0] == "StatusNotification" and m[1]["connectorId"] == n)]
+        self.send("StatusNotification", payload)
+
+    # ---- triggered messages ------------------------------------------------------------------------
+    def trigger_boot(self):
+        self._boot_now = True
+
+    def trigger_status(self, n):
+        for c in self.connectors:
+            if n is None or c.n == n:
+                c.sent = None  # the next supervise round sends it
+
+    def trigger_meter_values(self, n):
+        measurands = self.keys.get("MeterValuesSampledData")
+        for c in self.connectors[1:]:
+            if n in (None, 0, c.n):
+                payload = {"connectorId": c.n,
+                           "meterValue": [self.meter_value(c.n, measurands, "Trigger", self.clock.now())]}
+                if c.tx is not None:
+                    payload["transactionId"] = c.tx["id"]
+                self.send("MeterValues", payload)
+
+    # ---- firmware and diagnostics ------------------------------------------------------------------
+    def start_firmware_update(self, location, when_s, retries, interval_s):
+        from evse.ocpp import fw
+
+        async def notify(status):
+            self.firmware_status = status
+            self.send("FirmwareStatusNotification", {"status": status})
+
+        async def update():
+            wait_s = when_s - self.clock.now()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s, log=self.log,
+                                              cadata=self.ca_der)
+            if reboot:
+                self.request_reset("Soft")
+
+        asyncio.create_task(update())
+
+    def start_diagnostics(self, location, retries, interval_s):
+        from evse.ocpp import fw
+        name = "diagnostics-%s-%s.txt" % (self.cp_id, clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
+
+        async def notify(status):
+            self.diagnostics_status = status
+            self.send("DiagnosticsStatusNotification", {"status": status})
+
+        asyncio.create_task(fw.upload_diagnostics(location, self.root, self.app.log, notify, retries, interval_s,
+                                                  name=name, cadata=self.ca_der))
+        return name
+
+    def request_reset(self, kind):
+        reason = "HardReset" if kind == "Hard" else "SoftReset"
+        for c in self.connectors[1:]:
+            self.stop_tx(c, reason)
+        self._reset = kind
+        self._reset_at_ms = time.ticks_add(time.ticks_ms(), 500)  # the answer goes out first
+
+    # ---- sending ---------------------------------------------------------------------------------
+    def send(self, action, payload, on_reply=None):
+        """Queue a non-transaction message; on_reply(result or None) once answered or failed."""
+        if len(self.outbox) >= OUTBOX_MAX:
+            dropped = self.outbox.pop(0)
+            self.log("ocpp: outbox full, dropped %s" % dropped[0])
+            if dropped[2]:
+                dropped[2](None)
+        self.outbox.append((action, payload, on_reply))
+
+    async def _send_text(self, text):
+        async with self._send_lock:
+            await self.ws.send(text)
+
+    async def call(self, action, payload, timeout_ms=CALL_TIMEOUT_MS):
+        uid = rpc.new_uid()
+        self._await_uid = uid
+        self._reply = None
+        self._reply_event.clear()
+        await self._send_text(rpc.call(uid, action, payload))
+        self._last_tx_ms = time.ticks_ms()
+        try:
+            await asyncio.wait_for_ms(self._reply_event.wait(), timeout_ms)
+        except asyncio.TimeoutError:
+            self._await_uid = None
+            raise OSError("no answer to %s within %d s" % (action, timeout_ms // 1000))
+        self._await_uid = None
+        kind, body = self._reply
+        if kind == rpc.CALLERROR:
+            raise CallError("%s: %s %s" % (action, body[0], body[1]))
+        return body
+
+    async def _send_next(self):
+        """Send one message if one is due; False when there is nothing to send."""
+        entry = self.journal.peek()
+        if entry is not None and time.ticks_diff(time.ticks_ms(), self._retry_at_ms) >= 0:
+            seq, action, payload, attempts = entry
+            local_tx = None
+            if "_tx" in payload:
+                payload = dict(payload)
+                local_tx = payload.pop("_tx")
+            try:
+                reply = await self.call(action, payload)
+            except CallError as e:
+                self.journal.failed(seq)
+                if attempts + 1 >= self.keys.get("TransactionMessageAttempts"):
+                    self.journal.drop(seq, "refused %d times: %s" % (attempts + 1, e))
+                else:
+                    wait_s = self.keys.get("TransactionMessageRetryInterval") * (attempts + 1)
+                    self._retry_at_ms = time.ticks_add(time.ticks_ms(), wait_s * 1000)
+                return True
+            if action == "StartTransaction":
+                self.new_tx_id_confirmed(local_tx, reply)
+            elif action == "StopTransaction" and "idTag" in payload:
+                self.auth.remember(payload["idTag"], reply.get("idTagInfo", {}), self.clock.now())
+            self.journal.confirm(seq, reply)
+            return True
+        if self.outbox:
+            action, payload, on_reply = self.outbox.pop(0)
+            try:
+                reply = await self.call(action, payload)
+            except CallError as e:
+                self.log("ocpp: %s" % e)
+                reply = None
+            except BaseException:
+                if on_reply:
+                    on_reply(None)
+                raise
+            if on_reply:
+                on_reply(reply)
+            return True
+        return False
+
+    # ---- the connection ------------------------------------------------------------------------------
+    async def run(self):
+        attempt = 0
+        while True:
+            ws = wsmod.WebSocket()
+            try:
+                await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
+            except Exception as e:  # a refused, unreachable or unauthorized server: try again later
+                wait_ms = wsmod.backoff_ms(attempt)
+                attempt += 1
+                self.log("ocpp: cannot connect to %s (%s); next try in %d s" % (self.url, e, wait_ms // 1000))
+                await asyncio.sleep_ms(wait_ms)
+                continue
+            attempt = 0
+            self.ws = ws
+            self.connected = True
+            self.log("ocpp: connected to %s" % self.url)
+            try:
+                await self._session(ws)
+            except Exception as e:
+                self.log("ocpp: link lost (%s)" % e)
+            finally:
+                self.online = False
+                self.connected = False
+                try:
+                    await ws.close()
+                except Exception:
+                    pass
+            await asyncio.sleep_ms(wsmod.backoff_ms(0))
+
+    def _basic_auth(self):
+        key = self.keys.get("AuthorizationKey")
+        if self.keys.get("SecurityProfile") >= 1 and key:
+            return (self.cp_id, key)
+        return None
+
+    async def _session(self, ws):
+        reader = asyncio.create_task(self._reader(ws))
+        try:
+            await self._boot()
+            self.online = True
+            self._statuses(True)
+            await self.app.after_boot(self)
+            ping_ms = self.keys.get("WebSocketPingInterval") * 1000
+            while True:
+                if reader.done():
+                    raise OSError("the reader stopped")
+                if self._boot_now:
+                    self._boot_now = False
+                    await self._boot()
+                if await self._send_next():
+                    continue
+                now = time.ticks_ms()
+                if self.heartbeat_s and time.ticks_diff(now, self._last_tx_ms) >= self.heartbeat_s * 1000:
+                    self.send("Heartbeat", {}, self._heartbeat_reply)
+                    continue
+                if ping_ms and time.ticks_diff(now, ws.last_rx_ms) >= ping_ms:
+                    await ws.ping()
+                    await asyncio.sleep_ms(min(ping_ms, 10000))
+                    if time.ticks_diff(time.ticks_ms(), ws.last_rx_ms) >= ping_ms + min(ping_ms, 10000):
+                        raise OSError("no pong within %d s: the link is dead" % (min(ping_ms, 10000) // 1000))
+                    continue
+                await asyncio.sleep_ms(100)
+        finally:
+            reader.cancel()
+
+    def _heartbeat_reply(self, reply):
+        if reply and "currentTime" in reply:
+            try:
+                self.clock.set(clock.parse_iso(reply["currentTime"]))
+            except ValueError:
+                pass
+
+    async def _boot(self):
+        while True:
+            reply = await self.call("BootNotification", self.boot_payload())
+            self.boot_status = reply.get("status")
+            try:
+                self.clock.set(clock.parse_iso(reply.get("currentTime", "")))
+            except ValueError:
+                self.log("ocpp: BootNotification.conf currentTime %r is not a time" % reply.get("currentTime"))
+            interval = reply.get("interval") or 0
+            if self.boot_status == "Accepted":
+                if interval > 0:
+                    self.heartbeat_s = interval
+                return
+            self.log("ocpp: BootNotification %s; next in %d s" % (self.boot_status, interval or 10))
+            # Pending/Rejected: only answer the central system until the interval is over.
+            deadline = time.ticks_add(time.ticks_ms(), (interval or 10) * 1000)
+            while time.ticks_diff(deadline, time.ticks_ms()) > 0 and not self._boot_now:
+                await asyncio.sleep_ms(100)
+            self._boot_now = False
+
+    def boot_payload(self):
+        from evse import VERSION
+        board = self.app.board
+        return {"chargePointVendor": VENDOR, "chargePointModel": board["name"][:20],
+                "firmwareVersion": VERSION, "chargePointSerialNumber": self.cp_id[:25]}
+
+    async def _reader(self, ws):
+        from evse.ocpp import ops
+        while True:
+            text = await ws.recv()
+            if text is None:
+                continue
+            try:
+                msg = rpc.parse(text)
+            except rpc.RpcError as e:
+                if e.uid is not None:
+                    await self._send_text(rpc.error(e.uid, e.code, e.description))
+                else:
+                    self.log("ocpp: dropped a frame that is not OCPP-J: %s" % e.description)
+                continue
+            kind = msg[0]
+            if kind == rpc.CALL:
+                answer = ops.dispatch(self, msg[1], msg[2], msg[3])
+                await self._send_text(answer)
+                ops.after(self, msg[2])
+            elif msg[1] == self._await_uid:
+                self._reply = (kind, msg[2] if kind == rpc.CALLRESULT else (msg[2], msg[3]))
+                self._reply_event.set()
+            else:
+                self.log("ocpp: answer to an unknown message %s dropped" % msg[1])

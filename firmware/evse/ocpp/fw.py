@@ -1,0 +1,477 @@
+# OCPP 1.6 FirmwareManagement: UpdateFirmware (download, verify, install) and GetDiagnostics
+# (upload the log). The caller sends the status notifications `notify` is given, and reboots.
+#
+# The firmware bundle (built by host_tools/fwbundle.py):
+#     EVSEFW1 <manifest length in bytes, decimal>\n
+#     <manifest: that many bytes of UTF-8 JSON>
+#     <the files' bytes, concatenated in manifest order, nothing after>
+# manifest = {"version": "0.2.0",
+#             "files": [{"path": "evse/app.py", "size": 1234, "sha256": "<64 lowercase hex>"}, ...]}
+# A bundle is good when its length is exactly header + manifest + sizes, every file's sha256
+# matches, and every path is one the firmware may replace: main.py, boot.py or a .py/.mpy under
+# evse/ (relative, no "." or ".." parts). board.json, config.json and data files never are.
+# Files on flash that the bundle does not list are left as they are. The sha256 guards against
+# corruption, not against an attacker: bundles are not signed.
+#
+# Files under `root`:
+#     fw.new      the downloaded bundle (removed once installed or refused)
+#     <path>.new  a file staged for installation
+#     fw.pending  {"phase": "staging"|"renaming", "version", "files"}: an install in progress.
+#                 resume_install() at boot rolls "staging" back (old firmware kept) and finishes
+#                 "renaming" (every staged file is complete and verified before that phase).
+#     fw.state    {"version": installed version, "report": status for after the reboot}
+#
+# Statuses given to notify (FirmwareStatusNotification / DiagnosticsStatusNotification):
+# Downloading, Downloaded, DownloadFailed, Installing, InstallationFailed, Installed (after the
+# reboot, from boot_report); Uploading, Uploaded, UploadFailed.
+import asyncio
+import binascii
+import hashlib
+import json
+import os
+
+from micropython import const
+
+from evse import store
+from evse.ocpp import http
+
+BUNDLE_FILE = "fw.new"
+PENDING_FILE = "fw.pending"
+STATE_FILE = "fw.state"
+MAGIC = b"EVSEFW1 "
+HEADER_MAX = const(24)           # MAGIC, up to 5 digits and the newline fit
+MANIFEST_MAX = const(8192)       # read whole and parsed in RAM
+FILES_MAX = const(96)
+PATH_MAX = const(64)
+VERSION_MAX = const(50)          # OCPP 1.6 BootNotification.firmwareVersion is CiString50
+FILE_MAX = const(262144)
+CHUNK = const(1024)
+RESERVE_BYTES = const(32768)     # flash left free for config, journal and log during an update
+DOWNLOAD_TIMEOUT_MS = const(30000)
+UPLOAD_TIMEOUT_MS = const(30000)
+RETRY_INTERVAL_S = const(60)     # when the request gives no retryInterval
+_PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
+_HEX = "0123456789abcdef"
+
+_busy = False
+
+
+class BundleError(Exception):
+    pass
+
+
+def _join(root, name):
+    return root.rstrip("/") + "/" + name if root else name
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _say(log, message):
+    print("fw: " + message)
+    if log is not None:
+        log.write("fw: " + message)
+
+
+def _attempts(retries):
+    # OCPP 1.6: "how many times the Charge Point must try"; absent (None): once.
+    return retries if isinstance(retries, int) and retries > 1 else 1
+
+
+async def _tell(notify, status, log):
+    # A status that cannot be sent (connection down) must not stop an install half way.
+    try:
+        await notify(status)
+    except Exception as e:
+        _say(log, "could not send status %s: %r" % (status, e))
+
+
+# The bundle format: pure functions, CPython-importable (tests fuzz them).
+
+def check_path(path):
+    """`path` when the firmware may install a file there; BundleError saying why not."""
+    if not isinstance(path, str) or not 0 < len(path) <= PATH_MAX:
+        raise BundleError("path %r: not a string of 1 to %d characters" % (path, PATH_MAX))
+    for c in path:
+        if c not in _PATH_CHARS:
+            raise BundleError("path %r: only letters, digits and _-./ are allowed" % path)
+    for part in path.split("/"):
+        if not part or part[0] == ".":
+            raise BundleError("path %r: absolute, empty, hidden, . or .. parts are refused" % path)
+    if path in ("main.py", "boot.py"):
+        return path
+    if path.startswith("evse/") and (path.endswith(".py") or path.endswith(".mpy")):
+        return path
+    raise BundleError("path %r: only main.py, boot.py and .py/.mpy files under evse/ are installed"
+                      % path)
+
+
+def parse_header(head):
+    """(manifest length, header length) from the first bytes of a bundle."""
+    if not head.startswith(MAGIC):
+        raise BundleError("not a firmware bundle (it does not start with %s)" % MAGIC.decode().strip())
+    nl = head.find(b"\n")
+    digits = head[len(MAGIC):nl]
+    if nl < 0 or not 0 < len(digits) <= 5 or not digits.isdigit():
+        raise BundleError("bad bundle header %r" % bytes(head[:HEADER_MAX]))
+    length = int(digits)
+    if not 0 < length <= MANIFEST_MAX:
+        raise BundleError("manifest of %d bytes; at most %d are accepted" % (length, MANIFEST_MAX))
+    return length, nl + 1
+
+
+def parse_manifest(raw):
+    """(version, [(path, size, sha256 hex), ...]) from the manifest bytes."""
+    try:
+        manifest = json.loads(raw.decode())
+    except (ValueError, RuntimeError) as e:   # RuntimeError: nesting deeper than the stack
+        raise BundleError("the manifest is not JSON (%s)" % e)
+    if not isinstance(manifest, dict):
+        raise BundleError("the manifest is not a JSON object")
+    version = manifest.get("version")
+    if not isinstance(version, str) or not 0 < len(version) <= VERSION_MAX or \
+            not all(" " <= c <= "~" for c in version):
+        raise BundleError("manifest version %r: 1 to %d printable ASCII characters" % (version, VERSION_MAX))
+    entries = manifest.get("files")
+    if not isinstance(entries, list) or not 0 < len(entries) <= FILES_MAX:
+        raise BundleError("manifest files: a list of 1 to %d entries" % FILES_MAX)
+    files = []
+    seen = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise BundleError("manifest file entry %r: not an object" % (entry,))
+        path = check_path(entry.get("path"))
+        size = entry.get("size")
+        sha = entry.get("sha256")
+        if type(size) is not int or not 0 <= size <= FILE_MAX:
+            raise BundleError("%s: size %r is not a number from 0 to %d" % (path, size, FILE_MAX))
+        if not isinstance(sha, str) or len(sha) != 64 or not all(c in _HEX for c in sha):
+            raise BundleError("%s: sha256 %r is not 64 lowercase hex digits" % (path, sha))
+        if path.lower() in seen:
+            raise BundleError("%s: listed twice" % path)
+        seen.add(path.lower())
+        files.append((path, size, sha))
+    return version, files
+
+
+async def _hash_range(f, size, buf, out=None):
+    """sha256 hex (bytes) of the next `size` bytes of `f`, copied to `out` on the way."""
+    h = hashlib.sha256()
+    mv = memoryview(buf)
+    while size:
+        n = f.readinto(mv[:CHUNK if size > CHUNK else size])
+        if not n:
+            raise BundleError("the file ends %d bytes early" % size)
+        h.update(mv[:n])
+        if out is not None:
+            out.write(mv[:n])
+        size -= n
+        await asyncio.sleep(0)   # hashing a bundle must not stall the guns' control loop
+    return binascii.hexlify(h.digest())
+
+
+async def verify_bundle(path):
+    """(version, files, offset of the first file's bytes) of a good bundle; BundleError else."""
+    try:
+        total = os.stat(path)[6]
+        with open(path, "rb") as f:
+            manifest_len, header_len = parse_header(f.read(HEADER_MAX))
+            f.seek(header_len)
+            raw = f.read(manifest_len)
+            if len(raw) != manifest_len:
+                raise BundleError("the bundle ends inside its manifest")
+            version, files = parse_manifest(raw)
+            raw = None
+            offset = header_len + manifest_len
+            expected = offset + sum(size for _, size, _ in files)
+            if total != expected:
+                raise BundleError("the bundle is %d bytes, its manifest says %d" % (total, expected))
+            buf = bytearray(CHUNK)
+            for name, size, sha in files:
+                if await _hash_range(f, size, buf) != sha.encode():
+                    raise BundleError("%s: sha256 does not match the manifest" % name)
+    except OSError as e:
+        raise BundleError("cannot read %s (%s)" % (path, e))
+    return version, files, offset
+
+
+# Installation.
+
+def _free_bytes(root):
+    try:
+        st = os.statvfs(root or ".")
+        return st[0] * st[4]
+    except (OSError, AttributeError):
+        return 1 << 30   # no statvfs: let the writes find out
+
+
+def _makedirs_for(root, path):
+    parts = path.split("/")[:-1]
+    for i in range(len(parts)):
+        try:
+            os.mkdir(_join(root, "/".join(parts[:i + 1])))
+        except OSError:
+            pass   # exists; if it cannot be made, opening the file says so
+
+
+def _replace(src, dst):
+    try:
+        os.rename(src, dst)
+    except OSError:
+        # A file system whose rename does not replace: remove first. A power cut between the two
+        # leaves `src` alone, which resume_install renames.
+        _remove(dst)
+        os.rename(src, dst)
+
+
+def _file_sha(path, buf):
+    h = hashlib.sha256()
+    mv = memoryview(buf)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(mv[:n])
+    return binascii.hexlify(h.digest())
+
+
+async def _stage(root, bundle, files, offset):
+    buf = bytearray(CHUNK)
+    with open(bundle, "rb") as src:
+        src.seek(offset)
+        for path, size, sha in files:
+            _makedirs_for(root, path)
+            staged = _join(root, path) + ".new"
+            with open(staged, "wb") as out:
+                await _hash_range(src, size, buf, out)
+            # Read back what the flash holds, not what we meant to write.
+            with open(staged, "rb") as back:
+                readback = await _hash_range(back, size, buf)
+            if readback != sha.encode():
+                raise BundleError("%s: the flash does not read back what was written" % staged)
+
+
+def _unstage(root, files):
+    for path, _, _ in files:
+        _remove(_join(root, path) + ".new")
+
+
+def _rename(root, path):
+    staged = _join(root, path) + ".new"
+    if store.exists(staged):   # else renamed before a reset
+        _replace(staged, _join(root, path))
+
+
+def _set_state(root, version, report):
+    state = store.read_json(_join(root, STATE_FILE), {})
+    if version is not None:
+        state["version"] = version
+    if report is None:
+        state.pop("report", None)
+    else:
+        state["report"] = report
+    store.write_json(_join(root, STATE_FILE), state)
+
+
+async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, http_get=http.get_to_file,
+                          log=None, cadata=None):
+    """UpdateFirmware: download the bundle at `url`, verify it, install it. True when it is
+    installed and the caller must reboot (boot_report then says Installed); False when it failed
+    (notified, old firmware untouched). `retries` is the number of download attempts (OCPP 1.6);
+    `cadata`: the DER of the CA an https server must prove itself with."""
+    global _busy
+    if _busy:
+        _say(log, "an update is already running; %s ignored" % url)
+        return False
+    _busy = True
+    bundle = _join(root, BUNDLE_FILE)
+    try:
+        await _tell(notify, "Downloading", log)
+        try:
+            http.parse_url(url)   # an ftp:// location fails now, not after every retry
+        except http.HttpError as e:
+            _say(log, "download failed: %s" % e)
+            await _tell(notify, "DownloadFailed", log)
+            return False
+        room = max(0, _free_bytes(root) - RESERVE_BYTES)
+        attempts = _attempts(retries)
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(RETRY_INTERVAL_S if retry_interval_s is None else retry_interval_s)
+            try:
+                size = await http_get(url, bundle, DOWNLOAD_TIMEOUT_MS, max_bytes=room, cadata=cadata)
+                break
+            except (http.HttpError, OSError) as e:
+                _say(log, "download %d of %d failed: %s" % (attempt + 1, attempts, e))
+        else:
+            _remove(bundle)
+            await _tell(notify, "DownloadFailed", log)
+            return False
+        await _tell(notify, "Downloaded", log)
+        try:
+            version, files, offset = await verify_bundle(bundle)
+            _check_room(root, files)
+        except BundleError as e:
+            _remove(bundle)
+            _say(log, "bundle from %s refused: %s" % (url, e))
+            await _tell(notify, "InstallationFailed", log)
+            return False
+        _say(log, "bundle %s: %d bytes, %d files, version %s" % (url, size, len(files), version))
+        await _tell(notify, "Installing", log)
+        pending = {"phase": "staging", "version": version, "files": files}
+        staged = False
+        try:
+            store.write_json(_join(root, PENDING_FILE), pending)
+            await _stage(root, bundle, files, offset)
+            staged = True
+        except (BundleError, OSError) as e:
+            _say(log, "install of %s failed, old firmware kept: %s" % (version, e))
+        finally:
+            if not staged:   # failed or cancelled: the old firmware stays, nothing staged is left
+                _unstage(root, files)
+                _remove(_join(root, PENDING_FILE))
+                _remove(bundle)
+        if not staged:
+            await _tell(notify, "InstallationFailed", log)
+            return False
+        # The commit point: from here a power cut is finished at boot, not rolled back.
+        pending["phase"] = "renaming"
+        try:
+            store.write_json(_join(root, PENDING_FILE), pending)
+            for path, _, _ in files:
+                _rename(root, path)
+                await asyncio.sleep(0)
+            _complete(root, version, None)
+        except OSError as e:
+            _say(log, "install of %s stopped (%s); resume_install at the reboot finishes or rolls "
+                      "it back" % (version, e))
+            return True
+        _say(log, "version %s installed; reboot to run it" % version)
+        return True
+    finally:
+        _busy = False
+
+
+def _check_room(root, files):
+    # Every file takes whole blocks (littlefs: at least one each); the controller keeps writing.
+    try:
+        block = os.statvfs(root or ".")[0]
+    except (OSError, AttributeError):
+        return
+    needed = sum((size + block - 1) // block * block + block for _, size, _ in files)
+    free = _free_bytes(root)
+    if free - RESERVE_BYTES < needed:
+        raise BundleError("not enough flash to install: %d bytes needed, %d free above the %d kept "
+                          "in reserve" % (needed, free - RESERVE_BYTES, RESERVE_BYTES))
+
+
+def _complete(root, version, bad):
+    if bad:
+        print("fw: after the install, %s do not match the manifest" % ", ".join(bad))
+        _set_state(root, None, "InstallationFailed")
+    else:
+        _set_state(root, version, "Installed")
+    _remove(_join(root, PENDING_FILE))
+    _remove(_join(root, BUNDLE_FILE))
+
+
+def resume_install(root):
+    """At boot, before anything else under evse/ is imported: finish or roll back an install a
+    power cut interrupted. The status it leads to (also what boot_report will say), or None
+    when no install was pending."""
+    pending_path = _join(root, PENDING_FILE)
+    pending = store.read_json(pending_path)
+    if not isinstance(pending, dict) or not isinstance(pending.get("files"), list):
+        if store.exists(pending_path):
+            _remove(pending_path)
+        _remove(_join(root, BUNDLE_FILE))   # an interrupted download: only takes room
+        return None
+    files = [tuple(f) for f in pending["files"]]
+    if pending.get("phase") == "renaming":
+        print("fw: finishing the install of %s a reset interrupted" % pending.get("version"))
+        buf = bytearray(CHUNK)
+        for path, _, _ in files:
+            _rename(root, path)
+        # Boot, no control loop yet: time to check every installed file.
+        bad = [p for p, _, sha in files if not store.exists(_join(root, p))
+               or _file_sha(_join(root, p), buf) != sha.encode()]
+        _complete(root, pending.get("version"), bad)
+    else:
+        print("fw: rolling back the install of %s a reset interrupted; old firmware kept"
+              % pending.get("version"))
+        _unstage(root, files)
+        _remove(pending_path)
+        _remove(_join(root, BUNDLE_FILE))
+        _set_state(root, None, "InstallationFailed")
+    return store.read_json(_join(root, STATE_FILE), {}).get("report")
+
+
+def boot_report(root, clear=True):
+    """The FirmwareStatusNotification to send once connected after a reboot ("Installed" or
+    "InstallationFailed"), or None. `clear`: it is returned once only; with clear=False, call
+    clear_report() after the notification went through."""
+    report = store.read_json(_join(root, STATE_FILE), {}).get("report")
+    if report is not None and clear:
+        clear_report(root)
+    return report
+
+
+def clear_report(root):
+    _set_state(root, None, None)
+
+
+def installed_version(root):
+    """The version the last update installed, or None (never updated over the air)."""
+    return store.read_json(_join(root, STATE_FILE), {}).get("version")
+
+
+# GetDiagnostics.
+
+def diagnostics_name(log):
+    """The file name GetDiagnostics.conf carries, or None when there is no log to upload. Take
+    it before the upload starts: the .conf goes out first."""
+    if not log.files():
+        return None
+    stamp = "".join(c for c in log.now() if c.isalpha() or c.isdigit() or c == "-")
+    return "diagnostics-%s.txt" % stamp
+
+
+async def upload_diagnostics(url, root, log, notify, retries=1, retry_interval_s=60,
+                             http_put=http.put_file, name=None, cadata=None):
+    """GetDiagnostics: send the log files (oldest first, as one body) to `url`; a `url` ending
+    in "/" gets the file name appended. The file name, or None when it failed (notified) or
+    there was nothing to send (not notified: the .conf then carries no file name)."""
+    name = name or diagnostics_name(log)
+    if name is None:
+        return None
+    if url.endswith("/"):
+        url += name
+    await _tell(notify, "Uploading", log)
+    try:
+        http.parse_url(url)   # an ftp:// location fails now, not after every retry
+        attempts = _attempts(retries)
+    except http.HttpError as e:
+        print("fw: diagnostics upload failed: %s" % e)
+        attempts = 0
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(RETRY_INTERVAL_S if retry_interval_s is None else retry_interval_s)
+        log.hold()   # no rotation while the files are read: they only grow
+        try:
+            await http_put(url, log.files(), UPLOAD_TIMEOUT_MS, cadata=cadata)
+            break
+        except (http.HttpError, OSError) as e:
+            print("fw: diagnostics upload %d of %d failed: %s" % (attempt + 1, attempts, e))
+        finally:
+            log.release()
+    else:
+        log.write("fw: diagnostics upload to %s failed" % url)
+        await _tell(notify, "UploadFailed", log)
+        return None
+    await _tell(notify, "Uploaded", log)
+    return name

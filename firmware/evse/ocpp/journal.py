@@ -1,0 +1,449 @@
+# Transaction-related CALLs (StartTransaction, StopTransaction, MeterValues) kept on flash until
+# the CSMS confirms them: OCPP 1.6 wants them delivered, in order, after an offline period, and
+# we want them to survive a reboot or a power cut too.
+#
+# journal.log is an append-only log of text lines; a line counts only once it is complete:
+#   a <seq> <tx> <tries> <Action> <payload JSON>   a message (tx: its transactionId, 0 if none)
+#   c <seq> [<real tx>]                           confirmed (with a StartTransaction's real id)
+#   f <seq>                                       one failed attempt
+#   d <seq>                                       dropped
+#   m <local tx> <real tx>                        an offline transaction got its real id
+#   h <next seq> <next local tx>                  first line after a compaction
+# A compaction copies the live messages to journal.log.tmp and renames that over journal.log
+# (littlefs renames atomically): a power cut leaves the old log or the new one.
+# An append is on flash before append() returns. Confirmations, failures and drops of other
+# messages are batched (a power cut then at worst sends such a message twice); those of
+# StartTransaction and StopTransaction, and transaction id mappings, are written at once.
+# RAM: 9 bytes per message, allocated for max_entries up front (no growth, no fragmentation
+# when the journal fills up offline); payloads stay on flash and peek() reads one back.
+import json
+import os
+from array import array
+
+from micropython import const
+
+JOURNAL_FILE = "journal.log"
+_START = const(1)
+_STOP = const(2)
+_METER = const(3)
+_OTHER = const(4)  # kind 0: gone (confirmed or dropped)
+_KINDS = {"StartTransaction": _START, "StopTransaction": _STOP, "MeterValues": _METER}
+_NAMES = ("message", "StartTransaction", "StopTransaction", "MeterValues", "message")
+_BATCH = const(16)        # control lines held in RAM before they go to flash
+_GARBAGE_MIN = const(64)  # dead lines in the file before a compaction is worth its flash writes
+
+
+class Journal:
+    """An ordered, persistent queue of transaction messages. When it holds max_entries, an append
+    first drops a MeterValues (one between the first and the last of its transaction, oldest
+    first; else the oldest MeterValues or other message), never a StartTransaction or a
+    StopTransaction: a journal full of those still takes more of them, beyond max_entries.
+    Every drop is reported through `log`."""
+
+    def __init__(self, root, max_entries, log=print):
+        self.path = root.rstrip("/") + "/" + JOURNAL_FILE
+        self.max_entries = max_entries
+        self.log = log
+        cap = max_entries + 8
+        self._ix = array("i", range(2 * cap))  # seq, transactionId (mappings applied; 0: none)
+        self._kind = bytearray(cap)
+        self._n = 0               # slots used
+        self._head = 0            # every slot below is gone
+        self._live = 0
+        self._tries = {}          # seq -> failed attempts, for the few messages that have any
+        self._garbage = 0         # lines in the file (or pending) that describe no live message
+        self._cursor = 0          # no line before this offset is the oldest live message's
+        self._pending = []        # control lines not yet written
+        self._maps = {}           # local transaction id -> real one
+        self._next_seq = 1
+        self._next_local = -1
+        self._peeked = None       # (seq, action, payload) of the last line read back
+        self._broken = False      # a write failed half-way: rewrite the file before the next one
+        self._load()
+
+    def __len__(self):
+        return self._live
+
+    def new_local_tx_id(self):
+        """A negative transactionId for a transaction started offline, unique on this journal."""
+        self._next_local -= 1
+        return self._next_local + 1
+
+    def append(self, action, payload, tx_id=None):
+        """Queues a CALL and returns its seq once it is on flash (OSError if it could not be
+        stored). tx_id: the local id of a StartTransaction (other messages: their payload's
+        transactionId). Returns None only when the journal is full of StartTransaction and
+        StopTransaction and this other message was therefore not kept (logged)."""
+        kind = _KINDS.get(action, _OTHER)
+        if tx_id is None:
+            tx_id = 0 if kind == _START else payload.get("transactionId", 0)
+        real = self._maps.get(tx_id)
+        if real is not None:
+            tx_id = real
+            if "transactionId" in payload:
+                payload = dict(payload)
+                payload["transactionId"] = real
+        lines = self._pending
+        self._pending = []
+        while self._live >= self.max_entries:
+            i = self._victim(kind, tx_id)
+            if i is None:
+                break
+            if i < 0:
+                self.log("journal: full of StartTransaction/StopTransaction (%d): %s of transaction %d not kept"
+                         % (self._live, action, tx_id))
+                self._pending = lines
+                return None
+            seq = self._ix[2 * i]
+            self.log("journal: full (%d messages): dropped %s seq %d of transaction %d"
+                     % (self._live, _NAMES[self._kind[i]], seq, self._ix[2 * i + 1]))
+            lines.append(b"d %d\n" % seq)
+            self._kill(i)
+            self._garbage += 2
+        seq = self._next_seq
+        lines.append(("a %d %d 0 %s %s\n" % (seq, tx_id, action, json.dumps(payload, separators=(",", ":")))).encode())
+        try:
+            self._write(b"".join(lines))
+        except OSError:
+            lines.pop()
+            self._pending = lines + self._pending
+            raise
+        self._next_seq = seq + 1
+        if tx_id <= self._next_local:
+            self._next_local = tx_id - 1
+        self._add(seq, tx_id, kind)
+        self._maybe_compact()
+        return seq
+
+    def peek(self):
+        """(seq, action, payload, attempts) of the oldest unconfirmed message, or None."""
+        i = self._first()
+        if i < 0:
+            return None
+        seq = self._ix[2 * i]
+        if self._peeked is None or self._peeked[0] != seq:
+            line = self._read(seq)
+            if line is None:  # our bug, not the user's: say so and go on with the next message
+                self.log("journal: message %d is not in %s; dropped" % (seq, self.path))
+                self._kill(i)
+                return self.peek()
+            parts = line.decode().split(" ", 5)
+            self._peeked = (seq, parts[4], json.loads(parts[5]))
+        payload = self._peeked[2]
+        tx = self._ix[2 * i + 1]
+        if tx and "transactionId" in payload:
+            payload["transactionId"] = tx
+        return seq, self._peeked[1], payload, self._tries.get(seq, 0)
+
+    def confirm(self, seq, result_payload=None):
+        """The CSMS answered message `seq`: it leaves the journal. For a StartTransaction queued
+        with a local tx_id, result_payload's transactionId replaces that id in every queued
+        message, in the same line on flash. False if `seq` was not queued (any more)."""
+        i = self._index(seq)
+        if i < 0:
+            return False
+        kind = self._kind[i]
+        local = self._ix[2 * i + 1]
+        real = result_payload.get("transactionId") if kind == _START and isinstance(result_payload, dict) else None
+        self._kill(i)
+        if isinstance(real, int) and not isinstance(real, bool) and local and real != local:
+            self._pending.append(b"c %d %d\n" % (seq, real))
+            self._map(local, real)
+        else:
+            self._pending.append(b"c %d\n" % seq)
+        self._garbage += 2
+        self._after_control(kind == _START or kind == _STOP)
+        return True
+
+    def failed(self, seq):
+        """One more failed attempt at `seq` (for TransactionMessageAttempts); returns the count."""
+        if self._index(seq) < 0:
+            return 0
+        tries = self._tries.get(seq, 0) + 1
+        self._tries[seq] = tries
+        self._pending.append(b"f %d\n" % seq)
+        self._garbage += 1
+        self._after_control(False)
+        return tries
+
+    def drop(self, seq, why):
+        """Gives up on `seq` (e.g. after TransactionMessageAttempts failures) and logs `why`."""
+        i = self._index(seq)
+        if i < 0:
+            return False
+        self.log("journal: dropped %s seq %d of transaction %d: %s" % (_NAMES[self._kind[i]], seq, self._ix[2 * i + 1], why))
+        self._kill(i)
+        self._pending.append(b"d %d\n" % seq)
+        self._garbage += 2
+        self._after_control(False)
+        return True
+
+    def map_tx(self, local_id, real_id):
+        """Every queued message of transaction `local_id` now carries `real_id` (written at once)."""
+        if local_id == real_id:
+            return
+        self._map(local_id, real_id)
+        self._pending.append(b"m %d %d\n" % (local_id, real_id))
+        self._garbage += 1
+        self._after_control(True)
+
+    def sync(self):
+        """Writes the batched control lines now (before a planned reset)."""
+        self._flush()
+
+    # The RAM index: slots in seq order; a gone slot stays until the slots run out.
+
+    def _add(self, seq, tx, kind):
+        if self._n == len(self._kind):
+            self._squeeze()
+            if self._n == len(self._kind):  # only beyond max_entries: StartTransaction/StopTransaction
+                cap = self._n + self._n // 4 + 8
+                ix = array("i", range(2 * cap))
+                for k in range(2 * self._n):
+                    ix[k] = self._ix[k]
+                self._ix = ix
+                self._kind = self._kind + bytearray(cap - self._n)
+        n = self._n
+        self._ix[2 * n] = seq
+        self._ix[2 * n + 1] = tx
+        self._kind[n] = kind
+        self._n = n + 1
+        self._live += 1
+
+    def _first(self):
+        while self._head < self._n and not self._kind[self._head]:
+            self._head += 1
+        return self._head if self._head < self._n else -1
+
+    def _index(self, seq):
+        ix = self._ix
+        lo, hi = self._head, self._n
+        if lo < hi and ix[2 * lo] == seq:
+            hi = lo
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ix[2 * mid] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < self._n and ix[2 * lo] == seq and self._kind[lo] else -1
+
+    def _kill(self, i):
+        self._kind[i] = 0
+        self._live -= 1
+        seq = self._ix[2 * i]
+        self._tries.pop(seq, None)
+        if self._peeked is not None and self._peeked[0] == seq:
+            self._peeked = None
+        self._first()
+
+    def _squeeze(self):
+        ix = self._ix
+        j = 0
+        for i in range(self._head, self._n):
+            if self._kind[i]:
+                ix[2 * j], ix[2 * j + 1], self._kind[j] = ix[2 * i], ix[2 * i + 1], self._kind[i]
+                j += 1
+        for i in range(j, self._n):
+            self._kind[i] = 0
+        self._n = j
+        self._head = 0
+
+    def _map(self, local, real):
+        self._maps[local] = real
+        ix = self._ix
+        for k in range(2 * self._head + 1, 2 * self._n, 2):
+            if ix[k] == local:
+                ix[k] = real
+
+    def _victim(self, new_kind, new_tx):
+        # Slot of the message to drop for a new one; -1: the new one; None: keep everything.
+        counts = {}  # transactionId -> [its MeterValues queued, slot of the second one]
+        oldest = -1
+        for i in range(self._head, self._n):
+            k = self._kind[i]
+            if k == _METER:
+                c = counts.get(self._ix[2 * i + 1])
+                if c is None:
+                    counts[self._ix[2 * i + 1]] = [1, -1]
+                else:
+                    c[0] += 1
+                    if c[1] < 0:
+                        c[1] = i
+            if oldest < 0 and (k == _METER or k == _OTHER):
+                oldest = i
+        if new_kind == _METER and new_tx in counts:
+            counts[new_tx][0] += 1
+        best = -1
+        for t in counts:
+            c = counts[t]
+            if c[0] >= 3 and (best < 0 or c[1] < best):
+                best = c[1]
+        if best >= 0:
+            return best
+        if oldest >= 0:
+            return oldest
+        return None if new_kind == _START or new_kind == _STOP else -1
+
+    # The file
+
+    def _after_control(self, at_once):
+        if at_once or len(self._pending) >= _BATCH:
+            self._flush()
+        self._maybe_compact()
+
+    def _maybe_compact(self):
+        # Each compaction copies at most as many lines as died since the last: O(1) amortized.
+        if self._garbage >= _GARBAGE_MIN and self._garbage >= self._live:
+            self._compact()
+
+    def _flush(self):
+        if self._pending:
+            try:
+                self._write(b"".join(self._pending))
+            except OSError as e:
+                self.log("journal: confirmations not on flash yet (%s)" % e)
+                return
+            self._pending = []
+
+    def _read(self, seq):
+        # The line of message `seq`, scanning on from the cursor: a replay reads the file once.
+        with open(self.path, "rb") as f:
+            f.seek(self._cursor)
+            while True:
+                line = f.readline()
+                if not line:
+                    return None
+                if line[:2] == b"a " and int(line[2:line.index(b" ", 2)]) == seq:
+                    return line
+                self._cursor += len(line)
+
+    def _write(self, data):
+        if self._broken:
+            self._compact()
+            if self._broken:
+                raise OSError("journal: %s cannot be rewritten" % self.path)
+        try:
+            with open(self.path, "ab") as f:
+                f.write(data)
+        except OSError:
+            self._broken = True  # a half-written line must never be completed by the next one
+            raise
+
+    def _compact(self):
+        tmp = self.path + ".tmp"
+        try:
+            src = open(self.path, "rb") if self._live else None
+            try:
+                with open(tmp, "wb") as out:
+                    out.write(("h %d %d\n" % (self._next_seq, self._next_local)).encode())
+                    maps = self._maps if self._live else {}
+                    for local in maps:
+                        out.write(b"m %d %d\n" % (local, maps[local]))
+                    while src is not None:
+                        line = src.readline()
+                        if not line:
+                            break
+                        if line[:2] != b"a " or line[-1:] != b"\n":
+                            continue
+                        parts = line.decode().split(" ", 5)
+                        i = self._index(int(parts[1]))
+                        if i < 0:
+                            continue
+                        tx = self._ix[2 * i + 1]
+                        body = parts[5]
+                        if int(parts[2]) != tx:
+                            payload = json.loads(body)
+                            if "transactionId" in payload:
+                                payload["transactionId"] = tx
+                            body = json.dumps(payload, separators=(",", ":")) + "\n"
+                        out.write(("a %s %d %d %s %s" % (parts[1], tx, self._tries.get(self._ix[2 * i], 0), parts[4], body)).encode())
+            finally:
+                if src is not None:
+                    src.close()
+            os.rename(tmp, self.path)
+        except OSError as e:
+            self.log("journal: compaction failed, the log stays as it is (%s)" % e)
+            _remove(tmp)
+            return
+        self._squeeze()
+        self._cursor = 0
+        self._garbage = 0
+        self._pending = []
+        self._broken = False
+        if not self._live:
+            self._maps = {}
+
+    def _load(self):
+        _remove(self.path + ".tmp")  # a compaction cut short: journal.log is still whole
+        try:
+            f = open(self.path, "rb")
+        except OSError:
+            return
+        lines = 0
+        at = 0
+        last_seq = -1
+        damaged = False
+        with f:
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                if line[-1:] != b"\n":
+                    self.log("journal: incomplete last line (cut by a power loss) ignored")
+                    damaged = True
+                    break
+                try:
+                    last_seq = self._replay(line.decode()[:-1].split(" ", 5), last_seq)
+                except (ValueError, IndexError, KeyError, TypeError, UnicodeError):
+                    self.log("journal: unreadable line at byte %d skipped" % at)
+                    damaged = True
+                at += len(line)
+                lines += 1
+        self._garbage = lines - self._live
+        if damaged:
+            self._broken = True  # nothing may be appended after a torn line: rewrite first
+            self._compact()
+        else:
+            self._maybe_compact()
+
+    def _replay(self, parts, last_seq):
+        # Applies one line of the log; returns the seq of the last message line seen.
+        op = parts[0]
+        if op == "a":
+            seq, tx, tries = int(parts[1]), int(parts[2]), int(parts[3])
+            if not isinstance(json.loads(parts[5]), dict) or seq <= last_seq:
+                raise ValueError("not a message")
+            self._next_local = min(self._next_local, tx - 1)
+            self._add(seq, self._maps.get(tx, tx), _KINDS.get(parts[4], _OTHER))
+            if tries:
+                self._tries[seq] = tries
+            self._next_seq = max(self._next_seq, seq + 1)
+            return seq
+        if op == "h":
+            self._next_seq = max(self._next_seq, int(parts[1]))
+            self._next_local = min(self._next_local, int(parts[2]))
+        elif op == "m":
+            local = int(parts[1])
+            self._map(local, int(parts[2]))
+            self._next_local = min(self._next_local, local - 1)
+        elif op in ("c", "d", "f"):
+            seq = int(parts[1])
+            i = self._index(seq)
+            if i >= 0 and op == "f":
+                self._tries[seq] = self._tries.get(seq, 0) + 1
+            elif i >= 0:
+                local = self._ix[2 * i + 1]
+                self._kill(i)
+                if len(parts) > 2:
+                    self._map(local, int(parts[2]))
+        else:
+            raise ValueError("unknown line")
+        return last_seq
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass

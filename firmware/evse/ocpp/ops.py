@@ -1,0 +1,318 @@
+# What the charge point does for each request of the central system: one small function per
+# OCPP 1.6 action, routed by the HANDLERS table. A handler validates its payload with the rpc
+# helpers (a bad field is a CALLERROR naming it), acts on the model, and returns the .conf
+# payload; what must happen after the answer is out goes into cp.later.
+from evse.ocpp import clock, rpc, smart
+from evse.ocpp.rpc import need, opt
+
+HANDLERS = {}
+TRIGGERABLE = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+               "Heartbeat", "MeterValues", "StatusNotification")
+
+
+def handler(action):
+    def register(fn):
+        HANDLERS[action] = fn
+        return fn
+    return register
+
+
+def dispatch(cp, uid, action, payload):
+    """One CALL -> the CALLRESULT or CALLERROR text. Never raises."""
+    fn = HANDLERS.get(action)
+    if fn is None:
+        return rpc.error(uid, "NotImplemented", "%s is not a known OCPP 1.6 action" % action)
+    try:
+        return rpc.result(uid, fn(cp, payload))
+    except rpc.RpcError as e:
+        return rpc.error(uid, e.code, e.description)
+    except Exception as e:  # a bug of ours: answered, logged, never a crash of the link
+        cp.log("ocpp: %s handler failed: %r" % (action, e))
+        return rpc.error(uid, "InternalError", "%s failed: %s" % (action, e))
+
+
+def after(cp, action):
+    todo = getattr(cp, "later", None)
+    if todo:
+        cp.later = []
+        for fn in todo:
+            try:
+                fn()
+            except Exception as e:
+                cp.log("ocpp: after %s: %r" % (action, e))
+
+
+def _later(cp, fn):
+    if not hasattr(cp, "later"):
+        cp.later = []
+    cp.later.append(fn)
+
+
+def _connector(cp, p, key="connectorId", zero=True, required=True):
+    n = need(p, key, int, lo=0) if required else opt(p, key, int, lo=0)
+    if n is None:
+        return None
+    if n >= len(cp.connectors) or (n == 0 and not zero):
+        raise rpc.RpcError("PropertyConstraintViolation", "%s %d: this charger has connectors 1..%d"
+                           % (key, n, len(cp.connectors) - 1))
+    return cp.connectors[n]
+
+
+# ---- Core ----------------------------------------------------------------------------------------
+@handler("RemoteStartTransaction")
+def remote_start(cp, p):
+    tag = need(p, "idTag", str, maxlen=20)
+    c = _connector(cp, p, zero=False, required=False)
+    profile = opt(p, "chargingProfile", dict)
+    if c is None:
+        free = [k for k in cp.connectors[1:] if k.tx is None and k.tag is None and k.operative
+                and cp.app.guns[k.n - 1].fault is None]
+        if not free:
+            return {"status": "Rejected"}
+        c = free[0]
+    gun = cp.app.guns[c.n - 1]
+    if c.tx is not None or not c.operative or not cp.connectors[0].operative or gun.fault is not None:
+        return {"status": "Rejected"}
+    if profile is not None:
+        # The transaction this profile is for starts with the answer: no transactionId yet.
+        if (profile.get("chargingProfilePurpose") != "TxProfile" or "transactionId" in profile
+                or smart.validate(c.n, profile, len(cp.connectors) - 1, 0) is not None):
+            return {"status": "Rejected"}
+    if cp.keys.get("AuthorizeRemoteTxRequests"):
+        verdict, info = cp.auth.decide(tag, cp.online, cp.clock.now())
+        if verdict == "accept":
+            cp.authorized(c, tag, info)
+        elif verdict == "ask":
+            _later(cp, lambda: cp.send("Authorize", {"idTag": tag}, lambda r: cp._authorize_reply(c, tag, r)))
+        else:
+            return {"status": "Rejected"}
+    elif not cp.authorized(c, tag):
+        return {"status": "Rejected"}
+    if profile is not None:
+        cp.pending_profile = (c.n, profile)
+    return {"status": "Accepted"}
+
+
+@handler("RemoteStopTransaction")
+def remote_stop(cp, p):
+    tx_id = need(p, "transactionId", int)
+    for c in cp.connectors[1:]:
+        if c.tx is not None and c.tx["id"] == tx_id:
+            _later(cp, lambda: cp.stop_tx(c, "Remote"))
+            return {"status": "Accepted"}
+    return {"status": "Rejected"}
+
+
+@handler("Reset")
+def reset(cp, p):
+    kind = need(p, "type", str, choices=("Hard", "Soft"))
+    _later(cp, lambda: cp.request_reset(kind))
+    return {"status": "Accepted"}
+
+
+@handler("UnlockConnector")
+def unlock(cp, p):
+    c = _connector(cp, p, zero=False)
+    if c.tx is not None:
+        cp.stop_tx(c, "UnlockCommand")
+    result = cp.app.unlock(c.n)
+    if result is None:
+        return {"status": "NotSupported"}
+    return {"status": "Unlocked" if result else "UnlockFailed"}
+
+
+@handler("ChangeAvailability")
+def change_availability(cp, p):
+    c = _connector(cp, p)
+    kind = need(p, "type", str, choices=("Inoperative", "Operative"))
+    # Connector 0 is the whole charger: busy while any gun has a transaction.
+    busy = any(k.tx is not None for k in cp.connectors) if c.n == 0 else c.tx is not None
+    if busy:
+        c.scheduled = kind  # applied when the transaction ends (cp.stop_tx)
+    else:
+        c.operative = kind == "Operative"
+        c.scheduled = None
+        cp.save_availability()
+    return {"status": "Scheduled" if busy else "Accepted"}
+
+
+@handler("GetConfiguration")
+def get_configuration(cp, p):
+    names = opt(p, "key", list)
+    if names is not None:
+        for name in names:
+            if not isinstance(name, str) or len(name) > 50:
+                raise rpc.RpcError("TypeConstraintViolation", "key must list strings of up to 50 characters")
+    return cp.keys.get_configuration(names)
+
+
+@handler("ChangeConfiguration")
+def change_configuration(cp, p):
+    name = need(p, "key", str, maxlen=50)
+    value = need(p, "value", str, maxlen=500)
+    return {"status": cp.keys.change(name, value)}
+
+
+@handler("ClearCache")
+def clear_cache(cp, p):
+    return {"status": cp.auth.clear_cache()}
+
+
+@handler("DataTransfer")
+def data_transfer(cp, p):
+    vendor = need(p, "vendorId", str, maxlen=255)
+    opt(p, "messageId", str, maxlen=50)
+    return {"status": "UnknownVendorId" if vendor != cp.VENDOR_ID else "UnknownMessageId"}
+
+
+# ---- LocalAuthListManagement ----------------------------------------------------------------------
+@handler("SendLocalList")
+def send_local_list(cp, p):
+    need(p, "listVersion", int)
+    need(p, "updateType", str, choices=("Differential", "Full"))
+    entries = opt(p, "localAuthorizationList", list)
+    for e in entries or ():
+        if not isinstance(e, dict):
+            raise rpc.RpcError("TypeConstraintViolation", "localAuthorizationList entries must be objects")
+        need(e, "idTag", str, maxlen=20)
+        info = opt(e, "idTagInfo", dict)
+        if info is not None:
+            need(info, "status", str, choices=("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))
+    return {"status": cp.auth.send_local_list(p)}
+
+
+@handler("GetLocalListVersion")
+def get_local_list_version(cp, p):
+    return {"listVersion": cp.auth.local_list_version()}
+
+
+# ---- Reservation ------------------------------------------------------------------------------------
+@handler("ReserveNow")
+def reserve_now(cp, p):
+    c = _connector(cp, p)
+    expiry = need(p, "expiryDate", str)
+    tag = need(p, "idTag", str, maxlen=20)
+    parent = opt(p, "parentIdTag", str, maxlen=20)
+    rid = need(p, "reservationId", int)
+    try:
+        expiry_s = clock.parse_iso(expiry)
+    except ValueError:
+        raise rpc.RpcError("PropertyConstraintViolation", "expiryDate %r is not a date-time" % expiry)
+    if c.n == 0 and not cp.keys.get("ReserveConnectorZeroSupported"):
+        return {"status": "Rejected"}
+    if c.n > 0:
+        gun = cp.app.guns[c.n - 1]
+        if gun.fault is not None:
+            return {"status": "Faulted"}
+        if not c.operative or not cp.connectors[0].operative:
+            return {"status": "Unavailable"}
+        if c.tx is not None or c.tag is not None or gun.state[0] in "BCD" or (
+                c.reservation is not None and c.reservation["id"] != rid):
+            return {"status": "Occupied"}
+    for k in cp.connectors:
+        if k.reservation is not None and k.reservation["id"] == rid:
+            k.reservation = None  # the same id again replaces the reservation
+    c.reservation = {"id": rid, "tag": tag, "parent": parent, "expiry_s": expiry_s}
+    return {"status": "Accepted"}
+
+
+@handler("CancelReservation")
+def cancel_reservation(cp, p):
+    rid = need(p, "reservationId", int)
+    for c in cp.connectors:
+        if c.reservation is not None and c.reservation["id"] == rid:
+            c.reservation = None
+            return {"status": "Accepted"}
+    return {"status": "Rejected"}
+
+
+# ---- RemoteTrigger -----------------------------------------------------------------------------------
+@handler("TriggerMessage")
+def trigger_message(cp, p):
+    what = need(p, "requestedMessage", str, choices=TRIGGERABLE)
+    c = _connector(cp, p, required=False)
+    n = c.n if c is not None else None
+    if what == "BootNotification":
+        _later(cp, cp.trigger_boot)
+    elif what == "Heartbeat":
+        _later(cp, lambda: cp.send("Heartbeat", {}, cp._heartbeat_reply))
+    elif what == "StatusNotification":
+        _later(cp, lambda: cp.trigger_status(n))
+    elif what == "MeterValues":
+        _later(cp, lambda: cp.trigger_meter_values(n))
+    elif what == "FirmwareStatusNotification":
+        _later(cp, lambda: cp.send("FirmwareStatusNotification", {"status": cp.firmware_status}))
+    else:
+        _later(cp, lambda: cp.send("DiagnosticsStatusNotification", {"status": cp.diagnostics_status}))
+    return {"status": "Accepted"}
+
+
+# ---- SmartCharging ------------------------------------------------------------------------------------
+@handler("SetChargingProfile")
+def set_charging_profile(cp, p):
+    c = _connector(cp, p)
+    profile = need(p, "csChargingProfiles", dict)
+    tx_id = c.tx["id"] if c.n and c.tx is not None else None
+    reason = smart.validate(c.n, profile, len(cp.connectors) - 1, tx_id)
+    if reason is None and not cp.profiles.install(c.n, profile):
+        reason = "no room for another profile"
+    if reason is not None:
+        cp.log("ocpp: SetChargingProfile rejected: %s" % reason)
+        return {"status": "Rejected"}
+    return {"status": "Accepted"}
+
+
+@handler("ClearChargingProfile")
+def clear_charging_profile(cp, p):
+    pid = opt(p, "id", int)
+    n = opt(p, "connectorId", int, lo=0)
+    purpose = opt(p, "chargingProfilePurpose", str,
+                  choices=("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"))
+    level = opt(p, "stackLevel", int, lo=0)
+    found = cp.profiles.clear(pid, n, purpose, level)
+    return {"status": "Accepted" if found else "Unknown"}
+
+
+@handler("GetCompositeSchedule")
+def get_composite_schedule(cp, p):
+    c = _connector(cp, p)
+    duration = need(p, "duration", int, lo=0)
+    unit = opt(p, "chargingRateUnit", str, choices=("A", "W")) or "A"
+    if not cp.clock.known:
+        return {"status": "Rejected"}
+    start = c.tx["start_s"] if c.n and c.tx is not None else None
+    max_a = cp.app.guns[c.n - 1].max_a if c.n else cp.app.cfg.get("site_limit_a")
+    schedule = smart.composite(cp.profiles.items, c.n, cp.clock.now(), duration, unit, start, max_a,
+                               phases=cp.app.phases(c.n))
+    return {"status": "Accepted", "connectorId": c.n, "scheduleStart": clock.iso(schedule["startSchedule"]),
+            "chargingSchedule": _schedule_out(schedule, duration)}
+
+
+def _schedule_out(schedule, duration):
+    return {"chargingRateUnit": schedule["chargingRateUnit"], "duration": schedule.get("duration", duration),
+            "startSchedule": clock.iso(schedule["startSchedule"]),
+            "chargingSchedulePeriod": schedule["chargingSchedulePeriod"]}
+
+
+# ---- FirmwareManagement ----------------------------------------------------------------------------------
+@handler("UpdateFirmware")
+def update_firmware(cp, p):
+    location = need(p, "location", str)
+    retrieve = need(p, "retrieveDate", str)
+    retries = opt(p, "retries", int, lo=0) or 1
+    interval = opt(p, "retryInterval", int, lo=0) or 60
+    try:
+        when_s = clock.parse_iso(retrieve)
+    except ValueError:
+        raise rpc.RpcError("PropertyConstraintViolation", "retrieveDate %r is not a date-time" % retrieve)
+    _later(cp, lambda: cp.start_firmware_update(location, when_s, retries, interval))
+    return {}
+
+
+@handler("GetDiagnostics")
+def get_diagnostics(cp, p):
+    location = need(p, "location", str)
+    retries = opt(p, "retries", int, lo=0) or 1
+    interval = opt(p, "retryInterval", int, lo=0) or 60
+    name = cp.start_diagnostics(location, retries, interval)
+    return {"fileName": name} if name else {}

@@ -1,0 +1,518 @@
+# RFC 6455 WebSocket client for OCPP-J over MicroPython asyncio streams (ws:// and wss://).
+# The URL parser, the frame codec and the back-off are pure and import under CPython too; the
+# WebSocket class needs MicroPython (time.ticks_ms, asyncio.wait_for_ms).
+import asyncio
+import binascii
+import hashlib
+import os
+import random
+import time
+
+from micropython import const
+
+OP_CONT = const(0)
+OP_TEXT = const(1)
+OP_BINARY = const(2)
+OP_CLOSE = const(8)
+OP_PING = const(9)
+OP_PONG = const(10)
+
+# Close codes, RFC 6455 7.4.1.
+CLOSE_NORMAL = const(1000)
+CLOSE_PROTOCOL = const(1002)
+CLOSE_UNSUPPORTED = const(1003)
+CLOSE_NO_STATUS = const(1005)  # never sent: the close frame had no code
+CLOSE_ABNORMAL = const(1006)  # never sent: the TCP link ended without a close frame
+CLOSE_BAD_DATA = const(1007)
+CLOSE_TOO_BIG = const(1009)
+
+MAX_MESSAGE = const(8192)  # largest message we accept; OCPP 1.6 messages are a few hundred bytes
+_CONTROL_MAX = const(125)  # RFC 6455 5.5: control frames carry at most 125 bytes
+_HEAD_MAX = const(2048)  # longest HTTP answer head we read during the upgrade
+_READ_CHUNK = const(512)
+_CLOSE_WAIT_MS = const(2000)
+_SEND_TIMEOUT_MS = const(10000)  # a send stuck this long means a dead link
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+
+
+class WsError(Exception):
+    """The link or the server broke the protocol. `status`: the HTTP status of the upgrade answer
+    when that was the problem (401: wrong credentials; 101: upgraded, but not as asked).
+    `close_code`: what we tell the server before hanging up."""
+
+    def __init__(self, reason, status=None, close_code=CLOSE_PROTOCOL):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.close_code = close_code
+
+
+class WsClosed(WsError):
+    """The connection is gone. `code`: the server's close code, 1006 when the TCP link ended
+    without a close frame, 1005 when the close frame had no code."""
+
+    def __init__(self, code, reason=""):
+        super().__init__("connection closed (%d%s)" % (code, (" " + reason) if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+def parse_url(url):
+    """(secure, host, port, path) of a ws:// or wss:// URL; ValueError naming the URL otherwise."""
+    for ch in url:
+        if ch <= " " or ch == "\x7f":
+            raise ValueError("OCPP URL %r contains spaces or control characters" % url)
+    scheme = url[:6].lower()
+    if scheme.startswith("ws://"):
+        secure, rest, port = False, url[5:], 80
+    elif scheme == "wss://":
+        secure, rest, port = True, url[6:], 443
+    else:
+        raise ValueError("OCPP URL %r must start with ws:// or wss://" % url)
+    if "#" in rest:
+        raise ValueError("OCPP URL %r: a WebSocket URL has no #fragment (RFC 6455 3)" % url)
+    end = len(rest)
+    for sep in "/?":
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    hostport, path = rest[:end], rest[end:]
+    if not path.startswith("/"):
+        path = "/" + path
+    if "@" in hostport:
+        raise ValueError("OCPP URL %r: give user and password as basic_auth, not in the URL" % url)
+    if hostport.startswith("["):  # IPv6 literal, RFC 3986 3.2.2
+        i = hostport.find("]")
+        host, tail = hostport[1:i], hostport[i + 1:]
+        if i < 0 or (tail and not tail.startswith(":")):
+            raise ValueError("OCPP URL %r: bad [IPv6] host" % url)
+    else:
+        i = hostport.find(":")
+        host, tail = (hostport, "") if i < 0 else (hostport[:i], hostport[i:])
+    if tail:
+        digits = tail[1:]
+        if not digits.isdigit() or not 0 < int(digits) < 65536:
+            raise ValueError("OCPP URL %r: port must be a number 1..65535" % url)
+        port = int(digits)
+    if not host:
+        raise ValueError("OCPP URL %r has no host" % url)
+    return secure, host, port, path
+
+
+def encode_frame(opcode, payload, mask_key):
+    """One client frame, FIN set, masked with the 4 bytes `mask_key` (RFC 6455 5.2, 5.3).
+    Returns a bytearray: header and masked payload in one allocation."""
+    if len(mask_key) != 4:
+        raise ValueError("mask_key must be 4 bytes")
+    n = len(payload)
+    hlen = 6 if n < 126 else 8 if n < 65536 else 14
+    frame = bytearray(hlen + n)
+    frame[0] = 0x80 | opcode
+    if n < 126:
+        frame[1] = 0x80 | n
+    elif n < 65536:
+        frame[1] = 0xFE
+        frame[2] = n >> 8
+        frame[3] = n & 0xFF
+    else:
+        frame[1] = 0xFF
+        for i in range(8):
+            frame[9 - i] = (n >> (8 * i)) & 0xFF
+    frame[hlen - 4:hlen] = mask_key
+    for i in range(n):
+        frame[hlen + i] = payload[i] ^ mask_key[i & 3]
+    return frame
+
+
+class FrameParser:
+    """Incremental parser of server frames: feed(bytes), then iterate (fin, opcode, payload).
+
+    Raises WsError, before buffering the payload, for anything RFC 6455 forbids a server: a
+    masked frame (5.1), reserved bits without an extension (5.2), an unknown opcode, a control
+    frame fragmented or over 125 bytes (5.5), a continuation without a start or a new message
+    inside a fragmented one (5.4), and for a message over `max_message` bytes."""
+
+    def __init__(self, max_message=MAX_MESSAGE):
+        self.max_message = max_message
+        self._buf = bytearray()
+        self._frag_op = 0  # opcode of the fragmented message in progress, 0 = none
+        self._frag_len = 0
+
+    def feed(self, data):
+        self._buf.extend(data)
+
+    def __iter__(self):
+        while True:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            yield frame
+
+    def next_frame(self):
+        """(fin, opcode, payload bytes) of the next complete frame, or None until more data."""
+        buf = self._buf
+        have = len(buf)
+        if have < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        fin, opcode = b0 & 0x80, b0 & 0x0F
+        if b0 & 0x70:
+            raise WsError("frame has reserved bits set; no extension was negotiated")
+        if b1 & 0x80:
+            raise WsError("server frame is masked (RFC 6455 5.1)")
+        length = b1 & 0x7F
+        pos = 2
+        if length == 126:
+            if have < 4:
+                return None
+            length = (buf[2] << 8) | buf[3]
+            pos = 4
+        elif length == 127:
+            if have < 10:
+                return None
+            if buf[2] or buf[3] or buf[4] or buf[5] or buf[6] & 0x80:
+                raise WsError("frame longer than 2 GB", close_code=CLOSE_TOO_BIG)
+            length = (buf[6] << 24) | (buf[7] << 16) | (buf[8] << 8) | buf[9]
+            pos = 10
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
+                raise WsError("unknown opcode 0x%x" % opcode)
+            if not fin or length > _CONTROL_MAX:
+                raise WsError("control frame fragmented or longer than 125 bytes")
+            if opcode == OP_CLOSE and length == 1:
+                raise WsError("close frame with a 1-byte payload")
+        else:
+            if opcode > OP_BINARY:
+                raise WsError("unknown opcode 0x%x" % opcode)
+            if opcode == OP_CONT and not self._frag_op:
+                raise WsError("continuation frame without a message to continue")
+            if opcode != OP_CONT and self._frag_op:
+                raise WsError("new message inside a fragmented one")
+            total = self._frag_len + length
+            if total > self.max_message:
+                raise WsError("message of %d bytes or more is over the %d-byte limit"
+                              % (total, self.max_message), close_code=CLOSE_TOO_BIG)
+        end = pos + length
+        if have < end:
+            return None
+        payload = bytes(memoryview(buf)[pos:end])
+        buf[0:end] = b""
+        if opcode < OP_CLOSE:
+            if fin:
+                self._frag_op = 0
+                self._frag_len = 0
+            else:
+                if opcode != OP_CONT:
+                    self._frag_op = opcode
+                self._frag_len += length
+        return (bool(fin), opcode, payload)
+
+
+def backoff_ms(attempt, base_ms=1000, cap_ms=120000, rand=random.getrandbits):
+    """Delay before reconnect attempt `attempt` (0, 1, ...): exponential with full jitter,
+    uniform in 0..min(cap_ms, base_ms * 2**attempt), so a site's chargers that lost the CSMS
+    together do not all come back in the same second."""
+    ceiling = base_ms
+    while attempt > 0 and ceiling < cap_ms:
+        ceiling *= 2
+        attempt -= 1
+    if ceiling > cap_ms:
+        ceiling = cap_ms
+    return rand(30) % (ceiling + 1)
+
+
+def _close_payload(code):
+    return bytes((code >> 8, code & 0xFF))
+
+
+class WebSocket:
+    """One client connection. One task at a time may call recv(); any task may send().
+    recv() must keep running (a reader task) for pings to be answered and pongs to be seen."""
+
+    def __init__(self, max_message=MAX_MESSAGE):
+        self.max_message = max_message
+        self._reader = None
+        self._writer = None
+        self._parser = None
+        self._msg = None  # fragments of a text message so far
+        self._reading = False
+        self._close_sent = False
+        self._wlock = asyncio.Lock()
+        self._rmv = memoryview(bytearray(_READ_CHUNK))  # every read lands here: no garbage
+        self.subprotocol = None
+        self.last_rx_ms = 0  # time.ticks_ms() of the last byte received: no pong -> dead link
+
+    @property
+    def connected(self):
+        return self._writer is not None
+
+    async def connect(self, url, subprotocol="ocpp1.6", basic_auth=None, ca_der=None,
+                      timeout_ms=10000):
+        """Open the TCP (and TLS) link and upgrade it. basic_auth: (user, password) for OCPP
+        security profile 1/2; ca_der: the CA that must have signed a wss:// server's certificate
+        (without it the server is not verified). Raises ValueError for a bad URL, WsError for
+        everything else, naming the server."""
+        secure, host, port, path = parse_url(url)
+        ctx = None
+        if secure:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if ca_der:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                try:
+                    ctx.load_verify_locations(cadata=ca_der)
+                except (OSError, ValueError) as e:
+                    raise WsError("the CA certificate (ca_der, %d bytes) does not load: %s; "
+                                  "give the DER bytes of the CA that signed the server"
+                                  % (len(ca_der), " ".join(str(e).split())))
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+        if self._writer is not None:
+            self._drop()
+        self._parser = FrameParser(self.max_message)
+        self._msg = None
+        self._close_sent = False
+        self.subprotocol = None
+        where = "%s:%d" % (host, port)
+        try:
+            await asyncio.wait_for_ms(
+                self._upgrade(host, port, path, ctx, subprotocol, basic_auth), timeout_ms)
+        except asyncio.TimeoutError:
+            self._drop()
+            raise WsError("no WebSocket upgrade from %s within %d ms" % (where, timeout_ms))
+        except WsError as e:
+            if e.status == 101:  # a WebSocket now, if not ours: say why before hanging up
+                await self._fail(CLOSE_PROTOCOL)
+            self._drop()
+            raise WsError("%s: %s" % (where, e.reason), status=e.status)
+        except (OSError, EOFError, ValueError, UnicodeError) as e:
+            # OSError covers refused/reset links and TLS failures (mbedtls: certificate not
+            # signed by ca_der, host name mismatch); mbedtls texts come wrapped in newlines.
+            self._drop()
+            raise WsError("cannot connect to %s: %s" % (where, " ".join(str(e).split())))
+        self.last_rx_ms = time.ticks_ms()
+
+    async def _upgrade(self, host, port, path, ctx, subprotocol, basic_auth):
+        # getaddrinfo inside open_connection blocks the loop while DNS answers (MicroPython).
+        self._reader, self._writer = await asyncio.open_connection(host, port, ssl=ctx)
+        key = binascii.b2a_base64(os.urandom(16))[:-1]  # RFC 6455 4.1: 16 random bytes
+        default_port = 443 if ctx else 80
+        host_hdr = ("[%s]" % host) if ":" in host else host
+        if port != default_port:
+            host_hdr = "%s:%d" % (host_hdr, port)
+        req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+               % (path, host_hdr, key.decode()))
+        if subprotocol:
+            req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
+        if basic_auth:
+            cred = ("%s:%s" % (basic_auth[0], basic_auth[1])).encode()
+            req += "Authorization: Basic %s\r\n" % binascii.b2a_base64(cred)[:-1].decode()
+        self._writer.write((req + "\r\n").encode())
+        await self._writer.drain()
+        status, headers = await self._read_head()
+        if status[0] != 101:
+            raise WsError("server refused the upgrade: %d %s" % status, status=status[0])
+        if headers.get("upgrade", "").lower() != "websocket" \
+                or "upgrade" not in headers.get("connection", "").lower():
+            raise WsError("101 without Upgrade: websocket / Connection: Upgrade", status=101)
+        digest = hashlib.sha1(key + _GUID).digest()
+        if headers.get("sec-websocket-accept", "").encode() != binascii.b2a_base64(digest)[:-1]:
+            raise WsError("wrong Sec-WebSocket-Accept", status=101)
+        if headers.get("sec-websocket-extensions"):
+            raise WsError("server chose an extension we did not offer", status=101)
+        chosen = headers.get("sec-websocket-protocol")
+        if subprotocol and chosen != subprotocol:
+            # OCPP-J 1.6 3.1.2: a server that takes none of the offered versions answers
+            # without the header and closes; there is no OCPP 1.6 session either way.
+            raise WsError("server did not agree to subprotocol %s (answered %s)"
+                          % (subprotocol, chosen or "none"), status=101)
+        self.subprotocol = chosen
+
+    async def _read_head(self):
+        """((status, reason), headers with lower-case names) of the HTTP answer. Bytes after the
+        head are already WebSocket frames: they go to the parser."""
+        head = bytearray()
+        while True:
+            n = await self._reader.readinto(self._rmv)
+            if n is None:  # TLS: the record is not complete yet
+                continue
+            if not n:
+                raise WsError("server closed the link during the upgrade")
+            head.extend(self._rmv[:n])
+            end = head.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(head) > _HEAD_MAX:
+                raise WsError("HTTP answer head over %d bytes" % _HEAD_MAX)
+        self._parser.feed(memoryview(head)[end + 4:])
+        lines = str(head[:end], "utf-8").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise WsError("not an HTTP answer: %r" % lines[0][:40])
+        headers = {}
+        for line in lines[1:]:
+            i = line.find(":")
+            if i > 0:
+                headers[line[:i].strip().lower()] = line[i + 1:].strip()
+        return (int(parts[1]), parts[2] if len(parts) > 2 else ""), headers
+
+    async def _next_frame(self, deadline):
+        """The next frame, or None at `deadline` (ticks_ms; None = wait for ever)."""
+        parser = self._parser
+        while True:
+            frame = parser.next_frame()
+            if frame is not None:
+                return frame
+            if self._reader is None:
+                raise WsClosed(CLOSE_ABNORMAL, "not connected")
+            if deadline is None:
+                n = await self._reader.readinto(self._rmv)
+            else:
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                if left <= 0:
+                    return None
+                try:
+                    # A cancelled read has taken nothing from the socket: no frame is torn.
+                    n = await asyncio.wait_for_ms(self._reader.readinto(self._rmv), left)
+                except asyncio.TimeoutError:
+                    return None
+            if n is None:  # TLS: the record is not complete yet
+                continue
+            if not n:
+                raise WsClosed(CLOSE_ABNORMAL, "link ended without a close frame")
+            self.last_rx_ms = time.ticks_ms()
+            parser.feed(self._rmv[:n])
+
+    async def recv(self, timeout_ms=None):
+        """The next text message (fragments joined; pings answered, pongs noted), or None when
+        `timeout_ms` passes first. Raises WsClosed when the server closed (after answering its
+        close frame) or the link dropped, WsError (after closing) when it broke the protocol."""
+        if self._writer is None:
+            raise WsClosed(CLOSE_ABNORMAL, "not connected")
+        deadline = None if timeout_ms is None else time.ticks_add(time.ticks_ms(), timeout_ms)
+        self._reading = True
+        try:
+            while True:
+                frame = await self._next_frame(deadline)
+                if frame is None:
+                    return None
+                fin, opcode, payload = frame
+                if opcode == OP_TEXT and fin:
+                    return _text(payload)
+                if opcode == OP_TEXT:
+                    self._msg = bytearray(payload)
+                elif opcode == OP_CONT:
+                    self._msg.extend(payload)
+                    if fin:
+                        msg, self._msg = self._msg, None
+                        return _text(msg)
+                elif opcode == OP_BINARY:
+                    raise WsError("binary message; OCPP-J uses text only",
+                                  close_code=CLOSE_UNSUPPORTED)
+                elif opcode == OP_PING:
+                    await self._send_frame(OP_PONG, payload)
+                elif opcode == OP_CLOSE:
+                    code, reason = CLOSE_NO_STATUS, ""
+                    if len(payload) >= 2:
+                        code = (payload[0] << 8) | payload[1]
+                        try:
+                            reason = str(payload[2:], "utf-8")
+                        except UnicodeError:
+                            pass
+                    if not self._close_sent:  # RFC 6455 5.5.1: answer, echoing the code
+                        self._close_sent = True
+                        await self._send_frame(OP_CLOSE, payload[:2])
+                    self._drop()
+                    raise WsClosed(code, reason)
+                # OP_PONG: last_rx_ms is all the caller needs
+        except WsClosed:
+            self._drop()
+            raise
+        except WsError as e:
+            await self._fail(e.close_code)
+            raise
+        except OSError as e:
+            self._drop()
+            raise WsClosed(CLOSE_ABNORMAL, "link lost: %s" % e)
+        finally:
+            self._reading = False
+
+    async def send(self, text):
+        if self._close_sent:
+            raise WsClosed(CLOSE_ABNORMAL, "closing")
+        await self._send_frame(OP_TEXT, text.encode())
+
+    async def ping(self, payload=b""):
+        """Send a ping; the pong shows up as a fresh last_rx_ms (the reader task must run)."""
+        if len(payload) > _CONTROL_MAX:
+            raise ValueError("ping payload over 125 bytes")
+        await self._send_frame(OP_PING, payload)
+
+    async def _send_frame(self, opcode, payload, timeout_ms=_SEND_TIMEOUT_MS):
+        frame = encode_frame(opcode, payload, os.urandom(4))
+        try:
+            await asyncio.wait_for_ms(self._write(frame), timeout_ms)
+        except asyncio.TimeoutError:
+            self._drop()
+            raise WsClosed(CLOSE_ABNORMAL, "send stalled %d ms" % timeout_ms)
+        except OSError as e:
+            self._drop()
+            raise WsClosed(CLOSE_ABNORMAL, "link lost: %s" % e)
+
+    async def _write(self, frame):
+        # One writer at a time: asyncio's Stream.drain() loses bytes queued by a second writer.
+        async with self._wlock:
+            writer = self._writer
+            if writer is None:
+                raise WsClosed(CLOSE_ABNORMAL, "not connected")
+            writer.write(frame)
+            await writer.drain()
+
+    async def close(self, code=CLOSE_NORMAL, timeout_ms=_CLOSE_WAIT_MS):
+        """Close handshake (RFC 6455 7.1.2): send a close frame, wait up to timeout_ms for the
+        server's, then drop the link. Safe to call when already closed."""
+        if self._writer is None:
+            return
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        try:
+            if not self._close_sent:
+                self._close_sent = True
+                await self._send_frame(OP_CLOSE, _close_payload(code), timeout_ms)
+            if self._reading:  # the reader task sees the answer and drops the link
+                while self._writer is not None and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+                    await asyncio.sleep_ms(10)
+            else:
+                while True:
+                    frame = await self._next_frame(deadline)
+                    if frame is None or frame[1] == OP_CLOSE:
+                        break
+        except (WsError, OSError):
+            pass
+        self._drop()
+
+    async def _fail(self, close_code):
+        if self._writer is not None and not self._close_sent:
+            self._close_sent = True
+            try:
+                await self._send_frame(OP_CLOSE, _close_payload(close_code), _CLOSE_WAIT_MS)
+            except (WsError, OSError):
+                pass
+        self._drop()
+
+    def _drop(self):
+        writer = self._writer
+        self._reader = self._writer = None
+        self._msg = None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:
+                pass
+
+
+def _text(payload):
+    try:
+        return str(payload, "utf-8")
+    except UnicodeError:
+        raise WsError("text message is not UTF-8", close_code=CLOSE_BAD_DATA)

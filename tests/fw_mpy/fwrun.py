@@ -1,0 +1,107 @@
+# Runs evse.ocpp.fw under the real MicroPython for tests/test_ocpp_fw.py. One JSON line per
+# event on stdout: {"status": ...} for each notification, {"result": ...} at the end.
+#   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K] [ca=PATH]
+#   fwrun.py boot ROOT                  resume_install, then boot_report twice
+#   fwrun.py upload URL ROOT LINES MAX_BYTES [retries]
+import gc
+import json
+import sys
+import time
+
+import asyncio
+
+from evse.log import Log
+from evse.ocpp import fw
+
+
+def emit(**kw):
+    print(json.dumps(kw))
+
+
+async def notify(status):
+    emit(status=status)
+
+
+def power_cut_after(name, calls):
+    # Replace fw.<name> with one that, after `calls` calls, says CUT and hangs: the test kills
+    # the process there (SIGKILL), like a power cut: no finally, no cleanup.
+    real = getattr(fw, name)
+    count = [0]
+
+    def wrapper(*args):
+        if count[0] == calls:
+            emit(cut=name)
+            while True:
+                time.sleep(1)
+        count[0] += 1
+        return real(*args)
+    setattr(fw, name, wrapper)
+
+
+async def measured(coro):
+    # The live heap the operation holds above what was live before it, sampled at every
+    # scheduling point (fw yields at every chunk): what it costs the OCPP heap budget.
+    gc.collect()
+    base = gc.mem_alloc()
+    peak = [0]
+    done = [False]
+
+    async def sample():
+        while not done[0]:
+            gc.collect()
+            used = gc.mem_alloc() - base
+            if used > peak[0]:
+                peak[0] = used
+            await asyncio.sleep_ms(0)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        return await coro, peak[0]
+    finally:
+        done[0] = True
+        await sampler
+
+
+def options(args):
+    opts = {}
+    for a in args:
+        if "=" in a:
+            k, v = a.split("=", 1)
+            opts[k] = v
+    return opts
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "update":
+        url, root = sys.argv[2], sys.argv[3]
+        retries = int(sys.argv[4]) if len(sys.argv) > 4 and "=" not in sys.argv[4] else 1
+        opts = options(sys.argv[4:])
+        if "cut" in opts:
+            phase, calls = opts["cut"].split(":")
+            power_cut_after("_makedirs_for" if phase == "stage" else "_replace", int(calls))
+        cadata = None
+        if "ca" in opts:
+            with open(opts["ca"], "rb") as f:
+                cadata = f.read()
+        result, heap = asyncio.run(measured(fw.update_firmware(
+            url, root, notify, retries=retries, retry_interval_s=0, cadata=cadata)))
+        emit(result=result, heap_bytes=heap)
+    elif cmd == "boot":
+        root = sys.argv[2]
+        resumed = fw.resume_install(root)
+        emit(result=[resumed, fw.boot_report(root), fw.boot_report(root), fw.installed_version(root)])
+    elif cmd == "upload":
+        url, root, lines, max_bytes = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        retries = int(sys.argv[6]) if len(sys.argv) > 6 else 1
+        log = Log(root, max_bytes, now_fn=lambda: "2030-01-02T03:04:05Z")
+        for i in range(lines):
+            log.write("line %d of the controller log" % i)
+        name, heap = asyncio.run(measured(fw.upload_diagnostics(
+            url, root, log, notify, retries=retries, retry_interval_s=0)))
+        emit(result=name, files=log.files(), heap_bytes=heap)
+    else:
+        raise SystemExit("unknown command " + cmd)
+
+
+main()

@@ -1,0 +1,142 @@
+# Runs under the real MicroPython: one scenario of evse.ocpp.ws against a server the test started.
+# usage: micropython ws_client.py SCENARIO URL [OPTIONS_JSON]; prints one JSON line per event.
+import asyncio
+import gc
+import json
+import sys
+import time
+
+from evse.ocpp.ws import WebSocket, WsClosed, WsError
+
+
+def say(*event):
+    print(json.dumps(list(event)))
+
+
+async def connect(opts):
+    ws = WebSocket()
+    ca_der = None
+    if opts.get("ca"):
+        with open(opts["ca"], "rb") as f:
+            ca_der = f.read()
+    auth = opts.get("auth")
+    await ws.connect(URL, subprotocol=opts.get("subprotocol", "ocpp1.6"),
+                     basic_auth=tuple(auth) if auth else None, ca_der=ca_der,
+                     timeout_ms=opts.get("timeout_ms", 3000))
+    say("connected", ws.subprotocol)
+    return ws
+
+
+async def echo(opts):
+    ws = await connect(opts)
+    # 7-bit, 16-bit and (the server answers a long one with its length) 64-bit frame lengths.
+    for text in ("hello", "é" * 2000, "y" * 70000):
+        await ws.send(text)
+        got = await ws.recv(timeout_ms=3000)
+        say("echo", got if len(got) < 20 else len(got.encode()))
+    await ws.close()
+    say("closed", ws.connected)
+
+
+async def receive(opts):
+    """Print every message until the server closes or goes quiet."""
+    ws = await connect(opts)
+    try:
+        while True:
+            got = await ws.recv(timeout_ms=opts.get("recv_ms", 3000))
+            if got is None:
+                say("timeout")
+                break
+            say("message", got)
+    except WsClosed as e:
+        say("closed", e.code, e.reason, ws.connected)
+    except WsError as e:
+        say("error", e.reason, e.close_code, ws.connected)
+
+
+async def client_close(opts):
+    ws = await connect(opts)
+    await ws.close(1001)
+    say("closed", ws.connected)
+    try:
+        await ws.send("after close")
+    except WsClosed as e:
+        say("send after close", e.code)
+
+
+async def refused(opts):
+    try:
+        ws = await connect(opts)
+        await ws.close()
+    except WsError as e:
+        say("refused", e.status, e.reason)
+
+
+async def silent(opts):
+    """A server that completed the upgrade and then hears nothing: the pong never comes."""
+    ws = await connect(opts)
+    say("recv", await ws.recv(timeout_ms=150))
+    await ws.ping(b"are you there")
+    say("recv", await ws.recv(timeout_ms=300))
+    quiet_ms = time.ticks_diff(time.ticks_ms(), ws.last_rx_ms)
+    say("quiet at least 400 ms", quiet_ms >= 400)
+    await ws.close(timeout_ms=200)
+    say("closed", ws.connected)
+
+
+async def reader_and_writer(opts):
+    """One task reads while another sends and pings, the way the charge point runs."""
+    ws = await connect(opts)
+    got = []
+
+    async def reader():
+        try:
+            while True:
+                msg = await ws.recv()
+                got.append(msg)
+        except WsClosed as e:
+            say("reader closed", e.code)
+
+    task = asyncio.create_task(reader())
+    for i in range(20):
+        await ws.send("msg %d" % i)
+        await ws.ping()
+    before = ws.last_rx_ms
+    while len(got) < 20:
+        await asyncio.sleep_ms(10)
+    say("in order", got == ["msg %d" % i for i in range(20)])
+    say("pongs seen", time.ticks_diff(ws.last_rx_ms, before) >= 0)
+    await ws.close()
+    await task
+    say("closed", ws.connected)
+
+
+async def heap(opts):
+    """Live heap the client holds: after connecting, and after each of many OCPP-sized messages."""
+    gc.collect()
+    before = gc.mem_alloc()
+    ws = await connect(opts)
+    gc.collect()
+    say("connect holds", gc.mem_alloc() - before)
+    values = ",".join(['{"value":"1234.5","measurand":"Energy.Active.Import.Register"}'] * 16)
+    held = [0] * 40
+    for i in range(40):
+        text = '[2,"%d","MeterValues",{"connectorId":1,"meterValue":[{"sampledValue":[%s]}]}]' % (i, values)
+        await ws.send(text)
+        got = await ws.recv(timeout_ms=3000)
+        if got != text:
+            say("echo differs", i)
+        got = text = None
+        gc.collect()
+        held[i] = gc.mem_alloc() - before
+    say("message bytes", len(values) + 60)
+    say("held after messages", held[0], max(held[1:]), held[-1])
+    await ws.close()
+
+
+SCENARIOS = {"echo": echo, "receive": receive, "client_close": client_close, "refused": refused,
+             "silent": silent, "reader_and_writer": reader_and_writer, "heap": heap}
+
+URL = sys.argv[2]
+asyncio.run(SCENARIOS[sys.argv[1]](json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))
+say("done")
