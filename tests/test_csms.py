@@ -112,7 +112,8 @@ def test_boot_is_answered_accepted_pending_or_rejected_with_the_interval_set_thr
     assert (rejected.status, rejected.interval) == ("Rejected", 60)
     record = next(c for c in api.charge_points() if c["id"] == "BOOT1")
     assert record["boot"] == {"chargePointVendor": "evse-project", "chargePointModel": "sim-ac2"}
-    assert record["boot_status"] == "Rejected" and record["connected"] is False
+    assert record["boot_status"] == "Rejected"
+    assert eventually(lambda: not next(c for c in api.charge_points() if c["id"] == "BOOT1")["connected"])
 
 
 def test_authorize_accepts_known_tags_blocks_blocked_ones_and_calls_unknown_ones_invalid(csms, api):
@@ -230,6 +231,7 @@ def test_a_frame_that_breaks_the_schema_is_logged_not_valid_and_answered_with_a_
     answer = next(f for f in frames if f["dir"] == "out" and f["frame"][0] == 4)
     assert answer["frame"][2] == "FormationViolation"     # OCPP-J 1.6 spelling, not "FormatViolation"
     assert answer["valid"] is True and answer["action"] == "StatusNotification"
+    assert len(json.dumps(answer["frame"])) < 600     # no jsonschema report for a small charge point to swallow
     assert [f["error"] for f in api.invalid_frames(cp="BAD1")] == [sent["error"]]
 
 

@@ -21,6 +21,7 @@ from host_tools.csms.model import CentralModel
 # them like this, and a 1.6 charge point may reject any other spelling.
 CALL_ERROR_CODES_1_6 = {"FormatViolation": "FormationViolation",
                         "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
+CAUSE_MAX = 300
 # The library's own deadline; the API's `call` applies the caller's timeout_s on top of it.
 LIBRARY_TIMEOUT_S = 24 * 3600
 
@@ -55,6 +56,18 @@ def id_tag_info(info: dict) -> datatypes.IdTagInfo:
                                parent_id_tag=info.get("parentIdTag"))
 
 
+def _call_error_for_1_6(message: str) -> str:
+    """The library's CALLERROR, with the 1.6 spelling of the code and only the first paragraph of
+    the cause: the library appends the whole jsonschema report and an echo of the CALL (kilobytes),
+    which a charge point with 100 KB of heap needs neither of."""
+    frame = json.loads(message)
+    frame[2] = CALL_ERROR_CODES_1_6.get(frame[2], frame[2])
+    details = frame[4]
+    if isinstance(details, dict) and isinstance(details.get("cause"), str):
+        frame[4] = {"cause": details["cause"].split("\n\n", 1)[0][:CAUSE_MAX]}
+    return json.dumps(frame, separators=(",", ":"))
+
+
 class CentralChargePoint(ChargePoint):
     """One connected charge point, as the central system sees it."""
 
@@ -71,10 +84,7 @@ class CentralChargePoint(ChargePoint):
 
     async def _send(self, message: str) -> None:
         if message.startswith("[4,"):
-            frame = json.loads(message)
-            if frame[2] in CALL_ERROR_CODES_1_6:
-                frame[2] = CALL_ERROR_CODES_1_6[frame[2]]
-                message = json.dumps(frame, separators=(",", ":"))
+            message = _call_error_for_1_6(message)
         await super()._send(message)
 
     @on(Action.boot_notification)

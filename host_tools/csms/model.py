@@ -175,7 +175,7 @@ class FrameLog:
 
     def find_answer(self, cp: str, uid: str, after_ms: float) -> dict | None:
         """The charge point's CALLRESULT or CALLERROR for our CALL `uid`."""
-        for f in self.frames:
+        for f in reversed(self.frames):
             fr = f["frame"]
             if f["t_ms"] >= after_ms and f["cp"] == cp and f["dir"] == "in" and isinstance(fr, list) \
                     and len(fr) > 1 and fr[0] in (3, 4) and fr[1] == uid:

@@ -17,6 +17,7 @@ from evse.ocpp.tx import Connector
 VENDOR = "evse"
 CALL_TIMEOUT_MS = const(30000)   # a CALL without an answer after this: the link is suspect
 OUTBOX_MAX = const(24)
+RECONNECT_MAX_MS = const(30000)  # back-off ceiling: a site back online is served within 30 s
 TAG_TIMEOUT_S_DEFAULT = const(60)
 SUPERVISE_MS = const(250)
 TX_FILE = "ocpp_tx.json"
@@ -40,7 +41,7 @@ class ChargePoint:
         self.ca_der = ca_der
         self.log = log
         n = len(app.guns)
-        self.keys = keys.Keys(root, n)
+        self.keys = keys.Keys(root, n, self._key_changed)
         self.auth = auth.Auth(root, self.keys)
         self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
         path = self.root + PROFILES_FILE
@@ -70,6 +71,10 @@ class ChargePoint:
         self.diagnostics_status = "Idle"
         self.later = []
         self._load()
+
+    def _key_changed(self, name, value):
+        if name == "HeartbeatInterval":
+            self.heartbeat_s = value
 
     # ---- persistence ---------------------------------------------------------------------------
     def _load(self):
@@ -493,7 +498,7 @@ class ChargePoint:
             try:
                 await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
-                wait_ms = wsmod.backoff_ms(attempt)
+                wait_ms = wsmod.backoff_ms(attempt, cap_ms=RECONNECT_MAX_MS)
                 attempt += 1
                 self.log("ocpp: cannot connect to %s (%s); next try in %d s" % (self.url, e, wait_ms // 1000))
                 await asyncio.sleep_ms(wait_ms)

@@ -1,0 +1,269 @@
+"""OCPP 1.6J beyond a plain session: boot registration, configuration, local list and cache,
+reservations, triggers, meter values, smart charging, resets, availability, power cuts,
+firmware update and diagnostics. Every frame the board sends must validate."""
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from test_ocpp_core_hil import EV, statuses, wait_status
+
+
+@pytest.fixture(autouse=True)
+def every_frame_valid(csms):
+    t = csms.now_ms()
+    yield
+    bad = csms.invalid_frames(since_ms=t)
+    assert not bad, f"frames from the board that fail the OCPP 1.6 schemas: {bad[:3]}"
+
+
+def iso_in(seconds):
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def configure(csms, **keys):
+    for key, value in keys.items():
+        status = csms.call("ChangeConfiguration", {"key": key, "value": str(value)})["payload"]["status"]
+        assert status == "Accepted", (key, status)
+
+
+def sent(csms, since_ms, action):
+    return [f["frame"][3] for f in csms.frames(since_ms=since_ms)
+            if f["dir"] == "in" and f["frame"][0] == 2 and f["frame"][2] == action]
+
+
+def start_session(rig, csms, gun=1, tag="AA11"):
+    t = csms.now_ms()
+    rig.plug(gun=gun, ev=EV)
+    rig.rfid(gun=gun, id_tag=tag)
+    csms.wait("StartTransaction", since_ms=t, timeout_s=15)
+    wait_status(csms, t, gun, "Charging", 15)
+    return t
+
+
+@pytest.mark.parametrize("registration", ["Pending", "Rejected"])
+def test_boot_pending_or_rejected_retries_after_the_interval_and_sends_nothing_else(ocpp_rig, csms, registration):
+    csms.set(boot_status=registration, interval=3)
+    t = csms.now_ms()
+    ocpp_rig.power(on=False)
+    ocpp_rig.power(on=True)
+    csms.wait("BootNotification", since_ms=t, timeout_s=20)
+    time.sleep(1)
+    second = csms.now_ms()
+    csms.wait("BootNotification", since_ms=second, timeout_s=10)  # again after the interval
+    assert not sent(csms, t, "StatusNotification")
+    if registration == "Pending":  # the central system may configure a pending charge point
+        assert csms.call("GetConfiguration", {"key": ["HeartbeatInterval"]})["payload"]["configurationKey"]
+    csms.set(boot_status="Accepted", interval=300)
+    wait_status(csms, second, 0, "Available", 15)
+
+
+def test_configuration_get_change_unknown_and_bad_values(ocpp_rig, csms):
+    got = csms.call("GetConfiguration", {})["payload"]
+    names = {k["key"] for k in got["configurationKey"]}
+    assert {"HeartbeatInterval", "MeterValueSampleInterval", "NumberOfConnectors"} <= names
+    assert "AuthorizationKey" not in names
+    assert csms.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "15"})["payload"]["status"] == "Accepted"
+    got = csms.call("GetConfiguration", {"key": ["MeterValueSampleInterval", "NoSuchKey"]})["payload"]
+    assert got["configurationKey"] == [{"key": "MeterValueSampleInterval", "readonly": False, "value": "15"}]
+    assert got["unknownKey"] == ["NoSuchKey"]
+    assert csms.call("ChangeConfiguration", {"key": "NoSuchKey", "value": "1"})["payload"]["status"] == "NotSupported"
+    assert csms.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "soon"})["payload"]["status"] == "Rejected"
+    assert csms.call("ChangeConfiguration", {"key": "NumberOfConnectors", "value": "5"})["payload"]["status"] == "Rejected"
+    # Kept across a reboot.
+    t = csms.now_ms()
+    ocpp_rig.power(on=False)
+    ocpp_rig.power(on=True)
+    csms.wait("BootNotification", since_ms=t, timeout_s=20)
+    got = csms.call("GetConfiguration", {"key": ["MeterValueSampleInterval"]})["payload"]
+    assert got["configurationKey"][0]["value"] == "15"
+
+
+def test_local_list_full_and_differential_then_offline_authorization(ocpp_rig, csms, ocpp_dut):
+    full = {"listVersion": 3, "updateType": "Full",
+            "localAuthorizationList": [{"idTag": "LOCAL1", "idTagInfo": {"status": "Accepted"}},
+                                       {"idTag": "LOCAL2", "idTagInfo": {"status": "Accepted"}}]}
+    assert csms.call("SendLocalList", full)["payload"]["status"] == "Accepted"
+    assert csms.call("GetLocalListVersion", {})["payload"]["listVersion"] == 3
+    diff = {"listVersion": 4, "updateType": "Differential", "localAuthorizationList": [{"idTag": "LOCAL2"}]}
+    assert csms.call("SendLocalList", diff)["payload"]["status"] == "Accepted"
+    stale = {"listVersion": 2, "updateType": "Differential", "localAuthorizationList": []}
+    assert csms.call("SendLocalList", stale)["payload"]["status"] == "VersionMismatch"
+    assert csms.call("GetLocalListVersion", {})["payload"]["listVersion"] == 4
+    configure(csms, WebSocketPingInterval=3)
+    ocpp_rig.net(up=False)
+    ocpp_dut.read_until(b"ocpp: link lost", 30)
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.rfid(gun=1, id_tag="LOCAL2")  # removed by the differential update: refused
+    time.sleep(1.5)
+    assert ocpp_rig.gun(1)["contactor"] is False
+    ocpp_rig.rfid(gun=1, id_tag="LOCAL1")
+    ocpp_rig.wait_for(lambda guns: guns[0]["contactor"], 15, what="charging on a local-list card, offline")
+    t = csms.now_ms()
+    ocpp_rig.net(up=True)
+    start = csms.wait("StartTransaction", since_ms=t, timeout_s=60)["frame"][3]
+    assert start["idTag"] == "LOCAL1"
+
+
+def test_the_authorization_cache_serves_offline_until_cleared(ocpp_rig, csms, ocpp_dut):
+    configure(csms, WebSocketPingInterval=3, LocalAuthListEnabled="false")
+    t = csms.now_ms()
+    ocpp_rig.rfid(gun=2, id_tag="BB22")  # online: Authorize, then the answer is cached
+    csms.wait("Authorize", since_ms=t)
+    time.sleep(1)
+    assert csms.call("ClearCache", {})["payload"]["status"] == "Accepted"
+    ocpp_rig.rfid(gun=1, id_tag="AA11")
+    csms.wait("Authorize", since_ms=csms.now_ms() - 500)
+    time.sleep(1)
+    ocpp_rig.net(up=False)
+    ocpp_dut.read_until(b"ocpp: link lost", 30)
+    ocpp_rig.plug(gun=2, ev=EV)  # BB22's authorization timed out or is used now
+    ocpp_rig.unplug(gun=2)
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.wait_for(lambda guns: guns[0]["contactor"], 15, what="charging for the cached card")
+
+
+def test_reservation_lifecycle(ocpp_rig, csms):
+    t = csms.now_ms()
+    reply = csms.call("ReserveNow", {"connectorId": 1, "expiryDate": iso_in(600), "idTag": "AA11", "reservationId": 7})
+    assert reply["payload"]["status"] == "Accepted"
+    wait_status(csms, t, 1, "Reserved")
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.rfid(gun=1, id_tag="BB22")  # not the card the connector is reserved for
+    time.sleep(2)
+    assert not sent(csms, t, "StartTransaction")
+    ocpp_rig.rfid(gun=1, id_tag="AA11")
+    start = csms.wait("StartTransaction", since_ms=t)["frame"][3]
+    assert start["reservationId"] == 7
+    assert csms.call("CancelReservation", {"reservationId": 7})["payload"]["status"] == "Rejected"  # used up
+    reply = csms.call("ReserveNow", {"connectorId": 2, "expiryDate": iso_in(3), "idTag": "AA11", "reservationId": 8})
+    assert reply["payload"]["status"] == "Accepted"
+    t2 = csms.now_ms()
+    wait_status(csms, t, 2, "Reserved")
+    wait_status(csms, t2, 2, "Available", 10)  # expired
+    assert csms.call("ReserveNow", {"connectorId": 1, "expiryDate": iso_in(60), "idTag": "BB22",
+                                    "reservationId": 9})["payload"]["status"] == "Occupied"
+    assert csms.call("ReserveNow", {"connectorId": 0, "expiryDate": iso_in(60), "idTag": "BB22",
+                                    "reservationId": 10})["payload"]["status"] == "Rejected"
+
+
+def test_trigger_message_for_every_message_it_names(ocpp_rig, csms):
+    for message in ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues",
+                    "FirmwareStatusNotification", "DiagnosticsStatusNotification"):
+        t = csms.now_ms()
+        payload = {"requestedMessage": message}
+        if message in ("StatusNotification", "MeterValues"):
+            payload["connectorId"] = 1
+        assert csms.call("TriggerMessage", payload)["payload"]["status"] == "Accepted"
+        csms.wait(message, since_ms=t, timeout_s=10)
+    reply = csms.call("TriggerMessage", {"requestedMessage": "Nonsense"})
+    assert "call_error" in reply
+
+
+def test_sampled_and_clock_aligned_meter_values(ocpp_rig, csms):
+    configure(csms, MeterValueSampleInterval=2, ClockAlignedDataInterval=3,
+              MeterValuesSampledData="Energy.Active.Import.Register,Power.Active.Import,Current.Import")
+    t = start_session(ocpp_rig, csms)
+    time.sleep(8)
+    values = sent(csms, t, "MeterValues")
+    sampled = [v for v in values if v["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Periodic"]
+    aligned = [v for v in values if v["meterValue"][0]["sampledValue"][0]["context"] == "Sample.Clock"]
+    assert len(sampled) >= 2 and len(aligned) >= 2, values
+    measurands = {s["measurand"] for s in sampled[-1]["meterValue"][0]["sampledValue"]}
+    assert measurands == {"Energy.Active.Import.Register", "Power.Active.Import", "Current.Import"}
+    energy = [float(v["meterValue"][0]["sampledValue"][0]["value"]) for v in sampled]
+    assert energy == sorted(energy) and energy[-1] > energy[0]
+    for v in aligned:
+        stamp = datetime.strptime(v["meterValue"][0]["timestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        assert (stamp.hour * 3600 + stamp.minute * 60 + stamp.second) % 3 == 0
+
+
+def test_profile_stacking_caps_the_offer_and_the_composite_schedule_shows_it(ocpp_rig, csms):
+    t = start_session(ocpp_rig, csms)
+
+    def default(level, limit):
+        return {"connectorId": 1, "csChargingProfiles": {
+            "chargingProfileId": 100 + level, "stackLevel": level, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}}}
+    assert csms.call("SetChargingProfile", default(0, 20))["payload"]["status"] == "Accepted"
+    assert csms.call("SetChargingProfile", default(1, 10))["payload"]["status"] == "Accepted"
+    ocpp_rig.wait_for(lambda guns: guns[0]["offered_a"] == 10, 15, what="the higher stack level's 10 A offered")
+    schedule = csms.call("GetCompositeSchedule", {"connectorId": 1, "duration": 600})["payload"]
+    assert schedule["status"] == "Accepted"
+    assert schedule["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 10
+    assert csms.call("ClearChargingProfile", {"id": 101})["payload"]["status"] == "Accepted"
+    ocpp_rig.wait_for(lambda guns: guns[0]["offered_a"] == 20, 15, what="back to 20 A after clearing")
+    assert csms.call("ClearChargingProfile", {"id": 999})["payload"]["status"] == "Unknown"
+    assert t
+
+
+@pytest.mark.parametrize("kind, reason", [("Soft", "SoftReset"), ("Hard", "HardReset")])
+def test_reset_stops_the_transaction_with_its_reason_and_boots_again(ocpp_rig, csms, kind, reason):
+    t = start_session(ocpp_rig, csms)
+    assert csms.call("Reset", {"type": kind})["payload"]["status"] == "Accepted"
+    stop = csms.wait("StopTransaction", since_ms=t, timeout_s=15)["frame"][3]
+    assert stop["reason"] == reason
+    csms.wait("BootNotification", since_ms=t, timeout_s=30)
+
+
+def test_reset_without_a_transaction_boots_again(ocpp_rig, csms):
+    t = csms.now_ms()
+    assert csms.call("Reset", {"type": "Soft"})["payload"]["status"] == "Accepted"
+    csms.wait("BootNotification", since_ms=t, timeout_s=30)
+    assert not sent(csms, t, "StopTransaction")
+
+
+def test_unlock_stops_the_transaction(ocpp_rig, csms):
+    t = start_session(ocpp_rig, csms)
+    assert csms.call("UnlockConnector", {"connectorId": 1})["payload"]["status"] == "NotSupported"  # no lock actuator
+    assert csms.wait("StopTransaction", since_ms=t)["frame"][3]["reason"] == "UnlockCommand"
+
+
+def test_availability_is_scheduled_when_busy_and_kept_across_a_reboot(ocpp_rig, csms):
+    t = start_session(ocpp_rig, csms)
+    assert csms.call("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"})["payload"]["status"] == "Scheduled"
+    assert csms.call("ChangeAvailability", {"connectorId": 2, "type": "Inoperative"})["payload"]["status"] == "Accepted"
+    wait_status(csms, t, 2, "Unavailable")
+    ocpp_rig.unplug(gun=1)
+    wait_status(csms, t, 1, "Unavailable")
+    t = csms.now_ms()
+    ocpp_rig.power(on=False)
+    ocpp_rig.power(on=True)
+    wait_status(csms, t, 2, "Unavailable", 20)
+    wait_status(csms, t, 1, "Unavailable")
+    ocpp_rig.plug(gun=2, ev=EV)
+    ocpp_rig.rfid(gun=2, id_tag="AA11")
+    time.sleep(2)
+    assert ocpp_rig.gun(2)["contactor"] is False
+
+
+def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csms):
+    t = start_session(ocpp_rig, csms)
+    tx_id = csms.transactions()[-1]["transactionId"]
+    ocpp_rig.power(on=False)
+    time.sleep(1)
+    ocpp_rig.power(on=True)
+    stop = csms.wait("StopTransaction", since_ms=t, timeout_s=30)["frame"][3]
+    assert stop["reason"] == "PowerLoss" and stop["transactionId"] == tx_id
+
+
+def test_a_60_s_outage_during_a_transaction_loses_no_meter_value(ocpp_rig, csms, ocpp_dut):
+    configure(csms, MeterValueSampleInterval=5, WebSocketPingInterval=5)
+    t = start_session(ocpp_rig, csms)
+    csms.wait("MeterValues", since_ms=t, timeout_s=15)
+    ocpp_rig.net(up=False)
+    down = time.monotonic()
+    ocpp_dut.read_until(b"ocpp: link lost", 30)
+    time.sleep(max(0.0, 60 - (time.monotonic() - down)))
+    ocpp_rig.unplug(gun=1)  # the session ends offline too
+    time.sleep(1)
+    back = csms.now_ms()
+    ocpp_rig.net(up=True)
+    stop = csms.wait("StopTransaction", since_ms=back, timeout_s=90)
+    values = [f for f in csms.frames(since_ms=t) if f["dir"] == "in" and f["frame"][2:3] == ["MeterValues"]]
+    stamps = [v["frame"][3]["meterValue"][0]["timestamp"] for v in values]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    during = [s for v, s in zip(values, stamps) if v["t_ms"] > back]
+    assert len(during) >= 10, stamps  # one every 5 s of the outage, sent after it
+    assert all(v["t_ms"] < stop["t_ms"] for v in values)  # in order: the stop after its meter values
