@@ -44,8 +44,8 @@ def start_session(rig, csms, gun=1, tag="AA11"):
 @pytest.mark.parametrize("registration", ["Pending", "Rejected"])
 def test_boot_pending_or_rejected_retries_after_the_interval_and_sends_nothing_else(ocpp_rig, csms, registration):
     csms.set(boot_status=registration, interval=3)
-    t = csms.now_ms()
     ocpp_rig.power(on=False)
+    t = csms.now_ms()
     ocpp_rig.power(on=True)
     csms.wait("BootNotification", since_ms=t, timeout_s=20)
     time.sleep(1)
@@ -71,8 +71,8 @@ def test_configuration_get_change_unknown_and_bad_values(ocpp_rig, csms):
     assert csms.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "soon"})["payload"]["status"] == "Rejected"
     assert csms.call("ChangeConfiguration", {"key": "NumberOfConnectors", "value": "5"})["payload"]["status"] == "Rejected"
     # Kept across a reboot.
-    t = csms.now_ms()
     ocpp_rig.power(on=False)
+    t = csms.now_ms()
     ocpp_rig.power(on=True)
     csms.wait("BootNotification", since_ms=t, timeout_s=20)
     got = csms.call("GetConfiguration", {"key": ["MeterValueSampleInterval"]})["payload"]
@@ -156,8 +156,8 @@ def test_trigger_message_for_every_message_it_names(ocpp_rig, csms):
             payload["connectorId"] = 1
         assert csms.call("TriggerMessage", payload)["payload"]["status"] == "Accepted"
         csms.wait(message, since_ms=t, timeout_s=10)
-    reply = csms.call("TriggerMessage", {"requestedMessage": "Nonsense"})
-    assert "call_error" in reply
+    reply = csms.call("TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 9})
+    assert reply["call_error"]["errorCode"] == "PropertyConstraintViolation"
 
 
 def test_sampled_and_clock_aligned_meter_values(ocpp_rig, csms):
@@ -188,12 +188,12 @@ def test_profile_stacking_caps_the_offer_and_the_composite_schedule_shows_it(ocp
             "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}}}
     assert csms.call("SetChargingProfile", default(0, 20))["payload"]["status"] == "Accepted"
     assert csms.call("SetChargingProfile", default(1, 10))["payload"]["status"] == "Accepted"
-    ocpp_rig.wait_for(lambda guns: guns[0]["offered_a"] == 10, 15, what="the higher stack level's 10 A offered")
+    ocpp_rig.wait_for(lambda guns: abs(guns[0]["offered_a"] - 10) < 0.5, 15, what="the higher stack level's 10 A offered")
     schedule = csms.call("GetCompositeSchedule", {"connectorId": 1, "duration": 600})["payload"]
     assert schedule["status"] == "Accepted"
     assert schedule["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 10
     assert csms.call("ClearChargingProfile", {"id": 101})["payload"]["status"] == "Accepted"
-    ocpp_rig.wait_for(lambda guns: guns[0]["offered_a"] == 20, 15, what="back to 20 A after clearing")
+    ocpp_rig.wait_for(lambda guns: abs(guns[0]["offered_a"] - 20) < 0.5, 15, what="back to 20 A after clearing")
     assert csms.call("ClearChargingProfile", {"id": 999})["payload"]["status"] == "Unknown"
     assert t
 
@@ -227,8 +227,8 @@ def test_availability_is_scheduled_when_busy_and_kept_across_a_reboot(ocpp_rig, 
     wait_status(csms, t, 2, "Unavailable")
     ocpp_rig.unplug(gun=1)
     wait_status(csms, t, 1, "Unavailable")
-    t = csms.now_ms()
     ocpp_rig.power(on=False)
+    t = csms.now_ms()
     ocpp_rig.power(on=True)
     wait_status(csms, t, 2, "Unavailable", 20)
     wait_status(csms, t, 1, "Unavailable")
@@ -263,7 +263,8 @@ def test_a_60_s_outage_during_a_transaction_loses_no_meter_value(ocpp_rig, csms,
     stop = csms.wait("StopTransaction", since_ms=back, timeout_s=90)
     values = [f for f in csms.frames(since_ms=t) if f["dir"] == "in" and f["frame"][2:3] == ["MeterValues"]]
     stamps = [v["frame"][3]["meterValue"][0]["timestamp"] for v in values]
-    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    during = [s for v, s in zip(values, stamps) if v["t_ms"] > back]
+    # In order; a message in flight when the link died may come twice (at-least-once delivery).
+    assert stamps == sorted(stamps)
+    during = {s for v, s in zip(values, stamps) if v["t_ms"] > back}
     assert len(during) >= 10, stamps  # one every 5 s of the outage, sent after it
     assert all(v["t_ms"] < stop["t_ms"] for v in values)  # in order: the stop after its meter values

@@ -313,8 +313,12 @@ class LocalListModel(RuleBasedStateMachine):
     def version_matches(self):
         assert self.auth.local_list_version() == (self.version if self.entries else 0)
 
+    def teardown(self):
+        import shutil
+        shutil.rmtree(self.dir)
 
-LocalListModel.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+
+LocalListModel.TestCase.settings = settings(stateful_step_count=25, deadline=None)
 test_the_local_list_behaves_like_its_model = LocalListModel.TestCase
 
 
@@ -325,3 +329,55 @@ def test_a_flash_write_failure_fails_the_update_and_rejects_clear_cache_changing
     a.cache["BB"] = ["Accepted", None, None, 1]
     assert a.clear_cache() == "Rejected"
     assert status(a, "BB") == "Accepted"
+
+
+SAME_ANSWERS = r"""
+import sys
+try:
+    import micropython
+except ImportError:
+    import types
+    sys.modules["micropython"] = types.ModuleType("micropython")
+    sys.modules["micropython"].const = lambda v: v
+from evse.ocpp.auth import Auth
+from evse.ocpp.keys import Keys
+root = sys.argv[1]
+k = Keys(root, 2)
+for name, value in (("HeartbeatInterval", "60"), ("HeartbeatInterval", "x1"), ("LocalPreAuthorize", "TRUE"),
+                    ("MeterValuesSampledData", "Voltage, SoC"), ("MeterValuesSampledData", "Volts"),
+                    ("ConnectorPhaseRotation", "1.RST,2.TSR"), ("AuthorizationKey", "00112233445566778899aabbccddeeff"),
+                    ("SecurityProfile", "1"), ("NumberOfConnectors", "3"), ("Nope", "1")):
+    print(name, k.change(name, value), k.last_error)
+conf = k.get_configuration(["HeartbeatInterval", "MeterValuesSampledData", "AuthorizationKey", "Nope"])
+print(sorted((e["key"], e["readonly"], e["value"]) for e in conf["configurationKey"]), conf.get("unknownKey"))
+a = Auth(root, k)
+now = 1780315200
+print(a.send_local_list({"listVersion": 2, "updateType": "Full", "localAuthorizationList": [
+    {"idTag": "aa", "idTagInfo": {"status": "Accepted", "expiryDate": "2026-06-01T13:00:30+01:00", "parentIdTag": "G"}},
+    {"idTag": "BB", "idTagInfo": {"status": "Blocked"}}]}))
+print(a.send_local_list({"listVersion": 2, "updateType": "Differential", "localAuthorizationList": []}))
+a.remember("CC", {"status": "Accepted"}, now)
+a = Auth(root, k)
+for tag in ("AA", "bb", "CC", "ZZ"):
+    info = a.lookup(tag, now - 1)
+    print(tag, info and sorted(info.items()), a.decide(tag, True, now)[0], a.decide(tag, False, now)[0])
+print(a.local_list_version(), a.clear_cache())
+"""
+
+
+def test_keys_and_auth_give_the_same_answers_under_micropython_as_under_cpython(tmp_path):
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "same.py"
+    script.write_text(SAME_ANSWERS)
+    outs = []
+    for exe, name in ((sys.executable, "cpython"), (str(Path(sys.executable).parent / "micropython"), "micropython")):
+        root = tmp_path / name
+        root.mkdir()
+        env = {"MICROPYPATH": str(repo / "firmware"), "PYTHONPATH": str(repo / "firmware")}
+        r = subprocess.run([exe, str(script), str(root)], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs.append(r.stdout)
+    assert outs[0] == outs[1]
+    assert "AuthorizationKey Accepted" in outs[0] and "00112233" not in outs[0].split("AuthorizationKey Accepted")[1]

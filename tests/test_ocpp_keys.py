@@ -29,7 +29,7 @@ def schema(name):
 
 def test_the_table_has_every_required_key_of_the_profiles_we_announce():
     assert not [k for k in SPEC_KEYS if k not in KEYS]
-    assert Keys("/nonexistent", 2).get("SupportedFeatureProfiles") == "Core,LocalAuthListManagement,Reservation,SmartCharging"
+    assert Keys("/nonexistent", 2).get("SupportedFeatureProfiles") == "Core,FirmwareManagement,LocalAuthListManagement,Reservation,RemoteTrigger,SmartCharging"
 
 
 def test_every_key_default_is_a_value_its_own_validation_accepts(tmp_path):

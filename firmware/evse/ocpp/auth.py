@@ -2,8 +2,10 @@
 # 5.15) and the Authorization Cache of the CSMS's answers (section 3.5.1), both on flash, and the
 # decision for a presented idTag from LocalPreAuthorize, LocalAuthorizeOffline and
 # AllowOfflineTxForUnknownId (sections 3.5.4, 9.1).
-# idTags are CiString20 (case-insensitive): they are kept upper-cased. An entry in memory is
-# (status, expiry_s or None, parentIdTag or None); times are seconds since 1970-01-01 UTC.
+# idTags are CiString20 (case-insensitive): they are kept upper-cased. An entry, in RAM and in the
+# files, is [status, expiry, parentIdTag] (the cache's adds when it was last used); expiry is in
+# whole minutes since 1970 UTC, or null: a small int on 32-bit ports, where seconds would be a
+# big int on the heap. Statuses and parents are shared strings, not one copy per entry.
 from micropython import const
 
 from evse import store
@@ -15,39 +17,51 @@ CACHE_MAX = const(64)
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")  # AuthorizationStatus
 
 
-def _entry(info):
-    """(status, expiry_s, parent) of an idTagInfo object, or None if it is not a valid one."""
+def _entry(info, parents):
+    """(status, expiry_min, parent) of an idTagInfo object, or None if it is not a valid one."""
     if not isinstance(info, dict) or info.get("status") not in STATUSES:
         return None
     expiry = info.get("expiryDate")
     if expiry is not None:
         try:
-            expiry = clock.parse_iso(expiry)
+            expiry = clock.parse_iso(expiry) // 60  # rounded down: expires early, never late
         except (ValueError, TypeError):
             return None
-    parent = info.get("parentIdTag")
-    if parent is not None and not _is_tag(parent):
+    return _shared(info["status"], expiry, info.get("parentIdTag"), parents)
+
+
+def _shared(status, expiry, parent, parents):
+    # The entry with the one copy of its status and parent strings; None if it is malformed.
+    if status not in STATUSES or not (expiry is None or isinstance(expiry, int) and not isinstance(expiry, bool)):
         return None
-    return (info["status"], expiry, parent)
+    if parent is not None:
+        if not _is_tag(parent):
+            return None
+        parent = parents.setdefault(parent, parent)
+    return (STATUSES[STATUSES.index(status)], expiry, parent)
 
 
 def _is_tag(tag):
     return isinstance(tag, str) and 0 < len(tag) <= 20
 
 
+def _valid(entry, now_s):
+    return entry[0] == "Accepted" and (entry[1] is None or entry[1] * 60 > now_s)
+
+
 def _info(entry, now_s):
     status, expiry, parent = entry[0], entry[1], entry[2]
-    if status == "Accepted" and expiry is not None and expiry <= now_s:
+    if status == "Accepted" and not _valid(entry, now_s):
         status = "Expired"
     info = {"status": status}
     if expiry is not None:
-        info["expiryDate"] = clock.iso(expiry)
+        info["expiryDate"] = clock.iso(expiry * 60)
     if parent is not None:
         info["parentIdTag"] = parent
     return info
 
 
-def _load(path, with_used):
+def _load(path, with_used, parents):
     data = store.read_json(path, {})
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
@@ -57,11 +71,13 @@ def _load(path, with_used):
     table = {}
     for tag in entries:
         e = entries[tag]
-        if (isinstance(e, list) and len(e) == 3 + with_used and e[0] in STATUSES and _is_tag(tag)
-                and (e[1] is None or isinstance(e[1], int)) and (e[2] is None or _is_tag(e[2]))):
-            table[tag] = e if with_used else tuple(e)
-        else:
+        entry = None
+        if isinstance(e, list) and len(e) == 3 + with_used and _is_tag(tag):
+            entry = _shared(e[0], e[1], e[2], parents)
+        if entry is None or with_used and not isinstance(e[3], int):
             print("auth: %s: ignoring bad entry for %s" % (path, tag))
+        else:
+            table[tag.upper()] = [entry[0], entry[1], entry[2], e[3]] if with_used else entry
     return data, table
 
 
@@ -74,10 +90,11 @@ class Auth:
         self.keys = keys
         self.list_path = root + "/" + LIST_FILE
         self.cache_path = root + "/" + CACHE_FILE
-        data, self.entries = _load(self.list_path, 0)
+        self.parents = {}
+        data, self.entries = _load(self.list_path, 0, self.parents)
         version = data.get("version") if isinstance(data, dict) else 0
         self.version = version if isinstance(version, int) and version > 0 else 0
-        data, self.cache = _load(self.cache_path, 1)
+        data, self.cache = _load(self.cache_path, 1, self.parents)
         self.tick = max([e[3] for e in self.cache.values()] + [0])
 
     def local_list_version(self):
@@ -115,7 +132,7 @@ class Auth:
             if info is None and update == "Differential":
                 entries.pop(tag.upper(), None)  # Differential: no idTagInfo removes the entry
                 continue
-            entry = _entry(info)
+            entry = _entry(info, self.parents)
             if entry is None:
                 return "Failed"
             entries[tag.upper()] = entry
@@ -167,7 +184,7 @@ class Auth:
         if not self.keys.get("AuthorizationCacheEnabled") or not _is_tag(id_tag):
             return
         tag = id_tag.upper()
-        entry = _entry(id_tag_info)
+        entry = _entry(id_tag_info, self.parents)
         if entry is None or tag in self.entries:
             return
         old = self.cache.get(tag)
@@ -191,7 +208,7 @@ class Auth:
         best = None
         for tag in self.cache:
             e = self.cache[tag]
-            rank = (e[0] == "Accepted" and (e[1] is None or e[1] > now_s), e[3])
+            rank = (_valid(e, now_s), e[3])
             if best is None or rank < best[0]:
                 best = (rank, tag)
         return best[1]

@@ -17,7 +17,8 @@ from evse.ocpp.tx import Connector
 VENDOR = "evse"
 CALL_TIMEOUT_MS = const(30000)   # a CALL without an answer after this: the link is suspect
 OUTBOX_MAX = const(24)
-RECONNECT_MAX_MS = const(30000)  # back-off ceiling: a site back online is served within 30 s
+RECONNECT_MAX_MS = const(30000)
+PONG_WAIT_MS = const(10000)  # back-off ceiling: a site back online is served within 30 s
 TAG_TIMEOUT_S_DEFAULT = const(60)
 SUPERVISE_MS = const(250)
 TX_FILE = "ocpp_tx.json"
@@ -63,6 +64,7 @@ class ChargePoint:
         self._reset = None        # "Soft" / "Hard" once accepted
         self._reset_at_ms = 0
         self._boot_now = False
+        self._dead = None
         self._next_aligned_s = 0
         self._local_tx = -1
         self.sessions = 0
@@ -169,7 +171,7 @@ class ChargePoint:
 
     def authorized(self, c, tag, info=None):
         parent = (info or {}).get("parentIdTag")
-        if not c.reserved_for(tag, parent) and not self.connectors[0].reserved_for(tag, parent):
+        if not (c.reserved_for(tag, parent) and self.connectors[0].reserved_for(tag, parent)):
             self.log("ocpp: gun %d is reserved for another card; %s refused" % (c.n, tag))
             return False
         c.tag = tag
@@ -444,6 +446,8 @@ class ChargePoint:
             self._await_uid = None
             raise OSError("no answer to %s within %d s" % (action, timeout_ms // 1000))
         self._await_uid = None
+        if self._dead:
+            raise OSError(self._dead)
         kind, body = self._reply
         if kind == rpc.CALLERROR:
             raise CallError("%s: %s %s" % (action, body[0], body[1]))
@@ -527,16 +531,19 @@ class ChargePoint:
         return None
 
     async def _session(self, ws):
+        self._dead = None
         reader = asyncio.create_task(self._reader(ws))
+        keepalive = asyncio.create_task(self._keepalive(ws))
         try:
             await self._boot()
             self.online = True
             self._statuses(True)
             await self.app.after_boot(self)
-            ping_ms = self.keys.get("WebSocketPingInterval") * 1000
             while True:
                 if reader.done():
                     raise OSError("the reader stopped")
+                if self._dead:
+                    raise OSError(self._dead)
                 if self._boot_now:
                     self._boot_now = False
                     await self._boot()
@@ -546,15 +553,30 @@ class ChargePoint:
                 if self.heartbeat_s and time.ticks_diff(now, self._last_tx_ms) >= self.heartbeat_s * 1000:
                     self.send("Heartbeat", {}, self._heartbeat_reply)
                     continue
-                if ping_ms and time.ticks_diff(now, ws.last_rx_ms) >= ping_ms:
-                    await ws.ping()
-                    await asyncio.sleep_ms(min(ping_ms, 10000))
-                    if time.ticks_diff(time.ticks_ms(), ws.last_rx_ms) >= ping_ms + min(ping_ms, 10000):
-                        raise OSError("no pong within %d s: the link is dead" % (min(ping_ms, 10000) // 1000))
-                    continue
                 await asyncio.sleep_ms(100)
         finally:
             reader.cancel()
+            keepalive.cancel()
+
+    async def _keepalive(self, ws):
+        """A link that stays quiet for WebSocketPingInterval gets a ping; no answer to it within
+        PONG_WAIT_MS (or the interval, if shorter) and the link is dead: a half-open TCP
+        connection, as when a rural site's uplink drops, shows no error otherwise."""
+        ping_at = None
+        while True:
+            await asyncio.sleep_ms(1000)
+            ping_ms = self.keys.get("WebSocketPingInterval") * 1000
+            now = time.ticks_ms()
+            if not ping_ms or time.ticks_diff(now, ws.last_rx_ms) < ping_ms:
+                ping_at = None
+                continue
+            if ping_at is None:
+                ping_at = now
+                await ws.ping()
+            elif time.ticks_diff(now, ping_at) >= min(ping_ms, PONG_WAIT_MS):
+                self._dead = "no answer to a ping within %d s" % (min(ping_ms, PONG_WAIT_MS) // 1000)
+                self._reply_event.set()  # a CALL waiting for its answer gives up now
+                return
 
     def _heartbeat_reply(self, reply):
         if reply and "currentTime" in reply:

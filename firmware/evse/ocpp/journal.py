@@ -14,8 +14,9 @@
 # An append is on flash before append() returns. Confirmations, failures and drops of other
 # messages are batched (a power cut then at worst sends such a message twice); those of
 # StartTransaction and StopTransaction, and transaction id mappings, are written at once.
-# RAM: 9 bytes per message, allocated for max_entries up front (no growth, no fragmentation
-# when the journal fills up offline); payloads stay on flash and peek() reads one back.
+# RAM: 9 bytes per message slot, allocated for max_entries (plus slack) up front: no growth and
+# no fragmentation when the journal fills up offline. Payloads stay on flash; peek() reads the
+# oldest back.
 import json
 import os
 from array import array
@@ -44,7 +45,7 @@ class Journal:
         self.path = root.rstrip("/") + "/" + JOURNAL_FILE
         self.max_entries = max_entries
         self.log = log
-        cap = max_entries + 8
+        cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
         self._ix = array("i", range(2 * cap))  # seq, transactionId (mappings applied; 0: none)
         self._kind = bytearray(cap)
         self._n = 0               # slots used
@@ -83,6 +84,8 @@ class Journal:
             if "transactionId" in payload:
                 payload = dict(payload)
                 payload["transactionId"] = real
+        seq = self._next_seq
+        line = ("a %d %d 0 %s %s\n" % (seq, tx_id, action, json.dumps(payload, separators=(",", ":")))).encode()
         lines = self._pending
         self._pending = []
         while self._live >= self.max_entries:
@@ -94,14 +97,12 @@ class Journal:
                          % (self._live, action, tx_id))
                 self._pending = lines
                 return None
-            seq = self._ix[2 * i]
             self.log("journal: full (%d messages): dropped %s seq %d of transaction %d"
-                     % (self._live, _NAMES[self._kind[i]], seq, self._ix[2 * i + 1]))
-            lines.append(b"d %d\n" % seq)
+                     % (self._live, _NAMES[self._kind[i]], self._ix[2 * i], self._ix[2 * i + 1]))
+            lines.append(b"d %d\n" % self._ix[2 * i])
             self._kill(i)
             self._garbage += 2
-        seq = self._next_seq
-        lines.append(("a %d %d 0 %s %s\n" % (seq, tx_id, action, json.dumps(payload, separators=(",", ":")))).encode())
+        lines.append(line)
         try:
             self._write(b"".join(lines))
         except OSError:
@@ -180,7 +181,7 @@ class Journal:
 
     def map_tx(self, local_id, real_id):
         """Every queued message of transaction `local_id` now carries `real_id` (written at once)."""
-        if local_id == real_id:
+        if local_id == real_id or not local_id:
             return
         self._map(local_id, real_id)
         self._pending.append(b"m %d %d\n" % (local_id, real_id))
@@ -435,7 +436,7 @@ class Journal:
             elif i >= 0:
                 local = self._ix[2 * i + 1]
                 self._kill(i)
-                if len(parts) > 2:
+                if len(parts) > 2 and local:
                     self._map(local, int(parts[2]))
         else:
             raise ValueError("unknown line")

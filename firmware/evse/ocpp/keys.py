@@ -48,7 +48,7 @@ KEYS = {
     "StopTxnAlignedDataMaxLength": (_INT, _RO, 8, None, None, ""),
     "StopTxnSampledData": (_MEASURANDS, 0, (), "StopTxnSampledDataMaxLength", None, ""),
     "StopTxnSampledDataMaxLength": (_INT, _RO, 8, None, None, ""),
-    "SupportedFeatureProfiles": (_TEXT, _RO, "Core,LocalAuthListManagement,Reservation,SmartCharging", None, None, ""),
+    "SupportedFeatureProfiles": (_TEXT, _RO, "Core,FirmwareManagement,LocalAuthListManagement,Reservation,RemoteTrigger,SmartCharging", None, None, ""),
     "TransactionMessageAttempts": (_INT, 0, 5, 1, 100, "times"),
     "TransactionMessageRetryInterval": (_INT, 0, 60, 1, 86400, "s"),
     "UnlockConnectorOnEVSideDisconnect": (_BOOL, 0, True, None, None, ""),
@@ -109,7 +109,10 @@ def text(name, value):
 
 class Keys:
     """The charge point's configuration. `change` answers ChangeConfiguration; when it rejects a
-    value, `last_error` says why (naming the key and what is allowed)."""
+    value, `last_error` says why (naming the key and what is allowed, never echoing a secret).
+    on_change(name, value) runs after a change took effect (not for RebootRequired keys): the
+    charge point re-reads HeartbeatInterval, reconnects for SecurityProfile or AuthorizationKey
+    (whose value it must never print), and so on."""
 
     def __init__(self, root="/", connectors=1, on_change=None):
         self.path = root.rstrip("/") + "/" + KEYS_FILE
