@@ -268,3 +268,54 @@ def test_a_60_s_outage_during_a_transaction_loses_no_meter_value(ocpp_rig, csms,
     during = {s for v, s in zip(values, stamps) if v["t_ms"] > back}
     assert len(during) >= 10, stamps  # one every 5 s of the outage, sent after it
     assert all(v["t_ms"] < stop["t_ms"] for v in values)  # in order: the stop after its meter values
+
+
+def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, csms, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from host_tools.fwbundle import build
+    from host_tools.sim.supervisor import compile_to_mpy
+    stage = tmp_path / "firmware"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "firmware", stage,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (stage / "evse" / "__init__.py").write_text('VERSION = "0.1.1-hil"\n')
+    compile_to_mpy(stage / "evse")  # what a board runs: precompiled, like the factory image
+    files = Path(csms.request("info")["files"])
+    (files / "fw-hil.bin").write_bytes(build(stage, "0.1.1-hil"))
+    http = csms.request("info")["http"]
+    t = csms.now_ms()
+    reply = csms.call("UpdateFirmware", {"location": f"{http}/files/fw-hil.bin", "retrieveDate": iso_in(0)})
+    assert reply["payload"] == {}
+    boot = csms.wait("BootNotification", since_ms=t, timeout_s=60)["frame"][3]
+    assert boot["firmwareVersion"] == "0.1.1-hil"
+    deadline = time.monotonic() + 15
+    while "Installed" not in [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")]:
+        assert time.monotonic() < deadline, sent(csms, t, "FirmwareStatusNotification")
+        time.sleep(0.2)
+    assert [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")] == [
+        "Downloading", "Downloaded", "Installing", "Installed"]
+
+
+def test_firmware_update_from_a_missing_file_fails_and_changes_nothing(ocpp_rig, csms):
+    http = csms.request("info")["http"]
+    t = csms.now_ms()
+    csms.call("UpdateFirmware", {"location": f"{http}/files/none.bin", "retrieveDate": iso_in(0), "retries": 1})
+    deadline = time.monotonic() + 20
+    while "DownloadFailed" not in [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")]:
+        assert time.monotonic() < deadline, sent(csms, t, "FirmwareStatusNotification")
+        time.sleep(0.2)
+    assert not sent(csms, t, "BootNotification")
+
+
+def test_diagnostics_upload_reports_uploading_then_uploaded(ocpp_rig, csms):
+    http = csms.request("info")["http"]
+    t = csms.now_ms()
+    reply = csms.call("GetDiagnostics", {"location": f"{http}/upload/"})["payload"]
+    name = reply["fileName"]
+    deadline = time.monotonic() + 20
+    while "Uploaded" not in [p["status"] for p in sent(csms, t, "DiagnosticsStatusNotification")]:
+        assert time.monotonic() < deadline, sent(csms, t, "DiagnosticsStatusNotification")
+        time.sleep(0.2)
+    assert [p["status"] for p in sent(csms, t, "DiagnosticsStatusNotification")] == ["Uploading", "Uploaded"]
+    assert name in [u["name"] for u in csms.uploads()["uploads"]]

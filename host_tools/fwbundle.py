@@ -32,8 +32,8 @@ def bundle_files(firmware_dir):
     """The paths (relative, posix) a bundle of `firmware_dir` carries, sorted."""
     root = Path(firmware_dir)
     paths = [name for name in TOP_LEVEL if (root / name).is_file()]
-    paths += sorted(p.relative_to(root).as_posix() for p in (root / "evse").rglob("*.py")
-                    if "__pycache__" not in p.parts)
+    paths += sorted(p.relative_to(root).as_posix() for p in (root / "evse").rglob("*")
+                    if p.suffix in (".py", ".mpy") and "__pycache__" not in p.parts)
     return paths
 
 

@@ -393,7 +393,7 @@ class ChargePoint:
             wait_s = when_s - self.clock.now()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
-            reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s, log=self.log,
+            reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s, log=self.app.log,
                                               cadata=self.ca_der)
             if reboot:
                 self.request_reset("Soft")
