@@ -25,6 +25,25 @@ def heap_args(request):
     return ["--heap", heap] if heap else []
 
 
+def run_sim(request, board_name, flash, *extra):
+    """`evsectl sim` as a user starts it; yields its addresses (plus the flash folder) once, and
+    stops it when the session is over."""
+    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, *heap_args(request),
+                             "--flash", str(flash), *extra], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail("evsectl sim %s printed nothing" % " ".join(extra))
+    info = json.loads(line)
+    info["flash"] = flash
+    yield info
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def board_name(request):
     return request.config.getoption("--board")
@@ -37,21 +56,7 @@ def board(board_name):
 
 @pytest.fixture(scope="session")
 def virtual_board(request, board_name, tmp_path_factory):
-    flash = tmp_path_factory.mktemp("flash")
-    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, *heap_args(request), "--flash", str(flash)],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        pytest.fail("evsectl sim printed nothing")
-    info = json.loads(line)
-    info["flash"] = flash
-    yield info
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    yield from run_sim(request, board_name, tmp_path_factory.mktemp("flash"))
 
 
 @pytest.fixture
@@ -91,22 +96,9 @@ def csms_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ocpp_board(request, board_name, tmp_path_factory, csms_server):
-    flash = tmp_path_factory.mktemp("ocpp-flash")
-    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, *heap_args(request), "--flash", str(flash),
-                             "--csms", csms_server.ws], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        pytest.fail("evsectl sim --csms printed nothing")
-    info = json.loads(line)
-    info["flash"] = flash
-    info["cp"] = board_name  # the charge point identity the factory configured
-    yield info
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    for info in run_sim(request, board_name, tmp_path_factory.mktemp("ocpp-flash"), "--csms", csms_server.ws):
+        info["cp"] = board_name  # the charge point identity the factory configured
+        yield info
 
 
 @pytest.fixture
