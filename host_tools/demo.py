@@ -1,8 +1,10 @@
 """`evsectl demo` (`make run`): a scripted day at a two-gun AC charger on the virtual board.
 
-The virtual board runs in this process. The script plays the cars through the rig protocol and
-the technician through the serial console, as a person at a real rig would, and shows what the
-rig measures. Pauses scale with --speed; the firmware's own timing is real, so each step first
+The virtual board runs in this process, connected over OCPP 1.6J to the development central
+system (`evsectl csms`, a subprocess). The script plays the drivers (cars and RFID cards) through
+the rig protocol, the technician through the serial console and the operator through the central
+system's API, as people at a real site would, and shows what the rig measures and the OCPP
+messages. Pauses scale with --speed; the firmware's own timing is real, so each step first
 waits (up to STEP_TIMEOUT_S) for the charger to have done its part, then holds its pause."""
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from host_tools.console import Console, ConsoleError
+from host_tools.csms.client import CsmsError, CsmsProcess
 from host_tools.rig import Rig, RigError
 from host_tools.sim.supervisor import VirtualBoard
 
@@ -30,9 +33,11 @@ REFRESH_S = 0.25
 PLAIN_LINE_S = 1.0          # without a terminal (CI logs): one status line per second
 STEP_TIMEOUT_S = 30.0       # real seconds: the firmware does not run faster with --speed
 CONSOLE_LINES_SHOWN = 6
+OCPP_LINES_SHOWN = 6
 OFFER_ROUNDING_A = 0.5      # the duty has 0.1 % steps: an offer of 32 A reads 31.98 A
 CAR_1 = {"max_a": 32, "phases": 3, "battery_kwh": 60, "soc": 20}
 CAR_2 = {"max_a": 32, "phases": 3, "battery_kwh": 40, "soc": 50}
+CARD_1, CARD_2 = "AA11", "BB22"   # cards the development central system accepts
 FAULT_LINE = re.compile(r"gun (\d+): (fault|cleared) (\S+)$")
 
 
@@ -89,6 +94,20 @@ def drawn_a(guns: list[dict]) -> float:
     return sum(g["amps"] for g in guns)
 
 
+def frame_line(f: dict) -> str | None:
+    """A CALL as one short line: `charger -> StartTransaction connector 1 AA11`; answers and
+    Heartbeats are left out."""
+    frame = f["frame"]
+    if not (isinstance(frame, list) and len(frame) == 4 and frame[0] == 2) or frame[2] == "Heartbeat":
+        return None
+    payload = frame[3] if isinstance(frame[3], dict) else {}
+    who = "charger -> CSMS" if f["dir"] == "in" else "CSMS -> charger"
+    shown = [f"{key} {payload[key]}" for key in ("connectorId", "status", "idTag", "transactionId", "reason",
+                                                  "meterStart", "meterStop") if key in payload]
+    mark = "" if f["valid"] else "  INVALID: " + f.get("error", "")
+    return f"{who}: {frame[2]} {', '.join(shown)}".rstrip() + mark
+
+
 def clock(seconds: float) -> str:
     return "%d:%02d" % divmod(int(seconds), 60)
 
@@ -96,8 +115,13 @@ def clock(seconds: float) -> str:
 class Day:
     """The virtual charger, the rig and the console, and where the script has got to."""
 
-    def __init__(self, vb: VirtualBoard, log_file: TextIO, speed: float):
+    def __init__(self, vb: VirtualBoard, cs: CsmsProcess, log_file: TextIO, speed: float):
         self.vb = vb
+        self.csms = cs.client()
+        self.csms_ws = cs.ws
+        self.cp_id = vb.board["name"]
+        self.ocpp_lines: list[str] = []
+        self._frames_since_ms = 0.0
         self.log_file = log_file
         self.speed = speed
         self.site_limit_a = vb.board["site_limit_a"]  # until the firmware tells its configured one
@@ -118,13 +142,13 @@ class Day:
     def script(self) -> list[Step]:
         car_2_alone_a = min(CAR_2["max_a"], self.site_limit_a)
         return [
-            Step("car 1 plugs in: 32 A three-phase, 60 kWh at 20 %",
-                 lambda: self.rig.plug(gun=1, ev=CAR_1),
+            Step(f"car 1 plugs in (32 A three-phase, 60 kWh at 20 %); its driver shows card {CARD_1}",
+                 lambda: (self.rig.plug(gun=1, ev=CAR_1), self.rig.rfid(gun=1, id_tag=CARD_1)),
                  lambda guns: guns[0]["amps"] > 0, "current on gun 1", 25),
-            Step(f"car 2 plugs in: 32 A three-phase; both share the {self.site_limit_a} A site limit",
-                 lambda: self.rig.plug(gun=2, ev=CAR_2),
+            Step(f"car 2 plugs in, card {CARD_2}; both share the {self.site_limit_a} A site limit",
+                 lambda: (self.rig.plug(gun=2, ev=CAR_2), self.rig.rfid(gun=2, id_tag=CARD_2)),
                  lambda guns: guns[0]["amps"] > 0 and guns[1]["amps"] > 0, "current on both guns", 30),
-            Step("car 1 leaves; gun 2 gets the current it frees",
+            Step("car 1 leaves; its transaction ends, gun 2 gets the current it frees",
                  lambda: self.rig.unplug(gun=1),
                  lambda guns: (guns[0]["state"] == "A"
                                and guns[1]["offered_a"] >= car_2_alone_a - OFFER_ROUNDING_A),
@@ -135,15 +159,26 @@ class Day:
             Step("the technician types `fault clear 2` on the console",
                  lambda: self.console_command("fault clear 2"),
                  lambda guns: guns[1]["amps"] > 0, "current on gun 2 again", 15),
+            Step("the operator stops gun 2's transaction from the central system (RemoteStopTransaction)",
+                 self.remote_stop_gun_2,
+                 lambda guns: guns[1]["amps"] == 0 and not guns[1]["contactor"], "gun 2's contactor to open", 4),
             Step("car 2 leaves",
                  lambda: self.rig.unplug(gun=2),
                  lambda guns: guns[1]["state"] == "A", "gun 2 in state A", 4),
         ]
 
+    def remote_stop_gun_2(self) -> None:
+        active = [t for t in self.csms.transactions(self.cp_id) if t["active"] and t["connectorId"] == 2]
+        if not active:
+            raise DemoError("the central system knows no transaction on gun 2 to stop")
+        reply = self.csms.call("RemoteStopTransaction", {"transactionId": active[0]["transactionId"]}, cp=self.cp_id)
+        if reply.get("payload", {}).get("status") != "Accepted":
+            raise DemoError(f"RemoteStopTransaction was not accepted: {reply}")
+
     def play(self, view: LiveView | PlainView) -> None:
         self.view = view
-        self.play_step(Step(self.caption, None, lambda guns: all(g["duty"] is not None for g in guns),
-                            "pilot driven by the firmware", 3))
+        self.play_step(Step(self.caption, None, lambda guns: all(g["duty"] is not None for g in guns)
+                            and self.ocpp_accepted(), "pilot driven and BootNotification accepted", 3))
         self.site_limit_a = self.console.status_json()["site_limit_a"]
         steps = self.script()
         for number, step in enumerate(steps, 1):
@@ -174,10 +209,25 @@ class Day:
         self.record.add_snapshot(self.guns)
         self.log({"kind": "snapshot", "t_ms": snapshot["t_ms"], "step": self.caption, "guns": self.guns})
         self.console.poll()
+        self.poll_ocpp()
         self.view.update(self)
         if self.screenshot and all(g["amps"] > 15 for g in self.guns):
             save_screenshot(self, self.screenshot)  # both cars sharing: the picture for the docs
             self.screenshot = None
+
+    def ocpp_accepted(self) -> bool:
+        return any(p["id"] == self.cp_id and p["connected"] and p["boot_status"] == "Accepted"
+                   for p in self.csms.charge_points())
+
+    def poll_ocpp(self) -> None:
+        """The frames the central system logged since the last poll, one line per CALL."""
+        frames = self.csms.frames(self.cp_id, since_ms=self._frames_since_ms)
+        for f in frames:
+            self._frames_since_ms = max(self._frames_since_ms, f["t_ms"])
+            line = frame_line(f)
+            if line:
+                self.ocpp_lines.append(line)
+                self.log({"kind": "ocpp", "t_ms": f["t_ms"], "line": line, "valid": f["valid"]})
 
     def console_command(self, line: str) -> None:
         self._console_line(f"> {line}")
@@ -202,6 +252,7 @@ class Day:
     def close(self) -> None:
         self.console.close()
         self.rig.close()
+        self.csms.close()
 
 
 # ---- what the person watching sees ------------------------------------------------------------
@@ -228,7 +279,9 @@ def gun_table(day: Day) -> Table:
 def live_view(day: Day) -> Group:
     console = Panel(Text("\n".join(day.console_lines[-CONSOLE_LINES_SHOWN:])),
                     title=f"console {day.vb.serial_path}", title_align="left")
-    return Group(gun_table(day), console)
+    ocpp = Panel(Text("\n".join(day.ocpp_lines[-OCPP_LINES_SHOWN:])),
+                 title=f"OCPP 1.6J, central system {day.csms_ws}", title_align="left")
+    return Group(gun_table(day), ocpp, console)
 
 
 def save_screenshot(day: Day, path: Path) -> None:
@@ -263,6 +316,7 @@ class PlainView:
     def __init__(self, terminal: Terminal):
         self.terminal = terminal
         self.printed_lines = 0
+        self.printed_ocpp = 0
         self.last_line_s = -PLAIN_LINE_S
 
     def __enter__(self):
@@ -278,6 +332,9 @@ class PlainView:
         for line in day.console_lines[self.printed_lines:]:
             self.say(f"   console: {line}")
         self.printed_lines = len(day.console_lines)
+        for line in day.ocpp_lines[self.printed_ocpp:]:
+            self.say(f"   ocpp: {line}")
+        self.printed_ocpp = len(day.ocpp_lines)
         now_s = day.elapsed_s()
         if now_s - self.last_line_s < PLAIN_LINE_S:
             return
@@ -300,6 +357,13 @@ def print_summary(terminal: Terminal, day: Day, events: list[dict]) -> None:
             f"{record.energy_wh[gun] / 1000:.2f} kWh delivered, peak {record.peak_a[gun]:.1f} A")
     within = "within" if record.site_peak_a <= day.site_limit_a else "[bold red]ABOVE[/]"
     say(f"  site: peak {record.site_peak_a:.1f} A, {within} the {day.site_limit_a} A limit")
+    for t in day.csms.transactions(day.cp_id):
+        energy = "" if t["meterStop"] is None else f", {(t['meterStop'] - t['meterStart']) / 1000:.2f} kWh"
+        ended = "still running" if t["active"] else f"stopped: {t['reason'] or 'Local'}"
+        say(f"  OCPP transaction {t['transactionId']}: connector {t['connectorId']}, card {t['idTag']}{energy}, {ended}")
+    invalid = day.csms.invalid_frames(day.cp_id)
+    say(f"  OCPP frames from the charger: {'all valid' if not invalid else f'[bold red]{len(invalid)} INVALID[/]'}"
+        " against the OCPP 1.6 schemas")
     if not record.faults:
         say("  faults: none")
     for fault in record.faults:
@@ -307,10 +371,12 @@ def print_summary(terminal: Terminal, day: Day, events: list[dict]) -> None:
         say(f"  fault: gun {fault.gun} {fault.code} at {clock(fault.at_s)}, {cleared}")
 
 
-def print_hand_over(terminal: Terminal, vb: VirtualBoard) -> None:
+def print_hand_over(terminal: Terminal, vb: VirtualBoard, cs: CsmsProcess) -> None:
     host, port = vb.control_addr.rsplit(":", 1)
     terminal.print(
         "\nThe virtual charger keeps running; Ctrl-C ends it.\n"
+        f"  central system: OCPP at {cs.ws}, API (JSON lines over TCP) at {cs.api}\n"
+        f"    printf '{{\"op\": \"transactions\"}}\\n' | nc -q1 {cs.api.replace(':', ' ')}\n"
         f"  serial console: {vb.serial_path}\n"
         f"    mpremote connect {vb.serial_path} exec \"print(6*7)\"\n"
         "    (mpremote stops the charger application; Ctrl-D at the REPL starts it again)\n"
@@ -327,11 +393,13 @@ def run(args) -> int:
     terminal = Terminal()
     log_path = Path(args.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    vb = VirtualBoard(args.board).start()
+    cs = CsmsProcess()
+    vb = None
     day = None
     try:
+        vb = VirtualBoard(args.board, csms_url=cs.ws).start()
         with log_path.open("w") as log_file:
-            day = Day(vb, log_file, args.speed)
+            day = Day(vb, cs, log_file, args.speed)
             day.screenshot = log_path.parent / "make-run.svg"
             with LiveView(terminal) if sys.stdout.isatty() else PlainView(terminal) as view:
                 day.play(view)
@@ -339,17 +407,19 @@ def run(args) -> int:
         if args.forever:
             day.close()  # the serial port is the user's now
             day = None
-            print_hand_over(terminal, vb)
+            print_hand_over(terminal, vb, cs)
             while True:
                 time.sleep(3600)
         return 0
     except KeyboardInterrupt:
         print("evsectl demo: interrupted; the virtual board is stopped", file=sys.stderr)
         return 130
-    except (DemoError, RigError, ConsoleError) as e:
+    except (DemoError, RigError, ConsoleError, CsmsError) as e:
         print(f"evsectl demo: {e}", file=sys.stderr)
         return 1
     finally:
         if day is not None:
             day.close()
-        vb.stop()
+        if vb is not None:
+            vb.stop()
+        cs.stop()

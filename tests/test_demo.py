@@ -49,6 +49,21 @@ def test_demo_day_ends_with_a_summary_of_energy_on_both_guns(demo_day):
     assert re.search(r"fault: gun 2 RCD at \d+:\d\d, cleared at", done.stdout)
 
 
+def test_demo_day_is_billed_by_the_central_system(demo_day):
+    """Both sessions reach the central system as OCPP transactions, with their cards, their energy
+    and how they ended; every frame the charger sent passed the schema check."""
+    done, records = demo_day
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    billed = re.findall(r"OCPP transaction \d+: connector (\d), card (\w+), ([\d.]+) kWh, stopped: (\w+)", done.stdout)
+    assert [(c, card, reason) for c, card, _, reason in billed] == [("1", "AA11", "EVDisconnected"),
+                                                                    ("2", "BB22", "Remote")], done.stdout[-2000:]
+    assert all(float(kwh) > 0 for _, _, kwh, _ in billed)
+    assert "OCPP frames from the charger: all valid" in done.stdout
+    ocpp = [r for r in records if r["kind"] == "ocpp"]
+    assert any("RemoteStopTransaction" in r["line"] for r in ocpp)
+    assert all(r["valid"] for r in ocpp)
+
+
 def test_demo_log_shows_both_guns_sharing_the_site_limit(demo_day):
     _, records = demo_day
     snapshots = [r for r in records if r["kind"] == "snapshot"]
