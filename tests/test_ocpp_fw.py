@@ -242,7 +242,7 @@ def test_a_download_that_cannot_start_fails_after_every_retry_and_leaves_the_old
         assert server.requests[before:] == ["/nothing-here.bin"] * 3
         assert "404" in out
     if where == "ftp":
-        assert "ftp:// is not supported; serve the file over http:// or https://" in out
+        assert "ftp:// is not supported here; use http:// or https://" in out
     assert tree(flash) == OLD_FILES
 
 
@@ -409,7 +409,7 @@ def test_urls_parse_into_scheme_host_port_and_target(url, parsed):
 
 @pytest.mark.parametrize("url, message", [
     ("ftp://ftp.example.com/fw.bin", "ftp:// is not supported"),
-    ("example.com/fw.bin", "not an http:// or https:// URL"),
+    ("example.com/fw.bin", "must start with http:// or https://"),
     ("http://host:99999/", "port"),
     ("http://host:abc/", "port"),
     ("http:///path", "no host"),

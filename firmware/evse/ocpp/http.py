@@ -16,6 +16,8 @@ import os
 
 from micropython import const
 
+from evse.ocpp import url as urlmod
+
 CHUNK = const(1024)
 LINE_MAX = const(512)       # a longer status or header line is refused, not buffered
 HEADER_LINES_MAX = const(64)
@@ -30,53 +32,12 @@ class HttpError(Exception):
 
 def parse_url(url):
     """(https, host, port, target, userinfo or None) of an http:// or https:// URL."""
-    for c in url:
-        if c <= " " or c == "\x7f":
-            raise HttpError("URL %r: contains a space or control character; percent-encode it" % url)
-    i = url.find("://")
-    scheme = url[:i].lower() if i > 0 else ""
-    if scheme not in ("http", "https"):
-        if scheme:
-            raise HttpError("URL %s: %s:// is not supported; serve the file over http:// or https://"
-                            % (url, scheme))
-        raise HttpError("URL %r: not an http:// or https:// URL" % url)
+    try:
+        scheme, userinfo, host, port, target, _ = urlmod.split(url, ("http", "https"))
+    except ValueError as e:
+        raise HttpError("URL %s: %s" % (url, e))
     https = scheme == "https"
-    rest = url[i + 3:]
-    hash_at = rest.find("#")
-    if hash_at >= 0:
-        rest = rest[:hash_at]
-    end = len(rest)
-    for sep in "/?":
-        j = rest.find(sep)
-        if 0 <= j < end:
-            end = j
-    hostport, target = rest[:end], rest[end:]
-    if not target.startswith("/"):
-        target = "/" + target
-    userinfo = None
-    at = hostport.rfind("@")
-    if at >= 0:
-        userinfo, hostport = hostport[:at], hostport[at + 1:]
-    port = 443 if https else 80
-    if hostport.startswith("["):       # an IPv6 literal: [::1]:8080
-        close = hostport.find("]")
-        host, port_text = hostport[1:close], hostport[close + 1:]
-        if close < 0 or (port_text and not port_text.startswith(":")):
-            raise HttpError("URL %s: bad IPv6 host" % url)
-        port_text = port_text[1:]
-    else:
-        colon = hostport.rfind(":")
-        host, port_text = (hostport[:colon], hostport[colon + 1:]) if colon >= 0 else (hostport, "")
-    if port_text:
-        try:
-            port = int(port_text)
-        except ValueError:
-            port = 0
-        if not 0 < port < 65536:
-            raise HttpError("URL %s: port %r is not a number from 1 to 65535" % (url, port_text))
-    if not host:
-        raise HttpError("URL %s: no host" % url)
-    return https, host, port, target, userinfo
+    return https, host, port or (443 if https else 80), target, userinfo
 
 
 def _ssl_context(cadata):

@@ -10,6 +10,8 @@ import time
 
 from micropython import const
 
+from evse.ocpp import url as urlmod
+
 OP_CONT = const(0)
 OP_TEXT = const(1)
 OP_BINARY = const(2)
@@ -59,44 +61,16 @@ class WsClosed(WsError):
 
 def parse_url(url):
     """(secure, host, port, path) of a ws:// or wss:// URL; ValueError naming the URL otherwise."""
-    for ch in url:
-        if ch <= " " or ch == "\x7f":
-            raise ValueError("OCPP URL %r contains spaces or control characters" % url)
-    scheme = url[:6].lower()
-    if scheme.startswith("ws://"):
-        secure, rest, port = False, url[5:], 80
-    elif scheme == "wss://":
-        secure, rest, port = True, url[6:], 443
-    else:
-        raise ValueError("OCPP URL %r must start with ws:// or wss://" % url)
-    if "#" in rest:
+    try:
+        scheme, userinfo, host, port, path, fragment = urlmod.split(url, ("ws", "wss"))
+    except ValueError as e:
+        raise ValueError("OCPP URL %r: %s" % (url, e))
+    if fragment is not None:
         raise ValueError("OCPP URL %r: a WebSocket URL has no #fragment (RFC 6455 3)" % url)
-    end = len(rest)
-    for sep in "/?":
-        i = rest.find(sep)
-        if 0 <= i < end:
-            end = i
-    hostport, path = rest[:end], rest[end:]
-    if not path.startswith("/"):
-        path = "/" + path
-    if "@" in hostport:
+    if userinfo is not None:
         raise ValueError("OCPP URL %r: give user and password as basic_auth, not in the URL" % url)
-    if hostport.startswith("["):  # IPv6 literal, RFC 3986 3.2.2
-        i = hostport.find("]")
-        host, tail = hostport[1:i], hostport[i + 1:]
-        if i < 0 or (tail and not tail.startswith(":")):
-            raise ValueError("OCPP URL %r: bad [IPv6] host" % url)
-    else:
-        i = hostport.find(":")
-        host, tail = (hostport, "") if i < 0 else (hostport[:i], hostport[i:])
-    if tail:
-        digits = tail[1:]
-        if not digits.isdigit() or not 0 < int(digits) < 65536:
-            raise ValueError("OCPP URL %r: port must be a number 1..65535" % url)
-        port = int(digits)
-    if not host:
-        raise ValueError("OCPP URL %r has no host" % url)
-    return secure, host, port, path
+    secure = scheme == "wss"
+    return secure, host, port or (443 if secure else 80), path
 
 
 def encode_frame(opcode, payload, mask_key):
