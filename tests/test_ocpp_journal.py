@@ -121,14 +121,18 @@ def test_an_offline_transaction_gets_its_real_id_in_every_queued_message(tmp_pat
     assert other in [e[0] for e in contents(str(tmp_path))]
 
 
-def test_map_tx_rewrites_queued_messages_and_the_mapping_survives_a_restart(tmp_path):
+def test_the_mapping_of_a_confirmed_start_survives_a_restart(tmp_path):
     j = Journal(str(tmp_path), 100)
+    s = j.append("StartTransaction", start(1), tx_id=-3)
+    assert j.tx_of(s) == -3
     j.append("MeterValues", meter(-3, 5))
     j.append("StopTransaction", stop(-3, 9))
-    j.map_tx(-3, 88)
+    j.confirm(s, {"transactionId": 88})
     assert [e[2]["transactionId"] for e in contents(str(tmp_path))] == [88, 88]
     j2 = Journal(str(tmp_path), 100)
     assert j2.peek()[2]["transactionId"] == 88
+    assert j2.append("MeterValues", meter(-3, 6)) is not None  # late, with the old id: mapped too
+    assert j2.new_local_tx_id() < -3                          # and the local id is not given again
 
 
 def test_local_transaction_ids_stay_unique_across_restarts_and_compactions(tmp_path):
@@ -197,18 +201,20 @@ def record_session(root):
     j.failed(s)
     j.confirm(s, {"transactionId": 42})
     done("confirm-start", s, (local, 42))
-    seq = j.append("StopTransaction", stop(42, 100))
-    done("append", seq, ("StopTransaction", stop(42, 100)))
+    stop_seq = j.append("StopTransaction", stop(42, 100))
+    done("append", stop_seq, ("StopTransaction", stop(42, 100)))
     head = j.peek()[0]
     j.confirm(head)           # a MeterValues: batched
     done("confirm", head)
-    j.map_tx(-9, 77)
-    done("map", None, (-9, 77))
+    s2 = j.append("StartTransaction", start(2), tx_id=-9)
+    done("append", s2, ("StartTransaction", start(2)))
+    j.confirm(s2, {"transactionId": 77})
+    done("confirm-start", s2, (-9, 77))
     for wh in range(3):
         seq = j.append("MeterValues", meter(-9, wh))
         done("append", seq, ("MeterValues", meter(77, wh)))
-    j.confirm(seq - 3)        # the StopTransaction: written at once
-    done("confirm-stop", seq - 3)
+    j.confirm(stop_seq)       # the StopTransaction: written at once
+    done("confirm-stop", stop_seq)
     j.sync()
     return steps
 

@@ -66,7 +66,6 @@ class ChargePoint:
         self._boot_now = False
         self._dead = None
         self._next_aligned_s = 0
-        self._local_tx = -1
         self.sessions = 0
         self.pending_profile = None   # (connector, TxProfile) of a RemoteStartTransaction
         self.firmware_status = "Idle"
@@ -94,8 +93,6 @@ class ChargePoint:
                     continue
                 if isinstance(tx, dict) and "id" in tx and c.n > 0:
                     c.tx = tx
-                    if tx["id"] < 0 and tx["id"] <= self._local_tx:
-                        self._local_tx = tx["id"] - 1
 
     def _save_txs(self):
         store.write_json(self.root + TX_FILE, dict((str(c.n), c.tx) for c in self.connectors if c.tx is not None))
@@ -184,14 +181,13 @@ class ChargePoint:
     def start_tx(self, c, tag):
         gun_energy = self.app.energy_wh(c.n)
         reservation = c.reservation or self.connectors[0].reservation
-        tx = {"id": self._local_tx, "tag": tag, "start_s": self.clock.now(), "meter_start": int(gun_energy),
-              "seen_s": self.clock.now()}
-        self._local_tx -= 1
+        # A local id, unique on the journal, until the central system gives the real one.
+        tx = {"id": self.journal.new_local_tx_id(), "tag": tag, "start_s": self.clock.now(),
+              "meter_start": int(gun_energy), "seen_s": self.clock.now()}
         if getattr(c, "tag_parent", None):
             tx["parent"] = c.tag_parent
-        # "_tx" (the local id, mapped to the central system's when confirmed) never goes out.
         payload = {"connectorId": c.n, "idTag": tag, "meterStart": tx["meter_start"],
-                   "timestamp": clock.iso(tx["start_s"]), "_tx": tx["id"]}
+                   "timestamp": clock.iso(tx["start_s"])}
         if reservation is not None and reservation["tag"] in (tag, tx.get("parent")):
             payload["reservationId"] = reservation["id"]
             c.reservation = None
@@ -204,7 +200,7 @@ class ChargePoint:
             profile["transactionId"] = tx["id"]
             self.profiles.install(c.n, profile)
         self.pending_profile = None
-        self.journal.append("StartTransaction", payload)
+        self.journal.append("StartTransaction", payload, tx_id=tx["id"])
         self.sessions += 1
         self.log("ocpp: gun %d: transaction started for %s" % (c.n, tag))
 
@@ -237,10 +233,10 @@ class ChargePoint:
         return True
 
     def new_tx_id_confirmed(self, local_id, reply):
+        """The StartTransaction of `local_id` is confirmed (the journal has mapped its queued
+        messages to the real id): the connector takes the id, and the card's verdict."""
         real = reply.get("transactionId")
         info = reply.get("idTagInfo", {})
-        if isinstance(real, int):
-            self.journal.map_tx(local_id, real)
         for c in self.connectors[1:]:
             if c.tx is not None and c.tx["id"] == local_id:
                 if isinstance(real, int):
@@ -458,10 +454,6 @@ class ChargePoint:
         entry = self.journal.peek()
         if entry is not None and time.ticks_diff(time.ticks_ms(), self._retry_at_ms) >= 0:
             seq, action, payload, attempts = entry
-            local_tx = None
-            if "_tx" in payload:
-                payload = dict(payload)
-                local_tx = payload.pop("_tx")
             try:
                 reply = await self.call(action, payload)
             except CallError as e:
@@ -472,11 +464,12 @@ class ChargePoint:
                     wait_s = self.keys.get("TransactionMessageRetryInterval") * (attempts + 1)
                     self._retry_at_ms = time.ticks_add(time.ticks_ms(), wait_s * 1000)
                 return True
+            local_tx = self.journal.tx_of(seq)
+            self.journal.confirm(seq, reply)   # a StartTransaction's: maps its id, in one write
             if action == "StartTransaction":
                 self.new_tx_id_confirmed(local_tx, reply)
             elif action == "StopTransaction" and "idTag" in payload:
                 self.auth.remember(payload["idTag"], reply.get("idTagInfo", {}), self.clock.now())
-            self.journal.confirm(seq, reply)
             return True
         if self.outbox:
             action, payload, on_reply = self.outbox.pop(0)

@@ -179,14 +179,10 @@ class Journal:
         self._after_control(False)
         return True
 
-    def map_tx(self, local_id, real_id):
-        """Every queued message of transaction `local_id` now carries `real_id` (written at once)."""
-        if local_id == real_id or not local_id:
-            return
-        self._map(local_id, real_id)
-        self._pending.append(b"m %d %d\n" % (local_id, real_id))
-        self._garbage += 1
-        self._after_control(True)
+    def tx_of(self, seq):
+        """The transactionId message `seq` is queued under (a StartTransaction's: its local id)."""
+        i = self._index(seq)
+        return self._ix[2 * i + 1] if i >= 0 else None
 
     def sync(self):
         """Writes the batched control lines now (before a planned reset)."""
