@@ -8,23 +8,21 @@ import json
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from host_tools.jsonlines import JsonLinesClient
 
 
 class CsmsError(RuntimeError):
     pass
 
 
-class CsmsClient:
-    def __init__(self, address: str, timeout_s: float = 10.0):
-        host, port = address.rsplit(":", 1)
-        self.timeout_s = timeout_s
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
-        self.rfile = self.sock.makefile("rb")
+class CsmsClient(JsonLinesClient):
+    error = CsmsError
+    peer = "the central system"
 
     def request(self, op: str, **fields) -> dict:
         """Send one op; return the reply, raising CsmsError when it says ok: false."""
@@ -33,25 +31,7 @@ class CsmsClient:
         if not isinstance(waits_s, (int, float)) or isinstance(waits_s, bool):
             waits_s = {"call": 30, "wait": 10}.get(op, 0)
         self.sock.settimeout(self.timeout_s + waits_s)
-        reply = self.raw({"op": op, **fields})
-        if not reply.get("ok"):
-            raise CsmsError(reply.get("error", "no error text"))
-        return reply
-
-    def raw(self, request) -> dict:
-        line = request if isinstance(request, (bytes, str)) else json.dumps(request)
-        if isinstance(line, str):
-            line = line.encode()
-        self.sock.sendall(line.rstrip(b"\n") + b"\n")
-        reply = self.rfile.readline()
-        if not reply:
-            raise CsmsError("the central system closed the connection")
-        return json.loads(reply)
-
-    def __getattr__(self, op: str):
-        if op.startswith("_"):
-            raise AttributeError(op)
-        return lambda **fields: self.request(op, **fields)
+        return super().request(op, **fields)
 
     # helpers ------------------------------------------------------------------------------------
 
@@ -78,15 +58,6 @@ class CsmsClient:
 
     def now_ms(self) -> float:
         return self.request("info")["t_ms"]
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def evsectl_path() -> str:

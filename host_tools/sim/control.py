@@ -5,23 +5,12 @@ Request: one JSON object per line, `{"op": NAME, ...}`; reply: `{"ok": true, ...
 
 from __future__ import annotations
 
-import json
-from typing import Callable
-
+from host_tools.jsonlines import OpError, Refused, Router
 from host_tools.sim.world import EV, EV_LEVEL_MV, PP_OHMS, World
 
-OPS: dict[str, Callable] = {}
-
-
-class OpError(ValueError):
-    pass
-
-
-def op(name: str):
-    def register(fn):
-        OPS[name] = fn
-        return fn
-    return register
+# An op's own ValueError (EV.update's, say) names the field and the fix: it is sent as it is.
+ROUTER = Router("snapshot", "docs/rig-protocol.md", user_errors=(ValueError,))
+OPS, op = ROUTER.ops, ROUTER.op
 
 
 def _flag(req: dict, key: str) -> bool:
@@ -203,27 +192,16 @@ def info(world: World, req: dict, board) -> dict:
 
 
 def handle_line(world: World, line: bytes | str, board) -> dict:
-    """One request line -> one reply object. Never raises: bad input is an error reply."""
+    """One request line -> one reply object. Never raises for bad input: that is an error reply."""
     try:
-        req = json.loads(line)
-    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not text
-        text = line.decode(errors="replace") if isinstance(line, bytes) else line
-        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
-        return {"ok": False, "error": f"request is not JSON ({why}): {text.strip()[:80]}"}
-    if not isinstance(req, dict):
-        return {"ok": False, "error": "request must be a JSON object like {\"op\": \"snapshot\"}"}
-    name = req.get("op")
-    fn = OPS.get(name) if isinstance(name, str) else None
-    if fn is None:
-        return {"ok": False, "error": f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}"}
+        name, fn, req = ROUTER.parse(line)
+    except Refused as e:
+        return e.reply
     try:
         with world.lock:
             reply = fn(world, req, board)
-    except (OpError, ValueError) as e:
-        return {"ok": False, "error": f"{name}: {e}"}
-    except (TypeError, AttributeError, KeyError) as e:
-        # A field of the wrong type that no check above caught: still the request's fault.
-        return {"ok": False, "error": f"{name}: a field has the wrong type ({e}); see docs/rig-protocol.md"}
+    except ROUTER.request_errors as e:
+        return ROUTER.refusal(name, e)
     return {"ok": True, "t_ms": round(world.now_ms(), 1), **reply}
 
 
