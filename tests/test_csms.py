@@ -15,6 +15,7 @@ import io
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from ocpp.exceptions import InternalError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
@@ -139,6 +140,22 @@ def test_heartbeat_answers_the_current_utc_time(csms, api):
     reply = asyncio.run(scenario())
     assert reply.current_time.endswith("Z")
     assert abs(time.mktime(time.strptime(reply.current_time[:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.gmtime())) < 5
+
+
+def test_an_action_set_to_be_refused_gets_an_internal_error_until_the_setting_is_cleared(csms, api):
+    async def scenario():
+        async with charge_point(csms.ws, "REFUSE1") as cp:
+            api.set(refuse=["Heartbeat"])
+            try:
+                await cp.call(call.Heartbeat(), suppress=False)
+                refused = None
+            except InternalError as e:
+                refused = e
+            api.set(refuse=[])
+            return refused, await cp.call(call.Heartbeat())
+    refused, answered = asyncio.run(scenario())
+    assert refused is not None and "refuse Heartbeat" in refused.description
+    assert answered.current_time.endswith("Z")
 
 
 def test_a_transaction_is_recorded_with_its_meter_values_in_order(csms, api):
@@ -281,7 +298,9 @@ def test_bad_api_requests_get_an_error_reply_and_the_connection_stays_open(csms,
         b'{"op": "nope"}': "unknown op 'nope'; known ops: call, charge_points, disconnect, frames, info,",
         b'{"op": "frames", "since_ms": "x"}': "frames: 'since_ms' must be a number of milliseconds, not 'x'",
         b'{"op": "frames", "cp": 1}': "frames: 'cp' must be a charge point identity",
-        b'{"op": "set"}': "set: give at least one of boot_status, interval, tags, tag",
+        b'{"op": "set"}': "set: give at least one of boot_status, interval, tags, tag, refuse",
+        b'{"op": "set", "refuse": ["Reset"]}': "set: 'refuse' must be a list of actions a charge point sends",
+        b'{"op": "set", "refuse": "Heartbeat"}': "set: 'refuse' must be a list of actions a charge point sends",
         b'{"op": "set", "boot_status": "Maybe"}': "set: 'boot_status' must be one of Accepted, Pending, Rejected",
         b'{"op": "set", "interval": 1.5}': "set: 'interval' must be an integer number of seconds",
         b'{"op": "set", "tags": []}': "set: 'tags': tags must be a JSON object",

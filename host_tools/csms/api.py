@@ -11,26 +11,17 @@ import inspect
 import json
 import sys
 import traceback
-from typing import Callable
 
 from host_tools.csms.model import (INTERVAL_MAX_S, REGISTRATION_STATUSES, ModelError, parse_tag,
                                    parse_tags)
+from host_tools.csms.schema import FROM_CHARGE_POINT
 from host_tools.csms.server import DEFAULT_CALL_TIMEOUT_S, CallFailed, CentralSystem
+from host_tools.jsonlines import OpError, Refused, Router
 
-OPS: dict[str, Callable] = {}
+ROUTER = Router("charge_points", "docs/csms.md", user_errors=(OpError, ModelError, CallFailed))
+OPS, op = ROUTER.ops, ROUTER.op
 LINE_MAX = 1 << 20          # a request line longer than 1 MiB is refused
 TIMEOUT_MAX_S = 3600.0
-
-
-class OpError(ValueError):
-    pass
-
-
-def op(name: str):
-    def register(fn):
-        OPS[name] = fn
-        return fn
-    return register
 
 
 def _cp(req: dict) -> str | None:
@@ -65,7 +56,7 @@ def _action(req: dict) -> str:
 def info(central: CentralSystem, req: dict) -> dict:
     settings = central.model.settings
     return {**central.addresses, "ops": sorted(OPS), "boot_status": settings.boot_status,
-            "interval": settings.interval_s, "tags": settings.tags.tags,
+            "interval": settings.interval_s, "tags": settings.tags.tags, "refuse": sorted(settings.refuse),
             "files": str(central.files.root) if central.files else None,
             "basic_auth": sorted(central.basic_auth), "tls": central.ssl_context is not None}
 
@@ -94,7 +85,7 @@ async def call(central: CentralSystem, req: dict) -> dict:
 
 @op("set")
 def set_(central: CentralSystem, req: dict) -> dict:
-    known = ("boot_status", "interval", "tags", "tag")
+    known = ("boot_status", "interval", "tags", "tag", "refuse")
     if not any(k in req for k in known):
         raise OpError(f"give at least one of {', '.join(known)}")
     settings = central.model.settings
@@ -113,7 +104,12 @@ def set_(central: CentralSystem, req: dict) -> dict:
         fields = dict(req["tag"])
         id_tag = fields.pop("id", None)
         tag = (id_tag, parse_tag(id_tag, fields, "'tag'"))
+    refuse = req.get("refuse", sorted(settings.refuse))
+    if not isinstance(refuse, list) or not all(isinstance(a, str) and a in FROM_CHARGE_POINT for a in refuse):
+        raise OpError(f"'refuse' must be a list of actions a charge point sends "
+                      f"({', '.join(sorted(FROM_CHARGE_POINT))}), not {refuse!r}")
     settings.boot_status, settings.interval_s = boot_status, interval
+    settings.refuse = set(refuse)
     if tags is not None:
         settings.tags.replace(tags)
     if tag is not None:
@@ -154,26 +150,15 @@ def uploads(central: CentralSystem, req: dict) -> dict:
 async def handle_line(central: CentralSystem, line: bytes | str) -> dict:
     """One request line -> one reply object. Never raises: bad input is an error reply."""
     try:
-        req = json.loads(line)
-    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not text
-        text = line.decode(errors="replace") if isinstance(line, bytes) else line
-        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
-        return {"ok": False, "error": f"request is not JSON ({why}): {text.strip()[:80]}"}
-    if not isinstance(req, dict):
-        return {"ok": False, "error": "request must be a JSON object like {\"op\": \"charge_points\"}"}
-    name = req.get("op")
-    fn = OPS.get(name) if isinstance(name, str) else None
-    if fn is None:
-        return {"ok": False, "error": f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}"}
+        name, fn, req = ROUTER.parse(line)
+    except Refused as e:
+        return e.reply
     try:
         reply = fn(central, req)
         if inspect.isawaitable(reply):
             reply = await reply
-    except (OpError, ModelError, CallFailed) as e:
-        return {"ok": False, "error": f"{name}: {e}"}
-    except (TypeError, AttributeError, KeyError, ValueError) as e:
-        # A field of the wrong type that no check above caught: still the request's fault.
-        return {"ok": False, "error": f"{name}: a field has the wrong type ({e}); see docs/csms.md"}
+    except ROUTER.request_errors as e:
+        return ROUTER.refusal(name, e)
     except Exception as e:   # our bug: say so, keep serving
         traceback.print_exc(file=sys.stderr)
         return {"ok": False, "error": f"{name}: internal error in evsectl csms ({e!r}); please report it"}

@@ -10,7 +10,7 @@ import sys
 import traceback
 from datetime import datetime, timezone
 
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import InternalError, OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result, datatypes
 from ocpp.v16.enums import Action
@@ -81,6 +81,16 @@ class CentralChargePoint(ChargePoint):
         """The CALL's payload exactly as the charge point sent it (camelCase, from the frame log)."""
         entry = self.model.frames.find_call(self.id, "in", uid)
         return entry["frame"][3] if entry else {}
+
+    async def _handle_call(self, msg) -> None:
+        """A CALL whose action the API's `set refuse` names gets an InternalError, as from a central
+        system that cannot process it (to test TransactionMessageAttempts); the rest is routed."""
+        if msg.action in self.model.settings.refuse:
+            self.say(f"{self.id}: refused {msg.action} (set refuse)")
+            error = InternalError(description=f"this central system is set to refuse {msg.action}")
+            await self._send(msg.create_call_error(error).to_json())
+            return
+        await super()._handle_call(msg)
 
     async def _send(self, message: str) -> None:
         if message.startswith("[4,"):

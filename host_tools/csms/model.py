@@ -206,6 +206,7 @@ class Settings:
         self.boot_status = "Accepted"
         self.interval_s = 300
         self.tags = Tags(tags)
+        self.refuse: set[str] = set()   # actions answered with an InternalError
 
 
 class CentralModel:
