@@ -59,14 +59,22 @@ def virtual_board(request, board_name, tmp_path_factory):
     yield from run_sim(request, board_name, tmp_path_factory.mktemp("flash"))
 
 
-@pytest.fixture
-def rig(virtual_board):
-    r = Rig(virtual_board["control"])
+def fresh_rig(address: str, now_ms=None) -> Rig:
+    """The rig of a bare world and a factory-fresh board (no test inherits another's files),
+    powered on and booted. `booted_ms`: the time on the clock `now_ms` as the power came on."""
+    r = Rig(address)
     r.power(on=False)
     r.reset()
-    r.factory()  # the flash as it left the factory: no test inherits another's files
+    r.factory()
+    r.booted_ms = now_ms() if now_ms else None
     r.power(on=True)
     wait_booted(r)
+    return r
+
+
+@pytest.fixture
+def rig(virtual_board):
+    r = fresh_rig(virtual_board["control"])
     yield r
     r.close()
 
@@ -74,8 +82,6 @@ def rig(virtual_board):
 @pytest.fixture
 def events(rig):
     return Events(rig)
-
-
 
 
 @pytest.fixture
@@ -105,23 +111,30 @@ def ocpp_board(request, board_name, tmp_path_factory, csms_server):
 def csms(csms_server):
     from host_tools.csms.client import CsmsClient
     client = CsmsClient(csms_server.api)
-    client.set(boot_status="Accepted", interval=300)
+    client.set(boot_status="Accepted", interval=300, refuse=[])
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def every_frame_valid(request):
+    """In every test that talks to the central system, every frame the board sends validates
+    against the official OCPP 1.6 schemas."""
+    if "csms" not in request.fixturenames:
+        yield
+        return
+    csms = request.getfixturevalue("csms")
+    t = csms.now_ms()
+    yield
+    bad = csms.invalid_frames(since_ms=t)
+    assert not bad, f"frames from the board that fail the OCPP 1.6 schemas: {bad[:3]}"
 
 
 @pytest.fixture
 def ocpp_rig(ocpp_board, csms):
     """A factory-fresh board connected to the central system, its boot accepted."""
-    r = Rig(ocpp_board["control"])
-    r.power(on=False)
-    r.reset()
-    r.factory()
-    t = csms.now_ms()
-    r.power(on=True)
-    wait_booted(r)
-    csms.wait("BootNotification", since_ms=t, timeout_s=20)
-    r.booted_ms = t
+    r = fresh_rig(ocpp_board["control"], csms.now_ms)
+    csms.wait("BootNotification", since_ms=r.booted_ms, timeout_s=20)
     yield r
     r.close()
 
