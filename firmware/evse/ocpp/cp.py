@@ -60,7 +60,7 @@ class ChargePoint:
         self._await_uid = None
         self._reply = None
         self._last_tx_ms = 0
-        self._retry_at_ms = 0
+        self._retry_at_ms = None  # a refused transaction message waits until then
         self._reset = None        # "Soft" / "Hard" once accepted
         self._reset_at_ms = 0
         self._boot_now = False
@@ -118,14 +118,20 @@ class ChargePoint:
         return c.may_charge() and self.connectors[0].operative
 
     def limit_a(self, n):
-        """The smart-charging cap on gun n now, in A (None: no cap)."""
+        """The smart-charging cap now, in A per phase (None: no cap): on gun n, or with n = 0
+        on the whole charger (ChargePointMaxProfile)."""
         c = self.connectors[n]
         if not self.clock.known:
             return None
-        gun = self.app.guns[n - 1]
+        max_a = self.app.guns[n - 1].max_a if n else None
         start = c.tx["start_s"] if c.tx else None
-        return smart.limit_at(self.profiles.items, n, self.clock.now(), start, gun.max_a,
+        return smart.limit_at(self.profiles.items, n, self.clock.now(), start, max_a,
                               phases=self.app.phases(n))
+
+    def session_tag(self, n):
+        """The idTag of gun n's transaction, or None."""
+        tx = self.connectors[n].tx
+        return tx["tag"] if tx is not None else None
 
     def swipe(self, n, tag):
         """A card at gun n's reader."""
@@ -452,7 +458,8 @@ class ChargePoint:
     async def _send_next(self):
         """Send one message if one is due; False when there is nothing to send."""
         entry = self.journal.peek()
-        if entry is not None and time.ticks_diff(time.ticks_ms(), self._retry_at_ms) >= 0:
+        retry_at = self._retry_at_ms
+        if entry is not None and (retry_at is None or time.ticks_diff(time.ticks_ms(), retry_at) >= 0):
             seq, action, payload, attempts = entry
             try:
                 reply = await self.call(action, payload)
@@ -460,10 +467,12 @@ class ChargePoint:
                 self.journal.failed(seq)
                 if attempts + 1 >= self.keys.get("TransactionMessageAttempts"):
                     self.journal.drop(seq, "refused %d times: %s" % (attempts + 1, e))
+                    self._retry_at_ms = None
                 else:
                     wait_s = self.keys.get("TransactionMessageRetryInterval") * (attempts + 1)
                     self._retry_at_ms = time.ticks_add(time.ticks_ms(), wait_s * 1000)
                 return True
+            self._retry_at_ms = None
             local_tx = self.journal.tx_of(seq)
             self.journal.confirm(seq, reply)   # a StartTransaction's: maps its id, in one write
             if action == "StartTransaction":

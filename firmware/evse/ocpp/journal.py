@@ -347,14 +347,11 @@ class Journal:
                         i = self._index(int(parts[1]))
                         if i < 0:
                             continue
-                        tx = self._ix[2 * i + 1]
-                        body = parts[5]
-                        if int(parts[2]) != tx:
-                            payload = json.loads(body)
-                            if "transactionId" in payload:
-                                payload["transactionId"] = tx
-                            body = json.dumps(payload, separators=(",", ":")) + "\n"
-                        out.write(("a %s %d %d %s %s" % (parts[1], tx, self._tries.get(self._ix[2 * i], 0), parts[4], body)).encode())
+                        # The line as it was, with its tries: the "m" lines above map its
+                        # transaction id again on load (no JSON decoding here: compaction
+                        # runs in the event loop).
+                        out.write(("a %s %s %d %s %s" % (parts[1], parts[2], self._tries.get(self._ix[2 * i], 0),
+                                                         parts[4], parts[5])).encode())
             finally:
                 if src is not None:
                     src.close()
