@@ -1,31 +1,23 @@
 """`make bench`: run each benchmark, print its ratios, write bench/out/results.json."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from bench import mpy, ocpp
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "results.json"
 
 
-def micropython(script: Path, heap: str = "192K") -> dict:
-    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware'}:{ROOT / 'tests'}:.frozen")
-    r = subprocess.run([str(Path(sys.executable).parent / "micropython"), "-X", f"heapsize={heap}", str(script)],
-                       capture_output=True, text=True, env=env, timeout=600)
-    if r.returncode != 0:
-        raise SystemExit(f"{script.name} failed under MicroPython:\n{r.stdout}{r.stderr}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    tick = micropython(ROOT / "bench" / "tick_mpy.py")
+    tick = mpy.run(ROOT / "bench" / "tick_mpy.py")
     results["tick"] = tick
     print("control tick (MicroPython, 2 guns): %.1f us = %.2f x the bare HAL reads; %.2f %% of the %d ms tick"
           % (tick["tick_2_guns_us"], tick["tick_vs_hal_reads_ratio"], tick["tick_budget_used"] * 100, 20))
     print("sharing cycle (8 guns): %.1f us = %.2f x a bare equal split" % (tick["sharing_8_guns_us"], tick["sharing_vs_split_ratio"]))
     print("MicroPython heap in use with 2 guns + sharing: %d of %d bytes" % (tick["heap_live_bytes"], tick["heap_total_bytes"]))
+    results["ocpp"] = ocpp.run()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print(f"wrote {OUT.relative_to(ROOT)}")
