@@ -6,7 +6,7 @@ import time
 import gc
 
 from evse import gun as gun_mod
-from evse.sharing import Sharing, equal_split
+from evse.sharing import Sharing
 from fake_rig import charging, make_gun
 
 TICKS = 3000
@@ -50,6 +50,13 @@ clock = [0]
 def share():
     clock[0] += 250
     sharing.update(clock[0], 63, limits, offered)
+
+
+def equal_split(limits, total, min_a):
+    # Baseline: the plainest sharing, the total split equally among the guns that want power.
+    wanting = [lim for lim in limits if lim >= min_a]
+    share = total / len(wanting) if wanting else 0
+    return [min(lim, share) if lim >= min_a and share >= min_a else 0 for lim in limits]
 
 
 def split_only():

@@ -35,6 +35,8 @@ def test_every_board_file_is_valid(path):
     (lambda b: b["derate"].update(stop_c="80"), "derate.stop_c must be a temperature"),
     (lambda b: b.update(fault_retry_s=0), "board fault_retry_s must be 10..86400 s, not 0"),
     (lambda b: b.update(watchdog_ms=9000), "board watchdog_ms must be 1000..8000 ms, not 9000"),
+    (lambda b: b["guns"][1].update(phases=2), "board guns[1].phases must be 1 or 3, not 2"),
+    (lambda b: b["guns"][0].update(rotation="L1L3L2"), "board guns[0].rotation must be one of L1L2L3, L2L3L1, L3L1L2"),
 ])
 def test_bad_board_files_get_an_error_naming_the_entry(mutate, message):
     board = json.loads((BOARDS / "sim-ac2.json").read_text())
@@ -55,6 +57,8 @@ def test_set_persists_and_survives_a_reload(root):
     ("gun_max_a", 3, "gun_max_a = 3 is out of range: allowed 6..80 A"),
     ("fuse", 16, "unknown config key 'fuse'"),
     ("name", "", "name must be text of 1 to 32 characters"),
+    ("sharing_policy", "greedy", "sharing_policy must be one of fair, fifo, priority, not 'greedy'"),
+    ("priority_guns", "1;2", "priority_guns must be gun numbers separated by commas, like 1,3"),
 ])
 def test_bad_values_are_refused_with_the_key_and_range_and_change_nothing(root, key, value, message):
     cfg = config.Config(config.load_board(root), root)

@@ -17,6 +17,13 @@ WATCHDOG_FEED_MS = 500
 CONSOLE_LINE_MAX = 200
 
 
+def gun_loads(gun):
+    """The site phases (0, 1, 2) a gun's EV loads: all three, or the one on the gun's L1."""
+    if gun.get("phases", 3) == 3:
+        return (0, 1, 2)
+    return (int(gun.get("rotation", "L1L2L3")[1]) - 1,)
+
+
 class App:
     def __init__(self, board, cfg, hal, root="/"):
         self.board = board
@@ -27,6 +34,8 @@ class App:
         board["fault_retry_s"] = cfg.get("fault_retry_s")
         self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
         self.sharing = Sharing(len(self.guns), cfg.get("min_current_a"))
+        self._loads = [gun_loads(g) for g in board["guns"]]   # the site phases each gun's EV loads
+        self._since = [None] * len(self.guns)                # when each gun began to want power
         self.now_ms = 0
         self.ticks = 0
         self._last_ticks = time.ticks_ms()
@@ -98,9 +107,19 @@ class App:
         return self.now_ms
 
     def share(self, now_ms):
-        cap = self.cfg.get("gun_max_a")
-        limits = []
+        """The budget per phase (the site's, under the central system's ChargePointMaxProfile),
+        what each gun may take (its own limits, its authorization and TxProfile), which phases
+        its EV loads, what it draws, and the policy's ranks -> each gun's allocation."""
+        cfg = self.cfg
+        cap = cfg.get("gun_max_a")
+        site = cfg.get("site_limit_a")
         cp = self.cp
+        if cp is not None:
+            charger_a = cp.limit_a(0)
+            if charger_a is not None and charger_a < site:
+                site = charger_a
+        policy = cfg.get("sharing_policy")
+        limits, offered, drawn, prio = [], [], [], []
         for g in self.guns:
             lim = g.limit_a() if g.wants_power() else 0
             if cp is not None and lim:
@@ -111,10 +130,28 @@ class App:
                     if smart_a is not None and smart_a < lim:
                         lim = smart_a
             limits.append(lim if lim < cap else cap)
-        offered = [g.offered_a() for g in self.guns]
-        alloc = self.sharing.update(now_ms, self.cfg.get("site_limit_a"), limits, offered)
+            if lim and self._since[g.n - 1] is None:
+                self._since[g.n - 1] = now_ms
+            elif not lim:
+                self._since[g.n - 1] = None
+            offer = g.offered_a()
+            offered.append(offer)
+            drawn.append(g.current_a if g.contactor and g.state[0] in "CD" else offer)
+            prio.append(self._rank(g, policy))
+        since = [now_ms if t is None else t for t in self._since]
+        if policy == "fifo":
+            prio = since
+        alloc = self.sharing.update(now_ms, site, limits, offered, self._loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
+
+    def _rank(self, g, policy):
+        if policy != "priority":
+            return 0
+        if str(g.n) in self.cfg.get("priority_guns").split(","):
+            return 0
+        tag = self.cp.session_tag(g.n) if self.cp is not None else None
+        return 0 if tag is not None and tag in self.cfg.get("priority_tags").split(",") else 1
 
     def step(self):
         now = self.clock()

@@ -12,11 +12,18 @@ KEYS = {
     "gun_max_a": (int, 6, 80, "A", "cap on every gun's offer, below the board's rating"),
     "min_current_a": (int, 6, 32, "A", "an allocation below this pauses the gun instead (IEC 61851: 6 A minimum)"),
     "fault_retry_s": (int, 10, 86400, "s", "delay before a fault that clears itself is retried"),
+    "sharing_policy": (str, 4, 8, "", "how guns share the budget: fair (equal shares, unused current to the others), "
+                                      "fifo (first come, first served) or priority (priority_guns, priority_tags first)"),
+    "priority_guns": (str, 0, 32, "", "with sharing_policy priority: guns served first, e.g. 1,3"),
+    "priority_tags": (str, 0, 200, "", "with sharing_policy priority: cards (idTags) served first, e.g. AA11,BB22"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
     "ocpp_ca": (str, 0, 64, "", "file on flash with the CA certificate (DER) that signs the wss:// server"),
 }
+
+
+POLICIES = ("fair", "fifo", "priority")
 
 
 class ConfigError(ValueError):
@@ -38,6 +45,10 @@ def _check(key, value):
             raise ConfigError("%s must be text of %d to %d characters, not %r" % (key, lo, hi, value))
         if key == "ocpp_url" and value and not (value.startswith("ws://") or value.startswith("wss://")):
             raise ConfigError("ocpp_url must start with ws:// or wss://, not %r" % value)
+        if key == "sharing_policy" and value not in POLICIES:
+            raise ConfigError("sharing_policy must be one of %s, not %r" % (", ".join(POLICIES), value))
+        if key == "priority_guns" and value and not all(g.isdigit() for g in value.split(",")):
+            raise ConfigError("priority_guns must be gun numbers separated by commas, like 1,3; not %r" % value)
     return value
 
 
@@ -53,6 +64,8 @@ def parse_value(key, text):
     return _check(key, text)
 
 
+# How a gun's L1, L2, L3 sit on the site's phases: rotating the guns spreads single-phase EVs.
+ROTATIONS = ("L1L2L3", "L2L3L1", "L3L1L2")
 _BOARD_REQUIRED = (("name", str), ("hal", str), ("kind", str), ("site_limit_a", int),
                    ("guns", list), ("pilot", dict), ("derate", dict))
 # Board numbers with a range: key, min, max, unit. The watchdog's ceiling is the RP2040's.
@@ -78,6 +91,11 @@ def check_board(board):
         amps = gun.get("max_a") if isinstance(gun, dict) else None
         if not isinstance(amps, int) or not 6 <= amps <= 80:
             raise ConfigError("board guns[%d].max_a must be 6..80 A, not %r" % (i, amps))
+        if gun.get("phases", 3) not in (1, 3):
+            raise ConfigError("board guns[%d].phases must be 1 or 3, not %r" % (i, gun.get("phases")))
+        if gun.get("rotation", "L1L2L3") not in ROTATIONS:
+            raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
+                              "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
     pilot = board["pilot"]
     for key in _PILOT_KEYS:
         if not isinstance(pilot.get(key), int):
@@ -132,7 +150,8 @@ class Config:
         b = self.board
         return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
                 "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
-                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": ""}
+                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "",
+                "sharing_policy": "fair", "priority_guns": "", "priority_tags": ""}
 
     def get(self, key):
         if key in self.values:
