@@ -19,6 +19,7 @@ import tty
 from pathlib import Path
 
 from host_tools.sim import control
+from host_tools.sim import modbus as rs485
 from host_tools.sim.network import Uplink
 from host_tools.sim.world import World
 
@@ -118,6 +119,7 @@ class VirtualBoard:
         self._raw_next = False
         self.boots = 0
         self._watchdog_conn = None
+        self.buses: dict[int, rs485.BusServer] = {}
 
     # ---- set-up ---------------------------------------------------------------------------------
     def start(self) -> "VirtualBoard":
@@ -131,6 +133,7 @@ class VirtualBoard:
         self._ctl_sock = socket.create_server(("127.0.0.1", 0))
         _serve(self._ctl_sock, self._ctl_conn, "control")
         self.control_addr = "127.0.0.1:%d" % self._ctl_sock.getsockname()[1]
+        self.buses = rs485.start_buses(self.world, self.board)  # the meters' RS-485 lines
         if self.csms_url:
             self.uplink = Uplink(csms_address(self.csms_url))
         self._seed = self._stage_seed()
@@ -171,6 +174,8 @@ class VirtualBoard:
             "EVSE_SIM_BOARD": self.board["name"],
             "EVSE_SIM_CSMS": self.csms_url or "",
         })
+        for index, bus in self.buses.items():
+            env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)
         return env
 
     def program_flash(self, erase: bool = False) -> None:
@@ -372,6 +377,8 @@ class VirtualBoard:
         self._kill()
         if self.uplink is not None:
             self.uplink.close()
+        for bus in self.buses.values():
+            bus.close()
         for s in (self._hal_sock, self._ctl_sock):
             try:
                 s.close()

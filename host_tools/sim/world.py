@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from host_tools.sim.modbus import FAULTS as METER_FAULTS
+
 VOLTS_PER_PHASE = 230.0
 # EV-side pilot levels (mV) seen on the high plateau, IEC 61851-1 Table A.4.
 EV_LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000}
@@ -116,6 +118,7 @@ class Gun:
     pwm_lost_ms: float | None = None
     saw_x1: bool = False              # a sleepy EV saw the PWM withdrawn
     last_letter: str = "A"
+    meter_fault: str | None = None    # how the gun's Modbus meter misbehaves (modbus.FAULTS)
 
 
 class World:
@@ -306,8 +309,8 @@ class World:
                     return f"{g.temperature_c:.2f}"
                 if op == "E":
                     # The gun's energy meter: import register and active power.
-                    watts = g.amps * VOLTS_PER_PHASE * (g.ev.phases if g.ev else 0)
-                    return f"{g.energy_wh:.1f} {watts:.0f}"
+                    reading = self.meter_reading(g)
+                    return f"{reading['energy_wh']:.1f} {reading['power_w']:.0f}"
                 if op == "I":
                     return f"{g.amps:.2f}"
                 if op == "X":
@@ -317,6 +320,29 @@ class World:
             except (IndexError, ValueError) as e:
                 return f"!bad request {line!r}: {e}"
         return f"!unknown request {op!r}"
+
+    def meter_reading(self, g: Gun) -> dict:
+        """What the gun's energy meter measures, per phase of the gun's supply. The meter sits
+        upstream of the contactor: it sees the mains whenever the site is powered; the EV draws
+        `amps` on each of its phases."""
+        with self.lock:
+            gun = self.board["guns"][g.number - 1]
+            phases = gun.get("phases", self.board.get("phases", 3))
+            drawn = g.ev.phases if g.ev else 0
+            volts = [VOLTS_PER_PHASE if self.powered else 0.0] * phases
+            amps = [g.amps if i < drawn else 0.0 for i in range(phases)]
+            return {"volts": volts, "amps": amps, "power_w": sum(v * a for v, a in zip(volts, amps)),
+                    "energy_wh": g.energy_wh}
+
+    def set_meter_fault(self, number, fault: str | None) -> None:
+        """Make a gun's Modbus meter misbehave (one of modbus.FAULTS), or behave again (None)."""
+        g = self.gun(number)
+        if fault is not None and fault not in METER_FAULTS:
+            raise ValueError(f"meter fault must be null or one of {', '.join(METER_FAULTS)}, not {fault!r}")
+        with self.lock:
+            if fault != g.meter_fault:
+                g.meter_fault = fault
+                self.log(g.number, "meter_fault", fault)
 
     def drive_coil(self, g: Gun, on: bool) -> None:
         if on == g.coil:
