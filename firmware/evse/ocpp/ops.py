@@ -2,10 +2,20 @@
 # OCPP 1.6 action, routed by the HANDLERS table. A handler validates its payload with the rpc
 # helpers (a bad field is a CALLERROR naming it), acts on the model, and returns the .conf
 # payload; what must happen after the answer is out goes into cp.later.
+from micropython import const
+
 from evse.ocpp import clock, rpc, smart
-from evse.ocpp.rpc import need, opt
+from evse.ocpp.rpc import need, only, opt
 
 HANDLERS = {}
+# Above any charger's limit, in A or W; keeps limit * 10 * 230 V * 3 phases (smart._tenth,
+# smart._convert) finite even in the 32-bit floats of the ESP32 port, where int() of inf raises.
+LIMIT_MAX = 1e12
+# GetCompositeSchedule answers for at most this long (its chargingSchedule.duration says so):
+# a daily profile's periods repeat every day, and the answer must fit in the heap and in one
+# message the central system's charge point library takes.
+COMPOSITE_MAX_S = const(2 * 86400)
+PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
 TRIGGERABLE = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
                "Heartbeat", "MeterValues", "StatusNotification")
 
@@ -22,6 +32,8 @@ def dispatch(cp, uid, action, payload):
     fn = HANDLERS.get(action)
     if fn is None:
         return rpc.error(uid, "NotImplemented", "%s is not a known OCPP 1.6 action" % action)
+    if not isinstance(payload, dict):  # as rpc.parse: not the PDU structure
+        return rpc.error(uid, "FormationViolation", "payload of %s is not an object" % action)
     try:
         return rpc.result(uid, fn(cp, payload))
     except rpc.RpcError as e:
@@ -58,12 +70,61 @@ def _connector(cp, p, key="connectorId", zero=True, required=True):
     return cp.connectors[n]
 
 
+def _time(p, key, required=True):
+    """A date-time field as epoch seconds (None when an optional one is absent)."""
+    text = need(p, key, str) if required else opt(p, key, str)
+    if text is None:
+        return None
+    try:
+        return clock.parse_iso(text)
+    except ValueError:
+        raise rpc.RpcError("PropertyConstraintViolation", "%s %r is not a date-time" % (key, text))
+
+
+def _number(p, key, required=True):
+    value = need(p, key, float) if required else opt(p, key, float)
+    if value is not None and not -LIMIT_MAX <= value <= LIMIT_MAX:  # JSON 1e999 reads as infinity
+        raise rpc.RpcError("PropertyConstraintViolation", "%s %r is out of range" % (key, value))
+    return value
+
+
+def _profile(p, key):
+    """The ChargingProfile object `key` of the 1.6 schema, every field checked as the schema says;
+    what it means (purpose, periods, ...) smart.validate judges."""
+    profile = need(p, key, dict)
+    only(profile, ("chargingProfileId", "transactionId", "stackLevel", "chargingProfilePurpose",
+                   "chargingProfileKind", "recurrencyKind", "validFrom", "validTo", "chargingSchedule"))
+    need(profile, "chargingProfileId", int)
+    opt(profile, "transactionId", int)
+    need(profile, "stackLevel", int)
+    need(profile, "chargingProfilePurpose", str, choices=PURPOSES)
+    need(profile, "chargingProfileKind", str, choices=("Absolute", "Recurring", "Relative"))
+    opt(profile, "recurrencyKind", str, choices=("Daily", "Weekly"))
+    _time(profile, "validFrom", False)
+    _time(profile, "validTo", False)
+    schedule = need(profile, "chargingSchedule", dict)
+    only(schedule, ("duration", "startSchedule", "chargingRateUnit", "chargingSchedulePeriod", "minChargingRate"))
+    opt(schedule, "duration", int)
+    _time(schedule, "startSchedule", False)
+    need(schedule, "chargingRateUnit", str, choices=("A", "W"))
+    for period in need(schedule, "chargingSchedulePeriod", list):
+        if not isinstance(period, dict):
+            raise rpc.RpcError("TypeConstraintViolation", "chargingSchedulePeriod entries must be objects")
+        only(period, ("startPeriod", "limit", "numberPhases"))
+        need(period, "startPeriod", int)
+        _number(period, "limit")
+        opt(period, "numberPhases", int)
+    _number(schedule, "minChargingRate", False)
+    return profile
+
+
 # ---- Core ----------------------------------------------------------------------------------------
 @handler("RemoteStartTransaction")
 def remote_start(cp, p):
+    only(p, ("connectorId", "idTag", "chargingProfile"))
     tag = need(p, "idTag", str, maxlen=20)
     c = _connector(cp, p, zero=False, required=False)
-    profile = opt(p, "chargingProfile", dict)
+    profile = _profile(p, "chargingProfile") if "chargingProfile" in p else None
     if c is None:
         free = [k for k in cp.connectors[1:] if k.tx is None and k.tag is None and k.operative
                 and cp.app.guns[k.n - 1].fault is None]
@@ -95,6 +156,7 @@ def remote_start(cp, p):
 
 @handler("RemoteStopTransaction")
 def remote_stop(cp, p):
+    only(p, ("transactionId",))
     tx_id = need(p, "transactionId", int)
     for c in cp.connectors[1:]:
         if c.tx is not None and c.tx["id"] == tx_id:
@@ -105,6 +167,7 @@ def remote_stop(cp, p):
 
 @handler("Reset")
 def reset(cp, p):
+    only(p, ("type",))
     kind = need(p, "type", str, choices=("Hard", "Soft"))
     _later(cp, lambda: cp.request_reset(kind))
     return {"status": "Accepted"}
@@ -112,6 +175,7 @@ def reset(cp, p):
 
 @handler("UnlockConnector")
 def unlock(cp, p):
+    only(p, ("connectorId",))
     c = _connector(cp, p, zero=False)
     if c.tx is not None:
         cp.stop_tx(c, "UnlockCommand")
@@ -123,6 +187,7 @@ def unlock(cp, p):
 
 @handler("ChangeAvailability")
 def change_availability(cp, p):
+    only(p, ("connectorId", "type"))
     c = _connector(cp, p)
     kind = need(p, "type", str, choices=("Inoperative", "Operative"))
     # Connector 0 is the whole charger: busy while any gun has a transaction.
@@ -138,6 +203,7 @@ def change_availability(cp, p):
 
 @handler("GetConfiguration")
 def get_configuration(cp, p):
+    only(p, ("key",))
     names = opt(p, "key", list)
     if names is not None:
         for name in names:
@@ -148,6 +214,7 @@ def get_configuration(cp, p):
 
 @handler("ChangeConfiguration")
 def change_configuration(cp, p):
+    only(p, ("key", "value"))
     name = need(p, "key", str, maxlen=50)
     value = need(p, "value", str, maxlen=500)
     return {"status": cp.keys.change(name, value)}
@@ -155,49 +222,55 @@ def change_configuration(cp, p):
 
 @handler("ClearCache")
 def clear_cache(cp, p):
+    only(p, ())
     return {"status": cp.auth.clear_cache()}
 
 
 @handler("DataTransfer")
 def data_transfer(cp, p):
+    only(p, ("vendorId", "messageId", "data"))
     vendor = need(p, "vendorId", str, maxlen=255)
     opt(p, "messageId", str, maxlen=50)
+    opt(p, "data", str)
     return {"status": "UnknownVendorId" if vendor != cp.VENDOR_ID else "UnknownMessageId"}
 
 
 # ---- LocalAuthListManagement ----------------------------------------------------------------------
 @handler("SendLocalList")
 def send_local_list(cp, p):
+    only(p, ("listVersion", "localAuthorizationList", "updateType"))
     need(p, "listVersion", int)
     need(p, "updateType", str, choices=("Differential", "Full"))
     entries = opt(p, "localAuthorizationList", list)
     for e in entries or ():
         if not isinstance(e, dict):
             raise rpc.RpcError("TypeConstraintViolation", "localAuthorizationList entries must be objects")
+        only(e, ("idTag", "idTagInfo"))
         need(e, "idTag", str, maxlen=20)
         info = opt(e, "idTagInfo", dict)
         if info is not None:
+            only(info, ("expiryDate", "parentIdTag", "status"))
+            _time(info, "expiryDate", False)
+            opt(info, "parentIdTag", str, maxlen=20)
             need(info, "status", str, choices=("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))
     return {"status": cp.auth.send_local_list(p)}
 
 
 @handler("GetLocalListVersion")
 def get_local_list_version(cp, p):
+    only(p, ())
     return {"listVersion": cp.auth.local_list_version()}
 
 
 # ---- Reservation ------------------------------------------------------------------------------------
 @handler("ReserveNow")
 def reserve_now(cp, p):
+    only(p, ("connectorId", "expiryDate", "idTag", "parentIdTag", "reservationId"))
     c = _connector(cp, p)
-    expiry = need(p, "expiryDate", str)
+    expiry_s = _time(p, "expiryDate")
     tag = need(p, "idTag", str, maxlen=20)
     parent = opt(p, "parentIdTag", str, maxlen=20)
     rid = need(p, "reservationId", int)
-    try:
-        expiry_s = clock.parse_iso(expiry)
-    except ValueError:
-        raise rpc.RpcError("PropertyConstraintViolation", "expiryDate %r is not a date-time" % expiry)
     if c.n == 0 and not cp.keys.get("ReserveConnectorZeroSupported"):
         return {"status": "Rejected"}
     if c.n > 0:
@@ -218,6 +291,7 @@ def reserve_now(cp, p):
 
 @handler("CancelReservation")
 def cancel_reservation(cp, p):
+    only(p, ("reservationId",))
     rid = need(p, "reservationId", int)
     for c in cp.connectors:
         if c.reservation is not None and c.reservation["id"] == rid:
@@ -229,6 +303,7 @@ def cancel_reservation(cp, p):
 # ---- RemoteTrigger -----------------------------------------------------------------------------------
 @handler("TriggerMessage")
 def trigger_message(cp, p):
+    only(p, ("requestedMessage", "connectorId"))
     what = need(p, "requestedMessage", str, choices=TRIGGERABLE)
     c = _connector(cp, p, required=False)
     n = c.n if c is not None else None
@@ -250,8 +325,9 @@ def trigger_message(cp, p):
 # ---- SmartCharging ------------------------------------------------------------------------------------
 @handler("SetChargingProfile")
 def set_charging_profile(cp, p):
+    only(p, ("connectorId", "csChargingProfiles"))
     c = _connector(cp, p)
-    profile = need(p, "csChargingProfiles", dict)
+    profile = _profile(p, "csChargingProfiles")
     tx_id = c.tx["id"] if c.n and c.tx is not None else None
     reason = smart.validate(c.n, profile, len(cp.connectors) - 1, tx_id)
     if reason is None and not cp.profiles.install(c.n, profile):
@@ -264,10 +340,10 @@ def set_charging_profile(cp, p):
 
 @handler("ClearChargingProfile")
 def clear_charging_profile(cp, p):
+    only(p, ("id", "connectorId", "chargingProfilePurpose", "stackLevel"))
     pid = opt(p, "id", int)
     n = opt(p, "connectorId", int, lo=0)
-    purpose = opt(p, "chargingProfilePurpose", str,
-                  choices=("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"))
+    purpose = opt(p, "chargingProfilePurpose", str, choices=PURPOSES)
     level = opt(p, "stackLevel", int, lo=0)
     found = cp.profiles.clear(pid, n, purpose, level)
     return {"status": "Accepted" if found else "Unknown"}
@@ -275,8 +351,9 @@ def clear_charging_profile(cp, p):
 
 @handler("GetCompositeSchedule")
 def get_composite_schedule(cp, p):
+    only(p, ("connectorId", "duration", "chargingRateUnit"))
     c = _connector(cp, p)
-    duration = need(p, "duration", int, lo=0)
+    duration = min(need(p, "duration", int, lo=0), COMPOSITE_MAX_S)
     unit = opt(p, "chargingRateUnit", str, choices=("A", "W")) or "A"
     if not cp.clock.known:
         return {"status": "Rejected"}
@@ -297,22 +374,22 @@ def _schedule_out(schedule, duration):
 # ---- FirmwareManagement ----------------------------------------------------------------------------------
 @handler("UpdateFirmware")
 def update_firmware(cp, p):
+    only(p, ("location", "retries", "retrieveDate", "retryInterval"))
     location = need(p, "location", str)
-    retrieve = need(p, "retrieveDate", str)
+    when_s = _time(p, "retrieveDate")
     retries = opt(p, "retries", int, lo=0) or 1
     interval = opt(p, "retryInterval", int, lo=0) or 60
-    try:
-        when_s = clock.parse_iso(retrieve)
-    except ValueError:
-        raise rpc.RpcError("PropertyConstraintViolation", "retrieveDate %r is not a date-time" % retrieve)
     _later(cp, lambda: cp.start_firmware_update(location, when_s, retries, interval))
     return {}
 
 
 @handler("GetDiagnostics")
 def get_diagnostics(cp, p):
+    only(p, ("location", "retries", "retryInterval", "startTime", "stopTime"))
     location = need(p, "location", str)
     retries = opt(p, "retries", int, lo=0) or 1
     interval = opt(p, "retryInterval", int, lo=0) or 60
+    _time(p, "startTime", False)  # the log has no timestamps to select by: the whole log goes
+    _time(p, "stopTime", False)
     name = cp.start_diagnostics(location, retries, interval)
     return {"fileName": name} if name else {}

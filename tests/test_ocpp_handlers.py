@@ -1,0 +1,543 @@
+"""Every OCPP 1.6 request the central system can send, fuzzed through evse.ocpp.ops.dispatch (and
+the frame parser in front of it): a request that fits the official JSON schema gets a CALLRESULT
+that fits the response schema; a malformed one gets the CALLERROR its fault calls for (never
+InternalError, which would be a handler bug) and changes nothing; whatever comes, the charge
+point still answers, closes no contactor it was not asked to and keeps files that load again."""
+import functools
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import jsonschema
+import ocpp.v16
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from evse.ocpp import keys, ops, rpc
+from evse.ocpp.clock import iso, parse_iso
+from evse.ocpp.cp import ChargePoint
+from evse.ocpp.ws import MAX_MESSAGE
+
+SCHEMAS = Path(ocpp.v16.__file__).parent / "schemas"
+ACTIONS = sorted(ops.HANDLERS)
+GUNS = 2
+NOW = parse_iso("2026-06-01T12:00:00Z")
+DAY = 86400
+TAGS = ("TAG1", "tag1", "TAG2", "BLOCKED", "NEW")  # idTags are case-insensitive: TAG1 == tag1
+# The codes a malformed payload may get (OCPP-J 1.6 4.2.3). InternalError means a handler broke.
+PROPER = ("FormationViolation", "ProtocolError", "TypeConstraintViolation", "PropertyConstraintViolation",
+          "OccurenceConstraintViolation", "NotSupported", "NotImplemented")
+CONNECTOR_FROM_1 = ("RemoteStartTransaction", "UnlockConnector")  # connector 0 is the whole charger
+
+
+@functools.lru_cache(maxsize=None)
+def schema(name):
+    return json.loads((SCHEMAS / (name + ".json")).read_text())
+
+
+def _tenths(validator, step, value, _schema):
+    # jsonschema divides floats naively (0.3 / 0.1 != 3); the firmware floors limits to 0.1 itself.
+    quotient = value / step if validator.is_type(value, "number") else 0
+    if math.isfinite(quotient) and abs(round(quotient) - quotient) > 1e-6 * max(1, abs(quotient)):
+        yield jsonschema.ValidationError("%r is not a multiple of %s" % (value, step))
+
+
+def _date_time(text):
+    parse_iso(text)  # ValueError: not an RFC 3339 date-time
+    return text[10] in "Tt" and (text[-1] in "Zz" or text[-6] in "+-")
+
+
+FORMATS = jsonschema.FormatChecker(())
+FORMATS.checks("date-time", ValueError)(_date_time)
+Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"multipleOf": _tenths})
+
+
+@functools.lru_cache(maxsize=None)
+def validator(name):
+    return Validator(schema(name), format_checker=FORMATS)
+
+
+def fits(value, name):
+    return validator(name).is_valid(value)
+
+
+# ---- payloads from the schemas ----------------------------------------------------------------------------
+def date_times(wide):
+    seconds = st.integers(parse_iso("0001-01-01T00:00:00Z"), parse_iso("9999-12-31T23:59:59Z")) if wide \
+        else st.integers(NOW - 2 * DAY, NOW + 7 * DAY)
+    # RFC 3339 spellings beyond our own: a fraction, a zone offset (the instant moves, the form is valid).
+    return st.builds(lambda s, fraction, zone: iso(s)[:-1] + fraction + zone, seconds,
+                     st.sampled_from(("", ".5", ".123456")), st.sampled_from(("Z", "Z", "+02:00", "-05:30")))
+
+
+def sensible(action, name):
+    """Values a real central system sends, so the handlers get past their range checks."""
+    if name == "connectorId":
+        return st.integers(1 if action in CONNECTOR_FROM_1 else 0, GUNS)
+    if name in ("idTag", "parentIdTag"):
+        return st.sampled_from(TAGS)
+    if name == "key":
+        return st.sampled_from(sorted(keys.KEYS)) | st.text(max_size=8)
+    if name == "value":
+        return st.sampled_from(("true", "false", "0", "60", "3600", "Energy.Active.Import.Register", "RST", "x"))
+    if name in ("limit", "minChargingRate"):
+        return st.integers(0, 640).map(lambda tenths: tenths / 10)
+    if name == "numberPhases":
+        return st.integers(1, 3)
+    if name == "startPeriod":  # smart.validate wants 0, then increasing
+        return st.sampled_from((0, 0, 1800, 3600))
+    if name == "chargingProfilePurpose":  # a TxProfile needs a transaction, a ChargePointMaxProfile connector 0
+        return st.sampled_from(("TxDefaultProfile", "TxDefaultProfile", "ChargePointMaxProfile", "TxProfile"))
+    if name in ("stackLevel", "listVersion"):
+        return st.integers(0, 8)
+    if name in ("transactionId", "reservationId", "chargingProfileId", "id"):
+        return st.sampled_from((1, 2, 7))  # the bench's transaction is 7, its profiles 1 and 2
+    if name == "vendorId":
+        return st.sampled_from(("evse", "other"))
+    return None
+
+
+def payloads(s, action, name="", wide=False):
+    """Values that fit schema `s`: those a real central system sends and, with `wide`, field by
+    field as often any other value the schema allows."""
+    kind = s.get("type")
+    if kind == "object":
+        props = s.get("properties", {})
+        need = s.get("required", [])
+        return st.fixed_dictionaries(
+            dict((k, payloads(props[k], action, k, wide)) for k in need),
+            optional=dict((k, payloads(props[k], action, k, wide)) for k in props if k not in need))
+    if kind == "array":  # an empty one is much like an absent one
+        return st.lists(payloads(s["items"], action, name, wide), min_size=0 if wide else 1, max_size=3)
+    usual = sensible(action, name)
+    if usual is None:
+        usual = scalars(s, False)
+    return usual | scalars(s, True) if wide else usual
+
+
+def scalars(s, wide):
+    kind = s.get("type")
+    if "enum" in s:
+        return st.sampled_from(s["enum"])
+    if kind == "integer":
+        return st.integers(-2 ** 31, 2 ** 31) | st.integers(-2 ** 53, 2 ** 53) if wide else st.integers(0, 3 * DAY)
+    if kind == "number":  # multipleOf 0.1; JSON 1e999 reads as infinity
+        return st.integers(-10 ** 7, 10 ** 7).map(lambda tenths: tenths / 10) \
+            | st.sampled_from((1e12, 1e30, 1e308, math.inf, -math.inf)) if wide else st.integers(0, 640)
+    if s.get("format") == "date-time":
+        return date_times(wide)
+    if s.get("format") == "uri":
+        return st.sampled_from(("ftp://csms.example/fw.bin", "https://csms.example/upload/"))
+    chars = st.characters(codec="utf-8") if wide else st.characters(min_codepoint=32, max_codepoint=126)
+    return st.text(chars, max_size=s.get("maxLength", 40))
+
+
+def requests(action, wide=False):
+    return payloads(schema(action), action, wide=wide)
+
+
+# ---- one fault in an otherwise good payload ----------------------------------------------------------------
+WRONG = {"string": "1", "integer": 1, "number": 1.5, "boolean": True, "null": None, "array": [], "object": {}}
+OTHER_NAMES = ("transactionId", "connectorId", "status", "idTag", "data", "Key", "")
+BAD_DATES = ("yesterday", "", "2026-13-01T00:00:00Z", "2026-02-30T10:00:00Z", "2026-06-01 12:00:00Z",
+             "2026-06-01T25:00:00Z", "2026-06-01T12:00:00+2")
+
+
+def places(value, s, path=()):
+    """(path, schema) of every value inside a payload, the payload itself first."""
+    yield path, s
+    if s.get("type") == "object":
+        for k in value:
+            yield from places(value[k], s["properties"][k], path + (k,))
+    elif s.get("type") == "array":
+        for i, item in enumerate(value):
+            yield from places(item, s["items"], path + (i,))
+
+
+def faults(s, path):
+    """The faults a value of schema `s` can have: (what, the key to drop or a strategy of the
+    wrong value, the CALLERROR code rpc.py maps that fault to)."""
+    kind = s.get("type")
+    found = []
+    if kind == "object":
+        props = s.get("properties", {})
+        for k in s.get("required", ()):
+            found.append(("drop " + k, k, "ProtocolError"))
+        extra = st.sampled_from(OTHER_NAMES) | st.text(min_size=1, max_size=8)
+        found.append(("extra", extra.filter(lambda k: k not in props), "FormationViolation"))
+    wrong = [v for t, v in WRONG.items() if t != kind and not (kind == "number" and t == "integer")]
+    # A payload that is not an object is a broken frame (rpc.parse says so too), not a bad field.
+    found.append(("type", st.sampled_from(wrong), "FormationViolation" if not path else "TypeConstraintViolation"))
+    if "maxLength" in s:
+        found.append(("long", st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=s["maxLength"] + 1,
+                                      max_size=s["maxLength"] + 9), "TypeConstraintViolation"))
+    if "enum" in s:
+        odd = st.sampled_from(s["enum"]).map(lambda v: v.lower()) | st.text(max_size=12)
+        found.append(("enum", odd.filter(lambda v: v not in s["enum"]), "PropertyConstraintViolation"))
+    if s.get("format") == "date-time":
+        found.append(("date", st.sampled_from(BAD_DATES), "PropertyConstraintViolation"))
+    if kind == "number":  # JSON 1e999 reads as infinity
+        found.append(("infinite", st.sampled_from((math.inf, -math.inf)), "PropertyConstraintViolation"))
+    return found
+
+
+@st.composite
+def malformed(draw, action):
+    """(payload with exactly one fault, the code it must get, what the fault is)."""
+    good = draw(requests(action))
+    options = [(path, f) for path, s in places(good, schema(action)) for f in faults(s, path)]
+    path, (what, new, code) = draw(st.sampled_from(options))
+    bad = json.loads(json.dumps(good))
+    parent = None
+    here = bad
+    for step in path:
+        parent, here = here, here[step]
+    if what.startswith("drop "):
+        del here[new]
+    elif what == "extra":
+        here[draw(new)] = draw(st.sampled_from(list(WRONG.values())))
+    elif path:
+        parent[path[-1]] = draw(new)
+    else:
+        bad = draw(new)
+    return bad, code, "%s at %s" % (what, "/".join(str(p) for p in path))
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+                    max_leaves=8)
+
+
+def near_payloads(action):
+    """Objects with the action's own field names (and some others) holding any JSON."""
+    names = list(schema(action).get("properties", ())) + list(OTHER_NAMES)
+    return st.dictionaries(st.sampled_from(names) | st.text(max_size=4), JSON, max_size=4)
+
+
+# ---- a charge point on a bench -------------------------------------------------------------------------------
+class Ticks:
+    ms = 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def micropython_time():
+    # cp.py and clock use MicroPython's time.ticks_*: a clock the tests advance.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(time, "ticks_ms", lambda: Ticks.ms, raising=False)
+        mp.setattr(time, "ticks_diff", lambda end, start: end - start, raising=False)
+        mp.setattr(time, "ticks_add", lambda t, delta: t + delta, raising=False)
+        yield
+
+
+class FakeGun:
+    def __init__(self, state, fault=None):
+        self.state = state
+        self.fault = fault
+        self.max_a = 32
+        self.current_a = 0.0
+        self.temperature_c = 25.0
+        self.contactor = False
+
+    def offered_a(self):
+        return 16.0 if self.contactor else 0.0
+
+
+class FakeApp:
+    """What ChargePoint asks of evse.app.App, and a record of what it asked."""
+
+    def __init__(self, guns, unlock_result):
+        self.guns = guns
+        self.board = {"name": "fuzz bench", "guns": [{"max_a": 32}] * len(guns), "phases": 3}
+        self.cfg = {"site_limit_a": 63}
+        self.unlock_result = unlock_result
+        self.reboots = []
+        self.unlocks = []
+        self.lines = []
+
+    def phases(self, n):
+        return 3
+
+    def energy_wh(self, n):
+        return 1000.0 * n
+
+    def power_w(self, n):
+        return 0.0
+
+    def unlock(self, n):
+        self.unlocks.append(n)
+        return self.unlock_result
+
+    def reboot(self, hard):
+        self.reboots.append(hard)
+
+    def log(self, text):
+        self.lines.append(text)
+
+    async def after_boot(self, cp):
+        pass
+
+
+@st.composite
+def benches(draw):
+    """How the charger stands when the request comes."""
+    return {"states": draw(st.tuples(st.sampled_from("ABC"), st.sampled_from("ABC"))),
+            "fault": draw(st.sampled_from((None, None, "RCD"))),
+            "tx_on_2": draw(st.booleans()),
+            "clock_known": draw(st.booleans()),
+            "stores": draw(st.booleans()),  # a local list and charging profiles already installed
+            "unlock": draw(st.sampled_from((None, True, False)))}
+
+
+def profile(pid, purpose, kind="Absolute", **extra):
+    body = {"chargingProfileId": pid, "stackLevel": 1, "chargingProfilePurpose": purpose,
+            "chargingProfileKind": kind, "chargingSchedule": {
+                "chargingRateUnit": "A", "startSchedule": iso(NOW - DAY),
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}, {"startPeriod": 7 * 3600, "limit": 32}]}}
+    body.update(extra)
+    return body
+
+
+def start(root, bench):
+    states = list(bench["states"])
+    if bench["tx_on_2"]:
+        states[1] = "C"
+        with open(os.path.join(root, "ocpp_tx.json"), "w") as f:
+            json.dump({"2": {"id": 7, "tag": "TAG2", "start_s": NOW - 600, "meter_start": 0, "seen_s": NOW}}, f)
+    app = FakeApp([FakeGun(states[0], bench["fault"]), FakeGun(states[1])], bench["unlock"])
+    cp = load(app, root)
+    if bench["clock_known"]:
+        cp.clock.set(NOW)
+    if bench["stores"]:
+        cp.auth.send_local_list({"listVersion": 3, "updateType": "Full", "localAuthorizationList": [
+            {"idTag": "TAG1", "idTagInfo": {"status": "Accepted"}},
+            {"idTag": "BLOCKED", "idTagInfo": {"status": "Blocked"}}]})
+        assert cp.profiles.install(0, profile(1, "TxDefaultProfile", "Recurring", recurrencyKind="Daily"))
+        assert cp.profiles.install(0, profile(2, "ChargePointMaxProfile"))
+    return cp, app
+
+
+def load(app, root):
+    cp = ChargePoint(app, root, "ws://csms.example/ocpp", "CP1", log=app.log)
+    # These start asyncio tasks that go on the network: here they only note what they were asked.
+    cp.started = []
+    cp.start_firmware_update = lambda *args: cp.started.append(("firmware",) + args)
+    cp.start_diagnostics = lambda *args: cp.started.append(("diagnostics",) + args) or "diagnostics-CP1.txt"
+    return cp
+
+
+def model(cp):
+    """Everything a request may change, as comparable text."""
+    return json.dumps([[[c.tx, c.tag, c.operative, c.scheduled, c.reservation] for c in cp.connectors],
+                       cp.keys.values, cp.auth.version, cp.auth.entries, cp.auth.cache, cp.profiles.items,
+                       cp.pending_profile, len(cp.later), len(cp.outbox), cp._reset, cp.started],
+                      sort_keys=True, default=repr)
+
+
+def ask(cp, action, payload, uid="fz-1"):
+    """The decoded answer to one CALL; the work it left for after the answer is done too."""
+    text = ops.dispatch(cp, uid, action, payload)
+    ops.after(cp, action)
+    assert len(text) <= MAX_MESSAGE, (action, payload, text[:200])  # what the charger itself would take
+    answer = json.loads(text)
+    assert answer[1] == uid
+    return answer
+
+
+def serve(cp, text):
+    """What cp._reader answers to one frame from the wire: the decoded answer, or None (dropped)."""
+    try:
+        msg = rpc.parse(text)
+    except rpc.RpcError as e:
+        return None if e.uid is None else json.loads(rpc.error(e.uid, e.code, e.description))
+    if msg[0] != rpc.CALL:
+        return None
+    return ask(cp, msg[2], msg[3], msg[1])
+
+
+def answers_result(answer, action):
+    assert answer[0] == rpc.CALLRESULT, answer
+    assert fits(answer[2], action + "Response"), (action, answer[2])
+
+
+def answers_error(answer, codes=PROPER):
+    assert answer[0] == rpc.CALLERROR and len(answer) == 5, answer
+    assert answer[2] in codes, answer
+
+
+def still_sane(cp, app, root):
+    assert not [line for line in app.lines if "handler failed" in line or "ocpp: after" in line], app.lines
+    answers_result(ask(cp, "GetConfiguration", {}), "GetConfiguration")
+    for n in range(1, GUNS + 1):
+        limit = cp.limit_a(n)  # the every-second cap of the control loop
+        assert limit is None or 0 <= limit <= 32
+    names = os.listdir(root)
+    assert not [n for n in names if n.endswith((".bad", ".tmp"))], names
+    for name in names:
+        if name.endswith(".json"):
+            with open(os.path.join(root, name)) as f:
+                json.load(f)
+
+
+# ---- the tests -------------------------------------------------------------------------------------------------
+def test_every_handler_has_an_official_request_and_response_schema():
+    for action in ACTIONS:
+        assert (SCHEMAS / (action + ".json")).exists() and (SCHEMAS / (action + "Response.json")).exists(), action
+    assert set(ops.TRIGGERABLE) == set(schema("TriggerMessage")["properties"]["requestedMessage"]["enum"])
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_the_generated_requests_fit_the_official_schema(action, data):
+    # The fuzz below is only as good as this: every payload called valid is valid.
+    payload = data.draw(requests(action) | requests(action, wide=True))
+    assert fits(payload, action), payload
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@settings(max_examples=25, deadline=None)
+@given(bench=benches(), data=st.data())
+def test_a_request_a_csms_would_send_gets_a_result_that_fits_the_response_schema(action, bench, data):
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, bench)
+        answers_result(ask(cp, action, data.draw(requests(action))), action)
+        still_sane(cp, app, root)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@settings(max_examples=25, deadline=None)
+@given(bench=benches(), data=st.data())
+def test_any_schema_valid_request_gets_a_result_or_property_constraint_violation(action, bench, data):
+    # Valid by the schema but not for this charger (connector 7, a negative retry count): 1.6 4.2.3
+    # "at least one field contains an invalid value".
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, bench)
+        answer = ask(cp, action, data.draw(requests(action, wide=True)))
+        if answer[0] == rpc.CALLERROR:
+            answers_error(answer, ("PropertyConstraintViolation",))
+        else:
+            answers_result(answer, action)
+        still_sane(cp, app, root)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@settings(max_examples=30, deadline=None)
+@given(bench=benches(), data=st.data())
+def test_a_request_with_one_fault_gets_the_callerror_of_that_fault_and_changes_nothing(action, bench, data):
+    payload, code, what = data.draw(malformed(action))
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, bench)
+        before = model(cp)
+        answer = ask(cp, action, payload)
+        assert answer[0] == rpc.CALLERROR and answer[2] == code, (what, payload, answer)
+        assert model(cp) == before, (what, payload)
+        still_sane(cp, app, root)
+
+
+@settings(max_examples=150, deadline=None)
+@given(bench=benches(), data=st.data())
+def test_any_json_payload_gets_a_result_only_if_it_fits_the_schema_else_a_proper_callerror(bench, data):
+    action = data.draw(st.sampled_from(ACTIONS + ["Heartbeat", "BootNotification", "Nonsense", ""]))
+    payload = data.draw(near_payloads(action) if action in ACTIONS else JSON)
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, bench)
+        answer = ask(cp, action, payload)
+        if action not in ACTIONS:
+            answers_error(answer, ("NotImplemented", "NotSupported", "FormationViolation"))
+        elif fits(payload, action):
+            if answer[0] == rpc.CALLERROR:
+                answers_error(answer, ("PropertyConstraintViolation",))
+            else:
+                answers_result(answer, action)
+        else:
+            answers_error(answer)
+        still_sane(cp, app, root)
+
+
+FRAMES = (st.text(max_size=40)
+          | st.lists(JSON, max_size=5).map(json.dumps)
+          | st.builds(lambda uid, action, payload: json.dumps([2, uid, action, payload]),
+                      st.text(max_size=40), st.sampled_from(ACTIONS) | st.text(max_size=8), JSON)
+          | st.sampled_from(ACTIONS).flatmap(lambda a: requests(a).map(lambda p: json.dumps([2, "u1", a, p]))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(bench=benches(), text=FRAMES)
+def test_any_frame_from_the_wire_is_answered_with_a_result_or_a_proper_callerror_or_dropped(bench, text):
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, bench)
+        answer = serve(cp, text)
+        if answer is not None and answer[0] == rpc.CALLERROR:
+            answers_error(answer)
+        still_sane(cp, app, root)
+
+
+def calls():
+    """(action, payload): half of them as a CSMS would send, the others odd or broken."""
+    return st.sampled_from(ACTIONS).flatmap(lambda a: st.tuples(st.just(a), st.one_of(
+        requests(a), requests(a), requests(a, wide=True), malformed(a).map(lambda case: case[0]))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(bench=benches(), run=st.lists(calls(), min_size=2, max_size=10))
+def test_a_run_of_good_and_bad_requests_leaves_a_charge_point_that_works_and_reloads_the_same(bench, run):
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, bench)
+        reset_accepted = False
+        for i, (action, payload) in enumerate(run):
+            charging = [cp.may_charge(n) for n in range(1, GUNS + 1)]
+            answer = ask(cp, action, payload, "fz-%d" % i)
+            if answer[0] == rpc.CALLERROR:
+                answers_error(answer)
+            else:
+                answers_result(answer, action)
+            accepted = answer[0] == rpc.CALLRESULT and answer[2].get("status") == "Accepted"
+            reset_accepted |= action == "Reset" and accepted
+            Ticks.ms += 1000
+            cp.supervise()  # the charger's next second: an EV plugged in starts its transaction
+            for n in range(1, GUNS + 1):
+                # Only a transaction (an accepted RemoteStart, or one already running) closes a contactor.
+                if cp.may_charge(n) and not charging[n - 1]:
+                    assert action == "RemoteStartTransaction" and accepted, (n, action, payload, answer)
+                app.guns[n - 1].contactor = cp.may_charge(n)
+            assert reset_accepted or not app.reboots
+            still_sane(cp, app, root)
+        again = load(FakeApp(app.guns, None), root)  # a reboot: everything stored loads back
+        for c, d in zip(cp.connectors, again.connectors):
+            assert c.operative == d.operative
+            assert (c.tx or {}).get("id") == (d.tx or {}).get("id")
+        assert again.keys.values == cp.keys.values
+        assert (again.auth.version, again.auth.entries) == (cp.auth.version, cp.auth.entries)
+        assert again.profiles.items == cp.profiles.items
+        assert len(again.journal) == len(cp.journal)
+
+
+# ---- what the fuzz found ---------------------------------------------------------------------------------------
+BENCH = {"states": ("C", "A"), "fault": None, "tx_on_2": False, "clock_known": True, "stores": False, "unlock": None}
+
+
+@pytest.mark.parametrize("limit", [1e308, math.inf])
+def test_a_limit_beyond_the_floats_of_the_board_is_refused_and_the_every_second_cap_still_computes(limit):
+    # It was installed, and smart._tenth then raised OverflowError in cp.limit_a (the control
+    # loop's cap) and in GetCompositeSchedule. JSON 1e999 reads as infinity.
+    body = profile(5, "TxDefaultProfile")
+    body["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] = limit
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, BENCH)
+        answer = ask(cp, "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": body})
+        answers_error(answer, ("PropertyConstraintViolation",))
+        assert "limit" in answer[3] and cp.profiles.items == []
+        still_sane(cp, app, root)
+
+
+def test_a_composite_schedule_asked_for_years_is_cut_to_what_fits_in_one_message():
+    # A daily profile repeats its periods every day: 10**9 s of them made a 900 kB answer.
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, dict(BENCH, stores=True))
+        answer = ask(cp, "GetCompositeSchedule", {"connectorId": 1, "duration": 10 ** 9})
+        answers_result(answer, "GetCompositeSchedule")
+        assert answer[2]["chargingSchedule"]["duration"] == ops.COMPOSITE_MAX_S
+        assert len(answer[2]["chargingSchedule"]["chargingSchedulePeriod"]) == 4  # 16 A, 32 A, 16 A, 32 A
