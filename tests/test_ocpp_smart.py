@@ -252,7 +252,8 @@ GOOD = profile(1, TX_DEFAULT, 0, [(0, 16)], start=T)
     (1, profile(1, TX_DEFAULT, 0, [(5, 16)]), None, "startPeriods must be 0, then increasing (got 5)"),
     (1, profile(1, TX_DEFAULT, 0, [(0, 16), (60, 8), (60, 6)]), None,
      "startPeriods must be 0, then increasing (got 60)"),
-    (1, profile(1, TX_DEFAULT, 0, [(0, 16), (60, -1)]), None, "limit must be >= 0"),
+    (1, profile(1, TX_DEFAULT, 0, [(0, 16), (60, -1)]), None, "limit must be 0..1e+12"),
+    (1, profile(1, TX_DEFAULT, 0, [(0, float("inf"))]), None, "limit must be 0..1e+12"),
     (1, profile(1, TX_DEFAULT, 0, [(0, 16, 4)]), None, "numberPhases 4 not in 1..3"),
     (1, profile(1, TX_DEFAULT, 0, [(0, 16, 0)]), None, "numberPhases 0 not in 1..3"),
     (1, profile(1, TX_DEFAULT, -1, [(0, 16)]), None, "stackLevel must be >= 0"),
@@ -287,6 +288,19 @@ def test_install_replaces_the_same_id_and_the_same_stack_level_and_purpose_on_th
     assert store.install(2, profile(3, TX_DEFAULT, 3, [(0, 8)], start=T))  # other connector: kept
     assert store.install(1, profile(4, TX, 3, [(0, 8)], kind="Relative"))  # other purpose: kept
     assert sorted(r[smart.R_ID] for r in store.items) == [2, 3, 4]
+
+
+def test_a_stored_record_the_limits_cannot_use_is_left_out_at_load():
+    flash = Flash()
+    store = smart.Profiles(flash.load, flash.save)
+    store.install(1, profile(1, TX_DEFAULT, 0, [(0, 16)], start=T))
+    good = store.items[0]
+    huge = list(good)
+    huge[smart.R_PERIODS] = [0, float("inf"), 0]
+    flash.save([good, huge, [1, 2], "junk", list(good[:-1])])
+    again = smart.Profiles(flash.load, flash.save)
+    assert again.items == [good]
+    assert smart.limit_at(again.items, 1, T + 10) == 16
 
 
 def test_the_store_survives_a_restart_through_its_json_file():

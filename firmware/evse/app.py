@@ -36,6 +36,7 @@ class App:
         self.sharing = Sharing(len(self.guns), cfg.get("min_current_a"))
         self._loads = [gun_loads(g) for g in board["guns"]]   # the site phases each gun's EV loads
         self._since = [None] * len(self.guns)                # when each gun began to want power
+        self._smart_failing = set()   # 0 (the charger) and guns whose smart limit failed
         self.now_ms = 0
         self.ticks = 0
         self._last_ticks = time.ticks_ms()
@@ -115,7 +116,7 @@ class App:
         site = cfg.get("site_limit_a")
         cp = self.cp
         if cp is not None:
-            charger_a = cp.limit_a(0)
+            charger_a = self._smart_a(0)
             if charger_a is not None and charger_a < site:
                 site = charger_a
         policy = cfg.get("sharing_policy")
@@ -126,7 +127,7 @@ class App:
                 if not cp.may_charge(g.n):
                     lim = 0
                 else:
-                    smart_a = cp.limit_a(g.n)
+                    smart_a = self._smart_a(g.n)
                     if smart_a is not None and smart_a < lim:
                         lim = smart_a
             limits.append(lim if lim < cap else cap)
@@ -144,6 +145,20 @@ class App:
         alloc = self.sharing.update(now_ms, site, limits, offered, self._loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
+
+    def _smart_a(self, n):
+        """The central system's cap on gun n (0: the charger), None for none; 0 A when it cannot
+        be computed, which stops the gun safely and is logged once."""
+        try:
+            limit = self.cp.limit_a(n)
+        except Exception as e:
+            if n not in self._smart_failing:
+                self._smart_failing.add(n)
+                self.note("ocpp: the smart-charging limit of %s failed (%r): 0 A"
+                          % ("gun %d" % n if n else "the charger", e))
+            return 0
+        self._smart_failing.discard(n)
+        return limit
 
     def _rank(self, g, policy):
         if policy != "priority":

@@ -8,9 +8,6 @@ from evse.ocpp import clock, rpc, smart
 from evse.ocpp.rpc import need, only, opt
 
 HANDLERS = {}
-# Above any charger's limit, in A or W; keeps limit * 10 * 230 V * 3 phases (smart._tenth,
-# smart._convert) finite even in the 32-bit floats of the ESP32 port, where int() of inf raises.
-LIMIT_MAX = 1e12
 # GetCompositeSchedule answers for at most this long (its chargingSchedule.duration says so):
 # a daily profile's periods repeat every day, and the answer must fit in the heap and in one
 # message the central system's charge point library takes.
@@ -83,7 +80,7 @@ def _time(p, key, required=True):
 
 def _number(p, key, required=True):
     value = need(p, key, float) if required else opt(p, key, float)
-    if value is not None and not -LIMIT_MAX <= value <= LIMIT_MAX:  # JSON 1e999 reads as infinity
+    if value is not None and not -smart.LIMIT_MAX <= value <= smart.LIMIT_MAX:  # JSON 1e999 reads as infinity
         raise rpc.RpcError("PropertyConstraintViolation", "%s %r is out of range" % (key, value))
     return value
 

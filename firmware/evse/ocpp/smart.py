@@ -29,6 +29,10 @@ from micropython import const
 
 from evse.ocpp.clock import parse_iso
 
+# Above any charger's limit, in A or W; keeps limit * 10 * 230 V * 3 phases (_tenth, _convert)
+# finite even in the 32-bit floats of the ESP32 port, where int() of inf raises.
+LIMIT_MAX = 1e12
+
 CP_MAX = "ChargePointMaxProfile"
 TX_DEFAULT = "TxDefaultProfile"
 TX = "TxProfile"
@@ -117,8 +121,9 @@ def validate(connector_id, profile, connectors, tx_id=None):
         if start != 0 if previous is None else start <= previous:
             return "startPeriods must be 0, then increasing (got %d)" % start
         previous = start
-        if not period.get("limit", -1) >= 0:
-            return "limit must be >= 0"
+        limit = period.get("limit", -1)
+        if not 0 <= limit <= LIMIT_MAX:  # JSON 1e999 reads as infinity
+            return "limit must be 0..%g" % LIMIT_MAX
         phases = period.get("numberPhases")
         if phases is not None and not 1 <= phases <= 3:
             return "numberPhases %d not in 1..3" % phases
@@ -145,6 +150,15 @@ def compact(connector_id, profile):
             profile.get("transactionId")]
 
 
+def _sound(record):
+    """A stored record the limit computation can use: the shape compact() gives, finite limits."""
+    try:
+        flat = record[R_PERIODS]
+        return len(record) == R_PERIODS + 2 and all(0 <= flat[k] <= LIMIT_MAX for k in range(1, len(flat), 3))
+    except (TypeError, IndexError):
+        return False
+
+
 class Profiles:
     """The installed profiles, as compact records in `items`, saved through `save(list)` after
     every change and read back with `load() -> list` (the caller maps both to a JSON file)."""
@@ -153,7 +167,8 @@ class Profiles:
         self._save = save
         self.per_connector = per_connector
         self.total = total
-        self.items = list(load() or ())
+        # What flash holds is checked again: a bad record is left out, never a crash every second.
+        self.items = [r for r in (load() or ()) if _sound(r)]
 
     def _store(self, kept):
         self._save(kept)  # flash first: if that fails, RAM still holds what flash holds

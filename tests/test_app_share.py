@@ -1,0 +1,90 @@
+"""What the application feeds the sharing: the site and the central system's caps, the policy's
+ranks, the phases each gun loads; and a failing smart-charging computation stops the guns safely."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from evse import config
+from fake_rig import FakeHal
+
+BOARDS = Path(__file__).resolve().parents[1] / "boards"
+
+
+class CentralSystem:
+    """The charge point as the app asks it: who may charge, the caps, the session's card."""
+
+    def __init__(self, caps=None, tags=None, fail=False):
+        self.caps = caps or {}
+        self.tags = tags or {}
+        self.fail = fail
+
+    def may_charge(self, n):
+        return True
+
+    def limit_a(self, n):
+        if self.fail:
+            raise OverflowError("cannot convert float infinity to integer")
+        return self.caps.get(n)
+
+    def session_tag(self, n):
+        return self.tags.get(n)
+
+
+@pytest.fixture
+def make_app(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "ticks_ms", lambda: 0, raising=False)
+    monkeypatch.setattr(time, "ticks_diff", lambda a, b: a - b, raising=False)
+    from evse.app import App
+
+    def make(cs=None, board="sim-ac2", **settings):
+        b = json.loads((BOARDS / f"{board}.json").read_text())
+        cfg = config.Config(b, str(tmp_path))
+        for key, value in settings.items():
+            cfg.set(key, value)
+        app = App(b, cfg, FakeHal(), str(tmp_path))
+        app.cp = cs
+        app.notes = []
+        app.note = app.notes.append
+        for g in app.guns:
+            g.state = "C2"   # every gun has an EV asking for power
+        return app
+    return make
+
+
+def shares(app, now_ms=0):
+    app.share(now_ms)
+    return [g.allocation_a for g in app.guns]
+
+
+def test_the_site_limit_is_split_equally(make_app):
+    assert shares(make_app()) == [20, 20]
+
+
+def test_a_charge_point_max_profile_lowers_the_total_and_a_tx_profile_one_gun(make_app):
+    assert shares(make_app(CentralSystem(caps={0: 24}))) == [12, 12]
+    assert shares(make_app(CentralSystem(caps={0: 30, 1: 8}))) == [8, 22]
+
+
+def test_fifo_serves_the_first_arrival_in_full(make_app):
+    app = make_app(sharing_policy="fifo")
+    app.guns[0].state = "A"
+    app.share(0)
+    app.guns[0].state = "C2"   # gun 1's EV arrives 1 s after gun 2's
+    assert shares(app, 1000) == [8, 32]
+
+
+def test_priority_serves_the_members_card_first(make_app):
+    app = make_app(CentralSystem(tags={1: "GUEST", 2: "MEMBER1"}), sharing_policy="priority",
+                   priority_tags="MEMBER1,MEMBER2")
+    assert shares(app) == [8, 32]
+    app = make_app(sharing_policy="priority", priority_guns="1")
+    assert shares(app) == [32, 8]
+
+
+def test_a_smart_charging_limit_that_cannot_be_computed_stops_the_guns_and_is_logged_once_each(make_app):
+    app = make_app(CentralSystem(fail=True))
+    assert shares(app) == [0, 0]
+    assert shares(app, 250) == [0, 0]
+    assert len(app.notes) == 3 and "smart-charging limit of the charger failed" in app.notes[0]
