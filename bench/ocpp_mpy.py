@@ -80,6 +80,9 @@ class App:
     def phases(self, n):
         return 3
 
+    def reading(self, n):
+        return None  # no meter: energy and power come from energy_wh and power_w
+
     def energy_wh(self, n):
         return 16 * VOLTS * 3 * time.ticks_diff(time.ticks_ms(), self._t0_ms) // 3600000
 

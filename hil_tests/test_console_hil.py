@@ -43,6 +43,10 @@ def test_every_state_change_prints_a_line(rig, events, dut):
     (b"\xff\xfe\x80\r\n", "console: input is not text"),
     (b"x" * 300 + b"\r", "console: line longer than 200 characters ignored"),
     (b"helpp\r", "unknown command 'helpp'"),  # a terminal's Enter is a bare CR
+    (b"config set site_limit_a 5000\r\n", "config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
+    (b"config set sharing_policy greedy\r\n", "config: sharing_policy must be one of fair, fifo, priority"),
+    (b"config get fuse\r\n", "config: unknown config key 'fuse'"),
+    (b"config\r\n", "config: use: config get <key> | config set <key> <value> | config list"),
 ])
 def test_bad_console_input_gets_a_clear_answer_and_changes_nothing(rig, events, dut, typed, answer):
     start_charging(rig, events)

@@ -17,6 +17,19 @@ BOARD = {
 }
 
 
+class SilentLine:
+    """An RS-485 line with nothing that answers."""
+
+    def write(self, buf):
+        return len(buf)
+
+    def read(self, n=-1):
+        return None
+
+    def readinto(self, buf):
+        return None
+
+
 class FakeHal:
     def __init__(self):
         self.ev = "A"            # EV-side letter
@@ -34,6 +47,9 @@ class FakeHal:
         self.pp_ohms = 220
         self.calls = []          # (t_ms, what, value)
         self.t_ms = 0
+
+    def uart(self, index, baudrate):
+        return SilentLine()
 
     def _rec(self, what, value):
         self.calls.append((self.t_ms, what, value))

@@ -210,7 +210,6 @@ def test_each_guns_meter_reports_what_the_world_draws_through_it():
     assert uart == 0
     assert m1.volts == [230.0] * 3 and m1.amps == [16.0] * 3 and m1.power_w == 16 * 230 * 3 and m1.energy_wh == 1234
     assert m2.amps == [10.0, 0.0, 0.0] and m2.power_w == 2300.0 and m2.energy_wh == 100
-    assert world.hal_request("E 1") == "1234.4 11040"  # the HAL's own meter op agrees
 
 
 def test_a_fault_set_on_one_guns_meter_leaves_the_other_alone():

@@ -240,6 +240,7 @@ class FakeGun:
         self.current_a = 0.0
         self.temperature_c = 25.0
         self.contactor = False
+        self.meter_ok = True
 
     def offered_a(self):
         return 16.0 if self.contactor else 0.0
@@ -259,6 +260,9 @@ class FakeApp:
 
     def phases(self, n):
         return 3
+
+    def reading(self, n):
+        return None  # no meter: energy and power come from energy_wh and power_w
 
     def energy_wh(self, n):
         return 1000.0 * n

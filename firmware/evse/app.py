@@ -13,6 +13,8 @@ from evse.sharing import Sharing
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
 VOLTS = 230           # nominal phase voltage, for energy where a gun has no meter
+ENERGY_FILE = "energy.json"   # the estimated registers of guns without a meter
+ENERGY_SAVE_MS = 60000        # ... written this often while they grow, and when a session ends
 WATCHDOG_FEED_MS = 500
 CONSOLE_LINE_MAX = 200
 
@@ -42,7 +44,17 @@ class App:
         self._last_ticks = time.ticks_ms()
         self._shared_ms = -SHARE_MS
         self._wanting = None
-        self._energy_wh = [0.0] * len(self.guns)  # estimate where a gun has no meter
+        # Where a gun has no meter: its register estimated from the current, kept on flash.
+        saved = store.read_json(root.rstrip("/") + "/" + ENERGY_FILE, [])
+        self._energy_wh = [float(saved[i]) if isinstance(saved, list) and i < len(saved)
+                           and isinstance(saved[i], (int, float)) else 0.0 for i in range(len(self.guns))]
+        self._energy_saved = list(self._energy_wh)
+        self._energy_saved_ms = 0
+        self._stepped_ms = 0
+        self.metering = None
+        if any("meter" in g for g in board["guns"]):
+            from evse.metering import Metering
+            self.metering = Metering(hal, board, self.clock, self.note)
         self.log = None
         self.cp = None
         url = cfg.get("ocpp_url")
@@ -74,14 +86,19 @@ class App:
             return self.board.get("phases", 3)
         return self.board["guns"][n - 1].get("phases", self.board.get("phases", 3))
 
+    def reading(self, n):
+        """Gun n's last plausible meter reading (evse.meters.Reading), or None."""
+        return self.metering.reading(n) if self.metering is not None else None
+
     def energy_wh(self, n):
-        m = self.hal.meter(n)
-        return m[0] if m is not None else self._energy_wh[n - 1]
+        """Gun n's import register: its meter's, else the estimate."""
+        r = self.reading(n)
+        return r.energy_wh if r is not None else self._energy_wh[n - 1]
 
     def power_w(self, n):
-        m = self.hal.meter(n)
-        if m is not None:
-            return m[1]
+        r = self.reading(n)
+        if r is not None:
+            return r.power_w
         g = self.guns[n - 1]
         return g.current_a * VOLTS * self.phases(n) if g.contactor else 0.0
 
@@ -170,6 +187,14 @@ class App:
 
     def step(self):
         now = self.clock()
+        self.integrate(now, now - self._stepped_ms)
+        self._stepped_ms = now
+        if self.metering is not None:
+            stops = self.cfg.get("meter_fault") == "stop"
+            for g in self.guns:
+                if self.metering.fitted(g.n):
+                    g.meter_ok = self.metering.ok[g.n - 1]
+                    g.meter_stops = stops
         wanting = [g.wants_power() for g in self.guns]
         if wanting != self._wanting or now - self._shared_ms >= SHARE_MS:
             self._wanting = wanting
@@ -197,15 +222,28 @@ class App:
                 if card is not None:
                     cp.swipe(card[0], card[1])
                 cp.supervise()
-                self._integrate()
             except Exception as e:  # a bug in the OCPP part never stops the guns
                 self.note("ocpp: supervise failed: %r" % e)
             await asyncio.sleep_ms(OCPP_MS)
 
-    def _integrate(self):
+    def integrate(self, now_ms, dt_ms):
+        """The estimated registers of guns without a meter; on flash every ENERGY_SAVE_MS while
+        they grow and as soon as a contactor opens, so a power cut loses little."""
+        opened = False
         for g in self.guns:
+            if self.reading(g.n) is not None:
+                continue
             if g.contactor:
-                self._energy_wh[g.n - 1] += g.current_a * VOLTS * self.phases(g.n) * OCPP_MS / 3600000
+                self._energy_wh[g.n - 1] += g.current_a * VOLTS * self.phases(g.n) * dt_ms / 3600000
+            elif self._energy_wh[g.n - 1] != self._energy_saved[g.n - 1]:
+                opened = True
+        if self._energy_wh != self._energy_saved and (opened or now_ms - self._energy_saved_ms >= ENERGY_SAVE_MS):
+            try:
+                store.write_json(self.root.rstrip("/") + "/" + ENERGY_FILE, [round(e, 1) for e in self._energy_wh])
+            except OSError as e:
+                self.note("energy: cannot save the registers (%s)" % e)
+            self._energy_saved = list(self._energy_wh)
+            self._energy_saved_ms = now_ms
 
     async def watchdog(self):
         seen = -1
@@ -256,6 +294,8 @@ class App:
         self.hal.watchdog_start(self.board.get("watchdog_ms", 5000))
         tasks = [asyncio.create_task(self.control()), asyncio.create_task(self.watchdog()),
                  asyncio.create_task(self.console())]
+        if self.metering is not None:
+            tasks.append(asyncio.create_task(self.metering.run()))
         if self.cp is not None:
             tasks.append(asyncio.create_task(self.ocpp()))
             tasks.append(asyncio.create_task(self.cp.run()))

@@ -16,6 +16,8 @@ KEYS = {
                                       "fifo (first come, first served) or priority (priority_guns, priority_tags first)"),
     "priority_guns": (str, 0, 32, "", "with sharing_policy priority: guns served first, e.g. 1,3"),
     "priority_tags": (str, 0, 200, "", "with sharing_policy priority: cards (idTags) served first, e.g. AA11,BB22"),
+    "meter_fault": (str, 4, 8, "", "when a gun's meter stops answering: stop (no charging until it answers) "
+                                   "or continue (charging goes on, reported as PowerMeterFailure)"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
@@ -23,7 +25,7 @@ KEYS = {
 }
 
 
-POLICIES = ("fair", "fifo", "priority")
+CHOICES = {"sharing_policy": ("fair", "fifo", "priority"), "meter_fault": ("stop", "continue")}
 
 
 class ConfigError(ValueError):
@@ -45,8 +47,8 @@ def _check(key, value):
             raise ConfigError("%s must be text of %d to %d characters, not %r" % (key, lo, hi, value))
         if key == "ocpp_url" and value and not (value.startswith("ws://") or value.startswith("wss://")):
             raise ConfigError("ocpp_url must start with ws:// or wss://, not %r" % value)
-        if key == "sharing_policy" and value not in POLICIES:
-            raise ConfigError("sharing_policy must be one of %s, not %r" % (", ".join(POLICIES), value))
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError("%s must be one of %s, not %r" % (key, ", ".join(CHOICES[key]), value))
         if key == "priority_guns" and value and not all(g.isdigit() for g in value.split(",")):
             raise ConfigError("priority_guns must be gun numbers separated by commas, like 1,3; not %r" % value)
     return value
@@ -93,6 +95,12 @@ def check_board(board):
             raise ConfigError("board guns[%d].max_a must be 6..80 A, not %r" % (i, amps))
         if gun.get("phases", 3) not in (1, 3):
             raise ConfigError("board guns[%d].phases must be 1 or 3, not %r" % (i, gun.get("phases")))
+        if "meter" in gun:
+            from evse import meters
+            try:
+                meters.check(gun["meter"])
+            except ValueError as e:
+                raise ConfigError("board guns[%d].%s" % (i, e))
         if gun.get("rotation", "L1L2L3") not in ROTATIONS:
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
@@ -151,7 +159,7 @@ class Config:
         return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
                 "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
                 "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "",
-                "sharing_policy": "fair", "priority_guns": "", "priority_tags": ""}
+                "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop"}
 
     def get(self, key):
         if key in self.values:

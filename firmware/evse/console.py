@@ -2,7 +2,7 @@
 # a few commands in. (The full technician CLI builds on this.)
 import json
 
-HELP = "commands: status [--json] | fault clear <gun|all> | help"
+HELP = "commands: status [--json] | fault clear <gun|all> | config get|set|list | help"
 
 
 def status_lines(app):
@@ -20,7 +20,14 @@ def status_lines(app):
 def status_json(app):
     return json.dumps({"board": app.board["name"], "uptime_ms": app.now_ms,
                        "site_limit_a": app.cfg.get("site_limit_a"),
-                       "guns": [g.status() for g in app.guns]})
+                       "guns": [_gun_status(app, g) for g in app.guns]})
+
+
+def _gun_status(app, g):
+    s = g.status()
+    s["energy_wh"] = int(app.energy_wh(g.n))   # the import register: the meter's, or the estimate
+    s["meter_ok"] = g.meter_ok
+    return s
 
 
 def handle(app, line):
@@ -39,9 +46,27 @@ def handle(app, line):
         if len(words) == 3 and words[1] == "clear":
             return _fault_clear(app, words[2])
         return ["fault: use: fault clear <gun|all>"]
+    if cmd == "config":
+        return _config(app, words[1:])
     if cmd == "help":
         return [HELP]
     return ["unknown command '%s'; %s" % (cmd, HELP)]
+
+
+def _config(app, args):
+    from evse import config
+    cfg = app.cfg
+    try:
+        if args == ["list"]:
+            return ["%s = %s" % (key, cfg.get(key)) for key in sorted(config.KEYS)]
+        if len(args) == 2 and args[0] == "get":
+            return ["%s = %s" % (args[1], cfg.get(args[1]))]
+        if len(args) == 3 and args[0] == "set":
+            value = cfg.set(args[1], config.parse_value(args[1], args[2]))
+            return ["%s = %s" % (args[1], value)]
+    except config.ConfigError as e:
+        return ["config: %s" % e]
+    return ["config: use: config get <key> | config set <key> <value> | config list"]
 
 
 def _fault_clear(app, which):

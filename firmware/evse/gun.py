@@ -29,6 +29,7 @@ CLEAR_UNPLUG = const(1)   # clears when the EV is unplugged (state A), or by com
 CLEAR_DELAY = const(2)    # clears by itself after the board's retry delay, or by command
 CLEAR_COOL = const(3)     # clears when the temperature is back below the restart level
 CLEAR_LEAVE_D = const(4)  # clears when the EV leaves state D
+CLEAR_METER = const(5)    # clears when the energy meter answers again
 FAULTS = {
     "RCD": CLEAR_DELAY,          # residual current >= 6 mA DC / 30 mA AC
     "RCD_TEST": CLEAR_UNPLUG,    # RCD self-test before closing failed
@@ -39,6 +40,7 @@ FAULTS = {
     "OVERTEMP": CLEAR_COOL,
     "VENT": CLEAR_LEAVE_D,       # EV asks for ventilation the site does not have
     "PILOT": CLEAR_UNPLUG,       # pilot level outside every band
+    "METER": CLEAR_METER,        # the energy meter stopped answering (if meter_fault_stops)
 }
 
 
@@ -62,6 +64,8 @@ class Gun:
         self.opened_ms = None  # pending weld check
         self.closed_ms = None
         self.allocation_a = 0.0  # from the power sharing
+        self.meter_ok = True     # from the metering: False while the gun's meter does not answer
+        self.meter_stops = True  # a meter that does not answer stops charging (billing needs it)
         self.enabled = True
         self.cable_a = None
         self.temperature_c = 25.0
@@ -182,6 +186,9 @@ class Gun:
         if self.temperature_c >= self.stop_c:
             self._trip("OVERTEMP", now_ms)
             return
+        if not self.meter_ok and self.meter_stops:
+            self._trip("METER", now_ms)
+            return
         if self.contactor:
             if self.closed_ms is not None and now_ms - self.closed_ms >= FEEDBACK_CLOSE_MS:
                 if not hal.contactor_feedback(self.n):
@@ -291,6 +298,8 @@ class Gun:
         elif rule == CLEAR_COOL and self.temperature_c < self.restart_c:
             self._clear(now_ms)
         elif rule == CLEAR_LEAVE_D and letter != "D" and self.duty_pm == pilot.DUTY_OFF_PM:
+            self._clear(now_ms)
+        elif rule == CLEAR_METER and self.meter_ok:
             self._clear(now_ms)
 
     def _trip(self, code, now_ms):

@@ -156,6 +156,16 @@ def rfid(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("meter")
+def meter(world: World, req: dict, board) -> dict:
+    """A gun's Modbus energy meter misbehaves (`fault`), or behaves again (null)."""
+    try:
+        world.set_meter_fault(req.get("gun"), req.get("fault"))
+    except ValueError as e:
+        raise OpError(str(e)) from None
+    return {}
+
+
 @op("factory")
 def factory(world: World, req: dict, board) -> dict:
     """Erase the flash and program the firmware and board file again (virtual board only)."""

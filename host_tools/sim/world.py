@@ -307,10 +307,6 @@ class World:
                     return "ok"
                 if op == "C":
                     return f"{g.temperature_c:.2f}"
-                if op == "E":
-                    # The gun's energy meter: import register and active power.
-                    reading = self.meter_reading(g)
-                    return f"{reading['energy_wh']:.1f} {reading['power_w']:.0f}"
                 if op == "I":
                     return f"{g.amps:.2f}"
                 if op == "X":

@@ -15,7 +15,6 @@
 #   ticks_ms() ; sleep_ms(ms) ; watchdog_start(timeout_ms) ; watchdog_feed()
 #   uart(index, baudrate) -> stream ; network_up() -> bool ; storage_root() -> str
 #   rfid_read() -> (gun, id_tag) | None       the next card held to a gun's reader, never blocks
-#   meter(gun) -> (energy_wh, power_w) | None  the gun's energy meter; None: no meter fitted
 #   reset(hard)                   reboot the MCU (hard) or restart MicroPython (soft); does not return
 #   safe() -> every contactor open, every pilot at -12 V; must not raise
 #   deinit()
@@ -57,9 +56,6 @@ class Base:
 
     def storage_root(self):
         return "/"
-
-    def meter(self, gun):
-        return None  # no meter: the application estimates energy from the current
 
     def reset(self, hard):
         import machine

@@ -118,10 +118,6 @@ class Hal(Base):
     def network_up(self):
         return self._ask(b"N\n")[0] == 49
 
-    def meter(self, gun):
-        r = self._ask(b"E %d\n" % gun).split()
-        return float(r[0]), float(r[1])
-
     def reset(self, hard):
         import machine  # the virtual board's ROM gives the unix port a board's resets
         if hard:

@@ -258,23 +258,37 @@ class ChargePoint:
 
     # ---- meter values ----------------------------------------------------------------------------
     def meter_value(self, n, measurands, context, when_s):
+        """One MeterValue of gun n: each measurand this board measures, per phase where its
+        meter tells the phases apart (Current.Import, Voltage); the others are left out."""
         values = []
         gun = self.app.guns[n - 1]
+        r = self.app.reading(n)
+
+        def add(text, m, unit, phase=None):
+            v = {"value": text, "context": context, "measurand": m, "location": "Outlet", "unit": unit}
+            if phase:
+                v["phase"] = phase
+            values.append(v)
+
         for m in measurands:
             if m == "Energy.Active.Import.Register":
-                values.append({"value": "%d" % self.app.energy_wh(n), "measurand": m, "unit": "Wh"})
+                add("%d" % self.app.energy_wh(n), m, "Wh")
             elif m == "Power.Active.Import":
-                values.append({"value": "%d" % self.app.power_w(n), "measurand": m, "unit": "W"})
+                add("%d" % self.app.power_w(n), m, "W")
+            elif m == "Current.Import" and r is not None and not r.dc:
+                for k in range(len(r.amps)):
+                    add("%.1f" % r.amps[k], m, "A", "L%d" % (k + 1))
             elif m == "Current.Import":
-                values.append({"value": "%.1f" % gun.current_a, "measurand": m, "unit": "A"})
+                add("%.1f" % (r.amps[0] if r is not None else gun.current_a), m, "A")
+            elif m == "Voltage" and r is not None:
+                for k in range(len(r.volts)):
+                    add("%.1f" % r.volts[k], m, "V", None if r.dc else "L%d-N" % (k + 1))
             elif m == "Current.Offered":
-                values.append({"value": "%.1f" % gun.offered_a(), "measurand": m, "unit": "A"})
+                add("%.1f" % gun.offered_a(), m, "A")
             elif m == "Temperature":
-                values.append({"value": "%.1f" % gun.temperature_c, "measurand": m, "unit": "Celsius"})
-            else:
-                continue  # not measured on this board
-            values[-1]["context"] = context
-            values[-1]["location"] = "Outlet"
+                add("%.1f" % gun.temperature_c, m, "Celsius")
+            elif m == "SoC" and getattr(gun, "soc", None) is not None:
+                add("%d" % gun.soc, m, "Percent")
         return {"timestamp": clock.iso(when_s), "sampledValue": values}
 
     def _meter_values(self, now_s):

@@ -14,6 +14,7 @@ ERROR_CODES = {
     "OVERCURRENT": "OverCurrentFailure",
     "OVERTEMP": "HighTemperature",
     "VENT": "OtherError",
+    "METER": "PowerMeterFailure",
 }
 NOT_DRAWING_A = const(1)  # below this an EV in C with the contactor closed draws nothing
 
@@ -39,25 +40,27 @@ class Connector:
             return ("Available" if charger_operative else "Unavailable"), "NoError", None
         if gun.fault is not None:
             return "Faulted", ERROR_CODES.get(gun.fault, "OtherError"), gun.fault
+        # A meter that does not answer, where the board charges on without it: said, not Faulted.
+        error, vendor = ("NoError", None) if gun.meter_ok else ("PowerMeterFailure", "METER")
         plugged = gun.state[0] in "BCD"
         if self.tx is not None:
             if not plugged:
-                return "SuspendedEV", "NoError", None  # unplugged while the tx goes on
+                return "SuspendedEV", error, vendor  # unplugged while the tx goes on
             if self.blocked or gun.offered_a() == 0:
-                return "SuspendedEVSE", "NoError", None
+                return "SuspendedEVSE", error, vendor
             if gun.contactor and gun.current_a >= NOT_DRAWING_A:
-                return "Charging", "NoError", None
-            return "SuspendedEV", "NoError", None
+                return "Charging", error, vendor
+            return "SuspendedEV", error, vendor
         if not (self.operative and charger_operative):
-            return "Unavailable", "NoError", None
+            return "Unavailable", error, vendor
         if plugged:
             # After a transaction the EV is still there: Finishing until it leaves.
-            return ("Finishing" if self.finishing else "Preparing"), "NoError", None
+            return ("Finishing" if self.finishing else "Preparing"), error, vendor
         if self.tag is not None:
-            return "Preparing", "NoError", None
+            return "Preparing", error, vendor
         if self.reservation is not None:
-            return "Reserved", "NoError", None
-        return "Available", "NoError", None
+            return "Reserved", error, vendor
+        return "Available", error, vendor
 
     def may_charge(self):
         return self.tx is not None and not self.blocked and self.operative

@@ -1,0 +1,85 @@
+# The guns' energy meters: one Modbus master per RS-485 UART, one driver per gun whose board
+# entry names a meter, polled in turn every POLL_MS. The rest of the firmware reads the last
+# plausible reading per gun; a meter that gives none for DEAD_MS marks its gun's meter_ok False
+# (the gun then stops, or charges on and says so, per the config key meter_fault_stops).
+#
+# Plausibility: the import register never goes backwards (a reading that does is refused, and
+# counts as no answer), and a reading is only taken when the meter answered whole.
+import asyncio
+from micropython import const
+
+from evse import meters, modbus
+
+POLL_MS = const(1000)
+DEAD_MS = const(5000)
+
+
+class Metering:
+    def __init__(self, hal, board, clock, log=print):
+        self.log = log
+        self._clock = clock             # monotonic milliseconds that do not wrap
+        n = len(board["guns"])
+        self.meters = [None] * n
+        self.readings = [None] * n     # the last plausible meters.Reading per gun
+        self.ok = [True] * n
+        self.refused = [0] * n         # readings refused as implausible
+        self.failures = [0] * n        # polls without a plausible reading
+        self._last_ok_ms = [0] * n
+        self._why = [None] * n
+        masters = {}
+        for i, gun in enumerate(board["guns"]):
+            entry = gun.get("meter")
+            if entry is None:
+                continue
+            master = masters.get(entry["uart"])
+            if master is None:
+                baud = entry.get("baud", 9600)
+                master = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
+                masters[entry["uart"]] = master
+            self.meters[i] = meters.Meter(master, entry["model"], entry["address"])
+
+    def fitted(self, n):
+        return self.meters[n - 1] is not None
+
+    def reading(self, n):
+        return self.readings[n - 1]
+
+    async def poll(self, n):
+        """Reads gun n's meter once; True when the reading was plausible and taken."""
+        i = n - 1
+        meter = self.meters[i]
+        now = self._clock()
+        try:
+            r = await meter.read()
+            last = self.readings[i]
+            if last is not None and r.energy_wh < last.energy_wh:
+                self.refused[i] += 1
+                raise meters.MeterError("energy went back from %d to %d Wh; reading refused"
+                                        % (last.energy_wh, r.energy_wh))
+        except (modbus.ModbusError, meters.MeterError) as e:
+            self.failures[i] += 1
+            self._why[i] = str(e)
+            if self.ok[i] and now - self._last_ok_ms[i] >= DEAD_MS:
+                self.ok[i] = False
+                self.log("gun %d: meter fault: %s" % (n, e))
+            return False
+        self.readings[i] = r
+        self._last_ok_ms[i] = now
+        if not self.ok[i]:
+            self.ok[i] = True
+            self.log("gun %d: meter answers again" % n)
+        return True
+
+    def start(self, now_ms):
+        """At boot: a meter has DEAD_MS from now to answer."""
+        for i in range(len(self.meters)):
+            self._last_ok_ms[i] = now_ms
+
+    async def run(self):
+        self.start(self._clock())
+        while True:
+            for i in range(len(self.meters)):
+                if self.meters[i] is not None:
+                    await self.poll(i + 1)
+            await asyncio.sleep_ms(POLL_MS)
+

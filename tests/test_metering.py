@@ -1,0 +1,110 @@
+"""The metering of the guns: the last plausible reading per gun, an import register that never
+goes backwards, a meter silent for DEAD_MS marks its gun (which stops or charges on, as
+configured), and the status the central system sees."""
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from evse import gun as gun_mod, meters, modbus
+from evse.metering import DEAD_MS, Metering
+from evse.ocpp.tx import Connector
+from fake_rig import charging, make_gun, run
+
+BOARD = json.loads((Path(__file__).resolve().parents[1] / "boards" / "sim-ac2.json").read_text())
+
+
+class ScriptedMeter:
+    """A meter driver that answers what the test says: a Reading, or raises."""
+
+    def __init__(self):
+        self.answer = None
+
+    async def read(self):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        r = meters.Reading(3, False)
+        r.energy_wh = self.answer
+        return r
+
+
+class Hal:
+    def uart(self, index, baudrate):
+        return None  # the scripted meters never use the bus
+
+
+@pytest.fixture
+def metering():
+    clock = [0]
+    lines = []
+    m = Metering(Hal(), BOARD, lambda: clock[0], lines.append)
+    m.meters = [ScriptedMeter(), ScriptedMeter()]
+    m.start(0)
+    m.clock, m.lines = clock, lines
+    return m
+
+
+def poll(m, n, answer, at_ms):
+    m.clock[0] = at_ms
+    m.meters[n - 1].answer = answer
+    return asyncio.run(m.poll(n))
+
+
+def test_every_gun_with_a_meter_in_the_board_gets_a_driver():
+    m = Metering(Hal(), BOARD, lambda: 0)
+    assert [x.model for x in m.meters] == ["sdm630", "sdm630"] and m.fitted(1) and m.fitted(2)
+
+
+def test_an_import_register_that_goes_backwards_is_refused_and_the_last_reading_kept(metering):
+    assert poll(metering, 1, 1500, 1000)
+    assert not poll(metering, 1, 1200, 2000)
+    assert metering.reading(1).energy_wh == 1500 and metering.refused[0] == 1
+    assert poll(metering, 1, 1501, 3000)
+    assert metering.reading(1).energy_wh == 1501
+
+
+def test_a_meter_silent_for_dead_ms_marks_its_gun_once_and_answering_again_clears_it(metering):
+    poll(metering, 1, 100, 0)
+    silent = modbus.Timeout("slave 1: no answer within 300 ms")
+    assert not poll(metering, 1, silent, DEAD_MS - 1000)
+    assert metering.ok[0]                                 # a missed poll is not a fault yet
+    poll(metering, 1, silent, DEAD_MS)
+    poll(metering, 1, silent, DEAD_MS + 1000)
+    assert metering.ok == [False, True]
+    assert metering.lines == ["gun 1: meter fault: slave 1: no answer within 300 ms"]
+    assert poll(metering, 1, 100, DEAD_MS + 2000)
+    assert metering.ok[0] and metering.lines[-1] == "gun 1: meter answers again"
+
+
+def test_garbage_counts_as_no_answer(metering):
+    poll(metering, 2, 10, 0)
+    for t in range(1000, DEAD_MS + 1000, 1000):
+        poll(metering, 2, modbus.FrameError("slave 2: bad CRC"), t)
+    assert metering.ok == [True, False] and metering.failures[1] == DEAD_MS // 1000
+
+
+def test_a_gun_whose_meter_fails_stops_when_so_configured_and_resumes_when_it_answers():
+    g, hal = make_gun()
+    charging(g, hal)
+    g.meter_ok = False
+    run(g, hal, 100)
+    assert g.fault == "METER" and not g.contactor
+    run(g, hal, 2000)
+    assert g.fault == "METER"
+    g.meter_ok = True
+    run(g, hal, gun_mod.F_STEP_MS + 500)
+    assert g.fault is None
+
+
+def test_a_gun_told_to_charge_on_without_its_meter_keeps_charging_and_says_so():
+    g, hal = make_gun()
+    charging(g, hal)
+    g.meter_stops = False
+    g.meter_ok = False
+    run(g, hal, 2000)
+    assert g.fault is None and g.contactor
+    c = Connector(1)
+    assert c.status(g)[1:] == ("PowerMeterFailure", "METER")
+    g.meter_ok = True
+    assert c.status(g)[1:] == ("NoError", None)
