@@ -88,3 +88,28 @@ def test_a_smart_charging_limit_that_cannot_be_computed_stops_the_guns_and_is_lo
     assert shares(app) == [0, 0]
     assert shares(app, 250) == [0, 0]
     assert len(app.notes) == 3 and "smart-charging limit of the charger failed" in app.notes[0]
+
+
+def test_a_single_phase_ev_on_a_three_phase_gun_loads_only_the_phase_its_meter_sees(make_app):
+    from evse import meters
+
+    class Metering:
+        def __init__(self, amps):
+            self.amps = amps
+
+        def reading(self, n):
+            r = meters.Reading(3, False)
+            r.amps = self.amps[n - 1]
+            return r
+
+    app = make_app(board="sim-ac8")
+    for g in app.guns[2:]:
+        g.state = "A"
+    for g in app.guns[:2]:
+        g.contactor = True
+    # Gun 1 (L1L2L3) and gun 2 (L2L3L1) each carry a single-phase EV: on site L1 and L2.
+    app.metering = Metering([[16, 0, 0], [16, 0, 0]] + [[0, 0, 0]] * 6)
+    assert app._loads_now()[:2] == [(0,), (1,)]
+    assert shares(app)[:2] == [32, 32]   # apart, each has a phase of 63 A for itself
+    app.metering = None
+    assert shares(app, 1000)[:2] == [31.5, 31.5]   # as three-phase EVs they share every phase

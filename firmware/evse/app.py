@@ -13,17 +13,23 @@ from evse.sharing import Sharing
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
 VOLTS = 230           # nominal phase voltage, for energy where a gun has no meter
+DRAWING_A = 1.0      # a phase carrying this much is one the EV draws on
 ENERGY_FILE = "energy.json"   # the estimated registers of guns without a meter
 ENERGY_SAVE_MS = 60000        # ... written this often while they grow, and when a session ends
 WATCHDOG_FEED_MS = 500
 CONSOLE_LINE_MAX = 200
 
 
+def site_phase(gun, k):
+    """The site phase (0, 1, 2) on the gun's phase k (0 = its L1), by the gun's rotation."""
+    return int(gun.get("rotation", "L1L2L3")[2 * k + 1]) - 1
+
+
 def gun_loads(gun):
-    """The site phases (0, 1, 2) a gun's EV loads: all three, or the one on the gun's L1."""
+    """The site phases a gun's EV may load: all three, or the one on the gun's L1."""
     if gun.get("phases", 3) == 3:
         return (0, 1, 2)
-    return (int(gun.get("rotation", "L1L2L3")[1]) - 1,)
+    return (site_phase(gun, 0),)
 
 
 class App:
@@ -159,9 +165,26 @@ class App:
         since = [now_ms if t is None else t for t in self._since]
         if policy == "fifo":
             prio = since
-        alloc = self.sharing.update(now_ms, site, limits, offered, self._loads, drawn, prio, since)
+        alloc = self.sharing.update(now_ms, site, limits, offered, self._loads_now(), drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
+
+    def _loads_now(self):
+        """The site phases each gun loads: what its meter sees drawn while it charges (a
+        single-phase EV on a three-phase gun loads one), else all the gun has."""
+        loads = self._loads
+        if self.metering is None:
+            return loads
+        out = list(loads)
+        for g in self.guns:
+            r = self.reading(g.n)
+            if r is None or r.dc or not g.contactor or g.state[0] not in "CD":
+                continue
+            gun = self.board["guns"][g.n - 1]
+            seen = tuple(site_phase(gun, k) for k in range(len(r.amps)) if r.amps[k] >= DRAWING_A)
+            if seen:
+                out[g.n - 1] = seen
+        return out
 
     def _smart_a(self, n):
         """The central system's cap on gun n (0: the charger), None for none; 0 A when it cannot

@@ -243,7 +243,7 @@ class World:
         elif now - g.target_at_ms >= delay:
             g.amps = want_a  # the EV has followed the new offer
         if g.amps > 0 and ev is not None:
-            watts = g.amps * VOLTS_PER_PHASE * ev.phases
+            watts = g.amps * VOLTS_PER_PHASE * self.phases_drawn(g)
             wh = watts * dt_ms / 3_600_000
             g.energy_wh += wh
             ev.soc = min(100.0, ev.soc + wh / (ev.battery_kwh * 10))
@@ -324,7 +324,7 @@ class World:
         with self.lock:
             gun = self.board["guns"][g.number - 1]
             phases = gun.get("phases", self.board.get("phases", 3))
-            drawn = g.ev.phases if g.ev else 0
+            drawn = self.phases_drawn(g)
             volts = [VOLTS_PER_PHASE if self.powered else 0.0] * phases
             amps = [g.amps if i < drawn else 0.0 for i in range(phases)]
             return {"volts": volts, "amps": amps, "power_w": sum(v * a for v, a in zip(volts, amps)),
@@ -377,7 +377,7 @@ class World:
                 pwm = 0 < g.duty_pm < 1000
                 faults = [name for name, on in (("diode", g.diode_fault), ("rcd", g.rcd_tripped),
                                                 ("weld", g.welded)) if on]
-                phases = g.ev.phases if g.ev else 0
+                phases = self.phases_drawn(g)
                 out.append({
                     "gun": g.number, "state": self.rig_state(g), "duty": duty,
                     "offered_a": round(duty_to_amps(g.duty_pm), 2) if pwm else 0.0,
@@ -386,5 +386,20 @@ class World:
                     "energy_wh": round(g.energy_wh, 2), "fault": ",".join(faults) or None,
                     "plugged": g.plugged, "temperature_c": g.temperature_c,
                     "soc": round(g.ev.soc, 2) if g.ev else None,
+                    "phase_amps": [round(a, 2) for a in self.site_phase_amps(g)],
                 })
             return out
+
+    def phases_drawn(self, g: Gun) -> int:
+        """On how many phases the EV draws: its own, as many as the gun has."""
+        gun = self.board["guns"][g.number - 1]
+        return min(g.ev.phases if g.ev else 0, gun.get("phases", self.board.get("phases", 3)))
+
+    def site_phase_amps(self, g: Gun) -> list[float]:
+        """What the gun draws on each of the site's phases L1, L2, L3: its EV's amps on the
+        gun's first phases (as many as both have), moved by the gun's phase rotation."""
+        rotation = self.board["guns"][g.number - 1].get("rotation", "L1L2L3")
+        out = [0.0, 0.0, 0.0]
+        for k in range(self.phases_drawn(g)):
+            out[int(rotation[2 * k + 1]) - 1] += g.amps
+        return out
