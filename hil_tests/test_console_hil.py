@@ -36,17 +36,19 @@ def test_every_state_change_prints_a_line(rig, events, dut):
 
 
 @pytest.mark.parametrize("typed, answer", [
-    (b"stauts\r\n", "unknown command 'stauts'"),
+    (b"stauts\r\n", "unknown command 'stauts'; did you mean 'status'?"),
     (b"status --yaml\r\n", "status: unknown option '--yaml'"),
     (b"fault clear 9\r\n", "fault clear: gun must be 1..2 or all, not '9'"),
-    (b"fault\r\n", "fault: use: fault clear <gun|all>"),
+    (b"fault\r\n", "fault: use: fault list | fault clear <gun|all>"),
     (b"\xff\xfe\x80\r\n", "console: input is not text"),
     (b"x" * 300 + b"\r", "console: line longer than 200 characters ignored"),
     (b"helpp\r", "unknown command 'helpp'"),  # a terminal's Enter is a bare CR
     (b"config set site_limit_a 5000\r\n", "config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
     (b"config set sharing_policy greedy\r\n", "config: sharing_policy must be one of fair, fifo, priority"),
     (b"config get fuse\r\n", "config: unknown config key 'fuse'"),
-    (b"config\r\n", "config: use: config get <key> | config set <key> <value> | config list"),
+    (b"config\r\n", "config: use: config get <key> | set <key> <value> | list | reset <key|all>"),
+    (b"config set site_limit_a 20\r\n", "config set site_limit_a: gun 1 has a session running; end it first, or add --yes"),
+    (b"reboot\r\n", "reboot: gun 1 has a session running"),
 ])
 def test_bad_console_input_gets_a_clear_answer_and_changes_nothing(rig, events, dut, typed, answer):
     start_charging(rig, events)
@@ -191,3 +193,29 @@ def test_bad_board_file_and_config_values_get_a_clear_error_and_nothing_is_drive
         assert "99999" in mpremote(port, "exec", "print(open('config.json').read())")
     finally:
         mpremote(port, "rm", ":config.json")
+
+
+def test_the_technician_stops_and_starts_a_gun_from_the_console(rig, events, dut):
+    start_charging(rig, events)
+    t = now_ms(rig)
+    assert "gun 1: stopped until 'start 1'" in dut.command("stop 1")
+    events.first(t, 1, "contactor", "open")
+    assert rig.gun(1)["state"] == "F"   # the EV is told the charger is not available
+    t = now_ms(rig)
+    assert "gun 1: started; it charges when the EV asks" in dut.command("start 1")
+    events.first(t, 1, "contactor", "closed", timeout_s=10)
+
+
+def test_selftest_reports_each_check_and_log_shows_what_happened(rig, events, dut):
+    rig.rcd_test_fail(gun=2, on=True)
+    dut.flush()
+    dut.write(b"selftest\r\n")
+    text = dut.read_until(b"problem", 10).decode()   # "done, no problems" or "done, N problem(s)"
+    assert "selftest: gun 1 RCD test passed" in text and "selftest: gun 2 RCD test FAILED" in text
+    assert "selftest: gun 1 contactor feedback agrees (open)" in text
+    assert "selftest: gun 1 meter answers" in text
+    assert "selftest: done, 1 problem" in text
+    start_charging(rig, events, gun=1)
+    rig.rcd_trip(gun=1)
+    events.first(now_ms(rig) - 1000, 1, "contactor", "open")
+    assert any(line.endswith("gun 1: fault RCD") for line in dut.command("log 5"))

@@ -5,9 +5,10 @@ import time
 
 import asyncio
 
-from evse import VERSION, config, console, store
+from evse import VERSION, config, store
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
+from evse.log import Log
 from evse.sharing import Sharing
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
@@ -17,6 +18,7 @@ DRAWING_A = 1.0      # a phase carrying this much is one the EV draws on
 ENERGY_FILE = "energy.json"   # the estimated registers of guns without a meter
 ENERGY_SAVE_MS = 60000        # ... written this often while they grow, and when a session ends
 WATCHDOG_FEED_MS = 500
+SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 CONSOLE_LINE_MAX = 200
 
 
@@ -61,13 +63,11 @@ class App:
         if any("meter" in g for g in board["guns"]):
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
-        self.log = None
+        self.log = Log(root)
         self.cp = None
         url = cfg.get("ocpp_url")
         if url:
             from evse.ocpp.cp import ChargePoint
-            from evse.log import Log
-            self.log = Log(root)
             self.cp = ChargePoint(self, root, url, cfg.get("ocpp_id"), self._ca(cfg.get("ocpp_ca")), self.note)
 
     def _ca(self, name):
@@ -83,8 +83,7 @@ class App:
     def note(self, text):
         """A line for the console and the log on flash."""
         print(text)
-        if self.log is not None:
-            self.log.write(text)
+        self.log.write(text)
 
     # ---- what the charge point asks of the charger -----------------------------------------------
     def phases(self, n):
@@ -227,7 +226,10 @@ class App:
             g.step(now)
             if g.events:
                 for kind, text in g.events:
-                    print("gun %d: %s" % (g.n, text) if kind == "state" else "gun %d: %s %s" % (g.n, kind, text))
+                    if kind == "state":
+                        print("gun %d: %s" % (g.n, text))
+                    else:  # faults and their clearing also go to the log on flash
+                        self.note("gun %d: %s %s" % (g.n, kind, text))
                 g.events.clear()
         self.ticks += 1
 
@@ -309,8 +311,48 @@ class App:
         except UnicodeError:
             print("console: input is not text; try: help")
             return
-        for out in console.handle(self, text):
+        from evse import cli
+        for out in cli.handle(self, text):
             print(out)
+
+    def start_selftest(self):
+        asyncio.create_task(self.selftest())
+
+    async def selftest(self):
+        """The technician's selftest: each gun's RCD test and contactor feedback, the meters,
+        the network. Prints as it goes; the guns stay under the control loop meanwhile."""
+        problems = 0
+        for g in self.guns:
+            self.hal.rcd_test_start(g.n)
+            result = None
+            for _ in range(SELFTEST_RCD_POLLS):
+                result = self.hal.rcd_test_result(g.n)
+                if result is not None:
+                    break
+                await asyncio.sleep_ms(20)
+            problems += result is not True
+            print("selftest: gun %d RCD test %s" % (g.n, {True: "passed", False: "FAILED"}.get(result, "did not end")))
+            closed = self.hal.contactor_feedback(g.n)
+            problems += closed != g.contactor
+            print("selftest: gun %d contactor feedback %s" % (
+                g.n, "agrees (%s)" % ("closed" if closed else "open") if closed == g.contactor
+                else "reads %s while driven %s: check the contactor" % ("closed" if closed else "open",
+                                                                      "closed" if g.contactor else "open")))
+            if self.metering is not None and self.metering.fitted(g.n):
+                ok = await self.metering.poll(g.n)   # asked now, not the last poll's word
+                problems += not ok
+                print("selftest: gun %d meter %s" % (g.n, "answers" if ok else "DOES NOT ANSWER"))
+        up = self.hal.network_up()
+        if self.cp is not None:
+            problems += not up
+        print("selftest: network %s" % ("up" if up else "down"))
+        print("selftest: done, %s" % ("no problems" if not problems else "%d problem%s" % (problems, "s" if problems > 1 else "")))
+
+    def later_reboot(self):
+        async def reboot():
+            await asyncio.sleep_ms(200)  # the reply leaves the serial port first
+            self.reboot(True)
+        asyncio.create_task(reboot())
 
     async def run(self):
         # Started here, not in its task: if the watchdog cannot start, nothing charges.

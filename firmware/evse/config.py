@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 
 def _check(key, value):
-    kind, lo, hi, unit, _ = KEYS[_check_known(key)]
+    kind, lo, hi, unit, _ = KEYS[check_known(key)]
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value == int(value):
@@ -164,7 +164,7 @@ class Config:
     def get(self, key):
         if key in self.values:
             return self.values[key]
-        return self.defaults()[_check_known(key)]
+        return self.defaults()[check_known(key)]
 
     def set(self, key, value):
         value = _check(key, value)
@@ -174,8 +174,17 @@ class Config:
         self.values = values
         return value
 
+    def reset(self, key):
+        """Back to the board's default."""
+        check_known(key)
+        if key in self.values:
+            values = dict(self.values)
+            del values[key]
+            store.write_json(self.path, values)
+            self.values = values
 
-def _check_known(key):
+
+def check_known(key):
     if key not in KEYS:
         raise ConfigError("unknown config key '%s'; known keys: %s" % (key, ", ".join(sorted(KEYS))))
     return key

@@ -1,8 +1,6 @@
-# The console on the REPL's serial port while the firmware runs: state-change lines out,
-# a few commands in. (The full technician CLI builds on this.)
+# What the console shows of the charger: the status table and JSON, and clearing faults. The
+# commands themselves are in evse.cli.
 import json
-
-HELP = "commands: status [--json] | fault clear <gun|all> | config get|set|list | help"
 
 
 def status_lines(app):
@@ -30,46 +28,7 @@ def _gun_status(app, g):
     return s
 
 
-def handle(app, line):
-    """Answer one console line; returns the reply lines. Never raises on user input."""
-    words = line.split()
-    if not words:
-        return []
-    cmd = words[0]
-    if cmd == "status":
-        if words[1:] == ["--json"]:
-            return [status_json(app)]
-        if len(words) == 1:
-            return status_lines(app)
-        return ["status: unknown option '%s'; use: status [--json]" % " ".join(words[1:])]
-    if cmd == "fault":
-        if len(words) == 3 and words[1] == "clear":
-            return _fault_clear(app, words[2])
-        return ["fault: use: fault clear <gun|all>"]
-    if cmd == "config":
-        return _config(app, words[1:])
-    if cmd == "help":
-        return [HELP]
-    return ["unknown command '%s'; %s" % (cmd, HELP)]
-
-
-def _config(app, args):
-    from evse import config
-    cfg = app.cfg
-    try:
-        if args == ["list"]:
-            return ["%s = %s" % (key, cfg.get(key)) for key in sorted(config.KEYS)]
-        if len(args) == 2 and args[0] == "get":
-            return ["%s = %s" % (args[1], cfg.get(args[1]))]
-        if len(args) == 3 and args[0] == "set":
-            value = cfg.set(args[1], config.parse_value(args[1], args[2]))
-            return ["%s = %s" % (args[1], value)]
-    except config.ConfigError as e:
-        return ["config: %s" % e]
-    return ["config: use: config get <key> | config set <key> <value> | config list"]
-
-
-def _fault_clear(app, which):
+def fault_clear(app, which):
     if which == "all":
         guns = app.guns
     else:

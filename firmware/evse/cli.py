@@ -1,0 +1,285 @@
+# The technician's command line on the serial console, while charging goes on. One line in,
+# reply lines out; never raises on what is typed. A command that would change how a running
+# session charges refuses, naming the gun and the reason, unless the line ends with --yes.
+from evse import config, console
+
+COMMANDS = (
+    ("help", "help [command]", "what the commands do; help config lists every setting"),
+    ("status", "status [--json]", "the charger and every gun; --json for tools"),
+    ("guns", "guns", "one line per gun: state, offer, current, power, energy, session"),
+    ("config", "config get <key> | set <key> <value> | list | reset <key|all>", "the settings"),
+    ("meter", "meter", "each gun's energy meter: register, power, volts and amps per phase"),
+    ("start", "start <gun> [idTag]", "start a session: with OCPP as if the card was shown"),
+    ("stop", "stop <gun>", "end the gun's session (OCPP reason Local)"),
+    ("fault", "fault list | fault clear <gun|all>", "the guns' faults"),
+    ("log", "log [n]", "the last n lines of the log on flash (default 20)"),
+    ("ocpp", "ocpp", "the link to the central system and the messages waiting"),
+    ("selftest", "selftest", "RCD test, contactor feedback, meters, network (no gun may be charging)"),
+    ("reboot", "reboot", "restart the controller"),
+)
+# Settings whose change alters a session that is running.
+SESSION_KEYS = ("site_limit_a", "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
+                "priority_tags", "meter_fault", "ocpp_url", "ocpp_id", "ocpp_ca")
+LOG_LINES = 20
+LOG_LINES_MAX = 200
+
+
+def handle(app, line):
+    """The reply lines to one console line."""
+    words = line.split()
+    yes = "--yes" in words
+    if yes:
+        words = [w for w in words if w != "--yes"]
+    if not words:
+        return ["--yes goes after a command, e.g. reboot --yes"] if yes else []
+    cmd, args = words[0], words[1:]
+    fn = _HANDLERS.get(cmd)
+    if fn is None:
+        near = _nearest(cmd)
+        hint = "did you mean '%s'? " % near if near else ""
+        return ["unknown command '%s'; %s'help' lists the commands" % (cmd, hint)]
+    try:
+        return fn(app, args, yes)
+    except _Refused as e:
+        return [str(e)]
+    except Exception as e:  # our bug, not the technician's: say so, keep the charger running
+        return ["%s: internal error %r; the charger runs on (please report this)" % (cmd, e)]
+
+
+def _usage(cmd):
+    for name, usage, _ in COMMANDS:
+        if name == cmd:
+            return "%s: use: %s" % (cmd, usage)
+    return cmd
+
+
+def _nearest(word):
+    best, best_d = None, 3
+    for name, _, _ in COMMANDS:
+        d = _distance(word, name)
+        if d < best_d or (name.startswith(word) and len(word) >= 2):
+            best, best_d = name, min(d, best_d)
+    return best
+
+
+def _distance(a, b):
+    """Levenshtein distance, for typos."""
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def _gun(app, text, cmd):
+    """Gun number from text, or raises _Refused with the range."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= len(app.guns):
+        raise _Refused("%s: gun must be 1..%d, not '%s'" % (cmd, len(app.guns), text))
+    return app.guns[n - 1]
+
+
+class _Refused(Exception):
+    pass
+
+
+def _charging(app):
+    return [g for g in app.guns if g.contactor or (app.cp is not None and app.cp.session_tag(g.n) is not None)]
+
+
+def _busy_refusal(app, what):
+    busy = _charging(app)
+    if not busy:
+        return None
+    return "%s: gun %d has a session running; end it first, or add --yes to do it now" % (what, busy[0].n)
+
+
+# ---- the commands ------------------------------------------------------------------------------
+def _help(app, args, yes):
+    if not args:
+        return ["%-58s %s" % (usage, what) for _, usage, what in COMMANDS]
+    if args == ["config"]:
+        out = []
+        for key in sorted(config.KEYS):
+            kind, lo, hi, unit, text = config.KEYS[key]
+            if key in config.CHOICES:
+                allowed = "|".join(config.CHOICES[key])
+            elif kind is int:
+                allowed = "%d..%d %s" % (lo, hi, unit)
+            else:
+                allowed = "text, %d..%d characters" % (lo, hi)
+            out.append("%-15s %-22s %s" % (key, allowed, text))
+        return out
+    for name, usage, what in COMMANDS:
+        if args[0] == name:
+            return ["%s: %s" % (usage, what)]
+    return ["help: no command '%s'; 'help' lists them" % args[0]]
+
+
+def _status(app, args, yes):
+    if args == ["--json"]:
+        return [console.status_json(app)]
+    if not args:
+        return console.status_lines(app)
+    return ["status: unknown option '%s'; use: status [--json]" % " ".join(args)]
+
+
+def _guns(app, args, yes):
+    if args:
+        return [_usage("guns")]
+    out = ["gun state  offer_A  amps   kW     kWh      session  fault"]
+    for g in app.guns:
+        tag = app.cp.session_tag(g.n) if app.cp is not None else None
+        out.append("%-3d %-6s %-8.1f %-6.1f %-6.1f %-8.2f %-8s %s" % (
+            g.n, g.state, g.offered_a(), g.current_a, app.power_w(g.n) / 1000, app.energy_wh(g.n) / 1000,
+            tag or "-", g.fault or "-"))
+    return out
+
+
+def _config(app, args, yes):
+    cfg = app.cfg
+    try:
+        if args == ["list"]:
+            return ["%s = %s" % (key, cfg.get(key)) for key in sorted(config.KEYS)]
+        if len(args) == 2 and args[0] == "get":
+            return ["%s = %s" % (args[1], cfg.get(args[1]))]
+        if len(args) == 3 and args[0] == "set":
+            value = config.parse_value(args[1], args[2])
+            if args[1] in SESSION_KEYS and not yes:
+                why = _busy_refusal(app, "config set %s" % args[1])
+                if why:
+                    return [why]
+            return ["%s = %s" % (args[1], cfg.set(args[1], value))]
+        if len(args) == 2 and args[0] == "reset":
+            keys = sorted(cfg.values) if args[1] == "all" else [config.check_known(args[1])]
+            if not yes and any(k in SESSION_KEYS for k in keys):
+                why = _busy_refusal(app, "config reset")
+                if why:
+                    return [why]
+            for key in keys:
+                cfg.reset(key)
+            return ["%s = %s (default)" % (key, cfg.get(key)) for key in keys] or ["config: nothing was set"]
+    except config.ConfigError as e:
+        return ["config: %s" % e]
+    return [_usage("config")]
+
+
+def _meter(app, args, yes):
+    if args:
+        return [_usage("meter")]
+    m = app.metering
+    out = []
+    for g in app.guns:
+        if m is None or not m.fitted(g.n):
+            out.append("gun %d: no meter; energy estimated from the current: %d Wh" % (g.n, app.energy_wh(g.n)))
+            continue
+        meter = m.meters[g.n - 1]
+        r = m.reading(g.n)
+        head = "gun %d: %s at address %d, %s, %d polls failed" % (
+            g.n, meter.model, meter.address, "answers" if m.ok[g.n - 1] else "NOT ANSWERING", m.failures[g.n - 1])
+        if r is None:
+            out.append(head + "; no reading yet")
+            continue
+        out.append("%s; %d Wh, %d W, V %s, A %s" % (head, r.energy_wh, r.power_w,
+                                                    " ".join("%.1f" % v for v in r.volts),
+                                                    " ".join("%.1f" % a for a in r.amps)))
+    return out
+
+
+def _start(app, args, yes):
+    if not 1 <= len(args) <= 2:
+        return [_usage("start")]
+    g = _gun(app, args[0], "start")
+    if app.cp is None:
+        if len(args) == 2:
+            return ["start: this charger runs without OCPP: no card is needed; use: start %d" % g.n]
+        if g.enabled:
+            return ["start: gun %d is not stopped; it charges whenever an EV asks" % g.n]
+        g.enabled = True
+        return ["gun %d: started; it charges when the EV asks" % g.n]
+    if len(args) == 1:
+        return ["start: this charger uses OCPP: give the card, e.g. start %d AA11" % g.n]
+    app.cp.swipe(g.n, args[1])
+    return ["gun %d: card %s presented" % (g.n, args[1])]
+
+
+def _stop(app, args, yes):
+    if len(args) != 1:
+        return [_usage("stop")]
+    g = _gun(app, args[0], "stop")
+    if app.cp is not None:
+        c = app.cp.connectors[g.n]
+        if c.tx is None:
+            return ["stop: gun %d has no session" % g.n]
+        app.cp.stop_tx(c, "Local")
+        return ["gun %d: session stopped" % g.n]
+    if not g.enabled:
+        return ["stop: gun %d is already stopped; start %d lets it charge again" % (g.n, g.n)]
+    g.enabled = False
+    return ["gun %d: stopped until 'start %d'" % (g.n, g.n)]
+
+
+def _fault(app, args, yes):
+    if args == ["list"]:
+        out = ["gun %d: %s since %d s" % (g.n, g.fault, (app.now_ms - g.fault_since_ms) // 1000)
+               for g in app.guns if g.fault is not None]
+        return out or ["no faults"]
+    if len(args) == 2 and args[0] == "clear":
+        return console.fault_clear(app, args[1])
+    return [_usage("fault")]
+
+
+def _log(app, args, yes):
+    n = LOG_LINES
+    if args:
+        try:
+            n = int(args[0])
+        except ValueError:
+            n = 0
+        if len(args) > 1 or not 1 <= n <= LOG_LINES_MAX:
+            return ["log: use: log [n] with n 1..%d" % LOG_LINES_MAX]
+    return app.log.tail(n) or ["log: empty"]
+
+
+def _ocpp(app, args, yes):
+    cp = app.cp
+    if args:
+        return [_usage("ocpp")]
+    if cp is None:
+        return ["ocpp: off (config set ocpp_url ws://host:port/path to connect to a central system)"]
+    link = "online" if cp.online else ("connected, boot %s" % cp.boot_status if cp.connected else "offline")
+    return ["ocpp: %s as %s to %s" % (link, cp.cp_id, cp.url.rsplit("/", 1)[0]),
+            "ocpp: %d transaction messages in the journal, %d other messages waiting" % (len(cp.journal), len(cp.outbox))]
+
+
+def _selftest(app, args, yes):
+    if args:
+        return [_usage("selftest")]
+    plugged = [g for g in app.guns if g.state != "A" or g.contactor]
+    if plugged:
+        return ["selftest: gun %d has an EV (state %s); unplug it first: the RCD test needs the guns idle"
+                % (plugged[0].n, plugged[0].state)]
+    app.start_selftest()
+    return ["selftest: running; the results follow"]
+
+
+def _reboot(app, args, yes):
+    if args:
+        return [_usage("reboot")]
+    if not yes:
+        why = _busy_refusal(app, "reboot")
+        if why:
+            return [why]
+    app.later_reboot()
+    return ["reboot: restarting"]
+
+
+_HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter,
+             "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
+             "selftest": _selftest, "reboot": _reboot}
+

@@ -1,0 +1,146 @@
+"""The technician's command line (evse.cli) against the application with a fake board: every
+command, its errors, and the refusals while a session runs. Typed lines never raise."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from evse import cli, config
+from fake_rig import FakeHal
+
+BOARDS = Path(__file__).resolve().parents[1] / "boards"
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "ticks_ms", lambda: 0, raising=False)
+    monkeypatch.setattr(time, "ticks_diff", lambda a, b: a - b, raising=False)
+    from evse.app import App
+    board = json.loads((BOARDS / "sim-ac2.json").read_text())
+    a = App(board, config.Config(board, str(tmp_path)), FakeHal(), str(tmp_path))
+    a.selftests = []
+    a.reboots = []
+    a.start_selftest = lambda: a.selftests.append(True)
+    a.later_reboot = lambda: a.reboots.append(True)
+    return a
+
+
+def say(app, line):
+    return cli.handle(app, line)
+
+
+def charging(app, n=1):
+    g = app.guns[n - 1]
+    g.state, g.contactor = "C2", True
+    return g
+
+
+def test_help_lists_every_command_and_help_config_every_key_with_its_range(app):
+    lines = say(app, "help")
+    assert len(lines) == len(cli.COMMANDS)
+    assert all(any(line.startswith(name) for line in lines) for name, _, _ in cli.COMMANDS)
+    keys = say(app, "help config")
+    assert any(line.startswith("site_limit_a") and "0..2000 A" in line for line in keys)
+    assert any(line.startswith("sharing_policy") and "fair|fifo|priority" in line for line in keys)
+    assert say(app, "help stop") == ["stop <gun>: end the gun's session (OCPP reason Local)"]
+
+
+@pytest.mark.parametrize("typed, answer", [
+    ("stauts", "unknown command 'stauts'; did you mean 'status'?"),
+    ("confg list", "unknown command 'confg'; did you mean 'config'?"),
+    ("xyzzy", "unknown command 'xyzzy'; 'help' lists the commands"),
+    ("status --yaml", "status: unknown option '--yaml'"),
+    ("start 9", "start: gun must be 1..2, not '9'"),
+    ("stop x", "stop: gun must be 1..2, not 'x'"),
+    ("stop", "stop: use: stop <gun>"),
+    ("fault", "fault: use: fault list | fault clear <gun|all>"),
+    ("log 0", "log: use: log [n] with n 1..200"),
+    ("log many", "log: use: log [n] with n 1..200"),
+    ("config set site_limit_a 5000", "config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
+    ("config set site_limit_a lots", "config: site_limit_a must be a whole number, not 'lots'"),
+    ("config get fuse", "config: unknown config key 'fuse'"),
+    ("config reset fuse", "config: unknown config key 'fuse'"),
+    ("config", "config: use: config get <key> | set <key> <value> | list | reset <key|all>"),
+    ("ocpp now", "ocpp: use: ocpp"),
+    ("reboot now", "reboot: use: reboot"),
+])
+def test_a_wrong_command_gets_a_helpful_answer_and_changes_nothing(app, typed, answer):
+    before = dict(app.cfg.values)
+    out = say(app, typed)
+    assert len(out) == 1 and out[0].startswith(answer), out
+    assert app.cfg.values == before and not app.reboots and not app.selftests
+
+
+def test_config_set_get_list_and_reset_round_trip(app):
+    assert say(app, "config set site_limit_a 25") == ["site_limit_a = 25"]
+    assert say(app, "config get site_limit_a") == ["site_limit_a = 25"]
+    assert "site_limit_a = 25" in say(app, "config list")
+    assert config.Config(app.board, app.root).get("site_limit_a") == 25  # on flash
+    assert say(app, "config reset site_limit_a") == ["site_limit_a = 40 (default)"]
+    assert say(app, "config set sharing_policy fifo") == ["sharing_policy = fifo"]
+    assert say(app, "config reset all") == ["sharing_policy = fair (default)"]
+
+
+def test_a_setting_that_alters_a_running_session_is_refused_without_yes(app):
+    charging(app, 2)
+    assert say(app, "config set site_limit_a 20") == [
+        "config set site_limit_a: gun 2 has a session running; end it first, or add --yes to do it now"]
+    assert app.cfg.get("site_limit_a") == 40
+    assert say(app, "config set name depot") == ["name = depot"]         # does not alter the session
+    assert say(app, "config set site_limit_a 20 --yes") == ["site_limit_a = 20"]
+    assert say(app, "reboot").pop().startswith("reboot: gun 2 has a session running")
+    assert not app.reboots
+    assert say(app, "reboot --yes") == ["reboot: restarting"] and app.reboots
+
+
+def test_stop_and_start_a_gun_without_ocpp(app):
+    assert say(app, "stop 1") == ["gun 1: stopped until 'start 1'"]
+    assert not app.guns[0].enabled
+    assert say(app, "stop 1")[0].startswith("stop: gun 1 is already stopped")
+    assert say(app, "start 1 AA11")[0].startswith("start: this charger runs without OCPP")
+    assert say(app, "start 1") == ["gun 1: started; it charges when the EV asks"]
+    assert app.guns[0].enabled
+    assert say(app, "start 1")[0].startswith("start: gun 1 is not stopped")
+
+
+def test_fault_list_and_clear(app):
+    assert say(app, "fault list") == ["no faults"]
+    g = app.guns[1]
+    g.fault, g.fault_since_ms = "RCD", 0
+    app.now_ms = 12000
+    assert say(app, "fault list") == ["gun 2: RCD since 12 s"]
+    assert say(app, "fault clear 2") == ["gun 2: RCD cleared"]
+    assert say(app, "fault list") == ["no faults"]
+
+
+def test_guns_meter_log_ocpp_and_status(app):
+    charging(app, 1).current_a = 16.0
+    lines = say(app, "guns")
+    assert lines[1].startswith("1   C2") and "16.0" in lines[1]
+    assert say(app, "meter")[0].startswith("gun 1: sdm630 at address 1, answers, 0 polls failed; no reading yet")
+    app.note("gun 1: fault RCD")
+    assert say(app, "log 1")[0].endswith("gun 1: fault RCD")
+    assert say(app, "ocpp")[0].startswith("ocpp: off")
+    assert json.loads(say(app, "status --json")[0])["guns"][0]["state"] == "C2"
+
+
+def test_selftest_refuses_while_an_ev_is_plugged_and_starts_otherwise(app):
+    app.guns[0].state = "B1"
+    assert say(app, "selftest")[0].startswith("selftest: gun 1 has an EV (state B1); unplug it first")
+    assert not app.selftests
+    app.guns[0].state = "A"
+    assert say(app, "selftest") == ["selftest: running; the results follow"] and app.selftests
+
+
+# One app for all the lines: they act on it in turn, as a technician's session would.
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["status", "config", "set", "get", "reset", "all", "site_limit_a", "name", "1", "2",
+                                 "9", "-1", "x", "--yes", "--json", "start", "stop", "fault", "clear", "list", "log",
+                                 "meter", "guns", "help", "ocpp", "selftest", "reboot", "AA11", "é", "\x00"]),
+                max_size=5))
+def test_any_line_gets_lines_back_and_never_an_internal_error(app, words):
+    out = say(app, " ".join(words))
+    assert isinstance(out, list) and all(isinstance(line, str) for line in out)
+    assert not any("internal error" in line for line in out), out
