@@ -21,6 +21,11 @@ def cmd_demo(args) -> int:
     return run(args)
 
 
+def cmd_report(args) -> int:
+    from host_tools.report import run
+    return run(args)
+
+
 def cmd_status(args) -> int:
     from host_tools.console import status
     return status(args)
@@ -64,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=float, default=1.0, help="time scale of the script's pauses (tests use more)")
     d.add_argument("--log", default="run-out/session.jsonl", help="where to write the rig's log")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("report", help="draw a PNG of a demo log: current and power per gun against the site limit, "
+                                      "energy per session",
+                       description="Draw one PNG of a rig log (evsectl demo writes run-out/session.jsonl): the current "
+                                   "per gun (A per phase, stacked) and the current its pilot offered, against the site "
+                                   "limit; the power per gun (kW, stacked) against the limit x 230 V x phases; when "
+                                   "each contactor was closed and faults; the energy of each session (plug-in to "
+                                   "unplug), measured and billed over OCPP; the script's steps as numbered lines. "
+                                   "Prints the PNG's path. Exit 1: the log cannot be read as one; exit 2: a file or "
+                                   "option cannot be used.")
+    r.add_argument("log", metavar="LOG", help="the JSON-lines log, e.g. run-out/session.jsonl")
+    r.add_argument("-o", "--output", metavar="OUT.png", default=None,
+                   help="the PNG to write (default: report.png next to the log)")
+    r.add_argument("--board", metavar="B", default=None,
+                   help="board file name in boards/ (or a path to one) for the site limit and phases "
+                        "(default: the board the log names)")
+    r.add_argument("--limit-a", metavar="A", type=float, default=None,
+                   help="site limit in A per phase (default: the board's site_limit_a)")
+    r.set_defaults(func=cmd_report)
 
     st = sub.add_parser("status", help="print the board's status (status --json on its console)")
     st.add_argument("--port", required=True, help="serial port (a virtual board's pty counts)")

@@ -135,6 +135,7 @@ class Day:
         self._next_tick = time.monotonic()
         self.view: LiveView | PlainView | None = None
         self.screenshot: Path | None = None
+        self.log({"kind": "meta", "board": self.cp_id, "site_limit_a": self.site_limit_a, "phases": vb.board["phases"]})
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
@@ -404,6 +405,8 @@ def run(args) -> int:
             with LiveView(terminal) if sys.stdout.isatty() else PlainView(terminal) as view:
                 day.play(view)
             print_summary(terminal, day, day.finish())
+        from host_tools.report import report_line  # matplotlib loads only once the day has played
+        terminal.print(f"  report: {report_line(log_path)}", markup=False, highlight=False)
         if args.forever:
             day.close()  # the serial port is the user's now
             day = None
