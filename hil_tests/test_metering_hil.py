@@ -53,3 +53,15 @@ def test_the_registers_bill_the_sessions_and_survive_a_power_cut(ocpp_rig, csms)
     start_session(ocpp_rig, csms, gun=1)
     second = csms.wait("StartTransaction", since_ms=t, timeout_s=15)["frame"][3]
     assert second["meterStart"] >= first["meterStop"]
+
+
+def test_a_remote_stop_bills_every_wh_the_car_drew_before_its_contactor_opened(ocpp_rig, csms):
+    start_session(ocpp_rig, csms, gun=1)
+    ocpp_rig.wait_for(lambda guns: guns[0]["energy_wh"] > 10, 60, what="10 Wh through gun 1")
+    tx_id = csms.transactions()[-1]["transactionId"]
+    t = csms.now_ms()
+    assert csms.call("RemoteStopTransaction", {"transactionId": tx_id})["payload"]["status"] == "Accepted"
+    stop = csms.wait("StopTransaction", since_ms=t, timeout_s=20)["frame"][3]
+    g = ocpp_rig.gun(1)
+    assert not g["contactor"] and g["amps"] == 0   # the car is plugged in still, drawing nothing
+    assert abs(stop["meterStop"] - g["energy_wh"]) <= 1, (stop, g)

@@ -217,6 +217,8 @@ def _stop(app, args, yes):
         if c.tx is None:
             return ["stop: gun %d has no session" % g.n]
         app.cp.stop_tx(c, "Local")
+        if c.stopping is not None:
+            return ["gun %d: session ends once its contactor is open" % g.n]
         return ["gun %d: session stopped" % g.n]
     if not g.enabled:
         return ["stop: gun %d is already stopped; start %d lets it charge again" % (g.n, g.n)]

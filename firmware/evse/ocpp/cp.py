@@ -21,6 +21,8 @@ RECONNECT_MAX_MS = const(30000)
 PONG_WAIT_MS = const(10000)  # back-off ceiling: a site back online is served within 30 s
 TAG_TIMEOUT_S_DEFAULT = const(60)
 SUPERVISE_MS = const(250)
+STOP_WAIT_MS = const(10000)  # a stopped transaction's contactor opens within this (C1: 6 s)
+METER_SETTLE_MS = const(1500)  # then a meter polled each second has read the last Wh
 TX_FILE = "ocpp_tx.json"
 AVAIL_FILE = "ocpp_avail.json"
 PROFILES_FILE = "ocpp_profiles.json"
@@ -115,7 +117,7 @@ class ChargePoint:
     # ---- what the application asks ---------------------------------------------------------------
     def may_charge(self, n):
         c = self.connectors[n]
-        return c.may_charge() and self.connectors[0].operative
+        return c.may_charge() and c.stopping is None and self.connectors[0].operative
 
     def limit_a(self, n):
         """The smart-charging cap now, in A per phase (None: no cap): on gun n, or with n = 0
@@ -211,9 +213,27 @@ class ChargePoint:
         self.log("ocpp: gun %d: transaction started for %s" % (c.n, tag))
 
     def stop_tx(self, c, reason, tag=None, when_s=None):
-        tx = c.tx
-        if tx is None:
+        """Ends the transaction on connector c. While its contactor is closed the end waits: the
+        offer drops to 0 at once, and the StopTransaction goes out once the contactor has opened
+        and the meter has read once more (at most STOP_WAIT_MS later), so meterStop counts all
+        the energy the EV drew. The first reason given stands. when_s: the end happened then (a
+        power cut): the contactor is open already."""
+        if c.tx is None:
             return False
+        if when_s is None and self.app.guns[c.n - 1].contactor:
+            if c.stopping is None:
+                c.stopping = (reason, tag, time.ticks_ms(), None)
+                self.log("ocpp: gun %d: transaction %d ends (%s) once the contactor is open"
+                         % (c.n, c.tx["id"], reason))
+            return True
+        if c.stopping is not None:
+            reason, tag = c.stopping[0], c.stopping[1]
+        self._end_tx(c, reason, tag, when_s)
+        return True
+
+    def _end_tx(self, c, reason, tag, when_s=None):
+        tx = c.tx
+        c.stopping = None
         now = when_s or self.clock.now()
         payload = {"transactionId": tx["id"], "meterStop": int(self.app.energy_wh(c.n)),
                    "timestamp": clock.iso(now), "reason": reason}
@@ -330,6 +350,8 @@ class ChargePoint:
         for c in self.connectors[1:]:
             gun = self.app.guns[c.n - 1]
             plugged = gun.state[0] in "BCD"
+            if c.stopping is not None:
+                self._stop_when_open(c, gun, now_ms)
             if c.tx is None and c.tag is not None:
                 if plugged:
                     self.start_tx(c, c.tag)
@@ -350,9 +372,25 @@ class ChargePoint:
         if self.clock.known:
             self._meter_values(now_s)
         self._statuses(False)
-        if self._reset and not self.journal_pending_for_reset():
+        if self._reset and not self.journal_pending_for_reset() and not self.stopping():
             if time.ticks_diff(now_ms, self._reset_at_ms) >= 0:
                 self.app.reboot(self._reset == "Hard")
+
+    def _stop_when_open(self, c, gun, now_ms):
+        # Once the contactor is open, the meter's next poll has the last of the energy.
+        reason, tag, since_ms, opened_ms = c.stopping
+        if opened_ms is None and not gun.contactor:
+            c.stopping = (reason, tag, since_ms, now_ms)
+        elif (opened_ms is not None and time.ticks_diff(now_ms, opened_ms) >= METER_SETTLE_MS) \
+                or time.ticks_diff(now_ms, since_ms) >= STOP_WAIT_MS:
+            self._end_tx(c, reason, tag)
+
+    def stopping(self):
+        """A transaction waits for its contactor to open before its StopTransaction."""
+        for c in self.connectors[1:]:
+            if c.stopping is not None:
+                return True
+        return False
 
     def journal_pending_for_reset(self):
         # Give the stop messages a few seconds to reach the central system before rebooting;
