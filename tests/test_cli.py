@@ -144,3 +144,13 @@ def test_any_line_gets_lines_back_and_never_an_internal_error(app, words):
     out = say(app, " ".join(words))
     assert isinstance(out, list) and all(isinstance(line, str) for line in out)
     assert not any("internal error" in line for line in out), out
+
+
+def test_the_cli_reference_names_every_command_and_every_setting():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for name, _, _ in cli.COMMANDS:
+        assert f"| `{name}" in text, name
+    for key in config.KEYS:
+        assert f"| `{key}` |" in text, key
+    for key in cli.SESSION_KEYS:
+        assert f"| `{key}` |" in text and "session |" in text.split(f"| `{key}` |")[1].split("\n")[0], key
