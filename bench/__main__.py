@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import mpy, ocpp
+from bench import mpy, ocpp, sharing
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "results.json"
@@ -17,11 +17,17 @@ def main() -> int:
           % (tick["tick_2_guns_us"], tick["tick_vs_hal_reads_ratio"], tick["tick_budget_used"] * 100, 20))
     print("sharing cycle (8 guns): %.1f us = %.2f x a bare equal split" % (tick["sharing_8_guns_us"], tick["sharing_vs_split_ratio"]))
     print("MicroPython heap in use with 2 guns + sharing: %d of %d bytes" % (tick["heap_live_bytes"], tick["heap_total_bytes"]))
+    results["sharing"] = sharing.run()
+    _write(results)   # a section that fails later does not lose this one
     results["ocpp"] = ocpp.run()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2))
+    _write(results)
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
+
+
+def _write(results: dict) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Gun:
         self.max_a = 32
         self.temperature_c = 31.0
         self.allocation_a = 16.0
+        self.meter_ok = True
 
     def offered_a(self):
         return self.allocation_a
@@ -108,6 +109,8 @@ class App:
             if self.cards:
                 n, tag = self.cards.pop(0)
                 cp.swipe(n, tag)
+            for g in self.guns:   # the gun follows the charge point: no session, contactor open
+                g.contactor = cp.may_charge(g.n)
             cp.supervise()
             await asyncio.sleep_ms(OCPP_MS)
 
