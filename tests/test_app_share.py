@@ -113,3 +113,22 @@ def test_a_single_phase_ev_on_a_three_phase_gun_loads_only_the_phase_its_meter_s
     assert shares(app)[:2] == [32, 32]   # apart, each has a phase of 63 A for itself
     app.metering = None
     assert shares(app, 1000)[:2] == [31.5, 31.5]   # as three-phase EVs they share every phase
+
+
+def test_an_ev_that_stopped_asking_keeps_the_minimum_and_the_rest_goes_to_the_others(make_app):
+    from evse import pilot
+    from evse.sharing import RECLAIM_AFTER_MS
+    app = make_app()
+    full, hungry = app.guns
+    assert shares(app) == [20, 20]
+    for g in app.guns:
+        g.duty_pm = pilot.amps_to_duty_pm(20)
+    full.state = "B2"                      # its battery is full: back to B, the offer unused
+    hungry.contactor, hungry.current_a = True, 20.0
+    alloc = None
+    for t in range(0, RECLAIM_AFTER_MS + 12000, 250):
+        alloc = shares(app, t)
+        for g, a in zip(app.guns, alloc):   # the pilots follow (the gun's 5 s step aside)
+            g.duty_pm = pilot.amps_to_duty_pm(a)
+        hungry.current_a = hungry.offered_a()
+    assert alloc == [6, 32]                 # 6 A kept so it can ask again; the hungry car gets the rest

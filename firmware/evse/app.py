@@ -5,7 +5,7 @@ import time
 
 import asyncio
 
-from evse import VERSION, config, store
+from evse import VERSION, cli, config, store
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
@@ -42,7 +42,15 @@ class App:
         self.root = root
         board = dict(board)
         board["fault_retry_s"] = cfg.get("fault_retry_s")
-        self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
+        self.cabinet = None   # a DC board's power modules
+        self.share_ms = SHARE_MS
+        if board["kind"] == "dc":
+            from evse.dc import CABINET_MS, Cabinet, DcGun
+            self.guns = [DcGun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
+            self.cabinet = Cabinet(hal, board, self.note)
+            self.share_ms = CABINET_MS  # the module moves are sequenced at this pace
+        else:
+            self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
         self.sharing = Sharing(len(self.guns), cfg.get("min_current_a"))
         self._loads = [gun_loads(g) for g in board["guns"]]   # the site phases each gun's EV loads
         self._since = [None] * len(self.guns)                # when each gun began to want power
@@ -105,7 +113,16 @@ class App:
         if r is not None:
             return r.power_w
         g = self.guns[n - 1]
-        return g.current_a * VOLTS * self.phases(n) if g.contactor else 0.0
+        return self._estimated_w(g)
+
+    def _estimated_w(self, g):
+        """What gun g delivers where it has no meter: the dispenser's DC power, or the current
+        at the nominal voltage."""
+        if not g.contactor:
+            return 0.0
+        if self.cabinet is not None:
+            return g.dc_w
+        return g.current_a * VOLTS * self.phases(g.n)
 
     def unlock(self, n):
         # None: the gun has no lock actuator (a tethered cable or a socket without one).
@@ -133,6 +150,9 @@ class App:
         """The budget per phase (the site's, under the central system's ChargePointMaxProfile),
         what each gun may take (its own limits, its authorization and TxProfile), which phases
         its EV loads, what it draws, and the policy's ranks -> each gun's allocation."""
+        if self.cabinet is not None:
+            self.share_dc(now_ms)
+            return
         cfg = self.cfg
         cap = cfg.get("gun_max_a")
         site = cfg.get("site_limit_a")
@@ -159,7 +179,12 @@ class App:
                 self._since[g.n - 1] = None
             offer = g.offered_a()
             offered.append(offer)
-            drawn.append(g.current_a if g.contactor and g.state[0] in "CD" else offer)
+            if g.contactor and g.state[0] in "CD":
+                drawn.append(g.current_a)
+            elif g.state[0] == "B":
+                drawn.append(0.0)   # connected, not asking (not yet, or full): its offer sits idle
+            else:
+                drawn.append(offer)
             prio.append(self._rank(g, policy))
         since = [now_ms if t is None else t for t in self._since]
         if policy == "fifo":
@@ -167,6 +192,45 @@ class App:
         alloc = self.sharing.update(now_ms, site, limits, offered, self._loads_now(), drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
+
+    def share_dc(self, now_ms):
+        """A DC board: the cabinet's modules and each dispenser's power limit from what each EV
+        asks, capped by the dispenser's rating and the central system's profiles; the total by
+        the cabinet, the site and the ChargePointMaxProfile. An OCPP limit in A is taken as the
+        charger's AC input: W = A x 230 V x the board's phases (a limit set in W comes back
+        as it was, floored to 0.1 A)."""
+        cp = self.cp
+        volts_total = VOLTS * self.phases(0)
+        total_w = self.cfg.get("site_limit_a") * volts_total
+        if cp is not None:
+            charger_a = self._smart_a(0)
+            if charger_a is not None and charger_a * volts_total < total_w:
+                total_w = charger_a * volts_total
+        policy = self.cfg.get("sharing_policy")
+        demands, caps, delivered, prio = [], [], [], []
+        for g in self.guns:
+            g.allowed = g.enabled and (cp is None or cp.may_charge(g.n))
+            cap = g.power_cap_w()
+            if cp is not None and g.allowed:
+                smart_a = self._smart_a(g.n)
+                if smart_a is not None and smart_a * VOLTS * self.phases(g.n) < cap:
+                    cap = smart_a * VOLTS * self.phases(g.n)
+            asks = g.demand_w if g.allowed and g.wants_power() else 0
+            if asks and self._since[g.n - 1] is None:
+                self._since[g.n - 1] = now_ms
+            elif not asks:
+                self._since[g.n - 1] = None
+            demands.append(asks)
+            caps.append(cap)
+            delivered.append(g.dc_w)
+            prio.append(self._rank(g, policy))
+        if policy == "fifo":
+            prio = [now_ms if t is None else t for t in self._since]
+        cab = self.cabinet
+        cab.step(now_ms, demands, caps, delivered, total_w, prio)
+        for g in self.guns:
+            g.modules = cab.held[g.n - 1]
+            g.limit_w = cab.limit_w[g.n - 1]
 
     def _loads_now(self):
         """The site phases each gun loads: what its meter sees drawn while it charges (a
@@ -218,7 +282,7 @@ class App:
                     g.meter_ok = self.metering.ok[g.n - 1]
                     g.meter_stops = stops
         wanting = [g.wants_power() for g in self.guns]
-        if wanting != self._wanting or now - self._shared_ms >= SHARE_MS:
+        if wanting != self._wanting or now - self._shared_ms >= self.share_ms:
             self._wanting = wanting
             self._shared_ms = now
             self.share(now)
@@ -259,7 +323,7 @@ class App:
             if self.reading(g.n) is not None:
                 continue
             if g.contactor:
-                self._energy_wh[g.n - 1] += g.current_a * VOLTS * self.phases(g.n) * dt_ms / 3600000
+                self._energy_wh[g.n - 1] += self._estimated_w(g) * dt_ms / 3600000
             elif self._energy_wh[g.n - 1] != self._energy_saved[g.n - 1]:
                 opened = True
         if self._energy_wh != self._energy_saved and (opened or now_ms - self._energy_saved_ms >= ENERGY_SAVE_MS):
@@ -311,9 +375,11 @@ class App:
         except UnicodeError:
             print("console: input is not text; try: help")
             return
-        from evse import cli
-        for out in cli.handle(self, text):
-            print(out)
+        try:
+            for out in cli.handle(self, text):
+                print(out)
+        except MemoryError:  # the console stays: the next command may find the memory
+            print("console: out of memory answering that; the charger runs on")
 
     def start_selftest(self):
         asyncio.create_task(self.selftest())
@@ -385,7 +451,10 @@ def main(root="/", hal=None):
               % MAINTENANCE_FILE)
         hal.deinit()
         return
-    print("evse %s on %s: %d guns, site limit %d A" % (VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a")))
+    cab = board.get("cabinet")
+    print("evse %s on %s: %d guns, site limit %d A%s" % (
+        VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a"),
+        ", cabinet %d x %s kW" % (cab["modules"], cab["module_kw"]) if board["kind"] == "dc" else ""))
     try:
         app = App(board, cfg, hal, root)
         asyncio.run(app.run())

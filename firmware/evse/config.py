@@ -87,12 +87,25 @@ def check_board(board):
             raise ConfigError("board '%s' must be a %s" % (key, kind.__name__))
     if board["hal"] not in ("sim", "rp2", "esp32"):
         raise ConfigError("board 'hal' is '%s': use sim, rp2 or esp32" % board["hal"])
+    if board["kind"] not in ("ac", "dc"):
+        raise ConfigError("board 'kind' is '%s': use ac (AC guns) or dc (DC dispensers fed by a cabinet)"
+                          % board["kind"])
+    dc = board["kind"] == "dc"
+    if dc:
+        _check_cabinet(board.get("cabinet"))
     if not 1 <= len(board["guns"]) <= 8:
         raise ConfigError("board 'guns' must list 1 to 8 guns, not %d" % len(board["guns"]))
     for i, gun in enumerate(board["guns"]):
-        amps = gun.get("max_a") if isinstance(gun, dict) else None
-        if not isinstance(amps, int) or not 6 <= amps <= 80:
-            raise ConfigError("board guns[%d].max_a must be 6..80 A, not %r" % (i, amps))
+        if not isinstance(gun, dict):
+            raise ConfigError("board guns[%d] must be an object" % i)
+        if dc:
+            kw = gun.get("max_kw")
+            if not _is_number(kw) or not 1 <= kw <= 1000:
+                raise ConfigError("board guns[%d].max_kw must be the dispenser's rating, 1..1000 kW, not %r" % (i, kw))
+        else:
+            amps = gun.get("max_a")
+            if not isinstance(amps, int) or not 6 <= amps <= 80:
+                raise ConfigError("board guns[%d].max_a must be 6..80 A, not %r" % (i, amps))
         if gun.get("phases", 3) not in (1, 3):
             raise ConfigError("board guns[%d].phases must be 1 or 3, not %r" % (i, gun.get("phases")))
         if "meter" in gun:
@@ -131,6 +144,19 @@ def check_board(board):
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
             raise ConfigError("board %s must be %d..%d %s, not %r" % (key, lo, hi, unit, value))
     return board
+
+
+def _check_cabinet(cab):
+    """A DC board's "cabinet": {"modules": N, "module_kw": P}, the power modules the contactor
+    matrix switches to the dispensers."""
+    if not isinstance(cab, dict):
+        raise ConfigError('board of kind dc needs a "cabinet": {"modules": 4, "module_kw": 40}')
+    modules = cab.get("modules")
+    if isinstance(modules, bool) or not isinstance(modules, int) or not 1 <= modules <= 32:
+        raise ConfigError("board cabinet.modules must be the number of power modules, 1..32, not %r" % (modules,))
+    kw = cab.get("module_kw")
+    if not _is_number(kw) or not 1 <= kw <= 500:
+        raise ConfigError("board cabinet.module_kw must be each module's power, 1..500 kW, not %r" % (kw,))
 
 
 def _is_number(value):

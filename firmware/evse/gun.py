@@ -45,10 +45,12 @@ FAULTS = {
 
 
 class Gun:
+    wakeup_attempts = WAKEUP_ATTEMPTS  # a subclass whose EV wakes by other means sets 0
+
     def __init__(self, number, hal, gun_board, board):
         self.n = number  # 1-based, as on the charger's label
         self.hal = hal
-        self.max_a = gun_board["max_a"]
+        self.max_a = gun_board.get("max_a")  # None on a DC gun: its power comes from the cabinet
         self.has_pp = gun_board.get("pp", False)
         self.ventilation = gun_board.get("ventilation", False)
         self.thr = pilot.thresholds(board["pilot"])
@@ -117,16 +119,10 @@ class Gun:
 
     # ---- the control step ------------------------------------------------------------------
     def step(self, now_ms):
-        hal = self.hal
-        n = self.n
         if now_ms - self._sensed_ms >= SENSE_MS:
             self._sensed_ms = now_ms
-            self.temperature_c = hal.temperature_c(n)
-            self.current_a = hal.current_a(n)
-            self._update_derate()
-            if self.has_pp:
-                self.cable_a = cable_rating_a(hal.proximity_ohms(n))
-        high_mv, low_mv = hal.sample_pilot(n)
+            self._sense()
+        high_mv, low_mv = self.hal.sample_pilot(self.n)
 
         # The pilot means nothing while this side drives -12 V (state F step).
         pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
@@ -161,6 +157,36 @@ class Gun:
         self._check_weld(now_ms)
 
     # ---- internals ---------------------------------------------------------------------------
+    def _sense(self):
+        hal = self.hal
+        n = self.n
+        self.temperature_c = hal.temperature_c(n)
+        self.current_a = hal.current_a(n)
+        self._update_derate()
+        if self.has_pp:
+            self.cable_a = cable_rating_a(hal.proximity_ohms(n))
+
+    def _overdrawn(self):
+        """The EV draws more than the pilot offers: 110 % of the offer + 0.5 A (A.5.1)."""
+        offered = pilot.duty_pm_to_amps(self.duty_pm) if 0 < self.duty_pm < pilot.DUTY_OFF_PM else 0.0
+        return self.current_a > offered * 1.1 + 0.5
+
+    def _offer_pm(self, now_ms):
+        """The duty to show an EV in B, C or D: what the sharing allows, capped by this gun's own
+        limits, as a PWM current; no PWM below 6 A or during a wake-up's x1 step."""
+        offer = self.allocation_a
+        lim = self.limit_a()
+        if offer > lim:
+            offer = lim
+        if self._x1_until_ms is not None:
+            if now_ms < self._x1_until_ms:
+                offer = 0
+            else:
+                self._x1_until_ms = None
+        if offer >= pilot.MIN_A:
+            return pilot.amps_to_duty_pm(offer)
+        return pilot.DUTY_OFF_PM
+
     def _check_safety(self, now_ms, letter, low_mv):
         if self.fault is not None:
             return
@@ -194,8 +220,7 @@ class Gun:
                 if not hal.contactor_feedback(self.n):
                     self._trip("CONTACTOR", now_ms)
                     return
-            offered = pilot.duty_pm_to_amps(self.duty_pm) if pwm_on else 0.0
-            if self.current_a > offered * 1.1 + 0.5:
+            if self._overdrawn():
                 if self._over_since_ms is None:
                     self._over_since_ms = now_ms
                 elif now_ms - self._over_since_ms >= OVERCURRENT_MS:
@@ -224,20 +249,8 @@ class Gun:
             self._drive(pilot.DUTY_F_PM, now_ms, True)
             self._set_state("F")
             return
-        # B, C or D: offer what the sharing allows, capped by this gun's own limits.
-        offer = self.allocation_a
-        lim = self.limit_a()
-        if offer > lim:
-            offer = lim
-        if self._x1_until_ms is not None:
-            if now_ms < self._x1_until_ms:
-                offer = 0
-            else:
-                self._x1_until_ms = None
-        if offer >= pilot.MIN_A:
-            self._drive(pilot.amps_to_duty_pm(offer), now_ms, False)
-        else:
-            self._drive(pilot.DUTY_OFF_PM, now_ms, False)
+        # B, C or D: offer what this gun may give now.
+        self._drive(self._offer_pm(now_ms), now_ms, False)
         pwm_on = self.duty_pm < pilot.DUTY_OFF_PM
         if letter == "B":
             self._open(now_ms)
@@ -246,7 +259,7 @@ class Gun:
             if pwm_on:
                 if self._b2_since_ms is None:
                     self._b2_since_ms = now_ms
-                elif (not self._charged and self._wakeups < WAKEUP_ATTEMPTS
+                elif (not self._charged and self._wakeups < self.wakeup_attempts
                       and now_ms - self._b2_since_ms >= WAKEUP_AFTER_MS):
                     # The EV sees PWM and still does not ask: x2 -> x1 -> x2 wakes sleeping EVs.
                     self._wakeups += 1

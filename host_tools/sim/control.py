@@ -33,13 +33,21 @@ def plug(world: World, req: dict, board) -> dict:
     cable = req.get("cable_a", 32)
     if isinstance(cable, bool) or not isinstance(cable, int) or cable not in PP_OHMS:
         raise OpError(f"'cable_a' must be one of {sorted(PP_OHMS)} (IEC 61851-1 Table B.2), not {cable!r}")
-    ev = EV()
+    kind = "dc" if world.dc else "ac"
+    ev = EV(kind=kind)  # the board's kind of EV unless told otherwise
     ev.update(req.get("ev") or {})
+    if ev.kind != kind:
+        raise OpError(f"gun {g.number} of board {world.board['name']} is {'a DC' if world.dc else 'an AC'} gun: "
+                      f"plug an EV with \"kind\": \"{kind}\"")
     if g.plugged:
         raise OpError(f"gun {g.number} is already plugged; unplug it first")
     g.ev, g.cable_a, g.plugged = ev, cable, True
     g.ev_letter, g.pwm_since_ms, g.saw_x1, g.forced_state = "B", None, False, None
-    world.log(g.number, "plug", {"cable_a": cable, "max_a": ev.max_a, "phases": ev.phases})
+    if ev.kind == "dc":
+        world.log(g.number, "plug", {"cable_a": cable, "kind": "dc", "max_kw": ev.max_kw,
+                                     "battery_kwh": ev.battery_kwh, "soc": ev.soc})
+    else:
+        world.log(g.number, "plug", {"cable_a": cable, "max_a": ev.max_a, "phases": ev.phases})
     return {}
 
 
@@ -77,6 +85,8 @@ def ev_params(world: World, req: dict, board) -> dict:
     if g.ev is None:
         raise OpError(f"gun {g.number} has no EV; plug one first")
     params = {k: v for k, v in req.items() if k not in ("op", "gun")}
+    if "kind" in params and params["kind"] != g.ev.kind:
+        raise OpError(f"an EV cannot change its kind while plugged; unplug it and plug one with \"kind\": {params['kind']!r}")
     g.ev.update(params)
     world.log(g.number, "ev", params)
     return {}
@@ -182,8 +192,11 @@ def console(world: World, req: dict, board) -> dict:
 
 @op("snapshot")
 def snapshot(world: World, req: dict, board) -> dict:
-    return {"guns": world.snapshot(), "t_ms": round(world.now_ms(), 1), "powered": world.powered,
-            "firmware": board.firmware_state()}
+    reply = {"guns": world.snapshot(), "t_ms": round(world.now_ms(), 1), "powered": world.powered,
+             "firmware": board.firmware_state()}
+    if world.dc:
+        reply["modules"] = list(world.modules)  # the dispenser each power module is switched to, 0 parked
+    return reply
 
 
 @op("events")
@@ -198,7 +211,7 @@ def events(world: World, req: dict, board) -> dict:
 @op("info")
 def info(world: World, req: dict, board) -> dict:
     return {"board": world.board["name"], "guns": len(world.guns), "serial": board.serial_path,
-            "ops": sorted(OPS)}
+            "heap": board.heap, "code_heap_bytes": board.code_heap, "ops": sorted(OPS)}
 
 
 def handle_line(world: World, line: bytes | str, board) -> dict:

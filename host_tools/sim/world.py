@@ -1,5 +1,7 @@
-"""The hardware around the virtual board's MCU: per gun a socket with a plug and cable, an AC EV,
-a contactor with its feedback contact, an RCD, a temperature sensor; and mains power.
+"""The hardware around the virtual board's MCU: per gun a socket with a plug and cable, an EV
+(AC: an onboard charger; DC: a battery that asks for power and tapers), a contactor with its
+feedback contact, an RCD, a temperature sensor; on a DC board the cabinet's power modules and
+their contactor matrix; and mains power.
 
 The firmware reaches it through `hal/sim.py` (see `hal_request`); the rig control server and
 people reach it through the ops in `host_tools.sim.control`. All times are the world's
@@ -21,6 +23,16 @@ PP_OHMS = {13: 1500, 20: 680, 32: 220, 63: 100}
 PP_OPEN_OHMS = 1_000_000
 EV_SEES_PWM_MS = 500          # an EV needs this long to read a new duty
 EV_STOPS_IN_C1_MS = 1500      # an EV opens S2 (C -> B) this long after the PWM is withdrawn
+DC_VOLTS = 400.0              # a DC EV's battery voltage (for the DC current and the DC meter)
+DC_RAMP_W_PER_S = 50_000.0    # a dispenser's converters change their power at most this fast
+DC_TAPER_FROM_SOC = 80.0      # a DC EV asks its full power up to this SoC ...
+DC_TAPER_TO = 0.2             # ... then less, linearly, down to this share of it at 100 %
+DC_LOG_STEP_W = 1000.0        # a settled DC power this far from the last one logged is logged
+
+
+def is_digital(duty_pm: int) -> bool:
+    """5 %: digital communication (ISO 15118 / DIN 70121), IEC 61851-1 Table A.8 (3-7 %)."""
+    return 30 <= duty_pm <= 70
 
 
 def duty_to_amps(duty_pm: int) -> float:
@@ -50,9 +62,21 @@ class EV:
     sleepy: bool = False          # asks only after a wake-up (PWM withdrawn, then offered again)
     ventilation: bool = False     # asks in state D instead of C
     force_a: float | None = None  # draws this much whatever the pilot says (a faulty EV)
+    kind: str = "ac"              # "dc": charges through a DC gun, asking for power over the 5 % pilot
+    max_kw: float = 150.0         # DC: the most power the battery takes (below 80 % SoC)
 
     FIELDS = ("max_a", "phases", "battery_kwh", "soc", "target_soc", "response_s",
-              "start_delay_s", "sleepy", "ventilation", "force_a")
+              "start_delay_s", "sleepy", "ventilation", "force_a", "kind", "max_kw")
+
+    def dc_target_w(self) -> float:
+        """The power a DC EV asks for: max_kw up to 80 % SoC, then down linearly to 20 % of
+        it at 100 %; nothing at or above target_soc."""
+        if self.soc >= self.target_soc:
+            return 0.0
+        share = 1.0
+        if self.soc > DC_TAPER_FROM_SOC:
+            share -= (1 - DC_TAPER_TO) * (self.soc - DC_TAPER_FROM_SOC) / (100 - DC_TAPER_FROM_SOC)
+        return self.max_kw * 1000 * share
 
     def update(self, params: dict) -> None:
         """Apply parameters all or nothing: a bad one leaves the EV as it was."""
@@ -73,6 +97,9 @@ class EV:
                                           or not 0 <= value <= 200):
                     raise ValueError(f"EV parameter force_a must be null or 0..200 A, not {value!r}")
                 value = None if value is None else float(value)
+            elif key == "kind":
+                if value not in ("ac", "dc"):
+                    raise ValueError(f"EV parameter kind must be \"ac\" or \"dc\", not {value!r}")
             elif isinstance(current, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"EV parameter {key} must be true or false, not {value!r}")
@@ -84,7 +111,7 @@ class EV:
                     raise ValueError(f"EV parameter {key} must be a number >= 0, not {value!r}")
                 if key in ("soc", "target_soc") and value > 100:
                     raise ValueError(f"EV parameter {key} must be 0..100 %, not {value!r}")
-                if key in ("battery_kwh", "max_a") and value == 0:
+                if key in ("battery_kwh", "max_a", "max_kw") and value == 0:
                     raise ValueError(f"EV parameter {key} must be above 0")
                 if key == "response_s" and value > 5:
                     raise ValueError("EV parameter response_s must be 0..5 s (IEC 61851-1 A.5.1)")
@@ -119,6 +146,10 @@ class Gun:
     saw_x1: bool = False              # a sleepy EV saw the PWM withdrawn
     last_letter: str = "A"
     meter_fault: str | None = None    # how the gun's Modbus meter misbehaves (modbus.FAULTS)
+    dc_limit_w: int = 0               # DC: the power limit the firmware gave the dispenser
+    dc_w: float = 0.0                 # DC: the power the dispenser delivers
+    dc_ramping: bool = False          # DC: still on its way to what it may deliver
+    dc_logged_w: float = 0.0          # DC: the power last logged as a dc_power event
 
 
 class World:
@@ -134,6 +165,11 @@ class World:
         self.watchdog_fed_ms = 0.0
         self.net_up = True
         self.swipes: list[tuple[int, str]] = []  # cards held to a reader, not yet read
+        # A DC board's cabinet: where each power module is switched (a dispenser, 0 = parked).
+        self.dc = board.get("kind") == "dc"
+        cabinet = board.get("cabinet") or {}
+        self.module_kw = float(cabinet.get("module_kw", 0))
+        self.modules: list[int] = [0] * int(cabinet.get("modules", 0)) if self.dc else []
         self._last_step_ms = self.now_ms()
 
     # ---- clock and log ------------------------------------------------------------------------
@@ -209,7 +245,7 @@ class World:
                 want = "D" if ev.ventilation else "C"
                 if full:
                     g.ev_letter = "B"
-                elif awake and seen and duty_to_amps(g.duty_pm) > 0:
+                elif awake and seen and (is_digital(g.duty_pm) if ev.kind == "dc" else duty_to_amps(g.duty_pm) > 0):
                     g.ev_letter = want
             else:
                 if g.pwm_since_ms is not None:
@@ -225,6 +261,9 @@ class World:
         if state != g.last_letter:
             g.last_letter = state
             self.log(g.number, "ev_state", state)
+        if self.dc:
+            self._step_dc(g, letter, dt_ms)
+            return
         # Current: the EV follows the offer after its response time.
         want_a = 0.0
         if ev is not None and g.contacts and letter in "CD" and self.powered:
@@ -247,6 +286,85 @@ class World:
             wh = watts * dt_ms / 3_600_000
             g.energy_wh += wh
             ev.soc = min(100.0, ev.soc + wh / (ev.battery_kwh * 10))
+
+    def modules_on(self, number: int) -> int:
+        return sum(1 for d in self.modules if d == number)
+
+    def capacity_w(self, number: int) -> float:
+        """What the modules switched to dispenser `number` can deliver."""
+        return self.modules_on(number) * self.module_kw * 1000
+
+    def _step_dc(self, g: Gun, letter: str, dt_ms: float) -> None:
+        """A dispenser: it delivers what the EV asks, within the firmware's limit and its modules'
+        capacity, changing at DC_RAMP_W_PER_S; nothing while the contacts are open."""
+        ev = g.ev
+        flowing = ev is not None and ev.kind == "dc" and g.contacts and letter in "CD" and self.powered
+        if not flowing:
+            new = want = 0.0
+        else:
+            want = min(ev.dc_target_w(), g.dc_limit_w, self.capacity_w(g.number))
+            step = DC_RAMP_W_PER_S * dt_ms / 1000
+            new = min(want, g.dc_w + step) if want > g.dc_w else max(want, g.dc_w - step)
+        was_ramping, g.dc_ramping = g.dc_ramping, new != want
+        g.dc_w = new
+        g.amps = new / DC_VOLTS
+        if ((was_ramping and not g.dc_ramping) or (new == 0 and g.dc_logged_w != 0)
+                or (not g.dc_ramping and abs(new - g.dc_logged_w) >= DC_LOG_STEP_W)):
+            g.dc_logged_w = new
+            self.log(g.number, "dc_power", round(new))
+        if new > 0 and ev is not None:
+            wh = new * dt_ms / 3_600_000
+            g.energy_wh += wh
+            ev.soc = min(100.0, ev.soc + wh / (ev.battery_kwh * 10))
+
+    def move_module(self, module: int, to: int) -> None:
+        """The contactor matrix switches power module `module` (1..N) to dispenser `to` (0 parks
+        it). Taking a module from a dispenser that delivers more than its other modules give is
+        an arc across the opening contacts: logged as `arc`, and the power falls to what is left."""
+        frm = self.modules[module - 1]
+        if frm == to:
+            return
+        self.modules[module - 1] = to
+        self.log(0, "module", {"module": module, "from": frm, "to": to})
+        if frm:
+            g = self.guns[frm - 1]
+            left = self.capacity_w(frm)
+            if g.dc_w > left + 1.0:
+                self.log(frm, "arc", {"module": module, "power_w": round(g.dc_w), "capacity_w": round(left)})
+                g.dc_w = left
+                g.amps = left / DC_VOLTS
+
+    def _dc_request(self, op: str, parts: list[str]) -> str:
+        """The DC power stage's requests: E, L, D per gun; M, m per module."""
+        if not self.dc:
+            return f"!board {self.board.get('name')} is an AC board: it has no DC power stage"
+        if op in "Mm":
+            module = int(parts[1])
+            if not 1 <= module <= len(self.modules):
+                return f"!module must be 1..{len(self.modules)}, not {module}"
+            if op == "m":
+                return str(self.modules[module - 1])
+            to = int(parts[2])
+            if not 0 <= to <= len(self.guns):
+                return f"!dispenser must be 0..{len(self.guns)} (0 parks the module), not {to}"
+            self.move_module(module, to)
+            return "ok"
+        g = self.gun(int(parts[1]))
+        if op == "E":
+            ev = g.ev
+            if (not self.powered or ev is None or ev.kind != "dc" or not is_digital(g.duty_pm)
+                    or self.ev_side_letter(g) not in "BCD"):
+                return "-"  # no EV, or no 5 % pilot to talk over
+            return f"{int(ev.dc_target_w())} {ev.soc:.1f}"
+        if op == "L":
+            watts = int(parts[2])
+            if watts < 0:
+                return f"!power limit must be >= 0 W, not {watts}"
+            if watts != g.dc_limit_w:
+                g.dc_limit_w = watts
+                self.log(g.number, "dc_limit", watts)
+            return "ok"
+        return f"{g.dc_w:.0f}"  # D
 
     # ---- the HAL side ---------------------------------------------------------------------------
     def hal_request(self, line: str) -> str:
@@ -271,6 +389,8 @@ class World:
                     self.watchdog_ms = int(parts[1])
                     self.watchdog_fed_ms = self.now_ms()
                     return "ok"
+                if op in ("E", "L", "D", "M", "m"):
+                    return self._dc_request(op, parts)
                 g = self.gun(int(parts[1]))
                 if op == "S":
                     high, low = self.pilot_levels(g)
@@ -322,6 +442,9 @@ class World:
         upstream of the contactor: it sees the mains whenever the site is powered; the EV draws
         `amps` on each of its phases."""
         with self.lock:
+            if self.dc:  # a DC meter on the dispenser's output
+                volts = DC_VOLTS if self.powered and g.contacts and g.ev is not None else 0.0
+                return {"volts": [volts], "amps": [g.dc_w / DC_VOLTS], "power_w": g.dc_w, "energy_wh": g.energy_wh}
             gun = self.board["guns"][g.number - 1]
             phases = gun.get("phases", self.board.get("phases", 3))
             drawn = self.phases_drawn(g)
@@ -350,6 +473,11 @@ class World:
         elif not g.welded:
             g.contacts = False
             g.amps = 0.0
+            if self.dc and g.dc_logged_w:
+                g.dc_logged_w = 0.0
+                self.log(g.number, "dc_power", 0)  # no power through open contacts, at once
+            g.dc_w = 0.0
+            g.dc_ramping = False
         else:
             self.log(g.number, "contacts", "welded closed")
 
@@ -363,6 +491,11 @@ class World:
                 if g.duty_pm != -1:
                     g.duty_pm = -1
                     self.log(g.number, "duty", None)
+                if g.dc_limit_w:
+                    g.dc_limit_w = 0  # the converters lose their setpoint
+                    self.log(g.number, "dc_limit", 0)
+            for module in range(1, len(self.modules) + 1):
+                self.move_module(module, 0)  # the matrix's coils are released too
 
     def watchdog_expired(self) -> bool:
         with self.lock:
@@ -388,6 +521,13 @@ class World:
                     "soc": round(g.ev.soc, 2) if g.ev else None,
                     "phase_amps": [round(a, 2) for a in self.site_phase_amps(g)],
                 })
+                if self.dc:
+                    out[-1].update({
+                        "power_w": round(g.dc_w, 1),
+                        "modules": [m + 1 for m, d in enumerate(self.modules) if d == g.number],
+                        "dc_limit_w": g.dc_limit_w,
+                        "ev_target_w": round(g.ev.dc_target_w(), 1) if g.ev is not None else None,
+                    })
             return out
 
     def phases_drawn(self, g: Gun) -> int:
@@ -398,6 +538,8 @@ class World:
     def site_phase_amps(self, g: Gun) -> list[float]:
         """What the gun draws on each of the site's phases L1, L2, L3: its EV's amps on the
         gun's first phases (as many as both have), moved by the gun's phase rotation."""
+        if self.dc:  # the cabinet's AC input for this dispenser's power, losses left out
+            return [g.dc_w / (VOLTS_PER_PHASE * 3)] * 3
         rotation = self.board["guns"][g.number - 1].get("rotation", "L1L2L3")
         out = [0.0, 0.0, 0.0]
         for k in range(self.phases_drawn(g)):

@@ -11,6 +11,14 @@
 #   rcd_test_start(gun) ; rcd_test_result(gun) -> None (running) | bool (passed): never blocks
 #   temperature_c(gun) -> float   connector / relay temperature
 #   current_a(gun) -> float       highest phase current through the contactor
+# DC power stage (boards of kind "dc"; Base raises OSError on a board without one):
+#   ev_demand(gun) -> (target_w, soc_pct) | None  what the EV's communication controller asks
+#                                 (ISO 15118 / DIN 70121 over the 5 % pilot); None: it does not talk
+#   set_dc_power(gun, max_w)      the dispenser's power limit to its converters
+#   dc_power(gun) -> float        watts the dispenser delivers now
+#   set_module(module, gun)       the cabinet's contactor matrix: power module 1..N onto a
+#                                 dispenser (gun), 0 = parked (on none)
+#   module_feedback(module) -> int  the dispenser the module's auxiliary contacts show, 0 = parked
 # Board wide:
 #   ticks_ms() ; sleep_ms(ms) ; watchdog_start(timeout_ms) ; watchdog_feed()
 #   uart(index, baudrate) -> stream ; network_up() -> bool ; storage_root() -> str
@@ -18,6 +26,9 @@
 #   reset(hard)                   reboot the MCU (hard) or restart MicroPython (soft); does not return
 #   safe() -> every contactor open, every pilot at -12 V; must not raise
 #   deinit()
+
+
+NO_DC = "this board has no DC power stage"
 
 
 def open_board(board):
@@ -44,7 +55,13 @@ class Base:
     def safe(self):
         # Called from exception handlers: every step is attempted even if one fails, and even
         # a second Ctrl-C during the sweep does not stop it halfway.
+        dc = self.board.get("kind") == "dc"
         for gun in range(1, self.guns + 1):
+            if dc:
+                try:
+                    self.set_dc_power(gun, 0)
+                except BaseException:  # noqa: B036
+                    pass
             try:
                 self.set_contactor(gun, False)
             except BaseException:  # noqa: B036
@@ -53,6 +70,29 @@ class Base:
                 self.set_pilot(gun, 0)
             except BaseException:  # noqa: B036
                 pass
+        if dc:
+            # The guns' contactors are open, so no module carries current when it is parked.
+            for module in range(1, self.board["cabinet"]["modules"] + 1):
+                try:
+                    self.set_module(module, 0)
+                except BaseException:  # noqa: B036
+                    pass
+
+    # ---- DC power stage: only boards of kind "dc" have one ---------------------------------
+    def ev_demand(self, gun):
+        raise OSError(NO_DC)
+
+    def set_dc_power(self, gun, max_w):
+        raise OSError(NO_DC)
+
+    def dc_power(self, gun):
+        raise OSError(NO_DC)
+
+    def set_module(self, module, gun):
+        raise OSError(NO_DC)
+
+    def module_feedback(self, module):
+        raise OSError(NO_DC)
 
     def storage_root(self):
         return "/"

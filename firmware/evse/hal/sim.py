@@ -96,6 +96,23 @@ class Hal(Base):
     def current_a(self, gun):
         return float(self._ask(b"I %d\n" % gun))
 
+    # DC power stage (boards of kind "dc")
+    def ev_demand(self, gun):
+        r = self._ask(b"E %d\n" % gun).split()
+        return None if r[0] == b"-" else (int(r[0]), float(r[1]))
+
+    def set_dc_power(self, gun, max_w):
+        self._ask(b"L %d %d\n" % (gun, int(max_w)))
+
+    def dc_power(self, gun):
+        return float(self._ask(b"D %d\n" % gun))
+
+    def set_module(self, module, gun):
+        self._ask(b"M %d %d\n" % (module, gun))
+
+    def module_feedback(self, module):
+        return int(self._ask(b"m %d\n" % module))
+
     def ticks_ms(self):
         return time.ticks_ms()
 

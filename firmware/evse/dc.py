@@ -1,0 +1,263 @@
+# DC charging: the DC gun (the pilot at 5 %, what the EV asks over its digital communication)
+# and the cabinet controller, which switches whole power modules between the dispensers through
+# the contactor matrix. The hardware comes in as `hal` (the DC power stage of evse.hal), the time
+# as `now_ms`; how many modules each dispenser gets is evse.cabinet.allocate's choice.
+#
+# Sequencing, "lower first" (DESIGN.md, power sharing): a dispenser's power limit is never above
+# min(modules connected to it, modules it is to keep) x module_kw, so
+# - a dispenser that loses modules has its limit lowered at once to the modules it keeps;
+# - a module leaves it (is parked) only once the power it delivers, read just before, is at or
+#   below that; after RAMP_DOWN_MS the module is parked anyway, and that is logged;
+# - a module is closed onto the dispenser that gains it once its feedback shows it parked, and
+#   that dispenser's limit is raised only once the feedback shows the module connected;
+# - a raise also waits while any dispenser still delivers above its limit, so the sum stays
+#   under a cap on the total (site, ChargePointMaxProfile) through the transition too.
+# Several modules may move at once; each goes through these steps on its own.
+from micropython import const
+
+from evse import cabinet, pilot
+from evse.gun import Gun
+
+CABINET_MS = const(100)      # the sequencing runs this often
+ALLOCATE_MS = const(1000)    # the split is recomputed this often, and at once on an arrival or departure
+RAMP_DOWN_MS = const(8000)   # a dispenser that has not ramped down by then loses the module anyway:
+                             # converters ramp at 50 kW/s or faster, 300 kW come down in 6 s
+FEEDBACK_MS = const(500)     # a module contactor whose feedback does not follow by then is reported
+OVER_W = const(1000)         # a dispenser above 110 % of its limit + this for OVERCURRENT_MS stops
+SETTLED_W = const(500)       # delivered within this of the limit counts as at the limit (meter noise)
+NOMINAL_DC_V = const(400)    # a battery's voltage before the EV has said (for the offered current)
+
+
+class DcGun(Gun):
+    """A DC dispenser's gun: the IEC 61851-1 state machine with the pilot at 5 % (digital
+    communication, Table A.8) while charging is allowed, and 100 % (no PWM) while not. Its power
+    comes from the cabinet's modules; the EV says what it wants through `hal.ev_demand`."""
+
+    wakeup_attempts = 0  # the PWM wake-up (A.5.3) is for basic charging: a DC EV talks instead
+
+    def __init__(self, number, hal, gun_board, board):
+        Gun.__init__(self, number, hal, gun_board, board)
+        self.max_w = int(gun_board["max_kw"] * 1000)
+        self.allowed = False   # enabled and authorized: the app sets it
+        self.demand_w = 0      # what the EV asks now; 0 while it does not talk
+        self.soc = None        # its state of charge, %, while it talks (MeterValues SoC)
+        self.dc_w = 0.0        # what the dispenser delivers now
+        self.limit_w = 0       # the dispenser's power limit, as the cabinet set it
+        self.modules = 0       # modules connected to it (their feedback)
+
+    def limit_a(self):
+        return 0.0  # no AC offer: the power is the cabinet's
+
+    def offered_a(self):
+        """The DC current the dispenser's limit allows at the EV's voltage (NOMINAL_DC_V until
+        current flows); 0 while charging is not allowed."""
+        if not self.allowed or self.state not in ("B2", "C2", "D"):
+            return 0.0
+        volts = self.dc_w / self.current_a if self.current_a >= 1 else NOMINAL_DC_V
+        return self.limit_w / volts
+
+    def power_cap_w(self):
+        """Most this dispenser may deliver now: its rating, derated by its temperature."""
+        return self.max_w * self.derate_pct // 100
+
+    def _sense(self):
+        Gun._sense(self)
+        demand = self.hal.ev_demand(self.n)
+        if demand is None:
+            self.demand_w = 0
+            self.soc = None
+        else:
+            self.demand_w = demand[0]
+            self.soc = demand[1]
+        self.dc_w = self.hal.dc_power(self.n)
+
+    def _offer_pm(self, now_ms):
+        return pilot.DUTY_DIGITAL_PM if self.allowed else pilot.DUTY_OFF_PM
+
+    def _overdrawn(self):
+        # The converters deliver more than they were told: A.5.1's 110 % + a margin, in watts.
+        return self.dc_w > self.limit_w * 1.1 + OVER_W
+
+    def status(self):
+        s = Gun.status(self)
+        s["modules"] = self.modules
+        s["dc_w"] = int(self.dc_w)
+        s["limit_w"] = self.limit_w
+        s["demand_w"] = self.demand_w
+        s["soc"] = self.soc
+        return s
+
+
+def fill(needs, total):
+    """Max-min fair split of `total` over `needs` (each gets at most its need)."""
+    out = [0] * len(needs)
+    todo = [i for i in range(len(needs)) if needs[i] > 0]
+    left = total
+    while todo and left > 0:
+        share = left // len(todo)
+        done = [i for i in todo if needs[i] - out[i] <= share]
+        if not done:
+            for i in todo:
+                out[i] += share
+            break
+        for i in done:
+            left -= needs[i] - out[i]
+            out[i] = needs[i]
+            todo.remove(i)
+    return out
+
+
+class Cabinet:
+    """The cabinet's modules and contactor matrix. `step` every CABINET_MS with, per dispenser,
+    what its EV asks (W, 0 for none), its cap (W) and what it delivers (W), the cap on the total
+    (W) and the ranks (None: all equal). Dispensers are the guns, 1..n; modules 1..N."""
+
+    def __init__(self, hal, board, log=print):
+        cab = board["cabinet"]
+        self.hal = hal
+        self.log = log
+        self.count = cab["modules"]
+        self.module_kw = cab["module_kw"]
+        self.module_w = int(cab["module_kw"] * 1000)
+        n = len(board["guns"])
+        self.n = n
+        # Modules per dispenser: the commanded position of each module (0 parked), and what its
+        # feedback contacts show. At boot the matrix is taken as it is found.
+        self.fb = [hal.module_feedback(m + 1) for m in range(self.count)]
+        self.cmd = list(self.fb)
+        self.held = self.counts(self.fb)
+        self.target = [0] * n
+        self.limit_w = [0] * n
+        for d in range(n):
+            hal.set_dc_power(d + 1, 0)
+        self.moves = 0                  # module switchings, parks and closes
+        self.forced = 0                 # modules parked before their dispenser had ramped down
+        self._commanded_ms = [0] * self.count
+        self._stuck = [False] * self.count
+        self._lowered_ms = [None] * n   # since when a dispenser waits to ramp down for a module
+        self._over_ms = None            # since when some dispenser delivers above its limit
+        self._active = None
+        self._allocated_ms = None
+
+    def counts(self, where):
+        out = [0] * self.n
+        for g in where:
+            if g:
+                out[g - 1] += 1
+        return out
+
+    def step(self, now_ms, demands_w, caps_w, delivered_w, total_w, prio=None):
+        hal = self.hal
+        n = self.n
+        fb = self.fb
+        for m in range(self.count):
+            fb[m] = hal.module_feedback(m + 1)
+        held = self.held = self.counts(fb)
+        self._check_feedback(now_ms)
+        asks = [demands_w[d] if demands_w[d] < caps_w[d] else caps_w[d] for d in range(n)]
+        active = [a > 0 for a in asks]
+        if active != self._active or self._allocated_ms is None or now_ms - self._allocated_ms >= ALLOCATE_MS:
+            self._active = active
+            self._allocated_ms = now_ms
+            # Every module takes part even under a cap on the total: the limits keep to the cap,
+            # and whole modules split more evenly.
+            self.target = cabinet.allocate([a / 1000 for a in asks], self.counts(self.cmd), self.count,
+                                           self.module_kw, prio)
+        target = self.target
+
+        # The limits: the modules connected and staying, the dispenser's cap, the total's share.
+        want = [0] * n
+        for d in range(n):
+            k = held[d] if held[d] < target[d] else target[d]
+            w = k * self.module_w
+            want[d] = int(w if w < caps_w[d] else caps_w[d])
+        if sum(want) > total_w:
+            first = fill([asks[d] if asks[d] < want[d] else want[d] for d in range(n)], int(total_w))
+            more = fill([want[d] - first[d] for d in range(n)], int(total_w) - sum(first))
+            want = [first[d] + more[d] for d in range(n)]
+        self._apply(now_ms, want, delivered_w)
+
+        # Modules leaving a dispenser: those not connected yet go back at once, nothing flows
+        # through them; connected ones once the dispenser has ramped down to what stays.
+        for d in range(n):
+            g = d + 1
+            mine = [m for m in range(self.count) if self.cmd[m] == g]
+            surplus = len(mine) - target[d]
+            if surplus <= 0:
+                self._lowered_ms[d] = None
+                continue
+            for m in reversed(mine):
+                if surplus and fb[m] != g:
+                    self._command(m, 0, now_ms)
+                    surplus -= 1
+            if not surplus:
+                continue
+            if self._lowered_ms[d] is None:
+                self._lowered_ms[d] = now_ms
+            keep_w = target[d] * self.module_w
+            delivered = hal.dc_power(g)
+            if delivered > keep_w:
+                if now_ms - self._lowered_ms[d] < RAMP_DOWN_MS:
+                    continue
+                self.forced += 1
+                self.log("cabinet: dispenser %d still delivers %d W, above the %d W its other modules give, "
+                         "%d ms after its limit was lowered: a module is parked anyway"
+                         % (g, delivered, keep_w, now_ms - self._lowered_ms[d]))
+            for m in reversed(mine):
+                if surplus and fb[m] == g:
+                    self._command(m, 0, now_ms)
+                    surplus -= 1
+            self._lowered_ms[d] = None
+
+        # Parked modules (their feedback says so) go to the dispensers that gain.
+        have = self.counts(self.cmd)
+        for m in range(self.count):
+            if self.cmd[m] or fb[m]:
+                continue
+            for d in range(n):
+                if have[d] < target[d]:
+                    self._command(m, d + 1, now_ms)
+                    have[d] += 1
+                    break
+
+    def _apply(self, now_ms, want, delivered_w):
+        limit = self.limit_w
+        over = False
+        for d in range(self.n):
+            if want[d] < limit[d]:
+                self._set_limit(d, want[d])   # lower first, at once
+            if delivered_w[d] > limit[d] + SETTLED_W:
+                over = True
+        if over:
+            if self._over_ms is None:
+                self._over_ms = now_ms
+            if now_ms - self._over_ms < RAMP_DOWN_MS:
+                return  # raises wait for the others to come down
+        else:
+            self._over_ms = None
+        for d in range(self.n):
+            if want[d] > limit[d]:
+                self._set_limit(d, want[d])
+
+    def _set_limit(self, d, w):
+        self.hal.set_dc_power(d + 1, w)
+        self.limit_w[d] = w
+
+    def _command(self, m, g, now_ms):
+        self.hal.set_module(m + 1, g)
+        self.cmd[m] = g
+        self._commanded_ms[m] = now_ms
+        self._stuck[m] = False
+        self.moves += 1
+
+    def _check_feedback(self, now_ms):
+        for m in range(self.count):
+            if self.cmd[m] == self.fb[m] or self._stuck[m] or now_ms - self._commanded_ms[m] < FEEDBACK_MS:
+                continue
+            self._stuck[m] = True
+            self.log("cabinet: module %d does not follow: commanded to %s, its feedback shows %s"
+                     % (m + 1, _where(self.cmd[m]), _where(self.fb[m])))
+
+
+def _where(g):
+    return "dispenser %d" % g if g else "parked"

@@ -1,0 +1,184 @@
+"""DC boards on the virtual board: the pilot at 5 %, whole power modules shared between the
+dispensers, and a module that moves only after its dispenser has ramped down (rig events).
+
+Each DC board runs in its own virtual board for this module (the session's board is --board's);
+every test starts from a bare rig and a freshly powered, factory-fresh board."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from host_tools.rig import Rig
+from rigkit import Dut, Events, now_ms, wait_booted
+
+BIN = Path(sys.executable).parent
+BOARDS = Path(__file__).resolve().parents[1] / "boards"
+
+
+def dc_ev(max_kw, soc=20, **more):
+    return {"kind": "dc", "max_kw": max_kw, "soc": soc, "battery_kwh": 60, "start_delay_s": 0.5, **more}
+
+
+def start_board(request, tmp_path_factory, name):
+    heap = request.config.getoption("--heap")
+    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", name, *(["--heap", heap] if heap else []),
+                             "--flash", str(tmp_path_factory.mktemp(name))], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail(f"evsectl sim --board {name} printed nothing")
+    info = json.loads(line)
+    info["board"] = json.loads((BOARDS / f"{name}.json").read_text())
+    yield info
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dc2_board(request, tmp_path_factory):
+    yield from start_board(request, tmp_path_factory, "sim-dc2")
+
+
+@pytest.fixture(scope="module")
+def dc6_board(request, tmp_path_factory):
+    yield from start_board(request, tmp_path_factory, "sim-dc6")
+
+
+def fresh(info) -> Rig:
+    r = Rig(info["control"])
+    r.power(on=False)
+    r.reset()
+    r.factory()
+    r.power(on=True)
+    wait_booted(r)
+    r.board = info["board"]
+    return r
+
+
+@pytest.fixture
+def dc2(dc2_board):
+    r = fresh(dc2_board)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def dc6(dc6_board):
+    r = fresh(dc6_board)
+    yield r
+    r.close()
+
+
+def replay(rig: Rig, since_ms: float, start: dict) -> int:
+    """Replays the rig's log from `start` (a snapshot): every module switched off a dispenser
+    only after its power had come down to what its other modules give (the last `dc_power`
+    event of that dispenser) and after its limit was lowered to that (`dc_limit`); no limit
+    ever above the modules connected, none summing above the cabinet; no arc. Returns the
+    number of modules taken off a dispenser."""
+    cab = rig.board["cabinet"]
+    module_w = cab["module_kw"] * 1000
+    where = list(start["modules"])
+    power = {g["gun"]: g["power_w"] for g in start["guns"]}
+    limit = {g["gun"]: g["dc_limit_w"] for g in start["guns"]}
+    taken = 0
+    for e in rig.events(since_ms=since_ms)["events"]:
+        what, gun, value = e["what"], e["gun"], e["value"]
+        assert what != "arc", f"a module was switched under load: {e}"
+        if what == "dc_power":
+            power[gun] = value
+        elif what == "dc_limit":
+            limit[gun] = value
+            connected = where.count(gun) * module_w
+            assert value <= connected, f"gun {gun}'s limit {value} W is above its modules' {connected} W: {e}"
+            assert sum(limit.values()) <= cab["modules"] * module_w
+        elif what == "module":
+            frm = value["from"]
+            where[value["module"] - 1] = value["to"]
+            if frm:
+                left = where.count(frm) * module_w
+                assert power[frm] <= left, f"module {value['module']} left gun {frm} at {power[frm]} W > {left} W"
+                assert limit[frm] <= left, f"module {value['module']} left gun {frm} before its limit was lowered"
+                taken += 1
+    return taken
+
+
+def start(rig: Rig) -> tuple[float, dict]:
+    s = rig.snapshot()
+    return s["t_ms"] - 0.1, s
+
+
+def kw(guns, n):
+    return guns[n - 1]["power_w"] / 1000
+
+
+def test_sim_dc2_a_150_kw_and_a_50_kw_car_share_the_160_kw_by_3_and_1_modules(dc2, dc2_board):
+    t, s0 = start(dc2)
+    events = Events(dc2)
+    dc2.plug(gun=1, ev=dc_ev(150))
+    guns = dc2.wait_for(lambda g: kw(g, 1) >= 150, 10, what="car 1 at 150 kW")
+    # Alone it holds every module (150 kW needs four of 40 kW), behind a 5 % pilot.
+    assert len(guns[0]["modules"]) == 4 and guns[0]["duty"] == 5.0 and guns[0]["state"] == "C2"
+
+    dc2.plug(gun=2, ev=dc_ev(50))
+    guns = dc2.wait_for(lambda g: [len(x["modules"]) for x in g] == [3, 1] and kw(g, 2) >= 40 and kw(g, 1) <= 120,
+                        10, what="modules 3 and 1, car 2 at 40 kW")
+    assert (kw(guns, 1), kw(guns, 2)) == (120, 40)
+    assert replay(dc2, t, s0) == 1
+
+    # The firmware's console shows the modules, the DC power, the SoC and the DC meters' energy.
+    dut = Dut(dc2_board["serial"])
+    try:
+        status = dut.status()["guns"]
+    finally:
+        dut.close()
+    assert [g["modules"] for g in status] == [3, 1]
+    assert status[0]["dc_w"] == 120000 and status[0]["soc"] >= 20 and status[0]["duty_pm"] == 50
+    assert all(g["energy_wh"] > 0 for g in status)
+
+    # The safety path does not wait for a ramp: unplugged, the contactor opens within 100 ms,
+    # and the freed module goes back to the car that still charges.
+    t_unplug = now_ms(dc2)
+    dc2.unplug(gun=2)
+    opened = events.first(t_unplug, 2, "contactor", "open")
+    assert opened["t_ms"] - events.first(t_unplug, 2, "unplug")["t_ms"] <= 100
+    dc2.wait_for(lambda g: len(g[0]["modules"]) == 4 and kw(g, 1) >= 150, 10, what="car 1 back at 150 kW")
+    replay(dc2, t, s0)
+
+
+def test_sim_dc6_cars_come_and_go_and_a_module_moves_only_after_its_dispenser_ramped_down(dc6):
+    t, s0 = start(dc6)
+    for gun in (1, 2):
+        dc6.plug(gun=gun, ev=dc_ev(150))
+    dc6.wait_for(lambda g: kw(g, 1) >= 150 and kw(g, 2) >= 150, 10, what="cars 1 and 2 at 150 kW")
+
+    # A third car: all twelve modules are used, and one of the 150 kW cars gives one up.
+    dc6.plug(gun=3, ev=dc_ev(100))
+    guns = dc6.wait_for(lambda g: sum(len(x["modules"]) for x in g) == 12 and kw(g, 3) >= 90,
+                        10, what="car 3 charging on all 12 modules")
+    assert sorted(len(x["modules"]) for x in guns[:3]) == [3, 4, 5]
+
+    # A fourth: two modules for its 60 kW, taken from cars at full power.
+    dc6.plug(gun=4, ev=dc_ev(60))
+    guns = dc6.wait_for(lambda g: kw(g, 4) >= 60 and [len(x["modules"]) for x in g][:4] in ([4, 3, 3, 2], [3, 4, 3, 2]),
+                        10, what="car 4 at 60 kW")
+    assert sum(x["power_w"] for x in guns) <= 360000
+
+    # Car 1 leaves: its contactor opens within 100 ms, its modules go to those that ask for more.
+    events = Events(dc6)
+    t_unplug = now_ms(dc6)
+    dc6.unplug(gun=1)
+    opened = events.first(t_unplug, 1, "contactor", "open")
+    assert opened["t_ms"] - events.first(t_unplug, 1, "unplug")["t_ms"] <= 100
+    guns = dc6.wait_for(lambda g: kw(g, 2) >= 150 and kw(g, 3) >= 100, 10, what="cars 2 and 3 at full power")
+    assert [len(x["modules"]) for x in guns][1:4] == [5, 4, 2]
+
+    taken = replay(dc6, t, s0)
+    assert taken >= 3
+    assert all(g["energy_wh"] > 0 for g in guns[:4])
