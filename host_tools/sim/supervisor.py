@@ -61,6 +61,38 @@ def compile_to_mpy(package: Path) -> None:
         src.unlink()
 
 
+# Imports every firmware module the virtual board can load and prints the heap they took: on a
+# board that code is frozen in flash; on the unix port it sits in the heap.
+_CODE_HEAP_SCRIPT = """
+import gc, os
+def walk(d, pkg):
+    for name in sorted(os.listdir(d)):
+        if name.endswith('.mpy'):
+            yield pkg + '.' + name[:-4]
+        elif '.' not in name:
+            yield from walk(d + '/' + name, pkg + '.' + name)
+gc.collect()
+before = gc.mem_alloc()
+for m in walk('evse', 'evse'):
+    try:
+        __import__(m)
+    except Exception:
+        pass  # the MCU ports' HALs need the MCU's machine module
+gc.collect()
+print(gc.mem_alloc() - before)
+"""
+
+
+def code_heap_bytes(stage: Path) -> int:
+    """The heap the compiled firmware's code takes when every module is imported."""
+    env = dict(os.environ, MICROPYPATH=f"{stage}:.frozen")
+    done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT],
+                          capture_output=True, text=True, cwd=stage, env=env, timeout=60)
+    if done.returncode != 0:
+        raise SystemExit(f"measuring the firmware's code in the heap failed: {done.stderr.strip()[-400:]}")
+    return int(done.stdout.split()[-1])
+
+
 def micropython_binary() -> str:
     local = Path(sys.executable).parent / "micropython"
     found = str(local) if local.exists() else shutil.which("micropython")
@@ -100,8 +132,11 @@ class VirtualBoard:
                  csms_url: str | None = None, echo=None):
         self.board = load_board(board_name)
         # A MicroPython object is made of machine words: the board's heap of 32-bit words holds
-        # what twice the bytes hold on this 64-bit host.
+        # what twice the bytes hold on this 64-bit host. The firmware's code, frozen in flash on
+        # a board, sits in the heap here: it gets the room it takes on top (set in start()).
+        self.heap_arg = heap
         self.heap = heap or "%dK" % (2 * self.board.get("heap_kb", 192))
+        self.code_heap = 0
         self.csms_url = csms_url
         self._tmp = None
         if flash_dir is None:
@@ -152,6 +187,9 @@ class VirtualBoard:
             shutil.rmtree(stage)
         shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         compile_to_mpy(stage / "evse")
+        if self.heap_arg is None:
+            self.code_heap = code_heap_bytes(stage)
+            self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         if self.csms_url:
             # The factory sets the board up for the central system, through the uplink.
