@@ -215,18 +215,24 @@ class ChargePoint:
     def stop_tx(self, c, reason, tag=None, when_s=None):
         """Ends the transaction on connector c. While its contactor is closed the end waits: the
         offer drops to 0 at once, and the StopTransaction goes out once the contactor has opened
-        and the meter has read once more (at most STOP_WAIT_MS later), so meterStop counts all
-        the energy the EV drew. The first reason given stands. when_s: the end happened then (a
-        power cut): the contactor is open already."""
+        and the gun's meter has read once more (at most STOP_WAIT_MS later), so meterStop counts
+        all the energy the EV drew. The first reason given stands. when_s: the end happened then
+        (a power cut): the contactor is open already."""
         if c.tx is None:
             return False
-        if when_s is None and self.app.guns[c.n - 1].contactor:
-            if c.stopping is None:
-                c.stopping = (reason, tag, time.ticks_ms(), None)
-                self.log("ocpp: gun %d: transaction %d ends (%s) once the contactor is open"
-                         % (c.n, c.tx["id"], reason))
-            return True
-        if c.stopping is not None:
+        if when_s is None:
+            if c.stopping is not None:
+                return True   # _stop_when_open ends it
+            closed = self.app.guns[c.n - 1].contactor
+            if closed or self.app.reading(c.n) is not None:
+                # A meter is polled once a second: its next reading has the last Wh.
+                now_ms = time.ticks_ms()
+                c.stopping = (reason, tag, now_ms, None if closed else now_ms)
+                if closed:
+                    self.log("ocpp: gun %d: transaction %d ends (%s) once the contactor is open"
+                             % (c.n, c.tx["id"], reason))
+                return True
+        elif c.stopping is not None:
             reason, tag = c.stopping[0], c.stopping[1]
         self._end_tx(c, reason, tag, when_s)
         return True
