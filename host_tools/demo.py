@@ -38,6 +38,17 @@ OFFER_ROUNDING_A = 0.5      # the duty has 0.1 % steps: an offer of 32 A reads 3
 CAR_1 = {"max_a": 32, "phases": 3, "battery_kwh": 60, "soc": 20}
 CAR_2 = {"max_a": 32, "phases": 3, "battery_kwh": 40, "soc": 50}
 CARD_1, CARD_2 = "AA11", "BB22"   # cards the development central system accepts
+AC8_CARS = [{"max_a": 32, "phases": 3, "battery_kwh": 60, "soc": 20}, {"max_a": 16, "phases": 1, "battery_kwh": 40, "soc": 30},
+            {"max_a": 32, "phases": 1, "battery_kwh": 50, "soc": 40}, {"max_a": 32, "phases": 3, "battery_kwh": 75, "soc": 10},
+            {"max_a": 16, "phases": 3, "battery_kwh": 40, "soc": 50}, {"max_a": 32, "phases": 3, "battery_kwh": 80, "soc": 25},
+            {"max_a": 32, "phases": 1, "battery_kwh": 60, "soc": 35}, {"max_a": 16, "phases": 1, "battery_kwh": 30, "soc": 20}]
+AC8_CARDS = ["CAR%d" % n for n in range(1, 9)]
+DC_CARS = [{"kind": "dc", "max_kw": 150, "battery_kwh": 60, "soc": 20},
+           {"kind": "dc", "max_kw": 50, "battery_kwh": 40, "soc": 30},
+           {"kind": "dc", "max_kw": 350, "battery_kwh": 100, "soc": 10},
+           {"kind": "dc", "max_kw": 100, "battery_kwh": 75, "soc": 70},
+           {"kind": "dc", "max_kw": 120, "battery_kwh": 50, "soc": 25},
+           {"kind": "dc", "max_kw": 75, "battery_kwh": 45, "soc": 40}]
 FAULT_LINE = re.compile(r"gun (\d+): (fault|cleared) (\S+)$")
 
 
@@ -91,7 +102,8 @@ class Record:
 
 
 def drawn_a(guns: list[dict]) -> float:
-    return sum(g["amps"] for g in guns)
+    """The site's current on its most loaded phase (the rig's per-phase view of each gun)."""
+    return max(sum(g["phase_amps"][p] for g in guns) for p in range(3))
 
 
 def frame_line(f: dict) -> str | None:
@@ -141,6 +153,96 @@ class Day:
         return time.monotonic() - self.started
 
     def script(self) -> list[Step]:
+        name = self.vb.board["name"]
+        if name == "sim-ac8":
+            return self.script_ac8()
+        if name == "sim-dc2":
+            return self.script_dc2()
+        if name == "sim-dc6":
+            return self.script_dc6()
+        return self.script_ac2()
+
+    def arrive(self, cars: dict[int, dict]) -> None:
+        """Cars plug in at these guns, each driver showing card CARn."""
+        self.csms.set(tags={f"CAR{n}": {"status": "Accepted"} for n in range(1, 9)})
+        for n, ev in cars.items():
+            self.rig.plug(gun=n, ev=ev)
+            self.rig.rfid(gun=n, id_tag=f"CAR{n}")
+
+    def script_dc2(self) -> list[Step]:
+        """Two cars on one 160 kW cabinet of four 40 kW modules."""
+        return [
+            Step("a car that takes 150 kW plugs in (60 kWh at 20 %); the cabinet gives it all four modules",
+                 lambda: self.arrive({1: DC_CARS[0]}), lambda guns: guns[0]["power_w"] > 100_000,
+                 "more than 100 kW on gun 1", 15),
+            Step("a 50 kW car plugs in at gun 2: one module moves over once gun 1 has ramped down",
+                 lambda: self.arrive({2: DC_CARS[1]}),
+                 lambda guns: len(guns[0]["modules"]) == 3 and len(guns[1]["modules"]) == 1 and guns[1]["power_w"] > 30_000,
+                 "modules 3 and 1, power on gun 2", 20),
+            Step("car 1 leaves; car 2 gets a second module for its 50 kW, the others are parked",
+                 lambda: self.rig.unplug(gun=1), lambda guns: guns[0]["state"] == "A", "gun 1 in state A", 10),
+            Step("car 2 leaves", lambda: self.rig.unplug(gun=2),
+                 lambda guns: guns[1]["state"] == "A", "gun 2 in state A", 4),
+        ]
+
+    def script_dc6(self) -> list[Step]:
+        """Six dispensers on a 360 kW cabinet of twelve 30 kW modules."""
+        def powered(guns):
+            return sum(1 for g in guns if g["power_w"] > 1000)
+
+        return [
+            Step("three cars arrive: the cabinet splits its twelve modules by what each asks",
+                 lambda: self.arrive({1: DC_CARS[0], 2: DC_CARS[2], 3: DC_CARS[1]}),
+                 lambda guns: powered(guns) >= 3, "three dispensers delivering", 20),
+            Step("three more: every dispenser gets modules, moved only after the giving one ramped down",
+                 lambda: self.arrive({4: DC_CARS[3], 5: DC_CARS[4], 6: DC_CARS[5]}),
+                 lambda guns: powered(guns) >= 6, "six dispensers delivering", 25),
+            Step("the 150 kW car and the 350 kW car leave; their modules go to the others",
+                 lambda: (self.rig.unplug(gun=1), self.rig.unplug(gun=2)),
+                 lambda guns: guns[0]["state"] == "A" and guns[1]["state"] == "A" and not guns[0]["modules"]
+                 and not guns[1]["modules"], "guns 1 and 2 in state A with no module", 20),
+            Step("the other cars leave", lambda: [self.rig.unplug(gun=n) for n in (3, 4, 5, 6)],
+                 lambda guns: all(g["state"] == "A" for g in guns), "every gun in state A", 4),
+        ]
+
+    def script_ac8(self) -> list[Step]:
+        """Eight cars under one 63 A fuse: they share per phase, the last ones wait, a cap from
+        the central system, and the current follows the cars that leave."""
+        site = self.site_limit_a
+        self.csms.set(tags={**{card: {"status": "Accepted"} for card in AC8_CARDS}, CARD_1: {"status": "Accepted"}})
+
+        def arrive(guns):
+            for n in guns:
+                self.rig.plug(gun=n, ev=AC8_CARS[n - 1])
+                self.rig.rfid(gun=n, id_tag=AC8_CARDS[n - 1])
+
+        def charging(guns):
+            return sum(1 for g in guns if g["amps"] > 0)
+
+        cap = {"connectorId": 0, "csChargingProfiles": {
+            "chargingProfileId": 40, "stackLevel": 0, "chargingProfilePurpose": "ChargePointMaxProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 40}]}}}
+        return [
+            Step("six cars arrive, single- and three-phase, 16 and 32 A, each with its card",
+                 lambda: arrive(range(1, 7)), lambda guns: charging(guns) >= 6, "six cars charging", 20),
+            Step(f"two more: eight cars share the {site} A fuse per phase",
+                 lambda: arrive((7, 8)), lambda guns: charging(guns) >= 7 and drawn_a(guns) > site * 0.8,
+                 "seven or eight cars charging", 25),
+            Step("the operator caps the charger at 40 A per phase (ChargePointMaxProfile)",
+                 lambda: self.csms.call("SetChargingProfile", cap, cp=self.cp_id),
+                 lambda guns: drawn_a(guns) <= 40, "the site under 40 A per phase", 15),
+            Step("the cap is cleared; three three-phase cars leave and the others take their current",
+                 lambda: (self.csms.call("ClearChargingProfile", {"id": 40}, cp=self.cp_id),
+                          [self.rig.unplug(gun=n) for n in (1, 4, 6)]),
+                 lambda guns: all(guns[n - 1]["state"] == "A" for n in (1, 4, 6)) and drawn_a(guns) > 40,
+                 "guns 1, 4, 6 in state A and more than 40 A drawn", 20),
+            Step("the other cars leave",
+                 lambda: [self.rig.unplug(gun=n) for n in (2, 3, 5, 7, 8)],
+                 lambda guns: all(g["state"] == "A" for g in guns), "every gun in state A", 4),
+        ]
+
+    def script_ac2(self) -> list[Step]:
         car_2_alone_a = min(CAR_2["max_a"], self.site_limit_a)
         return [
             Step(f"car 1 plugs in (32 A three-phase, 60 kWh at 20 %); its driver shows card {CARD_1}",
@@ -185,6 +287,10 @@ class Day:
         for number, step in enumerate(steps, 1):
             self.caption = f"step {number}/{len(steps)}: {step.caption}"
             self.play_step(step)
+        # The last StopTransactions wait for the meters' next reading (about 1.5 s).
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while any(t["active"] for t in self.csms.transactions(self.cp_id)) and time.monotonic() < deadline:
+            self.tick()
 
     def play_step(self, step: Step) -> None:
         self.view.step_started(self)
@@ -264,13 +370,23 @@ def gun_table(day: Day) -> Table:
     drawn = drawn_a(day.guns)
     site_style = "bold red" if drawn > day.site_limit_a else "bold"
     caption = Text.assemble(f"{day.caption}\n{clock(day.elapsed_s())}   site ",
-                            (f"{drawn:.1f} A", site_style), f" of {day.site_limit_a} A")
+                            (f"{drawn:.1f} A", site_style), f" of {day.site_limit_a} A per phase")
     table = Table(title=f"{day.vb.board['name']}: a day at the charger", caption=caption)
-    for column in ("gun", "state", "duty %", "offered A", "drawn A", "kW", "kWh"):
+    dc = day.vb.board["kind"] == "dc"
+    columns = (("gun", "state", "modules", "limit kW", "asks kW", "kW", "SoC %", "kWh") if dc else
+               ("gun", "state", "duty %", "offered A", "drawn A", "kW", "kWh"))
+    for column in columns:
         table.add_column(column, justify="left" if column == "state" else "right")
     for g in day.guns:
         state = Text(g["state"] + (f" ({g['fault']})" if g["fault"] else ""),
                      style="bold red" if g["fault"] else STATE_STYLE.get(g["state"][0], ""))
+        if dc:
+            asks = "-" if g["ev_target_w"] is None else f"{g['ev_target_w'] / 1000:.0f}"
+            soc = "-" if g["soc"] is None else f"{g['soc']:.0f}"
+            table.add_row(str(g["gun"]), state, " ".join(str(m) for m in g["modules"]) or "-",
+                          f"{g['dc_limit_w'] / 1000:.0f}", asks, f"{g['power_w'] / 1000:.1f}", soc,
+                          f"{g['energy_wh'] / 1000:.2f}")
+            continue
         duty = "-" if g["duty"] in (None, 0.0, 100.0) else f"{g['duty']:.1f}"
         table.add_row(str(g["gun"]), state, duty, f"{g['offered_a']:.1f}", f"{g['amps']:.1f}",
                       f"{g['power_w'] / 1000:.1f}", f"{g['energy_wh'] / 1000:.2f}")
@@ -340,8 +456,12 @@ class PlainView:
         if now_s - self.last_line_s < PLAIN_LINE_S:
             return
         self.last_line_s = now_s
-        guns = " | ".join(f"gun {g['gun']} {g['state']:<5} offer {g['offered_a']:4.1f} A drawn {g['amps']:4.1f} A "
-                          f"{g['power_w'] / 1000:4.1f} kW {g['energy_wh'] / 1000:5.2f} kWh" for g in day.guns)
+        if day.vb.board["kind"] == "dc":
+            guns = " | ".join(f"gun {g['gun']} {g['state']:<3} {len(g['modules'])} mod {g['power_w'] / 1000:5.1f} kW "
+                              f"{g['energy_wh'] / 1000:5.2f} kWh" for g in day.guns)
+        else:
+            guns = " | ".join(f"gun {g['gun']} {g['state']:<5} offer {g['offered_a']:4.1f} A drawn {g['amps']:4.1f} A "
+                              f"{g['power_w'] / 1000:4.1f} kW {g['energy_wh'] / 1000:5.2f} kWh" for g in day.guns)
         self.say(f"{clock(now_s)}  {guns} | site {drawn_a(day.guns):.1f} A of {day.site_limit_a} A")
 
     def say(self, line: str) -> None:

@@ -50,6 +50,8 @@ class GunSeries:
     gun: int
     t_s: list[float] = field(default_factory=list)
     amps: list[float] = field(default_factory=list)
+    phase_amps: list[list[float]] = field(default_factory=list)   # per site phase, when the rig says
+    site_amps: list[float] = field(default_factory=list)          # on the site's busiest phase then
     offered_a: list[float] = field(default_factory=list)
     power_w: list[float] = field(default_factory=list)
     energy_wh: list[float] = field(default_factory=list)
@@ -160,6 +162,8 @@ def timeline_from_records(records: list[dict], source: str = "the log") -> Timel
             series = guns.setdefault(int(g["gun"]), GunSeries(int(g["gun"])))
             series.t_s.append(t_s)
             series.amps.append(float(g["amps"]))
+            if isinstance(g.get("phase_amps"), list) and len(g["phase_amps"]) == 3:
+                series.phase_amps.append([float(a) for a in g["phase_amps"]])
             series.offered_a.append(float(g.get("offered_a") or 0.0))
             series.power_w.append(float(g["power_w"]))
             series.energy_wh.append(float(g["energy_wh"]))
@@ -172,11 +176,27 @@ def timeline_from_records(records: list[dict], source: str = "the log") -> Timel
                        "is it a log of `evsectl demo` (run-out/session.jsonl)?")
     if len({len(s.t_s) for s in guns.values()}) > 1:
         raise LogError(f"{source}: the snapshots do not all list the same guns")
+    _busiest_phase(list(guns.values()))
     sessions = [s for series in guns.values() for s in sessions_of(series)]
     sessions.sort(key=lambda s: (s.start_s, s.gun))
     _add_id_tags(sessions, records)
     _add_billed_energy(sessions, records)
     return Timeline(dict(sorted(guns.items())), sessions, steps, meta)
+
+
+def _busiest_phase(guns: list[GunSeries]) -> None:
+    """Each gun's current on the site phase that carries the most at each moment: what the fuse
+    of that phase sees, so single-phase guns on other phases do not count. Without the rig's
+    per-phase view (older logs), every gun's current counts."""
+    if not all(len(s.phase_amps) == len(s.t_s) for s in guns):
+        for s in guns:
+            s.site_amps = list(s.amps)
+        return
+    for i in range(len(guns[0].t_s)):
+        loads = [sum(s.phase_amps[i][p] for s in guns) for p in range(3)]
+        busiest = loads.index(max(loads))
+        for s in guns:
+            s.site_amps.append(s.phase_amps[i][busiest])
 
 
 def sessions_of(series: GunSeries) -> list[Session]:
@@ -307,11 +327,11 @@ def render_png(timeline: Timeline, limit: SiteLimit | None, out_path: Path, titl
     fig.suptitle(title, fontsize=13, fontweight="bold")
     colors = {gun: f"C{i % 10}" for i, gun in enumerate(timeline.guns)}
 
-    _draw_stack(ax_a, timeline, colors, "amps", 1.0)
+    _draw_stack(ax_a, timeline, colors, "site_amps", 1.0)
     for gun, series in timeline.guns.items():
         ax_a.step(series.t_s, series.offered_a, where="post", color=colors[gun], linestyle="--", linewidth=1.2,
                   label=f"gun {gun} offered (pilot duty)")
-    total_a = [sum(values) for values in zip(*(s.amps for s in timeline.guns.values()))]
+    total_a = [sum(values) for values in zip(*(s.site_amps for s in timeline.guns.values()))]
     if limit is not None:
         ax_a.axhline(limit.limit_a, color="red", linewidth=1.8, label=f"site limit {limit.limit_a:g} A per phase ({limit.source})")
         above = [a > limit.limit_a for a in total_a]
@@ -320,8 +340,8 @@ def render_png(timeline: Timeline, limit: SiteLimit | None, out_path: Path, titl
     ax_a.set_ylabel("current per phase (A)")
     ax_a.set_ylim(0, max([limit.limit_a if limit else 0.0, *total_a,
                           *(a for s in timeline.guns.values() for a in s.offered_a)]) * 1.22 or 1.0)
-    ax_a.set_title("current drawn per gun (stacked) and offered, against the site limit; "
-                   "the numbers are the steps listed below", loc="left", fontsize=10)
+    ax_a.set_title("current drawn per gun on the site's busiest phase (stacked) and offered, against the "
+                   "site limit; the numbers are the steps listed below", loc="left", fontsize=10)
     ax_a.legend(loc="upper right", fontsize=8, ncol=3)
 
     _draw_stack(ax_kw, timeline, colors, "power_w", 1 / 1000)
@@ -354,7 +374,7 @@ def _draw_stack(ax, timeline: Timeline, colors: dict[int, str], name: str, scale
     for gun, series in timeline.guns.items():
         top = [b + v * scale for b, v in zip(base, getattr(series, name))]
         ax.fill_between(series.t_s, base, top, color=colors[gun], alpha=0.55, linewidth=0,
-                        label=f"gun {gun} drawn" if name == "amps" else f"gun {gun}")
+                        label=f"gun {gun} drawn" if name == "site_amps" else f"gun {gun}")
         ax.plot(series.t_s, top, color=colors[gun], linewidth=1.0)
         base = top
 

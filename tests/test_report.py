@@ -79,6 +79,18 @@ def test_series_per_gun_follow_the_snapshots_in_seconds():
     assert timeline.guns[2].fault == [None, None, None, "rcd", "rcd"]
 
 
+def test_the_stacked_current_is_what_each_gun_draws_on_the_sites_busiest_phase():
+    def gun(n, amps, phase_amps):
+        return {"gun": n, "amps": amps, "power_w": 0, "energy_wh": 0, "phase_amps": phase_amps}
+    # A three-phase car at 10 A and single-phase cars at 16 A on L2 and 20 A on L3: L3 is busiest
+    # (30 A), and the L2 car is not on it.
+    timeline = timeline_from_records([snapshot(0, "s", gun(1, 10, [10, 10, 10]), gun(2, 16, [0, 16, 0]),
+                                               gun(3, 20, [0, 0, 20]))])
+    assert [s.site_amps for s in timeline.guns.values()] == [[10.0], [0.0], [20.0]]
+    old = timeline_from_records([snapshot(0, "s", {"gun": 1, "amps": 7, "power_w": 0, "energy_wh": 0})])
+    assert old.guns[1].site_amps == [7.0]   # a log without the per-phase view counts every amp
+
+
 def test_a_session_is_a_plug_in_period_with_the_energy_the_rig_counted_in_it():
     """energy_wh counts from the rig's start (5 Wh before gun 1's plug), so a session's energy is
     the difference across it."""
