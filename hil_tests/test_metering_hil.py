@@ -15,7 +15,8 @@ def gun_status(dut, n):
     return dut.status()["guns"][n - 1]
 
 
-@pytest.mark.parametrize("fault", ["silent", "garbage", "bad_crc", "busy"])
+# bad_crc and busy end the same way; tests/test_modbus_mpy.py runs all four under MicroPython.
+@pytest.mark.parametrize("fault", ["silent", "garbage"])
 def test_a_meter_that_stops_answering_stops_its_gun_until_it_answers_again(rig, events, dut, fault):
     start_charging(rig, events, gun=1)
     start_charging(rig, events, gun=2)

@@ -73,3 +73,13 @@ def test_hal_requests_out_of_range_are_refused():
     assert world.hal_request("K 1 x").startswith("!contactor must be 0 or 1")
     assert world.hal_request("S 3").startswith("!bad request")
     assert world.hal_request("Q 1").startswith("!unknown request")
+
+
+def test_reset_returns_every_meter_to_answering():
+    world = World(BOARD)
+    board = FakeBoard()
+    board.uplink = None
+    assert control.handle_line(world, '{"op": "meter", "gun": 1, "fault": "silent"}', board)["ok"]
+    assert world.guns[0].meter_fault == "silent"
+    assert control.handle_line(world, '{"op": "reset"}', board)["ok"]
+    assert world.guns[0].meter_fault is None

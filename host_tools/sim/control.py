@@ -237,6 +237,7 @@ def reset(world: World, req: dict, board) -> dict:
         g.welded = False
         g.contacts = g.coil
         g.temperature_c = 25.0
+        g.meter_fault = None
     world.swipes.clear()
     if board.uplink is not None:
         board.uplink.set(True, 0)
