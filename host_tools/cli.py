@@ -26,6 +26,11 @@ def cmd_report(args) -> int:
     return run(args)
 
 
+def cmd_config(args) -> int:
+    from host_tools.config_cmd import run
+    return run(args)
+
+
 def cmd_status(args) -> int:
     from host_tools.console import status
     return status(args)
@@ -88,6 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit-a", metavar="A", type=float, default=None,
                    help="site limit in A per phase (default: the board's site_limit_a)")
     r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("config", help="get, set, export or import the board's settings over its console",
+                       description="The board's settings through its console; the firmware validates them.")
+    c.add_argument("--port", required=True, help="serial port (a virtual board's pty counts)")
+    c.add_argument("--yes", action="store_true", help="also while a session runs (the console asks for it)")
+    actions = c.add_subparsers(dest="action", required=True)
+    g = actions.add_parser("get", help="one setting")
+    g.add_argument("key")
+    s_ = actions.add_parser("set", help="one setting, validated and stored on the board")
+    s_.add_argument("key")
+    s_.add_argument("value")
+    e = actions.add_parser("export", help="every setting as one JSON object")
+    e.add_argument("file", nargs="?", help="write it here (default: print it)")
+    i = actions.add_parser("import", help="set each key of a JSON object written by export")
+    i.add_argument("file")
+    c.set_defaults(func=cmd_config)
 
     st = sub.add_parser("status", help="print the board's status (status --json on its console)")
     st.add_argument("--port", required=True, help="serial port (a virtual board's pty counts)")
