@@ -6,16 +6,13 @@ every test starts from a bare rig and a freshly powered, factory-fresh board."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import fresh_rig, run_sim
 from host_tools.rig import Rig
-from rigkit import Dut, Events, now_ms, wait_booted
-
-BIN = Path(sys.executable).parent
+from rigkit import Dut, Events, now_ms
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 
 
@@ -24,21 +21,9 @@ def dc_ev(max_kw, soc=20, **more):
 
 
 def start_board(request, tmp_path_factory, name):
-    heap = request.config.getoption("--heap")
-    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", name, *(["--heap", heap] if heap else []),
-                             "--flash", str(tmp_path_factory.mktemp(name))], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        pytest.fail(f"evsectl sim --board {name} printed nothing")
-    info = json.loads(line)
-    info["board"] = json.loads((BOARDS / f"{name}.json").read_text())
-    yield info
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    for info in run_sim(request, name, tmp_path_factory.mktemp(name)):
+        info["board"] = json.loads((BOARDS / f"{name}.json").read_text())
+        yield info
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +37,7 @@ def dc6_board(request, tmp_path_factory):
 
 
 def fresh(info) -> Rig:
-    r = Rig(info["control"])
-    r.power(on=False)
-    r.reset()
-    r.factory()
-    r.power(on=True)
-    wait_booted(r)
+    r = fresh_rig(info["control"])
     r.board = info["board"]
     return r
 

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host_tools.sim.supervisor import BOARDS_DIR
+from host_tools.sim.supervisor import read_board_file
 from host_tools.sim.world import VOLTS_PER_PHASE  # the rig's power_w is amps × this × phases
 
 DEFAULT_PHASES = 3            # when neither the log nor --board says: the boards in boards/ are three-phase
@@ -270,15 +270,10 @@ def _number(value, message: str) -> float:
 # ---- the site limit ---------------------------------------------------------------------------
 def load_board_file(board: str) -> tuple[dict, Path]:
     """A board by its name in boards/ (or a path to a board file)."""
-    path = Path(board) if board.endswith(".json") else BOARDS_DIR / f"{board}.json"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.json")))
-        raise UsageError(f"no board file {path}; known boards: {known}")
     try:
-        data = json.loads(path.read_text())
+        return read_board_file(board)
     except ValueError as e:
-        raise UsageError(f"board file {path} is not valid JSON: {e}") from None
-    return data, path
+        raise UsageError(str(e)) from None
 
 
 def site_limit(meta: dict, board: str | None = None, limit_a: float | None = None) -> SiteLimit | None:

@@ -14,20 +14,9 @@ from hypothesis import strategies as st
 from evse import meters, modbus
 from host_tools.sim import modbus as sim
 from host_tools.sim.world import EV, World
+from virtual_clock import Clock
 
 BOARD = json.loads((Path(__file__).resolve().parents[1] / "boards" / "sim-ac2.json").read_text())
-
-
-class Clock:
-    def __init__(self):
-        self.ms = 0
-
-    def ticks_ms(self):
-        return self.ms
-
-    async def sleep_ms(self, ms):
-        self.ms += ms
-        await asyncio.sleep(0)
 
 
 class Line:

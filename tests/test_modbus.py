@@ -13,6 +13,7 @@ from evse import modbus
 from evse.modbus import ExceptionResponse, FrameError, ModbusError, Timeout
 from host_tools.sim.modbus import crc16 as reference_crc16
 from host_tools.sim.modbus import seal
+from virtual_clock import Clock
 
 H = bytes.fromhex
 
@@ -174,18 +175,6 @@ def test_frame_silence_is_3_5_characters_or_1_75_ms_above_19200_baud(baud, silen
 
 
 # --- the transaction, on a virtual clock ---------------------------------------------------------
-
-class Clock:
-    def __init__(self):
-        self.ms = 0
-
-    def ticks_ms(self):
-        return self.ms
-
-    async def sleep_ms(self, ms):
-        self.ms += ms
-        await asyncio.sleep(0)
-
 
 class ScriptedBus:
     """The far end of the line: each request written gets the next scripted answer. An answer is

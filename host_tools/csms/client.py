@@ -6,13 +6,11 @@ from __future__ import annotations
 import collections
 import json
 import queue
-import shutil
 import signal
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
+from host_tools import installed_tool
 from host_tools.jsonlines import JsonLinesClient
 
 
@@ -61,8 +59,7 @@ class CsmsClient(JsonLinesClient):
 
 
 def evsectl_path() -> str:
-    local = Path(sys.executable).parent / "evsectl"
-    found = str(local) if local.exists() else shutil.which("evsectl")
+    found = installed_tool("evsectl")
     if not found:
         raise CsmsError("evsectl is not installed: run `make setup`")
     return found

