@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import mpy, ocpp, sharing
+from bench import flash, mpy, ocpp, sharing
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "results.json"
@@ -20,6 +20,8 @@ def main() -> int:
     results["sharing"] = sharing.run()
     _write(results)   # a section that fails later does not lose this one
     results["ocpp"] = ocpp.run()
+    _write(results)
+    results["flash"] = flash.run()
     _write(results)
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0

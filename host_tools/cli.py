@@ -36,6 +36,24 @@ def cmd_status(args) -> int:
     return status(args)
 
 
+def cmd_monitor(args) -> int:
+    from host_tools.console import monitor
+    return monitor(args)
+
+
+def cmd_logs(args) -> int:
+    from host_tools.console import logs
+    return logs(args)
+
+
+def cmd_console(args) -> int:
+    from host_tools.console import interactive
+    return interactive(args)
+
+
+PORT_HELP = "serial port (default: the only board found; a virtual board that evsectl sim runs counts)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evsectl", description="Flash, configure, monitor and test the EV charger controller.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -96,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="get, set, export or import the board's settings over its console",
                        description="The board's settings through its console; the firmware validates them.")
-    c.add_argument("--port", required=True, help="serial port (a virtual board's pty counts)")
+    c.add_argument("--port", help=PORT_HELP)
     c.add_argument("--yes", action="store_true", help="also while a session runs (the console asks for it)")
     actions = c.add_subparsers(dest="action", required=True)
     g = actions.add_parser("get", help="one setting")
@@ -111,9 +129,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     st = sub.add_parser("status", help="print the board's status (status --json on its console)")
-    st.add_argument("--port", required=True, help="serial port (a virtual board's pty counts)")
+    st.add_argument("--port", help=PORT_HELP)
     st.add_argument("--json", action="store_true", help="print the raw JSON")
     st.set_defaults(func=cmd_status)
+
+    m = sub.add_parser("monitor", help="a live table of every gun, with the board's events under it",
+                       description="Asks the board for its status every --interval seconds and shows every "
+                                   "gun (state, PWM duty, offer, contactor, current, temperature, fault) and "
+                                   "the last events it printed. Ctrl-C ends it.")
+    m.add_argument("--port", help=PORT_HELP)
+    m.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    m.add_argument("--events", type=int, default=8, help="how many recent events to show (default 8)")
+    m.add_argument("--count", type=int, default=None, help="stop after this many refreshes (default: run on)")
+    m.set_defaults(func=cmd_monitor)
+
+    lg = sub.add_parser("logs", help="the board's log on flash (faults, meter and OCPP events)",
+                        description="Prints the last lines of the log the firmware keeps on flash; with "
+                                    "--follow, then every event line the board prints until Ctrl-C.")
+    lg.add_argument("--port", help=PORT_HELP)
+    lg.add_argument("-n", "--lines", type=int, default=20, help="how many lines (1..200, default 20)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing the board's events")
+    lg.set_defaults(func=cmd_logs)
+
+    cn = sub.add_parser("console", help="an interactive terminal on the board's console (mpremote repl)",
+                        description="The board's serial console in this terminal: the charger's commands "
+                                    "(type help) while it charges; Ctrl-C stops the firmware safely and gives "
+                                    "the MicroPython REPL, Ctrl-D restarts it; Ctrl-] leaves.")
+    cn.add_argument("--port", help=PORT_HELP)
+    cn.set_defaults(func=cmd_console)
+
+    from host_tools import flash
+    flash.add_parser(sub)
     return p
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from host_tools.console import Console, ConsoleError
+from host_tools.console import Console, ConsoleError, open_console
 
 
 class ConfigCommandError(RuntimeError):
@@ -42,10 +42,8 @@ def read_all(console: Console) -> dict:
 
 
 def run(args) -> int:
-    try:
-        console = Console(args.port)
-    except ConsoleError as e:
-        print(f"evsectl config: {e}", file=sys.stderr)
+    console = open_console("config", args.port)
+    if console is None:
         return 1
     yes = " --yes" if getattr(args, "yes", False) else ""
     try:

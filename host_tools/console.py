@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from typing import Callable
 
-import serial
+from host_tools import ports
 from rich import box
 from rich.console import Console as Terminal
 from rich.table import Table
@@ -37,9 +38,9 @@ class Console:
         self.port = port
         self.on_event = on_event
         try:
-            self.serial = serial.Serial(port, BAUD, timeout=READ_POLL_S)
-        except (serial.SerialException, OSError) as e:
-            raise ConsoleError(f"no serial port at {port}: {e}") from None
+            self.serial = ports.open_exclusive(port, timeout=READ_POLL_S)
+        except ports.PortError as e:
+            raise ConsoleError(str(e)) from None
         self._partial = bytearray()
 
     def poll(self) -> None:
@@ -110,19 +111,106 @@ def gun_table(status: dict) -> Table:
     return table
 
 
-def status(args) -> int:
-    """`evsectl status --port P [--json]`."""
+def open_console(command: str, port: str | None, on_event=None) -> Console | None:
+    """The console of --port or of the only board found; None after printing why not."""
     try:
-        console = Console(args.port)
-        try:
-            board_status = console.status_json()
-        finally:
-            console.close()
+        return Console(ports.resolve(port), on_event)
+    except (ports.PortError, ConsoleError) as e:
+        print(f"evsectl {command}: {e}", file=sys.stderr)
+        return None
+
+
+def status(args) -> int:
+    """`evsectl status [--port P] [--json]`."""
+    console = open_console("status", args.port)
+    if console is None:
+        return 1
+    try:
+        board_status = console.status_json()
     except ConsoleError as e:
         print(f"evsectl status: {e}", file=sys.stderr)
         return 1
+    finally:
+        console.close()
     if args.json:
         print(json.dumps(board_status))
     else:
         Terminal().print(gun_table(board_status))
     return 0
+
+
+def monitor(args) -> int:
+    """`evsectl monitor`: the gun table, refreshed every --interval seconds, with the board's last
+    events under it; Ctrl-C ends it (--count N after N refreshes)."""
+    from collections import deque
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    recent: deque[str] = deque(maxlen=args.events)
+    console = open_console("monitor", args.port, on_event=lambda line: recent.append(f"{time.strftime('%H:%M:%S')}  {line}"))
+    if console is None:
+        return 1
+    terminal = Terminal()
+
+    def view(board_status: dict):
+        return Group(gun_table(board_status), Text("\n".join(recent) or "(no events yet)", style="dim"))
+    try:
+        board_status = console.status_json()
+        shown = 1
+        with Live(view(board_status), console=terminal, auto_refresh=False) as live:
+            while args.count is None or shown < args.count:
+                time.sleep(args.interval)
+                board_status = console.status_json()
+                live.update(view(board_status), refresh=True)
+                shown += 1
+    except ConsoleError as e:
+        print(f"evsectl monitor: {e}", file=sys.stderr)
+        return 1
+    finally:
+        console.close()
+    return 0
+
+
+def logs(args) -> int:
+    """`evsectl logs [-n N] [--follow]`: the last lines of the board's log on flash; with --follow,
+    then every event line the board prints, until Ctrl-C."""
+    console = open_console("logs", args.port, on_event=lambda line: print(line, flush=True))
+    if console is None:
+        return 1
+    try:
+        answer = [line for line in console.command(f"log {args.lines}") if line.strip()]
+        if not answer:
+            print(f"evsectl logs: {console.port} does not answer `log`: is the charger firmware running?",
+                  file=sys.stderr)
+            return 1
+        if answer[0].startswith("log: use"):   # the firmware refused the count
+            print(f"evsectl logs: {answer[0]}", file=sys.stderr)
+            return 2
+        for line in answer:
+            print(line, flush=True)
+        while args.follow:
+            console.poll()
+            time.sleep(READ_POLL_S)
+    finally:
+        console.close()
+    return 0
+
+
+def interactive(args) -> int:
+    """`evsectl console`: mpremote's terminal on the board's console (type `help`; Ctrl-] leaves)."""
+    from host_tools import installed_tool
+
+    try:
+        port = ports.resolve(args.port)
+        ports.check_free(port)
+    except ports.PortError as e:
+        print(f"evsectl console: {e}", file=sys.stderr)
+        return 1
+    mpremote = installed_tool("mpremote")
+    if mpremote is None:
+        print("evsectl console: mpremote is not installed: run `make setup`", file=sys.stderr)
+        return 1
+    print(f"evsectl console: {port}; type help for the charger's commands, Ctrl-] to leave", flush=True)
+    return subprocess.call([mpremote, "connect", port, "repl"])

@@ -18,7 +18,7 @@ import time
 import tty
 from pathlib import Path
 
-from host_tools import installed_tool
+from host_tools import installed_tool, ports
 from host_tools.sim import control
 from host_tools.sim import modbus as rs485
 from host_tools.sim.network import Uplink
@@ -447,10 +447,15 @@ def run_foreground(args) -> int:
             sys.stderr.buffer.write(data)
             sys.stderr.flush()
     vb = VirtualBoard(args.board, heap=args.heap, flash_dir=args.flash, csms_url=args.csms, echo=echo).start()
+    # Announced while it runs: evsectl commands without --port find it as they find a board on USB.
+    entry = ports.register_virtual(vb.serial_path, vb.control_addr, vb.board["name"])
     print(json.dumps({"serial": vb.serial_path, "control": vb.control_addr}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    vb.stop()
+    try:
+        done.wait()
+    finally:
+        entry.unlink(missing_ok=True)
+        vb.stop()
     return 0
