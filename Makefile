@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BOARD ?= sim-ac2
 ARGS ?=
-FLASH_REBOOT_S ?= 3
 # Stubs of the two MCU ports live apart: both ship their own `machine`.
 STUBS_RP2 := $(VENV)/stubs/rp2
 STUBS_ESP32 := $(VENV)/stubs/esp32
@@ -39,15 +38,9 @@ bench: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_hal_typecheck.py
 
-# The README's deploy: maintenance mode first (the firmware's watchdog cannot be stopped), copy
-# the firmware and the board file, leave maintenance mode, reset.
+# evsectl flash: compile for the board, write what changed, verify, start it (docs/bring-up.md).
 flash: $(STAMP)
-	@test -n "$(PORT)" || { echo "make flash needs PORT=/dev/ttyACM0 (and BOARD=rp2040-pico or esp32-devkitc)"; exit 2; }
-	@test -f boards/$(BOARD).json || { echo "no board file boards/$(BOARD).json"; exit 2; }
-	$(BIN)/mpremote connect $(PORT) exec "open('maintenance', 'w').close()" + reset
-	sleep $(FLASH_REBOOT_S)
-	$(BIN)/mpremote connect $(PORT) cp -r firmware/evse : + cp firmware/main.py firmware/boot.py : \
-		+ cp boards/$(BOARD).json :board.json + rm :maintenance + reset
+	$(BIN)/evsectl flash --board $(BOARD) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis bench/out

@@ -215,3 +215,15 @@ def test_without_port_the_only_board_is_found_and_several_need_a_choice(tmp_path
             sim.terminate()
             sim.wait(10)
     assert not list((tmp_path / "registry").glob("*.json"))   # a stopped virtual board is gone
+
+
+def test_calibrate_finds_the_front_ends_gain_and_offset_and_the_board_boots_with_them(rig, virtual_board, dut):
+    """The bring-up guide's step: the virtual board's pilot front end is off its nominal 0.125 and
+    1650 mV, as parts are; `calibrate` finds what it really is."""
+    lines = dut.command("calibrate 1 save")
+    assert "calibrate: pilot_gain 0.1237, pilot_offset_mv 1662 (board.json has none, none)" in lines, lines
+    assert any(line.startswith("calibrate: saved to /board.json") for line in lines), lines
+    assert "reboot: restarting" in dut.command("reboot")
+    time.sleep(1.0)
+    wait_booted(rig)   # the board file with its adc section loads
+    assert dut.command("calibrate 2")[1].endswith("(board.json has 0.1237, 1662)")

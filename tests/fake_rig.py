@@ -66,6 +66,11 @@ class FakeHal:
             return high, high
         return high, (-high if self.diode_fault and self.ev in "BCD" else -12000)
 
+    adc_gain, adc_offset_mv = 0.1237, 1662   # a pilot front end a little off its nominal values
+
+    def pilot_adc_mv(self, gun):
+        return round(self.adc_offset_mv + self.adc_gain * self.sample_pilot(gun)[0])
+
     def proximity_ohms(self, gun):
         return self.pp_ohms if self.ev != "A" else 1000000
 

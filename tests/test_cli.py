@@ -134,11 +134,50 @@ def test_selftest_refuses_while_an_ev_is_plugged_and_starts_otherwise(app):
     assert say(app, "selftest") == ["selftest: running; the results follow"] and app.selftests
 
 
+def test_calibrate_fits_the_pilot_adc_and_saves_it_to_the_board_file(app, tmp_path):
+    board = tmp_path / "board.json"
+    board.write_text((BOARDS / "sim-ac2.json").read_text())
+    hal = app.hal
+    lines = say(app, "calibrate 1")
+    assert lines[0] == "calibrate: gun 1 pilot ADC reads 3146 mV at +12000 mV and 178 mV at -12000 mV"
+    assert lines[1].startswith("calibrate: pilot_gain 0.1237, pilot_offset_mv 1662")
+    assert "not saved" in lines[2] and "adc" not in json.loads(board.read_text())
+    assert [c[2] for c in hal.calls if c[1] == "pilot"][-3:] == [1000, 0, 1000]   # back at +12 V
+    # A meter's reading of the generator's real levels counts instead of the nominal +-12 V.
+    assert say(app, "calibrate 1 11800 -12200 save")[-1] == "calibrate: saved to %s/board.json; 'reboot' to use them" % tmp_path
+    saved = json.loads(board.read_text())
+    assert saved["adc"] == {"pilot_gain": 0.1237, "pilot_offset_mv": 1687} and saved["guns"] == json.loads(
+        (BOARDS / "sim-ac2.json").read_text())["guns"]
+
+
+@pytest.mark.parametrize("line, answer", [
+    ("calibrate", "calibrate: use: calibrate <gun> [<high_mv> <low_mv>] [save]"),
+    ("calibrate 3", "calibrate: gun must be 1..2, not '3'"),
+    ("calibrate 1 12000", "calibrate: use: calibrate <gun> [<high_mv> <low_mv>] [save]"),
+    ("calibrate 1 12 -12", "calibrate: the levels must be 9000..15000 and -15000..-9000 mV, not 12 -12"),
+    ("calibrate 1 high low", "calibrate: the levels are whole mV as a meter reads them, e.g. 11950 -12030"),
+])
+def test_calibrate_refuses_bad_input_and_drives_nothing(app, line, answer):
+    before = len(app.hal.calls)
+    assert say(app, line) == [answer]
+    assert not [c for c in app.hal.calls[before:] if c[1] == "pilot"]
+
+
+def test_calibrate_refuses_a_plugged_gun_and_a_dead_front_end(app, tmp_path):
+    app.guns[0].state = "B1"
+    assert say(app, "calibrate 1") == ["calibrate: gun 1 must be unplugged and no session running (it is in state B1)"]
+    app.guns[0].state = "A"
+    app.hal.adc_gain = 0.001   # the ADC pin sees almost nothing of the pilot
+    assert say(app, "calibrate 1 save")[-1].startswith("calibrate: the ADC moved only 24 mV between the two levels")
+    assert not (tmp_path / "board.json").exists()
+
+
 # One app for all the lines: they act on it in turn, as a technician's session would.
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["status", "config", "set", "get", "reset", "all", "site_limit_a", "name", "1", "2",
                                  "9", "-1", "x", "--yes", "--json", "start", "stop", "fault", "clear", "list", "log",
-                                 "meter", "guns", "help", "ocpp", "selftest", "reboot", "AA11", "é", "\x00"]),
+                                 "meter", "guns", "help", "ocpp", "selftest", "reboot", "AA11", "é", "\x00",
+                                 "calibrate", "save", "12000", "-12000"]),
                 max_size=5))
 def test_any_line_gets_lines_back_and_never_an_internal_error(app, words):
     out = say(app, " ".join(words))

@@ -117,6 +117,15 @@ def test_pilot_plateaus_come_from_a_square_wave(port, high_mv, duty_pm):
 
 
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("pilot_mv", [12000, -12000, 9000])
+def test_pilot_adc_mv_is_the_pins_own_reading_before_gain_and_offset(port, pilot_mv):
+    hal = open_board(load(port))
+    machine.adc_mv[pin(port, 2, "pilot_adc")] = adc_mv_for_pilot(port, pilot_mv)
+    assert abs(hal.pilot_adc_mv(2) - adc_mv_for_pilot(port, pilot_mv)) <= 2
+    assert abs(hal.sample_pilot(2)[0] - pilot_mv) <= 30   # the same reading through gain and offset
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
 def test_pilot_burst_spans_more_than_one_pwm_period(port):
     hal = open_board(load(port))
     seen = []

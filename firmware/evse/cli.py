@@ -1,7 +1,7 @@
 # The technician's command line on the serial console, while charging goes on. One line in,
 # reply lines out; never raises on what is typed. A command that would change how a running
 # session charges refuses, naming the gun and the reason, unless the line ends with --yes.
-from evse import config, console
+from evse import config, console, store
 
 COMMANDS = (
     ("help", "help [command]", "what the commands do; help config lists every setting"),
@@ -15,6 +15,8 @@ COMMANDS = (
     ("log", "log [n]", "the last n lines of the log on flash (default 20)"),
     ("ocpp", "ocpp", "the link to the central system and the messages waiting"),
     ("selftest", "selftest", "RCD test, contactor feedback, meters, network (no gun may be charging)"),
+    ("calibrate", "calibrate <gun> [<high_mv> <low_mv>] [save]",
+     "fit the pilot ADC's gain and offset at +12 V and -12 V (gun unplugged); save writes board.json"),
     ("reboot", "reboot", "restart the controller"),
 )
 # Settings whose change alters a session that is running.
@@ -270,6 +272,65 @@ def _selftest(app, args, yes):
     return ["selftest: running; the results follow"]
 
 
+CAL_HIGH_MV = 12000       # the pilot generator's nominal levels (IEC 61851-1 A.2: 12 V +- 0.6 V)
+CAL_LOW_MV = -12000
+CAL_SPREAD_MIN_MV = 500   # an ADC that moves less between +12 V and -12 V is not on the pilot
+CAL_GAIN = (0.02, 0.5)    # mV at the ADC per mV of pilot a front end for a 3.3 V ADC can have
+
+
+def _calibrate(app, args, yes):
+    save = "save" in args
+    words = [a for a in args if a != "save"]
+    if len(words) not in (1, 3):
+        return [_usage("calibrate")]
+    g = _gun(app, words[0], "calibrate")
+    high_mv, low_mv = CAL_HIGH_MV, CAL_LOW_MV
+    if len(words) == 3:
+        try:
+            high_mv, low_mv = int(words[1]), int(words[2])
+        except ValueError:
+            return ["calibrate: the levels are whole mV as a meter reads them, e.g. 11950 -12030"]
+        if not (9000 <= high_mv <= 15000 and -15000 <= low_mv <= -9000):
+            return ["calibrate: the levels must be 9000..15000 and -15000..-9000 mV, not %d %d" % (high_mv, low_mv)]
+    if g.state != "A" or g.contactor or _charging(app):
+        return ["calibrate: gun %d must be unplugged and no session running (it is in state %s)" % (g.n, g.state)]
+    hal = app.hal
+    # Synchronous: the control loop cannot touch the pilot until the gun is back at +12 V.
+    try:
+        hal.set_pilot(g.n, 1000)
+        at_high = hal.pilot_adc_mv(g.n)
+        hal.set_pilot(g.n, 0)
+        at_low = hal.pilot_adc_mv(g.n)
+    finally:
+        hal.set_pilot(g.n, 1000)
+    spread = at_high - at_low
+    out = ["calibrate: gun %d pilot ADC reads %d mV at %+d mV and %d mV at %+d mV"
+           % (g.n, at_high, high_mv, at_low, low_mv)]
+    if spread < CAL_SPREAD_MIN_MV:
+        return out + ["calibrate: the ADC moved only %d mV between the two levels: check the pilot front end "
+                      "and the pilot_adc pin; nothing saved" % spread]
+    gain = spread / (high_mv - low_mv)
+    offset = int(at_high - gain * high_mv + 0.5)
+    if not CAL_GAIN[0] <= gain <= CAL_GAIN[1]:
+        return out + ["calibrate: a gain of %.4f is outside %s..%s: check the front end; nothing saved"
+                      % (gain, CAL_GAIN[0], CAL_GAIN[1])]
+    adc = app.board.get("adc") or {}
+    out.append("calibrate: pilot_gain %.4f, pilot_offset_mv %d (board.json has %s, %s)"
+               % (gain, offset, adc.get("pilot_gain", "none"), adc.get("pilot_offset_mv", "none")))
+    if not save:
+        return out + ["calibrate: not saved; 'calibrate %s save' writes them to board.json" % " ".join(words)]
+    path = app.root.rstrip("/") + "/" + config.BOARD_FILE
+    board = store.read_json(path)
+    if not isinstance(board, dict):
+        return out + ["calibrate: %s cannot be read; nothing saved" % path]
+    cal = board.get("adc") or {}
+    cal["pilot_gain"] = round(gain, 4)
+    cal["pilot_offset_mv"] = offset
+    board["adc"] = cal
+    store.write_json(path, board)
+    return out + ["calibrate: saved to %s; 'reboot' to use them" % path]
+
+
 def _reboot(app, args, yes):
     if args:
         return [_usage("reboot")]
@@ -283,5 +344,5 @@ def _reboot(app, args, yes):
 
 _HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter,
              "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
-             "selftest": _selftest, "reboot": _reboot}
+             "selftest": _selftest, "calibrate": _calibrate, "reboot": _reboot}
 

@@ -19,6 +19,8 @@ VOLTS_PER_PHASE = 230.0
 # EV-side pilot levels (mV) seen on the high plateau, IEC 61851-1 Table A.4.
 EV_LEVEL_MV = {"A": 12000, "B": 9000, "C": 6000, "D": 3000, "E": 0, "F": -12000}
 # Cable rating -> PP resistor, IEC 61851-1 Table B.2.
+PILOT_ADC_GAIN = 0.1237       # the virtual board's pilot front end: mV at the ADC per mV of pilot ...
+PILOT_ADC_OFFSET_MV = 1662    # ... and at 0 V (nominal 0.125 and 1650: the parts are off a little)
 PP_OHMS = {13: 1500, 20: 680, 32: 220, 63: 100}
 PP_OPEN_OHMS = 1_000_000
 EV_SEES_PWM_MS = 500          # an EV needs this long to read a new duty
@@ -395,6 +397,11 @@ class World:
                 if op == "S":
                     high, low = self.pilot_levels(g)
                     return f"{high} {low}"
+                if op == "V":
+                    # The pilot ADC behind a front end a little off its nominal values, as parts
+                    # are: what the technician's `calibrate` finds. Only a steady pilot is asked.
+                    high, _ = self.pilot_levels(g)
+                    return str(round(PILOT_ADC_OFFSET_MV + PILOT_ADC_GAIN * high))
                 if op == "P":
                     duty = int(parts[2])
                     if not 0 <= duty <= 1000:

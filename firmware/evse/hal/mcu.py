@@ -223,6 +223,14 @@ class McuHal(Base):
                 lo2 = v
         return self._pilot_mv(hi2), self._pilot_mv(lo2)
 
+    def pilot_adc_mv(self, gun):  # type: (int) -> int
+        adc = self._pilot_adc[self._index(gun)]
+        read = self._read
+        total = 0
+        for k in range(_STEADY_READS):
+            total += read(adc)
+        return self._reading_mv(total // _STEADY_READS)
+
     # ---- PP, CT -------------------------------------------------------------------------------
     def proximity_ohms(self, gun):  # type: (int) -> int | None
         mv = self._pp_mv(self._index(gun))

@@ -67,6 +67,9 @@ class Hal(Base):
         r = self._ask(b"S %d\n" % gun).split()
         return int(r[0]), int(r[1])
 
+    def pilot_adc_mv(self, gun):
+        return int(self._ask(b"V %d\n" % gun))
+
     def proximity_ohms(self, gun):
         r = self._ask(b"X %d\n" % gun).strip()
         return None if r == b"-" else int(r)
