@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--port", help=PORT_HELP)
     cn.set_defaults(func=cmd_console)
 
-    from host_tools import flash
+    from host_tools import flash, install_mp
     flash.add_parser(sub)
+    install_mp.add_parser(sub)
     return p
 
 
