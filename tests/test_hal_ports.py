@@ -481,6 +481,30 @@ def test_network_up():
     assert calls("WLAN") == [("WLAN", network.STA_IF)]
 
 
+def test_esp32_joins_the_wlan_of_wifi_json_and_asks_again_only_every_10_s(tmp_path, monkeypatch):
+    wifi = tmp_path / "wifi.json"
+    wifi.write_text(json.dumps({"ssid": "depot", "password": "s3cret"}))
+    monkeypatch.setattr(esp32_hal, "WIFI_FILE", str(wifi))
+    hal = open_board(load("esp32"))
+    assert hal.network_up() is False
+    assert calls("WLAN.connect") == [("WLAN.connect", "depot", "s3cret")]
+    machine.clock.sleep_ms(5000)
+    hal.network_up()
+    assert len(calls("WLAN.connect")) == 1      # still joining: not asked again yet
+    machine.clock.sleep_ms(5000)
+    hal.network_up()
+    assert len(calls("WLAN.connect")) == 2
+    network.connected = True
+    assert hal.network_up() is True and len(calls("WLAN.connect")) == 2
+
+
+def test_esp32_without_wifi_json_leaves_the_wlan_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(esp32_hal, "WIFI_FILE", str(tmp_path / "none.json"))
+    hal = open_board(load("esp32"))
+    hal.network_up()
+    assert not calls("WLAN.connect") and not calls("WLAN.active")
+
+
 def test_board_files_pick_these_hals():
     assert type(open_board(load("rp2"))) is rp2_hal.Hal
     assert type(open_board(load("esp32"))) is esp32_hal.Hal

@@ -12,3 +12,9 @@ class WLAN:
 
     def isconnected(self):
         return connected
+
+    def active(self, on=None):
+        machine.calls.append(("WLAN.active", on))
+
+    def connect(self, ssid=None, key=None):
+        machine.calls.append(("WLAN.connect", ssid, key))

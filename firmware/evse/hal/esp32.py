@@ -15,7 +15,11 @@ import onewire
 from machine import ADC, Pin
 from micropython import const
 
+from evse import store
 from evse.hal.mcu import SENSOR_FAULT_C, McuHal
+
+WIFI_FILE = "/wifi.json"
+_WIFI_RETRY_MS = const(10000)
 
 _U16_MAX = const(65535)
 _DS_CONVERT_MS = const(750)  # DS18B20 12-bit conversion time (datasheet)
@@ -47,6 +51,9 @@ class Hal(McuHal):
         self._ds_refresh()
         self._ds_started_ms = self._ds_convert()
         self._wlan = None  # type: network.WLAN | None
+        self._wifi = {}  # type: dict
+        self._wifi_asked = False
+        self._wifi_tried_ms = time.ticks_ms()  # when the WLAN was last asked to join
 
     def _adc(self, pin):  # type: (int) -> ADC
         return ADC(Pin(pin), atten=ADC.ATTN_11DB)
@@ -101,4 +108,20 @@ class Hal(McuHal):
     def network_up(self):  # type: () -> bool
         if self._wlan is None:
             self._wlan = network.WLAN(network.STA_IF)
-        return self._wlan.isconnected()
+            wifi = store.read_json(WIFI_FILE, {})
+            self._wifi = wifi if isinstance(wifi, dict) else {}
+        if self._wlan.isconnected():
+            return True
+        # Joined here from wifi.json ({"ssid": ..., "password": ...}, never printed); without it
+        # the network is left to whatever set it up. A lost link is asked for again, not spun on.
+        ssid = self._wifi.get("ssid")
+        now = time.ticks_ms()
+        if ssid and (not self._wifi_asked or time.ticks_diff(now, self._wifi_tried_ms) >= _WIFI_RETRY_MS):
+            self._wifi_asked = True
+            self._wifi_tried_ms = now
+            try:
+                self._wlan.active(True)
+                self._wlan.connect(ssid, self._wifi.get("password", ""))
+            except OSError as e:
+                print("wifi: cannot join %s: %s" % (ssid, e))
+        return False
