@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import errno
 import glob
 import io
 import os
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import serial
 from serial.tools import list_ports
+
+from host_tools import ports
 
 PROG = "evsectl install-micropython"
 
@@ -192,15 +193,9 @@ def check_port(port: str) -> None:
         raise BadInput(f"no serial port at {port}; ports found: {ports_found()} "
                        "(is the board plugged in? `mpremote devs` lists ports with their USB ids)")
     try:
-        serial.Serial(port, exclusive=True).close()
-    except serial.SerialException as e:
-        if e.errno in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK):
-            raise BoardFailed(f"{port} is busy: another program has it open "
-                              "(close mpremote/screen/the monitor)") from None
-        if e.errno == errno.EACCES:
-            raise BoardFailed(f"no permission to open {port}: add yourself to the dialout group "
-                              "(sudo usermod -aG dialout $USER, then log in again)") from None
-        raise BoardFailed(f"cannot open {port}: {e}") from None
+        ports.check_free(port)
+    except ports.PortError as e:
+        raise BoardFailed(str(e)) from None
 
 
 def wait_for_port(port: str, timeout_s: float) -> bool:

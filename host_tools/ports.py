@@ -6,6 +6,7 @@ it as it finds a board on USB."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -92,9 +93,12 @@ def open_exclusive(port: str, timeout: float = 0.05) -> serial.Serial:
     try:
         return serial.serial_for_url(port, 115200, timeout=timeout, exclusive=True)
     except (serial.SerialException, OSError) as e:
-        if "lock" in str(e).lower():
+        if "lock" in str(e).lower() or e.errno in (errno.EBUSY, errno.EAGAIN):
             raise PortError(f"{port} is busy: another program has it open (mpremote, screen, evsectl monitor?); "
                             "close it and try again") from None
+        if e.errno == errno.EACCES:
+            raise PortError(f"no permission to open {port}: add yourself to the dialout group "
+                            "(sudo usermod -aG dialout $USER, then log in again)") from None
         raise PortError(f"cannot open {port}: {e}") from None
 
 

@@ -440,7 +440,7 @@ def test_esp32_port_held_by_another_program_is_busy(tmp_path, pty_port, capsys):
         assert evsectl("--board", "esp32-devkitc", "--firmware", image, "--port", port) == 1
     finally:
         holder.close()
-    assert f"{port} is busy: another program has it open (close mpremote/screen/the monitor)" \
+    assert f"{port} is busy: another program has it open (mpremote, screen, evsectl monitor?)" \
         in capsys.readouterr().err
 
 
