@@ -1,5 +1,6 @@
 """What HIL tests use to drive and measure the rig and the device under test: waiting for boot,
-the rig's event log, and the DUT's serial console as a technician's terminal sees it."""
+the rig's event log, the DUT's serial console as a technician's terminal sees it, and where a
+labgrid target says the two serial ports are."""
 from __future__ import annotations
 
 import json
@@ -52,9 +53,12 @@ def start_charging(rig: Rig, events: Events, gun: int = 1, **ev) -> float:
 
 
 class Dut:
+    """The DUT's serial console: a device path (the virtual board's pty, /dev/ttyACM0) or a
+    pyserial URL (rfc2217://host:port, as a labgrid exporter serves a remote board's port)."""
+
     def __init__(self, port: str):
         self.port = port
-        self.ser = serial.Serial(port, 115200, timeout=0.05)
+        self.ser = serial.serial_for_url(port, 115200, timeout=0.05)
         self.ser.reset_input_buffer()
         self.seen = bytearray()
         self.read_pos = 0  # read_until has consumed self.seen up to here
@@ -121,5 +125,65 @@ class Dut:
                 raise AssertionError(f"status never matched within {timeout_s} s: {s}")
             time.sleep(0.2)
 
+    def config_get(self, key: str) -> str:
+        """A setting as the console shows it (`config get KEY` -> `KEY = VALUE`)."""
+        for _ in range(3):
+            for line in self.command(f"config get {key}"):
+                name, sep, value = line.partition(" =")
+                if sep and name == key:
+                    return value.strip()
+        raise AssertionError(f"{self.port} did not answer config get {key}")
+
     def close(self) -> None:
         self.ser.close()
+
+
+# ---- labgrid: a target's resources say where the DUT's console and the rig are ---------------------
+LABGRID_TARGET = "evse-rig"
+
+
+def labgrid_target(env):
+    """The target `evse-rig` of a labgrid environment (or its only target, whatever its name)."""
+    targets = list(env.config.get_targets())
+    name = LABGRID_TARGET if LABGRID_TARGET in targets else targets[0] if len(targets) == 1 else None
+    if name is None:
+        raise AssertionError(f"{env.config_file}: no target named {LABGRID_TARGET!r} (it has {targets}); "
+                             "see hil_tests/labgrid/README.md")
+    return name, env.get_target(name)
+
+
+def labgrid_serial_url(target, name: str) -> str:
+    """What pyserial opens for the target's serial resource `name`: a local port's device path
+    (RawSerialPort, USBSerialPort), or for a port a labgrid exporter serves (NetworkSerialPort,
+    through a RemotePlace) an rfc2217:// or socket:// URL, through labgrid's SSH proxy if one is set."""
+    from labgrid.exceptions import NoResourceFoundError
+    from labgrid.resource import NetworkSerialPort, SerialPort
+    from labgrid.util.proxy import proxymanager
+    try:
+        res = target.get_resource(NetworkSerialPort, name=name)
+    except NoResourceFoundError:
+        try:
+            res = target.get_resource(SerialPort, name=name)
+        except NoResourceFoundError:
+            names = sorted(r.name or type(r).__name__ for r in target.resources)
+            raise AssertionError(f"labgrid target {target.name!r} has no serial resource named {name!r} "
+                                 f"(it has {names}); the HIL suite needs 'dut' and 'rig', see "
+                                 "hil_tests/labgrid/README.md") from None
+        return res.port
+    host, port = proxymanager.get_host_and_port(res)
+    if res.protocol == "rfc2217":
+        return f"rfc2217://{host}:{port}?ign_set_control"  # ser2net does not do modem control lines
+    if res.protocol == "raw":
+        return f"socket://{host}:{port}"
+    raise AssertionError(f"labgrid resource {name!r}: unknown protocol {res.protocol!r} (rfc2217 or raw)")
+
+
+def labgrid_ports(env) -> dict:
+    """{"serial": the DUT's console, "control": the rig, "board": the target's option 'board' or None}."""
+    name, target = labgrid_target(env)
+    try:
+        board = env.config.get_target_option(name, "board")
+    except KeyError:
+        board = None
+    return {"serial": labgrid_serial_url(target, "dut"), "control": labgrid_serial_url(target, "rig"),
+            "board": board, "labgrid_target": name}

@@ -60,6 +60,7 @@ def test_bad_console_input_gets_a_clear_answer_and_changes_nothing(rig, events, 
     assert not [e for e in events.since(t) if e["what"] == "contactor"]
 
 
+@pytest.mark.rig_ops("rcd_trip")
 def test_a_fault_clears_by_command_and_charging_resumes(rig, events, dut):
     start_charging(rig, events)
     rig.rcd_trip(gun=1)
@@ -86,6 +87,7 @@ def test_ctrl_c_leaves_every_contactor_open_and_the_pilots_safe(rig, events, dut
     dut.read_until(b"evse ", 10)
 
 
+@pytest.mark.rig_ops("power")
 def test_mpremote_exec_eval_ls_cp_run_soft_reset_and_resume(rig, virtual_board, tmp_path):
     port = virtual_board["serial"]
     assert mpremote(port, "exec", "print(6*7)").strip() == "42"
@@ -116,6 +118,7 @@ def test_mpremote_exec_eval_ls_cp_run_soft_reset_and_resume(rig, virtual_board, 
     mpremote(port, "rm", ":note.txt")
 
 
+@pytest.mark.virtual_only("the unix port's heap and the info reply's code_heap_bytes")
 def test_heap_is_as_small_as_the_board_s(rig, virtual_board, board):
     """The board's heap in machine words (192 KB of 32-bit words are 384 KB on the 64-bit host),
     plus the room the firmware's code takes, which a board keeps frozen in flash."""
@@ -125,6 +128,7 @@ def test_heap_is_as_small_as_the_board_s(rig, virtual_board, board):
     assert int(out.strip()) <= 2 * board["heap_kb"] * 1024 + code + 1024
 
 
+@pytest.mark.rig_ops("weld", "temperature")
 def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
     assert "not JSON" in rig.raw(b"plug gun 1")["error"]
     assert "must be a JSON object" in rig.raw(b"[1, 2]")["error"]
@@ -136,6 +140,7 @@ def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
     start_charging(rig, events)  # and the board still charges
 
 
+@pytest.mark.virtual_only("make flash BOARD=sim-ac2 deploys the virtual board's board file")
 def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(rig, virtual_board, events):
     """The README's deploy, against the virtual board with its own board file: maintenance mode
     first (no watchdog), then `make flash` copies, leaves maintenance mode and resets."""
@@ -209,6 +214,7 @@ def test_the_technician_stops_and_starts_a_gun_from_the_console(rig, events, dut
     events.first(t, 1, "contactor", "closed", timeout_s=10)
 
 
+@pytest.mark.rig_ops("rcd_test_fail", "rcd_trip")
 def test_selftest_reports_each_check_and_log_shows_what_happened(rig, events, dut):
     rig.rcd_test_fail(gun=2, on=True)
     dut.flush()

@@ -41,6 +41,7 @@ def flash(port, firmware, *extra):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.virtual_only("flashes the sim-ac2 board file from a copy of the firmware")
 def test_flash_from_scratch_then_only_the_changed_file(rig, virtual_board, events, firmware):
     port = virtual_board["serial"]
     subprocess.run([MPREMOTE, "connect", port, "exec",
@@ -69,6 +70,7 @@ def test_flash_from_scratch_then_only_the_changed_file(rig, virtual_board, event
     assert flash(port, firmware)["removed"] == ["evse/old.py"]
 
 
+@pytest.mark.virtual_only("names the sim-ac2 board file")
 def test_flash_refuses_while_a_gun_charges_and_the_session_goes_on(rig, virtual_board, events):
     start_charging(rig, events)
     t = now_ms(rig)
@@ -79,6 +81,7 @@ def test_flash_refuses_while_a_gun_charges_and_the_session_goes_on(rig, virtual_
     assert not [e for e in events.since(t) if e["what"] == "contactor"] and rig.gun(1)["contactor"]
 
 
+@pytest.mark.virtual_only("expects the unix port and the sim-ac2 board file")
 @pytest.mark.parametrize("board, message", [
     ("rp2040-pico", "wrong board: {port} runs MicroPython on 'linux', board rp2040-pico needs 'rp2'"),
     ("sim-ac8", "wrong board: {port} is set up as sim-ac2 (its board.json), not sim-ac8; give --force"),
@@ -91,6 +94,7 @@ def test_flash_onto_the_wrong_board_is_refused_and_the_charger_runs_on(rig, virt
     start_charging(rig, events)   # the firmware the check interrupted runs again
 
 
+@pytest.mark.virtual_only("names the sim-ac2 board file")
 def test_flash_errors_no_port_busy_and_not_micropython(rig, virtual_board):
     port = virtual_board["serial"]
     done = evsectl("flash", "--board", "sim-ac2", "--port", "/dev/ttyNOPE")
@@ -128,6 +132,8 @@ def test_freeze_writes_a_manifest_that_freezes_the_whole_package(tmp_path):
     assert args == ("evse",) and (Path(kwargs["base_path"]) / "evse" / "app.py").is_file()
 
 
+@pytest.mark.rig_ops("rcd_trip")
+@pytest.mark.virtual_only("expects sim-ac2's 40 A site limit")
 def test_monitor_logs_and_status_show_what_the_board_does(rig, virtual_board, events):
     port = virtual_board["serial"]
     start_charging(rig, events)
@@ -217,6 +223,7 @@ def test_without_port_the_only_board_is_found_and_several_need_a_choice(tmp_path
     assert not list((tmp_path / "registry").glob("*.json"))   # a stopped virtual board is gone
 
 
+@pytest.mark.virtual_only("expects the virtual board's front end")
 def test_calibrate_finds_the_front_ends_gain_and_offset_and_the_board_boots_with_them(rig, virtual_board, dut):
     """The bring-up guide's step: the virtual board's pilot front end is off its nominal 0.125 and
     1650 mV, as parts are; `calibrate` finds what it really is."""

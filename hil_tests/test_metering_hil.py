@@ -16,6 +16,7 @@ def gun_status(dut, n):
 
 
 # bad_crc and busy end the same way; tests/test_modbus_mpy.py runs all four under MicroPython.
+@pytest.mark.rig_ops("meter")
 @pytest.mark.parametrize("fault", ["silent", "garbage"])
 def test_a_meter_that_stops_answering_stops_its_gun_until_it_answers_again(rig, events, dut, fault):
     start_charging(rig, events, gun=1)
@@ -30,6 +31,7 @@ def test_a_meter_that_stops_answering_stops_its_gun_until_it_answers_again(rig, 
     assert gun_status(dut, 1)["fault"] is None
 
 
+@pytest.mark.rig_ops("meter")
 def test_a_gun_configured_to_charge_on_without_its_meter_does(rig, events, dut):
     assert any("meter_fault = continue" in line for line in dut.command("config set meter_fault continue")), \
         dut.command("config get meter_fault")
@@ -39,6 +41,7 @@ def test_a_gun_configured_to_charge_on_without_its_meter_does(rig, events, dut):
     assert rig.gun(1)["contactor"] and gun_status(dut, 1)["fault"] is None
 
 
+@pytest.mark.rig_ops("rfid", "power")
 def test_the_registers_bill_the_sessions_and_survive_a_power_cut(ocpp_rig, csms):
     start_session(ocpp_rig, csms, gun=1)
     ocpp_rig.wait_for(lambda guns: guns[0]["energy_wh"] > 20, 60, what="20 Wh through gun 1")
@@ -56,6 +59,7 @@ def test_the_registers_bill_the_sessions_and_survive_a_power_cut(ocpp_rig, csms)
     assert second["meterStart"] >= first["meterStop"]
 
 
+@pytest.mark.rig_ops("rfid")
 def test_a_remote_stop_bills_every_wh_the_car_drew_before_its_contactor_opened(ocpp_rig, csms):
     start_session(ocpp_rig, csms, gun=1)
     ocpp_rig.wait_for(lambda guns: guns[0]["energy_wh"] > 10, 60, what="10 Wh through gun 1")

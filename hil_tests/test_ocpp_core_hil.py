@@ -2,6 +2,7 @@
 the board sends must validate against the official schemas (conftest's every_frame_valid)."""
 import time
 
+import pytest
 
 from rigkit import now_ms
 
@@ -23,6 +24,7 @@ def wait_status(csms, since_ms, connector, status, timeout_s=10):
     raise AssertionError(f"connector {connector} never reported {status}; it reported {statuses(csms, since_ms, connector)}")
 
 
+@pytest.mark.rig_ops("power")  # the fixture's power cycle is the cold boot
 def test_cold_boot_is_accepted_and_every_connector_reports_available(ocpp_rig, csms):
     boot = csms.wait("BootNotification", since_ms=ocpp_rig.booted_ms)
     assert boot["frame"][3]["chargePointModel"] == "sim-ac2"
@@ -30,6 +32,7 @@ def test_cold_boot_is_accepted_and_every_connector_reports_available(ocpp_rig, c
         wait_status(csms, ocpp_rig.booted_ms, connector, "Available")
 
 
+@pytest.mark.rig_ops("rfid")
 def test_plug_first_then_card_starts_a_transaction_that_charges(ocpp_rig, csms, ocpp_events):
     t = csms.now_ms()
     ocpp_rig.plug(gun=1, ev=EV)
@@ -44,6 +47,7 @@ def test_plug_first_then_card_starts_a_transaction_that_charges(ocpp_rig, csms, 
     wait_status(csms, t, 1, "Charging", 15)
 
 
+@pytest.mark.rig_ops("rfid")
 def test_card_first_then_plug_starts_the_transaction(ocpp_rig, csms, ocpp_events):
     t = csms.now_ms()
     ocpp_rig.rfid(gun=2, id_tag="BB22")
@@ -53,6 +57,7 @@ def test_card_first_then_plug_starts_the_transaction(ocpp_rig, csms, ocpp_events
     assert start["connectorId"] == 2 and start["idTag"] == "BB22"
 
 
+@pytest.mark.rig_ops("rfid")
 def test_an_unknown_card_starts_nothing(ocpp_rig, csms):
     t = csms.now_ms()
     ocpp_rig.plug(gun=1, ev=EV)
@@ -63,6 +68,7 @@ def test_an_unknown_card_starts_nothing(ocpp_rig, csms):
     assert ocpp_rig.gun(1)["contactor"] is False
 
 
+@pytest.mark.rig_ops("rfid")
 def test_ev_side_disconnect_stops_the_transaction(ocpp_rig, csms, ocpp_events):
     t = csms.now_ms()
     ocpp_rig.plug(gun=1, ev=EV)

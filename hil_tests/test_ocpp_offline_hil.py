@@ -3,6 +3,8 @@ offline, and a central system that refuses a transaction message. Every transact
 in the journal on flash and reaches the central system in order; every frame must validate."""
 import time
 
+import pytest
+
 from test_ocpp_core_hil import EV
 from test_ocpp_profiles_hil import configure, start_session
 
@@ -20,6 +22,7 @@ def go_offline(rig, dut):
     dut.read_until(b"ocpp: link lost", 30)
 
 
+@pytest.mark.rig_ops("net", "rfid")
 def test_an_entirely_offline_session_arrives_in_order_under_the_transaction_id_it_is_given(ocpp_rig, csms, ocpp_dut):
     local_list = {"listVersion": 1, "updateType": "Full",
                   "localAuthorizationList": [{"idTag": "AA11", "idTagInfo": {"status": "Accepted"}}]}
@@ -53,6 +56,7 @@ def test_an_entirely_offline_session_arrives_in_order_under_the_transaction_id_i
     assert tx["meterValues"], "the meter values were not attached to the transaction"
 
 
+@pytest.mark.rig_ops("net", "rfid")
 def test_a_60_s_outage_during_a_transaction_loses_no_meter_value(ocpp_rig, csms, ocpp_dut):
     configure(csms, MeterValueSampleInterval=5, WebSocketPingInterval=5)
     t = start_session(ocpp_rig, csms)
@@ -74,6 +78,7 @@ def test_a_60_s_outage_during_a_transaction_loses_no_meter_value(ocpp_rig, csms,
     assert all(v["t_ms"] < stop["t_ms"] for v in values)  # in order: the stop after its meter values
 
 
+@pytest.mark.rig_ops("rfid")
 def test_a_refused_transaction_message_is_tried_transaction_message_attempts_times_then_dropped(
         ocpp_rig, csms, ocpp_dut):
     configure(csms, TransactionMessageAttempts=3, TransactionMessageRetryInterval=2)

@@ -33,6 +33,7 @@ def start_session(rig, csms, gun=1, tag="AA11"):
     return t
 
 
+@pytest.mark.rig_ops("power")
 @pytest.mark.parametrize("registration", ["Pending", "Rejected"])
 def test_boot_pending_or_rejected_retries_after_the_interval_and_sends_nothing_else(ocpp_rig, csms, registration):
     csms.set(boot_status=registration, interval=3)
@@ -50,6 +51,7 @@ def test_boot_pending_or_rejected_retries_after_the_interval_and_sends_nothing_e
     wait_status(csms, second, 0, "Available", 15)
 
 
+@pytest.mark.rig_ops("power")
 def test_configuration_get_change_unknown_and_bad_values(ocpp_rig, csms):
     got = csms.call("GetConfiguration", {})["payload"]
     names = {k["key"] for k in got["configurationKey"]}
@@ -71,6 +73,7 @@ def test_configuration_get_change_unknown_and_bad_values(ocpp_rig, csms):
     assert got["configurationKey"][0]["value"] == "15"
 
 
+@pytest.mark.rig_ops("net", "rfid")
 def test_local_list_full_and_differential_then_offline_authorization(ocpp_rig, csms, ocpp_dut):
     full = {"listVersion": 3, "updateType": "Full",
             "localAuthorizationList": [{"idTag": "LOCAL1", "idTagInfo": {"status": "Accepted"}},
@@ -97,6 +100,7 @@ def test_local_list_full_and_differential_then_offline_authorization(ocpp_rig, c
     assert start["idTag"] == "LOCAL1"
 
 
+@pytest.mark.rig_ops("net", "rfid")
 def test_the_authorization_cache_serves_offline_until_cleared(ocpp_rig, csms, ocpp_dut):
     configure(csms, WebSocketPingInterval=3, LocalAuthListEnabled="false")
     t = csms.now_ms()
@@ -115,6 +119,7 @@ def test_the_authorization_cache_serves_offline_until_cleared(ocpp_rig, csms, oc
     ocpp_rig.wait_for(lambda guns: guns[0]["contactor"], 15, what="charging for the cached card")
 
 
+@pytest.mark.rig_ops("rfid")
 def test_reservation_lifecycle(ocpp_rig, csms):
     t = csms.now_ms()
     reply = csms.call("ReserveNow", {"connectorId": 1, "expiryDate": iso_in(600), "idTag": "AA11", "reservationId": 7})
@@ -152,6 +157,7 @@ def test_trigger_message_for_every_message_it_names(ocpp_rig, csms):
     assert reply["call_error"]["errorCode"] == "PropertyConstraintViolation"
 
 
+@pytest.mark.rig_ops("rfid")
 def test_sampled_and_clock_aligned_meter_values(ocpp_rig, csms):
     configure(csms, MeterValueSampleInterval=2, ClockAlignedDataInterval=3,
               MeterValuesSampledData="Energy.Active.Import.Register,Power.Active.Import,Current.Import")
@@ -170,6 +176,7 @@ def test_sampled_and_clock_aligned_meter_values(ocpp_rig, csms):
         assert (stamp.hour * 3600 + stamp.minute * 60 + stamp.second) % 3 == 0
 
 
+@pytest.mark.rig_ops("rfid")
 def test_profile_stacking_caps_the_offer_and_the_composite_schedule_shows_it(ocpp_rig, csms):
     t = start_session(ocpp_rig, csms)
 
@@ -190,6 +197,7 @@ def test_profile_stacking_caps_the_offer_and_the_composite_schedule_shows_it(ocp
     assert t
 
 
+@pytest.mark.rig_ops("rfid")
 @pytest.mark.parametrize("kind, reason", [("Soft", "SoftReset"), ("Hard", "HardReset")])
 def test_reset_stops_the_transaction_with_its_reason_and_boots_again(ocpp_rig, csms, kind, reason):
     t = start_session(ocpp_rig, csms)
@@ -206,12 +214,14 @@ def test_reset_without_a_transaction_boots_again(ocpp_rig, csms):
     assert not sent(csms, t, "StopTransaction")
 
 
+@pytest.mark.rig_ops("rfid")
 def test_unlock_stops_the_transaction(ocpp_rig, csms):
     t = start_session(ocpp_rig, csms)
     assert csms.call("UnlockConnector", {"connectorId": 1})["payload"]["status"] == "NotSupported"  # no lock actuator
     assert csms.wait("StopTransaction", since_ms=t)["frame"][3]["reason"] == "UnlockCommand"
 
 
+@pytest.mark.rig_ops("rfid", "power")
 def test_availability_is_scheduled_when_busy_and_kept_across_a_reboot(ocpp_rig, csms):
     t = start_session(ocpp_rig, csms)
     assert csms.call("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"})["payload"]["status"] == "Scheduled"
@@ -230,6 +240,7 @@ def test_availability_is_scheduled_when_busy_and_kept_across_a_reboot(ocpp_rig, 
     assert ocpp_rig.gun(2)["contactor"] is False
 
 
+@pytest.mark.rig_ops("rfid", "power")
 def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csms):
     t = start_session(ocpp_rig, csms)
     tx_id = csms.transactions()[-1]["transactionId"]
@@ -240,6 +251,7 @@ def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csm
     assert stop["reason"] == "PowerLoss" and stop["transactionId"] == tx_id
 
 
+@pytest.mark.rig_ops("factory")  # only a factory reset puts the firmware back
 def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, csms, tmp_path):
     import shutil
     from pathlib import Path

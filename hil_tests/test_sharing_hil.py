@@ -63,6 +63,7 @@ def test_eight_cars_come_and_go_and_no_phase_ever_exceeds_the_site_fuse(ac8):
     watch(ac8, 2, peaks)
 
 
+@pytest.mark.rig_ops("rfid")
 def test_a_charge_point_max_profile_lowers_the_total_within_a_cycle_and_the_evs_response(ocpp_rig, csms):
     from test_ocpp_profiles_hil import start_session
     start_session(ocpp_rig, csms, gun=1)

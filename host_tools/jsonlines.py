@@ -1,31 +1,66 @@
-"""JSON lines over TCP, the shape of the rig protocol (docs/rig-protocol.md) and of the central
-system's API (docs/csms.md): each request one line `{"op": NAME, ...}`, each reply one line
+"""JSON lines, the shape of the rig protocol (docs/rig-protocol.md) and of the central system's
+API (docs/csms.md): each request one line `{"op": NAME, ...}`, each reply one line
 `{"ok": true, ...}` or `{"ok": false, "error": "<what and why>"}`.
 
-`JsonLinesClient` is the client side; `Router` is the server side's table of ops and the wording
-of the replies to requests it cannot run."""
+`JsonLinesClient` is the client side, over TCP (`host:port`) or a serial port (a device path or a
+pyserial URL: a real rig board speaks the protocol over its USB serial); `Router` is the server
+side's table of ops and the wording of the replies to requests it cannot run."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Callable
+
+SERIAL_BAUD = 115200  # a USB CDC port ignores it; a UART bridge runs at MicroPython's default
+SERIAL_POLL_S = 0.1   # one read's wait; changing a port's timeout reconfigures it (an RFC 2217 round trip)
+
+
+def is_tcp_address(address: str) -> bool:
+    """`host:port` (TCP), not a serial device path (/dev/ttyACM0, COM3) or a pyserial URL
+    (rfc2217://host:port, socket://host:port)."""
+    if "://" in address or "/" in address or "\\" in address:
+        return False
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit())
 
 
 class JsonLinesClient:
     """One connection to a server. `client.plug(gun=1)` is `client.request("plug", gun=1)`.
 
-    A subclass names its `error` (raised for an ok: false reply or a closed connection) and its
-    `peer` (how that message names the server)."""
+    `address` is `host:port` for TCP, anything else is opened with pyserial (`serial_for_url`:
+    a device path or a URL). On a serial port a board may print other lines too (MicroPython's
+    banner after a reset, a message before its first reply): while waiting for a reply, lines
+    that are not a JSON object with an `ok` field are skipped.
+
+    A subclass names its `error` (raised for an ok: false reply, a closed connection, or no reply
+    in time on a serial port) and its `peer` (how that message names the server)."""
 
     error: type[Exception] = RuntimeError
     peer = "the server"
 
     def __init__(self, address: str, timeout_s: float = 10.0):
-        host, port = address.rsplit(":", 1)
+        self.address = address
         self.timeout_s = timeout_s
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
-        self.rfile = self.sock.makefile("rb")
+        self.sock: socket.socket | None = None
+        self.port = None  # a pyserial port when the server is on a serial line
+        if is_tcp_address(address):
+            host, port = address.rsplit(":", 1)
+            self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+            self.rfile = self.sock.makefile("rb")
+        else:
+            self.port = self._open_serial(address)
+
+    def _open_serial(self, address: str):
+        import serial  # only a serial peer needs pyserial
+        try:
+            port = serial.serial_for_url(address, SERIAL_BAUD, timeout=SERIAL_POLL_S)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise self.error(f"cannot open {self.peer} at {address}: {e}; give host:port for TCP, or a serial "
+                             "device path or pyserial URL (rfc2217://host:port)") from None
+        port.reset_input_buffer()  # what it printed before we came (a banner) is no reply
+        return port
 
     def request(self, op: str, **fields) -> dict:
         """Send one op; return the reply, raising `error` when it says ok: false."""
@@ -39,11 +74,38 @@ class JsonLinesClient:
         line = request if isinstance(request, (bytes, str)) else json.dumps(request)
         if isinstance(line, str):
             line = line.encode()
-        self.sock.sendall(line.rstrip(b"\n") + b"\n")
+        line = line.rstrip(b"\n") + b"\n"
+        if self.port is not None:
+            self.port.write(line)
+            self.port.flush()
+            return self._serial_reply()
+        assert self.sock is not None
+        self.sock.sendall(line)
         reply = self.rfile.readline()
         if not reply:
             raise self.error(f"{self.peer} closed the connection")
         return json.loads(reply)
+
+    def _serial_reply(self) -> dict:
+        deadline = time.monotonic() + self.timeout_s
+        skipped: list[bytes] = []
+        pending = b""
+        while True:
+            pending += self.port.read_until(b"\n")
+            if pending.endswith(b"\n"):
+                line, pending = pending.strip(), b""
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    reply = None
+                if isinstance(reply, dict) and "ok" in reply:
+                    return reply
+                if line:
+                    skipped.append(line)
+            elif time.monotonic() > deadline:
+                seen = b" | ".join(s[:80] for s in skipped[-3:] + ([pending] if pending else []))
+                raise self.error(f"no reply from {self.peer} at {self.address} within {self.timeout_s} s"
+                                 + (f"; it printed only: {seen!r}" if seen else "; it printed nothing"))
 
     def __getattr__(self, op: str):
         if op.startswith("_"):
@@ -51,7 +113,10 @@ class JsonLinesClient:
         return lambda **fields: self.request(op, **fields)
 
     def close(self) -> None:
-        self.sock.close()
+        if self.port is not None:
+            self.port.close()
+        if self.sock is not None:
+            self.sock.close()
 
     def __enter__(self):
         return self

@@ -1,5 +1,6 @@
-"""Client of the rig protocol (JSON lines over TCP): the virtual board's control server, or a
-real rig behind the same protocol."""
+"""Client of the rig protocol (docs/rig-protocol.md): the virtual board's control server over TCP
+(`Rig("127.0.0.1:PORT")`), or a real rig board speaking the same JSON lines over its USB serial
+(`Rig("/dev/ttyACM1")`, or a pyserial URL such as `Rig("rfc2217://host:port")`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ class RigError(RuntimeError):
 class Rig(JsonLinesClient):
     error = RigError
     peer = "the rig"
+
+    def supported_ops(self) -> set[str]:
+        """The ops this rig runs, as its `info` reply lists them (empty when it lists none)."""
+        return set(self.request("info").get("ops") or ())
 
     def guns(self) -> list[dict]:
         return self.request("snapshot")["guns"]
