@@ -143,7 +143,8 @@ def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
 @pytest.mark.virtual_only("make flash BOARD=sim-ac2 deploys the virtual board's board file")
 def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(rig, virtual_board, events):
     """The README's deploy, against the virtual board with its own board file: maintenance mode
-    first (no watchdog), then `make flash` copies, leaves maintenance mode and resets."""
+    first (no watchdog), then `make flash` (evsectl flash) writes, leaves maintenance mode and
+    resets."""
     repo = Path(__file__).resolve().parents[1]
     port = virtual_board["serial"]
     subprocess.run([MPREMOTE, "connect", port, "exec", "open('maintenance', 'w').close()", "+", "reset"],
@@ -154,7 +155,7 @@ def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(ri
     assert rig.gun(1)["duty"] == 0.0  # maintenance: pilots at -12 V, nothing offered
     assert not [e for e in events.since(wait_booted_in) if e["what"] == "contactor"]
     mpremote(port, "exec", "import os; os.remove('main.py')")
-    subprocess.run(["make", "flash", f"PORT={port}", "BOARD=sim-ac2", "FLASH_REBOOT_S=0.5"],
+    subprocess.run(["make", "flash", f"PORT={port}", "BOARD=sim-ac2"],
                    cwd=repo, check=True, capture_output=True, timeout=180)
     rig.wait_for(lambda guns: guns[0]["offered_a"] > 0, 10, what="gun 1 offering PWM after the reset")
     assert "main.py" in mpremote(port, "ls")
