@@ -1,6 +1,6 @@
 """What HIL tests use to drive and measure the rig and the device under test: waiting for boot,
-the rig's event log, the DUT's serial console as a technician's terminal sees it, and where a
-labgrid target says the two serial ports are."""
+the rig's event log, the DUT's serial console as a technician's terminal sees it and its raw
+REPL, and where a labgrid target says the two serial ports are."""
 from __future__ import annotations
 
 import json
@@ -133,6 +133,26 @@ class Dut:
                 if sep and name == key:
                     return value.strip()
         raise AssertionError(f"{self.port} did not answer config get {key}")
+
+    def exec(self, code: str, timeout_s: float = 10) -> str:
+        """Run `code` at the raw REPL (as mpremote does; Ctrl-C stops the firmware first, with
+        every contactor open) and return what it printed; a Python error raises with its text.
+        The firmware stays stopped: a test restarts it (`dut.write(b"\\x04")` at the friendly
+        REPL, or the rig's next power cycle)."""
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+        transport = SerialTransport(self.port, exclusive=False, timeout=0.5)
+        try:
+            transport.enter_raw_repl(soft_reset=False, timeout_overall=timeout_s)
+            out, err = transport.exec_raw(code, timeout=timeout_s)
+            transport.exit_raw_repl()
+        except TransportError as e:
+            raise AssertionError(f"{self.port}: no raw REPL ({e})") from None
+        finally:
+            transport.close()
+        if err:
+            raise AssertionError(f"{self.port}: {code!r} raised: {err.decode(errors='replace').strip()}")
+        return out.decode(errors="replace")
 
     def close(self) -> None:
         self.ser.close()

@@ -234,3 +234,5 @@ def test_calibrate_finds_the_front_ends_gain_and_offset_and_the_board_boots_with
     time.sleep(1.0)
     wait_booted(rig)   # the board file with its adc section loads
     assert dut.command("calibrate 2")[1].endswith("(board.json has 0.1237, 1662)")
+    saved = json.loads(dut.exec("print(open('board.json').read())"))
+    assert saved["adc"] == {"pilot_gain": 0.1237, "pilot_offset_mv": 1662} and len(saved["guns"]) == 2
