@@ -32,13 +32,14 @@ class ConsoleError(RuntimeError):
 
 
 class Console:
-    def __init__(self, port: str, on_event: Callable[[str], None] | None = None):
+    def __init__(self, port: str, on_event: Callable[[str], None] | None = None, exclusive: bool = True):
         """`on_event(line)` gets every line the firmware prints on its own (gun events, its boot
-        banner), not as the answer to a command."""
+        banner), not as the answer to a command. Without `exclusive` the port stays open to other
+        programs (mpremote, evsectl) meanwhile."""
         self.port = port
         self.on_event = on_event
         try:
-            self.serial = ports.open_exclusive(port, timeout=READ_POLL_S)
+            self.serial = ports.open_port(port, READ_POLL_S, exclusive)
         except ports.PortError as e:
             raise ConsoleError(str(e)) from None
         self._partial = bytearray()

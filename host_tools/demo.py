@@ -143,7 +143,8 @@ class Day:
         self.console_lines: list[str] = []
         self.record = Record()
         self.rig = Rig(vb.control_addr)
-        self.console = Console(vb.serial_path, on_event=self._console_line)
+        # Shared: with --forever the user explores the same port with mpremote and evsectl.
+        self.console = Console(vb.serial_path, on_event=self._console_line, exclusive=False)
         self._next_tick = time.monotonic()
         self.view: LiveView | PlainView | None = None
         self.screenshot: Path | None = None

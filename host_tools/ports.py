@@ -88,10 +88,11 @@ def resolve(port: str | None) -> str:
     return found[0][0]
 
 
-def open_exclusive(port: str, timeout: float = 0.05) -> serial.Serial:
-    """The port opened for this program alone; PortError if another program holds it."""
+def open_port(port: str, timeout: float = 0.05, exclusive: bool = True) -> serial.Serial:
+    """The port opened (for this program alone with `exclusive`, as mpremote opens it); PortError
+    if another program holds it."""
     try:
-        return serial.serial_for_url(port, 115200, timeout=timeout, exclusive=True)
+        return serial.serial_for_url(port, 115200, timeout=timeout, exclusive=exclusive)
     except (serial.SerialException, OSError) as e:
         if "lock" in str(e).lower() or e.errno in (errno.EBUSY, errno.EAGAIN):
             raise PortError(f"{port} is busy: another program has it open (mpremote, screen, evsectl monitor?); "
@@ -103,4 +104,4 @@ def open_exclusive(port: str, timeout: float = 0.05) -> serial.Serial:
 
 
 def check_free(port: str) -> None:
-    open_exclusive(port).close()
+    open_port(port).close()
