@@ -182,6 +182,7 @@ class Flasher:
         self.written_files: list[str] = []
         self.written_bytes = 0
         self.removed: list[str] = []
+        self.write_seconds = 0.0
 
     # ---- steps ---------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -198,15 +199,18 @@ class Flasher:
                 raise
             if running is not None or ("main.py" in info["files"] and MAINTENANCE not in info["files"]):
                 info = self._maintenance_reset()
+            writing = time.monotonic()
             self._deploy(local, info)
             self._verify(local)
+            self.write_seconds = time.monotonic() - writing
             self._start()
         finally:
             self._close()
         seconds = time.monotonic() - started
         return {"port": self.port, "board": self.board["name"], "files": len(local),
                 "written_files": len(self.written_files), "written_bytes": self.written_bytes,
-                "removed": self.removed, "seconds": round(seconds, 2)}
+                "removed": self.removed, "write_seconds": round(self.write_seconds, 3),
+                "seconds": round(seconds, 2)}
 
     def _charger_status(self) -> dict | None:
         """The running firmware's status, or None when it does not answer (REPL, fresh board)."""
