@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,9 +17,9 @@ from types import SimpleNamespace
 import pytest
 
 from host_tools.rig import Rig
+from host_tools.sim.supervisor import sim_process
 from rigkit import Dut, Events, labgrid_ports, wait_booted
 
-BIN = Path(sys.executable).parent
 DEFAULT_BOARD = "sim-ac2"
 
 
@@ -90,21 +88,10 @@ def run_sim(request, board_name, flash, *extra):
     given = real_rig_given(request.config)
     if given:
         pytest.skip(f"starts a virtual board {board_name} of its own; this session runs on a real rig ({given})")
-    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", board_name, *heap_args(request),
-                             "--flash", str(flash), *extra], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        pytest.fail("evsectl sim %s printed nothing" % " ".join(extra))
-    info = json.loads(line)
-    info["flash"] = flash
-    info["virtual"] = True
-    yield info
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with sim_process(board_name, flash, *heap_args(request), *extra) as info:
+        info["flash"] = flash
+        info["virtual"] = True
+        yield info
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from host_tools.sim.supervisor import sim_process
 from rigkit import now_ms, start_charging, wait_booted
 
 BIN = Path(sys.executable).parent
@@ -199,27 +200,19 @@ def test_console_is_an_interactive_terminal_on_the_board(rig, virtual_board):
 def test_without_port_the_only_board_is_found_and_several_need_a_choice(tmp_path):
     env = {"EVSE_SIM_REGISTRY": str(tmp_path / "registry")}
     assert "no board found" in evsectl("status", env=env).stderr
-    sims = []
-    try:
-        for n in range(2):
-            sims.append(subprocess.Popen([EVSECTL, "sim", "--board", "sim-ac2", "--flash", str(tmp_path / f"f{n}")],
-                                         stdout=subprocess.PIPE, text=True, env={**os.environ, **env}))
-            json.loads(sims[-1].stdout.readline())
-            if n == 0:
-                deadline = time.monotonic() + 15
-                while True:
-                    found = evsectl("status", "--json", env=env)
-                    if found.returncode == 0 or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.5)
-                assert found.returncode == 0, found.stderr
-                assert json.loads(found.stdout)["board"] == "sim-ac2"
-        several = evsectl("status", env=env)
-        assert several.returncode == 1 and "2 boards found, pick one with --port" in several.stderr
-    finally:
-        for sim in sims:
-            sim.terminate()
-            sim.wait(10)
+    sim_env = {**os.environ, **env}
+    with sim_process("sim-ac2", tmp_path / "f0", env=sim_env):
+        deadline = time.monotonic() + 15
+        while True:
+            found = evsectl("status", "--json", env=env)
+            if found.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["board"] == "sim-ac2"
+        with sim_process("sim-ac2", tmp_path / "f1", env=sim_env):
+            several = evsectl("status", env=env)
+            assert several.returncode == 1 and "2 boards found, pick one with --port" in several.stderr
     assert not list((tmp_path / "registry").glob("*.json"))   # a stopped virtual board is gone
 
 

@@ -30,6 +30,7 @@ import serial.rfc2217
 
 from host_tools.jsonlines import is_tcp_address
 from host_tools.rig import Rig, RigError
+from host_tools.sim.supervisor import sim_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -191,18 +192,8 @@ class Rfc2217Server:
 @contextlib.contextmanager
 def evsectl_sim(flash: Path, *extra: str):
     """`evsectl sim` as hil_tests/conftest.py's run_sim starts it; yields its addresses."""
-    proc = subprocess.Popen([str(BIN / "evsectl"), "sim", "--board", "sim-ac2", "--flash", str(flash), *extra],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line, "evsectl sim printed nothing"
-        yield json.loads(line)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with sim_process("sim-ac2", flash, *extra) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ server. Unmodified `mpremote connect <pty>` works against it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -437,6 +438,25 @@ class VirtualBoard:
                 pass
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+@contextlib.contextmanager
+def sim_process(board: str, flash, *extra: str, env: dict | None = None):
+    """`evsectl sim --board BOARD --flash FLASH EXTRA...` in a subprocess, as a user starts it:
+    yields the addresses it prints first ({"serial", "control"}) and stops it on leaving."""
+    proc = subprocess.Popen([installed_tool("evsectl") or "evsectl", "sim", "--board", board, "--flash", str(flash),
+                             *extra], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"evsectl sim --board {board} {' '.join(extra)} printed nothing")
+        yield json.loads(line)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def run_foreground(args) -> int:
