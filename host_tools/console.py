@@ -18,7 +18,6 @@ from rich import box
 from rich.console import Console as Terminal
 from rich.table import Table
 
-BAUD = 115200
 READ_POLL_S = 0.05          # how long one read waits for the first byte
 REPLY_GAP_S = 0.2           # the firmware prints an answer at once: this much quiet ends it
 STATUS_TIMEOUT_S = 3.0

@@ -24,6 +24,9 @@ USB_VENDORS = {0x2E8A: "Raspberry Pi RP2040", 0x10C4: "CP210x (ESP32)", 0x1A86: 
                0x0403: "FTDI", 0x303A: "Espressif USB"}
 
 
+BAUD = 115200   # the firmware's console (and MicroPython's REPL) on every board
+
+
 class PortError(RuntimeError):
     pass
 
@@ -92,7 +95,7 @@ def open_port(port: str, timeout: float = 0.05, exclusive: bool = True) -> seria
     """The port opened (for this program alone with `exclusive`, as mpremote opens it); PortError
     if another program holds it."""
     try:
-        return serial.serial_for_url(port, 115200, timeout=timeout, exclusive=exclusive)
+        return serial.serial_for_url(port, BAUD, timeout=timeout, exclusive=exclusive)
     except (serial.SerialException, OSError) as e:
         if "lock" in str(e).lower() or e.errno in (errno.EBUSY, errno.EAGAIN):
             raise PortError(f"{port} is busy: another program has it open (mpremote, screen, evsectl monitor?); "
