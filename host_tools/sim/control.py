@@ -116,6 +116,19 @@ def rcd_test_fail(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("rcd_module")
+def rcd_module(world: World, req: dict, board) -> dict:
+    """The gun's RCD module works (`ok`), is dead (its fault output never rises, on a test or a
+    residual current) or stuck (its fault output is always raised)."""
+    g = world.gun(req.get("gun"))
+    state = req.get("state")
+    if state not in ("ok", "dead", "stuck"):
+        raise OpError(f"'state' must be \"ok\", \"dead\" or \"stuck\", not {state!r}")
+    g.rcm = state
+    world.log(g.number, "rcd_module", state)
+    return {}
+
+
 @op("weld")
 def weld(world: World, req: dict, board) -> dict:
     g = world.gun(req.get("gun"))
@@ -234,6 +247,7 @@ def reset(world: World, req: dict, board) -> dict:
     for g in world.guns:
         g.plugged, g.ev, g.ev_letter, g.forced_state = False, None, "A", None
         g.diode_fault = g.rcd_tripped = g.rcd_test_fails = False
+        g.rcm = "ok"
         g.welded = False
         g.contacts = g.coil
         g.temperature_c = 25.0

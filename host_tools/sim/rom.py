@@ -297,8 +297,25 @@ def install_machine():
     sys.modules["machine"] = m
 
 
+def install_silicon(folder, mcu):
+    """An MCU board: the emulated silicon (host_tools/sim/silicon, compiled into `folder`) takes
+    the place of the unix port's `machine`, with the port's own modules the HALs use. Imported
+    now, before the flash hides the host's files; the firmware then imports them as usual."""
+    sys.path.insert(0, folder)
+    import link  # noqa: F401
+    import machine  # noqa: F401
+    if mcu == "esp32":
+        import network  # noqa: F401
+        import onewire  # noqa: F401
+        import ds18x20  # noqa: F401
+    sys.path.remove(folder)
+
+
 def main():
-    install_machine()
+    if os.getenv("EVSE_SIM_MCU"):
+        install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"))
+    else:
+        install_machine()
     mount_flash()
     if os.getenv("EVSE_SIM_MODE") == "program":
         sys.exit(0)  # the factory programmed the flash; the board is not started

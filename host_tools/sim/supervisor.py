@@ -20,7 +20,7 @@ import tty
 from pathlib import Path
 
 from host_tools import installed_tool, ports
-from host_tools.sim import control
+from host_tools.sim import control, frontend
 from host_tools.sim import modbus as rs485
 from host_tools.sim.network import Uplink
 from host_tools.sim.world import World
@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = REPO / "firmware"
 BOARDS_DIR = REPO / "boards"
 ROM = Path(__file__).with_name("rom.py")
+SILICON_DIR = Path(__file__).with_name("silicon")
 EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET = 10, 11, 12
 PHYSICS_MS = 50
 CONSOLE_KEEP = 256 * 1024
@@ -49,13 +50,21 @@ def read_board_file(board: str) -> tuple[dict, Path]:
 
 
 def load_board(name: str) -> dict:
+    """A board the virtual board can run: a sim board (the sim HAL), or an RP2040 or ESP32 board
+    whose port HAL runs on the emulated MCU; SystemExit naming the fix otherwise."""
     try:
-        board, _ = read_board_file(name)
+        board, path = read_board_file(name)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    if board.get("hal") != "sim":
-        raise SystemExit(f"board {name} is for real hardware (hal={board.get('hal')!r}); "
-                         "the virtual board runs boards with hal 'sim'")
+    hal = board.get("hal")
+    if hal in frontend.MCU:
+        try:
+            frontend.check_board(board)
+        except ValueError as e:
+            raise SystemExit(f"board file {path}: {e}") from None
+    elif hal != "sim":
+        raise SystemExit(f"board {name} has hal {hal!r}; the virtual board runs boards with hal "
+                         "'sim' (the sim HAL) or 'rp2' / 'esp32' (an emulated MCU)")
     return board
 
 
@@ -83,6 +92,11 @@ def walk(d, pkg):
             yield from walk(d + '/' + name, pkg + '.' + name)
 gc.collect()
 before = gc.mem_alloc()
+for m in ('link', 'machine', 'network', 'onewire', 'ds18x20'):
+    try:
+        __import__(m)
+    except Exception:
+        pass  # a sim board: no emulated silicon
 for m in walk('evse', 'evse'):
     try:
         __import__(m)
@@ -93,9 +107,11 @@ print(gc.mem_alloc() - before)
 """
 
 
-def code_heap_bytes(stage: Path) -> int:
-    """The heap the compiled firmware's code takes when every module is imported."""
-    env = dict(os.environ, MICROPYPATH=f"{stage}:.frozen")
+def code_heap_bytes(stage: Path, silicon: Path | None = None) -> int:
+    """The heap the compiled firmware's code takes when every module is imported (on an MCU
+    board with the emulated silicon it runs on, which a real chip has in ROM and C)."""
+    env = dict(os.environ, MICROPYPATH=f"{silicon}:{stage}:.frozen" if silicon else f"{stage}:.frozen",
+               EVSE_SIM_MCU="")
     done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT],
                           capture_output=True, text=True, cwd=stage, env=env, timeout=60)
     if done.returncode != 0:
@@ -154,6 +170,9 @@ class VirtualBoard:
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.world = World(self.board)
+        # An MCU board: the port HAL runs on emulated silicon, wired to this circuit.
+        self.mcu = frontend.MCU.get(self.board.get("hal"))
+        self.frontend = frontend.FrontEnd(self.world, self.board) if self.mcu else None
         self.uplink: Uplink | None = None
         self.echo = echo  # callable(bytes) that sees everything the board prints
         self.console = bytearray()
@@ -190,14 +209,32 @@ class VirtualBoard:
         return self
 
     def _stage_seed(self) -> str:
-        """The files a fresh flash image starts with: the firmware sources and the board file."""
+        """The files a fresh flash image starts with: the firmware and the board file. A sim board
+        gets the sources compiled for this host; an MCU board exactly what `evsectl flash`
+        installs on it (mpy-cross for its architecture)."""
         stage = self.flash_dir / "seed"
         if stage.exists():
             shutil.rmtree(stage)
-        shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        compile_to_mpy(stage / "evse")
+        silicon = None
+        if self.mcu:
+            from host_tools.flash import ARCH, compile_package
+            stage.mkdir(parents=True)
+            for rel, src in compile_package(ARCH[self.board["hal"]]).items():
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, stage / rel)
+            silicon = self.flash_dir / "silicon"
+            if silicon.exists():
+                shutil.rmtree(silicon)
+            shutil.copytree(SILICON_DIR, silicon, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            compile_to_mpy(silicon)
+            if self.board.get("network", {}).get("kind") == "wlan" and self.csms_url:
+                # The factory sets the WLAN up too: the virtual board has one access point.
+                (stage / "wifi.json").write_text(json.dumps({"ssid": "evse-virtual", "password": "virtual-board"}))
+        else:
+            shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            compile_to_mpy(stage / "evse")
         if self.heap_arg is None:
-            self.code_heap = code_heap_bytes(stage)
+            self.code_heap = code_heap_bytes(stage, silicon)
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         if self.csms_url:
@@ -220,6 +257,8 @@ class VirtualBoard:
             "EVSE_SIM_MODE": mode,
             "EVSE_SIM_BOARD": self.board["name"],
             "EVSE_SIM_CSMS": self.csms_url or "",
+            "EVSE_SIM_MCU": self.mcu or "",
+            "EVSE_SIM_SILICON": str(self.flash_dir / "silicon"),
         })
         for index, bus in self.buses.items():
             env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)
@@ -387,8 +426,10 @@ class VirtualBoard:
             for line in rfile:
                 if line[:1] == b"W":
                     self._watchdog_conn = conn
-                reply = self.world.hal_request(line.decode(errors="replace"))
-                conn.sendall(reply.encode() + b"\n")
+                text = line.decode(errors="replace")
+                reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
+                if reply is not None:  # the emulated MCU's output lines get no reply
+                    conn.sendall(reply.encode() + b"\n")
         except OSError:
             pass
         finally:

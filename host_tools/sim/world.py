@@ -138,6 +138,7 @@ class Gun:
     rcd_tripped: bool = False
     rcd_test_fails: bool = False
     rcd_test_passed: bool | None = None
+    rcm: str = "ok"                   # the RCD module: "ok", "dead" (never trips), "stuck" (always tripped)
     temperature_c: float = 25.0
     amps: float = 0.0                 # per phase, drawn through the contacts
     energy_wh: float = 0.0
@@ -406,9 +407,7 @@ class World:
                     duty = int(parts[2])
                     if not 0 <= duty <= 1000:
                         return f"!duty {duty} is outside 0..1000 per mille"
-                    if duty != g.duty_pm:
-                        g.duty_pm = duty
-                        self.log(g.number, "duty", round(duty / 10, 1))
+                    self.set_duty(g, duty)
                     return "ok"
                 if op == "K":
                     if parts[2] not in ("0", "1"):
@@ -418,10 +417,10 @@ class World:
                 if op == "F":
                     return "1" if g.contacts else "0"
                 if op == "R":
-                    return "1" if g.rcd_tripped else "0"
+                    return "1" if g.rcd_tripped or g.rcm == "stuck" else "0"
                 if op == "T":
                     # The RCD module's test winding: the result is known at once here.
-                    g.rcd_test_passed = not (g.rcd_test_fails or g.rcd_tripped)
+                    g.rcd_test_passed = not (g.rcd_test_fails or g.rcd_tripped or g.rcm != "ok")
                     return "ok"
                 if op == "t":
                     if g.rcd_test_passed is None:
@@ -469,6 +468,13 @@ class World:
             if fault != g.meter_fault:
                 g.meter_fault = fault
                 self.log(g.number, "meter_fault", fault)
+
+    def set_duty(self, g: Gun, duty_pm: int) -> None:
+        """The pilot as the firmware drives it: per mille, 1000 steady +12 V, 0 steady -12 V,
+        -1 not driven."""
+        if duty_pm != g.duty_pm:
+            g.duty_pm = duty_pm
+            self.log(g.number, "duty", None if duty_pm < 0 else round(duty_pm / 10, 1))
 
     def drive_coil(self, g: Gun, on: bool) -> None:
         if on == g.coil:

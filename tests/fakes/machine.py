@@ -12,6 +12,7 @@ calls = []
 adc_mv = {}
 pin_level = {}
 driven = {}
+pwm_duty = {}  # pin -> the last duty_u16 a PWM was given
 record_reads = True  # off for allocation measurements: recording a read allocates a tuple
 ADC_VREF_MV = 3300  # full scale of read_u16
 ADC_READ_US = 2
@@ -49,6 +50,7 @@ def reset():
     adc_mv.clear()
     pin_level.clear()
     driven.clear()
+    pwm_duty.clear()
     record_reads = True
     clock.now_us = 0
 
@@ -114,6 +116,7 @@ class PWM:
         if value is not None:
             if not 0 <= value <= 65535:
                 raise ValueError("duty_u16 out of range")
+            pwm_duty[self.pin] = value
             calls.append(("PWM.duty_u16", self.pin, value))
 
     def deinit(self):

@@ -254,12 +254,22 @@ class McuHal(Base):
         return self._feedback[self._index(gun)].value() == 0  # mirror contact closed pulls low
 
     def rcd_tripped(self, gun):  # type: (int) -> bool
-        return self._rcd_fault[self._index(gun)].value() == 1
+        i = self._index(gun)
+        phase = self._rcd_phase[i]
+        if phase == _RCD_TRIP or phase == _RCD_RELEASE:
+            # The self-test's own test current raises the fault output: that is the test working,
+            # not a trip. It runs only with the contactor open (before a close, or on idle guns),
+            # so no residual current can flow meanwhile. Each read moves the test on, so a test
+            # the gun gives up (the EV left C) still ends and releases the test input.
+            self._rcd_step(i)
+            return False
+        return self._rcd_fault[i].value() == 1
 
     def rcd_test_start(self, gun):  # type: (int) -> None
         """Begin the RCM self-test; rcd_test_result gives its outcome. The RCM's test input
-        injects a test current: its fault output must rise within 40 ms and fall again within
-        100 ms of releasing the test. Returns at once; nothing here or there waits."""
+        injects a test current: its fault output must rise within 40 ms, and fall within 100 ms
+        of releasing the test input (whose falling edge resets the module's latch). Returns at
+        once; nothing here or there waits."""
         i = self._index(gun)
         test = self._rcd_test[i]
         if self._rcd_phase[i] == _RCD_TRIP:
@@ -276,37 +286,40 @@ class McuHal(Base):
         later call until the next rcd_test_start. False if no test was started. Each call reads
         the fault output once per phase and the clock, and moves the test on; it never waits, so
         the caller's polling period is the resolution of both time limits."""
-        i = self._index(gun)
-        phase = self._rcd_phase[i]
-        if phase == _RCD_TRIP:
-            fault = self._rcd_fault[i]
-            if fault.value():
-                self._rcd_test[i].value(0)
-                self._rcd_since_ms[i] = time.ticks_ms()
-                phase = _RCD_RELEASE
-            elif time.ticks_diff(time.ticks_ms(), self._rcd_since_ms[i]) >= _RCD_TRIP_MS:
-                self._rcd_test[i].value(0)
-                phase = _RCD_FAILED  # did not trip in time
-        if phase == _RCD_RELEASE:
-            if not self._rcd_fault[i].value():
-                phase = _RCD_PASSED
-            elif time.ticks_diff(time.ticks_ms(), self._rcd_since_ms[i]) >= _RCD_RELEASE_MS:
-                phase = _RCD_FAILED  # did not release in time, or stuck
-        self._rcd_phase[i] = phase
+        phase = self._rcd_step(self._index(gun))
         if phase == _RCD_PASSED:
             return True
         if phase == _RCD_TRIP or phase == _RCD_RELEASE:
             return None
         return False  # failed, or never started
 
+    def _rcd_step(self, i):  # type: (int) -> int
+        phase = self._rcd_phase[i]
+        if phase == _RCD_TRIP:
+            fault = self._rcd_fault[i]
+            if fault.value():
+                self._rcd_test[i].value(0)  # the falling edge also resets the module's latch
+                self._rcd_since_ms[i] = time.ticks_ms()
+                phase = _RCD_RELEASE
+            elif time.ticks_diff(time.ticks_ms(), self._rcd_since_ms[i]) >= _RCD_TRIP_MS:
+                self._rcd_test[i].value(0)
+                phase = _RCD_FAILED  # did not trip in time: a dead module or a broken test wire
+        if phase == _RCD_RELEASE:
+            if not self._rcd_fault[i].value():
+                phase = _RCD_PASSED
+            elif time.ticks_diff(time.ticks_ms(), self._rcd_since_ms[i]) >= _RCD_RELEASE_MS:
+                phase = _RCD_FAILED  # did not release in time: stuck
+        self._rcd_phase[i] = phase
+        return phase
+
     def rcd_reset(self, gun):  # type: (int) -> None
-        # The RCM's fault output is not latching: it falls by itself once the residual current
-        # is gone. The latch is the gun's RCD fault (cleared after fault_retry_s), so no pulse is
-        # sent; only the test input is released, in case a self-test was cut short (a running
-        # test then ends as failed). A module that latches and resets on a test-input pulse would
-        # need that pulse here.
+        # The RCM latches a trip until a pulse on its test input: the pulse's falling edge resets
+        # it once the residual current is gone (if it persists, the output stays raised and the
+        # gun's RCD fault waits another retry delay). A self-test cut short ends as failed.
         i = self._index(gun)
-        self._rcd_test[i].value(0)
+        test = self._rcd_test[i]
+        test.value(1)
+        test.value(0)
         if self._rcd_phase[i] == _RCD_TRIP or self._rcd_phase[i] == _RCD_RELEASE:
             self._rcd_phase[i] = _RCD_FAILED
 

@@ -1,0 +1,369 @@
+"""The circuit around an emulated MCU (boards with hal "rp2" or "esp32"): what the board file's pin
+map wires to each GPIO, and the electrical behaviour behind it. The emulated `machine` in the
+firmware's process (host_tools/sim/silicon/) drives the outputs and samples the inputs through
+the line protocol described in silicon/link.py; this side turns them into the world's physics
+(host_tools/sim/world.py) and back. docs/virtual-board.md has the schematic-level description.
+
+Per gun:
+- pilot: the PWM pin drives a +-12 V stage with a 1 kOhm source resistor; the EV side is the
+  diode and 2.74 kOhm, with S2 adding 1.3 kOhm (C) or 270 Ohm (D); E is a short to PE. The
+  measuring front end maps the pilot to the ADC pin as offset + gain * pilot, with parts a little
+  off their nominal values; the emulated ADC picks the plateau by the PWM's phase at each read.
+- contactor: the coil pin; the auxiliary (mirror) contact to ground under the MCU's pull-up,
+  closing PULL_IN_MS after the coil is energised and opening DROP_OUT_MS after it is released,
+  bouncing for BOUNCE_MS each time; a weld holds it closed.
+- RCM: test input -> fault output rises after RCM_RESPONSE_MS and stays latched; a real trip
+  (rig `rcd_trip`) latches it too; the falling edge of the test input resets the latch (a reset
+  pulse). A dead module never raises its output; a stuck one always shows it raised.
+- PP and NTC to ground under their pull-ups (board file `adc`), the CT as mV per amp; on the
+  RP2040 board they reach one ADC through a CD4051 whose channel the select pins choose.
+- ESP32: DS18B20 sensors on the 1-Wire pin, one per gun in scan order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from host_tools.sim.world import PP_OHMS, World
+
+MCU = {"rp2": "rp2040", "esp32": "esp32"}
+# GPIOs each chip has, and what they can be (RP2040 datasheet 1.4.3; ESP32 datasheet 2.2).
+GPIOS = {"rp2": set(range(30)),
+         "esp32": set(range(0, 20)) | {21, 22, 23, 25, 26, 27} | set(range(32, 40))}
+ADC_PINS = {"rp2": {26, 27, 28, 29}, "esp32": set(range(32, 40))}
+INPUT_ONLY = {"rp2": set(), "esp32": set(range(34, 40))}
+FLASH_PINS = {"rp2": set(), "esp32": set(range(6, 12))}
+
+EVSE_R_OHM = 1000.0           # IEC 61851-1 Table A.1: R1, the EVSE's source resistor
+EV_R_OHM = {"B": 2740.0, "C": 2740.0 * 1300.0 / (2740.0 + 1300.0), "D": 2740.0 * 270.0 / (2740.0 + 270.0)}
+DIODE_V = 0.7
+SUPPLY_MV = 12000
+PILOT_GAIN_ERR = 0.99         # the front end's parts are off their nominal values a little:
+PILOT_OFFSET_ERR_MV = 12      # what `calibrate` finds
+PULL_IN_MS = 25.0             # contactor: coil energised -> contacts closed
+DROP_OUT_MS = 12.0            # coil released -> contacts open
+BOUNCE_MS = 3.0               # the auxiliary contact chatters this long after each move
+RCM_RESPONSE_MS = 18.0        # RCM: test current (or a fault) -> fault output raised
+RCM_STATES = ("ok", "dead", "stuck")
+DS_ROM = "28%02x00000000000%d"
+
+
+class BoardFileError(ValueError):
+    pass
+
+
+def check_board(board: dict) -> None:
+    """A board file for an emulated MCU: every pin exists on the chip and can do its job, no pin
+    is wired twice, and the pilot front end maps +12 V and -12 V inside the ADC's range with room
+    between the states. BoardFileError names the key and the fix."""
+    hal = board.get("hal")
+    if hal not in MCU:
+        raise BoardFileError(f"board hal {hal!r}: the emulated MCUs are rp2 and esp32")
+    chip = MCU[hal]
+    used: dict[int, str] = {}
+
+    def claim(pin, key, output=False, analog=False):
+        if isinstance(pin, bool) or not isinstance(pin, int):
+            raise BoardFileError(f"{key} must be a GPIO number, not {pin!r}")
+        if pin not in GPIOS[hal] or pin in FLASH_PINS[hal]:
+            raise BoardFileError(f"{key} = {pin}: the {chip} has no usable GPIO {pin}")
+        if output and pin in INPUT_ONLY[hal]:
+            raise BoardFileError(f"{key} = {pin}: GPIO {pin} of the {chip} is input only; pick an output-capable pin")
+        if analog and pin not in ADC_PINS[hal]:
+            raise BoardFileError(f"{key} = {pin}: GPIO {pin} of the {chip} has no ADC; "
+                                 f"use one of {sorted(ADC_PINS[hal])}")
+        if pin in used:
+            raise BoardFileError(f"{key} = {pin}: GPIO {pin} is already {used[pin]}")
+        used[pin] = key
+
+    for n, gun in enumerate(board.get("guns", [])):
+        pins = gun.get("pins")
+        if not isinstance(pins, dict):
+            raise BoardFileError(f"guns[{n}].pins is missing; name the gun's GPIOs")
+        where = f"guns[{n}].pins"
+        for name, output, analog in (("pilot_pwm", True, False), ("pilot_adc", False, True),
+                                     ("contactor", True, False), ("feedback", False, False),
+                                     ("rcd_fault", False, False), ("rcd_test", True, False)):
+            if name not in pins:
+                raise BoardFileError(f"{where} has no \"{name}\"")
+            claim(pins[name], f"{where}.{name}", output, analog)
+        if hal == "esp32":
+            for name in ("ct_adc",) + (("pp_adc",) if gun.get("pp") else ()):
+                claim(pins.get(name), f"{where}.{name}", analog=True)
+        else:
+            for name in ("ct_mux", "ntc_mux") + (("pp_mux",) if gun.get("pp") else ()):
+                ch = pins.get(name)
+                if isinstance(ch, bool) or not isinstance(ch, int) or not 0 <= ch <= 7:
+                    raise BoardFileError(f"{where}.{name} must be a CD4051 channel 0..7, not {ch!r}")
+    top = board.get("pins", {})
+    if hal == "rp2":
+        claim(top.get("mux_adc"), "pins.mux_adc", analog=True)
+        select = top.get("mux_select")
+        if not isinstance(select, list) or len(select) != 3:
+            raise BoardFileError(f"pins.mux_select must list the CD4051's A, B, C select GPIOs, not {select!r}")
+        for k, pin in enumerate(select):
+            claim(pin, f"pins.mux_select[{k}]", output=True)
+    else:
+        claim(top.get("onewire"), "pins.onewire", output=True)
+    for name, cfg in board.get("uart", {}).items():
+        for key in ("tx", "rx") + (("de",) if "de" in cfg else ()):
+            claim(cfg.get(key), f"uart.{name}.{key}", output=key != "rx")
+    check_pilot_front_end(board)
+
+
+def check_pilot_front_end(board: dict) -> None:
+    """+12 V and -12 V must reach the ADC inside its range, far enough apart to tell A-F."""
+    cal = board.get("adc", {})
+    try:
+        vref, gain, offset = cal["vref_mv"], cal["pilot_gain"], cal["pilot_offset_mv"]
+    except KeyError as e:
+        raise BoardFileError(f"adc has no {e}; the pilot front end needs vref_mv, pilot_gain, pilot_offset_mv") from None
+    for pilot_mv in (SUPPLY_MV, -SUPPLY_MV):
+        at_pin = offset + gain * pilot_mv
+        if not 0 < at_pin < vref:
+            raise BoardFileError(f"adc.pilot_gain {gain} and adc.pilot_offset_mv {offset} put {pilot_mv / 1000:+.0f} V "
+                                 f"at {at_pin:.0f} mV on the pilot ADC, outside 0..{vref} mV: the states cannot be "
+                                 "told apart; fix the front end's values")
+    step_mv = 3000 * gain  # B, C, D are 3 V apart on the pilot
+    lsb_mv = vref / 4096
+    if step_mv < 16 * lsb_mv:
+        raise BoardFileError(f"adc.pilot_gain {gain}: 3 V between two pilot states is {step_mv:.1f} mV at the ADC, "
+                             f"under 16 steps of {lsb_mv:.2f} mV: the states cannot be told apart reliably")
+
+
+def pilot_plateaus_mv(world: World, g, driven: bool) -> tuple[float, float]:
+    """The pilot's high and low plateau in mV (pilot side), from the EV's resistors and diode."""
+    if not driven or not world.powered:
+        return 0.0, 0.0
+    letter = world.ev_side_letter(g)
+    if letter == "E":
+        return 0.0, 0.0  # shorted to PE
+    if letter == "F" or letter == "A" or letter not in EV_R_OHM:
+        s = -SUPPLY_MV if letter == "F" else SUPPLY_MV
+        return float(s), -float(SUPPLY_MV)
+    r = EV_R_OHM[letter]
+    share = r / (r + EVSE_R_OHM)
+    if g.diode_fault:
+        return SUPPLY_MV * share, -SUPPLY_MV * share  # no diode: the resistor loads both halves
+    return DIODE_V * 1000 + (SUPPLY_MV - DIODE_V * 1000) * share, -float(SUPPLY_MV)
+
+
+class Contactor:
+    def __init__(self):
+        self.coil = False
+        self.changed_ms = -1e9
+        self.was_closed = False
+
+
+class Rcm:
+    def __init__(self):
+        self.state = "ok"
+        self.test = False
+        self.test_since_ms = 0.0
+        self.latched = False
+
+
+class FrontEnd:
+    """One board's circuit: answers the emulated MCU's lines (silicon/link.py)."""
+
+    def __init__(self, world: World, board: dict):
+        check_board(board)
+        self.world, self.board = world, board
+        self.hal = board["hal"]
+        self.chip = MCU[self.hal]
+        cal = board["adc"]
+        self.vref = cal["vref_mv"]
+        self.gain = cal["pilot_gain"] * PILOT_GAIN_ERR
+        self.offset = cal["pilot_offset_mv"] + PILOT_OFFSET_ERR_MV
+        self.rng = random.Random(0x5EED)
+        self.contactors = [Contactor() for _ in board["guns"]]
+        self.rcms = [Rcm() for _ in board["guns"]]
+        self.outputs: dict[int, tuple[str, int]] = {}  # GPIO -> (what, gun index or select bit)
+        self.inputs: list[tuple[str, int, int, object]] = []  # (kind, GPIO, PWM GPIO, value function)
+        self.mux_bits = [0, 0, 0]
+        self.mux: dict[int, object] = {}  # CD4051 channel -> value function
+        for i, gun in enumerate(board["guns"]):
+            p = gun["pins"]
+            self.outputs[p["pilot_pwm"]] = ("pwm", i)
+            self.outputs[p["contactor"]] = ("coil", i)
+            self.outputs[p["rcd_test"]] = ("rcd_test", i)
+            self.inputs.append(("p", p["pilot_adc"], p["pilot_pwm"], lambda now, i=i: self._pilot_adc(i)))
+            self.inputs.append(("d", p["feedback"], -1, lambda now, i=i: 0 if self._aux_closed(i, now) else 1))
+            self.inputs.append(("d", p["rcd_fault"], -1, lambda now, i=i: 1 if self._rcm_fault(i, now) else 0))
+            pp = (lambda now, i=i: self._pp_mv(i)) if gun.get("pp") else None
+            ct = lambda now, i=i: self._ct_mv(i)  # noqa: E731
+            if self.hal == "rp2":
+                self.mux[p["ct_mux"]] = ct
+                self.mux[p["ntc_mux"]] = lambda now, i=i: self._ntc_mv(i)
+                if pp:
+                    self.mux[p["pp_mux"]] = pp
+            else:
+                self.inputs.append(("a", p["ct_adc"], -1, ct))
+                if pp:
+                    self.inputs.append(("a", p["pp_adc"], -1, pp))
+        if self.hal == "rp2":
+            for bit, pin in enumerate(board["pins"]["mux_select"]):
+                self.outputs[pin] = ("mux", bit)
+            self.inputs.append(("a", board["pins"]["mux_adc"], -1, self._mux_mv))
+
+    # ---- the line protocol ---------------------------------------------------------------------
+    def request(self, line: str) -> str | None:
+        """One line from the emulated MCU -> its reply, or None for a line that gets none."""
+        parts = line.split()
+        if not parts:
+            return "!empty request"
+        op = parts[0]
+        w = self.world
+        with w.lock:
+            try:
+                now = w.now_ms()
+                if op == "s":
+                    out = []
+                    for kind, _, _, fn in self.inputs:
+                        v = fn(now)
+                        out.extend((str(int(round(v[0]))), str(int(round(v[1])))) if kind == "p" else (str(int(round(v))),))
+                    return " ".join(out)
+                if op == "o":
+                    self._output(int(parts[1]), int(parts[2]), now)
+                    return None
+                if op == "p":
+                    self._pwm(int(parts[1]), int(parts[2]), int(parts[3]))
+                    return None
+                if op == "w":
+                    w.watchdog_fed_ms = now
+                    return None
+                if op == "W":
+                    w.watchdog_ms = int(parts[1])
+                    w.watchdog_fed_ms = now
+                    return None
+                if op == "n":
+                    return "1" if w.net_up and w.powered else "0"
+                if op == "T":
+                    return " ".join(f"{DS_ROM % (g.number, g.number)}:{g.temperature_c:.4f}" for g in w.guns)
+                if op == "H":
+                    if len(parts) < 2 or parts[1] != self.chip:
+                        return f"!this board is a {self.chip}, not {parts[1] if len(parts) > 1 else '?'}"
+                    self._power_on()
+                    return " ".join(f"p:{pin}:{pwm}" if kind == "p" else f"{kind}:{pin}"
+                                    for kind, pin, pwm, _ in self.inputs)
+            except (IndexError, ValueError) as e:
+                return f"!bad request {line!r}: {e}"
+        return f"!unknown request {op!r}"
+
+    def _power_on(self) -> None:
+        """A new firmware run: every GPIO starts as an input (nothing driven)."""
+        self.mux_bits = [0, 0, 0]
+        for c in self.contactors:
+            c.coil, c.was_closed = False, False
+        for r in self.rcms:
+            r.test = r.latched = False
+
+    def _output(self, pin: int, level: int, now: float) -> None:
+        what = self.outputs.get(pin)
+        if what is None:
+            return  # an LED, a DE line: nothing the world models
+        kind, i = what
+        if kind == "mux":
+            self.mux_bits[i] = 1 if level == 1 else 0
+            return
+        g = self.world.guns[i]
+        if kind == "pwm":
+            self.world.set_duty(g, -1 if level < 0 else 1000 * level)
+        elif kind == "coil":
+            self._coil(i, level == 1, now)
+        elif kind == "rcd_test":
+            self._rcd_test(i, level == 1, now)
+
+    def _pwm(self, pin: int, freq: int, duty16: int) -> None:
+        what = self.outputs.get(pin)
+        if what is None or what[0] != "pwm":
+            return
+        g = self.world.guns[what[1]]
+        if freq and not 900 <= freq <= 1100:
+            self.world.log(g.number, "pilot_hz", freq)  # IEC 61851-1 Table A.7: 1 kHz +- 0.5 %
+        self.world.set_duty(g, round(duty16 * 1000 / 65536))
+
+    # ---- the pilot -----------------------------------------------------------------------------
+    def _pilot_adc(self, i: int) -> tuple[float, float]:
+        g = self.world.guns[i]
+        high, low = pilot_plateaus_mv(self.world, g, g.duty_pm >= 0)
+        return self._at_adc(high), self._at_adc(low)
+
+    def _at_adc(self, pilot_mv: float) -> float:
+        mv = self.offset + self.gain * pilot_mv
+        return min(max(mv, 0.0), self.vref)
+
+    # ---- contactor -------------------------------------------------------------------------------
+    def _coil(self, i: int, on: bool, now: float) -> None:
+        c = self.contactors[i]
+        if on == c.coil:
+            return
+        c.was_closed = c.coil and now - c.changed_ms >= PULL_IN_MS
+        c.coil, c.changed_ms = on, now
+        self.world.drive_coil(self.world.guns[i], on)
+
+    def _aux_closed(self, i: int, now: float) -> bool:
+        g, c = self.world.guns[i], self.contactors[i]
+        if g.contacts and not g.coil:
+            return True  # welded
+        dt = now - c.changed_ms
+        settle = PULL_IN_MS if c.coil else DROP_OUT_MS
+        if dt < settle:
+            return not c.coil and c.was_closed
+        if dt < settle + BOUNCE_MS:
+            return self.rng.random() < 0.5
+        return c.coil
+
+    # ---- RCM -------------------------------------------------------------------------------------
+    def _rcd_test(self, i: int, high: bool, now: float) -> None:
+        r = self.rcms[i]
+        if high == r.test:
+            return
+        r.test = high
+        r.test_since_ms = now
+        self.world.log(i + 1, "rcd_test", "on" if high else "off")
+        if not high:
+            # The reset pulse's falling edge clears the latch once no residual current flows.
+            r.latched = False
+            g = self.world.guns[i]
+            if g.rcd_tripped:
+                g.rcd_tripped = False
+                self.world.log(g.number, "rcd", "reset")
+
+    def _rcm_fault(self, i: int, now: float) -> bool:
+        r, g = self.rcms[i], self.world.guns[i]
+        state = "dead" if g.rcd_test_fails else g.rcm
+        if state == "stuck":
+            return True
+        if state == "dead":
+            return False
+        if r.test and now - r.test_since_ms >= RCM_RESPONSE_MS:
+            r.latched = True
+        return r.latched or g.rcd_tripped
+
+    # ---- PP, CT, NTC -------------------------------------------------------------------------------
+    def _divider_mv(self, ohms: float, pullup: float) -> float:
+        return self.vref * ohms / (ohms + pullup)
+
+    def _pp_mv(self, i: int) -> float:
+        g = self.world.guns[i]
+        if not g.plugged:
+            return float(self.vref)  # no cable: the pull-up alone
+        return self._divider_mv(PP_OHMS.get(g.cable_a, 1e9), self.board["adc"]["pp_pullup_ohm"])
+
+    def _ct_mv(self, i: int) -> float:
+        cal = self.board["adc"]
+        mv = self.world.guns[i].amps / cal["ct_a_per_mv"] + cal["ct_offset_mv"]
+        return min(mv, float(self.vref))
+
+    def _ntc_mv(self, i: int) -> float:
+        ntc = self.board["adc"]["ntc"]
+        kelvin = self.world.guns[i].temperature_c + 273.15
+        ohms = ntc["r25_ohm"] * math.exp(ntc["beta"] * (1 / kelvin - 1 / 298.15))
+        return self._divider_mv(ohms, ntc["pullup_ohm"])
+
+    def _mux_mv(self, now: float) -> float:
+        channel = self.mux_bits[0] | self.mux_bits[1] << 1 | self.mux_bits[2] << 2
+        fn = self.mux.get(channel)
+        return fn(now) if fn else 0.0

@@ -1,0 +1,586 @@
+# The emulated `machine` of an RP2040 or an ESP32 (EVSE_SIM_MCU = "rp2040" | "esp32"), installed
+# by the virtual board's ROM in place of the unix port's before the firmware runs, so the board's
+# own port HAL (evse/hal/rp2.py, esp32.py through mcu.py) runs unchanged. It behaves as the silicon
+# and MicroPython's port do: which GPIOs exist and what each can be, ADC resolution and scaling,
+# PWM frequency limits, slices/timers and duty resolution, watchdog limits, UART ids; bad
+# arguments raise what the port raises. What is wired to the pins is the board's, modelled in the
+# supervisor (host_tools/sim/frontend.py) and reached through `link`.
+import os
+import time
+
+import link
+
+_MCU = os.getenv("EVSE_SIM_MCU") or "rp2040"
+_RP2 = _MCU == "rp2040"
+EXIT_SOFT_RESET = 10   # the ROM's exit codes (host_tools/sim/rom.py)
+EXIT_HARD_RESET = 12
+
+if _RP2:
+    _GPIOS = tuple(range(30))
+    _INPUT_ONLY = ()
+    _NO_PULL = ()
+    _ADC_PINS = {26: 0, 27: 1, 28: 2, 29: 3}  # GPIO -> channel; channel 4 is the temperature sensor
+    _CPU_HZ = 125000000
+    _WDT_MAX_MS = 8388  # 24-bit counter at 2 ticks per us (RP2040-E1)
+    _UARTS = {0: ((0, 12, 16, 28), (1, 13, 17, 29)), 1: ((4, 8, 20, 24), (5, 9, 21, 25))}
+else:
+    # ESP32: GPIO 24 and 28-31 do not exist (MicroPython's pin table: 0-23, 25-27, 32-39);
+    # 6-11 drive the SPI flash on a WROOM module: MicroPython lets you take them, the board dies.
+    _GPIOS = tuple(range(0, 24)) + (25, 26, 27) + tuple(range(32, 40))
+    _INPUT_ONLY = (34, 35, 36, 37, 38, 39)
+    _NO_PULL = _INPUT_ONLY  # a pull asked for there is silently not applied
+    _ADC_PINS = {36: 0, 37: 1, 38: 2, 39: 3, 32: 4, 33: 5, 34: 6, 35: 7}  # ADC1; ADC2 stops with WiFi
+    _CPU_HZ = 240000000
+    _WDT_MAX_MS = 0x7FFFFFFF
+    _UARTS = {0: None, 1: None, 2: None}  # the GPIO matrix routes any pin
+
+_ADC_VREF_MV = 3300
+_ADC_MAX = 4095  # 12-bit SAR on both chips
+_ADC_NOISE = 3   # +-LSB of noise on every conversion
+
+
+def _gpio(id):
+    if isinstance(id, Pin):
+        return id.id
+    if not isinstance(id, int):
+        raise ValueError("invalid pin")
+    if id not in _GPIOS:
+        raise ValueError("invalid pin")
+    return id
+
+
+# ---- Pin -------------------------------------------------------------------------------------
+_levels = {}  # GPIO -> level the chip drives (outputs)
+_modes = {}   # GPIO -> mode
+_pulls = {}
+_irqs = {}    # GPIO -> [handler, trigger, last level]
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    ALT = 4
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_FALLING = 4 if _RP2 else 2
+    IRQ_RISING = 8 if _RP2 else 1
+
+    def __init__(self, id, mode=-1, pull=-1, *, value=None):
+        self.id = _gpio(id)
+        self.init(mode, pull, value=value)
+
+    def init(self, mode=-1, pull=-1, *, value=None):
+        pin = self.id
+        if mode != -1:
+            if mode not in (Pin.IN, Pin.OUT, Pin.OPEN_DRAIN, Pin.ALT):
+                raise ValueError("invalid pin mode: %d" % mode)
+            if mode in (Pin.OUT, Pin.OPEN_DRAIN) and pin in _INPUT_ONLY:
+                raise ValueError("pin can only be input")
+            _modes[pin] = mode
+        if pull != -1 and pull is not None:
+            if pull not in (Pin.PULL_UP, Pin.PULL_DOWN):
+                raise ValueError("invalid pull: %d" % pull)
+            if pin not in _NO_PULL:
+                _pulls[pin] = pull
+        elif pull is None:
+            _pulls.pop(pin, None)
+        if value is not None:
+            self.value(value)
+        elif mode in (Pin.OUT, Pin.OPEN_DRAIN):
+            link.send(b"o %d %d\n" % (pin, _levels.get(pin, 0)))
+
+    def value(self, *level):
+        pin = self.id
+        if level:
+            v = 1 if level[0] else 0
+            _levels[pin] = v
+            if _modes.get(pin) in (Pin.OUT, Pin.OPEN_DRAIN):
+                link.send(b"o %d %d\n" % (pin, v))
+            return None
+        mode = _modes.get(pin, Pin.IN)
+        if mode == Pin.OUT:
+            return _levels.get(pin, 0)
+        return _read_input(pin)
+
+    def __call__(self, *level):
+        return self.value(*level)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def high(self):
+        self.value(1)
+
+    def low(self):
+        self.value(0)
+
+    def toggle(self):
+        self.value(1 - _levels.get(self.id, 0))
+
+    def irq(self, handler=None, trigger=12 if _RP2 else 3, **kw):
+        # Edges are seen when the inputs are next sampled (every pin read or pilot sample),
+        # and the handler runs as a scheduled (soft) interrupt. The ESP32 port has no `hard`.
+        if kw and (_RP2 and set(kw) != {"hard"} or not _RP2):
+            raise TypeError("extra keyword arguments given")
+        if handler is None:
+            _irqs.pop(self.id, None)
+        else:
+            _irqs[self.id] = [handler, trigger, _read_input(self.id)]
+        return None
+
+    def __repr__(self):
+        return "Pin(GPIO%d)" % self.id
+
+
+def _read_input(pin):
+    link.refresh()
+    _fire_irqs()
+    _service_timers()
+    if pin in link.digital:
+        return link.digital[pin]
+    if pin in link.analog:
+        return 1 if link.analog[pin] > _ADC_VREF_MV // 2 else 0
+    # Nothing wired: the pull decides; a floating input reads 0.
+    return 1 if _pulls.get(pin) == Pin.PULL_UP else 0
+
+
+def _fire_irqs():
+    if not _irqs:
+        return
+    import micropython
+    for pin in _irqs:
+        entry = _irqs[pin]
+        now = link.digital.get(pin, 1 if _pulls.get(pin) == Pin.PULL_UP else 0)
+        if now != entry[2]:
+            edge = Pin.IRQ_RISING if now else Pin.IRQ_FALLING
+            entry[2] = now
+            if entry[1] & edge:
+                micropython.schedule(entry[0], Pin(pin))
+
+
+# ---- PWM -------------------------------------------------------------------------------------
+_pwm_out = {}  # GPIO -> [freq_hz, duty16 produced (0..65536), t0_us]
+_slice_hz = {}  # rp2: slice -> freq; esp32: LEDC timer freq (one timer per freq in use)
+_ESP32_TIMERS = 8  # LEDC timers (each one frequency) and channels (each one pin)
+_ESP32_CHANNELS = 16
+
+
+def _rp2_top(freq):
+    if freq <= 0:
+        raise ValueError("freq too small")
+    if (_CPU_HZ + freq // 2) // freq < 65535:
+        div16 = 16
+        top = (_CPU_HZ + freq // 2) // freq - 1
+    else:
+        div16 = (16 * _CPU_HZ + 65535 * freq - 1) // (65535 * freq)
+        top = (16 * _CPU_HZ + div16 * freq // 2) // (div16 * freq) - 1
+    if div16 < 16:
+        raise ValueError("freq too large")
+    if div16 >= 256 * 16:
+        raise ValueError("freq too small")
+    return top
+
+
+def _esp32_bits(freq):
+    # LEDC from the 80 MHz APB clock: the most duty bits the frequency allows, at most 16 here.
+    if freq <= 0 or freq > 40000000:
+        raise ValueError("frequency must be from 1Hz to 40MHz")
+    bits = 1
+    while bits < 16 and 80000000 // (freq << (bits + 1)) >= 1:
+        bits += 1
+    return bits
+
+
+class PWM:
+    def __init__(self, dest, freq=0, duty_u16=-1, *, invert=False):
+        self.pin = _gpio(dest)
+        if self.pin in _INPUT_ONLY:
+            raise ValueError("pin can only be input")
+        _modes[self.pin] = Pin.ALT
+        self._freq = 0
+        self._duty16 = 0
+        self._slice = (self.pin >> 1) & 7 if _RP2 else None
+        if not _RP2 and len(_pwm_out) >= _ESP32_CHANNELS and self.pin not in _pwm_out:
+            raise RuntimeError("out of PWM channels:%d" % _ESP32_CHANNELS)
+        if freq:
+            self.freq(freq)
+        if duty_u16 != -1:
+            self.duty_u16(duty_u16)
+
+    def init(self, freq=0, duty_u16=-1):
+        if freq:
+            self.freq(freq)
+        if duty_u16 != -1:
+            self.duty_u16(duty_u16)
+
+    def freq(self, value=None):
+        if value is None:
+            return self._freq
+        if _RP2:
+            _rp2_top(value)  # raises for a frequency the slice cannot make
+            # Both channels of a slice share its counter: the other pin's frequency changes too.
+            _slice_hz[self._slice] = value
+            for pin in _pwm_out:
+                if (pin >> 1) & 7 == self._slice and pin != self.pin:
+                    _pwm_out[pin][0] = value
+                    _emit(pin)
+        else:
+            _esp32_bits(value)
+            timers = set(_pwm_out[p][0] for p in _pwm_out if p != self.pin)
+            if value not in timers and len(timers) >= _ESP32_TIMERS:
+                raise RuntimeError("out of PWM timers:%d" % _ESP32_TIMERS)
+        self._freq = value
+        self._apply()
+
+    def duty_u16(self, value=None):
+        if value is None:
+            return self._duty16 if self._duty16 < 65536 else 65535
+        if not isinstance(value, int):
+            raise TypeError("can't convert %s to int" % type(value).__name__)
+        if value < 0 or value > 65535:
+            raise ValueError("duty_u16 must be from 0 to 65535")
+        f = self._freq or (_slice_hz.get(self._slice) if _RP2 else 0)
+        if not f:
+            f = self._freq = 1000 if _RP2 else 5000  # the ports' default frequency
+        if _RP2:
+            top = _rp2_top(f)
+            cc = (value * (top + 1) + 65535 // 2) // 65535
+            produced = cc * 65536 // (top + 1)  # 65535 gives cc = top + 1: always high
+        else:
+            bits = _esp32_bits(f)
+            steps = 1 << bits
+            d = (value * steps + 32767) // 65535
+            produced = d * 65536 // steps
+        self._duty16 = produced
+        self._apply()
+
+    def _apply(self):
+        t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
+        _pwm_out[self.pin] = [self._freq, self._duty16, t0]
+        _emit(self.pin)
+
+    def deinit(self):
+        if self.pin in _pwm_out:
+            del _pwm_out[self.pin]
+        _modes[self.pin] = Pin.IN
+        link.send(b"o %d -1\n" % self.pin)
+
+    def __repr__(self):
+        return "PWM(Pin(%d), freq=%d, duty_u16=%d)" % (self.pin, self._freq, self.duty_u16())
+
+
+def _emit(pin):
+    out = _pwm_out[pin]
+    link.send(b"p %d %d %d\n" % (pin, out[0], out[1]))
+
+
+def _output_high(pin, now_us):
+    """Whether an output pin is high at this microsecond: a PWM by its phase, else its level."""
+    out = _pwm_out.get(pin)
+    if out is None:
+        return _levels.get(pin, 0) == 1
+    duty = out[1]
+    if duty <= 0:
+        return False
+    if duty >= 65536:
+        return True
+    period = 1000000 // out[0]
+    phase = time.ticks_diff(now_us, out[2]) % period
+    return phase * 65536 < duty * period
+
+
+# ---- ADC -------------------------------------------------------------------------------------
+_seed = [0x2545F491]
+
+
+def _noise():
+    # xorshift32: a few LSB of conversion noise, no allocation in the read path
+    x = _seed[0]
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    x ^= (x << 5) & 0xFFFFFFFF
+    _seed[0] = x
+    return (x % (2 * _ADC_NOISE + 1)) - _ADC_NOISE
+
+
+class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+    WIDTH_12BIT = 12
+    CORE_TEMP = 4
+
+    def __init__(self, src, *, atten=None):
+        if isinstance(src, Pin):
+            pin = src.id
+        elif _RP2 and isinstance(src, int) and 0 <= src <= 4:  # the ESP32 takes GPIO numbers only
+            pin = src + 26 if src < 4 else -1  # a channel number; 4 = the temperature sensor
+        else:
+            pin = _gpio(src)
+        if pin != -1 and pin not in _ADC_PINS:
+            raise ValueError("Pin doesn't have ADC capabilities" if _RP2 else "invalid pin")
+        if _RP2 and atten is not None:
+            raise TypeError("function doesn't take keyword arguments")
+        self.pin = pin
+        self._atten = ADC.ATTN_11DB if atten is None else atten  # ESP32: every ADC() resets it
+        if not _RP2 and self._atten not in (0, 1, 2, 3):
+            raise ValueError("invalid attenuation")
+
+    def atten(self, atten):
+        self._atten = atten
+
+    def _mv(self):
+        pin = self.pin
+        link.refresh()
+        _service_timers()
+        if pin in link.pilot:
+            p = link.pilot[pin]
+            mv = p[0] if _output_high(p[2], time.ticks_us()) else p[1]
+        else:
+            mv = link.analog.get(pin, 0)
+        return mv
+
+    def _raw(self):
+        full = _ADC_VREF_MV if _RP2 else (950, 1250, 1750, _ADC_VREF_MV)[self._atten]
+        raw = (self._mv() * _ADC_MAX + full // 2) // full + _noise()
+        if raw < 0:
+            return 0
+        return raw if raw < _ADC_MAX else _ADC_MAX
+
+    def read_u16(self):
+        raw = self._raw()
+        return (raw << 4) | (raw >> 8)  # 12 bits stretched to 16, as both ports scale them
+
+    def read(self):
+        return self._raw()
+
+    if not _RP2:
+        def read_uv(self):
+            # The eFuse two-point calibration: microvolts, to the nearest 12-bit step.
+            return self._raw() * _ADC_VREF_MV * 1000 // _ADC_MAX
+
+
+# ---- UART ------------------------------------------------------------------------------------
+class UART:
+    """A UART whose lines reach the virtual board's RS-485 bus (EVSE_SIM_UART<id>) when the
+    board wires one there; otherwise nothing answers, as on a bare pin header."""
+
+    def __init__(self, id, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None, **kw):
+        if id not in _UARTS:
+            raise ValueError(("UART(%d) doesn't exist" if _RP2 else "UART(%d) does not exist") % id)
+        pins = _UARTS[id]
+        if tx is not None:
+            tx = _gpio(tx)
+            if pins is not None and tx not in pins[0]:
+                raise ValueError("bad TX pin")
+            if tx in _INPUT_ONLY:
+                raise ValueError("pin can only be input")
+        if rx is not None:
+            rx = _gpio(rx)
+            if pins is not None and rx not in pins[1]:
+                raise ValueError("bad RX pin")
+        if not isinstance(baudrate, int) or baudrate <= 0:
+            raise ValueError("invalid baudrate")
+        self.id = id
+        self._baud = baudrate
+        self._sock = None
+        addr = os.getenv("EVSE_SIM_UART%d" % id)
+        if addr:
+            import socket
+            host, port = addr.split(":")
+            s = socket.socket()
+            s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+            s.setblocking(False)
+            self._sock = s
+        self._pending = b""
+
+    def init(self, baudrate=115200, **kw):
+        self._baud = baudrate
+
+    def write(self, buf):
+        if self._sock is None:
+            return len(buf)  # the bytes leave the pin; nothing listens
+        view = memoryview(buf)
+        sent = 0
+        while sent < len(view):
+            n = self._sock.write(view[sent:])
+            if n:
+                sent += n
+            else:
+                time.sleep_ms(1)
+        # The bytes take their time on the wire: 10 bits each.
+        self._tx_done_us = time.ticks_add(time.ticks_us(), sent * 10000000 // self._baud)
+        return sent
+
+    def flush(self):
+        done = getattr(self, "_tx_done_us", None)
+        if done is not None:
+            wait = time.ticks_diff(done, time.ticks_us())
+            if wait > 0:
+                time.sleep_us(wait)
+
+    def txdone(self):
+        done = getattr(self, "_tx_done_us", None)
+        return done is None or time.ticks_diff(done, time.ticks_us()) <= 0
+
+    def _fill(self):
+        if self._sock is None:
+            return
+        try:
+            data = self._sock.read(256)
+        except OSError:
+            data = None
+        if data:
+            self._pending += data
+
+    def any(self):
+        self._fill()
+        return len(self._pending)
+
+    def read(self, nbytes=-1):
+        self._fill()
+        if not self._pending:
+            return None
+        if nbytes < 0 or nbytes >= len(self._pending):
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:nbytes], self._pending[nbytes:]
+        return out
+
+    def readinto(self, buf, nbytes=-1):
+        want = len(buf) if nbytes < 0 else nbytes
+        data = self.read(want)
+        if data is None:
+            return None
+        buf[:len(data)] = data
+        return len(data)
+
+    def readline(self):
+        self._fill()
+        i = self._pending.find(b"\n")
+        if i < 0:
+            return self.read()
+        return self.read(i + 1)
+
+    def deinit(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+# ---- WDT, Timer, board-wide ---------------------------------------------------------------------
+_wdt = [None]
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError("WDT(%d) doesn't exist" % id if _RP2 else "")
+        if _RP2 and timeout > _WDT_MAX_MS:
+            raise ValueError("timeout exceeds %d" % _WDT_MAX_MS)
+        if not _RP2 and timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        # Once started it cannot be stopped or lengthened on either chip; a second WDT() on the
+        # ESP32 changes the timeout of the same watchdog.
+        _wdt[0] = timeout
+        link.send(b"W %d\n" % timeout)
+
+    def feed(self):
+        link.send(b"w\n")
+
+
+_timers = []
+
+
+class Timer:
+    """A soft timer: its callback is scheduled (micropython.schedule) when due. The emulation
+    checks its timers whenever the firmware touches the hardware (every control tick), so a
+    callback may run up to one tick late."""
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id=-1, **kw):
+        if _RP2 and id != -1:
+            raise ValueError("Timer doesn't exist")
+        if not _RP2 and not -1 <= id <= 3:
+            raise ValueError("invalid Timer number")
+        self.id = id
+        self._cb = None
+        if kw:
+            self.init(**kw)
+
+    def init(self, *, mode=PERIODIC, period=-1, freq=-1, callback=None, hard=None):
+        if hard and not _RP2:
+            raise ValueError("hard Timers are not implemented")
+        if freq > 0:
+            period = 1000 // freq
+        if period < 0:
+            raise ValueError("period must be >= 0")
+        self._mode = mode
+        self._period = period
+        self._due = time.ticks_add(time.ticks_ms(), period)
+        self._cb = callback
+        if self not in _timers:
+            _timers.append(self)
+
+    def deinit(self):
+        if self in _timers:
+            _timers.remove(self)
+
+
+def _service_timers():
+    if not _timers:
+        return
+    import micropython
+    now = time.ticks_ms()
+    for t in list(_timers):
+        if time.ticks_diff(now, t._due) >= 0:
+            if t._mode == Timer.PERIODIC:
+                t._due = time.ticks_add(t._due, t._period or 1)
+            else:
+                _timers.remove(t)
+            if t._cb is not None:
+                micropython.schedule(t._cb, t)
+
+
+def freq(*hz):
+    if hz:
+        return None
+    return _CPU_HZ
+
+
+def unique_id():
+    return b"\xe6\x61\x41\x04\x03\x2f\x5d\x2c" if _RP2 else b"\x24\x0a\xc4\x12\x34\x56"
+
+
+def idle():
+    time.sleep_us(100)
+
+
+def disable_irq():
+    return 0
+
+
+def enable_irq(state=0):
+    pass
+
+
+def reset():
+    raise SystemExit(EXIT_HARD_RESET)
+
+
+def soft_reset():
+    raise SystemExit(EXIT_SOFT_RESET)
+
+
+def reset_cause():
+    return 1  # PWRON_RESET
+
+
+PWRON_RESET = 1
+WDT_RESET = 3
