@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BOARD ?= sim-ac2
 ARGS ?=
+# Tests run in parallel: most HIL tests wait on real time, not on the CPU.
+JOBS ?= 4
+# The safety, gun, console and meter HIL tests run again on the emulated MCU boards, whose
+# firmware is what `evsectl flash` installs, on the board's own port HAL.
+MCU_BOARDS := rp2040-pico esp32-devkitc
+MCU_HIL := hil_tests/test_pilot_hil.py hil_tests/test_console_hil.py hil_tests/test_metering_hil.py
 # Stubs of the two MCU ports live apart: both ship their own `machine`.
 STUBS_RP2 := $(VENV)/stubs/rp2
 STUBS_ESP32 := $(VENV)/stubs/esp32
@@ -24,13 +30,15 @@ run: $(STAMP)
 	$(BIN)/evsectl demo --board $(BOARD) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests hil_tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) tests hil_tests $(ARGS)
+	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 hil: $(STAMP)
-	$(BIN)/python -m pytest -q hil_tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) hil_tests $(ARGS)
+	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -60,12 +60,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "rig_ops(*ops): the test drives these rig ops; on a real rig whose info reply "
                                        "does not list them all, it is skipped")
     config.addinivalue_line("markers", "virtual_only(why): the test needs the virtual board itself; skipped on a real rig")
+    config.addinivalue_line("markers", "meters: the test reads every gun's energy meter; skipped on a board without them")
     if bool(config.getoption("--port")) != bool(config.getoption("--rig-port")):
         raise pytest.UsageError("--port and --rig-port go together: the DUT's serial console and the rig that drives "
                                 "it (host:port, or its serial port); give both, or neither for the virtual board")
 
 
 def pytest_collection_modifyitems(config, items):
+    name = config.getoption("--board")
+    if name:
+        board_file = Path(__file__).resolve().parents[1] / "boards" / f"{name}.json"
+        guns = json.loads(board_file.read_text())["guns"] if board_file.is_file() else []
+        if guns and not all(g.get("meter") for g in guns):
+            skip = pytest.mark.skip(reason=f"board {name} has no energy meter on every gun (no \"meter\" in its board "
+                                           "file); hil_tests/test_mcu_hil.py reads an RP2040 board's meters over its "
+                                           "emulated UART")
+            for item in items:
+                if item.get_closest_marker("meters"):
+                    item.add_marker(skip)
     given = real_rig_given(config)
     if not given:
         return

@@ -45,11 +45,11 @@ def now_ms(rig: Rig) -> float:
     return rig.snapshot()["t_ms"]
 
 
-def start_charging(rig: Rig, events: Events, gun: int = 1, **ev) -> float:
+def start_charging(rig: Rig, events: Events, gun: int = 1, timeout_s: float = 10, **ev) -> float:
     """Plug an EV and wait until its contactor closes; returns the time of the close."""
     t = now_ms(rig)
     rig.plug(gun=gun, ev={"max_a": 32, "phases": 3, "response_s": 1, **ev})
-    return events.first(t, gun, "contactor", "closed")["t_ms"]
+    return events.first(t, gun, "contactor", "closed", timeout_s=timeout_s)["t_ms"]
 
 
 class Dut:

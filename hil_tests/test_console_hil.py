@@ -72,7 +72,7 @@ def test_a_fault_clears_by_command_and_charging_resumes(rig, events, dut):
 
 def test_ctrl_c_leaves_every_contactor_open_and_the_pilots_safe(rig, events, dut):
     start_charging(rig, events, gun=1)
-    start_charging(rig, events, gun=2)
+    start_charging(rig, events, gun=2, timeout_s=20)  # on a 32 A site gun 1 is lowered first
     t = now_ms(rig)
     dut.write(b"\x03")
     dut.read_until(b">>> ", 5)
@@ -141,10 +141,13 @@ def test_bad_rig_requests_get_errors_and_the_board_keeps_running(rig, events):
 
 
 @pytest.mark.virtual_only("make flash BOARD=sim-ac2 deploys the virtual board's board file")
-def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(rig, virtual_board, events):
+def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(rig, virtual_board, events, board):
     """The README's deploy, against the virtual board with its own board file: maintenance mode
     first (no watchdog), then `make flash` (evsectl flash) writes, leaves maintenance mode and
     resets."""
+    if board["hal"] != "sim":
+        pytest.skip(f"evsectl flash checks the board's MicroPython port: the emulated {board['name']} runs on the "
+                    "unix port, which reports sys.platform 'linux', so flash refuses it as the wrong board")
     repo = Path(__file__).resolve().parents[1]
     port = virtual_board["serial"]
     subprocess.run([MPREMOTE, "connect", port, "exec", "open('maintenance', 'w').close()", "+", "reset"],
@@ -173,8 +176,9 @@ def test_a_half_typed_console_line_does_not_hold_up_the_guns(rig, events, dut):
     assert "gun state" in dut.read_until(b"gun state", 5).decode()
 
 
-def test_bad_board_file_and_config_values_get_a_clear_error_and_nothing_is_driven(rig, virtual_board, dut, events):
+def test_bad_board_file_and_config_values_get_a_clear_error_and_nothing_is_driven(rig, virtual_board, dut, events, board):
     port = virtual_board["serial"]
+    site_limit_a = board["site_limit_a"]
     good = mpremote(port, "exec", "print(open('board.json').read())").strip()
     bad = json.loads(good)
     bad["guns"][0]["max_a"] = 120
@@ -195,10 +199,10 @@ def test_bad_board_file_and_config_values_get_a_clear_error_and_nothing_is_drive
     try:
         dut.flush()
         subprocess.run([MPREMOTE, "connect", port, "reset"], capture_output=True, timeout=30)
-        out = dut.read_until(b"site limit 40 A", 10)
+        out = dut.read_until(b"site limit %d A" % site_limit_a, 10)
         assert b"site_limit_a = 99999 is out of range: allowed 0..2000 A" in out
         wait_booted(rig)
-        assert dut.status()["site_limit_a"] == 40
+        assert dut.status()["site_limit_a"] == site_limit_a
         assert "99999" in mpremote(port, "exec", "print(open('config.json').read())")
     finally:
         mpremote(port, "rm", ":config.json")
@@ -216,14 +220,15 @@ def test_the_technician_stops_and_starts_a_gun_from_the_console(rig, events, dut
 
 
 @pytest.mark.rig_ops("rcd_test_fail", "rcd_trip")
-def test_selftest_reports_each_check_and_log_shows_what_happened(rig, events, dut):
+def test_selftest_reports_each_check_and_log_shows_what_happened(rig, events, dut, board):
     rig.rcd_test_fail(gun=2, on=True)
     dut.flush()
     dut.write(b"selftest\r\n")
     text = dut.read_until(b"problem", 10).decode()   # "done, no problems" or "done, N problem(s)"
     assert "selftest: gun 1 RCD test passed" in text and "selftest: gun 2 RCD test FAILED" in text
     assert "selftest: gun 1 contactor feedback agrees (open)" in text
-    assert "selftest: gun 1 meter answers" in text
+    if board["guns"][0].get("meter"):
+        assert "selftest: gun 1 meter answers" in text
     assert "selftest: done, 1 problem" in text
     start_charging(rig, events, gun=1)
     rig.rcd_trip(gun=1)

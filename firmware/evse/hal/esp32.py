@@ -41,7 +41,7 @@ class Hal(McuHal):
 
         # DS18B20 connector sensors: the Nth sensor found on the bus belongs to gun N.
         pins = self._need(board, "pins", "the board")
-        self._ds = ds18x20.DS18X20(onewire.OneWire(Pin(self._need(pins, "onewire", "pins"))))
+        self._ds = ds18x20.DS18X20(onewire.OneWire(self._claim(pins, "onewire", "pins", Pin)))
         self._roms = self._ds.scan()
         self._temp_c = [SENSOR_FAULT_C] * self.guns
         self._temp_misses = [_DS_MISSES] * self.guns
@@ -59,8 +59,8 @@ class Hal(McuHal):
         return ADC(Pin(pin), atten=ADC.ATTN_11DB)
 
     def _claim_gun_analog(self, gun, pins, where):  # type: (dict, dict, str) -> None
-        self._pp_adc.append(self._adc(self._need(pins, "pp_adc", where)) if gun.get("pp", False) else None)
-        self._ct_adc.append(self._adc(self._need(pins, "ct_adc", where)))
+        self._pp_adc.append(self._claim(pins, "pp_adc", where, self._adc) if gun.get("pp", False) else None)
+        self._ct_adc.append(self._claim(pins, "ct_adc", where, self._adc))
 
     def _read_mv(self, adc):  # type: (ADC) -> int
         if self._uv:

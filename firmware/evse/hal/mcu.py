@@ -104,6 +104,15 @@ class McuHal(Base):
         self._ct_offset_mv = self._need(cal, "ct_offset_mv", "adc")
         self._read = read
         self._buf = array("H", [0] * _BURST)  # the one pilot sample buffer, reused by every burst
+        self._used = {}  # type: dict  # GPIO -> the board file key that claimed it
+        # The pilot front end must put +12 V and -12 V inside the ADC's range, or A-F blur.
+        for level_mv in (12000, -12000):
+            at_mv = self._pilot_offset_mv + level_mv * self._pilot_gain_e4 // 10000
+            if at_mv <= 0 or at_mv >= self._vref_mv:
+                raise ValueError("board file: adc.pilot_gain %s and adc.pilot_offset_mv %s put %+d V at %d mV on the "
+                                 "pilot ADC, outside 0..%d mV: the states cannot be told apart; fix them (see %s)"
+                                 % (cal["pilot_gain"], self._pilot_offset_mv, level_mv // 1000, at_mv,
+                                    self._vref_mv, self.BOARD_EXAMPLE))
 
         self._contactor = []  # type: list[Pin]
         self._pwm = []  # type: list[PWM]
@@ -122,25 +131,40 @@ class McuHal(Base):
         except KeyError:
             raise ValueError('board file: %s has no "%s"; add it (see %s)' % (where, key, self.BOARD_EXAMPLE))
 
+    def _claim(self, section, name, where, make):
+        """The GPIO the board file gives as section[name], made into a Pin/ADC/PWM by make(gpio).
+        A pin named twice, or one the MCU refuses (none such, input only, no ADC), is a ValueError
+        naming the key."""
+        gpio = self._need(section, name, where)
+        key = "%s[%d]" % (where, name) if isinstance(name, int) else "%s.%s" % (where, name)
+        if gpio in self._used:
+            raise ValueError("board file: %s = %s: that GPIO is already %s; give each its own pin (see %s)"
+                             % (key, gpio, self._used[gpio], self.BOARD_EXAMPLE))
+        self._used[gpio] = key
+        try:
+            return make(gpio)
+        except (ValueError, TypeError) as e:
+            raise ValueError("board file: %s = %s: the MCU refuses it (%s); see %s" % (key, gpio, e, self.BOARD_EXAMPLE))
+
     def _claim_guns(self):  # type: () -> None
         for n, gun in enumerate(self.board["guns"]):
             where = "guns[%d].pins" % n
             p = self._need(gun, "pins", "guns[%d]" % n)
             # Coil driver: high = coil energised. Claimed first, low, so no reset leaves it on.
-            self._contactor.append(Pin(self._need(p, "contactor", where), Pin.OUT, value=0))
-            pwm = PWM(Pin(self._need(p, "pilot_pwm", where)))
+            self._contactor.append(self._claim(p, "contactor", where, lambda g: Pin(g, Pin.OUT, value=0)))
+            pwm = self._claim(p, "pilot_pwm", where, lambda g: PWM(Pin(g)))
             pwm.freq(PILOT_HZ)
             pwm.duty_u16(0)  # -12 V (state F) until the application offers something
             self._pwm.append(pwm)
             self._duty_pm.append(0)
-            self._pilot_adc.append(self._adc(self._need(p, "pilot_adc", where)))
+            self._pilot_adc.append(self._claim(p, "pilot_adc", where, self._adc))
             self._claim_gun_analog(gun, p, where)
             # Mirror contact to ground, internal pull-up: a broken wire reads "open", and a
             # contactor that never reports closed stops the charge.
-            self._feedback.append(Pin(self._need(p, "feedback", where), Pin.IN, Pin.PULL_UP))
+            self._feedback.append(self._claim(p, "feedback", where, lambda g: Pin(g, Pin.IN, Pin.PULL_UP)))
             # RCM fault output, high = tripped; the pull-up makes a broken wire read tripped.
-            self._rcd_fault.append(Pin(self._need(p, "rcd_fault", where), Pin.IN, Pin.PULL_UP))
-            self._rcd_test.append(Pin(self._need(p, "rcd_test", where), Pin.OUT, value=0))
+            self._rcd_fault.append(self._claim(p, "rcd_fault", where, lambda g: Pin(g, Pin.IN, Pin.PULL_UP)))
+            self._rcd_test.append(self._claim(p, "rcd_test", where, lambda g: Pin(g, Pin.OUT, value=0)))
             self._rcd_phase.append(_RCD_IDLE)
             self._rcd_since_ms.append(0)
 

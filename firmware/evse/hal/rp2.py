@@ -41,8 +41,10 @@ class Hal(McuHal):
         self._ntc_pullup_ohm = self._need(ntc, "pullup_ohm", "adc.ntc")
 
         pins = self._need(board, "pins", "the board")
-        self._mux_adc = ADC(Pin(self._need(pins, "mux_adc", "pins")))
-        self._mux_select = [Pin(p, Pin.OUT, value=0) for p in self._need(pins, "mux_select", "pins")]
+        self._mux_adc = self._claim(pins, "mux_adc", "pins", self._adc)
+        select = self._need(pins, "mux_select", "pins")
+        self._mux_select = [self._claim(select, k, "pins.mux_select", lambda g: Pin(g, Pin.OUT, value=0))
+                            for k in range(len(select))]
 
         self._pp_ch = []  # type: list[int]
         self._ct_ch = []  # type: list[int]

@@ -1,0 +1,8 @@
+"""For the whole test run (tests/ and hil_tests/): each pytest process announces the virtual
+boards it starts in a registry of its own, so `evsectl` without --port in one test finds only
+that process's boards, also when `make test` runs the tests in parallel (pytest-xdist)."""
+import os
+import tempfile
+
+os.environ.setdefault("EVSE_SIM_REGISTRY", os.path.join(
+    tempfile.gettempdir(), "evse-sim-test-%s-%d" % (os.environ.get("PYTEST_XDIST_WORKER", "main"), os.getpid())))

@@ -1,0 +1,119 @@
+"""The RP2040 and ESP32 boards on the virtual board: the firmware as `evsectl flash` installs it,
+with the board's own port HAL on an emulated MCU (docs/virtual-board.md). The safety, gun and
+console tests run on these boards too (`make test` runs them with --board); here is what only
+these boards have: meters on the emulated UART behind RS-485, and board files the MCU refuses."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import fresh_rig, run_sim
+from rigkit import Dut, Events, now_ms, start_charging, wait_booted
+
+REPO = Path(__file__).resolve().parents[1]
+EVSECTL = str(Path(sys.executable).parent / "evsectl")
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+
+
+def board_file(tmp_path, name, change=None):
+    board = json.loads((REPO / "boards" / f"{name}.json").read_text())
+    if change:
+        change(board)
+    path = tmp_path / f"{name}-variant.json"
+    path.write_text(json.dumps(board))
+    return path
+
+
+@pytest.fixture
+def metered_pico(request, tmp_path):
+    """rp2040-pico with an SDM630 per gun on its RS-485 UART (uart.meter: UART0, DE on GP15)."""
+    def with_meters(board):
+        for n, gun in enumerate(board["guns"]):
+            gun["meter"] = {"model": "sdm630", "uart": 0, "address": n + 1, "baud": 9600}
+    path = board_file(tmp_path, "rp2040-pico", with_meters)
+    for info in run_sim(request, str(path), tmp_path / "flash"):
+        r = fresh_rig(info["control"])
+        d = Dut(info["serial"])
+        yield r, d
+        d.close()
+        r.close()
+
+
+@pytest.mark.virtual_only("starts an RP2040 virtual board with meters of its own")
+def test_an_rp2040_board_reads_its_meters_over_the_emulated_uart_and_a_silent_one_stops_its_gun(metered_pico):
+    rig, dut = metered_pico
+    events = Events(rig)
+    start_charging(rig, events, max_a=16)
+    rig.wait_for(lambda guns: guns[0]["energy_wh"] > 3, 20, what="3 Wh through gun 1")
+    status = dut.wait_status(lambda s: s["guns"][0]["energy_wh"] >= 2 and s["guns"][0]["meter_ok"], 10)
+    assert status["guns"][0]["energy_wh"] <= rig.gun(1)["energy_wh"] + 1  # read from the meter, not estimated
+    t = now_ms(rig)
+    rig.meter(gun=1, fault="silent")
+    dut.wait_status(lambda s: s["guns"][0]["fault"] == "METER", 15)
+    events.first(t, 1, "contactor", "open", timeout_s=2)
+    rig.meter(gun=1, fault=None)
+    events.first(now_ms(rig), 1, "contactor", "closed", timeout_s=20)
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("rp2040-pico", lambda b: b["guns"][1]["pins"].update(feedback=6),
+     "guns[1].pins.feedback = 6: GPIO 6 is already guns[0].pins.contactor"),
+    ("rp2040-pico", lambda b: b["guns"][0]["pins"].update(pilot_adc=30), "the rp2040 has no usable GPIO 30"),
+    ("rp2040-pico", lambda b: b["guns"][0]["pins"].update(pilot_adc=22), "GPIO 22 of the rp2040 has no ADC"),
+    ("esp32-devkitc", lambda b: b["guns"][0]["pins"].update(contactor=34), "GPIO 34 of the esp32 is input only"),
+    ("esp32-devkitc", lambda b: b["adc"].update(pilot_offset_mv=2500), "adc.pilot_gain 0.088 and adc.pilot_offset_mv 2500"),
+])
+def test_evsectl_sim_refuses_a_board_file_the_mcu_cannot_run_and_names_the_key(tmp_path, name, change, message):
+    path = board_file(tmp_path, name, change)
+    done = subprocess.run([EVSECTL, "sim", "--board", str(path), "--flash", str(tmp_path / "flash")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "flash" / "flash.img").exists()  # nothing was programmed, nothing ran
+
+
+@pytest.mark.virtual_only("writes a broken board file onto an RP2040 virtual board of its own")
+def test_a_board_file_with_colliding_pins_stops_the_boot_and_nothing_is_driven(request, tmp_path):
+    for info in run_sim(request, "rp2040-pico", tmp_path / "flash"):
+        rig = fresh_rig(info["control"])
+        port = info["serial"]
+        dut = Dut(port)
+        try:
+            board = json.loads((REPO / "boards" / "rp2040-pico.json").read_text())
+            board["guns"][1]["pins"]["rcd_fault"] = board["guns"][0]["pins"]["rcd_test"]
+            subprocess.run([MPREMOTE, "connect", port, "exec",
+                            f"f=open('board.json','w'); f.write({json.dumps(board)!r}); f.close()"],
+                           capture_output=True, timeout=30, check=True)
+            t = now_ms(rig)
+            dut.flush()
+            subprocess.run([MPREMOTE, "connect", port, "reset"], capture_output=True, timeout=30)
+            out = dut.read_until(b"give each its own pin", 15)
+            assert b"guns[1].pins.rcd_fault = 9: that GPIO is already guns[0].pins.rcd_test" in out
+            rig.plug(gun=1, ev={"max_a": 16})
+            time.sleep(2)
+            driven = [e for e in Events(rig).since(t) if e["what"] == "contactor" or
+                      (e["what"] == "duty" and e["value"] not in (None, 0.0))]
+            assert not driven, driven  # no PWM offered, no coil: the guns stay off
+        finally:
+            dut.close()
+            rig.close()
+
+
+@pytest.mark.virtual_only("the emulated MCU's watchdog")
+def test_a_stuck_firmware_is_reset_by_the_emulated_watchdog(request, tmp_path):
+    """The WDT the firmware starts (5 s) is the chip's: stop feeding it and the board resets."""
+    for info in run_sim(request, "esp32-devkitc", tmp_path / "flash"):
+        rig = fresh_rig(info["control"])
+        dut = Dut(info["serial"])
+        try:
+            t = now_ms(rig)
+            dut.write(b"\x03")  # the REPL: the watchdog keeps running and nobody feeds it
+            dut.read_until(b">>> ", 5)
+            reset = Events(rig).first(t, 0, "watchdog", "reset", timeout_s=10)
+            assert 4500 <= reset["t_ms"] - t <= 7000
+            wait_booted(rig)
+        finally:
+            dut.close()
+            rig.close()
