@@ -219,7 +219,7 @@ class PWM:
 
     def freq(self, value=None):
         if value is None:
-            return self._freq
+            return _slice_hz.get(self._slice, self._freq) if _RP2 else self._freq
         if _RP2:
             _rp2_top(value)  # raises for a frequency the slice cannot make
             # Both channels of a slice share its counter: the other pin's frequency changes too.
