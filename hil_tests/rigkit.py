@@ -36,13 +36,17 @@ class Events:
                 if e["gun"] == gun and e["what"] == what and (value is None or e["value"] == value):
                     return e
             if time.monotonic() > deadline:
+                tail = self.rig.raw({"op": "console", "bytes": 600})  # the virtual board keeps what it printed
                 raise AssertionError(f"no event {what}={value} on gun {gun} within {timeout_s} s; "
-                                     f"events: {self.since(t_ms)[-15:]}")
+                                     f"events: {self.since(t_ms)[-15:]}; the board printed: "
+                                     f"{tail.get('text', '(not available on this rig)')!r}")
             time.sleep(0.05)
 
 
 def now_ms(rig: Rig) -> float:
-    return rig.snapshot()["t_ms"]
+    """The rig's clock now, less one 0.1 ms step of its rounding: an op sent right after this call
+    can log its event within the same step, and `events(since_ms)` takes only later ones."""
+    return rig.snapshot()["t_ms"] - 0.1
 
 
 def start_charging(rig: Rig, events: Events, gun: int = 1, timeout_s: float = 10, **ev) -> float:
