@@ -297,6 +297,17 @@ def install_machine():
     sys.modules["machine"] = m
 
 
+class _PortSys:
+    """`sys` as the chip's MicroPython port shows it (sys.platform "rp2" or "esp32", which is how
+    evsectl flash tells the board); everything else is the interpreter's own."""
+
+    def __init__(self, platform):
+        self.platform = platform
+
+    def __getattr__(self, name):
+        return getattr(sys, name)
+
+
 def install_silicon(folder, mcu):
     """An MCU board: the emulated silicon (host_tools/sim/silicon, compiled into `folder`) takes
     the place of the unix port's `machine`, with the port's own modules the HALs use. Imported
@@ -309,6 +320,7 @@ def install_silicon(folder, mcu):
         import onewire  # noqa: F401
         import ds18x20  # noqa: F401
     sys.path.remove(folder)
+    sys.modules["sys"] = _PortSys("rp2" if mcu == "rp2040" else mcu)
 
 
 def main():
