@@ -30,15 +30,15 @@ run: $(STAMP)
 	$(BIN)/evsectl demo --board $(BOARD) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) tests hil_tests $(ARGS)
-	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests hil_tests $(ARGS)
+	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 hil: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) hil_tests $(ARGS)
-	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup hil_tests $(ARGS)
+	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

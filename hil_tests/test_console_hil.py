@@ -161,6 +161,7 @@ def test_maintenance_mode_charges_nothing_and_make_flash_deploys_the_firmware(ri
     assert "main.py" in mpremote(port, "ls")
 
 
+@pytest.mark.xdist_group("latency")
 def test_a_half_typed_console_line_does_not_hold_up_the_guns(rig, events, dut):
     start_charging(rig, events)
     dut.write(b"stat")  # a technician typing, no Enter yet

@@ -5,6 +5,10 @@ import pytest
 
 from rigkit import now_ms, start_charging
 
+# These tests measure latencies: under `make test`'s parallel workers they run one after another
+# on one worker (pytest-xdist --dist loadgroup), so they never share the CPU with each other.
+pytestmark = pytest.mark.xdist_group("latency")
+
 
 def test_plugged_ev_gets_pwm_and_its_contactor_closes_within_3s_of_c2(rig, events):
     t0 = now_ms(rig)

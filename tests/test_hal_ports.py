@@ -700,3 +700,23 @@ def test_a_board_file_naming_a_pin_the_mcu_refuses_names_the_key(monkeypatch):
     with pytest.raises(ValueError) as e:
         open_board(board)
     assert "board file: guns[1].pins.pilot_adc = 30: the MCU refuses it (Pin doesn't have ADC capabilities)" in str(e.value)
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+@pytest.mark.parametrize("stall_at", [3, 10, 32, 60])
+def test_a_burst_held_up_mid_way_still_sees_both_plateaus(port, stall_at):
+    """An interrupt or a flash erase holds the CPU for 5 ms in the middle of a pilot burst: the
+    reads after it stay paced, so the low plateau is still found (no false diode fault)."""
+    hal = open_board(load(port))
+    wave = square_wave(port, 6000, -12000, 0.533)
+    reads = [0]
+
+    def pilot_at(t_us):
+        reads[0] += 1
+        if reads[0] == stall_at:
+            machine.clock.now_us += 5000
+        return wave(machine.clock.now_us)
+    machine.adc_mv[pin(port, 1, "pilot_adc")] = pilot_at
+    hal.set_pilot(1, 533)
+    high, low = hal.sample_pilot(1)
+    assert abs(high - 6000) <= 300 and abs(low + 12000) <= 300

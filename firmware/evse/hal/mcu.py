@@ -223,14 +223,21 @@ class McuHal(Base):
                 total += read(adc)
             mv = self._pilot_mv(total // _STEADY_READS)
             return mv, mv
-        # Paced burst: read k is due at t0 + k * _STEP_US. No allocation in here.
+        # Paced burst: each read is due _STEP_US after the one before was due, or after it was
+        # taken if it came late. An interrupt or a flash erase that holds the CPU mid-burst then
+        # leaves the remaining reads spread over their 18 us steps; paced from the burst's start
+        # they would all come at once, on one plateau. No allocation in here.
         buf = self._buf
-        t0 = time.ticks_us()
+        due = time.ticks_us()
         for k in range(_BURST):
-            wait_us = time.ticks_diff(time.ticks_add(t0, k * _STEP_US), time.ticks_us())
+            now = time.ticks_us()
+            wait_us = time.ticks_diff(due, now)
             if wait_us > 0:
                 time.sleep_us(wait_us)
+            else:
+                due = now
             buf[k] = read(adc)
+            due = time.ticks_add(due, _STEP_US)
         hi1 = hi2 = 0
         lo1 = lo2 = _U16_MAX
         for k in range(_BURST):
