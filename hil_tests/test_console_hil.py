@@ -232,3 +232,39 @@ def test_selftest_reports_each_check_and_log_shows_what_happened(rig, events, du
     rig.rcd_trip(gun=1)
     events.first(now_ms(rig) - 1000, 1, "contactor", "open")
     assert any(line.endswith("gun 1: fault RCD") for line in dut.command("log 5"))
+
+
+def worst_gap_ms(dut):
+    line = next(text for text in dut.command("timing") if text.startswith("timing:"))
+    return int(line.split("worst tick gap ")[1].split(" ms")[0])
+
+
+@pytest.mark.rig_ops("stall")
+def test_a_stalled_loop_shows_as_the_worst_tick_gap_until_timing_clear(rig, events, dut):
+    start_charging(rig, events)
+    assert dut.command("timing clear") == ["timing: cleared"]
+    time.sleep(1)
+    assert worst_gap_ms(dut) < 400   # the 20 ms tick, plus whatever the other tasks took
+    rig.stall(ms=600)
+    time.sleep(1.5)
+    status = dut.status()
+    assert status["timing"]["worst_tick_gap_ms"] >= 600
+    assert "control" in status["timing"]["slowest_step_ms"]
+    assert dut.command("timing clear") == ["timing: cleared"]
+    time.sleep(0.5)
+    assert worst_gap_ms(dut) < 400
+    assert "timing: use: timing [clear]" in dut.command("timing now")
+
+
+@pytest.mark.rig_ops("stall", "power")
+def test_a_loop_stalled_past_the_watchdog_resets_the_board_with_every_contactor_open(rig, events):
+    start_charging(rig, events)
+    t = now_ms(rig)
+    rig.stall(ms=8000)   # longer than the board's 5 s watchdog
+    reset = events.first(t, 0, "watchdog", "reset", timeout_s=10)
+    assert 4500 <= reset["t_ms"] - t <= 6500
+    # At the latest the reset opens the contactor (its coil drops with the MCU). Opening it
+    # within 100 ms whatever the loop does is issue 11's interrupt path / interlock.
+    assert events.first(t, 1, "contactor", "open")["t_ms"] <= reset["t_ms"] + 50
+    wait_booted(rig)
+    events.first(reset["t_ms"], 1, "contactor", "closed", timeout_s=15)   # and charges again

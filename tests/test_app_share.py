@@ -54,6 +54,8 @@ def make_app(tmp_path, monkeypatch):
 
 
 def shares(app, now_ms=0):
+    if app.cp is not None:
+        app.grant()  # the OCPP task hands the control path the charge point's word
     app.share(now_ms)
     return [g.allocation_a for g in app.guns]
 
@@ -132,3 +134,53 @@ def test_an_ev_that_stopped_asking_keeps_the_minimum_and_the_rest_goes_to_the_ot
             g.duty_pm = pilot.amps_to_duty_pm(a)
         hungry.current_a = hungry.offered_a()
     assert alloc == [6, 32]                 # 6 A kept so it can ask again; the hungry car gets the rest
+
+
+def test_the_control_task_never_calls_into_the_charge_point(make_app):
+    app = make_app(CentralSystem(caps={0: 24}))
+    app.grant()
+    calls = []
+
+    class Tripwire:       # from here on, any call into OCPP is recorded (and fails the test)
+        def __getattr__(self, name):
+            calls.append(name)
+            raise AssertionError(f"the control path called the charge point's {name}")
+    app.cp = Tripwire()
+    app.share(0)          # both guns want power (make_app puts them in C2)
+    assert [g.allocation_a for g in app.guns] == [12, 12]   # the last word it was given holds
+    for _ in range(50):   # and the whole control step, gun state machines and all
+        app.step()
+    assert not calls
+
+
+class Failing(CentralSystem):
+    def __init__(self):
+        super().__init__()
+        self.broken = True
+
+    def may_charge(self, n):
+        if self.broken:
+            raise MemoryError("memory allocation failed, allocating 512 bytes")
+        return True
+
+
+def test_an_exception_inside_the_charge_point_stops_the_guns_and_is_logged_once(make_app):
+    cs = Failing()
+    app = make_app(cs)
+    assert shares(app) == [0, 0]          # every permit withdrawn: the guns stop safely
+    assert shares(app) == [0, 0]
+    assert len(app.notes) == 1 and "every gun stops" in app.notes[0]
+    cs.broken = False
+    assert shares(app) == [20, 20]
+    assert "permits restored" in app.notes[-1]
+
+
+def test_a_note_that_fails_does_not_end_the_task_that_notes(make_app, monkeypatch):
+    from evse.app import App
+    app = make_app()
+    del app.note   # the App's own note, with a log that runs out of memory
+
+    def full(text):
+        raise MemoryError("memory allocation failed")
+    monkeypatch.setattr(app.log, "write", full)
+    App.note(app, "ocpp: supervise failed")   # returns; the caller's loop goes on

@@ -438,6 +438,8 @@ def settle(app, hal, ms=3000):
         hal.model.asks = [0] + [g.demand_w for g in app.guns]
         for g in app.guns:
             g.dc_w = hal.model.power[g.n]
+        if app.cp is not None:
+            app.grant()  # the OCPP task hands the control path the charge point's word
         app.share(t)
 
 

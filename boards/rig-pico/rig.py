@@ -60,7 +60,7 @@ EV_HONOURED = ("start_delay_s", "sleepy", "ventilation")
 
 # Ops of the virtual board that a rig without those circuits cannot do.
 VIRTUAL_ONLY = ("console", "factory", "meter", "net", "rcd_module", "rcd_test_fail", "rcd_trip", "rfid",
-                "temperature", "weld")
+                "stall", "temperature", "weld")
 
 
 class OpError(ValueError):

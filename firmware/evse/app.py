@@ -72,11 +72,24 @@ class App:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
         self.log = Log(root)
+        # What the charge point allows, as plain values the control path reads (index 0: the
+        # charger): the OCPP task refreshes them (grant), so nothing inside OCPP can stop the
+        # control of the guns. Without a central system every gun may charge, uncapped.
+        guns = len(self.guns)
+        self.permit = [True] * (guns + 1)
+        self.smart_a = [None] * (guns + 1)
+        self.tags = [None] * (guns + 1)
+        self._grant_failing = False
+        # The firmware's own timing since boot (or `timing clear`): the worst gap between two
+        # control ticks, and the slowest step of each task that measures itself.
+        self.worst_gap_ms = 0
+        self.slowest_ms = {}
         self.cp = None
         url = cfg.get("ocpp_url")
         if url:
             from evse.ocpp.cp import ChargePoint
             self.cp = ChargePoint(self, root, url, cfg.get("ocpp_id"), self._ca(cfg.get("ocpp_ca")), self.note)
+            self.permit = [False] * (guns + 1)  # until the charge point has said otherwise
 
     def _ca(self, name):
         if not name:
@@ -89,9 +102,43 @@ class App:
             return b""
 
     def note(self, text):
-        """A line for the console and the log on flash."""
-        print(text)
-        self.log.write(text)
+        """A line for the console and the log on flash; never raises (a task that notes an
+        error must not die of the note: a MemoryError here would end it for good)."""
+        try:
+            print(text)
+            self.log.write(text)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def grant(self):
+        """The charge point's word for the control path: who may charge, the smart-charging caps
+        and the sessions' cards, as plain values. Runs in the OCPP task. An exception inside OCPP
+        withdraws every permit (the guns stop safely) and is logged once."""
+        cp = self.cp
+        try:
+            for n in range(1, len(self.guns) + 1):
+                self.permit[n] = cp.may_charge(n)
+                self.tags[n] = cp.session_tag(n)
+            failing, self._grant_failing = self._grant_failing, False
+            if failing:
+                self.note("ocpp: the charge point answers again; permits restored")
+        except Exception as e:
+            for n in range(len(self.permit)):
+                self.permit[n] = False
+            if not self._grant_failing:
+                self._grant_failing = True
+                self.note("ocpp: asking the charge point who may charge failed (%r): every gun stops" % e)
+        for n in range(len(self.smart_a)):
+            self.smart_a[n] = self._smart_a(n)
+
+    def took(self, task, ms):
+        """A task's step took ms: kept if it is the slowest of that task so far."""
+        if ms > self.slowest_ms.get(task, -1):
+            self.slowest_ms[task] = ms
+
+    def timing_clear(self):
+        self.worst_gap_ms = 0
+        self.slowest_ms = {}
 
     # ---- what the charge point asks of the charger -----------------------------------------------
     def phases(self, n):
@@ -156,20 +203,18 @@ class App:
         cfg = self.cfg
         cap = cfg.get("gun_max_a")
         site = cfg.get("site_limit_a")
-        cp = self.cp
-        if cp is not None:
-            charger_a = self._smart_a(0)
-            if charger_a is not None and charger_a < site:
-                site = charger_a
+        charger_a = self.smart_a[0]
+        if charger_a is not None and charger_a < site:
+            site = charger_a
         policy = cfg.get("sharing_policy")
         limits, offered, drawn, prio = [], [], [], []
         for g in self.guns:
             lim = g.limit_a() if g.wants_power() else 0
-            if cp is not None and lim:
-                if not cp.may_charge(g.n):
+            if lim:
+                if not self.permit[g.n]:
                     lim = 0
                 else:
-                    smart_a = self._smart_a(g.n)
+                    smart_a = self.smart_a[g.n]
                     if smart_a is not None and smart_a < lim:
                         lim = smart_a
             limits.append(lim if lim < cap else cap)
@@ -199,20 +244,18 @@ class App:
         the cabinet, the site and the ChargePointMaxProfile. An OCPP limit in A is taken as the
         charger's AC input: W = A x 230 V x the board's phases (a limit set in W comes back
         as it was, floored to 0.1 A)."""
-        cp = self.cp
         volts_total = VOLTS * self.phases(0)
         total_w = self.cfg.get("site_limit_a") * volts_total
-        if cp is not None:
-            charger_a = self._smart_a(0)
-            if charger_a is not None and charger_a * volts_total < total_w:
-                total_w = charger_a * volts_total
+        charger_a = self.smart_a[0]
+        if charger_a is not None and charger_a * volts_total < total_w:
+            total_w = charger_a * volts_total
         policy = self.cfg.get("sharing_policy")
         demands, caps, delivered, prio = [], [], [], []
         for g in self.guns:
-            g.allowed = g.enabled and (cp is None or cp.may_charge(g.n))
+            g.allowed = g.enabled and self.permit[g.n]
             cap = g.power_cap_w()
-            if cp is not None and g.allowed:
-                smart_a = self._smart_a(g.n)
+            if g.allowed:
+                smart_a = self.smart_a[g.n]
                 if smart_a is not None and smart_a * VOLTS * self.phases(g.n) < cap:
                     cap = smart_a * VOLTS * self.phases(g.n)
             asks = g.demand_w if g.allowed and g.wants_power() else 0
@@ -252,6 +295,8 @@ class App:
     def _smart_a(self, n):
         """The central system's cap on gun n (0: the charger), None for none; 0 A when it cannot
         be computed, which stops the gun safely and is logged once."""
+        if self.cp is None:
+            return None
         try:
             limit = self.cp.limit_a(n)
         except Exception as e:
@@ -268,7 +313,7 @@ class App:
             return 0
         if str(g.n) in self.cfg.get("priority_guns").split(","):
             return 0
-        tag = self.cp.session_tag(g.n) if self.cp is not None else None
+        tag = self.tags[g.n]
         return 0 if tag is not None and tag in self.cfg.get("priority_tags").split(",") else 1
 
     def step(self):
@@ -298,14 +343,22 @@ class App:
         self.ticks += 1
 
     async def control(self):
+        last = time.ticks_ms()
         while True:
+            start = time.ticks_ms()
+            gap = time.ticks_diff(start, last)
+            last = start
+            if gap > self.worst_gap_ms:
+                self.worst_gap_ms = gap
             self.step()
+            self.took("control", time.ticks_diff(time.ticks_ms(), start))
             await asyncio.sleep_ms(TICK_MS)
 
     async def ocpp(self):
         cp = self.cp
         cp.recover()
         while True:
+            start = time.ticks_ms()
             try:
                 card = self.hal.rfid_read()
                 if card is not None:
@@ -313,6 +366,8 @@ class App:
                 cp.supervise()
             except Exception as e:  # a bug in the OCPP part never stops the guns
                 self.note("ocpp: supervise failed: %r" % e)
+            self.grant()
+            self.took("ocpp", time.ticks_diff(time.ticks_ms(), start))
             await asyncio.sleep_ms(OCPP_MS)
 
     def integrate(self, now_ms, dt_ms):
@@ -365,7 +420,9 @@ class App:
                 if overflow:
                     print("console: line longer than %d characters ignored" % CONSOLE_LINE_MAX)
                 elif line:
+                    start = time.ticks_ms()
                     self.answer(bytes(line))
+                    self.took("console", time.ticks_diff(time.ticks_ms(), start))
                 line = bytearray()
                 overflow = False
 

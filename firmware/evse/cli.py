@@ -15,6 +15,7 @@ COMMANDS = (
     ("log", "log [n]", "the last n lines of the log on flash (default 20)"),
     ("ocpp", "ocpp", "the link to the central system and the messages waiting"),
     ("selftest", "selftest", "RCD test, contactor feedback, meters, network (no gun may be charging)"),
+    ("timing", "timing [clear]", "the worst gap between control ticks and each task's slowest step; clear starts anew"),
     ("calibrate", "calibrate <gun> [<high_mv> <low_mv>] [save]",
      "fit the pilot ADC's gain and offset at +12 V and -12 V (gun unplugged); save writes board.json"),
     ("reboot", "reboot", "restart the controller"),
@@ -129,6 +130,15 @@ def _status(app, args, yes):
     if not args:
         return console.status_lines(app)
     return ["status: unknown option '%s'; use: status [--json]" % " ".join(args)]
+
+
+def _timing(app, args, yes):
+    if args == ["clear"]:
+        app.timing_clear()
+        return ["timing: cleared"]
+    if args:
+        return [_usage("timing")]
+    return [console.timing_line(app)]
 
 
 def _guns(app, args, yes):
@@ -344,5 +354,5 @@ def _reboot(app, args, yes):
 
 _HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter,
              "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
-             "selftest": _selftest, "calibrate": _calibrate, "reboot": _reboot}
+             "selftest": _selftest, "timing": _timing, "calibrate": _calibrate, "reboot": _reboot}
 

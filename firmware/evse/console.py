@@ -12,12 +12,21 @@ def status_lines(app):
         out.append("%-3d %-6s %-6s %-8.1f %-10s %-6.1f %-7.1f %s" % (
             s["gun"], s["state"], duty, s["offered_a"], "closed" if s["contactor"] else "open",
             s["current_a"], s["temperature_c"], s["fault"] or "-"))
+    out.append(timing_line(app))
     return out
+
+
+def timing_line(app):
+    """The worst gap between two control ticks and each task's slowest step since boot or the
+    last `timing clear`: what stalls the loop the guns share."""
+    steps = ", ".join("%s %d ms" % (task, app.slowest_ms[task]) for task in sorted(app.slowest_ms))
+    return "timing: worst tick gap %d ms; slowest step: %s" % (app.worst_gap_ms, steps or "none yet")
 
 
 def status_json(app):
     return json.dumps({"board": app.board["name"], "uptime_ms": app.now_ms,
                        "site_limit_a": app.cfg.get("site_limit_a"),
+                       "timing": {"worst_tick_gap_ms": app.worst_gap_ms, "slowest_step_ms": app.slowest_ms},
                        "guns": [_gun_status(app, g) for g in app.guns]})
 
 

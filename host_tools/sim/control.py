@@ -147,6 +147,18 @@ def temperature(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("stall")
+def stall(world: World, req: dict, board) -> dict:
+    """The firmware's loop blocks for `ms` at its next step: its next HAL request (or the emulated
+    MCU's next input read) is answered that much later, as a long flash erase or a blocking call
+    would hold it."""
+    ms = int(_number(req, "ms", 1, 60000))
+    with world.lock:
+        world.stall_ms = ms
+    world.log(0, "stall", ms)
+    return {}
+
+
 @op("power")
 def power(world: World, req: dict, board) -> dict:
     on = _flag(req, "on")
@@ -253,6 +265,7 @@ def reset(world: World, req: dict, board) -> dict:
         g.temperature_c = 25.0
         g.meter_fault = None
     world.swipes.clear()
+    world.stall_ms = 0
     if board.uplink is not None:
         board.uplink.set(True, 0)
         world.net_up = True

@@ -429,6 +429,9 @@ class VirtualBoard:
                 text = line.decode(errors="replace")
                 reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
                 if reply is not None:  # the emulated MCU's output lines get no reply
+                    stall_ms = self.world.take_stall()
+                    if stall_ms:
+                        time.sleep(stall_ms / 1000)  # the firmware waits in this call: its loop stands
                     conn.sendall(reply.encode() + b"\n")
         except OSError:
             pass

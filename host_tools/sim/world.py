@@ -167,6 +167,7 @@ class World:
         self.watchdog_ms = 0
         self.watchdog_fed_ms = 0.0
         self.net_up = True
+        self.stall_ms = 0  # the firmware's next HAL request is answered this much later (rig op stall)
         self.swipes: list[tuple[int, str]] = []  # cards held to a reader, not yet read
         # A DC board's cabinet: where each power module is switched (a dispenser, 0 = parked).
         self.dc = board.get("kind") == "dc"
@@ -509,6 +510,12 @@ class World:
                     self.log(g.number, "dc_limit", 0)
             for module in range(1, len(self.modules) + 1):
                 self.move_module(module, 0)  # the matrix's coils are released too
+
+    def take_stall(self) -> int:
+        """The stall the rig asked for, once: the HAL server holds its next reply this long."""
+        with self.lock:
+            ms, self.stall_ms = self.stall_ms, 0
+            return ms
 
     def watchdog_expired(self) -> bool:
         with self.lock:
