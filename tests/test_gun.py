@@ -280,3 +280,90 @@ def test_the_rcd_self_test_runs_over_several_ticks_without_blocking():
     tests = [t for t, w, _ in hal.calls if w == "rcd_test"]
     close = [t for t, w, v in hal.calls if w == "contactor" and v][0]
     assert tests and close - tests[-1] < gun_mod.TICK_MS * 2
+
+
+# ---- a board with a hardware interlock -------------------------------------------------------
+def interlocked_gun():
+    from fake_rig import BOARD, FakeHal
+    hal = FakeHal()
+    board = dict(BOARD, interlock=True)
+    g = gun_mod.Gun(1, hal, board["guns"][0], board)
+    g.allocation_a = 32
+    return g, hal
+
+
+def interlock_checks(hal):
+    """(coil driven at, released at, pilot duty meanwhile) of each drive the EV could not see."""
+    out, on_at, duty = [], None, None
+    for t, what, value in hal.calls:
+        if what == "pilot":
+            duty = value
+        elif what == "contactor" and value and on_at is None:
+            on_at, on_duty = t, duty
+        elif what == "contactor" and not value and on_at is not None:
+            if on_duty == pilot.DUTY_F_PM:   # not a session's close: the pilot at F
+                out.append((on_at, t, on_duty))
+            on_at = None
+    return out
+
+
+def test_the_interlock_is_proven_at_boot_with_the_pilot_at_f_before_anything_closes():
+    g, hal = interlocked_gun()
+    run(g, hal, 400)
+    checks = interlock_checks(hal)
+    assert len(checks) == 1
+    on_at, off_at, duty = checks[0]
+    assert duty == pilot.DUTY_F_PM and off_at - on_at >= gun_mod.INTERLOCK_CHECK_MS
+    assert not hal.closes and g.fault is None
+    charging(g, hal)   # and then a session charges as usual
+    assert len(hal.closes) == 1 and hal.closes[0][1] == "C"
+
+
+def test_a_broken_interlock_latches_a_fault_and_no_session_charges():
+    g, hal = interlocked_gun()
+    hal.interlock = False   # the coil gets current whatever the pilot shows
+    run(g, hal, 400)
+    assert g.fault == "INTERLOCK"
+    hal.ev = "B"
+    run(g, hal, 1000)
+    hal.ev = "C"
+    run(g, hal, 3000)
+    assert g.fault == "INTERLOCK" and not g.contactor
+    assert all(not v for t, w, v in hal.calls if w == "contactor" and t >= 400)
+
+
+def test_the_interlock_is_proven_again_after_every_session():
+    g, hal = interlocked_gun()
+    charging(g, hal)
+    hal.ev = "A"
+    run(g, hal, 1000)
+    assert len(interlock_checks(hal)) == 2   # at boot, and once the EV had left
+    hal.ev = "B"
+    run_until(g, hal, lambda: g.state == "B2", 1000)
+    hal.ev = "C"
+    run_until(g, hal, lambda: g.contactor, 3000)
+
+
+def test_a_board_without_an_interlock_never_drives_the_coil_outside_c():
+    g, hal = make_gun()
+    run(g, hal, 1000)
+    assert not interlock_checks(hal) and not [c for c in hal.calls if c[1] == "contactor" and c[2]]
+
+
+def test_when_the_interlock_opens_first_the_gun_opens_without_a_contactor_fault():
+    g, hal = interlocked_gun()
+    charging(g, hal)
+    run(g, hal, 1000)
+    hal.ev = "B"   # the EV leaves C: the interlock cuts the coil before the pilot is sampled again
+    assert not hal.contactor_feedback(1)
+    run(g, hal, 200)
+    assert g.fault is None and not g.contactor and g.state == "B2"
+
+
+def test_a_contactor_that_drops_out_while_the_pilot_still_shows_c_is_a_contactor_fault():
+    g, hal = interlocked_gun()
+    charging(g, hal)
+    run(g, hal, 1000)
+    hal.interlock_holds = lambda: False   # the coil lost its current, the EV still asks
+    run(g, hal, 200)
+    assert g.fault == "CONTACTOR"

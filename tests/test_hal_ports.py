@@ -433,7 +433,15 @@ def ev_in_c_with_pwm(port, gun):
             return high if t_us % 1000 < duty * 1000 // 65535 else adc_mv_for_pilot(port, -12000)
         return adc_mv_for_pilot(port, 9000 if duty else -12000)
     machine.adc_mv[pin(port, gun, "pilot_adc")] = pilot_at
-    machine.pin_level[pin(port, gun, "feedback")] = lambda t: 0 if machine.driven.get(contactor) else 1
+    # The board's hardware interlock: the coil gets current only while the EV shows C (here:
+    # while PWM runs) with the RCM quiet.
+    fault = pin(port, gun, "rcd_fault")
+
+    def feedback(t_us):
+        pwm_duty = machine.pwm_duty.get(pwm, 0)
+        enabled = 0 < pwm_duty < 65535 and not machine._level(machine.pin_level.get(fault, 0))
+        return 0 if machine.driven.get(contactor) and enabled else 1
+    machine.pin_level[pin(port, gun, "feedback")] = feedback
     pp_mv = divider_mv(220, 1000)
     if port == "rp2":
         machine.adc_mv[28] = rp2_mux({0: pp_mv, 1: pp_mv, 2: 0, 3: 0, 4: 1650, 5: 1650})

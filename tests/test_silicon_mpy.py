@@ -195,6 +195,7 @@ out['released'] = fault.value()
 
 @pytest.mark.parametrize("bench", ["rp2040-pico"], indirect=True)
 def test_the_mirror_contact_follows_the_coil_after_pull_in_and_a_weld_holds_it(bench):
+    bench.world.interlock = False   # the contactor alone (the interlock has its own test)
     pins = bench.board["guns"][0]["pins"]
     script = f"""
 coil = machine.Pin({pins['contactor']}, machine.Pin.OUT, value=0)
@@ -215,6 +216,7 @@ out['released'] = fb.value()
 
 @pytest.mark.parametrize("bench", ["rp2040-pico", "esp32-devkitc"], indirect=True)
 def test_a_pin_irq_runs_its_handler_on_the_edge_it_asked_for(bench):
+    bench.world.interlock = False
     pins = bench.board["guns"][0]["pins"]
     out = bench.run(f"""
 seen = []
@@ -234,3 +236,24 @@ time.sleep_ms(1)
 out['after_rising'] = len(seen)
 """)
     assert out == {"falling": 1, "after_rising": 1}  # the mirror contact closing pulls it low once
+
+
+@pytest.mark.parametrize("bench", ["rp2040-pico", "esp32-devkitc"], indirect=True)
+def test_the_interlock_lets_the_coil_close_only_in_c_with_pwm_and_a_quiet_rcm(bench):
+    g = bench.world.guns[0]
+    g.plugged, g.ev, g.ev_letter = True, EV(), "C"
+    pins = bench.board["guns"][0]["pins"]
+    script = f"""
+coil = machine.Pin({pins['contactor']}, machine.Pin.OUT, value=0)
+fb = machine.Pin({pins['feedback']}, machine.Pin.IN, machine.Pin.PULL_UP)
+pwm = machine.PWM(machine.Pin({pins['pilot_pwm']}), freq=1000, duty_u16=0)
+coil.value(1)
+time.sleep_ms(40)
+out['pilot_at_f'] = fb.value()
+pwm.duty_u16(34930)
+time.sleep_ms(40)
+out['c_with_pwm'] = fb.value()
+"""
+    assert bench.run(script) == {"pilot_at_f": 1, "c_with_pwm": 0}
+    g.rcd_tripped = True
+    assert bench.run(script)["c_with_pwm"] == 1   # the RCM's fault output disables the driver

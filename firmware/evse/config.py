@@ -90,6 +90,9 @@ def check_board(board):
     if board["kind"] not in ("ac", "dc"):
         raise ConfigError("board 'kind' is '%s': use ac (AC guns) or dc (DC dispensers fed by a cabinet)"
                           % board["kind"])
+    if not isinstance(board.get("interlock", False), bool):
+        raise ConfigError("board 'interlock' must be true (the front end's hardware interlock enables the contactor "
+                          "only in C/D with the RCD quiet) or false, not %r" % (board["interlock"],))
     dc = board["kind"] == "dc"
     if dc:
         _check_cabinet(board.get("cabinet"))

@@ -21,6 +21,9 @@ WAKEUP_AFTER_MS = const(30000)      # EV in B2 that does not ask for energy gets
 WAKEUP_X1_MS = const(4000)          # ... PWM withdrawn for this long, then offered again
 WAKEUP_ATTEMPTS = const(2)
 SENSE_MS = const(250)               # temperature and current are read at this period
+INTERLOCK_CHECK_MS = const(150)     # a board's hardware interlock is proven by driving the coil this
+                                    # long with the pilot at F: long enough for the contacts to close
+                                    # if nothing held them (pull-in: tens of ms)
 C_STOP_A = const(1)                 # in C1 the contactor opens early once the EV has stopped drawing
 
 # Fault codes and how each one clears.
@@ -41,6 +44,7 @@ FAULTS = {
     "VENT": CLEAR_LEAVE_D,       # EV asks for ventilation the site does not have
     "PILOT": CLEAR_UNPLUG,       # pilot level outside every band
     "METER": CLEAR_METER,        # the energy meter stopped answering (if meter_fault_stops)
+    "INTERLOCK": CLEAR_COMMAND,  # the hardware interlock let the contactor close with the pilot at F
 }
 
 
@@ -58,6 +62,14 @@ class Gun:
         self.stop_c = board["derate"]["stop_c"]
         self.restart_c = board["derate"]["restart_c"]
         self.fault_retry_ms = board.get("fault_retry_s", 60) * 1000
+        # A hardware interlock in the front end enables the coil driver only while the pilot
+        # shows C or D and the RCM is quiet: whatever the loop does, the contactor opens within
+        # microseconds of the EV leaving C/D or an RCD trip. It is proven at boot and after every
+        # session (in A), before the next can close: see _check_interlock.
+        self.interlock = board.get("interlock", False)
+        self._interlock_ok = False
+        self._interlock_since_ms = None
+        self._fb_lost = False
         self.state = "A"
         self.letter = pilot.Debounce(DEBOUNCE_MS, "A")
         self.fault = None
@@ -218,8 +230,9 @@ class Gun:
         if self.contactor:
             if self.closed_ms is not None and now_ms - self.closed_ms >= FEEDBACK_CLOSE_MS:
                 if not hal.contactor_feedback(self.n):
-                    self._trip("CONTACTOR", now_ms)
+                    self._feedback_lost(now_ms)
                     return
+                self._fb_lost = False
             if self._overdrawn():
                 if self._over_since_ms is None:
                     self._over_since_ms = now_ms
@@ -232,12 +245,17 @@ class Gun:
             self._over_since_ms = None
 
     def _run(self, now_ms, letter):
+        if self.interlock and not self._interlock_ok and letter not in "EX":
+            if self._check_interlock(now_ms):
+                return  # the check holds the pilot at F meanwhile
         if letter in "AEFX":
             # No EV, or a broken pilot: open, rest at +12 V and wait.
             self._open(now_ms)
             self._drive(pilot.DUTY_OFF_PM, now_ms, True)
             self._rcd_testing = False
             if letter == "A":
+                if self.state != "A":
+                    self._interlock_ok = False  # the session is over: prove the interlock again
                 self._charged = False
                 self._wakeups = 0
                 self._b2_since_ms = None
@@ -292,6 +310,8 @@ class Gun:
 
     def _in_fault(self, now_ms, letter):
         self._open(now_ms)
+        if self._interlock_since_ms is not None:
+            self._interlock_release()
         if now_ms - self.fault_since_ms < F_STEP_MS:
             self._drive(pilot.DUTY_F_PM, now_ms, True)
         else:
@@ -355,6 +375,8 @@ class Gun:
             return  # wait for the weld check of the last opening
         if self._c_pwm_since_ms is None or now_ms - self._c_pwm_since_ms < CLOSE_CONFIRM_MS:
             return  # not yet seen asking with PWM running and its diode in place
+        if self.interlock and not self._interlock_ok:
+            return  # the interlock is proven first
         # An RCD self-test before every close (IEC 62955 / 61851-1 8.5); it runs over several
         # ticks so that the other guns keep their 100 ms meanwhile.
         if not self._rcd_testing:
@@ -371,6 +393,46 @@ class Gun:
         self.closed_ms = now_ms
         self.hal.set_contactor(self.n, True)
         self.events.append(("contactor", "closed"))
+
+    def _feedback_lost(self, now_ms):
+        """The mirror contact reads open while the coil is driven. With an interlock that is the
+        interlock acting on the EV leaving C/D, which the pilot shows now or at the next sample
+        (the loop learns of it after the contactor opened). Otherwise the contactor failed."""
+        if self.interlock:
+            if self._raw not in "CD":
+                self._open(now_ms)
+                return
+            if not self._fb_lost:
+                self._fb_lost = True  # the pilot is sampled again next tick
+                return
+        self._trip("CONTACTOR", now_ms)
+
+    def _check_interlock(self, now_ms):
+        """Prove the interlock: with the pilot held at F (-12 V, which no interlock takes for C/D)
+        the coil is driven, and the mirror contact must stay open. Runs at boot and in A after a
+        session, so an EV rarely sees it; where one is plugged it sees a short F, as at boot. True
+        while the check runs."""
+        if self._interlock_since_ms is None:
+            if self.contactor or self.opened_ms is not None:
+                return False  # a weld check is pending: the feedback must be free first
+            self._interlock_since_ms = now_ms
+            self._drive(pilot.DUTY_F_PM, now_ms, True)
+            self.hal.set_contactor(self.n, True)
+            return True
+        if now_ms - self._interlock_since_ms < INTERLOCK_CHECK_MS:
+            return True
+        closed = self.hal.contactor_feedback(self.n)
+        self._interlock_release()
+        if closed:
+            self.opened_ms = now_ms  # and the weld check follows this unintended close
+            self._trip("INTERLOCK", now_ms)
+            return True
+        self._interlock_ok = True
+        return False
+
+    def _interlock_release(self):
+        self._interlock_since_ms = None
+        self.hal.set_contactor(self.n, False)
 
     def _open(self, now_ms):
         if not self.contactor:

@@ -248,6 +248,7 @@ def handle_line(world: World, line: bytes | str, board) -> dict:
     try:
         with world.lock:
             reply = fn(world, req, board)
+            world.apply_interlock()  # an unplug, a forced state or an RCD trip acts on it at once
     except ROUTER.request_errors as e:
         return ROUTER.refusal(name, e)
     return {"ok": True, "t_ms": round(world.now_ms(), 1), **reply}

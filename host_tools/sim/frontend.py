@@ -149,13 +149,6 @@ def pilot_plateaus_mv(world: World, g, driven: bool) -> tuple[float, float]:
     return DIODE_V * 1000 + (SUPPLY_MV - DIODE_V * 1000) * share, -float(SUPPLY_MV)
 
 
-class Contactor:
-    def __init__(self):
-        self.coil = False
-        self.changed_ms = -1e9
-        self.was_closed = False
-
-
 class Rcm:
     def __init__(self):
         self.state = "ok"
@@ -177,7 +170,6 @@ class FrontEnd:
         self.gain = cal["pilot_gain"] * PILOT_GAIN_ERR
         self.offset = cal["pilot_offset_mv"] + PILOT_OFFSET_ERR_MV
         self.rng = random.Random(0x5EED)
-        self.contactors = [Contactor() for _ in board["guns"]]
         self.rcms = [Rcm() for _ in board["guns"]]
         self.outputs: dict[int, tuple[str, int]] = {}  # GPIO -> (what, gun index or select bit)
         self.inputs: list[tuple[str, int, int, object]] = []  # (kind, GPIO, PWM GPIO, value function)
@@ -202,6 +194,7 @@ class FrontEnd:
                 self.inputs.append(("a", p["ct_adc"], -1, ct))
                 if pp:
                     self.inputs.append(("a", p["pp_adc"], -1, pp))
+        world.rcm_raised = lambda g: self._rcm_fault(g.number - 1, world.now_ms())
         if self.hal == "rp2":
             for bit, pin in enumerate(board["pins"]["mux_select"]):
                 self.outputs[pin] = ("mux", bit)
@@ -219,6 +212,7 @@ class FrontEnd:
             try:
                 now = w.now_ms()
                 if op == "s":
+                    w.apply_interlock()  # the RCM's output may have risen since
                     out = []
                     for kind, _, _, fn in self.inputs:
                         v = fn(now)
@@ -254,8 +248,6 @@ class FrontEnd:
     def _power_on(self) -> None:
         """A new firmware run: every GPIO starts as an input (nothing driven)."""
         self.mux_bits = [0, 0, 0]
-        for c in self.contactors:
-            c.coil, c.was_closed = False, False
         for r in self.rcms:
             r.test = r.latched = False
 
@@ -274,6 +266,7 @@ class FrontEnd:
             self._coil(i, level == 1, now)
         elif kind == "rcd_test":
             self._rcd_test(i, level == 1, now)
+            self.world.apply_interlock()
 
     def _pwm(self, pin: int, freq: int, duty16: int) -> None:
         what = self.outputs.get(pin)
@@ -296,24 +289,21 @@ class FrontEnd:
 
     # ---- contactor -------------------------------------------------------------------------------
     def _coil(self, i: int, on: bool, now: float) -> None:
-        c = self.contactors[i]
-        if on == c.coil:
-            return
-        c.was_closed = c.coil and now - c.changed_ms >= PULL_IN_MS
-        c.coil, c.changed_ms = on, now
-        self.world.drive_coil(self.world.guns[i], on)
+        self.world.drive_coil(self.world.guns[i], on)  # the interlock, if the board has one, may hold it
 
     def _aux_closed(self, i: int, now: float) -> bool:
-        g, c = self.world.guns[i], self.contactors[i]
+        """The mirror contact follows the coil's current (not the driver pin: an interlock may cut
+        it) after the pull-in or drop-out time, bouncing a little."""
+        g = self.world.guns[i]
         if g.contacts and not g.coil:
             return True  # welded
-        dt = now - c.changed_ms
-        settle = PULL_IN_MS if c.coil else DROP_OUT_MS
+        dt = now - g.coil_ms
+        settle = PULL_IN_MS if g.coil else DROP_OUT_MS
         if dt < settle:
-            return not c.coil and c.was_closed
+            return not g.coil and g.coil_was_on_ms >= PULL_IN_MS
         if dt < settle + BOUNCE_MS:
             return self.rng.random() < 0.5
-        return c.coil
+        return g.coil
 
     # ---- RCM -------------------------------------------------------------------------------------
     def _rcd_test(self, i: int, high: bool, now: float) -> None:

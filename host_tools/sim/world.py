@@ -132,7 +132,10 @@ class Gun:
     ev_letter: str = "A"              # the EV's own S2 choice: B or C/D
     diode_fault: bool = False
     duty_pm: int = -1                 # -1: not driven (firmware off)
-    coil: bool = False                # contactor coil as the firmware drives it
+    drive: bool = False               # the firmware's coil driver output
+    coil: bool = False                # current through the coil: the driver's, unless the interlock cuts it
+    coil_ms: float = -1e9             # when the coil last changed (for the mirror contact's timing)
+    coil_was_on_ms: float = 0.0       # how long it had been energised when it was last released
     welded: bool = False
     contacts: bool = False            # main contacts, physically
     rcd_tripped: bool = False
@@ -168,6 +171,10 @@ class World:
         self.watchdog_fed_ms = 0.0
         self.net_up = True
         self.stall_ms = 0  # the firmware's next HAL request is answered this much later (rig op stall)
+        # A board with a hardware interlock (board file "interlock": true): the coil driver is
+        # enabled only while the pilot shows C or D and the RCD module is quiet.
+        self.interlock = bool(board.get("interlock", False))
+        self.rcm_raised = lambda g: g.rcd_tripped or g.rcm == "stuck"  # an MCU front end sets its own
         self.swipes: list[tuple[int, str]] = []  # cards held to a reader, not yet read
         # A DC board's cabinet: where each power module is switched (a dispenser, 0 = parked).
         self.dc = board.get("kind") == "dc"
@@ -233,6 +240,7 @@ class World:
             self._last_step_ms = now
             for g in self.guns:
                 self._step_gun(g, now, dt_ms)
+            self.apply_interlock()
 
     def _step_gun(self, g: Gun, now: float, dt_ms: float) -> None:
         ev = g.ev
@@ -476,11 +484,38 @@ class World:
         if duty_pm != g.duty_pm:
             g.duty_pm = duty_pm
             self.log(g.number, "duty", None if duty_pm < 0 else round(duty_pm / 10, 1))
+            self.apply_interlock()
+
+    def interlock_holds(self, g: Gun) -> bool:
+        """The interlock enables the coil driver: the pilot's level is C or D (a comparator on the
+        high plateau) and the RCD module's fault output is low."""
+        if not self.interlock:
+            return True
+        return (self.powered and g.duty_pm > 0 and self.ev_side_letter(g) in "CD"
+                and not self.rcm_raised(g))
+
+    def apply_interlock(self) -> None:
+        """The interlock acts in microseconds, whatever the firmware does: called after every
+        change of the pilot, the EV or the RCD (rig ops, the physics step, the firmware's outputs)."""
+        if self.interlock:
+            with self.lock:
+                for g in self.guns:
+                    self._energise(g, g.drive and self.interlock_holds(g))
 
     def drive_coil(self, g: Gun, on: bool) -> None:
+        """The firmware's coil driver; the coil gets current if the interlock (if any) lets it."""
+        g.drive = on
+        self._energise(g, on and self.interlock_holds(g))
+
+    def _energise(self, g: Gun, on: bool) -> None:
         if on == g.coil:
             return
-        g.coil = on
+        now = self.now_ms()
+        if not on:
+            g.coil_was_on_ms = now - g.coil_ms
+        g.coil, g.coil_ms = on, now
+        if not on and g.drive:
+            self.log(g.number, "interlock", "open")  # the interlock, not the firmware, cut the coil
         self.log(g.number, "contactor", "closed" if on else "open")
         if on:
             g.contacts = True

@@ -15,6 +15,7 @@ ERROR_CODES = {
     "OVERTEMP": "HighTemperature",
     "VENT": "OtherError",
     "METER": "PowerMeterFailure",
+    "INTERLOCK": "PowerSwitchFailure",
 }
 NOT_DRAWING_A = const(1)  # below this an EV in C with the contactor closed draws nothing
 
