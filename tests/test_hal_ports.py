@@ -450,6 +450,19 @@ def ev_in_c_with_pwm(port, gun):
         machine.adc_mv[pin(port, gun, "ct_adc")] = 150
 
 
+def gun_on_port_hal(port, trip_after_ms=18):
+    """Gun 1 of the port's board on its own HAL, an RCM that trips trip_after_ms after its test
+    input rises and releases 2 ms after it falls, and an EV in C while PWM runs."""
+    from evse.gun import Gun
+    board = load(port)
+    hal = open_board(board)
+    rcm(port, 1, trip_after_ms=trip_after_ms, release_after_ms=2)
+    ev_in_c_with_pwm(port, 1)
+    g = Gun(1, hal, board["guns"][0], board)
+    g.allocation_a = 16.0
+    return g
+
+
 def run_gun(g, ms, until=None):
     """The control loop's 20 ms ticks on the fake clock."""
     for _ in range(ms // 20):
@@ -464,13 +477,7 @@ def run_gun(g, ms, until=None):
 def test_a_gun_closes_after_an_rcd_self_test_whose_fault_output_rises_as_it_should(port):
     # The RCM's fault output rising during its own self-test is the test passing, not a trip:
     # read as a trip, a real board's gun latched RCD one tick into every close and never charged.
-    from evse.gun import Gun
-    board = load(port)
-    hal = open_board(board)
-    rcm(port, 1, trip_after_ms=18, release_after_ms=2)
-    ev_in_c_with_pwm(port, 1)
-    g = Gun(1, hal, board["guns"][0], board)
-    g.allocation_a = 16.0
+    g = gun_on_port_hal(port)
     assert run_gun(g, 4000, until=lambda g: g.contactor or g.fault), "the contactor never closed"
     assert g.fault is None and g.contactor and g.state == "C2"
     test = pin(port, 1, "rcd_test")
@@ -480,16 +487,9 @@ def test_a_gun_closes_after_an_rcd_self_test_whose_fault_output_rises_as_it_shou
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
 @pytest.mark.parametrize("module, fault", [("dead", "RCD_TEST"), ("stuck", "RCD")])
 def test_a_dead_or_stuck_rcm_never_lets_the_contactor_close(port, module, fault):
-    from evse.gun import Gun
-    board = load(port)
-    hal = open_board(board)
-    if module == "dead":
-        rcm(port, 1, trip_after_ms=10 ** 6)  # the test current raises nothing
-    else:
+    g = gun_on_port_hal(port, trip_after_ms=10 ** 6 if module == "dead" else 18)  # dead: the test raises nothing
+    if module == "stuck":
         machine.pin_level[pin(port, 1, "rcd_fault")] = 1
-    ev_in_c_with_pwm(port, 1)
-    g = Gun(1, hal, board["guns"][0], board)
-    g.allocation_a = 16.0
     run_gun(g, 4000, until=lambda g: g.fault)
     assert g.fault == fault and not g.contactor
     assert machine.driven[pin(port, 1, "contactor")] == 0
@@ -498,13 +498,7 @@ def test_a_dead_or_stuck_rcm_never_lets_the_contactor_close(port, module, fault)
 
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
 def test_a_real_rcd_trip_while_charging_opens_the_contactor_on_the_next_tick(port):
-    from evse.gun import Gun
-    board = load(port)
-    hal = open_board(board)
-    rcm(port, 1, trip_after_ms=18, release_after_ms=2)
-    ev_in_c_with_pwm(port, 1)
-    g = Gun(1, hal, board["guns"][0], board)
-    g.allocation_a = 16.0
+    g = gun_on_port_hal(port)
     assert run_gun(g, 4000, until=lambda g: g.contactor)
     run_gun(g, 500)
     machine.pin_level[pin(port, 1, "rcd_fault")] = 1  # residual current
