@@ -19,7 +19,7 @@ from fake_rig import FakeHal
 class Exploding(FakeHal):
     guns = 2
     def __init__(self, fail_after):
-        FakeHal.__init__(self)
+        FakeHal.__init__(self, interlock=True)  # sim-ac2's front end has one
         self.samples = 0
         self.fail_after = fail_after
         self.ev = "C"

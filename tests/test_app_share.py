@@ -43,7 +43,7 @@ def make_app(tmp_path, monkeypatch):
         cfg = config.Config(b, str(tmp_path))
         for key, value in settings.items():
             cfg.set(key, value)
-        app = App(b, cfg, FakeHal(), str(tmp_path))
+        app = App(b, cfg, FakeHal(interlock=True), str(tmp_path))  # sim-ac2 has one
         app.cp = cs
         app.notes = []
         app.note = app.notes.append

@@ -19,7 +19,7 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "ticks_diff", lambda a, b: a - b, raising=False)
     from evse.app import App
     board = json.loads((BOARDS / "sim-ac2.json").read_text())
-    a = App(board, config.Config(board, str(tmp_path)), FakeHal(), str(tmp_path))
+    a = App(board, config.Config(board, str(tmp_path)), FakeHal(interlock=True), str(tmp_path))  # sim-ac2 has one
     a.selftests = []
     a.reboots = []
     a.start_selftest = lambda: a.selftests.append(True)

@@ -285,7 +285,7 @@ def test_the_rcd_self_test_runs_over_several_ticks_without_blocking():
 # ---- a board with a hardware interlock -------------------------------------------------------
 def interlocked_gun():
     from fake_rig import BOARD, FakeHal
-    hal = FakeHal()
+    hal = FakeHal(interlock=True)
     board = dict(BOARD, interlock=True)
     g = gun_mod.Gun(1, hal, board["guns"][0], board)
     g.allocation_a = 32
@@ -314,9 +314,9 @@ def test_the_interlock_is_proven_at_boot_with_the_pilot_at_f_before_anything_clo
     assert len(checks) == 1
     on_at, off_at, duty = checks[0]
     assert duty == pilot.DUTY_F_PM and off_at - on_at >= gun_mod.INTERLOCK_CHECK_MS
-    assert not hal.closes and g.fault is None
+    assert [c[1] for c in hal.closes] == ["A"] and g.fault is None  # the proof, the EV absent
     charging(g, hal)   # and then a session charges as usual
-    assert len(hal.closes) == 1 and hal.closes[0][1] == "C"
+    assert [c[1] for c in hal.closes] == ["A", "C"]
 
 
 def test_a_broken_interlock_latches_a_fault_and_no_session_charges():

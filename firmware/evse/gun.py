@@ -21,6 +21,7 @@ WAKEUP_AFTER_MS = const(30000)      # EV in B2 that does not ask for energy gets
 WAKEUP_X1_MS = const(4000)          # ... PWM withdrawn for this long, then offered again
 WAKEUP_ATTEMPTS = const(2)
 SENSE_MS = const(250)               # temperature and current are read at this period
+RCD_RELEASE_MS = const(100)         # an RCD module's output falls within this after its reset
 INTERLOCK_CHECK_MS = const(150)     # a board's hardware interlock is proven by driving the coil this
                                     # long with the pilot at F: long enough for the contacts to close
                                     # if nothing held them (pull-in: tens of ms)
@@ -70,6 +71,7 @@ class Gun:
         self._interlock_ok = False
         self._interlock_since_ms = None
         self._fb_lost = False
+        self._rcd_released_ms = 0  # until then an RCD module's output may still fall after a reset
         self.state = "A"
         self.letter = pilot.Debounce(DEBOUNCE_MS, "A")
         self.fault = None
@@ -203,7 +205,7 @@ class Gun:
         if self.fault is not None:
             return
         hal = self.hal
-        if hal.rcd_tripped(self.n):
+        if hal.rcd_tripped(self.n) and now_ms >= self._rcd_released_ms:
             self._trip("RCD", now_ms)
             return
         pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
@@ -254,7 +256,7 @@ class Gun:
             self._drive(pilot.DUTY_OFF_PM, now_ms, True)
             self._rcd_testing = False
             if letter == "A":
-                if self.state != "A":
+                if self.state != "A" or self._charged:
                     self._interlock_ok = False  # the session is over: prove the interlock again
                 self._charged = False
                 self._wakeups = 0
@@ -322,11 +324,8 @@ class Gun:
         if rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == pilot.DUTY_OFF_PM:
             self._clear(now_ms)
         elif rule == CLEAR_DELAY and now_ms - self.fault_since_ms >= self.fault_retry_ms:
-            if self.fault == "RCD":
-                self.hal.rcd_reset(self.n)  # the RCD module latches its trip until reset
-                if self.hal.rcd_tripped(self.n):
-                    self.fault_since_ms = now_ms  # residual current persists: try again later
-                    return
+            # An RCD fault clears with a reset of the module (in _clear); if the residual current
+            # persists, the module trips again and so does the gun, for another retry delay.
             self._clear(now_ms)
         elif rule == CLEAR_COOL and self.temperature_c < self.restart_c:
             self._clear(now_ms)
@@ -348,6 +347,9 @@ class Gun:
         self.fault = None
         if code == "RCD":
             self.hal.rcd_reset(self.n)
+            # A module's output may take up to RCD_RELEASE_MS to fall after its reset; the
+            # contactor stays open meanwhile (a close needs a passing self-test first).
+            self._rcd_released_ms = now_ms + RCD_RELEASE_MS
         self._diode_bad = 0
         self._over_since_ms = None
         self._rcd_testing = False
@@ -439,6 +441,7 @@ class Gun:
             return
         self.contactor = False
         self.closed_ms = None
+        self._fb_lost = False
         self.hal.set_contactor(self.n, False)
         self.opened_ms = now_ms
         self._c1_since_ms = None

@@ -427,11 +427,14 @@ class VirtualBoard:
                 if line[:1] == b"W":
                     self._watchdog_conn = conn
                 text = line.decode(errors="replace")
-                reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
-                if reply is not None:  # the emulated MCU's output lines get no reply
+                # A stall holds the firmware's next request that waits for an answer (an emulated
+                # MCU's output lines wait for none): its loop stands, and then sees the world as it is.
+                if not (self.frontend and text[:1] in "opwW"):
                     stall_ms = self.world.take_stall()
                     if stall_ms:
-                        time.sleep(stall_ms / 1000)  # the firmware waits in this call: its loop stands
+                        time.sleep(stall_ms / 1000)
+                reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
+                if reply is not None:  # the emulated MCU's output lines get no reply
                     conn.sendall(reply.encode() + b"\n")
         except OSError:
             pass
