@@ -87,7 +87,7 @@ class FakeHal:
             self.closes.append((self.t_ms, self.ev, self.diode_fault, self.rcd))
 
     def contactor_feedback(self, gun):
-        return (self.coil and self.interlock_holds()) or self.welded
+        return (self.coil and (not self.interlock or self.interlock_holds())) or self.welded
 
     def rcd_tripped(self, gun):
         return self.rcd

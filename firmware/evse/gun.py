@@ -25,6 +25,8 @@ RCD_RELEASE_MS = const(100)         # an RCD module's output falls within this a
 INTERLOCK_CHECK_MS = const(150)     # a board's hardware interlock is proven by driving the coil this
                                     # long with the pilot at F: long enough for the contacts to close
                                     # if nothing held them (pull-in: tens of ms)
+_INTERLOCK_PROVEN = const(-1)
+_INTERLOCK_UNPROVEN = const(-2)
 C_STOP_A = const(1)                 # in C1 the contactor opens early once the EV has stopped drawing
 
 # Fault codes and how each one clears.
@@ -68,14 +70,15 @@ class Gun:
         # microseconds of the EV leaving C/D or an RCD trip. It is proven at boot and after every
         # session (in A), before the next can close: see _check_interlock.
         self.interlock = board.get("interlock", False)
-        self._interlock_ok = False
-        self._interlock_since_ms = None
-        self._fb_lost = False
-        self._rcd_released_ms = 0  # until then an RCD module's output may still fall after a reset
+        # _INTERLOCK_PROVEN, _INTERLOCK_UNPROVEN, or the time the proof began. One attribute: each
+        # one more on a Gun slows every lookup of the tick (MicroPython's instance map).
+        self._interlock_ms = _INTERLOCK_UNPROVEN if self.interlock else _INTERLOCK_PROVEN
         self.state = "A"
         self.letter = pilot.Debounce(DEBOUNCE_MS, "A")
         self.fault = None
-        self.fault_since_ms = 0
+        # When the fault began; after an RCD fault, when the module was reset (its output may take
+        # RCD_RELEASE_MS to fall, and a trip read before then is not acted on).
+        self.fault_since_ms = -RCD_RELEASE_MS
         self.contactor = False
         self.opened_ms = None  # pending weld check
         self.closed_ms = None
@@ -205,7 +208,7 @@ class Gun:
         if self.fault is not None:
             return
         hal = self.hal
-        if hal.rcd_tripped(self.n) and now_ms >= self._rcd_released_ms:
+        if hal.rcd_tripped(self.n) and now_ms - self.fault_since_ms >= RCD_RELEASE_MS:
             self._trip("RCD", now_ms)
             return
         pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
@@ -234,7 +237,6 @@ class Gun:
                 if not hal.contactor_feedback(self.n):
                     self._feedback_lost(now_ms)
                     return
-                self._fb_lost = False
             if self._overdrawn():
                 if self._over_since_ms is None:
                     self._over_since_ms = now_ms
@@ -247,7 +249,7 @@ class Gun:
             self._over_since_ms = None
 
     def _run(self, now_ms, letter):
-        if self.interlock and not self._interlock_ok and letter not in "EX":
+        if self._interlock_ms != _INTERLOCK_PROVEN and letter not in "EX":
             if self._check_interlock(now_ms):
                 return  # the check holds the pilot at F meanwhile
         if letter in "AEFX":
@@ -256,8 +258,8 @@ class Gun:
             self._drive(pilot.DUTY_OFF_PM, now_ms, True)
             self._rcd_testing = False
             if letter == "A":
-                if self.state != "A" or self._charged:
-                    self._interlock_ok = False  # the session is over: prove the interlock again
+                if self.interlock and (self.state != "A" or self._charged):
+                    self._interlock_ms = _INTERLOCK_UNPROVEN  # the session is over: prove it again
                 self._charged = False
                 self._wakeups = 0
                 self._b2_since_ms = None
@@ -312,7 +314,7 @@ class Gun:
 
     def _in_fault(self, now_ms, letter):
         self._open(now_ms)
-        if self._interlock_since_ms is not None:
+        if self._interlock_ms >= 0:
             self._interlock_release()
         if now_ms - self.fault_since_ms < F_STEP_MS:
             self._drive(pilot.DUTY_F_PM, now_ms, True)
@@ -349,7 +351,7 @@ class Gun:
             self.hal.rcd_reset(self.n)
             # A module's output may take up to RCD_RELEASE_MS to fall after its reset; the
             # contactor stays open meanwhile (a close needs a passing self-test first).
-            self._rcd_released_ms = now_ms + RCD_RELEASE_MS
+            self.fault_since_ms = now_ms
         self._diode_bad = 0
         self._over_since_ms = None
         self._rcd_testing = False
@@ -377,7 +379,7 @@ class Gun:
             return  # wait for the weld check of the last opening
         if self._c_pwm_since_ms is None or now_ms - self._c_pwm_since_ms < CLOSE_CONFIRM_MS:
             return  # not yet seen asking with PWM running and its diode in place
-        if self.interlock and not self._interlock_ok:
+        if self._interlock_ms != _INTERLOCK_PROVEN:
             return  # the interlock is proven first
         # An RCD self-test before every close (IEC 62955 / 61851-1 8.5); it runs over several
         # ticks so that the other guns keep their 100 ms meanwhile.
@@ -398,14 +400,13 @@ class Gun:
 
     def _feedback_lost(self, now_ms):
         """The mirror contact reads open while the coil is driven. With an interlock that is the
-        interlock acting on the EV leaving C/D, which the pilot shows now or at the next sample
-        (the loop learns of it after the contactor opened). Otherwise the contactor failed."""
+        interlock acting on the EV leaving C/D (the loop learns of it after the contactor opened);
+        the pilot, sampled before the feedback was read, is looked at again. Otherwise the
+        contactor failed."""
         if self.interlock:
-            if self._raw not in "CD":
+            high_mv, low_mv = self.hal.sample_pilot(self.n)
+            if pilot.classify(high_mv, self._raw, self.thr) not in "CD":
                 self._open(now_ms)
-                return
-            if not self._fb_lost:
-                self._fb_lost = True  # the pilot is sampled again next tick
                 return
         self._trip("CONTACTOR", now_ms)
 
@@ -414,14 +415,14 @@ class Gun:
         the coil is driven, and the mirror contact must stay open. Runs at boot and in A after a
         session, so an EV rarely sees it; where one is plugged it sees a short F, as at boot. True
         while the check runs."""
-        if self._interlock_since_ms is None:
+        if self._interlock_ms == _INTERLOCK_UNPROVEN:
             if self.contactor or self.opened_ms is not None:
                 return False  # a weld check is pending: the feedback must be free first
-            self._interlock_since_ms = now_ms
+            self._interlock_ms = now_ms
             self._drive(pilot.DUTY_F_PM, now_ms, True)
             self.hal.set_contactor(self.n, True)
             return True
-        if now_ms - self._interlock_since_ms < INTERLOCK_CHECK_MS:
+        if now_ms - self._interlock_ms < INTERLOCK_CHECK_MS:
             return True
         closed = self.hal.contactor_feedback(self.n)
         self._interlock_release()
@@ -429,11 +430,11 @@ class Gun:
             self.opened_ms = now_ms  # and the weld check follows this unintended close
             self._trip("INTERLOCK", now_ms)
             return True
-        self._interlock_ok = True
+        self._interlock_ms = _INTERLOCK_PROVEN
         return False
 
     def _interlock_release(self):
-        self._interlock_since_ms = None
+        self._interlock_ms = _INTERLOCK_UNPROVEN
         self.hal.set_contactor(self.n, False)
 
     def _open(self, now_ms):
@@ -441,7 +442,6 @@ class Gun:
             return
         self.contactor = False
         self.closed_ms = None
-        self._fb_lost = False
         self.hal.set_contactor(self.n, False)
         self.opened_ms = now_ms
         self._c1_since_ms = None
