@@ -481,6 +481,58 @@ JournalModel.TestCase.settings = settings(stateful_step_count=40, deadline=None)
 test_the_journal_behaves_like_a_list = JournalModel.TestCase
 
 
+class SlicedCompactionModel(JournalModel):
+    """The same model with a compaction due every few dead lines and slices shorter than a line:
+    every operation, restart and power cut can meet a compaction half-way, lines cut by a slice
+    and lines longer than one."""
+
+    def __init__(self):
+        self._patch = pytest.MonkeyPatch()
+        self._patch.setattr(journal, "_GARBAGE_MIN", 3)
+        self._patch.setattr(journal, "_SLICE", 37)
+        self._patch.setattr(journal, "_BLOCK", 41)
+        super().__init__()
+
+    @rule()
+    def idle_step(self):
+        self.j.step()
+
+    def teardown(self):
+        super().teardown()
+        self._patch.undo()
+
+
+SlicedCompactionModel.TestCase.settings = settings(stateful_step_count=60, max_examples=150, deadline=None)
+test_a_compaction_in_slices_changes_nothing_the_journal_holds = SlicedCompactionModel.TestCase
+
+
+def test_a_compaction_runs_in_slices_and_the_log_written_meanwhile_is_kept(tmp_path):
+    j = Journal(str(tmp_path), 1000)
+    seqs = [j.append("MeterValues", meter(7, wh)) for wh in range(200)]
+    for s in seqs[:150]:
+        j.confirm(s)
+    assert j._out is not None                 # begun, not finished: a slice per change
+    late = j.append("MeterValues", meter(7, 999))   # lands in the old log meanwhile
+    j.confirm(seqs[150])
+    slices = 0
+    while j.step():
+        slices += 1
+    assert slices > 5 and not (tmp_path / (journal.JOURNAL_FILE + ".tmp")).exists()
+    j.sync()
+    want = seqs[151:] + [late]
+    assert [e[0] for e in contents(str(tmp_path))] == want
+    assert os.path.getsize(tmp_path / journal.JOURNAL_FILE) < 200 * 200   # the dead lines are gone
+    assert [e[0] for e in contents(str(tmp_path))] == [e[0] for e in _drain(Journal(str(tmp_path), 1000))]
+
+
+def _drain(j):
+    out = []
+    while (e := j.peek()) is not None:
+        out.append(e)
+        j.confirm(e[0])
+    return out
+
+
 MPY_SCENARIO = r"""
 import gc, os, sys, time, vfs
 

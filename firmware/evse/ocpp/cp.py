@@ -378,6 +378,7 @@ class ChargePoint:
         if self.clock.known:
             self._meter_values(now_s)
         self._statuses(False)
+        self.journal.step()   # a compaction in progress goes on when nothing else changes the journal
         if self._reset and not self.journal_pending_for_reset() and not self.stopping():
             if time.ticks_diff(now_ms, self._reset_at_ms) >= 0:
                 self.app.reboot(self._reset == "Hard")

@@ -10,7 +10,10 @@
 #   m <local tx> <real tx>                        an offline transaction got its real id
 #   h <next seq> <next local tx>                  first line after a compaction
 # A compaction copies the live messages to journal.log.tmp and renames that over journal.log
-# (littlefs renames atomically): a power cut leaves the old log or the new one.
+# (littlefs renames atomically): a power cut leaves the old log or the new one. It runs in slices
+# of _SLICE bytes, one after each change to the journal and one per step(): a slice costs about
+# as much as an append, so a compaction never holds up the event loop (the guns' control) for
+# long. Lines written meanwhile go to the old log; the last slices copy them over as they are.
 # An append is on flash before append() returns. Confirmations, failures and drops of other
 # messages are batched (a power cut then at worst sends such a message twice); those of
 # StartTransaction and StopTransaction, and transaction id mappings, are written at once.
@@ -32,6 +35,8 @@ _KINDS = {"StartTransaction": _START, "StopTransaction": _STOP, "MeterValues": _
 _NAMES = ("message", "StartTransaction", "StopTransaction", "MeterValues", "message")
 _BATCH = const(16)        # control lines held in RAM before they go to flash
 _GARBAGE_MIN = const(64)  # dead lines in the file before a compaction is worth its flash writes
+_BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
+_SLICE = const(1024)      # bytes of the old log one step of a compaction reads
 
 
 class Journal:
@@ -60,6 +65,8 @@ class Journal:
         self._next_local = -1
         self._peeked = None       # (seq, action, payload) of the last line read back
         self._broken = False      # a write failed half-way: rewrite the file before the next one
+        self._out = None          # journal.log.tmp while a compaction runs, else None
+        self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice]
         self._load()
 
     def __len__(self):
@@ -188,6 +195,14 @@ class Journal:
         """Writes the batched control lines now (before a planned reset)."""
         self._flush()
 
+    def step(self):
+        """One slice of a compaction in progress (the charge point calls this when idle); False
+        when none runs."""
+        if self._out is None or self._broken:  # broken: the next write compacts at once
+            return False
+        self._compact_slice()
+        return True
+
     # The RAM index: slots in seq order; a gone slot stays until the slots run out.
 
     def _add(self, seq, tx, kind):
@@ -291,8 +306,12 @@ class Journal:
 
     def _maybe_compact(self):
         # Each compaction copies at most as many lines as died since the last: O(1) amortized.
-        if self._garbage >= _GARBAGE_MIN and self._garbage >= self._live:
-            self._compact()
+        if self._broken:
+            return
+        if self._out is not None:
+            self._compact_slice()
+        elif self._garbage >= _GARBAGE_MIN and self._garbage >= self._live:
+            self._compact_start()
 
     def _flush(self):
         if self._pending:
@@ -306,14 +325,11 @@ class Journal:
     def _read(self, seq):
         # The line of message `seq`, scanning on from the cursor: a replay reads the file once.
         with open(self.path, "rb") as f:
-            f.seek(self._cursor)
-            while True:
-                line = f.readline()
-                if not line:
-                    return None
-                if line[:2] == b"a " and int(line[2:line.index(b" ", 2)]) == seq:
+            for at, line in _lines(f, self._cursor):
+                if line[:2] == b"a " and line[-1:] == b"\n" and int(line[2:line.index(b" ", 2)]) == seq:
                     return line
-                self._cursor += len(line)
+                self._cursor = at + len(line)
+        return None
 
     def _write(self, data):
         if self._broken:
@@ -328,45 +344,97 @@ class Journal:
             raise
 
     def _compact(self):
+        # The whole compaction at once: at boot, and before a write after a torn one.
+        self._abandon()
+        self._compact_start()
+        while self._out is not None:
+            self._compact_slice(4 * _SLICE)
+
+    def _compact_start(self):
         tmp = self.path + ".tmp"
         try:
-            src = open(self.path, "rb") if self._live else None
-            try:
-                with open(tmp, "wb") as out:
-                    out.write(("h %d %d\n" % (self._next_seq, self._next_local)).encode())
-                    maps = self._maps if self._live else {}
-                    for local in maps:
-                        out.write(b"m %d %d\n" % (local, maps[local]))
-                    while src is not None:
-                        line = src.readline()
-                        if not line:
-                            break
-                        if line[:2] != b"a " or line[-1:] != b"\n":
-                            continue
-                        parts = line.decode().split(" ", 5)
-                        i = self._index(int(parts[1]))
-                        if i < 0:
-                            continue
-                        # The line as it was, with its tries: the "m" lines above map its
-                        # transaction id again on load (no JSON decoding here: compaction
-                        # runs in the event loop).
-                        out.write(("a %s %s %d %s %s" % (parts[1], parts[2], self._tries.get(self._ix[2 * i], 0),
-                                                         parts[4], parts[5])).encode())
-            finally:
-                if src is not None:
-                    src.close()
-            os.rename(tmp, self.path)
+            end = _size(self.path)
+            out = open(tmp, "wb")
+            self._out = out
+            out.write(b"h %d %d\n" % (self._next_seq, self._next_local))
+            for local in self._maps:
+                out.write(b"m %d %d\n" % (local, self._maps[local]))
         except OSError as e:
-            self.log("journal: compaction failed, the log stays as it is (%s)" % e)
-            _remove(tmp)
+            self._abandon("compaction failed, the log stays as it is (%s)" % e)
             return
-        self._squeeze()
+        # Lines written from now on describe only what comes after end; the tries of the
+        # messages copied are those of now (later failures are among those lines). The last
+        # item: the bytes the next slice reads.
+        self._cmp = [0, end, dict(self._tries), self._garbage, _SLICE]
+
+    def _compact_slice(self, size=0):
+        cmp = self._cmp
+        out = self._out
+        size = max(size, cmp[4])
+        try:
+            at, end = cmp[0], cmp[1]
+            if at < end:
+                data = _chunk(self.path, at, min(size, end - at))
+                start = 0
+                while True:
+                    nl = data.find(b"\n", start)
+                    if nl < 0:
+                        break
+                    self._copy_live(out, data[start:nl + 1], cmp[2])
+                    start = nl + 1
+                # A line cut by the slice is read again by the next one, a longer one with more.
+                if at + len(data) >= end or not data:
+                    cmp[0] = end   # a torn last line stays behind
+                elif start:
+                    cmp[0] = at + start
+                    cmp[4] = _SLICE
+                else:
+                    cmp[4] = 2 * size
+                return
+            # The lines written since the compaction began, as they are.
+            total = _size(self.path)
+            if at < total:
+                block = _chunk(self.path, at, min(size, total - at))
+                out.write(block)
+                cmp[0] = at + len(block)
+                if block and cmp[0] < total:
+                    return
+            out.close()
+            self._out = None
+            os.rename(self.path + ".tmp", self.path)
+        except OSError as e:
+            self._abandon("compaction failed, the log stays as it is (%s)" % e)
+            return
+        self._cmp = None
         self._cursor = 0
-        self._garbage = 0
-        self._pending = []
+        self._garbage -= cmp[3]
         self._broken = False
         if not self._live:
             self._maps = {}
+
+    def _copy_live(self, out, line, tries):
+        if line[:2] != b"a ":
+            return
+        parts = line.split(b" ", 4)  # a seq tx tries rest: JSON is not decoded here
+        try:
+            seq = int(parts[1])
+            rest = parts[4]
+        except (ValueError, IndexError):  # an unreadable line: _load said so
+            return
+        if self._index(seq) >= 0:
+            out.write(b" ".join((b"a", parts[1], parts[2], str(tries.get(seq, 0)).encode(), rest)))
+
+    def _abandon(self, why=None):
+        if why is not None:
+            self.log("journal: " + why)
+        if self._out is not None:
+            try:
+                self._out.close()
+            except OSError:
+                pass
+            self._out = None
+            _remove(self.path + ".tmp")
+        self._cmp = None
 
     def _load(self):
         _remove(self.path + ".tmp")  # a compaction cut short: journal.log is still whole
@@ -375,14 +443,10 @@ class Journal:
         except OSError:
             return
         lines = 0
-        at = 0
         last_seq = -1
         damaged = False
         with f:
-            while True:
-                line = f.readline()
-                if not line:
-                    break
+            for at, line in _lines(f, 0):
                 if line[-1:] != b"\n":
                     self.log("journal: incomplete last line (cut by a power loss) ignored")
                     damaged = True
@@ -392,7 +456,6 @@ class Journal:
                 except (ValueError, IndexError, KeyError, TypeError, UnicodeError):
                     self.log("journal: unreadable line at byte %d skipped" % at)
                     damaged = True
-                at += len(line)
                 lines += 1
         self._garbage = lines - self._live
         if damaged:
@@ -434,6 +497,44 @@ class Journal:
         else:
             raise ValueError("unknown line")
         return last_seq
+
+
+def _lines(f, at):
+    """(offset, line) of each line of the open file f from byte `at`, read _BLOCK bytes at a
+    time (a line that does not end in a block is read again with the next: no buffer grows,
+    in a fragmented heap); the last may lack its newline (a torn line)."""
+    size = _BLOCK
+    while True:
+        f.seek(at)
+        data = f.read(size)
+        if not data:
+            return
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            yield at + start, data[start:nl + 1]
+            start = nl + 1
+        if len(data) < size:  # the end of the file
+            if start < len(data):
+                yield at + start, data[start:]
+            return
+        size = _BLOCK if start else 2 * size  # a line longer than the block: read more of it
+        at += start
+
+
+def _chunk(path, at, n):
+    with open(path, "rb") as f:
+        f.seek(at)
+        return f.read(n)
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return 0
 
 
 def _remove(path):
