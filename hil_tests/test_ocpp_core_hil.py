@@ -104,3 +104,18 @@ def test_remote_start_is_rejected_on_a_busy_or_unknown_connector(ocpp_rig, csms)
     assert csms.call("RemoteStartTransaction", {"connectorId": 1, "idTag": "BB22"})["payload"]["status"] == "Rejected"
     reply = csms.call("RemoteStartTransaction", {"connectorId": 7, "idTag": "BB22"})
     assert reply.get("call_error", {}).get("errorCode") == "PropertyConstraintViolation", reply
+
+
+def test_a_300_kb_call_gets_a_callerror_and_the_link_and_the_charging_go_on(ocpp_rig, csms, ocpp_events):
+    t = csms.now_ms()
+    ocpp_rig.plug(gun=1, ev=EV)
+    assert csms.call("RemoteStartTransaction", {"connectorId": 1, "idTag": "AA11"})["payload"]["status"] == "Accepted"
+    wait_status(csms, t, 1, "Charging", 15)
+    charging = now_ms(ocpp_rig)
+    reply = csms.call("DataTransfer", {"vendorId": "evse", "data": "z" * 300_000})
+    error = reply.get("call_error", {})
+    assert error.get("errorCode") == "FormationViolation", reply
+    assert "over this charger's 8192-byte limit" in error.get("errorDescription", ""), reply
+    # The same connection answers the next CALL, and the car charged throughout.
+    assert csms.call("GetConfiguration", {"key": ["HeartbeatInterval"]})["payload"]["configurationKey"]
+    assert not [e for e in ocpp_events.since(charging) if e["what"] == "contactor"]

@@ -317,3 +317,29 @@ def test_micropython_parses_every_table_frame_like_cpython(tmp_path):
         except RpcError as e:
             expected.append(["error", e.code, e.uid])
     assert got == expected, r.stderr
+
+
+@given(uid=st.text(st.characters(blacklist_characters='"\\', whitelist_categories=("L", "N", "P", "S", "Zs")),
+                   min_size=1, max_size=36),
+       spaces=st.sampled_from(["", " ", "\n  "]), cut=st.integers(0, 200))
+def test_call_uid_finds_the_id_of_a_call_cut_anywhere_after_it(uid, spaces, cut):
+    frame = ("[%s2,%s%s,%s\"DataTransfer\",{\"data\":\"%s\"}]" % (spaces, spaces, json.dumps(uid, ensure_ascii=False),
+                                                             spaces, "z" * 100)).encode()
+    end = frame.index(json.dumps(uid, ensure_ascii=False).encode()) + len(json.dumps(uid, ensure_ascii=False).encode())
+    head = frame[:end + cut]
+    assert rpc.call_uid(head) == uid
+    assert rpc.call_uid(frame[:end - 1]) is None            # its id cut: nothing to answer
+
+
+@given(st.binary(max_size=80))
+def test_call_uid_of_any_bytes_is_none_or_a_short_id(head):
+    uid = rpc.call_uid(head)
+    assert uid is None or (isinstance(uid, str) and len(uid) <= 36 and head.lstrip().startswith(b"["))
+
+
+def test_call_uid_leaves_an_escaped_or_overlong_id_alone():
+    assert rpc.call_uid(b'[2,"a\\u0041b","Reset"') is None and rpc.call_uid(b'[2,"' + b"x" * 37 + b'",') is None
+
+
+def test_call_uid_is_none_for_results_and_errors():
+    assert rpc.call_uid(b'[3,"abc",{}]') is None and rpc.call_uid(b'[4,"abc","GenericError"') is None

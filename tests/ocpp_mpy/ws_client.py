@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from evse.ocpp.ws import WebSocket, WsClosed, WsError
+from evse.ocpp.ws import WebSocket, WsClosed, WsError, WsTooBig
 
 
 def say(*event):
@@ -48,6 +48,9 @@ async def receive(opts):
                 say("timeout")
                 break
             say("message", got)
+    except WsTooBig as e:
+        say("too big", e.size, bytes(e.head).decode(), ws.connected)
+        say("then", await ws.recv(timeout_ms=opts.get("recv_ms", 3000)))
     except WsClosed as e:
         say("closed", e.code, e.reason, ws.connected)
     except WsError as e:

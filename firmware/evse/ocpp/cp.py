@@ -675,7 +675,16 @@ class ChargePoint:
     async def _reader(self, ws):
         from evse.ocpp import ops
         while True:
-            text = await ws.recv()
+            try:
+                text = await ws.recv()
+            except wsmod.WsTooBig as e:
+                # Skipped as it arrived (a board has no heap for it); a CALL gets its answer.
+                uid = rpc.call_uid(e.head)
+                why = "message of %d bytes or more is over this charger's %d-byte limit" % (e.size, ws.max_message)
+                self.log("ocpp: %s; %s" % (why, "answered with a CALLERROR" if uid else "dropped"))
+                if uid is not None:
+                    await self._send_text(rpc.error(uid, "FormationViolation", why))
+                continue
             if text is None:
                 continue
             try:

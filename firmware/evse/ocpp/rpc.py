@@ -63,6 +63,32 @@ def error(uid, code, description="", details=None):
     return _dumps([CALLERROR, uid, code, description, {} if details is None else details])
 
 
+def call_uid(head):
+    """The unique id of a CALL from the first bytes of its frame (the rest may be cut off), or
+    None if they are not the start of one."""
+    i = _skip_ws(head, 0)
+    for want in b"[2,":
+        if i >= len(head) or head[i] != want:
+            return None
+        i = _skip_ws(head, i + 1)
+    if i >= len(head) or head[i] != 34:  # '"'
+        return None
+    end = head.find(b'"', i + 1)
+    if end < 0 or b"\\" in head[i + 1:end]:  # an escaped id: not worth decoding JSON for
+        return None
+    try:
+        uid = head[i + 1:end].decode()
+    except UnicodeError:
+        return None
+    return uid if len(uid) <= UID_MAX else None
+
+
+def _skip_ws(b, i):
+    while i < len(b) and b[i] in b" \t\r\n":
+        i += 1
+    return i
+
+
 # Boot-random prefix + counter: ids stay unique across reconnects and reboots, and short.
 _uid_prefix = None
 _uid_count = 0

@@ -31,6 +31,8 @@ CLOSE_TOO_BIG = const(1009)
 MAX_MESSAGE = const(8192)  # largest message we accept; OCPP 1.6 messages are a few hundred bytes
 _CONTROL_MAX = const(125)  # RFC 6455 5.5: control frames carry at most 125 bytes
 _HEAD_MAX = const(2048)  # longest HTTP answer head we read during the upgrade
+_KEEP = const(160)      # first bytes of a message that is too big, kept for its unique id (36 characters)
+_OP_TOO_BIG = const(16)  # not on the wire: the parser's word for a skipped message
 _READ_CHUNK = const(512)
 _CLOSE_WAIT_MS = const(2000)
 _SEND_TIMEOUT_MS = const(10000)  # a send stuck this long means a dead link
@@ -47,6 +49,17 @@ class WsError(Exception):
         self.reason = reason
         self.status = status
         self.close_code = close_code
+
+
+class WsTooBig(Exception):
+    """A text message over the size limit was skipped as it arrived (never buffered); the link
+    stays up. `head`: its first bytes (an OCPP CALL's unique id is there), `size`: its length
+    as far as it was read."""
+
+    def __init__(self, size, head):
+        super().__init__("message of %d bytes over the limit skipped" % size)
+        self.size = size
+        self.head = head
 
 
 class WsClosed(WsError):
@@ -104,13 +117,17 @@ class FrameParser:
     Raises WsError, before buffering the payload, for anything RFC 6455 forbids a server: a
     masked frame (5.1), reserved bits without an extension (5.2), an unknown opcode, a control
     frame fragmented or over 125 bytes (5.5), a continuation without a start or a new message
-    inside a fragmented one (5.4), and for a message over `max_message` bytes."""
+    inside a fragmented one (5.4). A message over `max_message` bytes is dropped as it arrives,
+    all but its first _KEEP bytes, and comes out as (True, _OP_TOO_BIG, (size, first bytes))."""
 
     def __init__(self, max_message=MAX_MESSAGE):
         self.max_message = max_message
         self._buf = bytearray()
         self._frag_op = 0  # opcode of the fragmented message in progress, 0 = none
         self._frag_len = 0
+        self._skip = 0     # payload bytes of an oversize message's frame still to drop
+        self._skip_fin = False
+        self._head = None  # the oversize message's first bytes while it is dropped
 
     def feed(self, data):
         self._buf.extend(data)
@@ -125,6 +142,17 @@ class FrameParser:
     def next_frame(self):
         """(fin, opcode, payload bytes) of the next complete frame, or None until more data."""
         buf = self._buf
+        if self._skip:
+            n = min(len(buf), self._skip)
+            head = self._head
+            if len(head) < _KEEP:
+                head.extend(memoryview(buf)[:min(n, _KEEP - len(head))])
+            buf[0:n] = b""
+            self._skip -= n
+            if self._skip:
+                return None
+            if self._skip_fin:
+                return self._skipped()
         have = len(buf)
         if have < 2:
             return None
@@ -163,9 +191,19 @@ class FrameParser:
             if opcode != OP_CONT and self._frag_op:
                 raise WsError("new message inside a fragmented one")
             total = self._frag_len + length
-            if total > self.max_message:
-                raise WsError("message of %d bytes or more is over the %d-byte limit"
-                              % (total, self.max_message), close_code=CLOSE_TOO_BIG)
+            if total > self.max_message or self._head is not None:
+                # Too big to take: drop it as it comes, and say so when it is over.
+                if self._head is None:
+                    self._head = bytearray()
+                if opcode != OP_CONT:
+                    self._frag_op = opcode
+                self._frag_len = total
+                buf[0:pos] = b""
+                self._skip = length
+                self._skip_fin = bool(fin)
+                if not length:
+                    return self._skipped() if fin else None
+                return self.next_frame()
         end = pos + length
         if have < end:
             return None
@@ -180,6 +218,14 @@ class FrameParser:
                     self._frag_op = opcode
                 self._frag_len += length
         return (bool(fin), opcode, payload)
+
+    def _skipped(self):
+        out = (True, _OP_TOO_BIG, (self._frag_len, bytes(self._head)))
+        self._head = None
+        self._skip_fin = False
+        self._frag_op = 0
+        self._frag_len = 0
+        return out
 
 
 def backoff_ms(attempt, base_ms=1000, cap_ms=120000, rand=random.getrandbits):
@@ -381,6 +427,12 @@ class WebSocket:
                     if fin:
                         msg, self._msg = self._msg, None
                         return _text(msg)
+                elif opcode == _OP_TOO_BIG:
+                    size, head = payload
+                    if self._msg is not None:  # its first fragments came through whole
+                        head = bytes(self._msg[:_KEEP])
+                        self._msg = None
+                    raise WsTooBig(size, head)
                 elif opcode == OP_BINARY:
                     raise WsError("binary message; OCPP-J uses text only",
                                   close_code=CLOSE_UNSUPPORTED)
