@@ -73,3 +73,65 @@ def test_an_exception_in_the_control_loop_leaves_every_contactor_open_and_every_
     assert "('P', 1, 0)" in after and "('P', 2, 0)" in after
     if fail_after == 200:  # long enough for the EV in C to have had its contactor closed
         assert "closed True" in out
+
+
+KEEP_SCRIPT = r"""
+import sys
+import asyncio
+import evse.app
+from evse import console
+from fake_rig import FakeHal
+
+class Hal(FakeHal):
+    guns = 2
+    def __init__(self):
+        FakeHal.__init__(self, interlock=True)
+        self.samples = 0
+        self.ev = "C"
+        self.rcd_test_ms = 0
+    def sample_pilot(self, gun):
+        self.samples += 1
+        if self.samples == 400:   # about 4 s of ticks for 2 guns: the end of the run
+            raise OSError("end of the run")
+        return FakeHal.sample_pilot(self, gun)
+    def watchdog_start(self, ms): pass
+    def watchdog_feed(self): pass
+    def safe(self): pass
+    def deinit(self): pass
+
+fails = []
+async def console_task(app):
+    if len(fails) < 2:
+        fails.append(app.ticks)
+        if len(fails) == 1:
+            raise MemoryError("memory allocation failed, allocating 4096 bytes")
+        raise ValueError("a bug")
+    print("console task running, ticks", app.ticks)
+    print(console.timing_line(app))
+    while True:
+        await asyncio.sleep_ms(1000)
+
+evse.app.App.console = console_task
+try:
+    evse.app.main(sys.argv[1], Hal())
+except OSError as e:
+    print("raised:", e)
+print("failed at ticks", fails)
+"""
+
+
+def test_a_task_that_fails_or_runs_out_of_memory_is_logged_counted_and_started_again(tmp_path):
+    (tmp_path / "board.json").write_text((REPO / "boards" / "sim-ac2.json").read_text())
+    script = tmp_path / "run.py"
+    script.write_text(KEEP_SCRIPT)
+    env = dict(os.environ, MICROPYPATH=f"{REPO / 'firmware'}:{REPO / 'tests'}:.frozen")
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=192K", str(script), str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    out = r.stdout
+    assert "console: the task ran out of memory; started again in 1000 ms" in out, out + r.stderr
+    assert "console: the task failed (ValueError('a bug',)); started again in 1000 ms" in out, out
+    assert "restarted: console 2" in out
+    # The guns' control ran on meanwhile: 2 s of restarts are about 100 ticks.
+    running = int(out.split("console task running, ticks ", 1)[1].split()[0])
+    assert running >= 80, out
+    assert "raised: end of the run" in out

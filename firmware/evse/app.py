@@ -20,6 +20,7 @@ ENERGY_SAVE_MS = 60000        # ... written this often while they grow, and when
 WATCHDOG_FEED_MS = 500
 SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 CONSOLE_LINE_MAX = 200
+RESTART_MS = 1000     # a task that failed starts again after this pause
 
 
 def site_phase(gun, k):
@@ -84,6 +85,7 @@ class App:
         # control ticks, and the slowest step of each task that measures itself.
         self.worst_gap_ms = 0
         self.slowest_ms = {}
+        self.restarts = {}   # task -> times it failed and was started again since boot
         self.cp = None
         url = cfg.get("ocpp_url")
         if url:
@@ -356,7 +358,6 @@ class App:
 
     async def ocpp(self):
         cp = self.cp
-        cp.recover()
         while True:
             start = time.ticks_ms()
             try:
@@ -481,17 +482,38 @@ class App:
             self.reboot(True)
         asyncio.create_task(reboot())
 
+    async def keep(self, name, task):
+        """Runs task() for ever: an exception in it (a MemoryError too) is logged, counted in
+        `timing`, and the task starts again after RESTART_MS. No task dies silently."""
+        while True:
+            try:
+                await task()
+                why = "ended"
+            except Exception as e:  # noqa: BLE001  (a cancel is no Exception: it ends this too)
+                why = "failed (%r)" % (e,) if not isinstance(e, MemoryError) else "ran out of memory"
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.note("%s: the task %s; started again in %d ms" % (name, why, RESTART_MS))
+            await asyncio.sleep_ms(RESTART_MS)
+
     async def run(self):
         # Started here, not in its task: if the watchdog cannot start, nothing charges.
         self.hal.watchdog_start(self.board.get("watchdog_ms", 5000))
-        tasks = [asyncio.create_task(self.control()), asyncio.create_task(self.watchdog()),
-                 asyncio.create_task(self.console())]
+        # The control task is not restarted: its exception ends run(), main() makes every gun
+        # safe, and the watchdog resets a board.
+        control = asyncio.create_task(self.control())
+        keep = asyncio.create_task
+        keep(self.keep("watchdog", self.watchdog))
+        keep(self.keep("console", self.console))
         if self.metering is not None:
-            tasks.append(asyncio.create_task(self.metering.run()))
+            keep(self.keep("metering", self.metering.run))
         if self.cp is not None:
-            tasks.append(asyncio.create_task(self.ocpp()))
-            tasks.append(asyncio.create_task(self.cp.run()))
-        await tasks[0]
+            try:
+                self.cp.recover()   # once: not again when the OCPP task restarts
+            except Exception as e:  # noqa: BLE001
+                self.note("ocpp: recovering the transactions of before the reboot failed: %r" % (e,))
+            keep(self.keep("ocpp", self.ocpp))
+            keep(self.keep("link", self.cp.run))
+        await control
 
 
 MAINTENANCE_FILE = "maintenance"

@@ -20,13 +20,17 @@ def timing_line(app):
     """The worst gap between two control ticks and each task's slowest step since boot or the
     last `timing clear`: what stalls the loop the guns share."""
     steps = ", ".join("%s %d ms" % (task, app.slowest_ms[task]) for task in sorted(app.slowest_ms))
-    return "timing: worst tick gap %d ms; slowest step: %s" % (app.worst_gap_ms, steps or "none yet")
+    line = "timing: worst tick gap %d ms; slowest step: %s" % (app.worst_gap_ms, steps or "none yet")
+    if app.restarts:
+        line += "; restarted: " + ", ".join("%s %d" % (t, app.restarts[t]) for t in sorted(app.restarts))
+    return line
 
 
 def status_json(app):
     return json.dumps({"board": app.board["name"], "uptime_ms": app.now_ms,
                        "site_limit_a": app.cfg.get("site_limit_a"),
-                       "timing": {"worst_tick_gap_ms": app.worst_gap_ms, "slowest_step_ms": app.slowest_ms},
+                       "timing": {"worst_tick_gap_ms": app.worst_gap_ms, "slowest_step_ms": app.slowest_ms,
+                                  "restarts": app.restarts},
                        "guns": [_gun_status(app, g) for g in app.guns]})
 
 
