@@ -504,6 +504,8 @@ class World:
 
     def drive_coil(self, g: Gun, on: bool) -> None:
         """The firmware's coil driver; the coil gets current if the interlock (if any) lets it."""
+        if self.interlock and on != g.drive:
+            self.log(g.number, "drive", "on" if on else "off")  # apart from the coil only here
         g.drive = on
         self._energise(g, on and self.interlock_holds(g))
 
