@@ -119,6 +119,8 @@ class Gun:
         cap = self.max_a
         if self.cable_a is not None and self.cable_a < cap:
             cap = self.cable_a
+        if self.derate_pct == 100:
+            return cap   # no float made on every tick
         return cap * self.derate_pct / 100
 
     def wants_power(self):

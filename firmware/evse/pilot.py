@@ -63,9 +63,8 @@ def classify(high_mv, prev, thr):
     """Letter for a high-plateau voltage. Boundaries move by the hysteresis in favour of `prev`,
     so a level sitting on a band edge does not toggle between two states."""
     h = thr[6]
-    edges = thr[:5]  # A|B, B|C, C|D, D|E, E|(gap)
-    for i in range(5):
-        edge = edges[i]
+    for i in range(5):  # thr[0..4]: A|B, B|C, C|D, D|E, E|(gap); no slice: the tick allocates nothing here
+        edge = thr[i]
         upper = LETTERS[i]
         lower = LETTERS[i + 1]
         if prev == upper:
