@@ -108,6 +108,8 @@ class Gun:
         self.hal.set_pilot(number, pilot.DUTY_OFF_PM)
         self.duty_pm = pilot.DUTY_OFF_PM
         self.duty_changed_ms = -PWM_CHANGE_MS
+        self._over = (-1, 0.5)        # (duty, over-current limit in A) of _overdrawn
+        self._offer = (None, 0, 0)    # (allocation, limit, duty) of _offer_pm
 
     # ---- what the outside world asks -------------------------------------------------------
     def offered_a(self):
@@ -141,7 +143,9 @@ class Gun:
         if now_ms - self._sensed_ms >= SENSE_MS:
             self._sensed_ms = now_ms
             self._sense()
-        high_mv, low_mv = self.hal.sample_pilot(self.n)
+        mv = self.hal.sample_pilot(self.n)   # indexed, not unpacked: a HAL may hand back one array
+        high_mv = mv[0]
+        low_mv = mv[1]
 
         # The pilot means nothing while this side drives -12 V (state F step).
         pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
@@ -186,25 +190,33 @@ class Gun:
             self.cable_a = cable_rating_a(hal.proximity_ohms(n))
 
     def _overdrawn(self):
-        """The EV draws more than the pilot offers: 110 % of the offer + 0.5 A (A.5.1)."""
-        offered = pilot.duty_pm_to_amps(self.duty_pm) if 0 < self.duty_pm < pilot.DUTY_OFF_PM else 0.0
-        return self.current_a > offered * 1.1 + 0.5
+        """The EV draws more than the pilot offers: 110 % of the offer + 0.5 A (A.5.1). The
+        limit is worked out when the duty changes, not on every tick (a float is an allocation)."""
+        over = self._over
+        pm = self.duty_pm
+        if over[0] != pm:
+            offered = pilot.duty_pm_to_amps(pm) if 0 < pm < pilot.DUTY_OFF_PM else 0.0
+            over = self._over = (pm, offered * 1.1 + 0.5)
+        return self.current_a > over[1]
 
     def _offer_pm(self, now_ms):
         """The duty to show an EV in B, C or D: what the sharing allows, capped by this gun's own
-        limits, as a PWM current; no PWM below 6 A or during a wake-up's x1 step."""
-        offer = self.allocation_a
-        lim = self.limit_a()
-        if offer > lim:
-            offer = lim
+        limits, as a PWM current; no PWM below 6 A or during a wake-up's x1 step. The duty is
+        worked out when the allocation or the limit changes, not on every tick."""
         if self._x1_until_ms is not None:
             if now_ms < self._x1_until_ms:
-                offer = 0
-            else:
-                self._x1_until_ms = None
-        if offer >= pilot.MIN_A:
-            return pilot.amps_to_duty_pm(offer)
-        return pilot.DUTY_OFF_PM
+                return pilot.DUTY_OFF_PM
+            self._x1_until_ms = None
+        offer = self.allocation_a
+        lim = self.limit_a()
+        memo = self._offer
+        if memo[0] is not offer or memo[1] != lim:
+            pm = pilot.DUTY_OFF_PM
+            capped = lim if offer > lim else offer
+            if capped >= pilot.MIN_A:
+                pm = pilot.amps_to_duty_pm(capped)
+            memo = self._offer = (offer, lim, pm)
+        return memo[2]
 
     def _check_safety(self, now_ms, letter, low_mv):
         if self.fault is not None:

@@ -4,6 +4,7 @@
 # Per gun:
 #   set_pilot(gun, duty_pm)       duty in per mille; 1000 = steady +12 V (no PWM), 0 = steady -12 V (F)
 #   sample_pilot(gun) -> (high_mv, low_mv)  the two plateaus of the pilot; equal when no PWM runs
+#                                 (a tuple, or one two-slot array the HAL reuses: read it at once)
 #   pilot_adc_mv(gun) -> int      the pilot ADC pin's own reading (mV), before the board's gain and
 #                                 offset: what `calibrate` fits them to; the pilot must be steady
 #   proximity_ohms(gun) -> int | None       PP-PE resistance; None where the gun has no PP line

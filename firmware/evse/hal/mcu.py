@@ -104,6 +104,7 @@ class McuHal(Base):
         self._ct_offset_mv = self._need(cal, "ct_offset_mv", "adc")
         self._read = read
         self._buf = array("H", [0] * _BURST)  # the one pilot sample buffer, reused by every burst
+        self._sample = array("i", [0, 0])    # what sample_pilot hands back: high, low plateau (mV)
         self._used = {}  # type: dict  # GPIO -> the board file key that claimed it
         # The pilot front end must put +12 V and -12 V inside the ADC's range, or A-F blur.
         for level_mv in (12000, -12000):
@@ -212,7 +213,8 @@ class McuHal(Base):
         adc_mv = self._reading_mv(reading)
         return (adc_mv - self._pilot_offset_mv) * 10000 // self._pilot_gain_e4
 
-    def sample_pilot(self, gun):  # type: (int) -> tuple[int, int]
+    def sample_pilot(self, gun):  # type: (int) -> array
+        # The same two-slot array every call (read it before the next): no tuple per tick.
         i = self._index(gun)
         adc = self._pilot_adc[i]
         read = self._read
@@ -222,7 +224,10 @@ class McuHal(Base):
             for k in range(_STEADY_READS):
                 total += read(adc)
             mv = self._pilot_mv(total // _STEADY_READS)
-            return mv, mv
+            out = self._sample
+            out[0] = mv
+            out[1] = mv
+            return out
         # Paced burst: each read is due _STEP_US after the one before was due, or after it was
         # taken if it came late. An interrupt or a flash erase that holds the CPU mid-burst then
         # leaves the remaining reads spread over their 18 us steps; paced from the burst's start
@@ -252,7 +257,10 @@ class McuHal(Base):
                 lo1 = v
             elif v < lo2:
                 lo2 = v
-        return self._pilot_mv(hi2), self._pilot_mv(lo2)
+        out = self._sample
+        out[0] = self._pilot_mv(hi2)
+        out[1] = self._pilot_mv(lo2)
+        return out
 
     def pilot_adc_mv(self, gun):  # type: (int) -> int
         adc = self._pilot_adc[self._index(gun)]
