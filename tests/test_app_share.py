@@ -184,3 +184,26 @@ def test_a_note_that_fails_does_not_end_the_task_that_notes(make_app, monkeypatc
         raise MemoryError("memory allocation failed")
     monkeypatch.setattr(app.log, "write", full)
     App.note(app, "ocpp: supervise failed")   # returns; the caller's loop goes on
+    app.write_flash()                         # and so does the flash task that writes it
+    monkeypatch.setattr(app, "_log_queue", None)   # even a note that cannot queue returns
+    App.note(app, "ocpp: supervise failed")
+
+
+def test_the_control_tick_queues_log_lines_and_registers_for_the_flash_task(make_app, tmp_path):
+    from evse.app import App
+    app = make_app()
+    del app.note
+    app.guns[0].contactor = True
+    app.guns[0].current_a = 16.0
+    App.note(app, "gun 1: fault RCD")
+    app.integrate(60_000, 60_000)   # a minute at 16 A: due for the flash
+    assert not (tmp_path / "log.txt").exists() and not (tmp_path / "energy.json").exists()
+    assert app._flash_due.is_set()
+    app.write_flash()
+    assert (tmp_path / "log.txt").read_text().endswith("gun 1: fault RCD\n")
+    assert json.loads((tmp_path / "energy.json").read_text())[0] == round(16 * 230 * 3 / 60, 1)
+    for k in range(40):   # a burst beyond the queue: the lost lines are counted and said
+        App.note(app, "line %d" % k)
+    app.write_flash()
+    text = (tmp_path / "log.txt").read_text()
+    assert "log: 8 lines lost" in text and "line 31" in text and "line 32" not in text

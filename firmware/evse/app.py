@@ -21,6 +21,7 @@ WATCHDOG_FEED_MS = 500
 SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 CONSOLE_LINE_MAX = 200
 RESTART_MS = 1000     # a task that failed starts again after this pause
+LOG_QUEUE_MAX = 32    # log lines waiting for the flash task; beyond, they are counted as lost
 
 
 def site_phase(gun, k):
@@ -65,8 +66,13 @@ class App:
         saved = store.read_json(root.rstrip("/") + "/" + ENERGY_FILE, [])
         self._energy_wh = [float(saved[i]) if isinstance(saved, list) and i < len(saved)
                            and isinstance(saved[i], (int, float)) else 0.0 for i in range(len(self.guns))]
-        self._energy_saved = list(self._energy_wh)
+        self._energy_saved = list(self._energy_wh)   # the registers the flash task is to write
+        self._energy_written = self._energy_saved     # the ones it wrote (the same list: nothing to do)
         self._energy_saved_ms = 0
+        # Flash writes (the log, the registers) leave the control tick: it queues them and wakes
+        # the flash task, which writes them right after (a littlefs write can take a while).
+        self._log_queue = []
+        self._flash_due = asyncio.Event()
         self._stepped_ms = 0
         self.metering = None
         if any("meter" in g for g in board["guns"]):
@@ -104,13 +110,43 @@ class App:
             return b""
 
     def note(self, text):
-        """A line for the console and the log on flash; never raises (a task that notes an
-        error must not die of the note: a MemoryError here would end it for good)."""
+        """A line for the console and, through the flash task, the log on flash; never raises (a
+        task that notes an error must not die of the note: a MemoryError here would end it for
+        good)."""
         try:
             print(text)
-            self.log.write(text)
+            if len(self._log_queue) < LOG_QUEUE_MAX:
+                self._log_queue.append(text)
+            else:
+                self.log.lost_line()
+            self._flash_due.set()
         except Exception:  # noqa: BLE001
             pass
+
+    def write_flash(self):
+        """What the other tasks left for the flash: log lines, then the energy registers. Never
+        raises."""
+        q = self._log_queue
+        while q:
+            try:
+                self.log.write(q.pop(0))
+            except Exception:  # noqa: BLE001  (Log.write counts its own failures)
+                pass
+        snap = self._energy_saved
+        if snap is not self._energy_written:
+            self._energy_written = snap
+            try:
+                store.write_json(self.root.rstrip("/") + "/" + ENERGY_FILE, [round(e, 1) for e in snap])
+            except Exception as e:  # noqa: BLE001
+                self.note("energy: cannot save the registers (%s)" % e)
+
+    async def flash(self):
+        while True:
+            await self._flash_due.wait()
+            self._flash_due.clear()
+            start = time.ticks_ms()
+            self.write_flash()
+            self.took("flash", time.ticks_diff(time.ticks_ms(), start))
 
     def grant(self):
         """The charge point's word for the control path: who may charge, the smart-charging caps
@@ -383,12 +419,9 @@ class App:
             elif self._energy_wh[g.n - 1] != self._energy_saved[g.n - 1]:
                 opened = True
         if self._energy_wh != self._energy_saved and (opened or now_ms - self._energy_saved_ms >= ENERGY_SAVE_MS):
-            try:
-                store.write_json(self.root.rstrip("/") + "/" + ENERGY_FILE, [round(e, 1) for e in self._energy_wh])
-            except OSError as e:
-                self.note("energy: cannot save the registers (%s)" % e)
-            self._energy_saved = list(self._energy_wh)
+            self._energy_saved = list(self._energy_wh)   # the flash task writes it, not this tick
             self._energy_saved_ms = now_ms
+            self._flash_due.set()
 
     async def watchdog(self):
         seen = -1
@@ -503,6 +536,7 @@ class App:
         control = asyncio.create_task(self.control())
         keep = asyncio.create_task
         keep(self.keep("watchdog", self.watchdog))
+        keep(self.keep("flash", self.flash))
         keep(self.keep("console", self.console))
         if self.metering is not None:
             keep(self.keep("metering", self.metering.run))
@@ -538,10 +572,13 @@ def main(root="/", hal=None):
     print("evse %s on %s: %d guns, site limit %d A%s" % (
         VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a"),
         ", cabinet %d x %s kW" % (cab["modules"], cab["module_kw"]) if board["kind"] == "dc" else ""))
+    app = None
     try:
         app = App(board, cfg, hal, root)
         asyncio.run(app.run())
     finally:
         hal.safe()
         print("evse: stopped; contactors open, pilots at -12 V")
+        if app is not None:
+            app.write_flash()   # the lines that said why, and the registers
         hal.deinit()

@@ -257,6 +257,7 @@ def _log(app, args, yes):
             n = 0
         if len(args) > 1 or not 1 <= n <= LOG_LINES_MAX:
             return ["log: use: log [n] with n 1..%d" % LOG_LINES_MAX]
+    app.write_flash()   # the lines still on their way to the flash too
     return app.log.tail(n) or ["log: empty"]
 
 

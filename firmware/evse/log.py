@@ -65,6 +65,12 @@ class Log:
             self._unreported += 1
             self._size = _size(self.path)  # a partial write may have landed
 
+    def lost_line(self):
+        """A line that never got here (too many came at once for the flash): counted as lost,
+        and said so by the next line that reaches the flash."""
+        self.lost += 1
+        self._unreported += 1
+
     def _rotate(self):
         try:
             os.remove(self.old_path)
