@@ -609,6 +609,9 @@ class ChargePoint:
                     self._boot_now = False
                     await self._boot()
                 if await self._send_next():
+                    # The next message's read, JSON and framing in a step of their own, not in
+                    # the one that took this reply: a replay holds the loop one part at a time.
+                    await asyncio.sleep_ms(0)
                     continue
                 now = time.ticks_ms()
                 if self.heartbeat_s and time.ticks_diff(now, self._last_tx_ms) >= self.heartbeat_s * 1000:

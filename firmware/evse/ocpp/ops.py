@@ -239,6 +239,8 @@ def send_local_list(cp, p):
     need(p, "listVersion", int)
     need(p, "updateType", str, choices=("Differential", "Full"))
     entries = opt(p, "localAuthorizationList", list)
+    if entries and len(entries) > cp.keys.get("SendLocalListMaxLength"):
+        return {"status": "Failed"}   # before checking each entry: that alone held the loop long
     for e in entries or ():
         if not isinstance(e, dict):
             raise rpc.RpcError("TypeConstraintViolation", "localAuthorizationList entries must be objects")

@@ -31,6 +31,7 @@ CLOSE_TOO_BIG = const(1009)
 MAX_MESSAGE = const(8192)  # largest message we accept; OCPP 1.6 messages are a few hundred bytes
 _CONTROL_MAX = const(125)  # RFC 6455 5.5: control frames carry at most 125 bytes
 _HEAD_MAX = const(2048)  # longest HTTP answer head we read during the upgrade
+_MASK_BLOCK = const(256)  # bytes masked at a time (a multiple of the 4-byte key)
 _KEEP = const(160)      # first bytes of a message that is too big, kept for its unique id (36 characters)
 _OP_TOO_BIG = const(16)  # not on the wire: the parser's word for a skipped message
 _READ_CHUNK = const(512)
@@ -106,8 +107,15 @@ def encode_frame(opcode, payload, mask_key):
         for i in range(8):
             frame[9 - i] = (n >> (8 * i)) & 0xFF
     frame[hlen - 4:hlen] = mask_key
-    for i in range(n):
-        frame[hlen + i] = payload[i] ^ mask_key[i & 3]
+    # XOR as integers of _MASK_BLOCK bytes, in C: a byte loop in Python took 16 ms at RP2040
+    # speed for one 576-byte MeterValues. Blocks keep the integers small in a small heap.
+    key = bytes(mask_key) * (_MASK_BLOCK // 4)
+    whole = int.from_bytes(key, "big")
+    mv = memoryview(payload)
+    for at in range(0, n, _MASK_BLOCK):
+        size = n - at if n - at < _MASK_BLOCK else _MASK_BLOCK
+        k = whole if size == _MASK_BLOCK else int.from_bytes(key[:size], "big")
+        frame[hlen + at:hlen + at + size] = (int.from_bytes(mv[at:at + size], "big") ^ k).to_bytes(size, "big")
     return frame
 
 
