@@ -207,3 +207,36 @@ def test_the_control_tick_queues_log_lines_and_registers_for_the_flash_task(make
     app.write_flash()
     text = (tmp_path / "log.txt").read_text()
     assert "log: 8 lines lost" in text and "line 31" in text and "line 32" not in text
+
+
+def test_past_6_days_the_control_clock_moves_back_and_charging_goes_on_unchanged(make_app, monkeypatch):
+    from evse import ticks
+    from evse.app import App
+    t = [ticks.REBASE_AT_MS - 2000]
+    monkeypatch.setattr(time, "ticks_ms", lambda: t[0], raising=False)
+    app = make_app()
+    del app.note
+    app._last_ticks = t[0] - ticks.REBASE_AT_MS + 2000   # booted 6.2 days minus 2 s ago
+    app.hal.ev = "C"
+    app.hal.rcd_test_ms = 0   # FakeHal's model clock does not run here
+    app.hal.amps = 16.0
+    for g in app.guns:
+        g.state = "A"
+    for _ in range(300):     # 6 s of ticks across the move
+        t[0] += 20
+        app.step()
+    assert app.now_ms < ticks.REBASE_AT_MS and app.uptime_ms() == ticks.REBASE_AT_MS + 4000
+    assert all(g.contactor and g.state == "C2" for g in app.guns), [g.state for g in app.guns]
+    assert app._log_queue == ["gun 1: contactor closed", "gun 2: contactor closed"], app._log_queue  # no fault
+    assert App.uptime_ms(app) - app.now_ms == ticks.REBASE_MS
+    assert all(0 <= wh < 100 for wh in app._energy_wh), app._energy_wh   # a few seconds' worth
+    app.hal.amps = 10.0       # the timers still run: the current is read every SENSE_MS
+    for _ in range(15):
+        t[0] += 20
+        app.step()
+    assert [g.current_a for g in app.guns] == [10.0, 10.0]
+    app.hal.ev = "A"          # and an unplug opens within 100 ms
+    for _ in range(5):
+        t[0] += 20
+        app.step()
+    assert not any(g.contactor for g in app.guns)

@@ -2,8 +2,8 @@
 from hypothesis import given, settings, strategies as st
 
 from evse import gun as gun_mod
-from evse import pilot
-from fake_rig import charging, make_gun, run, run_until
+from evse import pilot, ticks
+from fake_rig import BOARD, FakeHal, charging, make_gun, run, run_until
 
 
 def test_plugging_in_offers_pwm_then_closes_within_3s_of_c2_after_an_rcd_self_test():
@@ -367,3 +367,85 @@ def test_a_contactor_that_drops_out_while_the_pilot_still_shows_c_is_a_contactor
     hal.interlock_holds = lambda: False   # the coil lost its current, the EV still asks
     run(g, hal, 200)
     assert g.fault == "CONTACTOR"
+
+
+T0 = ticks.REBASE_AT_MS - 3000   # 6.2 days after boot: the control clock is about to move back
+
+
+def apply(action, g, hal):
+    if action.startswith("ev:"):
+        hal.ev = action[3]
+    elif action == "diode":
+        hal.diode_fault = not hal.diode_fault
+    elif action == "rcd":
+        hal.rcd = True
+    elif action == "weld":
+        hal.welded = not hal.welded
+    elif action == "hot":
+        hal.temperature = 90 if hal.temperature < 80 else 25
+    elif action == "amps":
+        hal.amps = 50.0 if hal.amps < 40 else 10.0
+    elif action == "alloc":
+        g.allocation_a = 0 if g.allocation_a else 32
+    elif action == "clear":
+        g.clear_fault(T0 + hal.t_ms - g.shift)
+
+
+@settings(max_examples=150, deadline=None)
+@given(EV_STEPS, st.integers(0, 25), st.booleans())
+def test_moving_the_control_clock_back_changes_nothing_a_gun_does(steps, at, interlock):
+    # Two guns see the same EV; one of them has its clock and every time it keeps moved back by
+    # REBASE_MS at step `at`, as App.clock does past 6.2 days: both must act alike to the tick.
+    twins = []
+    for _ in range(2):
+        hal = FakeHal(interlock=interlock)
+        board = dict(BOARD, interlock=interlock)
+        g = gun_mod.Gun(1, hal, board["guns"][0], board)
+        g.allocation_a = 32
+        g.shift = 0
+        twins.append((g, hal))
+    for k, (action, ms) in enumerate(steps + [("ev:C", 3000)]):
+        for g, hal in twins:
+            if k == at and g is twins[1][0]:
+                g.rebase(ticks.REBASE_MS)
+                g.shift = ticks.REBASE_MS
+            apply(action, g, hal)
+        end = twins[0][1].t_ms + ms
+        while twins[0][1].t_ms < end:
+            for g, hal in twins:
+                hal.t_ms += gun_mod.TICK_MS
+                g.step(T0 + hal.t_ms - g.shift)
+            (a, ha), (b, hb) = twins
+            assert (a.state, a.fault, a.contactor, a.duty_pm) == (b.state, b.fault, b.contactor, b.duty_pm), ha.t_ms
+        assert twins[0][1].calls == twins[1][1].calls
+
+
+def test_a_time_older_than_the_floor_stays_long_ago_and_none_stays_none():
+    assert ticks.back(None, ticks.REBASE_MS) is None
+    assert ticks.back(100, ticks.REBASE_MS) == 100 - ticks.REBASE_MS
+    assert ticks.back(-5000, ticks.REBASE_MS) == ticks.FLOOR_MS
+    assert ticks.REBASE_AT_MS - ticks.REBASE_MS - ticks.FLOOR_MS >= 6 * 24 * 3600 * 1000
+
+
+DURATIONS = {"fault_retry_ms"}   # the gun's own periods, not times from the clock
+
+
+@settings(max_examples=60, deadline=None)
+@given(EV_STEPS)
+def test_rebase_moves_every_time_a_gun_keeps(steps):
+    # A time added to Gun without a line in rebase() fails here, whatever scenario shows it.
+    import copy
+    g, hal = make_gun()
+    g.shift = 0
+    for action, ms in steps + [("amps", 200)]:
+        apply(action, g, hal)
+        end = hal.t_ms + ms
+        while hal.t_ms < end:
+            hal.t_ms += gun_mod.TICK_MS
+            g.step(T0 + hal.t_ms)
+    moved = copy.deepcopy(g)
+    moved.rebase(ticks.REBASE_MS)
+    for name, value in vars(g).items():
+        if name.endswith("_ms") and name not in DURATIONS and isinstance(value, int) and value >= 0:
+            assert getattr(moved, name) == ticks.back(value, ticks.REBASE_MS), name
+    assert moved.letter._since_ms == ticks.back(g.letter._since_ms, ticks.REBASE_MS)

@@ -5,7 +5,7 @@ import time
 
 import asyncio
 
-from evse import VERSION, cli, config, store
+from evse import VERSION, cli, config, store, ticks
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
@@ -58,6 +58,7 @@ class App:
         self._since = [None] * len(self.guns)                # when each gun began to want power
         self._smart_failing = set()   # 0 (the charger) and guns whose smart limit failed
         self.now_ms = 0
+        self._rebased = 0      # what rebase() took off now_ms, for uptime_ms()
         self.ticks = 0
         self._last_ticks = time.ticks_ms()
         self._shared_ms = -SHARE_MS
@@ -225,11 +226,35 @@ class App:
             cp.send("FirmwareStatusNotification", {"status": status})
 
     def clock(self):
-        # A monotonic millisecond count that does not wrap like ticks_ms.
+        """The control path's monotonic millisecond count; unlike ticks_ms it does not wrap, and
+        it stays a small int for any uptime (evse.ticks)."""
         t = time.ticks_ms()
         self.now_ms += time.ticks_diff(t, self._last_ticks)
         self._last_ticks = t
+        if self.now_ms >= ticks.REBASE_AT_MS:
+            self.rebase(ticks.REBASE_MS)
         return self.now_ms
+
+    def rebase(self, d):
+        """Moves the count and every time taken from it back by d; uptime_ms() stays true."""
+        self.now_ms -= d
+        self._rebased += d
+        back = ticks.back
+        self._shared_ms = back(self._shared_ms, d)
+        self._stepped_ms = back(self._stepped_ms, d)
+        self._energy_saved_ms = back(self._energy_saved_ms, d)
+        ticks.back_all(self._since, d)
+        for g in self.guns:
+            g.rebase(d)
+        self.sharing.rebase(d)
+        if self.cabinet is not None:
+            self.cabinet.rebase(d)
+        if self.metering is not None:
+            self.metering.rebase(d)
+
+    def uptime_ms(self):
+        """Since boot (for the console: past 12 days a number the heap holds, once per ask)."""
+        return self._rebased + self.now_ms
 
     def share(self, now_ms):
         """The budget per phase (the site's, under the central system's ChargePointMaxProfile),

@@ -27,7 +27,7 @@ def timing_line(app):
 
 
 def status_json(app):
-    return json.dumps({"board": app.board["name"], "uptime_ms": app.now_ms,
+    return json.dumps({"board": app.board["name"], "uptime_ms": app.uptime_ms(),
                        "site_limit_a": app.cfg.get("site_limit_a"),
                        "timing": {"worst_tick_gap_ms": app.worst_gap_ms, "slowest_step_ms": app.slowest_ms,
                                   "restarts": app.restarts},

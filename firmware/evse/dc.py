@@ -15,7 +15,7 @@
 # Several modules may move at once; each goes through these steps on its own.
 from micropython import const
 
-from evse import cabinet, pilot
+from evse import cabinet, pilot, ticks
 from evse.gun import Gun
 
 CABINET_MS = const(100)      # the sequencing runs this often
@@ -138,6 +138,13 @@ class Cabinet:
         self._over_ms = None            # since when some dispenser delivers above its limit
         self._active = None
         self._allocated_ms = None
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks)."""
+        ticks.back_all(self._commanded_ms, d)
+        ticks.back_all(self._lowered_ms, d)
+        self._over_ms = ticks.back(self._over_ms, d)
+        self._allocated_ms = ticks.back(self._allocated_ms, d)
 
     def counts(self, where):
         out = [0] * self.n

@@ -2,7 +2,7 @@
 # gun's safety sensors. Pure logic: the hardware comes in as `hal` (evse.hal interface) and the
 # time as `now_ms`, so tests drive it with a model EV and hypothesis.
 from micropython import const
-from evse import pilot
+from evse import pilot, ticks
 
 # Timing, with the clause it comes from (IEC 61851-1:2017 unless noted).
 TICK_MS = const(20)                 # control loop period
@@ -137,6 +137,24 @@ class Gun:
             return False
         self._clear(now_ms)
         return True
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks): every time kept here moves with it."""
+        back = ticks.back
+        self.fault_since_ms = back(self.fault_since_ms, d)
+        self.opened_ms = back(self.opened_ms, d)
+        self.closed_ms = back(self.closed_ms, d)
+        self.duty_changed_ms = back(self.duty_changed_ms, d)
+        self._sensed_ms = back(self._sensed_ms, d)
+        self._raw_since_ms = back(self._raw_since_ms, d)
+        self._c1_since_ms = back(self._c1_since_ms, d)
+        self._b2_since_ms = back(self._b2_since_ms, d)
+        self._x1_until_ms = back(self._x1_until_ms, d)
+        self._over_since_ms = back(self._over_since_ms, d)
+        self._c_pwm_since_ms = back(self._c_pwm_since_ms, d)
+        if self._interlock_ms >= 0:  # a proof under way (the negative values are its states)
+            self._interlock_ms = back(self._interlock_ms, d)
+        self.letter.rebase(d)
 
     # ---- the control step ------------------------------------------------------------------
     def step(self, now_ms):

@@ -8,7 +8,7 @@
 import asyncio
 from micropython import const
 
-from evse import meters, modbus
+from evse import meters, modbus, ticks
 
 POLL_MS = const(1000)
 DEAD_MS = const(5000)
@@ -69,6 +69,10 @@ class Metering:
             self.ok[i] = True
             self.log("gun %d: meter answers again" % n)
         return True
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks)."""
+        ticks.back_all(self._last_ok_ms, d)
 
     def start(self, now_ms):
         """At boot: a meter has DEAD_MS from now to answer."""

@@ -1,6 +1,8 @@
 # Control pilot arithmetic and classification, IEC 61851-1 Annex A. Pure: no hardware, time passed in.
 from micropython import const
 
+from evse import ticks
+
 # Duty cycle in per mille (0..1000). 1000 = steady +12 V (no PWM), 0 = steady -12 V (state F).
 DUTY_OFF_PM = const(1000)
 DUTY_F_PM = const(0)
@@ -105,3 +107,6 @@ class Debounce:
 
     def force(self, value):
         self.stable = self._candidate = value
+
+    def rebase(self, d):
+        self._since_ms = ticks.back(self._since_ms, d)

@@ -10,6 +10,8 @@
 #   the short phase pauses; a paused gun resumes only at min_a + RESUME_EXTRA_A (hysteresis).
 from micropython import const
 
+from evse import ticks
+
 EV_FOLLOW_MS = const(5000)       # an EV has 5 s to follow a lower PWM offer (IEC 61851-1 A.5.1)
 RECLAIM_MARGIN_A = 2.0           # an EV drawing this much under its offer ...
 RECLAIM_AFTER_MS = const(10000)  # ... for this long gets drawn + margin; the rest goes to others
@@ -81,6 +83,13 @@ class Sharing:
         self.paused = [False] * guns      # wanted power but was given none
         self._under_since = [None] * guns  # since when the EV draws well under its offer
         self.reclaimed = [None] * guns    # the cap reclaim set, or None
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks)."""
+        for offers in self._offers:
+            for o in offers:
+                o[0] = ticks.back(o[0], d)
+        ticks.back_all(self._under_since, d)
 
     def _commit(self, i, now_ms, offered_a):
         offers = self._offers[i]
