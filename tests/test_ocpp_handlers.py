@@ -545,3 +545,28 @@ def test_a_composite_schedule_asked_for_years_is_cut_to_what_fits_in_one_message
         answers_result(answer, "GetCompositeSchedule")
         assert answer[2]["chargingSchedule"]["duration"] == ops.COMPOSITE_MAX_S
         assert len(answer[2]["chargingSchedule"]["chargingSchedulePeriod"]) == 4  # 16 A, 32 A, 16 A, 32 A
+
+
+def test_a_full_local_list_is_checked_and_stored_in_steps_with_the_same_answer(tmp_path):
+    # The charge point's reader lets the event loop run at each step: 50 entries at once held
+    # it about a second at RP2040 speed.
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    entries = [{"idTag": "TAG%02d" % k, "idTagInfo": {"status": "Accepted", "expiryDate": iso(NOW + DAY)}}
+               for k in range(cp.keys.get("SendLocalListMaxLength"))]
+    work = ops.steps(cp, "u1", "SendLocalList", {"listVersion": 4, "updateType": "Full",
+                                                 "localAuthorizationList": entries})
+    taken = 0
+    while True:
+        try:
+            next(work)
+            taken += 1
+            assert cp.auth.version != 4   # nothing is stored before the last step
+        except StopIteration as e:
+            answer = json.loads(e.value)
+            break
+    assert answer == [3, "u1", {"status": "Accepted"}] and cp.auth.version == 4 and len(cp.auth.entries) == 50
+    assert taken >= 50 + 50 // 4
+    too_long = ops.dispatch(cp, "u2", "SendLocalList", {"listVersion": 5, "updateType": "Full",
+                                                        "localAuthorizationList": entries + entries[:1]})
+    assert json.loads(too_long)[2] == {"status": "Failed"} and cp.auth.version == 4

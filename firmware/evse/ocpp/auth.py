@@ -14,6 +14,7 @@ from evse.ocpp import clock
 LIST_FILE = "authlist.json"
 CACHE_FILE = "authcache.json"
 CACHE_MAX = const(64)
+_SLICE = const(4)  # local list entries taken in one step of the event loop
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")  # AuthorizationStatus
 
 
@@ -107,6 +108,16 @@ class Auth:
     def send_local_list(self, req):
         """SendLocalList.req -> "Accepted", "Failed", "NotSupported" or "VersionMismatch". The
         list on flash changes completely or not at all."""
+        steps = self.local_list_steps(req)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as e:
+                return e.value
+
+    def local_list_steps(self, req):
+        """send_local_list as a generator that yields every _SLICE entries (the charge point
+        lets the event loop run between them) and returns the status."""
         if not self.keys.get("LocalAuthListEnabled"):
             return "NotSupported"
         version = req.get("listVersion")
@@ -124,7 +135,10 @@ class Auth:
             entries = {}
         else:
             return "Failed"
-        for item in items:
+        for k in range(len(items)):
+            if k % _SLICE == _SLICE - 1:
+                yield
+            item = items[k]
             tag = item.get("idTag") if isinstance(item, dict) else None
             if not _is_tag(tag):
                 return "Failed"

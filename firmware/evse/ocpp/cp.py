@@ -700,7 +700,14 @@ class ChargePoint:
                 continue
             kind = msg[0]
             if kind == rpc.CALL:
-                answer = ops.dispatch(self, msg[1], msg[2], msg[3])
+                work = ops.steps(self, msg[1], msg[2], msg[3])
+                while True:
+                    try:
+                        next(work)
+                    except StopIteration as e:
+                        answer = e.value
+                        break
+                    await asyncio.sleep_ms(0)   # a long handler's slices, the loop between them
                 await self._send_text(answer)
                 ops.after(self, msg[2])
             elif msg[1] == self._await_uid:
