@@ -449,3 +449,12 @@ def test_client_heap_is_small_and_flat_over_many_messages(servers, server):
     # a 1 KB MeterValues in flight stay far inside the 40 KB the whole OCPP client may use.
     assert events["connect holds"][0] < (8 if server == "plain" else 16) * 1024
     assert first < (12 if server == "plain" else 20) * 1024
+
+
+def test_the_name_is_looked_up_once_for_every_reconnect_and_again_after_a_failed_one(servers):
+    # getaddrinfo of a name blocks the event loop for a DNS round trip on a board.
+    events = run_client("lookups", servers["plain"] + "/echo/CP1")
+    lookups = [e for e in events if e[0] == "lookups"]
+    assert lookups[0] == ["lookups", ["localhost"]]
+    assert any(e[0] == "refused" for e in events), events
+    assert lookups[1] == ["lookups", ["localhost", "localhost"]]

@@ -137,7 +137,32 @@ async def heap(opts):
     await ws.close()
 
 
-SCENARIOS = {"echo": echo, "receive": receive, "client_close": client_close, "refused": refused,
+async def lookups(opts):
+    """How often the name is looked up over two connections, and again after one that failed."""
+    from evse.ocpp import ws as wsmod
+    asked = []
+    real = wsmod._getaddrinfo
+
+    def counting(host, *args):
+        asked.append(host)
+        return real(host, *args)
+    wsmod._getaddrinfo = counting
+    for _ in range(2):
+        ws = await connect(opts)
+        await ws.close()
+    say("lookups", asked)
+    host = URL.split("//")[1].split(":")[0]
+    wsmod._addresses[host] = "127.0.0.2"   # as if the server had moved: that address refuses
+    try:
+        await connect(dict(opts, timeout_ms=1000))
+    except WsError as e:
+        say("refused", e.reason[:40])
+    ws = await connect(opts)
+    await ws.close()
+    say("lookups", asked)
+
+
+SCENARIOS = {"lookups": lookups, "echo": echo, "receive": receive, "client_close": client_close, "refused": refused,
              "silent": silent, "reader_and_writer": reader_and_writer, "heap": heap}
 
 URL = sys.argv[2]

@@ -6,6 +6,7 @@ import binascii
 import hashlib
 import os
 import random
+import socket
 import time
 
 from micropython import const
@@ -236,6 +237,47 @@ class FrameParser:
         return out
 
 
+# Names looked up once per boot (a reconnect reuses the address), and again after a connect that
+# failed; getaddrinfo through a name the tests can replace.
+_addresses = {}
+_getaddrinfo = socket.getaddrinfo
+
+
+def address(host, port):
+    """host's address as text: the name's, looked up once and then reused, or host itself when it
+    is an address already."""
+    ip = _addresses.get(host)
+    if ip is None:
+        if _is_address(host):
+            return host
+        sockaddr = _getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+        ip = _sockaddr_ip(sockaddr)
+        _addresses[host] = ip
+    return ip
+
+
+def forget(host):
+    _addresses.pop(host, None)
+
+
+def _is_address(host):
+    if ":" in host:   # IPv6
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def _sockaddr_ip(sockaddr):
+    # lwIP ports (rp2, esp32) give ("a.b.c.d", port); the unix port the raw struct sockaddr.
+    if isinstance(sockaddr, tuple):
+        return sockaddr[0]
+    family = sockaddr[0] | sockaddr[1] << 8
+    if family == socket.AF_INET:
+        return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
+    raw = sockaddr[8:24]   # sockaddr_in6
+    return ":".join("%x" % (raw[i] << 8 | raw[i + 1]) for i in range(0, 16, 2))
+
+
 def backoff_ms(attempt, base_ms=1000, cap_ms=120000, rand=random.getrandbits):
     """Delay before reconnect attempt `attempt` (0, 1, ...): exponential with full jitter,
     uniform in 0..min(cap_ms, base_ms * 2**attempt), so a site's chargers that lost the CSMS
@@ -307,6 +349,7 @@ class WebSocket:
                 self._upgrade(host, port, path, ctx, subprotocol, basic_auth), timeout_ms)
         except asyncio.TimeoutError:
             self._drop()
+            forget(host)   # the server may have moved: the next try looks the name up again
             raise WsError("no WebSocket upgrade from %s within %d ms" % (where, timeout_ms))
         except WsError as e:
             if e.status == 101:  # a WebSocket now, if not ours: say why before hanging up
@@ -317,12 +360,15 @@ class WebSocket:
             # OSError covers refused/reset links and TLS failures (mbedtls: certificate not
             # signed by ca_der, host name mismatch); mbedtls texts come wrapped in newlines.
             self._drop()
+            forget(host)
             raise WsError("cannot connect to %s: %s" % (where, " ".join(str(e).split())))
         self.last_rx_ms = time.ticks_ms()
 
     async def _upgrade(self, host, port, path, ctx, subprotocol, basic_auth):
-        # getaddrinfo inside open_connection blocks the loop while DNS answers (MicroPython).
-        self._reader, self._writer = await asyncio.open_connection(host, port, ssl=ctx)
+        # The address, not the name, goes to open_connection: its getaddrinfo of a name blocks
+        # the loop for a DNS round trip (MicroPython), of an address not. TLS checks the name.
+        ip = address(host, port)
+        self._reader, self._writer = await asyncio.open_connection(ip, port, ctx, host if ctx else None)
         key = binascii.b2a_base64(os.urandom(16))[:-1]  # RFC 6455 4.1: 16 random bytes
         default_port = 443 if ctx else 80
         host_hdr = ("[%s]" % host) if ":" in host else host
