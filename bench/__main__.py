@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import flash, mpy, ocpp, sharing
+from bench import flash, mpy, ocpp, sharing, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "results.json"
@@ -23,8 +23,16 @@ def main() -> int:
     _write(results)
     results["flash"] = flash.run()
     _write(results)
+    status = 0
+    try:   # last, and caught: its failure loses none of the sections above
+        results["timing"] = timing.run(tick)
+    except (Exception, SystemExit) as err:
+        print(f"timing: failed: {err}")
+        results["timing"] = {"error": str(err)}
+        status = 1
+    _write(results)
     print(f"wrote {OUT.relative_to(ROOT)}")
-    return 0
+    return status
 
 
 def _write(results: dict) -> None:

@@ -1,10 +1,7 @@
 """The OCPP part of `make bench`: the real charge point (evse.ocpp.cp under MicroPython) against
 the development central system (`evsectl csms`). bench/ocpp_mpy.py is the charger side; this
 starts the central system, plays its part of the session and prints the figures."""
-import json
-import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 from bench import mpy
@@ -23,8 +20,8 @@ def run() -> dict:
         session = _session(csms.ws, api, Path(tmp) / "session")
         txs = api.transactions(cp="BENCH1")
         replays = []
-        for i in range(REPLAY_RUNS):
-            root = Path(tmp) / f"replay{i}"
+        for run_index in range(REPLAY_RUNS):
+            root = Path(tmp) / f"replay{run_index}"
             root.mkdir()
             replays.append(mpy.run(SCRIPT, HEAP, ("replay", csms.ws, str(root)))["result"])
         invalid = api.invalid_frames()
@@ -70,34 +67,13 @@ def _session(ws: str, api, root: Path) -> dict:
     """Runs the two-gun session: the script swipes a card at gun 1, the central system starts gun 2
     remotely once the charger is online."""
     root.mkdir()
-    cmd, env = mpy.command(SCRIPT, HEAP, ("session", ws, str(root)))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    timer = threading.Timer(SESSION_TIMEOUT_S, proc.kill)
-    timer.start()
-    lines = []
-    result = None
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            msg = json.loads(line) if line.startswith("{") else {}
-            if msg.get("event") == "online":
-                reply = api.call("RemoteStartTransaction", {"connectorId": 2, "idTag": "BB22"}, cp="BENCH1")
-                if reply.get("payload", {}).get("status") != "Accepted":
-                    raise SystemExit(f"bench: RemoteStartTransaction for gun 2 not accepted: {reply}")
-            elif "result" in msg:
-                result = msg["result"]
-        proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode != 0 or result is None:
-        stderr = proc.stderr.read() if proc.stderr else ""
-        raise SystemExit(f"{SCRIPT.name} session failed under MicroPython (exit {proc.returncode}):\n"
-                         f"{''.join(lines)}{stderr}")
-    return result
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "online":
+            reply = api.call("RemoteStartTransaction", {"connectorId": 2, "idTag": "BB22"}, cp="BENCH1")
+            if reply.get("payload", {}).get("status") != "Accepted":
+                raise SystemExit(f"bench: RemoteStartTransaction for gun 2 not accepted: {reply}")
+    return mpy.run_with_events(SCRIPT, HEAP, ("session", ws, str(root)), on_event, SESSION_TIMEOUT_S)
 
 
 def _print(o: dict) -> None:

@@ -32,7 +32,19 @@ def read_json(path, default=None):
 
 
 def write_json(path, value):
+    for _ in write_json_steps(path, value, 1 << 30):
+        pass
+
+
+def write_json_steps(path, value, chunk=512):
+    """write_json as a generator that yields after each `chunk` bytes written, for a caller that
+    lets the event loop run between them (a flash write of a few KB holds it ~100 ms at RP2040
+    speed). The text is made in one piece: json.dump writes each token on its own, 3.6x slower."""
     tmp = path + ".tmp"
+    text = json.dumps(value)
     with open(tmp, "w") as f:
-        json.dump(value, f)
+        for at in range(0, len(text), chunk):
+            f.write(text[at:at + chunk])
+            if at + chunk < len(text):
+                yield
     os.rename(tmp, path)

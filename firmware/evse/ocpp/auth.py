@@ -153,7 +153,7 @@ class Auth:
         if len(entries) > self.keys.get("LocalAuthListMaxLength") or (version == 0 and entries):
             return "Failed"  # version 0 means "empty list" (section 5.10)
         try:
-            store.write_json(self.list_path, {"version": version, "entries": entries})
+            yield from store.write_json_steps(self.list_path, {"version": version, "entries": entries})
         except OSError as e:
             print("auth: local list not stored: %s" % e)
             return "Failed"

@@ -1,0 +1,438 @@
+# Runs under the MicroPython unix port, against the development central systems bench/timing.py
+# started: how long the asyncio loop goes without coming back to a watcher task while each
+# workload runs in the real firmware code (bench/timing.py scales the figures to the boards and
+# judges them against the 50 ms rule).
+# usage: micropython timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON ROOT_DIR
+#   WS_URL     the central system's ws://HOST:PORT/ocpp (HOST "localhost" when it resolves to
+#              127.0.0.1 here: then getaddrinfo looks the name up, as a central system's)
+#   WSS_URL    the same over TLS, CA_DER the file of its CA (DER); "-" when there is none
+#   FILES_URL  its HTTP file service (diagnostics are uploaded to FILES_URL/upload/)
+#   BUNDLE_URL the firmware bundle UpdateFirmware downloads
+#   BOARD_JSON the 8-gun board whose App.step is timed on the ticks that share
+# Prints {"event": "big_frame" | "local_list", ...} when the host must send a CALL through the
+# central system's API, {"log": ...} from the charge point, and last {"result": {...}}: per
+# workload the worst gap of each run, in us, and each run's details (the host judges them).
+#
+# Why not ocpp_mpy.LoopStall: it sleeps 1 ms and reads ticks_ms, a resolution of 1 ms here,
+# 325 ms on an RP2040, where the rule is 50 ms (154 us here). StepWatch yields with sleep_ms(0)
+# and reads ticks_us: each gap between two of its turns is how long the other tasks' steps held
+# the loop. It spins, so a workload takes about twice its time; what one step costs does not
+# change.
+import gc
+import json
+import micropython
+import os
+import socket
+import sys
+import time
+from array import array
+
+import asyncio
+
+import pystone_mpy
+from evse import config
+from evse.app import App
+from evse.gun import TICK_MS
+from evse.log import Log, _size
+from evse.ocpp import fw
+from evse.ocpp import keys as keys_mod
+from evse.ocpp import ws as wsmod
+from evse.ocpp.cp import ChargePoint
+from fake_rig import FakeHal
+from ocpp_mpy import App as OcppApp
+from ocpp_mpy import MEASURANDS, REPLAY_MESSAGES, drained, fill_journal, say
+from ocpp_mpy import until as ocpp_until
+
+RUNS = 3                  # each workload runs this often; the host takes the median worst gap
+PYSTONE_LOOPS = 50000     # about 0.2 s here
+SHARE_TICKS = 500         # App.step timed this often per run, each tick sharing
+EV_AMPS = 9.0             # what each EV draws once charging (63 A per phase over the 8 guns)
+CHARGING_WITHIN_MS = 5000  # the 8 EVs reach C2 with the contactor closed within this
+IDLE_MS = 300
+COLLECT_EVERY_BYTES = 98304   # allocated between two of the watcher's collections
+_BUCKET_US = 10           # the collections' times are counted in buckets this wide ...
+_BUCKETS = 1000           # ... up to 10 ms (the last bucket: 10 ms or more)
+CP_ID = "TIMING1"
+LOG_LINES = ("ocpp: connected to ws://csms.example.com/ocpp/EVSE-0042",
+             "gun 1: B2 -> C2 (EV asks for energy), offer 16.0 A",
+             "ocpp: gun 1: transaction 1842 started for 04A2B3C4D5E6F7",
+             "meter 1: SDM630 read 3 x 15.9 A, 11.02 kW, 18342.7 kWh",
+             "sharing: site 63 A per phase, 3 guns charging, gun 2 paused at 6 A")
+_STAMP_BYTES = 12         # Log.write's ticks_ms stamp, its space and the newline, at most
+
+
+class StepWatch:
+    """The longest gap between two turns of this task since start(), in microseconds.
+
+    Two things are kept out of the gaps. The time the kernel kept this process waiting for a CPU
+    while another process ran (the bench machine's noise, not the firmware's): the second field
+    of /proc/thread-self/schedstat, run_delay in ns, grows by exactly that (Linux; without the
+    file `corrected` is False). And the garbage collections: the watcher collects in its own
+    turn each time COLLECT_EVERY_BYTES were allocated, so a step sets one off only when it
+    allocates nearly all the free heap by itself. A collection (C) has its own row: the 99th
+    percentile of the watcher's, a few ms of the bench machine's noise past that."""
+
+    def __init__(self):
+        self.worst_us = 0
+        self.collections = array("I", bytes(4 * _BUCKETS))  # per bucket: collections that took so long
+        self._buf = bytearray(96)
+        try:
+            self._stat = open("/proc/thread-self/schedstat", "rb")
+        except OSError:
+            self._stat = None
+        self.corrected = self._stat is not None
+
+    def waited_us(self):
+        # "<on cpu ns> <run_delay ns> <slices>\n", parsed in place: no garbage in every turn
+        if self._stat is None:
+            return 0
+        buf = self._buf
+        self._stat.seek(0)
+        self._stat.readinto(buf)
+        pos = buf.find(b" ") + 1
+        ns = 0
+        while 48 <= buf[pos] <= 57:
+            ns = ns * 10 + buf[pos] - 48
+            pos += 1
+        return ns // 1000
+
+    async def run(self):
+        allocated = micropython.mem_total()
+        waited = self.waited_us()
+        last = time.ticks_us()
+        while True:
+            await asyncio.sleep_ms(0)
+            gap = time.ticks_diff(time.ticks_us(), last)
+            gap -= self.waited_us() - waited
+            if gap > self.worst_us:
+                self.worst_us = gap
+            if micropython.mem_total() - allocated >= COLLECT_EVERY_BYTES:
+                waited = self.waited_us()
+                start = time.ticks_us()
+                gc.collect()
+                took_us = time.ticks_diff(time.ticks_us(), start) - (self.waited_us() - waited)
+                self.collections[min(max(took_us, 0) // _BUCKET_US, _BUCKETS - 1)] += 1
+                allocated = micropython.mem_total()
+            waited = self.waited_us()
+            last = time.ticks_us()
+
+    def collection_summary(self):
+        """How many collections, and the median, 99th percentile and longest of their times
+        (each the upper edge of its bucket; 0 without collections)."""
+        counts = self.collections
+        total = sum(counts)
+        out = {"count": total, "p50_us": 0, "p99_us": 0, "max_us": 0}
+        seen = 0
+        for bucket in range(_BUCKETS):
+            if counts[bucket]:
+                upper_us = (bucket + 1) * _BUCKET_US
+                if seen * 100 < 50 * total <= (seen + counts[bucket]) * 100:
+                    out["p50_us"] = upper_us
+                if seen * 100 < 99 * total <= (seen + counts[bucket]) * 100:
+                    out["p99_us"] = upper_us
+                seen += counts[bucket]
+                out["max_us"] = upper_us
+        return out
+
+    async def start(self):
+        # The watcher takes its turn first: the gap of the caller's own set-up is not counted.
+        await asyncio.sleep_ms(0)
+        self.worst_us = 0
+
+
+async def until(what, timeout_ms):
+    await ocpp_until(what, timeout_ms, poll_ms=2)
+
+
+async def stop(task):
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # CancelledError, or the task's own end: either way it is over
+        pass
+
+
+def charge_point(root, url):
+    app = OcppApp(root)
+    cp = ChargePoint(app, root, url, CP_ID, log=app.log)
+    cp.keys.change("MeterValuesSampledData", MEASURANDS)
+    cp.clock.set(int(time.time()))  # a charger that was online before
+    return cp
+
+
+async def replay(watch, url, root):
+    """Workload 1: the journal of REPLAY_MESSAGES (ocpp_mpy.fill_journal) sent after a connect."""
+    cp = charge_point(root, url)
+    fill_journal(cp)
+    await watch.start()
+    link = asyncio.create_task(cp.run())
+    try:
+        await until(drained(cp), 120000)
+    except BaseException:
+        await stop(link)
+        raise
+    return watch.worst_us, cp, link
+
+
+async def compaction(watch, root):
+    """Workload 2: the same journal confirmed message by message, as _send_next does, without a
+    link: the compactions are set off by confirm()."""
+    cp = charge_point(root, "ws://localhost:1/unused")
+    fill_journal(cp)
+    journal = cp.journal
+    await watch.start()
+    while True:
+        entry = journal.peek()
+        if entry is None:
+            break
+        journal.confirm(entry[0], {"transactionId": 7} if entry[1] == "StartTransaction" else {})
+        await asyncio.sleep_ms(0)
+    return watch.worst_us, {"messages": REPLAY_MESSAGES}
+
+
+async def from_central_system(watch, cp, event, **fields):
+    """Workloads 3 and 4: the host has the central system send a CALL through its API once it
+    reads `event` (a SendLocalList of the longest list the charge point takes, a 300 KB
+    DataTransfer); the charge point reads it off the websocket and answers, or drops the link.
+    Details: its answer and whether the link stayed up."""
+    await until(lambda: cp.online, 20000)
+    answers = []
+    logged = []
+    send_text, log = cp._send_text, cp.log
+
+    async def spy_send(text):
+        if text[:3] in ("[3,", "[4,"):
+            answers.append(text[:400])
+        await send_text(text)
+
+    def spy_log(text):
+        logged.append(text)
+        log(text)
+    cp._send_text, cp.log = spy_send, spy_log
+    ws = cp.ws
+    try:
+        await watch.start()
+        say(event=event, cp=CP_ID, **fields)
+        await until(lambda: answers or cp.ws is not ws or not cp.connected, 30000)
+        await asyncio.sleep_ms(300)   # what the answer or the drop sets off
+        worst = watch.worst_us
+    finally:
+        cp._send_text, cp.log = send_text, log
+    lost = [line for line in logged if "link lost" in line]
+    return worst, {"answer": answers[0] if answers else None, "link_kept": cp.ws is ws and cp.connected,
+                   "link_lost": lost[0] if lost else None}
+
+
+class Notified:
+    """The FirmwareStatusNotification / DiagnosticsStatusNotification statuses fw gives."""
+
+    def __init__(self):
+        self.statuses = []
+
+    async def notify(self, status):
+        self.statuses.append(status)
+
+
+def log_bytes(log):
+    return sum(_size(path) for path in log.files())
+
+
+def full_log(root):
+    """A Log filled to within two lines of its max_bytes (both files): a longer line would make it
+    rotate. Its limit and what it holds, in bytes."""
+    log = Log(root)
+    limit = 2 * log.file_max      # Log's max_bytes: its two files together
+    line_max = max(len(line) for line in LOG_LINES) + _STAMP_BYTES
+    written = 0
+    while log_bytes(log) < limit - 2 * line_max:
+        log.write(LOG_LINES[written % len(LOG_LINES)])
+        written += 1
+    return log
+
+
+async def diagnostics(watch, files_url, root, name):
+    """Workload 5: GetDiagnostics: fw.upload_diagnostics of a full log to the central system."""
+    log = full_log(root)
+    notes = Notified()
+    filled = log_bytes(log)
+    await watch.start()
+    name = await fw.upload_diagnostics(files_url + "/upload/", root, log, notes.notify, name=name)
+    return watch.worst_us, {"log_bytes": filled, "uploaded": name, "statuses": notes.statuses}
+
+
+async def connect(watch, url, ca_der=None):
+    """Workload 6: a WebSocket connect, getaddrinfo included; with ca_der, over TLS with the
+    server verified. The gap of the connect alone, and the time it took."""
+    ws = wsmod.WebSocket()
+    await watch.start()
+    start = time.ticks_us()
+    await ws.connect(url + "/" + CP_ID + "-C", ca_der=ca_der, timeout_ms=10000)
+    took_us = time.ticks_diff(time.ticks_us(), start)
+    worst = watch.worst_us
+    await ws.close()
+    return worst, {"connect_us": took_us}
+
+
+def getaddrinfo_us(url):
+    _, host, port, _ = wsmod.parse_url(url)
+    start = time.ticks_us()
+    socket.getaddrinfo(host, port)
+    return time.ticks_diff(time.ticks_us(), start)
+
+
+async def firmware(watch, bundle_url, root):
+    """Workload 7: UpdateFirmware: fw.update_firmware downloads, verifies and installs the bundle
+    (into ROOT, a scratch folder here)."""
+    notes = Notified()
+    await watch.start()
+    reboot = await fw.update_firmware(bundle_url, root, notes.notify)
+    return watch.worst_us, {"installed": reboot, "statuses": notes.statuses}
+
+
+async def sharing_ticks(watch, board, root):
+    """Workload 8: the control step and the sharing step of 8 guns. An App of the 8-gun board on
+    tests/fake_rig.py's FakeHal (one EV model for all the guns, as tests/test_app_share.py) with
+    an EV in C on every gun, brought to charging by App.step in real time; then SHARE_TICKS
+    times the control task's step (App._control_step) and the sharing task's (App.share; the
+    firmware shares at least every SHARE_MS and at once when a gun's demand changes), each timed
+    alone after a collection (a collection has its own row), less the time other processes ran."""
+    hal = FakeHal()
+    app = App(board, config.Config(board, root), hal, root)
+    hal.ev = "C"
+    deadline = time.ticks_add(time.ticks_ms(), CHARGING_WITHIN_MS)
+    while not all(gun.contactor and gun.state == "C2" for gun in app.guns):
+        if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+            raise SystemExit("bench: the %d EVs were not all charging after %d ms: %s" % (
+                len(app.guns), CHARGING_WITHIN_MS, [(gun.state, gun.fault) for gun in app.guns]))
+        hal.t_ms = app.now_ms      # FakeHal's RCD self-test runs on its own clock
+        app.step()
+        await asyncio.sleep_ms(TICK_MS)
+    hal.amps = EV_AMPS
+    ticks_before = app.ticks
+    control, share = [], []
+    for _ in range(SHARE_TICKS):
+        # The firmware's two tasks: the control step (the guns), then the sharing it wakes.
+        now = app.clock()
+        hal.t_ms = now
+        for part, times in ((app._control_step, control), (app.share, share)):
+            gc.collect()
+            waited = watch.waited_us()
+            start = time.ticks_us()
+            part(now)
+            times.append(time.ticks_diff(time.ticks_us(), start) - (watch.waited_us() - waited))
+            await asyncio.sleep_ms(0)
+    control.sort()
+    share.sort()
+    charging = sum(1 for gun in app.guns if gun.contactor)
+    return control[-1], {"median_us": control[len(control) // 2], "share_worst_us": share[-1],
+                         "share_median_us": share[len(share) // 2], "ticks": app.ticks - ticks_before,
+                         "guns": len(app.guns), "charging_at_end": charging,
+                         "allocation_a": [gun.allocation_a for gun in app.guns]}
+
+
+async def idle(watch):
+    """The noise floor: the watcher alone with the loop."""
+    await watch.start()
+    await asyncio.sleep_ms(IDLE_MS)
+    return watch.worst_us, {}
+
+
+async def runs(watch, root, name, out, make):
+    """RUNS runs of `make(run, folder)` -> (worst gap, details), each with a fresh folder under
+    `root`; out[name]: the worst gap and the details of each run. A run that fails (an
+    exception, or ocpp_mpy.until's SystemExit on a timeout) ends the workload: out[name] says
+    why, and no figure is made up."""
+    worst, details = [], []
+    for run in range(RUNS):
+        gc.collect()
+        folder = "%s/%s%d" % (root, name, run)
+        os.mkdir(folder)
+        try:
+            worst_us, run_details = await make(run, folder)
+        except (Exception, SystemExit) as err:
+            out[name] = {"error": "run %d: %s: %s" % (run + 1, type(err).__name__, err)}
+            return
+        worst.append(worst_us)
+        details.append(run_details)
+    out[name] = {"worst_us": worst, "details": details}
+
+
+async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, board_path, root):
+    work = {}
+    last = {}   # the charge point of the last replay and its link task: the central system's CALLs go to it
+
+    async def one_replay(run, folder):
+        if last:
+            await stop(last.pop("link"))
+            del last["cp"]
+        worst, last["cp"], last["link"] = await replay(watch, ws_url, folder)
+        return worst, {"messages": REPLAY_MESSAGES}
+
+    def online_cp():
+        if "cp" not in last:
+            raise SystemExit("bench: no charge point online: the replay failed")
+        return last["cp"]
+
+    async def local_list(run, folder):
+        cp = online_cp()
+        entries = cp.keys.get("SendLocalListMaxLength")
+        worst, details = await from_central_system(watch, cp, "local_list", entries=entries, version=run + 1)
+        details["entries"] = entries
+        return worst, details
+
+    await runs(watch, root, "idle", work, lambda run, folder: idle(watch))
+    await runs(watch, root, "replay", work, one_replay)
+    await runs(watch, root, "local_list", work, local_list)
+    await runs(watch, root, "big_frame", work,
+               lambda run, folder: from_central_system(watch, online_cp(), "big_frame"))
+    if "link" in last:
+        await stop(last["link"])
+    await runs(watch, root, "compaction", work, lambda run, folder: compaction(watch, folder))
+    await runs(watch, root, "diagnostics", work,
+               lambda run, folder: diagnostics(watch, files_url, folder, "timing-%d.txt" % run))
+    await runs(watch, root, "connect", work, lambda run, folder: connect(watch, ws_url))
+    if wss_url != "-":
+        with open(ca_path, "rb") as ca_file:
+            ca_der = ca_file.read()
+        await runs(watch, root, "connect_tls", work, lambda run, folder: connect(watch, wss_url, ca_der))
+    await runs(watch, root, "firmware", work, lambda run, folder: firmware(watch, bundle_url, folder))
+    board = read_board(board_path)
+    await runs(watch, root, "sharing", work, lambda run, folder: sharing_ticks(watch, board, folder))
+    ticks = work["sharing"]   # its share steps make a row of their own
+    work["share"] = ({"worst_us": [d["share_worst_us"] for d in ticks["details"]], "details": ticks["details"]}
+                     if "worst_us" in ticks else ticks)
+    return work
+
+
+def read_board(path):
+    with open(path) as board_file:
+        return json.load(board_file)
+
+
+def sizes(board_path, root):
+    """The numbers the host's row labels name, from the firmware's own tables."""
+    return {"replay_messages": REPLAY_MESSAGES,
+            "local_list_entries": keys_mod.KEYS["SendLocalListMaxLength"][2],
+            "log_max_bytes": 2 * Log(root).file_max,
+            "share_ticks": SHARE_TICKS, "guns": len(read_board(board_path)["guns"]), "tick_ms": TICK_MS,
+            "idle_ms": IDLE_MS}
+
+
+async def main(args):
+    out = {"runs": RUNS, "sizes": sizes(args[5], args[6])}
+    out["pystone_per_s"] = max(pystone_mpy.pystones_per_s(PYSTONE_LOOPS) for _ in range(RUNS))
+    out["getaddrinfo_us"] = getaddrinfo_us(args[0])
+    gc.collect()
+    out["heap_bytes"] = gc.mem_alloc() + gc.mem_free()
+    watch = StepWatch()
+    out["preemption_corrected"] = watch.corrected
+    asyncio.create_task(watch.run())
+    out["workloads"] = await workloads(watch, *args)
+    out["collections"] = watch.collection_summary()
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 8:
+        raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON ROOT_DIR")
+    say(result=asyncio.run(main(sys.argv[1:])))
