@@ -520,6 +520,7 @@ class ChargePoint:
         retry_at = self._retry_at_ms
         if entry is not None and (retry_at is None or time.ticks_diff(time.ticks_ms(), retry_at) >= 0):
             seq, action, payload, attempts = entry
+            await asyncio.sleep_ms(0)   # read back from flash in one step, framed and sent in the next
             try:
                 reply = await self.call(action, payload)
             except CallError as e:

@@ -36,7 +36,7 @@ _NAMES = ("message", "StartTransaction", "StopTransaction", "MeterValues", "mess
 _BATCH = const(16)        # control lines held in RAM before they go to flash
 _GARBAGE_MIN = const(64)  # dead lines in the file before a compaction is worth its flash writes
 _BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
-_SLICE = const(1024)      # bytes of the old log one step of a compaction reads
+_SLICE = const(512)       # bytes of the old log one step of a compaction reads
 
 
 class Journal:
