@@ -177,28 +177,33 @@ EV_STEPS = st.lists(st.tuples(
     st.integers(0, 3000)), max_size=25)
 
 
+def apply(action, g, hal, now_ms):
+    """One of EV_STEPS' actions on the model EV or the gun; now_ms: the gun's clock."""
+    if action.startswith("ev:"):
+        hal.ev = action[3]
+    elif action == "diode":
+        hal.diode_fault = not hal.diode_fault
+    elif action == "rcd":
+        hal.rcd = True
+    elif action == "weld":
+        hal.welded = not hal.welded
+    elif action == "hot":
+        hal.temperature = 90 if hal.temperature < 80 else 25
+    elif action == "amps":
+        hal.amps = 50.0 if hal.amps < 40 else 10.0
+    elif action == "alloc":
+        g.allocation_a = 0 if g.allocation_a else 32
+    elif action == "clear":
+        g.clear_fault(now_ms)
+
+
 @settings(max_examples=150, deadline=None)
 @given(EV_STEPS, st.booleans())
 def test_contactor_closes_only_when_the_ev_asks_and_never_stays_closed_in_a_fault(steps, ventilation):
     g, hal = make_gun(ventilation=ventilation)
     asking_since = hal.t_ms
     for action, ms in steps:
-        if action.startswith("ev:"):
-            hal.ev = action[3]
-        elif action == "diode":
-            hal.diode_fault = not hal.diode_fault
-        elif action == "rcd":
-            hal.rcd = True
-        elif action == "weld":
-            hal.welded = not hal.welded
-        elif action == "hot":
-            hal.temperature = 90 if hal.temperature < 80 else 25
-        elif action == "amps":
-            hal.amps = 50.0 if hal.amps < 40 else 10.0
-        elif action == "alloc":
-            g.allocation_a = 0 if g.allocation_a else 32
-        elif action == "clear":
-            g.clear_fault(hal.t_ms)
+        apply(action, g, hal, hal.t_ms)
         end = hal.t_ms + ms
         while hal.t_ms < end:
             hal.t_ms += gun_mod.TICK_MS
@@ -372,25 +377,6 @@ def test_a_contactor_that_drops_out_while_the_pilot_still_shows_c_is_a_contactor
 T0 = ticks.REBASE_AT_MS - 3000   # 6.2 days after boot: the control clock is about to move back
 
 
-def apply(action, g, hal):
-    if action.startswith("ev:"):
-        hal.ev = action[3]
-    elif action == "diode":
-        hal.diode_fault = not hal.diode_fault
-    elif action == "rcd":
-        hal.rcd = True
-    elif action == "weld":
-        hal.welded = not hal.welded
-    elif action == "hot":
-        hal.temperature = 90 if hal.temperature < 80 else 25
-    elif action == "amps":
-        hal.amps = 50.0 if hal.amps < 40 else 10.0
-    elif action == "alloc":
-        g.allocation_a = 0 if g.allocation_a else 32
-    elif action == "clear":
-        g.clear_fault(T0 + hal.t_ms - g.shift)
-
-
 @settings(max_examples=150, deadline=None)
 @given(EV_STEPS, st.integers(0, 25), st.booleans())
 def test_moving_the_control_clock_back_changes_nothing_a_gun_does(steps, at, interlock):
@@ -409,7 +395,7 @@ def test_moving_the_control_clock_back_changes_nothing_a_gun_does(steps, at, int
             if k == at and g is twins[1][0]:
                 g.rebase(ticks.REBASE_MS)
                 g.shift = ticks.REBASE_MS
-            apply(action, g, hal)
+            apply(action, g, hal, T0 + hal.t_ms - g.shift)
         end = twins[0][1].t_ms + ms
         while twins[0][1].t_ms < end:
             for g, hal in twins:
@@ -436,9 +422,8 @@ def test_rebase_moves_every_time_a_gun_keeps(steps):
     # A time added to Gun without a line in rebase() fails here, whatever scenario shows it.
     import copy
     g, hal = make_gun()
-    g.shift = 0
     for action, ms in steps + [("amps", 200)]:
-        apply(action, g, hal)
+        apply(action, g, hal, T0 + hal.t_ms)
         end = hal.t_ms + ms
         while hal.t_ms < end:
             hal.t_ms += gun_mod.TICK_MS
