@@ -691,6 +691,7 @@ class ChargePoint:
                 continue
             if text is None:
                 continue
+            await asyncio.sleep_ms(0)   # the frame's bytes in one step, its JSON (up to 8 KB) in the next
             try:
                 msg = rpc.parse(text)
             except rpc.RpcError as e:

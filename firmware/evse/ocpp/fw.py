@@ -225,6 +225,12 @@ async def verify_bundle(path):
 
 # Installation.
 
+async def _write_json(path, value):
+    # store.write_json a chunk per step: the pending file of a full bundle is a few KB.
+    for _ in store.write_json_steps(path, value):
+        await asyncio.sleep(0)
+
+
 def _free_bytes(root):
     try:
         st = os.statvfs(root or ".")
@@ -350,7 +356,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         pending = {"phase": "staging", "version": version, "files": files}
         staged = False
         try:
-            store.write_json(_join(root, PENDING_FILE), pending)
+            await _write_json(_join(root, PENDING_FILE), pending)
             await _stage(root, bundle, files, offset)
             staged = True
         except (BundleError, OSError) as e:
@@ -366,11 +372,15 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         # The commit point: from here a power cut is finished at boot, not rolled back.
         pending["phase"] = "renaming"
         try:
-            store.write_json(_join(root, PENDING_FILE), pending)
+            await _write_json(_join(root, PENDING_FILE), pending)
             for path, _, _ in files:
                 _rename(root, path)
                 await asyncio.sleep(0)
-            _complete(root, version, None)
+            _set_state(root, version, "Installed")   # _complete, a flash operation per step
+            await asyncio.sleep(0)
+            _remove(_join(root, PENDING_FILE))
+            await asyncio.sleep(0)
+            _remove(_join(root, BUNDLE_FILE))
         except OSError as e:
             _say(log, "install of %s stopped (%s); resume_install at the reboot finishes or rolls "
                       "it back" % (version, e))
