@@ -613,3 +613,47 @@ def test_1000_messages_fill_reopen_and_replay_under_micropython_on_littlefs_in_a
     assert "replayed 1000" in r.stdout and "logged []" in r.stdout
     appends_erases, replay_erases = map(int, r.stdout.split("erases ")[1].split()[:2])
     assert replay_erases < appends_erases // 3  # confirmations are batched and compacted, not rewritten
+
+
+def test_a_real_id_learnt_while_a_compaction_runs_survives_a_reboot(tmp_path):
+    # B's StartTransaction is confirmed (mapped to 777) after the slices went past its line: the
+    # mapping was only in its "c" line, which the reload had no slot for.
+    j = Journal(str(tmp_path), 2000, log=lambda line: None)
+
+    def mv(tx):
+        return {"connectorId": 1, "transactionId": tx, "meterValue": [{"sampledValue": [{"value": "x" * 400}]}]}
+    a = j.new_local_tx_id()
+    j.append("StartTransaction", start(1), tx_id=a)
+    for _ in range(80):
+        j.append("MeterValues", mv(a))
+    j.append("StopTransaction", stop(a, 1))
+    b = j.new_local_tx_id()
+    start_b = j.append("StartTransaction", start(2), tx_id=b)
+    for _ in range(20):
+        j.append("MeterValues", mv(b))
+    while True:
+        seq, action, _, _ = j.peek()
+        if seq == start_b:
+            assert j._out is not None   # the case: a compaction under way
+            j.confirm(seq, {"transactionId": 777})
+            break
+        j.confirm(seq, {"transactionId": 555} if action == "StartTransaction" else None)
+    while j.step():
+        pass
+    j.sync()
+    again = Journal(str(tmp_path), 2000, log=lambda line: None)
+    assert {e[2]["transactionId"] for e in _drain(again)} == {777}
+
+
+def test_failures_still_batched_when_a_compaction_starts_are_counted_once(tmp_path):
+    j = Journal(str(tmp_path), 2000, log=lambda line: None)
+    seqs = [j.append("MeterValues", meter(5, k)) for k in range(40)]
+    for s in seqs[:31]:
+        j.drop(s, "test")
+    j.failed(seqs[-1])
+    j.failed(seqs[-1])   # the 64th dead line: a compaction starts with these two batched
+    assert j._out is not None and j._tries[seqs[-1]] == 2
+    while j.step():
+        pass
+    j.sync()
+    assert Journal(str(tmp_path), 2000)._tries[seqs[-1]] == 2

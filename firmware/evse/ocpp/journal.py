@@ -351,21 +351,22 @@ class Journal:
             self._compact_slice(4 * _SLICE)
 
     def _compact_start(self):
-        tmp = self.path + ".tmp"
-        try:
-            end = _size(self.path)
-            out = open(tmp, "wb")
-            self._out = out
-            out.write(b"h %d %d\n" % (self._next_seq, self._next_local))
-            for local in self._maps:
-                out.write(b"m %d %d\n" % (local, self._maps[local]))
-        except OSError as e:
-            self._abandon("compaction failed, the log stays as it is (%s)" % e)
-            return
         # Lines written from now on describe only what comes after end; the tries of the
-        # messages copied are those of now (later failures are among those lines). The last
-        # item: the bytes the next slice reads.
-        self._cmp = [0, end, dict(self._tries), self._garbage, _SLICE]
+        # messages copied are those of now, less the failures still batched (they land after
+        # end). The last item: the bytes the next slice reads.
+        tries = dict(self._tries)
+        for line in self._pending:
+            if line[:2] == b"f ":
+                seq = int(line[2:])
+                tries[seq] = tries.get(seq, 1) - 1
+        try:
+            self._cmp = [0, _size(self.path), tries, self._garbage, _SLICE]
+            self._out = open(self.path + ".tmp", "wb")
+            self._out.write(b"h %d %d\n" % (self._next_seq, self._next_local))
+            for local in self._maps:
+                self._out.write(b"m %d %d\n" % (local, self._maps[local]))
+        except Exception as e:  # noqa: BLE001  (a MemoryError too: the log stays in charge)
+            self._abandon("compaction failed, the log stays as it is (%s)" % e)
 
     def _compact_slice(self, size=0):
         cmp = self._cmp
@@ -394,15 +395,20 @@ class Journal:
             # The lines written since the compaction began, as they are.
             total = _size(self.path)
             if at < total:
-                block = _chunk(self.path, at, min(size, total - at))
+                block = _chunk(self.path, at, min(_SLICE, total - at))
                 out.write(block)
                 cmp[0] = at + len(block)
                 if block and cmp[0] < total:
                     return
+            # Every mapping again, last: one learnt meanwhile is only in a "c" line, whose
+            # StartTransaction may not have been copied (confirmed before the slices got to it).
+            maps = self._maps
+            for local in maps:
+                out.write(b"m %d %d\n" % (local, maps[local]))
             out.close()
-            self._out = None
             os.rename(self.path + ".tmp", self.path)
-        except OSError as e:
+            self._out = None
+        except Exception as e:  # noqa: BLE001  (a MemoryError too: the log stays in charge)
             self._abandon("compaction failed, the log stays as it is (%s)" % e)
             return
         self._cmp = None
@@ -433,7 +439,7 @@ class Journal:
             except OSError:
                 pass
             self._out = None
-            _remove(self.path + ".tmp")
+        _remove(self.path + ".tmp")
         self._cmp = None
 
     def _load(self):
