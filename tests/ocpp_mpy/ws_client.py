@@ -138,7 +138,8 @@ async def heap(opts):
 
 
 async def lookups(opts):
-    """How often the name is looked up over two connections, and again after one that failed."""
+    """How often the name is looked up: over two connections; after failed connects (the address
+    kept, as while an uplink is down); once enough failed and the lookup is old enough."""
     from evse.ocpp import ws as wsmod
     asked = []
     real = wsmod._getaddrinfo
@@ -152,11 +153,14 @@ async def lookups(opts):
         await ws.close()
     say("lookups", asked)
     host = URL.split("//")[1].split(":")[0]
-    wsmod._addresses[host] = "127.0.0.2"   # as if the server had moved: that address refuses
-    try:
-        await connect(dict(opts, timeout_ms=1000))
-    except WsError as e:
-        say("refused", e.reason[:40])
+    wsmod._addresses[host][0] = "127.0.0.2"   # as if the server had moved: that address refuses
+    for _ in range(wsmod.LOOKUP_AGAIN_FAILS):
+        try:
+            await connect(dict(opts, timeout_ms=1000))
+        except WsError as e:
+            say("refused", e.reason[:40])
+    say("lookups", asked)
+    wsmod.LOOKUP_AGAIN_MS = 0   # the lookup is old enough now
     ws = await connect(opts)
     await ws.close()
     say("lookups", asked)

@@ -211,7 +211,7 @@ class FrameParser:
                 self._skip = length
                 self._skip_fin = bool(fin)
                 if not length:
-                    return self._skipped() if fin else None
+                    return self._skipped() if fin else self.next_frame()
                 return self.next_frame()
         end = pos + length
         if have < end:
@@ -237,27 +237,34 @@ class FrameParser:
         return out
 
 
-# Names looked up once per boot (a reconnect reuses the address), and again after a connect that
-# failed; getaddrinfo through a name the tests can replace.
-_addresses = {}
-_getaddrinfo = socket.getaddrinfo
+# Names looked up once per boot and the address reused; after LOOKUP_AGAIN_FAILS connects in a
+# row failed, looked up again, at most every LOOKUP_AGAIN_MS (the server may have moved; while a
+# rural site's uplink is down, every lookup would block the loop until the DNS timed out).
+LOOKUP_AGAIN_FAILS = 3
+LOOKUP_AGAIN_MS = 600000
+_addresses = {}   # name -> [address, connects failed in a row, ticks_ms of the lookup]
+_getaddrinfo = socket.getaddrinfo   # through a name the tests can replace
 
 
 def address(host, port):
     """host's address as text: the name's, looked up once and then reused, or host itself when it
     is an address already."""
-    ip = _addresses.get(host)
-    if ip is None:
-        if _is_address(host):
-            return host
-        sockaddr = _getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
-        ip = _sockaddr_ip(sockaddr)
-        _addresses[host] = ip
+    entry = _addresses.get(host)
+    now = time.ticks_ms()
+    if entry is not None and (entry[1] < LOOKUP_AGAIN_FAILS or time.ticks_diff(now, entry[2]) < LOOKUP_AGAIN_MS):
+        return entry[0]
+    if _is_address(host):
+        return host
+    ip = _sockaddr_ip(_getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
+    _addresses[host] = [ip, 0, now]
     return ip
 
 
-def forget(host):
-    _addresses.pop(host, None)
+def connected(host, ok):
+    """A connect to host's address worked or failed: counts the failures in a row."""
+    entry = _addresses.get(host)
+    if entry is not None:
+        entry[1] = 0 if ok else entry[1] + 1
 
 
 def _is_address(host):
@@ -349,7 +356,7 @@ class WebSocket:
                 self._upgrade(host, port, path, ctx, subprotocol, basic_auth), timeout_ms)
         except asyncio.TimeoutError:
             self._drop()
-            forget(host)   # the server may have moved: the next try looks the name up again
+            connected(host, False)
             raise WsError("no WebSocket upgrade from %s within %d ms" % (where, timeout_ms))
         except WsError as e:
             if e.status == 101:  # a WebSocket now, if not ours: say why before hanging up
@@ -360,8 +367,9 @@ class WebSocket:
             # OSError covers refused/reset links and TLS failures (mbedtls: certificate not
             # signed by ca_der, host name mismatch); mbedtls texts come wrapped in newlines.
             self._drop()
-            forget(host)
+            connected(host, False)
             raise WsError("cannot connect to %s: %s" % (where, " ".join(str(e).split())))
+        connected(host, True)
         self.last_rx_ms = time.ticks_ms()
 
     async def _upgrade(self, host, port, path, ctx, subprotocol, basic_auth):
