@@ -108,3 +108,36 @@ def test_a_gun_told_to_charge_on_without_its_meter_keeps_charging_and_says_so():
     assert c.status(g)[1:] == ("PowerMeterFailure", "METER")
     g.meter_ok = True
     assert c.status(g)[1:] == ("NoError", None)
+
+
+def test_a_uart_that_fails_counts_as_no_answer_and_a_restarted_task_gives_no_more_time(metering, monkeypatch):
+    # An OSError or a MemoryError in a read is no reading either: before, it ended the task,
+    # whose restart gave every meter DEAD_MS again, so a dead meter was never reported.
+    poll(metering, 1, 100, 0)
+    metering._started = True   # run() began at boot
+    for t in range(1000, DEAD_MS, 1000):
+        assert not poll(metering, 1, OSError(5), t)
+    for m in metering.meters:
+        m.answer = OSError(5)
+
+    monkeypatch.setattr(asyncio, "sleep_ms", lambda ms: asyncio.sleep(ms / 1000), raising=False)
+
+    async def restarted():   # the task started again by App.keep, for a moment
+        try:
+            await asyncio.wait_for(metering.run(), 0.05)
+        except asyncio.TimeoutError:
+            pass
+    asyncio.run(restarted())
+    assert not poll(metering, 1, OSError(5), DEAD_MS)
+    assert metering.ok[0] is False and metering.lines[0].startswith("gun 1: meter fault: OSError(5"), metering.lines
+
+
+def test_the_time_of_a_reading_is_taken_after_the_read(metering):
+    # The control clock may move back (evse.ticks) while a Modbus read is under way.
+    class Slow(ScriptedMeter):
+        async def read(self):
+            metering.clock[0] -= 5000   # moved back during the read
+            return await ScriptedMeter.read(self)
+    metering.meters[0] = Slow()
+    assert poll(metering, 1, 100, 8000)
+    assert metering._last_ok_ms[0] == 3000

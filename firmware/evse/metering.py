@@ -25,6 +25,7 @@ class Metering:
         self.refused = [0] * n         # readings refused as implausible
         self.failures = [0] * n        # polls without a plausible reading
         self._last_ok_ms = [0] * n
+        self._started = False
         self._why = [None] * n
         masters = {}
         for i, gun in enumerate(board["guns"]):
@@ -48,7 +49,6 @@ class Metering:
         """Reads gun n's meter once; True when the reading was plausible and taken."""
         i = n - 1
         meter = self.meters[i]
-        now = self._clock()
         try:
             r = await meter.read()
             last = self.readings[i]
@@ -56,15 +56,16 @@ class Metering:
                 self.refused[i] += 1
                 raise meters.MeterError("energy went back from %d to %d Wh; reading refused"
                                         % (last.energy_wh, r.energy_wh))
-        except (modbus.ModbusError, meters.MeterError) as e:
+        except Exception as e:  # noqa: BLE001  (a UART's OSError, a MemoryError: no reading either)
+            now = self._clock()   # after the read: the clock may have moved back meanwhile
             self.failures[i] += 1
-            self._why[i] = str(e)
+            self._why[i] = str(e) if isinstance(e, (modbus.ModbusError, meters.MeterError)) else repr(e)
             if self.ok[i] and now - self._last_ok_ms[i] >= DEAD_MS:
                 self.ok[i] = False
-                self.log("gun %d: meter fault: %s" % (n, e))
+                self.log("gun %d: meter fault: %s" % (n, self._why[i]))
             return False
         self.readings[i] = r
-        self._last_ok_ms[i] = now
+        self._last_ok_ms[i] = self._clock()
         if not self.ok[i]:
             self.ok[i] = True
             self.log("gun %d: meter answers again" % n)
@@ -80,7 +81,9 @@ class Metering:
             self._last_ok_ms[i] = now_ms
 
     async def run(self):
-        self.start(self._clock())
+        if not self._started:   # once: a restarted task must not give dead meters more time
+            self._started = True
+            self.start(self._clock())
         while True:
             for i in range(len(self.meters)):
                 if self.meters[i] is not None:
