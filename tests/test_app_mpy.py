@@ -135,3 +135,58 @@ def test_a_task_that_fails_or_runs_out_of_memory_is_logged_counted_and_started_a
     running = int(out.split("console task running, ticks ", 1)[1].split()[0])
     assert running >= 80, out
     assert "raised: end of the run" in out
+
+
+SHARE_SCRIPT = r"""
+import sys
+import evse.app
+from fake_rig import FakeHal
+
+class Hal(FakeHal):
+    guns = 2
+    def __init__(self):
+        FakeHal.__init__(self, interlock=True)
+        self.ev = "C"
+        self.rcd_test_ms = 0
+        self.log = []
+    def set_contactor(self, gun, closed):
+        FakeHal.set_contactor(self, gun, closed)
+        self.log.append(("K", gun, closed))
+    def watchdog_start(self, ms): pass
+    def watchdog_feed(self): pass
+    def safe(self):
+        self.log.append(("safe",))
+        for g in (1, 2):
+            self.set_contactor(g, False)
+    def deinit(self): pass
+
+shares = [0]
+real_share = evse.app.App.share
+def share(app, now_ms):
+    shares[0] += 1
+    if shares[0] == 30:   # a few seconds in: the guns have closed
+        raise KeyError("a bug in the sharing")
+    real_share(app, now_ms)
+evse.app.App.share = share
+hal = Hal()
+try:
+    evse.app.main(sys.argv[1], hal)
+except KeyError as e:
+    print("raised:", e)
+print("closed", ("K", 1, True) in hal.log)
+print("after", hal.log[hal.log.index(("safe",)):])
+"""
+
+
+def test_a_bug_in_the_sharing_task_stops_the_charger_safe_as_in_the_control_task(tmp_path):
+    (tmp_path / "board.json").write_text((REPO / "boards" / "sim-ac2.json").read_text())
+    script = tmp_path / "run.py"
+    script.write_text(SHARE_SCRIPT)
+    env = dict(os.environ, MICROPYPATH=f"{REPO / 'firmware'}:{REPO / 'tests'}:.frozen")
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=192K", str(script), str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    out = r.stdout
+    assert "raised:" in out and "a bug in the sharing" in out, out + r.stderr
+    assert "closed True" in out and "evse: stopped; contactors open, pilots at -12 V" in out
+    after = out.split("after ", 1)[1]
+    assert "('K', 1, False)" in after and "('K', 2, False)" in after

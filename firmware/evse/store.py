@@ -42,9 +42,16 @@ def write_json_steps(path, value, chunk=512):
     speed). The text is made in one piece: json.dump writes each token on its own, 3.6x slower."""
     tmp = path + ".tmp"
     text = json.dumps(value)
-    with open(tmp, "w") as f:
-        for at in range(0, len(text), chunk):
-            f.write(text[at:at + chunk])
-            if at + chunk < len(text):
-                yield
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            for at in range(0, len(text), chunk):
+                f.write(text[at:at + chunk])
+                if at + chunk < len(text):
+                    yield
+        os.rename(tmp, path)
+    except BaseException:   # a full flash, or the caller gave up half-way: no .tmp left behind
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
