@@ -570,3 +570,30 @@ def test_a_full_local_list_is_checked_and_stored_in_steps_with_the_same_answer(t
     too_long = ops.dispatch(cp, "u2", "SendLocalList", {"listVersion": 5, "updateType": "Full",
                                                         "localAuthorizationList": entries + entries[:1]})
     assert json.loads(too_long)[2] == {"status": "Failed"} and cp.auth.version == 4
+
+
+def test_an_answer_too_big_for_the_charger_fails_its_call_at_once_and_a_call_gets_a_callerror(tmp_path):
+    import asyncio
+    from evse.ocpp import ws as wsmod
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    sent = []
+
+    async def send_text(text):
+        sent.append(json.loads(text))
+    cp._send_text = send_text
+    cp._await_uid = "ours-1"
+
+    class Link:
+        max_message = 8192
+        heads = [b'[3,"ours-1",{"idTagInfo":{"status":"Accep', b'[2,"theirs-9","DataTransfer",{"vendorId":"x"']
+
+        async def recv(self):
+            if not self.heads:
+                raise OSError("end of the test")
+            raise wsmod.WsTooBig(20000, self.heads.pop(0))
+    with pytest.raises(OSError, match="end of the test"):
+        asyncio.run(cp._reader(Link()))
+    assert cp._reply_event.is_set() and cp._reply[0] == 4 and cp._reply[1][0] == "FormationViolation"
+    assert sent == [[4, "theirs-9", "FormationViolation",
+                     "message of 20000 bytes or more is over this charger's 8192-byte limit", {}]]

@@ -343,3 +343,10 @@ def test_call_uid_leaves_an_escaped_or_overlong_id_alone():
 
 def test_call_uid_is_none_for_results_and_errors():
     assert rpc.call_uid(b'[3,"abc",{}]') is None and rpc.call_uid(b'[4,"abc","GenericError"') is None
+
+
+def test_head_uid_tells_a_result_or_error_from_a_call_cut_short():
+    assert rpc.head_uid(b'[3,"ab-1",{"idTagInfo":') == (3, "ab-1")
+    assert rpc.head_uid(b' [ 4 , "x" , "GenericError"') == (4, "x")
+    assert rpc.head_uid(b'[2,"c7","DataTransfer",{') == (2, "c7")
+    assert rpc.head_uid(b'[5,"c7"') is None and rpc.head_uid(b'{"a":') is None and rpc.head_uid(b'[3,"ab') is None

@@ -682,12 +682,19 @@ class ChargePoint:
             try:
                 text = await ws.recv()
             except wsmod.WsTooBig as e:
-                # Skipped as it arrived (a board has no heap for it); a CALL gets its answer.
-                uid = rpc.call_uid(e.head)
+                # Skipped as it arrived (a board has no heap for it): a CALL gets its answer, the
+                # answer to our own CALL fails that CALL now rather than at its timeout.
+                found = rpc.head_uid(e.head)
                 why = "message of %d bytes or more is over this charger's %d-byte limit" % (e.size, ws.max_message)
-                self.log("ocpp: %s; %s" % (why, "answered with a CALLERROR" if uid else "dropped"))
-                if uid is not None:
-                    await self._send_text(rpc.error(uid, "FormationViolation", why))
+                if found is not None and found[0] == rpc.CALL:
+                    self.log("ocpp: %s; answered with a CALLERROR" % why)
+                    await self._send_text(rpc.error(found[1], "FormationViolation", why))
+                elif found is not None and found[1] == self._await_uid:
+                    self.log("ocpp: the answer to our %s; taken as an error" % why)
+                    self._reply = (rpc.CALLERROR, ("FormationViolation", why))
+                    self._reply_event.set()
+                else:
+                    self.log("ocpp: %s; dropped" % why)
                 continue
             if text is None:
                 continue

@@ -66,11 +66,24 @@ def error(uid, code, description="", details=None):
 def call_uid(head):
     """The unique id of a CALL from the first bytes of its frame (the rest may be cut off), or
     None if they are not the start of one."""
+    found = head_uid(head)
+    return found[1] if found is not None and found[0] == CALL else None
+
+
+def head_uid(head):
+    """(message type, unique id) from the first bytes of a frame (the rest may be cut off), or
+    None if they are not the start of an OCPP-J message."""
     i = _skip_ws(head, 0)
-    for want in b"[2,":
-        if i >= len(head) or head[i] != want:
-            return None
-        i = _skip_ws(head, i + 1)
+    if i >= len(head) or head[i] != 91:  # '['
+        return None
+    i = _skip_ws(head, i + 1)
+    if i >= len(head) or head[i] not in b"234":
+        return None
+    kind = head[i] - 48
+    i = _skip_ws(head, i + 1)
+    if i >= len(head) or head[i] != 44:  # ','
+        return None
+    i = _skip_ws(head, i + 1)
     if i >= len(head) or head[i] != 34:  # '"'
         return None
     end = head.find(b'"', i + 1)
@@ -80,7 +93,7 @@ def call_uid(head):
         uid = head[i + 1:end].decode()
     except UnicodeError:
         return None
-    return uid if len(uid) <= UID_MAX else None
+    return (kind, uid) if len(uid) <= UID_MAX else None
 
 
 def _skip_ws(b, i):
