@@ -3,6 +3,8 @@
 import json
 import os
 
+from evse import slices
+
 
 def exists(path):
     try:
@@ -32,8 +34,7 @@ def read_json(path, default=None):
 
 
 def write_json(path, value):
-    for _ in write_json_steps(path, value, 1 << 30):
-        pass
+    slices.run(write_json_steps(path, value, 1 << 30))
 
 
 def write_json_steps(path, value, chunk=512):

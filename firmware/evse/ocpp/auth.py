@@ -8,7 +8,7 @@
 # big int on the heap. Statuses and parents are shared strings, not one copy per entry.
 from micropython import const
 
-from evse import store
+from evse import slices, store
 from evse.ocpp import clock
 
 LIST_FILE = "authlist.json"
@@ -108,12 +108,7 @@ class Auth:
     def send_local_list(self, req):
         """SendLocalList.req -> "Accepted", "Failed", "NotSupported" or "VersionMismatch". The
         list on flash changes completely or not at all."""
-        steps = self.local_list_steps(req)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as e:
-                return e.value
+        return slices.run(self.local_list_steps(req))
 
     def local_list_steps(self, req):
         """send_local_list as a generator that yields every _SLICE entries (the charge point

@@ -9,7 +9,7 @@ import time
 import asyncio
 from micropython import const
 
-from evse import store
+from evse import slices, store
 from evse.ocpp import auth, clock, journal, keys, rpc, smart
 from evse.ocpp import ws as wsmod
 from evse.ocpp.tx import Connector
@@ -709,14 +709,7 @@ class ChargePoint:
                 continue
             kind = msg[0]
             if kind == rpc.CALL:
-                work = ops.steps(self, msg[1], msg[2], msg[3])
-                while True:
-                    try:
-                        next(work)
-                    except StopIteration as e:
-                        answer = e.value
-                        break
-                    await asyncio.sleep_ms(0)   # a long handler's slices, the loop between them
+                answer = await slices.run_async(ops.steps(self, msg[1], msg[2], msg[3]))
                 await self._send_text(answer)
                 ops.after(self, msg[2])
             elif msg[1] == self._await_uid:

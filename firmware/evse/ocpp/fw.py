@@ -32,7 +32,7 @@ import os
 
 from micropython import const
 
-from evse import store
+from evse import slices, store
 from evse.ocpp import http
 
 BUNDLE_FILE = "fw.new"
@@ -127,12 +127,7 @@ def parse_header(head):
 
 def parse_manifest(raw):
     """(version, [(path, size, sha256 hex), ...]) from the manifest bytes."""
-    steps = manifest_steps(raw)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as e:
-            return e.value
+    return slices.run(manifest_steps(raw))
 
 
 def manifest_steps(raw):
@@ -202,13 +197,7 @@ async def verify_bundle(path):
                 raise BundleError("the bundle ends inside its manifest")
             steps = manifest_steps(raw)
             raw = None
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as e:
-                    version, files = e.value
-                    break
-                await asyncio.sleep(0)
+            version, files = await slices.run_async(steps)
             steps = None
             offset = header_len + manifest_len
             expected = offset + sum(size for _, size, _ in files)
@@ -224,12 +213,6 @@ async def verify_bundle(path):
 
 
 # Installation.
-
-async def _write_json(path, value):
-    # store.write_json a chunk per step: the pending file of a full bundle is a few KB.
-    for _ in store.write_json_steps(path, value):
-        await asyncio.sleep(0)
-
 
 def _free_bytes(root):
     try:
@@ -356,7 +339,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         pending = {"phase": "staging", "version": version, "files": files}
         staged = False
         try:
-            await _write_json(_join(root, PENDING_FILE), pending)
+            await slices.run_async(store.write_json_steps(_join(root, PENDING_FILE), pending))
             await _stage(root, bundle, files, offset)
             staged = True
         except (BundleError, OSError) as e:
@@ -372,7 +355,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         # The commit point: from here a power cut is finished at boot, not rolled back.
         pending["phase"] = "renaming"
         try:
-            await _write_json(_join(root, PENDING_FILE), pending)
+            await slices.run_async(store.write_json_steps(_join(root, PENDING_FILE), pending))
             for path, _, _ in files:
                 _rename(root, path)
                 await asyncio.sleep(0)

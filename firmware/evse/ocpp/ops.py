@@ -4,6 +4,7 @@
 # payload; what must happen after the answer is out goes into cp.later.
 from micropython import const
 
+from evse import slices
 from evse.ocpp import clock, rpc, smart
 from evse.ocpp.rpc import need, only, opt
 
@@ -29,12 +30,7 @@ _GENERATOR = type((lambda: (yield))())
 
 def dispatch(cp, uid, action, payload):
     """One CALL -> the CALLRESULT or CALLERROR text. Never raises."""
-    work = steps(cp, uid, action, payload)
-    while True:
-        try:
-            next(work)
-        except StopIteration as e:
-            return e.value
+    return slices.run(steps(cp, uid, action, payload))
 
 
 def steps(cp, uid, action, payload):

@@ -1,0 +1,21 @@
+# Long work written as a generator that yields between its steps (a list to check and store, a
+# manifest, a file in chunks): run() takes it to its end at once (boot, tests, the console),
+# run_async() lets the event loop run at each of its yields. Both give what it returns.
+
+
+def run(work):
+    while True:
+        try:
+            next(work)
+        except StopIteration as e:
+            return e.value
+
+
+async def run_async(work):
+    import asyncio   # here: store uses run() at boot, and asyncio need not come with it
+    while True:
+        try:
+            next(work)
+        except StopIteration as e:
+            return e.value
+        await asyncio.sleep(0)
