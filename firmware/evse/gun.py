@@ -436,8 +436,7 @@ class Gun:
         the pilot, sampled before the feedback was read, is looked at again. Otherwise the
         contactor failed."""
         if self.interlock:
-            high_mv, low_mv = self.hal.sample_pilot(self.n)
-            if pilot.classify(high_mv, self._raw, self.thr) not in "CD":
+            if pilot.classify(self.hal.sample_pilot(self.n)[0], self._raw, self.thr) not in "CD":
                 self._open(now_ms)
                 return
         self._trip("CONTACTOR", now_ms)

@@ -210,8 +210,8 @@ class FrameParser:
                 buf[0:pos] = b""
                 self._skip = length
                 self._skip_fin = bool(fin)
-                if not length:
-                    return self._skipped() if fin else self.next_frame()
+                if fin and not length:
+                    return self._skipped()
                 return self.next_frame()
         end = pos + length
         if have < end:
