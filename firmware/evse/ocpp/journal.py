@@ -67,6 +67,7 @@ class Journal:
         self._broken = False      # a write failed half-way: rewrite the file before the next one
         self._out = None          # journal.log.tmp while a compaction runs, else None
         self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice]
+        self._in = None           # journal.log open for reading between steps (_reader)
         self._load()
 
     def __len__(self):
@@ -324,18 +325,38 @@ class Journal:
 
     def _read(self, seq):
         # The line of message `seq`, scanning on from the cursor: a replay reads the file once.
-        with open(self.path, "rb") as f:
-            for at, line in _lines(f, self._cursor):
-                if line[:2] == b"a " and line[-1:] == b"\n" and int(line[2:line.index(b" ", 2)]) == seq:
-                    return line
-                self._cursor = at + len(line)
+        for at, line in _lines(self._reader(), self._cursor):
+            if line[:2] == b"a " and line[-1:] == b"\n" and int(line[2:line.index(b" ", 2)]) == seq:
+                return line
+            self._cursor = at + len(line)
         return None
+
+    def _reader(self):
+        # One handle for the reads, kept from step to step: littlefs finds a file it opens by
+        # reading its directory's log (about 50 block reads), a read on an open handle takes a
+        # few. A handle need not see what another appends (littlefs): every write and the
+        # rename let it go (_drop_reader).
+        if self._in is None:
+            self._in = open(self.path, "rb")
+        return self._in
+
+    def _end(self):
+        # The log's size: a seek on the open handle (a stat reads the whole directory's log).
+        try:
+            return self._reader().seek(0, 2)
+        except OSError:
+            return 0
+
+    def _drop_reader(self):
+        _close(self._in)
+        self._in = None
 
     def _write(self, data):
         if self._broken:
             self._compact()
             if self._broken:
                 raise OSError("journal: %s cannot be rewritten" % self.path)
+        self._drop_reader()
         try:
             with open(self.path, "ab") as f:
                 f.write(data)
@@ -360,7 +381,7 @@ class Journal:
                 seq = int(line[2:])
                 tries[seq] = tries.get(seq, 1) - 1
         try:
-            self._cmp = [0, _size(self.path), tries, self._garbage, _SLICE]
+            self._cmp = [0, self._end(), tries, self._garbage, _SLICE]
             self._out = open(self.path + ".tmp", "wb")
             self._out.write(b"h %d %d\n" % (self._next_seq, self._next_local))
             for local in self._maps:
@@ -375,7 +396,7 @@ class Journal:
         try:
             at, end = cmp[0], cmp[1]
             if at < end:
-                data = _chunk(self.path, at, min(size, end - at))
+                data = _chunk(self._reader(), at, min(size, end - at))
                 start = 0
                 while True:
                     nl = data.find(b"\n", start)
@@ -393,9 +414,9 @@ class Journal:
                     cmp[4] = 2 * size
                 return
             # The lines written since the compaction began, as they are.
-            total = _size(self.path)
+            total = self._end()
             if at < total:
-                block = _chunk(self.path, at, min(_SLICE, total - at))
+                block = _chunk(self._reader(), at, min(_SLICE, total - at))
                 out.write(block)
                 cmp[0] = at + len(block)
                 if block and cmp[0] < total:
@@ -406,6 +427,7 @@ class Journal:
             for local in maps:
                 out.write(b"m %d %d\n" % (local, maps[local]))
             out.close()
+            self._drop_reader()
             os.rename(self.path + ".tmp", self.path)
             self._out = None
         except Exception as e:  # noqa: BLE001  (a MemoryError too: the log stays in charge)
@@ -433,12 +455,8 @@ class Journal:
     def _abandon(self, why=None):
         if why is not None:
             self.log("journal: " + why)
-        if self._out is not None:
-            try:
-                self._out.close()
-            except OSError:
-                pass
-            self._out = None
+        _close(self._out)
+        self._out = None
         _remove(self.path + ".tmp")
         self._cmp = None
 
@@ -530,17 +548,17 @@ def _lines(f, at):
         at += start
 
 
-def _chunk(path, at, n):
-    with open(path, "rb") as f:
-        f.seek(at)
-        return f.read(n)
+def _chunk(f, at, n):
+    f.seek(at)
+    return f.read(n)
 
 
-def _size(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return 0
+def _close(f):
+    if f is not None:
+        try:
+            f.close()
+        except OSError:
+            pass
 
 
 def _remove(path):
