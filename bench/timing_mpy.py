@@ -25,6 +25,7 @@ import os
 import socket
 import sys
 import time
+import vfs
 from array import array
 
 import asyncio
@@ -59,15 +60,64 @@ LOG_LINES = ("ocpp: connected to ws://csms.example.com/ocpp/EVSE-0042",
              "meter 1: SDM630 read 3 x 15.9 A, 11.02 kW, 18342.7 kWh",
              "sharing: site 63 A per phase, 3 guns charging, gun 2 paused at 6 A")
 _STAMP_BYTES = 12         # Log.write's ticks_ms stamp, its space and the newline, at most
+FLASH = "/flash"          # the workloads' files: littlefs, as on a board
+FLASH_BLOCK = 4096        # the rp2 and esp32 ports' littlefs block
+FLASH_BLOCKS = 512        # 2 MB: three runs of each workload, firmware bundles included
+FLASH_PROG = 256          # littlefs' progsize as the rp2 port's _boot.py mounts it
+
+
+class FlashImage:
+    """A littlefs block device over an image file, as the virtual board's flash (host_tools/sim/
+    rom.py; the host puts the file on tmpfs where it can): the workloads' files go through the
+    same littlefs C code as on a board. On a board the block device is C too (rp2.Flash, the
+    esp32 partition): the time spent in this Python one is kept in SPENT_US and taken out of the
+    gaps like another process's. Not modelled: the flash chip's program and erase times."""
+
+    def __init__(self, path):
+        with open(path, "wb") as f:
+            blank = b"\xff" * FLASH_BLOCK
+            for _ in range(FLASH_BLOCKS):
+                f.write(blank)
+        self.f = open(path, "r+b")
+
+    def readblocks(self, block, buf, offset=0):
+        start = time.ticks_us()
+        self.f.seek(block * FLASH_BLOCK + offset)
+        self.f.readinto(buf)
+        SPENT_US[0] += time.ticks_diff(time.ticks_us(), start)
+
+    def writeblocks(self, block, buf, offset=0):
+        start = time.ticks_us()
+        self.f.seek(block * FLASH_BLOCK + offset)
+        self.f.write(buf)
+        SPENT_US[0] += time.ticks_diff(time.ticks_us(), start)
+
+    def ioctl(self, op, arg):
+        if op == 4:   # block count
+            return FLASH_BLOCKS
+        if op == 5:   # block size
+            return FLASH_BLOCK
+        return 0      # init, sync, erase: an erase needs nothing written here
+
+
+SPENT_US = array("I", [0])   # microseconds spent in FlashImage since start
+
+
+def mount_flash(folder):
+    bdev = FlashImage(folder + "/flash.img")
+    vfs.VfsLfs2.mkfs(bdev, progsize=FLASH_PROG)
+    vfs.mount(vfs.VfsLfs2(bdev, progsize=FLASH_PROG), FLASH)
+    return FLASH
 
 
 class StepWatch:
     """The longest gap between two turns of this task since start(), in microseconds.
 
-    Two things are kept out of the gaps. The time the kernel kept this process waiting for a CPU
-    while another process ran (the bench machine's noise, not the firmware's): the second field
-    of /proc/thread-self/schedstat, run_delay in ns, grows by exactly that (Linux; without the
-    file `corrected` is False). And the garbage collections: the watcher collects in its own
+    Three things are kept out of the gaps. The time the kernel kept this process waiting for a
+    CPU while another process ran (the bench machine's noise, not the firmware's): the second
+    field of /proc/thread-self/schedstat, run_delay in ns, grows by exactly that (Linux; without
+    the file `corrected` is False). The time in the flash image's Python block device
+    (FlashImage). And the garbage collections: the watcher collects in its own
     turn each time COLLECT_EVERY_BYTES were allocated, so a step sets one off only when it
     allocates nearly all the free heap by itself. A collection (C) has its own row: the 99th
     percentile of the watcher's, a few ms of the bench machine's noise past that."""
@@ -83,9 +133,11 @@ class StepWatch:
         self.corrected = self._stat is not None
 
     def waited_us(self):
+        """Microseconds not the firmware's since start: the kernel's run_delay, and the time in
+        FlashImage (a C driver on a board)."""
         # "<on cpu ns> <run_delay ns> <slices>\n", parsed in place: no garbage in every turn
         if self._stat is None:
-            return 0
+            return SPENT_US[0]
         buf = self._buf
         self._stat.seek(0)
         self._stat.readinto(buf)
@@ -94,7 +146,7 @@ class StepWatch:
         while 48 <= buf[pos] <= 57:
             ns = ns * 10 + buf[pos] - 48
             pos += 1
-        return ns // 1000
+        return ns // 1000 + SPENT_US[0]
 
     async def run(self):
         allocated = micropython.mem_total()
@@ -337,9 +389,20 @@ async def idle(watch):
     return watch.worst_us, {}
 
 
-async def runs(watch, root, name, out, make):
+def remove_tree(path):
+    for entry in os.ilistdir(path):
+        inner = path + "/" + entry[0]
+        if entry[1] == 0x4000:
+            remove_tree(inner)
+        else:
+            os.remove(inner)
+    os.rmdir(path)
+
+
+async def runs(watch, root, name, out, make, keep=False):
     """RUNS runs of `make(run, folder)` -> (worst gap, details), each with a fresh folder under
-    `root`; out[name]: the worst gap and the details of each run. A run that fails (an
+    `root`, removed after it unless `keep` (the flash is a board's size); out[name]: the worst
+    gap and the details of each run. A run that fails (an
     exception, or ocpp_mpy.until's SystemExit on a timeout) ends the workload: out[name] says
     why, and no figure is made up."""
     worst, details = [], []
@@ -354,6 +417,8 @@ async def runs(watch, root, name, out, make):
             return
         worst.append(worst_us)
         details.append(run_details)
+        if not keep:
+            remove_tree(folder)
     out[name] = {"worst_us": worst, "details": details}
 
 
@@ -361,11 +426,16 @@ async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, boar
     work = {}
     last = {}   # the charge point of the last replay and its link task: the central system's CALLs go to it
 
-    async def one_replay(run, folder):
+    async def offline():
         if last:
             await stop(last.pop("link"))
             del last["cp"]
+            remove_tree(last.pop("folder"))
+
+    async def one_replay(run, folder):
+        await offline()
         worst, last["cp"], last["link"] = await replay(watch, ws_url, folder)
+        last["folder"] = folder
         return worst, {"messages": REPLAY_MESSAGES}
 
     def online_cp():
@@ -381,12 +451,11 @@ async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, boar
         return worst, details
 
     await runs(watch, root, "idle", work, lambda run, folder: idle(watch))
-    await runs(watch, root, "replay", work, one_replay)
+    await runs(watch, root, "replay", work, one_replay, keep=True)   # offline() removes it
     await runs(watch, root, "local_list", work, local_list)
     await runs(watch, root, "big_frame", work,
                lambda run, folder: from_central_system(watch, online_cp(), "big_frame"))
-    if "link" in last:
-        await stop(last["link"])
+    await offline()
     await runs(watch, root, "compaction", work, lambda run, folder: compaction(watch, folder))
     await runs(watch, root, "diagnostics", work,
                lambda run, folder: diagnostics(watch, files_url, folder, "timing-%d.txt" % run))
@@ -419,6 +488,7 @@ def sizes(board_path, root):
 
 
 async def main(args):
+    args = args[:6] + (mount_flash(args[6]),)
     out = {"runs": RUNS, "sizes": sizes(args[5], args[6])}
     out["pystone_per_s"] = max(pystone_mpy.pystones_per_s(PYSTONE_LOOPS) for _ in range(RUNS))
     out["getaddrinfo_us"] = getaddrinfo_us(args[0])
@@ -435,4 +505,4 @@ async def main(args):
 if __name__ == "__main__":
     if len(sys.argv) != 8:
         raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON ROOT_DIR")
-    say(result=asyncio.run(main(sys.argv[1:])))
+    say(result=asyncio.run(main(tuple(sys.argv[1:]))))
