@@ -11,8 +11,11 @@ figures gives the factors the verdicts use (`scale_rp2040`, `scale_esp32`); DESI
 x 325 and x 170 are shown beside them for reference, with a warning when the two differ by more
 than FACTOR_WARN. C routines (TLS crypto, the garbage collector) are judged at x C_X instead.
 
-Not modelled here: littlefs (flash writes go to the unix file system: no erase times) and real
-DNS round trips (localhost comes from /etc/hosts)."""
+The workloads' files are on littlefs (timing_mpy.FlashImage: an image on tmpfs, mounted as the rp2
+port mounts its flash); the littlefs C code is in the gaps, the image's Python block device (a C
+driver on a board) is not. Not modelled here: the flash chip's program and erase times (an RP2040
+stalls for a sector erase, interrupts included) and real DNS round trips (localhost comes from
+/etc/hosts)."""
 import json
 import os
 import socket
@@ -296,13 +299,15 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
                   f"while the workload runs in the real firmware under the MicroPython unix port; the time the kernel "
                   f"ran other processes is taken off each gap (/proc/thread-self/schedstat run_delay: "
                   f"{result['preemption_corrected']}); the watcher collects the garbage in its own turns "
-                  f"(collections have their own row); the median of {result['runs']} runs' longest gaps. The "
+                  f"(collections have their own row), and the time in the flash image's block device is taken off too; "
+                  f"the median of {result['runs']} runs' longest gaps. The "
                   f"8-gun rows: the control task's step and the sharing task's of an {sizes['guns']}-gun App, each timed alone. "
                   f"Scaled by pystone here / pystone on the board (RP2040 {PYSTONE_RP2040}, ESP32 {PYSTONE_ESP32}); "
                   f"C routines x {C_X}; pass: <= {STEP_LIMIT_MS} ms at RP2040 speed (the control step: <= the {tick_ms} ms "
                   f"tick). The SendLocalList and the {FRAME_DATA_BYTES // 1024} KB DataTransfer come from the "
-                  f"central system's API over the websocket. Heap {HEAP} on a 64-bit port, code in the heap. Not "
-                  f"modelled: littlefs erase times, real DNS round trips.",
+                  f"central system's API over the websocket. Heap {HEAP} on a 64-bit port, code in the heap. Files "
+                  f"on littlefs (progsize 256, as rp2 mounts it). Not modelled: flash program and erase times, real DNS "
+                  f"round trips.",
         "step_limit_ms_rp2040": STEP_LIMIT_MS,
         "tick_ms": tick_ms,
         "pystone_per_s": round(pystone),
@@ -382,7 +387,7 @@ def _print(figures: dict) -> None:
             FRAME_DATA_BYTES // 1024, _answer_text(frame),
             "kept" if frame.get("link_kept") else "dropped: %s" % frame.get("link_lost")))
     print("timing: RP/ESP xN: pystone-derived (the verdicts), x%d/x%d: DESIGN.md's fixed factors; C rows judged "
-          "at x%d; /floor: the gap over the idle one (rows timed directly: -); not modelled: littlefs erase "
+          "at x%d; /floor: the gap over the idle one (rows timed directly: -); not modelled: flash erase "
           "times, real DNS round trips" % (RP2040_X, ESP32_X, C_X))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from evse import config, store
+from evse import config, slices, store
 
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 
@@ -116,3 +116,19 @@ def test_a_board_file_that_is_not_json_says_so_and_stays(tmp_path):
     with pytest.raises(config.ConfigError, match="board.json does not parse as JSON"):
         config.load_board(str(tmp_path))
     assert (tmp_path / "board.json").read_text() == '{"name": "x",'
+
+
+def test_a_write_in_steps_touches_no_file_before_its_second_step_and_leaves_none_when_given_up(root):
+    path = os.path.join(root, "list.json")
+    store.write_json(path, {"version": 1})
+    steps = store.write_json_steps(path, {"version": 2, "entries": ["x" * 40] * 40}, chunk=256)
+    next(steps)                                  # the text only: no file yet
+    assert not os.path.exists(path + ".tmp")
+    next(steps)                                  # the file created, nothing written
+    next(steps)                                  # one chunk
+    assert 0 < os.path.getsize(path + ".tmp") < 1000
+    steps.close()                                # the caller gave up (a task cancelled)
+    assert not os.path.exists(path + ".tmp")
+    assert json.loads(Path(path).read_text()) == {"version": 1}
+    assert slices.run(store.write_json_steps(path, {"version": 3}, chunk=4)) is None
+    assert json.loads(Path(path).read_text()) == {"version": 3}

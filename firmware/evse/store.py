@@ -43,8 +43,10 @@ def write_json_steps(path, value, chunk=512):
     speed). The text is made in one piece: json.dump writes each token on its own, 3.6x slower."""
     tmp = path + ".tmp"
     text = json.dumps(value)
+    yield   # the text, the file's creation and each chunk each in a step of their own
     try:
         with open(tmp, "w") as f:
+            yield
             for at in range(0, len(text), chunk):
                 f.write(text[at:at + chunk])
                 if at + chunk < len(text):
