@@ -177,6 +177,10 @@ class Flasher:
         hal = self.board.get("hal")
         if hal not in PLATFORM:
             raise FlashError(f"board file {self.board_path}: unknown hal {hal!r}")
+        install = self.board.get("hardware", {}).get("install", "mpy")
+        if install != "mpy":
+            raise FlashError(f"board {self.board['name']} is installed as {install} ({self.board_path}: "
+                             f"hardware.install); evsectl flash writes .mpy files only: see docs/boards.md")
         self.hal = hal
         self.firmware = firmware
         self.config = config

@@ -230,4 +230,6 @@ def load_board(root="/"):
         board = json.loads(text)
     except ValueError as e:
         raise ConfigError("%s does not parse as JSON (%s): fix it or copy the board file again" % (path, e))
+    if isinstance(board, dict):
+        board.pop("hardware", None)   # what the board is, for the host tools: no heap spent on it here
     return check_board(board)

@@ -60,6 +60,7 @@ def check_board(board: dict) -> None:
     hal = board.get("hal")
     if hal not in MCU:
         raise BoardFileError(f"board hal {hal!r}: the emulated MCUs are rp2 and esp32")
+    check_hardware(board)
     chip = MCU[hal]
     used: dict[int, str] = {}
 
@@ -110,6 +111,31 @@ def check_board(board: dict) -> None:
         for key in ("tx", "rx") + (("de",) if "de" in cfg else ()):
             claim(cfg.get(key), f"uart.{name}.{key}", output=key != "rx")
     check_pilot_front_end(board)
+
+
+INSTALLS = {"mpy": ".mpy files on the board's littlefs (what evsectl flash writes)",
+            "romfs": "a ROMFS image (a MicroPython build with a ROMFS partition)",
+            "frozen": "frozen into the MicroPython firmware image"}
+
+
+def check_hardware(board: dict) -> None:
+    """A real board's file says what it is (docs/boards.md): the board people buy, its MCU, the
+    stock MicroPython build, the heap that build leaves free (heap_kb, KiB of the 32-bit heap)
+    and how the firmware is installed there."""
+    hw = board.get("hardware")
+    if not isinstance(hw, dict):
+        raise BoardFileError('board file lacks "hardware": {"board": ..., "mcu": ..., "micropython": ..., '
+                             '"install": "mpy"} (docs/boards.md)')
+    for key in ("board", "mcu", "micropython", "heap_source"):
+        if not isinstance(hw.get(key), str) or not hw[key]:
+            raise BoardFileError(f"hardware.{key} must name it (docs/boards.md), not {hw.get(key)!r}")
+    if hw.get("install") not in INSTALLS:
+        raise BoardFileError(f"hardware.install is {hw.get('install')!r}: use one of "
+                             + "; ".join(f"{k} ({v})" for k, v in INSTALLS.items()))
+    heap = board.get("heap_kb")
+    if isinstance(heap, bool) or not isinstance(heap, int) or not 16 <= heap <= 8192:
+        raise BoardFileError(f"heap_kb must be the KiB the stock MicroPython leaves free on the board, 16..8192, "
+                             f"not {heap!r}")
 
 
 def check_pilot_front_end(board: dict) -> None:

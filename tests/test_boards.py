@@ -1,0 +1,51 @@
+"""Board files of real hardware say what the board is and the heap it has (docs/boards.md)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from evse import config
+from host_tools.flash import FlashError, Flasher
+from host_tools.sim import frontend
+
+BOARDS = Path(__file__).resolve().parents[1] / "boards"
+DOC = (BOARDS.parent / "docs" / "boards.md").read_text()
+REAL = sorted(p for p in BOARDS.glob("*.json") if json.loads(p.read_text())["hal"] in ("rp2", "esp32"))
+
+
+def test_each_real_board_names_its_board_mcu_build_heap_and_install_and_docs_list_it():
+    assert {p.stem for p in REAL} >= {"rp2040-pico", "esp32-devkitc"}
+    for path in REAL:
+        board = json.loads(path.read_text())
+        frontend.check_board(board)
+        assert board["hardware"]["install"] in frontend.INSTALLS
+        row = next((line for line in DOC.splitlines() if line.startswith(f"| `{path.stem}` |")), None)
+        assert row is not None and board["hardware"]["micropython"] in row and board["hardware"]["install"] in row, path
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda b: b.pop("hardware"), 'lacks "hardware"'),
+    (lambda b: b["hardware"].update(install="zip"), "hardware.install is 'zip': use one of mpy"),
+    (lambda b: b["hardware"].update(mcu=""), "hardware.mcu must name it"),
+    (lambda b: b.update(heap_kb=4), "heap_kb must be the KiB the stock MicroPython leaves free"),
+])
+def test_a_real_board_file_that_does_not_say_what_it_is_is_refused_with_the_fix(change, says):
+    board = json.loads((BOARDS / "rp2040-pico.json").read_text())
+    change(board)
+    with pytest.raises(frontend.BoardFileError, match=says):
+        frontend.check_board(board)
+
+
+def test_the_firmware_drops_the_hardware_entry_when_it_loads_the_board_file(tmp_path):
+    (tmp_path / "board.json").write_text((BOARDS / "esp32-devkitc.json").read_text())
+    board = config.load_board(str(tmp_path))
+    assert "hardware" not in board and board["heap_kb"] == 110
+
+
+def test_flash_refuses_a_board_installed_otherwise_than_as_mpy_files(tmp_path):
+    board = json.loads((BOARDS / "rp2040-pico.json").read_text())
+    board["hardware"]["install"] = "romfs"
+    path = tmp_path / "pico-romfs.json"
+    path.write_text(json.dumps(board))
+    with pytest.raises(FlashError, match="installed as romfs .*evsectl flash writes .mpy files only"):
+        Flasher("/dev/null", str(path))
