@@ -17,13 +17,22 @@ def main() -> int:
           % (tick["tick_2_guns_us"], tick["tick_vs_hal_reads_ratio"], tick["tick_budget_used"] * 100, 20))
     print("sharing cycle (8 guns): %.1f us = %.2f x a bare equal split" % (tick["sharing_8_guns_us"], tick["sharing_vs_split_ratio"]))
     print("MicroPython heap in use with 2 guns + sharing: %d of %d bytes" % (tick["heap_live_bytes"], tick["heap_total_bytes"]))
-    # The tick above reads a model EV; on a board each gun's pilot is a burst of ADC reads too.
-    burst = mpy.run(ROOT / "bench" / "burst_mpy.py")["pilot_sample_us"]
-    tick["pilot_sample_us"] = burst
-    tick["tick_with_pilot_samples_rp2040_ms"] = round((tick["tick_2_guns_us"] + 2 * burst) * timing.RP2040_X / 1000, 1)
-    print("pilot sample on an MCU board (the HAL's burst of ADC reads): %.1f us per gun and tick = %.1f ms at "
-          "RP2040 speed (x%d); the 2-gun tick with them: %.1f ms of its %d ms"
-          % (burst, burst * timing.RP2040_X / 1000, timing.RP2040_X, tick["tick_with_pilot_samples_rp2040_ms"], 20))
+    # The tick above reads a model EV; on a board each gun's pilot is ADC reads too: on the
+    # RP2040 in step with the PWM (busy sleeps between them), on the ESP32 a burst of 64.
+    pilot = mpy.run(ROOT / "bench" / "burst_mpy.py")
+    tick.update(pilot)
+    rp2_gun_ms = (pilot["pilot_synced_us"] * timing.RP2040_X + pilot["pilot_synced_wait_us"]) / 1000
+    tick["tick_with_pilot_samples_rp2040_ms"] = round(tick["tick_2_guns_us"] * timing.RP2040_X / 1000 + 2 * rp2_gun_ms, 1)
+    tick["tick_with_pilot_samples_esp32_ms"] = round(
+        (tick["tick_2_guns_us"] + 2 * pilot["pilot_sample_us"]) * timing.ESP32_X / 1000, 1)
+    print("pilot sample on the RP2040, in step with its PWM: %.1f us and %.1f ADC reads per gun and tick = %.1f ms "
+          "at RP2040 speed (x%d) with %.2f ms of busy waiting for the plateaus; the 2-gun tick with them: %.1f ms "
+          "of its %d ms" % (pilot["pilot_synced_us"], pilot["pilot_synced_reads"], rp2_gun_ms, timing.RP2040_X,
+                            pilot["pilot_synced_wait_us"] / 1000, tick["tick_with_pilot_samples_rp2040_ms"], 20))
+    print("pilot sample on the ESP32, a burst of 64 ADC reads: %.1f us per gun and tick = %.1f ms at ESP32 speed "
+          "(x%d); the 2-gun tick with them: %.1f ms of its %d ms"
+          % (pilot["pilot_sample_us"], pilot["pilot_sample_us"] * timing.ESP32_X / 1000, timing.ESP32_X,
+             tick["tick_with_pilot_samples_esp32_ms"], 20))
     results["sharing"] = sharing.run()
     _write(results)   # a section that fails later does not lose this one
     results["ocpp"] = ocpp.run()

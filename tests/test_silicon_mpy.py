@@ -257,3 +257,76 @@ out['c_with_pwm'] = fb.value()
     assert bench.run(script) == {"pilot_at_f": 1, "c_with_pwm": 0}
     g.rcd_tripped = True
     assert bench.run(script)["c_with_pwm"] == 1   # the RCM's fault output disables the driver
+
+
+@pytest.mark.parametrize("bench", ["rp2040-pico"], indirect=True)
+def test_rp2040_pwm_registers_read_as_the_slice_counts_and_other_registers_are_refused(bench):
+    pins = bench.board["guns"][0]["pins"], bench.board["guns"][1]["pins"]
+    assert (pins[0]["pilot_pwm"] >> 1) == (pins[1]["pilot_pwm"] >> 1) == 1   # GP2, GP3: slice 1, A and B
+    out = bench.run(f"""
+a = machine.PWM(machine.Pin({pins[0]['pilot_pwm']}), freq=1000, duty_u16=65535 * 267 // 1000)
+b = machine.PWM(machine.Pin({pins[1]['pilot_pwm']}), freq=1000, duty_u16=65535 * 100 // 1000)
+base = 0x40050000 + 1 * 0x14
+out['chip'] = machine.mem32[0x40000000]
+out['csr'], out['div'], out['cc'], out['top'] = [machine.mem32[base + r] for r in (0, 4, 12, 16)]
+out['stopped'] = [machine.mem32[0x40050000 + 5 * 0x14 + r] for r in (0, 8, 16)]
+# the counter against the output: a read bracketed by two counts below CC is on the high plateau
+adc = machine.ADC(machine.Pin({pins[0]['pilot_adc']}))
+pairs = []
+t0 = time.ticks_us()
+while time.ticks_diff(time.ticks_us(), t0) < 20000:
+    c0 = machine.mem32[base + 8]
+    v = adc.read_u16()
+    pairs.append((c0, v, machine.mem32[base + 8]))
+out['pairs'] = pairs
+out['write'] = err(lambda: machine.mem32.__setitem__(base + 8, 0))
+out['other'] = err(lambda: machine.mem32[0x40054000])
+""")
+    top = out["top"]
+    assert out["chip"] >> 12 & 0xFFFF == 2 and out["csr"] == 1 and out["div"] > 16
+    assert 1000 * (top + 1) // 1000 == top + 1 and top > 60000      # 125 MHz / 1 kHz through the divider
+    assert abs((out["cc"] & 0xFFFF) - (top + 1) * 267 // 1000) <= 1
+    assert abs((out["cc"] >> 16) - (top + 1) * 100 // 1000) <= 1
+    assert out["stopped"] == [0, 0, 0xFFFF]
+    cc = out["cc"] & 0xFFFF
+    counts = [c for pair in out["pairs"] for c in (pair[0], pair[2])]
+    assert 0 <= min(counts) < top // 10 and top - top // 10 < max(counts) <= top   # it runs round
+    mid = bench.board["adc"]["pilot_offset_mv"] * 65535 // bench.board["adc"]["vref_mv"]
+    high = [v for c0, v, c1 in out["pairs"] if c0 <= c1 < cc]
+    low = [v for c0, v, c1 in out["pairs"] if cc <= c0 <= c1]
+    assert high and low and min(high) > mid > max(low)
+    assert "not emulated" in out["write"] and "0x40054000" in out["other"]
+
+
+@pytest.mark.parametrize("bench", ["rp2040-pico"], indirect=True)
+@pytest.mark.parametrize("duty_pm", [100, 267, 500, 900])
+def test_the_rp2040_hal_reads_each_plateau_once_in_step_with_the_pwm(bench, duty_pm):
+    g = bench.world.guns[0]
+    g.plugged, g.ev, g.ev_letter = True, EV(), "B"
+    out = bench.run(f"""
+import sys
+sys.path.append({str(REPO / 'firmware')!r})
+from evse.hal.rp2 import Hal
+hal = Hal(json.loads({json.dumps(json.dumps(bench.board))}))
+reads = [0]
+adc_read = hal._read
+def counted(adc):
+    reads[0] += 1
+    return adc_read(adc)
+hal._read = counted
+hal.set_pilot(1, {duty_pm})
+out['synced'] = hal._synced
+samples = []
+for k in range(20):
+    s = hal.sample_pilot(1)
+    samples.append((s[0], s[1]))
+    time.sleep_ms(3)
+out['samples'] = samples
+out['reads'] = reads[0]
+""")
+    assert out["synced"]
+    for high, low in out["samples"]:
+        assert abs(high - 8980) < 400 and abs(low + 12000) < 400, out["samples"]   # B, and the diode
+    # About 3 reads a sample (a burst is 64): a few samples may fall back to the burst when the
+    # host's scheduler makes the aimed reads late.
+    assert out["reads"] <= 20 * 64 // 4, out["reads"]

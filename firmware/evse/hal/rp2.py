@@ -8,19 +8,41 @@
 # What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART) is in evse.hal.mcu.
 # GP2 and GP3 are the A and B outputs of PWM slice 1: they share its 1 kHz frequency, each
 # has its own duty.
+#
+# The pilot is sampled in step with its PWM: the slice's counter (CTR) says where in the period
+# the output is, so one ADC read in the middle of each plateau does what the shared burst of 64
+# reads does (mcu.py), at a fifth of the CPU: with two guns that burst took 15 ms of an
+# RP2040's 20 ms tick. The registers are the RP2040's (datasheet 4.5.3, 2.20 SYSINFO); on another chip, or a
+# plateau too short to aim at, the burst is used.
 import math
 import time
+from array import array  # noqa: F401  (what sample_pilot returns)
 
 from machine import ADC, Pin
 from micropython import const
 
 from evse.hal.mcu import SENSOR_FAULT_C, McuHal
 
+try:
+    from machine import mem32
+except ImportError:   # a `machine` without registers (tests/fakes): the burst
+    mem32 = None
+
 _U16_MAX = const(65535)
 _MUX_SETTLE_US = const(20)  # CD4051 switch plus the RC at its output settle before the ADC samples
 _WDT_MAX_MS = const(8388)  # RP2040 watchdog counter limit
 _NTC_MIN_C = const(-40)
 _NTC_MAX_C = const(150)
+_SYSINFO_CHIP_ID = const(0x40000000)
+_RP2040_PART = const(2)          # CHIP_ID bits 27:12
+_PWM_BASE = const(0x40050000)
+_PWM_SLICE = const(0x14)         # each slice: CSR, DIV, CTR (+8), CC (+12), TOP (+16)
+_PERIOD_US = const(1000)        # mcu.PILOT_HZ: 1 kHz
+_DUTY_FULL_PM = const(1000)      # as mcu.py: 1000 per mille = always high
+# A read this close to an edge is not taken: the front end's slew and settling, and the ADC's
+# 2 us conversion. A plateau shorter than 3 such margins (a 5 % duty is 50 us) takes the burst.
+_EDGE_US = const(15)
+_SYNC_TRIES = const(8)           # reads aimed at the plateaus before the burst is used instead
 
 
 def ntc_celsius(ohms, r25_ohm, beta):  # type: (float, float, float) -> float
@@ -50,6 +72,20 @@ class Hal(McuHal):
         self._ct_ch = []  # type: list[int]
         self._ntc_ch = []  # type: list[int]
         self._claim_guns()
+        # Per gun: its slice's registers, whether it is channel B, and the compare level and
+        # counter span its last set_pilot left (read back from the slice).
+        self._synced = mem32 is not None and (mem32[_SYSINFO_CHIP_ID] >> 12) & 0xFFFF == _RP2040_PART
+        self._slice_reg = []  # type: list[int]
+        self._channel_b = []  # type: list[bool]
+        for gun in board["guns"]:
+            gpio = gun["pins"]["pilot_pwm"]
+            self._slice_reg.append(_PWM_BASE + ((gpio >> 1) & 7) * _PWM_SLICE)
+            self._channel_b.append(gpio & 1 == 1)
+        self._cc = [0] * len(self._slice_reg)
+        self._span = [1] * len(self._slice_reg)
+        # How late a read comes after the sleep that aims it (the sleep's own latency and the
+        # bytecode between), in counter steps: learnt from each aimed read, aimed that much earlier.
+        self._lead = 0
 
     def _adc(self, pin):  # type: (int) -> ADC
         return ADC(Pin(pin))
@@ -87,6 +123,56 @@ class Hal(McuHal):
         if c < _NTC_MIN_C or c > _NTC_MAX_C:
             return SENSOR_FAULT_C
         return c
+
+    # ---- pilot, in step with the PWM --------------------------------------------------------------
+    def set_pilot(self, gun, duty_pm):  # type: (int, int) -> None
+        McuHal.set_pilot(self, gun, duty_pm)
+        if self._synced:
+            i = self._index(gun)
+            reg = self._slice_reg[i]
+            cc = mem32[reg + 12]
+            self._cc[i] = (cc >> 16) & 0xFFFF if self._channel_b[i] else cc & 0xFFFF
+            self._span[i] = (mem32[reg + 16] & 0xFFFF) + 1
+
+    def sample_pilot(self, gun):  # type: (int) -> array
+        i = self._index(gun)
+        duty = self._duty_pm[i]
+        if not self._synced or duty <= 0 or duty >= _DUTY_FULL_PM:
+            return McuHal.sample_pilot(self, gun)
+        span = self._span[i]
+        cc = self._cc[i]
+        edge = span * _EDGE_US // _PERIOD_US
+        if cc < 3 * edge or span - cc < 3 * edge:
+            return McuHal.sample_pilot(self, gun)
+        ctr = self._slice_reg[i] + 8
+        adc = self._pilot_adc[i]
+        read = self._read
+        mem = mem32
+        high = low = aim = -1
+        half = span >> 1
+        for k in range(_SYNC_TRIES):
+            # Taken only if the counter says the output was on one plateau, away from its edges,
+            # from before the read until after it (no wrap between the two).
+            before = mem[ctr]
+            v = read(adc)
+            after = mem[ctr]
+            if aim >= 0:
+                lead = self._lead + (((before - aim + half) % span - half) >> 1)
+                self._lead = 0 if lead < 0 else lead if lead < half >> 1 else half >> 1
+            if before <= after:
+                if before >= edge and after + edge <= cc:
+                    high = v
+                elif before >= cc + edge and after + edge <= span:
+                    low = v
+            if high >= 0 and low >= 0:
+                out = self._sample
+                out[0] = self._pilot_mv(high)
+                out[1] = self._pilot_mv(low)
+                return out
+            # To the middle of the plateau still missing.
+            aim = cc >> 1 if high < 0 else (cc + span) >> 1
+            time.sleep_us((aim - self._lead - mem[ctr]) % span * _PERIOD_US // span)
+        return McuHal.sample_pilot(self, gun)   # never in step (interrupts): the burst finds them
 
     # ---- board wide ---------------------------------------------------------------------------
     def watchdog_start(self, timeout_ms):  # type: (int) -> None

@@ -163,13 +163,19 @@ def _fire_irqs():
 
 
 # ---- PWM -------------------------------------------------------------------------------------
-_pwm_out = {}  # GPIO -> [freq_hz, duty16 produced (0..65536), t0_us]
+_pwm_out = {}  # GPIO -> [freq_hz, duty16 produced (0..65536), t0_us, rp2: compare level]
 _slice_hz = {}  # rp2: slice -> freq; esp32: LEDC timer freq (one timer per freq in use)
+_slice_t0 = {}  # rp2: slice -> ticks_us when its counter started (both channels count on it)
 _ESP32_TIMERS = 8  # LEDC timers (each one frequency) and channels (each one pin)
 _ESP32_CHANNELS = 16
 
 
 def _rp2_top(freq):
+    return _rp2_div_top(freq)[1]
+
+
+def _rp2_div_top(freq):
+    """The slice's clock divider (in 16ths) and TOP for `freq`, as the rp2 port sets them."""
     if freq <= 0:
         raise ValueError("freq too small")
     if (_CPU_HZ + freq // 2) // freq < 65535:
@@ -182,7 +188,7 @@ def _rp2_top(freq):
         raise ValueError("freq too large")
     if div16 >= 256 * 16:
         raise ValueError("freq too small")
-    return top
+    return div16, top
 
 
 def _esp32_bits(freq):
@@ -203,6 +209,7 @@ class PWM:
         _modes[self.pin] = Pin.ALT
         self._freq = 0
         self._duty16 = 0
+        self._cc = 0   # rp2: the channel's compare level (CC register)
         self._slice = (self.pin >> 1) & 7 if _RP2 else None
         if not _RP2 and len(_pwm_out) >= _ESP32_CHANNELS and self.pin not in _pwm_out:
             raise RuntimeError("out of PWM channels:%d" % _ESP32_CHANNELS)
@@ -246,6 +253,7 @@ class PWM:
         f = self._freq or (_slice_hz.get(self._slice) if _RP2 else 0)
         if not f:
             f = self._freq = 1000 if _RP2 else 5000  # the ports' default frequency
+        cc = 0
         if _RP2:
             top = _rp2_top(f)
             cc = (value * (top + 1) + 65535 // 2) // 65535
@@ -256,11 +264,15 @@ class PWM:
             d = (value * steps + 32767) // 65535
             produced = d * 65536 // steps
         self._duty16 = produced
+        self._cc = cc
         self._apply()
 
     def _apply(self):
-        t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
-        _pwm_out[self.pin] = [self._freq, self._duty16, t0]
+        if _RP2:
+            t0 = _slice_t0.setdefault(self._slice, time.ticks_us())
+        else:
+            t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
+        _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._cc]
         _emit(self.pin)
 
     def deinit(self):
@@ -288,9 +300,70 @@ def _output_high(pin, now_us):
         return False
     if duty >= 65536:
         return True
+    if _RP2:  # high while the slice's counter is below the channel's compare level
+        return _rp2_counter(out[0], out[2], now_us) < out[3]
     period = 1000000 // out[0]
     phase = time.ticks_diff(now_us, out[2]) % period
     return phase * 65536 < duty * period
+
+
+def _rp2_counter(freq, t0_us, now_us):
+    top = _rp2_top(freq)
+    period = 1000000 // freq
+    return time.ticks_diff(now_us, t0_us) % period * (top + 1) // period
+
+
+# ---- registers: machine.mem32 ---------------------------------------------------------------
+# What firmware may read of the silicon directly. rp2: SYSINFO CHIP_ID and the PWM slices' CSR,
+# DIV, CTR, CC and TOP (RP2040 datasheet 4.5.3), the counter by the same clock as the outputs
+# above. Any other address, and every write, raises: the emulation does not model it, and the
+# error names the address the firmware asked for.
+_RP2_CHIP_ID = 0x20002927     # RP2040-B2: revision 2, part 0x0002, manufacturer 0x927
+_RP2_SYSINFO = 0x40000000
+_RP2_PWM = 0x40050000
+_RP2_SLICE = 0x14             # bytes per slice: CSR, DIV, CTR, CC, TOP
+
+
+def _rp2_pwm_register(slice, reg):
+    freq = _slice_hz.get(slice)
+    pins = [p for p in _pwm_out if (p >> 1) & 7 == slice]
+    if not freq or not pins:
+        return (0, 1 << 4, 0, 0, 0xFFFF)[reg // 4]   # reset values: stopped, divider 1
+    div16, top = _rp2_div_top(freq)
+    if reg == 0:
+        return 1    # CSR: EN
+    if reg == 4:
+        return div16
+    if reg == 8:
+        return _rp2_counter(freq, _slice_t0[slice], time.ticks_us())
+    if reg == 12:
+        cc = 0
+        for p in pins:
+            cc |= _pwm_out[p][3] << (16 if p & 1 else 0)
+        return cc
+    return top
+
+
+class _Mem:
+    def __init__(self, name):
+        self._name = name
+
+    def __getitem__(self, addr):
+        if _RP2 and self._name == "mem32" and addr % 4 == 0:
+            if addr == _RP2_SYSINFO:
+                return _RP2_CHIP_ID
+            offset = addr - _RP2_PWM
+            if 0 <= offset < 8 * _RP2_SLICE:
+                return _rp2_pwm_register(offset // _RP2_SLICE, offset % _RP2_SLICE)
+        raise OSError("%s[0x%08x]: this register is not emulated" % (self._name, addr))
+
+    def __setitem__(self, addr, value):
+        raise OSError("%s[0x%08x] = 0x%x: writes to registers are not emulated" % (self._name, addr, value))
+
+
+mem8 = _Mem("mem8")
+mem16 = _Mem("mem16")
+mem32 = _Mem("mem32")
 
 
 # ---- ADC -------------------------------------------------------------------------------------
