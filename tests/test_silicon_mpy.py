@@ -161,6 +161,7 @@ while time.ticks_diff(time.ticks_us(), t0) < 20000:
     reads.append(adc.read_u16())
 out['reads'] = reads
 p.duty_u16(65535)
+time.sleep_ms(2)   # the RP2040 takes a new duty at the counter's wrap
 out['steady'] = [adc.read_u16() for k in range(20)]
 """)
     to_mv = lambda r: r * cal["vref_mv"] / 65535  # noqa: E731
@@ -330,3 +331,46 @@ out['reads'] = reads[0]
     # About 3 reads a sample (a burst is 64): a few samples may fall back to the burst when the
     # host's scheduler makes the aimed reads late.
     assert out["reads"] <= 20 * 64 // 4, out["reads"]
+
+
+@pytest.mark.parametrize("bench", ["rp2040-pico"], indirect=True)
+def test_a_new_rp2040_duty_takes_effect_at_the_counters_wrap_and_the_hal_samples_what_is_there(bench):
+    g = bench.world.guns[0]
+    g.plugged, g.ev, g.ev_letter = True, EV(), "B"
+    pins = bench.board["guns"][0]["pins"]
+    out = bench.run(f"""
+import sys
+sys.path.append({str(REPO / 'firmware')!r})
+from evse.hal.rp2 import Hal
+hal = Hal(json.loads({json.dumps(json.dumps(bench.board))}))
+ctr = 0x40050000 + 1 * 0x14 + 8
+adc = hal._pilot_adc[0]
+mid = {bench.board['adc']['pilot_offset_mv']} * 65535 // {bench.board['adc']['vref_mv']}
+# the output in the period of the change: still the old duty (100 %: high) past the new CC
+kept = []
+for k in range(20):
+    hal.set_pilot(1, 1000)
+    time.sleep_ms(3)
+    while machine.mem32[ctr] > 3000:   # a fresh period: the change lands early in it
+        pass
+    hal.set_pilot(1, 100)
+    cc = hal._cc[0]
+    while machine.mem32[ctr] < cc + 3000:
+        pass
+    v = adc.read_u16()
+    if machine.mem32[ctr] > cc + 3000:   # still the same period
+        kept.append(v > mid)
+out['kept'] = kept
+# the HAL's sample right after a change: the low plateau is the diode's -12 V, not the old high
+samples = []
+for k in range(10):
+    hal.set_pilot(1, 1000)
+    time.sleep_ms(3)
+    hal.set_pilot(1, 267)
+    s = hal.sample_pilot(1)
+    samples.append((s[0], s[1]))
+out['samples'] = samples
+""")
+    assert len(out["kept"]) >= 10 and all(out["kept"]), out["kept"]
+    for high, low in out["samples"]:
+        assert abs(high - 8980) < 400 and abs(low + 12000) < 400, out["samples"]

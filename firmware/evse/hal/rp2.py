@@ -83,6 +83,7 @@ class Hal(McuHal):
             self._channel_b.append(gpio & 1 == 1)
         self._cc = [0] * len(self._slice_reg)
         self._span = [1] * len(self._slice_reg)
+        self._set_us = [0] * len(self._slice_reg)  # ticks_us of the last duty change
         # How late a read comes after the sleep that aims it (the sleep's own latency and the
         # bytecode between), in counter steps: learnt from each aimed read, aimed that much earlier.
         self._lead = 0
@@ -133,11 +134,15 @@ class Hal(McuHal):
             cc = mem32[reg + 12]
             self._cc[i] = (cc >> 16) & 0xFFFF if self._channel_b[i] else cc & 0xFFFF
             self._span[i] = (mem32[reg + 16] & 0xFFFF) + 1
+            self._set_us[i] = time.ticks_us()
 
     def sample_pilot(self, gun):  # type: (int) -> array
         i = self._index(gun)
         duty = self._duty_pm[i]
-        if not self._synced or duty <= 0 or duty >= _DUTY_FULL_PM:
+        # CC is double-buffered: a new duty takes effect when the counter wraps, so for a period
+        # after set_pilot the plateaus are not where CC says; the burst reads what is there.
+        if (not self._synced or duty <= 0 or duty >= _DUTY_FULL_PM
+                or time.ticks_diff(time.ticks_us(), self._set_us[i]) < 2 * _PERIOD_US):
             return McuHal.sample_pilot(self, gun)
         span = self._span[i]
         cc = self._cc[i]

@@ -163,7 +163,10 @@ def _fire_irqs():
 
 
 # ---- PWM -------------------------------------------------------------------------------------
-_pwm_out = {}  # GPIO -> [freq_hz, duty16 produced (0..65536), t0_us, rp2: compare level]
+# GPIO -> [freq_hz, duty16 produced (0..65536), t0_us, rp2: compare level written, the one before,
+# ticks_us of the write]. The RP2040's CC is double-buffered: a new level takes effect when the
+# counter wraps, so for up to a period the output keeps the one before.
+_pwm_out = {}
 _slice_hz = {}  # rp2: slice -> freq; esp32: LEDC timer freq (one timer per freq in use)
 _slice_t0 = {}  # rp2: slice -> ticks_us when its counter started (both channels count on it)
 _ESP32_TIMERS = 8  # LEDC timers (each one frequency) and channels (each one pin)
@@ -272,7 +275,9 @@ class PWM:
             t0 = _slice_t0.setdefault(self._slice, time.ticks_us())
         else:
             t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
-        _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._cc]
+        now = time.ticks_us()
+        before = _pwm_out[self.pin][3] if self.pin in _pwm_out else 0
+        _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._cc, before, now]
         _emit(self.pin)
 
     def deinit(self):
@@ -295,13 +300,15 @@ def _output_high(pin, now_us):
     out = _pwm_out.get(pin)
     if out is None:
         return _levels.get(pin, 0) == 1
+    if _RP2:  # high while the slice's counter is below the channel's compare level in effect
+        period = 1000000 // out[0]
+        wrapped = time.ticks_diff(now_us, out[2]) // period > time.ticks_diff(out[5], out[2]) // period
+        return _rp2_counter(out[0], out[2], now_us) < (out[3] if wrapped else out[4])
     duty = out[1]
     if duty <= 0:
         return False
     if duty >= 65536:
         return True
-    if _RP2:  # high while the slice's counter is below the channel's compare level
-        return _rp2_counter(out[0], out[2], now_us) < out[3]
     period = 1000000 // out[0]
     phase = time.ticks_diff(now_us, out[2]) % period
     return phase * 65536 < duty * period
