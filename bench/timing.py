@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve().parent / "timing_mpy.py"
 RESULTS = ROOT / "bench" / "out" / "results.json"
 BOARD_8_GUNS = ROOT / "boards" / "sim-ac8.json"   # the App whose sharing ticks are timed
+BOARD_LOAD = ROOT / "boards" / "sim-ac2.json"     # the App whose whole CPU load is measured
 HEAP = ocpp.HEAP           # as the OCPP part: room for the code (frozen in flash on a board)
 
 # pystone/s of MicroPython on the boards: the basis of the factors the verdicts use.
@@ -58,7 +59,8 @@ FRAME_DATA_BYTES = 300 * 1024   # the DataTransfer's data: far over the websocke
 BUNDLE_BYTES = 100 * 1024       # the firmware files the UpdateFirmware bundle holds, at least
 BUNDLE = "timing-fw.bin"        # its name in the central system's file service
 CALL_TIMEOUT_S = 20             # a CALL from the central system waits this long for the answer
-SCRIPT_TIMEOUT_S = 240
+SCRIPT_TIMEOUT_S = 300
+LOAD_LIMIT = 0.5   # the whole firmware's average load at RP2040 speed in a charging session with OCPP
 
 # How a row is measured and judged.
 FLOOR = "floor"    # the watcher's gap with nothing else running: no verdict, the others' yardstick
@@ -102,7 +104,7 @@ def run(tick: dict | None = None) -> dict:
         root = tmp_path / "root"
         root.mkdir()
         args = (_named(csms.ws, by_name), tls[0] if tls else "-", tls[1] if tls else "-", csms.http,
-                f"{csms.http}/files/{BUNDLE}", str(BOARD_8_GUNS), str(root))
+                f"{csms.http}/files/{BUNDLE}", str(BOARD_8_GUNS), str(BOARD_LOAD), str(root))
         result = mpy.run_with_events(SCRIPT, HEAP, args, _central_system(csms, said), SCRIPT_TIMEOUT_S)
     if tls is None:
         result["workloads"]["connect_tls"] = {"error": no_tls}
@@ -364,7 +366,33 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
         out["control_tick"] = _judged({"label": tick_label, **_scaled(host_ms, factors),
                                        "tick_2_guns_us_host": tick["tick_2_guns_us"]}, host_ms, TICK, factors,
                                       tick_ms * TICK_SHARE)
+    out["load"] = _load(work.get("load", {"error": "not run"}), tick, factors, tick_ms)
     return out
+
+
+def _load(load: dict, tick: dict | None, factors: dict, tick_ms: int) -> dict:
+    """The whole firmware's average CPU load in a 2-gun session with OCPP, at RP2040 speed: the
+    time of its tasks' steps here, and asyncio's own per step, x the pystone factor; plus the
+    RP2040's pilot samples (make bench's tick section: bytecode x the factor, and its busy waits
+    as they are)."""
+    label = "whole firmware, 2 guns charging with OCPP over ws://: average CPU load"
+    if "error" in load:
+        return {"label": label, "measured": False, "why": load["error"]}
+    if not load["steps"]:
+        return {"label": label, "measured": False, "why": "no task step was timed", **load}
+    if load["charging"] != load["guns"]:
+        return {"label": label, "measured": False, "why": f"{load['charging']} of {load['guns']} guns charging", **load}
+    here = (load["steps_us"] + load["steps"] * load["scheduler_us_per_step"]) / (load["wall_ms"] * 1000)
+    row = {"label": label, **load, "load_host": round(here, 5), "load_rp2040": round(here * factors["rp2040"], 3),
+           "load_esp32": round(here * factors["esp32"], 3), "limit": LOAD_LIMIT}
+    if tick is None or "pilot_synced_us" not in tick:
+        row.update(measured=False, why="no pilot sample figures in results[\"tick\"]: run make bench")
+        return row
+    per_tick_us = load["guns"] * (tick["pilot_synced_us"] * factors["rp2040"] + tick["pilot_synced_wait_us"])
+    row["pilot_samples_rp2040"] = round(per_tick_us / (tick_ms * 1000), 3)
+    row["judged"] = round(row["load_rp2040"] + row["pilot_samples_rp2040"], 3)
+    row["pass"] = row["judged"] <= LOAD_LIMIT
+    return row
 
 
 def _print(figures: dict) -> None:
@@ -386,6 +414,16 @@ def _print(figures: dict) -> None:
         print("%d KB frame: the charge point %s; the link was %s" % (
             FRAME_DATA_BYTES // 1024, _answer_text(frame),
             "kept" if frame.get("link_kept") else "dropped: %s" % frame.get("link_lost")))
+    load = figures["load"]
+    if load.get("measured", True) is False:
+        print("%s: not measured: %s" % (load["label"], load["why"]))
+    else:
+        print("%s: %.2f %% of this CPU over %.0f s (%d ticks, %d task steps) = %.0f %% of an RP2040 (x%.0f), %.0f %% "
+              "of an ESP32; with the RP2040's pilot samples (%.0f %%): %.0f %% (limit %.0f %%): %s"
+              % (load["label"], 100 * load["load_host"], load["wall_ms"] / 1000, load["ticks"], load["steps"],
+                 100 * load["load_rp2040"], figures["scale_rp2040"], 100 * load["load_esp32"],
+                 100 * load["pilot_samples_rp2040"], 100 * load["judged"], 100 * LOAD_LIMIT,
+                 "pass" if load["pass"] else "FAIL"))
     print("timing: RP/ESP xN: pystone-derived (the verdicts), x%d/x%d: DESIGN.md's fixed factors; C rows judged "
           "at x%d; /floor: the gap over the idle one (rows timed directly: -); not modelled: flash erase "
           "times, real DNS round trips" % (RP2040_X, ESP32_X, C_X))

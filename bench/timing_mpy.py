@@ -2,13 +2,14 @@
 # started: how long the asyncio loop goes without coming back to a watcher task while each
 # workload runs in the real firmware code (bench/timing.py scales the figures to the boards and
 # judges them against the 50 ms rule).
-# usage: micropython timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON ROOT_DIR
+# usage: micropython timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON ROOT_DIR
 #   WS_URL     the central system's ws://HOST:PORT/ocpp (HOST "localhost" when it resolves to
 #              127.0.0.1 here: then getaddrinfo looks the name up, as a central system's)
 #   WSS_URL    the same over TLS, CA_DER the file of its CA (DER); "-" when there is none
 #   FILES_URL  its HTTP file service (diagnostics are uploaded to FILES_URL/upload/)
 #   BUNDLE_URL the firmware bundle UpdateFirmware downloads
 #   BOARD_JSON the 8-gun board whose App.step is timed on the ticks that share
+#   LOAD_BOARD_JSON the 2-gun board whose whole App's CPU load is measured in a session
 # Prints {"event": "big_frame" | "local_list", ...} when the host must send a CALL through the
 # central system's API, {"log": ...} from the charge point, and last {"result": {...}}: per
 # workload the worst gap of each run, in us, and each run's details (the host judges them).
@@ -50,6 +51,9 @@ SHARE_TICKS = 500         # App.step timed this often per run, each tick sharing
 EV_AMPS = 9.0             # what each EV draws once charging (63 A per phase over the 8 guns)
 CHARGING_WITHIN_MS = 5000  # the 8 EVs reach C2 with the contactor closed within this
 IDLE_MS = 300
+LOAD_SETTLE_MS = 5000     # the load is measured once the sessions have started and settled ...
+LOAD_MS = 30000           # ... over this long
+LOAD_TAGS = ("AA11", "BB22")   # cards the development central system accepts
 COLLECT_EVERY_BYTES = 98304   # allocated between two of the watcher's collections
 _BUCKET_US = 10           # the collections' times are counted in buckets this wide ...
 _BUCKETS = 1000           # ... up to 10 ms (the last bucket: 10 ms or more)
@@ -124,6 +128,7 @@ class StepWatch:
 
     def __init__(self):
         self.worst_us = 0
+        self.paused = False
         self.collections = array("I", bytes(4 * _BUCKETS))  # per bucket: collections that took so long
         self._buf = bytearray(96)
         try:
@@ -153,6 +158,8 @@ class StepWatch:
         waited = self.waited_us()
         last = time.ticks_us()
         while True:
+            while self.paused:   # it spins: not while the CPU load of something else is measured
+                await asyncio.sleep_ms(100)
             await asyncio.sleep_ms(0)
             gap = time.ticks_diff(time.ticks_us(), last)
             gap -= self.waited_us() - waited
@@ -382,6 +389,145 @@ async def sharing_ticks(watch, board, root):
                          "allocation_a": [gun.allocation_a for gun in app.guns]}
 
 
+class LoadHal(FakeHal):
+    """tests/fake_rig.py's model EV and hardware for a whole App: what it records is not kept
+    (a 20 ms tick for a minute), the watchdog and the network are there."""
+
+    def _rec(self, what, value):
+        pass
+
+    @property
+    def t_ms(self):   # FakeHal's RCD self-test runs on this clock: here the real one
+        return time.ticks_ms()
+
+    @t_ms.setter
+    def t_ms(self, value):
+        pass
+
+    def watchdog_start(self, timeout_ms):
+        pass
+
+    def watchdog_feed(self):
+        pass
+
+    def network_up(self):
+        return True
+
+    def rfid_read(self):
+        return None
+
+    def safe(self):
+        pass
+
+    def reset(self, hard):
+        raise SystemExit("bench: the App asked for a reset")
+
+
+class Stepped:
+    """A task's coroutine, each of its steps timed: while `busy` is on, the step's time less what
+    was not the firmware's (StepWatch.waited_us) adds to busy[0] and the step to busy[1]."""
+
+    def __init__(self, coro, watch, busy):
+        self._coro = coro
+        self._watch = watch
+        self._busy = busy
+
+    def send(self, value):
+        waited = self._watch.waited_us()
+        start = time.ticks_us()
+        try:
+            return self._coro.send(value)
+        finally:
+            took = time.ticks_diff(time.ticks_us(), start) - (self._watch.waited_us() - waited)
+            busy = self._busy
+            if busy[2]:
+                busy[0] += took
+                busy[1] += 1
+
+    def throw(self, *exc):
+        return self._coro.throw(*exc)
+
+    def close(self):
+        return self._coro.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+
+async def scheduler_us(watch, tasks=4, rounds=2000):
+    """What asyncio's own loop costs per task wake-up (its Python, less the tasks' steps): tasks
+    that only yield, timed as a whole and step by step."""
+    busy = [0, 0, 1]
+
+    async def spin():
+        for _ in range(rounds):
+            await asyncio.sleep_ms(0)
+    waited = watch.waited_us()
+    start = time.ticks_us()
+    await asyncio.gather(*[asyncio.create_task(Stepped(spin(), watch, busy)) for _ in range(tasks)])
+    total = time.ticks_diff(time.ticks_us(), start) - (watch.waited_us() - waited)
+    return (total - busy[0]) / busy[1]
+
+
+async def load(url, board, root, watch):
+    """The whole firmware's CPU load: App.run() as main() starts it (control, sharing, flash,
+    watchdog, OCPP and its link; not the console, which reads this process's stdin) with two EVs
+    charging on LoadHal, each started by a card at the charge point, connected to the central
+    system over ws://; the board's meters left out (LoadHal's line answers nothing), so the
+    registers are estimated. Each task's coroutine is wrapped (Stepped): after LOAD_SETTLE_MS,
+    the time of every task step over LOAD_MS of wall time, and the number of steps, which the
+    host costs at asyncio's own price per wake-up. Not the process's CPU time: most of that is
+    the host's kernel waking the loop from poll(), which a board spends idle. The model EV and
+    hardware are Python here where a board's HAL reads pins and ADCs (an upper bound of those),
+    and without the pilot samples (make bench's tick section has them)."""
+    board = dict(board, guns=[dict(gun) for gun in board["guns"]])
+    for gun in board["guns"]:
+        gun.pop("meter", None)   # LoadHal's RS-485 line answers nothing: estimated registers
+    cfg = config.Config(board, root)
+    cfg.set("ocpp_url", url)
+    cfg.set("ocpp_id", CP_ID + "-LOAD")
+    hal = LoadHal(interlock=board.get("interlock", False))
+    hal.ev = "C"
+    hal.amps = 16.0
+    app = App(board, cfg, hal, root)
+
+    async def no_console():
+        await asyncio.sleep_ms(LOAD_SETTLE_MS + LOAD_MS + 60000)
+    app.console = no_console
+    busy = [0, 0, 0]   # us, steps, counting
+    create = asyncio.create_task
+    # App.run's tasks and those they start (the link's reader on each connect): until the end.
+    asyncio.create_task = lambda coro: create(Stepped(coro, watch, busy))
+    running = asyncio.create_task(app.run())
+    try:
+        await until(lambda: app.cp.online, 20000)
+        for gun, tag in zip(app.guns, LOAD_TAGS):
+            app.cp.swipe(gun.n, tag)
+        try:
+            await until(lambda: all(g.contactor for g in app.guns) and
+                        all(c.tx is not None for c in app.cp.connectors[1:]), 20000)
+        except SystemExit:
+            raise SystemExit("bench: the 2 sessions did not start: guns %s, transactions %s" % (
+                [(g.state, g.fault, g.contactor) for g in app.guns], [c.tx for c in app.cp.connectors[1:]]))
+        await asyncio.sleep_ms(LOAD_SETTLE_MS)
+        start = time.ticks_ms()
+        ticks = app.ticks
+        busy[2] = 1
+        await asyncio.sleep_ms(LOAD_MS)
+        busy[2] = 0
+        wall_ms = time.ticks_diff(time.ticks_ms(), start)
+        charging = sum(1 for g in app.guns if g.contactor)
+    finally:
+        await stop(running)
+        asyncio.create_task = create
+        hal.safe()
+    return {"steps_us": busy[0], "steps": busy[1], "scheduler_us_per_step": round(await scheduler_us(watch), 2),
+            "wall_ms": wall_ms, "ticks": app.ticks - ticks, "guns": len(app.guns), "charging": charging}
+
+
 async def idle(watch):
     """The noise floor: the watcher alone with the loop."""
     await watch.start()
@@ -422,7 +568,7 @@ async def runs(watch, root, name, out, make, keep=False):
     out[name] = {"worst_us": worst, "details": details}
 
 
-async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, board_path, root):
+async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, board_path, load_board_path, root):
     work = {}
     last = {}   # the charge point of the last replay and its link task: the central system's CALLs go to it
 
@@ -467,6 +613,13 @@ async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, boar
     await runs(watch, root, "firmware", work, lambda run, folder: firmware(watch, bundle_url, folder))
     board = read_board(board_path)
     await runs(watch, root, "sharing", work, lambda run, folder: sharing_ticks(watch, board, folder))
+    folder = root + "/load"
+    os.mkdir(folder)
+    watch.paused = True
+    try:
+        work["load"] = await load(ws_url, read_board(load_board_path), folder, watch)
+    except (Exception, SystemExit) as err:
+        work["load"] = {"error": "%s: %s" % (type(err).__name__, err)}
     ticks = work["sharing"]   # its share steps make a row of their own
     work["share"] = ({"worst_us": [d["share_worst_us"] for d in ticks["details"]], "details": ticks["details"]}
                      if "worst_us" in ticks else ticks)
@@ -488,8 +641,8 @@ def sizes(board_path, root):
 
 
 async def main(args):
-    args = args[:6] + (mount_flash(args[6]),)
-    out = {"runs": RUNS, "sizes": sizes(args[5], args[6])}
+    args = args[:7] + (mount_flash(args[7]),)
+    out = {"runs": RUNS, "sizes": sizes(args[5], args[7])}
     out["pystone_per_s"] = max(pystone_mpy.pystones_per_s(PYSTONE_LOOPS) for _ in range(RUNS))
     out["getaddrinfo_us"] = getaddrinfo_us(args[0])
     gc.collect()
@@ -503,6 +656,7 @@ async def main(args):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 8:
-        raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON ROOT_DIR")
+    if len(sys.argv) != 9:
+        raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON "
+                         "ROOT_DIR")
     say(result=asyncio.run(main(tuple(sys.argv[1:]))))
