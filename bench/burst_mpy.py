@@ -66,6 +66,13 @@ class Slice:
         self.us += us
         self.slept_us += us
 
+    def ticks_us(self):
+        return self.us
+
+    @staticmethod
+    def ticks_diff(a, b):
+        return a - b
+
 
 with open(ROOT + "/boards/rp2040-pico.json") as f:
     board = json.load(f)
@@ -87,6 +94,8 @@ rp2.time = regs
 regs.cc = CHARGING_DUTY_PM * Slice.SPAN // 1000
 hal._synced = True
 hal.set_pilot(1, CHARGING_DUTY_PM)
+hal.sample_pilot(1)   # the first sample waits out the duty change; the tick's 20 ms later do not
+regs.slept_us = 0
 calls = [0]
 
 

@@ -40,8 +40,10 @@ _PWM_SLICE = const(0x14)         # each slice: CSR, DIV, CTR (+8), CC (+12), TOP
 _PERIOD_US = const(1000)        # mcu.PILOT_HZ: 1 kHz
 _DUTY_FULL_PM = const(1000)      # as mcu.py: 1000 per mille = always high
 # A read this close to an edge is not taken: the front end's slew and settling, and the ADC's
-# 2 us conversion. A plateau shorter than 3 such margins (a 5 % duty is 50 us) takes the burst.
+# 2 us conversion. A plateau shorter than _SYNC_MIN_US (a 5 % duty is 50 us) takes the burst:
+# the counter reads around an ADC read span tens of us at RP2040 speed.
 _EDGE_US = const(15)
+_SYNC_MIN_US = const(90)
 _SYNC_TRIES = const(8)           # reads aimed at the plateaus before the burst is used instead
 
 
@@ -75,15 +77,22 @@ class Hal(McuHal):
         # Per gun: its slice's registers, whether it is channel B, and the compare level and
         # counter span its last set_pilot left (read back from the slice).
         self._synced = mem32 is not None and (mem32[_SYSINFO_CHIP_ID] >> 12) & 0xFFFF == _RP2040_PART
-        self._slice_reg = []  # type: list[int]
+        # The addresses are above 2^30, not small ints on the chip: made once, not per sample.
+        self._ctr_reg = []  # type: list[int]
+        self._cc_reg = []  # type: list[int]
+        self._top_reg = []  # type: list[int]
         self._channel_b = []  # type: list[bool]
         for gun in board["guns"]:
             gpio = gun["pins"]["pilot_pwm"]
-            self._slice_reg.append(_PWM_BASE + ((gpio >> 1) & 7) * _PWM_SLICE)
+            base = _PWM_BASE + ((gpio >> 1) & 7) * _PWM_SLICE
+            self._ctr_reg.append(base + 8)
+            self._cc_reg.append(base + 12)
+            self._top_reg.append(base + 16)
             self._channel_b.append(gpio & 1 == 1)
-        self._cc = [0] * len(self._slice_reg)
-        self._span = [1] * len(self._slice_reg)
-        self._set_us = [0] * len(self._slice_reg)  # ticks_us of the last duty change
+        self._cc = [0] * len(self._ctr_reg)
+        self._span = [1] * len(self._ctr_reg)
+        self._set_us = [0] * len(self._ctr_reg)  # type: list  # ticks_us of the last duty change ...
+        self._settling = [False] * len(self._ctr_reg)   # ... until a read has waited it out
         # How late a read comes after the sleep that aims it (the sleep's own latency and the
         # bytecode between), in counter steps: learnt from each aimed read, aimed that much earlier.
         self._lead = 0
@@ -128,28 +137,40 @@ class Hal(McuHal):
     # ---- pilot, in step with the PWM --------------------------------------------------------------
     def set_pilot(self, gun, duty_pm):  # type: (int, int) -> None
         McuHal.set_pilot(self, gun, duty_pm)
+        i = self._index(gun)
+        self._set_us[i] = time.ticks_us()
+        self._settling[i] = True
         if self._synced:
-            i = self._index(gun)
-            reg = self._slice_reg[i]
-            cc = mem32[reg + 12]
+            cc = mem32[self._cc_reg[i]]
             self._cc[i] = (cc >> 16) & 0xFFFF if self._channel_b[i] else cc & 0xFFFF
-            self._span[i] = (mem32[reg + 16] & 0xFFFF) + 1
-            self._set_us[i] = time.ticks_us()
+            self._span[i] = (mem32[self._top_reg[i]] & 0xFFFF) + 1
+
+    def _settle(self, i):  # type: (int) -> None
+        # The slice takes a new duty (CC) when its counter wraps: for up to a period after
+        # set_pilot the output keeps the one before. A read that soon waits for it (the control
+        # tick samples ~20 ms after a change; calibrate and the feedback check at once). A flag,
+        # not the timestamp alone: ticks_us wraps every 2^30 us on the chip.
+        if self._settling[i]:
+            left = 2 * _PERIOD_US - time.ticks_diff(time.ticks_us(), self._set_us[i])
+            if 0 < left <= 2 * _PERIOD_US:
+                time.sleep_us(left)
+            self._settling[i] = False
+
+    def pilot_adc_mv(self, gun):  # type: (int) -> int
+        self._settle(self._index(gun))
+        return McuHal.pilot_adc_mv(self, gun)
 
     def sample_pilot(self, gun):  # type: (int) -> array
         i = self._index(gun)
+        self._settle(i)
         duty = self._duty_pm[i]
-        # CC is double-buffered: a new duty takes effect when the counter wraps, so for a period
-        # after set_pilot the plateaus are not where CC says; the burst reads what is there.
-        if (not self._synced or duty <= 0 or duty >= _DUTY_FULL_PM
-                or time.ticks_diff(time.ticks_us(), self._set_us[i]) < 2 * _PERIOD_US):
-            return McuHal.sample_pilot(self, gun)
         span = self._span[i]
         cc = self._cc[i]
-        edge = span * _EDGE_US // _PERIOD_US
-        if cc < 3 * edge or span - cc < 3 * edge:
+        short = span * _SYNC_MIN_US // _PERIOD_US
+        if not self._synced or duty <= 0 or duty >= _DUTY_FULL_PM or cc < short or span - cc < short:
             return McuHal.sample_pilot(self, gun)
-        ctr = self._slice_reg[i] + 8
+        edge = span * _EDGE_US // _PERIOD_US
+        ctr = self._ctr_reg[i]
         adc = self._pilot_adc[i]
         read = self._read
         mem = mem32
@@ -174,6 +195,8 @@ class Hal(McuHal):
                 out[0] = self._pilot_mv(high)
                 out[1] = self._pilot_mv(low)
                 return out
+            if k == _SYNC_TRIES - 1:
+                break
             # To the middle of the plateau still missing.
             aim = cc >> 1 if high < 0 else (cc + span) >> 1
             time.sleep_us((aim - self._lead - mem[ctr]) % span * _PERIOD_US // span)

@@ -35,6 +35,7 @@ _KINDS = {"StartTransaction": _START, "StopTransaction": _STOP, "MeterValues": _
 _NAMES = ("message", "StartTransaction", "StopTransaction", "MeterValues", "message")
 _BATCH = const(16)        # control lines held in RAM before they go to flash
 _GARBAGE_MIN = const(64)  # dead lines in the file before a compaction is worth its flash writes
+_ENOENT = const(2)
 _BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
 _SLICE = const(512)       # bytes of the old log one step of a compaction reads
 
@@ -342,10 +343,14 @@ class Journal:
 
     def _end(self):
         # The log's size: a seek on the open handle (a stat reads the whole directory's log).
+        # No file is size 0; any other error raises (a compaction then abandons, not finishes
+        # without the lines it could not see).
         try:
             return self._reader().seek(0, 2)
-        except OSError:
-            return 0
+        except OSError as e:
+            if e.args and e.args[0] == _ENOENT:
+                return 0
+            raise
 
     def _drop_reader(self):
         _close(self._in)

@@ -276,7 +276,7 @@ class PWM:
         else:
             t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
         now = time.ticks_us()
-        before = _pwm_out[self.pin][3] if self.pin in _pwm_out else 0
+        before = _rp2_level(_pwm_out[self.pin], now) if _RP2 and self.pin in _pwm_out else 0
         _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._cc, before, now]
         _emit(self.pin)
 
@@ -301,9 +301,7 @@ def _output_high(pin, now_us):
     if out is None:
         return _levels.get(pin, 0) == 1
     if _RP2:  # high while the slice's counter is below the channel's compare level in effect
-        period = 1000000 // out[0]
-        wrapped = time.ticks_diff(now_us, out[2]) // period > time.ticks_diff(out[5], out[2]) // period
-        return _rp2_counter(out[0], out[2], now_us) < (out[3] if wrapped else out[4])
+        return _rp2_counter(out[0], out[2], now_us) < _rp2_level(out, now_us)
     duty = out[1]
     if duty <= 0:
         return False
@@ -312,6 +310,14 @@ def _output_high(pin, now_us):
     period = 1000000 // out[0]
     phase = time.ticks_diff(now_us, out[2]) % period
     return phase * 65536 < duty * period
+
+
+def _rp2_level(out, now_us):
+    """The compare level in effect: the one written once the counter wrapped since, else the
+    one that was in effect when it was written."""
+    period = 1000000 // out[0]
+    wrapped = time.ticks_diff(now_us, out[2]) // period > time.ticks_diff(out[5], out[2]) // period
+    return out[3] if wrapped else out[4]
 
 
 def _rp2_counter(freq, t0_us, now_us):
