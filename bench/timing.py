@@ -391,6 +391,12 @@ def _load(load: dict, tick: dict | None, factors: dict, tick_ms: int) -> dict:
     per_tick_us = load["guns"] * (tick["pilot_synced_us"] * factors["rp2040"] + tick["pilot_synced_wait_us"])
     row["pilot_samples_rp2040"] = round(per_tick_us / (tick_ms * 1000), 3)
     row["judged"] = round(row["load_rp2040"] + row["pilot_samples_rp2040"], 3)
+    # The steps came on cold caches (each 20 ms after the last); pystone runs warm. The control
+    # step timed both ways bounds how much of the figure is the host's caches.
+    cold, warm = load["control_step_us"], load["control_step_warm_us"]
+    if cold > 0 and warm > 0:
+        row["load_rp2040_warm"] = round(row["load_rp2040"] * min(1.0, warm / cold), 3)
+        row["judged_warm"] = round(row["load_rp2040_warm"] + row["pilot_samples_rp2040"], 3)
     row["pass"] = row["judged"] <= LOAD_LIMIT
     return row
 
@@ -424,6 +430,10 @@ def _print(figures: dict) -> None:
                  100 * load["load_rp2040"], figures["scale_rp2040"], 100 * load["load_esp32"],
                  100 * load["pilot_samples_rp2040"], 100 * load["judged"], 100 * LOAD_LIMIT,
                  "pass" if load["pass"] else "FAIL"))
+        if "judged_warm" in load:
+            print("  the control step took %.1f us in the session, %.1f us in a tight loop (warm caches, as pystone): "
+                  "scaled the same way the load would be %.0f %% with the pilot samples"
+                  % (load["control_step_us"], load["control_step_warm_us"], 100 * load["judged_warm"]))
     print("timing: RP/ESP xN: pystone-derived (the verdicts), x%d/x%d: DESIGN.md's fixed factors; C rows judged "
           "at x%d; /floor: the gap over the idle one (rows timed directly: -); not modelled: flash erase "
           "times, real DNS round trips" % (RP2040_X, ESP32_X, C_X))

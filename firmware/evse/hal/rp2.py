@@ -178,10 +178,14 @@ class Hal(McuHal):
         half = span >> 1
         for k in range(_SYNC_TRIES):
             # Taken only if the counter says the output was on one plateau, away from its edges,
-            # from before the read until after it (no wrap between the two).
+            # from before the read until after it, with no wrap between: less than half a period
+            # passed (a stall of whole periods would leave the counts in order).
+            start = time.ticks_us()
             before = mem[ctr]
             v = read(adc)
             after = mem[ctr]
+            if time.ticks_diff(time.ticks_us(), start) >= _PERIOD_US >> 1:
+                after = -1
             if aim >= 0:
                 lead = self._lead + (((before - aim + half) % span - half) >> 1)
                 self._lead = 0 if lead < 0 else lead if lead < half >> 1 else half >> 1

@@ -216,10 +216,14 @@ class PWM:
         self._slice = (self.pin >> 1) & 7 if _RP2 else None
         if not _RP2 and len(_pwm_out) >= _ESP32_CHANNELS and self.pin not in _pwm_out:
             raise RuntimeError("out of PWM channels:%d" % _ESP32_CHANNELS)
+        # The port writes the constructor's frequency and duty before it enables the slice:
+        # those take effect at once, later changes at the counter's wrap.
+        self._starting = True
         if freq:
             self.freq(freq)
         if duty_u16 != -1:
             self.duty_u16(duty_u16)
+        self._starting = False
 
     def init(self, freq=0, duty_u16=-1):
         if freq:
@@ -276,7 +280,10 @@ class PWM:
         else:
             t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
         now = time.ticks_us()
-        before = _rp2_level(_pwm_out[self.pin], now) if _RP2 and self.pin in _pwm_out else 0
+        if self._starting:
+            before = self._cc
+        else:
+            before = _rp2_level(_pwm_out[self.pin], now) if _RP2 and self.pin in _pwm_out else 0
         _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._cc, before, now]
         _emit(self.pin)
 
