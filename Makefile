@@ -40,7 +40,11 @@ hil: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup hil_tests $(ARGS)
 	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
 
+# The heap section compares with a 32-bit MicroPython: the WebAssembly port, pinned, from npm.
+NPM_MP := $(VENV)/npm/node_modules/@micropython/micropython-webassembly-pyscript
+
 bench: $(STAMP)
+	@if command -v npm >/dev/null && [ ! -d $(NPM_MP) ]; then npm install --no-audit --no-fund --prefix $(VENV)/npm @micropython/micropython-webassembly-pyscript@1.27.0; fi
 	$(BIN)/python -m bench $(ARGS)
 
 typecheck: $(STAMP)
