@@ -9,7 +9,7 @@ from host_tools.csms import CsmsProcess
 
 SCRIPT = Path(__file__).resolve().parent / "ocpp_mpy.py"
 HEAP_TARGET_BYTES = 40960   # the target for the OCPP part's heap
-HEAP = "512K"               # unix-port heap: room for the code (on a board it is frozen in flash)
+HEAP = "512K"               # unix-port heap: room for the code (on a board installed as .mpy, in its heap too)
 REPLAY_RUNS = 3             # the replay and its baseline are timed this often; the median counts
 SESSION_TIMEOUT_S = 180
 
@@ -82,7 +82,7 @@ def _print(o: dict) -> None:
                                                  o["heap_live_peak_bytes"]))
     print("OCPP heap peak = %.2f x the %d-byte target (64-bit words: a 32-bit board needs less)"
           % (o["heap_peak_vs_target_ratio"], o["heap_target_bytes"]))
-    print("OCPP code in the heap (the import; frozen in flash on a board): %d bytes" % o["code_heap_bytes"])
+    print("OCPP code in the heap (the import; as .mpy on a board it takes x 0.83 of this there: the heap section): %d bytes" % o["code_heap_bytes"])
     print("OCPP session: %d transactions (%d stopped), %d MeterValues at the central system, %d frames not valid OCPP 1.6"
           % (o["transactions"], o["transactions_stopped"], o["meter_values_sent"], o["invalid_frames"]))
     print("journal replay of %d messages after reconnect: %.2f s = %.2f x the same number of bare CALLs (%.2f s); "

@@ -13,7 +13,7 @@
 # between two collections, each reading is the live heap at the previous collection plus all that
 # was allocated since: an upper bound of the live heap at every moment of that round, transient
 # garbage included. The peak of the readings less the heap in use before the charge point was
-# created is what the OCPP client needs, its code aside (on a board that is frozen in flash).
+# created is what the OCPP client needs, its code aside (counted apart: CODE_HEAP_BYTES).
 import gc
 import json
 import sys

@@ -35,7 +35,7 @@ SCRIPT = Path(__file__).resolve().parent / "timing_mpy.py"
 RESULTS = ROOT / "bench" / "out" / "results.json"
 BOARD_8_GUNS = ROOT / "boards" / "sim-ac8.json"   # the App whose sharing ticks are timed
 BOARD_LOAD = ROOT / "boards" / "sim-ac2.json"     # the App whose whole CPU load is measured
-HEAP = ocpp.HEAP           # as the OCPP part: room for the code (frozen in flash on a board)
+HEAP = ocpp.HEAP           # as the OCPP part: room for the code
 
 # pystone/s of MicroPython on the boards: the basis of the factors the verdicts use.
 PYSTONE_RP2040 = 550       # RP2040 at 125 MHz: ~550, an estimate from published comparisons (no
