@@ -20,6 +20,7 @@ _DUTY_FULL_PM = const(1000)
 _BURST = const(64)
 _STEP_US = const(18)
 _STEADY_READS = const(8)  # no PWM: the level is steady, average a few reads
+_SETTLE_US = const(2000)  # two 1 kHz periods: a new duty is on the pin by then
 _AVG_READS = const(16)  # PP, CT, NTC: slow signals, averaged
 _PP_OPEN_OHMS = const(100000)  # PP open (no cable): reported as this many ohms, outside every band
 _RCD_TRIP_MS = const(40)  # RCM self-test: fault output must rise within this after the test input
@@ -118,6 +119,8 @@ class McuHal(Base):
         self._contactor = []  # type: list[Pin]
         self._pwm = []  # type: list[PWM]
         self._duty_pm = []  # type: list[int]
+        self._set_us = []  # type: list  # ticks_us of each gun's last duty change ...
+        self._settling = []  # type: list[bool]  # ... until a read has waited it out
         self._pilot_adc = []  # type: list[ADC]
         self._feedback = []  # type: list[Pin]
         self._rcd_fault = []  # type: list[Pin]
@@ -158,6 +161,8 @@ class McuHal(Base):
             pwm.duty_u16(0)  # -12 V (state F) until the application offers something
             self._pwm.append(pwm)
             self._duty_pm.append(0)
+            self._set_us.append(0)
+            self._settling.append(False)
             self._pilot_adc.append(self._claim(p, "pilot_adc", where, self._adc))
             self._claim_gun_analog(gun, p, where)
             # Mirror contact to ground, internal pull-up: a broken wire reads "open", and a
@@ -208,6 +213,20 @@ class McuHal(Base):
         self._duty_pm[i] = duty_pm
         # 1000 per mille = 65535 = output always high (+12 V, no PWM); 0 = always low (-12 V).
         self._pwm[i].duty_u16(duty_pm * _U16_MAX // _DUTY_FULL_PM)
+        self._set_us[i] = time.ticks_us()
+        self._settling[i] = True
+
+    def _settle(self, i):  # type: (int) -> None
+        # A PWM takes a new duty at the end of its period (the RP2040's CC and the ESP32's LEDC
+        # duty are double-buffered): for up to a period after set_pilot the output keeps the
+        # one before. A read that soon waits for it (the control tick samples ~20 ms after a
+        # change; calibrate and the feedback check at once). A flag, not the timestamp alone:
+        # ticks_us wraps every 2^30 us on the chips.
+        if self._settling[i]:
+            left = _SETTLE_US - time.ticks_diff(time.ticks_us(), self._set_us[i])
+            if 0 < left <= _SETTLE_US:
+                time.sleep_us(left)
+            self._settling[i] = False
 
     def _pilot_mv(self, reading):  # type: (int) -> int
         adc_mv = self._reading_mv(reading)
@@ -216,6 +235,7 @@ class McuHal(Base):
     def sample_pilot(self, gun):  # type: (int) -> array
         # The same two-slot array every call (read it before the next): no tuple per tick.
         i = self._index(gun)
+        self._settle(i)
         adc = self._pilot_adc[i]
         read = self._read
         duty = self._duty_pm[i]
@@ -263,7 +283,9 @@ class McuHal(Base):
         return out
 
     def pilot_adc_mv(self, gun):  # type: (int) -> int
-        adc = self._pilot_adc[self._index(gun)]
+        i = self._index(gun)
+        self._settle(i)
+        adc = self._pilot_adc[i]
         read = self._read
         total = 0
         for k in range(_STEADY_READS):

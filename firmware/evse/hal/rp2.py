@@ -91,8 +91,6 @@ class Hal(McuHal):
             self._channel_b.append(gpio & 1 == 1)
         self._cc = [0] * len(self._ctr_reg)
         self._span = [1] * len(self._ctr_reg)
-        self._set_us = [0] * len(self._ctr_reg)  # type: list  # ticks_us of the last duty change ...
-        self._settling = [False] * len(self._ctr_reg)   # ... until a read has waited it out
         # How late a read comes after the sleep that aims it (the sleep's own latency and the
         # bytecode between), in counter steps: learnt from each aimed read, aimed that much earlier.
         self._lead = 0
@@ -138,27 +136,10 @@ class Hal(McuHal):
     def set_pilot(self, gun, duty_pm):  # type: (int, int) -> None
         McuHal.set_pilot(self, gun, duty_pm)
         i = self._index(gun)
-        self._set_us[i] = time.ticks_us()
-        self._settling[i] = True
         if self._synced:
             cc = mem32[self._cc_reg[i]]
             self._cc[i] = (cc >> 16) & 0xFFFF if self._channel_b[i] else cc & 0xFFFF
             self._span[i] = (mem32[self._top_reg[i]] & 0xFFFF) + 1
-
-    def _settle(self, i):  # type: (int) -> None
-        # The slice takes a new duty (CC) when its counter wraps: for up to a period after
-        # set_pilot the output keeps the one before. A read that soon waits for it (the control
-        # tick samples ~20 ms after a change; calibrate and the feedback check at once). A flag,
-        # not the timestamp alone: ticks_us wraps every 2^30 us on the chip.
-        if self._settling[i]:
-            left = 2 * _PERIOD_US - time.ticks_diff(time.ticks_us(), self._set_us[i])
-            if 0 < left <= 2 * _PERIOD_US:
-                time.sleep_us(left)
-            self._settling[i] = False
-
-    def pilot_adc_mv(self, gun):  # type: (int) -> int
-        self._settle(self._index(gun))
-        return McuHal.pilot_adc_mv(self, gun)
 
     def sample_pilot(self, gun):  # type: (int) -> array
         i = self._index(gun)

@@ -163,9 +163,10 @@ def _fire_irqs():
 
 
 # ---- PWM -------------------------------------------------------------------------------------
-# GPIO -> [freq_hz, duty16 produced (0..65536), t0_us, rp2: compare level written, the one before,
-# ticks_us of the write]. The RP2040's CC is double-buffered: a new level takes effect when the
-# counter wraps, so for up to a period the output keeps the one before.
+# GPIO -> [freq_hz, duty16 produced (0..65536), t0_us, the duty register written (rp2: the
+# compare level; esp32: duty16), the one in effect before, ticks_us of the write]. Both chips
+# double-buffer it (the RP2040's CC, the ESP32's LEDC duty): a new duty takes effect when the
+# period ends, so for up to a period the output keeps the one before.
 _pwm_out = {}
 _slice_hz = {}  # rp2: slice -> freq; esp32: LEDC timer freq (one timer per freq in use)
 _slice_t0 = {}  # rp2: slice -> ticks_us when its counter started (both channels count on it)
@@ -213,6 +214,7 @@ class PWM:
         self._freq = 0
         self._duty16 = 0
         self._cc = 0   # rp2: the channel's compare level (CC register)
+        self._level = 0   # what the duty register holds: rp2 CC, esp32 the duty (of 65536)
         self._slice = (self.pin >> 1) & 7 if _RP2 else None
         if not _RP2 and len(_pwm_out) >= _ESP32_CHANNELS and self.pin not in _pwm_out:
             raise RuntimeError("out of PWM channels:%d" % _ESP32_CHANNELS)
@@ -272,6 +274,7 @@ class PWM:
             produced = d * 65536 // steps
         self._duty16 = produced
         self._cc = cc
+        self._level = cc if _RP2 else produced
         self._apply()
 
     def _apply(self):
@@ -281,10 +284,10 @@ class PWM:
             t0 = _pwm_out[self.pin][2] if self.pin in _pwm_out else time.ticks_us()
         now = time.ticks_us()
         if self._starting:
-            before = self._cc
+            before = self._level
         else:
-            before = _rp2_level(_pwm_out[self.pin], now) if _RP2 and self.pin in _pwm_out else 0
-        _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._cc, before, now]
+            before = _level(_pwm_out[self.pin], now) if self.pin in _pwm_out else 0
+        _pwm_out[self.pin] = [self._freq, self._duty16, t0, self._level, before, now]
         _emit(self.pin)
 
     def deinit(self):
@@ -308,8 +311,8 @@ def _output_high(pin, now_us):
     if out is None:
         return _levels.get(pin, 0) == 1
     if _RP2:  # high while the slice's counter is below the channel's compare level in effect
-        return _rp2_counter(out[0], out[2], now_us) < _rp2_level(out, now_us)
-    duty = out[1]
+        return _rp2_counter(out[0], out[2], now_us) < _level(out, now_us)
+    duty = _level(out, now_us)
     if duty <= 0:
         return False
     if duty >= 65536:
@@ -319,9 +322,10 @@ def _output_high(pin, now_us):
     return phase * 65536 < duty * period
 
 
-def _rp2_level(out, now_us):
-    """The compare level in effect: the one written once the counter wrapped since, else the
-    one that was in effect when it was written."""
+def _level(out, now_us):
+    """The duty in effect (rp2: the compare level; esp32: the LEDC duty): both are double-
+    buffered, so the one written once the period ended since, else the one that was in effect
+    when it was written."""
     period = 1000000 // out[0]
     wrapped = time.ticks_diff(now_us, out[2]) // period > time.ticks_diff(out[5], out[2]) // period
     return out[3] if wrapped else out[4]
