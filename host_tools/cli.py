@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--board", default="sim-ac2",
                    help="board file name in boards/ or a path (default sim-ac2); rp2040-pico and esp32-devkitc run the "
                         "firmware as evsectl flash installs it, on an emulated MCU and front end")
-    s.add_argument("--heap", default=None, help="MicroPython heap size (default: the board file's heap_kb in 32-bit words, that is twice the bytes on this 64-bit host, plus what the code takes)")
+    s.add_argument("--heap", default=None, help="MicroPython heap size (default: an MCU board's real heap at the measured 32/64-bit ratios with its code and the emulated silicon; a sim board: twice heap_kb plus the code; docs/boards.md)")
     s.add_argument("--flash", default=None, help="folder for the flash image (default: a fresh temporary one)")
     s.add_argument("--csms", default=None, help="ws:// URL of a central system")
     s.add_argument("--echo", action="store_true", help="copy the board's serial output to stderr")

@@ -7,6 +7,7 @@ import pytest
 from evse import config
 from host_tools.flash import FlashError, Flasher
 from host_tools.sim import frontend
+from host_tools.sim.supervisor import board_heap_bytes
 
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 DOC = (BOARDS.parent / "docs" / "boards.md").read_text()
@@ -28,6 +29,7 @@ def test_each_real_board_names_its_board_mcu_build_heap_and_install_and_docs_lis
     (lambda b: b["hardware"].update(install="zip"), "hardware.install is 'zip': use one of mpy"),
     (lambda b: b["hardware"].update(mcu=""), "hardware.mcu must name it"),
     (lambda b: b.update(heap_kb=4), "heap_kb must be the KiB the stock MicroPython leaves free"),
+    (lambda b: b["hardware"].update(virtual_heap="twice"), "hardware.virtual_heap is 'twice': use measured"),
 ])
 def test_a_real_board_file_that_does_not_say_what_it_is_is_refused_with_the_fix(change, says):
     board = json.loads((BOARDS / "rp2040-pico.json").read_text())
@@ -49,3 +51,17 @@ def test_flash_refuses_a_board_installed_otherwise_than_as_mpy_files(tmp_path):
     path.write_text(json.dumps(board))
     with pytest.raises(FlashError, match="installed as romfs .*evsectl flash writes .mpy files only"):
         Flasher("/dev/null", str(path))
+
+
+def test_a_board_whose_firmware_does_not_fit_its_heap_says_so_and_the_docs_say_why():
+    for path in REAL:
+        board = json.loads(path.read_text())
+        if board["hardware"].get("virtual_heap", "measured") == "upper-bound":
+            assert f"`{path.stem}` does not fit" in DOC, path.stem
+
+
+def test_the_measured_virtual_heap_holds_the_code_at_its_32_bit_size_and_the_rest_as_data():
+    # 240 KiB with 100 KB of code here: 83 KB of it on the board, 157 KiB left for data there,
+    # which is 1 / 0.55 as much here.
+    assert board_heap_bytes(240 * 1024, 30_000, 100_000) == 30_000 + 100_000 + int((240 * 1024 - 83_000) / 0.55)
+    assert board_heap_bytes(64 * 1024, 0, 100_000) == 100_000   # code past the heap: no data room

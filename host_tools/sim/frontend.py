@@ -132,6 +132,9 @@ def check_hardware(board: dict) -> None:
     if hw.get("install") not in INSTALLS:
         raise BoardFileError(f"hardware.install is {hw.get('install')!r}: use one of "
                              + "; ".join(f"{k} ({v})" for k, v in INSTALLS.items()))
+    if hw.get("virtual_heap", "measured") not in ("measured", "upper-bound"):
+        raise BoardFileError(f"hardware.virtual_heap is {hw.get('virtual_heap')!r}: use measured (the board's heap "
+                             "at make bench's 32/64-bit ratios) or upper-bound (twice it, and the code on top)")
     heap = board.get("heap_kb")
     if isinstance(heap, bool) or not isinstance(heap, int) or not 16 <= heap <= 8192:
         raise BoardFileError(f"heap_kb must be the KiB the stock MicroPython leaves free on the board, 16..8192, "

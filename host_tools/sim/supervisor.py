@@ -90,6 +90,7 @@ def walk(d, pkg):
             yield pkg + '.' + name[:-4]
         elif '.' not in name:
             yield from walk(d + '/' + name, pkg + '.' + name)
+import sys
 gc.collect()
 before = gc.mem_alloc()
 for m in ('link', 'machine', 'network', 'onewire', 'ds18x20'):
@@ -97,26 +98,41 @@ for m in ('link', 'machine', 'network', 'onewire', 'ds18x20'):
         __import__(m)
     except Exception:
         pass  # a sim board: no emulated silicon
-for m in walk('evse', 'evse'):
+gc.collect()
+silicon = gc.mem_alloc() - before
+for m in sys.argv[1:] or walk('evse', 'evse'):
     try:
         __import__(m)
     except Exception:
         pass  # the MCU ports' HALs need the MCU's machine module
 gc.collect()
-print(gc.mem_alloc() - before)
+print(silicon, gc.mem_alloc() - before - silicon)
 """
+# A board's heap here from its 32-bit one: make bench's heap section measures what the same
+# workloads take on a 32-bit MicroPython against this 64-bit port (docs/boards.md).
+CODE_32_PER_64 = 0.83   # the firmware's code as .mpy
+DATA_32_PER_64 = 0.55   # lists, dicts, objects, parsed JSON
 
 
-def code_heap_bytes(stage: Path, silicon: Path | None = None) -> int:
-    """The heap the compiled firmware's code takes when every module is imported (on an MCU
-    board with the emulated silicon it runs on, which a real chip has in ROM and C)."""
+def board_heap_bytes(free_32: int, silicon: int, code: int) -> int:
+    """The heap an MCU board gets here: the emulated silicon's (a chip has it in ROM and C), the
+    code its firmware imports, and the data room the board's own heap leaves once it holds that
+    code (free_32, the stock MicroPython's free heap in bytes), each at its measured ratio."""
+    return silicon + code + max(0, int((free_32 - CODE_32_PER_64 * code) / DATA_32_PER_64))
+
+
+def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = ()) -> tuple[int, int]:
+    """The heap the emulated silicon takes (on an MCU board: a real chip has it in ROM and C)
+    and the heap the compiled firmware's code takes with `modules` imported (every module when
+    none are named), in bytes here."""
     env = dict(os.environ, MICROPYPATH=f"{silicon}:{stage}:.frozen" if silicon else f"{stage}:.frozen",
                EVSE_SIM_MCU="")
-    done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT],
+    done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT, *modules],
                           capture_output=True, text=True, cwd=stage, env=env, timeout=60)
     if done.returncode != 0:
         raise SystemExit(f"measuring the firmware's code in the heap failed: {done.stderr.strip()[-400:]}")
-    return int(done.stdout.split()[-1])
+    silicon_bytes, code_bytes = done.stdout.split()[-2:]
+    return int(silicon_bytes), int(code_bytes)
 
 
 def micropython_binary() -> str:
@@ -161,7 +177,8 @@ class VirtualBoard:
         # a board, sits in the heap here: it gets the room it takes on top (set in start()).
         self.heap_arg = heap
         self.heap = heap or "%dK" % (2 * self.board.get("heap_kb", 192))
-        self.code_heap = 0
+        self.code_heap = 0      # what importing the firmware's code takes here
+        self.silicon_heap = 0   # what the emulated silicon takes here (an MCU board's)
         self.csms_url = csms_url
         self._tmp = None
         if flash_dir is None:
@@ -233,9 +250,23 @@ class VirtualBoard:
         else:
             shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             compile_to_mpy(stage / "evse")
-        if self.heap_arg is None:
-            self.code_heap = code_heap_bytes(stage, silicon)
-            self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.code_heap + 1023) // 1024)
+        if self.heap_arg is None and self.mcu and self.board["hardware"].get("virtual_heap", "measured") == "measured":
+            # What main.py imports on this board: the update check, the app and its port's HAL,
+            # the meters' reader when a gun has a meter, the charge point with a central system.
+            modules = ["evse.ocpp.fw", "evse.app", "evse.hal." + self.board["hal"]]
+            if any("meter" in gun for gun in self.board["guns"]):
+                modules.append("evse.metering")
+            if self.csms_url:
+                modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules))
+            heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap)
+            self.heap = "%dK" % ((heap + 1023) // 1024)
+        elif self.heap_arg is None:
+            # A sim board, or an MCU board whose firmware does not fit its real heap yet
+            # (hardware.virtual_heap "upper-bound", docs/boards.md): twice its heap, and the code
+            # on top.
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon)
+            self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         if self.csms_url:
             # The factory sets the board up for the central system, through the uplink.
