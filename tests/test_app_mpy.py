@@ -1,5 +1,6 @@
 """The application under the real MicroPython: whatever ends it, every contactor opens and
 every pilot goes to -12 V before the exception leaves main(); a task that fails starts again."""
+import json
 import os
 import subprocess
 import sys
@@ -60,9 +61,9 @@ def run(end_after, raises):
 """
 
 
-def run_app(tmp_path, script):
-    """PRELUDE + script under MicroPython on sim-ac2's board file; its output."""
-    (tmp_path / "board.json").write_text((REPO / "boards" / "sim-ac2.json").read_text())
+def run_app(tmp_path, script, board=None):
+    """PRELUDE + script under MicroPython on sim-ac2's board file (or `board`); its output."""
+    (tmp_path / "board.json").write_text(json.dumps(board) if board else (REPO / "boards" / "sim-ac2.json").read_text())
     path = tmp_path / "run.py"
     path.write_text(PRELUDE + script)
     env = dict(os.environ, MICROPYPATH=f"{REPO / 'firmware'}:{REPO / 'tests'}:.frozen")
@@ -132,3 +133,23 @@ def test_a_bug_in_the_sharing_task_stops_the_charger_safe_as_in_the_control_task
     assert "raised:" in out and "a bug in the sharing" in out, out
     assert "closed True" in out and "evse: stopped; contactors open, pilots at -12 V" in out
     assert safe_at_the_end(out)
+
+
+def test_the_estimated_registers_on_flash_are_those_of_the_moment_the_charger_stopped(tmp_path):
+    # Guns without a meter: their registers go to flash every minute while they grow; a stop
+    # (here the pilot ADC failing after a few seconds of charging) writes them as they are.
+    board = json.loads((REPO / "boards" / "sim-ac2.json").read_text())
+    for gun in board["guns"]:
+        gun.pop("meter", None)
+    out = run_app(tmp_path, """
+hal = Hal(300)
+hal.amps = 10.0
+try:
+    evse.app.main(sys.argv[1], hal)
+except OSError as e:
+    print("raised:", e)
+print("closed", ("K", 1, True) in hal.log)
+""", board)
+    assert "raised: pilot ADC stopped answering" in out and "closed True" in out, out
+    energy = json.loads((tmp_path / "energy.json").read_text())
+    assert energy[0] > 0 or energy[1] > 0, energy

@@ -667,5 +667,7 @@ def main(root="/", hal=None):
         hal.safe()
         print("evse: stopped; contactors open, pilots at -12 V")
         if app is not None:
+            if app._energy_wh != app._energy_saved:
+                app._energy_saved = list(app._energy_wh)   # the registers as they are now
             app.write_flash()   # the lines that said why, and the registers
         hal.deinit()

@@ -93,14 +93,11 @@ def walk(d, pkg):
 import sys
 gc.collect()
 before = gc.mem_alloc()
-for m in ('link', 'machine', 'network', 'onewire', 'ds18x20'):
-    try:
-        __import__(m)
-    except Exception:
-        pass  # a sim board: no emulated silicon
+for m in sys.argv[1].split(',') if len(sys.argv) > 1 and sys.argv[1] else ():
+    __import__(m)
 gc.collect()
 silicon = gc.mem_alloc() - before
-for m in sys.argv[1:] or walk('evse', 'evse'):
+for m in sys.argv[2:] or walk('evse', 'evse'):
     try:
         __import__(m)
     except Exception:
@@ -121,13 +118,19 @@ def board_heap_bytes(free_32: int, silicon: int, code: int) -> int:
     return silicon + code + max(0, int((free_32 - CODE_32_PER_64 * code) / DATA_32_PER_64))
 
 
-def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = ()) -> tuple[int, int]:
-    """The heap the emulated silicon takes (on an MCU board: a real chip has it in ROM and C)
-    and the heap the compiled firmware's code takes with `modules` imported (every module when
-    none are named), in bytes here."""
+# What the virtual board's ROM imports of the emulated silicon (host_tools/sim/rom.py).
+SILICON_MODULES = {"rp2040": ("link", "machine"), "esp32": ("link", "machine", "network", "onewire", "ds18x20")}
+
+
+def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (), mcu: str | None = None
+                    ) -> tuple[int, int]:
+    """The heap the emulated silicon of `mcu` takes (a real chip has it in ROM and C) and the
+    heap the compiled firmware's code takes with `modules` imported (every module when none are
+    named), in bytes here."""
     env = dict(os.environ, MICROPYPATH=f"{silicon}:{stage}:.frozen" if silicon else f"{stage}:.frozen",
                EVSE_SIM_MCU="")
-    done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT, *modules],
+    emulated = ",".join(SILICON_MODULES[mcu]) if mcu else ""
+    done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT, emulated, *modules],
                           capture_output=True, text=True, cwd=stage, env=env, timeout=60)
     if done.returncode != 0:
         raise SystemExit(f"measuring the firmware's code in the heap failed: {done.stderr.strip()[-400:]}")
@@ -252,20 +255,21 @@ class VirtualBoard:
             compile_to_mpy(stage / "evse")
         if self.heap_arg is None and self.mcu and self.board["hardware"].get("virtual_heap", "measured") == "measured":
             # What main.py imports on this board: the update check, the app and its port's HAL,
-            # the meters' reader when a gun has a meter, the charge point with a central system.
+            # the meters' reader when a gun has a meter, and on a board with a network the charge
+            # point (its config may name a central system at any time: counted, never hidden).
             modules = ["evse.ocpp.fw", "evse.app", "evse.hal." + self.board["hal"]]
             if any("meter" in gun for gun in self.board["guns"]):
                 modules.append("evse.metering")
-            if self.csms_url:
+            if self.board.get("network", {}).get("kind", "none") != "none":
                 modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules))
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules), self.mcu)
             heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap)
             self.heap = "%dK" % ((heap + 1023) // 1024)
         elif self.heap_arg is None:
             # A sim board, or an MCU board whose firmware does not fit its real heap yet
             # (hardware.virtual_heap "upper-bound", docs/boards.md): twice its heap, and the code
             # on top.
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon)
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu)
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         if self.csms_url:
