@@ -424,10 +424,11 @@ class App:
         # The estimated registers every INTEGRATE_MS, not every tick (their floats were a fifth
         # of the tick's cost), and at once when a contactor opens or closes: a session's last
         # interval, up to INTEGRATE_MS (0.6 Wh at 22 kW), is counted at 0 W as the tick's was.
-        if now - self._stepped_ms >= INTEGRATE_MS or self._contactors() != self._closed:
+        closed = self._contactors()
+        if now - self._stepped_ms >= INTEGRATE_MS or closed != self._closed:
             self.integrate(now, now - self._stepped_ms)
             self._stepped_ms = now
-            self._closed = self._contactors()
+            self._closed = closed
         if self.metering is not None:
             stops = self.cfg.get("meter_fault") == "stop"
             for g in self.guns:
