@@ -105,7 +105,9 @@ run(400, OSError)   # about 4 s of ticks for 2 guns
 
 
 def test_a_task_that_fails_or_runs_out_of_memory_is_logged_counted_and_started_again(tmp_path):
-    out = run_app(tmp_path, KEEP_SCRIPT)
+    board = json.loads((REPO / "boards" / "sim-ac2.json").read_text())
+    board["tick_ms"] = 20   # the ticks below are counted at 20 ms (sim-ac2 ticks at 50)
+    out = run_app(tmp_path, KEEP_SCRIPT, board)
     assert "console: the task ran out of memory; started again in 1000 ms" in out, out
     assert "console: the task failed (ValueError('a bug',)); started again in 1000 ms" in out, out
     assert "restarted: console 2" in out

@@ -35,6 +35,9 @@ def test_every_board_file_is_valid(path):
     (lambda b: b["derate"].update(stop_c="80"), "derate.stop_c must be a temperature"),
     (lambda b: b.update(fault_retry_s=0), "board fault_retry_s must be 10..86400 s, not 0"),
     (lambda b: b.update(watchdog_ms=9000), "board watchdog_ms must be 1000..8000 ms, not 9000"),
+    (lambda b: b.update(tick_ms=60), "board tick_ms must be 10..50 ms, not 60"),
+    (lambda b: b.update(tick_ms=True), "board tick_ms must be 10..50 ms, not True"),
+    (lambda b: b.update(interlock=False), "board tick_ms must be 10..20 ms on a board without a hardware interlock"),
     (lambda b: b["guns"][1].update(phases=2), "board guns[1].phases must be 1 or 3, not 2"),
     (lambda b: b["guns"][0].update(rotation="L1L3L2"), "board guns[0].rotation must be one of L1L2L3, L2L3L1, L3L1L2"),
 ])

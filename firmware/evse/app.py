@@ -47,6 +47,7 @@ class App:
         board["fault_retry_s"] = cfg.get("fault_retry_s")
         self.cabinet = None   # a DC board's power modules
         self.share_ms = SHARE_MS
+        self.tick_ms = board.get("tick_ms", TICK_MS)   # a board with a hardware interlock may tick slower
         if board["kind"] == "dc":
             from evse.dc import CABINET_MS, Cabinet, DcGun
             self.guns = [DcGun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
@@ -464,7 +465,7 @@ class App:
             if self._share_due(now):
                 self._share_now.set()
             self.took("control", time.ticks_diff(time.ticks_ms(), start))
-            await asyncio.sleep_ms(TICK_MS)
+            await asyncio.sleep_ms(self.tick_ms)
 
     async def sharer(self):
         # Not restarted: a bug in the sharing (on DC boards the modules' moves and feedback too)

@@ -3,6 +3,7 @@
 import json
 
 from evse import store
+from evse.gun import TICK_MAX_INTERLOCK_MS, TICK_MIN_MS, TICK_MS
 
 BOARD_FILE = "board.json"
 CONFIG_FILE = "config.json"
@@ -93,6 +94,7 @@ def check_board(board):
     if not isinstance(board.get("interlock", False), bool):
         raise ConfigError("board 'interlock' must be true (the front end's hardware interlock enables the contactor "
                           "only in C/D with the RCD quiet) or false, not %r" % (board["interlock"],))
+    _check_tick(board.get("tick_ms", TICK_MS), board.get("interlock", False))
     dc = board["kind"] == "dc"
     if dc:
         _check_cabinet(board.get("cabinet"))
@@ -147,6 +149,18 @@ def check_board(board):
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
             raise ConfigError("board %s must be %d..%d %s, not %r" % (key, lo, hi, unit, value))
     return board
+
+
+def _check_tick(ms, interlock):
+    """The control tick's period. Without a hardware interlock the loop opens the contactor when
+    the EV leaves C/D: a tick and the 15 ms confirmation must sit well inside IEC 61851-1's
+    100 ms, so 20 ms at most. With one the interlock opens it within microseconds and the tick
+    only paces the rest (debounce, closing, offers, diode and current checks): up to 50 ms."""
+    top = TICK_MAX_INTERLOCK_MS if interlock else TICK_MS
+    if not (isinstance(ms, int) and not isinstance(ms, bool) and TICK_MIN_MS <= ms <= top):
+        raise ConfigError("board tick_ms must be %d..%d ms%s, not %r" % (
+            TICK_MIN_MS, top, "" if interlock else " on a board without a hardware interlock (the loop opens "
+            "the contactor there)", ms))
 
 
 def _check_cabinet(cab):

@@ -5,7 +5,9 @@ from micropython import const
 from evse import pilot, ticks
 
 # Timing, with the clause it comes from (IEC 61851-1:2017 unless noted).
-TICK_MS = const(20)                 # control loop period
+TICK_MS = const(20)                 # control loop period: the default, and the most without an interlock
+TICK_MIN_MS = const(10)
+TICK_MAX_INTERLOCK_MS = const(50)   # with a hardware interlock (board "tick_ms": see config._check_tick)
 DEBOUNCE_MS = const(300)            # new pilot state only after it held this long (A.4.3: 250-500 ms)
 OPEN_CONFIRM_MS = const(15)         # opening paths skip the debounce; two samples in a row suffice
 CLOSE_CONFIRM_MS = const(100)       # C (or D) read with PWM running and a good diode this long before
