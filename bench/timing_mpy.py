@@ -3,6 +3,7 @@
 # workload runs in the real firmware code (bench/timing.py scales the figures to the boards and
 # judges them against the 50 ms rule).
 # usage: micropython timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON ROOT_DIR
+#                                  C_X PYSTONE_RP2040
 #   WS_URL     the central system's ws://HOST:PORT/ocpp (HOST "localhost" when it resolves to
 #              127.0.0.1 here: then getaddrinfo looks the name up, as a central system's)
 #   WSS_URL    the same over TLS, CA_DER the file of its CA (DER); "-" when there is none
@@ -12,27 +13,33 @@
 #   LOAD_BOARD_JSON the 2-gun board whose whole App's CPU load is measured in a session
 # Prints {"event": "big_frame" | "local_list", ...} when the host must send a CALL through the
 # central system's API, {"log": ...} from the charge point, and last {"result": {...}}: per
-# workload the worst gap of each run, in us, and each run's details (the host judges them).
+# workload the worst gap of each run, in us, the part of it in C routines (bench/c_calls_mpy.py),
+# and each run's details (the host judges them).
 #
 # Why not ocpp_mpy.LoopStall: it sleeps 1 ms and reads ticks_ms, a resolution of 1 ms here,
 # 325 ms on an RP2040, where the rule is 50 ms (154 us here). StepWatch yields with sleep_ms(0)
 # and reads ticks_us: each gap between two of its turns is how long the other tasks' steps held
 # the loop. It spins, so a workload takes about twice its time; what one step costs does not
 # change.
-import gc
-import json
-import micropython
-import os
+import c_calls_mpy
+c_calls_mpy.install()   # before anything imports json, os or hashlib
+
+import gc  # noqa: E402
+import json  # noqa: E402
+import micropython  # noqa: E402
+import os  # noqa: E402
 import socket
 import sys
 import time
 import vfs
 from array import array
+from c_calls_mpy import C_US, real_open
 
 import asyncio
+import asyncio.core as asyncio_core
 
 import pystone_mpy
-from evse import config
+from evse import config, pilot
 from evse.app import App
 from evse.gun import TICK_MS
 from evse.log import Log, _size
@@ -54,7 +61,7 @@ IDLE_MS = 300
 LOAD_SETTLE_MS = 5000     # the load is measured once the sessions have started and settled ...
 LOAD_MS = 30000           # ... over this long
 LOAD_TAGS = ("AA11", "BB22")   # cards the development central system accepts
-COLLECT_EVERY_BYTES = 98304   # allocated between two of the watcher's collections
+COLLECT_EVERY_BYTES = 32768   # allocated between two of the watcher's collections: well under the free heap
 _BUCKET_US = 10           # the collections' times are counted in buckets this wide ...
 _BUCKETS = 1000           # ... up to 10 ms (the last bucket: 10 ms or more)
 CP_ID = "TIMING1"
@@ -78,11 +85,11 @@ class FlashImage:
     gaps like another process's. Not modelled: the flash chip's program and erase times."""
 
     def __init__(self, path):
-        with open(path, "wb") as f:
+        with real_open(path, "wb") as f:
             blank = b"\xff" * FLASH_BLOCK
             for _ in range(FLASH_BLOCKS):
                 f.write(blank)
-        self.f = open(path, "r+b")
+        self.f = real_open(path, "r+b")
 
     def readblocks(self, block, buf, offset=0):
         start = time.ticks_us()
@@ -115,7 +122,12 @@ def mount_flash(folder):
 
 
 class StepWatch:
-    """The longest gap between two turns of this task since start(), in microseconds.
+    """Since start(), in microseconds: the worst step of any task (what the 50 ms rule is about;
+    each task's steps are timed by Stepped, which reports them to note_step), and the worst gap
+    between two turns of this task (the loop's stall: the steps of a round and asyncio's own
+    work between them), each with the part spent in MicroPython's C routines (c_calls_mpy.C_US).
+    The worst is the worst as a board would see it: a microsecond of C weighs `c_weight` of
+    bytecode (the C factor over pystone's).
 
     Three things are kept out of the gaps. The time the kernel kept this process waiting for a
     CPU while another process ran (the bench machine's noise, not the firmware's): the second
@@ -127,15 +139,29 @@ class StepWatch:
     percentile of the watcher's, a few ms of the bench machine's noise past that."""
 
     def __init__(self):
-        self.worst_us = 0
+        self.c_weight = 1.0   # main() sets it once pystone is measured
+        self.worst_us = 0     # the worst gap, judged as a board would see it ...
+        self.worst_c_us = 0   # ... and its C part
+        self._worst_weighed = 0
+        self.step = [0, 0, 0]   # the worst step: its weight, us, us of C
         self.paused = False
         self.collections = array("I", bytes(4 * _BUCKETS))  # per bucket: collections that took so long
         self._buf = bytearray(96)
         try:
-            self._stat = open("/proc/thread-self/schedstat", "rb")
+            self._stat = real_open("/proc/thread-self/schedstat", "rb")
         except OSError:
             self._stat = None
         self.corrected = self._stat is not None
+
+    def worst(self):
+        """(step, C in it, gap, C in it): the worst step and the worst gap since start(), in us."""
+        return self.step[1], self.step[2], self.worst_us, self.worst_c_us
+
+    def note_step(self, took_us, c_us):
+        weighed = took_us - c_us + c_us * self.c_weight
+        step = self.step
+        if weighed > step[0]:
+            step[0], step[1], step[2] = weighed, took_us, c_us
 
     def waited_us(self):
         """Microseconds not the firmware's since start: the kernel's run_delay, and the time in
@@ -156,15 +182,21 @@ class StepWatch:
     async def run(self):
         allocated = micropython.mem_total()
         waited = self.waited_us()
+        in_c = C_US[0] - SPENT_US[0]
         last = time.ticks_us()
         while True:
             while self.paused:   # it spins: not while the CPU load of something else is measured
                 await asyncio.sleep_ms(100)
             await asyncio.sleep_ms(0)
             gap = time.ticks_diff(time.ticks_us(), last)
+            c_us = C_US[0] - SPENT_US[0] - in_c
             gap -= self.waited_us() - waited
-            if gap > self.worst_us:
+            c_us = min(max(c_us, 0), max(gap, 0))
+            weighed = gap - c_us + c_us * self.c_weight
+            if weighed > self._worst_weighed:
+                self._worst_weighed = weighed
                 self.worst_us = gap
+                self.worst_c_us = c_us
             if micropython.mem_total() - allocated >= COLLECT_EVERY_BYTES:
                 waited = self.waited_us()
                 start = time.ticks_us()
@@ -173,6 +205,7 @@ class StepWatch:
                 self.collections[min(max(took_us, 0) // _BUCKET_US, _BUCKETS - 1)] += 1
                 allocated = micropython.mem_total()
             waited = self.waited_us()
+            in_c = C_US[0] - SPENT_US[0]
             last = time.ticks_us()
 
     def collection_summary(self):
@@ -196,7 +229,8 @@ class StepWatch:
     async def start(self):
         # The watcher takes its turn first: the gap of the caller's own set-up is not counted.
         await asyncio.sleep_ms(0)
-        self.worst_us = 0
+        self.worst_us = self.worst_c_us = self._worst_weighed = 0
+        self.step[0] = self.step[1] = self.step[2] = 0
 
 
 async def until(what, timeout_ms):
@@ -230,12 +264,13 @@ async def replay(watch, url, root):
     except BaseException:
         await stop(link)
         raise
-    return watch.worst_us, cp, link
+    return watch.worst(), cp, link
 
 
 async def compaction(watch, root):
     """Workload 2: the same journal confirmed message by message, as _send_next does, without a
-    link: the compactions are set off by confirm()."""
+    link, in its steps (the read back from flash in one, the confirmation in another): the
+    compactions are set off by confirm()."""
     cp = charge_point(root, "ws://localhost:1/unused")
     fill_journal(cp)
     journal = cp.journal
@@ -244,9 +279,10 @@ async def compaction(watch, root):
         entry = journal.peek()
         if entry is None:
             break
+        await asyncio.sleep_ms(0)
         journal.confirm(entry[0], {"transactionId": 7} if entry[1] == "StartTransaction" else {})
         await asyncio.sleep_ms(0)
-    return watch.worst_us, {"messages": REPLAY_MESSAGES}
+    return watch.worst(), {"messages": REPLAY_MESSAGES}
 
 
 async def from_central_system(watch, cp, event, **fields):
@@ -274,7 +310,7 @@ async def from_central_system(watch, cp, event, **fields):
         say(event=event, cp=CP_ID, **fields)
         await until(lambda: answers or cp.ws is not ws or not cp.connected, 30000)
         await asyncio.sleep_ms(300)   # what the answer or the drop sets off
-        worst = watch.worst_us
+        worst = watch.worst()
     finally:
         cp._send_text, cp.log = send_text, log
     lost = [line for line in logged if "link lost" in line]
@@ -316,7 +352,7 @@ async def diagnostics(watch, files_url, root, name):
     filled = log_bytes(log)
     await watch.start()
     name = await fw.upload_diagnostics(files_url + "/upload/", root, log, notes.notify, name=name)
-    return watch.worst_us, {"log_bytes": filled, "uploaded": name, "statuses": notes.statuses}
+    return watch.worst(), {"log_bytes": filled, "uploaded": name, "statuses": notes.statuses}
 
 
 async def connect(watch, url, ca_der=None):
@@ -327,7 +363,7 @@ async def connect(watch, url, ca_der=None):
     start = time.ticks_us()
     await ws.connect(url + "/" + CP_ID + "-C", ca_der=ca_der, timeout_ms=10000)
     took_us = time.ticks_diff(time.ticks_us(), start)
-    worst = watch.worst_us
+    worst = watch.worst()
     await ws.close()
     return worst, {"connect_us": took_us}
 
@@ -345,7 +381,7 @@ async def firmware(watch, bundle_url, root):
     notes = Notified()
     await watch.start()
     reboot = await fw.update_firmware(bundle_url, root, notes.notify)
-    return watch.worst_us, {"installed": reboot, "statuses": notes.statuses}
+    return watch.worst(), {"installed": reboot, "statuses": notes.statuses}
 
 
 async def sharing_ticks(watch, board, root):
@@ -365,7 +401,7 @@ async def sharing_ticks(watch, board, root):
                 len(app.guns), CHARGING_WITHIN_MS, [(gun.state, gun.fault) for gun in app.guns]))
         hal.t_ms = app.now_ms      # FakeHal's RCD self-test runs on its own clock
         app.step()
-        await asyncio.sleep_ms(TICK_MS)
+        await asyncio.sleep_ms(board.get("tick_ms", TICK_MS))
     hal.amps = EV_AMPS
     ticks_before = app.ticks
     control, share = [], []
@@ -391,7 +427,22 @@ async def sharing_ticks(watch, board, root):
 
 class LoadHal(FakeHal):
     """tests/fake_rig.py's model EV and hardware for a whole App: what it records is not kept
-    (a 20 ms tick for a minute), the watchdog and the network are there."""
+    (a tick every 20-50 ms for a minute), the watchdog and the network are there, and each
+    gun's EV draws what its own pilot offers, up to `amps` (FakeHal's one EV draws `amps`
+    whatever the offer: two guns sharing a site limit would trip on over-current)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.offered_pm = {}
+
+    def set_pilot(self, gun, duty_pm):
+        self.offered_pm[gun] = duty_pm
+        super().set_pilot(gun, duty_pm)
+
+    def current_a(self, gun):
+        drawn = super().current_a(gun)
+        offer = pilot.duty_pm_to_amps(self.offered_pm.get(gun, 1000))
+        return offer if 0 < offer < drawn else drawn
 
     def _rec(self, what, value):
         pass
@@ -424,32 +475,42 @@ class LoadHal(FakeHal):
 
 
 class Stepped:
-    """A task's coroutine, each of its steps timed: while `busy` is on, the step's time less what
-    was not the firmware's (StepWatch.waited_us) adds to busy[0] and the step to busy[1]."""
+    """A task's coroutine, each of its steps timed, those resumed by an exception too (asyncio
+    resumes a task whose wait_for_ms ended, or which was cancelled, with a throw): the step's time
+    less what was not the firmware's (StepWatch.waited_us), and the C routines' part of it
+    (c_calls_mpy), go to watch.note_step; while BUSY[2] is on, also to BUSY: its time to [0],
+    one step to [1], App.control's time and steps to [3] and [4], the C to [5]."""
 
-    def __init__(self, coro, watch, busy):
+    def __init__(self, coro, watch):
         self._coro = coro
         self._watch = watch
-        self._busy = busy
         self._control = "'control'" in str(coro)   # App.control's steps are also counted apart
 
-    def send(self, value):
-        waited = self._watch.waited_us()
+    def _step(self, resume, value):
+        watch = self._watch
+        waited = watch.waited_us()
+        in_c = C_US[0] - SPENT_US[0]
         start = time.ticks_us()
         try:
-            return self._coro.send(value)
+            return resume(value)
         finally:
-            took = time.ticks_diff(time.ticks_us(), start) - (self._watch.waited_us() - waited)
-            busy = self._busy
+            took = time.ticks_diff(time.ticks_us(), start) - (watch.waited_us() - waited)
+            c_us = min(max(C_US[0] - SPENT_US[0] - in_c, 0), max(took, 0))
+            watch.note_step(took, c_us)
+            busy = BUSY
             if busy[2]:
                 busy[0] += took
                 busy[1] += 1
+                busy[5] += c_us
                 if self._control:
                     busy[3] += took
                     busy[4] += 1
 
-    def throw(self, *exc):
-        return self._coro.throw(*exc)
+    def send(self, value):
+        return self._step(self._coro.send, value)
+
+    def throw(self, exc):
+        return self._step(self._coro.throw, exc)
 
     def close(self):
         return self._coro.close()
@@ -461,19 +522,34 @@ class Stepped:
         return self.send(None)
 
 
+BUSY = [0, 0, 0, 0, 0, 0]   # what Stepped adds up while BUSY[2] is on
+
+
+def step_every_task(watch):
+    """From now on every task asyncio makes is Stepped; asyncio.core's too, where wait_for_ms
+    runs what it waits for."""
+    create = asyncio_core.create_task
+
+    def stepped(coro):
+        return create(Stepped(coro, watch))
+    asyncio.create_task = asyncio_core.create_task = stepped
+
+
 async def scheduler_us(watch, tasks=4, rounds=2000):
     """What asyncio's own loop costs per task wake-up (its Python, less the tasks' steps): tasks
     that only yield, timed as a whole and step by step."""
-    busy = [0, 0, 1, 0, 0]
-
     async def spin():
         for _ in range(rounds):
             await asyncio.sleep_ms(0)
+    saved = BUSY[:]
+    BUSY[:] = [0, 0, 1, 0, 0, 0]
     waited = watch.waited_us()
     start = time.ticks_us()
-    await asyncio.gather(*[asyncio.create_task(Stepped(spin(), watch, busy)) for _ in range(tasks)])
+    await asyncio.gather(*[asyncio.create_task(spin()) for _ in range(tasks)])   # Stepped
     total = time.ticks_diff(time.ticks_us(), start) - (watch.waited_us() - waited)
-    return (total - busy[0]) / busy[1]
+    per_step_us = (total - BUSY[0]) / BUSY[1]
+    BUSY[:] = saved
+    return per_step_us
 
 
 def warm_control_us(app, watch, rounds=500):
@@ -495,7 +571,7 @@ async def load(url, board, root, watch):
     watchdog, OCPP and its link; not the console, which reads this process's stdin) with two EVs
     charging on LoadHal, each started by a card at the charge point, connected to the central
     system over ws://; the board's meters left out (LoadHal's line answers nothing), so the
-    registers are estimated. Each task's coroutine is wrapped (Stepped): after LOAD_SETTLE_MS,
+    registers are estimated. Every task's steps are timed (Stepped): after LOAD_SETTLE_MS,
     the time of every task step over LOAD_MS of wall time, and the number of steps, which the
     host costs at asyncio's own price per wake-up. Not the process's CPU time: most of that is
     the host's kernel waking the loop from poll(), which a board spends idle. The model EV and
@@ -515,10 +591,8 @@ async def load(url, board, root, watch):
     async def no_console():
         await asyncio.sleep_ms(LOAD_SETTLE_MS + LOAD_MS + 60000)
     app.console = no_console
-    busy = [0, 0, 0, 0, 0]   # us, steps, counting, App.control's us and steps
-    create = asyncio.create_task
-    # App.run's tasks and those they start (the link's reader on each connect): until the end.
-    asyncio.create_task = lambda coro: create(Stepped(coro, watch, busy))
+    busy = BUSY
+    busy[:] = [0, 0, 0, 0, 0, 0]
     running = asyncio.create_task(app.run())
     try:
         await until(lambda: app.cp.online, 20000)
@@ -538,22 +612,26 @@ async def load(url, board, root, watch):
         busy[2] = 0
         wall_ms = time.ticks_diff(time.ticks_ms(), start)
         charging = sum(1 for g in app.guns if g.contactor)
+        at_end = [(g.state, g.fault) for g in app.guns]
         ticks = app.ticks - ticks
         warm_us = warm_control_us(app, watch)
     finally:
+        busy[2] = 0
         await stop(running)
-        asyncio.create_task = create
         hal.safe()
-    return {"steps_us": busy[0], "steps": busy[1], "control_step_us": round(busy[3] / max(busy[4], 1), 1),
+    counted = busy[:]
+    return {"steps_us": counted[0], "steps_c_us": counted[5], "steps": counted[1],
+            "control_step_us": round(counted[3] / max(counted[4], 1), 1),
             "control_step_warm_us": round(warm_us, 1), "scheduler_us_per_step": round(await scheduler_us(watch), 2),
-            "wall_ms": wall_ms, "ticks": ticks, "guns": len(app.guns), "charging": charging}
+            "wall_ms": wall_ms, "ticks": ticks, "guns": len(app.guns), "charging": charging,
+            "guns_at_end": at_end}
 
 
 async def idle(watch):
     """The noise floor: the watcher alone with the loop."""
     await watch.start()
     await asyncio.sleep_ms(IDLE_MS)
-    return watch.worst_us, {}
+    return watch.worst(), {}
 
 
 def remove_tree(path):
@@ -567,26 +645,31 @@ def remove_tree(path):
 
 
 async def runs(watch, root, name, out, make, keep=False):
-    """RUNS runs of `make(run, folder)` -> (worst gap, details), each with a fresh folder under
-    `root`, removed after it unless `keep` (the flash is a board's size); out[name]: the worst
-    gap and the details of each run. A run that fails (an
+    """RUNS runs of `make(run, folder)` -> (worst, details), each in a task of its own (its steps
+    are timed too: the compaction's are the journal's) with a fresh folder under `root`, removed
+    after it unless `keep` (the flash is a board's size); the worst is StepWatch.worst()'s
+    (step, C in it, stall, C in it), or a step timed directly (bytecode); out[name]: per run, the
+    worst step and stall, their C, and the details. A run that fails (an
     exception, or ocpp_mpy.until's SystemExit on a timeout) ends the workload: out[name] says
     why, and no figure is made up."""
-    worst, details = [], []
+    worst, in_c, stalls, stalls_c, details = [], [], [], [], []
     for run in range(RUNS):
         gc.collect()
         folder = "%s/%s%d" % (root, name, run)
         os.mkdir(folder)
         try:
-            worst_us, run_details = await make(run, folder)
+            worst_us, run_details = await asyncio.create_task(make(run, folder))
         except (Exception, SystemExit) as err:
             out[name] = {"error": "run %d: %s: %s" % (run + 1, type(err).__name__, err)}
             return
-        worst.append(worst_us)
+        if not isinstance(worst_us, tuple):
+            worst_us = (worst_us, 0, None, None)
+        for into, value in zip((worst, in_c, stalls, stalls_c), worst_us):
+            into.append(value)
         details.append(run_details)
         if not keep:
             remove_tree(folder)
-    out[name] = {"worst_us": worst, "details": details}
+    out[name] = {"worst_us": worst, "c_us": in_c, "stall_us": stalls, "stall_c_us": stalls_c, "details": details}
 
 
 async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, board_path, load_board_path, root):
@@ -642,8 +725,8 @@ async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, boar
     except (Exception, SystemExit) as err:
         work["load"] = {"error": "%s: %s" % (type(err).__name__, err)}
     ticks = work["sharing"]   # its share steps make a row of their own
-    work["share"] = ({"worst_us": [d["share_worst_us"] for d in ticks["details"]], "details": ticks["details"]}
-                     if "worst_us" in ticks else ticks)
+    work["share"] = ({"worst_us": [d["share_worst_us"] for d in ticks["details"]], "c_us": [0] * len(ticks["details"]),
+                      "details": ticks["details"]} if "worst_us" in ticks else ticks)
     return work
 
 
@@ -652,32 +735,37 @@ def read_board(path):
         return json.load(board_file)
 
 
-def sizes(board_path, root):
-    """The numbers the host's row labels name, from the firmware's own tables."""
+def sizes(board_path, load_board_path, root):
+    """The numbers the host's row labels name, from the firmware's own tables and the boards."""
+    board = read_board(board_path)
     return {"replay_messages": REPLAY_MESSAGES,
             "local_list_entries": keys_mod.KEYS["SendLocalListMaxLength"][2],
             "log_max_bytes": 2 * Log(root).file_max,
-            "share_ticks": SHARE_TICKS, "guns": len(read_board(board_path)["guns"]), "tick_ms": TICK_MS,
+            "share_ticks": SHARE_TICKS, "guns": len(board["guns"]),
+            "tick_ms": board.get("tick_ms", TICK_MS), "load_tick_ms": read_board(load_board_path).get("tick_ms", TICK_MS),
             "idle_ms": IDLE_MS}
 
 
 async def main(args):
+    c_x, pystone_rp2040 = float(args[8]), float(args[9])
     args = args[:7] + (mount_flash(args[7]),)
-    out = {"runs": RUNS, "sizes": sizes(args[5], args[7])}
+    out = {"runs": RUNS, "sizes": sizes(args[5], args[6], args[7])}
     out["pystone_per_s"] = max(pystone_mpy.pystones_per_s(PYSTONE_LOOPS) for _ in range(RUNS))
     out["getaddrinfo_us"] = getaddrinfo_us(args[0])
     gc.collect()
     out["heap_bytes"] = gc.mem_alloc() + gc.mem_free()
     watch = StepWatch()
+    watch.c_weight = c_x / (out["pystone_per_s"] / pystone_rp2040)   # C's factor over bytecode's
     out["preemption_corrected"] = watch.corrected
     asyncio.create_task(watch.run())
+    step_every_task(watch)   # the watcher's own turns are not a task step
     out["workloads"] = await workloads(watch, *args)
     out["collections"] = watch.collection_summary()
     return out
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 9:
+    if len(sys.argv) != 11:
         raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON "
-                         "ROOT_DIR")
+                         "ROOT_DIR C_X PYSTONE_RP2040")
     say(result=asyncio.run(main(tuple(sys.argv[1:]))))

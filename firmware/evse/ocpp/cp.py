@@ -539,6 +539,7 @@ class ChargePoint:
                 self.new_tx_id_confirmed(local_tx, reply)
             elif action == "StopTransaction" and "idTag" in payload:
                 self.auth.remember(payload["idTag"], reply.get("idTagInfo", {}), self.clock.now())
+            await asyncio.sleep_ms(0)   # the confirmation (a flash append) and the next read: two steps
             return True
         if self.outbox:
             action, payload, on_reply = self.outbox.pop(0)
