@@ -3,6 +3,7 @@
 #   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K] [ca=PATH]
 #   fwrun.py boot ROOT                  resume_install, then boot_report twice
 #   fwrun.py upload URL ROOT LINES MAX_BYTES [retries]
+#   fwrun.py get2 URL ROOT              two downloads of URL; the result: the names looked up
 import gc
 import json
 import sys
@@ -100,6 +101,18 @@ def main():
         name, heap = asyncio.run(measured(fw.upload_diagnostics(
             url, root, log, notify, retries=retries, retry_interval_s=0)))
         emit(result=name, files=log.files(), heap_bytes=heap)
+    elif cmd == "get2":
+        from evse.ocpp import http, names
+        url, root = sys.argv[2], sys.argv[3]
+        asked = []
+        real = names._getaddrinfo
+
+        def counting(host, *args):
+            asked.append(host)
+            return real(host, *args)
+        names._getaddrinfo = counting
+        sizes = [asyncio.run(http.get_to_file(url, root + "/got%d" % i, 5000)) for i in range(2)]
+        emit(result=asked, sizes=sizes)
     else:
         raise SystemExit("unknown command " + cmd)
 

@@ -140,7 +140,7 @@ async def heap(opts):
 async def lookups(opts):
     """How often the name is looked up: over two connections; after failed connects (the address
     kept, as while an uplink is down); once enough failed and the lookup is old enough."""
-    from evse.ocpp import ws as wsmod
+    from evse.ocpp import names as wsmod   # the websocket's lookups go through it
     asked = []
     real = wsmod._getaddrinfo
 

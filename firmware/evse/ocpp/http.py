@@ -16,6 +16,7 @@ import os
 
 from micropython import const
 
+from evse.ocpp import names
 from evse.ocpp import url as urlmod
 
 CHUNK = const(1024)
@@ -54,8 +55,17 @@ def _ssl_context(cadata):
 
 
 async def _connect(https, host, port, timeout_ms, cadata):
+    # By address: a name is looked up once per boot (evse.ocpp.names), as the central system's
+    # is; open_connection's own getaddrinfo would block the loop for a DNS round trip every time.
     ctx = _ssl_context(cadata) if https else None
-    return await asyncio.wait_for_ms(asyncio.open_connection(host, port, ssl=ctx), timeout_ms)
+    ip = names.address(host, port)
+    try:
+        streams = await asyncio.wait_for_ms(asyncio.open_connection(ip, port, ctx, host if ctx else None), timeout_ms)
+    except BaseException:
+        names.connected(host, False)
+        raise
+    names.connected(host, True)
+    return streams
 
 
 def _head(method, host, port, https, target, userinfo, extra):

@@ -6,11 +6,11 @@ import binascii
 import hashlib
 import os
 import random
-import socket
 import time
 
 from micropython import const
 
+from evse.ocpp import names
 from evse.ocpp import url as urlmod
 
 OP_CONT = const(0)
@@ -237,54 +237,6 @@ class FrameParser:
         return out
 
 
-# Names looked up once per boot and the address reused; after LOOKUP_AGAIN_FAILS connects in a
-# row failed, looked up again, at most every LOOKUP_AGAIN_MS (the server may have moved; while a
-# rural site's uplink is down, every lookup would block the loop until the DNS timed out).
-LOOKUP_AGAIN_FAILS = 3
-LOOKUP_AGAIN_MS = 600000
-_addresses = {}   # name -> [address, connects failed in a row, ticks_ms of the lookup]
-_getaddrinfo = socket.getaddrinfo   # through a name the tests can replace
-
-
-def address(host, port):
-    """host's address as text: the name's, looked up once and then reused, or host itself when it
-    is an address already."""
-    entry = _addresses.get(host)
-    now = time.ticks_ms()
-    if entry is not None and (entry[1] < LOOKUP_AGAIN_FAILS or time.ticks_diff(now, entry[2]) < LOOKUP_AGAIN_MS):
-        return entry[0]
-    if _is_address(host):
-        return host
-    ip = _sockaddr_ip(_getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
-    _addresses[host] = [ip, 0, now]
-    return ip
-
-
-def connected(host, ok):
-    """A connect to host's address worked or failed: counts the failures in a row."""
-    entry = _addresses.get(host)
-    if entry is not None:
-        entry[1] = 0 if ok else entry[1] + 1
-
-
-def _is_address(host):
-    if ":" in host:   # IPv6
-        return True
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() for p in parts)
-
-
-def _sockaddr_ip(sockaddr):
-    # lwIP ports (rp2, esp32) give ("a.b.c.d", port); the unix port the raw struct sockaddr.
-    if isinstance(sockaddr, tuple):
-        return sockaddr[0]
-    family = sockaddr[0] | sockaddr[1] << 8
-    if family == socket.AF_INET:
-        return "%d.%d.%d.%d" % (sockaddr[4], sockaddr[5], sockaddr[6], sockaddr[7])
-    raw = sockaddr[8:24]   # sockaddr_in6
-    return ":".join("%x" % (raw[i] << 8 | raw[i + 1]) for i in range(0, 16, 2))
-
-
 def backoff_ms(attempt, base_ms=1000, cap_ms=120000, rand=random.getrandbits):
     """Delay before reconnect attempt `attempt` (0, 1, ...): exponential with full jitter,
     uniform in 0..min(cap_ms, base_ms * 2**attempt), so a site's chargers that lost the CSMS
@@ -356,7 +308,7 @@ class WebSocket:
                 self._upgrade(host, port, path, ctx, subprotocol, basic_auth), timeout_ms)
         except asyncio.TimeoutError:
             self._drop()
-            connected(host, False)
+            names.connected(host, False)
             raise WsError("no WebSocket upgrade from %s within %d ms" % (where, timeout_ms))
         except WsError as e:
             if e.status == 101:  # a WebSocket now, if not ours: say why before hanging up
@@ -367,15 +319,15 @@ class WebSocket:
             # OSError covers refused/reset links and TLS failures (mbedtls: certificate not
             # signed by ca_der, host name mismatch); mbedtls texts come wrapped in newlines.
             self._drop()
-            connected(host, False)
+            names.connected(host, False)
             raise WsError("cannot connect to %s: %s" % (where, " ".join(str(e).split())))
-        connected(host, True)
+        names.connected(host, True)
         self.last_rx_ms = time.ticks_ms()
 
     async def _upgrade(self, host, port, path, ctx, subprotocol, basic_auth):
         # The address, not the name, goes to open_connection: its getaddrinfo of a name blocks
         # the loop for a DNS round trip (MicroPython), of an address not. TLS checks the name.
-        ip = address(host, port)
+        ip = names.address(host, port)
         self._reader, self._writer = await asyncio.open_connection(ip, port, ctx, host if ctx else None)
         key = binascii.b2a_base64(os.urandom(16))[:-1]  # RFC 6455 4.1: 16 random bytes
         default_port = 443 if ctx else 80
