@@ -1,6 +1,6 @@
 # Runs under the MicroPython unix port, imported by bench/timing_mpy.py before the firmware: the
-# calls a workload makes into MicroPython's C routines (files on littlefs, json, hashlib, os),
-# timed into C_US. A step's bytecode is judged at pystone's factor (x 325 on an RP2040) and its C
+# calls a workload makes into MicroPython's C routines (files on littlefs, json, hashlib, os, and
+# socket's module functions: getaddrinfo, a board's lwIP resolver), timed into C_US. A step's bytecode is judged at pystone's factor (x 325 on an RP2040) and its C
 # at the C factor (x 50-100: DESIGN.md, the boards are the truth): one factor for the whole
 # gap would judge a littlefs append or a json.loads as if it were bytecode.
 #
@@ -8,12 +8,13 @@
 # the real ones, and the builtin `open` hands out a file whose methods do (a Python object can
 # not be a C stream: json.load and json.dump get the real file). Only the outermost call counts:
 # littlefs calling the bench's Python block device (FlashImage, timed apart) is not C twice.
-# Socket reads and writes are not wrapped: they stay in the bytecode share (a board's lwIP is
-# not this kernel), which errs on the side of FAIL.
+# Socket reads and writes are not wrapped (select.poll needs the real socket): they stay in the
+# bytecode share, which errs on the side of FAIL. Classes are left as they are (isinstance).
 import builtins
 import hashlib as _hashlib
 import json as _json
 import os as _os
+import socket as _socket
 import sys
 import time
 from array import array
@@ -118,11 +119,13 @@ for _name in ("sha1", "sha256", "md5"):
     if hasattr(_hashlib, _name):
         setattr(hashlib, _name, _hash(getattr(_hashlib, _name)))
 os = _Module(_os)
+socket = _Module(_socket)
 
 
 def install():
-    """From now on, `import json`, `os`, `hashlib` and `open` are the timed ones."""
+    """From now on, `import json`, `os`, `hashlib`, `socket` and `open` are the timed ones."""
     sys.modules["json"] = json
     sys.modules["os"] = os
     sys.modules["hashlib"] = hashlib
+    sys.modules["socket"] = socket
     builtins.open = _open

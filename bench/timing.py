@@ -69,6 +69,13 @@ LOAD_LIMIT = 0.5   # the whole firmware's average load at RP2040 speed in a char
 FLOOR = "floor"    # the watcher's gap with nothing else running: no verdict, the others' yardstick
 STEP = "step"      # a gap the watcher saw: bytecode, x the pystone factor <= STEP_LIMIT_MS
 C_STEP = "c"       # a gap spent in a C routine: x C_X <= STEP_LIMIT_MS
+# A C routine that cannot yield however the firmware slices its work: mbedtls' handshake. The
+# brief's rule for it: measure it, say so, keep it away from anything with a deadline. On a board
+# with the hardware interlock the contactor opens without the loop; what the loop still times is
+# the close after C (IEC 61851-1 Table A.6: within 3 s) and the 5 s watchdog. So it is judged at
+# x C_X against those 3 s; docs/mcu-front-end.md says what it means for a board without one.
+C_BLOCK = "block"
+BLOCK_LIMIT_MS = 3000
 TICK = "tick"      # the control step timed directly: x the pystone factor <= the tick period
 
 # key in timing_mpy's workloads, label (formatted with the sizes), how it is judged
@@ -80,10 +87,10 @@ ROWS = (
     ("big_frame", "a {frame_kb} KB CALL DataTransfer from the CSMS", STEP),
     ("diagnostics", "GetDiagnostics: upload of a full {log_kb} KB log on littlefs", STEP),
     ("connect", "{connect_label}", STEP),
-    ("connect_tls", "wss:// connect: the TLS handshake (C, mbedtls)", C_STEP),
+    ("connect_tls", "wss:// connect: TLS handshake (one C call; limit: the 3 s close)", C_BLOCK),
     ("firmware", "UpdateFirmware: {bundle_kb} KB bundle, download to install on littlefs", STEP),
-    ("sharing", "control step, {guns} guns charging (worst of {share_ticks})", TICK),
-    ("share", "power sharing step, {guns} guns (its own task; worst of {share_ticks})", STEP),
+    ("sharing", "control step, {guns} guns charging (worst of {share_ticks}, warm)", TICK),
+    ("share", "power sharing step, {guns} guns (its own task; worst of {share_ticks}, warm)", STEP),
 )
 CONNECT_BY_NAME = "ws:// connect to localhost: getaddrinfo, no DNS round trip"
 CONNECT_BY_ADDRESS = "ws:// connect to 127.0.0.1: the DNS step not exercised"
@@ -299,7 +306,7 @@ def _median_run(measured: dict, kind: str, factors: dict, key: str = "worst_us",
     if not values:
         return None
     for worst_us, c_us in zip(values, measured.get(c_key, [0] * len(values))):
-        c_us = worst_us if kind == C_STEP else min(c_us, worst_us)
+        c_us = worst_us if kind in (C_STEP, C_BLOCK) else min(c_us, worst_us)
         runs.append(((worst_us - c_us) * factors["rp2040"] + c_us * C_X, worst_us / 1000, c_us / 1000))
     runs.sort()
     return runs[len(runs) // 2][1:]
@@ -374,8 +381,10 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
         else:
             if kind != TICK and floor_ms and stall is not None:
                 row["stall_over_floor_x"] = round(stall[0] / floor_ms, 1)
-            _judged(row, tick_ms if kind == TICK else STEP_LIMIT_MS)
+            _judged(row, tick_ms if kind == TICK else BLOCK_LIMIT_MS if kind == C_BLOCK else STEP_LIMIT_MS)
         row.update(details[-1])
+        if any("worst_step_of" in run_details for run_details in details):
+            row["worst_step_of"] = [run_details.get("worst_step_of") for run_details in details]
         out["workloads"][key] = row
     collections = result["collections"]
     gc_ms = collections["p99_us"] / 1000
@@ -450,6 +459,9 @@ def _print(figures: dict) -> None:
     rows = [figures["workloads"][key] for key, _, _ in ROWS if key in figures["workloads"]]
     for row in rows + [figures["collection"], figures["control_tick"]]:
         _print_row(row)
+    print("timing: the longest step, per run, was a step of: " + "; ".join(
+        "%s %s" % (key, "/".join(str(who) for who in figures["workloads"][key]["worst_step_of"]))
+        for key, _, _ in ROWS if "worst_step_of" in figures["workloads"].get(key, {})) + " (!: resumed by an exception)")
     frame = figures["workloads"]["big_frame"]
     if "answer" in frame:
         print("%d KB frame: the charge point %s; the link was %s" % (
