@@ -82,6 +82,28 @@ def test_hysteresis_edges_exactly():
     assert pilot.classify(edge - 301, "B", THR) == "C"
 
 
+# Thresholds as a board might set them: descending, with gaps as small as the hysteresis or none.
+thresholds = st.lists(st.integers(-14000, 14000), min_size=6, max_size=6, unique=True).map(
+    lambda edges: tuple(sorted(edges, reverse=True))).flatmap(
+    lambda edges: st.tuples(st.just(edges), st.integers(0, 1000), st.integers(-14000, 0)).map(
+        lambda t: t[0] + (t[1], t[2])))
+
+
+@given(thresholds, st.sampled_from("ABCDEFX"), st.integers(-20000, 20000) | st.floats(-20000, 20000))
+def test_a_level_inside_its_letter_s_band_classifies_to_that_letter(thr, letter, mv):
+    # The control tick skips classify while the level stays in the band of the last letter.
+    lo, hi = pilot.band(letter, thr)
+    if lo <= mv < hi:
+        assert pilot.classify(mv, letter, thr) == letter
+
+
+@given(thresholds, st.sampled_from("ABCDE"))
+def test_the_band_of_a_letter_is_not_empty_when_classify_can_keep_it(thr, letter):
+    lo, hi = pilot.band(letter, thr)
+    if pilot.classify(lo, letter, thr) == letter:
+        assert lo < hi
+
+
 @pytest.mark.parametrize("low, ok", [(-12000, True), (-10500, True), (-10400, False), (-9000, False), (0, False)])
 def test_diode_check_needs_the_low_plateau_at_minus_12v(low, ok):
     assert pilot.diode_ok(low, THR) is ok

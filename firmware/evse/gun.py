@@ -3,11 +3,12 @@
 # time as `now_ms`, so tests drive it with a model EV and hypothesis.
 from micropython import const
 from evse import pilot, ticks
+from evse.pilot import DUTY_F_PM, DUTY_OFF_PM
 
 # Timing, with the clause it comes from (IEC 61851-1:2017 unless noted).
 TICK_MS = const(20)                 # control loop period: the default, and the most without an interlock
 TICK_MIN_MS = const(10)
-TICK_MAX_INTERLOCK_MS = const(50)   # with a hardware interlock (board "tick_ms": see config._check_tick)
+TICK_MAX_INTERLOCK_MS = const(40)   # with a hardware interlock (board "tick_ms": see config._check_tick)
 DEBOUNCE_MS = const(300)            # new pilot state only after it held this long (A.4.3: 250-500 ms)
 OPEN_CONFIRM_MS = const(15)         # opening paths skip the debounce; two samples in a row suffice
 CLOSE_CONFIRM_MS = const(100)       # C (or D) read with PWM running and a good diode this long before
@@ -94,6 +95,7 @@ class Gun:
         self.derate_pct = 100
         self._sensed_ms = -SENSE_MS
         self._raw = "A"
+        self._band = pilot.band("A", self.thr)   # the levels that keep _raw as it is (pilot.band)
         self._raw_since_ms = 0
         self._c1_since_ms = None
         self._b2_since_ms = None
@@ -107,8 +109,8 @@ class Gun:
         self._resync = False         # the next fresh sample sets the pilot state without debounce
         self.events = []  # (kind, text) for the console and the log, drained by the app
         self.hal.set_contactor(number, False)
-        self.hal.set_pilot(number, pilot.DUTY_OFF_PM)
-        self.duty_pm = pilot.DUTY_OFF_PM
+        self.hal.set_pilot(number, DUTY_OFF_PM)
+        self.duty_pm = DUTY_OFF_PM
         self.duty_changed_ms = -PWM_CHANGE_MS
         self._over = (-1, 0.5)        # (duty, over-current limit in A) of _overdrawn
         self._offer = (None, 0, 0)    # (allocation, limit, duty) of _offer_pm
@@ -165,39 +167,59 @@ class Gun:
             self._sense()
         mv = self.hal.sample_pilot(self.n)   # indexed, not unpacked: a HAL may hand back one array
         high_mv = mv[0]
-        low_mv = mv[1]
+        diode = mv[1] <= self.thr[7]         # pilot.diode_ok: the low plateau reaches -12 V
 
         # The pilot means nothing while this side drives -12 V (state F step).
-        pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
-        if self.duty_pm != pilot.DUTY_F_PM:
-            raw = pilot.classify(high_mv, self._raw, self.thr)
-            if raw != self._raw:
-                self._raw = raw
-                self._raw_since_ms = now_ms
+        duty = self.duty_pm
+        pwm_on = 0 < duty < DUTY_OFF_PM
+        deb = self.letter
+        if duty != DUTY_F_PM:
+            raw = self._raw
+            band = self._band
+            if not band[0] <= high_mv < band[1]:   # the level left its band: classify it afresh
+                raw = pilot.classify(high_mv, raw, self.thr)
+                if raw != self._raw:
+                    self._raw = raw
+                    self._raw_since_ms = now_ms
+                self._band = pilot.band(raw, self.thr)
             if self._resync:
                 # After a fault the last reading is stale (the F step hid the EV): start afresh.
                 self._resync = False
-                self.letter.force(raw)
-            letter = self.letter.feed(raw, now_ms)
-            if pwm_on and raw in "CD" and pilot.diode_ok(low_mv, self.thr):
+                deb.force(raw)
+            if raw == deb.stable:   # Debounce.feed's first case, without the call
+                deb._candidate = raw
+                letter = raw
+            else:
+                letter = deb.feed(raw, now_ms)
+            # D asks for ventilation: on a gun without it, D is no state to charge in.
+            no_vent = raw == "D" and not self.ventilation
+            if pwm_on and diode and raw in "CD" and not no_vent:
                 if self._c_pwm_since_ms is None:
                     self._c_pwm_since_ms = now_ms
             else:
                 self._c_pwm_since_ms = None
-            # Opening paths skip the debounce (A.4.3): EV left C/D, or the pilot broke.
-            if raw not in "CD" and letter in "CD" and now_ms - self._raw_since_ms >= OPEN_CONFIRM_MS:
-                self.letter.force(raw)
-                letter = raw
+            if letter != raw and letter in "CD" and now_ms - self._raw_since_ms >= OPEN_CONFIRM_MS:
+                if raw not in "CD":
+                    # Opening paths skip the debounce (A.4.3): EV left C/D, or the pilot broke.
+                    deb.force(raw)
+                    letter = raw
+                elif no_vent:
+                    # The interlock passes D: the loop opens, as fast as for leaving C, but the
+                    # VENT fault waits for the debounce (a short dip to the D level is no fault);
+                    # no close while it lasts (_c_pwm_since_ms stays None).
+                    self._open(now_ms)
         else:
-            letter = self.letter.stable
+            letter = deb.stable
             self._c_pwm_since_ms = None
 
-        self._check_safety(now_ms, letter, low_mv)
+        if self.fault is None:
+            self._check_safety(now_ms, letter, diode, pwm_on)
         if self.fault is not None:
             self._in_fault(now_ms, letter)
         else:
             self._run(now_ms, letter)
-        self._check_weld(now_ms)
+        if self.opened_ms is not None:
+            self._check_weld(now_ms)
 
     # ---- internals ---------------------------------------------------------------------------
     def _sense(self):
@@ -215,7 +237,7 @@ class Gun:
         over = self._over
         pm = self.duty_pm
         if over[0] != pm:
-            offered = pilot.duty_pm_to_amps(pm) if 0 < pm < pilot.DUTY_OFF_PM else 0.0
+            offered = pilot.duty_pm_to_amps(pm) if 0 < pm < DUTY_OFF_PM else 0.0
             over = self._over = (pm, offered * 1.1 + 0.5)
         return self.current_a > over[1]
 
@@ -225,29 +247,27 @@ class Gun:
         worked out when the allocation or the limit changes, not on every tick."""
         if self._x1_until_ms is not None:
             if now_ms < self._x1_until_ms:
-                return pilot.DUTY_OFF_PM
+                return DUTY_OFF_PM
             self._x1_until_ms = None
         offer = self.allocation_a
         lim = self.limit_a()
         memo = self._offer
         if memo[0] is not offer or memo[1] != lim:
-            pm = pilot.DUTY_OFF_PM
+            pm = DUTY_OFF_PM
             capped = lim if offer > lim else offer
             if capped >= pilot.MIN_A:
                 pm = pilot.amps_to_duty_pm(capped)
             memo = self._offer = (offer, lim, pm)
         return memo[2]
 
-    def _check_safety(self, now_ms, letter, low_mv):
-        if self.fault is not None:
-            return
+    def _check_safety(self, now_ms, letter, diode, pwm_on):
+        # diode: the low plateau reached -12 V (pilot.diode_ok); pwm_on: PWM ran as sampled
         hal = self.hal
         if hal.rcd_tripped(self.n) and now_ms - self.fault_since_ms >= RCD_RELEASE_MS:
             self._trip("RCD", now_ms)
             return
-        pwm_on = 0 < self.duty_pm < pilot.DUTY_OFF_PM
         if pwm_on and letter in "BCD":
-            if pilot.diode_ok(low_mv, self.thr):
+            if diode:
                 self._diode_bad = 0
             else:
                 self._diode_bad += 1
@@ -289,7 +309,7 @@ class Gun:
         if letter in "AEFX":
             # No EV, or a broken pilot: open, rest at +12 V and wait.
             self._open(now_ms)
-            self._drive(pilot.DUTY_OFF_PM, now_ms, True)
+            self._drive(DUTY_OFF_PM, now_ms, True)
             self._rcd_testing = False
             if letter == "A":
                 if self.interlock and (self.state != "A" or self._charged):
@@ -302,12 +322,14 @@ class Gun:
             return
         if not self.enabled:
             self._open(now_ms)
-            self._drive(pilot.DUTY_F_PM, now_ms, True)
+            self._drive(DUTY_F_PM, now_ms, True)
             self._set_state("F")
             return
         # B, C or D: offer what this gun may give now.
-        self._drive(self._offer_pm(now_ms), now_ms, False)
-        pwm_on = self.duty_pm < pilot.DUTY_OFF_PM
+        pm = self._offer_pm(now_ms)
+        if pm != self.duty_pm:   # _drive's own first test, without the call on a steady tick
+            self._drive(pm, now_ms, False)
+        pwm_on = self.duty_pm < DUTY_OFF_PM
         if letter == "B":
             self._open(now_ms)
             self._c1_since_ms = None
@@ -335,7 +357,9 @@ class Gun:
                 self._close(now_ms)
                 if self.fault is not None:
                     return  # the RCD self-test failed: the fault state stands
-            self._set_state("C2" if letter == "C" else "D")
+            state = "C2" if letter == "C" else "D"
+            if state != self.state:
+                self._set_state(state)
         else:
             self._rcd_testing = False
             if self.contactor:
@@ -351,13 +375,13 @@ class Gun:
         if self._interlock_ms >= 0:
             self._interlock_release()
         if now_ms - self.fault_since_ms < F_STEP_MS:
-            self._drive(pilot.DUTY_F_PM, now_ms, True)
+            self._drive(DUTY_F_PM, now_ms, True)
         else:
-            self._drive(pilot.DUTY_OFF_PM, now_ms, True)
+            self._drive(DUTY_OFF_PM, now_ms, True)
         if now_ms - self.fault_since_ms < F_STEP_MS:
             return  # the EV sees the whole F step before anything clears
         rule = FAULTS[self.fault]
-        if rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == pilot.DUTY_OFF_PM:
+        if rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == DUTY_OFF_PM:
             self._clear(now_ms)
         elif rule == CLEAR_DELAY and now_ms - self.fault_since_ms >= self.fault_retry_ms:
             # An RCD fault clears with a reset of the module (in _clear); if the residual current
@@ -365,7 +389,7 @@ class Gun:
             self._clear(now_ms)
         elif rule == CLEAR_COOL and self.temperature_c < self.restart_c:
             self._clear(now_ms)
-        elif rule == CLEAR_LEAVE_D and letter != "D" and self.duty_pm == pilot.DUTY_OFF_PM:
+        elif rule == CLEAR_LEAVE_D and letter != "D" and self.duty_pm == DUTY_OFF_PM:
             self._clear(now_ms)
         elif rule == CLEAR_METER and self.meter_ok:
             self._clear(now_ms)
@@ -374,7 +398,7 @@ class Gun:
         self._open(now_ms)
         self.fault = code
         self.fault_since_ms = now_ms
-        self._drive(pilot.DUTY_F_PM, now_ms, True)
+        self._drive(DUTY_F_PM, now_ms, True)
         self._set_state("FAULT")
         self.events.append(("fault", code))
 
@@ -399,7 +423,7 @@ class Gun:
             return
         # A running PWM offer changes (or is withdrawn) at most every PWM_CHANGE_MS; starting
         # an offer and the safety paths (urgent) never wait.
-        running = 0 < self.duty_pm < pilot.DUTY_OFF_PM
+        running = 0 < self.duty_pm < DUTY_OFF_PM
         if running and not urgent and now_ms - self.duty_changed_ms < PWM_CHANGE_MS:
             return
         self.duty_pm = duty_pm
@@ -452,7 +476,7 @@ class Gun:
             if self.contactor or self.opened_ms is not None:
                 return False  # a weld check is pending: the feedback must be free first
             self._interlock_ms = now_ms
-            self._drive(pilot.DUTY_F_PM, now_ms, True)
+            self._drive(DUTY_F_PM, now_ms, True)
             self.hal.set_contactor(self.n, True)
             return True
         if now_ms - self._interlock_ms < INTERLOCK_CHECK_MS:

@@ -80,6 +80,25 @@ def classify(high_mv, prev, thr):
     return "X"
 
 
+_ABOVE_ALL_MV = const(1 << 29)  # above any pilot level: no upper edge (a small int on every port)
+
+
+def band(letter, thr):
+    """(lo, hi): classify(v, letter, thr) is `letter` for every lo <= v < hi, the hysteresis
+    included; the control tick tests this before it classifies (the level rarely leaves its
+    band). A, B, C, D and E have one; for F and X, (0, 0): an empty band, classify decides."""
+    i = LETTERS.find(letter)
+    if not 0 <= i < 5:
+        return 0, 0
+    h = thr[6]
+    hi = _ABOVE_ALL_MV
+    for j in range(i):   # every upper edge classify tests before it gets to this letter
+        edge = thr[j] + (h if j == i - 1 else 0)
+        if edge < hi:
+            hi = edge
+    return thr[i] - h, hi
+
+
 def diode_ok(low_mv, thr):
     """While PWM runs the low plateau must reach -12 V; a shorted or missing EV diode pulls it up."""
     return low_mv <= thr[7]

@@ -61,7 +61,7 @@ async def _connect(https, host, port, timeout_ms, cadata):
     ip = names.address(host, port)
     try:
         streams = await asyncio.wait_for_ms(asyncio.open_connection(ip, port, ctx, host if ctx else None), timeout_ms)
-    except BaseException:
+    except Exception:   # a cancel is not the server's failure
         names.connected(host, False)
         raise
     names.connected(host, True)
