@@ -195,6 +195,7 @@ async def verify_bundle(path):
             raw = f.read(manifest_len)
             if len(raw) != manifest_len:
                 raise BundleError("the bundle ends inside its manifest")
+            await asyncio.sleep(0)   # the reads in one step, the JSON in the next
             steps = manifest_steps(raw)
             raw = None
             version, files = await slices.run_async(steps)
@@ -325,6 +326,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
             _remove(bundle)
             await _tell(notify, "DownloadFailed", log)
             return False
+        await asyncio.sleep(0)   # the download's last step (its close) apart from the checks
         await _tell(notify, "Downloaded", log)
         try:
             version, files, offset = await verify_bundle(bundle)
