@@ -419,8 +419,10 @@ def _load(load: dict, tick: dict | None, factors: dict, tick_ms: int) -> dict:
         return {"label": label, "measured": False, "why": f"{load['charging']} of {load['guns']} guns charging", **load}
     wall_us = load["wall_ms"] * 1000
     c_us = min(load.get("steps_c_us", 0), load["steps_us"])
-    here = (load["steps_us"] + load["steps"] * load["scheduler_us_per_step"]) / wall_us
-    byte = here - c_us / wall_us
+    scheduler = load["steps"] * load["scheduler_us_per_step"] / wall_us   # timed warm already
+    here = load["steps_us"] / wall_us + scheduler
+    steps_byte = (load["steps_us"] - c_us) / wall_us
+    byte = steps_byte + scheduler
     row = {"label": label, **load, "load_host": round(here, 5), "load_c_host": round(c_us / wall_us, 5),
            "load_rp2040": round(byte * factors["rp2040"] + c_us / wall_us * C_X, 3),
            "load_esp32": round(byte * factors["esp32"] + c_us / wall_us * C_X, 3), "limit": LOAD_LIMIT}
@@ -440,7 +442,9 @@ def _load(load: dict, tick: dict | None, factors: dict, tick_ms: int) -> dict:
         row.update(measured=False, why="the control step was not timed")
         return row
     row["warm_over_cold"] = round(min(1.0, warm / cold), 3)
-    row["load_rp2040_warm"] = round(byte * row["warm_over_cold"] * factors["rp2040"] + c_us / wall_us * C_X, 3)
+    # The control step's warm/cold ratio stands for every task's steps: an approximation.
+    row["load_rp2040_warm"] = round((steps_byte * row["warm_over_cold"] + scheduler) * factors["rp2040"]
+                                    + c_us / wall_us * C_X, 3)
     row["judged"] = round(row["load_rp2040_warm"] + row["pilot_samples_rp2040"], 3)
     row["pass"] = row["judged"] <= LOAD_LIMIT
     return row
