@@ -93,7 +93,9 @@ class Gun:
         self.temperature_c = 25.0
         self.current_a = 0.0
         self.derate_pct = 100
-        self._sensed_ms = -SENSE_MS
+        # The guns sense in turn, not all in one tick: the tick that senses is the longest, and
+        # with 8 guns in step it was 2 x the usual one. Each keeps its phase (sensed_ms = now).
+        self._sensed_ms = -SENSE_MS + (number - 1) % 8 * (SENSE_MS // 8)
         self._raw = "A"
         self._band = pilot.band("A", self.thr)   # the levels that keep _raw as it is (pilot.band)
         self._raw_since_ms = 0
