@@ -89,7 +89,7 @@ ROWS = (
     ("connect", "{connect_label}", STEP),
     ("connect_tls", "wss:// connect: TLS handshake (one C call; limit: the 3 s close)", C_BLOCK),
     ("firmware", "UpdateFirmware: {bundle_kb} KB bundle, download to install on littlefs", STEP),
-    ("sharing", "control step, {guns} guns charging (worst of {share_ticks}, warm)", TICK),
+    ("sharing", "control step, {guns} guns charging (worst tick of {share_ticks}, warm)", TICK),
     ("share", "power sharing step, {guns} guns (its own task; worst of {share_ticks}, warm)", STEP),
 )
 CONNECT_BY_NAME = "ws:// connect to localhost: getaddrinfo, no DNS round trip"
@@ -330,7 +330,9 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
                   f"bytecode x the pystone factor plus its C x {C_X}, is the row's verdict; the loop's longest stall "
                   f"(the gap between two turns of a watcher task that yields with sleep_ms(0)) is shown beside it. The "
                   f"time the kernel ran other processes is taken off each (/proc/thread-self/schedstat run_delay: "
-                  f"{result['preemption_corrected']}), and so is the time in the flash image's block device; the "
+                  f"{result['preemption_corrected']}), and so is the time in the flash image's block device; a step "
+                  f"or stall in which this process took a major page fault (the machine reading back a page it "
+                  f"reclaimed) is not judged; the "
                   f"watcher collects the garbage in its own turns (collections have their own row); the median of "
                   f"{result['runs']} runs. The 8-gun rows: the control task's step and the sharing task's of an "
                   f"{sizes['guns']}-gun App, each timed alone. Scaled by pystone here / pystone on the board (RP2040 "
@@ -351,6 +353,7 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
         "verdicts_use": f"pystone-derived factors (C routines: x {C_X})",
         "localhost_by_name": by_name,
         "getaddrinfo_first_ms_host": result["getaddrinfo_us"] / 1000,
+        "page_faulted": result.get("page_faulted"),
         "workloads": {},
     }
     work = result["workloads"]
@@ -372,7 +375,8 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
         host_ms, c_ms = _median_run(measured, kind, factors, *(("stall_us", "stall_c_us") if kind == FLOOR else ()))
         row = {"label": label, **_scaled(host_ms, factors, c_ms),
                "runs_ms_host": [us / 1000 for us in measured["worst_us"]],
-               "runs_c_ms_host": [us / 1000 for us in measured.get("c_us", [])]}
+               "runs_c_ms_host": [us / 1000 for us in measured.get("c_us", [])],
+               "runs_stall_ms_host": [None if us is None else us / 1000 for us in measured.get("stall_us", [])]}
         stall = _median_run(measured, kind, factors, "stall_us", "stall_c_us")
         if stall is not None:
             row["stall"] = _scaled(stall[0], factors, stall[1])
@@ -463,6 +467,9 @@ def _print(figures: dict) -> None:
     rows = [figures["workloads"][key] for key, _, _ in ROWS if key in figures["workloads"]]
     for row in rows + [figures["collection"], figures["control_tick"]]:
         _print_row(row)
+    if figures.get("page_faulted"):
+        print("timing: %d steps or stalls not judged: the process waited for a page the machine had reclaimed"
+              % figures["page_faulted"])
     print("timing: the longest step, per run, was a step of: " + "; ".join(
         "%s %s" % (key, "/".join(str(who) for who in figures["workloads"][key]["worst_step_of"]))
         for key, _, _ in ROWS if "worst_step_of" in figures["workloads"].get(key, {})) + " (!: resumed by an exception)")
