@@ -452,3 +452,30 @@ def test_a_short_dip_to_d_on_a_gun_without_ventilation_opens_the_contactor_and_i
     hal.ev = "D"
     run(g, hal, 1000)
     assert g.fault == "VENT" and not hal.coil
+
+
+def test_the_guns_sense_in_turn_all_at_the_first_tick_and_still_in_turn_after_a_stall():
+    hal = FakeHal()
+    guns = [gun_mod.Gun(n, hal, BOARD["guns"][0], BOARD) for n in range(1, 9)]
+    sensed = []
+    for g in guns:
+        g._sense = (lambda n: lambda: sensed.append((hal.t_ms, n)))(g.n)
+
+    def ticks(count):
+        for _ in range(count):
+            hal.t_ms += gun_mod.TICK_MS
+            for g in guns:
+                g.step(hal.t_ms)
+
+    ticks(1)
+    assert sorted(n for _, n in sensed) == list(range(1, 9))   # PP, temperature, current before anything
+    for stall_ms in (0, 1000, 1337):
+        hal.t_ms += stall_ms      # the loop stood still
+        ticks(1)
+        sensed.clear()
+        ticks(2 * gun_mod.SENSE_MS // gun_mod.TICK_MS)
+        per_tick = {}
+        for t, n in sensed:
+            per_tick.setdefault(t, []).append(n)
+        assert max(len(ns) for ns in per_tick.values()) <= 2, (stall_ms, per_tick)
+        assert sorted(set(n for _, n in sensed)) == list(range(1, 9))

@@ -94,8 +94,10 @@ class Gun:
         self.current_a = 0.0
         self.derate_pct = 100
         # The guns sense in turn, not all in one tick: the tick that senses is the longest, and
-        # with 8 guns in step it was 2 x the usual one. Each keeps its phase (sensed_ms = now).
-        self._sensed_ms = -SENSE_MS + (number - 1) % 8 * (SENSE_MS // 8)
+        # with 8 guns in step it was nearly 2 x the usual one. Each senses on its own grid, SENSE_MS
+        # apart from its phase, so a stall of the loop does not bring them into step; all of them
+        # sense on the first tick (PP, temperature and current are known before anything else).
+        self._sensed_ms = (number - 1) % 8 * (SENSE_MS // 8) - 2 * SENSE_MS
         self._raw = "A"
         self._band = pilot.band("A", self.thr)   # the levels that keep _raw as it is (pilot.band)
         self._raw_since_ms = 0
@@ -164,8 +166,9 @@ class Gun:
 
     # ---- the control step ------------------------------------------------------------------
     def step(self, now_ms):
-        if now_ms - self._sensed_ms >= SENSE_MS:
-            self._sensed_ms = now_ms
+        late = now_ms - self._sensed_ms
+        if late >= SENSE_MS:
+            self._sensed_ms = now_ms - late % SENSE_MS   # back on its grid
             self._sense()
         mv = self.hal.sample_pilot(self.n)   # indexed, not unpacked: a HAL may hand back one array
         high_mv = mv[0]
