@@ -270,6 +270,12 @@ def _big_frame_failed(details: dict) -> str | None:
     return f"no CALLERROR: the charge point {_answer_text(details)}"
 
 
+def _hidden(details: dict) -> str | None:
+    if details.get("hidden_by_fault"):
+        return "a step longer than the longest judged took a page fault (the machine's): run make bench again"
+    return None
+
+
 FAILED = {"firmware": _firmware_failed, "diagnostics": _diagnostics_failed, "local_list": _local_list_failed,
           "big_frame": _big_frame_failed}
 
@@ -365,8 +371,9 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
         measured = work.get(key, {"error": "not run"})
         why = measured.get("error")
         details = measured.get("details", [])
-        if why is None and key in FAILED:
-            failures = [(run, FAILED[key](run_details)) for run, run_details in enumerate(details)]
+        if why is None:
+            failures = [(run, FAILED.get(key, _hidden)(run_details) or _hidden(run_details))
+                        for run, run_details in enumerate(details)]
             why = "; ".join(f"run {run + 1}: {failure}" for run, failure in failures if failure) or None
         if why is not None:
             out["workloads"][key] = {"label": label, "measured": False, "why": why,
