@@ -55,12 +55,10 @@ def _ssl_context(cadata):
 
 
 async def _connect(https, host, port, timeout_ms, cadata):
-    # By address: a name is looked up once per boot (evse.ocpp.names), as the central system's
-    # is; open_connection's own getaddrinfo would block the loop for a DNS round trip every time.
+    # By address: a name is looked up once per boot (evse.ocpp.names), as the central system's.
     ctx = _ssl_context(cadata) if https else None
-    ip = names.address(host, port)
     try:
-        streams = await asyncio.wait_for_ms(asyncio.open_connection(ip, port, ctx, host if ctx else None), timeout_ms)
+        streams = await asyncio.wait_for_ms(names.open_connection(host, port, ctx), timeout_ms)
     except Exception:   # a cancel is not the server's failure
         names.connected(host, False)
         raise

@@ -27,6 +27,14 @@ def address(host, port):
     return ip
 
 
+async def open_connection(host, port, ctx=None):
+    """asyncio.open_connection to host's address (address()): its own getaddrinfo of a name
+    would block the loop for a DNS round trip (MicroPython), of an address not. TLS (`ctx`)
+    checks the certificate against the name."""
+    import asyncio   # here: address() alone needs no asyncio
+    return await asyncio.open_connection(address(host, port), port, ctx, host if ctx else None)
+
+
 def connected(host, ok):
     """A connect to host's address worked or failed: counts the failures in a row."""
     entry = _addresses.get(host)

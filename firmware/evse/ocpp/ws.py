@@ -325,10 +325,7 @@ class WebSocket:
         self.last_rx_ms = time.ticks_ms()
 
     async def _upgrade(self, host, port, path, ctx, subprotocol, basic_auth):
-        # The address, not the name, goes to open_connection: its getaddrinfo of a name blocks
-        # the loop for a DNS round trip (MicroPython), of an address not. TLS checks the name.
-        ip = names.address(host, port)
-        self._reader, self._writer = await asyncio.open_connection(ip, port, ctx, host if ctx else None)
+        self._reader, self._writer = await names.open_connection(host, port, ctx)
         key = binascii.b2a_base64(os.urandom(16))[:-1]  # RFC 6455 4.1: 16 random bytes
         default_port = 443 if ctx else 80
         host_hdr = ("[%s]" % host) if ":" in host else host
