@@ -170,8 +170,18 @@ class StepWatch:
         """The function whose coroutine took the worst step ("!": resumed by an exception)."""
         return self.step[3]
 
-    def note_step(self, took_us, c_us, stepped, thrown):
-        weighed = took_us - c_us + c_us * self.c_weight
+    def weigh(self, took_us, c_us):
+        """A step or stall as a board would see it, in bytecode microseconds here."""
+        return took_us - c_us + c_us * self.c_weight
+
+    def note_step(self, took_us, c_us, stepped, thrown, faulted):
+        """A task's step; `faulted`: the process took a major page fault meanwhile (not judged)."""
+        weighed = self.weigh(took_us, c_us)
+        if faulted:
+            self.faulted += 1
+            if weighed > self.faulted_worst:
+                self.faulted_worst = weighed
+            return
         step = self.step
         if weighed > step[0]:
             # its name now: a reference would keep the coroutine (an App, a link) alive
@@ -225,7 +235,7 @@ class StepWatch:
             c_us = C_US[0] - SPENT_US[0] - in_c
             gap -= self.waited_us() - waited
             c_us = min(max(c_us, 0), max(gap, 0))
-            weighed = gap - c_us + c_us * self.c_weight
+            weighed = self.weigh(gap, c_us)
             if self.major_faults() != faults:
                 self.faulted += 1
             elif weighed > self._worst_weighed:
@@ -563,16 +573,10 @@ class Stepped:
         finally:
             took = time.ticks_diff(time.ticks_us(), start) - (watch.waited_us() - waited)
             c_us = min(max(C_US[0] - SPENT_US[0] - in_c, 0), max(took, 0))
-            if watch.major_faults() == faults:
-                watch.note_step(took, c_us, self, thrown)
-            else:   # the machine's stall: neither judged nor counted in the load
-                watch.faulted += 1
-                weighed = took - c_us + c_us * watch.c_weight
-                if weighed > watch.faulted_worst:
-                    watch.faulted_worst = weighed
-                return
+            faulted = watch.major_faults() != faults   # the machine's stall: not judged, not in the load
+            watch.note_step(took, c_us, self, thrown, faulted)
             busy = BUSY
-            if busy[2]:
+            if busy[2] and not faulted:
                 busy[0] += took
                 busy[1] += 1
                 busy[5] += c_us
