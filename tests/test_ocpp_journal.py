@@ -39,7 +39,8 @@ def contents(root):
     copy = tempfile.mkdtemp()
     try:
         if os.path.exists(os.path.join(root, journal.JOURNAL_FILE)):
-            shutil.copy(os.path.join(root, journal.JOURNAL_FILE), copy)
+            os.mkdir(os.path.join(copy, journal.JOURNAL_DIR))
+            shutil.copy(os.path.join(root, journal.JOURNAL_FILE), os.path.join(copy, journal.JOURNAL_FILE))
         j = Journal(copy, 5000, log=lambda line: None)
         out = []
         while True:
@@ -230,8 +231,8 @@ def test_a_power_cut_at_any_byte_loses_nothing_append_returned_for_and_never_bre
     cut = tmp_path / "cut"
     cut.mkdir()
     for k in range(len(image) + 1):
-        for name in os.listdir(cut):
-            os.remove(cut / name)
+        shutil.rmtree(cut)
+        (cut / journal.JOURNAL_DIR).mkdir(parents=True)
         (cut / journal.JOURNAL_FILE).write_bytes(image[:k])
         j = Journal(str(cut), 100, log=lambda line: None)  # never raises
         got = []
@@ -523,6 +524,36 @@ def test_a_compaction_runs_in_slices_and_the_log_written_meanwhile_is_kept(tmp_p
     assert [e[0] for e in contents(str(tmp_path))] == want
     assert os.path.getsize(tmp_path / journal.JOURNAL_FILE) < 200 * 200   # the dead lines are gone
     assert [e[0] for e in contents(str(tmp_path))] == [e[0] for e in _drain(Journal(str(tmp_path), 1000))]
+
+
+def test_the_new_log_is_closed_in_one_slice_and_renamed_in_the_next_and_a_write_between_is_kept(tmp_path):
+    j = Journal(str(tmp_path), 1000)
+    seqs = [j.append("MeterValues", meter(7, wh)) for wh in range(400)]
+    for s in seqs[:300]:
+        j.confirm(s)
+    assert j._out is not None                                 # begun at the 200th confirmation
+    while not j._cmp[5]:
+        assert j.step()
+    tmp = tmp_path / (journal.JOURNAL_FILE + ".tmp")
+    assert tmp.exists() and j._out is not None                # closed, whole, not renamed yet
+    before = [e[0] for e in contents(str(tmp_path))]           # the old log is still in charge
+    assert before[-100:] == seqs[300:] and len(before) < 120      # (confirmations are batched)
+    late = j.append("MeterValues", meter(7, 999))             # renames first, then appends
+    assert not tmp.exists() and j._out is None and j._cmp is None
+    assert not j.step()
+    assert [e[0] for e in contents(str(tmp_path))] == seqs[300:] + [late]
+
+
+def test_a_log_from_before_the_journal_directory_is_moved_into_it(tmp_path):
+    old = Journal(str(tmp_path), 100)
+    seqs = [old.append("MeterValues", meter(7, wh)) for wh in range(3)]
+    (tmp_path / journal.JOURNAL_FILE).rename(tmp_path / "journal.log")   # the layout of before
+    (tmp_path / journal.JOURNAL_DIR).rmdir()
+    (tmp_path / "journal.log.tmp").write_bytes(b"h 900 -1\n")             # a compaction cut short then
+    j = Journal(str(tmp_path), 100)
+    assert [e[0] for e in _drain(j)] == seqs
+    assert sorted(os.listdir(tmp_path)) == [journal.JOURNAL_DIR]
+    assert os.listdir(tmp_path / journal.JOURNAL_DIR) == ["journal.log"]
 
 
 def _drain(j):

@@ -2,7 +2,7 @@
 # the CSMS confirms them: OCPP 1.6 wants them delivered, in order, after an offline period, and
 # we want them to survive a reboot or a power cut too.
 #
-# journal.log is an append-only log of text lines; a line counts only once it is complete:
+# journal/journal.log is an append-only log of text lines; a line counts only once it is complete:
 #   a <seq> <tx> <tries> <Action> <payload JSON>   a message (tx: its transactionId, 0 if none)
 #   c <seq> [<real tx>]                           confirmed (with a StartTransaction's real id)
 #   f <seq>                                       one failed attempt
@@ -14,6 +14,9 @@
 # of _SLICE bytes, one after each change to the journal and one per step(): a slice costs about
 # as much as an append, so a compaction never holds up the event loop (the guns' control) for
 # long. Lines written meanwhile go to the old log; the last slices copy them over as they are.
+# The new log's close and its rename are two slices: each is a littlefs metadata commit.
+# The log has a directory of its own: littlefs commits a file's new size to its directory's
+# log at every append, and the cost of a commit grows with what else that directory holds.
 # An append is on flash before append() returns. Confirmations, failures and drops of other
 # messages are batched (a power cut then at worst sends such a message twice); those of
 # StartTransaction and StopTransaction, and transaction id mappings, are written at once.
@@ -26,7 +29,9 @@ from array import array
 
 from micropython import const
 
-JOURNAL_FILE = "journal.log"
+JOURNAL_DIR = "journal"
+JOURNAL_FILE = JOURNAL_DIR + "/journal.log"
+_OLD_FILE = "journal.log"   # where releases before the directory kept it
 _START = const(1)
 _STOP = const(2)
 _METER = const(3)
@@ -48,7 +53,9 @@ class Journal:
     Every drop is reported through `log`."""
 
     def __init__(self, root, max_entries, log=print):
-        self.path = root.rstrip("/") + "/" + JOURNAL_FILE
+        root = root.rstrip("/") + "/"
+        self.path = root + JOURNAL_FILE
+        _settle(root)
         self.max_entries = max_entries
         self.log = log
         cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
@@ -67,7 +74,8 @@ class Journal:
         self._peeked = None       # (seq, action, payload) of the last line read back
         self._broken = False      # a write failed half-way: rewrite the file before the next one
         self._out = None          # journal.log.tmp while a compaction runs, else None
-        self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice]
+        self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice,
+        #                           closed: journal.log.tmp is whole and only the rename is left]
         self._in = None           # journal.log open for reading between steps (_reader)
         self._load()
 
@@ -357,6 +365,8 @@ class Journal:
         self._in = None
 
     def _write(self, data):
+        if self._cmp is not None and self._cmp[5]:
+            self._compact_slice()   # the rename: the new log has every line so far, not this one
         if self._broken:
             self._compact()
             if self._broken:
@@ -386,7 +396,7 @@ class Journal:
                 seq = int(line[2:])
                 tries[seq] = tries.get(seq, 1) - 1
         try:
-            self._cmp = [0, self._end(), tries, self._garbage, _SLICE]
+            self._cmp = [0, self._end(), tries, self._garbage, _SLICE, False]
             self._out = open(self.path + ".tmp", "wb")
             self._out.write(b"h %d %d\n" % (self._next_seq, self._next_local))
             for local in self._maps:
@@ -399,6 +409,12 @@ class Journal:
         out = self._out
         size = max(size, cmp[4])
         try:
+            if cmp[5]:
+                self._drop_reader()
+                os.rename(self.path + ".tmp", self.path)
+                self._out = None
+                self._finish(cmp)
+                return
             at, end = cmp[0], cmp[1]
             if at < end:
                 data = _chunk(self._reader(), at, min(size, end - at))
@@ -432,12 +448,11 @@ class Journal:
             for local in maps:
                 out.write(b"m %d %d\n" % (local, maps[local]))
             out.close()
-            self._drop_reader()
-            os.rename(self.path + ".tmp", self.path)
-            self._out = None
+            cmp[5] = True
         except Exception as e:  # noqa: BLE001  (a MemoryError too: the log stays in charge)
             self._abandon("compaction failed, the log stays as it is (%s)" % e)
-            return
+
+    def _finish(self, cmp):
         self._cmp = None
         self._cursor = 0
         self._garbage -= cmp[3]
@@ -460,7 +475,8 @@ class Journal:
     def _abandon(self, why=None):
         if why is not None:
             self.log("journal: " + why)
-        _close(self._out)
+        if self._cmp is None or not self._cmp[5]:
+            _close(self._out)
         self._out = None
         _remove(self.path + ".tmp")
         self._cmp = None
@@ -564,6 +580,23 @@ def _close(f):
             f.close()
         except OSError:
             pass
+
+
+def _settle(root):
+    # The journal's directory, made once; a log from before it is moved in (littlefs renames
+    # across directories atomically too). A compaction cut short left only a .tmp behind.
+    try:
+        os.mkdir(root + JOURNAL_DIR)
+    except OSError:
+        pass   # there already
+    try:
+        os.stat(root + JOURNAL_FILE)
+    except OSError:
+        try:
+            os.rename(root + _OLD_FILE, root + JOURNAL_FILE)
+        except OSError:
+            pass   # none
+    _remove(root + _OLD_FILE + ".tmp")
 
 
 def _remove(path):
