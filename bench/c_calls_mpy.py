@@ -9,7 +9,10 @@
 # not be a C stream: json.load and json.dump get the real file). Only the outermost call counts:
 # littlefs calling the bench's Python block device (FlashImage, timed apart) is not C twice.
 # Socket reads and writes are not wrapped (select.poll needs the real socket): they stay in the
-# bytecode share, which errs on the side of FAIL. Classes are left as they are (isinstance).
+# bytecode share, which errs on the side of FAIL. A socket's connect is timed: asyncio's
+# open_connection is replaced by the same steps with the calls into C timed (timed_open_connection;
+# a loopback connect runs the whole TCP handshake in this host's kernel inside the call, 5-80 us,
+# where lwIP's tcp_connect only queues a SYN). Classes are left as they are (isinstance).
 import builtins
 import hashlib as _hashlib
 import json as _json
@@ -20,27 +23,36 @@ import time
 from array import array
 
 C_US = array("I", [0])   # microseconds in the wrapped C routines since start
+SPENT_US = array("I", [0])   # of it, microseconds in the bench's flash block device (timing_mpy)
+LONGEST = [None, 0]      # the longest call since a Stepped step began: its name, its us (the
+#                          block device's time taken off, as from C_US by timing_mpy)
 real_open = builtins.open
 _ticks = time.ticks_us
 _diff = time.ticks_diff
 _depth = [0]
 
 
-def _call(fn, args, kwargs):
+def _call(fn, args, kwargs, name):
     if _depth[0]:
         return fn(*args, **kwargs)
     _depth[0] = 1
+    spent = SPENT_US[0]
     start = _ticks()
     try:
         return fn(*args, **kwargs)
     finally:
-        C_US[0] += _diff(_ticks(), start)
+        took = _diff(_ticks(), start)
+        C_US[0] += took
+        took -= SPENT_US[0] - spent
+        if took > LONGEST[1]:
+            LONGEST[0] = name
+            LONGEST[1] = took
         _depth[0] = 0
 
 
-def _timed(fn):
+def _timed(fn, name):
     def call(*args, **kwargs):
-        return _call(fn, args, kwargs)
+        return _call(fn, args, kwargs, name)
     return call
 
 
@@ -68,7 +80,7 @@ class _File:
 
 def _method(name):
     def call(self, *args):
-        return _call(getattr(self.raw, name), args, {})
+        return _call(getattr(self.raw, name), args, {}, "file." + name)
     return call
 
 
@@ -77,7 +89,7 @@ for _name in ("read", "readinto", "readline", "write", "seek", "tell", "flush", 
 
 
 def _open(*args, **kwargs):
-    return _File(_call(real_open, args, kwargs))
+    return _File(_call(real_open, args, kwargs, "open"))
 
 
 def _raw(f):
@@ -87,11 +99,12 @@ def _raw(f):
 class _Module:
     """A module's attributes, its functions timed."""
 
-    def __init__(self, module):
+    def __init__(self, module, label):
         for name in dir(module):
             if not name.startswith("__"):
                 value = getattr(module, name)
-                setattr(self, name, _timed(value) if callable(value) and not isinstance(value, type) else value)
+                setattr(self, name, _timed(value, label + "." + name)
+                        if callable(value) and not isinstance(value, type) else value)
 
 
 class _Hash:
@@ -99,33 +112,60 @@ class _Hash:
         self._h = h
 
     def update(self, data):
-        return _call(self._h.update, (data,), {})
+        return _call(self._h.update, (data,), {}, "hash.update")
 
     def digest(self):
-        return _call(self._h.digest, (), {})
+        return _call(self._h.digest, (), {}, "hash.digest")
 
 
-def _hash(make):
+def _hash(make, name):
     def new(*args):
-        return _Hash(_call(make, args, {}))
+        return _Hash(_call(make, args, {}, name))
     return new
 
 
-json = _Module(_json)
-json.load = lambda f: _call(_json.load, (_raw(f),), {})
-json.dump = lambda obj, f, *args, **kwargs: _call(_json.dump, (obj, _raw(f)) + args, kwargs)
-hashlib = _Module(_hashlib)
+json = _Module(_json, "json")
+json.load = lambda f: _call(_json.load, (_raw(f),), {}, "json.load")
+json.dump = lambda obj, f, *args, **kwargs: _call(_json.dump, (obj, _raw(f)) + args, kwargs, "json.dump")
+hashlib = _Module(_hashlib, "hashlib")
 for _name in ("sha1", "sha256", "md5"):
     if hasattr(_hashlib, _name):
-        setattr(hashlib, _name, _hash(getattr(_hashlib, _name)))
-os = _Module(_os)
-socket = _Module(_socket)
+        setattr(hashlib, _name, _hash(getattr(_hashlib, _name), "hashlib." + _name))
+os = _Module(_os, "os")
+socket = _Module(_socket, "socket")
+
+
+def timed_open_connection(host, port, ssl=None, server_hostname=None):
+    """asyncio.open_connection, step by step as MicroPython's asyncio.stream does it (a generator
+    that waits once for the socket to be writable), its calls into C timed."""
+    from errno import EINPROGRESS
+
+    core, stream = sys.modules["asyncio.core"], sys.modules["asyncio.stream"]
+    ai = socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)[0]
+    s = _call(_socket.socket, (ai[0], ai[1], ai[2]), {}, "socket.socket")
+    s.setblocking(False)
+    try:
+        _call(s.connect, (ai[-1],), {}, "socket.connect")
+    except OSError as er:
+        if er.errno != EINPROGRESS:
+            raise er
+    if ssl:
+        s = _call(ssl.wrap_socket, (s,), {"server_hostname": server_hostname or host,
+                                          "do_handshake_on_connect": False}, "ssl.wrap_socket")
+        s.setblocking(False)
+    ss = stream.Stream(s)
+    yield core._io_queue.queue_write(s)
+    return ss, ss
 
 
 def install():
-    """From now on, `import json`, `os`, `hashlib`, `socket` and `open` are the timed ones."""
+    """From now on, `import json`, `os`, `hashlib`, `socket` and `open` are the timed ones, and
+    so is asyncio.open_connection."""
     sys.modules["json"] = json
     sys.modules["os"] = os
     sys.modules["hashlib"] = hashlib
     sys.modules["socket"] = socket
     builtins.open = _open
+    import asyncio
+    import asyncio.stream
+    asyncio.open_connection = sys.modules["asyncio.stream"].open_connection = timed_open_connection

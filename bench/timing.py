@@ -477,7 +477,7 @@ def _print(figures: dict) -> None:
     if figures.get("page_faulted"):
         print("timing: %d steps or stalls not judged: the process waited for a page the machine had reclaimed"
               % figures["page_faulted"])
-    print("timing: the longest step, per run, was a step of: " + "; ".join(
+    print("timing: the longest step, per run, was a step of (in brackets: its longest call into C, host us): " + "; ".join(
         "%s %s" % (key, "/".join(str(who) for who in figures["workloads"][key]["worst_step_of"]))
         for key, _, _ in ROWS if "worst_step_of" in figures["workloads"].get(key, {})) + " (!: resumed by an exception)")
     frame = figures["workloads"]["big_frame"]

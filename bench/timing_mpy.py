@@ -33,7 +33,7 @@ import sys
 import time
 import vfs
 from array import array
-from c_calls_mpy import C_US, real_open
+from c_calls_mpy import C_US, LONGEST, SPENT_US, real_open
 
 import asyncio
 import asyncio.core as asyncio_core
@@ -112,7 +112,6 @@ class FlashImage:
         return 0      # init, sync, erase: an erase needs nothing written here
 
 
-SPENT_US = array("I", [0])   # microseconds spent in FlashImage since start
 
 
 def mount_flash(folder):
@@ -145,7 +144,8 @@ class StepWatch:
         self.worst_us = 0     # the worst gap, judged as a board would see it ...
         self.worst_c_us = 0   # ... and its C part
         self._worst_weighed = 0
-        self.step = [0, 0, 0, None]   # the worst step: its weight, us, us of C, its task's name
+        self.step = [0, 0, 0, None, None]   # the worst step: its weight, us, us of C, its task's name,
+        #                                    its longest C call
         self.paused = False
         self.collections = array("I", bytes(4 * _BUCKETS))  # per bucket: collections that took so long
         self._buf = bytearray(96)
@@ -168,7 +168,7 @@ class StepWatch:
 
     def worst_task(self):
         """The function whose coroutine took the worst step ("!": resumed by an exception)."""
-        return self.step[3]
+        return self.step[3] if self.step[4] is None else "%s (%s)" % (self.step[3], self.step[4])
 
     def weigh(self, took_us, c_us):
         """A step or stall as a board would see it, in bytecode microseconds here."""
@@ -186,6 +186,7 @@ class StepWatch:
         if weighed > step[0]:
             # its name now: a reference would keep the coroutine (an App, a link) alive
             step[0], step[1], step[2], step[3] = weighed, took_us, c_us, stepped.name() + ("!" if thrown else "")
+            step[4] = "%s %d us" % (LONGEST[0], LONGEST[1]) if LONGEST[1] else None
 
     def waited_us(self):
         """Microseconds not the firmware's since start: the kernel's run_delay, and the time in
@@ -281,7 +282,7 @@ class StepWatch:
         await asyncio.sleep_ms(0)
         self.worst_us = self.worst_c_us = self._worst_weighed = 0
         self.step[0] = self.step[1] = self.step[2] = 0
-        self.step[3] = None
+        self.step[3] = self.step[4] = None
         self.faulted_worst = 0
 
 
@@ -567,6 +568,7 @@ class Stepped:
         faults = watch.major_faults()
         waited = watch.waited_us()
         in_c = C_US[0] - SPENT_US[0]
+        LONGEST[1] = 0
         start = time.ticks_us()
         try:
             return resume(value)
