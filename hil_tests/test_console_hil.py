@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.sim.supervisor import board_heap_bytes
+from host_tools.sim.supervisor import CODE_32_PER_64, CODE_ROMFS_32_PER_64, board_heap_bytes
 from rigkit import now_ms, start_charging, wait_booted
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
@@ -88,13 +88,17 @@ def test_ctrl_c_leaves_every_contactor_open_and_the_pilots_safe(rig, events, dut
 
 
 @pytest.mark.rig_ops("power")
-def test_mpremote_exec_eval_ls_cp_run_soft_reset_and_resume(rig, virtual_board, tmp_path):
+def test_mpremote_exec_eval_ls_cp_run_soft_reset_and_resume(rig, virtual_board, board, tmp_path):
     port = virtual_board["serial"]
     assert mpremote(port, "exec", "print(6*7)").strip() == "42"
     assert mpremote(port, "eval", "1+2").strip() == "3"
     listing = mpremote(port, "ls")
-    for name in ("main.py", "boot.py", "board.json", "evse/"):
+    romfs = board.get("hardware", {}).get("install") == "romfs"   # the package is in the image at /rom
+    for name in ("main.py", "boot.py", "board.json", "rom/" if romfs else "evse/"):
         assert name in listing
+    assert ("evse/" in listing) != romfs
+    if romfs:
+        assert "evse/" in mpremote(port, "ls", ":/rom")
     local = tmp_path / "note.txt"
     local.write_text("bench note\n" * 200)
     mpremote(port, "cp", str(local), ":note.txt")
@@ -127,7 +131,9 @@ def test_heap_is_as_small_as_the_board_s(rig, virtual_board, board):
     code, silicon = info["code_heap_bytes"], info["silicon_heap_bytes"]
     assert 50_000 < code < 400_000
     if board["hal"] != "sim" and board["hardware"].get("virtual_heap", "measured") == "measured":
-        expected = board_heap_bytes(board["heap_kb"] * 1024, silicon, code)
+        romfs = board["hardware"].get("install") == "romfs"
+        expected = board_heap_bytes(board["heap_kb"] * 1024, silicon, code,
+                                    CODE_ROMFS_32_PER_64 if romfs else CODE_32_PER_64)
     else:
         expected = 2 * board["heap_kb"] * 1024 + silicon + code
     out = mpremote(virtual_board["serial"], "exec", "import micropython, gc; gc.collect(); print(gc.mem_free() + gc.mem_alloc())")

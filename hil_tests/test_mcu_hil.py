@@ -117,3 +117,63 @@ def test_a_stuck_firmware_is_reset_by_the_emulated_watchdog(request, tmp_path):
         finally:
             dut.close()
             rig.close()
+
+
+def _on_board(port, code):
+    done = subprocess.run([MPREMOTE, "connect", port, "exec", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.virtual_only("starts an ESP32 virtual board with a ROMFS partition of its own")
+def test_a_romfs_install_round_trips_through_evsectl_flash_and_mpremote_romfs(request, tmp_path):
+    """esp32-devkitc is installed as a ROMFS image (hardware.install romfs): the factory put the
+    package in the partition and only main.py, boot.py and board.json on littlefs. `evsectl
+    flash` writes a changed package as a new image by `mpremote romfs deploy`, removes a package
+    left on littlefs (it would be imported first), and the board boots from the new image."""
+    import shutil
+    firmware = tmp_path / "firmware"
+    shutil.copytree(REPO / "firmware", firmware, ignore=shutil.ignore_patterns("__pycache__"))
+    for info in run_sim(request, "esp32-devkitc", tmp_path / "flash"):
+        rig = fresh_rig(info["control"])
+        port = info["serial"]
+        try:
+            wait_booted(rig)
+            query = subprocess.run([MPREMOTE, "connect", port, "romfs", "query"], capture_output=True, text=True,
+                                   timeout=60)
+            assert "ROMFS image size:" in query.stdout, query.stdout + query.stderr
+            where = _on_board(port, "import os, evse.log\nprint(evse.log.__file__, 'evse' in os.listdir('/'))")
+            assert where.endswith("/rom/evse/log.mpy False"), where
+            # A package on littlefs (an .mpy install before) must go: "" comes first on sys.path.
+            _on_board(port, "import os\nos.mkdir('evse')\nopen('evse/log.py', 'w').write('STALE = 1')")
+            log = firmware / "evse" / "log.py"
+            log.write_text(log.read_text() + "\nROMFS_TEST = 1\n")
+            done = subprocess.run([EVSECTL, "flash", "--board", "esp32-devkitc", "--port", port, "--firmware",
+                                   str(firmware), "--json", "--quiet"], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            assert result["removed"] == ["evse/log.py"]
+            assert "mpremote romfs deploy" in done.stdout and "verified the ROMFS image" in done.stdout
+            wait_booted(rig)
+            assert _on_board(port, "import evse.log\nprint(evse.log.ROMFS_TEST)").endswith("1")
+            again = subprocess.run([EVSECTL, "flash", "--board", "esp32-devkitc", "--port", port, "--firmware",
+                                    str(firmware), "--quiet"], capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0 and "ROMFS image" in again.stdout and "up to date" in again.stdout, \
+                again.stdout + again.stderr
+        finally:
+            rig.close()
+
+
+@pytest.mark.virtual_only("starts an RP2040 virtual board of its own")
+def test_flash_romfs_onto_a_micropython_without_a_romfs_partition_is_refused_and_says_how(request, tmp_path):
+    for info in run_sim(request, "rp2040-pico", tmp_path / "flash"):
+        rig = fresh_rig(info["control"])
+        try:
+            wait_booted(rig)
+            done = subprocess.run([EVSECTL, "flash", "--board", "rp2040-pico", "--port", info["serial"], "--romfs",
+                                   "--quiet"], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 1
+            assert "no ROMFS partition" in done.stderr and "docs/bring-up.md" in done.stderr, done.stderr
+            wait_booted(rig)   # the refused flash left the charger running
+        finally:
+            rig.close()

@@ -14,17 +14,26 @@
 5. Every written file is hashed again on the board and compared, maintenance mode is left, and a
    soft reset starts the firmware; the flash waits for its banner and checks its version.
 
+A ROMFS install (`--romfs`, or a board file whose hardware.install is romfs) puts evse/ in one
+ROMFS image instead, written by `mpremote romfs deploy` to the partition of a MicroPython built
+with one (docs/bring-up.md) unless it holds that image already, checked by its SHA-256 there;
+evse/ on littlefs is removed (it would shadow the image), the other files go as in 4.
+
 `--freeze OUT` writes a manifest.py instead, for building a MicroPython image with the package
 frozen into flash (see docs/bring-up.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,17 +100,30 @@ try:
 except OSError:
     pass
 try:
+    import vfs
+    _p = vfs.rom_ioctl(2, 0)
+    _romfs = None if isinstance(_p, int) else _p.ioctl(4, 0) * _p.ioctl(5, 0)
+except Exception:
+    _romfs = None
+try:
     with open('board.json') as f:
         _board = json.load(f).get('name')
 except Exception:
     _board = None
 print(json.dumps({'platform': sys.platform, 'version': '.'.join(str(v) for v in sys.implementation.version[:3]),
-                  'mpy': getattr(sys.implementation, '_mpy', 0), 'board': _board, 'files': _files, 'dirs': _dirs}))
+                  'mpy': getattr(sys.implementation, '_mpy', 0), 'board': _board, 'files': _files, 'dirs': _dirs,
+                  'romfs': _romfs}))
 """
 
 VERIFY = """
 import json
 print(json.dumps({p: _h(p) for p in %r}))
+"""
+
+# The SHA-256 of the ROMFS partition's first N bytes (where the image is).
+ROMFS_HASH = """
+import vfs, hashlib, binascii
+print(binascii.hexlify(hashlib.sha256(memoryview(vfs.rom_ioctl(2, 0))[:%d]).digest()).decode())
 """
 
 
@@ -149,6 +171,22 @@ def compile_package(arch: str | None, firmware: Path = FIRMWARE) -> dict[str, Pa
     return files
 
 
+ROMFS_PACKAGE = "evse/"   # what a ROMFS install puts in the image; the rest stays on littlefs
+
+
+def romfs_image(files: dict[str, Path]) -> bytes:
+    """A ROMFS image (mpremote's format, mounted at /rom on the board) of the compiled package's
+    evse/ tree, its .mpy files as they are: MicroPython runs their bytecode in place."""
+    from mpremote.romfs import make_romfs
+    with tempfile.TemporaryDirectory(prefix="evse-romfs-") as tmp:
+        for rel, src in files.items():
+            if rel.startswith(ROMFS_PACKAGE):
+                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, Path(tmp) / rel)
+        with contextlib.redirect_stdout(io.StringIO()):   # it draws the tree
+            return make_romfs(tmp, mpy_cross=False)
+
+
 def write_manifest(out: Path, firmware: Path = FIRMWARE) -> Path:
     """A MicroPython manifest that freezes the firmware package into an image of the port."""
     out = out / "manifest.py" if out.is_dir() else out
@@ -169,7 +207,7 @@ def sha256(path: Path) -> str:
 
 class Flasher:
     def __init__(self, port: str, board_name: str, config: Path | None = None, force: bool = False,
-                 say=print, progress=None, firmware: Path = FIRMWARE):
+                 say=print, progress=None, firmware: Path = FIRMWARE, romfs: bool = False):
         try:
             self.board, self.board_path = read_board_file(board_name)
         except ValueError as e:
@@ -177,10 +215,13 @@ class Flasher:
         hal = self.board.get("hal")
         if hal not in PLATFORM:
             raise FlashError(f"board file {self.board_path}: unknown hal {hal!r}")
-        install = self.board.get("hardware", {}).get("install", "mpy")
-        if install != "mpy":
+        install = "romfs" if romfs else self.board.get("hardware", {}).get("install", "mpy")
+        if install not in ("mpy", "romfs"):
             raise FlashError(f"board {self.board['name']} is installed as {install} ({self.board_path}: "
-                             f"hardware.install); evsectl flash writes .mpy files only: see docs/boards.md")
+                             f"hardware.install); evsectl flash writes .mpy files or a ROMFS image: see "
+                             "docs/boards.md")
+        self.romfs = install == "romfs"
+        self.image: bytes | None = None
         self.hal = hal
         self.firmware = firmware
         self.config = config
@@ -204,6 +245,7 @@ class Flasher:
             info = self._connect()
             try:
                 self._check_board(info)
+                self._check_romfs(info)
             except FlashError:
                 self._resume()   # a refused flash leaves the board as it found it
                 raise
@@ -244,6 +286,9 @@ class Flasher:
 
     def _local_files(self) -> dict[str, Path]:
         files = compile_package(ARCH[self.hal], self.firmware)
+        if self.romfs:
+            self.image = romfs_image(files)
+            files = {p: f for p, f in files.items() if not p.startswith(ROMFS_PACKAGE)}
         files["board.json"] = self.board_path
         if self.config is not None:
             try:
@@ -294,6 +339,18 @@ class Flasher:
         self.say(f"flash: {self.port}: MicroPython {info['version']} on {info['platform']}, "
                  f"board {info['board'] or '(none yet)'}")
 
+    def _check_romfs(self, info: dict) -> None:
+        if not self.romfs:
+            return
+        if not info.get("romfs"):
+            raise FlashError(f"no ROMFS partition: MicroPython {info['version']} on {self.port} was built without one "
+                             f"(vfs.rom_ioctl), and board {self.board['name']} is installed as a ROMFS image; "
+                             "build a MicroPython with a ROMFS partition (docs/bring-up.md) and install it "
+                             "(evsectl install-micropython)")
+        if len(self.image) > info["romfs"]:
+            raise FlashError(f"the firmware's ROMFS image is {len(self.image)} bytes, over the {info['romfs']}-byte "
+                             f"ROMFS partition on {self.port}; build MicroPython with a larger one (docs/bring-up.md)")
+
     def _resume(self) -> None:
         """Back to the friendly REPL and a soft reset: the firmware the raw REPL interrupted runs
         again."""
@@ -315,8 +372,12 @@ class Flasher:
         return self._connect(wait_s=RESET_S)
 
     def _deploy(self, local: dict[str, Path], info: dict) -> None:
+        if self.romfs:
+            self._deploy_romfs()
         on_board = info["files"]
         changed = [p for p, f in local.items() if on_board.get(p) != sha256(f)]
+        # A ROMFS install: every evse/ file on littlefs goes (the first entry of sys.path, "",
+        # is littlefs: a package there would be imported instead of the image's).
         stale = sorted(p for p in on_board if p.startswith("evse/") and p not in local)
         total = sum(local[p].stat().st_size for p in changed)
         self.say(f"flash: {len(changed)} of {len(local)} files to write ({total} bytes), "
@@ -325,6 +386,10 @@ class Flasher:
             self.transport.fs_rmfile(path)
             self.removed.append(path)
         dirs = set(info["dirs"])
+        if self.romfs:   # an empty evse/ directory would still be found first, as a namespace package
+            for d in sorted(dirs, key=len, reverse=True):
+                self.transport.fs_rmdir(d)
+            dirs = set()
         advance, done = self.progress(total) if self.progress and total else (None, None)
         for path in changed:
             parent = path.rpartition("/")[0]
@@ -346,6 +411,34 @@ class Flasher:
         if done:
             done()
         self._changed = changed
+
+    def _romfs_hash(self) -> str:
+        return self.transport.exec(ROMFS_HASH % len(self.image)).decode().strip().splitlines()[-1]
+
+    def _deploy_romfs(self) -> None:
+        """The image goes to the partition by `mpremote romfs deploy` (its erase and block writes),
+        unless the partition holds it already."""
+        want = hashlib.sha256(self.image).hexdigest()
+        if self._romfs_hash() == want:
+            self.say(f"flash: the ROMFS image ({len(self.image)} bytes) is up to date")
+            return
+        self.say(f"flash: ROMFS image of {len(self.image)} bytes to the partition (mpremote romfs deploy)")
+        self._close()
+        with tempfile.TemporaryDirectory(prefix="evse-romfs-") as tmp:
+            image = Path(tmp) / "evse.romfs"
+            image.write_bytes(self.image)
+            done = subprocess.run([sys.executable, "-m", "mpremote", "connect", self.port, "romfs", "deploy",
+                                   str(image)], capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or "ROMFS image deployed" not in done.stdout:
+            raise FlashError(f"mpremote romfs deploy failed on {self.port}: "
+                             f"{(done.stdout + done.stderr).strip()[-600:]}")
+        self._connect(wait_s=RESET_S)
+        if self._romfs_hash() != want:
+            raise FlashError(f"verify failed: the ROMFS partition on {self.port} does not hold the image written; "
+                             "flash again")
+        self.written_files.append("/rom (ROMFS image)")
+        self.written_bytes += len(self.image)
+        self.say("flash: verified the ROMFS image")
 
     def _verify(self, local: dict[str, Path]) -> None:
         if not self._changed:
@@ -416,7 +509,7 @@ def run(args) -> int:
         return 2
     try:
         flasher = Flasher(args.port, args.board, Path(args.config) if args.config else None, args.force,
-                          progress=None if args.quiet else _rich_progress(), firmware=firmware)
+                          progress=None if args.quiet else _rich_progress(), firmware=firmware, romfs=args.romfs)
         result = flasher.run()
     except (FlashError, ports.PortError) as e:
         print(f"evsectl flash: {e}", file=sys.stderr)
@@ -438,6 +531,9 @@ def add_parser(sub) -> None:
     f.add_argument("--config", metavar="FILE", help="also write this config.json (as `evsectl config export` writes)")
     f.add_argument("--force", action="store_true",
                    help="flash even while a gun charges (stops it first), or over another board's board file")
+    f.add_argument("--romfs", action="store_true",
+                   help="install the firmware package as a ROMFS image (needs a MicroPython built with a ROMFS "
+                        "partition; the default for a board file whose hardware.install is romfs)")
     f.add_argument("--freeze", metavar="OUT", help="write a manifest.py for a frozen MicroPython image to OUT "
                                                    "(a file or a folder) and flash nothing")
     f.add_argument("--firmware", metavar="DIR", default=str(FIRMWARE),

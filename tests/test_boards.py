@@ -44,13 +44,40 @@ def test_the_firmware_drops_the_hardware_entry_when_it_loads_the_board_file(tmp_
     assert "hardware" not in board and board["heap_kb"] == 110
 
 
-def test_flash_refuses_a_board_installed_otherwise_than_as_mpy_files(tmp_path):
+def test_flash_refuses_a_board_installed_as_frozen_and_takes_mpy_and_romfs(tmp_path):
     board = json.loads((BOARDS / "rp2040-pico.json").read_text())
-    board["hardware"]["install"] = "romfs"
-    path = tmp_path / "pico-romfs.json"
+    board["hardware"]["install"] = "frozen"
+    path = tmp_path / "pico-frozen.json"
     path.write_text(json.dumps(board))
-    with pytest.raises(FlashError, match="installed as romfs .*evsectl flash writes .mpy files only"):
+    with pytest.raises(FlashError, match="installed as frozen .*evsectl flash writes .mpy files or a ROMFS image"):
         Flasher("/dev/null", str(path))
+    assert Flasher("/dev/null", "rp2040-pico").romfs is False
+    assert Flasher("/dev/null", "rp2040-pico", romfs=True).romfs is True
+    assert Flasher("/dev/null", "esp32-devkitc").romfs is True     # its file says romfs
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda hw: hw.update(install="romfs"), "install romfs needs hardware.romfs_kb"),
+    (lambda hw: hw.update(romfs_kb=130), "romfs_kb is the ROMFS partition .* not 130"),
+    (lambda hw: hw.update(romfs_kb=True), "romfs_kb is the ROMFS partition .* not True"),
+    (lambda hw: hw.update(romfs_kb=8), "romfs_kb is the ROMFS partition .* not 8"),
+])
+def test_a_romfs_partition_must_be_given_in_whole_blocks(change, says):
+    board = json.loads((BOARDS / "rp2040-pico.json").read_text())
+    change(board["hardware"])
+    with pytest.raises(frontend.BoardFileError, match=says):
+        frontend.check_board(board)
+
+
+def test_a_romfs_image_holds_the_package_as_the_mpy_files_it_was_built_from(tmp_path):
+    from host_tools.flash import compile_package, romfs_image
+    files = compile_package("xtensawin")
+    image = romfs_image(files)
+    assert image[:3] == b"\xd2\xcd\x31"                           # mpremote's ROMFS magic
+    for rel in ("evse/app.mpy", "evse/ocpp/cp.mpy"):
+        assert files[rel].read_bytes() in image                    # verbatim: run in place
+    assert romfs_image({p: f for p, f in files.items() if p.startswith("evse/")}) == image   # main.py, boot.py:
+    assert "main.py" in files                                                              # on littlefs
 
 
 def test_a_board_whose_firmware_does_not_fit_its_heap_says_so_and_the_docs_say_why():
@@ -65,3 +92,5 @@ def test_the_measured_virtual_heap_holds_the_code_at_its_32_bit_size_and_the_res
     # which is 1 / 0.55 as much here.
     assert board_heap_bytes(240 * 1024, 30_000, 100_000) == 30_000 + 100_000 + int((240 * 1024 - 83_000) / 0.55)
     assert board_heap_bytes(64 * 1024, 0, 100_000) == 100_000   # code past the heap: no data room
+    # From a ROMFS image the code's objects weigh 0.65 of their bytes here on the board.
+    assert board_heap_bytes(110 * 1024, 0, 100_000, 0.65) == 100_000 + int((110 * 1024 - 65_000) / 0.55)

@@ -135,6 +135,14 @@ def check_hardware(board: dict) -> None:
     if hw.get("virtual_heap", "measured") not in ("measured", "upper-bound"):
         raise BoardFileError(f"hardware.virtual_heap is {hw.get('virtual_heap')!r}: use measured (the board's heap "
                              "at make bench's 32/64-bit ratios) or upper-bound (twice it, and the code on top)")
+    romfs = hw.get("romfs_kb")
+    if romfs is not None and (isinstance(romfs, bool) or not isinstance(romfs, int) or not 32 <= romfs <= 4096
+                              or romfs % 4):
+        raise BoardFileError(f"hardware.romfs_kb is the ROMFS partition of the board's MicroPython build, "
+                             f"32..4096 KiB in 4 KiB blocks, not {romfs!r}")
+    if hw.get("install") == "romfs" and romfs is None:
+        raise BoardFileError("hardware.install romfs needs hardware.romfs_kb: the size of the ROMFS partition "
+                             "of the board's MicroPython build (docs/bring-up.md)")
     heap = board.get("heap_kb")
     if isinstance(heap, bool) or not isinstance(heap, int) or not 16 <= heap <= 8192:
         raise BoardFileError(f"heap_kb must be the KiB the stock MicroPython leaves free on the board, 16..8192, "

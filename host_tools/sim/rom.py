@@ -64,6 +64,87 @@ class FileBlockDevice:
         return 0
 
 
+class RomPartition(bytearray):
+    """The ROMFS partition of a board whose MicroPython was built with one, as `vfs.rom_ioctl(2, 0)`
+    gives it: the rp2 port's rp2.Flash segment or the esp32 port's esp32.Partition. Its bytes are
+    read in place (XIP flash, an mmap; here the buffer, which the supervisor counts outside the
+    firmware's heap), in 4 KB blocks that ioctl 6 erases and writeblocks programs; every write
+    goes to the host's partition file too, as a power cut would find it."""
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return len(self) // BLOCK_SIZE
+        if op == 5:  # block size
+            return BLOCK_SIZE
+        if op == 6:  # erase
+            self._put(arg * BLOCK_SIZE, b"\xff" * BLOCK_SIZE)
+        return 0
+
+    def readblocks(self, block, buf, offset=0):
+        at = block * BLOCK_SIZE + offset
+        buf[:] = memoryview(self)[at:at + len(buf)]
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # the two-argument form erases the blocks first
+            for n in range((len(buf) + BLOCK_SIZE - 1) // BLOCK_SIZE):
+                self.ioctl(6, block + n)
+        self._put(block * BLOCK_SIZE + (offset or 0), buf)
+
+    def _put(self, at, data):
+        if at < 0 or at + len(data) > len(self):
+            raise OSError(22)  # EINVAL: outside the partition
+        self[at:at + len(data)] = data
+        _romfs_file[0].seek(at)
+        _romfs_file[0].write(data)
+        _romfs_file[0].flush()
+
+
+_romfs = [None]        # the board's RomPartition, when it has one
+_romfs_file = [None]   # its host file
+
+
+def _rom_ioctl(op, *args):
+    # extmod/vfs.h's ops as the rp2 and esp32 ports answer them: 1 the number of segments, 2 the
+    # segment; the write ops (3-6) are -EINVAL there: mpremote writes through the segment's
+    # block device.
+    if op == 1:
+        return 1
+    if op == 2 and args and args[0] == 0:
+        return _romfs[0]
+    return -22
+
+
+class _Vfs:
+    """`vfs` as a port built with a ROMFS partition has it: the interpreter's, and rom_ioctl."""
+
+
+def install_romfs(path):
+    """A board with a ROMFS partition: its contents from the host file, and vfs.rom_ioctl."""
+    f = open(path, "r+b")
+    size = f.seek(0, 2)
+    f.seek(0)
+    part = RomPartition(size)
+    f.readinto(part)
+    _romfs[0] = part
+    _romfs_file[0] = f
+    m = _Vfs()
+    for name in dir(vfs):
+        if not name.startswith("__"):
+            setattr(m, name, getattr(vfs, name))
+    m.rom_ioctl = _rom_ioctl
+    sys.modules["vfs"] = m
+
+
+def mount_romfs():
+    """What mp_init() does on a port with ROMFS: the partition's image mounted at /rom, and /rom
+    and /rom/lib on sys.path; a partition without an image is left alone."""
+    try:
+        vfs.mount(vfs.VfsRom(_romfs[0]), "/rom")
+    except OSError:
+        return
+    sys.path[:] = ["", ".frozen", "/rom", "/rom/lib", "/lib"]
+
+
 def _copy_tree(src, dst):
     for name in os.listdir(src):
         s = src + "/" + name
@@ -328,7 +409,11 @@ def main():
         install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"))
     else:
         install_machine()
+    if os.getenv("EVSE_SIM_ROMFS"):
+        install_romfs(os.getenv("EVSE_SIM_ROMFS"))
     mount_flash()
+    if _romfs[0] is not None:
+        mount_romfs()
     if os.getenv("EVSE_SIM_MODE") == "program":
         sys.exit(0)  # the factory programmed the flash; the board is not started
     raw = os.getenv("EVSE_SIM_MODE") == "raw"

@@ -95,6 +95,19 @@ gc.collect()
 before = gc.mem_alloc()
 for m in sys.argv[1].split(',') if len(sys.argv) > 1 and sys.argv[1] else ():
     __import__(m)
+romfs = os.getenv('EVSE_SIM_ROMFS')
+if romfs:  # the partition, in flash on a board: with the silicon; the code runs from it in place
+    import vfs
+    with open(romfs, 'rb') as f:
+        part = bytearray(f.seek(0, 2))
+        f.seek(0)
+        f.readinto(part)
+    try:
+        vfs.mount(vfs.VfsRom(part), '/rom')
+        sys.path.insert(0, '/rom')
+        os.chdir('/rom')
+    except OSError:
+        pass  # no image in it: the code is on littlefs
 gc.collect()
 silicon = gc.mem_alloc() - before
 for m in sys.argv[2:] or walk('evse', 'evse'):
@@ -109,26 +122,36 @@ print(silicon, gc.mem_alloc() - before - silicon)
 # workloads take on a 32-bit MicroPython against this 64-bit port (docs/boards.md).
 CODE_32_PER_64 = 0.83   # the firmware's code as .mpy
 DATA_32_PER_64 = 0.55   # lists, dicts, objects, parsed JSON
+# The code imported from a ROMFS image: its bytecode and strings stay in the image, what the heap
+# holds are the functions', classes' and modules' objects. The WebAssembly port has no VfsRom, so
+# this one is derived: a 32-bit build of v1.28 took 0.41 of the .mpy install's heap from a ROMFS
+# image (36.8 of 89.9 KiB for the Pico's modules, 65.4 of 157.3 KiB for the ESP32's with OCPP:
+# docs/boards.md), the unix port here 0.53 (esp32-devkitc's modules: 127,296 of 241,920 bytes):
+# 0.83 x 0.41 / 0.53.
+CODE_ROMFS_32_PER_64 = 0.65
 
 
-def board_heap_bytes(free_32: int, silicon: int, code: int) -> int:
-    """The heap an MCU board gets here: the emulated silicon's (a chip has it in ROM and C), the
-    code its firmware imports, and the data room the board's own heap leaves once it holds that
-    code (free_32, the stock MicroPython's free heap in bytes), each at its measured ratio."""
-    return silicon + code + max(0, int((free_32 - CODE_32_PER_64 * code) / DATA_32_PER_64))
+def board_heap_bytes(free_32: int, silicon: int, code: int, code_ratio: float = CODE_32_PER_64) -> int:
+    """The heap an MCU board gets here: the emulated silicon's (a chip has it in ROM and C; a
+    ROMFS partition's image is in its flash), the code its firmware imports, and the data room
+    the board's own heap leaves once it holds that code (free_32, the stock MicroPython's free
+    heap in bytes), each at its measured ratio (code_ratio: CODE_ROMFS_32_PER_64 for a ROMFS
+    install)."""
+    return silicon + code + max(0, int((free_32 - code_ratio * code) / DATA_32_PER_64))
 
 
 # What the virtual board's ROM imports of the emulated silicon (host_tools/sim/rom.py).
 SILICON_MODULES = {"rp2040": ("link", "machine"), "esp32": ("link", "machine", "network", "onewire", "ds18x20")}
 
 
-def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (), mcu: str | None = None
-                    ) -> tuple[int, int]:
-    """The heap the emulated silicon of `mcu` takes (a real chip has it in ROM and C) and the
-    heap the compiled firmware's code takes with `modules` imported (every module when none are
-    named), in bytes here."""
+def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (), mcu: str | None = None,
+                    romfs: Path | None = None) -> tuple[int, int]:
+    """The heap the emulated silicon of `mcu` takes (a real chip has it in ROM and C; with it the
+    partition `romfs`, whose image the code is then imported from) and the heap the compiled
+    firmware's code takes with `modules` imported (every module when none are named), in bytes
+    here."""
     env = dict(os.environ, MICROPYPATH=f"{silicon}:{stage}:.frozen" if silicon else f"{stage}:.frozen",
-               EVSE_SIM_MCU="")
+               EVSE_SIM_MCU="", EVSE_SIM_ROMFS=str(romfs) if romfs else "")
     emulated = ",".join(SILICON_MODULES[mcu]) if mcu else ""
     done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT, emulated, *modules],
                           capture_output=True, text=True, cwd=stage, env=env, timeout=60)
@@ -182,6 +205,7 @@ class VirtualBoard:
         self.heap = heap or "%dK" % (2 * self.board.get("heap_kb", 192))
         self.code_heap = 0      # what importing the firmware's code takes here
         self.silicon_heap = 0   # what the emulated silicon takes here (an MCU board's)
+        self.romfs_seed: Path | None = None   # the ROMFS partition as the factory programs it
         self.csms_url = csms_url
         self._tmp = None
         if flash_dir is None:
@@ -236,12 +260,25 @@ class VirtualBoard:
         if stage.exists():
             shutil.rmtree(stage)
         silicon = None
+        romfs_install = False
         if self.mcu:
-            from host_tools.flash import ARCH, compile_package
+            from host_tools.flash import ARCH, ROMFS_PACKAGE, compile_package, romfs_image
             stage.mkdir(parents=True)
-            for rel, src in compile_package(ARCH[self.board["hal"]]).items():
+            files = compile_package(ARCH[self.board["hal"]])
+            romfs_kb = self.board["hardware"].get("romfs_kb")
+            romfs_install = self.board["hardware"].get("install") == "romfs"
+            for rel, src in files.items():
+                if romfs_install and rel.startswith(ROMFS_PACKAGE):
+                    continue   # in the ROMFS image, not on littlefs
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, stage / rel)
+            if romfs_kb:
+                image = romfs_image(files) if romfs_install else b""
+                if len(image) > romfs_kb * 1024:
+                    raise SystemExit(f"the firmware's ROMFS image is {len(image)} bytes, over the {romfs_kb} KiB "
+                                     f"partition of board {self.board['name']} (hardware.romfs_kb)")
+                self.romfs_seed = self.flash_dir / "romfs.seed"
+                self.romfs_seed.write_bytes(image + b"\xff" * (romfs_kb * 1024 - len(image)))
             silicon = self.flash_dir / "silicon"
             if silicon.exists():
                 shutil.rmtree(silicon)
@@ -262,14 +299,16 @@ class VirtualBoard:
                 modules.append("evse.metering")
             if self.board.get("network", {}).get("kind", "none") != "none":
                 modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules), self.mcu)
-            heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap)
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules), self.mcu,
+                                                                self.romfs_seed)
+            heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
+                                    CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64)
             self.heap = "%dK" % ((heap + 1023) // 1024)
         elif self.heap_arg is None:
             # A sim board, or an MCU board whose firmware does not fit its real heap yet
             # (hardware.virtual_heap "upper-bound", docs/boards.md): twice its heap, and the code
             # on top.
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu)
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu, romfs=self.romfs_seed)
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         if self.csms_url:
@@ -294,6 +333,7 @@ class VirtualBoard:
             "EVSE_SIM_CSMS": self.csms_url or "",
             "EVSE_SIM_MCU": self.mcu or "",
             "EVSE_SIM_SILICON": str(self.flash_dir / "silicon"),
+            "EVSE_SIM_ROMFS": str(self.flash_dir / "romfs.img") if self.romfs_seed else "",
         })
         for index, bus in self.buses.items():
             env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)
@@ -306,6 +346,8 @@ class VirtualBoard:
         image = self.flash_dir / "flash.img"
         if image.exists() and not erase:
             return
+        if self.romfs_seed:
+            shutil.copyfile(self.romfs_seed, self.flash_dir / "romfs.img")
         image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
         done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)
