@@ -713,3 +713,25 @@ def test_failures_still_batched_when_a_compaction_starts_are_counted_once(tmp_pa
         pass
     j.sync()
     assert Journal(str(tmp_path), 2000)._tries[seqs[-1]] == 2
+
+
+def test_a_log_of_before_beside_the_directory_s_is_kept_aside_and_said(tmp_path):
+    new = Journal(str(tmp_path), 100)
+    kept = new.append("MeterValues", meter(7, 1))
+    (tmp_path / "journal.log").write_bytes(b"a 1 9 0 StopTransaction {\"transactionId\":9}\n")
+    logged = []
+    j = Journal(str(tmp_path), 100, log=logged.append)
+    assert [e[0] for e in _drain(j)] == [kept]
+    assert "kept as journal/journal.log.old" in logged[0]
+    assert (tmp_path / "journal" / "journal.log.old").read_bytes().startswith(b"a 1 9 0 StopTransaction")
+    assert not (tmp_path / "journal.log").exists()
+
+
+def test_a_journal_directory_that_cannot_be_made_keeps_the_log_where_it_was(tmp_path):
+    (tmp_path / "journal").write_text("a file where the directory goes")
+    logged = []
+    j = Journal(str(tmp_path), 100, log=logged.append)
+    seq = j.append("MeterValues", meter(7, 1))
+    assert "cannot make the directory journal" in logged[0]
+    assert [e[0] for e in _drain(Journal(str(tmp_path), 100, log=lambda line: None))] == [seq]
+    assert (tmp_path / "journal.log").exists()

@@ -41,6 +41,7 @@ _NAMES = ("message", "StartTransaction", "StopTransaction", "MeterValues", "mess
 _BATCH = const(16)        # control lines held in RAM before they go to flash
 _GARBAGE_MIN = const(64)  # dead lines in the file before a compaction is worth its flash writes
 _ENOENT = const(2)
+_S_IFDIR = const(0x4000)
 _BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
 _SLICE = const(512)       # bytes of the old log one step of a compaction reads
 
@@ -54,10 +55,9 @@ class Journal:
 
     def __init__(self, root, max_entries, log=print):
         root = root.rstrip("/") + "/"
-        self.path = root + JOURNAL_FILE
-        _settle(root)
         self.max_entries = max_entries
         self.log = log
+        self.path = self._settle(root)
         cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
         self._ix = array("i", range(2 * cap))  # seq, transactionId (mappings applied; 0: none)
         self._kind = bytearray(cap)
@@ -481,6 +481,39 @@ class Journal:
         _remove(self.path + ".tmp")
         self._cmp = None
 
+    def _settle(self, root):
+        # The log's path. Its directory is made once, and a log from before it is moved in
+        # (littlefs renames across directories atomically too); a compaction cut short left only
+        # a .tmp behind. A directory that cannot be made keeps the log where it was.
+        try:
+            os.mkdir(root + JOURNAL_DIR)
+        except OSError:
+            pass   # there already, or not to be made: the stat says which
+        try:
+            made = os.stat(root + JOURNAL_DIR)[0] & _S_IFDIR
+        except OSError:
+            made = 0
+        if not made:
+            self.log("journal: cannot make the directory %s: the log stays in %s" % (JOURNAL_DIR, root))
+            return root + _OLD_FILE
+        old = root + _OLD_FILE
+        _remove(old + ".tmp")
+        if not _exists(old):
+            return root + JOURNAL_FILE
+        try:
+            if not _exists(root + JOURNAL_FILE):
+                os.rename(old, root + JOURNAL_FILE)
+                return root + JOURNAL_FILE
+            # Both: a release before the directory ran after one with it. Its messages are kept,
+            # not replayed (their seqs would clash with the directory's log).
+            _remove(root + JOURNAL_FILE + ".old")
+            os.rename(old, root + JOURNAL_FILE + ".old")
+            self.log("journal: an older %s beside %s: kept as %s.old, not sent" % (old, JOURNAL_FILE, JOURNAL_FILE))
+            return root + JOURNAL_FILE
+        except OSError as e:
+            self.log("journal: cannot move %s into %s (%s): the log stays where it is" % (old, JOURNAL_DIR, e))
+            return old
+
     def _load(self):
         _remove(self.path + ".tmp")  # a compaction cut short: journal.log is still whole
         try:
@@ -582,21 +615,14 @@ def _close(f):
             pass
 
 
-def _settle(root):
-    # The journal's directory, made once; a log from before it is moved in (littlefs renames
-    # across directories atomically too). A compaction cut short left only a .tmp behind.
+
+
+def _exists(path):
     try:
-        os.mkdir(root + JOURNAL_DIR)
+        os.stat(path)
+        return True
     except OSError:
-        pass   # there already
-    try:
-        os.stat(root + JOURNAL_FILE)
-    except OSError:
-        try:
-            os.rename(root + _OLD_FILE, root + JOURNAL_FILE)
-        except OSError:
-            pass   # none
-    _remove(root + _OLD_FILE + ".tmp")
+        return False
 
 
 def _remove(path):
