@@ -287,7 +287,10 @@ class Flasher:
     def _local_files(self) -> dict[str, Path]:
         files = compile_package(ARCH[self.hal], self.firmware)
         if self.romfs:
-            self.image = romfs_image(files)
+            try:
+                self.image = romfs_image(files)
+            except (SystemExit, OSError) as e:
+                raise FlashError(f"building the ROMFS image failed: {e}") from None
             files = {p: f for p, f in files.items() if not p.startswith(ROMFS_PACKAGE)}
         files["board.json"] = self.board_path
         if self.config is not None:
@@ -413,7 +416,10 @@ class Flasher:
         self._changed = changed
 
     def _romfs_hash(self) -> str:
-        return self.transport.exec(ROMFS_HASH % len(self.image)).decode().strip().splitlines()[-1]
+        try:
+            return self.transport.exec(ROMFS_HASH % len(self.image)).decode().strip().splitlines()[-1]
+        except (TransportError, IndexError) as e:
+            raise FlashError(f"{self.port}: the ROMFS partition could not be read ({e})") from None
 
     def _deploy_romfs(self) -> None:
         """The image goes to the partition by `mpremote romfs deploy` (its erase and block writes),
@@ -427,14 +433,25 @@ class Flasher:
         with tempfile.TemporaryDirectory(prefix="evse-romfs-") as tmp:
             image = Path(tmp) / "evse.romfs"
             image.write_bytes(self.image)
-            done = subprocess.run([sys.executable, "-m", "mpremote", "connect", self.port, "romfs", "deploy",
-                                   str(image)], capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or "ROMFS image deployed" not in done.stdout:
-            raise FlashError(f"mpremote romfs deploy failed on {self.port}: "
-                             f"{(done.stdout + done.stderr).strip()[-600:]}")
+            try:
+                done = subprocess.run([sys.executable, "-m", "mpremote", "connect", self.port, "romfs", "deploy",
+                                       str(image)], capture_output=True, text=True, timeout=600)
+                failed = None if done.returncode == 0 and "ROMFS image deployed" in done.stdout else \
+                    (done.stdout + done.stderr).strip()[-600:]
+            except subprocess.TimeoutExpired:
+                failed = "no end within 600 s"
         self._connect(wait_s=RESET_S)
-        if self._romfs_hash() != want:
-            raise FlashError(f"verify failed: the ROMFS partition on {self.port} does not hold the image written; "
+        if failed is None and self._romfs_hash() != want:
+            failed = "the partition does not hold the image written"
+        if failed is not None:
+            # mpremote writes the header (with the whole image's length) first: a cut-short image
+            # would still mount, and the firmware would import from it. No image at all instead:
+            # the board boots to its REPL, the guns' pins idle, until the next flash.
+            try:
+                self.transport.exec("import vfs\nvfs.rom_ioctl(2, 0).ioctl(6, 0)")
+            except TransportError as e:
+                failed += f"; erasing the partition failed too ({e})"
+            raise FlashError(f"mpremote romfs deploy failed on {self.port}, the partition was erased: {failed}; "
                              "flash again")
         self.written_files.append("/rom (ROMFS image)")
         self.written_bytes += len(self.image)

@@ -238,6 +238,21 @@ def test_a_broken_bundle_is_refused_and_leaves_the_old_files_byte_identical(serv
     assert lines[-1]["result"] == [None, None, None, None], out
 
 
+def test_a_bundle_of_evse_files_is_refused_on_a_board_that_runs_its_package_from_a_romfs_image(
+        server, release, flash, tmp_path):
+    from host_tools.flash import romfs_image
+    module = tmp_path / "app.mpy"
+    module.write_bytes(b"M\x06\x00\x1f")
+    image = tmp_path / "evse.romfs"
+    image.write_bytes(romfs_image({"evse/app.mpy": module}))
+    data, _ = release
+    url = server.serve("/romfs-board.bin", data)
+    lines, out = run_mpy("fwrun.py", "update", url, flash, "romfs=%s" % image)
+    assert statuses(lines) == ["Downloading", "Downloaded", "InstallationFailed"] and lines[-1]["result"] is False
+    assert "runs its package from a ROMFS image" in out and "evsectl flash --romfs" in out, out
+    assert tree(flash) == OLD_FILES
+
+
 @pytest.mark.parametrize("where", ["404", "connection refused", "ftp", "no such host"])
 def test_a_download_that_cannot_start_fails_after_every_retry_and_leaves_the_old_files(server, flash, where):
     url = {"404": server.url + "/nothing-here.bin",

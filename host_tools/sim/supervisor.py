@@ -344,10 +344,11 @@ class VirtualBoard:
         firmware and the board file. Done to completion here, so a power cut in the first boot
         never leaves a half-written board."""
         image = self.flash_dir / "flash.img"
+        romfs = self.flash_dir / "romfs.img"
+        if self.romfs_seed and (erase or not romfs.exists() or romfs.stat().st_size != self.romfs_seed.stat().st_size):
+            shutil.copyfile(self.romfs_seed, romfs)   # the partition is programmed with the flash
         if image.exists() and not erase:
             return
-        if self.romfs_seed:
-            shutil.copyfile(self.romfs_seed, self.flash_dir / "romfs.img")
         image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
         cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
         done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)

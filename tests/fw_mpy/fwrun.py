@@ -1,6 +1,7 @@
 # Runs evse.ocpp.fw under the real MicroPython for tests/test_ocpp_fw.py. One JSON line per
 # event on stdout: {"status": ...} for each notification, {"result": ...} at the end.
-#   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K] [ca=PATH]
+#   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K] [ca=PATH] [romfs=IMAGE]
+#                                       (romfs: IMAGE mounted at /rom first, as a ROMFS install)
 #   fwrun.py boot ROOT                  resume_install, then boot_report twice
 #   fwrun.py upload URL ROOT LINES MAX_BYTES [retries]
 #   fwrun.py get2 URL ROOT              two downloads of URL; the result: the names looked up
@@ -81,6 +82,10 @@ def main():
         if "cut" in opts:
             phase, calls = opts["cut"].split(":")
             power_cut_after("_makedirs_for" if phase == "stage" else "_replace", int(calls))
+        if "romfs" in opts:
+            import vfs
+            with open(opts["romfs"], "rb") as f:
+                vfs.mount(vfs.VfsRom(f.read()), "/rom")
         cadata = None
         if "ca" in opts:
             with open(opts["ca"], "rb") as f:

@@ -330,6 +330,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         await _tell(notify, "Downloaded", log)
         try:
             version, files, offset = await verify_bundle(bundle)
+            _check_romfs(files)
             _check_room(root, files)
         except BundleError as e:
             _remove(bundle)
@@ -374,6 +375,21 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         return True
     finally:
         _busy = False
+
+
+ROMFS_PACKAGE = "/rom/evse"   # where a ROMFS install runs the package from (docs/bring-up.md)
+
+
+def _check_romfs(files):
+    # On a ROMFS install, evse/ files on littlefs would be imported instead of the image's (the
+    # filesystem comes first on sys.path), as .mpy in the heap: an update that needs the board's
+    # heap twice over. Such a board is updated with `evsectl flash --romfs`.
+    if not store.exists(ROMFS_PACKAGE):
+        return
+    for path, _, _ in files:
+        if path.startswith("evse/"):
+            raise BundleError("this board runs its package from a ROMFS image (%s): a bundle of evse/ files "
+                              "would shadow it; update it with evsectl flash --romfs" % ROMFS_PACKAGE)
 
 
 def _check_room(root, files):
