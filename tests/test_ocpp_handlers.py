@@ -597,3 +597,38 @@ def test_an_answer_too_big_for_the_charger_fails_its_call_at_once_and_a_call_get
     assert cp._reply_event.is_set() and cp._reply[0] == 4 and cp._reply[1][0] == "FormationViolation"
     assert sent == [[4, "theirs-9", "FormationViolation",
                      "message of 20000 bytes or more is over this charger's 8192-byte limit", {}]]
+
+
+def test_a_stop_that_fails_to_reach_the_journal_is_tried_again_and_never_lost(tmp_path):
+    """A MemoryError (or a full flash) while a StopTransaction is written leaves the transaction
+    stopping: the next round of supervise writes it, and the transaction ends only then."""
+    gun = FakeGun("C")
+    app = FakeApp([gun, FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    cp.clock.set(NOW)
+    c = cp.connectors[1]
+    cp.start_tx(c, "TAG1")
+    tx_id = c.tx["id"]
+    gun.contactor = True
+    assert cp.stop_tx(c, "Remote") and c.stopping is not None    # waits for the contactor
+    gun.contactor, gun.state = False, "B"
+    cp.supervise()                                               # sees the contactor open
+    real_append = cp.journal.append
+    failing = [MemoryError("memory allocation failed, allocating 4097 bytes")]
+
+    def append(action, payload, tx_id=None):
+        if action == "StopTransaction" and failing:
+            raise failing.pop()
+        return real_append(action, payload, tx_id)
+    cp.journal.append = append
+    Ticks.ms += 2000                                             # the meter has settled
+    with pytest.raises(MemoryError):
+        cp.supervise()
+    assert c.tx is not None and c.tx["id"] == tx_id and c.stopping is not None
+    cp.supervise()
+    assert c.tx is None and c.stopping is None
+    queued = []
+    while (entry := cp.journal.peek()) is not None:
+        queued.append((entry[1], entry[2].get("transactionId"), entry[2].get("reason")))
+        cp.journal.confirm(entry[0])
+    assert queued == [("StartTransaction", None, None), ("StopTransaction", tx_id, "Remote")]

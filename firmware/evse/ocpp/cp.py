@@ -238,8 +238,10 @@ class ChargePoint:
         return True
 
     def _end_tx(self, c, reason, tag, when_s=None):
+        # The StopTransaction goes to the journal before the transaction is let go: whatever
+        # fails before (a MemoryError, a full flash) leaves it to the next round of supervise
+        # (c.stopping stays), never a transaction the central system sees no end of.
         tx = c.tx
-        c.stopping = None
         now = when_s or self.clock.now()
         payload = {"transactionId": tx["id"], "meterStop": int(self.app.energy_wh(c.n)),
                    "timestamp": clock.iso(now), "reason": reason}
@@ -248,13 +250,14 @@ class ChargePoint:
         measurands = self.keys.get("StopTxnSampledData")
         if measurands:
             payload["transactionData"] = [self.meter_value(c.n, measurands, "Transaction.End", now)]
+        self.journal.append("StopTransaction", payload)
+        c.stopping = None
         c.tx = None
         c.blocked = False
         gun = self.app.guns[c.n - 1]
         c.finishing = gun.state[0] in "BCD"
         self._save_txs()
         self.profiles.remove_tx(c.n)
-        self.journal.append("StopTransaction", payload)
         c0 = self.connectors[0]
         for k in (c, c0):
             if k.scheduled is not None and (k is c or not any(x.tx is not None for x in self.connectors)):
