@@ -177,3 +177,37 @@ def test_flash_romfs_onto_a_micropython_without_a_romfs_partition_is_refused_and
             wait_booted(rig)   # the refused flash left the charger running
         finally:
             rig.close()
+
+
+@pytest.mark.virtual_only("starts a virtual board with a WLAN, with the central system of its own")
+@pytest.mark.parametrize("name", ["rp2040-pico-w", "esp32-wrover"])
+def test_a_wlan_board_joins_and_runs_a_remote_session_with_the_central_system(request, tmp_path, csms_server, name):
+    """rp2040-pico-w (the rp2 HAL joins the CYW43's WLAN) and esp32-wrover (at its measured heap:
+    the PSRAM's): the HAL joins the WLAN from wifi.json (the factory wrote it) and the charge point
+    talks to the central system over it; every frame is schema-valid."""
+    from host_tools.csms.client import CsmsClient
+    csms = CsmsClient(csms_server.api)
+    csms.set(boot_status="Accepted", interval=300, refuse=[])
+    t0 = csms.now_ms()
+    try:
+        for info in run_sim(request, name, tmp_path / "flash", "--csms", csms_server.ws):
+            rig = fresh_rig(info["control"])
+            try:
+                boot = csms.wait("BootNotification", cp=name, since_ms=t0, timeout_s=30)
+                assert boot["frame"][3]["chargePointModel"] == name
+                t = csms.now_ms()
+                rig.plug(gun=1, ev={"max_a": 16, "phases": 3, "response_s": 1})
+                reply = csms.call("RemoteStartTransaction", {"connectorId": 1, "idTag": "AA11"}, cp=name)
+                assert reply["payload"]["status"] == "Accepted"
+                csms.wait("StartTransaction", cp=name, since_ms=t, timeout_s=15)
+                Events(rig).first(now_ms(rig) - 15000, 1, "contactor", "closed", timeout_s=15)
+                tx = [x for x in csms.transactions() if x["cp"] == name][-1]["transactionId"]
+                stop = csms.call("RemoteStopTransaction", {"transactionId": tx}, cp=name)
+                assert stop["payload"]["status"] == "Accepted"
+                end = csms.wait("StopTransaction", cp=name, since_ms=t, timeout_s=15)["frame"][3]
+                assert end["transactionId"] == tx and end["reason"] == "Remote"
+                assert not csms.invalid_frames(since_ms=t0)
+            finally:
+                rig.close()
+    finally:
+        csms.close()

@@ -56,6 +56,20 @@ def test_flash_refuses_a_board_installed_as_frozen_and_takes_mpy_and_romfs(tmp_p
     assert Flasher("/dev/null", "esp32-devkitc").romfs is True     # its file says romfs
 
 
+def test_a_pin_the_wlan_chip_or_the_psram_drives_is_refused_only_on_the_board_that_has_them():
+    pico_w = json.loads((BOARDS / "rp2040-pico-w.json").read_text())
+    pico_w["guns"][0]["pins"]["contactor"] = 25
+    with pytest.raises(frontend.BoardFileError, match="GPIO 25 drives the board's WLAN chip"):
+        frontend.check_board(pico_w)
+    pico = json.loads((BOARDS / "rp2040-pico.json").read_text())
+    pico["guns"][0]["pins"]["contactor"] = 25
+    frontend.check_board(pico)                       # a plain Pico has GP25 for the board
+    wrover = json.loads((BOARDS / "esp32-wrover.json").read_text())
+    wrover["uart"]["meter"]["rx"] = 16
+    with pytest.raises(frontend.BoardFileError, match="GPIO 16 drives the board's PSRAM"):
+        frontend.check_board(wrover)
+
+
 @pytest.mark.parametrize("change, says", [
     (lambda hw: hw.update(install="romfs"), "install romfs needs hardware.romfs_kb"),
     (lambda hw: hw.update(romfs_kb=130), "romfs_kb is the ROMFS partition .* not 130"),

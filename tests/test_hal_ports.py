@@ -24,6 +24,7 @@ from evse.gun import cable_rating_a  # noqa: E402
 from evse.hal import open_board  # noqa: E402
 from evse.hal import esp32 as esp32_hal  # noqa: E402
 from evse.hal import rp2 as rp2_hal  # noqa: E402
+from evse.hal import wlan as wlan_mod  # noqa: E402
 
 BOARDS = {"rp2": ROOT / "boards" / "rp2040-pico.json", "esp32": ROOT / "boards" / "esp32-devkitc.json"}
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
@@ -573,7 +574,7 @@ def test_network_up():
 def test_esp32_joins_the_wlan_of_wifi_json_and_asks_again_only_every_10_s(tmp_path, monkeypatch):
     wifi = tmp_path / "wifi.json"
     wifi.write_text(json.dumps({"ssid": "depot", "password": "s3cret"}))
-    monkeypatch.setattr(esp32_hal, "WIFI_FILE", str(wifi))
+    monkeypatch.setattr(wlan_mod, "WIFI_FILE", str(wifi))
     hal = open_board(load("esp32"))
     assert hal.network_up() is False
     assert calls("WLAN.connect") == [("WLAN.connect", "depot", "s3cret")]
@@ -588,10 +589,25 @@ def test_esp32_joins_the_wlan_of_wifi_json_and_asks_again_only_every_10_s(tmp_pa
 
 
 def test_esp32_without_wifi_json_leaves_the_wlan_alone(tmp_path, monkeypatch):
-    monkeypatch.setattr(esp32_hal, "WIFI_FILE", str(tmp_path / "none.json"))
+    monkeypatch.setattr(wlan_mod, "WIFI_FILE", str(tmp_path / "none.json"))
     hal = open_board(load("esp32"))
     hal.network_up()
     assert not calls("WLAN.connect") and not calls("WLAN.active")
+
+
+def test_a_pico_w_joins_its_wlan_as_the_esp32_does_and_a_plain_pico_has_none(tmp_path, monkeypatch):
+    wifi = tmp_path / "wifi.json"
+    wifi.write_text(json.dumps({"ssid": "depot", "password": "s3cret"}))
+    monkeypatch.setattr(wlan_mod, "WIFI_FILE", str(wifi))
+    assert open_board(load("rp2")).network_up() is False
+    assert not calls("WLAN")
+    board = load("rp2")
+    board["network"] = {"kind": "wlan"}
+    hal = open_board(board)
+    assert hal.network_up() is False
+    assert calls("WLAN.connect") == [("WLAN.connect", "depot", "s3cret")]
+    network.connected = True
+    assert hal.network_up() is True
 
 
 def test_board_files_pick_these_hals():

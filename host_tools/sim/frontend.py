@@ -34,6 +34,11 @@ GPIOS = {"rp2": set(range(30)),
 ADC_PINS = {"rp2": {26, 27, 28, 29}, "esp32": set(range(32, 40))}
 INPUT_ONLY = {"rp2": set(), "esp32": set(range(34, 40))}
 FLASH_PINS = {"rp2": set(), "esp32": set(range(6, 12))}
+# A Pico W's CYW43 WLAN chip takes GP23 (WL_ON), GP24 (WL_D), GP25 (WL_CS) and GP29 (WL_CLK)
+# (Pico W datasheet 2.1): on an rp2 board with a WLAN they are not the board file's.
+WLAN_PINS = {"rp2": {23, 24, 25, 29}, "esp32": set()}
+# An ESP32-WROVER's PSRAM takes GPIO16 and GPIO17 (ESP32-WROVER-E datasheet, pin description).
+PSRAM_PINS = {"rp2": set(), "esp32": {16, 17}}
 
 EVSE_R_OHM = 1000.0           # IEC 61851-1 Table A.1: R1, the EVSE's source resistor
 EV_R_OHM = {"B": 2740.0, "C": 2740.0 * 1300.0 / (2740.0 + 1300.0), "D": 2740.0 * 270.0 / (2740.0 + 270.0)}
@@ -63,12 +68,18 @@ def check_board(board: dict) -> None:
     check_hardware(board)
     chip = MCU[hal]
     used: dict[int, str] = {}
+    wlan = board.get("network", {}).get("kind") == "wlan"
+    psram = bool(board.get("hardware", {}).get("psram"))
 
     def claim(pin, key, output=False, analog=False):
         if isinstance(pin, bool) or not isinstance(pin, int):
             raise BoardFileError(f"{key} must be a GPIO number, not {pin!r}")
         if pin not in GPIOS[hal] or pin in FLASH_PINS[hal]:
             raise BoardFileError(f"{key} = {pin}: the {chip} has no usable GPIO {pin}")
+        if wlan and pin in WLAN_PINS[hal]:
+            raise BoardFileError(f"{key} = {pin}: GPIO {pin} drives the board's WLAN chip; pick another pin")
+        if psram and pin in PSRAM_PINS[hal]:
+            raise BoardFileError(f"{key} = {pin}: GPIO {pin} drives the board's PSRAM; pick another pin")
         if output and pin in INPUT_ONLY[hal]:
             raise BoardFileError(f"{key} = {pin}: GPIO {pin} of the {chip} is input only; pick an output-capable pin")
         if analog and pin not in ADC_PINS[hal]:

@@ -389,15 +389,16 @@ class _PortSys:
         return getattr(sys, name)
 
 
-def install_silicon(folder, mcu):
+def install_silicon(folder, mcu, wlan=False):
     """An MCU board: the emulated silicon (host_tools/sim/silicon, compiled into `folder`) takes
     the place of the unix port's `machine`, with the port's own modules the HALs use. Imported
     now, before the flash hides the host's files; the firmware then imports them as usual."""
     sys.path.insert(0, folder)
     import link  # noqa: F401
     import machine  # noqa: F401
+    if mcu == "esp32" or wlan:
+        import network  # noqa: F401  (the ESP32's WLAN, a Pico W's CYW43)
     if mcu == "esp32":
-        import network  # noqa: F401
         import onewire  # noqa: F401
         import ds18x20  # noqa: F401
     sys.path.remove(folder)
@@ -406,7 +407,7 @@ def install_silicon(folder, mcu):
 
 def main():
     if os.getenv("EVSE_SIM_MCU"):
-        install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"))
+        install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"), os.getenv("EVSE_SIM_WLAN") == "1")
     else:
         install_machine()
     if os.getenv("EVSE_SIM_ROMFS"):

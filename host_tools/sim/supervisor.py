@@ -145,14 +145,15 @@ SILICON_MODULES = {"rp2040": ("link", "machine"), "esp32": ("link", "machine", "
 
 
 def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (), mcu: str | None = None,
-                    romfs: Path | None = None) -> tuple[int, int]:
+                    romfs: Path | None = None, wlan: bool = False) -> tuple[int, int]:
     """The heap the emulated silicon of `mcu` takes (a real chip has it in ROM and C; with it the
     partition `romfs`, whose image the code is then imported from) and the heap the compiled
     firmware's code takes with `modules` imported (every module when none are named), in bytes
     here."""
     env = dict(os.environ, MICROPYPATH=f"{silicon}:{stage}:.frozen" if silicon else f"{stage}:.frozen",
                EVSE_SIM_MCU="", EVSE_SIM_ROMFS=str(romfs) if romfs else "")
-    emulated = ",".join(SILICON_MODULES[mcu]) if mcu else ""
+    emulated = ",".join(SILICON_MODULES[mcu] + (("network",) if wlan and "network" not in SILICON_MODULES[mcu]
+                                                else ())) if mcu else ""
     done = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", _CODE_HEAP_SCRIPT, emulated, *modules],
                           capture_output=True, text=True, cwd=stage, env=env, timeout=60)
     if done.returncode != 0:
@@ -300,7 +301,7 @@ class VirtualBoard:
             if self.board.get("network", {}).get("kind", "none") != "none":
                 modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
             self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules), self.mcu,
-                                                                self.romfs_seed)
+                                                                self.romfs_seed, self._wlan())
             heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
                                     CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64)
             self.heap = "%dK" % ((heap + 1023) // 1024)
@@ -308,7 +309,8 @@ class VirtualBoard:
             # A sim board, or an MCU board whose firmware does not fit its real heap yet
             # (hardware.virtual_heap "upper-bound", docs/boards.md): twice its heap, and the code
             # on top.
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu, romfs=self.romfs_seed)
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu, romfs=self.romfs_seed,
+                                                                wlan=self._wlan())
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         if self.csms_url:
@@ -319,6 +321,9 @@ class VirtualBoard:
                       "ocpp_id": self.board["name"]}
             (stage / "config.json").write_text(json.dumps(config))
         return str(stage)
+
+    def _wlan(self) -> bool:
+        return self.board.get("network", {}).get("kind") == "wlan"
 
     # ---- the firmware process ---------------------------------------------------------------------
     def _env(self, mode: str) -> dict:
@@ -334,6 +339,7 @@ class VirtualBoard:
             "EVSE_SIM_MCU": self.mcu or "",
             "EVSE_SIM_SILICON": str(self.flash_dir / "silicon"),
             "EVSE_SIM_ROMFS": str(self.flash_dir / "romfs.img") if self.romfs_seed else "",
+            "EVSE_SIM_WLAN": "1" if self._wlan() else "",
         })
         for index, bus in self.buses.items():
             env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)

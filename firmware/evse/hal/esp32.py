@@ -10,16 +10,12 @@
 import time
 
 import ds18x20
-import network
 import onewire
 from machine import ADC, Pin
 from micropython import const
 
-from evse import store
 from evse.hal.mcu import SENSOR_FAULT_C, McuHal
-
-WIFI_FILE = "/wifi.json"
-_WIFI_RETRY_MS = const(10000)
+from evse.hal.wlan import Station
 
 _U16_MAX = const(65535)
 _DS_CONVERT_MS = const(750)  # DS18B20 12-bit conversion time (datasheet)
@@ -50,10 +46,7 @@ class Hal(McuHal):
         time.sleep_ms(_DS_CONVERT_MS)
         self._ds_refresh()
         self._ds_started_ms = self._ds_convert()
-        self._wlan = None  # type: network.WLAN | None
-        self._wifi = {}  # type: dict
-        self._wifi_asked = False
-        self._wifi_tried_ms = time.ticks_ms()  # when the WLAN was last asked to join
+        self._station = Station()
 
     def _adc(self, pin):  # type: (int) -> ADC
         return ADC(Pin(pin), atten=ADC.ATTN_11DB)
@@ -106,22 +99,4 @@ class Hal(McuHal):
 
     # ---- board wide ---------------------------------------------------------------------------
     def network_up(self):  # type: () -> bool
-        if self._wlan is None:
-            self._wlan = network.WLAN(network.STA_IF)
-            wifi = store.read_json(WIFI_FILE, {})
-            self._wifi = wifi if isinstance(wifi, dict) else {}
-        if self._wlan.isconnected():
-            return True
-        # Joined here from wifi.json ({"ssid": ..., "password": ...}, never printed); without it
-        # the network is left to whatever set it up. A lost link is asked for again, not spun on.
-        ssid = self._wifi.get("ssid")
-        now = time.ticks_ms()
-        if ssid and (not self._wifi_asked or time.ticks_diff(now, self._wifi_tried_ms) >= _WIFI_RETRY_MS):
-            self._wifi_asked = True
-            self._wifi_tried_ms = now
-            try:
-                self._wlan.active(True)
-                self._wlan.connect(ssid, self._wifi.get("password", ""))
-            except OSError as e:
-                print("wifi: cannot join %s: %s" % (ssid, e))
-        return False
+        return self._station.up()

@@ -74,6 +74,10 @@ class Hal(McuHal):
         self._ct_ch = []  # type: list[int]
         self._ntc_ch = []  # type: list[int]
         self._claim_guns()
+        self._station = None
+        if board.get("network", {}).get("kind") == "wlan":
+            from evse.hal.wlan import Station   # the plain Pico's port has no network module
+            self._station = Station()
         # Per gun: its slice's registers, whether it is channel B, and the compare level and
         # counter span its last set_pilot left (read back from the slice).
         self._synced = mem32 is not None and (mem32[_SYSINFO_CHIP_ID] >> 12) & 0xFFFF == _RP2040_PART
@@ -195,6 +199,7 @@ class Hal(McuHal):
         McuHal.watchdog_start(self, timeout_ms)
 
     def network_up(self):  # type: () -> bool
-        # The plain Pico has no network. A Pico W variant would return
-        # network.WLAN(network.STA_IF).isconnected(), as the ESP32 HAL does.
-        return False
+        # The plain Pico has no network; a Pico W (board network kind "wlan") its CYW43's WLAN.
+        if self._station is None:
+            return False
+        return self._station.up()

@@ -1,4 +1,5 @@
-# The emulated ESP32's `network`: a WLAN station that joins the virtual board's access point.
+# The emulated `network` of an ESP32 or a Pico W (its CYW43): a WLAN station that joins the
+# virtual board's access point.
 # It is up once `connect()` was asked (any SSID: the virtual board has one access point) while the
 # board's network link is up (the rig's `net` op cuts it).
 import link
