@@ -84,6 +84,19 @@ BOOTLOADER_CODE = "import time, machine; time.sleep_ms(100); machine.bootloader(
 
 DOWNLOADS = {"rp2": "https://micropython.org/download/RPI_PICO/ (the .uf2)",
              "esp32": "https://micropython.org/download/ESP32_GENERIC/ (the .bin, not the .app-bin)"}
+_FILE = {"rp2": "the .uf2", "esp32": "the .bin, not the .app-bin"}
+
+
+def download_hint(spec: dict) -> str:
+    """Where the board's MicroPython comes from, by its file's hardware.micropython: a stock
+    build's page on micropython.org (a variant such as ESP32_GENERIC-SPIRAM is on its board's
+    page), or for a build of one's own, docs/bring-up.md."""
+    hal = spec.get("hal")
+    build = spec.get("hardware", {}).get("micropython", "")
+    if not re.fullmatch(r"[A-Z0-9_]+(-[A-Z0-9_]+)?", build):
+        return f"a MicroPython of your own build ({build}: docs/bring-up.md)" if build else DOWNLOADS[hal]
+    board, _, variant = build.partition("-")
+    return f"https://micropython.org/download/{board}/ ({_FILE[hal]}" + (f", variant {variant})" if variant else ")")
 
 
 class BadInput(ValueError):
@@ -96,10 +109,9 @@ class BoardFailed(RuntimeError):
 
 # --- the images --------------------------------------------------------------------------------
 
-def check_rp2040_uf2(data: bytes, name: str) -> tuple[int, int]:
+def check_rp2040_uf2(data: bytes, name: str, get: str = DOWNLOADS["rp2"]) -> tuple[int, int]:
     """Refuse anything the RP2040 bootrom would not take as a whole image; return (blocks for the
-    RP2040, bytes of flash they write)."""
-    get = DOWNLOADS["rp2"]
+    RP2040, bytes of flash they write). get: where the right image comes from."""
     if not data:
         raise BadInput(f"{name} is empty; download the image from {get}")
     if data[:4] != b"UF2\n":
@@ -158,9 +170,9 @@ def check_rp2040_uf2(data: bytes, name: str) -> tuple[int, int]:
     return total, total * RP2040_PAYLOAD_BYTES
 
 
-def check_esp32_image(data: bytes, name: str) -> None:
-    """Refuse anything but MicroPython's merged ESP32 image (written at 0x1000)."""
-    get = DOWNLOADS["esp32"]
+def check_esp32_image(data: bytes, name: str, get: str = DOWNLOADS["esp32"]) -> None:
+    """Refuse anything but MicroPython's merged ESP32 image (written at 0x1000). get: where the
+    right image comes from."""
     if not data:
         raise BadInput(f"{name} is empty; download the image from {get}")
     if data[:4] == b"UF2\n":
@@ -356,7 +368,7 @@ def install_rp2040(args, image: bytes, name: str) -> None:
     if args.erase:
         raise BadInput("--erase is for the ESP32; on the Pico the UF2 rewrites what it needs "
                        "(flash_nuke.uf2 from the Raspberry Pi documentation erases everything)")
-    blocks, flash_bytes = check_rp2040_uf2(image, name)
+    blocks, flash_bytes = check_rp2040_uf2(image, name, args.download)
     print(f"{name}: {blocks} blocks, {flash_bytes // 1024} KiB for the RP2040's flash")
     drive = find_drive(args.drive, 0)
     if drive is None and args.port:
@@ -455,7 +467,7 @@ def install_esp32(args, image: bytes, name: str) -> None:
                        f"ports found: {ports_found()})")
     if args.drive:
         raise BadInput("--drive is the RP2040's bootloader drive; the ESP32 is written over --port")
-    check_esp32_image(image, name)
+    check_esp32_image(image, name, args.download)
     check_port(args.port)
     esptool = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", args.port,
                "--baud", str(args.baud), "--connect-attempts", str(args.connect_attempts)]
@@ -471,7 +483,7 @@ INSTALLERS = {"rp2": install_rp2040, "esp32": install_esp32}
 
 # --- the command -------------------------------------------------------------------------------
 
-def read_board_hal(board: str) -> str:
+def read_board_hal(board: str) -> tuple[str, str]:
     from host_tools.sim.supervisor import read_board_file
 
     try:
@@ -485,14 +497,14 @@ def read_board_hal(board: str) -> str:
     if hal not in INSTALLERS:
         raise BadInput(f"board file {path} has hal {hal!r}; install-micropython knows rp2 (rp2040-pico) "
                        "and esp32 (esp32-devkitc)")
-    return hal
+    return hal, download_hint(spec)
 
 
-def read_firmware(name: str, hal: str) -> bytes:
+def read_firmware(name: str, get: str) -> bytes:
     path = Path(name)
     if not path.is_file():
         what = "is a folder, not a firmware file" if path.is_dir() else "no such file"
-        raise BadInput(f"--firmware {name}: {what}; download the image from {DOWNLOADS[hal]}")
+        raise BadInput(f"--firmware {name}: {what}; download the image from {get}")
     try:
         return path.read_bytes()
     except OSError as e:
@@ -503,8 +515,8 @@ def run(args) -> int:
     try:
         if args.baud <= 0 or args.connect_attempts <= 0:
             raise BadInput("--baud and --connect-attempts take a number above 0")
-        hal = read_board_hal(args.board)
-        image = read_firmware(args.firmware, hal)
+        hal, args.download = read_board_hal(args.board)
+        image = read_firmware(args.firmware, args.download)
         INSTALLERS[hal](args, image, args.firmware)
     except BadInput as e:
         print(f"{PROG}: {e}", file=sys.stderr)
