@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import flash, heap, mpy, ocpp, sharing, timing
+from bench import flash, heap, memory, mpy, ocpp, sharing, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "results.json"
@@ -46,6 +46,8 @@ def main() -> int:
     results["flash"] = flash.run()
     _write(results)
     results["heap"] = heap.run()
+    _write(results)
+    results["memory"] = memory.run()
     _write(results)
     status = 0
     try:   # last, and caught: its failure loses none of the sections above

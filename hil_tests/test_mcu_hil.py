@@ -211,3 +211,20 @@ def test_a_wlan_board_joins_and_runs_a_remote_session_with_the_central_system(re
                 rig.close()
     finally:
         csms.close()
+
+
+@pytest.mark.virtual_only("the virtual board's heap probe (make bench's memory section)")
+def test_the_heap_probe_reports_what_is_live_after_the_steps_of_a_running_board(tmp_path):
+    import os
+    from host_tools.sim.supervisor import sim_process
+    probe = tmp_path / "heap-probe"
+    with sim_process("rp2040-pico", tmp_path / "flash", env={**os.environ, "EVSE_SIM_HEAP_PROBE": str(probe)}) as info:
+        rig = fresh_rig(info["control"])
+        try:
+            wait_booted(rig)
+            time.sleep(2)
+            peak, heap, looks = (int(x) for x in probe.read_bytes().split()[:3])
+            code = rig.info()["code_heap_bytes"]
+            assert looks >= 10 and code < peak < heap      # the firmware's code is live, and more
+        finally:
+            rig.close()

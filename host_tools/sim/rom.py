@@ -405,7 +405,80 @@ def install_silicon(folder, mcu, wlan=False):
     sys.modules["sys"] = _PortSys("rp2" if mcu == "rp2040" else mcu)
 
 
+class _Probed:
+    """A task's coroutine whose steps the heap probe follows (install_heap_probe)."""
+
+    def __init__(self, coro):
+        self._coro = coro
+
+    def send(self, value):
+        try:
+            return self._coro.send(value)
+        finally:
+            _probe_step()
+
+    def throw(self, exc):
+        try:
+            return self._coro.throw(exc)
+        finally:
+            _probe_step()
+
+    def close(self):
+        return self._coro.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+
+_probe = [None, 0, 0, 0, 0]   # the host file, the peak, ticks_ms of the last look, looks, heap
+
+
+def _probe_step():
+    # At most every PROBE_MS, after a task's step: a collection, and what is live then. The
+    # peak goes to the host file as "<peak live bytes> <heap bytes> <looks>".
+    import gc
+    import time
+    now = time.ticks_ms()
+    if time.ticks_diff(now, _probe[2]) < PROBE_MS:
+        return
+    gc.collect()
+    live = gc.mem_alloc()
+    _probe[2] = time.ticks_ms()
+    _probe[3] += 1
+    if live > _probe[1] or _probe[3] % 50 == 1:
+        _probe[1] = max(live, _probe[1])
+        f = _probe[0]
+        f.seek(0)
+        f.write(b"%d %d %d          \n" % (_probe[1], _probe[4], _probe[3]))
+        f.flush()
+
+
+PROBE_MS = 20
+
+
+def install_heap_probe(path):
+    """make bench's memory section (EVSE_SIM_HEAP_PROBE=host file): every task asyncio makes is
+    followed, and after a step (at most every PROBE_MS) the heap is collected and what is live
+    read: the peak of those is the board's heap peak between steps. Not on a board."""
+    import gc
+    import asyncio
+    import asyncio.core as core
+    _probe[0] = open(path, "wb")
+    gc.collect()
+    _probe[4] = gc.mem_free() + gc.mem_alloc()
+    create = core.create_task
+
+    def probed(coro):
+        return create(_Probed(coro))
+    asyncio.create_task = core.create_task = probed
+
+
 def main():
+    if os.getenv("EVSE_SIM_HEAP_PROBE"):
+        install_heap_probe(os.getenv("EVSE_SIM_HEAP_PROBE"))
     if os.getenv("EVSE_SIM_MCU"):
         install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"), os.getenv("EVSE_SIM_WLAN") == "1")
     else:
