@@ -4,6 +4,9 @@ from evse.ocpp import fw
 
 fw.resume_install("/")
 del fw
+import evse  # noqa: E402
+
+evse.unload(*evse.UPDATE_MODULES)   # ~20 KB of heap on a board, until the next update
 
 import evse.app  # noqa: E402
 

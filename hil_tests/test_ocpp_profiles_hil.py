@@ -1,6 +1,7 @@
 """OCPP 1.6J beyond a plain session: boot registration, configuration, local list and cache,
 reservations, triggers, meter values, smart charging, resets, availability, power cuts,
 firmware update and diagnostics (offline sessions: test_ocpp_offline_hil.py). Every frame the board sends must validate."""
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -261,7 +262,8 @@ def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, c
     stage = tmp_path / "firmware"
     shutil.copytree(Path(__file__).resolve().parents[1] / "firmware", stage,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    (stage / "evse" / "__init__.py").write_text('VERSION = "0.1.1-hil"\n')
+    init = stage / "evse" / "__init__.py"
+    init.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "0.1.1-hil"', init.read_text()))   # the rest stays
     compile_to_mpy(stage / "evse")  # what a board runs: precompiled, like the factory image
     files = Path(csms.request("info")["files"])
     (files / "fw-hil.bin").write_bytes(build(stage, "0.1.1-hil"))

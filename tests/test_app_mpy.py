@@ -155,3 +155,39 @@ print("closed", ("K", 1, True) in hal.log)
     assert "raised: pilot ADC stopped answering" in out and "closed True" in out, out
     energy = json.loads((tmp_path / "energy.json").read_text())
     assert energy[0] > 0 or energy[1] > 0, energy
+
+
+UNLOAD = r"""
+import gc, sys
+import evse
+gc.collect()
+before = gc.mem_alloc()
+from evse.ocpp import fw
+fw.resume_install(sys.argv[1])
+del fw
+gc.collect()
+loaded = gc.mem_alloc()
+evse.unload(*evse.UPDATE_MODULES)
+gc.collect()
+after = gc.mem_alloc()
+import evse.ocpp
+print(loaded - before, loaded - after, "evse.ocpp.fw" in sys.modules, hasattr(evse.ocpp, "fw"))
+from evse.ocpp import fw   # loads again when the next update comes
+print(fw.installed_version(sys.argv[1]) is None)
+"""
+
+
+def test_the_update_code_main_py_loads_at_boot_gives_its_heap_back(tmp_path):
+    """main.py finishes an interrupted update with evse.ocpp.fw, then lets it and its HTTP
+    client go: the heap they took (about 20 KB here) is free again, and they load again when an
+    update comes."""
+    script = tmp_path / "unload.py"
+    script.write_text(UNLOAD)
+    done = subprocess.run([MICROPYTHON, "-X", "heapsize=2M", str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, MICROPYPATH=f"{REPO / 'firmware'}:.frozen"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    took, freed, in_modules, on_package = done.stdout.split()[:4]
+    # fw and http go; what the link needs too (names, url, store) stays.
+    assert int(freed) > 15000 and int(freed) > 0.5 * int(took), done.stdout
+    assert (in_modules, on_package) == ("False", "False")
+    assert done.stdout.split()[-1] == "True"

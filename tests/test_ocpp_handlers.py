@@ -602,17 +602,34 @@ def test_an_answer_too_big_for_the_charger_fails_its_call_at_once_and_a_call_get
 def test_a_stop_that_fails_to_reach_the_journal_is_tried_again_and_never_lost(tmp_path):
     """A MemoryError (or a full flash) while a StopTransaction is written leaves the transaction
     stopping: the next round of supervise writes it, and the transaction ends only then."""
-    gun = FakeGun("C")
-    app = FakeApp([gun, FakeGun("A")], None)
-    cp = load(app, str(tmp_path))
-    cp.clock.set(NOW)
-    c = cp.connectors[1]
-    cp.start_tx(c, "TAG1")
+    gun, cp, c = _charging(tmp_path, "C")
     tx_id = c.tx["id"]
     gun.contactor = True
     assert cp.stop_tx(c, "Remote") and c.stopping is not None    # waits for the contactor
     gun.contactor, gun.state = False, "B"
     cp.supervise()                                               # sees the contactor open
+    _stop_fails_once(cp)
+    Ticks.ms += 2000                                             # the meter has settled
+    with pytest.raises(MemoryError):
+        cp.supervise()
+    assert c.tx is not None and c.tx["id"] == tx_id and c.stopping is not None
+    cp.supervise()
+    assert c.tx is None and c.stopping is None
+    assert _queued(cp) == [("StartTransaction", None, None), ("StopTransaction", tx_id, "Remote")]
+
+
+def _charging(root, state):
+    """Gun 1 in `state` with a transaction started on it (no meter: FakeApp.reading is None)."""
+    gun = FakeGun(state)
+    cp = load(FakeApp([gun, FakeGun("A")], None), str(root))
+    cp.clock.set(NOW)
+    c = cp.connectors[1]
+    cp.start_tx(c, "TAG1")
+    return gun, cp, c
+
+
+def _stop_fails_once(cp):
+    """The next StopTransaction the journal is given raises MemoryError, as on a full heap."""
     real_append = cp.journal.append
     failing = [MemoryError("memory allocation failed, allocating 4097 bytes")]
 
@@ -621,14 +638,25 @@ def test_a_stop_that_fails_to_reach_the_journal_is_tried_again_and_never_lost(tm
             raise failing.pop()
         return real_append(action, payload, tx_id)
     cp.journal.append = append
-    Ticks.ms += 2000                                             # the meter has settled
+
+
+def _queued(cp):
+    out = []
+    while (entry := cp.journal.peek()) is not None:
+        out.append((entry[1], entry[2].get("transactionId"), entry[2].get("reason")))
+        cp.journal.confirm(entry[0])
+    return out
+
+
+def test_a_stop_of_a_paused_session_that_fails_to_reach_the_journal_is_tried_again(tmp_path):
+    """The contactor is open already and the gun has no meter: the stop is written at once. If
+    that fails, the transaction is stopping (no charging), and supervise writes the stop."""
+    _, cp, c = _charging(tmp_path, "B")
+    tx_id = c.tx["id"]
+    _stop_fails_once(cp)
     with pytest.raises(MemoryError):
-        cp.supervise()
-    assert c.tx is not None and c.tx["id"] == tx_id and c.stopping is not None
+        cp.stop_tx(c, "Remote")
+    assert c.tx is not None and c.stopping is not None and not cp.may_charge(1)
     cp.supervise()
     assert c.tx is None and c.stopping is None
-    queued = []
-    while (entry := cp.journal.peek()) is not None:
-        queued.append((entry[1], entry[2].get("transactionId"), entry[2].get("reason")))
-        cp.journal.confirm(entry[0])
-    assert queued == [("StartTransaction", None, None), ("StopTransaction", tx_id, "Remote")]
+    assert _queued(cp) == [("StartTransaction", None, None), ("StopTransaction", tx_id, "Remote")]

@@ -735,3 +735,16 @@ def test_a_journal_directory_that_cannot_be_made_keeps_the_log_where_it_was(tmp_
     assert "cannot make the directory journal" in logged[0]
     assert [e[0] for e in _drain(Journal(str(tmp_path), 100, log=lambda line: None))] == [seq]
     assert (tmp_path / "journal.log").exists()
+
+
+def test_an_append_that_runs_out_of_memory_keeps_the_batched_confirmations(tmp_path):
+    j = Journal(str(tmp_path), 100)
+    seqs = [j.append("MeterValues", meter(7, wh)) for wh in range(3)]
+    j.confirm(seqs[0])                                  # batched, not on flash yet
+    real = j._write
+    j._write = lambda data: (_ for _ in ()).throw(MemoryError("memory allocation failed"))
+    with pytest.raises(MemoryError):
+        j.append("MeterValues", meter(7, 9))
+    j._write = real
+    j.sync()
+    assert [e[0] for e in contents(str(tmp_path))] == seqs[1:]   # the confirmation was not lost

@@ -5,7 +5,8 @@ import time
 
 import asyncio
 
-from evse import VERSION, cli, config, store, ticks
+import evse
+from evse import VERSION, config, store, ticks
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
@@ -242,6 +243,7 @@ class App:
     async def after_boot(self, cp):
         from evse.ocpp import fw
         status = fw.boot_report(self.root)
+        evse.unload(*evse.UPDATE_MODULES)
         if status:
             cp.firmware_status = status
             cp.send("FirmwareStatusNotification", {"status": status})
@@ -555,6 +557,7 @@ class App:
             print("console: input is not text; try: help")
             return
         try:
+            from evse import cli   # at the first command: a charger nobody types at keeps its heap
             for out in cli.handle(self, text):
                 print(out)
         except MemoryError:  # the console stays: the next command may find the memory

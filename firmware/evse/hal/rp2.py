@@ -76,7 +76,11 @@ class Hal(McuHal):
         self._claim_guns()
         self._station = None
         if board.get("network", {}).get("kind") == "wlan":
-            from evse.hal.wlan import Station   # the plain Pico's port has no network module
+            try:
+                from evse.hal.wlan import Station   # the plain Pico's port has no network module
+            except ImportError:
+                raise ValueError("the board file has a WLAN (network kind wlan) and this MicroPython has no "
+                                 "network module: install the RPI_PICO_W build (evsectl install-micropython)")
             self._station = Station()
         # Per gun: its slice's registers, whether it is channel B, and the compare level and
         # counter span its last set_pilot left (read back from the slice).

@@ -9,6 +9,7 @@ import time
 import asyncio
 from micropython import const
 
+import evse
 from evse import slices, store
 from evse.ocpp import auth, clock, journal, keys, rpc, smart
 from evse.ocpp import ws as wsmod
@@ -227,13 +228,17 @@ class ChargePoint:
             if closed or self.app.reading(c.n) is not None:
                 # A meter is polled once a second: its next reading has the last Wh.
                 now_ms = time.ticks_ms()
-                c.stopping = (reason, tag, now_ms, None if closed else now_ms)
+                c.stopping = (reason, tag, now_ms, None if closed else now_ms, None)
                 if closed:
                     self.log("ocpp: gun %d: transaction %d ends (%s) once the contactor is open"
                              % (c.n, c.tx["id"], reason))
                 return True
         elif c.stopping is not None:
             reason, tag = c.stopping[0], c.stopping[1]
+        # Stopping from now: should the StopTransaction fail to reach the journal (a MemoryError),
+        # supervise writes it in its next round, with the same end time.
+        now_ms = time.ticks_ms()
+        c.stopping = (reason, tag, now_ms, time.ticks_add(now_ms, -METER_SETTLE_MS), when_s)
         self._end_tx(c, reason, tag, when_s)
         return True
 
@@ -388,12 +393,12 @@ class ChargePoint:
 
     def _stop_when_open(self, c, gun, now_ms):
         # Once the contactor is open, the meter's next poll has the last of the energy.
-        reason, tag, since_ms, opened_ms = c.stopping
+        reason, tag, since_ms, opened_ms, when_s = c.stopping
         if opened_ms is None and not gun.contactor:
-            c.stopping = (reason, tag, since_ms, now_ms)
+            c.stopping = (reason, tag, since_ms, now_ms, when_s)
         elif (opened_ms is not None and time.ticks_diff(now_ms, opened_ms) >= METER_SETTLE_MS) \
                 or time.ticks_diff(now_ms, since_ms) >= STOP_WAIT_MS:
-            self._end_tx(c, reason, tag)
+            self._end_tx(c, reason, tag, when_s)
 
     def stopping(self):
         """A transaction waits for its contactor to open before its StopTransaction."""
@@ -457,8 +462,11 @@ class ChargePoint:
             wait_s = when_s - self.clock.now()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
-            reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s, log=self.app.log,
-                                              cadata=self.ca_der)
+            try:
+                reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
+                                                  log=self.app.log, cadata=self.ca_der)
+            finally:
+                evse.unload(*evse.UPDATE_MODULES)
             if reboot:
                 self.request_reset("Soft")
 
@@ -472,8 +480,14 @@ class ChargePoint:
             self.diagnostics_status = status
             self.send("DiagnosticsStatusNotification", {"status": status})
 
-        asyncio.create_task(fw.upload_diagnostics(location, self.root, self.app.log, notify, retries, interval_s,
-                                                  name=name, cadata=self.ca_der))
+        async def upload():
+            try:
+                await fw.upload_diagnostics(location, self.root, self.app.log, notify, retries, interval_s,
+                                            name=name, cadata=self.ca_der)
+            finally:
+                evse.unload(*evse.UPDATE_MODULES)
+
+        asyncio.create_task(upload())
         return name
 
     def request_reset(self, kind):

@@ -122,7 +122,7 @@ class Journal:
         lines.append(line)
         try:
             self._write(b"".join(lines))
-        except OSError:
+        except Exception:  # noqa: BLE001  (a MemoryError too: the batched lines are kept)
             lines.pop()
             self._pending = lines + self._pending
             raise

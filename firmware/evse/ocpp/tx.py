@@ -27,7 +27,7 @@ class Connector:
         self.tag = None          # authorized, waiting for the EV (authorize first)
         self.tag_since_ms = 0
         self.blocked = False     # the central system refused the transaction's idTag
-        self.stopping = None     # (reason, idTag, asked ms, opened ms): ends once the contactor is open
+        self.stopping = None     # (reason, idTag, asked ms, opened ms, end time s or None): ends once the contactor is open
         self.operative = True
         self.scheduled = None    # "Operative" / "Inoperative" once the transaction ends
         self.reservation = None  # {"id", "tag", "parent", "expiry_s"}
