@@ -531,18 +531,20 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "install-micropython", help="write the MicroPython base image from micropython.org onto a board",
         description="Write the MicroPython base image onto a board, before `make flash` copies the charger "
-                    "firmware. RP2040 (rp2040-pico): the .uf2 from micropython.org/download/RPI_PICO/ is copied "
+                    "firmware; the board file names the build (hardware.micropython: RPI_PICO, RPI_PICO_W, "
+                    "ESP32_GENERIC-SPIRAM, or one of your own, docs/bring-up.md). RP2040: the .uf2 is copied "
                     "to the RPI-RP2 drive; with --port, a board running MicroPython is sent to its bootloader "
-                    "first, otherwise hold BOOTSEL while plugging it in. ESP32 (esp32-devkitc): esptool writes "
-                    "the .bin from micropython.org/download/ESP32_GENERIC/ at 0x1000 over --port. The image is "
+                    "first, otherwise hold BOOTSEL while plugging it in. ESP32: esptool writes "
+                    "the .bin at 0x1000 over --port. The image is "
                     "checked before the board is touched. Exit 0: done; 1: the board or the tool failed; "
                     "2: bad input (file, board, option).")
     p.add_argument("--board", required=True, metavar="B",
                    help="board file name in boards/ (or a path to one); its hal picks the method: rp2040-pico "
                         "or esp32-devkitc")
     p.add_argument("--firmware", required=True, metavar="FILE",
-                   help="the MicroPython image: the .uf2 from micropython.org/download/RPI_PICO/ for the "
-                        "RP2040, the .bin from micropython.org/download/ESP32_GENERIC/ for the ESP32")
+                   help="the MicroPython image the board file names: a .uf2 from micropython.org/download/ "
+                        "(RPI_PICO, RPI_PICO_W) for an RP2040, a .bin (ESP32_GENERIC, its SPIRAM variant) for an "
+                        "ESP32")
     p.add_argument("--port", metavar="P", default=None,
                    help="serial port. ESP32: required, esptool writes through it. RP2040: optional; a board "
                         "running MicroPython there is sent to its bootloader first, and afterwards the command "

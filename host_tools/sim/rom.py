@@ -415,13 +415,13 @@ class _Probed:
         try:
             return self._coro.send(value)
         finally:
-            _probe_step()
+            _probe_step_safely()
 
     def throw(self, exc):
         try:
             return self._coro.throw(exc)
         finally:
-            _probe_step()
+            _probe_step_safely()
 
     def close(self):
         return self._coro.close()
@@ -434,6 +434,14 @@ class _Probed:
 
 
 _probe = [None, 0, 0, 0, 0]   # the host file, the peak, ticks_ms of the last look, looks, heap
+
+
+def _probe_step_safely():
+    # Never in place of what the task's step raised or returned.
+    try:
+        _probe_step()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _probe_step():
