@@ -660,3 +660,22 @@ def test_a_stop_of_a_paused_session_that_fails_to_reach_the_journal_is_tried_aga
     cp.supervise()
     assert c.tx is None and c.stopping is None
     assert _queued(cp) == [("StartTransaction", None, None), ("StopTransaction", tx_id, "Remote")]
+
+
+def test_a_transaction_whose_stop_is_queued_is_not_stopped_or_resumed_again_after_a_power_cut(tmp_path):
+    """The StopTransaction reached the journal and the power went before the transactions file
+    was written: after the reboot the transaction is over, with one stop queued, not two."""
+    gun, cp, c = _charging(tmp_path, "B")
+    tx_file = os.path.join(str(tmp_path), "ocpp_tx.json")
+    with open(tx_file) as f:
+        before = f.read()
+    cp.stop_tx(c, "Local")
+    with open(tx_file, "w") as f:
+        f.write(before)                                   # the cut: the file still has it
+    app = FakeApp([FakeGun("B"), FakeGun("A")], None)
+    again = load(app, str(tmp_path))
+    again.clock.set(NOW)
+    again.recover()
+    assert again.connectors[1].tx is None
+    assert [q[0] for q in _queued(again)] == ["StartTransaction", "StopTransaction"]
+    assert any("had ended; its stop is queued" in line for line in app.lines)

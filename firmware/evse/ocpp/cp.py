@@ -94,8 +94,14 @@ class ChargePoint:
                     c = self.connectors[int(key)]
                 except (ValueError, IndexError):
                     continue
-                if isinstance(tx, dict) and "id" in tx and c.n > 0:
-                    c.tx = tx
+                if not (isinstance(tx, dict) and "id" in tx and c.n > 0):
+                    continue
+                if self.journal.has_stop(tx["id"]):
+                    # Its stop reached the journal and the power went before the file said so:
+                    # it is over, not to be stopped (PowerLoss) or resumed again.
+                    self.log("ocpp: connector %d: transaction %d had ended; its stop is queued" % (c.n, tx["id"]))
+                    continue
+                c.tx = tx
 
     def _save_txs(self):
         store.write_json(self.root + TX_FILE, dict((str(c.n), c.tx) for c in self.connectors if c.tx is not None))

@@ -201,6 +201,16 @@ class Journal:
         i = self._index(seq)
         return self._ix[2 * i + 1] if i >= 0 else None
 
+    def has_stop(self, tx_id):
+        """Whether a StopTransaction of transaction `tx_id` (its local id or the real one it got)
+        waits in the journal."""
+        real = self._maps.get(tx_id, tx_id)
+        ix, kind = self._ix, self._kind
+        for i in range(self._head, self._n):
+            if kind[i] == _STOP and ix[2 * i + 1] == real:
+                return True
+        return False
+
     def sync(self):
         """Writes the batched control lines now (before a planned reset)."""
         self._flush()
