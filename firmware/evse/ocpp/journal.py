@@ -21,7 +21,8 @@
 # messages are batched (a power cut then at worst sends such a message twice); those of
 # StartTransaction and StopTransaction, and transaction id mappings, are written at once.
 # RAM: 9 bytes per message slot, allocated for max_entries (plus slack) up front: no growth and
-# no fragmentation when the journal fills up offline. Payloads stay on flash; peek() reads the
+# no fragmentation when the journal fills up offline; the slots' ids in blocks of _CHUNK slots
+# (1 KB each), not one 8.5 KB block a fragmented heap may not have. Payloads stay on flash; peek() reads the
 # oldest back.
 import json
 import os
@@ -44,6 +45,9 @@ _ENOENT = const(2)
 _S_IFDIR = const(0x4000)
 _BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
 _SLICE = const(512)       # bytes of the old log one step of a compaction reads
+_SHIFT = const(7)         # _CHUNK = 1 << _SHIFT slots per block of ids
+_CHUNK = const(128)
+_MASK = const(127)
 
 
 class Journal:
@@ -59,7 +63,10 @@ class Journal:
         self.log = log
         self.path = self._settle(root)
         cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
-        self._ix = array("i", range(2 * cap))  # seq, transactionId (mappings applied; 0: none)
+        # Per slot i, in block i >> _SHIFT at (i & _MASK) * 2: seq, transactionId (mappings
+        # applied; 0: none).
+        # The last block holds only what cap needs (it grows to a whole one if ever needed).
+        self._ix = [_block(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
         self._kind = bytearray(cap)
         self._n = 0               # slots used
         self._head = 0            # every slot below is gone
@@ -115,8 +122,8 @@ class Journal:
                 self._pending = lines
                 return None
             self.log("journal: full (%d messages): dropped %s seq %d of transaction %d"
-                     % (self._live, _NAMES[self._kind[i]], self._ix[2 * i], self._ix[2 * i + 1]))
-            lines.append(b"d %d\n" % self._ix[2 * i])
+                     % (self._live, _NAMES[self._kind[i]], self._seq(i), self._tx(i)))
+            lines.append(b"d %d\n" % self._seq(i))
             self._kill(i)
             self._garbage += 2
         lines.append(line)
@@ -138,7 +145,7 @@ class Journal:
         i = self._first()
         if i < 0:
             return None
-        seq = self._ix[2 * i]
+        seq = self._seq(i)
         if self._peeked is None or self._peeked[0] != seq:
             line = self._read(seq)
             if line is None:  # our bug, not the user's: say so and go on with the next message
@@ -148,7 +155,7 @@ class Journal:
             parts = line.decode().split(" ", 5)
             self._peeked = (seq, parts[4], json.loads(parts[5]))
         payload = self._peeked[2]
-        tx = self._ix[2 * i + 1]
+        tx = self._tx(i)
         if tx and "transactionId" in payload:
             payload["transactionId"] = tx
         return seq, self._peeked[1], payload, self._tries.get(seq, 0)
@@ -161,7 +168,7 @@ class Journal:
         if i < 0:
             return False
         kind = self._kind[i]
-        local = self._ix[2 * i + 1]
+        local = self._tx(i)
         real = result_payload.get("transactionId") if kind == _START and isinstance(result_payload, dict) else None
         self._kill(i)
         if isinstance(real, int) and not isinstance(real, bool) and local and real != local:
@@ -189,7 +196,7 @@ class Journal:
         i = self._index(seq)
         if i < 0:
             return False
-        self.log("journal: dropped %s seq %d of transaction %d: %s" % (_NAMES[self._kind[i]], seq, self._ix[2 * i + 1], why))
+        self.log("journal: dropped %s seq %d of transaction %d: %s" % (_NAMES[self._kind[i]], seq, self._tx(i), why))
         self._kill(i)
         self._pending.append(b"d %d\n" % seq)
         self._garbage += 2
@@ -199,7 +206,7 @@ class Journal:
     def tx_of(self, seq):
         """The transactionId message `seq` is queued under (a StartTransaction's: its local id)."""
         i = self._index(seq)
-        return self._ix[2 * i + 1] if i >= 0 else None
+        return self._tx(i) if i >= 0 else None
 
     def has_stop(self, tx_id):
         """Whether a StopTransaction of transaction `tx_id` (its local id or the real one it got)
@@ -207,7 +214,7 @@ class Journal:
         real = self._maps.get(tx_id, tx_id)
         ix, kind = self._ix, self._kind
         for i in range(self._head, self._n):
-            if kind[i] == _STOP and ix[2 * i + 1] == real:
+            if kind[i] == _STOP and ix[i >> _SHIFT][((i & _MASK) << 1) + 1] == real:
                 return True
         return False
 
@@ -225,19 +232,30 @@ class Journal:
 
     # The RAM index: slots in seq order; a gone slot stays until the slots run out.
 
+    def _seq(self, i):
+        return self._ix[i >> _SHIFT][(i & _MASK) << 1]
+
+    def _tx(self, i):
+        return self._ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
+
     def _add(self, seq, tx, kind):
         if self._n == len(self._kind):
             self._squeeze()
             if self._n == len(self._kind):  # only beyond max_entries: StartTransaction/StopTransaction
-                cap = self._n + self._n // 4 + 8
-                ix = array("i", range(2 * cap))
-                for k in range(2 * self._n):
-                    ix[k] = self._ix[k]
-                self._ix = ix
-                self._kind = self._kind + bytearray(cap - self._n)
+                last = self._ix[-1]
+                if len(last) < 2 * _CHUNK:   # the short last block first becomes a whole one
+                    whole = _block(_CHUNK)
+                    for k in range(len(last)):
+                        whole[k] = last[k]
+                    self._ix[-1] = whole
+                else:
+                    self._ix.append(_block(_CHUNK))
+                self._kind = self._kind + bytearray((len(self._ix) << _SHIFT) - len(self._kind))
         n = self._n
-        self._ix[2 * n] = seq
-        self._ix[2 * n + 1] = tx
+        block = self._ix[n >> _SHIFT]
+        k = (n & _MASK) << 1
+        block[k] = seq
+        block[k + 1] = tx
         self._kind[n] = kind
         self._n = n + 1
         self._live += 1
@@ -250,31 +268,35 @@ class Journal:
     def _index(self, seq):
         ix = self._ix
         lo, hi = self._head, self._n
-        if lo < hi and ix[2 * lo] == seq:
+        if lo < hi and ix[lo >> _SHIFT][(lo & _MASK) << 1] == seq:
             hi = lo
         while lo < hi:
             mid = (lo + hi) // 2
-            if ix[2 * mid] < seq:
+            if ix[mid >> _SHIFT][(mid & _MASK) << 1] < seq:
                 lo = mid + 1
             else:
                 hi = mid
-        return lo if lo < self._n and ix[2 * lo] == seq and self._kind[lo] else -1
+        return lo if lo < self._n and ix[lo >> _SHIFT][(lo & _MASK) << 1] == seq and self._kind[lo] else -1
 
     def _kill(self, i):
         self._kind[i] = 0
         self._live -= 1
-        seq = self._ix[2 * i]
+        seq = self._seq(i)
         self._tries.pop(seq, None)
         if self._peeked is not None and self._peeked[0] == seq:
             self._peeked = None
         self._first()
 
     def _squeeze(self):
-        ix = self._ix
+        ix, kind = self._ix, self._kind
         j = 0
         for i in range(self._head, self._n):
-            if self._kind[i]:
-                ix[2 * j], ix[2 * j + 1], self._kind[j] = ix[2 * i], ix[2 * i + 1], self._kind[i]
+            if kind[i]:
+                src, a = ix[i >> _SHIFT], (i & _MASK) << 1
+                dst, b = ix[j >> _SHIFT], (j & _MASK) << 1
+                dst[b] = src[a]
+                dst[b + 1] = src[a + 1]
+                kind[j] = kind[i]
                 j += 1
         for i in range(j, self._n):
             self._kind[i] = 0
@@ -284,20 +306,23 @@ class Journal:
     def _map(self, local, real):
         self._maps[local] = real
         ix = self._ix
-        for k in range(2 * self._head + 1, 2 * self._n, 2):
-            if ix[k] == local:
-                ix[k] = real
+        for i in range(self._head, self._n):
+            block, k = ix[i >> _SHIFT], ((i & _MASK) << 1) + 1
+            if block[k] == local:
+                block[k] = real
 
     def _victim(self, new_kind, new_tx):
         # Slot of the message to drop for a new one; -1: the new one; None: keep everything.
         counts = {}  # transactionId -> [its MeterValues queued, slot of the second one]
         oldest = -1
+        ix, kind = self._ix, self._kind
         for i in range(self._head, self._n):
-            k = self._kind[i]
+            k = kind[i]
             if k == _METER:
-                c = counts.get(self._ix[2 * i + 1])
+                tx = ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
+                c = counts.get(tx)
                 if c is None:
-                    counts[self._ix[2 * i + 1]] = [1, -1]
+                    counts[tx] = [1, -1]
                 else:
                     c[0] += 1
                     if c[1] < 0:
@@ -578,7 +603,7 @@ class Journal:
             if i >= 0 and op == "f":
                 self._tries[seq] = self._tries.get(seq, 0) + 1
             elif i >= 0:
-                local = self._ix[2 * i + 1]
+                local = self._tx(i)
                 self._kill(i)
                 if len(parts) > 2 and local:
                     self._map(local, int(parts[2]))
@@ -625,6 +650,11 @@ def _close(f):
             pass
 
 
+
+
+def _block(slots):
+    # The ids of `slots` slots (at most _CHUNK: 1 KB on a board): seq and transactionId each.
+    return array("i", range(2 * slots))   # sized from the range at once: no temporary
 
 
 def _exists(path):
