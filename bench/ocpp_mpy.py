@@ -41,7 +41,9 @@ VOLTS = 230
 
 
 def say(**fields):
-    print(json.dumps(fields))
+    # Streamed: the results of a whole run need no one string of their size on a full heap.
+    json.dump(fields, sys.stdout)
+    print()
 
 
 class Gun:
