@@ -154,6 +154,7 @@ def test_a_romfs_install_round_trips_through_evsectl_flash_and_mpremote_romfs(re
             result = json.loads(done.stdout.strip().splitlines()[-1])
             assert result["removed"] == ["evse/log.py"]
             assert "mpremote romfs deploy" in done.stdout and "verified the ROMFS image" in done.stdout
+            assert "leaves 110 KiB of heap" in done.stdout   # and the firmware with OCPP needs more
             wait_booted(rig)
             assert _on_board(port, "import evse.log\nprint(evse.log.ROMFS_TEST)").endswith("1")
             again = subprocess.run([EVSECTL, "flash", "--board", "esp32-devkitc", "--port", port, "--firmware",

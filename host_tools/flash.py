@@ -246,6 +246,8 @@ class Flasher:
             try:
                 self._check_board(info)
                 self._check_romfs(info)
+                if self.heap_warning():
+                    self.say(self.heap_warning())
             except FlashError:
                 self._resume()   # a refused flash leaves the board as it found it
                 raise
@@ -341,6 +343,19 @@ class Flasher:
                              f"{self.board['name']}; give --force to replace its board file")
         self.say(f"flash: {self.port}: MicroPython {info['version']} on {info['platform']}, "
                  f"board {info['board'] or '(none yet)'}")
+
+    def heap_warning(self) -> str | None:
+        """What to tell a user whose board's heap is too small for the firmware as it is about to
+        be installed (its file says virtual_heap upper-bound: docs/boards.md has the figures)."""
+        hw = self.board.get("hardware", {})
+        if hw.get("virtual_heap", "measured") != "upper-bound":
+            return None
+        how = "from its ROMFS image" if self.romfs else "as .mpy files"
+        better = "" if self.romfs else "; a ROMFS install (--romfs, a MicroPython built with a ROMFS partition) " \
+                                       "takes about half"
+        return (f"flash: warning: board {self.board['name']} leaves {self.board['heap_kb']} KiB of heap and the "
+                f"firmware with OCPP needs more {how} (make bench's memory section, docs/boards.md){better}; "
+                "without a central system configured it runs, with one expect a MemoryError")
 
     def _check_romfs(self, info: dict) -> None:
         if not self.romfs:

@@ -108,3 +108,12 @@ def test_the_measured_virtual_heap_holds_the_code_at_its_32_bit_size_and_the_res
     assert board_heap_bytes(64 * 1024, 0, 100_000) == 100_000   # code past the heap: no data room
     # From a ROMFS image the code's objects weigh 0.65 of their bytes here on the board.
     assert board_heap_bytes(110 * 1024, 0, 100_000, 0.65) == 100_000 + int((110 * 1024 - 65_000) / 0.55)
+
+
+def test_flash_says_when_the_board_s_heap_is_too_small_for_the_install_and_what_would_help():
+    pico_w = Flasher("/dev/null", "rp2040-pico-w").heap_warning()
+    assert "leaves 150 KiB" in pico_w and "as .mpy files" in pico_w and "--romfs" in pico_w
+    devkitc = Flasher("/dev/null", "esp32-devkitc").heap_warning()
+    assert "from its ROMFS image" in devkitc and "--romfs" not in devkitc
+    assert Flasher("/dev/null", "rp2040-pico").heap_warning() is None
+    assert Flasher("/dev/null", "esp32-wrover").heap_warning() is None
