@@ -246,8 +246,9 @@ class Flasher:
             try:
                 self._check_board(info)
                 self._check_romfs(info)
-                if self.heap_warning():
-                    self.say(self.heap_warning())
+                warning = self.heap_warning()
+                if warning:
+                    self.say(warning)
             except FlashError:
                 self._resume()   # a refused flash leaves the board as it found it
                 raise
@@ -348,8 +349,8 @@ class Flasher:
         """What to tell a user whose board's heap is too small for the firmware as it is about to
         be installed (its file says virtual_heap upper-bound: docs/boards.md has the figures)."""
         hw = self.board.get("hardware", {})
-        if hw.get("virtual_heap", "measured") != "upper-bound":
-            return None
+        if hw.get("virtual_heap", "measured") != "upper-bound" or self.romfs != (hw.get("install") == "romfs"):
+            return None   # fits, or installed otherwise than the file's figures are for
         how = "from its ROMFS image" if self.romfs else "as .mpy files"
         better = "" if self.romfs else "; a ROMFS install (--romfs, a MicroPython built with a ROMFS partition) " \
                                        "takes about half"

@@ -191,3 +191,29 @@ def test_the_update_code_main_py_loads_at_boot_gives_its_heap_back(tmp_path):
     assert int(freed) > 15000 and int(freed) > 0.5 * int(took), done.stdout
     assert (in_modules, on_package) == ("False", "False")
     assert done.stdout.split()[-1] == "True"
+
+
+JOBS = r"""
+import sys
+import evse
+evse.update_job(1)                       # an update starts
+from evse.ocpp import fw
+evse.update_job(1)                       # a diagnostics upload starts
+evse.update_job(-1)                      # ... and ends: the update's code stays
+print("evse.ocpp.fw" in sys.modules)
+evse.update_job(0)                       # a check while the update runs: stays too
+print("evse.ocpp.fw" in sys.modules)
+evse.update_job(-1)                      # the update ends: now it goes
+print("evse.ocpp.fw" in sys.modules)
+evse.unload(*evse.UPDATE_MODULES)        # again: nothing to let go, no error
+evse.update_job(-1)
+print("ok")
+"""
+
+
+def test_the_update_code_stays_while_any_job_runs_and_letting_go_twice_is_harmless(tmp_path):
+    script = tmp_path / "jobs.py"
+    script.write_text(JOBS)
+    done = subprocess.run([MICROPYTHON, str(script)], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MICROPYPATH=f"{REPO / 'firmware'}:.frozen"))
+    assert done.stdout.split() == ["True", "True", "False", "ok"], done.stdout + done.stderr

@@ -117,3 +117,4 @@ def test_flash_says_when_the_board_s_heap_is_too_small_for_the_install_and_what_
     assert "from its ROMFS image" in devkitc and "--romfs" not in devkitc
     assert Flasher("/dev/null", "rp2040-pico").heap_warning() is None
     assert Flasher("/dev/null", "esp32-wrover").heap_warning() is None
+    assert Flasher("/dev/null", "rp2040-pico-w", romfs=True).heap_warning() is None   # not what its figures are for

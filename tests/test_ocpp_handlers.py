@@ -679,3 +679,5 @@ def test_a_transaction_whose_stop_is_queued_is_not_stopped_or_resumed_again_afte
     assert again.connectors[1].tx is None
     assert [q[0] for q in _queued(again)] == ["StartTransaction", "StopTransaction"]
     assert any("had ended; its stop is queued" in line for line in app.lines)
+    with open(tx_file) as f:
+        assert json.load(f) == {}                          # and the next reboot does not see it again

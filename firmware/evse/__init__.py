@@ -3,6 +3,16 @@ VERSION = "0.1.0"
 
 # Loaded for a rare job and let go after it: the firmware update and the diagnostics upload.
 UPDATE_MODULES = ("evse.ocpp.fw", "evse.ocpp.http")
+_update_jobs = [0]   # updates and uploads running: while any runs, their code stays loaded
+
+
+def update_job(delta):
+    """A job that uses UPDATE_MODULES starts (+1) or ends (-1); when none runs any more (or at a
+    check with 0 while none runs), they are let go. One module for all of them: fw keeps the
+    state that refuses a second update while one runs."""
+    _update_jobs[0] = max(0, _update_jobs[0] + delta)
+    if not _update_jobs[0]:
+        unload(*UPDATE_MODULES)
 
 
 def unload(*names):
@@ -16,5 +26,5 @@ def unload(*names):
         if parent is not None:
             try:
                 delattr(parent, leaf)
-            except AttributeError:
-                pass   # never imported as an attribute
+            except (AttributeError, KeyError):   # MicroPython: KeyError for a name not there
+                pass   # never imported as an attribute, or let go before

@@ -44,6 +44,7 @@ class App:
         self.cfg = cfg
         self.hal = hal
         self.root = root
+        self._boot_reported = False   # after_boot's update report: once per boot
         board = dict(board)
         board["fault_retry_s"] = cfg.get("fault_retry_s")
         self.cabinet = None   # a DC board's power modules
@@ -241,9 +242,14 @@ class App:
         self.hal.reset(hard)
 
     async def after_boot(self, cp):
+        # Once per boot (a session starts at every connect): the report of an update the
+        # reboot finished, read with the update code, which goes again unless a job runs.
+        if self._boot_reported:
+            return
+        self._boot_reported = True
         from evse.ocpp import fw
         status = fw.boot_report(self.root)
-        evse.unload(*evse.UPDATE_MODULES)
+        evse.update_job(0)
         if status:
             cp.firmware_status = status
             cp.send("FirmwareStatusNotification", {"status": status})

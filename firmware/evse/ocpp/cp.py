@@ -87,6 +87,7 @@ class ChargePoint:
             if isinstance(avail, dict) and avail.get(str(c.n)) == "Inoperative":
                 c.operative = False
         txs = store.read_json(self.root + TX_FILE, {})
+        ended = []
         if isinstance(txs, dict):
             for key in txs:
                 tx = txs[key]
@@ -98,10 +99,16 @@ class ChargePoint:
                     continue
                 if self.journal.has_stop(tx["id"]):
                     # Its stop reached the journal and the power went before the file said so:
-                    # it is over, not to be stopped (PowerLoss) or resumed again.
+                    # it is over, not to be stopped (PowerLoss) or resumed again; the file and
+                    # its profiles are brought up to date below.
                     self.log("ocpp: connector %d: transaction %d had ended; its stop is queued" % (c.n, tx["id"]))
+                    ended.append(c.n)
                     continue
                 c.tx = tx
+        if ended:
+            self._save_txs()
+            for n in ended:
+                self.profiles.remove_tx(n)
 
     def _save_txs(self):
         store.write_json(self.root + TX_FILE, dict((str(c.n), c.tx) for c in self.connectors if c.tx is not None))
@@ -242,7 +249,7 @@ class ChargePoint:
         elif c.stopping is not None:
             reason, tag = c.stopping[0], c.stopping[1]
         # Stopping from now: should the StopTransaction fail to reach the journal (a MemoryError),
-        # supervise writes it in its next round, with the same end time.
+        # supervise writes it in its next round (with the end time given, else the time then).
         now_ms = time.ticks_ms()
         c.stopping = (reason, tag, now_ms, time.ticks_add(now_ms, -METER_SETTLE_MS), when_s)
         self._end_tx(c, reason, tag, when_s)
@@ -458,6 +465,7 @@ class ChargePoint:
 
     # ---- firmware and diagnostics ------------------------------------------------------------------
     def start_firmware_update(self, location, when_s, retries, interval_s):
+        evse.update_job(1)
         from evse.ocpp import fw
 
         async def notify(status):
@@ -472,13 +480,14 @@ class ChargePoint:
                 reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
                                                   log=self.app.log, cadata=self.ca_der)
             finally:
-                evse.unload(*evse.UPDATE_MODULES)
+                evse.update_job(-1)
             if reboot:
                 self.request_reset("Soft")
 
         asyncio.create_task(update())
 
     def start_diagnostics(self, location, retries, interval_s):
+        evse.update_job(1)
         from evse.ocpp import fw
         name = "diagnostics-%s-%s.txt" % (self.cp_id, clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
 
@@ -491,7 +500,7 @@ class ChargePoint:
                 await fw.upload_diagnostics(location, self.root, self.app.log, notify, retries, interval_s,
                                             name=name, cadata=self.ca_der)
             finally:
-                evse.unload(*evse.UPDATE_MODULES)
+                evse.update_job(-1)
 
         asyncio.create_task(upload())
         return name
