@@ -55,6 +55,8 @@ CHUNK = 256            # bytes per raw-REPL write, as mpremote cp
 RAW_REPL_S = 5
 RESET_S = 20           # a board that was hard-reset is back within this
 BANNER_S = 30
+DEPLOY_S = 120         # mpremote romfs deploy of an image (~140 KB: seconds over USB)
+DEPLOY_TRIES = 2
 BANNER = re.compile(rb"evse (\S+) on (\S+): \d+ guns")
 BOOT_FAILED = re.compile(rb"(Traceback \(most recent call last\)|evse: [^\r\n]*|board [^\r\n]* must [^\r\n]*)")
 
@@ -449,13 +451,15 @@ class Flasher:
         with tempfile.TemporaryDirectory(prefix="evse-romfs-") as tmp:
             image = Path(tmp) / "evse.romfs"
             image.write_bytes(self.image)
-            try:
-                done = subprocess.run([sys.executable, "-m", "mpremote", "connect", self.port, "romfs", "deploy",
-                                       str(image)], capture_output=True, text=True, timeout=600)
-                failed = None if done.returncode == 0 and "ROMFS image deployed" in done.stdout else \
-                    (done.stdout + done.stderr).strip()[-600:]
-            except subprocess.TimeoutExpired:
-                failed = "no end within 600 s"
+            for attempt in range(DEPLOY_TRIES):   # a deploy that stalls on the line is run again once
+                try:
+                    done = subprocess.run([sys.executable, "-m", "mpremote", "connect", self.port, "romfs", "deploy",
+                                           str(image)], capture_output=True, text=True, timeout=DEPLOY_S)
+                    failed = None if done.returncode == 0 and "ROMFS image deployed" in done.stdout else \
+                        (done.stdout + done.stderr).strip()[-600:]
+                    break
+                except subprocess.TimeoutExpired:
+                    failed = f"no end within {DEPLOY_S} s, {attempt + 1} times"
         self._connect(wait_s=RESET_S)
         if failed is None and self._romfs_hash() != want:
             failed = "the partition does not hold the image written"
