@@ -225,6 +225,46 @@ def test_bad_board_file_and_config_values_get_a_clear_error_and_nothing_is_drive
             mpremote(port, "rm", ":config.json")
 
 
+def rain_ctrl_c(dut, times=300):
+    """A line end and then Ctrl-C, as mpremote sends them, with 0 to 300 us between: the
+    interrupt then lands while the REPL reads, or while it handles the line end."""
+    for i in range(times):
+        dut.write(b"\r")
+        until = time.perf_counter() + (i % 16) * 20e-6
+        while time.perf_counter() < until:
+            pass
+        dut.write(b"\x03")
+        time.sleep(0.001)
+
+
+@pytest.mark.virtual_only("a real board's REPL needs no proof that Ctrl-C is a character there")
+def test_ctrl_c_at_the_repl_never_resets_the_board_and_mpremote_always_gets_in(rig, virtual_board, dut, events):
+    """mpremote starts every session with Ctrl-C. On a board the REPL reads it as a character;
+    the virtual board turns it into SIGINT, which must not land anywhere that resets the board
+    (a reset would eat mpremote's next bytes, and mpremote would wait for its prompt for ever)."""
+    port = virtual_board["serial"]
+    # Maintenance mode first: no watchdog runs at the REPL to reset the board while Ctrl-C rains.
+    mpremote(port, "resume", "exec", "open('maintenance', 'w').close()", "reset")
+    try:
+        dut.read_until(b"maintenance mode", 15)
+        dut.read_until(b">>> ", 10)
+        t = now_ms(rig)
+        dut.flush()
+        rain_ctrl_c(dut)               # at the friendly REPL
+        dut.write(b"\r\x01")
+        dut.read_until(b"raw REPL; CTRL-B to exit\r\n>", 10)
+        rain_ctrl_c(dut)               # at the raw REPL
+        dut.write(b"\x02")
+        dut.write(b"print(6 * 7)\r")
+        out = dut.read_until(b"42", 10)
+        assert out.count(b"MicroPython v") == 1, out[-800:]   # the one banner Ctrl-B printed
+        assert b"Traceback" not in out and b"maintenance mode" not in out, out[-800:]
+        assert not [e for e in events.since(t) if e["what"] in ("duty", "watchdog")]   # no reset
+        assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
+    finally:
+        mpremote(port, "exec", "import os; os.remove('maintenance')", "reset")
+
+
 def test_the_technician_stops_and_starts_a_gun_from_the_console(rig, events, dut):
     start_charging(rig, events)
     t = now_ms(rig)

@@ -217,21 +217,20 @@ class Repl:
         write(BANNER % ("v%d.%d.%d" % (v[0], v[1], v[2]), os.getenv("EVSE_SIM_BOARD") or "?"))
 
     # ---- raw REPL (pyexec_raw_repl) -----------------------------------------------------------
+    # On a board the REPL reads Ctrl-C as a character: the interrupt is armed only while code
+    # runs. Here it arrives as SIGINT, which may land anywhere in the REPL's own code, so each
+    # loop takes a KeyboardInterrupt outside the user's code for that character; one let out
+    # would end the process, a hard reset that swallows the next bytes (mpremote's Ctrl-A), and
+    # mpremote, whose reads on a pty block, would wait for its prompt for ever.
     def raw(self):
-        write("raw REPL; CTRL-B to exit\r\n")
+        write("raw REPL; CTRL-B to exit\r\n>")
+        code = bytearray()
         while True:
-            write(">")
-            code = bytearray()
-            paste = False
-            while True:
-                try:
-                    c = read_byte()
-                except KeyboardInterrupt:
-                    code = bytearray()
-                    continue
+            try:
+                c = read_byte()
                 if c == 0x01:  # Ctrl-A: start again
-                    write("\r\nraw REPL; CTRL-B to exit\r\n>")
                     code = bytearray()
+                    write("\r\nraw REPL; CTRL-B to exit\r\n>")
                 elif c == 0x02:  # Ctrl-B: friendly REPL
                     write("\r\n")
                     return
@@ -240,17 +239,18 @@ class Repl:
                 elif c == 0x04:
                     if not code:
                         raise SystemExit(EXIT_SOFT_RESET_RAW)
-                    break
+                    write("OK")
+                    run, code = bytes(code), bytearray()
+                    self._exec_raw(run)
+                    write(">")
                 elif c == 0x05 and not code:
                     if self._raw_paste_start():
-                        code = self._raw_paste_read()
-                        paste = True
-                        break
+                        self._exec_raw(bytes(self._raw_paste_read()))
+                        write(">")
                 else:
                     code.append(c)
-            if not paste:
-                write("OK")
-            self._exec_raw(bytes(code))
+            except KeyboardInterrupt:
+                code = bytearray()   # Ctrl-C: the input so far is dropped, as on a board
 
     def _raw_paste_start(self):
         # Host sends Ctrl-E 'A' Ctrl-A to ask for raw-paste mode.
@@ -292,45 +292,48 @@ class Repl:
 
     # ---- friendly REPL ------------------------------------------------------------------------
     def friendly(self):
-        self.banner()
         lines = []
+        try:
+            self.banner()
+        except KeyboardInterrupt:
+            pass
         while True:
-            write("... " if lines else ">>> ")
             try:
-                line = self._read_line()
-            except KeyboardInterrupt:
+                lines = self._friendly_line(lines)
+            except KeyboardInterrupt:   # Ctrl-C in the REPL's own code: as at the prompt (see raw)
                 write("\r\n")
                 lines = []
-                continue
-            if line is None:  # Ctrl-D on an empty line
-                if lines:
-                    lines = []
-                    write("\r\n")
-                    continue
-                write("\r\n")
-                raise SystemExit(EXIT_SOFT_RESET)
+
+    def _friendly_line(self, lines):
+        """One line of the friendly REPL: the lines of a block still open, or []."""
+        write("... " if lines else ">>> ")
+        line = self._read_line()
+        if line is None:  # Ctrl-D on an empty line
+            write("\r\n")
+            if lines:
+                return []
+            raise SystemExit(EXIT_SOFT_RESET)
+        if line in ("\x01", "\x02"):
             if line == "\x01":
                 self.raw()
-                self.banner()
-                continue
-            if line == "\x02":
+            else:
                 write("\r\n")
-                self.banner()
-                continue
-            if not lines and not line.strip():
-                continue
-            lines.append(line)
-            src = "\n".join(lines)
-            if lines[0].rstrip().endswith(":") and line.strip():
-                continue  # a block goes on until an empty line
-            lines = []
-            try:
-                exec(compile(src, "<stdin>", "single"), self.globals)
-            except SystemExit as e:
-                if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
-                    raise
-            except BaseException as e:  # noqa: B036
-                _print_exception(e)
+            self.banner()
+            return []
+        if not lines and not line.strip():
+            return []
+        lines.append(line)
+        src = "\n".join(lines)
+        if lines[0].rstrip().endswith(":") and line.strip():
+            return lines  # a block goes on until an empty line
+        try:
+            exec(compile(src, "<stdin>", "single"), self.globals)
+        except SystemExit as e:
+            if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
+                raise
+        except BaseException as e:  # noqa: B036
+            _print_exception(e)
+        return []
 
     def _read_line(self):
         buf = bytearray()
@@ -502,11 +505,14 @@ def main():
     repl = Repl()
     code = 0
     try:
-        run_file("boot.py")
-        if raw:
-            repl.raw()
-        else:
-            run_file("main.py")
+        try:
+            run_file("boot.py")
+            if raw:
+                repl.raw()
+            else:
+                run_file("main.py")
+        except KeyboardInterrupt:
+            pass   # Ctrl-C between the files and the REPL: the REPL comes next, as on a board
         while True:
             repl.friendly()
     except SystemExit as e:
