@@ -109,6 +109,42 @@ def test_welded_contactor_is_detected_after_opening_and_needs_a_command():
     assert g.clear_fault(hal.t_ms)
 
 
+@pytest.mark.parametrize("ev", ["A", "B", "C"])
+def test_contacts_welded_before_a_reboot_are_found_at_boot_before_anything_is_offered(ev):
+    hal = FakeHal()
+    hal.welded, hal.coil, hal.ev = True, False, ev   # the contacts stuck; the coil has no current
+    g = gun_mod.Gun(1, hal, BOARD["guns"][0], BOARD)
+    g.allocation_a = 32
+    run_until(g, hal, lambda: g.fault == "WELD", gun_mod.WELD_CHECK_MS)
+    run(g, hal, 5000)
+    assert g.fault == "WELD" and not hal.coil
+    assert not [v for _, w, v in hal.calls if w == "pilot" and 0 < v < pilot.DUTY_OFF_PM]   # never PWM
+
+
+@pytest.mark.parametrize("code", sorted(gun_mod.FAULTS))
+def test_a_fault_restored_after_a_reboot_stands_and_clears_by_its_own_rule(code):
+    g, hal = make_gun()
+    assert g.restore_fault(code, hal.t_ms) and g.fault == code and g.state == "FAULT"
+    run(g, hal, 2000)
+    assert not hal.coil
+    rule = gun_mod.FAULTS[code]
+    if rule in (gun_mod.CLEAR_COMMAND, gun_mod.CLEAR_DELAY):
+        assert g.fault == code   # a technician, or the board's retry delay (60 s), clears it
+    else:
+        assert g.fault is None   # its condition (EV gone, cool, meter back) holds already
+    assert not make_gun()[0].restore_fault("NOT_A_FAULT", 0)
+
+
+def test_a_restored_fault_that_clears_on_unplug_waits_for_a_fresh_reading_of_the_pilot():
+    g, hal = make_gun()   # at boot the debounced pilot is "A" until the first readings say otherwise
+    hal.ev = "B"
+    g.restore_fault("RCD_TEST", hal.t_ms)
+    run(g, hal, 3000)
+    assert g.fault == "RCD_TEST" and not hal.coil
+    hal.ev = "A"
+    run_until(g, hal, lambda: g.fault is None, 500)
+
+
 def test_overcurrent_stops_after_7s_above_110_percent_plus_half_an_amp():
     g, hal = make_gun()
     charging(g, hal)

@@ -19,6 +19,7 @@ DRAWING_A = 1.0      # a phase carrying this much is one the EV draws on
 ENERGY_FILE = "energy.json"   # the estimated registers of guns without a meter
 INTEGRATE_MS = 100            # the estimated registers grow this often
 ENERGY_SAVE_MS = 60000        # ... written this often while they grow, and when a session ends
+FAULTS_FILE = "faults.json"   # the guns' faults, so that a latched one survives a reboot
 WATCHDOG_FEED_MS = 500
 SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 CONSOLE_LINE_MAX = 200
@@ -87,6 +88,8 @@ class App:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
         self.log = Log(root)
+        self._faults_due = False   # a gun's fault came or went: the flash task writes them
+        self._restore_faults()
         # What the charge point allows, as plain values the control path reads (index 0: the
         # charger): the OCPP task refreshes them (grant), so nothing inside OCPP can stop the
         # control of the guns. Without a central system every gun may charge, uncapped.
@@ -131,9 +134,30 @@ class App:
         except Exception:  # noqa: BLE001
             pass
 
+    def _restore_faults(self):
+        """The faults the guns had when the board went down stand again, each with its clearing
+        rule: a welded contactor stays reported until a technician clears it."""
+        saved = store.read_json(self.root.rstrip("/") + "/" + FAULTS_FILE, {})
+        if not isinstance(saved, dict):
+            saved = {}
+        for key in saved:
+            n = int(key) if isinstance(key, str) and key.isdigit() else 0
+            if not 1 <= n <= len(self.guns) or not self.guns[n - 1].restore_fault(saved[key], 0):
+                self.note("faults: %s = %r in %s is no gun's fault; ignored" % (key, saved[key], FAULTS_FILE))
+                continue
+            self.note("gun %d: fault %s stands, as before the reboot" % (n, saved[key]))
+
     def write_flash(self, lines=LOG_QUEUE_MAX):
-        """What the other tasks left for the flash: up to `lines` log lines, then, when no line
-        is left, the energy registers. Never raises."""
+        """What the other tasks left for the flash: the guns' faults when they changed, up to
+        `lines` log lines, then, when no line is left, the energy registers. Never raises."""
+        if self._faults_due:
+            self._faults_due = False
+            lines -= 1   # a write of its own (a step of the flash task)
+            try:
+                store.write_json(self.root.rstrip("/") + "/" + FAULTS_FILE,
+                                 dict((str(g.n), g.fault) for g in self.guns if g.fault is not None))
+            except Exception as e:  # noqa: BLE001  (the next change of a fault tries again)
+                self.note("faults: cannot save them (%s)" % e)
         q = self._log_queue
         while q and lines > 0:
             lines -= 1
@@ -451,6 +475,8 @@ class App:
                     if kind == "state":
                         print("gun %d: %s" % (g.n, text))
                     else:  # faults and their clearing also go to the log on flash
+                        if kind == "fault" or kind == "cleared":
+                            self._faults_due = True   # noted below: the flash task runs
                         self.note("gun %d: %s %s" % (g.n, kind, text))
                 g.events.clear()
         self.ticks += 1

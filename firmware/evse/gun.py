@@ -83,7 +83,9 @@ class Gun:
         # RCD_RELEASE_MS to fall, and a trip read before then is not acted on).
         self.fault_since_ms = -RCD_RELEASE_MS
         self.contactor = False
-        self.opened_ms = None  # pending weld check
+        # Pending weld check: one at boot too, before anything is offered (the pilot's debounce
+        # takes longer), so contacts welded before a power cut are found before the next EV.
+        self.opened_ms = -WELD_CHECK_MS
         self.closed_ms = None
         self.allocation_a = 0.0  # from the power sharing
         self.meter_ok = True     # from the metering: False while the gun's meter does not answer
@@ -144,6 +146,16 @@ class Gun:
         if self.fault == "WELD" and self.hal.contactor_feedback(self.n):
             return False
         self._clear(now_ms)
+        return True
+
+    def restore_fault(self, code, now_ms):
+        """A fault latched before a reboot (the application keeps them on flash) stands again,
+        with its clearing rule; a delay to clear starts afresh. False for a code not known."""
+        if code not in FAULTS:
+            return False
+        if self.fault is None:
+            self._trip(code, now_ms)
+            self._resync = True   # the pilot as it reads after the F step, not the boot's "A"
         return True
 
     def rebase(self, d):
@@ -386,7 +398,9 @@ class Gun:
         if now_ms - self.fault_since_ms < F_STEP_MS:
             return  # the EV sees the whole F step before anything clears
         rule = FAULTS[self.fault]
-        if rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == DUTY_OFF_PM:
+        if self._resync:
+            pass   # the pilot is not read yet (a restored fault): nothing clears on a stale letter
+        elif rule == CLEAR_UNPLUG and letter == "A" and self.duty_pm == DUTY_OFF_PM:
             self._clear(now_ms)
         elif rule == CLEAR_DELAY and now_ms - self.fault_since_ms >= self.fault_retry_ms:
             # An RCD fault clears with a reset of the module (in _clear); if the residual current
