@@ -241,6 +241,40 @@ def test_availability_is_scheduled_when_busy_and_kept_across_a_reboot(ocpp_rig, 
     assert ocpp_rig.gun(2)["contactor"] is False
 
 
+@pytest.mark.rig_ops("rfid", "rcd_trip")
+def test_after_an_rcd_trip_the_unplugged_session_ends_once_and_is_not_orphaned(ocpp_rig, csms):
+    t = start_session(ocpp_rig, csms)
+    tx_id = csms.transactions()[-1]["transactionId"]
+    ocpp_rig.rcd_trip(gun=1)
+    wait_status(csms, t, 1, "Faulted", 10)
+    assert [p["errorCode"] for p in sent(csms, t, "StatusNotification") if p["status"] == "Faulted"] == ["GroundFailure"]
+    assert not sent(csms, t, "StopTransaction")   # the RCD may clear after its delay and charging go on
+    ocpp_rig.unplug(gun=1)
+    stop = csms.wait("StopTransaction", since_ms=t, timeout_s=10)["frame"][3]
+    assert stop["transactionId"] == tx_id and stop["reason"] == "EVDisconnected"
+    assert stop["meterStop"] >= csms.transactions()[-1]["meterStart"]
+    time.sleep(2)
+    assert len(sent(csms, t, "StopTransaction")) == 1
+
+
+def test_remote_start_on_a_connector_the_charger_does_not_have_is_rejected(ocpp_rig, csms):
+    for n in (0, 3, 99):
+        reply = csms.call("RemoteStartTransaction", {"connectorId": n, "idTag": "AA11"})
+        assert reply["payload"] == {"status": "Rejected"}, (n, reply)
+
+
+@pytest.mark.rig_ops("power")
+def test_the_heartbeat_interval_of_the_boot_answer_is_what_get_configuration_reads(ocpp_rig, csms):
+    csms.set(boot_status="Accepted", interval=123)
+    ocpp_rig.power(on=False)
+    t = csms.now_ms()
+    ocpp_rig.power(on=True)
+    csms.wait("BootNotification", since_ms=t, timeout_s=20)
+    wait_status(csms, t, 0, "Available", 15)
+    got = csms.call("GetConfiguration", {"key": ["HeartbeatInterval"]})["payload"]["configurationKey"]
+    assert got[0]["value"] == "123"
+
+
 @pytest.mark.rig_ops("rfid", "power")
 def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csms):
     t = start_session(ocpp_rig, csms)

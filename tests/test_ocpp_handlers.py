@@ -245,6 +245,9 @@ class FakeGun:
     def offered_a(self):
         return 16.0 if self.contactor else 0.0
 
+    def ev_plugged(self):
+        return self.state[0] in "BCD"
+
 
 class FakeApp:
     """What ChargePoint asks of evse.app.App, and a record of what it asked."""

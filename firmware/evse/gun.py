@@ -135,6 +135,10 @@ class Gun:
             return cap   # no float made on every tick
         return cap * self.derate_pct / 100
 
+    def ev_plugged(self):
+        """An EV is at the gun, by the pilot as debounced, in a fault too (state FAULT)."""
+        return self.letter.stable in "BCD"
+
     def wants_power(self):
         return self.enabled and self.fault is None and self.state[0] in "BCD"
 

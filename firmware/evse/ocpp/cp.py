@@ -385,7 +385,8 @@ class ChargePoint:
                 elif time.ticks_diff(now_ms, c.tag_since_ms) > tag_timeout * 1000:
                     self.log("ocpp: gun %d: no EV within %d s of the card; authorization dropped" % (c.n, tag_timeout))
                     c.tag = None
-            if c.tx is not None and not plugged and gun.fault is None and self.keys.get("StopTransactionOnEVSideDisconnect"):
+            # A gun in a fault still reads its pilot: an EV unplugged then ends the session too.
+            if c.tx is not None and not gun.ev_plugged() and self.keys.get("StopTransactionOnEVSideDisconnect"):
                 self.stop_tx(c, "EVDisconnected")
             if not plugged:
                 c.finishing = False
@@ -693,8 +694,8 @@ class ChargePoint:
                 self.log("ocpp: BootNotification.conf currentTime %r is not a time" % reply.get("currentTime"))
             interval = reply.get("interval") or 0
             if self.boot_status == "Accepted":
-                if interval > 0:
-                    self.heartbeat_s = interval
+                if interval > 0 and self.keys.change("HeartbeatInterval", str(interval)) != "Accepted":
+                    self.heartbeat_s = interval   # beyond the key's range: used, not stored
                 return
             self.log("ocpp: BootNotification %s; next in %d s" % (self.boot_status, interval or 10))
             # Pending/Rejected: only answer the central system until the interval is over.

@@ -134,7 +134,10 @@ def _profile(p, key):
 def remote_start(cp, p):
     only(p, ("connectorId", "idTag", "chargingProfile"))
     tag = need(p, "idTag", str, maxlen=20)
-    c = _connector(cp, p, zero=False, required=False)
+    n = opt(p, "connectorId", int)
+    if n is not None and not 1 <= n < len(cp.connectors):
+        return {"status": "Rejected"}   # a connector this charger does not have: a valid request, refused
+    c = cp.connectors[n] if n is not None else None
     profile = _profile(p, "chargingProfile") if "chargingProfile" in p else None
     if c is None:
         free = [k for k in cp.connectors[1:] if k.tx is None and k.tag is None and k.operative
