@@ -257,12 +257,6 @@ def test_after_an_rcd_trip_the_unplugged_session_ends_once_and_is_not_orphaned(o
     assert len(sent(csms, t, "StopTransaction")) == 1
 
 
-def test_remote_start_on_a_connector_the_charger_does_not_have_is_rejected(ocpp_rig, csms):
-    for n in (0, 3, 99):
-        reply = csms.call("RemoteStartTransaction", {"connectorId": n, "idTag": "AA11"})
-        assert reply["payload"] == {"status": "Rejected"}, (n, reply)
-
-
 @pytest.mark.rig_ops("power")
 def test_the_heartbeat_interval_of_the_boot_answer_is_what_get_configuration_reads(ocpp_rig, csms):
     csms.set(boot_status="Accepted", interval=123)
@@ -277,13 +271,25 @@ def test_the_heartbeat_interval_of_the_boot_answer_is_what_get_configuration_rea
 
 @pytest.mark.rig_ops("rfid", "power")
 def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csms):
+    """The PowerLoss stop bills the last energy and time the charger knew: never below its
+    meterStart or the last MeterValues it sent, never earlier than them."""
+    configure(csms, MeterValueSampleInterval=2)
     t = start_session(ocpp_rig, csms)
     tx_id = csms.transactions()[-1]["transactionId"]
+    start = sent(csms, t, "StartTransaction")[-1]
+    deadline = time.monotonic() + 30
+    while len(sent(csms, t, "MeterValues")) < 3:
+        assert time.monotonic() < deadline, "no MeterValues every 2 s"
+        time.sleep(0.2)
     ocpp_rig.power(on=False)
+    last = sent(csms, t, "MeterValues")[-1]["meterValue"][0]
+    last_wh = next(int(v["value"]) for v in last["sampledValue"] if v.get("measurand") == "Energy.Active.Import.Register")
     time.sleep(1)
     ocpp_rig.power(on=True)
     stop = csms.wait("StopTransaction", since_ms=t, timeout_s=30)["frame"][3]
     assert stop["reason"] == "PowerLoss" and stop["transactionId"] == tx_id
+    assert stop["meterStop"] >= max(start["meterStart"], last_wh), (start, last, stop)
+    assert stop["timestamp"] >= last["timestamp"], (last, stop)
 
 
 @pytest.mark.rig_ops("factory")  # only a factory reset puts the firmware back

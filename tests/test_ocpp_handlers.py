@@ -260,6 +260,7 @@ class FakeApp:
         self.reboots = []
         self.unlocks = []
         self.lines = []
+        self.floors = []
 
     def phases(self, n):
         return 3
@@ -272,6 +273,9 @@ class FakeApp:
 
     def power_w(self, n):
         return 0.0
+
+    def energy_floor(self, n, wh):
+        self.floors.append((n, wh))
 
     def unlock(self, n):
         self.unlocks.append(n)
@@ -684,3 +688,28 @@ def test_a_transaction_whose_stop_is_queued_is_not_stopped_or_resumed_again_afte
     assert any("had ended; its stop is queued" in line for line in app.lines)
     with open(tx_file) as f:
         assert json.load(f) == {}                          # and the next reboot does not see it again
+
+
+def test_a_power_loss_stop_bills_the_last_energy_and_time_the_session_was_told(tmp_path):
+    """The estimated register lost its last minutes with the power (or a meter has not been read
+    yet after the reboot): the PowerLoss stop still reports what the last MeterValues said, at
+    that time, and the register starts again from there."""
+    gun, cp, c = _charging(tmp_path, "C")
+    assert cp.keys.change("MeterValueSampleInterval", "10") == "Accepted"
+    cp.app.energy_wh = lambda n: 1000.0 * n + 350
+    cp.clock.set(NOW + 25)
+    cp.supervise()
+    sample = [q for q in _queued(cp) if q[0] == "MeterValues"]
+    assert len(sample) == 1
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    app.energy_wh = lambda n: 0.0                     # the register as it came back from the cut
+    again = load(app, str(tmp_path))
+    assert app.floors == [(1, 1350)]
+    again.clock.set(NOW + 3600)
+    again.recover()
+    stop = again.journal.peek()
+    while stop[1] != "StopTransaction":
+        again.journal.confirm(stop[0])
+        stop = again.journal.peek()
+    assert stop[2]["reason"] == "PowerLoss" and stop[2]["meterStop"] == 1350
+    assert stop[2]["timestamp"] == iso(NOW + 25)

@@ -232,6 +232,14 @@ class App:
         r = self.reading(n)
         return r.energy_wh if r is not None else self._energy_wh[n - 1]
 
+    def energy_floor(self, n, wh):
+        """Gun n's estimated register is at least wh (what a session was told before a reboot),
+        and is written so."""
+        if wh > self._energy_wh[n - 1]:
+            self._energy_wh[n - 1] = float(wh)
+            self._energy_saved = list(self._energy_wh)
+            self._flash_due.set()
+
     def power_w(self, n):
         r = self.reading(n)
         if r is not None:

@@ -105,6 +105,9 @@ class ChargePoint:
                     ended.append(c.n)
                     continue
                 c.tx = tx
+                # A gun's estimated register lost what grew since it was last on flash: it
+                # starts again from what this session was told, at least.
+                self.app.energy_floor(c.n, max(tx.get("meter_start", 0), tx.get("seen_wh", 0)))
         if ended:
             self._save_txs()
             for n in ended:
@@ -261,7 +264,10 @@ class ChargePoint:
         # (c.stopping stays), never a transaction the central system sees no end of.
         tx = c.tx
         now = when_s or self.clock.now()
-        payload = {"transactionId": tx["id"], "meterStop": int(self.app.energy_wh(c.n)),
+        # Never below what the session was told (a register read before the meter's first poll
+        # after a reboot, an estimate whose last minutes the cut took).
+        wh = max(int(self.app.energy_wh(c.n)), tx.get("seen_wh", 0), tx.get("meter_start", 0))
+        payload = {"transactionId": tx["id"], "meterStop": wh,
                    "timestamp": clock.iso(now), "reason": reason}
         if tag:
             payload["idTag"] = tag
@@ -341,14 +347,24 @@ class ChargePoint:
     def _meter_values(self, now_s):
         interval = self.keys.get("MeterValueSampleInterval")
         measurands = self.keys.get("MeterValuesSampledData")
+        due = None
         for c in self.connectors[1:]:
             if c.tx is None or not interval or not measurands:
                 continue
             if now_s - c.last_sample_s >= interval:
                 c.last_sample_s = now_s
+                # What a PowerLoss stop after a cut bills, on flash before the central system
+                # hears of it: the register never goes back below what it was told.
                 c.tx["seen_s"] = now_s
-                mv = self.meter_value(c.n, measurands, "Sample.Periodic", now_s)
-                self.journal.append("MeterValues", {"connectorId": c.n, "transactionId": c.tx["id"], "meterValue": [mv]})
+                c.tx["seen_wh"] = int(self.app.energy_wh(c.n))
+                due = due or []
+                due.append(c)
+        if due is None:
+            return
+        self._save_txs()
+        for c in due:
+            mv = self.meter_value(c.n, measurands, "Sample.Periodic", now_s)
+            self.journal.append("MeterValues", {"connectorId": c.n, "transactionId": c.tx["id"], "meterValue": [mv]})
         aligned = self.keys.get("ClockAlignedDataInterval")
         if aligned and self.clock.known:
             if not self._next_aligned_s:
