@@ -241,22 +241,6 @@ def test_availability_is_scheduled_when_busy_and_kept_across_a_reboot(ocpp_rig, 
     assert ocpp_rig.gun(2)["contactor"] is False
 
 
-@pytest.mark.rig_ops("rfid", "rcd_trip")
-def test_after_an_rcd_trip_the_unplugged_session_ends_once_and_is_not_orphaned(ocpp_rig, csms):
-    t = start_session(ocpp_rig, csms)
-    tx_id = csms.transactions()[-1]["transactionId"]
-    ocpp_rig.rcd_trip(gun=1)
-    wait_status(csms, t, 1, "Faulted", 10)
-    assert [p["errorCode"] for p in sent(csms, t, "StatusNotification") if p["status"] == "Faulted"] == ["GroundFailure"]
-    assert not sent(csms, t, "StopTransaction")   # the RCD may clear after its delay and charging go on
-    ocpp_rig.unplug(gun=1)
-    stop = csms.wait("StopTransaction", since_ms=t, timeout_s=10)["frame"][3]
-    assert stop["transactionId"] == tx_id and stop["reason"] == "EVDisconnected"
-    assert stop["meterStop"] >= csms.transactions()[-1]["meterStart"]
-    time.sleep(2)
-    assert len(sent(csms, t, "StopTransaction")) == 1
-
-
 @pytest.mark.rig_ops("power")
 def test_the_heartbeat_interval_of_the_boot_answer_is_what_get_configuration_reads(ocpp_rig, csms):
     csms.set(boot_status="Accepted", interval=123)

@@ -248,6 +248,9 @@ class FakeGun:
     def ev_plugged(self):
         return self.state[0] in "BCD"
 
+    def needs_technician(self):
+        return self.fault in ("WELD", "CONTACTOR", "INTERLOCK")
+
 
 class FakeApp:
     """What ChargePoint asks of evse.app.App, and a record of what it asked."""

@@ -139,6 +139,11 @@ class Gun:
         """An EV is at the gun, by the pilot as debounced, in a fault too (state FAULT)."""
         return self.letter.stable in "BCD"
 
+    def needs_technician(self):
+        """A fault only a technician's command clears (a weld, a contactor that failed): no
+        session goes on here until then."""
+        return self.fault is not None and FAULTS.get(self.fault) == CLEAR_COMMAND
+
     def wants_power(self):
         return self.enabled and self.fault is None and self.state[0] in "BCD"
 

@@ -402,8 +402,13 @@ class ChargePoint:
                     self.log("ocpp: gun %d: no EV within %d s of the card; authorization dropped" % (c.n, tag_timeout))
                     c.tag = None
             # A gun in a fault still reads its pilot: an EV unplugged then ends the session too.
-            if c.tx is not None and not gun.ev_plugged() and self.keys.get("StopTransactionOnEVSideDisconnect"):
-                self.stop_tx(c, "EVDisconnected")
+            # A fault that clears by itself (RCD after its delay, temperature, meter) lets the
+            # session go on; one that waits for a technician ends it now.
+            if c.tx is not None:
+                if not gun.ev_plugged() and self.keys.get("StopTransactionOnEVSideDisconnect"):
+                    self.stop_tx(c, "EVDisconnected")
+                elif gun.needs_technician():
+                    self.stop_tx(c, "Other")
             if not plugged:
                 c.finishing = False
             r = c.reservation
