@@ -28,6 +28,8 @@ def pytest_addoption(parser):
     group.addoption("--board", default=None,
                     help=f"board file name (default {DEFAULT_BOARD}, or the labgrid target's option 'board'; "
                          "virtual board: a sim-* board)")
+    group.addoption("--power-cut-every-write", action="store_true",
+                    help="test_power_cut_hil cuts the power at every block write of its session, not at a spread of them")
     group.addoption("--heap", default=None, help="MicroPython heap of the virtual board (default: the board's, in words)")
     group.addoption("--port", default=None,
                     help="the DUT's serial console on a real rig: a device path (/dev/ttyACM0) or a pyserial URL "

@@ -208,6 +208,22 @@ def factory(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("cut_at_write")
+def cut_at_write(world: World, req: dict, board) -> dict:
+    """Cut the board's power at its `n`th block write to the flash from now (that write does not
+    happen); `n` null cancels. The reply has the writes counted so far (virtual board only)."""
+    n = req.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000):
+        raise OpError(f"'n' must be a whole number 1..1000000 (the nth block write from now) or null, not {n!r}")
+    return {"writes": board.cut_at_write(n)}
+
+
+@op("flash_writes")
+def flash_writes(world: World, req: dict, board) -> dict:
+    """The block writes the board made to its flash since the virtual board started."""
+    return {"writes": board.flash_writes()}
+
+
 @op("console")
 def console(world: World, req: dict, board) -> dict:
     """The last `bytes` (default 4096) the board printed on its serial port (virtual board only)."""

@@ -36,18 +36,47 @@ def read_byte():
     return b[0]
 
 
+class WriteCounter:
+    """The rig op `cut_at_write`: the board's block writes are counted (the supervisor's file
+    `writes`, kept across boots), and when the count reaches the one in `cut_at` the write does
+    not happen: this process stops dead (`cut` in `writes`) and the supervisor cuts the power
+    within its 50 ms poll. Both files are open before the flash hides the host's."""
+
+    def __init__(self, writes_path, cut_at_path):
+        self.writes = open(writes_path, "r+b")
+        self.cut_at = open(cut_at_path, "rb")
+        self.count = int(self.writes.read().split()[0] or b"0")
+
+    def before_write(self):
+        self.cut_at.seek(0)
+        text = self.cut_at.read().strip()
+        if text and int(text) == self.count + 1:
+            self.writes.seek(0)
+            self.writes.write(b"%12d cut\n" % self.count)
+            self.writes.flush()
+            while True:   # no further write happens: the power goes now
+                pass
+        self.count += 1
+        self.writes.seek(0)
+        self.writes.write(b"%12d\n" % self.count)
+        self.writes.flush()
+
+
 class FileBlockDevice:
     """A littlefs block device over the flash image file on the host."""
 
-    def __init__(self, f, blocks):
+    def __init__(self, f, blocks, counter=None):
         self.f = f
         self.blocks = blocks
+        self.counter = counter
 
     def readblocks(self, block, buf, offset=0):
         self.f.seek(block * BLOCK_SIZE + offset)
         self.f.readinto(buf)
 
     def writeblocks(self, block, buf, offset=None):
+        if self.counter is not None:
+            self.counter.before_write()
         self.f.seek(block * BLOCK_SIZE + (offset or 0))
         self.f.write(buf)
         self.f.flush()  # a power cut (SIGKILL) loses nothing the firmware believes written
@@ -171,7 +200,10 @@ def mount_flash():
     # The supervisor creates the image erased (all 0xff); a fresh image is formatted and
     # gets the firmware, as a factory would program a new board.
     f = open(image, "r+b")
-    bdev = FileBlockDevice(f, blocks)
+    counter = None
+    if os.getenv("EVSE_SIM_WRITES") and os.getenv("EVSE_SIM_MODE") != "program":
+        counter = WriteCounter(os.getenv("EVSE_SIM_WRITES"), os.getenv("EVSE_SIM_CUT_AT"))
+    bdev = FileBlockDevice(f, blocks, counter)
     try:
         fs = vfs.VfsLfs2(bdev)
     except OSError:

@@ -214,6 +214,7 @@ class VirtualBoard:
             flash_dir = self._tmp.name
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._reset_write_files(0)
         self.world = World(self.board)
         # An MCU board: the port HAL runs on emulated silicon, wired to this circuit.
         self.mcu = frontend.MCU.get(self.board.get("hal"))
@@ -331,6 +332,8 @@ class VirtualBoard:
         env.update({
             "EVSE_SIM_WORLD": "127.0.0.1:%d" % self._hal_sock.getsockname()[1],
             "EVSE_SIM_FLASH": str(self.flash_dir / "flash.img"),
+            "EVSE_SIM_WRITES": str(self.flash_dir / "writes"),   # the rig op cut_at_write (rom.WriteCounter)
+            "EVSE_SIM_CUT_AT": str(self.flash_dir / "cut_at"),
             "EVSE_SIM_FLASH_BLOCKS": str(FLASH_BLOCKS),
             "EVSE_SIM_SEED": self._seed,
             "EVSE_SIM_MODE": mode,
@@ -362,10 +365,43 @@ class VirtualBoard:
             image.unlink()
             raise RuntimeError("programming the flash image failed: %s" % (done.stdout + done.stderr).decode(errors="replace")[-600:])
 
+    # ---- the rig op cut_at_write: rom.WriteCounter counts the block writes -----------------------
+    def _writes_file(self) -> tuple[int, bool]:
+        """The block writes so far, and whether the board stopped at the write to cut at."""
+        try:
+            parts = (self.flash_dir / "writes").read_bytes().split()
+        except OSError:
+            return 0, False
+        return (int(parts[0]) if parts else 0), b"cut" in parts
+
+    def _reset_write_files(self, count: int) -> None:
+        (self.flash_dir / "writes").write_bytes(b"%12d\n" % count)
+        (self.flash_dir / "cut_at").write_bytes(b"")
+
+    def flash_writes(self) -> int:
+        return self._writes_file()[0]
+
+    def cut_at_write(self, n: int | None) -> int:
+        count = self.flash_writes()
+        (self.flash_dir / "cut_at").write_bytes(b"" if n is None else b"%d\n" % (count + n))
+        return count
+
+    def _cut_due(self) -> bool:
+        """The board stopped at the write it was to be cut at: the power goes now."""
+        count, cut = self._writes_file()
+        if not cut:
+            return False
+        self._reset_write_files(count)
+        self.world.log(0, "power_cut_at_write", count + 1)
+        with self.world.lock:
+            self.set_power(False)
+        return True
+
     def factory_reset(self) -> None:
         """Erase and reprogram the flash, as a board fresh from the factory; power stays as it was."""
         was_on = self.world.powered
         self.set_power(False)
+        self._reset_write_files(self.flash_writes())   # and no cut pending
         self.program_flash(erase=True)
         self.set_power(was_on)
 
@@ -389,6 +425,8 @@ class VirtualBoard:
             try:
                 code = proc.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
+                if self._cut_due():
+                    continue
                 if self.world.watchdog_expired():
                     self.world.log(0, "watchdog", "reset")
                     self._kill()

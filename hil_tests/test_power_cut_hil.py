@@ -1,0 +1,143 @@
+"""A power cut at any write to the flash loses nothing (issue 14): a scripted session (a setting
+changed, a local list sent, a fault latched, two transactions, one with meter values) is cut at its nth
+block write, for n over the writes it makes; after the reboot every setting is the old or the new
+value, a latched fault still stands, and the central system has every transaction exactly once,
+started and stopped, with meterStop at or above meterStart.
+
+`make test` cuts at a spread of writes (POWER_CUT_SAMPLES); `--power-cut-every-write` cuts at
+each one (about 15 s a cut)."""
+import time
+
+import pytest
+
+from host_tools.csms.client import CsmsError
+from test_ocpp_core_hil import EV, wait_status
+from test_ocpp_profiles_hil import sent
+
+POWER_CUT_SAMPLES = 3
+LIST = {"listVersion": 5, "updateType": "Full", "localAuthorizationList": [
+    {"idTag": "AA11", "idTagInfo": {"status": "Accepted"}}, {"idTag": "BB22", "idTagInfo": {"status": "Accepted"}}]}
+
+pytestmark = [pytest.mark.rig_ops("power", "factory", "cut_at_write", "rfid", "rcd_test_fail"),
+              pytest.mark.virtual_only("counts the writes to the virtual board's flash image")]
+
+
+def powered(rig):
+    return rig.snapshot()["powered"]
+
+
+def wait_or_cut(rig, seconds):
+    """Up to `seconds`; False as soon as the power is gone."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not powered(rig):
+            return False
+        time.sleep(0.1)
+    return powered(rig)
+
+
+def script(rig, csms):
+    """The session every cut interrupts. Returns when it is over or the power has gone."""
+    try:
+        csms.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "2"}, timeout_s=5)
+        if not powered(rig):
+            return
+        csms.call("SendLocalList", LIST, timeout_s=5)
+        if not powered(rig):
+            return
+        rig.rcd_test_fail(gun=2, on=True)      # gun 2 latches RCD_TEST (cleared by an unplug only)
+        rig.plug(gun=2, ev=EV)
+        rig.rfid(gun=2, id_tag="BB22")
+        rig.plug(gun=1, ev=EV)
+        rig.rfid(gun=1, id_tag="AA11")
+        if not wait_or_cut(rig, 3):
+            return
+        rig.rcd_test_fail(gun=2, on=False)     # from here only the latch keeps gun 2 faulted
+        if not wait_or_cut(rig, 4):            # meter values every 2 s
+            return
+        rig.unplug(gun=1)
+        wait_or_cut(rig, 3)
+    except CsmsError:
+        return                                 # a call the cut left without an answer
+
+
+def settle(rig, csms, since_ms):
+    """After the cut (or the script's end): power on, every EV away, the journal emptied."""
+    if not powered(rig):
+        t = csms.now_ms()
+        rig.power(on=True)
+        csms.wait("BootNotification", since_ms=t, timeout_s=30)
+    wait_status(csms, since_ms, 0, "Available", 30)
+    return
+
+
+def check(rig, csms, since_ms, fault_before_cut):
+    value = csms.call("GetConfiguration", {"key": ["MeterValueSampleInterval"]})["payload"]["configurationKey"][0]["value"]
+    assert value in ("60", "2"), value
+    version = csms.call("GetLocalListVersion", {})["payload"]["listVersion"]
+    assert version in (0, 5), version
+    if fault_before_cut:   # reported Faulted before the cut: it still stands after the reboot
+        assert rig.gun(2)["duty"] in (0.0, 100.0) and not rig.gun(2)["contactor"]
+        deadline = time.monotonic() + 10
+        while True:
+            after = [p for p in sent(csms, since_ms, "StatusNotification") if p["connectorId"] == 2]
+            if after and after[-1]["status"] == "Faulted":
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.2)
+    for gun in (1, 2):
+        if rig.gun(gun)["plugged"]:
+            rig.unplug(gun=gun)
+    deadline = time.monotonic() + 30
+    while [tx for tx in csms.transactions() if tx["active"]]:
+        assert time.monotonic() < deadline, csms.transactions()
+        time.sleep(0.2)
+    starts = sent(csms, since_ms, "StartTransaction")
+    txs = [tx for tx in csms.transactions() if tx["started_ms"] >= since_ms]
+    assert len(txs) == len(starts) <= 2, (starts, txs)   # each session once (or none yet)
+    stops = sent(csms, since_ms, "StopTransaction")
+    for tx in txs:
+        mine = [s for s in stops if s["transactionId"] == tx["transactionId"]]
+        assert len(mine) == 1, (tx, stops)
+        assert tx["meterStop"] >= tx["meterStart"], tx
+
+
+def writes_of_the_script(rig, csms):
+    """How many block writes the script makes on a fresh board (it runs once, uncut)."""
+    start = rig.request("flash_writes")["writes"]
+    script(rig, csms)
+    return rig.request("flash_writes")["writes"] - start
+
+
+def cut_points(request, total):
+    if request.config.getoption("--power-cut-every-write"):
+        return list(range(1, total + 1))
+    return sorted({max(1, round(total * k / POWER_CUT_SAMPLES)) for k in range(POWER_CUT_SAMPLES)} | {total})
+
+
+def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transaction(request, ocpp_rig, csms):
+    assert "'n' must be a whole number" in ocpp_rig.raw({"op": "cut_at_write", "n": 0})["error"]
+    t = csms.now_ms()
+    total = writes_of_the_script(ocpp_rig, csms)
+    assert total > 10, total
+    print("power cut: the script makes %d block writes; cut at %s" % (total, cut_points(request, total)))
+    settle(ocpp_rig, csms, t)
+    check(ocpp_rig, csms, t, fault_before_cut=True)
+    for n in cut_points(request, total):
+        ocpp_rig.power(on=False)
+        ocpp_rig.request("factory")
+        ocpp_rig.reset()
+        t = csms.now_ms()
+        ocpp_rig.power(on=True)
+        csms.wait("BootNotification", since_ms=t, timeout_s=30)
+        wait_status(csms, t, 0, "Available", 30)
+        ocpp_rig.request("cut_at_write", n=n)
+        script(ocpp_rig, csms)
+        cut = not powered(ocpp_rig)
+        ocpp_rig.request("cut_at_write", n=None)
+        faulted = any(p["connectorId"] == 2 and p["status"] == "Faulted" for p in sent(csms, t, "StatusNotification"))
+        settle(ocpp_rig, csms, t)
+        try:
+            check(ocpp_rig, csms, t, fault_before_cut=faulted)
+        except AssertionError as e:
+            raise AssertionError(f"cut at write {n} of {total} ({'cut' if cut else 'not reached'}): {e}") from None
