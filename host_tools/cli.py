@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -51,17 +52,45 @@ def cmd_console(args) -> int:
     return interactive(args)
 
 
-PORT_HELP = "serial port (default: the only board found; a virtual board that evsectl sim runs counts)"
+def cmd_boards(args) -> int:
+    from host_tools.sim.supervisor import board_list
+    for line in board_list():
+        print(line)
+    return 0
+
+
+PORT_ENV = "EVSECTL_PORT"
+PORT_HELP = (f"serial port (default: ${PORT_ENV}, else the only board found; a virtual board that evsectl sim "
+             "runs counts)")
+
+
+def add_port(parser, nested=False) -> None:
+    """-p/--port, from $EVSECTL_PORT by default. `nested`: on a sub-subcommand too, so the option
+    goes before or after it (`config --port P set ...` and `config set ... --port P`)."""
+    default = argparse.SUPPRESS if nested else os.environ.get(PORT_ENV) or None
+    parser.add_argument("-p", "--port", default=default, help=PORT_HELP)
+
+
+def add_board(parser, **kw) -> None:
+    parser.add_argument("-b", "--board", **kw)
+
+
+def version() -> str:
+    from host_tools.flash import FIRMWARE
+    import re
+    text = (FIRMWARE / "evse" / "__init__.py").read_text()
+    return re.search(r'VERSION = "([^"]+)"', text).group(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evsectl", description="Flash, configure, monitor and test the EV charger controller.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"evsectl {version()}")
+    sub = p.add_subparsers(dest="command")
 
     s = sub.add_parser("sim", help="run the virtual board in the foreground",
                        description="Run the virtual board. Prints one JSON line "
                                    '{"serial": PTY, "control": HOST:PORT} and runs until SIGINT/SIGTERM.')
-    s.add_argument("--board", default="sim-ac2",
+    add_board(s, default="sim-ac2",
                    help="board file name in boards/ or a path (default sim-ac2); rp2040-pico and esp32-devkitc run the "
                         "firmware as evsectl flash installs it, on an emulated MCU and front end")
     s.add_argument("--heap", default=None, help="MicroPython heap size (default: an MCU board's real heap at the measured 32/64-bit ratios with its code and the emulated silicon; a sim board: twice heap_kb plus the code; docs/boards.md)")
@@ -88,8 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
     c.set_defaults(func=cmd_csms)
 
-    d = sub.add_parser("demo", help="play a scripted day on the virtual board (make run)")
-    d.add_argument("--board", default="sim-ac2")
+    d = sub.add_parser("demo", help="play a scripted day on the virtual board (make run)",
+                       description="Start the virtual board and a central system, and play a scripted day: cars "
+                                   "come, share the site limit, taper and leave, the central system caps the "
+                                   "charger; each step is captioned and the guns' table redrawn. make run runs it.")
+    add_board(d, default="sim-ac2", help="board file name in boards/ (default sim-ac2; evsectl boards lists them)")
     d.add_argument("--forever", action="store_true", help="after the day, keep the virtual charger up")
     d.add_argument("--speed", type=float, default=1.0, help="time scale of the script's pauses (tests use more)")
     d.add_argument("--log", default="run-out/session.jsonl", help="where to write the rig's log")
@@ -107,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("log", metavar="LOG", help="the JSON-lines log, e.g. run-out/session.jsonl")
     r.add_argument("-o", "--output", metavar="OUT.png", default=None,
                    help="the PNG to write (default: report.png next to the log)")
-    r.add_argument("--board", metavar="B", default=None,
+    add_board(r, metavar="B", default=None,
                    help="board file name in boards/ (or a path to one) for the site limit and phases "
                         "(default: the board the log names)")
     r.add_argument("--limit-a", metavar="A", type=float, default=None,
@@ -115,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("config", help="get, set, export or import the board's settings over its console",
-                       description="The board's settings through its console; the firmware validates them.")
-    c.add_argument("--port", help=PORT_HELP)
-    c.add_argument("--yes", action="store_true", help="also while a session runs (the console asks for it)")
+                       description="The board's settings through its console; the firmware validates them. "
+                                   "--port and --yes go before or after the action.")
+    yes_help = "also while a session runs (the console asks for it)"
+    add_port(c)
+    c.add_argument("--yes", action="store_true", help=yes_help)
     actions = c.add_subparsers(dest="action", required=True)
     g = actions.add_parser("get", help="one setting")
     g.add_argument("key")
@@ -128,10 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", nargs="?", help="write it here (default: print it)")
     i = actions.add_parser("import", help="set each key of a JSON object written by export")
     i.add_argument("file")
+    for action in (g, s_, e, i):
+        add_port(action, nested=True)
+        action.add_argument("--yes", action="store_true", default=argparse.SUPPRESS, help=yes_help)
     c.set_defaults(func=cmd_config)
 
-    st = sub.add_parser("status", help="print the board's status (status --json on its console)")
-    st.add_argument("--port", help=PORT_HELP)
+    st = sub.add_parser("status", help="print the board's status (status --json on its console)",
+                        description="Asks the board's console for its status once and prints it: each gun's "
+                                    "state, offer, contactor, current, energy and fault, the site limit and the "
+                                    "firmware's timing; --json prints the console's JSON as it came.")
+    add_port(st)
     st.add_argument("--json", action="store_true", help="print the raw JSON")
     st.set_defaults(func=cmd_status)
 
@@ -139,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Asks the board for its status every --interval seconds and shows every "
                                    "gun (state, PWM duty, offer, contactor, current, temperature, fault) and "
                                    "the last events it printed. Ctrl-C ends it.")
-    m.add_argument("--port", help=PORT_HELP)
+    add_port(m)
     m.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     m.add_argument("--events", type=int, default=8, help="how many recent events to show (default 8)")
     m.add_argument("--count", type=int, default=None, help="stop after this many refreshes (default: run on)")
@@ -148,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("logs", help="the board's log on flash (faults, meter and OCPP events)",
                         description="Prints the last lines of the log the firmware keeps on flash; with "
                                     "--follow, then every event line the board prints until Ctrl-C.")
-    lg.add_argument("--port", help=PORT_HELP)
+    add_port(lg)
     lg.add_argument("-n", "--lines", type=int, default=20, help="how many lines (1..200, default 20)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing the board's events")
     lg.set_defaults(func=cmd_logs)
@@ -157,8 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="The board's serial console in this terminal: the charger's commands "
                                     "(type help) while it charges; Ctrl-C stops the firmware safely and gives "
                                     "the MicroPython REPL, Ctrl-D restarts it; Ctrl-] leaves.")
-    cn.add_argument("--port", help=PORT_HELP)
+    add_port(cn)
     cn.set_defaults(func=cmd_console)
+
+    b = sub.add_parser("boards", help="list the board files: MCU, guns, heap, how the firmware is installed",
+                       description="Every board file in boards/, one line each: its name, the MCU, the guns, "
+                                   "the heap it leaves and the install it needs (docs/boards.md).")
+    b.set_defaults(func=cmd_boards)
 
     from host_tools import flash, install_mp
     flash.add_parser(sub)
@@ -167,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:   # bare evsectl: the help, not an error
+        parser.print_help()
+        return 0
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

@@ -563,8 +563,10 @@ def add_parser(sub) -> None:
     f = sub.add_parser("flash", help="compile the firmware, write what changed to a board, start it",
                        description=__doc__,
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    f.add_argument("--board", help="board file name in boards/ (e.g. rp2040-pico, esp32-devkitc, sim-ac2)")
-    f.add_argument("--port", help="serial port (default: the only board found; a virtual board counts)")
+    from host_tools.cli import add_board, add_port
+    add_board(f, help="board file name in boards/ (e.g. rp2040-pico, esp32-devkitc, sim-ac2; evsectl boards lists "
+                      "them); required, except with --freeze")
+    add_port(f)
     f.add_argument("--config", metavar="FILE", help="also write this config.json (as `evsectl config export` writes)")
     f.add_argument("--force", action="store_true",
                    help="flash even while a gun charges (stops it first), or over another board's board file")

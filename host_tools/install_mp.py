@@ -538,15 +538,16 @@ def add_parser(sub) -> None:
                     "the .bin at 0x1000 over --port. The image is "
                     "checked before the board is touched. Exit 0: done; 1: the board or the tool failed; "
                     "2: bad input (file, board, option).")
-    p.add_argument("--board", required=True, metavar="B",
+    from host_tools.cli import PORT_ENV, add_board
+    add_board(p, required=True, metavar="B",
                    help="board file name in boards/ (or a path to one); its hal picks the method: rp2040-pico "
                         "or esp32-devkitc")
     p.add_argument("--firmware", required=True, metavar="FILE",
                    help="the MicroPython image the board file names: a .uf2 from micropython.org/download/ "
                         "(RPI_PICO, RPI_PICO_W) for an RP2040, a .bin (ESP32_GENERIC, its SPIRAM variant) for an "
                         "ESP32")
-    p.add_argument("--port", metavar="P", default=None,
-                   help="serial port. ESP32: required, esptool writes through it. RP2040: optional; a board "
+    p.add_argument("-p", "--port", metavar="P", default=os.environ.get(PORT_ENV) or None,
+                   help=f"serial port (default ${PORT_ENV}). ESP32: required, esptool writes through it. RP2040: optional; a board "
                         "running MicroPython there is sent to its bootloader first, and afterwards the command "
                         "waits for the port to come back")
     p.add_argument("--drive", metavar="DIR", default=None,

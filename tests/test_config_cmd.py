@@ -72,3 +72,9 @@ def test_a_file_that_is_not_an_export_is_refused(port, tmp_path, content, messag
 def test_no_port_is_a_clear_error():
     done = evsectl("--port", "/nonexistent", "get", "name")
     assert done.returncode == 1 and "no serial port at /nonexistent" in done.stderr
+
+
+def test_the_port_and_yes_also_work_after_the_action(port):
+    done = evsectl("set", "site_limit_a", "26", "--port", port, "--yes")
+    assert done.returncode == 0 and done.stdout.strip() == "site_limit_a = 26", done.stdout + done.stderr
+    assert evsectl("get", "site_limit_a", "-p", port).stdout.strip() == "site_limit_a = 26"

@@ -49,6 +49,24 @@ def read_board_file(board: str) -> tuple[dict, Path]:
         raise ValueError(f"board file {path} is not valid JSON: {e}") from None
 
 
+def board_list() -> list[str]:
+    """One line per board file (evsectl boards): name, MCU, guns, heap, install."""
+    rows = [("board", "mcu", "guns", "heap", "install")]
+    for path in sorted(BOARDS_DIR.glob("*.json")):
+        try:
+            board = json.loads(path.read_text())
+            hw = board.get("hardware", {})
+            guns = "%d %s" % (len(board["guns"]), board.get("kind", "ac").upper())
+            heap = "%d KiB%s" % (board["heap_kb"], " (at most)" if hw.get("virtual_heap") == "upper-bound" else "")
+            mcu = "virtual" if board.get("hal") == "sim" else board.get("hal", "?")
+            install = "-" if board.get("hal") == "sim" else hw.get("install", "mpy")
+            rows.append((path.stem, mcu, guns, heap, install))
+        except (ValueError, KeyError, TypeError) as e:
+            rows.append((path.stem, "not a valid board file: %s" % e, "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def load_board(name: str) -> dict:
     """A board the virtual board can run: a sim board (the sim HAL), or an RP2040 or ESP32 board
     whose port HAL runs on the emulated MCU; SystemExit naming the fix otherwise."""
