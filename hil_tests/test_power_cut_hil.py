@@ -6,6 +6,7 @@ started and stopped, with meterStop at or above meterStart.
 
 `make test` cuts at a spread of writes (POWER_CUT_SAMPLES); `--power-cut-every-write` cuts at
 each one (about 15 s a cut)."""
+import os
 import time
 
 import pytest
@@ -90,16 +91,18 @@ def check(rig, csms, since_ms, fault_before_cut):
             rig.unplug(gun=gun)
     deadline = time.monotonic() + 30
     while [tx for tx in csms.transactions() if tx["active"]]:
-        assert time.monotonic() < deadline, csms.transactions()
+        assert time.monotonic() < deadline, [tx for tx in csms.transactions() if tx["active"]]
         time.sleep(0.2)
-    starts = sent(csms, since_ms, "StartTransaction")
+    # A message whose answer the cut took is sent again (at least once); the central system takes
+    # a repeated StartTransaction for the transaction it started (docs/csms.md): each session once.
     txs = [tx for tx in csms.transactions() if tx["started_ms"] >= since_ms]
-    assert len(txs) == len(starts) <= 2, (starts, txs)   # each session once (or none yet)
-    stops = sent(csms, since_ms, "StopTransaction")
+    assert len({tx["connectorId"] for tx in txs}) == len(txs) <= 2, txs
+    starts = sent(csms, since_ms, "StartTransaction")
+    assert {(s["connectorId"], s["meterStart"], s["timestamp"]) for s in starts} == \
+        {(tx["connectorId"], tx["meterStart"], tx["startTime"]) for tx in txs}, (starts, txs)
+    stopped = {s["transactionId"] for s in sent(csms, since_ms, "StopTransaction")}
     for tx in txs:
-        mine = [s for s in stops if s["transactionId"] == tx["transactionId"]]
-        assert len(mine) == 1, (tx, stops)
-        assert tx["meterStop"] >= tx["meterStart"], tx
+        assert tx["transactionId"] in stopped and tx["meterStop"] >= tx["meterStart"], tx
 
 
 def writes_of_the_script(rig, csms):
@@ -110,6 +113,9 @@ def writes_of_the_script(rig, csms):
 
 
 def cut_points(request, total):
+    only = os.environ.get("EVSE_POWER_CUT_AT")   # one write to cut at, when a sweep found one
+    if only:
+        return [int(only)]
     if request.config.getoption("--power-cut-every-write"):
         return list(range(1, total + 1))
     return sorted({max(1, round(total * k / POWER_CUT_SAMPLES)) for k in range(POWER_CUT_SAMPLES)} | {total})

@@ -500,3 +500,14 @@ def test_the_central_system_exits_cleanly_on_sigterm_with_stdin_at_eof():
     with process.client() as api:
         assert api.request("info")["ws"] == process.ws
     assert process.stop() == 0
+
+
+def test_a_start_or_stop_sent_again_after_a_lost_answer_is_the_same_transaction():
+    from host_tools.csms.model import CentralModel
+    model = CentralModel(DEFAULT_TAGS, clock=lambda: 1.0)
+    start = {"connectorId": 1, "idTag": "AA11", "meterStart": 12, "timestamp": T0}
+    first = model.start_transaction("CP1", start)
+    assert model.start_transaction("CP1", dict(start)) is first          # the repeat: the same id
+    assert model.start_transaction("CP2", dict(start)) is not first      # another charge point's
+    assert model.start_transaction("CP1", dict(start, meterStart=13)) is not first
+    assert len(model.transactions) == 3

@@ -134,6 +134,8 @@ class CentralChargePoint(ChargePoint):
         tx = self.model.transaction(self.id, payload["transactionId"])
         if tx is None:
             self.say(f"{self.id} stopped transaction {payload['transactionId']}, which this central system never started")
+        elif tx.stopped_ms is not None and (tx.meter_stop, tx.stop_time) == (payload["meterStop"], payload["timestamp"]):
+            self.say(f"{self.id} sent the stop of transaction {tx.transaction_id} again (its answer was lost)")
         else:
             tx.meter_stop, tx.stop_time, tx.stopped_ms = payload["meterStop"], payload["timestamp"], self.model.clock()
             tx.stop_reason, tx.stop_id_tag = payload.get("reason"), payload.get("idTag")

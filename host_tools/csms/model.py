@@ -230,7 +230,15 @@ class CentralModel:
         return None
 
     def start_transaction(self, cp: str, payload: dict) -> Transaction:
+        """A new transaction; or, for a StartTransaction the same as one already taken (the same
+        charge point, connector, card, meterStart and timestamp), that one again: a charge point
+        sends a transaction message again when a power cut took its answer (at least once), and
+        gets the id it was given."""
         id_tag = payload["idTag"]
+        same = (cp, payload["connectorId"], id_tag, payload["meterStart"], payload["timestamp"])
+        for tx in self.transactions:
+            if (tx.cp, tx.connector_id, tx.id_tag, tx.meter_start, tx.start_time) == same:
+                return tx
         tx = Transaction(self._next_transaction_id, cp, payload["connectorId"], id_tag, payload["meterStart"],
                          payload["timestamp"], self.clock(), self.settings.tags.id_tag_info(id_tag),
                          payload.get("reservationId"))
