@@ -46,7 +46,7 @@ def test_every_state_change_prints_a_line(rig, events, dut):
     (b"config set site_limit_a 5000\r\n", "config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
     (b"config set sharing_policy greedy\r\n", "config: sharing_policy must be one of fair, fifo, priority"),
     (b"config get fuse\r\n", "config: unknown config key 'fuse'"),
-    (b"config\r\n", "config: use: config get <key> | set <key> <value> | list | reset <key|all>"),
+    (b"config\r\n", "config: use: config get <key> | set <key> <value> | check <key> <value> | list | reset <key|all>"),
     (b"config set site_limit_a 20\r\n", "config set site_limit_a: gun 1 has a session running; end it first, or add --yes"),
     (b"reboot\r\n", "reboot: gun 1 has a session running"),
 ])

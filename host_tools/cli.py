@@ -158,9 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     s_ = actions.add_parser("set", help="one setting, validated and stored on the board")
     s_.add_argument("key")
     s_.add_argument("value")
-    e = actions.add_parser("export", help="every setting as one JSON object")
+    e = actions.add_parser("export", help="every setting as one JSON object, for the next board")
     e.add_argument("file", nargs="?", help="write it here (default: print it)")
-    i = actions.add_parser("import", help="set each key of a JSON object written by export")
+    e.add_argument("--identity", action="store_true",
+                   help="also the charger's own name, ocpp_id and ocpp_url (a backup of this charger, not a "
+                        "template: two chargers with one identity fight over one OCPP connection)")
+    i = actions.add_parser("import", help="check every key of a JSON object written by export, then set all "
+                                          "or nothing")
     i.add_argument("file")
     for action in (g, s_, e, i):
         add_port(action, nested=True)

@@ -62,7 +62,7 @@ def test_help_lists_every_command_and_help_config_every_key_with_its_range(app):
     ("config set site_limit_a lots", "config: site_limit_a must be a whole number, not 'lots'"),
     ("config get fuse", "config: unknown config key 'fuse'"),
     ("config reset fuse", "config: unknown config key 'fuse'"),
-    ("config", "config: use: config get <key> | set <key> <value> | list | reset <key|all>"),
+    ("config", "config: use: config get <key> | set <key> <value> | check <key> <value> | list | reset <key|all>"),
     ("ocpp now", "ocpp: use: ocpp"),
     ("reboot now", "reboot: use: reboot"),
 ])
@@ -81,6 +81,16 @@ def test_config_set_get_list_and_reset_round_trip(app):
     assert say(app, "config reset site_limit_a") == ["site_limit_a = 40 (default)"]
     assert say(app, "config set sharing_policy fifo") == ["sharing_policy = fifo"]
     assert say(app, "config reset all") == ["sharing_policy = fair (default)"]
+
+
+def test_config_check_validates_like_set_and_stores_nothing_and_names_may_have_spaces(app):
+    assert say(app, "config check site_limit_a 25") == ["site_limit_a = 25 is accepted"]
+    assert say(app, "config check site_limit_a 99999") == ["config: site_limit_a = 99999 is out of range: allowed 0..2000 A"]
+    assert say(app, "config check priority_guns 1,9") == ["config: priority_guns: this board has guns 1..2, not 9"]
+    assert say(app, "config set priority_guns 2,9") == ["config: priority_guns: this board has guns 1..2, not 9"]
+    assert say(app, "config set priority_guns 2") == ["priority_guns = 2"]
+    assert say(app, "config set name depot east") == ["name = depot east"]
+    assert config.Config(app.board, app.root).values == {"priority_guns": "2", "name": "depot east"}
 
 
 def test_a_setting_that_alters_a_running_session_is_refused_without_yes(app):

@@ -41,23 +41,38 @@ def test_set_get_export_and_import_round_trip(port, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("set", "site_limit_a", "5000"), "config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
-    (("get", "fuse"), "config: unknown config key 'fuse'"),
+    (("set", "site_limit_a", "5000"), "evsectl config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
+    (("get", "fuse"), "evsectl config: unknown config key 'fuse'"),
+    (("set", "priority_guns", "1,9"), "evsectl config: priority_guns: this board has guns 1..2, not 9"),
 ])
 def test_a_refused_setting_is_an_error_and_changes_nothing(port, args, message):
     before = evsectl("--port", port, "export").stdout
     done = evsectl("--port", port, *args)
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+    assert "config: config:" not in done.stderr
     assert evsectl("--port", port, "export").stdout == before
 
 
-def test_an_import_stops_at_the_first_refusal_and_names_what_was_set(port, tmp_path):
+def test_an_import_checks_the_whole_file_first_names_every_refusal_and_sets_nothing(port, tmp_path):
+    before = evsectl("--port", port, "export").stdout
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"name": "depot", "site_limit_a": 99999, "gun_max_a": 16}))
+    bad.write_text(json.dumps({"name": "depot", "site_limit_a": 99999, "gun_max_a": 16, "fuse": 3,
+                               "priority_guns": "1,9"}))
     done = evsectl("--port", port, "import", str(bad))
-    assert done.returncode == 1
-    assert "site_limit_a = 99999 is out of range" in done.stderr and "already set: name" in done.stderr
-    assert evsectl("--port", port, "get", "gun_max_a").stdout.strip() == "gun_max_a = 80"
+    assert done.returncode == 1 and "nothing was set" in done.stderr
+    for refusal in ("site_limit_a = 99999 is out of range", "unknown config key 'fuse'",
+                    "this board has guns 1..2, not 9"):
+        assert refusal in done.stderr, done.stderr
+    assert evsectl("--port", port, "export").stdout == before
+
+
+def test_an_export_for_the_next_board_leaves_the_chargers_identity_out_unless_asked(port, tmp_path):
+    assert evsectl("--port", port, "set", "ocpp_id", "depot-07").returncode == 0
+    template = json.loads(evsectl("--port", port, "export").stdout)
+    assert not {"name", "ocpp_id", "ocpp_url"} & set(template) and "site_limit_a" in template
+    backup = json.loads(evsectl("--port", port, "export", "--identity").stdout)
+    assert backup["ocpp_id"] == "depot-07"
+    assert evsectl("--port", port, "set", "ocpp_id", "sim-ac2").returncode == 0
 
 
 @pytest.mark.parametrize("content, message", [
@@ -78,3 +93,34 @@ def test_the_port_and_yes_also_work_after_the_action(port):
     done = evsectl("set", "site_limit_a", "26", "--port", port, "--yes")
     assert done.returncode == 0 and done.stdout.strip() == "site_limit_a = 26", done.stdout + done.stderr
     assert evsectl("get", "site_limit_a", "-p", port).stdout.strip() == "site_limit_a = 26"
+
+
+class FakeConsole:
+    """A board that passes every check but refuses to set gun_max_a (a session began between)."""
+    port = "fake"
+
+    def __init__(self):
+        self.values = {"name": "sim-ac2", "site_limit_a": "40", "gun_max_a": "80"}
+
+    def command(self, line):
+        words = line.split()
+        if words[:2] == ["config", "list"]:
+            return [f"{k} = {v}" for k, v in self.values.items()]
+        if words[:2] == ["config", "check"]:
+            return [f"{words[2]} = {words[3]} is accepted"]
+        if words[:2] == ["config", "set"]:
+            if words[2] == "gun_max_a" and "--yes" not in words:
+                return ["config set gun_max_a: gun 1 has a session running; end it first, or add --yes to do it now"]
+            self.values[words[2]] = words[3]
+            return [f"{words[2]} = {words[3]}"]
+        raise AssertionError(line)
+
+
+def test_an_import_whose_set_fails_after_the_checks_puts_back_what_it_had_set(tmp_path):
+    from host_tools.config_cmd import ConfigCommandError, import_file
+    f = tmp_path / "site.json"
+    f.write_text(json.dumps({"site_limit_a": 25, "name": "depot", "gun_max_a": 16}))
+    console = FakeConsole()
+    with pytest.raises(ConfigCommandError, match="2 key.s. set before it are back as they were"):
+        import_file(console, str(f), "")
+    assert console.values == {"name": "sim-ac2", "site_limit_a": "40", "gun_max_a": "80"}

@@ -7,7 +7,7 @@ COMMANDS = (
     ("help", "help [command]", "what the commands do; help config lists every setting"),
     ("status", "status [--json]", "the charger and every gun; --json for tools"),
     ("guns", "guns", "one line per gun: state, offer, current, power, energy, session"),
-    ("config", "config get <key> | set <key> <value> | list | reset <key|all>", "the settings"),
+    ("config", "config get <key> | set <key> <value> | check <key> <value> | list | reset <key|all>", "the settings"),
     ("meter", "meter", "each gun's energy meter: register, power, volts and amps per phase"),
     ("start", "start <gun> [idTag]", "start a session: with OCPP as if the card was shown"),
     ("stop", "stop <gun>", "end the gun's session (OCPP reason Local)"),
@@ -160,8 +160,11 @@ def _config(app, args, yes):
             return ["%s = %s" % (key, cfg.get(key)) for key in sorted(config.KEYS)]
         if len(args) == 2 and args[0] == "get":
             return ["%s = %s" % (args[1], cfg.get(args[1]))]
-        if len(args) == 3 and args[0] == "set":
-            value = config.parse_value(args[1], args[2])
+        if len(args) >= 3 and args[0] in ("set", "check"):
+            # A text value may have spaces (a name): the words after the key are the value.
+            value = cfg.check(args[1], config.parse_value(args[1], " ".join(args[2:])))
+            if args[0] == "check":
+                return ["%s = %s is accepted" % (args[1], value)]
             if args[1] in SESSION_KEYS and not yes:
                 why = _busy_refusal(app, "config set %s" % args[1])
                 if why:

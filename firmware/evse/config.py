@@ -193,7 +193,7 @@ class Config:
             stored = {}
         for key in stored:
             try:
-                self.values[key] = _check(key, stored[key])
+                self.values[key] = self.check(key, stored[key])
             except ConfigError as e:
                 # A bad stored value is ignored, not deleted: the file stays as it is.
                 print("config: ignoring stored value: %s" % e)
@@ -210,8 +210,19 @@ class Config:
             return self.values[key]
         return self.defaults()[check_known(key)]
 
-    def set(self, key, value):
+    def check(self, key, value):
+        """The value as `set` would store it; ConfigError when the key's range or this board
+        refuses it (priority_guns names guns the board has)."""
         value = _check(key, value)
+        if key == "priority_guns" and value:
+            guns = len(self.board["guns"])
+            for g in value.split(","):
+                if not 1 <= int(g) <= guns:
+                    raise ConfigError("priority_guns: this board has guns 1..%d, not %s" % (guns, g))
+        return value
+
+    def set(self, key, value):
+        value = self.check(key, value)
         values = dict(self.values)
         values[key] = value
         store.write_json(self.path, values)
