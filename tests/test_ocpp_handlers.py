@@ -716,3 +716,22 @@ def test_a_power_loss_stop_bills_the_last_energy_and_time_the_session_was_told(t
         stop = again.journal.peek()
     assert stop[2]["reason"] == "PowerLoss" and stop[2]["meterStop"] == 1350
     assert stop[2]["timestamp"] == iso(NOW + 25)
+
+
+def test_the_console_shows_the_link_as_the_firmware_knows_it(tmp_path):
+    from evse import cli as console_cli
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    app.cp, app.cfg = cp, {}
+    assert cp.link_state() == "offline (not connected yet)"
+    cp.why_offline, cp.retry_at_ms = "cannot connect: [Errno 111] ECONNREFUSED", Ticks.ms + 12000
+    assert cp.link_state() == "offline (cannot connect: [Errno 111] ECONNREFUSED), next try in 12 s"
+
+    class Ws:
+        last_rx_ms = Ticks.ms - 31000
+    cp.ws, cp.connected, cp.online = Ws(), True, True
+    lines = console_cli._ocpp(app, [], False)
+    assert lines[0] == "ocpp: CP1 to ws://csms.example/ocpp: online, last frame received 31 s ago"
+    assert lines[1] == "ocpp: 0 transaction messages in the journal, 0 others waiting"
+    cp.start_tx(cp.connectors[1], "TAG1")
+    assert console_cli._ocpp(app, [], False)[1] == "ocpp: 1 transaction message in the journal, 0 others waiting"

@@ -270,9 +270,10 @@ def _ocpp(app, args, yes):
         return [_usage("ocpp")]
     if cp is None:
         return ["ocpp: off (config set ocpp_url ws://host:port/path to connect to a central system)"]
-    link = "online" if cp.online else ("connected, boot %s" % cp.boot_status if cp.connected else "offline")
-    return ["ocpp: %s as %s to %s" % (link, cp.cp_id, cp.url.rsplit("/", 1)[0]),
-            "ocpp: %d transaction messages in the journal, %d other messages waiting" % (len(cp.journal), len(cp.outbox))]
+    queued, waiting = len(cp.journal), len(cp.outbox)
+    return ["ocpp: %s to %s: %s" % (cp.cp_id, cp.url.rsplit("/", 1)[0], cp.link_state()),
+            "ocpp: %d transaction message%s in the journal, %d other%s waiting" % (
+                queued, "" if queued == 1 else "s", waiting, "" if waiting == 1 else "s")]
 
 
 def _selftest(app, args, yes):

@@ -55,6 +55,8 @@ class ChargePoint:
         self.outbox = []
         self.online = False       # connected and BootNotification accepted
         self.connected = False
+        self.why_offline = "not connected yet"   # for the console: what the last try met
+        self.retry_at_ms = None   # when the next connect is tried (ticks_ms), while offline
         self.boot_status = None
         self.heartbeat_s = self.keys.get("HeartbeatInterval")
         self.ws = None
@@ -621,16 +623,20 @@ class ChargePoint:
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
                 wait_ms = wsmod.backoff_ms(attempt, cap_ms=RECONNECT_MAX_MS)
                 attempt += 1
+                self.why_offline = "cannot connect: %s" % (e,)
+                self.retry_at_ms = time.ticks_add(time.ticks_ms(), wait_ms)
                 self.log("ocpp: cannot connect to %s (%s); next try in %d s" % (self.url, e, wait_ms // 1000))
                 await asyncio.sleep_ms(wait_ms)
                 continue
             attempt = 0
             self.ws = ws
             self.connected = True
+            self.retry_at_ms = None
             self.log("ocpp: connected to %s" % self.url)
             try:
                 await self._session(ws)
             except Exception as e:
+                self.why_offline = "link lost: %s" % (e,)
                 self.log("ocpp: link lost (%s)" % e)
             finally:
                 self.online = False
@@ -639,7 +645,21 @@ class ChargePoint:
                     await ws.close()
                 except Exception:
                     pass
-            await asyncio.sleep_ms(wsmod.backoff_ms(0))
+            wait_ms = wsmod.backoff_ms(0)
+            self.retry_at_ms = time.ticks_add(time.ticks_ms(), wait_ms)
+            await asyncio.sleep_ms(wait_ms)
+
+    def link_state(self):
+        """The link as the console shows it: online with the age of the last frame received,
+        connecting, or offline with why and when the next try is."""
+        now = time.ticks_ms()
+        if self.connected and self.ws is not None:
+            age = "last frame received %d s ago" % (time.ticks_diff(now, self.ws.last_rx_ms) // 1000)
+            return ("online, " if self.online else "connected, boot %s, " % self.boot_status) + age
+        out = "offline (%s)" % self.why_offline
+        if self.retry_at_ms is not None:
+            out += ", next try in %d s" % max(0, time.ticks_diff(self.retry_at_ms, now) // 1000)
+        return out
 
     def _basic_auth(self):
         key = self.keys.get("AuthorizationKey")
