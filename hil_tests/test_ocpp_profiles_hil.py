@@ -327,3 +327,10 @@ def test_diagnostics_upload_reports_uploading_then_uploaded(ocpp_rig, csms):
         time.sleep(0.2)
     assert [p["status"] for p in sent(csms, t, "DiagnosticsStatusNotification")] == ["Uploading", "Uploaded"]
     assert name in [u["name"] for u in csms.uploads()["uploads"]]
+
+
+@pytest.mark.rig_ops("rfid")
+def test_the_log_shows_the_wall_clock_once_the_central_system_has_set_it(ocpp_rig, csms, ocpp_dut):
+    start_session(ocpp_rig, csms)
+    lines = [line for line in ocpp_dut.command("log 10") if "transaction started for AA11" in line]
+    assert lines and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ocpp: gun 1: transaction started", lines[-1]), lines

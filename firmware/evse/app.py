@@ -87,7 +87,7 @@ class App:
         if any("meter" in g for g in board["guns"]):
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
-        self.log = Log(root)
+        self.log = Log(root, now_fn=self.stamp)
         self._faults_due = False   # a gun's fault came or went: the flash task writes them
         self._restore_faults()
         # What the charge point allows, as plain values the control path reads (index 0: the
@@ -312,6 +312,16 @@ class App:
             self.cabinet.rebase(d)
         if self.metering is not None:
             self.metering.rebase(d)
+
+    def stamp(self):
+        """The time a log line gets: the wall clock (UTC) once OCPP has set it, else the time
+        since boot, so a technician reads either without a tick counter."""
+        cp = getattr(self, "cp", None)   # a line noted while the application starts
+        if cp is not None and cp.clock.known:
+            from evse.ocpp import clock
+            return clock.iso(cp.clock.now())
+        ms = self.uptime_ms()
+        return "up %d:%02d:%02d.%d" % (ms // 3600000, ms // 60000 % 60, ms // 1000 % 60, ms // 100 % 10)
 
     def uptime_ms(self):
         """Since boot (for the console: past 12 days a number the heap holds, once per ask)."""
