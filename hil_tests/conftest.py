@@ -69,6 +69,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--power-cut-every-write"):   # about 15 s a cut, 255 cuts
+        for item in items:
+            if item.name.startswith("test_a_power_cut_at_any_write"):
+                item.add_marker(pytest.mark.timeout(4 * 3600))
     name = config.getoption("--board")
     if name:
         board_file = Path(__file__).resolve().parents[1] / "boards" / f"{name}.json"
