@@ -148,7 +148,7 @@ def test_monitor_logs_and_status_show_what_the_board_does(rig, virtual_board, ev
     logs = evsectl("logs", "--port", port, "-n", "5")
     assert logs.returncode == 0 and "gun 1: fault RCD" in logs.stdout
     bad = evsectl("logs", "--port", port, "-n", "0")
-    assert bad.returncode == 2 and "log: use: log [n] with n 1..200" in bad.stderr
+    assert bad.returncode == 2 and "argument -n/--lines: a number of lines 1..200, not '0'" in bad.stderr
 
 
 def test_logs_follow_prints_events_as_they_happen(rig, virtual_board, events):

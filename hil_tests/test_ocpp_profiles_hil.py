@@ -334,3 +334,9 @@ def test_the_log_shows_the_wall_clock_once_the_central_system_has_set_it(ocpp_ri
     start_session(ocpp_rig, csms)
     lines = [line for line in ocpp_dut.command("log 10") if "transaction started for AA11" in line]
     assert lines and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ocpp: gun 1: transaction started", lines[-1]), lines
+
+
+def test_a_car_plugged_in_without_a_card_is_said_to_wait_for_one(ocpp_rig, csms, ocpp_dut):
+    ocpp_dut.flush()
+    ocpp_rig.plug(gun=1, ev=EV)
+    assert b"(waiting for a card, or a remote start)" in ocpp_dut.read_until(b"waiting for a card", 10)

@@ -75,6 +75,19 @@ def add_board(parser, **kw) -> None:
     parser.add_argument("-b", "--board", **kw)
 
 
+LOG_LINES_MAX = 200   # the firmware's log command: log [n] with n 1..200
+
+
+def _log_lines(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= LOG_LINES_MAX:
+        raise argparse.ArgumentTypeError(f"a number of lines 1..{LOG_LINES_MAX}, not {text!r}")
+    return n
+
+
 def version() -> str:
     from host_tools.flash import FIRMWARE
     import re
@@ -193,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Prints the last lines of the log the firmware keeps on flash; with "
                                     "--follow, then every event line the board prints until Ctrl-C.")
     add_port(lg)
-    lg.add_argument("-n", "--lines", type=int, default=20, help="how many lines (1..200, default 20)")
+    lg.add_argument("-n", "--lines", type=_log_lines, default=20, help="how many lines (1..200, default 20)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing the board's events")
     lg.set_defaults(func=cmd_logs)
 

@@ -56,6 +56,7 @@ def test_help_lists_every_command_and_help_config_every_key_with_its_range(app):
     ("stop x", "stop: gun must be 1..2, not 'x'"),
     ("stop", "stop: use: stop <gun>"),
     ("fault", "fault: use: fault list | fault clear <gun|all>"),
+    ("fault clr 1", "fault: did you mean 'fault clear 1'? fault: use: fault list | fault clear <gun|all>"),
     ("log 0", "log: use: log [n] with n 1..200"),
     ("log many", "log: use: log [n] with n 1..200"),
     ("config set site_limit_a 5000", "config: site_limit_a = 5000 is out of range: allowed 0..2000 A"),
@@ -120,9 +121,18 @@ def test_fault_list_and_clear(app):
     g = app.guns[1]
     g.fault, g.fault_since_ms = "RCD", 0
     app.now_ms = 12000
-    assert say(app, "fault list") == ["gun 2: RCD since 12 s"]
+    assert say(app, "fault list") == ["gun 2: RCD since 12 s; tried again in 48 s, or 'fault clear 2'"]
     assert say(app, "fault clear 2") == ["gun 2: RCD cleared"]
     assert say(app, "fault list") == ["no faults"]
+    for code, how in (("WELD", "stays until a technician checks the contactor and its contacts are free"),
+                      ("RCD_TEST", "clears when the EV is unplugged"), ("OVERTEMP", "clears below 65 C (now 25.0 C)"),
+                      ("METER", "clears when the meter answers again (meter shows it)")):
+        g.fault, g.fault_since_ms = code, 0
+        assert say(app, "fault list") == ["gun 2: %s since 12 s; %s, or 'fault clear 2'" % (code, how)]
+
+
+def test_a_command_typed_in_capitals_is_the_command(app):
+    assert say(app, "STATUS") == say(app, "status")
 
 
 def test_guns_meter_log_ocpp_and_status(app):

@@ -56,3 +56,10 @@ def test_boards_lists_every_board_file_with_its_mcu_heap_and_install():
     assert sorted(line.split()[0] for line in lines[1:]) == sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
     pico = next(line for line in lines if line.startswith("rp2040-pico "))
     assert pico.split() == ["rp2040-pico", "rp2", "2", "AC", "240", "KiB", "mpy"]
+
+
+@pytest.mark.parametrize("n", ["0", "500", "many"])
+def test_logs_refuses_a_line_count_the_firmware_would_refuse_in_its_own_words(n, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["logs", "-n", n])
+    assert e.value.code == 2 and f"a number of lines 1..200, not '{n}'" in capsys.readouterr().err

@@ -491,6 +491,8 @@ class App:
             if g.events:
                 for kind, text in g.events:
                     if kind == "state":
+                        if g.state == "B1" and not self.permit[g.n]:
+                            text += "  (waiting for a card, or a remote start)"
                         print("gun %d: %s" % (g.n, text))
                     else:  # faults and their clearing also go to the log on flash
                         if kind == "fault" or kind == "cleared":

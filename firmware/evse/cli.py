@@ -35,7 +35,7 @@ def handle(app, line):
         words = [w for w in words if w != "--yes"]
     if not words:
         return ["--yes goes after a command, e.g. reboot --yes"] if yes else []
-    cmd, args = words[0], words[1:]
+    cmd, args = words[0].lower(), words[1:]   # STATUS with caps lock on is status
     fn = _HANDLERS.get(cmd)
     if fn is None:
         near = _nearest(cmd)
@@ -243,11 +243,11 @@ def _stop(app, args, yes):
 
 def _fault(app, args, yes):
     if args == ["list"]:
-        out = ["gun %d: %s since %d s" % (g.n, g.fault, (app.now_ms - g.fault_since_ms) // 1000)
-               for g in app.guns if g.fault is not None]
-        return out or ["no faults"]
+        return [console.fault_line(app, g) for g in app.guns if g.fault is not None] or ["no faults"]
     if len(args) == 2 and args[0] == "clear":
         return console.fault_clear(app, args[1])
+    if args and args[0] not in ("list", "clear") and _distance(args[0], "clear") < 3:
+        return ["fault: did you mean 'fault clear %s'? %s" % (" ".join(args[1:]) or "<gun|all>", _usage("fault"))]
     return [_usage("fault")]
 
 

@@ -41,6 +41,28 @@ def _gun_status(app, g):
     return s
 
 
+def fault_line(app, g):
+    """A gun's fault for `fault list`: how long it stands and what clears it."""
+    from evse import gun as gun_mod
+    rule = gun_mod.FAULTS.get(g.fault)
+    since_s = (app.now_ms - g.fault_since_ms) // 1000
+    if rule == gun_mod.CLEAR_UNPLUG:
+        how = "clears when the EV is unplugged"
+    elif rule == gun_mod.CLEAR_DELAY:
+        how = "tried again in %d s" % max(0, g.fault_retry_ms // 1000 - since_s)
+    elif rule == gun_mod.CLEAR_COOL:
+        how = "clears below %s C (now %.1f C)" % (g.restart_c, g.temperature_c)
+    elif rule == gun_mod.CLEAR_LEAVE_D:
+        how = "clears when the EV leaves state D"
+    elif rule == gun_mod.CLEAR_METER:
+        how = "clears when the meter answers again (meter shows it)"
+    else:
+        how = "stays until a technician checks the contactor"
+        if g.fault == "WELD":
+            how += " and its contacts are free"
+    return "gun %d: %s since %d s; %s, or 'fault clear %d'" % (g.n, g.fault, since_s, how, g.n)
+
+
 def fault_clear(app, which):
     if which == "all":
         guns = app.guns
