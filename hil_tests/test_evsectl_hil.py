@@ -133,6 +133,19 @@ def test_freeze_writes_a_manifest_that_freezes_the_whole_package(tmp_path):
     assert args == ("evse",) and (Path(kwargs["base_path"]) / "evse" / "app.py").is_file()
 
 
+def test_status_after_an_mpremote_session_starts_the_stopped_firmware_again(rig, virtual_board):
+    """README's explorer: mpremote exec leaves the firmware at the REPL; evsectl status starts it
+    again (Ctrl-D), says so, and answers."""
+    port = virtual_board["serial"]
+    done = subprocess.run([MPREMOTE, "connect", port, "resume", "exec", "print(6 * 7)"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.strip() == "42"
+    status = evsectl("status", "--port", port, "--json")
+    assert status.returncode == 0, status.stderr
+    assert "was stopped at the MicroPython REPL; started it again" in status.stderr
+    assert json.loads(status.stdout)["guns"][0]["state"] == "A"
+
+
 @pytest.mark.rig_ops("rcd_trip")
 @pytest.mark.virtual_only("expects sim-ac2's 40 A site limit")
 def test_monitor_logs_and_status_show_what_the_board_does(rig, virtual_board, events):

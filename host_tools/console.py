@@ -24,6 +24,9 @@ STATUS_TIMEOUT_S = 3.0
 DUTY_OFF_PM = 1000          # 100 % = no PWM (IEC 61851-1 A.5.1)
 # The lines evse.app prints on its own: a state change, or a contactor/fault/cleared/wakeup event.
 EVENT_LINE = re.compile(r"gun \d+: (\S+ -> \S+  offer |contactor |fault |cleared |wakeup )")
+REPL_PROMPT = b">>> "
+BANNER = re.compile(rb"evse \S+ on \S+: \d+ guns")   # what evse.app prints as it starts
+WAKE_S = 15.0               # a soft reset until the firmware's banner, on a slow board
 
 
 class ConsoleError(RuntimeError):
@@ -49,7 +52,38 @@ class Console:
             self._event(line)
 
     def command(self, line: str, timeout_s: float = 2.0) -> list[str]:
-        """Send one command line; return the answer's lines (empty when none came in timeout_s)."""
+        """Send one command line; return the answer's lines (empty when none came in timeout_s).
+        A firmware stopped at the MicroPython REPL (Ctrl-C, an mpremote session) is started
+        again first (wake)."""
+        answer = self._command(line, timeout_s)
+        if self._at_repl(answer) and self.wake():
+            answer = self._command(line, timeout_s)
+        return answer
+
+    def _at_repl(self, answer: list[str]) -> bool:
+        return self._partial.endswith(REPL_PROMPT) or any(t.startswith(">>> ") for t in answer)
+
+    def wake(self) -> bool:
+        """Ctrl-D at the REPL: a soft reset, and main.py starts the charger again, as after a
+        flash. True once its banner came (said on stderr); False in maintenance mode or silence."""
+        self.serial.write(b"\x04")
+        seen = bytearray()
+        deadline = time.monotonic() + WAKE_S
+        while time.monotonic() < deadline:
+            seen += self.serial.read(self.serial.in_waiting or 1)
+            if b"maintenance mode" in seen:
+                print(f"evsectl: {self.port}: the board is in maintenance mode (the file `maintenance` on it): "
+                      "the charger does not run; remove the file and reset it", file=sys.stderr)
+                return False
+            if BANNER.search(seen) and seen.endswith(b"\n"):
+                print(f"evsectl: {self.port}: the charger firmware was stopped at the MicroPython REPL; "
+                      "started it again (Ctrl-D)", file=sys.stderr)
+                time.sleep(REPLY_GAP_S)   # its console task starts right after the banner
+                self._partial = bytearray()
+                return True
+        return False
+
+    def _command(self, line: str, timeout_s: float) -> list[str]:
         self.poll()  # what came before the command is not its answer
         self.serial.write(line.encode() + b"\r\n")
         answer: list[str] = []

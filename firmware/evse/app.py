@@ -717,9 +717,12 @@ def main(root="/", hal=None):
         VERSION, board["name"], len(board["guns"]), cfg.get("site_limit_a"),
         ", cabinet %d x %s kW" % (cab["modules"], cab["module_kw"]) if board["kind"] == "dc" else ""))
     app = None
+    interrupted = False
     try:
         app = App(board, cfg, hal, root)
         asyncio.run(app.run())
+    except KeyboardInterrupt:
+        interrupted = True   # a technician's Ctrl-C: no traceback, the next step instead
     finally:
         hal.safe()
         print("evse: stopped; contactors open, pilots at -12 V")
@@ -728,3 +731,9 @@ def main(root="/", hal=None):
                 app._energy_saved = list(app._energy_wh)   # the registers as they are now
             app.write_flash()   # the lines that said why, and the registers
         hal.deinit()
+    if interrupted:
+        # An MCU's hardware watchdog, started in run(), cannot be stopped; a sim board's stops with
+        # its HAL link (docs/virtual-board.md).
+        wd = "" if board["hal"] == "sim" else \
+            ", and the watchdog resets the board within %d s" % (board.get("watchdog_ms", 5000) // 1000)
+        print("evse: Ctrl-C: at the MicroPython REPL; Ctrl-D restarts the charger%s" % wd)
