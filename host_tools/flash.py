@@ -313,7 +313,8 @@ class Flasher:
         while True:
             try:
                 self.transport = SerialTransport(self.port, exclusive=True, timeout=0.5)
-                self.transport.enter_raw_repl(soft_reset=False, timeout_overall=RAW_REPL_S)
+                with contextlib.redirect_stdout(io.StringIO()):   # mpremote prints what it got on failure
+                    self.transport.enter_raw_repl(soft_reset=False, timeout_overall=RAW_REPL_S)
                 break
             except (TransportError, OSError, Exception) as e:  # serial errors are not all OSError
                 self._close()
