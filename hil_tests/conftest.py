@@ -66,6 +66,28 @@ def pytest_configure(config):
     if bool(config.getoption("--port")) != bool(config.getoption("--rig-port")):
         raise pytest.UsageError("--port and --rig-port go together: the DUT's serial console and the rig that drives "
                                 "it (host:port, or its serial port); give both, or neither for the virtual board")
+    if config.getoption("--port") and not hasattr(config, "workerinput"):
+        check_real_rig(config.getoption("--port"), config.getoption("--rig-port"))
+
+
+def check_real_rig(port: str, rig_port: str) -> None:
+    """Once, before any test: the DUT's console and the rig are there. Without them every test
+    would fail on its own; one line says what is missing instead."""
+    import os
+    import socket
+    if "://" not in port and not os.path.exists(port):
+        raise pytest.UsageError(f"no serial port at {port} (--port, the DUT's console): is the board plugged in "
+                                "and powered? (ls /dev/ttyACM* /dev/ttyUSB*)")
+    from host_tools.jsonlines import is_tcp_address
+    if is_tcp_address(rig_port):
+        host, _, tcp = rig_port.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(tcp)), timeout=5).close()
+        except OSError as e:
+            raise pytest.UsageError(f"the rig at {rig_port} (--rig-port) does not answer: {e}; is its control "
+                                    "server (evsectl sim, or the rig's exporter) running?") from None
+    elif "://" not in rig_port and not os.path.exists(rig_port):
+        raise pytest.UsageError(f"no serial port at {rig_port} (--rig-port, the rig board): is it plugged in?")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -98,7 +98,7 @@ def run(args) -> int:
         if args.action == "get":
             print("\n".join(_ask(console, f"config get {args.key}")))
         elif args.action == "set":
-            print("\n".join(_ask(console, f"config set {args.key} {args.value}{yes}")))
+            print("\n".join(_ask(console, _line(args.key, args.value, yes))))   # "" resets to the default
         elif args.action == "export":
             settings = read_all(console)
             if not getattr(args, "identity", False):

@@ -124,3 +124,9 @@ def test_an_import_whose_set_fails_after_the_checks_puts_back_what_it_had_set(tm
     with pytest.raises(ConfigCommandError, match="2 key.s. set before it are back as they were"):
         import_file(console, str(f), "")
     assert console.values == {"name": "sim-ac2", "site_limit_a": "40", "gun_max_a": "80"}
+
+
+def test_setting_an_empty_text_puts_the_default_back(port):
+    assert evsectl("set", "priority_tags", "AA11", "-p", port).returncode == 0
+    done = evsectl("set", "priority_tags", "", "-p", port)
+    assert done.returncode == 0 and done.stdout.strip() == "priority_tags =  (default)", done.stdout + done.stderr

@@ -433,3 +433,15 @@ def test_exporter_config_exports_two_usb_serial_ports_that_labgrid_knows():
         params = dict(group[name])
         assert params.pop("cls") == "USBSerialPort" and "USBSerialPort" in exports
         assert set(params) <= fields, set(params) - fields
+
+
+@pytest.mark.parametrize("port, rig_port, message", [
+    ("/dev/ttyNOPE0", "127.0.0.1:9", "ERROR: no serial port at /dev/ttyNOPE0 (--port, the DUT's console)"),
+    ("/dev/null", "127.0.0.1:1", "ERROR: the rig at 127.0.0.1:1 (--rig-port) does not answer"),
+    ("/dev/null", "/dev/ttyNOPE1", "ERROR: no serial port at /dev/ttyNOPE1 (--rig-port, the rig board)"),
+])
+def test_a_rig_that_is_not_there_stops_the_suite_at_once_with_one_line(port, rig_port, message):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "hil_tests/test_pilot_hil.py",
+                           "--port", port, "--rig-port", rig_port], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 4 and message in done.stderr, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and "passed" not in done.stdout
