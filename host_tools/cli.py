@@ -137,19 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_board(d, default="sim-ac2", help="board file name in boards/ (default sim-ac2; evsectl boards lists them)")
     d.add_argument("--forever", action="store_true", help="after the day, keep the virtual charger up")
     d.add_argument("--speed", type=float, default=1.0, help="time scale of the script's pauses (tests use more)")
-    d.add_argument("--log", default="run-out/session.jsonl", help="where to write the rig's log")
+    d.add_argument("--log", default=None, help="where to write the rig's log (default run-out/BOARD/session.jsonl, "
+                                                 "with the report and screenshot beside it)")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("report", help="draw a PNG of a demo log: current and power per gun against the site limit, "
                                       "energy per session",
-                       description="Draw one PNG of a rig log (evsectl demo writes run-out/session.jsonl): the current "
+                       description="Draw one PNG of a rig log (evsectl demo writes run-out/BOARD/session.jsonl): the current "
                                    "per gun (A per phase, stacked) and the current its pilot offered, against the site "
                                    "limit; the power per gun (kW, stacked) against the limit x 230 V x phases; when "
                                    "each contactor was closed and faults; the energy of each session (plug-in to "
                                    "unplug), measured and billed over OCPP; the script's steps as numbered lines. "
                                    "Prints the PNG's path. Exit 1: the log cannot be read as one; exit 2: a file or "
                                    "option cannot be used.")
-    r.add_argument("log", metavar="LOG", help="the JSON-lines log, e.g. run-out/session.jsonl")
+    r.add_argument("log", metavar="LOG", help="the JSON-lines log, e.g. run-out/BOARD/session.jsonl")
     r.add_argument("-o", "--output", metavar="OUT.png", default=None,
                    help="the PNG to write (default: report.png next to the log)")
     add_board(r, metavar="B", default=None,

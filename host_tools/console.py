@@ -1,7 +1,7 @@
 """The firmware's serial console as host tools use it: send a command line, read its answer.
 
 The firmware also prints a line of its own on every gun event ("gun 1: B2 -> C2  offer 32.0 A",
-"gun 2: fault RCD"); such lines can arrive at any time, also in the middle of an answer, so they
+on a DC dispenser "gun 1: B2 -> C2  limit 150.0 kW", "gun 2: fault RCD"); such lines can arrive at any time, also in the middle of an answer, so they
 are told apart by their form and handed to `on_event` instead of being taken for the answer."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REPLY_GAP_S = 0.2           # the firmware prints an answer at once: this much q
 STATUS_TIMEOUT_S = 3.0
 DUTY_OFF_PM = 1000          # 100 % = no PWM (IEC 61851-1 A.5.1)
 # The lines evse.app prints on its own: a state change, or a contactor/fault/cleared/wakeup event.
-EVENT_LINE = re.compile(r"gun \d+: (\S+ -> \S+  offer |contactor |fault |cleared |wakeup )")
+EVENT_LINE = re.compile(r"gun \d+: (\S+ -> \S+  (offer|limit) |contactor |fault |cleared |wakeup )")
 REPL_PROMPT = b">>> "
 BANNER = re.compile(rb"evse \S+ on \S+: \d+ guns")   # what evse.app prints as it starts
 WAKE_S = 15.0               # a soft reset until the firmware's banner, on a slow board

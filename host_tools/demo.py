@@ -103,7 +103,17 @@ class Record:
 
 def drawn_a(guns: list[dict]) -> float:
     """The site's current on its most loaded phase (the rig's per-phase view of each gun)."""
-    return max(sum(g["phase_amps"][p] for g in guns) for p in range(3))
+    return max(site_phase_a(guns))
+
+
+def site_phase_a(guns: list[dict]) -> list[float]:
+    """The site's current on L1, L2, L3: what its fuses see."""
+    return [sum(g["phase_amps"][p] for g in guns) for p in range(3)]
+
+
+def gun_phases(g: dict) -> str:
+    """The site phases a gun's EV draws on: `L1 L2 L3`, or `L2` for a one-phase EV on a rotated gun."""
+    return " ".join(f"L{p + 1}" for p in range(3) if g["phase_amps"][p] > 0.05) or "-"
 
 
 def frame_line(f: dict) -> str | None:
@@ -368,14 +378,17 @@ STATE_STYLE = {"A": "dim", "B": "yellow", "C": "bold green", "D": "green", "E": 
 
 
 def gun_table(day: Day) -> Table:
-    drawn = drawn_a(day.guns)
-    site_style = "bold red" if drawn > day.site_limit_a else "bold"
-    caption = Text.assemble(f"{day.caption}\n{clock(day.elapsed_s())}   site ",
-                            (f"{drawn:.1f} A", site_style), f" of {day.site_limit_a} A per phase")
-    table = Table(title=f"{day.vb.board['name']}: a day at the charger", caption=caption)
+    phases = site_phase_a(day.guns)
+    site = [f"{clock(day.elapsed_s())}   site"]
+    for p, amps in enumerate(phases):
+        site.append((f" L{p + 1} {amps:.1f} A", "bold red" if amps > day.site_limit_a else "bold"))
+    # The caption wraps at the table's width, as the table is narrower than a wide terminal.
+    caption = Text.assemble(f"{day.caption}\n", *site, f" of {day.site_limit_a} A per phase")
+    table = Table(title=f"{day.vb.board['name']}: a day at the charger", caption=caption,
+                  caption_justify="left")
     dc = day.vb.board["kind"] == "dc"
     columns = (("gun", "state", "modules", "limit kW", "asks kW", "kW", "SoC %", "kWh") if dc else
-               ("gun", "state", "duty %", "offered A", "drawn A", "kW", "kWh"))
+               ("gun", "state", "duty %", "offered A", "drawn A", "on", "kW", "kWh"))
     for column in columns:
         table.add_column(column, justify="left" if column == "state" else "right")
     for g in day.guns:
@@ -389,16 +402,26 @@ def gun_table(day: Day) -> Table:
                           f"{g['energy_wh'] / 1000:.2f}")
             continue
         duty = "-" if g["duty"] in (None, 0.0, 100.0) else f"{g['duty']:.1f}"
-        table.add_row(str(g["gun"]), state, duty, f"{g['offered_a']:.1f}", f"{g['amps']:.1f}",
+        table.add_row(str(g["gun"]), state, duty, f"{g['offered_a']:.1f}", f"{g['amps']:.1f}", gun_phases(g),
                       f"{g['power_w'] / 1000:.1f}", f"{g['energy_wh'] / 1000:.2f}")
     return table
 
 
-def live_view(day: Day) -> Group:
-    console = Panel(Text("\n".join(day.console_lines[-CONSOLE_LINES_SHOWN:])),
+def live_view(day: Day, height: int | None = None) -> Group:
+    """The table, then the OCPP and console panels; in a terminal of `height` rows the panels
+    get what the table leaves (an 80 x 24 one shows every part, with fewer lines each)."""
+    shown_ocpp, shown_console = OCPP_LINES_SHOWN, CONSOLE_LINES_SHOWN
+    if height is not None:
+        table_rows = len(day.guns) + 7   # title, header, rules, two caption lines
+        spare = max(2, (height - table_rows - 4) // 2)   # each panel has two border rows
+        shown_ocpp, shown_console = min(shown_ocpp, spare), min(shown_console, spare)
+    # The board reaches the central system through the virtual board's uplink (its link can be
+    # cut and delayed by the rig op `net`): so the two addresses differ.
+    console = Panel(Text("\n".join(day.console_lines[-shown_console:]), no_wrap=True, overflow="ellipsis"),
                     title=f"console {day.vb.serial_path}", title_align="left")
-    ocpp = Panel(Text("\n".join(day.ocpp_lines[-OCPP_LINES_SHOWN:])),
-                 title=f"OCPP 1.6J, central system {day.csms_ws}", title_align="left")
+    ocpp = Panel(Text("\n".join(day.ocpp_lines[-shown_ocpp:]), no_wrap=True, overflow="ellipsis"),
+                 title=f"OCPP 1.6J, central system {day.csms_ws} (the board reaches it through the rig's uplink)",
+                 title_align="left")
     return Group(gun_table(day), ocpp, console)
 
 
@@ -425,7 +448,7 @@ class LiveView:
         pass  # the table's caption names the step
 
     def update(self, day: Day) -> None:
-        self.live.update(live_view(day))
+        self.live.update(live_view(day, self.live.console.size.height))
 
 
 class PlainView:
@@ -436,6 +459,7 @@ class PlainView:
         self.printed_lines = 0
         self.printed_ocpp = 0
         self.last_line_s = -PLAIN_LINE_S
+        self.last_guns = None   # a line only when the guns changed: a CI log is read, not watched
 
     def __enter__(self):
         return self
@@ -457,13 +481,18 @@ class PlainView:
         if now_s - self.last_line_s < PLAIN_LINE_S:
             return
         self.last_line_s = now_s
+        # Whole amps and kW: the line changes when the guns do, not with every tenth of an amp.
         if day.vb.board["kind"] == "dc":
-            guns = " | ".join(f"gun {g['gun']} {g['state']:<3} {len(g['modules'])} mod {g['power_w'] / 1000:5.1f} kW "
-                              f"{g['energy_wh'] / 1000:5.2f} kWh" for g in day.guns)
+            guns = " | ".join(f"gun {g['gun']} {g['state']:<3} {len(g['modules'])} mod {g['power_w'] / 1000:4.0f} kW"
+                              for g in day.guns)
         else:
-            guns = " | ".join(f"gun {g['gun']} {g['state']:<5} offer {g['offered_a']:4.1f} A drawn {g['amps']:4.1f} A "
-                              f"{g['power_w'] / 1000:4.1f} kW {g['energy_wh'] / 1000:5.2f} kWh" for g in day.guns)
-        self.say(f"{clock(now_s)}  {guns} | site {drawn_a(day.guns):.1f} A of {day.site_limit_a} A")
+            guns = " | ".join(f"gun {g['gun']} {g['state']:<5} offer {g['offered_a']:3.0f} A drawn {g['amps']:3.0f} A "
+                              f"{gun_phases(g)}" for g in day.guns)
+        site = " ".join(f"L{p + 1} {a:.0f}" for p, a in enumerate(site_phase_a(day.guns)))
+        line = f"{guns} | site {site} A of {day.site_limit_a} A"
+        if line != self.last_guns:
+            self.last_guns = line
+            self.say(f"{clock(now_s)}  {line}")
 
     def say(self, line: str) -> None:
         self.terminal.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -471,8 +500,12 @@ class PlainView:
 
 def print_summary(terminal: Terminal, day: Day, events: list[dict]) -> None:
     record = day.record
-    say = terminal.print
-    say(f"[bold]The day in {clock(day.elapsed_s())}[/] (speed {day.speed:g}):")
+
+    def say(text):
+        terminal.print(text, soft_wrap=True)   # one line each, however wide the terminal
+    pace = "the script's pauses at their real length" if day.speed == 1 else \
+        f"the script's pauses {day.speed:g} x shorter; the firmware's own timing is real"
+    say(f"[bold]The day in {clock(day.elapsed_s())}[/] (--speed {day.speed:g}: {pace}):")
     for gun in sorted(record.peak_a):
         sessions = sum(1 for e in events if e["what"] == "plug" and e["gun"] == gun)
         say(f"  gun {gun}: {sessions} session{'s' if sessions != 1 else ''}, "
@@ -508,12 +541,17 @@ def print_hand_over(terminal: Terminal, vb: VirtualBoard, cs: CsmsProcess) -> No
         markup=False, highlight=False, soft_wrap=True)
 
 
+def default_log(board: str) -> Path:
+    """run-out/BOARD/session.jsonl: each board keeps its day (log, report, screenshot)."""
+    return Path("run-out") / Path(board).stem / "session.jsonl"
+
+
 def run(args) -> int:
     if not args.speed > 0:
         print(f"evsectl demo: --speed must be a positive number like 1 or 4, not {args.speed}", file=sys.stderr)
         return 2
     terminal = Terminal()
-    log_path = Path(args.log)
+    log_path = Path(args.log or default_log(args.board))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cs = CsmsProcess()
     vb = None

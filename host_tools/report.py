@@ -1,4 +1,4 @@
-"""`evsectl report LOG`: one PNG of a rig log (`evsectl demo` writes run-out/session.jsonl), for
+"""`evsectl report LOG`: one PNG of a rig log (`evsectl demo` writes run-out/BOARD/session.jsonl), for
 the person who has to say whether the charger shared the site and metered its sessions right.
 
 The picture, top to bottom, on the rig's clock:
@@ -110,7 +110,7 @@ def read_log(path: Path) -> list[dict]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise UsageError(f"no log file {path}; `make run` writes run-out/session.jsonl") from None
+        raise UsageError(f"no log file {path}; `make run` writes run-out/BOARD/session.jsonl") from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a folder; give the log file, e.g. {path / 'session.jsonl'}") from None
     except OSError as e:
@@ -173,7 +173,7 @@ def timeline_from_records(records: list[dict], source: str = "the log") -> Timel
             series.fault.append(g.get("fault") or None)
     if not guns:
         raise LogError(f"{source} has no snapshot records, so nothing to plot; "
-                       "is it a log of `evsectl demo` (run-out/session.jsonl)?")
+                       "is it a log of `evsectl demo` (run-out/BOARD/session.jsonl)?")
     if len({len(s.t_s) for s in guns.values()}) > 1:
         raise LogError(f"{source}: the snapshots do not all list the same guns")
     _busiest_phase(list(guns.values()))

@@ -629,3 +629,11 @@ def test_any_rig_op_and_hal_request_on_a_dc_board_gets_one_reply_and_never_break
         w.step()
     for g in w.snapshot():
         assert 0 <= g["power_w"] <= 160000
+
+
+def test_a_dc_gun_says_its_power_limit_in_kw_where_an_ac_gun_says_its_offer_in_a():
+    g, hal = make_dc_gun()
+    g.limit_w = 150000
+    dc_charging(g, hal)
+    lines = [text for kind, text in g.events if kind == "state"]
+    assert lines and all(text.endswith("  limit 150.0 kW") for text in lines), lines

@@ -139,3 +139,45 @@ def test_status_prints_the_gun_table_of_a_running_board(board):
     as_json = subprocess.run([EVSECTL, "status", "--port", board.serial_path, "--json"], capture_output=True,
                              text=True, timeout=30)
     assert [g["gun"] for g in json.loads(as_json.stdout)["guns"]] == [1, 2]
+
+
+def test_without_a_terminal_the_demo_prints_the_guns_only_when_they_change(demo_day):
+    """A CI log is read, not watched: no line repeats the one before it, each shows the phases
+    each gun draws on and the site's three phases, and the pace of --speed is explained."""
+    done, _ = demo_day
+    lines = [re.sub(r"^\d+:\d\d  ", "", line) for line in done.stdout.splitlines() if re.match(r"\d+:\d\d  gun 1 ", line)]
+    assert len(lines) > 3 and all(a != b for a, b in zip(lines, lines[1:])), lines
+    assert any(re.search(r"gun \d \S+ +offer +\d+ A drawn +\d+ A L1 L2 L3", line) for line in lines), lines
+    assert all(re.search(r"\| site L1 \d+ L2 \d+ L3 \d+ A of 40 A$", line) for line in lines), lines
+    assert "(--speed 4: the script's pauses 4 x shorter; the firmware's own timing is real)" in done.stdout
+
+
+def test_the_demo_keeps_one_output_folder_per_board():
+    from host_tools.demo import default_log
+    assert default_log("sim-ac8") == Path("run-out/sim-ac8/session.jsonl")
+    assert default_log("boards/sim-dc6.json") == Path("run-out/sim-dc6/session.jsonl")
+    assert default_log("sim-ac2").parent != default_log("sim-ac8").parent
+
+
+def test_the_live_view_fits_an_80_by_24_terminal_with_every_part_in_it():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console as Terminal
+
+    from host_tools.demo import live_view
+    gun = {"gun": 1, "state": "C2", "fault": None, "duty": 53.3, "offered_a": 32.0, "amps": 31.9,
+           "phase_amps": [31.9, 31.9, 31.9], "power_w": 22000.0, "energy_wh": 1200.0}
+    day = SimpleNamespace(guns=[gun, dict(gun, gun=2, phase_amps=[0, 12.6, 0])], site_limit_a=40,
+                          caption="two cars share the site", elapsed_s=lambda: 75.0,
+                          vb=SimpleNamespace(board={"name": "sim-ac2", "kind": "ac"}, serial_path="/dev/pts/3"),
+                          console_lines=[f"console line {i}" for i in range(20)],
+                          ocpp_lines=[f"charger -> CSMS: MeterValues {i}" for i in range(20)],
+                          csms_ws="ws://127.0.0.1:9000/ocpp")
+    out = io.StringIO()
+    Terminal(width=80, height=24, file=out, color_system=None).print(live_view(day, 24))
+    lines = out.getvalue().splitlines()
+    assert len(lines) <= 24, "\n".join(lines)
+    text = out.getvalue()
+    assert "console /dev/pts/3" in text and "console line 19" in text and "MeterValues 19" in text
+    assert "L2" in text and "L1 12.6 A" not in text and "site L1 31.9 A L2 44.5 A L3 31.9 A" in text

@@ -48,6 +48,9 @@ class DcGun(Gun):
     def limit_a(self):
         return 0.0  # no AC offer: the power is the cabinet's
 
+    def offer_text(self):
+        return "limit %.1f kW" % (self.limit_w / 1000)   # a DC dispenser's offer is power
+
     def offered_a(self):
         """The DC current the dispenser's limit allows at the EV's voltage (NOMINAL_DC_V until
         current flows); 0 while charging is not allowed."""

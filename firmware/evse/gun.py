@@ -554,7 +554,11 @@ class Gun:
         if state != self.state:
             old = self.state
             self.state = state
-            self.events.append(("state", "%s -> %s  offer %.1f A" % (old, state, self.offered_a())))
+            self.events.append(("state", "%s -> %s  %s" % (old, state, self.offer_text())))
+
+    def offer_text(self):
+        """What the gun offers, for its state-change line."""
+        return "offer %.1f A" % self.offered_a()
 
     def status(self):
         return {
