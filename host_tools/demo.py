@@ -241,10 +241,10 @@ class Day:
                  lambda: arrive((7, 8)), lambda guns: charging(guns) >= 7 and drawn_a(guns) > site * 0.8,
                  "seven or eight cars charging", 25),
             Step("the operator caps the charger at 40 A per phase (ChargePointMaxProfile)",
-                 lambda: self.csms.call("SetChargingProfile", cap, cp=self.cp_id),
+                 lambda: (self.csms.call("SetChargingProfile", cap, cp=self.cp_id), self.mark_cap(40)),
                  lambda guns: drawn_a(guns) <= 40, "the site under 40 A per phase", 15),
             Step("the cap is cleared; three three-phase cars leave and the others take their current",
-                 lambda: (self.csms.call("ClearChargingProfile", {"id": 40}, cp=self.cp_id),
+                 lambda: (self.csms.call("ClearChargingProfile", {"id": 40}, cp=self.cp_id), self.mark_cap(None),
                           [self.rig.unplug(gun=n) for n in (1, 4, 6)]),
                  lambda guns: all(guns[n - 1]["state"] == "A" for n in (1, 4, 6)) and drawn_a(guns) > 40,
                  "guns 1, 4, 6 in state A and more than 40 A drawn", 20),
@@ -332,6 +332,11 @@ class Day:
         if self.screenshot and all(g["amps"] > 15 for g in self.guns):
             save_screenshot(self, self.screenshot)  # both cars sharing: the picture for the docs
             self.screenshot = None
+
+    def mark_cap(self, limit_a: float | None) -> None:
+        """The central system's cap on the charger from now (None: cleared), on the rig's clock,
+        for the report to draw."""
+        self.log({"kind": "cap", "t_ms": self.rig.request("snapshot")["t_ms"], "limit_a": limit_a})
 
     def ocpp_accepted(self) -> bool:
         return any(p["id"] == self.cp_id and p["connected"] and p["boot_status"] == "Accepted"

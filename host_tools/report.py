@@ -86,6 +86,7 @@ class Timeline:
     sessions: list[Session]
     steps: list[StepMark]
     meta: dict                          # the log's {"kind": "meta"} record, or {}
+    caps: list = field(default_factory=list)   # (t_s, A per phase or None): the central system's cap
 
     @property
     def t_s(self) -> list[float]:
@@ -142,10 +143,14 @@ def timeline_from_records(records: list[dict], source: str = "the log") -> Timel
     guns: dict[int, GunSeries] = {}
     steps: list[StepMark] = []
     meta: dict = {}
+    caps: list = []
     for record in records:
         kind = record["kind"]
         if kind == "meta" and not meta:
             meta = record
+        if kind == "cap" and isinstance(record.get("t_ms"), (int, float)):
+            limit = record.get("limit_a")
+            caps.append((record["t_ms"] / 1000, float(limit) if isinstance(limit, (int, float)) else None))
         if kind != "snapshot":
             continue
         where = f"{source} line {record.get('_line', '?')}"
@@ -181,7 +186,7 @@ def timeline_from_records(records: list[dict], source: str = "the log") -> Timel
     sessions.sort(key=lambda s: (s.start_s, s.gun))
     _add_id_tags(sessions, records)
     _add_billed_energy(sessions, records)
-    return Timeline(dict(sorted(guns.items())), sessions, steps, meta)
+    return Timeline(dict(sorted(guns.items())), sessions, steps, meta, caps)
 
 
 def _busiest_phase(guns: list[GunSeries]) -> None:
@@ -332,12 +337,13 @@ def render_png(timeline: Timeline, limit: SiteLimit | None, out_path: Path, titl
         above = [a > limit.limit_a for a in total_a]
         ax_a.fill_between(timeline.t_s, limit.limit_a, total_a, where=above, color="red", alpha=0.35,
                           interpolate=True, label="above the limit" if any(above) else None)
+    _draw_caps(ax_a, timeline)
     ax_a.set_ylabel("current per phase (A)")
     ax_a.set_ylim(0, max([limit.limit_a if limit else 0.0, *total_a,
                           *(a for s in timeline.guns.values() for a in s.offered_a)]) * 1.22 or 1.0)
     ax_a.set_title("current drawn per gun on the site's busiest phase (stacked) and offered, against the "
                    "site limit; the numbers are the steps listed below", loc="left", fontsize=10)
-    ax_a.legend(loc="upper right", fontsize=8, ncol=3)
+    _legend_outside(ax_a)
 
     _draw_stack(ax_kw, timeline, colors, "power_w", 1 / 1000)
     total_kw = [sum(values) / 1000 for values in zip(*(s.power_w for s in timeline.guns.values()))]
@@ -349,7 +355,7 @@ def render_png(timeline: Timeline, limit: SiteLimit | None, out_path: Path, titl
     ax_kw.set_ylim(0, max([limit.limit_w / 1000 if limit else 0.0, *total_kw]) * 1.25 or 1.0)
     ax_kw.set_ylabel("power (kW)")
     ax_kw.set_title("power per gun (stacked)", loc="left", fontsize=10)
-    ax_kw.legend(loc="upper right", fontsize=8, ncol=3)
+    _legend_outside(ax_kw)
 
     _draw_contactors(ax_k, timeline, colors)
     ax_k.set_xlabel("time on the rig's clock (s)")
@@ -362,6 +368,24 @@ def render_png(timeline: Timeline, limit: SiteLimit | None, out_path: Path, titl
     _draw_sessions(ax_e, timeline.sessions, colors)
     _draw_step_list(ax_steps, timeline.steps)
     fig.savefig(out_path, format="png")
+
+
+def _legend_outside(ax) -> None:
+    """Right of the panel, never over the data (eight guns make a long legend)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, borderaxespad=0.0)
+
+
+def _draw_caps(ax, timeline: Timeline) -> None:
+    """The central system's cap on the charger (ChargePointMaxProfile) while it stands."""
+    end_s = timeline.t_s[-1]
+    labelled = False
+    for i, (t_s, limit_a) in enumerate(timeline.caps):
+        if limit_a is None:
+            continue
+        until_s = timeline.caps[i + 1][0] if i + 1 < len(timeline.caps) else end_s
+        ax.hlines(limit_a, t_s, until_s, color="darkorange", linewidth=2.2,
+                  label=None if labelled else f"charger cap from the central system ({limit_a:g} A)")
+        labelled = True
 
 
 def _draw_stack(ax, timeline: Timeline, colors: dict[int, str], name: str, scale: float) -> None:
@@ -427,24 +451,28 @@ def _draw_sessions(ax, sessions: list[Session], colors: dict[int, str]) -> None:
     billed = any(s.billed_wh is not None for s in sessions)
     width = 0.38 if billed else 0.6
     billed_labelled = False
+    many = len(sessions) > 4   # then one label per session, turned, and shorter tick texts
     for i, s in enumerate(sessions):
         offset = -width / 2 if billed else 0.0
         bar = ax.bar(i + offset, s.energy_wh / 1000, width, color=colors[s.gun], alpha=0.8,
                      label="measured by the rig (energy_wh)" if i == 0 else None)
-        ax.bar_label(bar, [kwh_text(s.energy_wh)], fontsize=8, padding=2)
+        ax.bar_label(bar, [kwh_text(s.energy_wh)], fontsize=7 if many else 8, padding=2,
+                     rotation=90 if many else 0)
         if s.billed_wh is not None:
             bar = ax.bar(i + width / 2, s.billed_wh / 1000, width, facecolor="white", edgecolor=colors[s.gun],
                          hatch="///", label=None if billed_labelled else "billed over OCPP (meterStop − meterStart)")
             billed_labelled = True
-            ax.bar_label(bar, [kwh_text(s.billed_wh)], fontsize=8, padding=2)
+            if not many:
+                ax.bar_label(bar, [kwh_text(s.billed_wh)], fontsize=8, padding=2)
     ticks = []
     for s in sessions:
-        who = f"gun {s.gun}" + (f" · {s.id_tag}" if s.id_tag else "")
+        who = f"gun {s.gun}" + (f" · {s.id_tag}" if s.id_tag and not many else "")
         until = "still in" if s.still_plugged else f"{s.end_s:.0f} s"
-        ticks.append(f"{who}\n{s.start_s:.0f}–{until}, peak {s.peak_a:.0f} A")
-    ax.set_xticks(range(len(sessions)), ticks, fontsize=8)
+        ticks.append(who if many else f"{who}\n{s.start_s:.0f}–{until}, peak {s.peak_a:.0f} A")
+    ax.set_xticks(range(len(sessions)), ticks, fontsize=8, rotation=45 if many else 0,
+                  ha="right" if many else "center")
     top = max([s.energy_wh for s in sessions] + [s.billed_wh or 0.0 for s in sessions]) / 1000
-    ax.set_ylim(0, top * 1.45 or 1.0)
+    ax.set_ylim(0, top * (1.7 if many else 1.45) or 1.0)
     ax.grid(True, axis="y", alpha=0.3)
     if billed:
         ax.legend(loc="upper right", fontsize=8)

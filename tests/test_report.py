@@ -201,7 +201,7 @@ def test_cli_writes_the_png_where_asked_and_prints_its_path(tmp_path):
 
 
 @pytest.mark.parametrize("content, code, message", [
-    (None, 2, "no log file {log}; `make run` writes run-out/session.jsonl"),
+    (None, 2, "no log file {log}; `make run` writes run-out/BOARD/session.jsonl"),
     ('{"kind": "meta"}\nnot json at all\n', 1, "{log} line 2: not JSON (Expecting value at column 1): not json at all"),
     ('{"kind": "meta"}\n[1, 2]\n', 1, '{log} line 2: each line must be a JSON object with a "kind"'),
     (b"\xff\xfe\n", 1, "{log} line 1: not UTF-8 text"),
@@ -233,3 +233,13 @@ def test_cli_refuses_an_option_it_cannot_use_with_exit_2(tmp_path, options, mess
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_central_systems_cap_is_read_with_when_it_came_and_went_and_drawn(tmp_path):
+    records = small_day()
+    records.insert(4, {"kind": "cap", "t_ms": 2500, "limit_a": 24})
+    records.insert(7, {"kind": "cap", "t_ms": 3800, "limit_a": None})
+    timeline = timeline_from_records(records)
+    assert timeline.caps == [(2.5, 24.0), (3.8, None)]
+    out = write_report(write_log(tmp_path / "day.jsonl", records), tmp_path / "day.png")
+    assert png_size(out)[0] > 1000
