@@ -340,3 +340,17 @@ def test_a_car_plugged_in_without_a_card_is_said_to_wait_for_one(ocpp_rig, csms,
     ocpp_dut.flush()
     ocpp_rig.plug(gun=1, ev=EV)
     assert b"(waiting for a card, or a remote start)" in ocpp_dut.read_until(b"waiting for a card", 10)
+
+
+@pytest.mark.rig_ops("net")
+def test_status_shows_the_link_as_the_firmware_knows_it_through_an_outage(ocpp_rig, csms, ocpp_dut):
+    """A half-open link (the uplink cut, no FIN) is found by the ping within its interval, and
+    status --json says so; the link comes back by itself."""
+    link = ocpp_dut.wait_status(lambda s: s["ocpp"]["state"] == "online", 15)["ocpp"]
+    assert link["boot"] == "Accepted" and 0 <= link["last_frame_s"] < 300
+    configure(csms, WebSocketPingInterval=2)
+    ocpp_rig.net(up=False)
+    offline = ocpp_dut.wait_status(lambda s: s["ocpp"]["state"] == "offline", 20)["ocpp"]
+    assert offline["why"].startswith(("link lost", "cannot connect")), offline
+    ocpp_rig.net(up=True)
+    ocpp_dut.wait_status(lambda s: s["ocpp"]["state"] == "online", 60)

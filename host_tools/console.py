@@ -170,6 +170,12 @@ def status(args) -> int:
         print(json.dumps(board_status))
     else:
         Terminal().print(gun_table(board_status))
+        link = board_status.get("ocpp")
+        if link:
+            print("ocpp: " + (f"{link['state']}, last frame received {link['last_frame_s']} s ago"
+                              if link["state"] != "offline" else
+                              f"offline ({link.get('why')})" + (f", next try in {link['next_try_s']} s"
+                                                                if "next_try_s" in link else "")))
     return 0
 
 

@@ -726,10 +726,12 @@ def test_the_console_shows_the_link_as_the_firmware_knows_it(tmp_path):
     assert cp.link_state() == "offline (not connected yet)"
     cp.why_offline, cp.retry_at_ms = "cannot connect: [Errno 111] ECONNREFUSED", Ticks.ms + 12000
     assert cp.link_state() == "offline (cannot connect: [Errno 111] ECONNREFUSED), next try in 12 s"
+    assert cp.link() == {"state": "offline", "why": "cannot connect: [Errno 111] ECONNREFUSED", "next_try_s": 12}
 
     class Ws:
         last_rx_ms = Ticks.ms - 31000
     cp.ws, cp.connected, cp.online = Ws(), True, True
+    assert cp.link() == {"state": "online", "boot": None, "last_frame_s": 31}
     lines = console_cli._ocpp(app, [], False)
     assert lines[0] == "ocpp: CP1 to ws://csms.example/ocpp: online, last frame received 31 s ago"
     assert lines[1] == "ocpp: 0 transaction messages in the journal, 0 others waiting"

@@ -27,11 +27,13 @@ def timing_line(app):
 
 
 def status_json(app):
-    return json.dumps({"board": app.board["name"], "uptime_ms": app.uptime_ms(),
-                       "site_limit_a": app.cfg.get("site_limit_a"),
-                       "timing": {"worst_tick_gap_ms": app.worst_gap_ms, "slowest_step_ms": app.slowest_ms,
-                                  "restarts": app.restarts},
-                       "guns": [_gun_status(app, g) for g in app.guns]})
+    out = {"board": app.board["name"], "uptime_ms": app.uptime_ms(), "site_limit_a": app.cfg.get("site_limit_a"),
+           "timing": {"worst_tick_gap_ms": app.worst_gap_ms, "slowest_step_ms": app.slowest_ms,
+                      "restarts": app.restarts},
+           "guns": [_gun_status(app, g) for g in app.guns]}
+    if app.cp is not None:
+        out["ocpp"] = app.cp.link()
+    return json.dumps(out)
 
 
 def _gun_status(app, g):

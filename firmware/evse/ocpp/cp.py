@@ -649,16 +649,28 @@ class ChargePoint:
             self.retry_at_ms = time.ticks_add(time.ticks_ms(), wait_ms)
             await asyncio.sleep_ms(wait_ms)
 
-    def link_state(self):
-        """The link as the console shows it: online with the age of the last frame received,
-        connecting, or offline with why and when the next try is."""
+    def link(self):
+        """The link as the firmware knows it (status --json): state online, connected (its
+        BootNotification not accepted yet) or offline; the age of the last frame received, or
+        why it is offline and in how many seconds the next try is."""
         now = time.ticks_ms()
         if self.connected and self.ws is not None:
-            age = "last frame received %d s ago" % (time.ticks_diff(now, self.ws.last_rx_ms) // 1000)
-            return ("online, " if self.online else "connected, boot %s, " % self.boot_status) + age
-        out = "offline (%s)" % self.why_offline
+            return {"state": "online" if self.online else "connected", "boot": self.boot_status,
+                    "last_frame_s": time.ticks_diff(now, self.ws.last_rx_ms) // 1000}
+        out = {"state": "offline", "why": self.why_offline}
         if self.retry_at_ms is not None:
-            out += ", next try in %d s" % max(0, time.ticks_diff(self.retry_at_ms, now) // 1000)
+            out["next_try_s"] = max(0, time.ticks_diff(self.retry_at_ms, now) // 1000)
+        return out
+
+    def link_state(self):
+        """The link as the console's ocpp line says it."""
+        k = self.link()
+        if k["state"] != "offline":
+            head = "online" if k["state"] == "online" else "connected, boot %s" % k["boot"]
+            return "%s, last frame received %d s ago" % (head, k["last_frame_s"])
+        out = "offline (%s)" % k["why"]
+        if "next_try_s" in k:
+            out += ", next try in %d s" % k["next_try_s"]
         return out
 
     def _basic_auth(self):
