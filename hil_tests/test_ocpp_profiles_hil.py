@@ -339,7 +339,7 @@ def test_the_log_shows_the_wall_clock_once_the_central_system_has_set_it(ocpp_ri
 def test_a_car_plugged_in_without_a_card_is_said_to_wait_for_one(ocpp_rig, csms, ocpp_dut):
     ocpp_dut.flush()
     ocpp_rig.plug(gun=1, ev=EV)
-    assert b"(waiting for a card, or a remote start)" in ocpp_dut.read_until(b"waiting for a card", 10)
+    assert b"gun 1: A -> B1  offer 0.0 A  (waiting for a card, or a remote start)" in ocpp_dut.read_until(b"start)", 10)
 
 
 @pytest.mark.rig_ops("net")
