@@ -56,8 +56,11 @@ class Console:
         A firmware stopped at the MicroPython REPL (Ctrl-C, an mpremote session) is started
         again first (wake)."""
         answer = self._command(line, timeout_s)
-        if self._at_repl(answer) and self.wake():
-            answer = self._command(line, timeout_s)
+        if self._at_repl(answer):
+            if not self.wake():
+                raise ConsoleError(f"{self.port}: the charger firmware is not running (the MicroPython REPL "
+                                   "answers, and Ctrl-D did not start it)")
+            answer = self._command(line, max(timeout_s, WAKE_S / 3))   # the firmware's first answer is slow
         return answer
 
     def _at_repl(self, answer: list[str]) -> bool:

@@ -737,3 +737,36 @@ def test_the_console_shows_the_link_as_the_firmware_knows_it(tmp_path):
     assert lines[1] == "ocpp: 0 transaction messages in the journal, 0 others waiting"
     cp.start_tx(cp.connectors[1], "TAG1")
     assert console_cli._ocpp(app, [], False)[1] == "ocpp: 1 transaction message in the journal, 0 others waiting"
+
+
+def test_clock_aligned_values_go_out_without_a_transaction_or_sampled_data(tmp_path):
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    cp.clock.set(NOW)
+    cp.online = True
+    assert cp.keys.change("ClockAlignedDataInterval", "60") == "Accepted"
+    assert cp.keys.change("MeterValueSampleInterval", "0") == "Accepted"
+    assert cp.keys.change("MeterValuesAlignedData", "Energy.Active.Import.Register") == "Accepted"
+    cp.supervise()                      # the next boundary is set
+    cp.clock.set(NOW + 61)
+    cp.supervise()
+    assert [m for m in cp.outbox if m[0] == "MeterValues"], cp.outbox
+
+
+def test_a_session_resumed_at_boot_is_not_ended_before_the_pilot_has_been_read(tmp_path):
+    with open(os.path.join(str(tmp_path), "ocpp_tx.json"), "w") as f:
+        json.dump({"1": {"id": 7, "tag": "TAG1", "start_s": NOW - 600, "meter_start": 0, "seen_s": NOW}}, f)
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)   # at boot the pilot reads "A" until debounced
+    cp = load(app, str(tmp_path))
+    cp.clock.set(NOW)
+    assert cp.keys.change("ResumeTransactionOnBoot", "true") == "Accepted"
+    cp.recover()
+    cp.supervise()
+    assert cp.connectors[1].tx is not None
+    app.guns[0].state = "C2"            # read: the EV is there
+    Ticks.ms += 2000
+    cp.supervise()
+    assert cp.connectors[1].tx is not None
+    app.guns[0].state = "A"             # now it leaves
+    cp.supervise()
+    assert cp.connectors[1].tx is None

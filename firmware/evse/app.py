@@ -89,6 +89,7 @@ class App:
             self.metering = Metering(hal, board, self.clock, self.note)
         self.log = Log(root, now_fn=self.stamp)
         self._faults_due = False   # a gun's fault came or went: the flash task writes them
+        self._faults_failing = False
         self._restore_faults()
         # What the charge point allows, as plain values the control path reads (index 0: the
         # charger): the OCPP task refreshes them (grant), so nothing inside OCPP can stop the
@@ -156,8 +157,13 @@ class App:
             try:
                 store.write_json(self.root.rstrip("/") + "/" + FAULTS_FILE,
                                  dict((str(g.n), g.fault) for g in self.guns if g.fault is not None))
-            except Exception as e:  # noqa: BLE001  (the next change of a fault tries again)
-                self.note("faults: cannot save them (%s)" % e)
+            except Exception as e:  # noqa: BLE001  (tried again with the next write; said once)
+                self._faults_due = True
+                if not self._faults_failing:
+                    self._faults_failing = True
+                    self.note("faults: cannot save them (%s); trying again" % e)
+            else:
+                self._faults_failing = False
         q = self._log_queue
         while q and lines > 0:
             lines -= 1

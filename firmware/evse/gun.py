@@ -83,9 +83,10 @@ class Gun:
         # RCD_RELEASE_MS to fall, and a trip read before then is not acted on).
         self.fault_since_ms = -RCD_RELEASE_MS
         self.contactor = False
-        # Pending weld check: one at boot too, before anything is offered (the pilot's debounce
-        # takes longer), so contacts welded before a power cut are found before the next EV.
-        self.opened_ms = -WELD_CHECK_MS
+        # Pending weld check: one at boot too, WELD_CHECK_MS in (a coil driven until a soft reset
+        # has let go by then) and before anything is offered (the pilot's debounce takes longer),
+        # so contacts welded before a power cut are found before the next EV.
+        self.opened_ms = 0
         self.closed_ms = None
         self.allocation_a = 0.0  # from the power sharing
         self.meter_ok = True     # from the metering: False while the gun's meter does not answer
@@ -160,7 +161,7 @@ class Gun:
     def restore_fault(self, code, now_ms):
         """A fault latched before a reboot (the application keeps them on flash) stands again,
         with its clearing rule; a delay to clear starts afresh. False for a code not known."""
-        if code not in FAULTS:
+        if not isinstance(code, str) or code not in FAULTS:
             return False
         if self.fault is None:
             self._trip(code, now_ms)
@@ -419,7 +420,7 @@ class Gun:
             self._clear(now_ms)
         elif rule == CLEAR_LEAVE_D and letter != "D" and self.duty_pm == DUTY_OFF_PM:
             self._clear(now_ms)
-        elif rule == CLEAR_METER and self.meter_ok:
+        elif rule == CLEAR_METER and (self.meter_ok or not self.meter_stops):   # or the site charges on without it
             self._clear(now_ms)
 
     def _trip(self, code, now_ms):

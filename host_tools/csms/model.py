@@ -236,8 +236,8 @@ class CentralModel:
         gets the id it was given."""
         id_tag = payload["idTag"]
         same = (cp, payload["connectorId"], id_tag, payload["meterStart"], payload["timestamp"])
-        for tx in self.transactions:
-            if (tx.cp, tx.connector_id, tx.id_tag, tx.meter_start, tx.start_time) == same:
+        for tx in self.transactions:   # a repeat comes before its transaction's stop
+            if tx.stopped_ms is None and (tx.cp, tx.connector_id, tx.id_tag, tx.meter_start, tx.start_time) == same:
                 return tx
         tx = Transaction(self._next_transaction_id, cp, payload["connectorId"], id_tag, payload["meterStart"],
                          payload["timestamp"], self.clock(), self.settings.tags.id_tag_info(id_tag),

@@ -19,6 +19,7 @@ VENDOR = "evse"
 CALL_TIMEOUT_MS = const(30000)   # a CALL without an answer after this: the link is suspect
 OUTBOX_MAX = const(24)
 RECONNECT_MAX_MS = const(30000)
+PILOT_SETTLE_MS = const(1500)  # after boot, the guns' pilots read and debounced (and an F step shown)
 PONG_WAIT_MS = const(10000)  # back-off ceiling: a site back online is served within 30 s
 TAG_TIMEOUT_S_DEFAULT = const(60)
 SUPERVISE_MS = const(250)
@@ -55,6 +56,7 @@ class ChargePoint:
         self.outbox = []
         self.online = False       # connected and BootNotification accepted
         self.connected = False
+        self._started_ms = time.ticks_ms()
         self.why_offline = "not connected yet"   # for the console: what the last try met
         self.retry_at_ms = None   # when the next connect is tried (ticks_ms), while offline
         self.boot_status = None
@@ -361,12 +363,14 @@ class ChargePoint:
                 c.tx["seen_wh"] = int(self.app.energy_wh(c.n))
                 due = due or []
                 due.append(c)
-        if due is None:
-            return
-        self._save_txs()
-        for c in due:
-            mv = self.meter_value(c.n, measurands, "Sample.Periodic", now_s)
-            self.journal.append("MeterValues", {"connectorId": c.n, "transactionId": c.tx["id"], "meterValue": [mv]})
+        if due is not None:
+            try:
+                self._save_txs()
+            except Exception as e:  # noqa: BLE001  (a full flash: the sample still goes out)
+                self.log("ocpp: cannot save the transactions file (%r)" % (e,))
+            for c in due:
+                mv = self.meter_value(c.n, measurands, "Sample.Periodic", now_s)
+                self.journal.append("MeterValues", {"connectorId": c.n, "transactionId": c.tx["id"], "meterValue": [mv]})
         aligned = self.keys.get("ClockAlignedDataInterval")
         if aligned and self.clock.known:
             if not self._next_aligned_s:
@@ -391,6 +395,9 @@ class ChargePoint:
     def supervise(self):
         now_s = self.clock.now()
         now_ms = time.ticks_ms()
+        # Right after boot the guns' pilots are not read yet (debounce, a restored fault's F
+        # step): a resumed session is not ended as unplugged on a reading not made.
+        settled = time.ticks_diff(now_ms, self._started_ms) >= PILOT_SETTLE_MS
         tag_timeout = self.keys.get("ConnectionTimeOut") or TAG_TIMEOUT_S_DEFAULT
         for c in self.connectors[1:]:
             gun = self.app.guns[c.n - 1]
@@ -406,7 +413,7 @@ class ChargePoint:
             # A gun in a fault still reads its pilot: an EV unplugged then ends the session too.
             # A fault that clears by itself (RCD after its delay, temperature, meter) lets the
             # session go on; one that waits for a technician ends it now.
-            if c.tx is not None:
+            if c.tx is not None and settled:
                 if not gun.ev_plugged() and self.keys.get("StopTransactionOnEVSideDisconnect"):
                     self.stop_tx(c, "EVDisconnected")
                 elif gun.needs_technician():
@@ -747,8 +754,9 @@ class ChargePoint:
                 self.log("ocpp: BootNotification.conf currentTime %r is not a time" % reply.get("currentTime"))
             interval = reply.get("interval") or 0
             if self.boot_status == "Accepted":
-                if interval > 0 and self.keys.change("HeartbeatInterval", str(interval)) != "Accepted":
-                    self.heartbeat_s = interval   # beyond the key's range: used, not stored
+                if interval > 0:
+                    self.keys.change("HeartbeatInterval", str(interval))   # stored where it fits the key
+                    self.heartbeat_s = interval
                 return
             self.log("ocpp: BootNotification %s; next in %d s" % (self.boot_status, interval or 10))
             # Pending/Rejected: only answer the central system until the interval is over.
