@@ -295,7 +295,9 @@ def ocpp_board(request, board_name, tmp_path_factory, csms_server, real_rig):
 def csms(csms_server):
     from host_tools.csms.client import CsmsClient
     client = CsmsClient(csms_server.api)
-    client.set(boot_status="Accepted", interval=300, refuse=[])
+    from host_tools.csms.model import DEFAULT_TAGS
+    # Each test meets the central system as the last one found it, but for these settings.
+    client.set(boot_status="Accepted", interval=300, refuse=[], tags=DEFAULT_TAGS)
     yield client
     client.close()
 

@@ -62,14 +62,13 @@ def script(rig, csms):
         return                                 # a call the cut left without an answer
 
 
-def settle(rig, csms, since_ms):
-    """After the cut (or the script's end): power on, every EV away, the journal emptied."""
+def settle(rig, csms):
+    """After a cut: the power back on, and the board booted and registered again."""
     if not powered(rig):
         t = csms.now_ms()
         rig.power(on=True)
         csms.wait("BootNotification", since_ms=t, timeout_s=30)
-    wait_status(csms, since_ms, 0, "Available", 30)
-    return
+        wait_status(csms, t, 0, "Available", 30)
 
 
 def check(rig, csms, since_ms, fault_before_cut):
@@ -130,7 +129,7 @@ def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transac
     total = writes_of_the_script(ocpp_rig, csms)
     assert total > 10, total
     print("power cut: the script makes %d block writes; cut at %s" % (total, cut_points(request, total)))
-    settle(ocpp_rig, csms, t)
+    settle(ocpp_rig, csms)
     check(ocpp_rig, csms, t, fault_before_cut=True)
     for n in cut_points(request, total):
         ocpp_rig.power(on=False)
@@ -146,7 +145,7 @@ def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transac
         time.sleep(0.3)   # a cut reached as the script ended: the power goes within 50 ms
         cut = not powered(ocpp_rig)
         faulted = any(p["connectorId"] == 2 and p["status"] == "Faulted" for p in sent(csms, t, "StatusNotification"))
-        settle(ocpp_rig, csms, t)
+        settle(ocpp_rig, csms)
         try:
             check(ocpp_rig, csms, t, fault_before_cut=faulted)
         except (AssertionError, CsmsError) as e:
