@@ -62,63 +62,6 @@ def test_welded_contactor_is_reported_after_it_should_have_opened(rig, events, d
     assert status["guns"][0]["contactor"] is False  # the coil is released; the contacts are stuck
 
 
-def offered_or_driven(events, t, gun):
-    """What would let an EV charge: PWM on the pilot, the coil driven or energised."""
-    return [e for e in events.since(t) if e["gun"] == gun and (
-        (e["what"] == "duty" and e["value"] is not None and 0 < e["value"] < 100)
-        or (e["what"] in ("contactor", "drive") and e["value"] in ("closed", "on")))]
-
-
-@pytest.mark.rig_ops("weld", "power")
-@pytest.mark.parametrize("saved", [True, False], ids=["latched-on-flash", "cut-before-the-write"])
-def test_a_weld_survives_a_power_cut_and_the_next_ev_gets_nothing(rig, events, dut, saved):
-    """A weld is a latched hardware fault: after the power comes back the gun still reports it
-    and offers nothing, whether the fault reached the flash before the cut or the boot's own
-    check of the feedback contact finds it."""
-    start_charging(rig, events)
-    rig.weld(gun=1, on=True)
-    if saved:
-        rig.unplug(gun=1)
-        dut.wait_status(lambda s: s["guns"][0]["fault"] == "WELD", 5)
-        time.sleep(1)   # the flash task writes the faults right after
-    rig.power(on=False)
-    if not saved:
-        rig.unplug(gun=1)
-    t = now_ms(rig)
-    rig.power(on=True)
-    status = dut.wait_status(lambda s: s["guns"][0]["fault"] == "WELD", 15)
-    assert status["guns"][1]["fault"] is None
-    rig.plug(gun=1, ev={"max_a": 32})
-    time.sleep(3)   # the EV had PWM after about 0.3 s and the coil 2 s later before the fix
-    assert not offered_or_driven(events, t, 1)
-    assert any(line.startswith("gun 1: WELD") for line in dut.command("fault list"))
-    rig.weld(gun=1, on=False)   # freed: a technician's clear takes it, and the gun charges again
-    assert any("cleared" in line for line in dut.command("fault clear 1"))
-    events.first(t, 1, "contactor", "closed", timeout_s=10)
-
-
-@pytest.mark.rig_ops("rcd_test_fail", "power")
-def test_a_latched_fault_stands_across_a_power_cut_until_its_own_rule_clears_it(rig, events, dut):
-    """A failed RCD self-test latches until the EV is unplugged: a power cut in between (the
-    RCD passing again by then) does not clear it, and `fault list` still shows it."""
-    rig.rcd_test_fail(gun=1, on=True)
-    rig.plug(gun=1, ev={"max_a": 32})
-    dut.wait_status(lambda s: s["guns"][0]["fault"] == "RCD_TEST", 10)
-    rig.rcd_test_fail(gun=1, on=False)
-    time.sleep(1)   # the flash task writes the faults right after
-    rig.power(on=False)
-    t = now_ms(rig)
-    rig.power(on=True)
-    dut.wait_status(lambda s: s["guns"][0]["fault"] == "RCD_TEST", 15)
-    time.sleep(3)
-    assert not offered_or_driven(events, t, 1)
-    assert any(line.startswith("gun 1: RCD_TEST") for line in dut.command("fault list"))
-    rig.unplug(gun=1)
-    dut.wait_status(lambda s: s["guns"][0]["fault"] is None, 5)
-    rig.plug(gun=1, ev={"max_a": 32})
-    events.first(t, 1, "contactor", "closed", timeout_s=10)
-
-
 @pytest.mark.rig_ops("ev")
 def test_overcurrent_for_7s_stops_the_session(rig, events):
     start_charging(rig, events)

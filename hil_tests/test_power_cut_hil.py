@@ -15,7 +15,7 @@ from host_tools.csms.client import CsmsError
 from test_ocpp_core_hil import EV, wait_status
 from test_ocpp_profiles_hil import sent
 
-POWER_CUT_SAMPLES = 3
+POWER_CUT_SAMPLES = 2
 LIST = {"listVersion": 5, "updateType": "Full", "localAuthorizationList": [
     {"idTag": "AA11", "idTagInfo": {"status": "Accepted"}}, {"idTag": "BB22", "idTagInfo": {"status": "Accepted"}}]}
 
