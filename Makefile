@@ -5,8 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BOARD ?= sim-ac2
 ARGS ?=
-# Tests run in parallel: most HIL tests wait on real time, not on the CPU.
-JOBS ?= 4
+# Tests run in parallel: most HIL tests wait on real time, not on the CPU. The MCU boards' runs go
+# beside the sim run, MCU_JOBS workers each, their output kept in $(TEST_OUT) and shown when they
+# end; tests marked `latency` take a lock, so no two of them in any of these runs share the CPU.
+JOBS ?= 6
+MCU_JOBS ?= 3
+TEST_OUT := build/test-out
 # The safety, gun, console and meter HIL tests run again on the emulated MCU boards, whose
 # firmware is what `evsectl flash` installs, on the board's own port HAL.
 MCU_BOARDS := rp2040-pico esp32-devkitc
@@ -30,15 +34,29 @@ run: $(STAMP)
 	$(BIN)/evsectl demo --board $(BOARD) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests hil_tests $(ARGS)
-	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
+	$(call beside_mcu_boards,tests hil_tests)
+
+# $(call beside_mcu_boards,PATHS): pytest on PATHS (sim-ac2), the MCU boards' runs beside it.
+define beside_mcu_boards
+	@rm -rf $(TEST_OUT) && mkdir -p $(TEST_OUT); \
+	for board in $(MCU_BOARDS); do \
+	  ($(BIN)/python -m pytest -q -n $(MCU_JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) \
+	    >$(TEST_OUT)/$$board.log 2>&1; echo $$? >$(TEST_OUT)/$$board.rc) & \
+	done; \
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup $(1) $(ARGS); rc=$$?; \
+	wait; \
+	for board in $(MCU_BOARDS); do \
+	  echo "== on $$board: $(MCU_HIL)"; cat $(TEST_OUT)/$$board.log; \
+	  [ "$$(cat $(TEST_OUT)/$$board.rc)" = 0 ] || rc=1; \
+	done; \
+	exit $$rc
+endef
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 hil: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup hil_tests $(ARGS)
-	for board in $(MCU_BOARDS); do $(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) || exit 1; done
+	$(call beside_mcu_boards,hil_tests)
 
 # The heap section compares with a 32-bit MicroPython: the WebAssembly port, pinned, from npm.
 NPM_MP := $(VENV)/npm/node_modules/@micropython/micropython-webassembly-pyscript

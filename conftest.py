@@ -6,3 +6,13 @@ import tempfile
 
 os.environ.setdefault("EVSE_SIM_REGISTRY", os.path.join(
     tempfile.gettempdir(), "evse-sim-test-%s-%d" % (os.environ.get("PYTEST_XDIST_WORKER", "main"), os.getpid())))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the test takes 20 s or more; it is started first")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: under pytest-xdist they then start at once, side by side, rather
+    than one of them starting last and keeping every other worker waiting for it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

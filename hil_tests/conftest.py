@@ -18,6 +18,7 @@ import pytest
 
 from host_tools.rig import Rig
 from host_tools.sim.supervisor import sim_process
+from latency_lock import latency  # noqa: F401  (a fixture: measured windows never overlap)
 from rigkit import Dut, Events, labgrid_ports, wait_booted
 
 DEFAULT_BOARD = "sim-ac2"

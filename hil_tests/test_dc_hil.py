@@ -98,7 +98,8 @@ def kw(guns, n):
     return guns[n - 1]["power_w"] / 1000
 
 
-def test_sim_dc2_a_150_kw_and_a_50_kw_car_share_the_160_kw_by_3_and_1_modules(dc2, dc2_board):
+@pytest.mark.slow
+def test_sim_dc2_a_150_kw_and_a_50_kw_car_share_the_160_kw_by_3_and_1_modules(dc2, dc2_board, latency):
     t, s0 = start(dc2)
     events = Events(dc2)
     dc2.plug(gun=1, ev=dc_ev(150))
@@ -115,24 +116,26 @@ def test_sim_dc2_a_150_kw_and_a_50_kw_car_share_the_160_kw_by_3_and_1_modules(dc
     # The firmware's console shows the modules, the DC power, the SoC and the DC meters' energy.
     dut = Dut(dc2_board["serial"])
     try:
-        status = dut.status()["guns"]
+        # the DC meters are read once a second: car 2's first watt-hour takes its time
+        status = dut.wait_status(lambda s: all(g["energy_wh"] > 0 for g in s["guns"]), 5)["guns"]
     finally:
         dut.close()
     assert [g["modules"] for g in status] == [3, 1]
     assert status[0]["dc_w"] == 120000 and status[0]["soc"] >= 20 and status[0]["duty_pm"] == 50
-    assert all(g["energy_wh"] > 0 for g in status)
 
     # The safety path does not wait for a ramp: unplugged, the contactor opens within 100 ms,
     # and the freed module goes back to the car that still charges.
-    t_unplug = now_ms(dc2)
-    dc2.unplug(gun=2)
-    opened = events.first(t_unplug, 2, "contactor", "open")
+    with latency():
+        t_unplug = now_ms(dc2)
+        dc2.unplug(gun=2)
+        opened = events.first(t_unplug, 2, "contactor", "open")
     assert opened["t_ms"] - events.first(t_unplug, 2, "unplug")["t_ms"] <= 100
     dc2.wait_for(lambda g: len(g[0]["modules"]) == 4 and kw(g, 1) >= 150, 10, what="car 1 back at 150 kW")
     replay(dc2, t, s0)
 
 
-def test_sim_dc6_cars_come_and_go_and_a_module_moves_only_after_its_dispenser_ramped_down(dc6):
+@pytest.mark.slow
+def test_sim_dc6_cars_come_and_go_and_a_module_moves_only_after_its_dispenser_ramped_down(dc6, latency):
     t, s0 = start(dc6)
     for gun in (1, 2):
         dc6.plug(gun=gun, ev=dc_ev(150))
@@ -152,9 +155,10 @@ def test_sim_dc6_cars_come_and_go_and_a_module_moves_only_after_its_dispenser_ra
 
     # Car 1 leaves: its contactor opens within 100 ms, its modules go to those that ask for more.
     events = Events(dc6)
-    t_unplug = now_ms(dc6)
-    dc6.unplug(gun=1)
-    opened = events.first(t_unplug, 1, "contactor", "open")
+    with latency():
+        t_unplug = now_ms(dc6)
+        dc6.unplug(gun=1)
+        opened = events.first(t_unplug, 1, "contactor", "open")
     assert opened["t_ms"] - events.first(t_unplug, 1, "unplug")["t_ms"] <= 100
     guns = dc6.wait_for(lambda g: kw(g, 2) >= 150 and kw(g, 3) >= 100, 10, what="cars 2 and 3 at full power")
     assert [len(x["modules"]) for x in guns][1:4] == [5, 4, 2]

@@ -42,6 +42,7 @@ def flash(port, firmware, *extra):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.virtual_only("flashes the sim-ac2 board file from a copy of the firmware")
 def test_flash_from_scratch_then_only_the_changed_file(rig, virtual_board, events, firmware):
     port = virtual_board["serial"]

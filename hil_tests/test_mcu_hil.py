@@ -125,6 +125,7 @@ def _on_board(port, code):
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.virtual_only("starts an ESP32 virtual board with a ROMFS partition of its own")
 def test_a_romfs_install_round_trips_through_evsectl_flash_and_mpremote_romfs(request, tmp_path):
     """esp32-devkitc is installed as a ROMFS image (hardware.install romfs): the factory put the

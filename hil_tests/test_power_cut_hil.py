@@ -123,6 +123,7 @@ def cut_points(request, total):
     return sorted({max(1, round(total * k / POWER_CUT_SAMPLES)) for k in range(POWER_CUT_SAMPLES)} | {total})
 
 
+@pytest.mark.slow
 def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transaction(request, ocpp_rig, csms):
     assert "'n' must be a whole number" in ocpp_rig.raw({"op": "cut_at_write", "n": 0})["error"]
     t = csms.now_ms()

@@ -43,6 +43,7 @@ def watch(rig, seconds, peaks):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_eight_cars_come_and_go_and_no_phase_ever_exceeds_the_site_fuse(ac8):
     peaks = [0.0, 0.0, 0.0]
     for n, ev in enumerate(EVS, 1):        # arrivals every 1.5 s: the budget is cut up under load
@@ -63,6 +64,7 @@ def test_eight_cars_come_and_go_and_no_phase_ever_exceeds_the_site_fuse(ac8):
     watch(ac8, 2, peaks)
 
 
+@pytest.mark.slow
 @pytest.mark.rig_ops("rfid")
 def test_a_charge_point_max_profile_lowers_the_total_within_a_cycle_and_the_evs_response(ocpp_rig, csms):
     from test_ocpp_profiles_hil import start_session

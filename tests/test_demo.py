@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 EVSECTL = str(Path(sys.executable).parent / "evsectl")
 SITE_LIMIT_A = json.loads((REPO / "boards" / "sim-ac2.json").read_text())["site_limit_a"]
 BOOT_S = 1.5
+# The demo day runs in real time (about 50 s): one worker runs it once for every test that reads it.
+pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -313,6 +313,7 @@ def labgrid_client(lg_env: dict, *args: str) -> str:
     return r.stdout
 
 
+@pytest.mark.slow
 def test_lg_env_remote_yaml_reaches_a_rig_exported_through_a_coordinator(virtual_board, serial_rig, tmp_path):
     """hil_tests/labgrid/README.md's flow: an exporter announces the two serial ports (served
     over RFC 2217, as ser2net does) to a coordinator; the CI job reserves a place by its tags,
@@ -445,3 +446,42 @@ def test_a_rig_that_is_not_there_stops_the_suite_at_once_with_one_line(port, rig
                            "--port", port, "--rig-port", rig_port], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 4 and message in done.stderr, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr and "passed" not in done.stdout
+
+
+PARALLEL_TESTS = '''
+import os, time, pytest
+
+def record(what):
+    start = time.time()
+    time.sleep(0.3)
+    with open(os.environ["SPANS"], "a") as f:
+        f.write("%s %s %f %f\\n" % (what, os.environ["PYTEST_XDIST_WORKER"], start, time.time()))
+
+@pytest.mark.parametrize("i", range(4))
+def test_timed(i, latency):
+    with latency():
+        record("latency")
+
+@pytest.mark.xdist_group("g")
+@pytest.mark.parametrize("i", range(4))
+def test_grouped(i):
+    record("group")
+'''
+
+
+def test_make_tests_parallel_runs_keep_latency_tests_apart_and_groups_on_one_worker(tmp_path):
+    """What make test's speed rests on: measured windows (`with latency():`) never overlap, across
+    workers and processes (hil_tests/latency_lock.py), and an xdist_group runs on one worker (pytest-xdist
+    --dist loadgroup, which a pytest upgrade can break without a word)."""
+    (tmp_path / "test_parallel.py").write_text(PARALLEL_TESTS)
+    spans = tmp_path / "spans"
+    env = dict(os.environ, SPANS=str(spans), EVSE_LATENCY_LOCK=str(tmp_path / "lock"),
+               PYTHONPATH=str(REPO / "hil_tests"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "latency_lock",
+                           "-n", "3", "--dist", "loadgroup", "test_parallel.py"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in spans.read_text().splitlines()]
+    timed = sorted((float(a), float(b)) for what, _, a, b in rows if what == "latency")
+    assert len(timed) == 4 and all(end <= start for (_, end), (start, _) in zip(timed, timed[1:])), timed
+    assert len({worker for what, worker, _, _ in rows if what == "group"}) == 1, rows

@@ -495,6 +495,7 @@ def calls():
         requests(a), requests(a), requests(a, wide=True), malformed(a).map(lambda case: case[0]))))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(bench=benches(), run=st.lists(calls(), min_size=2, max_size=10))
 def test_a_run_of_good_and_bad_requests_leaves_a_charge_point_that_works_and_reloads_the_same(bench, run):

@@ -324,17 +324,23 @@ class Repl:
 
     # ---- friendly REPL ------------------------------------------------------------------------
     def friendly(self):
-        lines = []
-        try:
-            self.banner()
-        except KeyboardInterrupt:
-            pass
+        # Ctrl-C in the REPL's own code acts as at the prompt (see raw): the line is dropped. The
+        # handler does nothing but note it, and the newline is written inside the try, so that a
+        # second Ctrl-C while the first is answered lands in the try too (a board's REPL is C).
+        banner, interrupted = True, False
         while True:
             try:
-                lines = self._friendly_line(lines)
-            except KeyboardInterrupt:   # Ctrl-C in the REPL's own code: as at the prompt (see raw)
-                write("\r\n")
+                if interrupted:
+                    interrupted = False
+                    write("\r\n")
+                if banner:
+                    banner = False
+                    self.banner()
                 lines = []
+                while True:
+                    lines = self._friendly_line(lines)
+            except KeyboardInterrupt:
+                interrupted = True
 
     def _friendly_line(self, lines):
         """One line of the friendly REPL: the lines of a block still open, or []."""
