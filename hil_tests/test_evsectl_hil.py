@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from host_tools.console import Console
 from host_tools.sim.supervisor import sim_process
 from rigkit import now_ms, start_charging, wait_booted
 
@@ -201,14 +202,20 @@ def test_console_is_an_interactive_terminal_on_the_board(rig, virtual_board):
         return marker in seen
     try:
         assert read_until(b"Ctrl-] to leave") and read_until(b"Use Ctrl-]")   # evsectl's line, then mpremote's
-        os.write(master, b"guns\r")
-        assert read_until(b"gun state") and read_until(b"\n2 "), seen[-400:]
+        os.write(master, b"gunx\x7fs\r")   # a typo, Backspace (DEL, as a terminal sends it), Enter
+        # the firmware echoes what is typed, rubs out the x, and answers `guns`
+        assert read_until(b"gunx\x08 \x08s\r\n") and read_until(b"gun state") and read_until(b"\n2 "), seen[-400:]
         os.write(master, b"\x1d")   # Ctrl-]
         assert term.wait(10) == 0
     finally:
         if term.poll() is None:
             term.kill()
         os.close(master)
+    console = Console(virtual_board["serial"])   # and for the programs after it, no echo
+    try:
+        assert console.command("echo") == ["echo off"]
+    finally:
+        console.close()
 
 
 def test_without_port_the_only_board_is_found_and_several_need_a_choice(tmp_path):

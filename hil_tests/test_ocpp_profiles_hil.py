@@ -2,8 +2,11 @@
 reservations, triggers, meter values, smart charging, resets, availability, power cuts,
 firmware update and diagnostics (offline sessions: test_ocpp_offline_hil.py). Every frame the board sends must validate."""
 import re
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -352,5 +355,10 @@ def test_status_shows_the_link_as_the_firmware_knows_it_through_an_outage(ocpp_r
     ocpp_rig.net(up=False)
     offline = ocpp_dut.wait_status(lambda s: s["ocpp"]["state"] == "offline", 20)["ocpp"]
     assert offline["why"].startswith(("link lost", "cannot connect")), offline
+    # evsectl status says it in the firmware's words (its `ocpp` line)
+    shown = subprocess.run([str(Path(sys.executable).parent / "evsectl"), "status", "--port", ocpp_dut.port],
+                           capture_output=True, text=True, timeout=30)
+    assert re.search(r"^ocpp: \S+ to ws://\S+: offline \((link lost|cannot connect)", shown.stdout, re.M), \
+        shown.stdout + shown.stderr
     ocpp_rig.net(up=True)
     ocpp_dut.wait_status(lambda s: s["ocpp"]["state"] == "online", 60)

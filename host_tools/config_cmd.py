@@ -69,10 +69,16 @@ def import_file(console: Console, path: str, yes: str) -> list[str]:
         for key, value in wanted.items():
             _ask(console, _line(key, value, yes))
             done.append(key)
-    except ConfigCommandError as e:
+    except (ConfigCommandError, ConsoleError) as e:
+        lost = []
         for key in reversed(done):
-            _ask(console, _line(key, before.get(key, ""), " --yes"))
-        raise ConfigCommandError(f"{e}; the {len(done)} key(s) set before it are back as they were") from None
+            try:
+                _ask(console, _line(key, before.get(key, ""), " --yes"))
+            except (ConfigCommandError, ConsoleError) as again:
+                lost.append(f"{key} ({again})")
+        back = (f"the {len(done)} key(s) set before it are back as they were" if not lost else
+                f"and {', '.join(lost)} could not be put back: see `evsectl config export`")
+        raise ConfigCommandError(f"{e}; {back}") from None
     return done
 
 

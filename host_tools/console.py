@@ -93,6 +93,8 @@ class Console:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for text in self._receive(wait=True):
+                if text == line and not answer:
+                    continue   # the firmware's echo (`echo on`) of the command
                 if EVENT_LINE.match(text):
                     self._event(text)
                 else:
@@ -164,6 +166,9 @@ def status(args) -> int:
         return 1
     try:
         board_status = console.status_json()
+        # With OCPP, the link in the firmware's own words: the first line of its `ocpp` command.
+        link = [line for line in console.command("ocpp") if line.startswith("ocpp: ")][:1] \
+            if board_status.get("ocpp") and not args.json else []
     except ConsoleError as e:
         print(f"evsectl status: {e}", file=sys.stderr)
         return 1
@@ -173,12 +178,8 @@ def status(args) -> int:
         print(json.dumps(board_status))
     else:
         Terminal().print(gun_table(board_status))
-        link = board_status.get("ocpp")
-        if link:
-            print("ocpp: " + (f"{link['state']}, last frame received {link['last_frame_s']} s ago"
-                              if link["state"] != "offline" else
-                              f"offline ({link.get('why')})" + (f", next try in {link['next_try_s']} s"
-                                                                if "next_try_s" in link else "")))
+        for line in link:
+            print(line)
     return 0
 
 
@@ -255,5 +256,23 @@ def interactive(args) -> int:
     if mpremote is None:
         print("evsectl console: mpremote is not installed: run `make setup`", file=sys.stderr)
         return 1
+    # The firmware echoes what is typed while this terminal is on it (a program's commands have no echo).
+    echo(port, True)
     print(f"evsectl console: {port}; type help for the charger's commands, Ctrl-] to leave", flush=True)
-    return subprocess.call([mpremote, "connect", port, "repl"])
+    try:
+        return subprocess.call([mpremote, "connect", port, "repl"])
+    finally:
+        echo(port, False)
+
+
+def echo(port: str, on: bool) -> None:
+    """The firmware's `echo on|off`; a firmware that is not running (at the REPL, mid-reset) is
+    left as it is: its console starts with echo off."""
+    try:
+        console = Console(port)
+    except ConsoleError:
+        return
+    try:
+        console._command("echo " + ("on" if on else "off"), 1.0)
+    finally:
+        console.close()

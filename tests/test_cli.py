@@ -131,6 +131,13 @@ def test_fault_list_and_clear(app):
         assert say(app, "fault list") == ["gun 2: %s since 12 s; %s, or 'fault clear 2'" % (code, how)]
 
 
+def test_echo_is_off_until_turned_on_and_a_wrong_word_changes_nothing(app):
+    assert say(app, "echo") == ["echo off"] and not app.console_echo
+    assert say(app, "echo on") == ["echo on"] and app.console_echo
+    assert say(app, "echo loud") == ["echo: use: echo [on|off]"] and app.console_echo
+    assert say(app, "echo off") == ["echo off"] and not app.console_echo
+
+
 def test_a_command_typed_in_capitals_is_the_command(app):
     assert say(app, "STATUS") == say(app, "status")
 

@@ -126,6 +126,25 @@ def test_an_import_whose_set_fails_after_the_checks_puts_back_what_it_had_set(tm
     assert console.values == {"name": "sim-ac2", "site_limit_a": "40", "gun_max_a": "80"}
 
 
+def test_an_import_whose_rollback_fails_too_names_the_first_error_and_what_stayed(tmp_path):
+    from host_tools.config_cmd import ConfigCommandError, import_file
+    f = tmp_path / "site.json"
+    f.write_text(json.dumps({"site_limit_a": 25, "name": "depot", "gun_max_a": 16}))
+    console = FakeConsole()
+    setting = console.command
+
+    def link_lost_after_the_refusal(line):
+        if line.startswith("config set name sim-ac2"):
+            return []   # no answer: the board went away
+        return setting(line)
+    console.command = link_lost_after_the_refusal
+    with pytest.raises(ConfigCommandError) as e:
+        import_file(console, str(f), "")
+    assert str(e.value).startswith("config set gun_max_a: gun 1 has a session running"), e.value
+    assert "name (fake does not answer `config set name sim-ac2 --yes`" in str(e.value), e.value
+    assert console.values["site_limit_a"] == "40"   # the one it could put back
+
+
 def test_setting_an_empty_text_puts_the_default_back(port):
     assert evsectl("set", "priority_tags", "AA11", "-p", port).returncode == 0
     done = evsectl("set", "priority_tags", "", "-p", port)

@@ -45,6 +45,7 @@ class App:
         self.cfg = cfg
         self.hal = hal
         self.root = root
+        self.console_echo = False     # `echo on` (evsectl console): typed characters are echoed
         self._boot_reported = False   # after_boot's update report: once per boot
         board = dict(board)
         board["fault_retry_s"] = cfg.get("fault_retry_s")
@@ -584,6 +585,7 @@ class App:
         reader = asyncio.StreamReader(sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
         line = bytearray()
         overflow = False
+        prev = 0
         while True:
             # One byte per wake-up: a stream read of more blocks the whole loop (and with it the
             # control of the guns) until that many bytes arrive, e.g. while a technician types.
@@ -592,13 +594,23 @@ class App:
                 await asyncio.sleep_ms(200)
                 continue
             for b in data:
+                prev, b_prev = b, prev
+                if b == 8 or b == 127:   # Backspace (a terminal sends DEL): the last character goes
+                    if line and not overflow:
+                        line = line[:-1]
+                        self._echo("\b \b")
+                    continue
                 # A terminal's Enter sends CR, a script LF, some both: any of them ends the line.
                 if b != 13 and b != 10:
                     if len(line) < CONSOLE_LINE_MAX:
                         line.append(b)
+                        if 32 <= b < 127:
+                            self._echo(chr(b))
                     else:
                         overflow = True
                     continue
+                if b == 13 or b_prev != 13:   # CR LF is one Enter
+                    self._echo("\r\n")
                 if overflow:
                     print("console: line longer than %d characters ignored" % CONSOLE_LINE_MAX)
                 elif line:
@@ -607,6 +619,10 @@ class App:
                     self.took("console", time.ticks_diff(time.ticks_ms(), start))
                 line = bytearray()
                 overflow = False
+
+    def _echo(self, text):
+        if self.console_echo:
+            sys.stdout.write(text)
 
     def answer(self, raw):
         try:

@@ -19,6 +19,7 @@ COMMANDS = (
     ("calibrate", "calibrate <gun> [<high_mv> <low_mv>] [save]",
      "fit the pilot ADC's gain and offset at +12 V and -12 V (gun unplugged); save writes board.json"),
     ("reboot", "reboot", "restart the controller"),
+    ("echo", "echo [on|off]", "echo what is typed, Backspace too (evsectl console turns it on; a reboot turns it off)"),
 )
 # Settings whose change alters a session that is running.
 SESSION_KEYS = ("site_limit_a", "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
@@ -276,6 +277,14 @@ def _ocpp(app, args, yes):
                 queued, "" if queued == 1 else "s", waiting, "" if waiting == 1 else "s")]
 
 
+def _echo(app, args, yes):
+    if len(args) > 1 or args and args[0] not in ("on", "off"):
+        return [_usage("echo")]
+    if args:
+        app.console_echo = args[0] == "on"
+    return ["echo " + ("on" if app.console_echo else "off")]
+
+
 def _selftest(app, args, yes):
     if args:
         return [_usage("selftest")]
@@ -359,5 +368,6 @@ def _reboot(app, args, yes):
 
 _HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter,
              "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
-             "selftest": _selftest, "timing": _timing, "calibrate": _calibrate, "reboot": _reboot}
+             "selftest": _selftest, "timing": _timing, "calibrate": _calibrate, "reboot": _reboot,
+             "echo": _echo}
 
