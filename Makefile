@@ -19,7 +19,7 @@ MCU_HIL := hil_tests/test_pilot_hil.py hil_tests/test_console_hil.py hil_tests/t
 STUBS_RP2 := $(VENV)/stubs/rp2
 STUBS_ESP32 := $(VENV)/stubs/esp32
 
-.PHONY: setup run test unit hil bench typecheck flash clean
+.PHONY: setup run test unit quick hil bench typecheck flash clean
 
 setup: $(STAMP)
 
@@ -53,7 +53,11 @@ define beside_mcu_boards
 endef
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests $(ARGS)
+
+# The unit and property tests without those marked slow (the demo day, a long property run).
+quick: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" tests $(ARGS)
 
 hil: $(STAMP)
 	$(call beside_mcu_boards,hil_tests)
