@@ -201,3 +201,24 @@ def wait_booted_or_settled(rig, dut, cause):
     if status["guns"][0]["fault"]:
         dut.command("fault clear 1")
     rig.wait_for(lambda guns: guns[0]["duty"] == 100.0 and not guns[0]["contactor"], 10, what="gun 1 idle")
+
+
+@pytest.mark.rig_ops("estop")
+def test_an_emergency_stop_opens_every_contactor_and_the_guns_wait_until_it_is_released(rig, events, dut, board):
+    if not board.get("estop"):
+        pytest.skip(f"board {board['name']} has no emergency stop input")
+    start_charging(rig, events)
+    t = now_ms(rig)
+    rig.estop(on=True)
+    assert events.first(t, 1, "contactor", "open")["t_ms"] - t <= 100   # the button's own contact
+    status = dut.wait_status(lambda s: all(g["fault"] == "ESTOP" for g in s["guns"]), 5)   # the firmware's input
+    assert not any(g["contactor"] for g in status["guns"])
+    assert any("clears when the emergency stop is released" in line for line in dut.command("fault list"))
+    assert dut.command("fault clear 1") == ["gun 1: ESTOP not cleared: the emergency stop is still pressed"]
+    time.sleep(2)
+    assert not [e for e in events.since(t) if e["what"] == "drive" and e["value"] == "on"]
+    assert not [e for e in events.since(t) if e["what"] == "contactor" and e["value"] == "closed"]
+    released = now_ms(rig)
+    rig.estop(on=False)
+    events.first(released, 1, "contactor", "closed", timeout_s=10)   # the EV still asks: it charges again
+    assert any("emergency stop released" in line for line in dut.command("log 5"))

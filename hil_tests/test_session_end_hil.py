@@ -5,7 +5,9 @@ import time
 
 import pytest
 
+from rigkit import now_ms
 from test_ocpp_core_hil import EV, wait_status
+from test_ocpp_offline_hil import go_offline
 from test_ocpp_profiles_hil import configure, sent, start_session
 
 
@@ -73,6 +75,48 @@ def test_a_fault_that_clears_by_itself_pauses_the_session_which_ends_when_the_ev
     no_stop_yet(csms, t, wait_s)
     ocpp_rig.unplug(gun=1)
     the_one_stop(csms, t, "EVDisconnected")
+
+
+@pytest.mark.rig_ops("rfid", "estop", "net", "power")
+@pytest.mark.parametrize("link", ["online", "offline", "offline-then-power-cut"])
+def test_an_emergency_stop_ends_every_session_at_once_exactly_once_online_offline_and_across_a_reboot(
+        ocpp_rig, csms, ocpp_dut, ocpp_events, link):
+    """The button cuts the coils' supply itself; the firmware sees its input, ends every session
+    with EmergencyStop, shows Faulted, and lets the guns be once it is released. Offline the stop
+    waits in the journal, across a power cut too, and arrives once."""
+    configure(csms, WebSocketPingInterval=3)   # a link cut is found within seconds
+    t = start_session(ocpp_rig, csms, gun=1)
+    start_session(ocpp_rig, csms, gun=2, tag="BB22")
+    if link != "online":
+        go_offline(ocpp_rig, ocpp_dut)
+    pressed = now_ms(ocpp_rig)
+    ocpp_rig.estop(on=True)
+    for gun in (1, 2):
+        opened = ocpp_events.first(pressed, gun, "contactor", "open")
+        assert opened["t_ms"] - pressed <= 100, opened     # the button's own contact
+    ocpp_dut.read_until(b"emergency stop pressed", 5)
+    ocpp_dut.wait_status(lambda s: all(g["fault"] == "ESTOP" for g in s["guns"]), 5)
+    if link == "offline-then-power-cut":
+        time.sleep(1.5)   # the stops are in the journal on flash
+        ocpp_rig.power(on=False)
+        ocpp_rig.power(on=True)
+    if link != "online":
+        ocpp_rig.net(up=True)
+    deadline = time.monotonic() + 60   # offline: after the reconnect's back-off
+    while len(sent(csms, t, "StopTransaction")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.5)   # and no third
+    stops_sent = sent(csms, t, "StopTransaction")
+    assert sorted(p["reason"] for p in stops_sent) == ["EmergencyStop", "EmergencyStop"], stops_sent
+    assert len({p["transactionId"] for p in stops_sent}) == 2
+    faulted = [p for p in sent(csms, t, "StatusNotification") if p["status"] == "Faulted"]
+    assert {(p["connectorId"], p["errorCode"], p.get("vendorErrorCode")) for p in faulted} == \
+        {(1, "OtherError", "ESTOP"), (2, "OtherError", "ESTOP")}, faulted
+    released = csms.now_ms()
+    ocpp_rig.estop(on=False)
+    ocpp_dut.wait_status(lambda s: all(g["fault"] is None for g in s["guns"]), 5)
+    wait_status(csms, released, 1, "Preparing", 15)   # the EVs are still plugged: a new card starts anew
+    assert len(sent(csms, t, "StopTransaction")) == 2
 
 
 @pytest.mark.rig_ops("rfid", "ev", "weld")

@@ -48,6 +48,7 @@ class FakeHal:
         self.calls = []          # (t_ms, what, value)
         self.t_ms = 0
         self.interlock = interlock  # a front end with a hardware interlock (interlock_holds)
+        self.estop_pressed = False  # the emergency stop: its contact also cuts the coil's supply
 
     def uart(self, index, baudrate):
         return SilentLine()
@@ -87,7 +88,10 @@ class FakeHal:
             self.closes.append((self.t_ms, self.ev, self.diode_fault, self.rcd))
 
     def contactor_feedback(self, gun):
-        return (self.coil and (not self.interlock or self.interlock_holds())) or self.welded
+        return (self.coil and not self.estop_pressed and (not self.interlock or self.interlock_holds())) or self.welded
+
+    def estop(self):
+        return self.estop_pressed
 
     def rcd_tripped(self, gun):
         return self.rcd

@@ -109,6 +109,36 @@ def test_welded_contactor_is_detected_after_opening_and_needs_a_command():
     assert g.clear_fault(hal.t_ms)
 
 
+def test_an_emergency_stop_opens_at_once_stands_while_pressed_and_clears_when_released():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.estop_pressed = g.estop = True   # the application hands the board's input to every gun
+    run_until(g, hal, lambda: not hal.coil, gun_mod.TICK_MS)
+    assert g.fault == "ESTOP" and not g.wants_power()
+    run(g, hal, 2000)
+    assert g.fault == "ESTOP" and not g.clear_fault(hal.t_ms)   # not while it is pressed
+    hal.estop_pressed = g.estop = False
+    run_until(g, hal, lambda: g.fault is None, gun_mod.F_STEP_MS + gun_mod.TICK_MS)
+    run_until(g, hal, lambda: hal.coil, 5000)   # the EV still in C charges again
+
+
+def test_an_emergency_stop_takes_over_a_fault_that_clears_by_itself_but_not_a_weld():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.rcd = True
+    run_until(g, hal, lambda: g.fault == "RCD", 200)
+    g.estop = True
+    run(g, hal, gun_mod.TICK_MS)
+    assert g.fault == "ESTOP"   # the session ends for the emergency stop, not paused for the RCD
+    g2, hal2 = make_gun()
+    charging(g2, hal2)
+    hal2.welded, hal2.ev = True, "B"
+    run_until(g2, hal2, lambda: g2.fault == "WELD", 500)
+    g2.estop = True
+    run(g2, hal2, 500)
+    assert g2.fault == "WELD"   # a weld only a technician clears stays what the gun shows
+
+
 @pytest.mark.parametrize("ev", ["A", "B", "C"])
 def test_contacts_welded_before_a_reboot_are_found_at_boot_before_anything_is_offered(ev):
     hal = FakeHal()

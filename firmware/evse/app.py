@@ -90,6 +90,8 @@ class App:
             self.metering = Metering(hal, board, self.clock, self.note)
         self.log = Log(root, now_fn=self.stamp)
         self._faults_due = False   # a gun's fault came or went: the flash task writes them
+        self.has_estop = board.get("estop", False)   # an emergency stop input (board file "estop": true)
+        self.estop = False
         self._faults_failing = False
         self._restore_faults()
         # What the charge point allows, as plain values the control path reads (index 0: the
@@ -493,6 +495,13 @@ class App:
                 if self.metering.fitted(g.n):
                     g.meter_ok = self.metering.ok[g.n - 1]
                     g.meter_stops = stops
+        if self.has_estop:
+            pressed = self.hal.estop()
+            if pressed != self.estop:
+                self.estop = pressed
+                self.note("emergency stop pressed: every gun stops" if pressed else "emergency stop released")
+                for g in self.guns:
+                    g.estop = pressed
         for g in self.guns:
             g.step(now)
             if g.events:

@@ -58,6 +58,8 @@ def fault_line(app, g):
         how = "clears when the EV leaves state D"
     elif rule == gun_mod.CLEAR_METER:
         how = "clears when the meter answers again (meter shows it)"
+    elif rule == gun_mod.CLEAR_RELEASE:
+        how = "clears when the emergency stop is released (turn it to release)"
     else:
         how = "stays until a technician checks the contactor"
         if g.fault == "WELD":
@@ -83,6 +85,8 @@ def fault_clear(app, which):
             out.append("gun %d: no fault" % g.n)
         elif g.clear_fault(app.now_ms):
             out.append("gun %d: %s cleared" % (g.n, code))
+        elif code == "ESTOP":
+            out.append("gun %d: ESTOP not cleared: the emergency stop is still pressed" % g.n)
         else:
             out.append("gun %d: %s not cleared: the contactor feedback still reads closed" % (g.n, code))
     return out

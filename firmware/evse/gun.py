@@ -39,6 +39,7 @@ CLEAR_DELAY = const(2)    # clears by itself after the board's retry delay, or b
 CLEAR_COOL = const(3)     # clears when the temperature is back below the restart level
 CLEAR_LEAVE_D = const(4)  # clears when the EV leaves state D
 CLEAR_METER = const(5)    # clears when the energy meter answers again
+CLEAR_RELEASE = const(6)  # clears when the emergency stop is released
 FAULTS = {
     "RCD": CLEAR_DELAY,          # residual current >= 6 mA DC / 30 mA AC
     "RCD_TEST": CLEAR_UNPLUG,    # RCD self-test before closing failed
@@ -51,6 +52,7 @@ FAULTS = {
     "PILOT": CLEAR_UNPLUG,       # pilot level outside every band
     "METER": CLEAR_METER,        # the energy meter stopped answering (if meter_fault_stops)
     "INTERLOCK": CLEAR_COMMAND,  # the hardware interlock let the contactor close with the pilot at F
+    "ESTOP": CLEAR_RELEASE,      # the emergency stop is pressed: every gun, every session ends
 }
 
 
@@ -73,6 +75,7 @@ class Gun:
         # microseconds of the EV leaving C/D or an RCD trip. It is proven at boot and after every
         # session (in A), before the next can close: see _check_interlock.
         self.interlock = board.get("interlock", False)
+        self.estop = False   # the board's emergency stop, as the application last read it
         # _INTERLOCK_PROVEN, _INTERLOCK_UNPROVEN, or the time the proof began. One attribute: each
         # one more on a Gun slows every lookup of the tick (MicroPython's instance map).
         self._interlock_ms = _INTERLOCK_UNPROVEN if self.interlock else _INTERLOCK_PROVEN
@@ -150,10 +153,12 @@ class Gun:
 
     def clear_fault(self, now_ms):
         """Technician command: clears any latched fault. A welded contact stays reported if
-        the feedback still shows it closed."""
+        the feedback still shows it closed, an emergency stop while it is pressed."""
         if self.fault is None:
             return False
         if self.fault == "WELD" and self.hal.contactor_feedback(self.n):
+            return False
+        if self.fault == "ESTOP" and self.estop:
             return False
         self._clear(now_ms)
         return True
@@ -239,6 +244,8 @@ class Gun:
             letter = deb.stable
             self._c_pwm_since_ms = None
 
+        if self.estop and self.fault != "ESTOP" and FAULTS.get(self.fault) != CLEAR_COMMAND:
+            self._trip("ESTOP", now_ms)   # over a fault that clears by itself; a weld stays shown
         if self.fault is None:
             self._check_safety(now_ms, letter, diode, pwm_on)
         if self.fault is not None:
@@ -421,6 +428,8 @@ class Gun:
         elif rule == CLEAR_LEAVE_D and letter != "D" and self.duty_pm == DUTY_OFF_PM:
             self._clear(now_ms)
         elif rule == CLEAR_METER and (self.meter_ok or not self.meter_stops):   # or the site charges on without it
+            self._clear(now_ms)
+        elif rule == CLEAR_RELEASE and not self.estop:
             self._clear(now_ms)
 
     def _trip(self, code, now_ms):

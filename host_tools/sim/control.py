@@ -129,6 +129,18 @@ def rcd_module(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("estop")
+def estop(world: World, req: dict, board) -> dict:
+    """The emergency stop pressed (`on` true) or released: pressed, its contact cuts every
+    contactor coil's supply at once, and the firmware reads its input."""
+    if not world.has_estop:
+        raise OpError(f"board {board['name']} has no emergency stop (board file \"estop\": true)")
+    world.estop = _flag(req, "on")
+    world.log(0, "estop", world.estop)
+    world.apply_interlock()
+    return {}
+
+
 @op("weld")
 def weld(world: World, req: dict, board) -> dict:
     g = world.gun(req.get("gun"))
@@ -283,6 +295,9 @@ def reset(world: World, req: dict, board) -> dict:
         g.meter_fault = None
     world.swipes.clear()
     world.stall_ms = 0
+    if world.estop:
+        world.estop = False
+        world.apply_interlock()
     if board.uplink is not None:
         board.uplink.set(True, 0)
         world.net_up = True

@@ -242,6 +242,9 @@ class FrontEnd:
                 self.inputs.append(("a", p["ct_adc"], -1, ct))
                 if pp:
                     self.inputs.append(("a", p["pp_adc"], -1, pp))
+        if board.get("estop"):
+            # The emergency stop's NC contact to ground on an input with a pull-up: high when pressed.
+            self.inputs.append(("d", board["pins"]["estop"], -1, lambda now: 1 if world.estop else 0))
         world.rcm_raised = lambda g: self._rcm_fault(g.number - 1, world.now_ms())
         if self.hal == "rp2":
             for bit, pin in enumerate(board["pins"]["mux_select"]):

@@ -174,6 +174,10 @@ class World:
         # A board with a hardware interlock (board file "interlock": true): the coil driver is
         # enabled only while the pilot shows C or D and the RCD module is quiet.
         self.interlock = bool(board.get("interlock", False))
+        # The emergency stop (board file "estop": true): its normally-closed contact is in series
+        # with every contactor coil's supply, and a second contact is the firmware's input.
+        self.has_estop = bool(board.get("estop", False))
+        self.estop = False
         self.rcm_raised = lambda g: g.rcd_tripped or g.rcm == "stuck"  # an MCU front end sets its own
         self.swipes: list[tuple[int, str]] = []  # cards held to a reader, not yet read
         # A DC board's cabinet: where each power module is switched (a dispenser, 0 = parked).
@@ -392,6 +396,8 @@ class World:
                     return "ok"
                 if op == "N":
                     return "1" if self.net_up else "0"
+                if op == "Q":
+                    return "1" if self.estop else "0"
                 if op == "A":
                     if not self.swipes:
                         return "-"
@@ -496,18 +502,24 @@ class World:
 
     def apply_interlock(self) -> None:
         """The interlock acts in microseconds, whatever the firmware does: called after every
-        change of the pilot, the EV or the RCD (rig ops, the physics step, the firmware's outputs)."""
-        if self.interlock:
+        change of the pilot, the EV or the RCD (rig ops, the physics step, the firmware's outputs),
+        and of the emergency stop."""
+        if self.interlock or self.has_estop:
             with self.lock:
                 for g in self.guns:
-                    self._energise(g, g.drive and self.interlock_holds(g))
+                    self._energise(g, g.drive and self.coil_supplied(g))
+
+    def coil_supplied(self, g: Gun) -> bool:
+        """The coil driver has a supply: the emergency stop is not pressed, the interlock holds."""
+        return not self.estop and self.interlock_holds(g)
 
     def drive_coil(self, g: Gun, on: bool) -> None:
-        """The firmware's coil driver; the coil gets current if the interlock (if any) lets it."""
+        """The firmware's coil driver; the coil gets current if the interlock (if any) and the
+        emergency stop let it."""
         if self.interlock and on != g.drive:
             self.log(g.number, "drive", "on" if on else "off")  # apart from the coil only here
         g.drive = on
-        self._energise(g, on and self.interlock_holds(g))
+        self._energise(g, on and self.coil_supplied(g))
 
     def _energise(self, g: Gun, on: bool) -> None:
         if on == g.coil:
@@ -516,8 +528,8 @@ class World:
         if not on:
             g.coil_was_on_ms = now - g.coil_ms
         g.coil, g.coil_ms = on, now
-        if not on and g.drive:
-            self.log(g.number, "interlock", "open")  # the interlock, not the firmware, cut the coil
+        if not on and g.drive:   # the interlock or the emergency stop, not the firmware, cut the coil
+            self.log(g.number, "estop" if self.estop else "interlock", "open")
         self.log(g.number, "contactor", "closed" if on else "open")
         if on:
             g.contacts = True

@@ -26,6 +26,8 @@
 #   ticks_ms() ; sleep_ms(ms) ; watchdog_start(timeout_ms) ; watchdog_feed()
 #   uart(index, baudrate) -> stream ; network_up() -> bool ; storage_root() -> str
 #   rfid_read() -> (gun, id_tag) | None       the next card held to a gun's reader, never blocks
+#   estop() -> bool               the emergency stop is pressed (or its wire broken); False on a
+#                                 board without one. Its contact also cuts the coils' supply itself.
 #   reset(hard)                   reboot the MCU (hard) or restart MicroPython (soft); does not return
 #   safe() -> every contactor open, every pilot at -12 V; must not raise
 #   deinit()
@@ -109,6 +111,9 @@ class Base:
     def rfid_read(self):
         # Boards without a card reader: authorization comes from the central system only.
         return None
+
+    def estop(self):
+        return False   # a board without an emergency stop input
 
     def deinit(self):
         pass

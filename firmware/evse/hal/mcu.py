@@ -128,6 +128,7 @@ class McuHal(Base):
         self._rcd_phase = []  # type: list[int]
         self._rcd_since_ms = []  # type: list  # ticks_ms() when the current test phase began
         self._wdt = None  # type: WDT | None
+        self._estop = None  # type: Pin | None
 
     def _need(self, section, key, where):
         try:
@@ -173,6 +174,14 @@ class McuHal(Base):
             self._rcd_test.append(self._claim(p, "rcd_test", where, lambda g: Pin(g, Pin.OUT, value=0)))
             self._rcd_phase.append(_RCD_IDLE)
             self._rcd_since_ms.append(0)
+        if self.board.get("estop"):
+            # The emergency stop's normally-closed contact to ground, internal pull-up: pressed,
+            # or its wire broken, reads high.
+            pins = self._need(self.board, "pins", "the board")
+            self._estop = self._claim(pins, "estop", "pins", lambda g: Pin(g, Pin.IN, Pin.PULL_UP))
+
+    def estop(self):  # type: () -> bool
+        return self._estop is not None and self._estop.value() == 1
 
     # ---- what each port provides ----------------------------------------------------------------
     def _adc(self, pin):  # type: (int) -> ADC

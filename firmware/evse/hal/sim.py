@@ -80,6 +80,9 @@ class Hal(Base):
     def contactor_feedback(self, gun):
         return self._ask(b"F %d\n" % gun)[0] == 49  # b"1"
 
+    def estop(self):
+        return self._ask(b"Q\n")[0] == 49
+
     def rcd_tripped(self, gun):
         return self._ask(b"R %d\n" % gun)[0] == 49
 

@@ -414,7 +414,9 @@ class ChargePoint:
             # A fault that clears by itself (RCD after its delay, temperature, meter) lets the
             # session go on; one that waits for a technician ends it now.
             if c.tx is not None and settled:
-                if not gun.ev_plugged() and self.keys.get("StopTransactionOnEVSideDisconnect"):
+                if gun.fault == "ESTOP":
+                    self.stop_tx(c, "EmergencyStop")
+                elif not gun.ev_plugged() and self.keys.get("StopTransactionOnEVSideDisconnect"):
                     self.stop_tx(c, "EVDisconnected")
                 elif gun.needs_technician():
                     self.stop_tx(c, "Other")

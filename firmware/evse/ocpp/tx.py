@@ -16,6 +16,7 @@ ERROR_CODES = {
     "VENT": "OtherError",
     "METER": "PowerMeterFailure",
     "INTERLOCK": "PowerSwitchFailure",
+    "ESTOP": "OtherError",   # OCPP 1.6 has no code of its own for it: vendorErrorCode ESTOP names it
 }
 NOT_DRAWING_A = const(1)  # below this an EV in C with the contactor closed draws nothing
 
