@@ -280,9 +280,10 @@ def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csm
 
 
 @pytest.mark.rig_ops("factory")  # only a factory reset puts the firmware back
-def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, csms, tmp_path):
+def firmware_bundle(csms, tmp_path, version, name):
+    """This firmware as version `version`, bundled and served by the central system as
+    files/`name`: its URL."""
     import shutil
-    from pathlib import Path
 
     from host_tools.fwbundle import build
     from host_tools.sim.supervisor import compile_to_mpy
@@ -290,13 +291,17 @@ def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, c
     shutil.copytree(Path(__file__).resolve().parents[1] / "firmware", stage,
                     ignore=shutil.ignore_patterns("__pycache__"))
     init = stage / "evse" / "__init__.py"
-    init.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "0.1.1-hil"', init.read_text()))   # the rest stays
+    init.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "%s"' % version, init.read_text()))   # the rest stays
     compile_to_mpy(stage / "evse")  # what a board runs: precompiled, like the factory image
     files = Path(csms.request("info")["files"])
-    (files / "fw-hil.bin").write_bytes(build(stage, "0.1.1-hil"))
-    http = csms.request("info")["http"]
+    (files / name).write_bytes(build(stage, version))
+    return f"{csms.request('info')['http']}/files/{name}"
+
+
+def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, csms, tmp_path):
+    url = firmware_bundle(csms, tmp_path, "0.1.1-hil", "fw-hil.bin")
     t = csms.now_ms()
-    reply = csms.call("UpdateFirmware", {"location": f"{http}/files/fw-hil.bin", "retrieveDate": iso_in(0)})
+    reply = csms.call("UpdateFirmware", {"location": url, "retrieveDate": iso_in(0)})
     assert reply["payload"] == {}
     boot = csms.wait("BootNotification", since_ms=t, timeout_s=60)["frame"][3]
     assert boot["firmwareVersion"] == "0.1.1-hil"

@@ -1,19 +1,22 @@
 """A power cut at any write to the flash loses nothing (issue 14): a scripted session (a setting
-changed, a local list sent, a fault latched, two transactions, one with meter values) is cut at its nth
-block write, for n over the writes it makes; after the reboot every setting is the old or the new
-value, a latched fault still stands, and the central system has every transaction exactly once,
-started and stopped, with meterStop at or above meterStart.
+changed, a local list sent, a fault latched, two transactions, one with meter values, then a
+firmware update downloaded, staged and installed) is cut at its nth block write, for n over the
+writes it makes; after the reboot every setting is the old or the new value, a latched fault
+still stands, the board runs the old firmware or the new one, and the central system has every
+transaction exactly once, started and stopped, with meterStop at or above meterStart.
 
 `make test` cuts at a spread of writes (POWER_CUT_SAMPLES); `--power-cut-every-write` cuts at
 each one (about 15 s a cut)."""
 import os
+import re
 import time
+from pathlib import Path
 
 import pytest
 
 from host_tools.csms.client import CsmsError
 from test_ocpp_core_hil import EV, wait_status
-from test_ocpp_profiles_hil import sent
+from test_ocpp_profiles_hil import firmware_bundle, iso_in, sent
 
 POWER_CUT_SAMPLES = 2
 LIST = {"listVersion": 5, "updateType": "Full", "localAuthorizationList": [
@@ -37,7 +40,12 @@ def wait_or_cut(rig, seconds):
     return powered(rig)
 
 
-def script(rig, csms):
+VERSION = re.search(r'VERSION = "([^"]*)"', (Path(__file__).resolve().parents[1] / "firmware" / "evse" / "__init__.py")
+                    .read_text()).group(1)   # the factory image's
+NEW_VERSION = "0.1.1-cut"
+
+
+def script(rig, csms, firmware_url):
     """The session every cut interrupts. Returns when it is over or the power has gone."""
     try:
         csms.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "2"}, timeout_s=5)
@@ -57,7 +65,15 @@ def script(rig, csms):
         if not wait_or_cut(rig, 4):            # meter values every 2 s
             return
         rig.unplug(gun=1)
-        wait_or_cut(rig, 3)
+        if not wait_or_cut(rig, 3):
+            return
+        # The update installs and the charger restarts (gun 2's session ends with SoftReset).
+        t = csms.now_ms()
+        csms.call("UpdateFirmware", {"location": firmware_url, "retrieveDate": iso_in(0)}, timeout_s=5)
+        deadline = time.monotonic() + 60
+        while powered(rig) and not sent(csms, t, "BootNotification"):
+            assert time.monotonic() < deadline, "no boot after the firmware update"
+            time.sleep(0.2)
     except CsmsError:
         return                                 # a call the cut left without an answer
 
@@ -72,6 +88,8 @@ def settle(rig, csms):
 
 
 def check(rig, csms, since_ms, fault_before_cut):
+    boots = sent(csms, since_ms, "BootNotification")
+    assert boots and boots[-1]["firmwareVersion"] in (VERSION, NEW_VERSION), boots[-1:]
     value = csms.call("GetConfiguration", {"key": ["MeterValueSampleInterval"]})["payload"]["configurationKey"][0]["value"]
     assert value in ("60", "2"), value
     version = csms.call("GetLocalListVersion", {})["payload"]["listVersion"]
@@ -106,29 +124,32 @@ def check(rig, csms, since_ms, fault_before_cut):
         assert tx["transactionId"] in stopped and tx["meterStop"] >= tx["meterStart"], tx
 
 
-def writes_of_the_script(rig, csms):
+def writes_of_the_script(rig, csms, firmware_url):
     """How many block writes the script makes on a fresh board (it runs once, uncut)."""
     start = rig.request("flash_writes")["writes"]
-    script(rig, csms)
+    script(rig, csms, firmware_url)
     return rig.request("flash_writes")["writes"] - start
 
 
 def cut_points(request, total):
-    only = os.environ.get("EVSE_POWER_CUT_AT")   # N, or FIRST-LAST: the writes to cut at
+    only = os.environ.get("EVSE_POWER_CUT_AT")   # N, FIRST-LAST or FIRST-LAST/STEP: the writes to cut at
     if only:
-        first, _, last = only.partition("-")
-        return list(range(int(first), int(last or first) + 1))
+        span, _, step = only.partition("/")
+        first, _, last = span.partition("-")
+        return list(range(int(first), int(last or first) + 1, int(step or 1)))
     if request.config.getoption("--power-cut-every-write"):
         return list(range(1, total + 1))
     return sorted({max(1, round(total * k / POWER_CUT_SAMPLES)) for k in range(POWER_CUT_SAMPLES)} | {total})
 
 
 @pytest.mark.slow
-def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transaction(request, ocpp_rig, csms):
+def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transaction(request, ocpp_rig, csms, tmp_path):
     assert "'n' must be a whole number" in ocpp_rig.raw({"op": "cut_at_write", "n": 0})["error"]
+    firmware_url = firmware_bundle(csms, tmp_path, NEW_VERSION, "fw-cut.bin")
     t = csms.now_ms()
-    total = writes_of_the_script(ocpp_rig, csms)
+    total = writes_of_the_script(ocpp_rig, csms, firmware_url)
     assert total > 10, total
+    assert sent(csms, t, "BootNotification")[-1]["firmwareVersion"] == NEW_VERSION   # uncut, it installs
     print("power cut: the script makes %d block writes; cut at %s" % (total, cut_points(request, total)))
     settle(ocpp_rig, csms)
     check(ocpp_rig, csms, t, fault_before_cut=True)
@@ -141,7 +162,7 @@ def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transac
         csms.wait("BootNotification", since_ms=t, timeout_s=30)
         wait_status(csms, t, 0, "Available", 30)
         ocpp_rig.request("cut_at_write", n=n)
-        script(ocpp_rig, csms)
+        script(ocpp_rig, csms, firmware_url)
         ocpp_rig.request("cut_at_write", n=None)
         time.sleep(0.3)   # a cut reached as the script ended: the power goes within 50 ms
         cut = not powered(ocpp_rig)
