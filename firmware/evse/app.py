@@ -70,7 +70,7 @@ class App:
         self._shared_ms = -SHARE_MS
         self._wanting = None
         # Where a gun has no meter: its register estimated from the current, kept on flash.
-        saved = store.read_json(root.rstrip("/") + "/" + ENERGY_FILE, [])
+        saved = store.read_json(store.join(root, ENERGY_FILE), [])
         self._energy_wh = [float(saved[i]) if isinstance(saved, list) and i < len(saved)
                            and isinstance(saved[i], (int, float)) else 0.0 for i in range(len(self.guns))]
         self._energy_saved = list(self._energy_wh)   # the registers the flash task is to write
@@ -118,7 +118,7 @@ class App:
         if not name:
             return None
         try:
-            with open(self.root.rstrip("/") + "/" + name, "rb") as f:
+            with open(store.join(self.root, name), "rb") as f:
                 return f.read()
         except OSError:
             print("config: ocpp_ca file %s is missing: wss:// will not connect" % name)
@@ -141,7 +141,7 @@ class App:
     def _restore_faults(self):
         """The faults the guns had when the board went down stand again, each with its clearing
         rule: a welded contactor stays reported until a technician clears it."""
-        saved = store.read_json(self.root.rstrip("/") + "/" + FAULTS_FILE, {})
+        saved = store.read_json(store.join(self.root, FAULTS_FILE), {})
         if not isinstance(saved, dict):
             saved = {}
         for key in saved:
@@ -158,7 +158,7 @@ class App:
             self._faults_due = False
             lines -= 1   # a write of its own (a step of the flash task)
             try:
-                store.write_json(self.root.rstrip("/") + "/" + FAULTS_FILE,
+                store.write_json(store.join(self.root, FAULTS_FILE),
                                  dict((str(g.n), g.fault) for g in self.guns if g.fault is not None))
             except Exception as e:  # noqa: BLE001  (tried again with the next write; said once)
                 self._faults_due = True
@@ -178,7 +178,7 @@ class App:
         if not q and snap is not self._energy_written:
             self._energy_written = snap
             try:
-                store.write_json(self.root.rstrip("/") + "/" + ENERGY_FILE, [round(e, 1) for e in snap])
+                store.write_json(store.join(self.root, ENERGY_FILE), [round(e, 1) for e in snap])
             except Exception as e:  # noqa: BLE001
                 self.note("energy: cannot save the registers (%s)" % e)
 
@@ -735,7 +735,7 @@ def main(root="/", hal=None):
     cfg = config.Config(board, root)
     if hal is None:
         hal = hal_mod.open_board(board)
-    if store.exists(root.rstrip("/") + "/" + MAINTENANCE_FILE):
+    if store.exists(store.join(root, MAINTENANCE_FILE)):
         # A hardware watchdog cannot be stopped once started: to work on the files of a board,
         # it boots with the guns safe and no charger (and no watchdog) running.
         hal.safe()

@@ -343,7 +343,7 @@ def _calibrate(app, args, yes):
                % (gain, offset, adc.get("pilot_gain", "none"), adc.get("pilot_offset_mv", "none")))
     if not save:
         return out + ["calibrate: not saved; 'calibrate %s save' writes them to board.json" % " ".join(words)]
-    path = app.root.rstrip("/") + "/" + config.BOARD_FILE
+    path = store.join(app.root, config.BOARD_FILE)
     board = store.read_json(path)
     if not isinstance(board, dict):
         return out + ["calibrate: %s cannot be read; nothing saved" % path]

@@ -186,7 +186,7 @@ class Config:
 
     def __init__(self, board, root="/"):
         self.board = check_board(board)
-        self.path = root.rstrip("/") + "/" + CONFIG_FILE
+        self.path = store.join(root, CONFIG_FILE)
         self.values = {}
         stored = store.read_json(self.path, {})
         if not isinstance(stored, dict):
@@ -246,7 +246,7 @@ def check_known(key):
 
 
 def load_board(root="/"):
-    path = root.rstrip("/") + "/" + BOARD_FILE
+    path = store.join(root, BOARD_FILE)
     try:
         with open(path) as f:
             text = f.read()

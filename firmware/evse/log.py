@@ -7,14 +7,12 @@ import time
 
 from micropython import const
 
+from evse import store
+
 LOG_FILE = "log.txt"
 OLD_FILE = "log.1.txt"
 LINE_MAX = const(240)   # a longer message is cut: one line must never fill a file
 _TAIL_CHUNK = const(256)
-
-
-def _join(root, name):
-    return root.rstrip("/") + "/" + name if root else name
 
 
 def _size(path):
@@ -26,8 +24,8 @@ def _size(path):
 
 class Log:
     def __init__(self, root, max_bytes=16384, now_fn=None):
-        self.path = _join(root, LOG_FILE)
-        self.old_path = _join(root, OLD_FILE)
+        self.path = store.join(root, LOG_FILE)
+        self.old_path = store.join(root, OLD_FILE)
         self.file_max = max_bytes // 2
         self.now_fn = now_fn
         self.lost = 0           # lines that never reached the flash since boot

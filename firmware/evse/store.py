@@ -6,6 +6,11 @@ import os
 from evse import slices
 
 
+def join(root, name):
+    """The file `name` in the directory `root` ("/" on a board; "" for the current one)."""
+    return root.rstrip("/") + "/" + name if root else name
+
+
 def exists(path):
     try:
         os.stat(path)

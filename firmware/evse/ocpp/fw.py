@@ -61,10 +61,6 @@ class BundleError(Exception):
     pass
 
 
-def _join(root, name):
-    return root.rstrip("/") + "/" + name if root else name
-
-
 def _remove(path):
     try:
         os.remove(path)
@@ -227,7 +223,7 @@ def _makedirs_for(root, path):
     parts = path.split("/")[:-1]
     for i in range(len(parts)):
         try:
-            os.mkdir(_join(root, "/".join(parts[:i + 1])))
+            os.mkdir(store.join(root, "/".join(parts[:i + 1])))
         except OSError:
             pass   # exists; if it cannot be made, opening the file says so
 
@@ -260,7 +256,7 @@ async def _stage(root, bundle, files, offset):
         src.seek(offset)
         for path, size, sha in files:
             _makedirs_for(root, path)
-            staged = _join(root, path) + ".new"
+            staged = store.join(root, path) + ".new"
             with open(staged, "wb") as out:
                 await _hash_range(src, size, buf, out)
             # Read back what the flash holds, not what we meant to write.
@@ -272,24 +268,24 @@ async def _stage(root, bundle, files, offset):
 
 def _unstage(root, files):
     for path, _, _ in files:
-        _remove(_join(root, path) + ".new")
+        _remove(store.join(root, path) + ".new")
 
 
 def _rename(root, path):
-    staged = _join(root, path) + ".new"
+    staged = store.join(root, path) + ".new"
     if store.exists(staged):   # else renamed before a reset
-        _replace(staged, _join(root, path))
+        _replace(staged, store.join(root, path))
 
 
 def _set_state(root, version, report):
-    state = store.read_json(_join(root, STATE_FILE), {})
+    state = store.read_json(store.join(root, STATE_FILE), {})
     if version is not None:
         state["version"] = version
     if report is None:
         state.pop("report", None)
     else:
         state["report"] = report
-    store.write_json(_join(root, STATE_FILE), state)
+    store.write_json(store.join(root, STATE_FILE), state)
 
 
 async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, http_get=http.get_to_file,
@@ -303,7 +299,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         _say(log, "an update is already running; %s ignored" % url)
         return False
     _busy = True
-    bundle = _join(root, BUNDLE_FILE)
+    bundle = store.join(root, BUNDLE_FILE)
     try:
         await _tell(notify, "Downloading", log)
         try:
@@ -342,7 +338,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         pending = {"phase": "staging", "version": version, "files": files}
         staged = False
         try:
-            await slices.run_async(store.write_json_steps(_join(root, PENDING_FILE), pending))
+            await slices.run_async(store.write_json_steps(store.join(root, PENDING_FILE), pending))
             await _stage(root, bundle, files, offset)
             staged = True
         except (BundleError, OSError) as e:
@@ -350,7 +346,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         finally:
             if not staged:   # failed or cancelled: the old firmware stays, nothing staged is left
                 _unstage(root, files)
-                _remove(_join(root, PENDING_FILE))
+                _remove(store.join(root, PENDING_FILE))
                 _remove(bundle)
         if not staged:
             await _tell(notify, "InstallationFailed", log)
@@ -358,15 +354,15 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         # The commit point: from here a power cut is finished at boot, not rolled back.
         pending["phase"] = "renaming"
         try:
-            await slices.run_async(store.write_json_steps(_join(root, PENDING_FILE), pending))
+            await slices.run_async(store.write_json_steps(store.join(root, PENDING_FILE), pending))
             for path, _, _ in files:
                 _rename(root, path)
                 await asyncio.sleep(0)
             _set_state(root, version, "Installed")   # _complete, a flash operation per step
             await asyncio.sleep(0)
-            _remove(_join(root, PENDING_FILE))
+            _remove(store.join(root, PENDING_FILE))
             await asyncio.sleep(0)
-            _remove(_join(root, BUNDLE_FILE))
+            _remove(store.join(root, BUNDLE_FILE))
         except OSError as e:
             _say(log, "install of %s stopped (%s); resume_install at the reboot finishes or rolls "
                       "it back" % (version, e))
@@ -411,20 +407,20 @@ def _complete(root, version, bad):
         _set_state(root, None, "InstallationFailed")
     else:
         _set_state(root, version, "Installed")
-    _remove(_join(root, PENDING_FILE))
-    _remove(_join(root, BUNDLE_FILE))
+    _remove(store.join(root, PENDING_FILE))
+    _remove(store.join(root, BUNDLE_FILE))
 
 
 def resume_install(root):
     """At boot, before anything else under evse/ is imported: finish or roll back an install a
     power cut interrupted. The status it leads to (also what boot_report will say), or None
     when no install was pending."""
-    pending_path = _join(root, PENDING_FILE)
+    pending_path = store.join(root, PENDING_FILE)
     pending = store.read_json(pending_path)
     if not isinstance(pending, dict) or not isinstance(pending.get("files"), list):
         if store.exists(pending_path):
             _remove(pending_path)
-        _remove(_join(root, BUNDLE_FILE))   # an interrupted download: only takes room
+        _remove(store.join(root, BUNDLE_FILE))   # an interrupted download: only takes room
         return None
     files = [tuple(f) for f in pending["files"]]
     if pending.get("phase") == "renaming":
@@ -433,24 +429,24 @@ def resume_install(root):
         for path, _, _ in files:
             _rename(root, path)
         # Boot, no control loop yet: time to check every installed file.
-        bad = [p for p, _, sha in files if not store.exists(_join(root, p))
-               or _file_sha(_join(root, p), buf) != sha.encode()]
+        bad = [p for p, _, sha in files if not store.exists(store.join(root, p))
+               or _file_sha(store.join(root, p), buf) != sha.encode()]
         _complete(root, pending.get("version"), bad)
     else:
         print("fw: rolling back the install of %s a reset interrupted; old firmware kept"
               % pending.get("version"))
         _unstage(root, files)
         _remove(pending_path)
-        _remove(_join(root, BUNDLE_FILE))
+        _remove(store.join(root, BUNDLE_FILE))
         _set_state(root, None, "InstallationFailed")
-    return store.read_json(_join(root, STATE_FILE), {}).get("report")
+    return store.read_json(store.join(root, STATE_FILE), {}).get("report")
 
 
 def boot_report(root, clear=True):
     """The FirmwareStatusNotification to send once connected after a reboot ("Installed" or
     "InstallationFailed"), or None. `clear`: it is returned once only; with clear=False, call
     clear_report() after the notification went through."""
-    report = store.read_json(_join(root, STATE_FILE), {}).get("report")
+    report = store.read_json(store.join(root, STATE_FILE), {}).get("report")
     if report is not None and clear:
         clear_report(root)
     return report
@@ -462,7 +458,7 @@ def clear_report(root):
 
 def installed_version(root):
     """The version the last update installed, or None (never updated over the air)."""
-    return store.read_json(_join(root, STATE_FILE), {}).get("version")
+    return store.read_json(store.join(root, STATE_FILE), {}).get("version")
 
 
 # GetDiagnostics.

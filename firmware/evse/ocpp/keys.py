@@ -115,7 +115,7 @@ class Keys:
     (whose value it must never print), and so on."""
 
     def __init__(self, root="/", connectors=1, on_change=None):
-        self.path = root.rstrip("/") + "/" + KEYS_FILE
+        self.path = store.join(root, KEYS_FILE)
         self.connectors = connectors
         self.on_change = on_change
         self.last_error = ""
