@@ -37,17 +37,22 @@ test: $(STAMP)
 	$(call beside_mcu_boards,tests hil_tests)
 
 # $(call beside_mcu_boards,PATHS): pytest on PATHS (sim-ac2), the MCU boards' runs beside it.
+# A shell without job control starts its background jobs with Ctrl-C ignored: PYTEST_BESIDE takes
+# it back, so Ctrl-C ends those runs as it ends the one in front (each stops its workers and boards).
+PYTEST_BESIDE = $(BIN)/python -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); \
+	os.execv(sys.executable, [sys.executable, "-m", "pytest"] + sys.argv[1:])'
 define beside_mcu_boards
-	@rm -rf $(TEST_OUT) && mkdir -p $(TEST_OUT); \
+	@rm -rf $(TEST_OUT) && mkdir -p $(TEST_OUT); pids=""; \
+	trap 'kill -INT $$pids 2>/dev/null' INT TERM; \
 	for board in $(MCU_BOARDS); do \
-	  ($(BIN)/python -m pytest -q -n $(MCU_JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) \
-	    >$(TEST_OUT)/$$board.log 2>&1; echo $$? >$(TEST_OUT)/$$board.rc) & \
+	  $(PYTEST_BESIDE) -q -n $(MCU_JOBS) --dist loadgroup --board $$board $(MCU_HIL) $(ARGS) \
+	    >$(TEST_OUT)/$$board.log 2>&1 & pids="$$pids $$!"; \
 	done; \
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup $(1) $(ARGS); rc=$$?; \
-	wait; \
+	set -- $$pids; \
 	for board in $(MCU_BOARDS); do \
+	  wait $$1 || rc=1; shift; \
 	  echo "== on $$board: $(MCU_HIL)"; cat $(TEST_OUT)/$$board.log; \
-	  [ "$$(cat $(TEST_OUT)/$$board.rc)" = 0 ] || rc=1; \
 	done; \
 	exit $$rc
 endef
