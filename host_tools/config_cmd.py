@@ -67,8 +67,8 @@ def import_file(console: Console, path: str, yes: str) -> list[str]:
     done = []
     try:
         for key, value in wanted.items():
+            done.append(key)   # before the answer: a set whose answer was lost may have been stored
             _ask(console, _line(key, value, yes))
-            done.append(key)
     except (ConfigCommandError, ConsoleError) as e:
         lost = []
         for key in reversed(done):
@@ -76,7 +76,7 @@ def import_file(console: Console, path: str, yes: str) -> list[str]:
                 _ask(console, _line(key, before.get(key, ""), " --yes"))
             except (ConfigCommandError, ConsoleError) as again:
                 lost.append(f"{key} ({again})")
-        back = (f"the {len(done)} key(s) set before it are back as they were" if not lost else
+        back = (f"the {len(done) - 1} key(s) set before it are back as they were" if not lost else
                 f"and {', '.join(lost)} could not be put back: see `evsectl config export`")
         raise ConfigCommandError(f"{e}; {back}") from None
     return done

@@ -259,9 +259,16 @@ def interactive(args) -> int:
     # The firmware echoes what is typed while this terminal is on it (a program's commands have no echo).
     echo(port, True)
     print(f"evsectl console: {port}; type help for the charger's commands, Ctrl-] to leave", flush=True)
+    import signal
+
+    def leave(signum, frame):   # the terminal closed, or a kill: echo goes off all the same
+        raise SystemExit(128 + signum)
+    handlers = {s: signal.signal(s, leave) for s in (signal.SIGHUP, signal.SIGTERM)}
     try:
         return subprocess.call([mpremote, "connect", port, "repl"])
     finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
         echo(port, False)
 
 

@@ -38,6 +38,15 @@ def test_a_real_board_file_that_does_not_say_what_it_is_is_refused_with_the_fix(
         frontend.check_board(board)
 
 
+@pytest.mark.parametrize("name", ["esp32-wrover", "rp2040-pico"])
+def test_an_emergency_stop_on_a_pin_another_part_has_is_refused(name):
+    board = json.loads((BOARDS / f"{name}.json").read_text())
+    rx = board["uart"]["meter"]["rx"]
+    board["pins"]["estop"] = rx   # the e-stop contact would hold the meter's receive line
+    with pytest.raises(frontend.BoardFileError, match=f"uart.meter.rx = {rx}: GPIO {rx} is already pins.estop"):
+        frontend.check_board(board)
+
+
 def test_the_firmware_drops_the_hardware_entry_when_it_loads_the_board_file(tmp_path):
     (tmp_path / "board.json").write_text((BOARDS / "esp32-devkitc.json").read_text())
     board = config.load_board(str(tmp_path))

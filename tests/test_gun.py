@@ -118,8 +118,30 @@ def test_an_emergency_stop_opens_at_once_stands_while_pressed_and_clears_when_re
     run(g, hal, 2000)
     assert g.fault == "ESTOP" and not g.clear_fault(hal.t_ms)   # not while it is pressed
     hal.estop_pressed = g.estop = False
-    run_until(g, hal, lambda: g.fault is None, gun_mod.F_STEP_MS + gun_mod.TICK_MS)
+    run_until(g, hal, lambda: g.fault is None, gun_mod.ESTOP_HOLD_MS + gun_mod.TICK_MS)
     run_until(g, hal, lambda: hal.coil, 5000)   # the EV still in C charges again
+
+
+def test_a_short_press_stands_long_enough_for_the_session_to_end():
+    g, hal = make_gun()
+    charging(g, hal)
+    g.estop = True
+    run(g, hal, gun_mod.TICK_MS)
+    g.estop = False
+    run(g, hal, gun_mod.ESTOP_HOLD_MS - 2 * gun_mod.TICK_MS)
+    assert g.fault == "ESTOP"
+
+
+def test_an_emergency_stop_pressed_since_the_last_read_is_no_contactor_failure():
+    # The button cuts the coil at once; the gun may find its feedback open before the
+    # application reads the input again: that is the emergency stop, not a latched CONTACTOR.
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.estop_pressed = True   # g.estop not told yet
+    run(g, hal, gun_mod.FEEDBACK_CLOSE_MS + 2 * gun_mod.TICK_MS)
+    assert g.fault == "ESTOP" and not hal.coil
+    hal.estop_pressed = g.estop = False
+    run_until(g, hal, lambda: g.fault is None, gun_mod.ESTOP_HOLD_MS + gun_mod.TICK_MS)
 
 
 def test_an_emergency_stop_takes_over_a_fault_that_clears_by_itself_but_not_a_weld():
@@ -130,6 +152,9 @@ def test_an_emergency_stop_takes_over_a_fault_that_clears_by_itself_but_not_a_we
     g.estop = True
     run(g, hal, gun_mod.TICK_MS)
     assert g.fault == "ESTOP"   # the session ends for the emergency stop, not paused for the RCD
+    g.estop = False
+    run(g, hal, gun_mod.ESTOP_HOLD_MS)
+    assert g.fault == "RCD"   # released: the fault underneath stands again, its retry delay not skipped
     g2, hal2 = make_gun()
     charging(g2, hal2)
     hal2.welded, hal2.ev = True, "B"

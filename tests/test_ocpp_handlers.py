@@ -534,6 +534,18 @@ def test_a_run_of_good_and_bad_requests_leaves_a_charge_point_that_works_and_rel
 BENCH = {"states": ("C", "A"), "fault": None, "tx_on_2": False, "clock_known": True, "stores": False, "unlock": None}
 
 
+@pytest.mark.parametrize("connector", [0, GUNS + 1, 99])
+def test_unlock_of_a_connector_the_charger_does_not_have_is_not_supported_and_changes_nothing(connector):
+    # OCTT TC_031: a valid request for an unknown connector gets status NotSupported, not a CALLERROR.
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, BENCH)
+        before = model(cp)
+        answer = ask(cp, "UnlockConnector", {"connectorId": connector})
+        assert answer[0] == rpc.CALLRESULT and answer[2] == {"status": "NotSupported"}, answer
+        assert model(cp) == before and app.unlocks == []
+        still_sane(cp, app, root)
+
+
 @pytest.mark.parametrize("limit", [1e308, math.inf])
 def test_a_limit_beyond_the_floats_of_the_board_is_refused_and_the_every_second_cap_still_computes(limit):
     # It was installed, and smart._tenth then raised OverflowError in cp.limit_a (the control

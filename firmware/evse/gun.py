@@ -17,6 +17,8 @@ CLOSE_CONFIRM_MS = const(100)       # C (or D) read with PWM running and a good 
 C1_OPEN_MS = const(6000)            # PWM withdrawn in C: open after 6 s at the latest (Table A.6, seq. 10.2)
 PWM_CHANGE_MS = const(5000)         # PWM current changes at most every 5 s (A.5.1); the EV then has 5 s
 F_STEP_MS = const(300)              # state F shown to the EV after a fault before the pilot rests at +12 V
+ESTOP_HOLD_MS = const(1000)         # an emergency stop's fault stands at least this long, however short
+                                    # the press: time for the charge point to end the session
 WELD_CHECK_MS = const(150)          # contact of the auxiliary feedback settles before it is read
 FEEDBACK_CLOSE_MS = const(300)      # a closing contactor must report closed within this time
 OVERCURRENT_MS = const(7000)        # more than 110 % of the offer + 0.5 A for this long stops (A.5.1)
@@ -76,6 +78,7 @@ class Gun:
         # session (in A), before the next can close: see _check_interlock.
         self.interlock = board.get("interlock", False)
         self.estop = False   # the board's emergency stop, as the application last read it
+        self._held = None    # (code, since ms): the fault an emergency stop took over, back at its release
         # _INTERLOCK_PROVEN, _INTERLOCK_UNPROVEN, or the time the proof began. One attribute: each
         # one more on a Gun slows every lookup of the tick (MicroPython's instance map).
         self._interlock_ms = _INTERLOCK_UNPROVEN if self.interlock else _INTERLOCK_PROVEN
@@ -245,7 +248,7 @@ class Gun:
             self._c_pwm_since_ms = None
 
         if self.estop and self.fault != "ESTOP" and FAULTS.get(self.fault) != CLEAR_COMMAND:
-            self._trip("ESTOP", now_ms)   # over a fault that clears by itself; a weld stays shown
+            self._estop_trip(now_ms)   # over a fault that clears by itself; a weld stays shown
         if self.fault is None:
             self._check_safety(now_ms, letter, diode, pwm_on)
         if self.fault is not None:
@@ -429,8 +432,13 @@ class Gun:
             self._clear(now_ms)
         elif rule == CLEAR_METER and (self.meter_ok or not self.meter_stops):   # or the site charges on without it
             self._clear(now_ms)
-        elif rule == CLEAR_RELEASE and not self.estop:
+        elif rule == CLEAR_RELEASE and not self.estop and now_ms - self.fault_since_ms >= ESTOP_HOLD_MS:
+            held = self._held
+            self._held = None
             self._clear(now_ms)
+            if held is not None:   # the fault underneath stands again, with its own clock
+                self._trip(held[0], now_ms)
+                self.fault_since_ms = held[1]
 
     def _trip(self, code, now_ms):
         self._open(now_ms)
@@ -497,13 +505,23 @@ class Gun:
     def _feedback_lost(self, now_ms):
         """The mirror contact reads open while the coil is driven. With an interlock that is the
         interlock acting on the EV leaving C/D (the loop learns of it after the contactor opened);
-        the pilot, sampled before the feedback was read, is looked at again. Otherwise the
-        contactor failed."""
+        the pilot, sampled before the feedback was read, is looked at again. An emergency stop
+        cuts the coil too, maybe since the application read its input this tick: it is read
+        again. Otherwise the contactor failed."""
+        if self.hal.estop():
+            self.estop = True   # the application's next read says the same to every gun
+            self._estop_trip(now_ms)
+            return
         if self.interlock:
             if pilot.classify(self.hal.sample_pilot(self.n)[0], self._raw, self.thr) not in "CD":
                 self._open(now_ms)
                 return
         self._trip("CONTACTOR", now_ms)
+
+    def _estop_trip(self, now_ms):
+        if self.fault is not None:
+            self._held = (self.fault, self.fault_since_ms)
+        self._trip("ESTOP", now_ms)
 
     def _check_interlock(self, now_ms):
         """Prove the interlock: with the pilot held at F (-12 V, which no interlock takes for C/D)
@@ -521,6 +539,8 @@ class Gun:
             return True
         closed = self.hal.contactor_feedback(self.n)
         self._interlock_release()
+        if self.hal.estop():
+            return True    # the button held the coil without supply: no proof; it starts again
         if closed:
             self.opened_ms = now_ms  # and the weld check follows this unintended close
             self._trip("INTERLOCK", now_ms)

@@ -118,6 +118,8 @@ def check_board(board: dict) -> None:
             claim(pin, f"pins.mux_select[{k}]", output=True)
     else:
         claim(top.get("onewire"), "pins.onewire", output=True)
+    if board.get("estop"):
+        claim(top.get("estop"), "pins.estop")
     for name, cfg in board.get("uart", {}).items():
         for key in ("tx", "rx") + (("de",) if "de" in cfg else ()):
             claim(cfg.get(key), f"uart.{name}.{key}", output=key != "rx")

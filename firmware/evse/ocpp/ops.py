@@ -190,7 +190,10 @@ def reset(cp, p):
 @handler("UnlockConnector")
 def unlock(cp, p):
     only(p, ("connectorId",))
-    c = _connector(cp, p, zero=False)
+    n = need(p, "connectorId", int)
+    if not 1 <= n < len(cp.connectors):
+        return {"status": "NotSupported"}   # a connector this charger does not have (OCTT TC_031)
+    c = cp.connectors[n]
     if c.tx is not None:
         cp.stop_tx(c, "UnlockCommand")
     result = cp.app.unlock(c.n)
