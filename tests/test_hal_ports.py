@@ -32,7 +32,11 @@ ROMS = [b"\x28\x01", b"\x28\x02"]
 
 
 def load(port):
-    return json.loads(BOARDS[port].read_text())
+    board = json.loads(BOARDS[port].read_text())
+    # The emergency stop's normally-closed contact holds its input low: not pressed. (Unwired, the
+    # pull-up reads pressed, as a broken wire must.)
+    machine.pin_level.setdefault(board["pins"]["estop"], 0)
+    return board
 
 
 @pytest.fixture(autouse=True)
@@ -507,6 +511,19 @@ def test_a_real_rcd_trip_while_charging_opens_the_contactor_on_the_next_tick(por
     assert run_gun(g, 200, until=lambda g: not g.contactor)
     assert g.fault == "RCD" and machine.driven[pin(port, 1, "contactor")] == 0
     assert machine.clock.now_us - tripped_us <= 20000
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_the_emergency_stop_reads_pressed_when_its_contact_opens_or_its_wire_breaks(port):
+    board = load(port)
+    hal = open_board(board)
+    estop = board["pins"]["estop"]
+    assert ("Pin", estop, machine.Pin.IN, machine.Pin.PULL_UP, None) in machine.calls
+    assert hal.estop() is False
+    machine.pin_level[estop] = 1   # pressed: the contact opens, the pull-up wins
+    assert hal.estop() is True
+    del machine.pin_level[estop]   # a broken wire reads the same
+    assert hal.estop() is True
 
 
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
