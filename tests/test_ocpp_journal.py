@@ -278,12 +278,14 @@ def test_sigkill_at_a_random_instant_loses_no_message_whose_append_returned(tmp_
     script.write_text(SIGKILL_CHILD)
     child = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(REPO / "firmware")],
                              stdout=subprocess.PIPE, text=True)
-    time.sleep(0.15 + 0.1 * run)
+    # Killed once it appends (its start may take long on a loaded host), at a moment after.
+    seen = [child.stdout.readline() for _ in range(40)]
+    time.sleep(0.02 + 0.05 * run)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
     appended = {}
     confirmed = set()
-    for line in out.splitlines():
+    for line in "".join(seen).splitlines() + out.splitlines():
         words = line.split()
         if words[0] == "appended" and len(words) == 3:
             appended[int(words[1])] = int(words[2])
