@@ -534,6 +534,22 @@ def test_a_run_of_good_and_bad_requests_leaves_a_charge_point_that_works_and_rel
 BENCH = {"states": ("C", "A"), "fault": None, "tx_on_2": False, "clock_known": True, "stores": False, "unlock": None}
 
 
+def test_another_card_at_a_connector_reserved_without_a_parent_is_refused_without_asking():
+    # OCTT TC_046_1: no Authorize.req for a card that cannot match the reservation.
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, dict(BENCH, states=("A", "A")))
+        cp.online = True
+        answer = ask(cp, "ReserveNow", {"connectorId": 1, "expiryDate": "2030-01-01T00:00:00Z",
+                                        "idTag": "AA11", "reservationId": 3})
+        assert answer[2] == {"status": "Accepted"}, answer
+        cp.outbox.clear()
+        cp.swipe(1, "BB22")
+        assert not [m for m in cp.outbox if m[0] == "Authorize"] and cp.connectors[1].tag is None
+        assert any("reserved for another card; BB22 refused" in line for line in app.lines)
+        cp.swipe(1, "AA11")   # the reserved card is asked about as before
+        assert [m[1] for m in cp.outbox if m[0] == "Authorize"] == [{"idTag": "AA11"}]
+
+
 @pytest.mark.parametrize("connector", [0, GUNS + 1, 99])
 def test_unlock_of_a_connector_the_charger_does_not_have_is_not_supported_and_changes_nothing(connector):
     # OCTT TC_031: a valid request for an unknown connector gets status NotSupported, not a CALLERROR.

@@ -169,6 +169,12 @@ class ChargePoint:
         if not c.operative or not self.connectors[0].operative:
             self.log("ocpp: gun %d is unavailable; card %s ignored" % (n, tag))
             return
+        for k in (c, self.connectors[0]):
+            r = k.reservation
+            if r is not None and r["tag"] != tag and not r.get("parent"):
+                # No parentIdTag to ask the central system about: refused here (OCTT TC_046_1).
+                self.log("ocpp: gun %d is reserved for another card; %s refused" % (n, tag))
+                return
         verdict, info = self.auth.decide(tag, self.online, now)
         if verdict == "accept":
             self.authorized(c, tag, info)
