@@ -550,6 +550,25 @@ def test_another_card_at_a_connector_reserved_without_a_parent_is_refused_withou
         assert [m[1] for m in cp.outbox if m[0] == "Authorize"] == [{"idTag": "AA11"}]
 
 
+@pytest.mark.parametrize("parent, stops", [("P1", True), ("P2", False), (None, False)])
+def test_another_card_of_the_transactions_group_ends_it_after_an_authorize(parent, stops):
+    # OCTT TC_069: a card the charger does not know is asked about; the same parentIdTag ends it.
+    with tempfile.TemporaryDirectory() as root:
+        cp, app = start(root, dict(BENCH, states=("C", "A")))
+        cp.online = True
+        c = cp.connectors[1]
+        c.tx = {"id": 5, "tag": "AA11", "parent": "P1", "start_s": NOW - 60, "meter_start": 0}
+        cp.outbox.clear()
+        cp.swipe(1, "BB22")
+        asked = [m for m in cp.outbox if m[0] == "Authorize"]
+        assert [m[1] for m in asked] == [{"idTag": "BB22"}]
+        info = {"status": "Accepted", **({"parentIdTag": parent} if parent else {})}
+        asked[0][2]({"idTagInfo": info})
+        assert (c.tx is None or c.stopping is not None) == stops
+        if stops:
+            assert ("StopTransaction", 5, "Local") in _queued(cp)
+
+
 @pytest.mark.parametrize("connector", [0, GUNS + 1, 99])
 def test_unlock_of_a_connector_the_charger_does_not_have_is_not_supported_and_changes_nothing(connector):
     # OCTT TC_031: a valid request for an unknown connector gets status NotSupported, not a CALLERROR.

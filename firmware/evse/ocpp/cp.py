@@ -161,10 +161,14 @@ class ChargePoint:
         c = self.connectors[n]
         now = self.clock.now()
         if c.tx is not None:
-            if tag == c.tx["tag"] or (c.tx.get("parent") and self._parent(tag) == c.tx.get("parent")):
+            parent = c.tx.get("parent")
+            if tag == c.tx["tag"] or (parent and self._parent(tag) == parent):
                 self.stop_tx(c, "Local", tag=tag)
+            elif parent and self.online and self.auth.lookup(tag, now) is None:
+                # A card of the same group may end it: its parentIdTag is asked for (OCTT TC_069).
+                self.send("Authorize", {"idTag": tag}, lambda r: self._stop_if_same_parent(c, tag, parent, r))
             else:
-                self.log("ocpp: gun %d: card %s is not the one that started the transaction" % (n, tag))
+                self._not_the_card(n, tag)
             return
         if not c.operative or not self.connectors[0].operative:
             self.log("ocpp: gun %d is unavailable; card %s ignored" % (n, tag))
@@ -182,6 +186,19 @@ class ChargePoint:
             self.send("Authorize", {"idTag": tag}, lambda r: self._authorize_reply(c, tag, r))
         else:
             self.log("ocpp: gun %d: card %s refused (%s)" % (n, tag, (info or {}).get("status", "offline")))
+
+    def _not_the_card(self, n, tag):
+        self.log("ocpp: gun %d: card %s is not the one that started the transaction" % (n, tag))
+
+    def _stop_if_same_parent(self, c, tag, parent, reply):
+        info = (reply or {}).get("idTagInfo", {})
+        if reply is not None:
+            self.auth.remember(tag, info, self.clock.now())
+        if (info.get("status") == "Accepted" and info.get("parentIdTag") == parent
+                and c.tx is not None and c.tx.get("parent") == parent):
+            self.stop_tx(c, "Local", tag=tag)
+        else:
+            self._not_the_card(c.n, tag)
 
     def _parent(self, tag):
         info = self.auth.lookup(tag, self.clock.now())
