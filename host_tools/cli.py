@@ -89,10 +89,8 @@ def _log_lines(text: str) -> int:
 
 
 def version() -> str:
-    from host_tools.flash import FIRMWARE
-    import re
-    text = (FIRMWARE / "evse" / "__init__.py").read_text()
-    return re.search(r'VERSION = "([^"]+)"', text).group(1)
+    from host_tools.flash import firmware_version
+    return firmware_version()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,8 +174,7 @@ class ChargePoint:
             self.log("ocpp: gun %d is unavailable; card %s ignored" % (n, tag))
             return
         for k in (c, self.connectors[0]):
-            r = k.reservation
-            if r is not None and r["tag"] != tag and not r.get("parent"):
+            if not k.reserved_for(tag) and not k.reservation.get("parent"):
                 # No parentIdTag to ask the central system about: refused here (OCTT TC_046_1).
                 self.log("ocpp: gun %d is reserved for another card; %s refused" % (n, tag))
                 return
