@@ -2,8 +2,8 @@
 board file gives it, over a scripted session compressed in time (docs/boards.md). With a
 network: the development central system over ws://, two guns charging on remote starts with
 MeterValues every second (an hour of them at 60 s in a minute), the local list filled to its
-maximum, a 10 s outage and its replay, and a firmware download (installed, or refused on a
-ROMFS board). Without: two guns charging for a minute.
+maximum, a 10 s outage and its replay, and a firmware download (installed; on a ROMFS board a
+new image, staged). Without: two guns charging for a minute.
 
 The peak is what is live after a collection, looked at after a task's step at most every 20 ms
 (host_tools/sim/rom.py's heap probe): a peak within one step is not seen, so it is a lower
@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.timing import BUNDLE, _bundle
+from bench.timing import BUNDLE, ROOT, _bundle
+from host_tools import fwbundle
 from host_tools.csms.client import CsmsClient, CsmsProcess
 from host_tools.rig import Rig
 from host_tools.sim.supervisor import (CODE_32_PER_64, CODE_ROMFS_32_PER_64, DATA_32_PER_64, VirtualBoard,
@@ -56,7 +57,10 @@ def _board(name: str) -> dict:
             if network:
                 files = tmp / "files"
                 files.mkdir()
-                _bundle(files / BUNDLE, tmp / "fw-src")
+                if board["hardware"].get("install") == "romfs":   # its update is a new image
+                    (files / BUNDLE).write_bytes(fwbundle.build(ROOT / "firmware", "0.0.1-memory", romfs_board=name))
+                else:
+                    _bundle(files / BUNDLE, tmp / "fw-src")
                 csms = CsmsProcess("--files", str(files))
             vb = VirtualBoard(name, flash_dir=str(tmp / "flash"), csms_url=csms.ws if csms else None).start()
         finally:

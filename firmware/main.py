@@ -1,12 +1,21 @@
 # A firmware update that a power cut interrupted is finished or rolled back before the
-# application's modules load (they may be the files being replaced).
-from evse.ocpp import fw
+# application's modules load (they may be the files being replaced). On a board that runs the
+# package from a ROMFS image, a new image staged by an update goes to the partition first, before
+# anything runs from /rom; and again after resume_install, which may just have renamed it into
+# place. romfs_update mounts the new image at /rom once it is written.
+import romfs_update
+
+romfs_update.install("/")
+from evse.ocpp import fw  # noqa: E402
 
 fw.resume_install("/")
 del fw
+romfs_update.install("/")
+del romfs_update
 import evse  # noqa: E402
 
 evse.unload(*evse.UPDATE_MODULES)   # ~20 KB of heap on a board, until the next update
+evse.unload("romfs_update")
 
 import evse.app  # noqa: E402
 

@@ -215,6 +215,46 @@ def test_a_wlan_board_joins_and_runs_a_remote_session_with_the_central_system(re
         csms.close()
 
 
+@pytest.mark.slow
+@pytest.mark.virtual_only("starts an ESP32 virtual board with a ROMFS partition, with the central system of its own")
+def test_an_ocpp_firmware_update_of_a_romfs_board_writes_its_new_image_to_the_partition(request, tmp_path, csms_server):
+    """esp32-devkitc runs its package from a ROMFS image: UpdateFirmware with a bundle built for it
+    (fwbundle --romfs) stages the new image on littlefs, and at the boot after the install
+    romfs_update.py writes it to the partition before anything runs from /rom and mounts it; the
+    board boots the new version from the new image, and says Installed."""
+    from host_tools.csms.client import CsmsClient
+    from test_ocpp_profiles_hil import assert_installed, firmware_bundle, iso_in, sent
+    csms = CsmsClient(csms_server.api)
+    csms.set(boot_status="Accepted", interval=300, refuse=[])
+    name = "esp32-devkitc"
+    url = firmware_bundle(csms, tmp_path, "0.1.1-romfs", "fw-romfs.bin", romfs_board=name)
+    t0 = csms.now_ms()
+    try:
+        for info in run_sim(request, name, tmp_path / "flash", "--csms", csms_server.ws):
+            rig = fresh_rig(info["control"])
+            try:
+                boot = csms.wait("BootNotification", cp=name, since_ms=t0, timeout_s=30)["frame"][3]
+                old = boot["firmwareVersion"]
+                t = csms.now_ms()
+                assert csms.call("UpdateFirmware", {"location": url, "retrieveDate": iso_in(0)}, cp=name)["payload"] == {}
+                deadline = time.monotonic() + 90
+                while True:
+                    boots = [b for b in sent(csms, t, "BootNotification") if b["chargePointModel"] == name]
+                    if boots and boots[-1]["firmwareVersion"] == "0.1.1-romfs":
+                        break
+                    assert time.monotonic() < deadline, (old, boots, sent(csms, t, "FirmwareStatusNotification"))
+                    time.sleep(0.3)
+                assert_installed(csms, t)
+                where = _on_board(info["serial"], "import os, evse\nprint(evse.VERSION, evse.__file__, "
+                                                  "sorted(n for n in os.listdir('/') if n.startswith('evse')))")
+                assert where.endswith("0.1.1-romfs /rom/evse/__init__.mpy []"), where
+                assert not csms.invalid_frames(since_ms=t0)
+            finally:
+                rig.close()
+    finally:
+        csms.close()
+
+
 @pytest.mark.virtual_only("the virtual board's heap probe (make bench's memory section)")
 def test_the_heap_probe_reports_what_is_live_after_the_steps_of_a_running_board(tmp_path):
     import os

@@ -279,9 +279,9 @@ def test_a_power_cut_during_a_transaction_stops_it_with_power_loss(ocpp_rig, csm
     assert stop["timestamp"] >= last["timestamp"], (last, stop)
 
 
-def firmware_bundle(csms, tmp_path, version, name):
+def firmware_bundle(csms, tmp_path, version, name, romfs_board=None):
     """This firmware as version `version`, bundled and served by the central system as
-    files/`name`: its URL."""
+    files/`name`: its URL. `romfs_board`: as one ROMFS image for that board."""
     import shutil
 
     from host_tools.fwbundle import build
@@ -291,9 +291,10 @@ def firmware_bundle(csms, tmp_path, version, name):
                     ignore=shutil.ignore_patterns("__pycache__"))
     init = stage / "evse" / "__init__.py"
     init.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "%s"' % version, init.read_text()))   # the rest stays
-    compile_to_mpy(stage / "evse")  # what a board runs: precompiled, like the factory image
+    if romfs_board is None:   # (a ROMFS bundle compiles the image from the sources itself)
+        compile_to_mpy(stage / "evse")  # what a board runs: precompiled, like the factory image
     files = Path(csms.request("info")["files"])
-    (files / name).write_bytes(build(stage, version))
+    (files / name).write_bytes(build(stage, version, romfs_board))
     return f"{csms.request('info')['http']}/files/{name}"
 
 
@@ -305,11 +306,16 @@ def test_firmware_update_reports_each_step_and_boots_the_new_version(ocpp_rig, c
     assert reply["payload"] == {}
     boot = csms.wait("BootNotification", since_ms=t, timeout_s=60)["frame"][3]
     assert boot["firmwareVersion"] == "0.1.1-hil"
+    assert_installed(csms, t)
+
+
+def assert_installed(csms, since_ms):
+    """The update since `since_ms` reported each step, Installed last (after the reboot)."""
     deadline = time.monotonic() + 15
-    while "Installed" not in [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")]:
-        assert time.monotonic() < deadline, sent(csms, t, "FirmwareStatusNotification")
+    while "Installed" not in [p["status"] for p in sent(csms, since_ms, "FirmwareStatusNotification")]:
+        assert time.monotonic() < deadline, sent(csms, since_ms, "FirmwareStatusNotification")
         time.sleep(0.2)
-    assert [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")] == [
+    assert [p["status"] for p in sent(csms, since_ms, "FirmwareStatusNotification")] == [
         "Downloading", "Downloaded", "Installing", "Installed"]
 
 

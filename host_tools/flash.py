@@ -46,7 +46,7 @@ from host_tools.sim.supervisor import read_board_file
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
-TOP_LEVEL = ("main.py", "boot.py")
+TOP_LEVEL = ("main.py", "boot.py", "romfs_update.py")
 MAINTENANCE = "maintenance"
 # What MicroPython reports as sys.platform for each board file's HAL, and what mpy-cross builds for.
 PLATFORM = {"sim": "linux", "rp2": "rp2", "esp32": "esp32"}
@@ -89,7 +89,7 @@ def _walk(d):
             _walk(p)
         else:
             _files[p] = _h(p)
-for _n in ('main.py', 'boot.py', 'board.json', 'config.json', 'maintenance'):
+for _n in ('main.py', 'boot.py', 'romfs_update.py', 'board.json', 'config.json', 'maintenance'):
     try:
         os.stat(_n)
         _files[_n] = _h(_n)

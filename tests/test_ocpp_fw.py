@@ -253,6 +253,126 @@ def test_a_bundle_of_evse_files_is_refused_on_a_board_that_runs_its_package_from
     assert tree(flash) == OLD_FILES
 
 
+# --- a board that runs its package from a ROMFS image -----------------------------------------
+
+def bundle_entries(data):
+    """{path: bytes} of a bundle."""
+    length, header = fw.parse_header(data[:fw.HEADER_MAX])
+    _, files = fw.parse_manifest(data[header:header + length])
+    out, at = {}, header + length
+    for path, size, _ in files:
+        out[path] = data[at:at + size]
+        at += size
+    return out
+
+
+@pytest.fixture(scope="module")
+def romfs_release(tmp_path_factory):
+    """A snapshot of firmware/ as a bundle for esp32-devkitc, which runs its package from /rom:
+    (bundle bytes, {path: bytes} of its files)."""
+    snap = tmp_path_factory.mktemp("romfs-release") / "firmware"
+    shutil.copytree(REPO / "firmware", snap, ignore=shutil.ignore_patterns("__pycache__"))
+    data = fwbundle.build(snap, VERSION, romfs_board="esp32-devkitc")
+    return data, bundle_entries(data)
+
+
+@pytest.fixture
+def romfs_board(tmp_path, flash):
+    """A board running an old package from its ROMFS image: (the image file mounted at /rom, its
+    256 KiB partition file holding it), with romfs_update.py on its filesystem."""
+    from host_tools.flash import romfs_image
+    module = tmp_path / "app.mpy"
+    module.write_bytes(b"M\x06\x00\x1f")
+    old = romfs_image({"evse/app.mpy": module})
+    image = tmp_path / "old.romfs"
+    image.write_bytes(old)
+    partition = tmp_path / "partition"
+    partition.write_bytes(old + b"\xff" * (256 * 1024 - len(old)))
+    shutil.copyfile(REPO / "firmware" / "romfs_update.py", flash / "romfs_update.py")
+    return image, partition
+
+
+def rom_files(partition):
+    lines, out = run_mpy("romfsrun.py", "mount", partition)
+    return lines[-1]["result"], out
+
+
+def test_a_romfs_bundle_is_staged_and_its_image_written_to_the_partition_at_the_next_boot(
+        server, romfs_release, flash, romfs_board):
+    data, files = romfs_release
+    image, partition = romfs_board
+    assert rom_files(partition)[0] == ["/rom/evse", "/rom/evse/app.mpy"]
+    url = server.serve("/romfs.bin", data)
+    lines, out = run_mpy("fwrun.py", "update", url, flash, "romfs=%s" % image, "partition=%s" % partition)
+    assert statuses(lines) == ["Downloading", "Downloaded", "Installing"] and lines[-1]["result"] is True, out
+    held = tree(flash)
+    for path in ("main.py", "romfs_update.py", "evse.romfs"):
+        assert held[path] == files[path], path
+    assert "evse/app.py" in held   # nothing under evse/ on the filesystem was touched
+
+    lines, out = run_mpy("romfsrun.py", "install", flash, partition)
+    assert lines[-1]["result"] is True and not lines[-1]["staged"], out
+    assert "app.mpy" in lines[-1]["rom"] and "ocpp" in lines[-1]["rom"], out   # the boot goes on from it
+    assert partition.read_bytes()[:len(files["evse.romfs"])] == files["evse.romfs"]
+    found, out = rom_files(partition)
+    assert {"/rom/evse/app.mpy", "/rom/evse/ocpp/fw.mpy", "/rom/evse/hal/esp32.mpy"} <= set(found), out
+    lines, out = run_mpy("romfsrun.py", "install", flash, partition)   # the boot after: nothing to do
+    assert lines[-1]["result"] is False and lines[-1]["writes"] == 0, out
+
+
+def test_a_power_cut_while_the_image_is_written_leaves_no_image_or_the_old_one_and_the_next_boot_writes_it(
+        tmp_path, romfs_release, flash, romfs_board):
+    _, files = romfs_release
+    _, partition = romfs_board
+    (flash / "evse.romfs").write_bytes(files["evse.romfs"])   # staged and renamed by the update
+    old_partition, old_flash = partition.read_bytes(), tree(flash)
+    lines, out = run_mpy("romfsrun.py", "install", flash, partition)
+    total = lines[-1]["writes"]   # an erase and a write per block
+    assert total == 2 * -(-len(files["evse.romfs"]) // 4096), out
+    for cut in (1, 2, total // 2, total):
+        partition.write_bytes(old_partition)
+        for path, body in old_flash.items():
+            (flash / path).write_bytes(body)
+        run_until_cut("romfsrun.py", "install", flash, partition, "cut=%d" % cut)
+        found, out = rom_files(partition)
+        # Block 0, the header, is erased first and written last: the old image or none at all.
+        assert found == (["/rom/evse", "/rom/evse/app.mpy"] if cut == 1 else None), (cut, out)
+        assert (flash / "evse.romfs").exists()
+        lines, out = run_mpy("romfsrun.py", "install", flash, partition)
+        assert lines[-1]["result"] is True and not lines[-1]["staged"] and "ocpp" in lines[-1]["rom"], (cut, out)
+        assert partition.read_bytes()[:len(files["evse.romfs"])] == files["evse.romfs"], cut
+
+
+@pytest.mark.parametrize("board, says", [
+    ("evse-files", "runs its package from evse/ on its filesystem"),
+    ("small-partition", "over this board's 65536-byte ROMFS partition"),
+    ("no-partition", "has no ROMFS partition"),
+    ("no-installer", "romfs_update.py, which writes the image to the partition at boot, is neither"),
+])
+def test_a_romfs_bundle_the_board_cannot_install_is_refused_and_changes_nothing(
+        server, romfs_release, flash, romfs_board, tmp_path, board, says):
+    data, files = romfs_release
+    image, partition = romfs_board
+    if board == "small-partition":
+        partition.write_bytes(partition.read_bytes()[:64 * 1024])
+    if board == "no-installer":   # a bundle without it, for a board without it
+        data = fwbundle.build(REPO / "firmware", VERSION, romfs_board="esp32-devkitc")
+        entries = bundle_entries(data)
+        entries.pop("romfs_update.py")
+        (flash / "romfs_update.py").unlink()
+        raw = json.dumps({"version": VERSION, "files": [
+            {"path": p, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for p, b in entries.items()]}).encode()
+        data = fwbundle.MAGIC + b"%d\n" % len(raw) + raw + b"".join(entries.values())
+    before = tree(flash)
+    url = server.serve("/romfs-%s.bin" % board, data)
+    opts = [] if board == "evse-files" else ["romfs=%s" % image]
+    opts += [] if board == "no-partition" else ["partition=%s" % partition]
+    lines, out = run_mpy("fwrun.py", "update", url, flash, *opts)
+    assert statuses(lines) == ["Downloading", "Downloaded", "InstallationFailed"] and lines[-1]["result"] is False
+    assert says in out, out
+    assert tree(flash) == before
+
+
 @pytest.mark.parametrize("where", ["404", "connection refused", "ftp", "no such host"])
 def test_a_download_that_cannot_start_fails_after_every_retry_and_leaves_the_old_files(server, flash, where):
     url = {"404": server.url + "/nothing-here.bin",
@@ -284,7 +404,12 @@ def test_a_manifest_path_outside_the_firmware_is_refused(server, flash, path):
 
 
 def _cut_power(url, flash, cut):
-    p = subprocess.Popen([MICROPYTHON, str(SCRIPTS / "fwrun.py"), "update", url, str(flash), "cut=" + cut],
+    run_until_cut("fwrun.py", "update", url, flash, "cut=" + cut)
+
+
+def run_until_cut(script, *args):
+    """Runs a script until it says the power goes (a line {"cut": ...}), and kills it there."""
+    p = subprocess.Popen([MICROPYTHON, str(SCRIPTS / script), *map(str, args)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         out = []
@@ -408,17 +533,32 @@ def test_the_log_rotates_within_its_budget_and_never_raises_on_a_failing_flash(t
 
 # --- CPython: the bundle format and URLs ----------------------------------------------------------
 
-def test_fwbundle_bundles_main_boot_and_every_evse_module_and_nothing_else(tmp_path):
+def test_fwbundle_bundles_the_top_level_files_and_every_evse_module_and_nothing_else(tmp_path):
     out = tmp_path / "fw.bin"
     assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "1.2.3"]) == 0
     data = out.read_bytes()
     length, header = fw.parse_header(data[:fw.HEADER_MAX])
     version, files = fw.parse_manifest(data[header:header + length])
-    expected = {"main.py", "boot.py"} | {p.relative_to(REPO / "firmware").as_posix()
+    expected = {"main.py", "boot.py", "romfs_update.py"} | {p.relative_to(REPO / "firmware").as_posix()
                                          for p in (REPO / "firmware" / "evse").rglob("*.py")}
     assert version == "1.2.3" and {p for p, _, _ in files} == expected
     assert all(p.endswith(".py") for p, _, _ in files)
     assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "x" * 51]) == 2
+
+
+def test_fwbundle_romfs_bundles_the_top_level_files_and_the_package_as_one_image_for_the_board(tmp_path):
+    from host_tools.flash import compile_package, romfs_image
+    out = tmp_path / "fw.bin"
+    assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "1.2.3", "--romfs", "esp32-devkitc"]) == 0
+    entries = bundle_entries(out.read_bytes())
+    assert list(entries) == ["main.py", "boot.py", "romfs_update.py", "evse.romfs"]
+    assert entries["evse.romfs"] == romfs_image(compile_package("xtensawin"))
+    assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "1", "--romfs", "rp2040-pico"]) == 2
+    mpy_only = tmp_path / "firmware"
+    (mpy_only / "evse").mkdir(parents=True)
+    (mpy_only / "evse" / "__init__.mpy").write_bytes(b"M")
+    with pytest.raises(ValueError, match="no evse/\\*.py sources"):
+        fwbundle.build(mpy_only, "1", romfs_board="esp32-devkitc")
 
 
 @pytest.mark.parametrize("url, parsed", [
@@ -523,4 +663,5 @@ def test_check_path_accepts_only_firmware_files(path):
         return
     parts = path.split("/")
     assert ".." not in parts and not path.startswith("/") and "\\" not in path
-    assert path in ("main.py", "boot.py") or (parts[0] == "evse" and path.endswith((".py", ".mpy")))
+    assert path in ("main.py", "boot.py", "romfs_update.py", "evse.romfs") or \
+        (parts[0] == "evse" and path.endswith((".py", ".mpy")))

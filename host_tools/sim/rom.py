@@ -117,6 +117,8 @@ class RomPartition(bytearray):
         if offset is None:  # the two-argument form erases the blocks first
             for n in range((len(buf) + BLOCK_SIZE - 1) // BLOCK_SIZE):
                 self.ioctl(6, block + n)
+        if _romfs_counter[0] is not None:   # a power cut may come at a write here as on littlefs
+            _romfs_counter[0].before_write()
         self._put(block * BLOCK_SIZE + (offset or 0), buf)
 
     def _put(self, at, data):
@@ -130,6 +132,7 @@ class RomPartition(bytearray):
 
 _romfs = [None]        # the board's RomPartition, when it has one
 _romfs_file = [None]   # its host file
+_romfs_counter = [None]   # the flash's WriteCounter: its block writes count with the flash's
 
 
 def _rom_ioctl(op, *args):
@@ -147,8 +150,9 @@ class _Vfs:
     """`vfs` as a port built with a ROMFS partition has it: the interpreter's, and rom_ioctl."""
 
 
-def install_romfs(path):
+def install_romfs(path, counter=None):
     """A board with a ROMFS partition: its contents from the host file, and vfs.rom_ioctl."""
+    _romfs_counter[0] = counter
     f = open(path, "r+b")
     size = f.seek(0, 2)
     f.seek(0)
@@ -193,16 +197,20 @@ def _copy_tree(src, dst):
                     fo.write(chunk)
 
 
-def mount_flash():
+def write_counter():
+    """The rig's count of block writes (cut_at_write), or None while the factory programs."""
+    if os.getenv("EVSE_SIM_WRITES") and os.getenv("EVSE_SIM_MODE") != "program":
+        return WriteCounter(os.getenv("EVSE_SIM_WRITES"), os.getenv("EVSE_SIM_CUT_AT"))
+    return None
+
+
+def mount_flash(counter=None):
     image = os.getenv("EVSE_SIM_FLASH")
     blocks = int(os.getenv("EVSE_SIM_FLASH_BLOCKS") or "256")
     seed = os.getenv("EVSE_SIM_SEED")
     # The supervisor creates the image erased (all 0xff); a fresh image is formatted and
     # gets the firmware, as a factory would program a new board.
     f = open(image, "r+b")
-    counter = None
-    if os.getenv("EVSE_SIM_WRITES") and os.getenv("EVSE_SIM_MODE") != "program":
-        counter = WriteCounter(os.getenv("EVSE_SIM_WRITES"), os.getenv("EVSE_SIM_CUT_AT"))
     bdev = FileBlockDevice(f, blocks, counter)
     try:
         fs = vfs.VfsLfs2(bdev)
@@ -532,9 +540,10 @@ def main():
         install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"), os.getenv("EVSE_SIM_WLAN") == "1")
     else:
         install_machine()
+    counter = write_counter()
     if os.getenv("EVSE_SIM_ROMFS"):
-        install_romfs(os.getenv("EVSE_SIM_ROMFS"))
-    mount_flash()
+        install_romfs(os.getenv("EVSE_SIM_ROMFS"), counter)
+    mount_flash(counter)
     if _romfs[0] is not None:
         mount_romfs()
     if os.getenv("EVSE_SIM_MODE") == "program":

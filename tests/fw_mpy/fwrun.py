@@ -1,7 +1,9 @@
 # Runs evse.ocpp.fw under the real MicroPython for tests/test_ocpp_fw.py. One JSON line per
 # event on stdout: {"status": ...} for each notification, {"result": ...} at the end.
 #   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K] [ca=PATH] [romfs=IMAGE]
-#                                       (romfs: IMAGE mounted at /rom first, as a ROMFS install)
+#                                       [partition=FILE]
+#                                       (romfs: IMAGE mounted at /rom first, as a ROMFS install;
+#                                        partition: the board has a ROMFS partition of FILE's size)
 #   fwrun.py boot ROOT                  resume_install, then boot_report twice
 #   fwrun.py upload URL ROOT LINES MAX_BYTES [retries]
 #   fwrun.py get2 URL ROOT              two downloads of URL; the result: the names looked up
@@ -64,6 +66,30 @@ async def measured(coro):
         await sampler
 
 
+class _Partition:
+    blocks = 0
+
+    def ioctl(self, op, arg):
+        return self.blocks if op == 4 else 4096 if op == 5 else 0
+
+
+class _Vfs:
+    pass
+
+
+def use_partition(path):
+    import os
+    import vfs
+    part = _Partition()
+    part.blocks = os.stat(path)[6] // 4096
+    m = _Vfs()
+    for name in dir(vfs):
+        if not name.startswith("__"):
+            setattr(m, name, getattr(vfs, name))
+    m.rom_ioctl = lambda op, *args: part if op == 2 else -22
+    sys.modules["vfs"] = m
+
+
 def options(args):
     opts = {}
     for a in args:
@@ -86,6 +112,8 @@ def main():
             import vfs
             with open(opts["romfs"], "rb") as f:
                 vfs.mount(vfs.VfsRom(f.read()), "/rom")
+        if "partition" in opts:   # a ROMFS partition of that file's size, as vfs.rom_ioctl(2, 0) gives it
+            use_partition(opts["partition"])
         cadata = None
         if "ca" in opts:
             with open(opts["ca"], "rb") as f:

@@ -8,8 +8,10 @@
 # manifest = {"version": "0.2.0",
 #             "files": [{"path": "evse/app.py", "size": 1234, "sha256": "<64 lowercase hex>"}, ...]}
 # A bundle is good when its length is exactly header + manifest + sizes, every file's sha256
-# matches, and every path is one the firmware may replace: main.py, boot.py or a .py/.mpy under
-# evse/ (relative, no "." or ".." parts). board.json, config.json and data files never are.
+# matches, and every path is one the firmware may replace: main.py, boot.py, romfs_update.py, a
+# .py/.mpy under evse/ (relative, no "." or ".." parts), or evse.romfs: the package as one ROMFS
+# image, for a board that runs it from /rom (romfs_update.py writes it to the partition at the
+# next boot). board.json, config.json and data files never are.
 # Files on flash that the bundle does not list are left as they are. The sha256 guards against
 # corruption, not against an attacker: bundles are not signed.
 #
@@ -50,6 +52,7 @@ RESERVE_BYTES = const(32768)     # flash left free for config, journal and log d
 DOWNLOAD_TIMEOUT_MS = const(30000)
 UPLOAD_TIMEOUT_MS = const(30000)
 RETRY_INTERVAL_S = const(60)     # when the request gives no retryInterval
+ROMFS_IMAGE = "evse.romfs"      # the package as a ROMFS image (romfs_update.IMAGE)
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 _HEX = "0123456789abcdef"
 _ENTRIES_PER_STEP = const(4)  # manifest entries checked in one step of the event loop
@@ -99,12 +102,12 @@ def check_path(path):
     for part in path.split("/"):
         if not part or part[0] == ".":
             raise BundleError("path %r: absolute, empty, hidden, . or .. parts are refused" % path)
-    if path in ("main.py", "boot.py"):
+    if path in ("main.py", "boot.py", "romfs_update.py", ROMFS_IMAGE):
         return path
     if path.startswith("evse/") and (path.endswith(".py") or path.endswith(".mpy")):
         return path
-    raise BundleError("path %r: only main.py, boot.py and .py/.mpy files under evse/ are installed"
-                      % path)
+    raise BundleError("path %r: only main.py, boot.py, romfs_update.py, evse.romfs and .py/.mpy files under "
+                      "evse/ are installed" % path)
 
 
 def parse_header(head):
@@ -326,7 +329,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         await _tell(notify, "Downloaded", log)
         try:
             version, files, offset = await verify_bundle(bundle)
-            _check_romfs(files)
+            _check_install(root, files)
             _check_room(root, files)
         except BundleError as e:
             _remove(bundle)
@@ -376,16 +379,45 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
 ROMFS_PACKAGE = "/rom/evse"   # where a ROMFS install runs the package from (docs/bring-up.md)
 
 
-def _check_romfs(files):
-    # On a ROMFS install, evse/ files on littlefs would be imported instead of the image's (the
-    # filesystem comes first on sys.path), as .mpy in the heap: an update that needs the board's
-    # heap twice over. Such a board is updated with `evsectl flash --romfs`.
-    if not store.exists(ROMFS_PACKAGE):
-        return
-    for path, _, _ in files:
-        if path.startswith("evse/"):
+def _check_install(root, files):
+    # A bundle updates the package the way the board runs it. evse/ files on a board that runs
+    # it from /rom would be imported instead of the image's (the filesystem comes first on
+    # sys.path), as .mpy in the heap; an image on a board that runs evse/ from its filesystem
+    # would never be imported.
+    on_rom = store.exists(ROMFS_PACKAGE)
+    image = None
+    for path, size, _ in files:
+        if path == ROMFS_IMAGE:
+            image = size
+        elif on_rom and path.startswith("evse/"):
             raise BundleError("this board runs its package from a ROMFS image (%s): a bundle of evse/ files "
-                              "would shadow it; update it with evsectl flash --romfs" % ROMFS_PACKAGE)
+                              "would shadow it; send a bundle built with fwbundle --romfs, or use evsectl flash "
+                              "--romfs" % ROMFS_PACKAGE)
+    if image is None:
+        return
+    if not on_rom:
+        raise BundleError("a bundle with a ROMFS image (%s), but this board runs its package from evse/ on its "
+                          "filesystem: send a bundle of evse/ files" % ROMFS_IMAGE)
+    room = _partition_bytes()
+    if not room:
+        raise BundleError("a bundle with a ROMFS image, but this board's MicroPython has no ROMFS partition")
+    if image > room:
+        raise BundleError("the ROMFS image is %d bytes, over this board's %d-byte ROMFS partition" % (image, room))
+    if not store.exists(store.join(root, "romfs_update.py")) and \
+            not any(path == "romfs_update.py" for path, _, _ in files):
+        raise BundleError("romfs_update.py, which writes the image to the partition at boot, is neither on "
+                          "this board nor in the bundle")
+
+
+def _partition_bytes():
+    # The ROMFS partition's size: vfs.rom_ioctl(2, 0) is its block device on the rp2 and esp32
+    # ports (0: a MicroPython built without one).
+    try:
+        import vfs
+        part = vfs.rom_ioctl(2, 0)
+        return part.ioctl(4, 0) * part.ioctl(5, 0)
+    except (ImportError, AttributeError, TypeError, OSError):
+        return 0
 
 
 def _check_room(root, files):
