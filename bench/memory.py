@@ -68,7 +68,9 @@ def _board(name: str) -> dict:
         try:
             rig = Rig(vb.control_addr)
             steps = _session(rig, csms) if csms else _offline(rig)
-            peak, heap, looks = (int(x) for x in probe.read_bytes().split()[:3])
+            fields = probe.read_bytes().split()
+            peak, heap, looks = (int(x) for x in fields[:3])
+            peak_task = fields[3].decode() if len(fields) > 3 else "-"
             console = bytes(vb.console).decode(errors="replace")
         finally:
             vb.stop()
@@ -77,13 +79,14 @@ def _board(name: str) -> dict:
     install = board["hardware"].get("install", "mpy")
     ratio = CODE_ROMFS_32_PER_64 if install == "romfs" else CODE_32_PER_64
     data = max(0, peak - vb.silicon_heap - vb.code_heap)
-    board_bytes = int(vb.code_heap * ratio + data * DATA_32_PER_64)
+    code_bytes = int(vb.code_heap * ratio)
+    board_bytes = code_bytes + int(data * DATA_32_PER_64)
     fraction = board_bytes / (board["heap_kb"] * 1024)
     return {"heap_kb": board["heap_kb"], "install": install,
             "virtual_heap": board["hardware"].get("virtual_heap", "measured"),
-            "peak_live_bytes_here": peak, "heap_bytes_here": heap, "looks": looks,
+            "peak_live_bytes_here": peak, "peak_after_a_step_of": peak_task, "heap_bytes_here": heap, "looks": looks,
             "silicon_bytes_here": vb.silicon_heap, "code_bytes_here": vb.code_heap,
-            "peak_board_bytes": board_bytes, "fraction": round(fraction, 3), "target": TARGETS.get(name),
+            "peak_board_bytes": board_bytes, "code_board_bytes": code_bytes, "fraction": round(fraction, 3), "target": TARGETS.get(name),
             "pass": fraction <= TARGETS.get(name, 1.0), "steps": steps,
             "memory_errors": console.count("MemoryError")}
 
@@ -154,11 +157,13 @@ def _print(name: str, row: dict) -> None:
     if "error" in row:
         print(f"memory {name}: not measured: {row['error']}")
         return
-    print("memory %-14s %-5s peak %6.1f of %5d KiB = %3.0f %% (target %3.0f %%: %s)%s; %s"
+    print("memory %-14s %-5s peak %6.1f of %5d KiB = %3.0f %% (target %3.0f %%: %s)%s; %s; the peak after a step "
+          "of '%s' (code %.1f KiB of it on the board)"
           % (name, row["install"], row["peak_board_bytes"] / 1024, row["heap_kb"], row["fraction"] * 100,
              (row["target"] or 1) * 100, "pass" if row["pass"] else "FAIL",
              "" if row["virtual_heap"] == "measured" else " [virtual heap: upper-bound, the board's own is smaller]",
-             "; ".join(row["steps"]) + (f"; {row['memory_errors']} MemoryError" if row["memory_errors"] else "")))
+             "; ".join(row["steps"]) + (f"; {row['memory_errors']} MemoryError" if row["memory_errors"] else ""),
+             row["peak_after_a_step_of"], row["code_board_bytes"] / 1024))
 
 
 if __name__ == "__main__":

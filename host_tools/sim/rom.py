@@ -464,13 +464,13 @@ class _Probed:
         try:
             return self._coro.send(value)
         finally:
-            _probe_step_safely()
+            _probe_step_safely(self._coro)
 
     def throw(self, exc):
         try:
             return self._coro.throw(exc)
         finally:
-            _probe_step_safely()
+            _probe_step_safely(self._coro)
 
     def close(self):
         return self._coro.close()
@@ -482,20 +482,20 @@ class _Probed:
         return self.send(None)
 
 
-_probe = [None, 0, 0, 0, 0]   # the host file, the peak, ticks_ms of the last look, looks, heap
+_probe = [None, 0, 0, 0, 0, "-"]   # the host file, the peak, ticks_ms of the last look, looks, heap, the peak's task
 
 
-def _probe_step_safely():
+def _probe_step_safely(coro):
     # Never in place of what the task's step raised or returned.
     try:
-        _probe_step()
+        _probe_step(coro)
     except Exception:  # noqa: BLE001
         pass
 
 
-def _probe_step():
+def _probe_step(coro):
     # At most every PROBE_MS, after a task's step: a collection, and what is live then. The
-    # peak goes to the host file as "<peak live bytes> <heap bytes> <looks>".
+    # peak goes to the host file as "<peak live bytes> <heap bytes> <looks> <the step's task>".
     import gc
     import time
     now = time.ticks_ms()
@@ -505,11 +505,14 @@ def _probe_step():
     live = gc.mem_alloc()
     _probe[2] = time.ticks_ms()
     _probe[3] += 1
-    if live > _probe[1] or _probe[3] % 50 == 1:
-        _probe[1] = max(live, _probe[1])
+    if live > _probe[1]:
+        _probe[1] = live
+        name = repr(coro)   # "<generator object 'run' at 0x...>"
+        _probe[5] = name[name.find("'") + 1:name.rfind("'")] or "?"
+    if live >= _probe[1] or _probe[3] % 50 == 1:
         f = _probe[0]
         f.seek(0)
-        f.write(b"%d %d %d          \n" % (_probe[1], _probe[4], _probe[3]))
+        f.write(b"%d %d %d %s                                \n" % (_probe[1], _probe[4], _probe[3], _probe[5]))
         f.flush()
 
 
