@@ -26,7 +26,8 @@ from host_tools.sim.supervisor import (CODE_32_PER_64, CODE_ROMFS_32_PER_64, DAT
                                        read_board_file)
 
 # board -> the fraction of its heap the peak may take (issue 12)
-TARGETS = {"rp2040-pico": 0.70, "rp2040-pico-w": 0.85, "esp32-devkitc": 0.85, "esp32-wrover": 0.50}
+TARGETS = {"rp2040-pico": 0.70, "rp2040-pico-w": 0.85, "esp32-devkitc": 0.85, "esp32-wrover": 0.50,
+           "rp2350-pico2-w": 0.50}
 EV = {"max_a": 16, "phases": 3, "response_s": 1}
 CHARGE_S = 60        # an hour of MeterValues at 60 s, at 1 s
 OUTAGE_S = 10        # ten minutes of them

@@ -497,6 +497,12 @@ def read_board_hal(board: str) -> tuple[str, str]:
     if hal not in INSTALLERS:
         raise BadInput(f"board file {path} has hal {hal!r}; install-micropython knows rp2 (rp2040-pico) "
                        "and esp32 (esp32-devkitc)")
+    if spec.get("hardware", {}).get("mcu", "").startswith("RP2350"):
+        # Its UF2 carries RP2350 family ids (and an absolute block first), which the RP2040 checks
+        # here would refuse.
+        raise BadInput(f"board {board} has an RP2350: install-micropython writes RP2040 images only; hold BOOTSEL, "
+                       f"plug it in and copy the .uf2 from {download_hint(spec)} to the drive it shows "
+                       "(docs/bring-up.md)")
     return hal, download_hint(spec)
 
 

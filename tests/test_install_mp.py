@@ -499,3 +499,10 @@ def test_each_board_is_told_where_its_own_micropython_comes_from():
     assert hint["esp32-wrover"] == ("https://micropython.org/download/ESP32_GENERIC/ (the .bin, not the .app-bin, "
                                     "variant SPIRAM)")
     assert "of your own build" in hint["esp32-devkitc"] and "docs/bring-up.md" in hint["esp32-devkitc"]
+
+
+def test_an_rp2350_board_is_told_to_copy_its_image_by_hand():
+    from host_tools.install_mp import BadInput, read_board_hal
+    with pytest.raises(BadInput, match="has an RP2350: install-micropython writes RP2040 images only.*"
+                                       "micropython.org/download/RPI_PICO2_W/"):
+        read_board_hal("rp2350-pico2-w")
