@@ -55,6 +55,45 @@ def test_boot_pending_or_rejected_retries_after_the_interval_and_sends_nothing_e
     wait_status(csms, second, 0, "Available", 15)
 
 
+KEY_1 = "00ff0123456789abcdef0123456789abcdefa5b6"   # 40 hex digits: 20 bytes, not all of them text
+KEY_2 = "fe" * 16                                   # 32 digits: 16 bytes
+
+
+@pytest.mark.virtual_only("switches the central system's Basic authentication on and off")
+def test_security_profile_1_logs_in_with_the_key_s_bytes_and_a_new_key_or_profile_connects_again(
+        ocpp_rig, ocpp_board, csms):
+    """The security whitepaper as OCTT tests it: with SecurityProfile 1 the HTTP Basic password is
+    the bytes the AuthorizationKey's hex digits encode (TC_085_CS); a new AuthorizationKey closes
+    the link once answered, and the charge point logs in again with it (TC_073_CS); a raised
+    SecurityProfile connects again with it, and one that cannot connect (2 needs TLS, the link is
+    ws://) goes back to the profile that did (TC_083_CS)."""
+    cp = ocpp_board["cp"]
+
+    def change(key, value):
+        return csms.call("ChangeConfiguration", {"key": key, "value": value})["payload"]["status"]
+
+    def connects_again(since_ms):
+        csms.wait("BootNotification", since_ms=since_ms, timeout_s=20)
+
+    try:
+        assert change("AuthorizationKey", KEY_1) == "Accepted"   # profile 0: the link stays
+        csms.set(basic_auth={cp: KEY_1})                          # from now on it must log in
+        t = csms.now_ms()
+        assert change("SecurityProfile", "1") == "Accepted"
+        connects_again(t)
+        t = csms.now_ms()
+        assert change("AuthorizationKey", KEY_2) == "Accepted"   # the central system now wants KEY_2
+        connects_again(t)
+        t = csms.now_ms()
+        assert change("SecurityProfile", "2") == "Accepted"
+        connects_again(t)
+        got = csms.call("GetConfiguration", {"key": ["SecurityProfile"]})["payload"]["configurationKey"]
+        assert got == [{"key": "SecurityProfile", "readonly": False, "value": "1"}]
+        assert change("SecurityProfile", "0") == "Rejected"      # only ever raised
+    finally:
+        csms.set(basic_auth={})
+
+
 @pytest.mark.rig_ops("power")
 def test_configuration_get_change_unknown_and_bad_values(ocpp_rig, csms):
     got = csms.call("GetConfiguration", {})["payload"]

@@ -298,7 +298,9 @@ def test_bad_api_requests_get_an_error_reply_and_the_connection_stays_open(csms,
         b'{"op": "nope"}': "unknown op 'nope'; known ops: call, charge_points, disconnect, frames, info,",
         b'{"op": "frames", "since_ms": "x"}': "frames: 'since_ms' must be a number of milliseconds, not 'x'",
         b'{"op": "frames", "cp": 1}': "frames: 'cp' must be a charge point identity",
-        b'{"op": "set"}': "set: give at least one of boot_status, interval, tags, tag, refuse",
+        b'{"op": "set"}': "set: give at least one of boot_status, interval, tags, tag, refuse, basic_auth",
+        b'{"op": "set", "basic_auth": {"CP1": ""}}': "set: 'basic_auth' must be an object of identity: password",
+        b'{"op": "set", "basic_auth": ["CP1"]}': "set: 'basic_auth' must be an object of identity: password",
         b'{"op": "set", "refuse": ["Reset"]}': "set: 'refuse' must be a list of actions a charge point sends",
         b'{"op": "set", "refuse": "Heartbeat"}': "set: 'refuse' must be a list of actions a charge point sends",
         b'{"op": "set", "boot_status": "Maybe"}': "set: 'boot_status' must be one of Accepted, Pending, Rejected",
@@ -464,15 +466,19 @@ def secure_csms(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
     cert.private_key_pem.write_to_path(folder / "key.pem")
     cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
-    with CsmsProcess("--basic-auth", "CP1:secret-key-0123456789", "CP2:other-key-0123456789",
+    with CsmsProcess("--basic-auth", "CP1:secret-key-0123456789", "CP2:other-key-0123456789", f"CP3:{HEX_KEY}",
                      "--tls-cert", str(folder / "cert.pem"), "--tls-key", str(folder / "key.pem")) as process:
         client_context = ssl.create_default_context()
         ca.configure_trust(client_context)
         yield process, client_context
 
 
+HEX_KEY = "00ff0123456789abcdef0123456789abcdefa5b6"   # an AuthorizationKey: 20 bytes, not all text
+
+
 def _basic(user, password):
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    raw = password if isinstance(password, bytes) else password.encode()
+    return {"Authorization": "Basic " + base64.b64encode(user.encode() + b":" + raw).decode()}
 
 
 def test_security_profile_2_serves_wss_and_refuses_a_charge_point_without_the_right_basic_auth(secure_csms):
@@ -490,8 +496,10 @@ def test_security_profile_2_serves_wss_and_refuses_a_charge_point_without_the_ri
         return [await status_of("CP1", {}), await status_of("CP1", _basic("CP1", "wrong")),
                 await status_of("CP1", _basic("CP2", "other-key-0123456789")),
                 await status_of("CP9", _basic("CP9", "anything")),
-                await status_of("CP1", _basic("CP1", "secret-key-0123456789"))]
-    assert asyncio.run(scenario()) == [401, 401, 401, 401, "Accepted"]
+                await status_of("CP1", _basic("CP1", "secret-key-0123456789")),
+                await status_of("CP3", _basic("CP3", HEX_KEY)),                  # the digits: no (OCTT TC_085)
+                await status_of("CP3", _basic("CP3", bytes.fromhex(HEX_KEY)))]   # the bytes they encode
+    assert asyncio.run(scenario()) == [401, 401, 401, 401, "Accepted", 401, "Accepted"]
     assert eventually(lambda: any("CP1: HTTP Basic authentication is required" in line for line in process.lines))
 
 

@@ -85,7 +85,7 @@ async def call(central: CentralSystem, req: dict) -> dict:
 
 @op("set")
 def set_(central: CentralSystem, req: dict) -> dict:
-    known = ("boot_status", "interval", "tags", "tag", "refuse")
+    known = ("boot_status", "interval", "tags", "tag", "refuse", "basic_auth")
     if not any(k in req for k in known):
         raise OpError(f"give at least one of {', '.join(known)}")
     settings = central.model.settings
@@ -108,13 +108,21 @@ def set_(central: CentralSystem, req: dict) -> dict:
     if not isinstance(refuse, list) or not all(isinstance(a, str) and a in FROM_CHARGE_POINT for a in refuse):
         raise OpError(f"'refuse' must be a list of actions a charge point sends "
                       f"({', '.join(sorted(FROM_CHARGE_POINT))}), not {refuse!r}")
+    basic_auth = req.get("basic_auth", central.basic_auth)
+    if not isinstance(basic_auth, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                                                   for k, v in basic_auth.items()):
+        raise OpError("'basic_auth' must be an object of identity: password (security profile 1; {} turns it "
+                      f"off), not {basic_auth!r}")
     settings.boot_status, settings.interval_s = boot_status, interval
     settings.refuse = set(refuse)
+    central.basic_auth = dict(basic_auth)
     if tags is not None:
         settings.tags.replace(tags)
     if tag is not None:
         settings.tags.put(*tag)
     changed = {k: req[k] for k in known if k in req}
+    if "basic_auth" in changed:   # the log names who must log in, never a password
+        changed["basic_auth"] = sorted(basic_auth)
     central.say(f"set {json.dumps(changed)}")
     return {}
 

@@ -6,6 +6,8 @@ terminal (terminal.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import signal
@@ -25,7 +27,6 @@ from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_di
 from ocpp.v16 import call as ocpp_call
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHeader, NegotiationError
-from websockets.headers import parse_authorization_basic
 from websockets.typing import Subprotocol
 
 from host_tools.csms import schema
@@ -142,15 +143,15 @@ class CentralSystem:
         if header is None:
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED,
                                 f"{identity}: HTTP Basic authentication is required (security profile 1)")
-        try:
-            user, password = parse_authorization_basic(header)
-        except InvalidHeader:
+        credentials = basic_credentials(header)
+        if credentials is None:
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, f"{identity}: the Authorization header is not HTTP Basic")
+        user, password = credentials
         expected = self.basic_auth.get(identity)
         if user != identity:
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED,
                                 f"{identity}: the user name must be the identity in the URL, not {user!r}")
-        if expected is None or not hmac.compare_digest(password.encode(), expected.encode()):
+        if expected is None or not hmac.compare_digest(password, basic_password(expected)):
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, f"{identity}: wrong password, or no --basic-auth for it")
         return None
 
@@ -228,6 +229,11 @@ class CentralSystem:
             reply["call_error"] = {"errorCode": frame[2], "errorDescription": frame[3], "errorDetails": frame[4]}
         else:
             reply["payload"] = frame[2]
+            if action == "ChangeConfiguration" and payload.get("key") == "AuthorizationKey" and \
+                    frame[2].get("status") == "Accepted" and self.basic_auth:
+                # The charge point connects again with its new password (security whitepaper).
+                self.basic_auth[session.identity] = payload["value"]
+                self.say(f"{session.identity}: its AuthorizationKey changed; its next connection must use it")
         return reply
 
     async def disconnect(self, identity: str | None) -> str:
@@ -262,6 +268,33 @@ def _peer(connection: ServerConnection) -> str:
         return f"{host}:{port}"
     except (TypeError, ValueError):
         return "?"
+
+
+def basic_credentials(header: str) -> tuple[str, bytes] | None:
+    """(user, password bytes) of an HTTP Basic Authorization header, or None. The password is
+    kept as bytes: OCPP's is what a hex AuthorizationKey encodes, binary as often as not."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = raw.partition(b":")
+    if not sep:
+        return None
+    return user.decode("utf-8", "replace"), password
+
+
+def basic_password(key: str) -> bytes:
+    """The password a charge point sends for its AuthorizationKey `key`: the 16 to 20 bytes that
+    32 to 40 hex digits encode (security whitepaper; OCTT TC_085_CS), else the text itself."""
+    if 32 <= len(key) <= 40 and len(key) % 2 == 0:
+        try:
+            return bytes.fromhex(key)
+        except ValueError:
+            pass
+    return key.encode()
 
 
 def _basic_auth_pairs(pairs: list[str] | None) -> dict[str, str]:

@@ -4,6 +4,7 @@
 #
 # Order of what goes out: the journal (transaction messages, on flash until confirmed) first,
 # then the outbox (status, heartbeat, authorize, notifications; in RAM, bounded).
+import binascii
 import time
 
 import asyncio
@@ -78,11 +79,26 @@ class ChargePoint:
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         self.later = []
+        self._link_profile = None      # the SecurityProfile the link connected with
+        self._fallback_profile = None  # after a raise: the profile to go back to if it fails
         self._load()
 
     def _key_changed(self, name, value):
         if name == "HeartbeatInterval":
             self.heartbeat_s = value
+        elif name == "AuthorizationKey" and self.keys.get("SecurityProfile") >= 1 and self.connected:
+            # Security whitepaper (OCTT TC_073): once the change is answered, the link closes and
+            # the charge point connects again with the new password.
+            self.later.append(lambda: self._relink("the AuthorizationKey changed: connecting again with it"))
+        elif name == "SecurityProfile" and self.connected:
+            # Security whitepaper (OCTT TC_083): connect again with the new profile; if that
+            # fails, go back to the profile that connected.
+            self._fallback_profile = self._link_profile
+            self.later.append(lambda: self._relink("SecurityProfile is %d now: connecting again with it" % value))
+
+    def _relink(self, why):
+        self._dead = why
+        self._reply_event.set()   # a CALL waiting for its answer gives up now
 
     # ---- persistence ---------------------------------------------------------------------------
     def _load(self):
@@ -649,9 +665,20 @@ class ChargePoint:
         attempt = 0
         while True:
             ws = wsmod.WebSocket()
+            profile = self.keys.get("SecurityProfile")
             try:
+                if profile >= 2 and not self.url.startswith("wss://"):
+                    raise ValueError("SecurityProfile %d needs TLS: the central system's URL must be wss://" % profile)
                 await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
+                if self._fallback_profile is not None and self._fallback_profile != profile:
+                    self.log("ocpp: SecurityProfile %d cannot connect (%s); back to %d" % (profile, e, self._fallback_profile))
+                    try:
+                        self.keys.fall_back("SecurityProfile", self._fallback_profile)
+                    except OSError as store_error:
+                        self.log("ocpp: SecurityProfile %d not stored (%s)" % (self._fallback_profile, store_error))
+                    self._fallback_profile = None
+                    continue
                 wait_ms = wsmod.backoff_ms(attempt, cap_ms=RECONNECT_MAX_MS)
                 attempt += 1
                 self.why_offline = "cannot connect: %s" % (e,)
@@ -660,6 +687,8 @@ class ChargePoint:
                 await asyncio.sleep_ms(wait_ms)
                 continue
             attempt = 0
+            self._link_profile = profile
+            self._fallback_profile = None
             self.ws = ws
             self.connected = True
             self.retry_at_ms = None
@@ -705,9 +734,11 @@ class ChargePoint:
         return out
 
     def _basic_auth(self):
+        # The password is what the AuthorizationKey's hex digits encode (16 to 20 bytes, maybe
+        # binary), not the digits (security whitepaper; OCTT TC_085).
         key = self.keys.get("AuthorizationKey")
         if self.keys.get("SecurityProfile") >= 1 and key:
-            return (self.cp_id, key)
+            return (self.cp_id, binascii.unhexlify(key))
         return None
 
     async def _session(self, ws):

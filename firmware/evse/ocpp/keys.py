@@ -209,6 +209,14 @@ class Keys:
             conf["unknownKey"] = unknown
         return conf
 
+    def fall_back(self, name, value):
+        """Stores `value` for `name` past the rules of change(): a SecurityProfile that could not
+        connect goes back to the one that did (security whitepaper). OSError if not stored."""
+        values = dict(self.values)
+        values[name] = value
+        store.write_json(self.path, values)
+        self.values = values
+
     def change(self, name, value_text):
         """ChangeConfiguration: "Accepted", "Rejected" (read-only or bad value: see last_error),
         "RebootRequired" (stored; effective after a reboot) or "NotSupported" (unknown key)."""

@@ -277,7 +277,7 @@ class WebSocket:
 
     async def connect(self, url, subprotocol="ocpp1.6", basic_auth=None, ca_der=None,
                       timeout_ms=10000):
-        """Open the TCP (and TLS) link and upgrade it. basic_auth: (user, password) for OCPP
+        """Open the TCP (and TLS) link and upgrade it. basic_auth: (user, password: text or bytes) for OCPP
         security profile 1/2; ca_der: the CA that must have signed a wss:// server's certificate
         (without it the server is not verified). Raises ValueError for a bad URL, WsError for
         everything else, naming the server."""
@@ -336,8 +336,9 @@ class WebSocket:
                % (path, host_hdr, key.decode()))
         if subprotocol:
             req += "Sec-WebSocket-Protocol: %s\r\n" % subprotocol
-        if basic_auth:
-            cred = ("%s:%s" % (basic_auth[0], basic_auth[1])).encode()
+        if basic_auth:   # the password may be bytes, not text (OCPP's AuthorizationKey)
+            user, password = basic_auth
+            cred = user.encode() + b":" + (password if isinstance(password, bytes) else password.encode())
             req += "Authorization: Basic %s\r\n" % binascii.b2a_base64(cred)[:-1].decode()
         self._writer.write((req + "\r\n").encode())
         await self._writer.drain()
