@@ -257,6 +257,41 @@ def test_reset_without_a_transaction_boots_again(ocpp_rig, csms):
     assert not sent(csms, t, "StopTransaction")
 
 
+def security_events(csms, since_ms):
+    """(time, type) of the SecurityEventNotification CALLs since `since_ms`, each attempt."""
+    return [(f["t_ms"], f["frame"][3]["type"]) for f in csms.frames(since_ms=since_ms)
+            if f["dir"] == "in" and f["frame"][0] == 2 and f["frame"][2] == "SecurityEventNotification"]
+
+
+def test_critical_security_events_go_through_the_journal_and_survive_a_reboot(ocpp_rig, csms):
+    """Improved security for OCPP 1.6-J, section 8: the critical events go to the central system
+    as SecurityEventNotification (schema-valid), queued on flash as transaction messages are. At
+    boot: StartupOfTheDevice and SettingSystemTime (the clock set by BootNotification). A Reset:
+    ResetOrReboot, which the central system refuses until after the reboot, when the journal
+    sends it again."""
+    deadline = time.monotonic() + 15
+    while {"StartupOfTheDevice", "SettingSystemTime"} - {k for _, k in security_events(csms, ocpp_rig.booted_ms)}:
+        assert time.monotonic() < deadline, security_events(csms, ocpp_rig.booted_ms)
+        time.sleep(0.2)
+    t = csms.now_ms()
+    csms.set(refuse=["SecurityEventNotification"])
+    try:
+        assert csms.call("Reset", {"type": "Soft"})["payload"]["status"] == "Accepted"
+        deadline = time.monotonic() + 15
+        while ("ResetOrReboot" not in {k for _, k in security_events(csms, t)}
+               or not sent(csms, t, "BootNotification")):
+            assert time.monotonic() < deadline, security_events(csms, t)
+            time.sleep(0.2)
+    finally:
+        csms.set(refuse=[])
+    rebooted = [f["t_ms"] for f in csms.frames(since_ms=t) if f["dir"] == "in" and f["frame"][0] == 2
+                and f["frame"][2] == "BootNotification"][0]
+    deadline = time.monotonic() + 90
+    while "ResetOrReboot" not in {k for at, k in security_events(csms, rebooted)}:
+        assert time.monotonic() < deadline, security_events(csms, t)
+        time.sleep(0.5)
+
+
 @pytest.mark.rig_ops("rfid")
 def test_unlock_stops_the_transaction(ocpp_rig, csms):
     t = start_session(ocpp_rig, csms)

@@ -425,6 +425,7 @@ def test_connect_names_the_server_when_nothing_listens():
         port = s.getsockname()[1]
     [refused] = run_client("refused", "ws://127.0.0.1:%d/cp" % port)
     assert refused[0] == "refused" and "cannot connect to 127.0.0.1:%d" % port in refused[2]
+    assert refused[3] is False   # refused, but no certificate was wrong
 
 
 def test_wss_with_the_board_ca_verifies_the_server_and_talks(servers):
@@ -436,17 +437,20 @@ def test_wss_with_the_board_ca_verifies_the_server_and_talks(servers):
 def test_wss_refuses_a_server_certificate_not_signed_by_the_board_ca(servers):
     [refused] = run_client("refused", servers["tls"] + "/echo", ca=servers["other_ca"])
     assert refused[0] == "refused" and "cannot connect" in refused[2], refused
+    assert refused[3] is True   # the charge point's InvalidCentralSystemCertificate security event
 
 
 def test_a_ca_that_is_not_a_certificate_is_named_as_the_problem(servers, tmp_path):
     (tmp_path / "garbage.der").write_bytes(b"not a certificate")
     [refused] = run_client("refused", servers["tls"] + "/echo", ca=str(tmp_path / "garbage.der"))
     assert refused[0] == "refused" and "CA certificate (ca_der, 17 bytes) does not load" in refused[2]
+    assert refused[3] is False   # our own CA is broken, not the server's certificate
 
 
 def test_wss_refuses_a_certificate_for_another_host_name(servers):
     [refused] = run_client("refused", servers["tls-wrong-name"] + "/echo", ca=servers["ca"])
     assert refused[0] == "refused" and "cannot connect" in refused[2], refused
+    assert refused[3] is True, refused
 
 
 @pytest.mark.parametrize("server", ["plain", "tls"])

@@ -294,6 +294,8 @@ class App:
         if status:
             cp.firmware_status = status
             cp.send("FirmwareStatusNotification", {"status": status})
+            if status == "Installed":
+                cp.security_event("FirmwareUpdated", "evse %s installed" % evse.VERSION)
 
     def clock(self):
         """The control path's monotonic millisecond count; unlike ticks_ms it does not wrap, and
@@ -698,6 +700,8 @@ class App:
                 why = "ended"
             except Exception as e:  # noqa: BLE001  (a cancel is no Exception: it ends this too)
                 why = "failed (%r)" % (e,) if not isinstance(e, MemoryError) else "ran out of memory"
+                if isinstance(e, MemoryError) and self.cp is not None:
+                    self.cp.security_event("MemoryExhaustion", "the task %s ran out of memory" % name)
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.note("%s: the task %s; started again in %d ms" % (name, why, RESTART_MS))
             await asyncio.sleep_ms(RESTART_MS)

@@ -72,7 +72,7 @@ async def refused(opts):
         ws = await connect(opts)
         await ws.close()
     except WsError as e:
-        say("refused", e.status, e.reason)
+        say("refused", e.status, e.reason, e.bad_certificate)
 
 
 async def silent(opts):

@@ -36,6 +36,16 @@ class CallError(Exception):
     pass
 
 
+# The security events pushed to the central system: those the security whitepaper (edition 2,
+# section 8) calls critical, and InvalidCentralSystemCertificate, which OCTT TC_078 expects. The others (ReconfigurationOfSecurityParameters,
+# FailedToAuthenticateAtCentralSystem, InvalidMessages, ...) go to the log only.
+SECURITY_EVENTS_SENT = ("FirmwareUpdated", "SettingSystemTime", "StartupOfTheDevice", "ResetOrReboot",
+                        "SecurityLogWasCleared", "MemoryExhaustion", "AttemptedReplayAttacks",
+                        "TamperDetectionActivated", "InvalidCentralSystemCertificate")
+_EARLY_EVENTS_MAX = const(8)
+_CLOCK_MOVE_S = const(60)   # a clock set by more than this is a SettingSystemTime event
+
+
 class ChargePoint:
     VENDOR_ID = "evse"
 
@@ -79,22 +89,61 @@ class ChargePoint:
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         self.later = []
+        self._early_events = []        # security events from before the clock was known
         self._link_profile = None      # the SecurityProfile the link connected with
         self._fallback_profile = None  # after a raise: the profile to go back to if it fails
         self._load()
+        self.security_event("StartupOfTheDevice", "evse %s booted" % evse.VERSION)
 
     def _key_changed(self, name, value):
         if name == "HeartbeatInterval":
             self.heartbeat_s = value
-        elif name == "AuthorizationKey" and self.keys.get("SecurityProfile") >= 1 and self.connected:
+        if name in ("AuthorizationKey", "SecurityProfile"):
+            self.security_event("ReconfigurationOfSecurityParameters", "%s changed" % name)   # never its value
+        if name == "AuthorizationKey" and self.keys.get("SecurityProfile") >= 1 and self.connected:
             # Security whitepaper (OCTT TC_073): once the change is answered, the link closes and
             # the charge point connects again with the new password.
             self.later.append(lambda: self._relink("the AuthorizationKey changed: connecting again with it"))
-        elif name == "SecurityProfile" and self.connected:
+        if name == "SecurityProfile" and self.connected:
             # Security whitepaper (OCTT TC_083): connect again with the new profile; if that
             # fails, go back to the profile that connected.
             self._fallback_profile = self._link_profile
             self.later.append(lambda: self._relink("SecurityProfile is %d now: connecting again with it" % value))
+
+    def security_event(self, kind, tech_info=None):
+        """A security event (Improved security for OCPP 1.6-J, edition 2, section 8): in the log,
+        and a critical one as SecurityEventNotification through the journal, so that it waits on
+        flash while offline and goes in order, as transaction messages do. One from before the
+        clock was set waits in RAM for the BootNotification's time."""
+        self.log("ocpp: security event %s%s" % (kind, ": " + tech_info if tech_info else ""))
+        if kind not in SECURITY_EVENTS_SENT:
+            return
+        payload = {"type": kind}
+        if tech_info:
+            payload["techInfo"] = tech_info[:255]
+        if not self.clock.known:
+            if len(self._early_events) < _EARLY_EVENTS_MAX:
+                self._early_events.append(payload)
+            return
+        self._queue_event(payload, self.clock.now())
+
+    def _queue_event(self, payload, epoch_s):
+        payload["timestamp"] = clock.iso(epoch_s)
+        try:
+            self.journal.append("SecurityEventNotification", payload)
+        except Exception as e:  # noqa: BLE001  (a MemoryError too: an event must not stop its cause)
+            self.log("ocpp: security event %s not queued (%r)" % (payload["type"], e))
+
+    def _set_clock(self, epoch_s):
+        # SettingSystemTime: the first time after a boot, and a move of more than a minute.
+        moved = None if not self.clock.known else epoch_s - self.clock.now()
+        self.clock.set(epoch_s)
+        early, self._early_events = self._early_events, []
+        for payload in early:
+            self._queue_event(payload, epoch_s)
+        if moved is None or not -_CLOCK_MOVE_S <= moved <= _CLOCK_MOVE_S:
+            self.security_event("SettingSystemTime", "set by the central system" if moved is None else
+                                "moved %+d s by the central system" % moved)
 
     def _relink(self, why):
         self._dead = why
@@ -578,6 +627,7 @@ class ChargePoint:
 
     def request_reset(self, kind):
         reason = "HardReset" if kind == "Hard" else "SoftReset"
+        self.security_event("ResetOrReboot", "%s reset asked by the central system" % kind)
         for c in self.connectors[1:]:
             self.stop_tx(c, reason)
         self._reset = kind
@@ -663,6 +713,7 @@ class ChargePoint:
     # ---- the connection ------------------------------------------------------------------------------
     async def run(self):
         attempt = 0
+        reported = []   # the security events of this outage's failed connects
         while True:
             ws = wsmod.WebSocket()
             profile = self.keys.get("SecurityProfile")
@@ -671,6 +722,11 @@ class ChargePoint:
                     raise ValueError("SecurityProfile %d needs TLS: the central system's URL must be wss://" % profile)
                 await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
+                event = "FailedToAuthenticateAtCentralSystem" if getattr(e, "status", None) == 401 else \
+                    "InvalidCentralSystemCertificate" if getattr(e, "bad_certificate", False) else None
+                if event is not None and event not in reported:   # once an outage, not at every try
+                    reported.append(event)
+                    self.security_event(event, str(e))
                 if self._fallback_profile is not None and self._fallback_profile != profile:
                     self.log("ocpp: SecurityProfile %d cannot connect (%s); back to %d" % (profile, e, self._fallback_profile))
                     try:
@@ -687,6 +743,7 @@ class ChargePoint:
                 await asyncio.sleep_ms(wait_ms)
                 continue
             attempt = 0
+            reported = []
             self._link_profile = profile
             self._fallback_profile = None
             self.ws = ws
@@ -795,7 +852,7 @@ class ChargePoint:
     def _heartbeat_reply(self, reply):
         if reply and "currentTime" in reply:
             try:
-                self.clock.set(clock.parse_iso(reply["currentTime"]))
+                self._set_clock(clock.parse_iso(reply["currentTime"]))
             except ValueError:
                 pass
 
@@ -804,7 +861,7 @@ class ChargePoint:
             reply = await self.call("BootNotification", self.boot_payload())
             self.boot_status = reply.get("status")
             try:
-                self.clock.set(clock.parse_iso(reply.get("currentTime", "")))
+                self._set_clock(clock.parse_iso(reply.get("currentTime", "")))
             except ValueError:
                 self.log("ocpp: BootNotification.conf currentTime %r is not a time" % reply.get("currentTime"))
             interval = reply.get("interval") or 0
@@ -856,6 +913,7 @@ class ChargePoint:
                     await self._send_text(rpc.error(e.uid, e.code, e.description))
                 else:
                     self.log("ocpp: dropped a frame that is not OCPP-J: %s" % e.description)
+                self.security_event("InvalidMessages", e.description)
                 continue
             kind = msg[0]
             if kind == rpc.CALL:

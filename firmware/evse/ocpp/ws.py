@@ -44,13 +44,15 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 class WsError(Exception):
     """The link or the server broke the protocol. `status`: the HTTP status of the upgrade answer
     when that was the problem (401: wrong credentials; 101: upgraded, but not as asked).
-    `close_code`: what we tell the server before hanging up."""
+    `close_code`: what we tell the server before hanging up. `bad_certificate`: TLS refused the
+    server's certificate (not signed by the CA, another host's, expired)."""
 
-    def __init__(self, reason, status=None, close_code=CLOSE_PROTOCOL):
+    def __init__(self, reason, status=None, close_code=CLOSE_PROTOCOL, bad_certificate=False):
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.close_code = close_code
+        self.bad_certificate = bad_certificate
 
 
 class WsTooBig(Exception):
@@ -320,7 +322,11 @@ class WebSocket:
             # signed by ca_der, host name mismatch); mbedtls texts come wrapped in newlines.
             self._drop()
             names.connected(host, False)
-            raise WsError("cannot connect to %s: %s" % (where, " ".join(str(e).split())))
+            text = " ".join(str(e).split())
+            # mbedtls' verify texts all name the certificate ("The certificate is not correctly
+            # signed by the trusted CA", "... Common Name (CN) does not match ...", "... has expired").
+            raise WsError("cannot connect to %s: %s" % (where, text), bad_certificate=ctx is not None and
+                          "certificate" in text.lower() and "ca certificate" not in text.lower())
         names.connected(host, True)
         self.last_rx_ms = time.ticks_ms()
 
