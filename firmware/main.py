@@ -3,14 +3,18 @@
 # package from a ROMFS image, a new image staged by an update goes to the partition first, before
 # anything runs from /rom; and again after resume_install, which may just have renamed it into
 # place. romfs_update mounts the new image at /rom once it is written.
-import romfs_update
-
-romfs_update.install("/")
+try:
+    import romfs_update
+except ImportError:   # an update from a release without it, cut before it was renamed into place
+    romfs_update = None
+if romfs_update:
+    romfs_update.install("/")
 from evse.ocpp import fw  # noqa: E402
 
 fw.resume_install("/")
 del fw
-romfs_update.install("/")
+if romfs_update:
+    romfs_update.install("/")
 del romfs_update
 import evse  # noqa: E402
 

@@ -84,14 +84,41 @@ def test_security_profile_1_logs_in_with_the_key_s_bytes_and_a_new_key_or_profil
         t = csms.now_ms()
         assert change("AuthorizationKey", KEY_2) == "Accepted"   # the central system now wants KEY_2
         connects_again(t)
-        t = csms.now_ms()
-        assert change("SecurityProfile", "2") == "Accepted"
-        connects_again(t)
-        got = csms.call("GetConfiguration", {"key": ["SecurityProfile"]})["payload"]["configurationKey"]
-        assert got == [{"key": "SecurityProfile", "readonly": False, "value": "1"}]
+        assert change("SecurityProfile", "2") == "Rejected"      # TLS: this central system's URL is ws://
         assert change("SecurityProfile", "0") == "Rejected"      # only ever raised
+        assert profile(csms) == "1"
     finally:
         csms.set(basic_auth={})
+
+
+def profile(csms):
+    got = csms.call("GetConfiguration", {"key": ["SecurityProfile"]})["payload"]["configurationKey"]
+    return got[0]["value"]
+
+
+@pytest.mark.virtual_only("switches the central system's Basic authentication on and off")
+def test_a_raised_security_profile_that_cannot_connect_falls_back_to_the_one_that_did(ocpp_rig, ocpp_board, csms):
+    """Security whitepaper (OCTT TC_083_CS): SecurityProfile raised from 0 to 1 while the central
+    system expects another password: three refused connects, then the charge point goes back to
+    profile 0 (it connects without Basic authentication), and keeps it."""
+    cp = ocpp_board["cp"]
+    assert csms.call("ChangeConfiguration", {"key": "AuthorizationKey", "value": KEY_1})["payload"]["status"] == "Accepted"
+    t = csms.now_ms()
+    csms.set(basic_auth={cp: KEY_2})
+    try:
+        assert csms.call("ChangeConfiguration", {"key": "SecurityProfile", "value": "1"})["payload"]["status"] == "Accepted"
+
+        def refusals():
+            return [r for r in csms.request("info")["refusals"] if r["cp"] == cp and r["t_ms"] >= t]
+        deadline = time.monotonic() + 40
+        while not any("authentication is required" in r["why"] for r in refusals()):   # no header: profile 0
+            assert time.monotonic() < deadline, refusals()
+            time.sleep(0.2)
+        assert sum("wrong password" in r["why"] for r in refusals()) == 3, refusals()   # profile 1, three times
+    finally:
+        csms.set(basic_auth={})
+    csms.wait("BootNotification", since_ms=t, timeout_s=40)
+    assert profile(csms) == "0"
 
 
 @pytest.mark.rig_ops("power")

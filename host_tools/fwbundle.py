@@ -31,7 +31,8 @@ from pathlib import Path
 
 MAGIC = b"EVSEFW1 "
 ROMFS_IMAGE = "evse.romfs"   # firmware/romfs_update.py's IMAGE
-TOP_LEVEL = ("main.py", "boot.py", "romfs_update.py")
+# In the order the firmware renames them into place: main.py, which imports romfs_update, last.
+TOP_LEVEL = ("romfs_update.py", "boot.py", "main.py")
 VERSION_MAX = 50       # OCPP 1.6 BootNotification.firmwareVersion is CiString50
 MANIFEST_MAX = 8192    # the firmware refuses a longer manifest
 

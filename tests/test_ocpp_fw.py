@@ -438,6 +438,22 @@ def test_a_power_cut_while_renaming_is_finished_at_boot(server, release, flash):
     assert set(after) - set(files) == {"board.json", "config.json", "fw.state"}
 
 
+def test_a_romfs_install_cut_after_its_image_was_written_at_boot_is_reported_installed(
+        server, romfs_release, flash, romfs_board):
+    """Cut after evse.romfs was renamed into place but before the install was closed: at the next
+    boot romfs_update writes the image and removes it first, then resume_install finishes."""
+    data, files = romfs_release
+    image, partition = romfs_board
+    url = server.serve("/romfs-cut.bin", data)
+    run_until_cut("fwrun.py", "update", url, flash, "romfs=%s" % image, "partition=%s" % partition,
+                  "cut=state:0")   # every file renamed, the install not closed: fw.pending still there
+    assert "fw.pending" in tree(flash) and "evse.romfs" in tree(flash)
+    lines, out = run_mpy("romfsrun.py", "install", flash, partition)
+    assert lines[-1]["result"] is True and "evse.romfs" not in tree(flash), out
+    lines, out = run_mpy("fwrun.py", "boot", flash)
+    assert lines[-1]["result"] == ["Installed", "Installed", None, VERSION], out
+
+
 def test_a_staged_file_the_flash_damaged_before_the_boot_is_reported_as_installation_failed(server, release, flash):
     data, files = release
     url = server.serve("/cut-damaged.bin", data)
@@ -551,7 +567,8 @@ def test_fwbundle_romfs_bundles_the_top_level_files_and_the_package_as_one_image
     out = tmp_path / "fw.bin"
     assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "1.2.3", "--romfs", "esp32-devkitc"]) == 0
     entries = bundle_entries(out.read_bytes())
-    assert list(entries) == ["main.py", "boot.py", "romfs_update.py", "evse.romfs"]
+    # main.py, which imports romfs_update, is renamed into place after it
+    assert list(entries) == ["romfs_update.py", "boot.py", "main.py", "evse.romfs"]
     assert entries["evse.romfs"] == romfs_image(compile_package("xtensawin"))
     assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "1", "--romfs", "rp2040-pico"]) == 2
     mpy_only = tmp_path / "firmware"

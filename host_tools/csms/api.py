@@ -58,7 +58,8 @@ def info(central: CentralSystem, req: dict) -> dict:
     return {**central.addresses, "ops": sorted(OPS), "boot_status": settings.boot_status,
             "interval": settings.interval_s, "tags": settings.tags.tags, "refuse": sorted(settings.refuse),
             "files": str(central.files.root) if central.files else None,
-            "basic_auth": sorted(central.basic_auth), "tls": central.ssl_context is not None}
+            "basic_auth": sorted(central.basic_auth), "tls": central.ssl_context is not None,
+            "refusals": list(central.refusals)}
 
 
 @op("charge_points")

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 SUBPROTOCOL = "ocpp1.6"      # OCPP-J 1.6 section 3.1.2
 DEFAULT_CALL_TIMEOUT_S = 30.0
+REFUSALS_KEPT = 50            # refused connections the API's info shows
 
 
 class CallFailed(ValueError):
@@ -83,6 +84,7 @@ class CentralSystem:
         self.t0 = time.monotonic()
         self.model = CentralModel(tags, self.now_ms)
         self.basic_auth = basic_auth or {}
+        self.refusals: list[dict] = []   # the last REFUSALS_KEPT refused connections (API info)
         self.ssl_context = ssl_context
         self.sessions: dict[str, Session] = {}     # identity -> live session, oldest first
         self.addresses: dict[str, str] = {}
@@ -125,6 +127,9 @@ class CentralSystem:
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str):
         path = connection.request.path if connection.request else "?"
         self.say(f"refused {path} from {_peer(connection)}: HTTP {status.value}, {why}")
+        self.refusals.append({"t_ms": round(self.now_ms(), 1), "cp": identity_from_path(path) if path != "?" else None,
+                              "status": status.value, "why": why})
+        del self.refusals[:-REFUSALS_KEPT]
         response = connection.respond(status, why + "\n")
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="evsectl csms", charset="UTF-8"'
@@ -229,10 +234,11 @@ class CentralSystem:
             reply["call_error"] = {"errorCode": frame[2], "errorDescription": frame[3], "errorDetails": frame[4]}
         else:
             reply["payload"] = frame[2]
-            if action == "ChangeConfiguration" and payload.get("key") == "AuthorizationKey" and \
+            if action == "ChangeConfiguration" and str(payload.get("key")).lower() == "authorizationkey" and \
                     frame[2].get("status") == "Accepted" and self.basic_auth:
-                # The charge point connects again with its new password (security whitepaper).
-                self.basic_auth[session.identity] = payload["value"]
+                # The charge point connects again with its new password (security whitepaper),
+                # the key as it takes it: names match whatever their case, values are stripped.
+                self.basic_auth[session.identity] = str(payload["value"]).strip()
                 self.say(f"{session.identity}: its AuthorizationKey changed; its next connection must use it")
         return reply
 

@@ -1,6 +1,6 @@
 # Runs evse.ocpp.fw under the real MicroPython for tests/test_ocpp_fw.py. One JSON line per
 # event on stdout: {"status": ...} for each notification, {"result": ...} at the end.
-#   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K] [ca=PATH] [romfs=IMAGE]
+#   fwrun.py update URL ROOT [retries] [cut=stage:K|cut=rename:K|cut=state:K] [ca=PATH] [romfs=IMAGE]
 #                                       [partition=FILE]
 #                                       (romfs: IMAGE mounted at /rom first, as a ROMFS install;
 #                                        partition: the board has a ROMFS partition of FILE's size)
@@ -107,7 +107,7 @@ def main():
         opts = options(sys.argv[4:])
         if "cut" in opts:
             phase, calls = opts["cut"].split(":")
-            power_cut_after("_makedirs_for" if phase == "stage" else "_replace", int(calls))
+            power_cut_after({"stage": "_makedirs_for", "rename": "_replace", "state": "_set_state"}[phase], int(calls))
         if "romfs" in opts:
             import vfs
             with open(opts["romfs"], "rb") as f:

@@ -43,6 +43,7 @@ SECURITY_EVENTS_SENT = ("FirmwareUpdated", "SettingSystemTime", "StartupOfTheDev
                         "SecurityLogWasCleared", "MemoryExhaustion", "AttemptedReplayAttacks",
                         "TamperDetectionActivated", "InvalidCentralSystemCertificate")
 _EARLY_EVENTS_MAX = const(8)
+PROFILE_TRIES = const(3)    # connects a raised SecurityProfile gets before it falls back (a blip is no verdict)
 _CLOCK_MOVE_S = const(60)   # a clock set by more than this is a SettingSystemTime event
 
 
@@ -57,7 +58,7 @@ class ChargePoint:
         self.ca_der = ca_der
         self.log = log
         n = len(app.guns)
-        self.keys = keys.Keys(root, n, self._key_changed)
+        self.keys = keys.Keys(root, n, self._key_changed, self._key_check)
         self.auth = auth.Auth(root, self.keys)
         self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
         path = self.root + PROFILES_FILE
@@ -94,6 +95,11 @@ class ChargePoint:
         self._fallback_profile = None  # after a raise: the profile to go back to if it fails
         self._load()
         self.security_event("StartupOfTheDevice", "evse %s booted" % evse.VERSION)
+
+    def _key_check(self, name, value):
+        if name == "SecurityProfile" and value >= 2 and not self.url.startswith("wss://"):
+            return "SecurityProfile %d needs TLS: the central system's URL (ocpp_url) must be wss://" % value
+        return None
 
     def _key_changed(self, name, value):
         if name == "HeartbeatInterval":
@@ -718,8 +724,6 @@ class ChargePoint:
             ws = wsmod.WebSocket()
             profile = self.keys.get("SecurityProfile")
             try:
-                if profile >= 2 and not self.url.startswith("wss://"):
-                    raise ValueError("SecurityProfile %d needs TLS: the central system's URL must be wss://" % profile)
                 await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
                 event = "FailedToAuthenticateAtCentralSystem" if getattr(e, "status", None) == 401 else \
@@ -727,13 +731,16 @@ class ChargePoint:
                 if event is not None and event not in reported:   # once an outage, not at every try
                     reported.append(event)
                     self.security_event(event, str(e))
-                if self._fallback_profile is not None and self._fallback_profile != profile:
-                    self.log("ocpp: SecurityProfile %d cannot connect (%s); back to %d" % (profile, e, self._fallback_profile))
+                if self._fallback_profile is not None and self._fallback_profile != profile \
+                        and attempt + 1 >= PROFILE_TRIES:
+                    self.log("ocpp: SecurityProfile %d cannot connect (%s, %d times); back to %d"
+                             % (profile, e, PROFILE_TRIES, self._fallback_profile))
                     try:
                         self.keys.fall_back("SecurityProfile", self._fallback_profile)
                     except OSError as store_error:
                         self.log("ocpp: SecurityProfile %d not stored (%s)" % (self._fallback_profile, store_error))
                     self._fallback_profile = None
+                    attempt = 0
                     continue
                 wait_ms = wsmod.backoff_ms(attempt, cap_ms=RECONNECT_MAX_MS)
                 attempt += 1

@@ -460,9 +460,10 @@ def resume_install(root):
         buf = bytearray(CHUNK)
         for path, _, _ in files:
             _rename(root, path)
-        # Boot, no control loop yet: time to check every installed file.
-        bad = [p for p, _, sha in files if not store.exists(store.join(root, p))
-               or _file_sha(store.join(root, p), buf) != sha.encode()]
+        # Boot, no control loop yet: time to check every installed file. A ROMFS image may be
+        # gone already: romfs_update, which runs first, wrote it to the partition and removed it.
+        bad = [p for p, _, sha in files if p != ROMFS_IMAGE and (not store.exists(store.join(root, p))
+               or _file_sha(store.join(root, p), buf) != sha.encode())]
         _complete(root, pending.get("version"), bad)
     else:
         print("fw: rolling back the install of %s a reset interrupted; old firmware kept"

@@ -114,10 +114,11 @@ class Keys:
     charge point re-reads HeartbeatInterval, reconnects for SecurityProfile or AuthorizationKey
     (whose value it must never print), and so on."""
 
-    def __init__(self, root="/", connectors=1, on_change=None):
+    def __init__(self, root="/", connectors=1, on_change=None, check=None):
         self.path = store.join(root, KEYS_FILE)
         self.connectors = connectors
         self.on_change = on_change
+        self.check = check   # check(name, value): why the charge point cannot take it, or None
         self.last_error = ""
         self.values = {}
         stored = store.read_json(self.path, {})
@@ -240,6 +241,10 @@ class Keys:
             if value > 0 and not self.get("AuthorizationKey"):
                 self.last_error = "SecurityProfile %d needs an AuthorizationKey: set that first" % value
                 return "Rejected"
+        why = self.check(key, value) if self.check else None
+        if why:
+            self.last_error = why
+            return "Rejected"
         self.last_error = ""
         if value != self.get(key):
             values = dict(self.values)
