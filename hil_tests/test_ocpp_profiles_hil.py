@@ -444,6 +444,51 @@ def test_diagnostics_upload_reports_uploading_then_uploaded(ocpp_rig, csms):
     assert name in [u["name"] for u in csms.uploads()["uploads"]]
 
 
+@pytest.mark.parametrize("kind, holds", [("SecurityLog", "StartupOfTheDevice: evse"),
+                                         ("DiagnosticsLog", "ocpp: connected to")])
+def test_get_log_uploads_the_security_or_the_diagnostics_log_with_its_request_id(ocpp_rig, csms, kind, holds):
+    """Security whitepaper GetLog (OCTT TC_079_CS for the SecurityLog): Accepted with the file
+    name, LogStatusNotification Uploading then Uploaded with the request's id; the security log
+    holds every security event, the diagnostics log the controller's."""
+    http = csms.request("info")["http"]
+    t = csms.now_ms()
+    reply = csms.call("GetLog", {"logType": kind, "requestId": 42,
+                                 "log": {"remoteLocation": f"{http}/upload/"}})["payload"]
+    assert reply["status"] == "Accepted", reply
+    deadline = time.monotonic() + 20
+    while "Uploaded" not in [p["status"] for p in sent(csms, t, "LogStatusNotification")]:
+        assert time.monotonic() < deadline, sent(csms, t, "LogStatusNotification")
+        time.sleep(0.2)
+    assert sent(csms, t, "LogStatusNotification") == [{"status": "Uploading", "requestId": 42},
+                                                       {"status": "Uploaded", "requestId": 42}]
+    uploads = csms.uploads()
+    assert reply["filename"] in [u["name"] for u in uploads["uploads"]]
+    assert holds in (Path(uploads["dir"]) / reply["filename"]).read_text()
+    t = csms.now_ms()
+    assert csms.call("ExtendedTriggerMessage", {"requestedMessage": "LogStatusNotification"})["payload"] == \
+        {"status": "Accepted"}
+    assert csms.wait("LogStatusNotification", since_ms=t)["frame"][3] == {"status": "Uploaded", "requestId": 42}
+
+
+def test_extended_trigger_message_sends_what_it_asks_for_and_says_what_it_cannot(ocpp_rig, csms):
+    """ExtendedTriggerMessage (security whitepaper): each message it can ask for is sent; a
+    SignChargePointCertificate is NotImplemented (no security profile 3); a bad request is a
+    CALLERROR."""
+    for what, action in (("BootNotification", "BootNotification"), ("Heartbeat", "Heartbeat"),
+                         ("StatusNotification", "StatusNotification"), ("MeterValues", "MeterValues"),
+                         ("FirmwareStatusNotification", "SignedFirmwareStatusNotification"),
+                         ("LogStatusNotification", "LogStatusNotification")):
+        t = csms.now_ms()
+        payload = {"requestedMessage": what, **({"connectorId": 1} if what == "MeterValues" else {})}
+        assert csms.call("ExtendedTriggerMessage", payload)["payload"] == {"status": "Accepted"}, what
+        csms.wait(action, since_ms=t, timeout_s=10)
+    assert sent(csms, t, "LogStatusNotification")[-1] == {"status": "Idle"}
+    reply = csms.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"})
+    assert reply["payload"] == {"status": "NotImplemented"}
+    reply = csms.call("ExtendedTriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 9})
+    assert reply["call_error"]["errorCode"] == "PropertyConstraintViolation", reply
+
+
 @pytest.mark.rig_ops("rfid")
 def test_the_log_shows_the_wall_clock_once_the_central_system_has_set_it(ocpp_rig, csms, ocpp_dut):
     start_session(ocpp_rig, csms)

@@ -35,7 +35,22 @@ CONNECTOR_FROM_1 = ("RemoteStartTransaction", "UnlockConnector")  # connector 0 
 
 @functools.lru_cache(maxsize=None)
 def schema(name):
-    return json.loads((SCHEMAS / (name + ".json")).read_text())
+    """The official schema, its "$ref"s to its own definitions inlined (the security
+    whitepaper's schemas use them; the core ones do not)."""
+    root = json.loads((SCHEMAS / (name + ".json")).read_text())
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target = root
+                for part in node["$ref"].lstrip("#/").split("/"):
+                    target = target[part]
+                return inline(target)
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+    return inline(root)
 
 
 def _tenths(validator, step, value, _schema):
@@ -339,6 +354,7 @@ def load(app, root):
     cp.started = []
     cp.start_firmware_update = lambda *args: cp.started.append(("firmware",) + args)
     cp.start_diagnostics = lambda *args: cp.started.append(("diagnostics",) + args) or "diagnostics-CP1.txt"
+    cp.start_log = lambda *args: cp.started.append(("log",) + args) or "security-CP1.txt"
     return cp
 
 

@@ -23,9 +23,10 @@ def _size(path):
 
 
 class Log:
-    def __init__(self, root, max_bytes=16384, now_fn=None):
-        self.path = store.join(root, LOG_FILE)
-        self.old_path = store.join(root, OLD_FILE)
+    def __init__(self, root, max_bytes=16384, now_fn=None, name=None):
+        # name: another log beside the controller's, in <name>.txt and <name>.1.txt
+        self.path = store.join(root, name + ".txt" if name else LOG_FILE)
+        self.old_path = store.join(root, name + ".1.txt" if name else OLD_FILE)
         self.file_max = max_bytes // 2
         self.now_fn = now_fn
         self.lost = 0           # lines that never reached the flash since boot

@@ -43,6 +43,7 @@ SECURITY_EVENTS_SENT = ("FirmwareUpdated", "SettingSystemTime", "StartupOfTheDev
                         "SecurityLogWasCleared", "MemoryExhaustion", "AttemptedReplayAttacks",
                         "TamperDetectionActivated", "InvalidCentralSystemCertificate")
 _EARLY_EVENTS_MAX = const(8)
+SECURITY_LOG_BYTES = const(4096)
 PROFILE_TRIES = const(3)    # connects a raised SecurityProfile gets before it falls back (a blip is no verdict)
 _CLOCK_MOVE_S = const(60)   # a clock set by more than this is a SettingSystemTime event
 
@@ -91,6 +92,9 @@ class ChargePoint:
         self.diagnostics_status = "Idle"
         self.later = []
         self._early_events = []        # security events from before the clock was known
+        self._security_log = None      # evse.log.Log of security.txt, made at the first event
+        self.log_status = "Idle"       # of the last GetLog upload (ExtendedTriggerMessage)
+        self.log_request_id = None
         self._link_profile = None      # the SecurityProfile the link connected with
         self._fallback_profile = None  # after a raise: the profile to go back to if it fails
         self._load()
@@ -122,6 +126,7 @@ class ChargePoint:
         flash while offline and goes in order, as transaction messages do. One from before the
         clock was set waits in RAM for the BootNotification's time."""
         self.log("ocpp: security event %s%s" % (kind, ": " + tech_info if tech_info else ""))
+        self.security_log().write("%s%s" % (kind, ": " + tech_info if tech_info else ""))
         if kind not in SECURITY_EVENTS_SENT:
             return
         payload = {"type": kind}
@@ -132,6 +137,18 @@ class ChargePoint:
                 self._early_events.append(payload)
             return
         self._queue_event(payload, self.clock.now())
+
+    def security_log(self):
+        """The security log (GetLog SecurityLog): every security event, critical or not, in
+        security.txt and security.1.txt, SECURITY_LOG_BYTES together."""
+        if self._security_log is None:
+            from evse.log import Log
+            self._security_log = Log(self.root, SECURITY_LOG_BYTES, self._log_time, name="security")
+        return self._security_log
+
+    def _log_time(self):
+        return clock.iso(self.clock.now()) if self.clock.known else "uptime %d s" % (
+            time.ticks_diff(time.ticks_ms(), self._started_ms) // 1000)
 
     def _queue_event(self, payload, epoch_s):
         payload["timestamp"] = clock.iso(epoch_s)
@@ -624,6 +641,32 @@ class ChargePoint:
         async def upload():
             try:
                 await fw.upload_diagnostics(location, self.root, self.app.log, notify, retries, interval_s,
+                                            name=name, cadata=self.ca_der)
+            finally:
+                evse.update_job(-1)
+
+        asyncio.create_task(upload())
+        return name
+
+    def start_log(self, kind, request_id, location, retries, interval_s):
+        """GetLog: the diagnostics log or the security log uploaded to `location`, with
+        LogStatusNotification for `request_id`. The file name, or None when that log is empty."""
+        log = self.app.log if kind == "DiagnosticsLog" else self.security_log()
+        if not log.files():
+            return None
+        evse.update_job(1)
+        from evse.ocpp import fw
+        name = "%s-%s-%s.txt" % ("security" if kind == "SecurityLog" else "diagnostics", self.cp_id,
+                                 clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
+        self.log_request_id = request_id
+
+        async def notify(status):
+            self.log_status = "UploadFailure" if status == "UploadFailed" else status
+            self.send("LogStatusNotification", {"status": self.log_status, "requestId": request_id})
+
+        async def upload():
+            try:
+                await fw.upload_diagnostics(location, self.root, log, notify, retries, interval_s,
                                             name=name, cadata=self.ca_der)
             finally:
                 evse.update_job(-1)

@@ -344,6 +344,48 @@ def trigger_message(cp, p):
     return {"status": "Accepted"}
 
 
+# ---- the security whitepaper's messages ("Improved security for OCPP 1.6-J") ------------------------
+EXTENDED_TRIGGERABLE = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat",
+                        "MeterValues", "SignChargePointCertificate", "StatusNotification")
+
+
+@handler("ExtendedTriggerMessage")
+def extended_trigger_message(cp, p):
+    only(p, ("requestedMessage", "connectorId"))
+    what = need(p, "requestedMessage", str, choices=EXTENDED_TRIGGERABLE)
+    c = _connector(cp, p, required=False)
+    n = c.n if c is not None else None
+    if what == "SignChargePointCertificate":
+        return {"status": "NotImplemented"}   # no client certificates: security profile 3 is not supported
+    if what == "LogStatusNotification":
+        payload = {"status": cp.log_status}
+        if cp.log_status != "Idle" and cp.log_request_id is not None:
+            payload["requestId"] = cp.log_request_id
+        _later(cp, lambda: cp.send("LogStatusNotification", payload))
+    elif what == "FirmwareStatusNotification":
+        # The whitepaper: this one triggers a SignedFirmwareStatusNotification.
+        _later(cp, lambda: cp.send("SignedFirmwareStatusNotification", {"status": cp.firmware_status}))
+    else:
+        return trigger_message(cp, p)
+    return {"status": "Accepted"}
+
+
+@handler("GetLog")
+def get_log(cp, p):
+    only(p, ("logType", "requestId", "retries", "retryInterval", "log"))
+    kind = need(p, "logType", str, choices=("DiagnosticsLog", "SecurityLog"))
+    request_id = need(p, "requestId", int)
+    retries = opt(p, "retries", int, lo=0) or 1
+    interval = opt(p, "retryInterval", int, lo=0) or 60
+    log = need(p, "log", dict)
+    only(log, ("remoteLocation", "oldestTimestamp", "latestTimestamp"))
+    location = need(log, "remoteLocation", str, maxlen=512)
+    _time(log, "oldestTimestamp", False)   # the whole log goes, as for GetDiagnostics
+    _time(log, "latestTimestamp", False)
+    name = cp.start_log(kind, request_id, location, retries, interval)
+    return {"status": "Accepted", "filename": name} if name else {"status": "Rejected"}
+
+
 # ---- SmartCharging ------------------------------------------------------------------------------------
 @handler("SetChargingProfile")
 def set_charging_profile(cp, p):
