@@ -2,8 +2,8 @@
 board file gives it, over a scripted session compressed in time (docs/boards.md). With a
 network: the development central system over ws://, two guns charging on remote starts with
 MeterValues every second (an hour of them at 60 s in a minute), the local list filled to its
-maximum, a 10 s outage and its replay, and a firmware download (installed; on a ROMFS board a
-new image, staged). Without: two guns charging for a minute.
+maximum, a 10 s outage and its replay, and a firmware update, downloaded, installed and
+restarted (on a ROMFS board a new image, written to the partition at that boot). Without: two guns charging for a minute.
 
 The peak is what is live after a collection, looked at after a task's step at most every 20 ms
 (host_tools/sim/rom.py's heap probe): a peak within one step is not seen, so it is a lower
@@ -133,13 +133,16 @@ def _session(rig: Rig, csms_proc: CsmsProcess) -> list:
         csms.call("UpdateFirmware", {"location": f"{csms_proc.http}/files/{BUNDLE}",
                                      "retrieveDate": "2020-01-01T00:00:00Z"})
         status = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and status not in ("Installing", "InstallationFailed", "DownloadFailed"):
-            notes = [f["frame"][3]["status"] for f in csms.frames(since_ms=t)
-                     if f["dir"] == "in" and f["frame"][0] == 2 and f["frame"][2] == "FirmwareStatusNotification"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and status not in ("Installed", "InstallationFailed", "DownloadFailed"):
+            calls = [f["frame"] for f in csms.frames(since_ms=t) if f["dir"] == "in" and f["frame"][0] == 2]
+            notes = [c[3]["status"] for c in calls if c[2] == "FirmwareStatusNotification"]
             status = notes[-1] if notes else None
+            if any(c[2] == "BootNotification" for c in calls):   # installed and restarted (the probe's
+                status = "installed, restarted"                   # peak goes on across the reset)
+                break
             time.sleep(0.2)
-        steps.append(f"firmware download: {status}")
+        steps.append(f"firmware update: {status}")
     finally:
         csms.close()
     return steps

@@ -431,6 +431,30 @@ def test_firmware_update_from_a_missing_file_fails_and_changes_nothing(ocpp_rig,
     assert not sent(csms, t, "BootNotification")
 
 
+@pytest.mark.rig_ops("factory")  # only a factory reset puts the firmware back if the refusal failed
+def test_a_bundle_that_fails_its_check_reports_installing_then_installation_failed_and_runs_on(
+        ocpp_rig, csms, tmp_path):
+    """OCTT TC_044_3_CS: a bundle whose bytes do not match its manifest: Downloading, Downloaded,
+    Installing (its check is the install's first step), InstallationFailed; the old firmware runs
+    on, without a reboot."""
+    url = firmware_bundle(csms, tmp_path, "0.1.1-bad", "fw-bad.bin")
+    path = Path(csms.request("info")["files"]) / "fw-bad.bin"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF   # the last file's last byte: its sha256 no longer matches
+    path.write_bytes(bytes(data))
+    t = csms.now_ms()
+    assert csms.call("UpdateFirmware", {"location": url, "retrieveDate": iso_in(0)})["payload"] == {}
+    deadline = time.monotonic() + 30
+    while "InstallationFailed" not in [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")]:
+        assert time.monotonic() < deadline, sent(csms, t, "FirmwareStatusNotification")
+        time.sleep(0.2)
+    assert [p["status"] for p in sent(csms, t, "FirmwareStatusNotification")] == [
+        "Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    time.sleep(2)
+    assert not sent(csms, t, "BootNotification")
+    assert csms.call("GetConfiguration", {"key": ["HeartbeatInterval"]})["payload"]["configurationKey"]   # runs on
+
+
 def test_diagnostics_upload_reports_uploading_then_uploaded(ocpp_rig, csms):
     http = csms.request("info")["http"]
     t = csms.now_ms()

@@ -231,7 +231,7 @@ def test_a_broken_bundle_is_refused_and_leaves_the_old_files_byte_identical(serv
     url = server.serve("/broken-%d.bin" % sorted(BROKEN).index(case), corrupt(data), mode)
     lines, out = run_mpy("fwrun.py", "update", url, flash)
     expected = ["Downloading", "DownloadFailed"] if failure == "DownloadFailed" else \
-        ["Downloading", "Downloaded", "InstallationFailed"]
+        ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
     assert statuses(lines) == expected and lines[-1]["result"] is False, out
     assert tree(flash) == OLD_FILES
     lines, out = run_mpy("fwrun.py", "boot", flash)
@@ -248,7 +248,7 @@ def test_a_bundle_of_evse_files_is_refused_on_a_board_that_runs_its_package_from
     data, _ = release
     url = server.serve("/romfs-board.bin", data)
     lines, out = run_mpy("fwrun.py", "update", url, flash, "romfs=%s" % image)
-    assert statuses(lines) == ["Downloading", "Downloaded", "InstallationFailed"] and lines[-1]["result"] is False
+    assert statuses(lines) == ["Downloading", "Downloaded", "Installing", "InstallationFailed"] and lines[-1]["result"] is False
     assert "runs its package from a ROMFS image" in out and "evsectl flash --romfs" in out, out
     assert tree(flash) == OLD_FILES
 
@@ -368,7 +368,7 @@ def test_a_romfs_bundle_the_board_cannot_install_is_refused_and_changes_nothing(
     opts = [] if board == "evse-files" else ["romfs=%s" % image]
     opts += [] if board == "no-partition" else ["partition=%s" % partition]
     lines, out = run_mpy("fwrun.py", "update", url, flash, *opts)
-    assert statuses(lines) == ["Downloading", "Downloaded", "InstallationFailed"] and lines[-1]["result"] is False
+    assert statuses(lines) == ["Downloading", "Downloaded", "Installing", "InstallationFailed"] and lines[-1]["result"] is False
     assert says in out, out
     assert tree(flash) == before
 
@@ -398,7 +398,7 @@ def test_a_manifest_path_outside_the_firmware_is_refused(server, flash, path):
     data = make_bundle([("evse/app.py", b"# new app\n"), (path, b"# sneaky\n")])
     url = server.serve("/unsafe-%s.bin" % hashlib.sha256(path.encode()).hexdigest()[:8], data)
     lines, out = run_mpy("fwrun.py", "update", url, flash)
-    assert statuses(lines) == ["Downloading", "Downloaded", "InstallationFailed"], out
+    assert statuses(lines) == ["Downloading", "Downloaded", "Installing", "InstallationFailed"], out
     assert "path" in out and "refused" in out
     assert tree(flash) == OLD_FILES
 

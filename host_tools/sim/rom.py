@@ -526,6 +526,13 @@ def install_heap_probe(path):
     import gc
     import asyncio
     import asyncio.core as core
+    try:   # after a reset the board's peak goes on from the run's, not from nothing
+        with open(path, "rb") as f:
+            fields = f.read().split()
+        _probe[1], _probe[3] = int(fields[0]), int(fields[2])
+        _probe[5] = fields[3].decode() if len(fields) > 3 else "-"
+    except (OSError, ValueError, IndexError):
+        pass
     _probe[0] = open(path, "wb")
     gc.collect()
     _probe[4] = gc.mem_free() + gc.mem_alloc()

@@ -24,8 +24,8 @@
 #     fw.state    {"version": installed version, "report": status for after the reboot}
 #
 # Statuses given to notify (FirmwareStatusNotification / DiagnosticsStatusNotification):
-# Downloading, Downloaded, DownloadFailed, Installing, InstallationFailed, Installed (after the
-# reboot, from boot_report); Uploading, Uploaded, UploadFailed.
+# Downloading, Downloaded, DownloadFailed, Installing (the bundle's check first), InstallationFailed,
+# Installed (after the reboot, from boot_report); Uploading, Uploaded, UploadFailed.
 import asyncio
 import binascii
 import hashlib
@@ -327,6 +327,9 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
             return False
         await asyncio.sleep(0)   # the download's last step (its close) apart from the checks
         await _tell(notify, "Downloaded", log)
+        # Checking the bundle is the install's first step: a bad one ends in InstallationFailed
+        # after Installing, the order OCTT TC_044_3 expects (the old firmware stays; no reboot).
+        await _tell(notify, "Installing", log)
         try:
             version, files, offset = await verify_bundle(bundle)
             _check_install(root, files)
@@ -337,7 +340,6 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
             await _tell(notify, "InstallationFailed", log)
             return False
         _say(log, "bundle %s: %d bytes, %d files, version %s" % (url, size, len(files), version))
-        await _tell(notify, "Installing", log)
         pending = {"phase": "staging", "version": version, "files": files}
         staged = False
         try:
