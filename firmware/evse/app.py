@@ -85,7 +85,10 @@ class App:
         self._stepped_ms = 0
         self._closed = 0          # the guns' contactors at the last integration, one bit each
         self.metering = None
-        if any("meter" in g for g in board["guns"]):
+        self.grid_fallback = False       # the grid meter is silent: the guns share grid_fallback_a
+        self.grid_building_a = None      # the building's load per site phase, by the grid meter
+        self._grid_seen_ms = None        # the grid reading grid_building_a was worked out from
+        if any("meter" in g for g in board["guns"]) or "grid_meter" in board:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
         self.log = Log(root, now_fn=self.stamp)
@@ -379,7 +382,10 @@ class App:
         since = [now_ms if t is None else t for t in self._since]
         if policy == "fifo":
             prio = since
-        alloc = self.sharing.update(now_ms, site, limits, offered, self._loads_now(), drawn, prio, since)
+        loads = self._loads_now()
+        if self.metering is not None and self.metering.grid is not None:
+            site = self._grid_caps(now_ms, site, loads)
+        alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
 
@@ -419,6 +425,46 @@ class App:
         for g in self.guns:
             g.modules = cab.held[g.n - 1]
             g.limit_w = cab.limit_w[g.n - 1]
+
+    def _grid_caps(self, now_ms, site, loads):
+        """Amps per site phase the guns may share under a grid meter (docs/grid.md): the
+        connection less the building's load (the meter's current less what the guns draw) less
+        the margin, under `site`; grid_fallback_a while the meter has been silent for
+        grid_stale_s. The sharing lowers first, as for any budget."""
+        m, cfg = self.metering, self.cfg
+        stale_ms = cfg.get("grid_stale_s") * 1000
+        if m.grid_ok_ms is None or now_ms - m.grid_ok_ms > stale_ms:
+            fallback = cfg.get("grid_fallback_a")
+            if not self.grid_fallback and (m.grid_ok_ms is not None or now_ms > stale_ms):   # not at boot
+                self.grid_fallback = True
+                self.note("grid meter: no reading for %d s; the guns share %d A per phase" % (stale_ms // 1000, fallback))
+            self.grid_building_a = None
+            return [fallback if fallback < site else site] * 3
+        if self.grid_fallback:
+            self.grid_fallback = False
+            self.note("grid meter: it answers again")
+        if m.grid_ok_ms != self._grid_seen_ms or self.grid_building_a is None:
+            # A new reading: the building is what it measured less what the guns drew as it
+            # measured (now, within a step). Between readings the building stays as it was:
+            # the guns' own draw changes, the stale reading's does not.
+            self._grid_seen_ms = m.grid_ok_ms
+            guns_a = [0.0, 0.0, 0.0]
+            for g, phases in zip(self.guns, loads):
+                if g.contactor:
+                    for p in phases:
+                        guns_a[p] += g.current_a
+            amps = m.grid_reading.amps
+            building = [0.0, 0.0, 0.0]
+            for p in range(3):
+                measured = amps[p] if p < len(amps) else 0.0
+                building[p] = measured - guns_a[p] if measured > guns_a[p] else 0.0
+            self.grid_building_a = building
+        room = cfg.get("grid_limit_a") - cfg.get("grid_margin_a")
+        caps = [0.0, 0.0, 0.0]
+        for p in range(3):
+            cap = room - self.grid_building_a[p]
+            caps[p] = 0.0 if cap < 0 else (site if cap > site else cap)
+        return caps
 
     def _loads_now(self):
         """The site phases each gun loads: what its meter sees drawn while it charges (a

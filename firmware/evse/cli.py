@@ -22,7 +22,8 @@ COMMANDS = (
     ("echo", "echo [on|off]", "echo what is typed, Backspace too (evsectl console turns it on; a reboot turns it off)"),
 )
 # Settings whose change alters a session that is running.
-SESSION_KEYS = ("site_limit_a", "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
+SESSION_KEYS = ("site_limit_a", "grid_limit_a", "grid_margin_a", "grid_fallback_a", "grid_stale_s",
+                "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
                 "priority_tags", "meter_fault", "ocpp_url", "ocpp_id", "ocpp_ca")
 LOG_LINES = 20
 LOG_LINES_MAX = 200

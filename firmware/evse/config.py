@@ -19,6 +19,10 @@ KEYS = {
     "priority_tags": (str, 0, 200, "", "with sharing_policy priority: cards (idTags) served first, e.g. AA11,BB22"),
     "meter_fault": (str, 4, 8, "", "when a gun's meter stops answering: stop (no charging until it answers) "
                                    "or continue (charging goes on, reported as PowerMeterFailure)"),
+    "grid_limit_a": (int, 0, 2000, "A", "with a grid meter: the site's connection per phase, shared with the building"),
+    "grid_margin_a": (int, 0, 100, "A", "with a grid meter: current per phase kept free under grid_limit_a"),
+    "grid_fallback_a": (int, 0, 2000, "A", "with a grid meter: what the guns share per phase while it is silent"),
+    "grid_stale_s": (int, 2, 600, "s", "with a grid meter: a reading older than this is no reading (fallback)"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
@@ -122,6 +126,12 @@ def check_board(board):
         if gun.get("rotation", "L1L2L3") not in ROTATIONS:
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
+    if "grid_meter" in board:   # the meter at the site's connection point (docs/grid.md)
+        from evse import meters
+        try:
+            meters.check(board["grid_meter"])
+        except ValueError as e:
+            raise ConfigError("board grid_%s" % e)
     pilot = board["pilot"]
     for key in _PILOT_KEYS:
         if not isinstance(pilot.get(key), int):
@@ -203,7 +213,8 @@ class Config:
         return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
                 "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
                 "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "",
-                "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop"}
+                "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop",
+                "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11}
 
     def get(self, key):
         if key in self.values:

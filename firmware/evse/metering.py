@@ -38,6 +38,17 @@ class Metering:
                 master = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
                 masters[entry["uart"]] = master
             self.meters[i] = meters.Meter(master, entry["model"], entry["address"])
+        # The grid meter at the connection point: the building's load and the guns' together.
+        self.grid = None
+        self.grid_reading = None        # its last reading
+        self.grid_ok_ms = None          # when it was taken (None: never)
+        entry = board.get("grid_meter")
+        if entry is not None:
+            master = masters.get(entry["uart"])
+            if master is None:
+                baud = entry.get("baud", 9600)
+                master = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
+            self.grid = meters.Meter(master, entry["model"], entry["address"])
 
     def fitted(self, n):
         return self.meters[n - 1] is not None
@@ -71,9 +82,20 @@ class Metering:
             self.log("gun %d: meter answers again" % n)
         return True
 
+    async def poll_grid(self):
+        """Reads the grid meter once; a failed read leaves the last reading to age."""
+        try:
+            self.grid_reading = await self.grid.read()
+        except Exception:  # noqa: BLE001  (no answer, garbage, a MemoryError: no reading either)
+            return False
+        self.grid_ok_ms = self._clock()
+        return True
+
     def rebase(self, d):
         """The control clock moved back by d (evse.ticks)."""
         ticks.back_all(self._last_ok_ms, d)
+        if self.grid_ok_ms is not None:
+            self.grid_ok_ms -= d
 
     def start(self, now_ms):
         """At boot: a meter has DEAD_MS from now to answer."""
@@ -88,5 +110,7 @@ class Metering:
             for i in range(len(self.meters)):
                 if self.meters[i] is not None:
                     await self.poll(i + 1)
+            if self.grid is not None:
+                await self.poll_grid()
             await asyncio.sleep_ms(POLL_MS)
 

@@ -213,6 +213,21 @@ def meter(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("grid")
+def grid(world: World, req: dict, board) -> dict:
+    """The building behind the site's connection: its load per phase (`building_a`), and the
+    grid meter misbehaving (`fault`) or behaving again (null); on a board with a grid meter."""
+    if "grid_meter" not in world.board:
+        raise OpError(f"grid: board {world.board.get('name')} has no grid meter (board file grid_meter)")
+    if "building_a" not in req and "fault" not in req:
+        raise OpError("grid: give building_a (three amps) and/or fault")
+    try:
+        world.set_grid(req.get("building_a"), req.get("fault", "keep"))
+    except ValueError as e:
+        raise OpError(f"grid: {e}") from None
+    return {}
+
+
 @op("factory")
 def factory(world: World, req: dict, board) -> dict:
     """Erase the flash and program the firmware and board file again (virtual board only)."""

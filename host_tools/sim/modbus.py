@@ -348,6 +348,17 @@ def buses_for(world, board: dict) -> dict[int, Bus]:
         except ValueError as e:
             raise ValueError(f"{where}: {e}")
         slaves.setdefault(uart, []).append(slave)
+    grid = board.get("grid_meter")
+    if grid is not None:   # the meter at the site's connection point: the building and the guns
+        where = f"board {board.get('name')} grid_meter"
+        uart, address = grid.get("uart"), grid.get("address")
+        if (uart, address) in seen:
+            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s meter")
+        try:
+            slave = Slave(grid.get("model"), address, measure=world.grid_reading, fault=lambda: world.grid_meter_fault)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}")
+        slaves.setdefault(uart, []).append(slave)
     return {uart: Bus(group, powered=lambda: world.powered, lock=world.lock) for uart, group in slaves.items()}
 
 

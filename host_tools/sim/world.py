@@ -185,6 +185,10 @@ class World:
         cabinet = board.get("cabinet") or {}
         self.module_kw = float(cabinet.get("module_kw", 0))
         self.modules: list[int] = [0] * int(cabinet.get("modules", 0)) if self.dc else []
+        # The building behind the site's connection (board file "grid_meter"): its load per site
+        # phase, and the fault of the meter at the connection point (rig op grid).
+        self.building_a = [0.0, 0.0, 0.0]
+        self.grid_meter_fault: str | None = None
         self._last_step_ms = self.now_ms()
 
     # ---- clock and log ------------------------------------------------------------------------
@@ -473,6 +477,34 @@ class World:
             amps = [g.amps if i < drawn else 0.0 for i in range(phases)]
             return {"volts": volts, "amps": amps, "power_w": sum(v * a for v, a in zip(volts, amps)),
                     "energy_wh": g.energy_wh}
+
+    def grid_reading(self) -> dict:
+        """What the grid meter at the site's connection point measures per phase: the building's
+        load and every gun's draw on that site phase."""
+        with self.lock:
+            volts = [VOLTS_PER_PHASE if self.powered else 0.0] * 3
+            amps = list(self.building_a)
+            for g in self.guns:
+                for p, a in enumerate(self.site_phase_amps(g)):
+                    amps[p] += a
+            return {"volts": volts, "amps": amps, "power_w": sum(v * a for v, a in zip(volts, amps)), "energy_wh": 0}
+
+    def set_grid(self, building_a=None, fault="keep") -> None:
+        """The building's load per site phase (three amps), and/or the grid meter's fault (one
+        of modbus.FAULTS, or None: it behaves)."""
+        if building_a is not None:
+            if not isinstance(building_a, list) or len(building_a) != 3 or not all(
+                    isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 10000 for a in building_a):
+                raise ValueError(f"building_a must be three amps (L1, L2, L3), 0..10000, not {building_a!r}")
+        if fault != "keep" and fault is not None and fault not in METER_FAULTS:
+            raise ValueError(f"fault must be null or one of {', '.join(METER_FAULTS)}, not {fault!r}")
+        with self.lock:
+            if building_a is not None:
+                self.building_a = [float(a) for a in building_a]
+                self.log(0, "building_a", self.building_a)
+            if fault != "keep" and fault != self.grid_meter_fault:
+                self.grid_meter_fault = fault
+                self.log(0, "grid_meter_fault", fault)
 
     def set_meter_fault(self, number, fault: str | None) -> None:
         """Make a gun's Modbus meter misbehave (one of modbus.FAULTS), or behave again (None)."""

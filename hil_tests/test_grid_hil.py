@@ -1,0 +1,66 @@
+"""The site's energy (issue 17, item 1): a grid meter at the connection point measures the
+building and the guns together; the guns share the connection less the building's load less a
+margin, per phase, updated at every reading, lowering first; a silent grid meter falls back to
+grid_fallback_a within grid_stale_s, says so, and the guns get the room back when it answers.
+
+sim-ac2-grid: two 32 A guns, a 40 A site, an SDM630 at the connection (UART 0, address 10)."""
+import json
+
+import pytest
+
+from conftest import fresh_rig, run_sim
+from rigkit import Dut, wait_booted
+
+EV = {"max_a": 32, "phases": 3, "response_s": 1}
+
+
+@pytest.fixture(scope="module")
+def grid_board(request, tmp_path_factory):
+    yield from run_sim(request, "sim-ac2-grid", tmp_path_factory.mktemp("grid") / "flash")
+
+
+@pytest.fixture
+def site(grid_board):
+    rig = fresh_rig(grid_board["control"])
+    wait_booted(rig)
+    dut = Dut(grid_board["serial"])
+    yield rig, dut
+    rig.close()
+    dut.close()
+
+
+def grid_status(dut):
+    return json.loads(dut.command("status --json")[-1]).get("grid")
+
+
+def test_the_guns_share_what_the_building_leaves_of_the_connection_and_fall_back_when_the_meter_is_silent(site):
+    rig, dut = site
+    assert "grid_limit_a = 40" in dut.command("config set grid_limit_a 40")
+    rig.plug(gun=1, ev=EV)
+    rig.plug(gun=2, ev=EV)
+    # No building load: 40 A less the 2 A margin, shared: 19 A each.
+    rig.wait_for(lambda guns: [round(g["offered_a"]) for g in guns] == [19, 19], 20, what="19 A each")
+    # The building takes 24 A on L1 and 10 on L2 and L3: L1 leaves 14 A, 7 A each.
+    rig.request("grid", building_a=[24, 10, 10])
+    rig.wait_for(lambda guns: [round(g["offered_a"]) for g in guns] == [7, 7], 20, what="7 A each")
+    status = grid_status(dut)
+    assert not status["fallback"] and abs(status["building_a"][0] - 24) < 1.5, status
+    # The meter goes silent: after grid_stale_s (11 s) the guns share grid_fallback_a (6 A: one
+    # gun pauses, the other takes the 6 A), and the console says why.
+    rig.request("grid", fault="silent")
+    rig.wait_for(lambda guns: sorted(round(g["offered_a"]) for g in guns) == [0, 6], 25, what="the 6 A fallback")
+    assert grid_status(dut)["fallback"] is True
+    assert any("grid meter: no reading for 11 s; the guns share 6 A per phase" in line for line in dut.command("log 20"))
+    # It answers again, the building has gone home: 19 A each again.
+    rig.request("grid", building_a=[0, 0, 0], fault=None)
+    rig.wait_for(lambda guns: [round(g["offered_a"]) for g in guns] == [19, 19], 30, what="19 A each again")
+    assert any("grid meter: it answers again" in line for line in dut.command("log 20"))
+    assert "grid: connection 40 A, margin 2 A; building L1 0.0 L2 0.0 L3 0.0 A" in dut.command("status")
+
+
+def test_the_grid_op_says_what_is_wrong_and_changes_nothing(site):
+    rig, _ = site
+    for fields, says in (({}, "give building_a"), ({"building_a": [1, 2]}, "three amps"),
+                         ({"fault": "smoke"}, "fault must be null or one of")):
+        reply = rig.raw({"op": "grid", **fields})
+        assert says in reply["error"], reply
