@@ -13,9 +13,30 @@ class RigError(RuntimeError):
     pass
 
 
+SLOW_OP_S = 90.0   # an op that programs the flash (factory) on a loaded machine: tens of seconds
+
+
 class Rig(JsonLinesClient):
     error = RigError
     peer = "the rig"
+
+    def factory(self) -> dict:
+        """Erase the flash and program the firmware again (virtual board): the reply may take
+        longer than the other ops' 10 s when the machine is busy."""
+        return self.slow("factory")
+
+    def slow(self, op: str, **fields) -> dict:
+        """An op whose reply may take up to SLOW_OP_S."""
+        saved = self.timeout_s
+        self.timeout_s = SLOW_OP_S
+        if self.sock is not None:
+            self.sock.settimeout(SLOW_OP_S)
+        try:
+            return self.request(op, **fields)
+        finally:
+            self.timeout_s = saved
+            if self.sock is not None:
+                self.sock.settimeout(saved)
 
     def supported_ops(self) -> set[str]:
         """The ops this rig runs, as its `info` reply lists them (empty when it lists none)."""
