@@ -135,3 +135,17 @@ def test_a_write_in_steps_touches_no_file_before_its_second_step_and_leaves_none
     assert json.loads(Path(path).read_text()) == {"version": 1}
     assert slices.run(store.write_json_steps(path, {"version": 3}, chunk=4)) is None
     assert json.loads(Path(path).read_text()) == {"version": 3}
+
+
+@pytest.mark.parametrize("board, meter, says", [
+    ("sim-ac2", {"model": "sdm120", "uart": 0, "address": 10}, "a sdm120 measures 1 phase.*has 3"),
+    ("sim-ac2", {"model": "djsf1352", "uart": 0, "address": 10}, "measures 1 phase"),
+    ("sim-ac2", {"model": "sdm630", "uart": 0, "address": 300}, "grid_meter address must be"),
+    ("sim-dc2", {"model": "sdm630", "uart": 0, "address": 10}, "a grid meter is for AC boards"),
+])
+def test_a_grid_meter_that_cannot_see_the_whole_site_is_refused(board, meter, says):
+    """A grid meter that misses a phase would count that phase's building load as nothing."""
+    spec = json.loads((BOARDS / f"{board}.json").read_text())
+    spec["grid_meter"] = meter
+    with pytest.raises(config.ConfigError, match=says):
+        config.check_board(spec)

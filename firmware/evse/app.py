@@ -283,6 +283,11 @@ class App:
 
     def reboot(self, hard):
         self.hal.safe()
+        if self.cp is not None:   # the journal's batched confirmations and drops, before a planned reset
+            try:
+                self.cp.journal.sync()
+            except Exception as e:  # noqa: BLE001  (the reset goes on: at worst a message goes twice)
+                print("reboot: journal not synced (%r)" % (e,))
         self.hal.reset(hard)
 
     async def after_boot(self, cp):
@@ -747,7 +752,10 @@ class App:
             except Exception as e:  # noqa: BLE001  (a cancel is no Exception: it ends this too)
                 why = "failed (%r)" % (e,) if not isinstance(e, MemoryError) else "ran out of memory"
                 if isinstance(e, MemoryError) and self.cp is not None:
-                    self.cp.security_event("MemoryExhaustion", "the task %s ran out of memory" % name)
+                    try:   # the event must not end the task it reports (keep restarts it)
+                        self.cp.security_event("MemoryExhaustion", "the task %s ran out of memory" % name)
+                    except Exception:  # noqa: BLE001
+                        pass
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.note("%s: the task %s; started again in %d ms" % (name, why, RESTART_MS))
             await asyncio.sleep_ms(RESTART_MS)

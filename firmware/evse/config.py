@@ -22,7 +22,7 @@ KEYS = {
     "grid_limit_a": (int, 0, 2000, "A", "with a grid meter: the site's connection per phase, shared with the building"),
     "grid_margin_a": (int, 0, 100, "A", "with a grid meter: current per phase kept free under grid_limit_a"),
     "grid_fallback_a": (int, 0, 2000, "A", "with a grid meter: what the guns share per phase while it is silent"),
-    "grid_stale_s": (int, 2, 600, "s", "with a grid meter: a reading older than this is no reading (fallback)"),
+    "grid_stale_s": (int, 5, 600, "s", "with a grid meter: a reading older than this is no reading (fallback)"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
@@ -132,6 +132,14 @@ def check_board(board):
             meters.check(board["grid_meter"])
         except ValueError as e:
             raise ConfigError("board grid_%s" % e)
+        if dc:
+            raise ConfigError("board grid_meter: a DC board's cabinet shares the site limit alone; a grid meter "
+                              "is for AC boards")
+        spec = meters.MODELS[board["grid_meter"]["model"]]
+        if spec["dc"] or spec["phases"] < board.get("phases", 3):
+            raise ConfigError("board grid_meter: a %s measures %d phase(s) and this site has %d: use a meter that "
+                              "sees every phase (sdm630)" % (board["grid_meter"]["model"], spec["phases"],
+                                                             board.get("phases", 3)))
     pilot = board["pilot"]
     for key in _PILOT_KEYS:
         if not isinstance(pilot.get(key), int):

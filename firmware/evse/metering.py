@@ -94,8 +94,7 @@ class Metering:
     def rebase(self, d):
         """The control clock moved back by d (evse.ticks)."""
         ticks.back_all(self._last_ok_ms, d)
-        if self.grid_ok_ms is not None:
-            self.grid_ok_ms -= d
+        self.grid_ok_ms = ticks.back(self.grid_ok_ms, d)
 
     def start(self, now_ms):
         """At boot: a meter has DEAD_MS from now to answer."""

@@ -86,7 +86,7 @@ async def call(central: CentralSystem, req: dict) -> dict:
 
 @op("set")
 def set_(central: CentralSystem, req: dict) -> dict:
-    known = ("boot_status", "interval", "tags", "tag", "refuse", "basic_auth")
+    known = ("boot_status", "interval", "tags", "tag", "refuse", "refuse_code", "basic_auth")
     if not any(k in req for k in known):
         raise OpError(f"give at least one of {', '.join(known)}")
     settings = central.model.settings
@@ -109,6 +109,9 @@ def set_(central: CentralSystem, req: dict) -> dict:
     if not isinstance(refuse, list) or not all(isinstance(a, str) and a in FROM_CHARGE_POINT for a in refuse):
         raise OpError(f"'refuse' must be a list of actions a charge point sends "
                       f"({', '.join(sorted(FROM_CHARGE_POINT))}), not {refuse!r}")
+    refuse_code = req.get("refuse_code", settings.refuse_code)
+    if refuse_code not in ("InternalError", "NotImplemented"):
+        raise OpError(f"'refuse_code' must be InternalError or NotImplemented, not {refuse_code!r}")
     basic_auth = req.get("basic_auth", central.basic_auth)
     if not isinstance(basic_auth, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
                                                    for k, v in basic_auth.items()):
@@ -116,6 +119,7 @@ def set_(central: CentralSystem, req: dict) -> dict:
                       f"off), not {basic_auth!r}")
     settings.boot_status, settings.interval_s = boot_status, interval
     settings.refuse = set(refuse)
+    settings.refuse_code = refuse_code
     central.basic_auth = dict(basic_auth)
     if tags is not None:
         settings.tags.replace(tags)

@@ -10,7 +10,7 @@ import sys
 import traceback
 from datetime import datetime, timezone
 
-from ocpp.exceptions import InternalError, OCPPError
+from ocpp.exceptions import InternalError, NotImplementedError, OCPPError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result, datatypes
 from ocpp.v16.enums import Action
@@ -87,7 +87,10 @@ class CentralChargePoint(ChargePoint):
         system that cannot process it (to test TransactionMessageAttempts); the rest is routed."""
         if msg.action in self.model.settings.refuse:
             self.say(f"{self.id}: refused {msg.action} (set refuse)")
-            error = InternalError(description=f"this central system is set to refuse {msg.action}")
+            if self.model.settings.refuse_code == "NotImplemented":   # a central system that lacks it
+                error = NotImplementedError(description=f"this central system is set not to know {msg.action}")
+            else:
+                error = InternalError(description=f"this central system is set to refuse {msg.action}")
             await self._send(msg.create_call_error(error).to_json())
             return
         await super()._handle_call(msg)

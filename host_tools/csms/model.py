@@ -206,7 +206,8 @@ class Settings:
         self.boot_status = "Accepted"
         self.interval_s = 300
         self.tags = Tags(tags)
-        self.refuse: set[str] = set()   # actions answered with an InternalError
+        self.refuse: set[str] = set()   # actions answered with a CALLERROR, of code refuse_code
+        self.refuse_code = "InternalError"   # or NotImplemented: a central system that lacks them
 
 
 class CentralModel:

@@ -93,6 +93,7 @@ class ChargePoint:
         self.later = []
         self._early_events = []        # security events from before the clock was known
         self._security_log = None      # evse.log.Log of security.txt, made at the first event
+        self._invalid_seen = False     # an InvalidMessages event logged on this link
         self.log_status = "Idle"       # of the last GetLog upload (ExtendedTriggerMessage)
         self.log_request_id = None
         self._link_profile = None      # the SecurityProfile the link connected with
@@ -726,6 +727,12 @@ class ChargePoint:
             try:
                 reply = await self.call(action, payload)
             except CallError as e:
+                if action == "SecurityEventNotification" and ("NotImplemented" in str(e) or "NotSupported" in str(e)):
+                    # A central system without the security extension: tried again, it would hold
+                    # up the transaction messages behind it for TransactionMessageAttempts rounds.
+                    self.journal.drop(seq, "the central system does not take it: %s" % e)
+                    self._retry_at_ms = None
+                    return True
                 self.journal.failed(seq)
                 if attempts + 1 >= self.keys.get("TransactionMessageAttempts"):
                     self.journal.drop(seq, "refused %d times: %s" % (attempts + 1, e))
@@ -767,6 +774,10 @@ class ChargePoint:
             ws = wsmod.WebSocket()
             profile = self.keys.get("SecurityProfile")
             try:
+                if profile >= 2 and not self.url.startswith("wss://"):
+                    # Only the console can make this (ChangeConfiguration refuses it): the key
+                    # must not go out in clear; the technician sees why at the console.
+                    raise ValueError("SecurityProfile %d needs TLS: set ocpp_url to wss://" % profile)
                 await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
                 event = "FailedToAuthenticateAtCentralSystem" if getattr(e, "status", None) == 401 else \
@@ -794,6 +805,7 @@ class ChargePoint:
                 continue
             attempt = 0
             reported = []
+            self._invalid_seen = False
             self._link_profile = profile
             self._fallback_profile = None
             self.ws = ws
@@ -963,7 +975,9 @@ class ChargePoint:
                     await self._send_text(rpc.error(e.uid, e.code, e.description))
                 else:
                     self.log("ocpp: dropped a frame that is not OCPP-J: %s" % e.description)
-                self.security_event("InvalidMessages", e.description)
+                if not self._invalid_seen:   # once a link: not a flash write per bad frame
+                    self._invalid_seen = True
+                    self.security_event("InvalidMessages", e.description)
                 continue
             kind = msg[0]
             if kind == rpc.CALL:
