@@ -126,8 +126,9 @@ class ChargePoint:
         and a critical one as SecurityEventNotification through the journal, so that it waits on
         flash while offline and goes in order, as transaction messages do. One from before the
         clock was set waits in RAM for the BootNotification's time."""
-        self.log("ocpp: security event %s%s" % (kind, ": " + tech_info if tech_info else ""))
-        self.security_log().write("%s%s" % (kind, ": " + tech_info if tech_info else ""))
+        line = kind + ": " + tech_info if tech_info else kind
+        self.log("ocpp: security event " + line)
+        self.security_log().write(line)
         if kind not in SECURITY_EVENTS_SENT:
             return
         payload = {"type": kind}
@@ -631,23 +632,11 @@ class ChargePoint:
         asyncio.create_task(update())
 
     def start_diagnostics(self, location, retries, interval_s):
-        evse.update_job(1)
-        from evse.ocpp import fw
-        name = "diagnostics-%s-%s.txt" % (self.cp_id, clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
-
         async def notify(status):
             self.diagnostics_status = status
             self.send("DiagnosticsStatusNotification", {"status": status})
 
-        async def upload():
-            try:
-                await fw.upload_diagnostics(location, self.root, self.app.log, notify, retries, interval_s,
-                                            name=name, cadata=self.ca_der)
-            finally:
-                evse.update_job(-1)
-
-        asyncio.create_task(upload())
-        return name
+        return self._upload_log(self.app.log, "diagnostics", location, retries, interval_s, notify)
 
     def start_log(self, kind, request_id, location, retries, interval_s):
         """GetLog: the diagnostics log or the security log uploaded to `location`, with
@@ -655,15 +644,21 @@ class ChargePoint:
         log = self.app.log if kind == "DiagnosticsLog" else self.security_log()
         if not log.files():
             return None
-        evse.update_job(1)
-        from evse.ocpp import fw
-        name = "%s-%s-%s.txt" % ("security" if kind == "SecurityLog" else "diagnostics", self.cp_id,
-                                 clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
         self.log_request_id = request_id
 
         async def notify(status):
             self.log_status = "UploadFailure" if status == "UploadFailed" else status
             self.send("LogStatusNotification", {"status": self.log_status, "requestId": request_id})
+
+        return self._upload_log(log, "security" if kind == "SecurityLog" else "diagnostics", location, retries,
+                                interval_s, notify)
+
+    def _upload_log(self, log, what, location, retries, interval_s, notify):
+        """`log` uploaded to `location` in a task of its own (GetDiagnostics, GetLog), its
+        statuses given to `notify`; the file name it goes as."""
+        evse.update_job(1)
+        from evse.ocpp import fw
+        name = "%s-%s-%s.txt" % (what, self.cp_id, clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
 
         async def upload():
             try:
