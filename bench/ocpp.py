@@ -9,7 +9,7 @@ from host_tools.csms import CsmsProcess
 
 SCRIPT = Path(__file__).resolve().parent / "ocpp_mpy.py"
 HEAP_TARGET_BYTES = 40960   # the target for the OCPP part's heap
-HEAP = "512K"               # unix-port heap: room for the code (on a board installed as .mpy, in its heap too)
+HEAP = "576K"               # unix-port heap: room for the code (on a board installed as .mpy, in its heap too)
 REPLAY_RUNS = 3             # the replay and its baseline are timed this often; the median counts
 SESSION_TIMEOUT_S = 180
 

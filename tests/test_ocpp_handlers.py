@@ -715,9 +715,11 @@ def _stop_fails_once(cp):
 
 
 def _queued(cp):
+    """The transaction messages in the journal, in order (its security events left out)."""
     out = []
     while (entry := cp.journal.peek()) is not None:
-        out.append((entry[1], entry[2].get("transactionId"), entry[2].get("reason")))
+        if entry[1] != "SecurityEventNotification":
+            out.append((entry[1], entry[2].get("transactionId"), entry[2].get("reason")))
         cp.journal.confirm(entry[0])
     return out
 

@@ -42,7 +42,7 @@ class CallError(Exception):
 SECURITY_EVENTS_SENT = ("FirmwareUpdated", "SettingSystemTime", "StartupOfTheDevice", "ResetOrReboot",
                         "SecurityLogWasCleared", "MemoryExhaustion", "AttemptedReplayAttacks",
                         "TamperDetectionActivated", "InvalidCentralSystemCertificate")
-_EARLY_EVENTS_MAX = const(8)
+_EVENTS_DUE_MAX = const(8)
 SECURITY_LOG_BYTES = const(4096)
 PROFILE_TRIES = const(3)    # connects a raised SecurityProfile gets before it falls back (a blip is no verdict)
 _CLOCK_MOVE_S = const(60)   # a clock set by more than this is a SettingSystemTime event
@@ -91,7 +91,7 @@ class ChargePoint:
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         self.later = []
-        self._early_events = []        # security events from before the clock was known
+        self._events_due = []          # security events whose flash writes are still to come
         self._security_log = None      # evse.log.Log of security.txt, made at the first event
         self._invalid_seen = False     # an InvalidMessages event logged on this link
         self.log_status = "Idle"       # of the last GetLog upload (ExtendedTriggerMessage)
@@ -123,22 +123,44 @@ class ChargePoint:
 
     def security_event(self, kind, tech_info=None):
         """A security event (Improved security for OCPP 1.6-J, edition 2, section 8): in the log,
-        and a critical one as SecurityEventNotification through the journal, so that it waits on
-        flash while offline and goes in order, as transaction messages do. One from before the
-        clock was set waits in RAM for the BootNotification's time."""
+        the security log, and a critical one as SecurityEventNotification through the journal,
+        so that it waits on flash while offline and goes in order, as transaction messages do.
+        Its flash writes come later, one a step of supervise (_drain_event): an event never adds
+        them to the step that caused it (the BootNotification's, a reset's)."""
         line = kind + ": " + tech_info if tech_info else kind
         self.log("ocpp: security event " + line)
-        self.security_log().write(line)
-        if kind not in SECURITY_EVENTS_SENT:
+        if len(self._events_due) >= _EVENTS_DUE_MAX:
             return
-        payload = {"type": kind}
-        if tech_info:
-            payload["techInfo"] = tech_info[:255]
-        if not self.clock.known:
-            if len(self._early_events) < _EARLY_EVENTS_MAX:
-                self._early_events.append(payload)
+        payload = None
+        if kind in SECURITY_EVENTS_SENT:
+            payload = {"type": kind}
+            if tech_info:
+                payload["techInfo"] = tech_info[:255]
+            if self.clock.known:
+                payload["timestamp"] = clock.iso(self.clock.now())
+        self._events_due.append([line, payload])
+
+    def _drain_event(self):
+        # One flash write of the oldest due event: its security log line, then its journal entry
+        # (one from before the clock was set waits for the BootNotification's time).
+        if not self._events_due:
             return
-        self._queue_event(payload, self.clock.now())
+        event = self._events_due[0]
+        if event[0] is not None:
+            self.security_log().write(event[0])
+            event[0] = None
+            return
+        payload = event[1]
+        if payload is not None:
+            if "timestamp" not in payload:
+                if not self.clock.known:
+                    return
+                payload["timestamp"] = clock.iso(self.clock.now())
+            try:
+                self.journal.append("SecurityEventNotification", payload)
+            except Exception as e:  # noqa: BLE001  (a MemoryError too: an event must not stop its cause)
+                self.log("ocpp: security event %s not queued (%r)" % (payload["type"], e))
+        self._events_due.pop(0)
 
     def security_log(self):
         """The security log (GetLog SecurityLog): every security event, critical or not, in
@@ -152,20 +174,10 @@ class ChargePoint:
         return clock.iso(self.clock.now()) if self.clock.known else "uptime %d s" % (
             time.ticks_diff(time.ticks_ms(), self._started_ms) // 1000)
 
-    def _queue_event(self, payload, epoch_s):
-        payload["timestamp"] = clock.iso(epoch_s)
-        try:
-            self.journal.append("SecurityEventNotification", payload)
-        except Exception as e:  # noqa: BLE001  (a MemoryError too: an event must not stop its cause)
-            self.log("ocpp: security event %s not queued (%r)" % (payload["type"], e))
-
     def _set_clock(self, epoch_s):
         # SettingSystemTime: the first time after a boot, and a move of more than a minute.
         moved = None if not self.clock.known else epoch_s - self.clock.now()
         self.clock.set(epoch_s)
-        early, self._early_events = self._early_events, []
-        for payload in early:
-            self._queue_event(payload, epoch_s)
         if moved is None or not -_CLOCK_MOVE_S <= moved <= _CLOCK_MOVE_S:
             self.security_event("SettingSystemTime", "set by the central system" if moved is None else
                                 "moved %+d s by the central system" % moved)
@@ -545,6 +557,7 @@ class ChargePoint:
             self._meter_values(now_s)
         self._statuses(False)
         self.journal.step()   # a compaction in progress goes on when nothing else changes the journal
+        self._drain_event()
         if self._reset and not self.journal_pending_for_reset() and not self.stopping():
             if time.ticks_diff(now_ms, self._reset_at_ms) >= 0:
                 self.app.reboot(self._reset == "Hard")
