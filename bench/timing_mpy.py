@@ -3,7 +3,7 @@
 # workload runs in the real firmware code (bench/timing.py scales the figures to the boards and
 # judges them against the 50 ms rule).
 # usage: micropython timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON ROOT_DIR
-#                                  C_X PYSTONE_RP2040
+#                                  C_X PYSTONE_RP2040 PYSTONE_BASIS BOARD_CALL_US BOARD_READ_BYTES_PER_US
 #   WS_URL     the central system's ws://HOST:PORT/ocpp (HOST "localhost" when it resolves to
 #              127.0.0.1 here: then getaddrinfo looks the name up, as a central system's)
 #   WSS_URL    the same over TLS, CA_DER the file of its CA (DER); "-" when there is none
@@ -76,14 +76,24 @@ FLASH = "/flash"          # the workloads' files: littlefs, as on a board
 FLASH_BLOCK = 4096        # the rp2 and esp32 ports' littlefs block
 FLASH_BLOCKS = 512        # 2 MB: three runs of each workload, firmware bundles included
 FLASH_PROG = 256          # littlefs' progsize as the rp2 port's _boot.py mounts it
+# What one call of a board's C block device costs at RP2040 speed comes from the host
+# (bench/timing.py BOARD_CALL_US, BOARD_READ_BYTES_PER_US): estimates, not measurements. littlefs
+# calls it through mp_call_method (a method's lookup, its arguments parsed, the buffer protocol):
+# a few hundred cycles at 125 MHz. A read then copies from the XIP flash: QSPI at 62.5 MHz moves
+# at most 31 MB/s, less per cache line fetched.
+BOARD_CALL_US = 4
+BOARD_READ_BYTES_PER_US = 20
 
 
 class FlashImage:
     """A littlefs block device over an image file, as the virtual board's flash (host_tools/sim/
     rom.py; the host puts the file on tmpfs where it can): the workloads' files go through the
     same littlefs C code as on a board. On a board the block device is C too (rp2.Flash, the
-    esp32 partition): the time spent in this Python one is kept in SPENT_US and taken out of the
-    gaps like another process's. Not modelled: the flash chip's program and erase times."""
+    esp32 partition): what this Python one costs here, its body and littlefs' call into it
+    (`call_ns`, measured by calibrate()), goes into SPENT_US and out of the gaps like another
+    process's time, and what a board's C driver costs per call goes back in as C (`board_ns`:
+    BOARD_CALL_US and the read's copy from the flash at BOARD_READ_BYTES_PER_US, in this host's
+    time at the C factor). Not modelled: the flash chip's program and erase times."""
 
     def __init__(self, path):
         with real_open(path, "wb") as f:
@@ -91,18 +101,36 @@ class FlashImage:
             for _ in range(FLASH_BLOCKS):
                 f.write(blank)
         self.f = real_open(path, "r+b")
+        self.call_ns = 0       # littlefs' call into readblocks/writeblocks here, its body not counted
+        self.board_call_ns = 0   # a board's call, in this host's time at the C factor (at_c_factor)
+        self.board_byte_ps = 0   # and a byte of its read, in picoseconds
+        self._ns = 0           # what is not a whole microsecond yet
+
+    def at_c_factor(self, c_x):
+        """What a board's C block device costs, from now on, in this host's time at C factor c_x
+        (integers: nothing allocated in a call)."""
+        self.board_call_ns = int(BOARD_CALL_US * 1000 / c_x)
+        self.board_byte_ps = int(1000000 / BOARD_READ_BYTES_PER_US / c_x)
+
+    def _spent(self, took_us, nbytes):
+        board_ns = self.board_call_ns + nbytes * self.board_byte_ps // 1000
+        self._ns += took_us * 1000 + self.call_ns - board_ns
+        whole = self._ns // 1000
+        if whole > 0:
+            SPENT_US[0] += whole
+            self._ns -= whole * 1000
 
     def readblocks(self, block, buf, offset=0):
         start = time.ticks_us()
         self.f.seek(block * FLASH_BLOCK + offset)
         self.f.readinto(buf)
-        SPENT_US[0] += time.ticks_diff(time.ticks_us(), start)
+        self._spent(time.ticks_diff(time.ticks_us(), start), len(buf))
 
     def writeblocks(self, block, buf, offset=0):
         start = time.ticks_us()
         self.f.seek(block * FLASH_BLOCK + offset)
         self.f.write(buf)
-        SPENT_US[0] += time.ticks_diff(time.ticks_us(), start)
+        self._spent(time.ticks_diff(time.ticks_us(), start), 0)   # the program time: not modelled
 
     def ioctl(self, op, arg):
         if op == 4:   # block count
@@ -111,14 +139,35 @@ class FlashImage:
             return FLASH_BLOCK
         return 0      # init, sync, erase: an erase needs nothing written here
 
-
+    def calibrate(self, calls=20000):
+        """call_ns: a call of readblocks here less its timed body, what littlefs pays for each
+        call into this Python block device (a Python method call: the frame, the arguments, the
+        bookkeeping after the body); the loop's own cost taken off."""
+        buf = bytearray(32)
+        read = self.readblocks
+        best = None
+        for _ in range(3):
+            spent = SPENT_US[0]
+            start = time.ticks_us()
+            for _ in range(calls):
+                read(0, buf, 0)
+            took = time.ticks_diff(time.ticks_us(), start)
+            body = SPENT_US[0] - spent
+            start = time.ticks_us()
+            for _ in range(calls):
+                pass
+            took -= time.ticks_diff(time.ticks_us(), start)
+            ns = (took - body) * 1000 // calls
+            best = ns if best is None or ns < best else best
+        self.call_ns = max(best, 0)
+        return self.call_ns
 
 
 def mount_flash(folder):
     bdev = FlashImage(folder + "/flash.img")
     vfs.VfsLfs2.mkfs(bdev, progsize=FLASH_PROG)
     vfs.mount(vfs.VfsLfs2(bdev, progsize=FLASH_PROG), FLASH)
-    return FLASH
+    return bdev
 
 
 class StepWatch:
@@ -848,15 +897,22 @@ def sizes(board_path, load_board_path, root):
 
 
 async def main(args):
-    c_x, pystone_rp2040 = float(args[8]), float(args[9])
-    args = args[:7] + (mount_flash(args[7]),)
+    global BOARD_CALL_US, BOARD_READ_BYTES_PER_US
+    c_x, pystone_rp2040, pystone_basis = float(args[8]), float(args[9]), float(args[10])
+    BOARD_CALL_US, BOARD_READ_BYTES_PER_US = float(args[11]), float(args[12])
+    bdev = mount_flash(args[7])
+    args = args[:7] + (FLASH,)
     out = {"runs": RUNS, "sizes": sizes(args[5], args[6], args[7])}
     out["pystone_per_s"] = max(pystone_mpy.pystones_per_s(PYSTONE_LOOPS) for _ in range(RUNS))
+    out["block_device_call_ns"] = bdev.calibrate()
+    bdev.at_c_factor(c_x * out["pystone_per_s"] / pystone_basis)
+    out["block_device_board"] = {"call_us": BOARD_CALL_US, "read_bytes_per_us": BOARD_READ_BYTES_PER_US}
     out["getaddrinfo_us"] = getaddrinfo_us(args[0])
     gc.collect()
     out["heap_bytes"] = gc.mem_alloc() + gc.mem_free()
     watch = StepWatch()
-    watch.c_weight = c_x / (out["pystone_per_s"] / pystone_rp2040)   # C's factor over bytecode's
+    # C's factor over bytecode's: C_X x pystone here / the basis machine's, over pystone here / the RP2040's
+    watch.c_weight = c_x * pystone_rp2040 / pystone_basis
     out["preemption_corrected"] = watch.corrected
     asyncio.create_task(watch.run())
     step_every_task(watch)   # the watcher's own turns are not a task step
@@ -867,7 +923,7 @@ async def main(args):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 11:
+    if len(sys.argv) != 14:
         raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON "
-                         "ROOT_DIR C_X PYSTONE_RP2040")
+                         "ROOT_DIR C_X PYSTONE_RP2040 PYSTONE_BASIS BOARD_CALL_US BOARD_READ_BYTES_PER_US")
     say(result=asyncio.run(main(tuple(sys.argv[1:]))))
