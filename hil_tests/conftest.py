@@ -213,6 +213,18 @@ def fresh_rig(address: str, now_ms=None) -> Rig:
     return r
 
 
+def rig_and_console(started: dict):
+    """For a fixture of a board a module started itself (run_sim): its bare rig and freshly
+    booted board, and its console; both closed afterwards."""
+    from rigkit import Dut, wait_booted
+    rig = fresh_rig(started["control"])
+    wait_booted(rig)
+    dut = Dut(started["serial"])
+    yield rig, dut
+    rig.close()
+    dut.close()
+
+
 @pytest.fixture(scope="session")
 def dut_ocpp_url(real_rig):
     """On a real rig: the central system the DUT is configured for (its ocpp_url; "" for none),

@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from conftest import fresh_rig, run_sim
-from rigkit import Dut, wait_booted
+from conftest import rig_and_console, run_sim
 
 EV = {"max_a": 32, "phases": 3, "response_s": 1}
 
@@ -21,12 +20,7 @@ def grid_board(request, tmp_path_factory):
 
 @pytest.fixture
 def site(grid_board):
-    rig = fresh_rig(grid_board["control"])
-    wait_booted(rig)
-    dut = Dut(grid_board["serial"])
-    yield rig, dut
-    rig.close()
-    dut.close()
+    yield from rig_and_console(grid_board)
 
 
 def grid_status(dut):

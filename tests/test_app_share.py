@@ -96,7 +96,7 @@ def test_a_single_phase_ev_on_a_three_phase_gun_loads_only_the_phase_its_meter_s
     from evse import meters
 
     class Metering:
-        grid = None   # no grid meter
+        grid_source = None   # no grid meter
 
         def __init__(self, amps):
             self.amps = amps

@@ -142,6 +142,9 @@ def test_a_write_in_steps_touches_no_file_before_its_second_step_and_leaves_none
     ("sim-ac2", {"model": "djsf1352", "uart": 0, "address": 10}, "measures 1 phase"),
     ("sim-ac2", {"model": "sdm630", "uart": 0, "address": 300}, "grid_meter address must be"),
     ("sim-dc2", {"model": "sdm630", "uart": 0, "address": 10}, "a grid meter is for AC boards"),
+    ("sim-dc2", {"feed": "api"}, "a grid meter is for AC boards"),
+    ("sim-ac2", {"feed": "mqtt"}, 'a fed grid meter is {"feed": "api"} and nothing else'),
+    ("sim-ac2", {"feed": "api", "uart": 0}, 'a fed grid meter is {"feed": "api"} and nothing else'),
 ])
 def test_a_grid_meter_that_cannot_see_the_whole_site_is_refused(board, meter, says):
     """A grid meter that misses a phase would count that phase's building load as nothing."""
@@ -149,3 +152,9 @@ def test_a_grid_meter_that_cannot_see_the_whole_site_is_refused(board, meter, sa
     spec["grid_meter"] = meter
     with pytest.raises(config.ConfigError, match=says):
         config.check_board(spec)
+
+
+def test_a_fed_grid_meter_is_a_board_of_its_own():
+    spec = json.loads((BOARDS / "sim-ac2.json").read_text())
+    spec["grid_meter"] = {"feed": "api"}
+    config.check_board(spec)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from evse import gun as gun_mod, meters, modbus
 from evse.metering import DEAD_MS, Metering
@@ -141,3 +142,47 @@ def test_the_time_of_a_reading_is_taken_after_the_read(metering):
     metering.meters[0] = Slow()
     assert poll(metering, 1, 100, 8000)
     assert metering._last_ok_ms[0] == 3000
+
+
+# ---- a fed grid meter (docs/grid.md): readings written by the console or the central system ----
+FED = dict(BOARD, grid_meter={"feed": "api"})
+amps_ok = st.floats(min_value=0, max_value=10000, allow_nan=False) | st.integers(min_value=0, max_value=10000)
+
+
+@given(st.lists(amps_ok, min_size=3, max_size=3), st.integers(min_value=0, max_value=2**40))
+def test_a_fed_reading_is_taken_with_its_time(amps, at_ms):
+    m = Metering(Hal(), FED, lambda: at_ms)
+    assert m.grid_source == "feed" and m.grid is None   # nothing on a line to poll
+    m.feed_grid(amps)
+    assert m.grid_reading.amps == [float(a) for a in amps] and m.grid_ok_ms == at_ms
+
+
+@given(st.one_of(
+    st.lists(amps_ok).filter(lambda a: len(a) != 3),                       # not one per site phase
+    st.lists(st.one_of(amps_ok, st.floats(max_value=-0.001), st.floats(min_value=10000.001),
+                       st.just(float("nan")), st.text(max_size=3), st.booleans(), st.none()),
+             min_size=3, max_size=3).filter(lambda a: not all(
+                 not isinstance(x, bool) and isinstance(x, (int, float)) and 0 <= x <= 10000 for x in a)),
+    st.dictionaries(st.text(max_size=3), amps_ok), st.text(max_size=5), st.none()))
+def test_a_bad_fed_reading_is_refused_and_the_last_one_stands(bad):
+    m = Metering(Hal(), FED, lambda: 5)
+    m.feed_grid([1, 2, 3])
+    m._clock = lambda: 9
+    with pytest.raises(ValueError):
+        m.feed_grid(bad)
+    assert m.grid_reading.amps == [1.0, 2.0, 3.0] and m.grid_ok_ms == 5
+
+
+def test_only_a_fed_grid_meter_takes_readings():
+    with pytest.raises(ValueError, match="not there"):
+        Metering(Hal(), BOARD, lambda: 0).feed_grid([1, 2, 3])
+    grid = dict(BOARD, grid_meter={"model": "sdm630", "uart": 0, "address": 10})
+    with pytest.raises(ValueError, match="a Modbus meter: it is read, not written"):
+        Metering(Hal(), grid, lambda: 0).feed_grid([1, 2, 3])
+
+
+def test_a_single_phase_site_feeds_one_current():
+    m = Metering(Hal(), dict(FED, phases=1), lambda: 0)
+    m.feed_grid([20])
+    with pytest.raises(ValueError, match="site's 1 phase"):
+        m.feed_grid([20, 20, 20])

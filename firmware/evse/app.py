@@ -388,7 +388,7 @@ class App:
         if policy == "fifo":
             prio = since
         loads = self._loads_now()
-        if self.metering is not None and self.metering.grid is not None:
+        if self.metering is not None and self.metering.grid_source is not None:
             site = self._grid_caps(now_ms, site, loads)
         alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):

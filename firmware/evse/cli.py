@@ -9,6 +9,8 @@ COMMANDS = (
     ("guns", "guns", "one line per gun: state, offer, current, power, energy, session"),
     ("config", "config get <key> | set <key> <value> | check <key> <value> | list | reset <key|all>", "the settings"),
     ("meter", "meter", "each gun's energy meter: register, power, volts and amps per phase"),
+    ("grid", "grid <L1_A> [<L2_A> <L3_A>]",
+     "a reading of a fed grid meter: the current at the connection per site phase, the guns' included"),
     ("start", "start <gun> [idTag]", "start a session: with OCPP as if the card was shown"),
     ("stop", "stop <gun>", "end the gun's session (OCPP reason Local)"),
     ("fault", "fault list | fault clear <gun|all>", "the guns' faults"),
@@ -208,6 +210,27 @@ def _meter(app, args, yes):
     return out
 
 
+def _grid(app, args, yes):
+    # A fed grid meter (board file "grid_meter": {"feed": "api"}, docs/grid.md): a local device
+    # or a technician writes what the connection carries; the central system can (DataTransfer).
+    if not args:
+        return [_usage("grid")]
+    amps = []
+    for word in args:
+        try:
+            amps.append(float(word))
+        except ValueError:
+            return ["grid: '%s' is not a current in A; use: grid <L1_A> [<L2_A> <L3_A>]" % word]
+    if app.metering is None:
+        return ["grid: this board's grid meter is not there (board file grid_meter)"]
+    try:
+        app.metering.feed_grid(amps)
+    except ValueError as e:
+        return ["grid: %s; nothing changed" % e]
+    return ["grid: connection %s A taken; it stands for %d s (grid_stale_s)"
+            % (" ".join("%.1f" % a for a in amps), app.cfg.get("grid_stale_s"))]
+
+
 def _start(app, args, yes):
     if not 1 <= len(args) <= 2:
         return [_usage("start")]
@@ -367,7 +390,7 @@ def _reboot(app, args, yes):
     return ["reboot: restarting"]
 
 
-_HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter,
+_HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter, "grid": _grid,
              "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
              "selftest": _selftest, "timing": _timing, "calibrate": _calibrate, "reboot": _reboot,
              "echo": _echo}

@@ -127,19 +127,26 @@ def check_board(board):
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
     if "grid_meter" in board:   # the meter at the site's connection point (docs/grid.md)
-        from evse import meters
-        try:
-            meters.check(board["grid_meter"])
-        except ValueError as e:
-            raise ConfigError("board grid_%s" % e)
+        grid = board["grid_meter"]
         if dc:
             raise ConfigError("board grid_meter: a DC board's cabinet shares the site limit alone; a grid meter "
                               "is for AC boards")
-        spec = meters.MODELS[board["grid_meter"]["model"]]
-        if spec["dc"] or spec["phases"] < board.get("phases", 3):
-            raise ConfigError("board grid_meter: a %s measures %d phase(s) and this site has %d: use a meter that "
-                              "sees every phase (sdm630)" % (board["grid_meter"]["model"], spec["phases"],
-                                                             board.get("phases", 3)))
+        if isinstance(grid, dict) and "feed" in grid:
+            # No meter on a line: the readings come from the console or the central system.
+            if grid != {"feed": "api"}:
+                raise ConfigError('board grid_meter: a fed grid meter is {"feed": "api"} and nothing else, not %r'
+                                  % (grid,))
+        else:
+            from evse import meters
+            try:
+                meters.check(grid)
+            except ValueError as e:
+                raise ConfigError("board grid_%s" % e)
+            spec = meters.MODELS[grid["model"]]
+            if spec["dc"] or spec["phases"] < board.get("phases", 3):
+                raise ConfigError("board grid_meter: a %s measures %d phase(s) and this site has %d: use a meter "
+                                  "that sees every phase (sdm630)" % (grid["model"], spec["phases"],
+                                                                      board.get("phases", 3)))
     pilot = board["pilot"]
     for key in _PILOT_KEYS:
         if not isinstance(pilot.get(key), int):

@@ -7,8 +7,9 @@ def status_lines(app):
     out = ["%s  board %s  site limit %d A" % (app.cfg.get("name"), app.board["name"], app.cfg.get("site_limit_a"))]
     grid = grid_status(app)
     if grid is not None:
-        out.append("grid: connection %d A, margin %d A; %s" % (
-            grid["limit_a"], grid["margin_a"], "meter silent: the guns share %d A per phase" % grid["fallback_a"]
+        out.append("grid%s: connection %d A, margin %d A; %s" % (
+            " (fed)" if grid["source"] == "feed" else "", grid["limit_a"], grid["margin_a"],
+            "meter silent: the guns share %d A per phase" % grid["fallback_a"]
             if grid["fallback"] else "building L1 %.1f L2 %.1f L3 %.1f A" % tuple(grid["building_a"])
             if grid["building_a"] else "no reading yet"))
     out.append("gun state  duty%  offer_A  contactor  amps   temp_C  fault")
@@ -48,10 +49,10 @@ def status_json(app):
 def grid_status(app):
     """The grid meter's part of the budget (docs/grid.md), or None on a board without one."""
     m = app.metering
-    if m is None or m.grid is None:
+    if m is None or m.grid_source is None:
         return None
     building = app.grid_building_a
-    return {"limit_a": app.cfg.get("grid_limit_a"), "margin_a": app.cfg.get("grid_margin_a"),
+    return {"source": m.grid_source, "limit_a": app.cfg.get("grid_limit_a"), "margin_a": app.cfg.get("grid_margin_a"),
             "fallback": app.grid_fallback, "fallback_a": app.cfg.get("grid_fallback_a"),
             "building_a": [round(a, 1) for a in building] if building else None,
             "reading_age_ms": None if m.grid_ok_ms is None else app.now_ms - m.grid_ok_ms}

@@ -12,6 +12,14 @@ from evse import meters, modbus, ticks
 
 POLL_MS = const(1000)
 DEAD_MS = const(5000)
+FEED_MAX_A = const(10000)   # a fed grid reading above this per phase is a typing error
+
+
+class _Fed:
+    """A fed grid meter's reading: what the Modbus meter's Reading gives the sharing."""
+
+    def __init__(self, amps):
+        self.amps = amps
 
 
 class Metering:
@@ -38,12 +46,19 @@ class Metering:
                 master = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
                 masters[entry["uart"]] = master
             self.meters[i] = meters.Meter(master, entry["model"], entry["address"])
-        # The grid meter at the connection point: the building's load and the guns' together.
+        # The grid meter at the connection point: the building's load and the guns' together,
+        # read from a Modbus meter ("meter") or written by the console or the central system
+        # ("feed", feed_grid).
         self.grid = None
-        self.grid_reading = None        # its last reading
+        self.grid_source = None
+        self.grid_reading = None        # its last reading (.amps per site phase)
         self.grid_ok_ms = None          # when it was taken (None: never)
+        self._site_phases = board.get("phases", 3)
         entry = board.get("grid_meter")
-        if entry is not None:
+        if entry is not None and "feed" in entry:
+            self.grid_source = "feed"
+        elif entry is not None:
+            self.grid_source = "meter"
             master = masters.get(entry["uart"])
             if master is None:
                 baud = entry.get("baud", 9600)
@@ -90,6 +105,23 @@ class Metering:
             return False
         self.grid_ok_ms = self._clock()
         return True
+
+    def feed_grid(self, amps):
+        """A reading of the fed grid meter: the current at the connection per site phase (the
+        building and the guns together, as a meter measures it). ValueError naming what is
+        wrong, and nothing changes."""
+        if self.grid_source != "feed":
+            raise ValueError("this board's grid meter is %s" % (
+                "a Modbus meter: it is read, not written" if self.grid_source else "not there (board file grid_meter)"))
+        if not isinstance(amps, (list, tuple)) or len(amps) != self._site_phases:
+            raise ValueError("give the current of each of the site's %d phase(s), in A" % self._site_phases)
+        out = []
+        for a in amps:
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= FEED_MAX_A:
+                raise ValueError("a current is a number of A from 0 to %d, not %r" % (FEED_MAX_A, a))
+            out.append(float(a))
+        self.grid_reading = _Fed(out)
+        self.grid_ok_ms = self._clock()
 
     def rebase(self, d):
         """The control clock moved back by d (evse.ticks)."""

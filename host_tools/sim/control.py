@@ -219,6 +219,9 @@ def grid(world: World, req: dict, board) -> dict:
     grid meter misbehaving (`fault`) or behaving again (null); on a board with a grid meter."""
     if "grid_meter" not in world.board:
         raise OpError(f"grid: board {world.board.get('name')} has no grid meter (board file grid_meter)")
+    if "feed" in world.board["grid_meter"]:
+        raise OpError(f"grid: board {world.board.get('name')}'s grid meter is fed, not on a line: write its readings "
+                      "at the console (grid) or by DataTransfer GridMeter (docs/grid.md)")
     if "building_a" not in req and "fault" not in req:
         raise OpError("grid: give building_a (three amps) and/or fault")
     try:

@@ -349,7 +349,7 @@ def buses_for(world, board: dict) -> dict[int, Bus]:
             raise ValueError(f"{where}: {e}")
         slaves.setdefault(uart, []).append(slave)
     grid = board.get("grid_meter")
-    if grid is not None:   # the meter at the site's connection point: the building and the guns
+    if grid is not None and "feed" not in grid:   # the meter at the site's connection point: the building and the guns
         where = f"board {board.get('name')} grid_meter"
         uart, address = grid.get("uart"), grid.get("address")
         if (uart, address) in seen:

@@ -2,6 +2,7 @@
 # OCPP 1.6 action, routed by the HANDLERS table. A handler validates its payload with the rpc
 # helpers (a bad field is a CALLERROR naming it), acts on the model, and returns the .conf
 # payload; what must happen after the answer is out goes into cp.later.
+import json
 from micropython import const
 
 from evse import slices
@@ -247,9 +248,25 @@ def clear_cache(cp, p):
 def data_transfer(cp, p):
     only(p, ("vendorId", "messageId", "data"))
     vendor = need(p, "vendorId", str, maxlen=255)
-    opt(p, "messageId", str, maxlen=50)
-    opt(p, "data", str)
-    return {"status": "UnknownVendorId" if vendor != cp.VENDOR_ID else "UnknownMessageId"}
+    message = opt(p, "messageId", str, maxlen=50)
+    data = opt(p, "data", str)
+    if vendor != cp.VENDOR_ID:
+        return {"status": "UnknownVendorId"}
+    if message == "GridMeter":
+        # A fed grid meter's reading (docs/grid.md): data {"amps": [L1, L2, L3]}, the current at
+        # the site's connection per phase.
+        try:
+            reading = json.loads(data or "")
+            if not isinstance(reading, dict) or list(reading) != ["amps"]:
+                raise ValueError('data must be {"amps": [L1, L2, L3]}, the current at the connection per phase')
+            metering = getattr(cp.app, "metering", None)
+            if metering is None:
+                raise ValueError("this board's grid meter is not there")
+            metering.feed_grid(reading["amps"])
+        except ValueError as e:   # a JSON error is a ValueError too
+            return {"status": "Rejected", "data": str(e)[:200]}
+        return {"status": "Accepted"}
+    return {"status": "UnknownMessageId"}
 
 
 # ---- LocalAuthListManagement ----------------------------------------------------------------------
