@@ -51,14 +51,14 @@ def feed_until(rig, feed, building, done, timeout_s, what):
         time.sleep(1)
 
 
-def plug_and_start(rig, dut):
+def plug_and_start(rig, dut, fallback_a=6):
     # The board is a charge point of the central system: a session needs a card. Until the
     # first reading the guns share grid_fallback_a (6 A): one charges, the other waits.
     for n, tag in ((1, "AA11"), (2, "BB22")):
         rig.plug(gun=n, ev=EV)
         rig.wait_for(lambda guns, n=n: guns[n - 1]["state"] == "B1", 10, what=f"gun {n} plugged")
         dut.command(f"start {n} {tag}")
-    rig.wait_for(lambda guns: sorted(offers(guns)) == [0, 6], 20, what="the 6 A of no reading yet")
+    rig.wait_for(lambda guns: sorted(offers(guns)) == [0, fallback_a], 20, what=f"the {fallback_a} A of no reading yet")
 
 
 def offers(guns):
@@ -111,10 +111,7 @@ def test_a_bad_reading_at_the_console_says_why_and_changes_nothing(site):
 
 def test_the_central_system_feeds_the_grid_meter_by_data_transfer(site, csms):
     rig, dut = site
-    deadline = time.monotonic() + 30
-    while not any(c["id"] == NAME and c["connected"] for c in csms.charge_points()):
-        assert time.monotonic() < deadline, f"{NAME} did not connect: {csms.charge_points()}"
-        time.sleep(0.2)
+    wait_online(csms)
     cp = NAME
     assert "grid_limit_a = 40" in dut.command("config set grid_limit_a 40")
     plug_and_start(rig, dut)
@@ -137,3 +134,36 @@ def test_the_central_system_feeds_the_grid_meter_by_data_transfer(site, csms):
     assert grid_status(dut)["building_a"] == before
     reply = csms.call("DataTransfer", {"vendorId": "evse", "messageId": "SolarPanel", "data": "{}"}, cp=cp)
     assert reply["payload"] == {"status": "UnknownMessageId"}, reply
+
+
+def test_the_site_budget_is_read_and_set_as_configuration_keys_one_value_with_the_console(site, csms):
+    rig, dut = site
+    wait_online(csms)
+    assert "grid_limit_a = 40" in dut.command("config set grid_limit_a 40")
+
+    def keys(*names):
+        reply = csms.call("GetConfiguration", {"key": list(names)}, cp=NAME)["payload"]
+        return {k["key"]: k["value"] for k in reply["configurationKey"]}
+
+    assert keys("SiteLimitA", "GridLimitA", "GridMarginA", "GridFallbackA", "GridStaleS") == {
+        "SiteLimitA": "40", "GridLimitA": "40", "GridMarginA": "2", "GridFallbackA": "6", "GridStaleS": "11"}
+    reply = csms.call("ChangeConfiguration", {"key": "GridFallbackA", "value": "10"}, cp=NAME)["payload"]
+    assert reply == {"status": "Accepted"}
+    assert "grid_fallback_a = 10" in dut.command("config get grid_fallback_a")
+    # A fallback over the connection less its margin: refused, nothing changes.
+    reply = csms.call("ChangeConfiguration", {"key": "GridFallbackA", "value": "39"}, cp=NAME)["payload"]
+    assert reply == {"status": "Rejected"}
+    assert keys("GridFallbackA") == {"GridFallbackA": "10"}
+    assert any("ChangeConfiguration Rejected: GridFallbackA (grid_fallback_a): grid_fallback_a 39 is over" in line
+               for line in dut.command("log 5")), dut.command("log 5")
+    assert any("grid_fallback_a 39 is over grid_limit_a 40 less grid_margin_a 2" in line
+               for line in dut.command("config set grid_fallback_a 39"))
+    # With no reading, the guns share the new fallback: 10 A, 5 A each would pause both, so one takes it.
+    plug_and_start(rig, dut, fallback_a=10)
+
+
+def wait_online(csms):
+    deadline = time.monotonic() + 30
+    while not any(c["id"] == NAME and c["connected"] for c in csms.charge_points()):
+        assert time.monotonic() < deadline, f"{NAME} did not connect: {csms.charge_points()}"
+        time.sleep(0.2)

@@ -242,3 +242,13 @@ def test_past_6_days_the_control_clock_moves_back_and_charging_goes_on_unchanged
         t[0] += 20
         app.step()
     assert not any(g.contactor for g in app.guns)
+
+
+def test_a_stored_grid_fallback_over_the_connection_is_held_under_it(make_app, tmp_path):
+    """A fallback the settings would now refuse (stored by an older release, or left over a
+    reset of grid_limit_a) never lets the guns share more than the connection less its margin."""
+    (tmp_path / "config.json").write_text(json.dumps({"grid_limit_a": 20, "grid_fallback_a": 30}))
+    app = make_app(board="sim-ac2-grid")
+    assert app.cfg.get("grid_fallback_a") == 30                        # stored, read back
+    assert sum(shares(app, now_ms=60000)) <= 18                        # the meter never answered
+    assert any("the guns share 18 A per phase" in n for n in app.notes), app.notes

@@ -158,3 +158,17 @@ def test_a_fed_grid_meter_is_a_board_of_its_own():
     spec = json.loads((BOARDS / "sim-ac2.json").read_text())
     spec["grid_meter"] = {"feed": "api"}
     config.check_board(spec)
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("grid_fallback_a", 39, "grid_fallback_a 39 is over grid_limit_a 40 less grid_margin_a 2.*set at most 38"),
+    ("grid_limit_a", 7, "lower grid_fallback_a first"),
+    ("grid_margin_a", 40, "grid_margin_a 40 must be below grid_limit_a 40"),
+    ("grid_margin_a", 35, "grid_fallback_a 6 is over grid_limit_a 40 less grid_margin_a 35"),
+])
+def test_grid_settings_that_would_let_the_fallback_overload_the_connection_are_refused(tmp_path, key, value, says):
+    cfg = config.Config(json.loads((BOARDS / "sim-ac2-grid.json").read_text()), str(tmp_path))
+    with pytest.raises(config.ConfigError, match=says):
+        cfg.set(key, value)
+    assert cfg.values == {} and not (tmp_path / "config.json").exists()
+    assert cfg.set("grid_fallback_a", 38) == 38 and cfg.set("grid_limit_a", 40) == 40   # the edge is allowed

@@ -23,6 +23,10 @@ SPEC_KEYS = [  # OCPP 1.6 section 9: the keys of the profiles we announce that t
     "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled"]
 
 
+MIRRORED = {"SiteLimitA": "site_limit_a", "GridLimitA": "grid_limit_a", "GridMarginA": "grid_margin_a",
+            "GridFallbackA": "grid_fallback_a", "GridStaleS": "grid_stale_s"}
+
+
 def schema(name):
     return json.loads((SCHEMAS / name).read_text())
 
@@ -35,6 +39,8 @@ def test_the_table_has_every_required_key_of_the_profiles_we_announce():
 def test_every_key_default_is_a_value_its_own_validation_accepts(tmp_path):
     k = Keys(str(tmp_path), 2)
     for name in KEYS:
+        if name in MIRRORED:
+            continue   # the controller's settings (tested below)
         if name == "AuthorizationKey":
             assert k.get(name) == ""  # not set: no Basic Auth until the CSMS sends one
             continue
@@ -50,7 +56,7 @@ def test_get_configuration_of_all_keys_fits_the_official_schema_and_hides_the_au
         conf = k.get_configuration(names)
         jsonschema.validate(conf, schema("GetConfigurationResponse.json"))
         shown = {e["key"]: e for e in conf["configurationKey"]}
-        assert set(shown) == set(KEYS) - {"AuthorizationKey"}
+        assert set(shown) == set(KEYS) - {"AuthorizationKey"} - set(MIRRORED)   # no settings mirrored
         assert "unknownKey" not in conf
     assert shown["NumberOfConnectors"] == {"key": "NumberOfConnectors", "readonly": True, "value": "2"}
     assert shown["HeartbeatInterval"] == {"key": "HeartbeatInterval", "readonly": False, "value": "300"}
@@ -210,3 +216,48 @@ def test_change_configuration_answers_fit_the_official_schema(tmp_path):
     for name, value in (("HeartbeatInterval", "30"), ("NumberOfConnectors", "1"), ("Nope", "1"),
                         ("JournalMaxEntries", "100"), ("HeartbeatInterval", "x")):
         jsonschema.validate({"status": k.change(name, value)}, schema("ChangeConfigurationResponse.json"))
+
+
+# ---- the site's budget: the controller's settings as vendor keys (docs/grid.md) ----------------
+def settings(tmp_path, board="sim-ac2-grid"):
+    from evse import config
+    spec = json.loads((Path(__file__).resolve().parents[1] / "boards" / f"{board}.json").read_text())
+    return config.Config(spec, str(tmp_path))
+
+
+def test_the_site_keys_read_and_set_the_controllers_settings_one_value_for_console_and_ocpp(tmp_path):
+    cfg = settings(tmp_path)
+    k = Keys(str(tmp_path), 2)
+    k.mirror(cfg, tuple(MIRRORED))
+    shown = {e["key"]: e["value"] for e in k.get_configuration(None)["configurationKey"]}
+    assert {name: shown[name] for name in MIRRORED} == {name: str(cfg.get(s)) for name, s in MIRRORED.items()}
+    assert k.change("gridlimita", " 63 ") == "Accepted" and cfg.get("grid_limit_a") == 63   # any case, as any key
+    cfg.set("grid_margin_a", 5)                                                      # the console's change
+    assert k.get("GridMarginA") == 5
+    assert settings(tmp_path).get("grid_limit_a") == 63                              # on flash, in config.json
+    assert not (tmp_path / "ocpp.json").exists()                                     # not kept twice
+
+
+@pytest.mark.parametrize("name, text, says", [
+    ("SiteLimitA", "lots", "site_limit_a must be a whole number"),
+    ("GridStaleS", "2", "grid_stale_s = 2 is out of range"),
+    ("GridFallbackA", "39", "grid_fallback_a 39 is over grid_limit_a 40 less grid_margin_a 2"),
+    ("GridLimitA", "7", "lower grid_fallback_a first"),
+    ("GridMarginA", "40", "grid_margin_a 40 must be below grid_limit_a 40"),
+])
+def test_a_site_key_the_settings_refuse_is_rejected_with_the_reason_and_nothing_changes(tmp_path, name, text, says):
+    cfg = settings(tmp_path)
+    k = Keys(str(tmp_path), 2)
+    k.mirror(cfg, tuple(MIRRORED))
+    before = dict((s, cfg.get(s)) for s in MIRRORED.values())
+    assert k.change(name, text) == "Rejected" and says in k.last_error and name in k.last_error
+    assert dict((s, settings(tmp_path).get(s)) for s in MIRRORED.values()) == before
+
+
+def test_the_grid_keys_are_unknown_on_a_board_without_a_grid_meter(tmp_path):
+    k = Keys(str(tmp_path), 2)
+    k.mirror(settings(tmp_path, "sim-ac2"), ("SiteLimitA",))
+    conf = k.get_configuration(["SiteLimitA", "GridLimitA"])
+    assert conf["configurationKey"] == [{"key": "SiteLimitA", "readonly": False, "value": "40"}]
+    assert conf["unknownKey"] == ["GridLimitA"]
+    assert k.change("GridLimitA", "40") == "NotSupported"

@@ -439,7 +439,8 @@ class App:
         m, cfg = self.metering, self.cfg
         stale_ms = cfg.get("grid_stale_s") * 1000
         if m.grid_ok_ms is None or now_ms - m.grid_ok_ms > stale_ms:
-            fallback = cfg.get("grid_fallback_a")
+            # Never over the connection less its margin, whatever was stored (Config.consistent).
+            fallback = min(cfg.get("grid_fallback_a"), max(cfg.get("grid_limit_a") - cfg.get("grid_margin_a"), 0))
             if not self.grid_fallback and (m.grid_ok_ms is not None or now_ms > stale_ms):   # not at boot
                 self.grid_fallback = True
                 self.note("grid meter: no reading for %d s; the guns share %d A per phase" % (stale_ms // 1000, fallback))

@@ -247,8 +247,26 @@ class Config:
                     raise ConfigError("priority_guns: this board has guns 1..%d, not %s" % (guns, g))
         return value
 
+    def consistent(self, key, value):
+        """ConfigError when `value` for `key` would not fit the grid keys' other values: a
+        fallback over the connection less its margin could overload it while the grid meter is
+        silent, a margin at or over the connection leaves nothing."""
+        grid = dict((k, self.get(k)) for k in ("grid_limit_a", "grid_margin_a", "grid_fallback_a"))
+        if key not in grid:
+            return value
+        grid[key] = value
+        room = grid["grid_limit_a"] - grid["grid_margin_a"]
+        if grid["grid_margin_a"] and room <= 0:
+            raise ConfigError("grid_margin_a %d must be below grid_limit_a %d" % (grid["grid_margin_a"], grid["grid_limit_a"]))
+        if grid["grid_fallback_a"] > room:
+            raise ConfigError("grid_fallback_a %d is over grid_limit_a %d less grid_margin_a %d: the guns would share more "
+                              "than the connection while the grid meter is silent; %s" % (
+                                  grid["grid_fallback_a"], grid["grid_limit_a"], grid["grid_margin_a"],
+                                  "lower grid_fallback_a first" if key != "grid_fallback_a" else "set at most %d" % max(room, 0)))
+        return value
+
     def set(self, key, value):
-        value = self.check(key, value)
+        value = self.consistent(key, self.check(key, value))
         values = dict(self.values)
         values[key] = value
         store.write_json(self.path, values)

@@ -60,6 +60,11 @@ class ChargePoint:
         self.log = log
         n = len(app.guns)
         self.keys = keys.Keys(root, n, self._key_changed, self._key_check)
+        cfg = getattr(app, "cfg", None)
+        if cfg is not None:
+            site = ("SiteLimitA",)
+            self.keys.mirror(cfg, site + ("GridLimitA", "GridMarginA", "GridFallbackA", "GridStaleS")
+                             if "grid_meter" in app.board else site)
         self.auth = auth.Auth(root, self.keys)
         self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
         path = self.root + PROFILES_FILE

@@ -15,6 +15,7 @@ _MEASURANDS = const(2)  # CSL of measurands, bounded by the MaxLength key named 
 _TEXT = const(3)        # read-only text or a read-only CSL
 _PHASES = const(4)      # CSL of [<connector>.]<rotation>, OCPP 1.6 section 9.1 ConnectorPhaseRotation
 _HEX = const(5)         # hexadecimal secret of lo..hi characters
+_CFG = const(6)         # the controller's setting named as default (config.json): the console's too
 
 # Flags
 _RO = const(1)
@@ -72,6 +73,14 @@ KEYS = {
     # A transaction a reboot interrupted: true resumes it, false stops it with reason PowerLoss.
     "ResumeTransactionOnBoot": (_BOOL, 0, False, None, None, ""),
     "JournalMaxEntries": (_INT, _REBOOT, 1000, 16, 2000, "messages"),
+    # The site's budget (docs/grid.md): the controller's own settings, one value whether the
+    # console or the central system reads or sets it. The Grid keys only on a board with a grid
+    # meter (Keys.mirror).
+    "SiteLimitA": (_CFG, 0, "site_limit_a", None, None, "A"),
+    "GridLimitA": (_CFG, 0, "grid_limit_a", None, None, "A"),
+    "GridMarginA": (_CFG, 0, "grid_margin_a", None, None, "A"),
+    "GridFallbackA": (_CFG, 0, "grid_fallback_a", None, None, "A"),
+    "GridStaleS": (_CFG, 0, "grid_stale_s", None, None, "s"),
 }
 
 # OCPP 1.6 Measurand enumeration
@@ -119,6 +128,8 @@ class Keys:
         self.connectors = connectors
         self.on_change = on_change
         self.check = check   # check(name, value): why the charge point cannot take it, or None
+        self.cfg = None      # the controller's settings behind the _CFG keys (mirror)
+        self._mirrored = ()
         self.last_error = ""
         self.values = {}
         stored = store.read_json(self.path, {})
@@ -127,7 +138,7 @@ class Keys:
             stored = {}
         for name in stored:
             key = canonical(name)
-            if key is None or KEYS[key][1] & _RO:
+            if key is None or KEYS[key][1] & _RO or KEYS[key][0] == _CFG:
                 print("ocpp: ignoring stored key '%s': not a writable key" % name)
                 continue
             try:
@@ -135,15 +146,29 @@ class Keys:
             except (ValueError, TypeError) as e:
                 print("ocpp: ignoring stored value: %s" % e)
 
+    def mirror(self, cfg, names):
+        """The _CFG keys in `names` read and set the controller's settings `cfg` (evse.config);
+        the others are not this charge point's (unknown to GetConfiguration, NotSupported)."""
+        self.cfg = cfg
+        self._mirrored = names
+
+    def _known(self, name):
+        key = canonical(name)
+        if key is not None and KEYS[key][0] == _CFG and key not in self._mirrored:
+            return None
+        return key
+
     def default(self, name):
         if name == "NumberOfConnectors":
             return self.connectors
         return KEYS[name][2]
 
     def get(self, name):
-        key = canonical(name)
+        key = self._known(name)
         if key is None:
             raise KeyError("unknown OCPP key '%s'" % name)
+        if KEYS[key][0] == _CFG:
+            return self.cfg.get(KEYS[key][2])
         if key in self.values:
             return self.values[key]
         return self.default(key)
@@ -199,8 +224,8 @@ class Keys:
         shown, not even as unknown."""
         known = []
         unknown = []
-        for name in sorted(KEYS) if not names else names:
-            key = canonical(name)
+        for name in (sorted(k for k in KEYS if self._known(k)) if not names else names):
+            key = self._known(name)
             if key is None:
                 unknown.append(name)
             elif not KEYS[key][1] & _WRITE_ONLY:
@@ -209,6 +234,24 @@ class Keys:
         if unknown:
             conf["unknownKey"] = unknown
         return conf
+
+    def _change_setting(self, key, value_text):
+        # The controller's setting, validated and stored as the console's config set does.
+        from evse import config
+        setting = KEYS[key][2]
+        try:
+            value = self.cfg.consistent(setting, self.cfg.check(setting, config.parse_value(
+                setting, value_text.strip() if isinstance(value_text, str) else "")))
+        except ValueError as e:   # ConfigError
+            self.last_error = "%s (%s): %s" % (key, setting, e)
+            return "Rejected"
+        try:
+            self.cfg.set(setting, value)
+        except OSError as e:
+            self.last_error = "%s not stored: flash write failed (%s)" % (key, e)
+            return "Rejected"
+        self.last_error = ""
+        return "Accepted"
 
     def fall_back(self, name, value):
         """Stores `value` for `name` past the rules of change(): a SecurityProfile that could not
@@ -221,10 +264,12 @@ class Keys:
     def change(self, name, value_text):
         """ChangeConfiguration: "Accepted", "Rejected" (read-only or bad value: see last_error),
         "RebootRequired" (stored; effective after a reboot) or "NotSupported" (unknown key)."""
-        key = canonical(name)
+        key = self._known(name)
         if key is None:
             self.last_error = "unknown key '%s'" % name
             return "NotSupported"
+        if KEYS[key][0] == _CFG:
+            return self._change_setting(key, value_text)
         flags = KEYS[key][1]
         if flags & _RO:
             self.last_error = "%s is read-only" % key

@@ -235,7 +235,10 @@ def change_configuration(cp, p):
     only(p, ("key", "value"))
     name = need(p, "key", str, maxlen=50)
     value = need(p, "value", str, maxlen=500)
-    return {"status": cp.keys.change(name, value)}
+    status = cp.keys.change(name, value)
+    if status in ("Rejected", "NotSupported"):
+        cp.log("ocpp: ChangeConfiguration %s: %s" % (status, cp.keys.last_error))   # never a secret's value
+    return {"status": status}
 
 
 @handler("ClearCache")
