@@ -34,7 +34,8 @@ def site(fed_board):
 
 
 def grid_status(dut):
-    return json.loads(dut.command("status --json")[-1]).get("grid")
+    # The JSON line: a gun's state change may print after it.
+    return json.loads(next(line for line in dut.command("status --json") if line.startswith("{"))).get("grid")
 
 
 def feed_until(rig, feed, building, done, timeout_s, what):
@@ -99,7 +100,10 @@ def test_a_bad_reading_at_the_console_says_why_and_changes_nothing(site):
                        ("grid 10 10 10 10", "give the current of each of the site's 3 phase(s)"),
                        ("grid -5 10 10", "a current is a number of A from 0 to 10000"),
                        ("grid 10 nan 10", "a current is a number of A from 0 to 10000"),
-                       ("grid 10 10 99999", "a current is a number of A from 0 to 10000")):
+                       ("grid 10 10 99999", "a current is a number of A from 0 to 10000"),
+                       ("grid 10 10 10 power sunny", "'sunny' is not a power in W"),
+                       ("grid 10 10 10 power 1e9", "the power is a number of W from -10000000"),
+                       ("grid power -300", "use: grid <L1_A>")):
         reply = dut.command(line)
         assert any(says in r for r in reply), (line, reply)
     after = grid_status(dut)
@@ -128,10 +132,18 @@ def test_the_central_system_feeds_the_grid_meter_by_data_transfer(site, csms):
     for data, says in (("not json", "syntax"), (json.dumps([1, 2, 3]), 'data must be {"amps"'),
                        (json.dumps({"amps": [1, 2]}), "site's 3 phase(s)"),
                        (json.dumps({"amps": [1, 2, "3"]}), "a current is a number"),
-                       (json.dumps({"amps": [1, 2, 3], "volts": [230] * 3}), 'data must be {"amps"')):
+                       (json.dumps({"amps": [1, 2, 3], "volts": [230] * 3}), 'data must be {"amps"'),
+                       (json.dumps({"amps": [1, 2, 3], "power_w": "lots"}), "the power is a number of W")):
         reply = csms.call("DataTransfer", {"vendorId": "evse", "messageId": "GridMeter", "data": data}, cp=cp)
         assert reply["payload"]["status"] == "Rejected" and says in reply["payload"]["data"], (data, reply)
     assert grid_status(dut)["building_a"] == before
+    reply = csms.call("DataTransfer", {"vendorId": "evse", "messageId": "GridMeter",
+                                       "data": json.dumps({"amps": [5, 5, 5], "power_w": -2500})}, cp=cp)
+    assert reply["payload"] == {"status": "Accepted"}, reply
+    assert "solar_mode = on" in dut.command("config set solar_mode on --yes")
+    # The fed export, and what the guns drew as it came, is the surplus.
+    rig.wait_for(lambda guns: ((grid_status(dut)["solar"] or {}).get("surplus_w") or 0) >= 2500, 10, period_s=0.3,
+                 what="the fed export as the surplus")
     reply = csms.call("DataTransfer", {"vendorId": "evse", "messageId": "SolarPanel", "data": "{}"}, cp=cp)
     assert reply["payload"] == {"status": "UnknownMessageId"}, reply
 

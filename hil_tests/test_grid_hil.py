@@ -5,6 +5,7 @@ grid_fallback_a within grid_stale_s, says so, and the guns get the room back whe
 
 sim-ac2-grid: two 32 A guns, a 40 A site, an SDM630 at the connection (UART 0, address 10)."""
 import json
+import time
 
 import pytest
 
@@ -24,7 +25,8 @@ def site(grid_board):
 
 
 def grid_status(dut):
-    return json.loads(dut.command("status --json")[-1]).get("grid")
+    # The JSON line: a gun's state change may print after it.
+    return json.loads(next(line for line in dut.command("status --json") if line.startswith("{"))).get("grid")
 
 
 def test_the_guns_share_what_the_building_leaves_of_the_connection_and_fall_back_when_the_meter_is_silent(site):
@@ -55,6 +57,38 @@ def test_the_guns_share_what_the_building_leaves_of_the_connection_and_fall_back
 def test_the_grid_op_says_what_is_wrong_and_changes_nothing(site):
     rig, _ = site
     for fields, says in (({}, "give building_a"), ({"building_a": [1, 2]}, "three amps"),
-                         ({"fault": "smoke"}, "fault must be null or one of")):
+                         ({"fault": "smoke"}, "fault must be null or one of"),
+                         ({"pv_w": -5, "building_a": [1, 1, 1]}, "pv_w must be watts")):
         reply = rig.raw({"op": "grid", **fields})
         assert says in reply["error"], reply
+
+
+def test_solar_mode_charges_from_the_export_starts_after_its_delay_and_pauses_after_its_stop_delay(site):
+    """SmartEVSE's solar mode: the guns take what the site exports plus what they draw; a start
+    waits solar_start_s of enough surplus, a shortfall holds the minimum for solar_stop_s."""
+    rig, dut = site
+    for line in ("config set grid_limit_a 40", "config set solar_mode on", "config set solar_start_s 8",
+                 "config set solar_stop_s 12"):
+        assert " = " in dut.command(line)[-1], line
+    rig.plug(gun=1, ev=EV)
+    rig.plug(gun=2, ev=EV)
+    rig.wait_for(lambda guns: all(g["state"] == "B1" for g in guns), 10, what="both waiting")
+    time.sleep(3)
+    assert [g["offered_a"] for g in rig.guns()] == [0, 0]                   # no sun: nothing
+    assert grid_status(dut)["solar"]["state"] == "waiting"
+    # 11 kW of sun: 16 A on each phase, 8 A for each gun, once it has lasted 8 s.
+    rig.request("grid", pv_w=11040)
+    sun = time.monotonic()
+    rig.wait_for(lambda guns: [round(g["offered_a"]) for g in guns] == [8, 8], 30, what="8 A each from the sun")
+    assert time.monotonic() - sun >= 8 - 1, "started before solar_start_s"
+    assert any("solar: the surplus has sufficed for 8 s: charging" in line for line in dut.command("log 20"))
+    status = grid_status(dut)
+    assert status["solar"]["state"] == "charging" and abs(status["solar"]["surplus_w"] - 11040) < 600, status
+    # A cloud: 2 kW is short of two 6 A sessions (or one): the minimum for 12 s, then a pause.
+    rig.request("grid", pv_w=2000)
+    cloud = time.monotonic()
+    rig.wait_for(lambda guns: sorted(round(g["offered_a"]) for g in guns) == [0, 6], 20, what="the minimum")
+    assert any(line.startswith("solar: short of the minimum") for line in dut.command("status"))
+    rig.wait_for(lambda guns: [g["offered_a"] for g in guns] == [0, 0], 30, what="the pause")
+    assert time.monotonic() - cloud >= 12 - 1, "paused before solar_stop_s"
+    assert any("solar: the guns pause until the surplus suffices" in line for line in dut.command("log 20"))

@@ -172,3 +172,10 @@ def test_grid_settings_that_would_let_the_fallback_overload_the_connection_are_r
         cfg.set(key, value)
     assert cfg.values == {} and not (tmp_path / "config.json").exists()
     assert cfg.set("grid_fallback_a", 38) == 38 and cfg.set("grid_limit_a", 40) == 40   # the edge is allowed
+
+
+def test_solar_mode_needs_a_grid_meter(tmp_path):
+    cfg = config.Config(json.loads((BOARDS / "sim-ac2.json").read_text()), str(tmp_path))
+    with pytest.raises(config.ConfigError, match="solar_mode on needs a grid meter"):
+        cfg.set("solar_mode", "on")
+    assert cfg.set("solar_mode", "off") == "off"

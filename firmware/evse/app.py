@@ -88,9 +88,14 @@ class App:
         self.grid_fallback = False       # the grid meter is silent: the guns share grid_fallback_a
         self.grid_building_a = None      # the building's load per site phase, by the grid meter
         self._grid_seen_ms = None        # the grid reading grid_building_a was worked out from
+        self._grid_guns_w = 0.0          # what the guns drew at that reading
+        self.solar = None                # with a grid meter: charging from its export (solar_mode)
         if any("meter" in g for g in board["guns"]) or "grid_meter" in board:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
+            if "grid_meter" in board:
+                from evse.solar import Solar
+                self.solar = Solar()
         self.log = Log(root, now_fn=self.stamp)
         self._faults_due = False   # a gun's fault came or went: the flash task writes them
         self.has_estop = board.get("estop", False)   # an emergency stop input (board file "estop": true)
@@ -331,6 +336,8 @@ class App:
             self.cabinet.rebase(d)
         if self.metering is not None:
             self.metering.rebase(d)
+        if self.solar is not None:
+            self.solar.rebase(d)
 
     def stamp(self):
         """The time a log line gets: the wall clock (UTC) once OCPP has set it, else the time
@@ -390,6 +397,8 @@ class App:
         loads = self._loads_now()
         if self.metering is not None and self.metering.grid_source is not None:
             site = self._grid_caps(now_ms, site, loads)
+            if cfg.get("solar_mode") == "on":
+                site = self._solar_caps(now_ms, site, limits, loads)
         alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
@@ -459,6 +468,7 @@ class App:
                 if g.contactor:
                     for p in phases:
                         guns_a[p] += g.current_a
+            self._grid_guns_w = (guns_a[0] + guns_a[1] + guns_a[2]) * VOLTS
             amps = m.grid_reading.amps
             building = [0.0, 0.0, 0.0]
             for p in range(3):
@@ -471,6 +481,29 @@ class App:
             cap = room - self.grid_building_a[p]
             caps[p] = 0.0 if cap < 0 else (site if cap > site else cap)
         return caps
+
+    def _solar_caps(self, now_ms, site, limits, loads):
+        """Under solar_mode on: the site caps no higher than the solar surplus allows per phase
+        the guns that want power load (evse.solar); nothing while the grid meter is silent or
+        gives no power."""
+        cfg, m, solar = self.cfg, self.metering, self.solar
+        seen = 0
+        for lim, phases in zip(limits, loads):
+            if lim:
+                for p in phases:
+                    seen |= 1 << p
+        phases = (seen & 1) + (seen >> 1 & 1) + (seen >> 2 & 1)
+        net_w = None if self.grid_fallback else getattr(m.grid_reading, "power_w", None)
+        before = solar.state
+        cap = solar.cap(now_ms, net_w, self._grid_guns_w, cfg.get("solar_import_w"), phases,
+                        cfg.get("min_current_a"), cfg.get("solar_start_s") * 1000, cfg.get("solar_stop_s") * 1000)
+        if solar.state != before:
+            self.note("solar: %s" % (
+                "the surplus has sufficed for %d s: charging" % cfg.get("solar_start_s") if solar.state == "charging"
+                and before == "waiting" else "back over the minimum" if solar.state == "charging"
+                else "short of the minimum: %d s at %d A, then pause" % (cfg.get("solar_stop_s"), cfg.get("min_current_a"))
+                if solar.state == "short" else "the guns pause until the surplus suffices"))
+        return [cap if cap < site[p] else site[p] for p in range(3)]
 
     def _loads_now(self):
         """The site phases each gun loads: what its meter sees drawn while it charges (a

@@ -9,8 +9,9 @@ COMMANDS = (
     ("guns", "guns", "one line per gun: state, offer, current, power, energy, session"),
     ("config", "config get <key> | set <key> <value> | check <key> <value> | list | reset <key|all>", "the settings"),
     ("meter", "meter", "each gun's energy meter: register, power, volts and amps per phase"),
-    ("grid", "grid <L1_A> [<L2_A> <L3_A>]",
-     "a reading of a fed grid meter: the current at the connection per site phase, the guns' included"),
+    ("grid", "grid <L1_A> [<L2_A> <L3_A>] [power <W>]",
+     "a reading of a fed grid meter: the current at the connection per site phase, the guns' included, "
+     "and the total power there (negative: export)"),
     ("start", "start <gun> [idTag]", "start a session: with OCPP as if the card was shown"),
     ("stop", "stop <gun>", "end the gun's session (OCPP reason Local)"),
     ("fault", "fault list | fault clear <gun|all>", "the guns' faults"),
@@ -25,6 +26,7 @@ COMMANDS = (
 )
 # Settings whose change alters a session that is running.
 SESSION_KEYS = ("site_limit_a", "grid_limit_a", "grid_margin_a", "grid_fallback_a", "grid_stale_s",
+                "solar_mode", "solar_import_w", "solar_start_s", "solar_stop_s",
                 "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
                 "priority_tags", "meter_fault", "ocpp_url", "ocpp_id", "ocpp_ca")
 LOG_LINES = 20
@@ -213,6 +215,13 @@ def _meter(app, args, yes):
 def _grid(app, args, yes):
     # A fed grid meter (board file "grid_meter": {"feed": "api"}, docs/grid.md): a local device
     # or a technician writes what the connection carries; the central system can (DataTransfer).
+    power_w = None
+    if len(args) >= 2 and args[-2] == "power":
+        try:
+            power_w = float(args[-1])
+        except ValueError:
+            return ["grid: '%s' is not a power in W (negative: export)" % args[-1]]
+        args = args[:-2]
     if not args:
         return [_usage("grid")]
     amps = []
@@ -220,15 +229,16 @@ def _grid(app, args, yes):
         try:
             amps.append(float(word))
         except ValueError:
-            return ["grid: '%s' is not a current in A; use: grid <L1_A> [<L2_A> <L3_A>]" % word]
+            return ["grid: '%s' is not a current in A; use: grid <L1_A> [<L2_A> <L3_A>] [power <W>]" % word]
     if app.metering is None:
         return ["grid: this board's grid meter is not there (board file grid_meter)"]
     try:
-        app.metering.feed_grid(amps)
+        app.metering.feed_grid(amps, power_w)
     except ValueError as e:
         return ["grid: %s; nothing changed" % e]
-    return ["grid: connection %s A taken; it stands for %d s (grid_stale_s)"
-            % (" ".join("%.1f" % a for a in amps), app.cfg.get("grid_stale_s"))]
+    return ["grid: connection %s A%s taken; it stands for %d s (grid_stale_s)"
+            % (" ".join("%.1f" % a for a in amps), "" if power_w is None else ", %d W" % power_w,
+               app.cfg.get("grid_stale_s"))]
 
 
 def _start(app, args, yes):

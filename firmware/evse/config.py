@@ -23,6 +23,13 @@ KEYS = {
     "grid_margin_a": (int, 0, 100, "A", "with a grid meter: current per phase kept free under grid_limit_a"),
     "grid_fallback_a": (int, 0, 2000, "A", "with a grid meter: what the guns share per phase while it is silent"),
     "grid_stale_s": (int, 5, 600, "s", "with a grid meter: a reading older than this is no reading (fallback)"),
+    "solar_mode": (str, 2, 3, "", "with a grid meter: on charges from what the site exports (and solar_import_w); "
+                                  "off from the connection"),
+    "solar_import_w": (int, 0, 100000, "W", "with solar_mode on: what the guns may take from the grid on top"),
+    "solar_start_s": (int, 0, 3600, "s", "with solar_mode on: the surplus must suffice for the minimum current this "
+                                         "long before the guns start"),
+    "solar_stop_s": (int, 0, 3600, "s", "with solar_mode on: a surplus short of the minimum this long pauses the "
+                                        "guns (they take the minimum meanwhile)"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
@@ -30,7 +37,8 @@ KEYS = {
 }
 
 
-CHOICES = {"sharing_policy": ("fair", "fifo", "priority"), "meter_fault": ("stop", "continue")}
+CHOICES = {"sharing_policy": ("fair", "fifo", "priority"), "meter_fault": ("stop", "continue"),
+           "solar_mode": ("off", "on")}
 
 
 class ConfigError(ValueError):
@@ -229,7 +237,8 @@ class Config:
                 "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
                 "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "",
                 "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop",
-                "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11}
+                "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11,
+                "solar_mode": "off", "solar_import_w": 0, "solar_start_s": 60, "solar_stop_s": 600}
 
     def get(self, key):
         if key in self.values:
@@ -240,6 +249,8 @@ class Config:
         """The value as `set` would store it; ConfigError when the key's range or this board
         refuses it (priority_guns names guns the board has)."""
         value = _check(key, value)
+        if key == "solar_mode" and value == "on" and "grid_meter" not in self.board:
+            raise ConfigError("solar_mode on needs a grid meter to see what the site exports (board file grid_meter)")
         if key == "priority_guns" and value:
             guns = len(self.board["guns"])
             for g in value.split(","):

@@ -12,6 +12,12 @@ def status_lines(app):
             "meter silent: the guns share %d A per phase" % grid["fallback_a"]
             if grid["fallback"] else "building L1 %.1f L2 %.1f L3 %.1f A" % tuple(grid["building_a"])
             if grid["building_a"] else "no reading yet"))
+        solar = grid["solar"]
+        if solar is not None:
+            out.append("solar: %s; surplus %s" % (
+                {"waiting": "waiting for the surplus to suffice", "charging": "charging from the surplus",
+                 "short": "short of the minimum, at the minimum until solar_stop_s"}[solar["state"]],
+                "not known (no power in the grid readings)" if solar["surplus_w"] is None else "%d W" % solar["surplus_w"]))
     out.append("gun state  duty%  offer_A  contactor  amps   temp_C  fault")
     for g in app.guns:
         s = g.status()
@@ -55,7 +61,10 @@ def grid_status(app):
     return {"source": m.grid_source, "limit_a": app.cfg.get("grid_limit_a"), "margin_a": app.cfg.get("grid_margin_a"),
             "fallback": app.grid_fallback, "fallback_a": app.cfg.get("grid_fallback_a"),
             "building_a": [round(a, 1) for a in building] if building else None,
-            "reading_age_ms": None if m.grid_ok_ms is None else app.now_ms - m.grid_ok_ms}
+            "reading_age_ms": None if m.grid_ok_ms is None else app.now_ms - m.grid_ok_ms,
+            "solar": None if app.cfg.get("solar_mode") != "on" else {
+                "state": app.solar.state, "import_w": app.cfg.get("solar_import_w"),
+                "surplus_w": None if app.solar.surplus_w is None else int(app.solar.surplus_w)}}
 
 
 def _gun_status(app, g):

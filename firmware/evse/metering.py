@@ -15,11 +15,16 @@ DEAD_MS = const(5000)
 FEED_MAX_A = const(10000)   # a fed grid reading above this per phase is a typing error
 
 
-class _Fed:
-    """A fed grid meter's reading: what the Modbus meter's Reading gives the sharing."""
+FEED_MAX_W = const(10000000)   # and above this, in or out, the total power
 
-    def __init__(self, amps):
+
+class _Fed:
+    """A fed grid meter's reading: what the Modbus meter's Reading gives the sharing (power_w
+    None when the feed did not give it)."""
+
+    def __init__(self, amps, power_w):
         self.amps = amps
+        self.power_w = power_w
 
 
 class Metering:
@@ -106,9 +111,10 @@ class Metering:
         self.grid_ok_ms = self._clock()
         return True
 
-    def feed_grid(self, amps):
+    def feed_grid(self, amps, power_w=None):
         """A reading of the fed grid meter: the current at the connection per site phase (the
-        building and the guns together, as a meter measures it). ValueError naming what is
+        building and the guns together, as a meter measures it) and, if given, the total power
+        there (negative while the site exports: solar_mode needs it). ValueError naming what is
         wrong, and nothing changes."""
         if self.grid_source != "feed":
             raise ValueError("this board's grid meter is %s" % (
@@ -120,7 +126,10 @@ class Metering:
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= FEED_MAX_A:
                 raise ValueError("a current is a number of A from 0 to %d, not %r" % (FEED_MAX_A, a))
             out.append(float(a))
-        self.grid_reading = _Fed(out)
+        if power_w is not None and (isinstance(power_w, bool) or not isinstance(power_w, (int, float))
+                                    or not -FEED_MAX_W <= power_w <= FEED_MAX_W):
+            raise ValueError("the power is a number of W from -%d (export) to %d, not %r" % (FEED_MAX_W, FEED_MAX_W, power_w))
+        self.grid_reading = _Fed(out, None if power_w is None else float(power_w))
         self.grid_ok_ms = self._clock()
 
     def rebase(self, d):

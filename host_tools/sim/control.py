@@ -215,17 +215,18 @@ def meter(world: World, req: dict, board) -> dict:
 
 @op("grid")
 def grid(world: World, req: dict, board) -> dict:
-    """The building behind the site's connection: its load per phase (`building_a`), and the
-    grid meter misbehaving (`fault`) or behaving again (null); on a board with a grid meter."""
+    """The building behind the site's connection: its load per phase (`building_a`), its solar
+    panels' power (`pv_w`), and the grid meter misbehaving (`fault`) or behaving again (null); on
+    a board with a grid meter."""
     if "grid_meter" not in world.board:
         raise OpError(f"grid: board {world.board.get('name')} has no grid meter (board file grid_meter)")
     if "feed" in world.board["grid_meter"]:
         raise OpError(f"grid: board {world.board.get('name')}'s grid meter is fed, not on a line: write its readings "
                       "at the console (grid) or by DataTransfer GridMeter (docs/grid.md)")
-    if "building_a" not in req and "fault" not in req:
-        raise OpError("grid: give building_a (three amps) and/or fault")
+    if "building_a" not in req and "fault" not in req and "pv_w" not in req:
+        raise OpError("grid: give building_a (three amps), pv_w and/or fault")
     try:
-        world.set_grid(req.get("building_a"), req.get("fault", "keep"))
+        world.set_grid(req.get("building_a"), req.get("fault", "keep"), req.get("pv_w"))
     except ValueError as e:
         raise OpError(f"grid: {e}") from None
     return {}

@@ -188,6 +188,7 @@ class World:
         # The building behind the site's connection (board file "grid_meter"): its load per site
         # phase, and the fault of the meter at the connection point (rig op grid).
         self.building_a = [0.0, 0.0, 0.0]
+        self.pv_w = 0.0   # solar panels behind the connection: spread over the three phases
         self.grid_meter_fault: str | None = None
         self._last_step_ms = self.now_ms()
 
@@ -480,18 +481,24 @@ class World:
 
     def grid_reading(self) -> dict:
         """What the grid meter at the site's connection point measures per phase: the building's
-        load and every gun's draw on that site phase."""
+        load and every gun's draw on that site phase, less what the solar panels make. As an
+        SDM630 shows it: each phase's current as a magnitude, the total power signed (negative
+        while the site exports)."""
         with self.lock:
             volts = [VOLTS_PER_PHASE if self.powered else 0.0] * 3
-            amps = list(self.building_a)
+            net = [a - self.pv_w / (3 * VOLTS_PER_PHASE) for a in self.building_a]
             for g in self.guns:
                 for p, a in enumerate(self.site_phase_amps(g)):
-                    amps[p] += a
-            return {"volts": volts, "amps": amps, "power_w": sum(v * a for v, a in zip(volts, amps)), "energy_wh": 0}
+                    net[p] += a
+            return {"volts": volts, "amps": [abs(a) for a in net],
+                    "power_w": sum(v * a for v, a in zip(volts, net)), "energy_wh": 0}
 
-    def set_grid(self, building_a=None, fault="keep") -> None:
-        """The building's load per site phase (three amps), and/or the grid meter's fault (one
-        of modbus.FAULTS, or None: it behaves)."""
+    def set_grid(self, building_a=None, fault="keep", pv_w=None) -> None:
+        """The building's load per site phase (three amps), what its solar panels make (W), and/or
+        the grid meter's fault (one of modbus.FAULTS, or None: it behaves); all or nothing."""
+        if pv_w is not None and (isinstance(pv_w, bool) or not isinstance(pv_w, (int, float))
+                                 or not 0 <= pv_w <= 1_000_000):
+            raise ValueError(f"pv_w must be watts, 0..1000000, not {pv_w!r}")
         if building_a is not None:
             if not isinstance(building_a, list) or len(building_a) != 3 or not all(
                     isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 10000 for a in building_a):
@@ -499,6 +506,9 @@ class World:
         if fault != "keep" and fault is not None and fault not in METER_FAULTS:
             raise ValueError(f"fault must be null or one of {', '.join(METER_FAULTS)}, not {fault!r}")
         with self.lock:
+            if pv_w is not None:
+                self.pv_w = float(pv_w)
+                self.log(0, "pv_w", self.pv_w)
             if building_a is not None:
                 self.building_a = [float(a) for a in building_a]
                 self.log(0, "building_a", self.building_a)

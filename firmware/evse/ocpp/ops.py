@@ -257,15 +257,16 @@ def data_transfer(cp, p):
         return {"status": "UnknownVendorId"}
     if message == "GridMeter":
         # A fed grid meter's reading (docs/grid.md): data {"amps": [L1, L2, L3]}, the current at
-        # the site's connection per phase.
+        # the site's connection per phase, and "power_w", its total power (negative: export).
         try:
             reading = json.loads(data or "")
-            if not isinstance(reading, dict) or list(reading) != ["amps"]:
-                raise ValueError('data must be {"amps": [L1, L2, L3]}, the current at the connection per phase')
+            if not isinstance(reading, dict) or "amps" not in reading or [k for k in reading if k not in ("amps", "power_w")]:
+                raise ValueError('data must be {"amps": [L1, L2, L3], "power_w": W}, the current at the connection '
+                                 'per phase and (optional) its total power')
             metering = getattr(cp.app, "metering", None)
             if metering is None:
                 raise ValueError("this board's grid meter is not there")
-            metering.feed_grid(reading["amps"])
+            metering.feed_grid(reading["amps"], reading.get("power_w"))
         except ValueError as e:   # a JSON error is a ValueError too
             return {"status": "Rejected", "data": str(e)[:200]}
         return {"status": "Accepted"}
