@@ -98,9 +98,9 @@ def test_a_bad_reading_at_the_console_says_why_and_changes_nothing(site):
     for line, says in (("grid", "use: grid <L1_A>"), ("grid 10 ten 10", "'ten' is not a current in A"),
                        ("grid 10 10", "give the current of each of the site's 3 phase(s)"),
                        ("grid 10 10 10 10", "give the current of each of the site's 3 phase(s)"),
-                       ("grid -5 10 10", "a current is a number of A from 0 to 10000"),
-                       ("grid 10 nan 10", "a current is a number of A from 0 to 10000"),
-                       ("grid 10 10 99999", "a current is a number of A from 0 to 10000"),
+                       ("grid -10001 10 10", "a current is a number of A from -10000 (export) to 10000"),
+                       ("grid 10 nan 10", "a current is a number of A from -10000 (export) to 10000"),
+                       ("grid 10 10 99999", "a current is a number of A from -10000 (export) to 10000"),
                        ("grid 10 10 10 power sunny", "'sunny' is not a power in W"),
                        ("grid 10 10 10 power 1e9", "the power is a number of W from -10000000"),
                        ("grid power -300", "use: grid <L1_A>")):

@@ -252,3 +252,45 @@ def test_a_stored_grid_fallback_over_the_connection_is_held_under_it(make_app, t
     assert app.cfg.get("grid_fallback_a") == 30                        # stored, read back
     assert sum(shares(app, now_ms=60000)) <= 18                        # the meter never answered
     assert any("the guns share 18 A per phase" in n for n in app.notes), app.notes
+
+
+def test_solar_shares_the_surplus_over_the_phases_the_wanting_guns_load(make_app):
+    """Two single-phase EVs on site L1 and L2 (the guns' rotation) split 9.2 kW over two phases:
+    20 A each; a three-phase EV alone gets a third on each phase."""
+    from evse import meters
+    app = make_app(board="sim-ac2-grid", solar_mode="on", solar_start_s=0, grid_limit_a=40)
+    reading = meters.Reading(3, False)
+    reading.power_w = -9200.0
+    app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
+    app._loads_now = lambda: [(0,), (1,)]
+    shares(app, now_ms=0)
+    site = app._solar_caps(1, [40.0, 40.0, 40.0], [32, 32], [(0,), (1,)])
+    assert [round(a, 1) for a in site] == [20.0, 20.0, 20.0]
+    site = app._solar_caps(2, [40.0, 40.0, 40.0], [32, 0], [(0, 1, 2), (1,)])
+    assert [round(a, 1) for a in site] == [13.3, 13.3, 13.3]
+    site = app._solar_caps(3, [10.0, 40.0, 40.0], [32, 0], [(0, 1, 2), (1,)])   # under the connection's caps
+    assert [round(a, 1) for a in site] == [10.0, 13.3, 13.3]
+
+
+def test_an_exporting_phase_is_room_for_the_guns_up_to_the_site_limit(make_app):
+    from evse import meters
+    app = make_app(board="sim-ac2-grid", grid_limit_a=16)
+    reading = meters.Reading(3, False)
+    reading.amps, reading.phase_w = [10.0, 10.0, 10.0], [-2300.0, 2300.0, -2300.0]   # L1, L3 export
+    app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
+    caps = app._grid_caps(0, 40, app._loads_now())
+    assert caps == [24.0, 4.0, 24.0]     # 16 - 2 + 10 where it exports, 16 - 2 - 10 where it draws
+
+
+def test_a_reading_below_what_the_guns_draw_is_no_room_unless_the_phase_exports(make_app):
+    """A meter read as an EV ramped up shows less than the guns draw a step later: that is no
+    building giving current back, only an export on that phase is."""
+    from evse import meters
+    app = make_app(board="sim-ac2-grid", grid_limit_a=16)
+    for g in app.guns:
+        g.contactor, g.current_a = True, 8.0
+    reading = meters.Reading(3, False)
+    reading.amps, reading.phase_w = [2.0, 2.0, 2.0], [460.0, 460.0, -460.0]   # L3 exports 2 A
+    app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
+    app._grid_caps(0, 40, app._loads_now())
+    assert app.grid_building_a == [0.0, 0.0, -18.0]

@@ -146,7 +146,7 @@ def test_the_time_of_a_reading_is_taken_after_the_read(metering):
 
 # ---- a fed grid meter (docs/grid.md): readings written by the console or the central system ----
 FED = dict(BOARD, grid_meter={"feed": "api"})
-amps_ok = st.floats(min_value=0, max_value=10000, allow_nan=False) | st.integers(min_value=0, max_value=10000)
+amps_ok = st.floats(min_value=-10000, max_value=10000, allow_nan=False) | st.integers(min_value=-10000, max_value=10000)
 
 
 @given(st.lists(amps_ok, min_size=3, max_size=3), st.integers(min_value=0, max_value=2**40))
@@ -159,10 +159,10 @@ def test_a_fed_reading_is_taken_with_its_time(amps, at_ms):
 
 @given(st.one_of(
     st.lists(amps_ok).filter(lambda a: len(a) != 3),                       # not one per site phase
-    st.lists(st.one_of(amps_ok, st.floats(max_value=-0.001), st.floats(min_value=10000.001),
+    st.lists(st.one_of(amps_ok, st.floats(max_value=-10000.001), st.floats(min_value=10000.001),
                        st.just(float("nan")), st.text(max_size=3), st.booleans(), st.none()),
              min_size=3, max_size=3).filter(lambda a: not all(
-                 not isinstance(x, bool) and isinstance(x, (int, float)) and 0 <= x <= 10000 for x in a)),
+                 not isinstance(x, bool) and isinstance(x, (int, float)) and -10000 <= x <= 10000 for x in a)),
     st.dictionaries(st.text(max_size=3), amps_ok), st.text(max_size=5), st.none()))
 def test_a_bad_fed_reading_is_refused_and_the_last_one_stands(bad):
     m = Metering(Hal(), FED, lambda: 5)

@@ -231,10 +231,10 @@ def test_the_site_keys_read_and_set_the_controllers_settings_one_value_for_conso
     k.mirror(cfg, tuple(MIRRORED))
     shown = {e["key"]: e["value"] for e in k.get_configuration(None)["configurationKey"]}
     assert {name: shown[name] for name in MIRRORED} == {name: str(cfg.get(s)) for name, s in MIRRORED.items()}
-    assert k.change("gridlimita", " 63 ") == "Accepted" and cfg.get("grid_limit_a") == 63   # any case, as any key
+    assert k.change("gridlimita", " 36 ") == "Accepted" and cfg.get("grid_limit_a") == 36   # any case, as any key
     cfg.set("grid_margin_a", 5)                                                      # the console's change
     assert k.get("GridMarginA") == 5
-    assert settings(tmp_path).get("grid_limit_a") == 63                              # on flash, in config.json
+    assert settings(tmp_path).get("grid_limit_a") == 36                              # on flash, in config.json
     assert not (tmp_path / "ocpp.json").exists()                                     # not kept twice
 
 
@@ -261,3 +261,22 @@ def test_the_grid_keys_are_unknown_on_a_board_without_a_grid_meter(tmp_path):
     assert conf["configurationKey"] == [{"key": "SiteLimitA", "readonly": False, "value": "40"}]
     assert conf["unknownKey"] == ["GridLimitA"]
     assert k.change("GridLimitA", "40") == "NotSupported"
+
+
+def test_the_central_system_may_lower_the_site_budget_but_not_raise_it_over_the_boards_fuse(tmp_path):
+    cfg = settings(tmp_path)   # sim-ac2-grid: site_limit_a 40
+    k = Keys(str(tmp_path), 2)
+    k.mirror(cfg, tuple(MIRRORED))
+    for name in ("SiteLimitA", "GridLimitA"):
+        assert k.change(name, "63") == "Rejected" and "over the board's site_limit_a 40 A (its fuse)" in k.last_error
+        assert k.change(name, "32") == "Accepted" and k.get(name) == 32
+        assert k.change(name, "40") == "Accepted"
+    cfg.set("site_limit_a", 63)                        # a technician at the console
+    assert k.change("SiteLimitA", "50") == "Accepted"  # lowering stays the central system's
+    assert k.change("SiteLimitA", "55") == "Rejected"
+
+
+def test_a_mirror_without_settings_knows_none_of_their_keys(tmp_path):
+    k = Keys(str(tmp_path), 2)
+    k.mirror(None, tuple(MIRRORED))
+    assert k.get_configuration(["SiteLimitA"])["unknownKey"] == ["SiteLimitA"]

@@ -399,6 +399,8 @@ class App:
             site = self._grid_caps(now_ms, site, loads)
             if cfg.get("solar_mode") == "on":
                 site = self._solar_caps(now_ms, site, limits, loads)
+            elif self.solar.state != "waiting":
+                self.solar.reset()   # switched on again, it waits solar_start_s afresh
         alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
@@ -469,11 +471,21 @@ class App:
                     for p in phases:
                         guns_a[p] += g.current_a
             self._grid_guns_w = (guns_a[0] + guns_a[1] + guns_a[2]) * VOLTS
+            # Each phase's current signed: a meter's magnitude takes the sign of that phase's
+            # power (negative while the site exports); a fed reading comes signed.
             amps = m.grid_reading.amps
+            phase_w = getattr(m.grid_reading, "phase_w", None)
             building = [0.0, 0.0, 0.0]
             for p in range(3):
                 measured = amps[p] if p < len(amps) else 0.0
-                building[p] = measured - guns_a[p] if measured > guns_a[p] else 0.0
+                if phase_w is not None and p < len(phase_w) and phase_w[p] < 0:
+                    measured = -measured
+                # Negative only where the meter sees that phase export (the building's solar
+                # panels): room the guns may draw on top of the connection, up to the site's own
+                # limit. Elsewhere a reading below what the guns draw (taken as they ramped) is
+                # no room: nothing less than no building.
+                b = measured - guns_a[p]
+                building[p] = b if b >= 0 or measured < 0 else 0.0
             self.grid_building_a = building
         room = cfg.get("grid_limit_a") - cfg.get("grid_margin_a")
         caps = [0.0, 0.0, 0.0]

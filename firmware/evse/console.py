@@ -60,7 +60,7 @@ def grid_status(app):
     building = app.grid_building_a
     return {"source": m.grid_source, "limit_a": app.cfg.get("grid_limit_a"), "margin_a": app.cfg.get("grid_margin_a"),
             "fallback": app.grid_fallback, "fallback_a": app.cfg.get("grid_fallback_a"),
-            "building_a": [round(a, 1) for a in building] if building else None,
+            "building_a": [round(a, 1) + 0.0 for a in building] if building else None,   # no -0.0
             "reading_age_ms": None if m.grid_ok_ms is None else app.now_ms - m.grid_ok_ms,
             "solar": None if app.cfg.get("solar_mode") != "on" else {
                 "state": app.solar.state, "import_w": app.cfg.get("solar_import_w"),

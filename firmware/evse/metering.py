@@ -113,8 +113,9 @@ class Metering:
 
     def feed_grid(self, amps, power_w=None):
         """A reading of the fed grid meter: the current at the connection per site phase (the
-        building and the guns together, as a meter measures it) and, if given, the total power
-        there (negative while the site exports: solar_mode needs it). ValueError naming what is
+        building and the guns together, as a meter measures it; negative while that phase
+        exports) and, if given, the total power there (negative while the site exports:
+        solar_mode needs it). ValueError naming what is
         wrong, and nothing changes."""
         if self.grid_source != "feed":
             raise ValueError("this board's grid meter is %s" % (
@@ -123,8 +124,8 @@ class Metering:
             raise ValueError("give the current of each of the site's %d phase(s), in A" % self._site_phases)
         out = []
         for a in amps:
-            if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= FEED_MAX_A:
-                raise ValueError("a current is a number of A from 0 to %d, not %r" % (FEED_MAX_A, a))
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not -FEED_MAX_A <= a <= FEED_MAX_A:
+                raise ValueError("a current is a number of A from -%d (export) to %d, not %r" % (FEED_MAX_A, FEED_MAX_A, a))
             out.append(float(a))
         if power_w is not None and (isinstance(power_w, bool) or not isinstance(power_w, (int, float))
                                     or not -FEED_MAX_W <= power_w <= FEED_MAX_W):

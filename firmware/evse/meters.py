@@ -32,6 +32,7 @@ SDM630 = {
     "blocks": ((0x0000, 0x12), (0x0034, 0x16)),
     "fields": (("volts", 0, 0x0000, F32, 1), ("volts", 1, 0x0002, F32, 1), ("volts", 2, 0x0004, F32, 1),
                ("amps", 0, 0x0006, F32, 1), ("amps", 1, 0x0008, F32, 1), ("amps", 2, 0x000A, F32, 1),
+               ("phase_w", 0, 0x000C, F32, 1), ("phase_w", 1, 0x000E, F32, 1), ("phase_w", 2, 0x0010, F32, 1),
                ("power_w", None, 0x0034, F32, 1), ("energy_wh", None, 0x0048, F32, 1000)),
 }
 # Eastron SDM120 (SDM120 protocol, input registers, float32): 0x0000 volts, 0x0006 current A,
@@ -79,7 +80,8 @@ class Reading:
         self.energy_wh = 0  # Energy.Active.Import.Register, whole Wh
         self.power_w = 0.0  # Power.Active.Import; negative while exporting
         self.volts = [0.0] * phases  # Voltage (L-N per phase on AC)
-        self.amps = [0.0] * phases  # Current.Import per phase
+        self.amps = [0.0] * phases  # Current.Import per phase (a magnitude)
+        self.phase_w = [0.0] * phases  # active power per phase, negative while exporting (SDM630)
         self.dc = dc
 
 

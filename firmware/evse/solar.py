@@ -50,6 +50,11 @@ class Solar:
             return 0.0
         return float(min_a)
 
+    def reset(self):
+        """Solar mode off: switched on again, it waits for the surplus afresh."""
+        self._to(OFF, None)
+        self.surplus_w = None
+
     def _to(self, state, since_ms):
         self.state = state
         self.since_ms = since_ms

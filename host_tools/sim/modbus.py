@@ -82,13 +82,15 @@ def sdm630_inputs(m: dict) -> dict:
     """Eastron SDM630 input registers (3X, function 04), float32 high word first: Eastron
     "SDM630 Modbus Protocol" parameter table (30001 = address 0x0000)."""
     v, a = _phases(m["volts"], 3), _phases(m["amps"], 3)
-    p = [v[i] * a[i] for i in range(3)]  # a resistive load: power factor 1
+    # A resistive load: power factor 1; a phase that exports (a grid meter behind solar
+    # panels: "phase_w" signed) shows its power negative, its current as a magnitude.
+    p = _phases(m["phase_w"], 3) if "phase_w" in m else [v[i] * a[i] for i in range(3)]
     w: dict = {}
     for i in range(3):
         _f32(w, 0x0000 + 2 * i, v[i])  # phase 1-3 line to neutral volts
         _f32(w, 0x0006 + 2 * i, a[i])  # phase 1-3 current
         _f32(w, 0x000C + 2 * i, p[i])  # phase 1-3 active power W
-        _f32(w, 0x0012 + 2 * i, p[i])  # phase 1-3 apparent power VA
+        _f32(w, 0x0012 + 2 * i, abs(p[i]))  # phase 1-3 apparent power VA
         _f32(w, 0x0018 + 2 * i, 0.0)  # phase 1-3 reactive power VAr
         _f32(w, 0x001E + 2 * i, 1.0)  # phase 1-3 power factor
     _f32(w, 0x002A, sum(v) / 3)  # average line to neutral volts

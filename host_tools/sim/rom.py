@@ -331,11 +331,12 @@ class Repl:
         write(b"\x04")
 
     # ---- friendly REPL ------------------------------------------------------------------------
-    def friendly(self):
+    def friendly(self, banner=True):
         # Ctrl-C in the REPL's own code acts as at the prompt (see raw): the line is dropped. The
         # handler does nothing but note it, and the newline is written inside the try, so that a
         # second Ctrl-C while the first is answered lands in the try too (a board's REPL is C).
-        banner, interrupted = True, False
+        # One that comes while the handler itself runs escapes: main() calls this again.
+        interrupted = False
         while True:
             try:
                 if interrupted:
@@ -570,8 +571,15 @@ def main():
                 run_file("main.py")
         except KeyboardInterrupt:
             pass   # Ctrl-C between the files and the REPL: the REPL comes next, as on a board
+        banner = True
         while True:
-            repl.friendly()
+            try:
+                repl.friendly(banner)
+            except KeyboardInterrupt:
+                # A Ctrl-C in the few bytecodes of friendly()'s own handler (Ctrl-C raining, as
+                # mpremote's first bytes may): on a board the REPL is C and reads it as a
+                # character; here it must not end the program, which is a hard reset.
+                banner = False
     except SystemExit as e:
         code = e.args[0] if e.args else 0
     except BaseException as e:  # noqa: B036

@@ -33,6 +33,7 @@ SILICON_DIR = Path(__file__).with_name("silicon")
 EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET = 10, 11, 12
 PHYSICS_MS = 50
 CONSOLE_KEEP = 256 * 1024
+SIGINT_GAP_S = 0.03   # Ctrl-Cs closer together than this are one interrupt (_pty_to_board)
 FLASH_BLOCKS = 352  # 1.4 MB, the size of a Pico's filesystem
 CRASH_REBOOT_S = 1.0
 
@@ -226,6 +227,7 @@ class VirtualBoard:
         self.silicon_heap = 0   # what the emulated silicon takes here (an MCU board's)
         self.romfs_seed: Path | None = None   # the ROMFS partition as the factory programs it
         self.csms_url = csms_url
+        self._sigint_at = -SIGINT_GAP_S   # when Ctrl-C last interrupted the MicroPython process
         self._tmp = None
         if flash_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="evse-sim-")
@@ -547,9 +549,14 @@ class VirtualBoard:
                 continue  # the MCU is off or resetting: input is lost
             parts = data.split(b"\x03")
             for i, part in enumerate(parts):
-                if i > 0:
+                if i > 0 and time.monotonic() - self._sigint_at >= SIGINT_GAP_S:
+                    # Ctrl-C interrupts like on a board. A burst (mpremote sends two, a key held
+                    # down many) is one interrupt: the MicroPython process takes it as SIGINT,
+                    # and one landing in the few bytecodes of the REPL's own KeyboardInterrupt
+                    # handler would end the process, a reset no board makes at its REPL.
+                    self._sigint_at = time.monotonic()
                     try:
-                        proc.send_signal(signal.SIGINT)  # Ctrl-C interrupts like on a board
+                        proc.send_signal(signal.SIGINT)
                     except ProcessLookupError:
                         pass
                 if part:

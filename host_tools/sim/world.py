@@ -482,16 +482,17 @@ class World:
     def grid_reading(self) -> dict:
         """What the grid meter at the site's connection point measures per phase: the building's
         load and every gun's draw on that site phase, less what the solar panels make. As an
-        SDM630 shows it: each phase's current as a magnitude, the total power signed (negative
-        while the site exports)."""
+        SDM630 shows it: each phase's current as a magnitude, each phase's power and the total
+        signed (negative while the site exports)."""
         with self.lock:
             volts = [VOLTS_PER_PHASE if self.powered else 0.0] * 3
             net = [a - self.pv_w / (3 * VOLTS_PER_PHASE) for a in self.building_a]
             for g in self.guns:
                 for p, a in enumerate(self.site_phase_amps(g)):
                     net[p] += a
-            return {"volts": volts, "amps": [abs(a) for a in net],
-                    "power_w": sum(v * a for v, a in zip(volts, net)), "energy_wh": 0}
+            phase_w = [v * a for v, a in zip(volts, net)]
+            return {"volts": volts, "amps": [abs(a) for a in net], "phase_w": phase_w,
+                    "power_w": sum(phase_w), "energy_wh": 0}
 
     def set_grid(self, building_a=None, fault="keep", pv_w=None) -> None:
         """The building's load per site phase (three amps), what its solar panels make (W), and/or

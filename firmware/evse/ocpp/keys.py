@@ -150,7 +150,7 @@ class Keys:
         """The _CFG keys in `names` read and set the controller's settings `cfg` (evse.config);
         the others are not this charge point's (unknown to GetConfiguration, NotSupported)."""
         self.cfg = cfg
-        self._mirrored = names
+        self._mirrored = names if cfg is not None else ()
 
     def _known(self, name):
         key = canonical(name)
@@ -242,6 +242,12 @@ class Keys:
         try:
             value = self.cfg.consistent(setting, self.cfg.check(setting, config.parse_value(
                 setting, value_text.strip() if isinstance(value_text, str) else "")))
+            fuse = self.cfg.board["site_limit_a"]
+            if setting in ("site_limit_a", "grid_limit_a") and value > fuse and value > self.cfg.get(setting):
+                # The board file's site limit is the fuse: a central system may lower the budget
+                # under it, only a technician at the console may raise it over.
+                raise ValueError("%d A is over the board's site_limit_a %d A (its fuse); a technician can raise "
+                                 "it at the console" % (value, fuse))
         except ValueError as e:   # ConfigError
             self.last_error = "%s (%s): %s" % (key, setting, e)
             return "Rejected"

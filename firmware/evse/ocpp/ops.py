@@ -259,6 +259,8 @@ def data_transfer(cp, p):
         # A fed grid meter's reading (docs/grid.md): data {"amps": [L1, L2, L3]}, the current at
         # the site's connection per phase, and "power_w", its total power (negative: export).
         try:
+            if data and len(data) > 300:
+                raise ValueError("data of %d characters is not a grid reading" % len(data))
             reading = json.loads(data or "")
             if not isinstance(reading, dict) or "amps" not in reading or [k for k in reading if k not in ("amps", "power_w")]:
                 raise ValueError('data must be {"amps": [L1, L2, L3], "power_w": W}, the current at the connection '
