@@ -68,28 +68,28 @@ def test_solar_mode_charges_from_the_export_starts_after_its_delay_and_pauses_af
     waits solar_start_s of enough surplus, a shortfall holds the minimum for solar_stop_s."""
     rig, dut = site
     # A 16 A connection: the export itself (16 A a phase) is room the guns may use on top.
-    for line in ("config set grid_limit_a 16", "config set solar_mode on", "config set solar_start_s 8",
-                 "config set solar_stop_s 12"):
+    for line in ("config set grid_limit_a 16", "config set solar_mode on", "config set solar_start_s 5",
+                 "config set solar_stop_s 6"):
         assert " = " in dut.command(line)[-1], line
     rig.plug(gun=1, ev=EV)
     rig.plug(gun=2, ev=EV)
     rig.wait_for(lambda guns: all(g["state"] == "B1" for g in guns), 10, what="both waiting")
-    time.sleep(3)
+    time.sleep(2)
     assert [g["offered_a"] for g in rig.guns()] == [0, 0]                   # no sun: nothing
     assert grid_status(dut)["solar"]["state"] == "waiting"
-    # 11 kW of sun: 16 A on each phase, 8 A for each gun, once it has lasted 8 s.
+    # 11 kW of sun: 16 A on each phase, 8 A for each gun, once it has lasted 5 s.
     rig.request("grid", pv_w=11040)
     sun = time.monotonic()
     rig.wait_for(lambda guns: [round(g["offered_a"]) for g in guns] == [8, 8], 30, what="8 A each from the sun")
-    assert time.monotonic() - sun >= 8 - 1, "started before solar_start_s"
-    assert any("solar: the surplus has sufficed for 8 s: charging" in line for line in dut.command("log 20"))
+    assert time.monotonic() - sun >= 5 - 1, "started before solar_start_s"
+    assert any("solar: the surplus has sufficed for 5 s: charging" in line for line in dut.command("log 20"))
     status = grid_status(dut)
     assert status["solar"]["state"] == "charging" and abs(status["solar"]["surplus_w"] - 11040) < 600, status
-    # A cloud: 2 kW is short of two 6 A sessions (or one): the minimum for 12 s, then a pause.
+    # A cloud: 2 kW is short of two 6 A sessions (or one): the minimum for 6 s, then a pause.
     rig.request("grid", pv_w=2000)
     cloud = time.monotonic()
     rig.wait_for(lambda guns: sorted(round(g["offered_a"]) for g in guns) == [0, 6], 20, what="the minimum")
     assert any(line.startswith("solar: short of the minimum") for line in dut.command("status"))
     rig.wait_for(lambda guns: [g["offered_a"] for g in guns] == [0, 0], 30, what="the pause")
-    assert time.monotonic() - cloud >= 12 - 1, "paused before solar_stop_s"
+    assert time.monotonic() - cloud >= 6 - 1, "paused before solar_stop_s"
     assert any("solar: the guns pause until the surplus suffices" in line for line in dut.command("log 20"))

@@ -186,3 +186,34 @@ def test_a_single_phase_site_feeds_one_current():
     m.feed_grid([20])
     with pytest.raises(ValueError, match="site's 1 phase"):
         m.feed_grid([20, 20, 20])
+
+
+def test_an_implausible_grid_reading_is_refused_said_once_and_the_last_one_ages():
+    """A phase over 3 x the connection, drawn or given back, is a meter's fault (its fuse would
+    have blown): not taken, so the last good reading ages towards the fallback."""
+    grid = dict(BOARD, grid_meter={"model": "sdm630", "uart": 0, "address": 10})
+    clock, lines = [0], []
+    m = Metering(Hal(), grid, lambda: clock[0], lines.append)
+    m.grid_limit_a = lambda: 40
+    m.grid = ScriptedMeter()
+
+    def read(amps, phase_w=(0.0, 0.0, 0.0)):
+        r = meters.Reading(3, False)
+        r.amps, r.phase_w = list(amps), list(phase_w)
+        m.grid.read = lambda: _value(r)
+        clock[0] += 1000
+        return asyncio.run(m.poll_grid())
+
+    assert read([30, 30, 30]) and m.grid_ok_ms == 1000
+    assert not read([30, 121, 30]) and not read([30, 500, 30]) and m.grid_ok_ms == 1000
+    assert lines == ["grid meter: L2 121 A is over 3 x the connection's 40 A; refused until its readings are plausible again"]
+    assert read([30, 120, 30]) and m.grid_ok_ms == 4000 and lines[-1] == "grid meter: its readings are plausible again"
+    assert m.grid_refused == 2
+    fed = Metering(Hal(), FED, lambda: 0)
+    fed.grid_limit_a = lambda: 40
+    with pytest.raises(ValueError, match="L1 -121 A is over 3 x the connection's 40 A"):
+        fed.feed_grid([-121, 0, 0])
+
+
+async def _value(r):
+    return r

@@ -93,6 +93,7 @@ class App:
         if any("meter" in g for g in board["guns"]) or "grid_meter" in board:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
+            self.metering.grid_limit_a = lambda: cfg.get("grid_limit_a")
             if "grid_meter" in board:
                 from evse.solar import Solar
                 self.solar = Solar()

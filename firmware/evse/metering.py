@@ -16,6 +16,7 @@ FEED_MAX_A = const(10000)   # a fed grid reading above this per phase is a typin
 
 
 FEED_MAX_W = const(10000000)   # and above this, in or out, the total power
+IMPLAUSIBLE_X = const(3)       # a grid phase current over this x the connection: no reading
 
 
 class _Fed:
@@ -59,6 +60,9 @@ class Metering:
         self.grid_reading = None        # its last reading (.amps per site phase)
         self.grid_ok_ms = None          # when it was taken (None: never)
         self._site_phases = board.get("phases", 3)
+        self.grid_limit_a = None        # the connection's limit (a function; the App sets it)
+        self.grid_refused = 0           # grid readings refused as implausible
+        self._grid_implausible = False
         entry = board.get("grid_meter")
         if entry is not None and "feed" in entry:
             self.grid_source = "feed"
@@ -103,13 +107,37 @@ class Metering:
         return True
 
     async def poll_grid(self):
-        """Reads the grid meter once; a failed read leaves the last reading to age."""
+        """Reads the grid meter once; a failed read, or an implausible one, leaves the last
+        reading to age."""
         try:
-            self.grid_reading = await self.grid.read()
+            r = await self.grid.read()
         except Exception:  # noqa: BLE001  (no answer, garbage, a MemoryError: no reading either)
             return False
+        why = self.implausible(r.amps)
+        if why:
+            self.grid_refused += 1
+            if not self._grid_implausible:
+                self._grid_implausible = True
+                self.log("grid meter: %s; refused until its readings are plausible again" % why)
+            return False
+        if self._grid_implausible:
+            self._grid_implausible = False
+            self.log("grid meter: its readings are plausible again")
+        self.grid_reading = r
         self.grid_ok_ms = self._clock()
         return True
+
+    def implausible(self, amps):
+        """Why a grid reading cannot be the connection's current (a phase over IMPLAUSIBLE_X
+        x its limit, in or out: its fuse would have blown), or None."""
+        limit = None if self.grid_limit_a is None else self.grid_limit_a()
+        if not limit:
+            return None
+        most = IMPLAUSIBLE_X * limit
+        for p in range(len(amps)):
+            if amps[p] > most or amps[p] < -most:
+                return "L%d %.0f A is over %d x the connection's %d A" % (p + 1, amps[p], IMPLAUSIBLE_X, most // IMPLAUSIBLE_X)
+        return None
 
     def feed_grid(self, amps, power_w=None):
         """A reading of the fed grid meter: the current at the connection per site phase (the
@@ -130,6 +158,10 @@ class Metering:
         if power_w is not None and (isinstance(power_w, bool) or not isinstance(power_w, (int, float))
                                     or not -FEED_MAX_W <= power_w <= FEED_MAX_W):
             raise ValueError("the power is a number of W from -%d (export) to %d, not %r" % (FEED_MAX_W, FEED_MAX_W, power_w))
+        why = self.implausible(out)
+        if why:
+            self.grid_refused += 1
+            raise ValueError(why)
         self.grid_reading = _Fed(out, None if power_w is None else float(power_w))
         self.grid_ok_ms = self._clock()
 
