@@ -1,0 +1,77 @@
+"""OCTT 1.6 charge-point cases that docs/octt-1.6.md listed as implemented but untested: the
+board against the development central system, as the test tool drives it."""
+import time
+
+import pytest
+
+from test_ocpp_core_hil import statuses, wait_status
+
+EV = {"max_a": 16, "phases": 3, "response_s": 1}
+TIMEOUT_S = 5   # ConnectionTimeOut for these tests (the key's default is 60)
+
+
+def set_key(csms, key, value):
+    reply = csms.call("ChangeConfiguration", {"key": key, "value": value})
+    assert reply["payload"] == {"status": "Accepted"}, reply
+
+
+def started(csms, since_ms):
+    return [f for f in csms.frames(since_ms=since_ms) if f["dir"] == "in" and f["frame"][2:3] == ["StartTransaction"]]
+
+
+def wait_available_again(csms, since_ms, connector, within_s):
+    """Preparing, then Available within `within_s` (and not sooner than ConnectionTimeOut)."""
+    wait_status(csms, since_ms, connector, "Preparing")
+    prepared = time.monotonic()
+    deadline = prepared + within_s
+    while True:
+        seen = statuses(csms, since_ms, connector)
+        if "Available" in seen[seen.index("Preparing"):]:
+            break
+        assert time.monotonic() < deadline, f"connector {connector} stayed {seen[-1]}: {seen}"
+        time.sleep(0.1)
+    assert time.monotonic() - prepared >= TIMEOUT_S - 1.5, "dropped before ConnectionTimeOut"
+
+
+@pytest.mark.rig_ops("rfid")
+def test_tc_004_2_a_card_without_an_ev_within_connection_timeout_is_dropped(ocpp_rig, csms):
+    set_key(csms, "ConnectionTimeOut", str(TIMEOUT_S))
+    t = csms.now_ms()
+    ocpp_rig.rfid(gun=2, id_tag="BB22")
+    wait_available_again(csms, t, 2, TIMEOUT_S + 5)
+    ocpp_rig.plug(gun=2, ev=EV)   # too late: the card no longer counts
+    time.sleep(3)
+    assert not started(csms, t) and ocpp_rig.gun(2)["contactor"] is False
+
+
+def test_tc_011_2_a_remote_start_without_an_ev_within_connection_timeout_is_dropped(ocpp_rig, csms):
+    set_key(csms, "ConnectionTimeOut", str(TIMEOUT_S))
+    t = csms.now_ms()
+    assert csms.call("RemoteStartTransaction", {"connectorId": 1, "idTag": "AA11"})["payload"]["status"] == "Accepted"
+    wait_available_again(csms, t, 1, TIMEOUT_S + 5)
+    ocpp_rig.plug(gun=1, ev=EV)
+    time.sleep(3)
+    assert not started(csms, t) and ocpp_rig.gun(1)["contactor"] is False
+
+
+@pytest.mark.rig_ops("rfid")
+def test_tc_005_3_without_stop_on_ev_side_disconnect_an_unplug_suspends_the_transaction(ocpp_rig, csms):
+    set_key(csms, "StopTransactionOnEVSideDisconnect", "false")
+    t = csms.now_ms()
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.rfid(gun=1, id_tag="AA11")
+    csms.wait("StartTransaction", since_ms=t)
+    wait_status(csms, t, 1, "Charging", 15)
+    tx_id = csms.transactions()[-1]["transactionId"]
+    t_unplug = csms.now_ms()
+    ocpp_rig.unplug(gun=1)
+    wait_status(csms, t_unplug, 1, "SuspendedEV")
+    time.sleep(2)
+    assert not [f for f in csms.frames(since_ms=t_unplug) if f["dir"] == "in" and f["frame"][2:3] == ["StopTransaction"]]
+    assert ocpp_rig.gun(1)["contactor"] is False   # no EV: no energy, whatever the transaction says
+    ocpp_rig.plug(gun=1, ev=EV)                    # the EV again: the same transaction goes on
+    wait_status(csms, t_unplug, 1, "Charging", 15)
+    assert len(started(csms, t)) == 1
+    assert csms.call("RemoteStopTransaction", {"transactionId": tx_id})["payload"]["status"] == "Accepted"
+    stop = csms.wait("StopTransaction", since_ms=t_unplug)["frame"][3]
+    assert stop["transactionId"] == tx_id and stop["reason"] == "Remote"
