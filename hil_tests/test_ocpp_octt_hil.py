@@ -5,6 +5,7 @@ import time
 import pytest
 
 from test_ocpp_core_hil import statuses, wait_status
+from test_ocpp_profiles_hil import iso_in
 
 EV = {"max_a": 16, "phases": 3, "response_s": 1}
 TIMEOUT_S = 5   # ConnectionTimeOut for these tests (the key's default is 60)
@@ -75,3 +76,57 @@ def test_tc_005_3_without_stop_on_ev_side_disconnect_an_unplug_suspends_the_tran
     assert csms.call("RemoteStopTransaction", {"transactionId": tx_id})["payload"]["status"] == "Accepted"
     stop = csms.wait("StopTransaction", since_ms=t_unplug)["frame"][3]
     assert stop["transactionId"] == tx_id and stop["reason"] == "Remote"
+
+
+def reserve(csms, connector, reservation_id, id_tag="AA11", **extra):
+    return csms.call("ReserveNow", {"connectorId": connector, "expiryDate": iso_in(600), "idTag": id_tag,
+                                    "reservationId": reservation_id, **extra})["payload"]["status"]
+
+
+@pytest.mark.rig_ops("rfid")
+def test_tc_051_a_cancelled_reservation_frees_the_connector_for_any_card(ocpp_rig, csms):
+    t = csms.now_ms()
+    assert reserve(csms, 1, 11) == "Accepted"
+    wait_status(csms, t, 1, "Reserved")
+    t2 = csms.now_ms()
+    assert csms.call("CancelReservation", {"reservationId": 11})["payload"]["status"] == "Accepted"
+    wait_status(csms, t2, 1, "Available")
+    assert csms.call("CancelReservation", {"reservationId": 11})["payload"]["status"] == "Rejected"   # gone
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.rfid(gun=1, id_tag="BB22")   # not the card it was reserved for
+    start = csms.wait("StartTransaction", since_ms=t2)["frame"][3]
+    assert start["idTag"] == "BB22" and "reservationId" not in start
+
+
+def test_tc_048_3_an_inoperative_connector_is_not_reserved(ocpp_rig, csms):
+    t = csms.now_ms()
+    assert csms.call("ChangeAvailability", {"connectorId": 2, "type": "Inoperative"})["payload"]["status"] == "Accepted"
+    wait_status(csms, t, 2, "Unavailable")
+    assert reserve(csms, 2, 12) == "Unavailable"
+    assert "Reserved" not in statuses(csms, t, 2)
+
+
+@pytest.mark.rig_ops("temperature")
+def test_tc_048_1_a_faulted_connector_is_not_reserved(ocpp_rig, csms):
+    t = csms.now_ms()
+    ocpp_rig.request("temperature", gun=1, celsius=95)   # over the board's stop_c: the gun faults
+    wait_status(csms, t, 1, "Faulted", 15)
+    assert reserve(csms, 1, 13) == "Faulted"
+    assert "Reserved" not in statuses(csms, t, 1)
+
+
+@pytest.mark.rig_ops("rfid")
+def test_tc_053_a_card_of_the_reservations_parent_uses_the_reserved_connector(ocpp_rig, csms):
+    csms.set(tags={"AA11": {"status": "Accepted", "parentIdTag": "FLEET1"},
+                   "CC33": {"status": "Accepted", "parentIdTag": "FLEET1"},
+                   "BB22": {"status": "Accepted"}})
+    t = csms.now_ms()
+    assert reserve(csms, 1, 14, parentIdTag="FLEET1") == "Accepted"
+    wait_status(csms, t, 1, "Reserved")
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.rfid(gun=1, id_tag="BB22")   # no parent: refused at the reserved connector
+    time.sleep(2)
+    assert not started(csms, t)
+    ocpp_rig.rfid(gun=1, id_tag="CC33")   # another card of the same parent
+    start = csms.wait("StartTransaction", since_ms=t)["frame"][3]
+    assert start["idTag"] == "CC33" and start["reservationId"] == 14

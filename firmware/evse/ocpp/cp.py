@@ -346,7 +346,9 @@ class ChargePoint:
             tx["parent"] = c.tag_parent
         payload = {"connectorId": c.n, "idTag": tag, "meterStart": tx["meter_start"],
                    "timestamp": clock.iso(tx["start_s"])}
-        if reservation is not None and reservation["tag"] in (tag, tx.get("parent")):
+        if reservation is not None and (reservation["tag"] == tag or (
+                reservation.get("parent") is not None and reservation.get("parent") == tx.get("parent"))):
+            # Its card, or one of the same parent (OCPP 1.6 5.13, OCTT TC_053): it ends here.
             payload["reservationId"] = reservation["id"]
             c.reservation = None
             self.connectors[0].reservation = None
