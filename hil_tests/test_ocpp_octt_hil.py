@@ -130,3 +130,53 @@ def test_tc_053_a_card_of_the_reservations_parent_uses_the_reserved_connector(oc
     ocpp_rig.rfid(gun=1, id_tag="CC33")   # another card of the same parent
     start = csms.wait("StartTransaction", since_ms=t)["frame"][3]
     assert start["idTag"] == "CC33" and start["reservationId"] == 14
+
+
+@pytest.mark.rig_ops("net", "rfid")
+def test_tc_037_2_an_offline_start_the_central_system_refuses_is_suspended_not_stopped(ocpp_rig, csms, ocpp_dut):
+    for key, value in (("AllowOfflineTxForUnknownId", "true"), ("StopTransactionOnInvalidId", "false"),
+                       ("WebSocketPingInterval", "3")):
+        set_key(csms, key, value)
+    ocpp_rig.net(up=False)
+    ocpp_dut.read_until(b"ocpp: link lost", 30)
+    ocpp_rig.plug(gun=1, ev=EV)
+    ocpp_rig.rfid(gun=1, id_tag="NOBODY1")   # unknown to anyone: taken offline (AllowOfflineTxForUnknownId)
+    ocpp_rig.wait_for(lambda guns: guns[0]["contactor"], 15, what="charging offline on an unknown card")
+    back = csms.now_ms()
+    ocpp_rig.net(up=True)
+    start = csms.wait("StartTransaction", since_ms=back, timeout_s=60)
+    assert start["frame"][3]["idTag"] == "NOBODY1"
+    wait_status(csms, back, 1, "SuspendedEVSE", 15)   # Invalid in the answer: no more energy ...
+    ocpp_rig.wait_for(lambda guns: not guns[0]["contactor"], 10, what="the contactor to open")
+    time.sleep(2)
+    assert not [f for f in csms.frames(since_ms=back) if f["dir"] == "in" and f["frame"][2:3] == ["StopTransaction"]]
+    tx_id = csms.transactions()[-1]["transactionId"]   # ... and the transaction stays open until it is stopped
+    assert csms.call("RemoteStopTransaction", {"transactionId": tx_id})["payload"]["status"] == "Accepted"
+    assert csms.wait("StopTransaction", since_ms=back)["frame"][3]["transactionId"] == tx_id
+
+
+TX_PROFILE = {"chargingProfileId": 31, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+              "chargingProfileKind": "Relative",
+              "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}]}}
+
+
+def test_tc_059_a_remote_start_with_a_tx_profile_charges_under_it(ocpp_rig, csms):
+    t = csms.now_ms()
+    ocpp_rig.plug(gun=1, ev=EV)
+    reply = csms.call("RemoteStartTransaction", {"connectorId": 1, "idTag": "AA11", "chargingProfile": TX_PROFILE})
+    assert reply["payload"]["status"] == "Accepted"
+    csms.wait("StartTransaction", since_ms=t)
+    ocpp_rig.wait_for(lambda guns: guns[0]["contactor"] and round(guns[0]["offered_a"]) == 10, 15,
+                      what="charging at the profile's 10 A (the EV takes 16)")
+    schedule = csms.call("GetCompositeSchedule", {"connectorId": 1, "duration": 60})["payload"]
+    assert schedule["status"] == "Accepted" and schedule["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 10
+
+
+def test_tc_060_a_remote_start_with_a_profile_that_is_not_a_tx_profile_is_rejected(ocpp_rig, csms):
+    t = csms.now_ms()
+    profile = dict(TX_PROFILE, chargingProfilePurpose="TxDefaultProfile")
+    reply = csms.call("RemoteStartTransaction", {"connectorId": 1, "idTag": "AA11", "chargingProfile": profile})
+    assert reply["payload"]["status"] == "Rejected"
+    ocpp_rig.plug(gun=1, ev=EV)
+    time.sleep(3)
+    assert not started(csms, t)
