@@ -83,3 +83,17 @@ def test_reset_returns_every_meter_to_answering():
     assert world.guns[0].meter_fault == "silent"
     assert control.handle_line(world, '{"op": "reset"}', board)["ok"]
     assert world.guns[0].meter_fault is None
+
+
+def test_reset_takes_the_building_its_panels_and_its_meters_fault_away():
+    """A test that left the sun shining or the building loaded must not lend it to the next
+    (the grid HIL tests share one virtual board)."""
+    board_file = json.loads((Path(__file__).resolve().parents[1] / "boards" / "sim-ac2-grid.json").read_text())
+    world = World(board_file)
+    board = FakeBoard()
+    board.uplink = None
+    assert control.handle_line(world, '{"op": "grid", "building_a": [30, 1, 2], "pv_w": 2000, "fault": "silent"}',
+                               board)["ok"]
+    assert control.handle_line(world, '{"op": "reset"}', board)["ok"]
+    assert world.building_a == [0.0, 0.0, 0.0] and world.pv_w == 0.0 and world.grid_meter_fault is None
+    assert world.grid_reading()["power_w"] == 0.0

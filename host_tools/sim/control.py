@@ -314,6 +314,7 @@ def reset(world: World, req: dict, board) -> dict:
         g.meter_fault = None
     world.swipes.clear()
     world.stall_ms = 0
+    world.building_a, world.pv_w, world.grid_meter_fault = [0.0, 0.0, 0.0], 0.0, None   # the site as it was
     if world.estop:
         world.estop = False
         world.apply_interlock()
