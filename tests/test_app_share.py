@@ -294,3 +294,27 @@ def test_a_reading_below_what_the_guns_draw_is_no_room_unless_the_phase_exports(
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
     app._grid_caps(0, 40, app._loads_now())
     assert app.grid_building_a == [0.0, 0.0, -18.0]
+
+
+
+def test_guns_drawing_more_than_the_export_keep_it_and_do_not_swing(make_app):
+    """Exporting 16 A on L1 with the guns idle, then the guns draw 30 A and the meter shows a
+    14 A import: the building still gives 16 A back (it did not go home), not 0."""
+    from evse import meters
+    app = make_app(board="sim-ac2-grid", grid_limit_a=16)
+    reading = meters.Reading(3, False)
+    reading.amps, reading.phase_w = [16.0, 0.0, 0.0], [-3680.0, 0.0, 0.0]
+    app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
+    assert app._grid_caps(0, 40, app._loads_now())[0] == 30.0
+    for g in app.guns:
+        g.contactor, g.current_a = True, 15.0
+    later = meters.Reading(3, False)
+    later.amps, later.phase_w = [14.0, 30.0, 30.0], [3220.0, 6900.0, 6900.0]
+    app.metering.grid_reading, app.metering.grid_ok_ms = later, 1000
+    assert app._grid_caps(1000, 40, app._loads_now())[0] == 30.0
+    assert app.grid_building_a[0] == -16.0
+    # The sun goes: 30 A of guns and nothing back, the building is 0 again, the cap 14 A.
+    gone = meters.Reading(3, False)
+    gone.amps, gone.phase_w = [30.0, 30.0, 30.0], [6900.0] * 3
+    app.metering.grid_reading, app.metering.grid_ok_ms = gone, 2000
+    assert app._grid_caps(2000, 40, app._loads_now())[0] == 14.0

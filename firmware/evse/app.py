@@ -93,7 +93,9 @@ class App:
         if any("meter" in g for g in board["guns"]) or "grid_meter" in board:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
-            self.metering.grid_limit_a = lambda: cfg.get("grid_limit_a")
+            # Not less than the board's own site limit: a central system may lower grid_limit_a,
+            # which must not make a building's real load look like a meter's fault.
+            self.metering.grid_limit_a = lambda: max(cfg.get("grid_limit_a"), board["site_limit_a"])
             if "grid_meter" in board:
                 from evse.solar import Solar
                 self.solar = Solar()
@@ -400,7 +402,7 @@ class App:
             site = self._grid_caps(now_ms, site, loads)
             if cfg.get("solar_mode") == "on":
                 site = self._solar_caps(now_ms, site, limits, loads)
-            elif self.solar.state != "waiting":
+            elif self.solar.state != "waiting" or self.solar.since_ms is not None:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
         alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
         for g, a in zip(self.guns, alloc):
@@ -486,7 +488,13 @@ class App:
                 # limit. Elsewhere a reading below what the guns draw (taken as they ramped) is
                 # no room: nothing less than no building.
                 b = measured - guns_a[p]
-                building[p] = b if b >= 0 or measured < 0 else 0.0
+                if b < 0 and measured >= 0:
+                    # An import now, but less than the guns draw: the building gives back
+                    # no more than an exporting reading last showed (the guns drawing
+                    # the export keep it), and nothing if none did.
+                    last = self.grid_building_a[p] if self.grid_building_a is not None else 0.0
+                    b = max(b, min(0.0, last))
+                building[p] = b
             self.grid_building_a = building
         room = cfg.get("grid_limit_a") - cfg.get("grid_margin_a")
         caps = [0.0, 0.0, 0.0]

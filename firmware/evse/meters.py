@@ -41,7 +41,7 @@ SDM630 = {
 SDM120 = {
     "function": modbus.READ_INPUT, "phases": 1, "dc": False,
     "blocks": ((0x0000, 0x0E), (0x0048, 0x02)),
-    "fields": (("volts", 0, 0x0000, F32, 1), ("amps", 0, 0x0006, F32, 1),
+    "fields": (("volts", 0, 0x0000, F32, 1), ("amps", 0, 0x0006, F32, 1), ("phase_w", 0, 0x000C, F32, 1),
                ("power_w", None, 0x000C, F32, 1), ("energy_wh", None, 0x0048, F32, 1000)),
 }
 # Acrel DJSF1352-RN DC energy meter, holding registers (function 0x03; it implements 0x03 and

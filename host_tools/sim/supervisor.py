@@ -550,8 +550,8 @@ class VirtualBoard:
             parts = data.split(b"\x03")
             for i, part in enumerate(parts):
                 if i > 0 and time.monotonic() - self._sigint_at >= SIGINT_GAP_S:
-                    # Ctrl-C interrupts like on a board. A burst (mpremote sends two, a key held
-                    # down many) is one interrupt: the MicroPython process takes it as SIGINT,
+                    # Ctrl-C interrupts like on a board. A burst (a key held down, a tool's
+                    # retries) is one interrupt: the MicroPython process takes it as SIGINT,
                     # and one landing in the few bytecodes of the REPL's own KeyboardInterrupt
                     # handler would end the process, a reset no board makes at its REPL.
                     self._sigint_at = time.monotonic()

@@ -347,7 +347,7 @@ class ChargePoint:
         payload = {"connectorId": c.n, "idTag": tag, "meterStart": tx["meter_start"],
                    "timestamp": clock.iso(tx["start_s"])}
         if reservation is not None and (reservation["tag"] == tag or (
-                reservation.get("parent") is not None and reservation.get("parent") == tx.get("parent"))):
+                reservation.get("parent") and reservation.get("parent") == tx.get("parent"))):
             # Its card, or one of the same parent (OCPP 1.6 5.13, OCTT TC_053): it ends here.
             payload["reservationId"] = reservation["id"]
             c.reservation = None

@@ -70,4 +70,4 @@ class Connector:
 
     def reserved_for(self, tag, parent=None):
         r = self.reservation
-        return r is None or r["tag"] == tag or (parent is not None and r.get("parent") == parent)
+        return r is None or r["tag"] == tag or (bool(parent) and r.get("parent") == parent)
