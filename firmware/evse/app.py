@@ -483,10 +483,8 @@ class App:
                 measured = amps[p] if p < len(amps) else 0.0
                 if phase_w is not None and p < len(phase_w) and phase_w[p] < 0:
                     measured = -measured
-                # Negative only where the meter sees that phase export (the building's solar
-                # panels): room the guns may draw on top of the connection, up to the site's own
-                # limit. Elsewhere a reading below what the guns draw (taken as they ramped) is
-                # no room: nothing less than no building.
+                # Negative: the building gives current back (its solar panels), room the guns
+                # may draw on top of the connection, up to the site's own limit.
                 b = measured - guns_a[p]
                 if b < 0 and measured >= 0:
                     # An import now, but less than the guns draw: the building gives back

@@ -168,7 +168,7 @@ def _config(app, args, yes):
             return ["%s = %s" % (args[1], cfg.get(args[1]))]
         if len(args) >= 3 and args[0] in ("set", "check"):
             # A text value may have spaces (a name): the words after the key are the value.
-            value = cfg.consistent(args[1], cfg.check(args[1], config.parse_value(args[1], " ".join(args[2:]))))
+            value = cfg.parse(args[1], " ".join(args[2:]))
             if args[0] == "check":
                 return ["%s = %s is accepted" % (args[1], value)]
             if args[1] in SESSION_KEYS and not yes:

@@ -258,6 +258,11 @@ class Config:
                     raise ConfigError("priority_guns: this board has guns 1..%d, not %s" % (guns, g))
         return value
 
+    def parse(self, key, text):
+        """A typed value (the console's, a ChangeConfiguration's) as `set` would store it;
+        ConfigError naming the key and what it takes."""
+        return self.consistent(key, self.check(key, parse_value(key, text)))
+
     def consistent(self, key, value):
         """ConfigError when `value` for `key` would not fit the grid keys' other values: a
         fallback over the connection less its margin could overload it while the grid meter is

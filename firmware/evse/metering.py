@@ -12,9 +12,7 @@ from evse import meters, modbus, ticks
 
 POLL_MS = const(1000)
 DEAD_MS = const(5000)
-FEED_MAX_A = const(10000)   # a fed grid reading above this per phase is a typing error
-
-
+FEED_MAX_A = const(10000)      # a fed grid reading above this per phase is a typing error
 FEED_MAX_W = const(10000000)   # and above this, in or out, the total power
 IMPLAUSIBLE_X = const(3)       # a grid phase current over this x the connection: no reading
 
@@ -42,16 +40,17 @@ class Metering:
         self._started = False
         self._why = [None] * n
         masters = {}
-        for i, gun in enumerate(board["guns"]):
-            entry = gun.get("meter")
-            if entry is None:
-                continue
+
+        def meter(entry):   # one Modbus master per UART, its meters sharing it
             master = masters.get(entry["uart"])
             if master is None:
                 baud = entry.get("baud", 9600)
-                master = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
-                masters[entry["uart"]] = master
-            self.meters[i] = meters.Meter(master, entry["model"], entry["address"])
+                master = masters[entry["uart"]] = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
+            return meters.Meter(master, entry["model"], entry["address"])
+
+        for i, gun in enumerate(board["guns"]):
+            if "meter" in gun:
+                self.meters[i] = meter(gun["meter"])
         # The grid meter at the connection point: the building's load and the guns' together,
         # read from a Modbus meter ("meter") or written by the console or the central system
         # ("feed", feed_grid).
@@ -68,11 +67,7 @@ class Metering:
             self.grid_source = "feed"
         elif entry is not None:
             self.grid_source = "meter"
-            master = masters.get(entry["uart"])
-            if master is None:
-                baud = entry.get("baud", 9600)
-                master = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
-            self.grid = meters.Meter(master, entry["model"], entry["address"])
+            self.grid = meter(entry)
 
     def fitted(self, n):
         return self.meters[n - 1] is not None
@@ -143,8 +138,7 @@ class Metering:
         """A reading of the fed grid meter: the current at the connection per site phase (the
         building and the guns together, as a meter measures it; negative while that phase
         exports) and, if given, the total power there (negative while the site exports:
-        solar_mode needs it). ValueError naming what is
-        wrong, and nothing changes."""
+        solar_mode needs it). ValueError naming what is wrong, and nothing changes."""
         if self.grid_source != "feed":
             raise ValueError("this board's grid meter is %s" % (
                 "a Modbus meter: it is read, not written" if self.grid_source else "not there (board file grid_meter)"))

@@ -237,11 +237,9 @@ class Keys:
 
     def _change_setting(self, key, value_text):
         # The controller's setting, validated and stored as the console's config set does.
-        from evse import config
         setting = KEYS[key][2]
         try:
-            value = self.cfg.consistent(setting, self.cfg.check(setting, config.parse_value(
-                setting, value_text.strip() if isinstance(value_text, str) else "")))
+            value = self.cfg.parse(setting, value_text.strip() if isinstance(value_text, str) else "")
             fuse = self.cfg.board["site_limit_a"]
             if setting in ("site_limit_a", "grid_limit_a") and value > fuse and value > self.cfg.get(setting):
                 # The board file's site limit is the fuse: a central system may lower the budget
