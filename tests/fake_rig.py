@@ -37,6 +37,8 @@ class FakeHal:
         self.coil = False
         self.welded = False
         self.diode_fault = False
+        self.bad_diode_reads = 0     # this many next samples read a missing diode (a spike)
+        self.pilot_reads = 0
         self.rcd = False
         self.rcd_test_ok = True
         self.rcd_test_ms = 60        # an RCD module's self-test takes tens of ms
@@ -61,11 +63,15 @@ class FakeHal:
         self._rec("pilot", duty_pm)
 
     def sample_pilot(self, gun):
+        self.pilot_reads += 1
         if self.duty_pm == 0:
             return -12000, -12000
         high = LEVEL_MV[self.ev]
         if self.ev in "EF" or self.duty_pm >= 1000:
             return high, high
+        if self.bad_diode_reads and self.ev in "BCD":
+            self.bad_diode_reads -= 1
+            return high, -high
         return high, (-high if self.diode_fault and self.ev in "BCD" else -12000)
 
     adc_gain, adc_offset_mv = 0.1237, 1662   # a pilot front end a little off its nominal values

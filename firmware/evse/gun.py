@@ -10,7 +10,8 @@ TICK_MS = const(20)                 # control loop period: the default, and the 
 TICK_MIN_MS = const(10)
 TICK_MAX_INTERLOCK_MS = const(40)   # with a hardware interlock (board "tick_ms": see config._check_tick)
 DEBOUNCE_MS = const(300)            # new pilot state only after it held this long (A.4.3: 250-500 ms)
-OPEN_CONFIRM_MS = const(15)         # opening paths skip the debounce; two samples in a row suffice
+OPEN_CONFIRM_MS = const(15)         # opening paths skip the debounce; two samples in a row suffice:
+                                    # this far apart, or the second read at once (Gun._read_again)
 CLOSE_CONFIRM_MS = const(100)       # C (or D) read with PWM running and a good diode this long before
                                     # closing; with the debounce and the RCD test well inside the 3 s
                                     # from C2 to closed (Table A.6, seq. 7)
@@ -233,7 +234,9 @@ class Gun:
                     self._c_pwm_since_ms = now_ms
             else:
                 self._c_pwm_since_ms = None
-            if letter != raw and letter in "CD" and now_ms - self._raw_since_ms >= OPEN_CONFIRM_MS:
+            if (letter != raw and letter in "CD" and (raw not in "CD" or no_vent)
+                    and (now_ms - self._raw_since_ms >= OPEN_CONFIRM_MS
+                         or self.contactor and self._read_again(raw) is not None)):
                 if raw not in "CD":
                     # Opening paths skip the debounce (A.4.3): EV left C/D, or the pilot broke.
                     deb.force(raw)
@@ -297,18 +300,30 @@ class Gun:
             memo = self._offer = (offer, lim, pm)
         return memo[2]
 
+    def _read_again(self, raw):
+        """An opening path's second sample, at once rather than a tick later: with a 40 ms tick
+        two ticks and the contactor's drop-out would leave little of the 100 ms. The pilot read
+        afresh if its high plateau still reads `raw`, else None (a spike)."""
+        mv = self.hal.sample_pilot(self.n)
+        return mv if pilot.classify(mv[0], raw, self.thr) == raw else None
+
+    def _diode_read_again(self):
+        mv = self._read_again(self._raw)   # the same state: a missing diode, not a level moving
+        return mv is not None and mv[1] > self.thr[7]
+
     def _check_safety(self, now_ms, letter, diode, pwm_on):
         # diode: the low plateau reached -12 V (pilot.diode_ok); pwm_on: PWM ran as sampled
         hal = self.hal
         if hal.rcd_tripped(self.n) and now_ms - self.fault_since_ms >= RCD_RELEASE_MS:
             self._trip("RCD", now_ms)
             return
-        if pwm_on and letter in "BCD":
+        if pwm_on and letter in "BCD" and self._raw in "BCD":
+            # (a pilot shorted to PE reads 0 V on both plateaus: state E, whose opening path runs)
             if diode:
                 self._diode_bad = 0
             else:
                 self._diode_bad += 1
-                if self._diode_bad >= 2:
+                if self._diode_bad >= 2 or self._diode_read_again():
                     self._trip("DIODE", now_ms)
                     return
         if letter == "X" and self._raw == "X" and now_ms - self._raw_since_ms >= DEBOUNCE_MS:
