@@ -93,6 +93,11 @@ class FakeHal:
         if closed:  # every drive, also one an interlock would hold: the firmware's own decision
             self.closes.append((self.t_ms, self.ev, self.diode_fault, self.rcd))
 
+    def set_phases(self, gun, phases):
+        # A gun's phase contactor; the model EV then draws on that many phases.
+        self._rec("phases", phases)
+        self.phases_under_load = getattr(self, "phases_under_load", 0) + (1 if self.coil else 0)
+
     def contactor_feedback(self, gun):
         return (self.coil and not self.estop_pressed and (not self.interlock or self.interlock_holds())) or self.welded
 

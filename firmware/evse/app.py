@@ -10,7 +10,7 @@ from evse import VERSION, config, store, ticks
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
-from evse.sharing import Sharing
+from evse.sharing import Sharing, fill
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
@@ -37,6 +37,16 @@ def gun_loads(gun):
     if gun.get("phases", 3) == 3:
         return (0, 1, 2)
     return (site_phase(gun, 0),)
+
+
+def phases_wanted(limits, loads):
+    """How many site phases the guns that want power (limit > 0) load."""
+    seen = 0
+    for lim, phases in zip(limits, loads):
+        if lim:
+            for p in phases:
+                seen |= 1 << p
+    return (seen & 1) + (seen >> 1 & 1) + (seen >> 2 & 1)
 
 
 class App:
@@ -99,6 +109,15 @@ class App:
             if "grid_meter" in board:
                 from evse.solar import Solar
                 self.solar = Solar()
+        # Guns with a phase contactor (board "phase_switch": true) switch between one and three
+        # phases (evse.phases); they start on three.
+        self.phase_sw = [None] * len(self.guns)
+        if any(g.get("phase_switch") for g in board["guns"]):
+            from evse.phases import PhaseSwitch
+            for i, g in enumerate(board["guns"]):
+                if g.get("phase_switch"):
+                    self.phase_sw[i] = PhaseSwitch()
+                    hal.set_phases(i + 1, 3)
         self.log = Log(root, now_fn=self.stamp)
         self._faults_due = False   # a gun's fault came or went: the flash task writes them
         self.has_estop = board.get("estop", False)   # an emergency stop input (board file "estop": true)
@@ -241,6 +260,9 @@ class App:
     def phases(self, n):
         if n == 0:
             return self.board.get("phases", 3)
+        ps = self.phase_sw[n - 1]
+        if ps is not None:
+            return ps.phases
         return self.board["guns"][n - 1].get("phases", self.board.get("phases", 3))
 
     def reading(self, n):
@@ -341,6 +363,9 @@ class App:
             self.metering.rebase(d)
         if self.solar is not None:
             self.solar.rebase(d)
+        for ps in self.phase_sw:
+            if ps is not None:
+                ps.rebase(d)
 
     def stamp(self):
         """The time a log line gets: the wall clock (UTC) once OCPP has set it, else the time
@@ -398,9 +423,14 @@ class App:
         if policy == "fifo":
             prio = since
         loads = self._loads_now()
-        if self.metering is not None and self.metering.grid_source is not None:
+        grid = self.metering is not None and self.metering.grid_source is not None
+        solar_on = grid and cfg.get("solar_mode") == "on"
+        if grid:
             site = self._grid_caps(now_ms, site, loads)
-            if cfg.get("solar_mode") == "on":
+        if self.phase_sw.count(None) < len(self.phase_sw):
+            self._switch_phases(now_ms, site, limits, loads, prio, solar_on)
+        if grid:
+            if solar_on:
                 site = self._solar_caps(now_ms, site, limits, loads)
             elif self.solar.state != "waiting" or self.solar.since_ms is not None:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
@@ -506,12 +536,7 @@ class App:
         the guns that want power load (evse.solar); nothing while the grid meter is silent or
         gives no power."""
         cfg, m, solar = self.cfg, self.metering, self.solar
-        seen = 0
-        for lim, phases in zip(limits, loads):
-            if lim:
-                for p in phases:
-                    seen |= 1 << p
-        phases = (seen & 1) + (seen >> 1 & 1) + (seen >> 2 & 1)
+        phases = phases_wanted(limits, loads)
         net_w = None if self.grid_fallback else getattr(m.grid_reading, "power_w", None)
         before = solar.state
         cap = solar.cap(now_ms, net_w, self._grid_guns_w, cfg.get("solar_import_w"), phases,
@@ -523,6 +548,55 @@ class App:
                 else "short of the minimum: %d s at %d A, then pause" % (cfg.get("solar_stop_s"), cfg.get("min_current_a"))
                 if solar.state == "short" else "the guns pause until the surplus suffices"))
         return [cap if cap < site[p] else site[p] for p in range(3)]
+
+    def _switch_phases(self, now_ms, site, limits, loads, prio, solar_on):
+        """The guns with a phase contactor (evse.phases): each compares what it would get on
+        three phases and on one, and switches when one suits for phase_switch_s; a gun that is
+        switching gets no offer (its limit here 0) until its phase contactor has switched and
+        settled. `loads` follows what is switched."""
+        cfg = self.cfg
+        min_a = cfg.get("min_current_a")
+        if not isinstance(site, list):
+            site = [site, site, site]
+        for i in range(len(self.guns)):
+            ps = self.phase_sw[i]
+            if ps is None:
+                continue
+            g, gun = self.guns[i], self.board["guns"][i]
+            one = (site_phase(gun, 0),)
+            wants = limits[i] > 0 and not ps.target
+            on3 = on1 = 0.0
+            if wants:
+                if ps.phases == 3 and len(loads[i]) == 1:
+                    ps.single_ev = True   # seen drawing on one phase of three: an EV with one
+                on3 = self._would_get(i, gun_loads(gun), site, limits, loads, prio, solar_on)
+                on1 = self._would_get(i, one, site, limits, loads, prio, solar_on)
+            before = ps.target
+            to = ps.step(now_ms, g.state != "A", not g.contactor, wants, on3, on1, min_a,
+                         cfg.get("phase_switch_s") * 1000, cfg.get("phase_switch_max"))
+            if ps.target and not before:
+                self.note("gun %d: switching to %d phase%s (%.1f A on three, %.1f A on one): the EV pauses"
+                          % (g.n, ps.target, "" if ps.target == 1 else "s", on3, on1))
+            if to:
+                self.hal.set_phases(g.n, to)
+                self._loads[i] = loads[i] = one if to == 1 else gun_loads(gun)
+                self.note("gun %d: phase contactor: %d phase%s" % (g.n, to, "" if to == 1 else "s"))
+            if ps.target:
+                limits[i] = 0
+
+    def _would_get(self, i, phases, site, limits, loads, prio, solar_on):
+        """What gun i would get per phase if its EV loaded `phases`: the budget filled as the
+        sharing fills it (no transition, no pause), under solar_mode the surplus spread as
+        _solar_caps spreads it."""
+        loads = list(loads)
+        loads[i] = phases
+        caps = site
+        if solar_on:
+            n = phases_wanted(limits, loads)
+            surplus = self.solar.surplus_w
+            cap = surplus / (VOLTS * n) if surplus is not None and n and surplus > 0 else 0.0
+            caps = [cap if cap < site[p] else site[p] for p in range(3)]
+        return fill(limits, loads, caps, prio)[i]
 
     def _loads_now(self):
         """The site phases each gun loads: what its meter sees drawn while it charges (a

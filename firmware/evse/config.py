@@ -30,6 +30,10 @@ KEYS = {
                                          "long before the guns start"),
     "solar_stop_s": (int, 0, 3600, "s", "with solar_mode on: a surplus short of the minimum this long pauses the "
                                         "guns (they take the minimum meanwhile)"),
+    "phase_switch_s": (int, 10, 3600, "s", "on a gun with a phase contactor: the budget must call for one phase (or "
+                                           "three again) this long before the gun switches"),
+    "phase_switch_max": (int, 0, 20, "", "on a gun with a phase contactor: switches per session at most (0: it stays "
+                                         "on three phases)"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
@@ -131,6 +135,11 @@ def check_board(board):
                 meters.check(gun["meter"])
             except ValueError as e:
                 raise ConfigError("board guns[%d].%s" % (i, e))
+        if gun.get("phase_switch", False):
+            # A second contactor connects the gun's L2 and L3: one or three phases (evse.phases).
+            if gun["phase_switch"] is not True or dc or gun.get("phases", 3) != 3 or board.get("phases", 3) != 3:
+                raise ConfigError("board guns[%d].phase_switch: true (a contactor that connects L2 and L3) is for a "
+                                  "three-phase AC gun on a three-phase site, not %r" % (i, gun["phase_switch"]))
         if gun.get("rotation", "L1L2L3") not in ROTATIONS:
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
@@ -239,7 +248,8 @@ class Config:
                 "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "",
                 "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop",
                 "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11,
-                "solar_mode": "off", "solar_import_w": 0, "solar_start_s": 60, "solar_stop_s": 600}
+                "solar_mode": "off", "solar_import_w": 0, "solar_start_s": 60, "solar_stop_s": 600,
+                "phase_switch_s": 60, "phase_switch_max": 4}
 
     def get(self, key):
         if key in self.values:

@@ -25,6 +25,13 @@ def status_lines(app):
         out.append("%-3d %-6s %-6s %-8.1f %-10s %-6.1f %-7.1f %s" % (
             s["gun"], s["state"], duty, s["offered_a"], "closed" if s["contactor"] else "open",
             s["current_a"], s["temperature_c"], s["fault"] or "-"))
+    for g in app.guns:
+        ps = app.phase_sw[g.n - 1]
+        if ps is not None:
+            out.append("gun %d: %d phase%s%s; %d of %d switches this session" % (
+                g.n, ps.phases, "" if ps.phases == 1 else "s",
+                ", switching to %d (the EV pauses)" % ps.target if ps.target else "",
+                ps.switches, app.cfg.get("phase_switch_max")))
     out.append(timing_line(app))
     return out
 
@@ -71,6 +78,9 @@ def _gun_status(app, g):
     s = g.status()
     s["energy_wh"] = int(app.energy_wh(g.n))   # the import register: the meter's, or the estimate
     s["meter_ok"] = g.meter_ok
+    ps = app.phase_sw[g.n - 1]
+    if ps is not None:   # a gun with a phase contactor
+        s["phases"] = {"on": ps.phases, "switching_to": ps.target or None, "switches": ps.switches}
     return s
 
 

@@ -156,6 +156,7 @@ class Gun:
     dc_w: float = 0.0                 # DC: the power the dispenser delivers
     dc_ramping: bool = False          # DC: still on its way to what it may deliver
     dc_logged_w: float = 0.0          # DC: the power last logged as a dc_power event
+    phases_on: int = 3                # a gun with a phase contactor: 1 while it leaves L2 and L3 open
 
 
 class World:
@@ -434,6 +435,8 @@ class World:
                         return f"!contactor must be 0 or 1, not {parts[2]!r}"
                     self.drive_coil(g, parts[2] == "1")
                     return "ok"
+                if op == "Y":
+                    return self.switch_phases(g, parts[2])
                 if op == "F":
                     return "1" if g.contacts else "0"
                 if op == "R":
@@ -633,6 +636,8 @@ class World:
                     "soc": round(g.ev.soc, 2) if g.ev else None,
                     "phase_amps": [round(a, 2) for a in self.site_phase_amps(g)],
                 })
+                if self.board["guns"][g.number - 1].get("phase_switch"):
+                    out[-1]["phases_on"] = g.phases_on
                 if self.dc:
                     out[-1].update({
                         "power_w": round(g.dc_w, 1),
@@ -643,9 +648,27 @@ class World:
             return out
 
     def phases_drawn(self, g: Gun) -> int:
-        """On how many phases the EV draws: its own, as many as the gun has."""
+        """On how many phases the EV draws: its own, as many as the gun has (and its phase
+        contactor connects)."""
         gun = self.board["guns"][g.number - 1]
-        return min(g.ev.phases if g.ev else 0, gun.get("phases", self.board.get("phases", 3)))
+        return min(g.ev.phases if g.ev else 0, gun.get("phases", self.board.get("phases", 3)), g.phases_on)
+
+    def switch_phases(self, g: Gun, phases: str) -> str:
+        """The firmware drives a gun's phase contactor (board guns[].phase_switch): 3 connects
+        the gun's L2 and L3, 1 leaves them open. Switched with the main contacts closed it would
+        break (or make) the EV's current under load: logged as `phases_under_load`, which a
+        firmware must never cause."""
+        if not self.board["guns"][g.number - 1].get("phase_switch"):
+            return f"!gun {g.number} has no phase contactor"
+        if phases not in ("1", "3"):
+            return f"!phases must be 1 or 3, not {phases!r}"
+        n = int(phases)
+        if n != g.phases_on:
+            if g.contacts:
+                self.log(g.number, "phases_under_load", n)
+            g.phases_on = n
+            self.log(g.number, "phases", n)
+        return "ok"
 
     def site_phase_amps(self, g: Gun) -> list[float]:
         """What the gun draws on each of the site's phases L1, L2, L3: its EV's amps on the

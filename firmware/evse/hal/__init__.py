@@ -99,6 +99,11 @@ class Base:
     def module_feedback(self, module):
         raise OSError(NO_DC)
 
+    # ---- a gun's phase contactor: board file guns[].phase_switch ---------------------------
+    def set_phases(self, gun, phases):
+        # Driven only with the gun's main contactor open (evse.phases): 3 connects L2 and L3.
+        raise OSError("gun %d has no phase contactor" % gun)
+
     def storage_root(self):
         return "/"
 

@@ -77,6 +77,9 @@ class Hal(Base):
     def set_contactor(self, gun, closed):
         self._ask(b"K %d %d\n" % (gun, 1 if closed else 0))
 
+    def set_phases(self, gun, phases):
+        self._ask(b"Y %d %d\n" % (gun, phases))
+
     def contactor_feedback(self, gun):
         return self._ask(b"F %d\n" % gun)[0] == 49  # b"1"
 
