@@ -23,8 +23,9 @@ STUBS_ESP32 := $(VENV)/stubs/esp32
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml host_tools/interop/package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	cd host_tools/interop && npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --target $(STUBS_RP2) --upgrade micropython-rp2-stubs==1.29.0.post1
 	$(BIN)/python -m pip install -q --disable-pip-version-check --target $(STUBS_ESP32) --upgrade micropython-esp32-stubs==1.29.0.post1
@@ -82,4 +83,4 @@ flash: $(STAMP)
 	$(BIN)/evsectl flash --board $(BOARD) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis bench/out
+	rm -rf $(VENV) .pytest_cache .hypothesis bench/out host_tools/interop/node_modules
