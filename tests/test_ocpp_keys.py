@@ -154,8 +154,19 @@ def test_security_profile_needs_an_authorization_key_and_can_only_be_raised(tmp_
     assert k.change("SecurityProfile", "2") == "Accepted"
     assert k.change("SecurityProfile", "1") == "Rejected"
     assert "only be raised" in k.last_error
-    assert k.change("SecurityProfile", "3") == "Rejected"
+    assert k.change("SecurityProfile", "4") == "Rejected"
     assert Keys(str(tmp_path), 1).get("SecurityProfile") == 2
+
+
+def test_security_profile_3_needs_no_authorization_key_but_what_the_charge_point_checks(tmp_path):
+    """Profile 3 logs in with the charge point's certificate, not HTTP Basic: no AuthorizationKey,
+    but the charge point's check (wss:// and ocpp_cert/ocpp_key set, evse.ocpp.cp) decides."""
+    why = ["SecurityProfile 3 needs this charge point's certificate: set ocpp_cert and ocpp_key"]
+    k = Keys(str(tmp_path), 1, check=lambda name, value: why[0] if name == "SecurityProfile" and value == 3 else None)
+    assert k.change("SecurityProfile", "3") == "Rejected" and k.last_error == why[0]
+    why[0] = None
+    assert k.change("SecurityProfile", "3") == "Accepted"
+    assert not k.get("AuthorizationKey") and Keys(str(tmp_path), 1).get("SecurityProfile") == 3
 
 
 def test_the_authorization_key_never_appears_in_any_output(tmp_path, capsys):

@@ -305,10 +305,20 @@ def servers(tmp_path_factory):
     ca, other_ca = trustme.CA(), trustme.CA()
     for name, authority in (("ca.der", ca), ("other_ca.der", other_ca)):
         (tmp / name).write_bytes(ssl.PEM_cert_to_DER_cert(authority.cert_pem.bytes().decode()))
+    # Security profile 3: charge points' certificates, one the server's CA signed and one not.
+    cp_ca = trustme.CA()
+    for name, authority in (("cp", cp_ca), ("stranger", other_ca)):
+        write_client_cert(authority.issue_cert("CP1"), tmp / f"{name}.der", tmp / f"{name}.key")
 
     def tls(authority, *names):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         authority.issue_cert(*names).configure_cert(ctx)
+        return ctx
+
+    def client_tls():
+        ctx = tls(ca, "localhost", "127.0.0.1")
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        cp_ca.configure_trust(ctx)
         return ctx
 
     loop = asyncio.new_event_loop()
@@ -325,6 +335,7 @@ def servers(tmp_path_factory):
             "ocpp201-only": await serve(handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]),
             "tls": await serve(handler, "127.0.0.1", 0, **ocpp, ssl=tls(ca, "localhost", "127.0.0.1")),
             "tls-wrong-name": await serve(handler, "127.0.0.1", 0, **ocpp, ssl=tls(ca, "csms.example")),
+            "tls-client": await serve(handler, "127.0.0.1", 0, **ocpp, ssl=client_tls()),
             "silent": await asyncio.start_server(silent_upgrade, "127.0.0.1", 0),
             "mute": await asyncio.start_server(mute, "127.0.0.1", 0),
         }
@@ -336,6 +347,9 @@ def servers(tmp_path_factory):
         port = server.sockets[0].getsockname()[1]
         urls[name] = "%s://localhost:%d" % ("wss" if name.startswith("tls") else "ws", port)
     urls["ca"], urls["other_ca"] = str(tmp / "ca.der"), str(tmp / "other_ca.der")
+    for name in ("cp", "stranger"):
+        urls[name] = str(tmp / f"{name}.der")
+        urls[name + "_key"] = str(tmp / f"{name}.key")
     yield urls
 
     async def stop():
@@ -345,6 +359,15 @@ def servers(tmp_path_factory):
     asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+def write_client_cert(issued, cert_path, key_path):
+    """A trustme certificate and its private key as the DER files a board keeps (ocpp_cert, ocpp_key)."""
+    from cryptography.hazmat.primitives import serialization
+    cert_path.write_bytes(ssl.PEM_cert_to_DER_cert(issued.cert_chain_pems[0].bytes().decode()))
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
 
 
 def run_client(scenario, url, **opts):
@@ -473,3 +496,21 @@ def test_the_name_is_looked_up_once_and_again_only_after_failed_connects_and_a_w
     assert len([e for e in events if e[0] == "refused"]) == 3
     assert lookups[1] == ["localhost"]                # failed connects kept the address
     assert lookups[2] == ["localhost", "localhost"]   # then looked up again, and connected
+
+
+def test_security_profile_3_connects_with_the_charge_point_s_certificate_and_not_without(servers):
+    events = run_client("echo", servers["tls-client"] + "/echo", ca=servers["ca"],
+                        cert=servers["cp"], key=servers["cp_key"])
+    assert events[0] == ["connected", "ocpp1.6"] and events[-1] == ["closed", False]
+    for opts in ({}, {"cert": servers["stranger"], "key": servers["stranger_key"]}):
+        [refused] = run_client("refused", servers["tls-client"] + "/echo", ca=servers["ca"], **opts)
+        assert refused[0] == "refused" and "cannot connect" in refused[2], (opts, refused)
+
+
+def test_a_client_certificate_that_does_not_load_is_named_and_its_key_never_shown(servers, tmp_path):
+    (tmp_path / "junk.der").write_bytes(b"not a certificate")
+    [refused] = run_client("refused", servers["tls-client"] + "/echo", ca=servers["ca"],
+                           cert=str(tmp_path / "junk.der"), key=servers["cp_key"])
+    assert refused[0] == "refused" and "certificate (ocpp_cert, 17 bytes) or its key (ocpp_key) does not load" in refused[2]
+    key = open(servers["cp_key"], "rb").read()
+    assert key.hex() not in refused[2] and repr(key)[2:40] not in refused[2]

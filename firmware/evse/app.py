@@ -10,7 +10,8 @@ from evse import VERSION, config, store, ticks
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
-from evse.sharing import Sharing, fill
+from evse.pilot import DUTY_OFF_PM
+from evse.sharing import RESUME_EXTRA_A, Sharing, fill
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
@@ -110,14 +111,17 @@ class App:
                 from evse.solar import Solar
                 self.solar = Solar()
         # Guns with a phase contactor (board "phase_switch": true) switch between one and three
-        # phases (evse.phases); they start on three.
+        # phases (evse.phases); after a boot it is driven to three before the first offer.
         self.phase_sw = [None] * len(self.guns)
+        # Their smart-charging cap on one phase and on three (a limit in W: three times the amps
+        # on one), for the what-ifs; refreshed with smart_a by the OCPP task (grant).
+        self.smart_1p_a = [None] * (len(self.guns) + 1)
+        self.smart_3p_a = [None] * (len(self.guns) + 1)
         if any(g.get("phase_switch") for g in board["guns"]):
             from evse.phases import PhaseSwitch
             for i, g in enumerate(board["guns"]):
                 if g.get("phase_switch"):
                     self.phase_sw[i] = PhaseSwitch()
-                    hal.set_phases(i + 1, 3)
         self.log = Log(root, now_fn=self.stamp)
         self._faults_due = False   # a gun's fault came or went: the flash task writes them
         self.has_estop = board.get("estop", False)   # an emergency stop input (board file "estop": true)
@@ -143,6 +147,22 @@ class App:
             from evse.ocpp.cp import ChargePoint
             self.cp = ChargePoint(self, root, url, cfg.get("ocpp_id"), self._ca(cfg.get("ocpp_ca")), self.note)
             self.permit = [False] * (guns + 1)  # until the charge point has said otherwise
+
+    def client_cert(self):
+        """SecurityProfile 3: (certificate, private key) as DER bytes from the files ocpp_cert and
+        ocpp_key name; None when either is not set. Read at each connect, not kept in RAM. A
+        missing file is an OSError naming it (never the key's bytes)."""
+        cert, key = self.cfg.get("ocpp_cert"), self.cfg.get("ocpp_key")
+        if not cert or not key:
+            return None
+        out = []
+        for setting, name in (("ocpp_cert", cert), ("ocpp_key", key)):
+            try:
+                with open(store.join(self.root, name), "rb") as f:
+                    out.append(f.read())
+            except OSError:
+                raise OSError("%s file %s is missing" % (setting, name))
+        return out[0], out[1]
 
     def _ca(self, name):
         if not name:
@@ -246,6 +266,9 @@ class App:
                 self.note("ocpp: asking the charge point who may charge failed (%r): every gun stops" % e)
         for n in range(len(self.smart_a)):
             self.smart_a[n] = self._smart_a(n)
+            if n and self.phase_sw[n - 1] is not None:
+                self.smart_1p_a[n] = self._smart_a(n, 1)
+                self.smart_3p_a[n] = self._smart_a(n, 3)
 
     def took(self, task, ms):
         """A task's step took ms: kept if it is the slowest of that task so far."""
@@ -427,11 +450,13 @@ class App:
         solar_on = grid and cfg.get("solar_mode") == "on"
         if grid:
             site = self._grid_caps(now_ms, site, loads)
+        wanting = limits
         if self.phase_sw.count(None) < len(self.phase_sw):
+            wanting = list(limits)   # a gun that is switching still counts for the solar surplus
             self._switch_phases(now_ms, site, limits, loads, prio, solar_on)
         if grid:
             if solar_on:
-                site = self._solar_caps(now_ms, site, limits, loads)
+                site = self._solar_caps(now_ms, site, wanting, loads)
             elif self.solar.state != "waiting" or self.solar.since_ms is not None:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
         alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
@@ -556,6 +581,7 @@ class App:
         settled. `loads` follows what is switched."""
         cfg = self.cfg
         min_a = cfg.get("min_current_a")
+        max_switches = cfg.get("phase_switch_max")
         if not isinstance(site, list):
             site = [site, site, site]
         for i in range(len(self.guns)):
@@ -564,17 +590,29 @@ class App:
                 continue
             g, gun = self.guns[i], self.board["guns"][i]
             one = (site_phase(gun, 0),)
-            wants = limits[i] > 0 and not ps.target
+            wants = limits[i] > 0 and not ps.target and ps.may_switch(max_switches)
             on3 = on1 = 0.0
+            floor = min_a + (RESUME_EXTRA_A if self.sharing.paused[i] else 0.0)
             if wants:
                 if ps.phases == 3 and len(loads[i]) == 1:
                     ps.single_ev = True   # seen drawing on one phase of three: an EV with one
-                on3 = self._would_get(i, gun_loads(gun), site, limits, loads, prio, solar_on)
-                on1 = self._would_get(i, one, site, limits, loads, prio, solar_on)
+                # The gun's own limit on each phase count: a smart-charging limit in W gives
+                # three times the amps on one phase.
+                base = g.limit_a()
+                if base > cfg.get("gun_max_a"):
+                    base = cfg.get("gun_max_a")
+                lim3, lim1 = base, base
+                a3, a1 = self.smart_3p_a[g.n], self.smart_1p_a[g.n]
+                if a3 is not None and a3 < base:
+                    lim3 = a3
+                if a1 is not None and a1 < base:
+                    lim1 = a1
+                on3 = self._would_get(i, gun_loads(gun), lim3, site, limits, loads, prio, solar_on)
+                on1 = self._would_get(i, one, lim1, site, limits, loads, prio, solar_on)
             before = ps.target
-            to = ps.step(now_ms, g.state != "A", not g.contactor, wants, on3, on1, min_a,
-                         cfg.get("phase_switch_s") * 1000, cfg.get("phase_switch_max"))
-            if ps.target and not before:
+            to = ps.step(now_ms, g.ev_plugged(), self._phase_safe(g), wants, on3, on1, floor,
+                         cfg.get("phase_switch_s") * 1000, max_switches)
+            if ps.target and not before and wants:
                 self.note("gun %d: switching to %d phase%s (%.1f A on three, %.1f A on one): the EV pauses"
                           % (g.n, ps.target, "" if ps.target == 1 else "s", on3, on1))
             if to:
@@ -584,12 +622,21 @@ class App:
             if ps.target:
                 limits[i] = 0
 
-    def _would_get(self, i, phases, site, limits, loads, prio, solar_on):
-        """What gun i would get per phase if its EV loaded `phases`: the budget filled as the
-        sharing fills it (no transition, no pause), under solar_mode the surplus spread as
-        _solar_caps spreads it."""
+    def _phase_safe(self, g):
+        """A gun's phase contactor may switch: its main contactor released, found open by the
+        weld check and by its mirror contact, no PWM offer running (the EV cannot close it
+        meanwhile), no fault and no interlock proof driving the coil."""
+        return (not g.contactor and g.opened_ms is None and g.fault is None and g.duty_pm == DUTY_OFF_PM
+                and g._interlock_ms < 0 and not self.hal.contactor_feedback(g.n))
+
+    def _would_get(self, i, phases, limit, site, limits, loads, prio, solar_on):
+        """What gun i would get per phase if its EV loaded `phases` with `limit` as its own: the
+        budget filled as the sharing fills it (no transition, no pause), under solar_mode the
+        surplus spread as _solar_caps spreads it."""
         loads = list(loads)
         loads[i] = phases
+        limits = list(limits)
+        limits[i] = limit
         caps = site
         if solar_on:
             n = phases_wanted(limits, loads)
@@ -615,13 +662,13 @@ class App:
                 out[g.n - 1] = seen
         return out
 
-    def _smart_a(self, n):
+    def _smart_a(self, n, phases=None):
         """The central system's cap on gun n (0: the charger), None for none; 0 A when it cannot
         be computed, which stops the gun safely and is logged once."""
         if self.cp is None:
             return None
         try:
-            limit = self.cp.limit_a(n)
+            limit = self.cp.limit_a(n) if phases is None else self.cp.limit_a(n, phases)
         except Exception as e:
             if n not in self._smart_failing:
                 self._smart_failing.add(n)

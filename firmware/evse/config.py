@@ -38,6 +38,8 @@ KEYS = {
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
     "ocpp_ca": (str, 0, 64, "", "file on flash with the CA certificate (DER) that signs the wss:// server"),
+    "ocpp_cert": (str, 0, 64, "", "file on flash with this charge point's certificate (DER), for SecurityProfile 3"),
+    "ocpp_key": (str, 0, 64, "", "file on flash with the private key (DER) of ocpp_cert; its bytes are never shown"),
 }
 
 
@@ -140,6 +142,9 @@ def check_board(board):
             if gun["phase_switch"] is not True or dc or gun.get("phases", 3) != 3 or board.get("phases", 3) != 3:
                 raise ConfigError("board guns[%d].phase_switch: true (a contactor that connects L2 and L3) is for a "
                                   "three-phase AC gun on a three-phase site, not %r" % (i, gun["phase_switch"]))
+            if board["hal"] != "sim":
+                raise ConfigError("board guns[%d].phase_switch: the %s HAL has no pin for a phase contactor yet"
+                                  % (i, board["hal"]))
         if gun.get("rotation", "L1L2L3") not in ROTATIONS:
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
@@ -245,7 +250,7 @@ class Config:
         b = self.board
         return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
                 "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
-                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "",
+                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "", "ocpp_cert": "", "ocpp_key": "",
                 "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop",
                 "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11,
                 "solar_mode": "off", "solar_import_w": 0, "solar_start_s": 60, "solar_stop_s": 600,

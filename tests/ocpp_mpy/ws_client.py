@@ -20,9 +20,15 @@ async def connect(opts):
         with open(opts["ca"], "rb") as f:
             ca_der = f.read()
     auth = opts.get("auth")
+    client = None
+    if opts.get("cert"):
+        with open(opts["cert"], "rb") as f:
+            cert = f.read()
+        with open(opts["key"], "rb") as f:
+            client = (cert, f.read())
     await ws.connect(URL, subprotocol=opts.get("subprotocol", "ocpp1.6"),
                      basic_auth=tuple(auth) if auth else None, ca_der=ca_der,
-                     timeout_ms=opts.get("timeout_ms", 3000))
+                     timeout_ms=opts.get("timeout_ms", 3000), client_cert=client)
     say("connected", ws.subprotocol)
     return ws
 

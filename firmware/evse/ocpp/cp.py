@@ -109,6 +109,12 @@ class ChargePoint:
     def _key_check(self, name, value):
         if name == "SecurityProfile" and value >= 2 and not self.url.startswith("wss://"):
             return "SecurityProfile %d needs TLS: the central system's URL (ocpp_url) must be wss://" % value
+        if name == "SecurityProfile" and value == 3:
+            try:
+                if self.app.client_cert() is None:
+                    return "SecurityProfile 3 needs this charge point's certificate: set ocpp_cert and ocpp_key"
+            except OSError as e:
+                return "SecurityProfile 3: %s" % e
         return None
 
     def _key_changed(self, name, value):
@@ -247,16 +253,17 @@ class ChargePoint:
         c = self.connectors[n]
         return c.may_charge() and c.stopping is None and self.connectors[0].operative
 
-    def limit_a(self, n):
+    def limit_a(self, n, phases=None):
         """The smart-charging cap now, in A per phase (None: no cap): on gun n, or with n = 0
-        on the whole charger (ChargePointMaxProfile)."""
+        on the whole charger (ChargePointMaxProfile); a limit in W taken at `phases` (default:
+        what the gun is on now)."""
         c = self.connectors[n]
         if not self.clock.known:
             return None
         max_a = self.app.guns[n - 1].max_a if n else None
         start = c.tx["start_s"] if c.tx else None
         return smart.limit_at(self.profiles.items, n, self.clock.now(), start, max_a,
-                              phases=self.app.phases(n))
+                              phases=self.app.phases(n) if phases is None else phases)
 
     def session_tag(self, n):
         """The idTag of gun n's transaction, or None."""
@@ -793,7 +800,15 @@ class ChargePoint:
                     # Only the console can make this (ChangeConfiguration refuses it): the key
                     # must not go out in clear; the technician sees why at the console.
                     raise ValueError("SecurityProfile %d needs TLS: set ocpp_url to wss://" % profile)
-                await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000)
+                client = None
+                if profile == 3:
+                    client = self.app.client_cert()
+                    if client is None:
+                        raise ValueError("SecurityProfile 3 needs this charge point's certificate: set ocpp_cert "
+                                         "and ocpp_key")
+                await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000,
+                                 client_cert=client)
+                client = None   # the key's bytes go as soon as the handshake has used them
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
                 event = "FailedToAuthenticateAtCentralSystem" if getattr(e, "status", None) == 401 else \
                     "InvalidCentralSystemCertificate" if getattr(e, "bad_certificate", False) else None
@@ -871,7 +886,7 @@ class ChargePoint:
         # The password is what the AuthorizationKey's hex digits encode (16 to 20 bytes, maybe
         # binary), not the digits (security whitepaper; OCTT TC_085).
         key = self.keys.get("AuthorizationKey")
-        if self.keys.get("SecurityProfile") >= 1 and key:
+        if 1 <= self.keys.get("SecurityProfile") <= 2 and key:   # profile 3: the certificate instead
             return (self.cp_id, binascii.unhexlify(key))
         return None
 

@@ -66,9 +66,9 @@ KEYS = {
     "ChargingScheduleMaxPeriods": (_INT, _RO, 24, None, None, ""),
     "MaxChargingProfilesInstalled": (_INT, _RO, 8, None, None, ""),
     # Security whitepaper: the Basic Auth password (16..20 bytes as 32..40 hex digits), and the
-    # profile, which may only be raised (profile 3 needs client certificates we do not carry).
+    # profile, which may only be raised (3: TLS with this charge point's certificate, ocpp_cert).
     "AuthorizationKey": (_HEX, _WRITE_ONLY, "", 32, 40, ""),
-    "SecurityProfile": (_INT, 0, 0, 0, 2, ""),
+    "SecurityProfile": (_INT, 0, 0, 0, 3, ""),
     # Vendor keys
     # A transaction a reboot interrupted: true resumes it, false stops it with reason PowerLoss.
     "ResumeTransactionOnBoot": (_BOOL, 0, False, None, None, ""),
@@ -287,7 +287,7 @@ class Keys:
             if value < self.get(key):
                 self.last_error = "SecurityProfile can only be raised, it is %d" % self.get(key)
                 return "Rejected"
-            if value > 0 and not self.get("AuthorizationKey"):
+            if 0 < value < 3 and not self.get("AuthorizationKey"):
                 self.last_error = "SecurityProfile %d needs an AuthorizationKey: set that first" % value
                 return "Rejected"
         why = self.check(key, value) if self.check else None

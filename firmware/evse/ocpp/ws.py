@@ -278,11 +278,12 @@ class WebSocket:
         return self._writer is not None
 
     async def connect(self, url, subprotocol="ocpp1.6", basic_auth=None, ca_der=None,
-                      timeout_ms=10000):
+                      timeout_ms=10000, client_cert=None):
         """Open the TCP (and TLS) link and upgrade it. basic_auth: (user, password: text or bytes) for OCPP
         security profile 1/2; ca_der: the CA that must have signed a wss:// server's certificate
-        (without it the server is not verified). Raises ValueError for a bad URL, WsError for
-        everything else, naming the server."""
+        (without it the server is not verified); client_cert: (certificate, private key) as DER,
+        what a wss:// server of security profile 3 asks for. Raises ValueError for a bad URL,
+        WsError for everything else, naming the server."""
         secure, host, port, path = parse_url(url)
         ctx = None
         if secure:
@@ -298,6 +299,12 @@ class WebSocket:
                                   % (len(ca_der), " ".join(str(e).split())))
             else:
                 ctx.verify_mode = ssl.CERT_NONE
+            if client_cert:
+                try:
+                    ctx.load_cert_chain(client_cert[0], client_cert[1])
+                except (OSError, ValueError) as e:   # mbedtls names what it could not parse, never the bytes
+                    raise WsError("this charge point's certificate (ocpp_cert, %d bytes) or its key (ocpp_key) "
+                                  "does not load: %s" % (len(client_cert[0]), " ".join(str(e).split())))
         if self._writer is not None:
             self._drop()
         self._parser = FrameParser(self.max_message)
