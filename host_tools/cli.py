@@ -106,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "firmware as evsectl flash installs it, on an emulated MCU and front end")
     s.add_argument("--heap", default=None, help="MicroPython heap size (default: an MCU board's real heap at the measured 32/64-bit ratios with its code and the emulated silicon; a sim board: twice heap_kb plus the code; docs/boards.md)")
     s.add_argument("--flash", default=None, help="folder for the flash image (default: a fresh temporary one)")
-    s.add_argument("--csms", default=None, help="ws:// URL of a central system")
+    s.add_argument("--csms", default=None, help="ws:// or wss:// URL of a central system")
+    s.add_argument("--put", action="append", default=[], metavar="FILE",
+                   help="also put this file on the fresh flash, under its own name (a CA or a certificate); repeatable")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="settings (a JSON object, as `evsectl config export` writes) the fresh flash's config.json starts with")
     s.add_argument("--echo", action="store_true", help="copy the board's serial output to stderr")
     s.set_defaults(func=cmd_sim)
 
@@ -126,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="security profile 1: charge points must log in with HTTP Basic auth")
     c.add_argument("--tls-cert", default=None, help="security profile 2: serve wss:// with this certificate (PEM)")
     c.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
+    c.add_argument("--tls-client-ca", default=None,
+                   help="security profile 3: ask each charge point for its certificate, signed by this CA (PEM); "
+                        "one that shows a certificate must be named (common name) as its identity")
     c.set_defaults(func=cmd_csms)
 
     d = sub.add_parser("demo", help="play a scripted day on the virtual board (make run)",

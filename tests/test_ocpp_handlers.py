@@ -836,3 +836,25 @@ def test_a_session_resumed_at_boot_is_not_ended_before_the_pilot_has_been_read(t
     app.guns[0].state = "A"             # now it leaves
     cp.supervise()
     assert cp.connectors[1].tx is None
+
+
+@pytest.mark.parametrize("url, cert, why", [
+    ("ws://csms.example/ocpp", ("C", "K"), "needs TLS"),
+    ("wss://csms.example/ocpp", None, "set ocpp_cert and ocpp_key"),
+    ("wss://csms.example/ocpp", OSError("ocpp_key file cp.key is missing"), "ocpp_key file cp.key is missing"),
+    ("wss://csms.example/ocpp", ("C", "K"), None)])
+def test_security_profile_3_needs_wss_and_the_charge_point_s_certificate(tmp_path, url, cert, why):
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+
+    def client_cert():
+        if isinstance(cert, Exception):
+            raise cert
+        return cert
+    app.client_cert = client_cert
+    cp = ChargePoint(app, str(tmp_path), url, "CP1", log=app.log)
+    status = cp.keys.change("SecurityProfile", "3")
+    if why is None:
+        assert status == "Accepted" and cp.keys.get("SecurityProfile") == 3
+    else:
+        assert status == "Rejected" and why in cp.keys.last_error, cp.keys.last_error
+        assert cp.keys.get("SecurityProfile") == 0

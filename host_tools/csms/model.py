@@ -120,6 +120,7 @@ class ChargePointRecord:
     remote: str | None = None
     connected_ms: float | None = None
     disconnected_ms: float | None = None
+    client_cert: str | None = None        # security profile 3: the common name of its certificate
     boot: dict | None = None              # the last BootNotification payload
     boot_status: str | None = None        # what we answered to it
     boot_ms: float | None = None
@@ -131,7 +132,7 @@ class ChargePointRecord:
     def to_json(self) -> dict:
         return {"id": self.id, "connected": self.connected, "remote": self.remote,
                 "connected_ms": self.connected_ms, "disconnected_ms": self.disconnected_ms,
-                "boot": self.boot, "boot_status": self.boot_status, "boot_ms": self.boot_ms,
+                "client_cert": self.client_cert, "boot": self.boot, "boot_status": self.boot_status, "boot_ms": self.boot_ms,
                 "last_heartbeat_ms": self.last_heartbeat_ms,
                 "connectors": {str(k): v for k, v in sorted(self.connectors.items())},
                 "firmware_status": self.firmware_status, "diagnostics_status": self.diagnostics_status}

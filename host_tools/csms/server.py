@@ -140,6 +140,17 @@ class CentralSystem:
         if not identity or urlsplit(request.path).path.strip("/") == "ocpp":
             return self._refuse(connection, HTTPStatus.NOT_FOUND,
                                 "the URL must end with the charge point identity, like /ocpp/CP1")
+        name = client_cert_name(connection)
+        if name is not None:
+            # Security profile 3 (security whitepaper 2.5): the certificate, which TLS verified
+            # against --tls-client-ca, names the charge point; HTTP Basic is not used.
+            if name != identity:
+                return self._refuse(connection, HTTPStatus.FORBIDDEN,
+                                    f"{identity}: its certificate names {name!r}, not this identity (security profile 3)")
+            self.model.charge_point(identity).client_cert = name
+            return None
+        if self.ssl_context is not None:
+            self.model.charge_point(identity).client_cert = None
         if not self.basic_auth:
             return None
         # Security profile 1 (OCPP 1.6 security whitepaper section 2.3): HTTP Basic auth, the user
@@ -313,8 +324,21 @@ def _basic_auth_pairs(pairs: list[str] | None) -> dict[str, str]:
     return credentials
 
 
-def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+def client_cert_name(connection: ServerConnection) -> str | None:
+    """The common name of the certificate the charge point showed (verified by TLS), or None."""
+    transport = getattr(connection, "transport", None)
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+def _ssl_context(cert: str | None, key: str | None, client_ca: str | None = None) -> ssl.SSLContext | None:
     if not cert and not key:
+        if client_ca:
+            raise SystemExit("--tls-client-ca (security profile 3) needs TLS: give --tls-cert CERT and --tls-key KEY too")
         return None
     if not (cert and key):
         raise SystemExit("security profile 2 needs both --tls-cert CERT and --tls-key KEY")
@@ -324,6 +348,14 @@ def _ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as e:
         raise SystemExit(f"--tls-cert {cert} --tls-key {key}: cannot load them ({e})")
+    if client_ca:
+        # Optional, so that charge points of profile 2 still connect; one that shows a
+        # certificate must show one this CA signed, named as its identity (_process_request).
+        context.verify_mode = ssl.CERT_OPTIONAL
+        try:
+            context.load_verify_locations(client_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise SystemExit(f"--tls-client-ca {client_ca}: cannot load it ({e})")
     return context
 
 
@@ -336,7 +368,8 @@ async def run(args, ready=None) -> int:
         tags = load_tags_file(args.tags) if args.tags else DEFAULT_TAGS
     except ModelError as e:
         raise SystemExit(str(e))
-    central = CentralSystem(tags, _basic_auth_pairs(args.basic_auth), _ssl_context(args.tls_cert, args.tls_key))
+    central = CentralSystem(tags, _basic_auth_pairs(args.basic_auth),
+                            _ssl_context(args.tls_cert, args.tls_key, getattr(args, "tls_client_ca", None)))
     tmp = None
     files_dir = args.files
     if files_dir is None:

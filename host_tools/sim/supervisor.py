@@ -216,8 +216,17 @@ def _serve(sock: socket.socket, handler, name: str) -> None:
 
 class VirtualBoard:
     def __init__(self, board_name: str = "sim-ac2", heap: str | None = None, flash_dir: str | None = None,
-                 csms_url: str | None = None, echo=None):
+                 csms_url: str | None = None, echo=None, put: list[str] | None = None,
+                 config: dict | None = None):
         self.board = load_board(board_name)
+        # The factory's extra files (a CA, this charge point's certificate and key) and settings.
+        self.put = [Path(p) for p in put or []]
+        for path in self.put:
+            if not path.is_file():
+                raise SystemExit(f"--put {path}: no such file")
+            if path.name in ("board.json", "config.json", "main.py", "boot.py"):
+                raise SystemExit(f"--put {path}: {path.name} is the firmware's own; use --config for settings")
+        self.config = dict(config or {})
         # A MicroPython object is made of machine words: the board's heap of 32-bit words holds
         # what twice the bytes hold on this 64-bit host. The firmware's code, frozen in flash on
         # a board, sits in the heap here: it gets the room it takes on top (set in start()).
@@ -334,13 +343,17 @@ class VirtualBoard:
                                                                 wlan=self._wlan())
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
+        config = dict(self.config)
         if self.csms_url:
             # The factory sets the board up for the central system, through the uplink.
             scheme, rest = self.csms_url.split("://", 1)
             path = rest[rest.index("/"):] if "/" in rest else "/"
-            config = {"ocpp_url": "%s://127.0.0.1:%d%s" % (scheme, self.uplink.port, path),
-                      "ocpp_id": self.board["name"]}
+            config.update({"ocpp_url": "%s://127.0.0.1:%d%s" % (scheme, self.uplink.port, path),
+                           "ocpp_id": config.get("ocpp_id", self.board["name"])})
+        if config:
             (stage / "config.json").write_text(json.dumps(config))
+        for src in self.put:
+            shutil.copyfile(src, stage / src.name)
         return str(stage)
 
     def _wlan(self) -> bool:
@@ -660,7 +673,16 @@ def run_foreground(args) -> int:
         def echo(data: bytes) -> None:
             sys.stderr.buffer.write(data)
             sys.stderr.flush()
-    vb = VirtualBoard(args.board, heap=args.heap, flash_dir=args.flash, csms_url=args.csms, echo=echo).start()
+    config = None
+    if getattr(args, "config", None):
+        try:
+            config = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--config {args.config}: not a JSON file of settings ({e})")
+        if not isinstance(config, dict):
+            raise SystemExit(f"--config {args.config}: must hold a JSON object of settings")
+    vb = VirtualBoard(args.board, heap=args.heap, flash_dir=args.flash, csms_url=args.csms, echo=echo,
+                      put=getattr(args, "put", None), config=config).start()
     # Announced while it runs: evsectl commands without --port find it as they find a board on USB.
     entry = ports.register_virtual(vb.serial_path, vb.control_addr, vb.board["name"])
     print(json.dumps({"serial": vb.serial_path, "control": vb.control_addr}), flush=True)
