@@ -5,6 +5,7 @@
 # Order of what goes out: the journal (transaction messages, on flash until confirmed) first,
 # then the outbox (status, heartbeat, authorize, notifications; in RAM, bounded).
 import binascii
+import os
 import time
 
 import asyncio
@@ -650,7 +651,7 @@ class ChargePoint:
                 await asyncio.sleep(wait_s)
             try:
                 reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
-                                                  log=self.app.log, cadata=self.ca_der)
+                                                  log=self.app.log, cadata=self.trusted_ca())
             finally:
                 evse.update_job(-1)
             if reboot:
@@ -690,7 +691,7 @@ class ChargePoint:
         async def upload():
             try:
                 await fw.upload_diagnostics(location, self.root, log, notify, retries, interval_s,
-                                            name=name, cadata=self.ca_der)
+                                            name=name, cadata=self.trusted_ca())
             finally:
                 evse.update_job(-1)
 
@@ -806,7 +807,7 @@ class ChargePoint:
                     if client is None:
                         raise ValueError("SecurityProfile 3 needs this charge point's certificate: set ocpp_cert "
                                          "and ocpp_key")
-                await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.ca_der, timeout_ms=10000,
+                await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.trusted_ca(), timeout_ms=10000,
                                  client_cert=client)
                 client = None   # the key's bytes go as soon as the handshake has used them
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
@@ -881,6 +882,32 @@ class ChargePoint:
         if "next_try_s" in k:
             out += ", next try in %d s" % k["next_try_s"]
         return out
+
+    def trusted_ca(self):
+        """The CA a wss:// or https:// server must be signed by: the ocpp_ca file's, else the
+        CentralSystemRootCertificate the central system installed last (certs/cs-<n>.der,
+        evse.ocpp.certs); None: the server is not verified."""
+        if self.ca_der is not None:
+            return self.ca_der
+        try:
+            names = [n for n in os.listdir(store.join(self.root, "certs")) if n.startswith("cs-") and n.endswith(".der")]
+        except OSError:
+            return None
+        best = None
+        for name in names:
+            try:
+                k = int(name[3:-4])
+            except ValueError:
+                continue
+            if best is None or k > best[0]:
+                best = (k, name)
+        if best is None:
+            return None
+        try:
+            with open(store.join(self.root, "certs/" + best[1]), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
 
     def _basic_auth(self):
         # The password is what the AuthorizationKey's hex digits encode (16 to 20 bytes, maybe

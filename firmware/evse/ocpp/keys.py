@@ -69,6 +69,8 @@ KEYS = {
     # profile, which may only be raised (3: TLS with this charge point's certificate, ocpp_cert).
     "AuthorizationKey": (_HEX, _WRITE_ONLY, "", 32, 40, ""),
     "SecurityProfile": (_INT, 0, 0, 0, 3, ""),
+    "CertificateStoreMaxLength": (_INT, _RO, 4, None, None, ""),   # evse.ocpp.certs.MAX_CERTS
+    "AdditionalRootCertificateCheck": (_BOOL, _RO, False, None, None, ""),
     # Vendor keys
     # A transaction a reboot interrupted: true resumes it, false stops it with reason PowerLoss.
     "ResumeTransactionOnBoot": (_BOOL, 0, False, None, None, ""),

@@ -379,7 +379,7 @@ def extended_trigger_message(cp, p):
     c = _connector(cp, p, required=False)
     n = c.n if c is not None else None
     if what == "SignChargePointCertificate":
-        return {"status": "NotImplemented"}   # no client certificates: security profile 3 is not supported
+        return {"status": "NotImplemented"}   # no key pair or CSR made here: evsectl installs them (SecurityProfile 3)
     if what == "LogStatusNotification":
         payload = {"status": cp.log_status}
         if cp.log_status != "Idle" and cp.log_request_id is not None:
@@ -391,6 +391,31 @@ def extended_trigger_message(cp, p):
     else:
         return trigger_message(cp, p)
     return {"status": "Accepted"}
+
+
+@handler("InstallCertificate")
+def install_certificate(cp, p):
+    return _certs(cp, "install", p)
+
+
+@handler("GetInstalledCertificateIds")
+def get_installed_certificate_ids(cp, p):
+    return _certs(cp, "get_ids", p)
+
+
+@handler("DeleteCertificate")
+def delete_certificate(cp, p):
+    return _certs(cp, "delete", p)
+
+
+def _certs(cp, what, p):
+    # The certificate store's code loads for the request and goes after it (a rare job).
+    import evse
+    from evse.ocpp import certs
+    try:
+        return getattr(certs, what)(cp, p)
+    finally:
+        evse.unload("evse.ocpp.certs")
 
 
 @handler("GetLog")

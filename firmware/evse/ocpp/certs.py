@@ -1,0 +1,215 @@
+# The security whitepaper's certificate management (Improved security for OCPP 1.6-J, section 3):
+# InstallCertificate, GetInstalledCertificateIds and DeleteCertificate of the central system's
+# and the manufacturer's root certificates. Loaded when such a request comes and let go after it
+# (evse.unload): a board holds its code in the heap.
+#
+# The certificates are kept as DER in certs/, one file each: cs-<n>.der (CentralSystemRoot-
+# Certificate) or mf-<n>.der (ManufacturerRootCertificate). A certificate is identified as OCSP
+# identifies one (RFC 6960 CertID): SHA-256 of its issuer's name (the DER of the Name) and of its
+# issuer's public key (the subject public key's bits), and its serial number. These are roots,
+# so the issuer is the certificate itself. Only the DER's structure is read here: MicroPython has
+# no X.509 library, and mbedtls checks each certificate again when TLS uses it.
+import binascii
+import hashlib
+import os
+
+from micropython import const
+
+from evse import store
+from evse.ocpp.rpc import need, only
+
+DIR = "certs"
+KINDS = {"CentralSystemRootCertificate": "cs", "ManufacturerRootCertificate": "mf"}
+MAX_CERTS = const(4)     # CertificateStoreMaxLength: roots of both kinds together
+_PEM_HEAD = "-----BEGIN CERTIFICATE-----"
+_PEM_TAIL = "-----END CERTIFICATE-----"
+
+
+class CertError(ValueError):
+    pass
+
+
+def _tlv(der, i, end):
+    """(tag, start of the value, end of the value) of the DER element at i."""
+    if i + 2 > end:
+        raise CertError("truncated DER")
+    tag = der[i]
+    n = der[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 1 <= k <= 3 or i + k > end:
+            raise CertError("bad DER length")
+        n = 0
+        for b in der[i:i + k]:
+            n = (n << 8) | b
+        i += k
+    if i + n > end:
+        raise CertError("DER element runs past its end")
+    return tag, i, i + n
+
+
+def parse(der):
+    """The parts of a certificate that identify it: (issuer Name DER, serial's bytes, public
+    key's bits, subject Name DER). CertError if it is not an X.509 certificate's structure."""
+    tag, s, e = _tlv(der, 0, len(der))
+    if tag != 0x30 or e != len(der):
+        raise CertError("not a DER certificate (a SEQUENCE spanning the whole)")
+    tag, s, e = _tlv(der, s, e)              # TBSCertificate
+    if tag != 0x30:
+        raise CertError("no TBSCertificate")
+    fields = []
+    i = s
+    while i < e:
+        t, vs, ve = _tlv(der, i, e)
+        fields.append((t, i, vs, ve))
+        i = ve
+    if fields and fields[0][0] == 0xA0:      # [0] version
+        fields = fields[1:]
+    if len(fields) < 6 or fields[0][0] != 0x02:
+        raise CertError("no serial number where a certificate has one")
+    serial = der[fields[0][2]:fields[0][3]]
+    issuer = der[fields[2][1]:fields[2][3]]
+    subject = der[fields[4][1]:fields[4][3]]
+    t, ks, ke = fields[5][0], fields[5][2], fields[5][3]   # SubjectPublicKeyInfo
+    if t != 0x30 or fields[2][0] != 0x30 or fields[4][0] != 0x30:
+        raise CertError("issuer, subject or public key missing")
+    t, as_, ae = _tlv(der, ks, ke)          # AlgorithmIdentifier
+    t, bs, be = _tlv(der, ae, ke)           # subjectPublicKey BIT STRING
+    if t != 0x03 or be <= bs:
+        raise CertError("no public key bits")
+    return issuer, serial, der[bs + 1:be], subject
+
+
+def from_pem(text):
+    """The DER of one PEM certificate (InstallCertificate's `certificate`)."""
+    a = text.find(_PEM_HEAD)
+    b = text.find(_PEM_TAIL)
+    if a < 0 or b < a:
+        raise CertError("not a PEM certificate (no BEGIN/END CERTIFICATE lines)")
+    body = "".join(text[a + len(_PEM_HEAD):b].split())
+    try:
+        return binascii.a2b_base64(body)
+    except (ValueError, TypeError):
+        raise CertError("the PEM's base64 does not decode")
+
+
+def _hex(data):
+    return binascii.hexlify(data).decode()
+
+
+def hash_data(der):
+    """certificateHashData of a root certificate (SHA256, as the whitepaper's examples)."""
+    issuer, serial, key, _ = parse(der)
+    # The serial in hex without leading zeroes (the whitepaper), its sign byte too.
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": _hex(hashlib.sha256(issuer).digest()),
+            "issuerKeyHash": _hex(hashlib.sha256(key).digest()), "serialNumber": _hex(serial).lstrip("0") or "0"}
+
+
+def installed(root, prefix=None):
+    """[(file name, prefix)] of the certificates on flash, oldest first; those of one kind with
+    `prefix`."""
+    try:
+        names = sorted(os.listdir(store.join(root, DIR)))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        kind = name[:2]
+        if name.endswith(".der") and kind in ("cs", "mf") and (prefix is None or kind == prefix):
+            out.append((name, kind))
+    return out
+
+
+def read(root, name):
+    with open(store.join(root, DIR + "/" + name), "rb") as f:
+        return f.read()
+
+
+def _matches(der, want):
+    got = hash_data(der)
+    return all(str(want.get(k, "")).lower() == got[k] for k in ("issuerNameHash", "issuerKeyHash", "serialNumber")) \
+        and want.get("hashAlgorithm") == "SHA256"
+
+
+def install(cp, p):
+    only(p, ("certificateType", "certificate"))
+    kind = KINDS[need(p, "certificateType", str, choices=tuple(KINDS))]
+    text = need(p, "certificate", str, maxlen=5500)
+    try:
+        der = from_pem(text)
+        data = hash_data(der)
+    except CertError as e:
+        cp.log("ocpp: InstallCertificate rejected: %s" % e)
+        return {"status": "Rejected"}
+    root = cp.root
+    have = installed(root)
+    for name, _ in have:
+        if hash_data(read(root, name)) == data and name[:2] == kind:
+            return {"status": "Accepted"}     # installed already
+    if len(have) >= MAX_CERTS:
+        cp.log("ocpp: InstallCertificate failed: the store holds %d certificates, its most" % MAX_CERTS)
+        return {"status": "Failed"}
+    n = 1
+    for name, _ in have:
+        try:
+            n = max(n, int(name[3:-4]) + 1)
+        except ValueError:
+            pass
+    try:
+        try:
+            os.mkdir(store.join(root, DIR))
+        except OSError:
+            pass   # there already
+        path = store.join(root, "%s/%s-%d.der" % (DIR, kind, n))
+        with open(path + ".tmp", "wb") as f:   # whole or not at all: a power cut leaves no half
+            f.write(der)
+        os.rename(path + ".tmp", path)
+    except OSError as e:
+        cp.log("ocpp: InstallCertificate failed: %s" % e)
+        return {"status": "Failed"}
+    cp.log("ocpp: %s installed (serial %s)" % (need(p, "certificateType", str), data["serialNumber"]))
+    return {"status": "Accepted"}
+
+
+def get_ids(cp, p):
+    only(p, ("certificateType",))
+    kind = KINDS[need(p, "certificateType", str, choices=tuple(KINDS))]
+    out = []
+    for name, _ in installed(cp.root, kind):
+        try:
+            out.append(hash_data(read(cp.root, name)))
+        except (OSError, CertError) as e:
+            cp.log("ocpp: certificate %s unreadable: %s" % (name, e))
+    if not out:
+        return {"status": "NotFound"}
+    return {"status": "Accepted", "certificateHashData": out}
+
+
+def delete(cp, p):
+    only(p, ("certificateHashData",))
+    want = need(p, "certificateHashData", dict)
+    only(want, ("hashAlgorithm", "issuerNameHash", "issuerKeyHash", "serialNumber"))
+    need(want, "hashAlgorithm", str, choices=("SHA256", "SHA384", "SHA512"))
+    for k, most in (("issuerNameHash", 128), ("issuerKeyHash", 128), ("serialNumber", 40)):
+        need(want, k, str, maxlen=most)
+    root = cp.root
+    for name, kind in installed(root):
+        try:
+            der = read(root, name)
+            if not _matches(der, want):
+                continue
+        except (OSError, CertError):
+            continue
+        if kind == "cs" and len(installed(root, "cs")) == 1 and cp.keys.get("SecurityProfile") >= 2:
+            # The link's TLS trusts it: the last central system root goes only with a new one in.
+            cp.log("ocpp: DeleteCertificate failed: %s is the only CentralSystemRootCertificate" % name)
+            return {"status": "Failed"}
+        try:
+            os.remove(store.join(root, DIR + "/" + name))
+        except OSError as e:
+            cp.log("ocpp: DeleteCertificate failed: %s" % e)
+            return {"status": "Failed"}
+        cp.log("ocpp: certificate %s deleted" % name)
+        return {"status": "Accepted"}
+    return {"status": "NotFound"}
