@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_DEPS := host_tools/interop/node_modules/.package-lock.json
 BOARD ?= sim-ac2
 ARGS ?=
 # Tests run in parallel: most HIL tests wait on real time, not on the CPU. The MCU boards' runs go
@@ -21,20 +22,23 @@ STUBS_ESP32 := $(VENV)/stubs/esp32
 
 .PHONY: setup run test unit quick hil bench typecheck flash clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_DEPS)
 
-$(STAMP): pyproject.toml host_tools/interop/package-lock.json
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+# The interop tests' central system (ocpp-rpc on Node.js 18+), pinned by its package-lock.json.
+$(NODE_DEPS): host_tools/interop/package-lock.json
 	cd host_tools/interop && npm ci --no-audit --no-fund --loglevel=error
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --target $(STUBS_RP2) --upgrade micropython-rp2-stubs==1.29.0.post1
 	$(BIN)/python -m pip install -q --disable-pip-version-check --target $(STUBS_ESP32) --upgrade micropython-esp32-stubs==1.29.0.post1
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(NODE_DEPS)
 	$(BIN)/evsectl demo --board $(BOARD) $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_DEPS)
 	$(call beside_mcu_boards,tests hil_tests)
 
 # $(call beside_mcu_boards,PATHS): pytest on PATHS (sim-ac2), the MCU boards' runs beside it.
@@ -58,28 +62,28 @@ define beside_mcu_boards
 	exit $$rc
 endef
 
-unit: $(STAMP)
+unit: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests $(ARGS)
 
 # The unit and property tests without those marked slow (the demo day, a long property run).
-quick: $(STAMP)
+quick: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" tests $(ARGS)
 
-hil: $(STAMP)
+hil: $(STAMP) $(NODE_DEPS)
 	$(call beside_mcu_boards,hil_tests)
 
 # The heap section compares with a 32-bit MicroPython: the WebAssembly port, pinned, from npm.
 NPM_MP := $(VENV)/npm/node_modules/@micropython/micropython-webassembly-pyscript
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_DEPS)
 	@if command -v npm >/dev/null && [ ! -d $(NPM_MP) ]; then npm install --no-audit --no-fund --prefix $(VENV)/npm @micropython/micropython-webassembly-pyscript@1.27.0; fi
 	$(BIN)/python -m bench $(ARGS)
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest -q tests/test_hal_typecheck.py
 
 # evsectl flash: compile for the board, write what changed, verify, start it (docs/bring-up.md).
-flash: $(STAMP)
+flash: $(STAMP) $(NODE_DEPS)
 	$(BIN)/evsectl flash --board $(BOARD) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 clean:

@@ -69,7 +69,7 @@ def test_solar_mode_charges_from_the_export_starts_after_its_delay_and_pauses_af
     rig, dut = site
     # A 16 A connection: the export itself (16 A a phase) is room the guns may use on top.
     for line in ("config set grid_limit_a 16", "config set solar_mode on", "config set solar_start_s 5",
-                 "config set solar_stop_s 6"):
+                 "config set solar_stop_s 12"):
         assert " = " in dut.command(line)[-1], line
     rig.plug(gun=1, ev=EV)
     rig.plug(gun=2, ev=EV)
@@ -85,13 +85,14 @@ def test_solar_mode_charges_from_the_export_starts_after_its_delay_and_pauses_af
     assert any("solar: the surplus has sufficed for 5 s: charging" in line for line in dut.command("log 20"))
     status = grid_status(dut)
     assert status["solar"]["state"] == "charging" and abs(status["solar"]["surplus_w"] - 11040) < 600, status
-    # A cloud: 2 kW is short of two 6 A sessions (or one): the minimum for 6 s, then a pause.
+    # A cloud: 2 kW is short of two 6 A sessions (or one): the minimum for 12 s, then a pause.
+    # (Longer than the 5 s a running PWM offer holds after a change: the minimum is seen.)
     rig.request("grid", pv_w=2000)
     cloud = time.monotonic()
     rig.wait_for(lambda guns: sorted(round(g["offered_a"]) for g in guns) == [0, 6], 20, what="the minimum")
     assert any(line.startswith("solar: short of the minimum") for line in dut.command("status"))
     rig.wait_for(lambda guns: [g["offered_a"] for g in guns] == [0, 0], 30, what="the pause")
-    assert time.monotonic() - cloud >= 6 - 1, "paused before solar_stop_s"
+    assert time.monotonic() - cloud >= 12 - 1, "paused before solar_stop_s"
     assert any("solar: the guns pause until the surplus suffices" in line for line in dut.command("log 20"))
 
 

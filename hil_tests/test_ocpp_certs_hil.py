@@ -17,7 +17,7 @@ def root_and_id():
                  "issuerKeyHash": hashlib.sha256(bits).hexdigest(), "serialNumber": format(cert.serial_number, "x")}
 
 
-def test_root_certificates_install_list_and_delete(ocpp_board, csms):
+def test_root_certificates_install_list_and_delete(ocpp_rig, csms):
     def call(action, **payload):
         return csms.call(action, payload)["payload"]
 

@@ -2,7 +2,7 @@
 settings through its console (the firmware's `config` command validates and stores them).
 
 `export` writes every setting as one JSON object, for the next board: without the charger's own
-identity (IDENTITY: its name and OCPP identity, which two chargers must not share) unless
+identity (IDENTITY: its name, OCPP identity and certificate, which two chargers must not share) unless
 --identity. `import` is all or nothing: the board checks every key of the file first (`config
 check`: unknown keys, ranges, keys that must fit the board such as priority_guns) and every
 refusal is named; only then is each key set (an empty text by resetting the key to its default,
@@ -18,7 +18,7 @@ from pathlib import Path
 from host_tools.console import Console, ConsoleError, open_console
 
 
-IDENTITY = ("name", "ocpp_id", "ocpp_url")
+IDENTITY = ("name", "ocpp_id", "ocpp_url", "ocpp_cert", "ocpp_key")   # a certificate is one charger's
 
 
 class ConfigCommandError(RuntimeError):

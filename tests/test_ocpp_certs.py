@@ -111,3 +111,79 @@ def test_a_certificate_cut_or_altered_anywhere_is_refused_or_read_never_a_crash(
         certs.hash_data(changed)
     except certs.CertError:
         pass
+
+
+def _maker(tmp_path):
+    """A manufacturer root and a firmware signing certificate it signed (RSA 2048), a file and
+    its signature, written as DER and bytes to tmp_path."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.x509.oid import NameOID
+
+    def cert(cn, key, issuer, issuer_key):
+        now = datetime.datetime(2026, 1, 1)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+                .sign(issuer_key or key, hashes.SHA256()))
+    root_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    root = cert("root", root_key, None, None)
+    signer = cert("signer", key, root.subject, root_key)
+    data = os.urandom(3000)
+    for name, body in (("root.der", root.public_bytes(serialization.Encoding.DER)),
+                       ("signer.der", signer.public_bytes(serialization.Encoding.DER)), ("fw.bin", data),
+                       ("sig.bin", key.sign(data, padding.PKCS1v15(), hashes.SHA256()))):
+        (tmp_path / name).write_bytes(body)
+
+
+CHECKS = r"""
+import hashlib, sys
+from evse.ocpp import certs
+d = sys.argv[1] + "/"
+root, signer = open(d + "root.der", "rb").read(), open(d + "signer.der", "rb").read()
+sig = open(d + "sig.bin", "rb").read()
+digest = hashlib.sha256(open(d + "fw.bin", "rb").read()).digest()
+key = certs.rsa_key(signer)
+bad = bytes([sig[0] ^ 1]) + sig[1:]
+print(certs.signed_by(signer, root), certs.signed_by(root, root), certs.signed_by(root, signer),
+      certs.rsa_ok(key, sig, digest), certs.rsa_ok(key, bad, digest), certs.rsa_ok(key, sig, hashlib.sha256(b"x").digest()))
+"""
+
+
+def test_rsa_signatures_check_as_cryptography_makes_them_here_and_under_micropython(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    _maker(tmp_path)
+    (tmp_path / "checks.py").write_text(CHECKS)
+    repo = Path(__file__).resolve().parents[1]
+    expected = "True True False True False False"
+    out = subprocess.run([str(Path(sys.executable).parent / "micropython"), str(tmp_path / "checks.py"), str(tmp_path)],
+                         capture_output=True, text=True, env=dict(os.environ, MICROPYPATH=str(repo / "firmware")),
+                         timeout=60)
+    assert out.stdout.strip() == expected, out.stdout + out.stderr
+    sys.argv = ["checks", str(tmp_path)]
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(CHECKS, {})
+    assert buf.getvalue().strip() == expected
+
+
+def test_a_signing_certificate_counts_only_if_an_installed_manufacturer_root_signed_it(tmp_path):
+    _maker(tmp_path)
+    import ssl
+    pem = ssl.DER_cert_to_PEM_cert((tmp_path / "signer.der").read_bytes())
+    with pytest.raises(certs.CertError, match="not signed by a ManufacturerRootCertificate"):
+        certs.signing_key(str(tmp_path), pem)
+    cp = FakeCp(tmp_path)
+    root_pem = ssl.DER_cert_to_PEM_cert((tmp_path / "root.der").read_bytes())
+    assert certs.install(cp, {"certificateType": "CentralSystemRootCertificate", "certificate": root_pem})["status"] == "Accepted"
+    with pytest.raises(certs.CertError):
+        certs.signing_key(str(tmp_path), pem)          # a central system root is no manufacturer's
+    assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": root_pem})["status"] == "Accepted"
+    assert certs.signing_key(str(tmp_path), pem)[1] == 65537

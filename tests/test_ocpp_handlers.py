@@ -838,20 +838,18 @@ def test_a_session_resumed_at_boot_is_not_ended_before_the_pilot_has_been_read(t
     assert cp.connectors[1].tx is None
 
 
-@pytest.mark.parametrize("url, cert, why", [
-    ("ws://csms.example/ocpp", ("C", "K"), "needs TLS"),
-    ("wss://csms.example/ocpp", None, "set ocpp_cert and ocpp_key"),
-    ("wss://csms.example/ocpp", OSError("ocpp_key file cp.key is missing"), "ocpp_key file cp.key is missing"),
-    ("wss://csms.example/ocpp", ("C", "K"), None)])
-def test_security_profile_3_needs_wss_and_the_charge_point_s_certificate(tmp_path, url, cert, why):
+@pytest.mark.parametrize("url, ca, missing, why", [
+    ("ws://csms.example/ocpp", b"CA", None, "needs TLS"),
+    ("wss://csms.example/ocpp", None, None, "needs the central system's CA"),
+    ("wss://csms.example/ocpp", b"", None, "needs the central system's CA"),   # its file is missing
+    ("wss://csms.example/ocpp", b"CA", "it needs this charge point's certificate: set ocpp_cert and ocpp_key",
+     "set ocpp_cert and ocpp_key"),
+    ("wss://csms.example/ocpp", b"CA", "ocpp_key file cp.key is missing", "ocpp_key file cp.key is missing"),
+    ("wss://csms.example/ocpp", b"CA", None, None)])
+def test_security_profile_3_needs_wss_a_ca_and_the_charge_point_s_certificate(tmp_path, url, ca, missing, why):
     app = FakeApp([FakeGun("A"), FakeGun("A")], None)
-
-    def client_cert():
-        if isinstance(cert, Exception):
-            raise cert
-        return cert
-    app.client_cert = client_cert
-    cp = ChargePoint(app, str(tmp_path), url, "CP1", log=app.log)
+    app.client_cert_missing = lambda: missing
+    cp = ChargePoint(app, str(tmp_path), url, "CP1", ca_der=ca, log=app.log)
     status = cp.keys.change("SecurityProfile", "3")
     if why is None:
         assert status == "Accepted" and cp.keys.get("SecurityProfile") == 3

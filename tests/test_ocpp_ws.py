@@ -514,3 +514,9 @@ def test_a_client_certificate_that_does_not_load_is_named_and_its_key_never_show
     assert refused[0] == "refused" and "certificate (ocpp_cert, 17 bytes) or its key (ocpp_key) does not load" in refused[2]
     key = open(servers["cp_key"], "rb").read()
     assert key.hex() not in refused[2] and repr(key)[2:40] not in refused[2]
+
+
+def test_a_ca_file_that_is_empty_or_missing_refuses_rather_than_connecting_unchecked(servers, tmp_path):
+    (tmp_path / "empty.der").write_bytes(b"")   # App._ca gives b"" for a missing ocpp_ca file
+    [refused] = run_client("refused", servers["tls-wrong-name"] + "/echo", ca=str(tmp_path / "empty.der"))
+    assert refused[0] == "refused" and "CA certificate (ca_der, 0 bytes) does not load" in refused[2], refused

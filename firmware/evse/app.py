@@ -1,5 +1,6 @@
 # The application: guns, sharing, console and watchdog as asyncio tasks. Whatever ends it
 # (an exception, Ctrl-C, a soft reset), every contactor opens and every pilot goes safe first.
+import os
 import sys
 import time
 
@@ -148,10 +149,21 @@ class App:
             self.cp = ChargePoint(self, root, url, cfg.get("ocpp_id"), self._ca(cfg.get("ocpp_ca")), self.note)
             self.permit = [False] * (guns + 1)  # until the charge point has said otherwise
 
+    def client_cert_missing(self):
+        """Why SecurityProfile 3 could not connect for want of this charge point's certificate
+        (ocpp_cert, ocpp_key not set, or a file missing), or None. Reads no key."""
+        for setting in ("ocpp_cert", "ocpp_key"):
+            name = self.cfg.get(setting)
+            if not name:
+                return "it needs this charge point's certificate: set ocpp_cert and ocpp_key"
+            if not store.exists(store.join(self.root, name)):
+                return "%s file %s is missing" % (setting, name)
+        return None
+
     def client_cert(self):
         """SecurityProfile 3: (certificate, private key) as DER bytes from the files ocpp_cert and
-        ocpp_key name; None when either is not set. Read at each connect, not kept in RAM. A
-        missing file is an OSError naming it (never the key's bytes)."""
+        ocpp_key name; None when either is not set. Read at each connect, and let go once the
+        handshake has used them. A missing file is an OSError naming it (never the key's bytes)."""
         cert, key = self.cfg.get("ocpp_cert"), self.cfg.get("ocpp_key")
         if not cert or not key:
             return None
@@ -354,7 +366,17 @@ class App:
         evse.update_job(0)
         if status:
             cp.firmware_status = status
-            cp.send("FirmwareStatusNotification", {"status": status})
+            from evse.ocpp.cp import FW_REQUEST_FILE
+            path = store.join(self.root, FW_REQUEST_FILE)
+            signed = store.read_json(path, None)
+            if isinstance(signed, dict) and isinstance(signed.get("requestId"), int):
+                cp.send("SignedFirmwareStatusNotification", {"status": status, "requestId": signed["requestId"]})
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+            else:
+                cp.send("FirmwareStatusNotification", {"status": status})
             if status == "Installed":
                 cp.security_event("FirmwareUpdated", "evse %s installed" % evse.VERSION)
 

@@ -147,10 +147,7 @@ class CentralSystem:
             if name != identity:
                 return self._refuse(connection, HTTPStatus.FORBIDDEN,
                                     f"{identity}: its certificate names {name!r}, not this identity (security profile 3)")
-            self.model.charge_point(identity).client_cert = name
-            return None
-        if self.ssl_context is not None:
-            self.model.charge_point(identity).client_cert = None
+            return None   # the record shows it once the connection is accepted (_serve_charge_point)
         if not self.basic_auth:
             return None
         # Security profile 1 (OCPP 1.6 security whitepaper section 2.3): HTTP Basic auth, the user
@@ -172,7 +169,7 @@ class CentralSystem:
         return None
 
     def _process_response(self, connection: ServerConnection, request, response):
-        if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS and response.status_code not in (401, 404):
+        if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS and response.status_code not in (401, 403, 404):
             body = response.body.decode(errors="replace").strip()
             self.say(f"refused {request.path} from {_peer(connection)}: HTTP {response.status_code}, {body}")
         return None
@@ -189,6 +186,7 @@ class CentralSystem:
         self.sessions[identity] = session
         record = self.model.charge_point(identity)
         record.connected, record.remote, record.connected_ms = True, _peer(ws), self.now_ms()
+        record.client_cert = client_cert_name(ws)
         self.say(f"{identity} connected from {record.remote} ({'wss' if self.ssl_context else 'ws'}, {ws.subprotocol})")
         try:
             await session.cp.start()

@@ -32,6 +32,11 @@ server.on('client', (client) => {
         if (clients.get(client.identity) === client) clients.delete(client.identity);
         out({ disconnected: client.identity, code });
     });
+    // A frame that is no OCPP-J message at all (not JSON, an answer to no call, a CALLERROR
+    // of the wrong shape) is no schema failure: ocpp-rpc reports it as a bad message.
+    client.on('badMessage', ({ buffer, error }) => {
+        out({ invalid: String(error && error.message || error), frame: String(buffer) });
+    });
     client.on('strictValidationFailure', ({ messageId, method, params, result, error, outbound, isCall }) => {
         out({ invalid: String(error && error.message || error), method, params: isCall ? params : result,
               outbound, isCall });

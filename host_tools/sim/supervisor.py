@@ -221,11 +221,16 @@ class VirtualBoard:
         self.board = load_board(board_name)
         # The factory's extra files (a CA, this charge point's certificate and key) and settings.
         self.put = [Path(p) for p in put or []]
+        seen = set()
         for path in self.put:
             if not path.is_file():
                 raise SystemExit(f"--put {path}: no such file")
-            if path.name in ("board.json", "config.json", "main.py", "boot.py"):
+            if path.name in ("board.json", "config.json", "main.py", "boot.py", "evse", "wifi.json",
+                             "romfs_update.py", "maintenance"):
                 raise SystemExit(f"--put {path}: {path.name} is the firmware's own; use --config for settings")
+            if path.name in seen:
+                raise SystemExit(f"--put {path}: another --put file has the name {path.name}")
+            seen.add(path.name)
         self.config = dict(config or {})
         # A MicroPython object is made of machine words: the board's heap of 32-bit words holds
         # what twice the bytes hold on this 64-bit host. The firmware's code, frozen in flash on

@@ -52,12 +52,29 @@ def _tlv(der, i, end):
 def parse(der):
     """The parts of a certificate that identify it: (issuer Name DER, serial's bytes, public
     key's bits, subject Name DER). CertError if it is not an X.509 certificate's structure."""
+    return parts(der)[:4]
+
+
+def parts(der):
+    """parse()'s four, then the key's algorithm (OID bytes), the signed TBSCertificate (DER),
+    the signature's algorithm (OID bytes) and the signature's bits."""
     tag, s, e = _tlv(der, 0, len(der))
     if tag != 0x30 or e != len(der):
         raise CertError("not a DER certificate (a SEQUENCE spanning the whole)")
+    tbs_at = s
     tag, s, e = _tlv(der, s, e)              # TBSCertificate
     if tag != 0x30:
         raise CertError("no TBSCertificate")
+    tbs = der[tbs_at:e]
+    t, as_, ae = _tlv(der, e, len(der))     # signatureAlgorithm
+    if t != 0x30:
+        raise CertError("no signature algorithm")
+    t, os_, oe = _tlv(der, as_, ae)
+    sig_alg = der[os_:oe]
+    t, ss, se = _tlv(der, ae, len(der))     # signatureValue BIT STRING
+    if t != 0x03 or se <= ss:
+        raise CertError("no signature")
+    sig = der[ss + 1:se]
     fields = []
     i = s
     while i < e:
@@ -75,10 +92,12 @@ def parse(der):
     if t != 0x30 or fields[2][0] != 0x30 or fields[4][0] != 0x30:
         raise CertError("issuer, subject or public key missing")
     t, as_, ae = _tlv(der, ks, ke)          # AlgorithmIdentifier
+    t, kos, koe = _tlv(der, as_, ae)
+    key_alg = der[kos:koe]
     t, bs, be = _tlv(der, ae, ke)           # subjectPublicKey BIT STRING
     if t != 0x03 or be <= bs:
         raise CertError("no public key bits")
-    return issuer, serial, der[bs + 1:be], subject
+    return issuer, serial, der[bs + 1:be], subject, key_alg, tbs, sig_alg, sig
 
 
 def from_pem(text):
@@ -213,3 +232,74 @@ def delete(cp, p):
         cp.log("ocpp: certificate %s deleted" % name)
         return {"status": "Accepted"}
     return {"status": "NotFound"}
+
+
+# ---- signed firmware (SignedUpdateFirmware): RSA with SHA-256 only --------------------------------
+# An RSA signature is checked with big-int arithmetic, C inside MicroPython: a 2048-bit check is
+# 17 multiplications. ECDSA would be bytecode point arithmetic, seconds on an RP2040: not supported.
+_RSA = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"             # rsaEncryption
+_RSA_SHA256 = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b"      # sha256WithRSAEncryption
+_SHA256_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
+
+
+def rsa_key(der):
+    """(n, e, modulus bytes) of a certificate's RSA public key; CertError for another kind."""
+    p = parts(der)
+    if p[4] != _RSA:
+        raise CertError("its key is not RSA (only RSA signatures are checked here)")
+    key = p[2]
+    t, s, e = _tlv(key, 0, len(key))
+    t, ns, ne = _tlv(key, s, e)
+    t, es, ee = _tlv(key, ne, e)
+    n = key[ns:ne]
+    while n and n[0] == 0:
+        n = n[1:]
+    return int.from_bytes(n, "big"), int.from_bytes(key[es:ee], "big"), len(n)
+
+
+def _modexp(b, e, n):
+    # pow(b, e, n) needs MICROPY_PY_BUILTINS_POW3, which not every port enables: square and
+    # multiply, each a C mpz operation (e is 65537 in practice: 17 of them).
+    r = 1
+    b %= n
+    while e:
+        if e & 1:
+            r = r * b % n
+        e >>= 1
+        if e:
+            b = b * b % n
+    return r
+
+
+def rsa_ok(key, signature, digest):
+    """An RSASSA-PKCS1-v1_5 signature with SHA-256 (RFC 8017 8.2.2) of `digest` under key."""
+    n, e, k = key
+    if len(signature) != k:
+        return False
+    m = _modexp(int.from_bytes(signature, "big"), e, n)
+    em = m.to_bytes(k, "big")
+    want = b"\x00\x01" + b"\xff" * (k - 3 - len(_SHA256_INFO) - 32) + b"\x00" + _SHA256_INFO + digest
+    return em == want
+
+
+def signed_by(der, issuer_der):
+    """Whether certificate `der` names `issuer_der` as its issuer and carries its signature."""
+    p, q = parts(der), parts(issuer_der)
+    if p[0] != q[3] or p[6] != _RSA_SHA256:
+        return False
+    return rsa_ok(rsa_key(issuer_der), p[7], hashlib.sha256(p[5]).digest())
+
+
+def signing_key(root, pem):
+    """The RSA key of a firmware signing certificate a ManufacturerRootCertificate installed
+    here signed (or that is one); CertError saying why not."""
+    der = from_pem(pem)
+    parts(der)
+    for name, _ in installed(root, "mf"):
+        try:
+            if read(root, name) == der or signed_by(der, read(root, name)):
+                return rsa_key(der)
+        except (OSError, CertError):
+            continue
+    raise CertError("not signed by a ManufacturerRootCertificate installed here")
+

@@ -42,7 +42,10 @@ class CallError(Exception):
 # FailedToAuthenticateAtCentralSystem, InvalidMessages, ...) go to the log only.
 SECURITY_EVENTS_SENT = ("FirmwareUpdated", "SettingSystemTime", "StartupOfTheDevice", "ResetOrReboot",
                         "SecurityLogWasCleared", "MemoryExhaustion", "AttemptedReplayAttacks",
-                        "TamperDetectionActivated", "InvalidCentralSystemCertificate")
+                        "TamperDetectionActivated", "InvalidCentralSystemCertificate",
+                        # the signed firmware use case sends these two whatever their criticality
+                        "InvalidFirmwareSignature", "InvalidFirmwareSigningCertificate")
+FW_REQUEST_FILE = "fw_request.json"   # a SignedUpdateFirmware's requestId, for the report after the reboot
 _EVENTS_DUE_MAX = const(8)
 SECURITY_LOG_BYTES = const(4096)
 PROFILE_TRIES = const(3)    # connects a raised SecurityProfile gets before it falls back (a blip is no verdict)
@@ -110,12 +113,13 @@ class ChargePoint:
     def _key_check(self, name, value):
         if name == "SecurityProfile" and value >= 2 and not self.url.startswith("wss://"):
             return "SecurityProfile %d needs TLS: the central system's URL (ocpp_url) must be wss://" % value
+        if name == "SecurityProfile" and value >= 2 and not self.trusted_ca():
+            return ("SecurityProfile %d needs the central system's CA to check it against: set ocpp_ca, or install a "
+                    "CentralSystemRootCertificate" % value)
         if name == "SecurityProfile" and value == 3:
-            try:
-                if self.app.client_cert() is None:
-                    return "SecurityProfile 3 needs this charge point's certificate: set ocpp_cert and ocpp_key"
-            except OSError as e:
-                return "SecurityProfile 3: %s" % e
+            why = self.app.client_cert_missing()
+            if why:
+                return "SecurityProfile 3: %s" % why
         return None
 
     def _key_changed(self, name, value):
@@ -123,7 +127,7 @@ class ChargePoint:
             self.heartbeat_s = value
         if name in ("AuthorizationKey", "SecurityProfile"):
             self.security_event("ReconfigurationOfSecurityParameters", "%s changed" % name)   # never its value
-        if name == "AuthorizationKey" and self.keys.get("SecurityProfile") >= 1 and self.connected:
+        if name == "AuthorizationKey" and 1 <= self.keys.get("SecurityProfile") <= 2 and self.connected:
             # Security whitepaper (OCTT TC_073): once the change is answered, the link closes and
             # the charge point connects again with the new password.
             self.later.append(lambda: self._relink("the AuthorizationKey changed: connecting again with it"))
@@ -637,13 +641,29 @@ class ChargePoint:
                 self.send("MeterValues", payload)
 
     # ---- firmware and diagnostics ------------------------------------------------------------------
-    def start_firmware_update(self, location, when_s, retries, interval_s):
+    def start_firmware_update(self, location, when_s, retries, interval_s, signed=None):
+        """UpdateFirmware, or with signed = (requestId, RSA key of the signing certificate,
+        signature) SignedUpdateFirmware: the bundle's SHA-256 must carry that signature before
+        anything of it is installed, and the statuses go as SignedFirmwareStatusNotification."""
         evse.update_job(1)
         from evse.ocpp import fw
+        check = None
+        if signed is not None:
+            request_id, key, signature = signed
+            from evse.ocpp import certs
+            store.write_json(store.join(self.root, FW_REQUEST_FILE), {"requestId": request_id})
+
+            async def check(path):
+                if not certs.rsa_ok(key, signature, await fw.sha256_of(path)):
+                    self.security_event("InvalidFirmwareSignature", location[:200])
+                    raise fw.BundleError("its signature does not match the signing certificate's key")
 
         async def notify(status):
             self.firmware_status = status
-            self.send("FirmwareStatusNotification", {"status": status})
+            if signed is None:
+                self.send("FirmwareStatusNotification", {"status": status})
+            else:
+                self.send("SignedFirmwareStatusNotification", {"status": status, "requestId": signed[0]})
 
         async def update():
             wait_s = when_s - self.clock.now()
@@ -651,11 +671,18 @@ class ChargePoint:
                 await asyncio.sleep(wait_s)
             try:
                 reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
-                                                  log=self.app.log, cadata=self.trusted_ca())
+                                                  log=self.app.log, cadata=self.trusted_ca(), check=check)
             finally:
                 evse.update_job(-1)
             if reboot:
+                if signed is not None:
+                    await notify("InstallRebooting")
                 self.request_reset("Soft")
+            elif signed is not None:
+                try:
+                    os.remove(store.join(self.root, FW_REQUEST_FILE))
+                except OSError:
+                    pass
 
         asyncio.create_task(update())
 
@@ -807,9 +834,11 @@ class ChargePoint:
                     if client is None:
                         raise ValueError("SecurityProfile 3 needs this charge point's certificate: set ocpp_cert "
                                          "and ocpp_key")
-                await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.trusted_ca(), timeout_ms=10000,
-                                 client_cert=client)
-                client = None   # the key's bytes go as soon as the handshake has used them
+                try:
+                    await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.trusted_ca(),
+                                     timeout_ms=10000, client_cert=client)
+                finally:
+                    client = None   # the key's bytes go as soon as the handshake has used them
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
                 event = "FailedToAuthenticateAtCentralSystem" if getattr(e, "status", None) == 401 else \
                     "InvalidCentralSystemCertificate" if getattr(e, "bad_certificate", False) else None

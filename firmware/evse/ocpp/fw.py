@@ -241,6 +241,12 @@ def _replace(src, dst):
         os.rename(src, dst)
 
 
+async def sha256_of(path):
+    """The SHA-256 digest (bytes) of a whole file, a step per chunk (SignedUpdateFirmware)."""
+    with open(path, "rb") as f:
+        return binascii.unhexlify(await _hash_range(f, os.stat(path)[6], bytearray(CHUNK)))
+
+
 def _file_sha(path, buf):
     h = hashlib.sha256()
     mv = memoryview(buf)
@@ -292,11 +298,13 @@ def _set_state(root, version, report):
 
 
 async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, http_get=http.get_to_file,
-                          log=None, cadata=None):
+                          log=None, cadata=None, check=None):
     """UpdateFirmware: download the bundle at `url`, verify it, install it. True when it is
     installed and the caller must reboot (boot_report then says Installed); False when it failed
     (notified, old firmware untouched). `retries` is the number of download attempts (OCPP 1.6);
-    `cadata`: the DER of the CA an https server must prove itself with."""
+    `cadata`: the DER of the CA an https server must prove itself with; `check`: an async
+    check(path) of the downloaded file that raises BundleError (SignedUpdateFirmware's signature:
+    InvalidSignature, nothing installed) before the bundle is opened."""
     global _busy
     if _busy:
         _say(log, "an update is already running; %s ignored" % url)
@@ -327,6 +335,15 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
             return False
         await asyncio.sleep(0)   # the download's last step (its close) apart from the checks
         await _tell(notify, "Downloaded", log)
+        if check is not None:
+            try:
+                await check(bundle)
+            except BundleError as e:
+                _remove(bundle)
+                _say(log, "bundle from %s refused: %s" % (url, e))
+                await _tell(notify, "InvalidSignature", log)
+                return False
+            await _tell(notify, "SignatureVerified", log)
         # Checking the bundle is the install's first step: a bad one ends in InstallationFailed
         # after Installing, the order OCTT TC_044_3 expects (the old firmware stays; no reboot).
         await _tell(notify, "Installing", log)

@@ -289,7 +289,7 @@ class WebSocket:
         if secure:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            if ca_der:
+            if ca_der is not None:   # b"": a CA file that is missing, which must not mean "no check"
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 try:
                     ctx.load_verify_locations(cadata=ca_der)
