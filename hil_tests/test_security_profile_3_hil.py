@@ -1,21 +1,25 @@
-"""OCPP security profile 3 (issue 16, item 1): TLS with the charge point's own certificate. The
-board verifies the central system against its CA (ocpp_ca), and once the central system raises
-SecurityProfile to 3 it shows its certificate (ocpp_cert, ocpp_key on flash) in the handshake
-instead of HTTP Basic. `evsectl csms --tls-client-ca` checks it and that it names the identity.
+"""OCPP security profiles 1 to 3 (issue 16, item 1) on a virtual board against `evsectl csms` over
+TLS. The board verifies the central system against its CA (ocpp_ca). At profile 3 it shows its
+own certificate (ocpp_cert, ocpp_key on flash) in the handshake instead of HTTP Basic;
+`evsectl csms --tls-client-ca` checks it and that it names the identity. A board commissioned
+with only a key and a certificate request (`evsectl cert`) gets its certificate over OCPP:
+ExtendedTriggerMessage SignChargePointCertificate, SignCertificate, CertificateSigned.
 
-sim-ac2, with the CA, its certificate and key put on its fresh flash (`evsectl sim --put`)."""
+sim-ac2, with the files put on its fresh flash (`evsectl sim --put`)."""
 import base64
 import json
 import ssl
+import subprocess
 import time
 
 import pytest
 import trustme
 
 from conftest import rig_and_console, run_sim
-from host_tools.csms.client import CsmsProcess, CsmsClient
+from host_tools.csms.client import CsmsClient, CsmsProcess, evsectl_path
 
 IDENTITY = "sim-ac2"
+KEY_1 = "00112233445566778899aabbccddeeff"
 
 
 def der_cert_and_key(issued, folder, name):
@@ -26,26 +30,46 @@ def der_cert_and_key(issued, folder, name):
                                                           serialization.NoEncryption()))
 
 
-@pytest.fixture(scope="module")
-def profile3(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("profile3")
-    server_ca, charge_point_ca = trustme.CA(), trustme.CA()
+def tls_site(request, tmp, charge_point_ca, put, settings, *csms_args):
+    """A central system on wss:// (its CA on the board as ca.der, `charge_point_ca` given as
+    --tls-client-ca) and a virtual board with `put` files and `settings`."""
+    server_ca = trustme.CA()
     server = server_ca.issue_cert("127.0.0.1", "localhost")
     server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
     server.private_key_pem.write_to_path(str(tmp / "server.key"))
     charge_point_ca.cert_pem.write_to_path(str(tmp / "cp-ca.pem"))
+    charge_point_ca.private_key_pem.write_to_path(str(tmp / "cp-ca.key"))
     (tmp / "ca.der").write_bytes(ssl.PEM_cert_to_DER_cert(server_ca.cert_pem.bytes().decode()))
-    der_cert_and_key(charge_point_ca.issue_cert(IDENTITY, common_name=IDENTITY), tmp, "cp")
-    (tmp / "settings.json").write_text(json.dumps({"ocpp_ca": "ca.der", "ocpp_cert": "cp.der", "ocpp_key": "cp.key"}))
+    (tmp / "settings.json").write_text(json.dumps({"ocpp_ca": "ca.der", **settings}))
     csms = CsmsProcess("--tls-cert", str(tmp / "server.pem"), "--tls-key", str(tmp / "server.key"),
-                       "--tls-client-ca", str(tmp / "cp-ca.pem"), "--files", str(tmp / "files"))
+                       "--tls-client-ca", str(tmp / "cp-ca.pem"), "--files", str(tmp / "files"), *csms_args)
+    extra = ["--put", str(tmp / "ca.der")]
+    for name in put:
+        extra += ["--put", str(tmp / name)]
     try:
-        for started in run_sim(request, "sim-ac2", tmp / "flash", "--csms", csms.addresses["ws"],
-                               "--put", str(tmp / "ca.der"), "--put", str(tmp / "cp.der"), "--put", str(tmp / "cp.key"),
+        for started in run_sim(request, "sim-ac2", tmp / "flash", "--csms", csms.addresses["ws"], *extra,
                                "--config", str(tmp / "settings.json")):
             yield csms, started
     finally:
         csms.stop()
+
+
+@pytest.fixture(scope="module")
+def profile3(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("profile3")
+    cp_ca = trustme.CA()
+    der_cert_and_key(cp_ca.issue_cert(IDENTITY, common_name=IDENTITY), tmp, "cp")
+    yield from tls_site(request, tmp, cp_ca, ["cp.der", "cp.key"], {"ocpp_cert": "cp.der", "ocpp_key": "cp.key"})
+
+
+@pytest.fixture(scope="module")
+def commissioned(request, tmp_path_factory):
+    """A board with only the key and the request `evsectl cert` made; a central system that signs."""
+    tmp = tmp_path_factory.mktemp("commissioned")
+    subprocess.run([evsectl_path(), "cert", "--identity", IDENTITY, "--out", str(tmp)], check=True,
+                   capture_output=True, timeout=60)
+    yield from tls_site(request, tmp, trustme.CA(), ["cp.key", "cp.csr"], {"ocpp_key": "cp.key", "ocpp_csr": "cp.csr"},
+                        "--tls-client-ca-key", str(tmp / "cp-ca.key"))
 
 
 def charge_point(client):
@@ -63,6 +87,17 @@ def wait_booted(client, since_ms, timeout_s=60):
         time.sleep(0.3)
 
 
+def change(client, key, value):
+    return client.call("ChangeConfiguration", {"key": key, "value": value})["payload"]["status"]
+
+
+def raise_to(client, profile):
+    """SecurityProfile raised: Accepted, and the board connects again with it."""
+    t = client.now_ms()
+    assert change(client, "SecurityProfile", str(profile)) == "Accepted"
+    return wait_booted(client, t)
+
+
 def test_profile_3_connects_with_the_charge_point_s_certificate_and_never_shows_its_key(profile3):
     csms, started = profile3
     key = (started["flash"].parent / "cp.key").read_bytes()
@@ -70,10 +105,7 @@ def test_profile_3_connects_with_the_charge_point_s_certificate_and_never_shows_
         with CsmsClient(csms.addresses["api"]) as client:
             cp = wait_booted(client, 0)
             assert cp["client_cert"] is None                  # profile 0 over TLS: no certificate shown
-            t = client.now_ms()
-            answer = client.call("ChangeConfiguration", {"key": "SecurityProfile", "value": "3"})
-            assert answer["payload"]["status"] == "Accepted", answer
-            cp = wait_booted(client, t)
+            cp = raise_to(client, 3)
             assert cp["client_cert"] == IDENTITY, cp          # verified against --tls-client-ca
             got = client.call("GetConfiguration", {"key": ["SecurityProfile"]})["payload"]
             assert got["configurationKey"][0]["value"] == "3"
@@ -84,3 +116,42 @@ def test_profile_3_connects_with_the_charge_point_s_certificate_and_never_shows_
         said = bytes(dut.seen).decode(errors="replace") + seen
         for form in (key.hex()[:32], repr(key)[2:40], base64.b64encode(key).decode()[:40]):
             assert form not in said, form
+
+
+@pytest.mark.slow
+def test_up_from_0_to_3_with_a_certificate_the_central_system_signs_for_the_commissioned_key(commissioned):
+    """0 -> 1 (HTTP Basic) -> 2 (Basic over TLS) -> a certificate over OCPP -> 3; a certificate
+    for another key is refused with a security event and the link stays."""
+    csms, started = commissioned
+    for _, dut in rig_and_console(started):
+        with CsmsClient(csms.addresses["api"]) as client:
+            wait_booted(client, 0)
+            assert change(client, "SecurityProfile", "3") == "Rejected"     # no certificate yet
+            assert change(client, "AuthorizationKey", KEY_1) == "Accepted"
+            client.set(basic_auth={IDENTITY: KEY_1})
+            try:
+                raise_to(client, 1)
+                assert raise_to(client, 2)["client_cert"] is None
+                t = client.now_ms()
+                reply = client.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"})
+                assert reply.get("payload") == {"status": "Accepted"}, json.dumps(reply)
+                csr = client.wait("SignCertificate", since_ms=t, timeout_s=20)["frame"][3]["csr"]
+                assert csr == (started["flash"].parent / "cp.csr").read_text()
+                deadline = time.monotonic() + 20
+                while not [f for f in client.frames(since_ms=t) if f["dir"] == "in" and f["frame"][0] == 3
+                           and f["frame"][2] == {"status": "Accepted"} and f["t_ms"] > t]:
+                    assert time.monotonic() < deadline, client.frames(since_ms=t)
+                    time.sleep(0.2)
+                cp = raise_to(client, 3)
+                assert cp["client_cert"] == IDENTITY, cp
+            finally:
+                client.set(basic_auth={})
+            # A chain for another key: refused, a security event, the link as it was.
+            stranger = trustme.CA().issue_cert(IDENTITY, common_name=IDENTITY).cert_chain_pems[0].bytes().decode()
+            t = client.now_ms()
+            reply = client.call("CertificateSigned", {"certificateChain": stranger})
+            assert reply["payload"] == {"status": "Rejected"}
+            event = client.wait("SecurityEventNotification", since_ms=t, timeout_s=20)["frame"][3]
+            assert event["type"] == "InvalidChargePointCertificate" and "another key" in event.get("techInfo", ""), event
+            assert charge_point(client)["connected"] and not client.invalid_frames()
+        assert "ocpp_cert = cp.der" in "\n".join(dut.command("config get ocpp_cert"))

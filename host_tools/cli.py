@@ -52,6 +52,11 @@ def cmd_console(args) -> int:
     return interactive(args)
 
 
+def cmd_cert(args) -> int:
+    from host_tools.certs import cmd_cert as run
+    return run(args)
+
+
 def cmd_boards(args) -> int:
     from host_tools.sim.supervisor import board_list
     for line in board_list():
@@ -130,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="security profile 1: charge points must log in with HTTP Basic auth")
     c.add_argument("--tls-cert", default=None, help="security profile 2: serve wss:// with this certificate (PEM)")
     c.add_argument("--tls-key", default=None, help="the private key of --tls-cert (PEM)")
+    c.add_argument("--tls-client-ca-key", default=None,
+                   help="the private key of --tls-client-ca (PEM): sign the CSRs charge points send (SignCertificate) "
+                        "and send them the certificate (CertificateSigned)")
     c.add_argument("--tls-client-ca", default=None,
                    help="security profile 3: ask each charge point for its certificate, signed by this CA (PEM); "
                         "one that shows a certificate must be named (common name) as its identity")
@@ -222,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the MicroPython REPL, Ctrl-D restarts it; Ctrl-] leaves.")
     add_port(cn)
     cn.set_defaults(func=cmd_console)
+
+    ce = sub.add_parser("cert", help="make a charge point's key pair and certificate request (security profile 3)",
+                        description="Commissioning: a private key (DER) and a certificate signing request (PEM) "
+                                    "whose common name is the charge point's identity. Put both on the board "
+                                    "(ocpp_key, ocpp_csr); the central system signs the request when it asks for it.")
+    ce.add_argument("--identity", required=True, help="the charge point's OCPP identity (its ocpp_id)")
+    ce.add_argument("--out", default=".", help="folder for cp.key and cp.csr (default: here)")
+    ce.add_argument("--organization", default=None, help="the subject's organization (O), e.g. the operator")
+    ce.add_argument("--rsa", action="store_true", help="an RSA 2048 key instead of EC P-256")
+    ce.set_defaults(func=cmd_cert)
 
     b = sub.add_parser("boards", help="list the board files: MCU, guns, heap, how the firmware is installed",
                        description="Every board file in boards/, one line each: its name, the MCU, the guns, "

@@ -44,12 +44,24 @@ class FakeKeys:
         return self.profile
 
 
+class FakeClock:
+    def __init__(self, now_s=None):
+        self.known, self.now_s = now_s is not None, now_s
+
+    def now(self):
+        return self.now_s
+
+
 class FakeCp:
-    def __init__(self, root, profile=0):
+    def __init__(self, root, profile=0, now_s=1780315200):   # 2026-06-01
         self.root, self.lines, self.keys = str(root), [], FakeKeys(profile)
+        self.clock, self.events = FakeClock(now_s), []
 
     def log(self, text):
         self.lines.append(text)
+
+    def security_event(self, kind, info=None):
+        self.events.append((kind, info))
 
 
 def test_install_list_and_delete(tmp_path):
@@ -75,7 +87,7 @@ def test_a_bad_certificate_is_rejected_a_full_store_fails_and_the_last_root_of_a
                 certs._PEM_HEAD + "\nMAoGCCqGSM49BAMC\n" + certs._PEM_TAIL):
         assert certs.install(cp, {"certificateType": "CentralSystemRootCertificate", "certificate": bad}) == \
             {"status": "Rejected"}
-    assert not (tmp_path / "certs").exists() and len(cp.lines) == 3
+    assert not (tmp_path / "certs").exists() and [k for k, _ in cp.events] == ["InvalidCentralSystemCertificate"] * 3
     pems = [pem_and_expected(trustme.CA()) for _ in range(certs.MAX_CERTS + 1)]
     for pem, _ in pems[:-1]:
         assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": pem})["status"] == "Accepted"
@@ -127,7 +139,7 @@ def _maker(tmp_path):
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
         return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
                 .sign(issuer_key or key, hashes.SHA256()))
     root_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
     root = cert("root", root_key, None, None)
@@ -187,3 +199,69 @@ def test_a_signing_certificate_counts_only_if_an_installed_manufacturer_root_sig
         certs.signing_key(str(tmp_path), pem)          # a central system root is no manufacturer's
     assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": root_pem})["status"] == "Accepted"
     assert certs.signing_key(str(tmp_path), pem)[1] == 65537
+
+
+def test_a_certificate_outside_its_dates_is_rejected_with_a_security_event_and_dates_wait_for_the_clock(tmp_path):
+    pem, _ = pem_and_expected(trustme.CA())        # trustme: valid from 2000 to 3000
+    for now_s, why in ((32535215999 + 86400 * 400, "expired"), (915148800, "not valid yet")):   # 3001, 1999
+        cp = FakeCp(tmp_path, now_s=now_s)
+        assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": pem}) == \
+            {"status": "Rejected"}
+        assert cp.events[-1][0] == "InvalidFirmwareSigningCertificate" and why in cp.events[-1][1], cp.events
+    cp = FakeCp(tmp_path, now_s=None)              # no time from the central system yet: not judged
+    assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": pem})["status"] == "Accepted"
+
+
+class FakeConfig:
+    def __init__(self, values):
+        self.values = dict(values)
+
+    def get(self, key):
+        return self.values.get(key, "")
+
+    def set(self, key, value):
+        self.values[key] = value
+
+
+class FakeApp:
+    def __init__(self, root, csr_name):
+        self.root, self.cfg = str(root), FakeConfig({"ocpp_key": "cp.key", "ocpp_csr": csr_name})
+
+    def client_csr(self):
+        try:
+            return open(os.path.join(self.root, self.cfg.get("ocpp_csr"))).read()
+        except OSError:
+            return None
+
+
+def test_certificate_signed_takes_only_a_valid_certificate_for_the_commissioned_key(tmp_path):
+    """evsectl cert's key and request, signed as evsectl csms --tls-client-ca-key signs them."""
+    from host_tools.certs import Signer, make_request
+    make_request("CP1", tmp_path)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.private_key_pem.write_to_path(str(tmp_path / "ca.key"))
+    signer = Signer(str(tmp_path / "ca.pem"), str(tmp_path / "ca.key"))
+    chain = signer.sign((tmp_path / "cp.csr").read_text(), "CP1")
+    with pytest.raises(ValueError, match="names 'CP1', not 'CP2'"):
+        signer.sign((tmp_path / "cp.csr").read_text(), "CP2")
+    cp = FakeCp(tmp_path)
+    cp.app = FakeApp(tmp_path, "cp.csr")
+    stranger = trustme.CA().issue_cert("CP1", common_name="CP1").cert_chain_pems[0].bytes().decode()
+    for bad, why in ((stranger, "another key"), ("no certificate at all", "not a PEM certificate")):
+        assert certs.signed(cp, {"certificateChain": bad}) == {"status": "Rejected"}
+        assert cp.events[-1][0] == "InvalidChargePointCertificate" and why in cp.events[-1][1], cp.events
+    assert not (tmp_path / "cp.der").exists()
+    late = FakeCp(tmp_path, now_s=int(datetime_in_days(400)))       # the chain is valid for a year
+    late.app = cp.app
+    assert certs.signed(late, {"certificateChain": chain}) == {"status": "Rejected"} and "expired" in late.events[-1][1]
+    cp.clock = FakeClock(int(datetime_in_days(0)))
+    assert certs.signed(cp, {"certificateChain": chain}) == {"status": "Accepted"}
+    assert cp.app.cfg.get("ocpp_cert") == "cp.der"
+    leaf = x509.load_pem_x509_certificate(chain.encode())
+    assert (tmp_path / "cp.der").read_bytes() == leaf.public_bytes(serialization.Encoding.DER)
+
+
+def datetime_in_days(days):
+    import time
+    return time.time() + days * 86400

@@ -160,6 +160,18 @@ class App:
                 return "%s file %s is missing" % (setting, name)
         return None
 
+    def client_csr(self):
+        """The certificate request (PEM text) made at commissioning for ocpp_key, or None."""
+        name = self.cfg.get("ocpp_csr")
+        if not name or not self.cfg.get("ocpp_key"):
+            return None
+        try:
+            with open(store.join(self.root, name)) as f:
+                text = f.read()
+        except OSError:
+            return None
+        return text if "CERTIFICATE REQUEST-----" in text else None
+
     def client_cert(self):
         """SecurityProfile 3: (certificate, private key) as DER bytes from the files ocpp_cert and
         ocpp_key name; None when either is not set. Read at each connect, and let go once the

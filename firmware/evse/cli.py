@@ -28,7 +28,7 @@ COMMANDS = (
 SESSION_KEYS = ("site_limit_a", "grid_limit_a", "grid_margin_a", "grid_fallback_a", "grid_stale_s",
                 "solar_mode", "solar_import_w", "solar_start_s", "solar_stop_s", "phase_switch_s", "phase_switch_max",
                 "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
-                "priority_tags", "meter_fault", "ocpp_url", "ocpp_id", "ocpp_ca", "ocpp_cert", "ocpp_key")
+                "priority_tags", "meter_fault", "ocpp_url", "ocpp_id", "ocpp_ca", "ocpp_cert", "ocpp_key", "ocpp_csr")
 LOG_LINES = 20
 LOG_LINES_MAX = 200
 

@@ -40,6 +40,8 @@ KEYS = {
     "ocpp_ca": (str, 0, 64, "", "file on flash with the CA certificate (DER) that signs the wss:// server"),
     "ocpp_cert": (str, 0, 64, "", "file on flash with this charge point's certificate (DER), for SecurityProfile 3"),
     "ocpp_key": (str, 0, 64, "", "file on flash with the private key (DER) of ocpp_cert; its bytes are never shown"),
+    "ocpp_csr": (str, 0, 64, "", "file on flash with the certificate request (PEM) for ocpp_key, made at commissioning "
+                                 "(evsectl cert): sent when the central system asks for a certificate"),
 }
 
 
@@ -250,7 +252,7 @@ class Config:
         b = self.board
         return {"site_limit_a": b["site_limit_a"], "gun_max_a": 80, "min_current_a": 6,
                 "fault_retry_s": b.get("fault_retry_s", 60), "name": b["name"],
-                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "", "ocpp_cert": "", "ocpp_key": "",
+                "ocpp_url": "", "ocpp_id": b["name"], "ocpp_ca": "", "ocpp_cert": "", "ocpp_key": "", "ocpp_csr": "",
                 "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop",
                 "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11,
                 "solar_mode": "off", "solar_import_w": 0, "solar_start_s": 60, "solar_stop_s": 600,

@@ -11,8 +11,8 @@ import traceback
 from datetime import datetime, timezone
 
 from ocpp.exceptions import InternalError, NotImplementedError, OCPPError
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call_result, datatypes
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint, call, call_result, datatypes
 from ocpp.v16.enums import Action
 
 from host_tools.csms.model import CentralModel
@@ -190,5 +190,24 @@ class CentralChargePoint(ChargePoint):
         return call_result.SecurityEventNotification()
 
     @on(Action.sign_certificate)
-    def on_sign_certificate(self, **_):
-        return call_result.SignCertificate(status="Rejected")   # this central system signs nothing
+    def on_sign_certificate(self, csr, **_):
+        """With --tls-client-ca-key: a CSR that names this charge point is signed, and the
+        certificate goes back as CertificateSigned once this answer is out."""
+        signer = self.model.settings.signer
+        if signer is None:
+            self.say(f"{self.id}: SignCertificate refused: this central system signs nothing (no --tls-client-ca-key)")
+            return call_result.SignCertificate(status="Rejected")
+        try:
+            self._signed_chain = signer.sign(csr, self.id)
+        except ValueError as e:
+            self._signed_chain = None
+            self.say(f"{self.id}: SignCertificate refused: {e}")
+            return call_result.SignCertificate(status="Rejected")
+        return call_result.SignCertificate(status="Accepted")
+
+    @after(Action.sign_certificate)
+    async def after_sign_certificate(self, **_):
+        chain, self._signed_chain = getattr(self, "_signed_chain", None), None
+        if chain:
+            reply = await self.call(call.CertificateSigned(certificate_chain=chain))
+            self.say(f"{self.id}: CertificateSigned: {reply.status}")

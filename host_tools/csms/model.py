@@ -209,6 +209,7 @@ class Settings:
         self.tags = Tags(tags)
         self.refuse: set[str] = set()   # actions answered with a CALLERROR, of code refuse_code
         self.refuse_code = "InternalError"   # or NotImplemented: a central system that lacks them
+        self.signer = None   # host_tools.certs.Signer: signs the CSRs of SignCertificate (--tls-client-ca-key)
 
 
 class CentralModel:

@@ -368,6 +368,15 @@ async def run(args, ready=None) -> int:
         raise SystemExit(str(e))
     central = CentralSystem(tags, _basic_auth_pairs(args.basic_auth),
                             _ssl_context(args.tls_cert, args.tls_key, getattr(args, "tls_client_ca", None)))
+    if getattr(args, "tls_client_ca_key", None):
+        if not args.tls_client_ca:
+            raise SystemExit("--tls-client-ca-key signs with the CA of --tls-client-ca: give that too")
+        from host_tools.certs import Signer
+        try:
+            central.model.settings.signer = Signer(args.tls_client_ca, args.tls_client_ca_key)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--tls-client-ca {args.tls_client_ca} --tls-client-ca-key {args.tls_client_ca_key}: "
+                             f"cannot load them ({e})")
     tmp = None
     files_dir = args.files
     if files_dir is None:

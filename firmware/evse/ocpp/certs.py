@@ -97,7 +97,41 @@ def parts(der):
     t, bs, be = _tlv(der, ae, ke)           # subjectPublicKey BIT STRING
     if t != 0x03 or be <= bs:
         raise CertError("no public key bits")
-    return issuer, serial, der[bs + 1:be], subject, key_alg, tbs, sig_alg, sig
+    if fields[3][0] != 0x30:
+        raise CertError("no validity")
+    return (issuer, serial, der[bs + 1:be], subject, key_alg, tbs, sig_alg, sig,
+            der[fields[3][2]:fields[3][3]])
+
+
+def _when(der, i, end):
+    # A UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) as epoch seconds.
+    from evse.ocpp import clock
+    tag, s, e = _tlv(der, i, end)
+    text = bytes(der[s:e]).decode()
+    if tag == 0x17 and len(text) == 13:
+        year = int(text[:2])
+        text = ("19" if year >= 50 else "20") + text   # RFC 5280 4.1.2.5.1
+    elif not (tag == 0x18 and len(text) == 15):
+        raise CertError("a validity time that is neither UTCTime nor GeneralizedTime in Z")
+    try:
+        return clock.parse_iso("%s-%s-%sT%s:%s:%sZ" % (text[:4], text[4:6], text[6:8], text[8:10], text[10:12],
+                                                      text[12:14])), e
+    except ValueError as err:
+        raise CertError(str(err))
+
+
+def check_valid(der, now_s):
+    """CertError unless the certificate is valid at now_s (epoch seconds; None: the clock is not
+    set yet, so the dates cannot be judged and are not)."""
+    validity = parts(der)[8]
+    nb, at = _when(validity, 0, len(validity))
+    na, _ = _when(validity, at, len(validity))
+    if now_s is None:
+        return
+    if now_s < nb:
+        raise CertError("it is not valid yet")
+    if now_s > na:
+        raise CertError("it has expired")
 
 
 def from_pem(text):
@@ -151,15 +185,23 @@ def _matches(der, want):
         and want.get("hashAlgorithm") == "SHA256"
 
 
+def _now(cp):
+    return cp.clock.now() if cp.clock.known else None
+
+
 def install(cp, p):
     only(p, ("certificateType", "certificate"))
-    kind = KINDS[need(p, "certificateType", str, choices=tuple(KINDS))]
+    kind_name = need(p, "certificateType", str, choices=tuple(KINDS))
+    kind = KINDS[kind_name]
     text = need(p, "certificate", str, maxlen=5500)
     try:
         der = from_pem(text)
         data = hash_data(der)
+        check_valid(der, _now(cp))
     except CertError as e:
-        cp.log("ocpp: InstallCertificate rejected: %s" % e)
+        # The security event of the certificate's use: TLS to the central system, or signing firmware.
+        cp.security_event("InvalidCentralSystemCertificate" if kind == "cs" else "InvalidFirmwareSigningCertificate",
+                          "InstallCertificate %s: %s" % (kind_name, e))
         return {"status": "Rejected"}
     root = cp.root
     have = installed(root)
@@ -290,11 +332,11 @@ def signed_by(der, issuer_der):
     return rsa_ok(rsa_key(issuer_der), p[7], hashlib.sha256(p[5]).digest())
 
 
-def signing_key(root, pem):
+def signing_key(root, pem, now_s=None):
     """The RSA key of a firmware signing certificate a ManufacturerRootCertificate installed
-    here signed (or that is one); CertError saying why not."""
+    here signed (or that is one), valid at now_s; CertError saying why not."""
     der = from_pem(pem)
-    parts(der)
+    check_valid(der, now_s)
     for name, _ in installed(root, "mf"):
         try:
             if read(root, name) == der or signed_by(der, read(root, name)):
@@ -303,3 +345,51 @@ def signing_key(root, pem):
             continue
     raise CertError("not signed by a ManufacturerRootCertificate installed here")
 
+
+
+# ---- CertificateSigned: this charge point's certificate, for the key made at commissioning ------
+def csr_key_bits(pem):
+    """The public key's bits of a PEM certificate request (PKCS#10)."""
+    a = pem.find("-----BEGIN CERTIFICATE REQUEST-----")
+    b = pem.find("-----END CERTIFICATE REQUEST-----")
+    if a < 0 or b < a:
+        raise CertError("the certificate request is not PEM")
+    der = binascii.a2b_base64("".join(pem[a + 36:b].split()))
+    t, s, e = _tlv(der, 0, len(der))
+    t, s, e = _tlv(der, s, e)                 # CertificationRequestInfo
+    t, vs, ve = _tlv(der, s, e)               # version
+    t, ns, ne = _tlv(der, ve, e)              # subject
+    t, ks, ke = _tlv(der, ne, e)              # SubjectPublicKeyInfo
+    t, as_, ae = _tlv(der, ks, ke)
+    t, bs, be = _tlv(der, ae, ke)
+    if t != 0x03 or be <= bs:
+        raise CertError("no public key in the certificate request")
+    return der[bs + 1:be]
+
+
+def signed(cp, p):
+    only(p, ("certificateChain",))
+    chain = need(p, "certificateChain", str, maxlen=10000)
+    app = cp.app
+    try:
+        der = from_pem(chain)                 # the first certificate of the chain is ours
+        mine = parts(der)[2]
+        csr = app.client_csr()
+        if csr is None:
+            raise CertError("this charge point has no certificate request (ocpp_csr) it could be for")
+        if mine != csr_key_bits(csr):
+            raise CertError("it is for another key than this charge point's")
+        check_valid(der, _now(cp))
+        name = app.cfg.get("ocpp_cert") or "cp.der"
+        path = store.join(cp.root, name)
+        with open(path + ".tmp", "wb") as f:
+            f.write(der)
+        os.rename(path + ".tmp", path)
+        if app.cfg.get("ocpp_cert") != name:
+            app.cfg.set("ocpp_cert", name)
+    except (CertError, ValueError, OSError) as e:
+        cp.security_event("InvalidChargePointCertificate", "CertificateSigned: %s" % e)
+        return {"status": "Rejected"}
+    cp.log("ocpp: this charge point's certificate installed as %s (serial %s); it is shown from the next "
+           "connection on" % (name, hash_data(der)["serialNumber"]))
+    return {"status": "Accepted"}

@@ -44,7 +44,8 @@ SECURITY_EVENTS_SENT = ("FirmwareUpdated", "SettingSystemTime", "StartupOfTheDev
                         "SecurityLogWasCleared", "MemoryExhaustion", "AttemptedReplayAttacks",
                         "TamperDetectionActivated", "InvalidCentralSystemCertificate",
                         # the signed firmware use case sends these two whatever their criticality
-                        "InvalidFirmwareSignature", "InvalidFirmwareSigningCertificate")
+                        "InvalidFirmwareSignature", "InvalidFirmwareSigningCertificate",
+                        "InvalidChargePointCertificate")   # OCTT TC_077 asks for it
 FW_REQUEST_FILE = "fw_request.json"   # a SignedUpdateFirmware's requestId, for the report after the reboot
 _EVENTS_DUE_MAX = const(8)
 SECURITY_LOG_BYTES = const(4096)

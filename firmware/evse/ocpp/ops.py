@@ -379,8 +379,13 @@ def extended_trigger_message(cp, p):
     c = _connector(cp, p, required=False)
     n = c.n if c is not None else None
     if what == "SignChargePointCertificate":
-        return {"status": "NotImplemented"}   # no key pair or CSR made here: evsectl installs them (SecurityProfile 3)
-    if what == "LogStatusNotification":
+        # The key pair and its CSR are made at commissioning (evsectl cert): MicroPython makes no keys.
+        csr = cp.app.client_csr()
+        if csr is None:
+            cp.log("ocpp: SignChargePointCertificate rejected: no certificate request (set ocpp_csr and ocpp_key)")
+            return {"status": "Rejected"}
+        _later(cp, lambda: cp.send("SignCertificate", {"csr": csr}))
+    elif what == "LogStatusNotification":
         payload = {"status": cp.log_status}
         if cp.log_status != "Idle" and cp.log_request_id is not None:
             payload["requestId"] = cp.log_request_id
@@ -416,6 +421,11 @@ def _certs(cp, what, p):
         return getattr(certs, what)(cp, p)
     finally:
         evse.unload("evse.ocpp.certs")
+
+
+@handler("CertificateSigned")
+def certificate_signed(cp, p):
+    return _certs(cp, "signed", p)
 
 
 @handler("GetLog")
@@ -517,7 +527,7 @@ def signed_update_firmware(cp, p):
     import evse
     from evse.ocpp import certs
     try:
-        key = certs.signing_key(cp.root, pem)
+        key = certs.signing_key(cp.root, pem, cp.clock.now() if cp.clock.known else None)
     except certs.CertError as e:
         cp.security_event("InvalidFirmwareSigningCertificate", str(e))
         return {"status": "InvalidCertificate"}
