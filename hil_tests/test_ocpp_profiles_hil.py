@@ -520,8 +520,8 @@ def test_get_log_uploads_the_security_or_the_diagnostics_log_with_its_request_id
 
 def test_extended_trigger_message_sends_what_it_asks_for_and_says_what_it_cannot(ocpp_rig, csms):
     """ExtendedTriggerMessage (security whitepaper): each message it can ask for is sent; a
-    SignChargePointCertificate is NotImplemented (no security profile 3); a bad request is a
-    CALLERROR."""
+    SignChargePointCertificate is Rejected on a board without a certificate request made at
+    commissioning (ocpp_csr; test_security_profile_3_hil.py has one); a bad request is a CALLERROR."""
     for what, action in (("BootNotification", "BootNotification"), ("Heartbeat", "Heartbeat"),
                          ("StatusNotification", "StatusNotification"), ("MeterValues", "MeterValues"),
                          ("FirmwareStatusNotification", "SignedFirmwareStatusNotification"),
@@ -532,7 +532,7 @@ def test_extended_trigger_message_sends_what_it_asks_for_and_says_what_it_cannot
         csms.wait(action, since_ms=t, timeout_s=10)
     assert sent(csms, t, "LogStatusNotification")[-1]["status"] in ("Idle", "Uploaded")   # no GetLog yet, or one
     reply = csms.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"})
-    assert reply["payload"] == {"status": "NotImplemented"}
+    assert reply["payload"] == {"status": "Rejected"}
     reply = csms.call("ExtendedTriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 9})
     assert reply["call_error"]["errorCode"] == "PropertyConstraintViolation", reply
 

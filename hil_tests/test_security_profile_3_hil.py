@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from conftest import rig_and_console, run_sim
+from host_tools.certs import site_pki
 from host_tools.csms.client import CsmsClient, CsmsProcess, evsectl_path
 
 IDENTITY = "sim-ac2"
@@ -30,19 +31,11 @@ def der_cert_and_key(issued, folder, name):
                                                           serialization.NoEncryption()))
 
 
-def tls_site(request, tmp, charge_point_ca, put, settings, *csms_args):
-    """A central system on wss:// (its CA on the board as ca.der, `charge_point_ca` given as
-    --tls-client-ca) and a virtual board with `put` files and `settings`."""
-    server_ca = trustme.CA()
-    server = server_ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(tmp / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp / "server.key"))
-    charge_point_ca.cert_pem.write_to_path(str(tmp / "cp-ca.pem"))
-    charge_point_ca.private_key_pem.write_to_path(str(tmp / "cp-ca.key"))
-    (tmp / "ca.der").write_bytes(ssl.PEM_cert_to_DER_cert(server_ca.cert_pem.bytes().decode()))
+def tls_site(request, tmp, charge_point_ca, put, settings):
+    """A central system on wss:// (host_tools.certs.site_pki: its CA on the board as ca.der,
+    `charge_point_ca` signing the chargers') and a virtual board with `put` files and `settings`."""
     (tmp / "settings.json").write_text(json.dumps({"ocpp_ca": "ca.der", **settings}))
-    csms = CsmsProcess("--tls-cert", str(tmp / "server.pem"), "--tls-key", str(tmp / "server.key"),
-                       "--tls-client-ca", str(tmp / "cp-ca.pem"), "--files", str(tmp / "files"), *csms_args)
+    csms = CsmsProcess(*site_pki(tmp, charge_point_ca=charge_point_ca), "--files", str(tmp / "files"))
     extra = ["--put", str(tmp / "ca.der")]
     for name in put:
         extra += ["--put", str(tmp / name)]
@@ -68,8 +61,7 @@ def commissioned(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("commissioned")
     subprocess.run([evsectl_path(), "cert", "--identity", IDENTITY, "--out", str(tmp)], check=True,
                    capture_output=True, timeout=60)
-    yield from tls_site(request, tmp, trustme.CA(), ["cp.key", "cp.csr"], {"ocpp_key": "cp.key", "ocpp_csr": "cp.csr"},
-                        "--tls-client-ca-key", str(tmp / "cp-ca.key"))
+    yield from tls_site(request, tmp, trustme.CA(), ["cp.key", "cp.csr"], {"ocpp_key": "cp.key", "ocpp_csr": "cp.csr"})
 
 
 def charge_point(client):
@@ -138,8 +130,7 @@ def test_up_from_0_to_3_with_a_certificate_the_central_system_signs_for_the_comm
                 csr = client.wait("SignCertificate", since_ms=t, timeout_s=20)["frame"][3]["csr"]
                 assert csr == (started["flash"].parent / "cp.csr").read_text()
                 deadline = time.monotonic() + 20
-                while not [f for f in client.frames(since_ms=t) if f["dir"] == "in" and f["frame"][0] == 3
-                           and f["frame"][2] == {"status": "Accepted"} and f["t_ms"] > t]:
+                while not client.answered("CertificateSigned", {"status": "Accepted"}, since_ms=t):
                     assert time.monotonic() < deadline, client.frames(since_ms=t)
                     time.sleep(0.2)
                 cp = raise_to(client, 3)

@@ -59,6 +59,29 @@ class Signer:
         return (cert.public_bytes(serialization.Encoding.PEM) + self.ca.public_bytes(serialization.Encoding.PEM)).decode()
 
 
+def site_pki(folder: Path, identity: str | None = None, charge_point_ca=None) -> list[str]:
+    """A PKI for a development site in `folder` (security profile 3): the central system's server
+    certificate for 127.0.0.1 under its CA (ca.der, for the charger's ocpp_ca), a CA for the
+    chargers (`charge_point_ca`, a trustme.CA, or a new one) whose key signs their requests, and
+    with `identity` that charger's key and request (cp.key, cp.csr). The central system's
+    arguments (evsectl csms)."""
+    import ssl
+
+    import trustme
+    server_ca = trustme.CA()
+    charge_point_ca = charge_point_ca or trustme.CA()
+    server = server_ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+    server.private_key_pem.write_to_path(str(folder / "server.key"))
+    charge_point_ca.cert_pem.write_to_path(str(folder / "cp-ca.pem"))
+    charge_point_ca.private_key_pem.write_to_path(str(folder / "cp-ca.key"))
+    (folder / "ca.der").write_bytes(ssl.PEM_cert_to_DER_cert(server_ca.cert_pem.bytes().decode()))
+    if identity:
+        make_request(identity, folder)
+    return ["--tls-cert", str(folder / "server.pem"), "--tls-key", str(folder / "server.key"),
+            "--tls-client-ca", str(folder / "cp-ca.pem"), "--tls-client-ca-key", str(folder / "cp-ca.key")]
+
+
 def cmd_cert(args) -> int:
     key, csr = make_request(args.identity, Path(args.out), args.organization, args.rsa)
     print(f"{key}: the private key (DER): put it on the board, set ocpp_key to its name; keep no copy")

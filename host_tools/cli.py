@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_board(d, default="sim-ac2", help="board file name in boards/ (default sim-ac2; evsectl boards lists them)")
     d.add_argument("--forever", action="store_true", help="after the day, keep the virtual charger up")
     d.add_argument("--speed", type=float, default=1.0, help="time scale of the script's pauses (tests use more)")
+    d.add_argument("--security-profile", type=int, choices=(0, 3), default=0,
+                   help="3: the central system on wss:// with a site PKI made for the day; the charger gets its "
+                        "certificate over OCPP and connects with it (security profile 3) before the day plays")
     d.add_argument("--log", default=None, help="where to write the rig's log (default run-out/BOARD/session.jsonl, "
                                                  "with the report and screenshot beside it)")
     d.set_defaults(func=cmd_demo)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import tempfile
 import sys
 import time
 from dataclasses import dataclass, field
@@ -137,8 +138,11 @@ def clock(seconds: float) -> str:
 class Day:
     """The virtual charger, the rig and the console, and where the script has got to."""
 
-    def __init__(self, vb: VirtualBoard, cs: CsmsProcess, log_file: TextIO, speed: float):
+    def __init__(self, vb: VirtualBoard, cs: CsmsProcess, log_file: TextIO, speed: float, secure: bool = False):
         self.vb = vb
+        self.secure = secure          # security profile 3 before the day plays (secure_link)
+        self.link = "security profile 0 (ws://, no authentication)"
+        self._raised_ms = float("inf")   # when SecurityProfile 3 was set (secure_link)
         self.csms = cs.client()
         self.csms_ws = cs.ws
         self.cp_id = vb.board["name"]
@@ -294,6 +298,9 @@ class Day:
         self.play_step(Step(self.caption, None, lambda guns: all(g["duty"] is not None for g in guns)
                             and self.ocpp_accepted(), "pilot driven and BootNotification accepted", 3))
         self.site_limit_a = self.console.status_json()["site_limit_a"]
+        if self.secure:
+            self.play_step(Step("the central system signs the charger's certificate; security profile 3",
+                                self.secure_link, lambda guns: self.profile_3(), "a connection with its certificate", 1))
         steps = self.script()
         for number, step in enumerate(steps, 1):
             self.caption = f"step {number}/{len(steps)}: {step.caption}"
@@ -337,6 +344,31 @@ class Day:
         """The central system's cap on the charger from now (None: cleared), on the rig's clock,
         for the report to draw."""
         self.log({"kind": "cap", "t_ms": self.rig.request("snapshot")["t_ms"], "limit_a": limit_a})
+
+    def secure_link(self) -> None:
+        """ExtendedTriggerMessage SignChargePointCertificate: the charger sends the request made
+        for its key (evsectl cert), the central system signs it (CertificateSigned); then
+        SecurityProfile 3, and the charger connects again showing the certificate."""
+        t = self.csms.now_ms()
+        reply = self.csms.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"}, cp=self.cp_id)
+        if reply.get("payload") != {"status": "Accepted"}:
+            raise DemoError(f"the charger would not send its certificate request: {reply}")
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while not self.csms.answered("CertificateSigned", {"status": "Accepted"}, self.cp_id, t):
+            if time.monotonic() > deadline:
+                raise DemoError("the charger did not take the certificate the central system signed")
+            self.tick()
+        self._raised_ms = self.csms.now_ms()
+        reply = self.csms.call("ChangeConfiguration", {"key": "SecurityProfile", "value": "3"}, cp=self.cp_id)
+        if reply.get("payload") != {"status": "Accepted"}:
+            raise DemoError(f"SecurityProfile 3 refused: {reply}")
+
+    def profile_3(self) -> bool:
+        cp = next((p for p in self.csms.charge_points() if p["id"] == self.cp_id), None)
+        if cp is None or not cp["connected"] or cp["client_cert"] != self.cp_id or (cp["boot_ms"] or 0) < self._raised_ms:
+            return False
+        self.link = f"security profile 3 (wss://, the central system checked, the charger's certificate {cp['client_cert']!r} shown)"
+        return True
 
     def ocpp_accepted(self) -> bool:
         return any(p["id"] == self.cp_id and p["connected"] and p["boot_status"] == "Accepted"
@@ -521,6 +553,7 @@ def print_summary(terminal: Terminal, day: Day, events: list[dict]) -> None:
         energy = "" if t["meterStop"] is None else f", {(t['meterStop'] - t['meterStart']) / 1000:.2f} kWh"
         ended = "still running" if t["active"] else f"stopped: {t['reason'] or 'Local'}"
         say(f"  OCPP transaction {t['transactionId']}: connector {t['connectorId']}, card {t['idTag']}{energy}, {ended}")
+    say(f"  OCPP link: {day.link}")
     invalid = day.csms.invalid_frames(day.cp_id)
     say(f"  OCPP frames from the charger: {'all valid' if not invalid else f'[bold red]{len(invalid)} INVALID[/]'}"
         " against the OCPP 1.6 schemas")
@@ -558,13 +591,25 @@ def run(args) -> int:
     terminal = Terminal()
     log_path = Path(args.log or default_log(args.board))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cs = CsmsProcess()
+    secure = getattr(args, "security_profile", 0) == 3
+    pki = tempfile.TemporaryDirectory(prefix="evse-demo-pki-") if secure else None
+    if secure:
+        from host_tools.certs import site_pki
+        from host_tools.sim.supervisor import load_board
+        cs = CsmsProcess(*site_pki(Path(pki.name), load_board(args.board)["name"]))
+    else:
+        cs = CsmsProcess()
     vb = None
     day = None
     try:
-        vb = VirtualBoard(args.board, csms_url=cs.ws).start()
+        if secure:
+            put = [str(Path(pki.name) / n) for n in ("ca.der", "cp.key", "cp.csr")]
+            vb = VirtualBoard(args.board, csms_url=cs.ws, put=put,
+                              config={"ocpp_ca": "ca.der", "ocpp_key": "cp.key", "ocpp_csr": "cp.csr"}).start()
+        else:
+            vb = VirtualBoard(args.board, csms_url=cs.ws).start()
         with log_path.open("w") as log_file:
-            day = Day(vb, cs, log_file, args.speed)
+            day = Day(vb, cs, log_file, args.speed, secure)
             day.screenshot = log_path.parent / "make-run.svg"
             with LiveView(terminal) if sys.stdout.isatty() else PlainView(terminal) as view:
                 day.play(view)
@@ -590,3 +635,5 @@ def run(args) -> int:
         if vb is not None:
             vb.stop()
         cs.stop()
+        if pki is not None:
+            pki.cleanup()

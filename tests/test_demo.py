@@ -25,9 +25,10 @@ pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def demo_day(tmp_path_factory):
-    """One day of the demo at speed 4: (finished process, log records)."""
+    """One day of the demo at speed 4, over security profile 3 (the plain day is the same day
+    without its first step): (finished process, log records)."""
     log = tmp_path_factory.mktemp("demo") / "run-out" / "session.jsonl"
-    done = subprocess.run([EVSECTL, "demo", "--speed", "4", "--log", str(log)],
+    done = subprocess.run([EVSECTL, "demo", "--speed", "4", "--security-profile", "3", "--log", str(log)],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return done, records
@@ -61,6 +62,9 @@ def test_demo_day_is_billed_by_the_central_system(demo_day):
                                                                     ("2", "BB22", "Remote")], done.stdout[-2000:]
     assert all(float(kwh) > 0 for _, _, kwh, _ in billed)
     assert "OCPP frames from the charger: all valid" in done.stdout
+    # The link: SignCertificate, CertificateSigned, then a connection with the charger's certificate.
+    assert "OCPP link: security profile 3 (wss://, the central system checked, the charger's certificate " \
+           "'sim-ac2' shown)" in done.stdout, done.stdout[-2000:]
     ocpp = [r for r in records if r["kind"] == "ocpp"]
     assert any("RemoteStopTransaction" in r["line"] for r in ocpp)
     assert all(r["valid"] for r in ocpp)

@@ -57,6 +57,14 @@ class CsmsClient(JsonLinesClient):
     def now_ms(self) -> float:
         return self.request("info")["t_ms"]
 
+    def answered(self, action: str, payload: dict, cp: str | None = None, since_ms: float = 0) -> bool:
+        """Whether the charge point answered a CALL `action` this central system sent it after
+        since_ms (CertificateSigned after a SignCertificate, say) with `payload`."""
+        frames = self.frames(cp, since_ms)
+        sent = {f["frame"][1] for f in frames if f["dir"] == "out" and f["frame"][0] == 2 and f["frame"][2] == action}
+        return any(f["dir"] == "in" and f["frame"][0] == 3 and f["frame"][1] in sent and f["frame"][2] == payload
+                   for f in frames)
+
 
 def evsectl_path() -> str:
     found = installed_tool("evsectl")
