@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from test_ocpp_profiles_hil import firmware_bundle, iso_in, sent
@@ -27,9 +27,11 @@ def _cert(subject, key, issuer, issuer_key):
             .sign(issuer_key or key, hashes.SHA256()))
 
 
-def maker():
-    """A manufacturer's root and a firmware signing certificate it signed, with the signer's key."""
-    root_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+def maker(ec_keys=False):
+    """A manufacturer's root and a firmware signing certificate it signed, with the signer's key
+    (RSA 2048, or EC P-256)."""
+    root_key, key = ((ec.generate_private_key(ec.SECP256R1()) if ec_keys else
+                      rsa.generate_private_key(public_exponent=65537, key_size=2048)) for _ in range(2))
     root = _cert("maker root", root_key, None, None)
     signer = _cert("maker firmware signer", key, root.subject, root_key)
     pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()   # noqa: E731
@@ -74,12 +76,13 @@ def test_a_signed_bundle_is_verified_installed_and_reported_with_its_request_id(
 
 @pytest.mark.rig_ops("factory")
 def test_a_bad_signature_or_a_stranger_s_certificate_installs_nothing_and_is_a_security_event(ocpp_rig, csms, tmp_path):
-    root, signer, key = maker()
+    """With EC P-256 keys (the good path above is RSA): the board checks ECDSA in slices."""
+    root, signer, key = maker(ec_keys=True)
     install_root(csms, root)
     url = firmware_bundle(csms, tmp_path, "0.1.3-forged", "fw-forged.bin")
     version = csms.charge_points()[-1]["boot"]["firmwareVersion"]
     t = csms.now_ms()
-    forged = key.sign(b"another bundle", padding.PKCS1v15(), hashes.SHA256())
+    forged = key.sign(b"another bundle", ec.ECDSA(hashes.SHA256()))
     assert signed_update(csms, 42, url, signer, forged) == {"status": "Accepted"}
     deadline = time.monotonic() + 60
     while "InvalidSignature" not in statuses(csms, t, 42):
@@ -89,9 +92,9 @@ def test_a_bad_signature_or_a_stranger_s_certificate_installs_nothing_and_is_a_s
     csms.wait("SecurityEventNotification", since_ms=t, timeout_s=20)
     assert "InvalidFirmwareSignature" in [p["type"] for p in sent(csms, t, "SecurityEventNotification")]
     # A signing certificate no installed root signed: refused before any download.
-    _, stranger, stranger_key = maker()
+    _, stranger, stranger_key = maker(ec_keys=True)
     t = csms.now_ms()
-    assert signed_update(csms, 43, url, stranger, stranger_key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())) == \
+    assert signed_update(csms, 43, url, stranger, stranger_key.sign(b"x", ec.ECDSA(hashes.SHA256()))) == \
         {"status": "InvalidCertificate"}
     deadline = time.monotonic() + 20
     while "InvalidFirmwareSigningCertificate" not in [p["type"] for p in sent(csms, t, "SecurityEventNotification")]:

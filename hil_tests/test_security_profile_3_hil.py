@@ -124,6 +124,10 @@ def test_up_from_0_to_3_with_a_certificate_the_central_system_signs_for_the_comm
             try:
                 raise_to(client, 1)
                 assert raise_to(client, 2)["client_cert"] is None
+                # The root the charger's certificate will chain to (the site's charger CA).
+                root = (started["flash"].parent / "cp-ca.pem").read_text()
+                assert client.call("InstallCertificate", {"certificateType": "CentralSystemRootCertificate",
+                                                          "certificate": root})["payload"] == {"status": "Accepted"}
                 t = client.now_ms()
                 reply = client.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"})
                 assert reply.get("payload") == {"status": "Accepted"}, json.dumps(reply)

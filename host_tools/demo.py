@@ -138,9 +138,9 @@ def clock(seconds: float) -> str:
 class Day:
     """The virtual charger, the rig and the console, and where the script has got to."""
 
-    def __init__(self, vb: VirtualBoard, cs: CsmsProcess, log_file: TextIO, speed: float, secure: bool = False):
+    def __init__(self, vb: VirtualBoard, cs: CsmsProcess, log_file: TextIO, speed: float, secure: Path | None = None):
         self.vb = vb
-        self.secure = secure          # security profile 3 before the day plays (secure_link)
+        self.secure = secure          # the day's PKI: security profile 3 before the day plays (secure_link)
         self.link = "security profile 0 (ws://, no authentication)"
         self._raised_ms = float("inf")   # when SecurityProfile 3 was set (secure_link)
         self.csms = cs.client()
@@ -349,6 +349,11 @@ class Day:
         """ExtendedTriggerMessage SignChargePointCertificate: the charger sends the request made
         for its key (evsectl cert), the central system signs it (CertificateSigned); then
         SecurityProfile 3, and the charger connects again showing the certificate."""
+        root = (self.secure / "cp-ca.pem").read_text()   # what the charger's certificate will chain to
+        reply = self.csms.call("InstallCertificate", {"certificateType": "CentralSystemRootCertificate",
+                                                      "certificate": root}, cp=self.cp_id)
+        if reply.get("payload") != {"status": "Accepted"}:
+            raise DemoError(f"the charger would not install the site's root certificate: {reply}")
         t = self.csms.now_ms()
         reply = self.csms.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"}, cp=self.cp_id)
         if reply.get("payload") != {"status": "Accepted"}:
@@ -609,7 +614,7 @@ def run(args) -> int:
         else:
             vb = VirtualBoard(args.board, csms_url=cs.ws).start()
         with log_path.open("w") as log_file:
-            day = Day(vb, cs, log_file, args.speed, secure)
+            day = Day(vb, cs, log_file, args.speed, Path(pki.name) if secure else None)
             day.screenshot = log_path.parent / "make-run.svg"
             with LiveView(terminal) if sys.stdout.isatty() else PlainView(terminal) as view:
                 day.play(view)

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings, strategies as st
 
+from evse import slices
 from evse.ocpp import certs
 
 
@@ -153,6 +154,7 @@ def _maker(tmp_path):
 
 CHECKS = r"""
 import hashlib, sys
+from evse import slices
 from evse.ocpp import certs
 d = sys.argv[1] + "/"
 root, signer = open(d + "root.der", "rb").read(), open(d + "signer.der", "rb").read()
@@ -160,7 +162,8 @@ sig = open(d + "sig.bin", "rb").read()
 digest = hashlib.sha256(open(d + "fw.bin", "rb").read()).digest()
 key = certs.rsa_key(signer)
 bad = bytes([sig[0] ^ 1]) + sig[1:]
-print(certs.signed_by(signer, root), certs.signed_by(root, root), certs.signed_by(root, signer),
+by = lambda a, b: slices.run(certs.signed_by_steps(a, b))
+print(by(signer, root), by(root, root), by(root, signer),
       certs.rsa_ok(key, sig, digest), certs.rsa_ok(key, bad, digest), certs.rsa_ok(key, sig, hashlib.sha256(b"x").digest()))
 """
 
@@ -190,15 +193,17 @@ def test_a_signing_certificate_counts_only_if_an_installed_manufacturer_root_sig
     _maker(tmp_path)
     import ssl
     pem = ssl.DER_cert_to_PEM_cert((tmp_path / "signer.der").read_bytes())
+    def signing_key():
+        return slices.run(certs.signing_key_steps(str(tmp_path), pem))
     with pytest.raises(certs.CertError, match="not signed by a ManufacturerRootCertificate"):
-        certs.signing_key(str(tmp_path), pem)
+        signing_key()
     cp = FakeCp(tmp_path)
     root_pem = ssl.DER_cert_to_PEM_cert((tmp_path / "root.der").read_bytes())
     assert certs.install(cp, {"certificateType": "CentralSystemRootCertificate", "certificate": root_pem})["status"] == "Accepted"
     with pytest.raises(certs.CertError):
-        certs.signing_key(str(tmp_path), pem)          # a central system root is no manufacturer's
+        signing_key()                                  # a central system root is no manufacturer's
     assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": root_pem})["status"] == "Accepted"
-    assert certs.signing_key(str(tmp_path), pem)[1] == 65537
+    assert signing_key()[0] == "rsa" and signing_key()[1][1] == 65537
 
 
 def test_a_certificate_outside_its_dates_is_rejected_with_a_security_event_and_dates_wait_for_the_clock(tmp_path):
@@ -247,16 +252,22 @@ def test_certificate_signed_takes_only_a_valid_certificate_for_the_commissioned_
         signer.sign((tmp_path / "cp.csr").read_text(), "CP2")
     cp = FakeCp(tmp_path)
     cp.app = FakeApp(tmp_path, "cp.csr")
+
+    def signed(c, chain_text):
+        return slices.run(certs.signed(c, {"certificateChain": chain_text}))
+    cp.clock = FakeClock(int(datetime_in_days(0)))
+    assert signed(cp, chain) == {"status": "Rejected"} and "does not lead to a CentralSystemRootCertificate" in cp.events[-1][1]
+    assert certs.install(cp, {"certificateType": "CentralSystemRootCertificate",
+                              "certificate": ca.cert_pem.bytes().decode()})["status"] == "Accepted"
     stranger = trustme.CA().issue_cert("CP1", common_name="CP1").cert_chain_pems[0].bytes().decode()
     for bad, why in ((stranger, "another key"), ("no certificate at all", "not a PEM certificate")):
-        assert certs.signed(cp, {"certificateChain": bad}) == {"status": "Rejected"}
+        assert signed(cp, bad) == {"status": "Rejected"}
         assert cp.events[-1][0] == "InvalidChargePointCertificate" and why in cp.events[-1][1], cp.events
     assert not (tmp_path / "cp.der").exists()
     late = FakeCp(tmp_path, now_s=int(datetime_in_days(400)))       # the chain is valid for a year
     late.app = cp.app
-    assert certs.signed(late, {"certificateChain": chain}) == {"status": "Rejected"} and "expired" in late.events[-1][1]
-    cp.clock = FakeClock(int(datetime_in_days(0)))
-    assert certs.signed(cp, {"certificateChain": chain}) == {"status": "Accepted"}
+    assert signed(late, chain) == {"status": "Rejected"} and "expired" in late.events[-1][1]
+    assert signed(cp, chain) == {"status": "Accepted"}
     assert cp.app.cfg.get("ocpp_cert") == "cp.der"
     leaf = x509.load_pem_x509_certificate(chain.encode())
     assert (tmp_path / "cp.der").read_bytes() == leaf.public_bytes(serialization.Encoding.DER)
@@ -265,3 +276,43 @@ def test_certificate_signed_takes_only_a_valid_certificate_for_the_commissioned_
 def datetime_in_days(days):
     import time
     return time.time() + days * 86400
+
+
+EC_CHECKS = r"""
+import hashlib, sys
+from evse import slices
+from evse.ocpp import certs
+d = sys.argv[1] + "/"
+ca, leaf = open(d + "ca.der", "rb").read(), open(d + "leaf.der", "rb").read()
+sig = open(d + "sig.bin", "rb").read()
+digest = hashlib.sha256(open(d + "fw.bin", "rb").read()).digest()
+key = certs.public_key(leaf)
+run = slices.run
+print(run(certs.signed_by_steps(leaf, ca)), run(certs.signed_by_steps(ca, ca)), run(certs.signed_by_steps(ca, leaf)),
+      run(certs.verify_steps(key, sig, digest)), run(certs.verify_steps(key, sig, hashlib.sha256(b"x").digest())),
+      run(certs.verify_steps(key, sig[:-1] + bytes([sig[-1] ^ 1]), digest)))
+"""
+
+
+def test_ecdsa_p256_checks_as_cryptography_signs_here_and_under_micropython(tmp_path):
+    """trustme's CAs and certificates are EC P-256: the chain and a firmware signature."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import hashes
+    authority = trustme.CA()
+    issued = authority.issue_cert("CP1")
+    (tmp_path / "ca.der").write_bytes(certs.from_pem(authority.cert_pem.bytes().decode()))
+    (tmp_path / "leaf.der").write_bytes(certs.from_pem(issued.cert_chain_pems[0].bytes().decode()))
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+    data = os.urandom(2000)
+    (tmp_path / "fw.bin").write_bytes(data)
+    (tmp_path / "sig.bin").write_bytes(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    (tmp_path / "checks.py").write_text(EC_CHECKS)
+    expected = "True True False True False False"
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([str(Path(sys.executable).parent / "micropython"), str(tmp_path / "checks.py"), str(tmp_path)],
+                         capture_output=True, text=True, env=dict(os.environ, MICROPYPATH=str(repo / "firmware")),
+                         timeout=60)
+    assert out.stdout.strip() == expected, out.stdout + out.stderr

@@ -276,9 +276,9 @@ def delete(cp, p):
     return {"status": "NotFound"}
 
 
-# ---- signed firmware (SignedUpdateFirmware): RSA with SHA-256 only --------------------------------
+# ---- signatures: RSA (PKCS#1 v1.5) or ECDSA P-256, with SHA-256 ----------------------------------
 # An RSA signature is checked with big-int arithmetic, C inside MicroPython: a 2048-bit check is
-# 17 multiplications. ECDSA would be bytecode point arithmetic, seconds on an RP2040: not supported.
+# 17 multiplications. An ECDSA one is thousands (below): sliced.
 _RSA = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"             # rsaEncryption
 _RSA_SHA256 = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b"      # sha256WithRSAEncryption
 _SHA256_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
@@ -288,7 +288,7 @@ def rsa_key(der):
     """(n, e, modulus bytes) of a certificate's RSA public key; CertError for another kind."""
     p = parts(der)
     if p[4] != _RSA:
-        raise CertError("its key is not RSA (only RSA signatures are checked here)")
+        raise CertError("its key is neither RSA nor EC P-256")
     key = p[2]
     t, s, e = _tlv(key, 0, len(key))
     t, ns, ne = _tlv(key, s, e)
@@ -324,27 +324,64 @@ def rsa_ok(key, signature, digest):
     return em == want
 
 
-def signed_by(der, issuer_der):
-    """Whether certificate `der` names `issuer_der` as its issuer and carries its signature."""
+def public_key(der):
+    """A certificate's key for verify_steps: ("rsa", (n, e, size)) or ("ec", (x, y))."""
+    if parts(der)[4] == _EC_KEY:
+        return "ec", ec_key(der)
+    return "rsa", rsa_key(der)
+
+
+def verify_steps(key, signature, digest):
+    """Generator (yields between slices): whether `signature` of the SHA-256 `digest` is good
+    under key (public_key's): RSASSA-PKCS1-v1_5, or ECDSA P-256 with the signature in DER."""
+    kind, k = key
+    if kind == "rsa":
+        return rsa_ok(k, signature, digest)
+    return (yield from ecdsa_steps(k, signature, digest))
+
+
+def signed_by_steps(der, issuer_der):
+    """Generator: whether certificate `der` names `issuer_der` as its issuer and carries its
+    signature (sha256WithRSAEncryption or ecdsa-with-SHA256)."""
     p, q = parts(der), parts(issuer_der)
-    if p[0] != q[3] or p[6] != _RSA_SHA256:
+    if p[0] != q[3] or p[6] not in (_RSA_SHA256, _ECDSA_SHA256):
         return False
-    return rsa_ok(rsa_key(issuer_der), p[7], hashlib.sha256(p[5]).digest())
+    key = public_key(issuer_der)
+    if (p[6] == _ECDSA_SHA256) != (key[0] == "ec"):
+        return False
+    return (yield from verify_steps(key, p[7], hashlib.sha256(p[5]).digest()))
 
 
-def signing_key(root, pem, now_s=None):
-    """The RSA key of a firmware signing certificate a ManufacturerRootCertificate installed
-    here signed (or that is one), valid at now_s; CertError saying why not."""
+def chains_to(root, ders, prefix):
+    """Generator: whether the chain `ders` (the certificate first, then its issuers as sent)
+    leads, each signed by the next, to a root of kind `prefix` installed here (or is one)."""
+    roots = []
+    for name, _ in installed(root, prefix):
+        try:
+            roots.append(read(root, name))
+        except OSError:
+            pass
+    for i in range(len(ders)):
+        der = ders[i]
+        if der in roots:
+            return True
+        for r in roots:
+            if (yield from signed_by_steps(der, r)):
+                return True
+        if i + 1 == len(ders) or not (yield from signed_by_steps(der, ders[i + 1])):
+            return False
+    return False
+
+
+def signing_key_steps(root, pem, now_s=None):
+    """Generator: the key (public_key's) of a firmware signing certificate a ManufacturerRoot-
+    Certificate installed here signed (or that is one), valid at now_s; CertError saying why not."""
     der = from_pem(pem)
     check_valid(der, now_s)
-    for name, _ in installed(root, "mf"):
-        try:
-            if read(root, name) == der or signed_by(der, read(root, name)):
-                return rsa_key(der)
-        except (OSError, CertError):
-            continue
-    raise CertError("not signed by a ManufacturerRootCertificate installed here")
-
+    key = public_key(der)
+    if not (yield from chains_to(root, [der], "mf")):
+        raise CertError("not signed by a ManufacturerRootCertificate installed here")
+    return key
 
 
 # ---- CertificateSigned: this charge point's certificate, for the key made at commissioning ------
@@ -367,12 +404,32 @@ def csr_key_bits(pem):
     return der[bs + 1:be]
 
 
+def pems(text):
+    """The DER of each PEM certificate in `text`, in order."""
+    out = []
+    at = 0
+    while True:
+        a = text.find(_PEM_HEAD, at)
+        if a < 0:
+            break
+        b = text.find(_PEM_TAIL, a)
+        if b < 0:
+            break
+        out.append(from_pem(text[a:b + len(_PEM_TAIL)]))
+        at = b + len(_PEM_TAIL)
+    if not out:
+        raise CertError("not a PEM certificate (no BEGIN/END CERTIFICATE lines)")
+    return out
+
+
 def signed(cp, p):
+    """CertificateSigned (a generator: the chain's signatures are checked in slices)."""
     only(p, ("certificateChain",))
     chain = need(p, "certificateChain", str, maxlen=10000)
     app = cp.app
     try:
-        der = from_pem(chain)                 # the first certificate of the chain is ours
+        ders = pems(chain)
+        der = ders[0]                         # the first certificate of the chain is ours
         mine = parts(der)[2]
         csr = app.client_csr()
         if csr is None:
@@ -380,6 +437,8 @@ def signed(cp, p):
         if mine != csr_key_bits(csr):
             raise CertError("it is for another key than this charge point's")
         check_valid(der, _now(cp))
+        if not (yield from chains_to(cp.root, ders, "cs")):
+            raise CertError("its chain does not lead to a CentralSystemRootCertificate installed here")
         name = app.cfg.get("ocpp_cert") or "cp.der"
         path = store.join(cp.root, name)
         with open(path + ".tmp", "wb") as f:
@@ -393,3 +452,128 @@ def signed(cp, p):
     cp.log("ocpp: this charge point's certificate installed as %s (serial %s); it is shown from the next "
            "connection on" % (name, hash_data(der)["serialNumber"]))
     return {"status": "Accepted"}
+
+
+# ---- ECDSA P-256 with SHA-256 (RFC 6090, SEC 1 4.1.4), in big-int arithmetic -----------------------
+# A check is two 256-bit scalar multiplications: thousands of mpz operations, a second or two of
+# an RP2040. It is a generator that yields every _EC_SLICE bits, so a handler that runs it
+# (ops.steps) lets the event loop run between slices.
+_EC_KEY = b"\x2a\x86\x48\xce\x3d\x02\x01"              # id-ecPublicKey
+_P256 = b"\x2a\x86\x48\xce\x3d\x03\x01\x07"            # prime256v1
+_ECDSA_SHA256 = b"\x2a\x86\x48\xce\x3d\x04\x03\x02"    # ecdsa-with-SHA256
+_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
+_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+_GX = 0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296
+_GY = 0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5
+_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
+_EC_SLICE = const(1)
+
+
+def _double(X, Y, Z):
+    # Jacobian doubling with a = -3 (dbl-2001-b).
+    if not Y:
+        return 0, 1, 0
+    p = _P
+    zz = Z * Z % p
+    yy = Y * Y % p
+    beta = X * yy % p
+    alpha = 3 * (X - zz) * (X + zz) % p
+    x3 = (alpha * alpha - 8 * beta) % p
+    z3 = ((Y + Z) * (Y + Z) - yy - zz) % p
+    y3 = (alpha * (4 * beta - x3) - 8 * yy * yy) % p
+    return x3, y3, z3
+
+
+def _add(X1, Y1, Z1, X2, Y2, Z2):
+    # Jacobian addition (add-2007-bl), doubling when the points are equal.
+    if not Z1:
+        return X2, Y2, Z2
+    if not Z2:
+        return X1, Y1, Z1
+    p = _P
+    z1z1 = Z1 * Z1 % p
+    z2z2 = Z2 * Z2 % p
+    u1 = X1 * z2z2 % p
+    u2 = X2 * z1z1 % p
+    s1 = Y1 * Z2 * z2z2 % p
+    s2 = Y2 * Z1 * z1z1 % p
+    h = (u2 - u1) % p
+    r = (s2 - s1) % p
+    if not h:
+        return _double(X1, Y1, Z1) if not r else (0, 1, 0)
+    hh = h * h % p
+    hhh = h * hh % p
+    v = u1 * hh % p
+    x3 = (r * r - hhh - 2 * v) % p
+    y3 = (r * (v - x3) - s1 * hhh) % p
+    z3 = Z1 * Z2 * h % p
+    return x3, y3, z3
+
+
+def ec_key(der):
+    """(x, y) of a certificate's P-256 public key; CertError for another kind or a point off the curve."""
+    p = parts(der)
+    if p[4] != _EC_KEY:
+        raise CertError("its key is not an EC key")
+    key = p[2]
+    if len(key) != 65 or key[0] != 4:
+        raise CertError("its EC key is not an uncompressed P-256 point")
+    x, y = int.from_bytes(key[1:33], "big"), int.from_bytes(key[33:], "big")
+    if (y * y - x * x * x + 3 * x - _B) % _P:
+        raise CertError("its EC key is not on the P-256 curve")
+    return x, y
+
+
+def ecdsa_steps(key, signature, digest):
+    """Generator: yields between slices, returns whether `signature` (DER SEQUENCE of r, s) is
+    an ECDSA P-256 signature of the SHA-256 `digest` under key (x, y)."""
+    try:
+        t, s, e = _tlv(signature, 0, len(signature))
+        t, rs, re = _tlv(signature, s, e)
+        t, ss, se = _tlv(signature, re, e)
+    except CertError:
+        return False
+    r = int.from_bytes(signature[rs:re], "big")
+    sv = int.from_bytes(signature[ss:se], "big")
+    n = _N
+    if not (0 < r < n and 0 < sv < n):
+        return False
+    w = yield from _modexp_steps(sv, n - 2, n)
+    u1 = int.from_bytes(digest, "big") * w % n
+    u2 = r * w % n
+    qx, qy = key
+    both = _add(_GX, _GY, 1, qx, qy, 1)
+    X, Y, Z = 0, 1, 0
+    for i in range(255, -1, -1):   # Shamir's trick: one double and at most one add a bit
+        X, Y, Z = _double(X, Y, Z)
+        b1 = (u1 >> i) & 1
+        b2 = (u2 >> i) & 1
+        if b1 and b2:
+            X, Y, Z = _add(X, Y, Z, both[0], both[1], both[2])
+        elif b1:
+            X, Y, Z = _add(X, Y, Z, _GX, _GY, 1)
+        elif b2:
+            X, Y, Z = _add(X, Y, Z, qx, qy, 1)
+        if not i % _EC_SLICE:
+            yield
+    if not Z:
+        return False
+    zi = yield from _modexp_steps(Z, _P - 2, _P)
+    return X * zi * zi % _P % n == r
+
+
+def _modexp_steps(b, e, n):
+    # _modexp for a 256-bit exponent (an inverse by Fermat), yielding every 16 bits.
+    r = 1
+    b %= n
+    k = 0
+    while e:
+        if e & 1:
+            r = r * b % n
+        e >>= 1
+        if e:
+            b = b * b % n
+        k += 1
+        if not k % 16:
+            yield
+    return r

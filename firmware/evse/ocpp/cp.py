@@ -643,9 +643,10 @@ class ChargePoint:
 
     # ---- firmware and diagnostics ------------------------------------------------------------------
     def start_firmware_update(self, location, when_s, retries, interval_s, signed=None):
-        """UpdateFirmware, or with signed = (requestId, RSA key of the signing certificate,
-        signature) SignedUpdateFirmware: the bundle's SHA-256 must carry that signature before
-        anything of it is installed, and the statuses go as SignedFirmwareStatusNotification."""
+        """UpdateFirmware, or with signed = (requestId, key of the signing certificate (RSA or
+        EC P-256, certs.public_key), signature) SignedUpdateFirmware: the bundle's SHA-256 must
+        carry that signature before anything of it is installed, and the statuses go as
+        SignedFirmwareStatusNotification."""
         evse.update_job(1)
         from evse.ocpp import fw
         check = None
@@ -655,7 +656,8 @@ class ChargePoint:
             store.write_json(store.join(self.root, FW_REQUEST_FILE), {"requestId": request_id})
 
             async def check(path):
-                if not certs.rsa_ok(key, signature, await fw.sha256_of(path)):
+                digest = await fw.sha256_of(path)
+                if not await slices.run_async(certs.verify_steps(key, signature, digest)):
                     self.security_event("InvalidFirmwareSignature", location[:200])
                     raise fw.BundleError("its signature does not match the signing certificate's key")
 
