@@ -152,6 +152,21 @@ def _maker(tmp_path):
         (tmp_path / name).write_bytes(body)
 
 
+def under_micropython(script, folder):
+    """What `script` prints run by the real MicroPython with the firmware on its path (its
+    argument: folder)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    (folder / "checks.py").write_text(script)
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([str(Path(sys.executable).parent / "micropython"), str(folder / "checks.py"), str(folder)],
+                         capture_output=True, text=True, env=dict(os.environ, MICROPYPATH=str(repo / "firmware")),
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.strip()
+
+
 CHECKS = r"""
 import hashlib, sys
 from evse import slices
@@ -173,13 +188,8 @@ def test_rsa_signatures_check_as_cryptography_makes_them_here_and_under_micropyt
     import sys
     from pathlib import Path
     _maker(tmp_path)
-    (tmp_path / "checks.py").write_text(CHECKS)
-    repo = Path(__file__).resolve().parents[1]
     expected = "True True False True False False"
-    out = subprocess.run([str(Path(sys.executable).parent / "micropython"), str(tmp_path / "checks.py"), str(tmp_path)],
-                         capture_output=True, text=True, env=dict(os.environ, MICROPYPATH=str(repo / "firmware")),
-                         timeout=60)
-    assert out.stdout.strip() == expected, out.stdout + out.stderr
+    assert under_micropython(CHECKS, tmp_path) == expected
     sys.argv = ["checks", str(tmp_path)]
     import contextlib
     import io
@@ -309,10 +319,4 @@ def test_ecdsa_p256_checks_as_cryptography_signs_here_and_under_micropython(tmp_
     data = os.urandom(2000)
     (tmp_path / "fw.bin").write_bytes(data)
     (tmp_path / "sig.bin").write_bytes(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    (tmp_path / "checks.py").write_text(EC_CHECKS)
-    expected = "True True False True False False"
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([str(Path(sys.executable).parent / "micropython"), str(tmp_path / "checks.py"), str(tmp_path)],
-                         capture_output=True, text=True, env=dict(os.environ, MICROPYPATH=str(repo / "firmware")),
-                         timeout=60)
-    assert out.stdout.strip() == expected, out.stdout + out.stderr
+    assert under_micropython(EC_CHECKS, tmp_path) == "True True False True False False"

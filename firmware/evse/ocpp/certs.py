@@ -301,16 +301,9 @@ def rsa_key(der):
 
 def _modexp(b, e, n):
     # pow(b, e, n) needs MICROPY_PY_BUILTINS_POW3, which not every port enables: square and
-    # multiply, each a C mpz operation (e is 65537 in practice: 17 of them).
-    r = 1
-    b %= n
-    while e:
-        if e & 1:
-            r = r * b % n
-        e >>= 1
-        if e:
-            b = b * b % n
-    return r
+    # multiply, each a C mpz operation (e is 65537 in practice for RSA: 17 of them).
+    from evse import slices
+    return slices.run(_modexp_steps(b, e, n))
 
 
 def rsa_ok(key, signature, digest):
