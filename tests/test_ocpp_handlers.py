@@ -866,3 +866,15 @@ def test_security_profile_3_needs_wss_a_ca_and_the_charge_point_s_certificate(tm
     else:
         assert status == "Rejected" and why in cp.keys.last_error, cp.keys.last_error
         assert cp.keys.get("SecurityProfile") == 0
+
+
+def test_a_refused_security_profile_change_is_a_security_event_and_changes_nothing(tmp_path):
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    app.client_cert_missing = lambda: None
+    cp = ChargePoint(app, str(tmp_path), "wss://csms.example/ocpp", "CP1", ca_der=b"CA", log=app.log)
+    assert cp.keys.change("SecurityProfile", "3") == "Accepted"
+    before = len(cp._events_due)
+    answer = json.loads(ops.dispatch(cp, "d1", "ChangeConfiguration", {"key": "SecurityProfile", "value": "2"}))
+    assert answer[2] == {"status": "Rejected"} and cp.keys.get("SecurityProfile") == 3
+    line = cp._events_due[before][0]
+    assert line.startswith("ReconfigurationOfSecurityParameters: SecurityProfile 2 refused: ") and "raised" in line

@@ -238,6 +238,11 @@ def change_configuration(cp, p):
     status = cp.keys.change(name, value)
     if status in ("Rejected", "NotSupported"):
         cp.log("ocpp: ChangeConfiguration %s: %s" % (status, cp.keys.last_error))   # never a secret's value
+        if status == "Rejected" and name == "SecurityProfile":
+            # A refused change of the link's security (a downgrade, a profile it cannot connect
+            # with) goes to the security log too.
+            cp.security_event("ReconfigurationOfSecurityParameters", "SecurityProfile %s refused: %s"
+                              % (value[:8], cp.keys.last_error))
     return {"status": status}
 
 
