@@ -11,8 +11,7 @@ from evse import VERSION, config, store, ticks
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
-from evse.pilot import DUTY_OFF_PM
-from evse.sharing import RESUME_EXTRA_A, Sharing, fill
+from evse.sharing import Sharing
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
@@ -487,7 +486,8 @@ class App:
         wanting = limits
         if self.phase_sw.count(None) < len(self.phase_sw):
             wanting = list(limits)   # a gun that is switching still counts for the solar surplus
-            self._switch_phases(now_ms, site, limits, loads, prio, solar_on)
+            from evse import phases   # loaded at boot on a board with a phase contactor
+            phases.switch(self, now_ms, site, limits, loads, prio, solar_on)
         if grid:
             if solar_on:
                 site = self._solar_caps(now_ms, site, wanting, loads)
@@ -607,77 +607,6 @@ class App:
                 else "short of the minimum: %d s at %d A, then pause" % (cfg.get("solar_stop_s"), cfg.get("min_current_a"))
                 if solar.state == "short" else "the guns pause until the surplus suffices"))
         return [cap if cap < site[p] else site[p] for p in range(3)]
-
-    def _switch_phases(self, now_ms, site, limits, loads, prio, solar_on):
-        """The guns with a phase contactor (evse.phases): each compares what it would get on
-        three phases and on one, and switches when one suits for phase_switch_s; a gun that is
-        switching gets no offer (its limit here 0) until its phase contactor has switched and
-        settled. `loads` follows what is switched."""
-        cfg = self.cfg
-        min_a = cfg.get("min_current_a")
-        max_switches = cfg.get("phase_switch_max")
-        if not isinstance(site, list):
-            site = [site, site, site]
-        for i in range(len(self.guns)):
-            ps = self.phase_sw[i]
-            if ps is None:
-                continue
-            g, gun = self.guns[i], self.board["guns"][i]
-            one = (site_phase(gun, 0),)
-            wants = limits[i] > 0 and not ps.target and ps.may_switch(max_switches)
-            on3 = on1 = 0.0
-            floor = min_a + (RESUME_EXTRA_A if self.sharing.paused[i] else 0.0)
-            if wants:
-                if ps.phases == 3 and len(loads[i]) == 1:
-                    ps.single_ev = True   # seen drawing on one phase of three: an EV with one
-                # The gun's own limit on each phase count: a smart-charging limit in W gives
-                # three times the amps on one phase.
-                base = g.limit_a()
-                if base > cfg.get("gun_max_a"):
-                    base = cfg.get("gun_max_a")
-                lim3, lim1 = base, base
-                a3, a1 = self.smart_3p_a[g.n], self.smart_1p_a[g.n]
-                if a3 is not None and a3 < base:
-                    lim3 = a3
-                if a1 is not None and a1 < base:
-                    lim1 = a1
-                on3 = self._would_get(i, gun_loads(gun), lim3, site, limits, loads, prio, solar_on)
-                on1 = self._would_get(i, one, lim1, site, limits, loads, prio, solar_on)
-            before = ps.target
-            to = ps.step(now_ms, g.ev_plugged(), self._phase_safe(g), wants, on3, on1, floor,
-                         cfg.get("phase_switch_s") * 1000, max_switches)
-            if ps.target and not before and wants:
-                self.note("gun %d: switching to %d phase%s (%.1f A on three, %.1f A on one): the EV pauses"
-                          % (g.n, ps.target, "" if ps.target == 1 else "s", on3, on1))
-            if to:
-                self.hal.set_phases(g.n, to)
-                self._loads[i] = loads[i] = one if to == 1 else gun_loads(gun)
-                self.note("gun %d: phase contactor: %d phase%s" % (g.n, to, "" if to == 1 else "s"))
-            if ps.target:
-                limits[i] = 0
-
-    def _phase_safe(self, g):
-        """A gun's phase contactor may switch: its main contactor released, found open by the
-        weld check and by its mirror contact, no PWM offer running (the EV cannot close it
-        meanwhile), no fault and no interlock proof driving the coil."""
-        return (not g.contactor and g.opened_ms is None and g.fault is None and g.duty_pm == DUTY_OFF_PM
-                and g._interlock_ms < 0 and not self.hal.contactor_feedback(g.n))
-
-    def _would_get(self, i, phases, limit, site, limits, loads, prio, solar_on):
-        """What gun i would get per phase if its EV loaded `phases` with `limit` as its own: the
-        budget filled as the sharing fills it (no transition, no pause), under solar_mode the
-        surplus spread as _solar_caps spreads it."""
-        loads = list(loads)
-        loads[i] = phases
-        limits = list(limits)
-        limits[i] = limit
-        caps = site
-        if solar_on:
-            n = phases_wanted(limits, loads)
-            surplus = self.solar.surplus_w
-            cap = surplus / (VOLTS * n) if surplus is not None and n and surplus > 0 else 0.0
-            caps = [cap if cap < site[p] else site[p] for p in range(3)]
-        return fill(limits, loads, caps, prio)[i]
 
     def _loads_now(self):
         """The site phases each gun loads: what its meter sees drawn while it charges (a

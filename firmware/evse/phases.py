@@ -8,6 +8,8 @@
 from micropython import const
 
 from evse import ticks
+from evse.pilot import DUTY_OFF_PM
+from evse.sharing import RESUME_EXTRA_A, fill
 
 SETTLE_MS = const(3000)   # the phase contactor switched: the offer comes back after this
 EXTRA_A = 1.0             # back to three phases only at min_a + this on each (hysteresis)
@@ -32,7 +34,7 @@ class PhaseSwitch:
 
     def step(self, now_ms, plugged, safe, wants, on3, on1, floor_a, hold_ms, max_switches):
         """One sharing step. plugged: an EV at the gun (the debounced pilot); safe: the main
-        contactor is open and proven so, no offer runs and no fault stands (App._phase_safe);
+        contactor is open and proven so, no offer runs and no fault stands (_safe below);
         on3 / on1: what the gun would get per phase on three / one phase now, only read when it
         `wants` power; floor_a: the least the sharing gives it (the minimum, or more to resume).
         Returns the phases the phase contactor must be driven to now (3 or 1), or 0."""
@@ -79,3 +81,80 @@ class PhaseSwitch:
         """The control clock moved back by d (evse.ticks)."""
         self.since_ms = ticks.back(self.since_ms, d)
         self.switched_ms = ticks.back(self.switched_ms, d)
+
+
+# ---- the application's side: what one and three phases would give, and when to switch ----------
+def switch(app, now_ms, site, limits, loads, prio, solar_on):
+    """The guns with a phase contactor (evse.phases): each compares what it would get on
+    three phases and on one, and switches when one suits for phase_switch_s; a gun that is
+    switching gets no offer (its limit here 0) until its phase contactor has switched and
+    settled. `loads` follows what is switched."""
+    from evse.app import gun_loads, site_phase   # the application is loaded: it calls this
+    cfg = app.cfg
+    min_a = cfg.get("min_current_a")
+    max_switches = cfg.get("phase_switch_max")
+    if not isinstance(site, list):
+        site = [site, site, site]
+    for i in range(len(app.guns)):
+        ps = app.phase_sw[i]
+        if ps is None:
+            continue
+        g, gun = app.guns[i], app.board["guns"][i]
+        one = (site_phase(gun, 0),)
+        wants = limits[i] > 0 and not ps.target and ps.may_switch(max_switches)
+        on3 = on1 = 0.0
+        floor = min_a + (RESUME_EXTRA_A if app.sharing.paused[i] else 0.0)
+        if wants:
+            if ps.phases == 3 and len(loads[i]) == 1:
+                ps.single_ev = True   # seen drawing on one phase of three: an EV with one
+            # The gun's own limit on each phase count: a smart-charging limit in W gives
+            # three times the amps on one phase.
+            base = g.limit_a()
+            if base > cfg.get("gun_max_a"):
+                base = cfg.get("gun_max_a")
+            lim3, lim1 = base, base
+            a3, a1 = app.smart_3p_a[g.n], app.smart_1p_a[g.n]
+            if a3 is not None and a3 < base:
+                lim3 = a3
+            if a1 is not None and a1 < base:
+                lim1 = a1
+            on3 = _would_get(app, i, gun_loads(gun), lim3, site, limits, loads, prio, solar_on)
+            on1 = _would_get(app, i, one, lim1, site, limits, loads, prio, solar_on)
+        before = ps.target
+        to = ps.step(now_ms, g.ev_plugged(), _safe(app, g), wants, on3, on1, floor,
+                     cfg.get("phase_switch_s") * 1000, max_switches)
+        if ps.target and not before and wants:
+            app.note("gun %d: switching to %d phase%s (%.1f A on three, %.1f A on one): the EV pauses"
+                     % (g.n, ps.target, "" if ps.target == 1 else "s", on3, on1))
+        if to:
+            app.hal.set_phases(g.n, to)
+            app._loads[i] = loads[i] = one if to == 1 else gun_loads(gun)
+            app.note("gun %d: phase contactor: %d phase%s" % (g.n, to, "" if to == 1 else "s"))
+        if ps.target:
+            limits[i] = 0
+
+
+def _safe(app, g):
+    """A gun's phase contactor may switch: its main contactor released, found open by the
+    weld check and by its mirror contact, no PWM offer running (the EV cannot close it
+    meanwhile), no fault and no interlock proof driving the coil."""
+    return (not g.contactor and g.opened_ms is None and g.fault is None and g.duty_pm == DUTY_OFF_PM
+            and g._interlock_ms < 0 and not app.hal.contactor_feedback(g.n))
+
+
+def _would_get(app, i, phases, limit, site, limits, loads, prio, solar_on):
+    """What gun i would get per phase if its EV loaded `phases` with `limit` as its own: the
+    budget filled as the sharing fills it (no transition, no pause), under solar_mode the
+    surplus spread as App._solar_caps spreads it."""
+    loads = list(loads)
+    loads[i] = phases
+    limits = list(limits)
+    limits[i] = limit
+    caps = site
+    if solar_on:
+        from evse.app import VOLTS, phases_wanted
+        n = phases_wanted(limits, loads)
+        surplus = app.solar.surplus_w
+        cap = surplus / (VOLTS * n) if surplus is not None and n and surplus > 0 else 0.0
+        caps = [cap if cap < site[p] else site[p] for p in range(3)]
+    return fill(limits, loads, caps, prio)[i]

@@ -570,3 +570,38 @@ def _modexp_steps(b, e, n):
         if not k % 16:
             yield
     return r
+
+
+# ---- SignedUpdateFirmware's request (ops routes it here: this code loads for it) ------------------
+def signed_update(cp, p):
+    """SignedUpdateFirmware, as a generator: an ECDSA check of the signing certificate runs in
+    slices between the event loop's turns. The download and its signature check come later, in
+    the update's own task (ChargePoint.start_firmware_update)."""
+    from evse.ocpp.ops import _later, _time
+    from evse.ocpp.rpc import opt
+    only(p, ("retries", "retryInterval", "requestId", "firmware"))
+    request_id = need(p, "requestId", int)
+    retries = opt(p, "retries", int, lo=0) or 1
+    interval = opt(p, "retryInterval", int, lo=0) or 60
+    firmware = need(p, "firmware", dict)
+    only(firmware, ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature"))
+    location = need(firmware, "location", str, maxlen=512)
+    when_s = _time(firmware, "retrieveDateTime")
+    _time(firmware, "installDateTime", False)   # installed right after the download and its check
+    pem = need(firmware, "signingCertificate", str, maxlen=5500)
+    text = need(firmware, "signature", str, maxlen=800)
+    try:
+        signature = binascii.a2b_base64(text)
+    except (ValueError, TypeError):
+        cp.log("ocpp: SignedUpdateFirmware rejected: the signature is not base64")
+        return {"status": "Rejected"}
+    try:
+        key = yield from signing_key_steps(cp.root, pem, _now(cp))
+    except CertError as e:
+        cp.security_event("InvalidFirmwareSigningCertificate", str(e))
+        return {"status": "InvalidCertificate"}
+    if cp.firmware_status in ("Downloading", "Downloaded", "SignatureVerified", "Installing"):
+        cp.log("ocpp: SignedUpdateFirmware rejected: an update is under way (%s)" % cp.firmware_status)
+        return {"status": "Rejected"}
+    _later(cp, lambda: cp.start_firmware_update(location, when_s, retries, interval, (request_id, key, signature)))
+    return {"status": "Accepted"}

@@ -512,38 +512,7 @@ def update_firmware(cp, p):
 
 @handler("SignedUpdateFirmware")
 def signed_update_firmware(cp, p):
-    only(p, ("retries", "retryInterval", "requestId", "firmware"))
-    request_id = need(p, "requestId", int)
-    retries = opt(p, "retries", int, lo=0) or 1
-    interval = opt(p, "retryInterval", int, lo=0) or 60
-    firmware = need(p, "firmware", dict)
-    only(firmware, ("location", "retrieveDateTime", "installDateTime", "signingCertificate", "signature"))
-    location = need(firmware, "location", str, maxlen=512)
-    when_s = _time(firmware, "retrieveDateTime")
-    _time(firmware, "installDateTime", False)   # installed right after the download and its check
-    pem = need(firmware, "signingCertificate", str, maxlen=5500)
-    text = need(firmware, "signature", str, maxlen=800)
-    try:
-        import binascii
-        signature = binascii.a2b_base64(text)
-    except (ValueError, TypeError):
-        cp.log("ocpp: SignedUpdateFirmware rejected: the signature is not base64")
-        return {"status": "Rejected"}
-    import evse
-    from evse.ocpp import certs
-    try:
-        # A generator: an ECDSA check of the chain runs in slices between the event loop's turns.
-        key = yield from certs.signing_key_steps(cp.root, pem, cp.clock.now() if cp.clock.known else None)
-    except certs.CertError as e:
-        cp.security_event("InvalidFirmwareSigningCertificate", str(e))
-        return {"status": "InvalidCertificate"}
-    finally:
-        evse.unload("evse.ocpp.certs")
-    if cp.firmware_status in ("Downloading", "Downloaded", "SignatureVerified", "Installing"):
-        cp.log("ocpp: SignedUpdateFirmware rejected: an update is under way (%s)" % cp.firmware_status)
-        return {"status": "Rejected"}
-    _later(cp, lambda: cp.start_firmware_update(location, when_s, retries, interval, (request_id, key, signature)))
-    return {"status": "Accepted"}
+    return _certs(cp, "signed_update", p)
 
 
 @handler("GetDiagnostics")
