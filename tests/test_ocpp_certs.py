@@ -320,3 +320,31 @@ def test_ecdsa_p256_checks_as_cryptography_signs_here_and_under_micropython(tmp_
     (tmp_path / "fw.bin").write_bytes(data)
     (tmp_path / "sig.bin").write_bytes(key.sign(data, ec.ECDSA(hashes.SHA256())))
     assert under_micropython(EC_CHECKS, tmp_path) == "True True False True False False"
+
+
+def test_keys_that_would_hold_the_loop_and_garbled_dates_are_refused_cleanly(tmp_path):
+    """A 1024-bit or 8192-bit RSA key is no key here (the arithmetic of a huge one would hold the
+    event loop for seconds); a validity date that is not a date is a Rejected, not a crash."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k")])
+    now = datetime.datetime(2026, 1, 1)
+    for bits in (1024, 8192):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+        with pytest.raises(certs.CertError, match="2048 to 4096 bits"):
+            certs.rsa_key(cert.public_bytes(serialization.Encoding.DER))
+    import base64
+    for garbage in (ord("x"), 0xff):                # a letter, a byte that is no text
+        der = bytearray(ONE_DER)
+        validity = certs.parts(bytes(der))[8]
+        der[bytes(der).find(bytes(validity)) + 2 + 2] = garbage    # the first time's first digit
+        pem = "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % base64.b64encode(bytes(der)).decode()
+        cp = FakeCp(tmp_path)
+        assert certs.install(cp, {"certificateType": "ManufacturerRootCertificate", "certificate": pem}) == \
+            {"status": "Rejected"}
+        assert cp.events[-1][0] == "InvalidFirmwareSigningCertificate", cp.events

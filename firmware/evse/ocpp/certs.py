@@ -107,11 +107,16 @@ def _when(der, i, end):
     # A UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) as epoch seconds.
     from evse.ocpp import clock
     tag, s, e = _tlv(der, i, end)
-    text = bytes(der[s:e]).decode()
-    if tag == 0x17 and len(text) == 13:
-        year = int(text[:2])
-        text = ("19" if year >= 50 else "20") + text   # RFC 5280 4.1.2.5.1
-    elif not (tag == 0x18 and len(text) == 15):
+    try:
+        text = bytes(der[s:e]).decode()
+        if not text.endswith("Z"):
+            raise ValueError("no Z")
+        if tag == 0x17 and len(text) == 13:
+            year = int(text[:2])
+            text = ("19" if year >= 50 else "20") + text   # RFC 5280 4.1.2.5.1
+        elif not (tag == 0x18 and len(text) == 15):
+            raise ValueError("length")
+    except ValueError:   # UnicodeError too
         raise CertError("a validity time that is neither UTCTime nor GeneralizedTime in Z")
     try:
         return clock.parse_iso("%s-%s-%sT%s:%s:%sZ" % (text[:4], text[4:6], text[6:8], text[8:10], text[10:12],
@@ -206,8 +211,11 @@ def install(cp, p):
     root = cp.root
     have = installed(root)
     for name, _ in have:
-        if hash_data(read(root, name)) == data and name[:2] == kind:
-            return {"status": "Accepted"}     # installed already
+        try:
+            if name[:2] == kind and hash_data(read(root, name)) == data:
+                return {"status": "Accepted"}     # installed already
+        except (OSError, CertError):
+            pass   # an unreadable file of ours: it still counts against the store's room
     if len(have) >= MAX_CERTS:
         cp.log("ocpp: InstallCertificate failed: the store holds %d certificates, its most" % MAX_CERTS)
         return {"status": "Failed"}
@@ -296,22 +304,30 @@ def rsa_key(der):
     n = key[ns:ne]
     while n and n[0] == 0:
         n = n[1:]
-    return int.from_bytes(n, "big"), int.from_bytes(key[es:ee], "big"), len(n)
-
-
-def _modexp(b, e, n):
-    # pow(b, e, n) needs MICROPY_PY_BUILTINS_POW3, which not every port enables: square and
-    # multiply, each a C mpz operation (e is 65537 in practice for RSA: 17 of them).
-    from evse import slices
-    return slices.run(_modexp_steps(b, e, n))
+    e = int.from_bytes(key[es:ee], "big")
+    # 2048 to 4096 bits and a small odd exponent: a key that would hold the loop for seconds in
+    # one multiplication, or that is no RSA key, is refused before any arithmetic.
+    if not 256 <= len(n) <= 512 or not n[-1] & 1 or not (3 <= e < 1 << 32 and e & 1):
+        raise CertError("its RSA key is not 2048 to 4096 bits with a small odd exponent")
+    return int.from_bytes(n, "big"), e, len(n)
 
 
 def rsa_ok(key, signature, digest):
-    """An RSASSA-PKCS1-v1_5 signature with SHA-256 (RFC 8017 8.2.2) of `digest` under key."""
+    """An RSASSA-PKCS1-v1_5 signature with SHA-256 (RFC 8017 8.2.2) of `digest` under key, at once."""
+    from evse import slices
+    return slices.run(_rsa_steps(key, signature, digest))
+
+
+def _rsa_steps(key, signature, digest):
+    # pow(s, e, n) needs MICROPY_PY_BUILTINS_POW3, which not every port enables: square and
+    # multiply, each a C mpz operation (e is 65537 in practice: 17 of them), in slices.
     n, e, k = key
     if len(signature) != k:
         return False
-    m = _modexp(int.from_bytes(signature, "big"), e, n)
+    s = int.from_bytes(signature, "big")
+    if s >= n:
+        return False
+    m = yield from _modexp_steps(s, e, n)
     em = m.to_bytes(k, "big")
     want = b"\x00\x01" + b"\xff" * (k - 3 - len(_SHA256_INFO) - 32) + b"\x00" + _SHA256_INFO + digest
     return em == want
@@ -329,7 +345,7 @@ def verify_steps(key, signature, digest):
     under key (public_key's): RSASSA-PKCS1-v1_5, or ECDSA P-256 with the signature in DER."""
     kind, k = key
     if kind == "rsa":
-        return rsa_ok(k, signature, digest)
+        return (yield from _rsa_steps(k, signature, digest))
     return (yield from ecdsa_steps(k, signature, digest))
 
 
@@ -359,8 +375,11 @@ def chains_to(root, ders, prefix):
         if der in roots:
             return True
         for r in roots:
-            if (yield from signed_by_steps(der, r)):
-                return True
+            try:
+                if (yield from signed_by_steps(der, r)):
+                    return True
+            except CertError:
+                pass   # a root with a key of another kind, or unreadable: the next one
         if i + 1 == len(ders) or not (yield from signed_by_steps(der, ders[i + 1])):
             return False
     return False
@@ -384,7 +403,7 @@ def csr_key_bits(pem):
     b = pem.find("-----END CERTIFICATE REQUEST-----")
     if a < 0 or b < a:
         raise CertError("the certificate request is not PEM")
-    der = binascii.a2b_base64("".join(pem[a + 36:b].split()))
+    der = binascii.a2b_base64("".join(pem[a + len("-----BEGIN CERTIFICATE REQUEST-----"):b].split()))
     t, s, e = _tlv(der, 0, len(der))
     t, s, e = _tlv(der, s, e)                 # CertificationRequestInfo
     t, vs, ve = _tlv(der, s, e)               # version
@@ -432,15 +451,23 @@ def signed(cp, p):
         check_valid(der, _now(cp))
         if not (yield from chains_to(cp.root, ders, "cs")):
             raise CertError("its chain does not lead to a CentralSystemRootCertificate installed here")
-        name = app.cfg.get("ocpp_cert") or "cp.der"
-        path = store.join(cp.root, name)
+    except (CertError, ValueError) as e:
+        cp.security_event("InvalidChargePointCertificate", "CertificateSigned: %s" % e)
+        return {"status": "Rejected"}
+    name = app.cfg.get("ocpp_cert") or "cp.der"
+    path = store.join(cp.root, name)
+    try:
         with open(path + ".tmp", "wb") as f:
             f.write(der)
         os.rename(path + ".tmp", path)
         if app.cfg.get("ocpp_cert") != name:
             app.cfg.set("ocpp_cert", name)
-    except (CertError, ValueError, OSError) as e:
-        cp.security_event("InvalidChargePointCertificate", "CertificateSigned: %s" % e)
+    except (OSError, ValueError) as e:   # the flash, not the certificate
+        try:
+            os.remove(path + ".tmp")
+        except OSError:
+            pass
+        cp.log("ocpp: CertificateSigned not stored: %s" % e)
         return {"status": "Rejected"}
     cp.log("ocpp: this charge point's certificate installed as %s (serial %s); it is shown from the next "
            "connection on" % (name, hash_data(der)["serialNumber"]))
@@ -600,8 +627,8 @@ def signed_update(cp, p):
     except CertError as e:
         cp.security_event("InvalidFirmwareSigningCertificate", str(e))
         return {"status": "InvalidCertificate"}
-    if cp.firmware_status in ("Downloading", "Downloaded", "SignatureVerified", "Installing"):
-        cp.log("ocpp: SignedUpdateFirmware rejected: an update is under way (%s)" % cp.firmware_status)
+    if cp.firmware_busy:
+        cp.log("ocpp: SignedUpdateFirmware rejected: an update is scheduled or under way (%s)" % cp.firmware_status)
         return {"status": "Rejected"}
     _later(cp, lambda: cp.start_firmware_update(location, when_s, retries, interval, (request_id, key, signature)))
     return {"status": "Accepted"}

@@ -53,6 +53,13 @@ PROFILE_TRIES = const(3)    # connects a raised SecurityProfile gets before it f
 _CLOCK_MOVE_S = const(60)   # a clock set by more than this is a SettingSystemTime event
 
 
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 class ChargePoint:
     VENDOR_ID = "evse"
 
@@ -99,6 +106,7 @@ class ChargePoint:
         self.sessions = 0
         self.pending_profile = None   # (connector, TxProfile) of a RemoteStartTransaction
         self.firmware_status = "Idle"
+        self.firmware_busy = False     # an update is scheduled or under way
         self.diagnostics_status = "Idle"
         self.later = []
         self._events_due = []          # security events whose flash writes are still to come
@@ -646,20 +654,27 @@ class ChargePoint:
         """UpdateFirmware, or with signed = (requestId, key of the signing certificate (RSA or
         EC P-256, certs.public_key), signature) SignedUpdateFirmware: the bundle's SHA-256 must
         carry that signature before anything of it is installed, and the statuses go as
-        SignedFirmwareStatusNotification."""
+        SignedFirmwareStatusNotification. The requestId waits in fw_request.json only while
+        the install is under way: the report after its reboot goes signed, any other not."""
         evse.update_job(1)
+        self.firmware_busy = True
         from evse.ocpp import fw
+        request_file = store.join(self.root, FW_REQUEST_FILE)
         check = None
         if signed is not None:
             request_id, key, signature = signed
-            from evse.ocpp import certs
-            store.write_json(store.join(self.root, FW_REQUEST_FILE), {"requestId": request_id})
 
             async def check(path):
                 digest = await fw.sha256_of(path)
-                if not await slices.run_async(certs.verify_steps(key, signature, digest)):
+                from evse.ocpp import certs   # for the check, not the whole download
+                try:
+                    good = await slices.run_async(certs.verify_steps(key, signature, digest))
+                finally:
+                    evse.unload("evse.ocpp.certs")
+                if not good:
                     self.security_event("InvalidFirmwareSignature", location[:200])
                     raise fw.BundleError("its signature does not match the signing certificate's key")
+                store.write_json(request_file, {"requestId": request_id})   # verified: the install begins
 
         async def notify(status):
             self.firmware_status = status
@@ -669,23 +684,24 @@ class ChargePoint:
                 self.send("SignedFirmwareStatusNotification", {"status": status, "requestId": signed[0]})
 
         async def update():
-            wait_s = when_s - self.clock.now()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
+            reboot = False
             try:
+                wait_s = when_s - self.clock.now()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                if signed is None:
+                    _remove_quietly(request_file)   # a signed update's leftover must not sign this one's report
                 reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
                                                   log=self.app.log, cadata=self.trusted_ca(), check=check)
             finally:
                 evse.update_job(-1)
+                self.firmware_busy = False
+                if not reboot:
+                    _remove_quietly(request_file)
             if reboot:
                 if signed is not None:
                     await notify("InstallRebooting")
                 self.request_reset("Soft")
-            elif signed is not None:
-                try:
-                    os.remove(store.join(self.root, FW_REQUEST_FILE))
-                except OSError:
-                    pass
 
         asyncio.create_task(update())
 
