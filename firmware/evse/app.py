@@ -1,6 +1,5 @@
 # The application: guns, sharing, console and watchdog as asyncio tasks. Whatever ends it
 # (an exception, Ctrl-C, a soft reset), every contactor opens and every pilot goes safe first.
-import os
 import sys
 import time
 
@@ -382,10 +381,7 @@ class App:
             signed = store.read_json(path, None)
             if isinstance(signed, dict) and isinstance(signed.get("requestId"), int):
                 cp.send("SignedFirmwareStatusNotification", {"status": status, "requestId": signed["requestId"]})
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+                store.remove(path)
             else:
                 cp.send("FirmwareStatusNotification", {"status": status})
             if status == "Installed":

@@ -11,6 +11,14 @@ def join(root, name):
     return root.rstrip("/") + "/" + name if root else name
 
 
+def remove(path):
+    """Removes a file if it is there; a file that is not is no error."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def exists(path):
     try:
         os.stat(path)

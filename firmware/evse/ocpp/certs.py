@@ -312,14 +312,8 @@ def rsa_key(der):
     return int.from_bytes(n, "big"), e, len(n)
 
 
-def rsa_ok(key, signature, digest):
-    """An RSASSA-PKCS1-v1_5 signature with SHA-256 (RFC 8017 8.2.2) of `digest` under key, at once."""
-    from evse import slices
-    return slices.run(_rsa_steps(key, signature, digest))
-
-
 def _rsa_steps(key, signature, digest):
-    # pow(s, e, n) needs MICROPY_PY_BUILTINS_POW3, which not every port enables: square and
+    # RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 8.2.2). pow(s, e, n) needs MICROPY_PY_BUILTINS_POW3, which not every port enables: square and
     # multiply, each a C mpz operation (e is 65537 in practice: 17 of them), in slices.
     n, e, k = key
     if len(signature) != k:
@@ -463,10 +457,7 @@ def signed(cp, p):
         if app.cfg.get("ocpp_cert") != name:
             app.cfg.set("ocpp_cert", name)
     except (OSError, ValueError) as e:   # the flash, not the certificate
-        try:
-            os.remove(path + ".tmp")
-        except OSError:
-            pass
+        store.remove(path + ".tmp")
         cp.log("ocpp: CertificateSigned not stored: %s" % e)
         return {"status": "Rejected"}
     cp.log("ocpp: this charge point's certificate installed as %s (serial %s); it is shown from the next "
@@ -479,7 +470,6 @@ def signed(cp, p):
 # an RP2040. It is a generator that yields every _EC_SLICE bits, so a handler that runs it
 # (ops.steps) lets the event loop run between slices.
 _EC_KEY = b"\x2a\x86\x48\xce\x3d\x02\x01"              # id-ecPublicKey
-_P256 = b"\x2a\x86\x48\xce\x3d\x03\x01\x07"            # prime256v1
 _ECDSA_SHA256 = b"\x2a\x86\x48\xce\x3d\x04\x03\x02"    # ecdsa-with-SHA256
 _P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
 _N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551

@@ -53,13 +53,6 @@ PROFILE_TRIES = const(3)    # connects a raised SecurityProfile gets before it f
 _CLOCK_MOVE_S = const(60)   # a clock set by more than this is a SettingSystemTime event
 
 
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 class ChargePoint:
     VENDOR_ID = "evse"
 
@@ -690,14 +683,14 @@ class ChargePoint:
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
                 if signed is None:
-                    _remove_quietly(request_file)   # a signed update's leftover must not sign this one's report
+                    store.remove(request_file)   # a signed update's leftover must not sign this one's report
                 reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
                                                   log=self.app.log, cadata=self.trusted_ca(), check=check)
             finally:
                 evse.update_job(-1)
                 self.firmware_busy = False
                 if not reboot:
-                    _remove_quietly(request_file)
+                    store.remove(request_file)
             if reboot:
                 if signed is not None:
                     await notify("InstallRebooting")

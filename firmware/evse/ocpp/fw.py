@@ -64,11 +64,7 @@ class BundleError(Exception):
     pass
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+_remove = store.remove
 
 
 def _say(log, message):

@@ -16,6 +16,7 @@ import os
 
 from micropython import const
 
+from evse import store
 from evse.ocpp import names
 from evse.ocpp import url as urlmod
 
@@ -175,11 +176,7 @@ async def _close(writer):
         pass
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+_remove = store.remove
 
 
 async def get_to_file(url, path, timeout_ms, progress=None, cadata=None, max_bytes=None):

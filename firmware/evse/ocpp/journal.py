@@ -659,8 +659,4 @@ def _block(slots):
     return array("i", range(2 * slots))   # sized from the range at once: no temporary
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+_remove = store.remove
