@@ -646,6 +646,17 @@ def test_structurally_wrong_manifests_fail_cleanly(manifest):
         assert fw.check_path(path) == path and 0 <= size and len(sha) == 64
 
 
+HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+@settings(max_examples=500)
+@given(HEX64 | st.builds(lambda h, at, c: h[:at] + c + h[at + 1:], HEX64, st.integers(0, 64),
+                         st.sampled_from("ABCDEFxg \u00e9\u0130\n") | st.just("") | st.just("00"))
+       | st.text(max_size=70))
+def test_a_sha256_is_64_lowercase_hex_digits_and_nothing_else(sha):
+    assert fw._is_sha256_hex(sha) == (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha))
+
+
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_a_mutated_bundle_is_refused_cleanly_or_still_exactly_its_manifest(tmp_path, data):

@@ -64,6 +64,7 @@ def write_json_steps(path, value, chunk=512):
                 f.write(text[at:at + chunk])
                 if at + chunk < len(text):
                     yield
+        yield   # the close (littlefs commits the file) and the rename in steps of their own
         os.rename(tmp, path)
     except BaseException:   # a full flash, or the caller gave up half-way: no .tmp left behind
         try:
