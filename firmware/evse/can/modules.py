@@ -1,0 +1,197 @@
+# The cabinet's power modules on the CAN bus, whichever protocol they speak (`codec`:
+# evse.can.infy or evse.can.winline): each module polled for its output and status, its
+# setpoint (voltage, current, on/off) sent when it changes and refreshed, and a module that
+# reports a fault or stops answering taken out of use, logged and reported until it is well again.
+# The polls also keep the modules on: Infypower's turn their output off after 10 s without a
+# message from the controller.
+#
+# Each step does a bounded amount: at most RX_PER_STEP answers read and one module's frames sent,
+# so no step holds the loop however many modules the cabinet has.
+from micropython import const
+
+from evse import ticks
+
+POLL_MS = const(500)          # each module is asked for its output and status this often
+REFRESH_MS = const(2000)      # an unchanged setpoint is sent again this often (a module that
+                              # restarted forgets it)
+SILENT_MS = const(3000)       # no answer for this long: the module is out (6 polls missed)
+RX_PER_STEP = const(12)
+
+
+def _fault(codec, flags):
+    """The first fault the module's status flags name (the codec's FAULTS), or None."""
+    for bit, name in codec.FAULTS:
+        if flags & bit:
+            return name
+    return None
+
+
+class Module:
+    def __init__(self, address):
+        self.address = address
+        self.volts = 0.0         # what it reports
+        self.amps = 0.0
+        self.flags = 0           # its status flags as the protocol numbers them
+        self.temp_c = None
+        self.rated_w = None
+        self.seen_ms = None      # its last answer
+        self.silent = False
+        self.fault = None        # the fault its flags name, while they name one
+        self.on = False          # the setpoint
+        self.set_v = 0.0
+        self.set_a = 0.0
+        self.sent_ms = None      # the setpoint last sent; None: to be sent
+        self.polled_ms = None
+        self.refused = 0         # answers with an error code
+
+    def usable(self):
+        return self.seen_ms is not None and not self.silent and self.fault is None
+
+    def status(self):
+        return {"address": self.address, "volts": round(self.volts, 1), "amps": round(self.amps, 1),
+                "on": self.on, "set_v": self.set_v, "set_a": round(self.set_a, 2),
+                "flags": self.flags, "fault": self.fault, "silent": self.silent, "temp_c": self.temp_c,
+                "rated_w": self.rated_w}
+
+
+class Modules:
+    """`bus`: the CAN bus (evse.can.mcp2515's interface); `codec`: the modules' protocol;
+    `addresses`: the modules' CAN addresses, in the board's module order (module 1 first).
+    `changed(k, module)`: called when module k (0-based) goes out of use or comes back."""
+
+    def __init__(self, bus, codec, addresses, log=print, changed=None):
+        self.bus = bus
+        self.codec = codec
+        self.modules = [Module(a) for a in addresses]
+        self._by_address = {}
+        for k in range(len(addresses)):
+            self._by_address[addresses[k]] = k
+        self.log = log
+        self.changed = changed
+        self._next = 0           # the module whose turn it is to be polled or set
+        self._started_ms = None  # the first step: a module never heard of is silent SILENT_MS after
+        self.unknown = 0         # answers from addresses not on the board
+
+    def rebase(self, d):
+        self._started_ms = ticks.back(self._started_ms, d)
+        for m in self.modules:
+            m.seen_ms = ticks.back(m.seen_ms, d)
+            m.sent_ms = ticks.back(m.sent_ms, d)
+            m.polled_ms = ticks.back(m.polled_ms, d)
+        if hasattr(self.bus, "rebase"):
+            self.bus.rebase(d)
+
+    def usable(self, k):
+        return self.modules[k].usable()
+
+    def set(self, k, volts, amps):
+        """Module k's output: `amps` at up to `volts`; below the protocol's least current: off."""
+        m = self.modules[k]
+        on = amps >= self.codec.MIN_SET_A and volts > 0
+        if not on:
+            volts = amps = 0.0
+        if on != m.on or volts != m.set_v or abs(amps - m.set_a) >= 0.05:
+            m.on = on
+            m.set_v = volts
+            m.set_a = amps
+            m.sent_ms = None
+
+    def power_w(self, k):
+        m = self.modules[k]
+        return m.volts * m.amps if m.usable() else 0.0
+
+    def step(self, now_ms):
+        codec = self.codec
+        for _ in range(RX_PER_STEP):
+            frame = self.bus.recv()
+            if frame is None:
+                break
+            said = codec.parse(frame[0], frame[1])
+            if said is not None:
+                self._take(now_ms, said)
+        if self._started_ms is None:
+            self._started_ms = now_ms
+        count = len(self.modules)
+        for k in range(count):
+            m = self.modules[k]
+            last = self._started_ms if m.seen_ms is None else m.seen_ms
+            if not m.silent and now_ms - last >= SILENT_MS:
+                m.silent = True
+                self.log("can: module %d (address %d) %s: out of use"
+                         % (k + 1, m.address, "does not answer" if m.seen_ms is None else "stopped answering"))
+                if self.changed:
+                    self.changed(k, m)
+        # One module's turn: its setpoint when due, else its poll when due.
+        if count:
+            k = self._next
+            self._next = (k + 1) % count
+            m = self.modules[k]
+            if m.sent_ms is None or now_ms - m.sent_ms >= REFRESH_MS:
+                if self._send(codec.sets(m.address, m.on and m.usable(), m.set_v, m.set_a)):
+                    m.sent_ms = now_ms
+            elif m.polled_ms is None or now_ms - m.polled_ms >= POLL_MS:
+                if self._send(codec.reads(m.address, m.rated_w is None and m.seen_ms is not None)):
+                    m.polled_ms = now_ms
+        self.bus.poll(now_ms)
+
+    def _send(self, frames):
+        for ident, data in frames:
+            if not self.bus.send(ident, data):
+                return False   # the transmit buffers are full: the rest at the module's next turn
+        return True
+
+    def _take(self, now_ms, said):
+        address, field, value = said
+        k = self._by_address.get(address)
+        if k is None:
+            self.unknown += 1
+            return
+        m = self.modules[k]
+        was = m.usable()
+        first = m.seen_ms is None
+        m.seen_ms = now_ms
+        if m.silent:
+            m.silent = False
+            self.log("can: module %d (address %d) answers again" % (k + 1, address))
+        if field == "vi":
+            m.volts, m.amps = value
+        elif field == "v":
+            m.volts = value
+        elif field == "a":
+            m.amps = value
+        elif field == "status":
+            flags, _, temp = value
+            m.flags = flags
+            if temp is not None:
+                m.temp_c = temp
+            fault = _fault(self.codec, flags)
+            if fault != m.fault:
+                if fault is not None:
+                    self.log("can: module %d (address %d): %s (%s): out of use"
+                             % (k + 1, address, fault, self.codec.vendor_code(flags)))
+                else:
+                    self.log("can: module %d (address %d): its fault cleared" % (k + 1, address))
+                m.fault = fault
+                m.sent_ms = None   # a module back from a fault gets its setpoint again
+        elif field == "ratings":
+            m.rated_w = value[3]
+        elif field == "refused":
+            m.refused += 1
+        if first:
+            self.log("can: module %d (address %d) found" % (k + 1, address))
+            m.sent_ms = None
+        if was != m.usable() and self.changed:
+            self.changed(k, m)
+
+    def faulty(self):
+        """(module number, vendor error code, what) of the first module out of use, or None."""
+        for k in range(len(self.modules)):
+            m = self.modules[k]
+            if m.fault is not None:
+                return k + 1, self.codec.vendor_code(m.flags), m.fault
+            if m.silent:
+                return k + 1, "%s:silent" % self.codec.NAME, "not answering"
+        return None
+
+    def status(self):
+        return [m.status() for m in self.modules]
