@@ -166,3 +166,68 @@ def test_sim_dc6_cars_come_and_go_and_a_module_moves_only_after_its_dispenser_ra
     taken = replay(dc6, t, s0)
     assert taken >= 3
     assert all(g["energy_wh"] > 0 for g in guns[:4])
+
+
+def module_line(dut: Dut, number: int) -> str:
+    """The `modules` console line of module `number`."""
+    return [line for line in dut.command("modules") if line.split()[:1] == [str(number)]][0]
+
+
+def on_modules(rig: Rig, gun: int) -> list[int]:
+    return [m["module"] for m in rig.modules()["modules"] if m["dispenser"] == gun and m["on"]]
+
+
+@pytest.mark.slow
+def test_infy_modules_on_sim_dc2_carry_the_limit_and_a_faulty_one_is_taken_out_and_back(dc2, dc2_board):
+    t, s0 = start(dc2)
+    dc2.plug(gun=1, ev=dc_ev(150))
+    dc2.wait_for(lambda g: kw(g, 1) >= 150, 10, what="car 1 at 150 kW")
+    # The dispenser's 160 kW limit goes to its four modules over CAN: 100 A each at 400 V.
+    modules = dc2.modules()["modules"]
+    assert [(m["dispenser"], m["on"], m["set_v"], m["set_a"]) for m in modules] == [(1, True, 400.0, 100.0)] * 4
+    assert {m["protocol"] for m in modules} == {"infy"} and all(m["frames"] > 0 for m in modules)
+
+    dc2.module_fault(module=2, code="fan")
+    guns = dc2.wait_for(lambda g: g[0]["modules"] == [1, 3, 4] and kw(g, 1) >= 119, 10,
+                        what="module 2 out, car 1 at 120 kW on three")
+    assert kw(guns, 1) == 120
+    dut = Dut(dc2_board["serial"])
+    try:
+        assert "fan fault" in module_line(dut, 2) and "parked" in module_line(dut, 2)
+        can = json.loads(dut.command("status --json")[0])["can"]
+        assert can["protocol"] == "infy" and can["modules"][1]["fault"] == "fan fault"
+        dc2.module_fault(module=2, code=None)
+        dc2.wait_for(lambda g: len(g[0]["modules"]) == 4 and kw(g, 1) >= 150, 10, what="module 2 back, 150 kW")
+        assert module_line(dut, 2).split()[-1] == "ok"
+    finally:
+        dut.close()
+    replay(dc2, t, s0)
+
+
+@pytest.mark.slow
+def test_winline_modules_on_sim_dc6_a_silent_one_is_taken_out_and_an_idle_one_carries_its_share(dc6, dc6_board):
+    t, s0 = start(dc6)
+    for gun in (1, 2):
+        dc6.plug(gun=gun, ev=dc_ev(150))
+    guns = dc6.wait_for(lambda g: kw(g, 1) >= 150 and kw(g, 2) >= 150, 10, what="cars 1 and 2 at 150 kW")
+    idle = [m["module"] for m in dc6.modules()["modules"] if not m["dispenser"]]
+    assert len(idle) == 2 and {m["protocol"] for m in dc6.modules()["modules"]} == {"winline"}
+    silent = guns[0]["modules"][0]
+
+    dc6.module_silent(module=silent, on=True)
+    # Out of use after 3 s without an answer, but deaf too: it puts out its last setpoint until
+    # its own 10 s without the controller turn it off. Only then is it parked (no arc), and car 1
+    # gets an idle module in its place.
+    guns = dc6.wait_for(lambda g: silent not in g[0]["modules"] and len(g[0]["modules"]) == 5 and kw(g, 1) >= 150,
+                        25, what="the silent module replaced")
+    assert set(guns[0]["modules"]) & set(idle) and kw(guns, 2) >= 150
+    state = [m for m in dc6.modules()["modules"] if m["module"] == silent][0]
+    assert state["dispenser"] == 0 and not state["on"] and state["timed_out"] == 1
+    dut = Dut(dc6_board["serial"])
+    try:
+        assert module_line(dut, silent).split()[-1] == "silent"
+        dc6.module_silent(module=silent, on=False)
+        dut.wait_status(lambda s: s["can"]["modules"][silent - 1]["silent"] is False, 5)
+    finally:
+        dut.close()
+    replay(dc6, t, s0)

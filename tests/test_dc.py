@@ -17,6 +17,14 @@ from fake_rig import FakeHal, run, run_until
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 
 
+def hal_board(name):
+    """A DC board file without its CAN modules: the sequencing through the HAL's power limit
+    (tests/test_dc_can.py drives the same boards through their modules' setpoints)."""
+    board = json.loads((BOARDS / f"{name}.json").read_text())
+    board.get("cabinet", {}).pop("can", None)
+    return board
+
+
 def dc_board(modules=4, module_kw=40, guns=2):
     return {"name": "unit-dc", "hal": "sim", "kind": "dc", "site_limit_a": 232, "phases": 3,
             "cabinet": {"modules": modules, "module_kw": module_kw},
@@ -268,7 +276,7 @@ def test_a_module_whose_feedback_never_follows_is_reported_and_never_given_to_an
                           st.integers(0, 3000)), min_size=1, max_size=12),
        st.integers(0, 400), st.sampled_from([None, 200000, 300000]))
 def test_sim_dc6_any_arrivals_and_departures_keep_every_rule_and_settle_on_the_allocation(script, lag_ms, total_w):
-    board = json.loads((BOARDS / "sim-dc6.json").read_text())
+    board = hal_board("sim-dc6")
     h = Harness(board, lag_ms=lag_ms)
     if total_w:
         h.total_w = h.hw.total_w = total_w
@@ -419,7 +427,7 @@ def dc_app(tmp_path, monkeypatch):
     from evse.app import App
 
     def make(cs=None, board="sim-dc2"):
-        b = json.loads((BOARDS / f"{board}.json").read_text())
+        b = hal_board(board)
         cfg = config.Config(b, str(tmp_path))
         hal = AppHal(b)
         app = App(b, cfg, hal, str(tmp_path))
@@ -492,6 +500,11 @@ def test_power_and_energy_of_a_dc_gun_without_a_meter_come_from_the_dc_side(dc_a
     (lambda b: b["cabinet"].update(module_kw="40"), "board cabinet.module_kw must be each module's power, 1..500 kW"),
     (lambda b: b["guns"][1].update(max_kw=None), "board guns[1].max_kw must be the dispenser's rating"),
     (lambda b: b.update(kind="hybrid"), "board 'kind' is 'hybrid': use ac"),
+    (lambda b: b["cabinet"]["can"].update(protocol="delta"), 'board cabinet.can must be {"protocol": "infy" or "winline"'),
+    (lambda b: b["cabinet"]["can"].update(addresses=[1, 2, 3]), "board cabinet.can.addresses must be 4 different CAN"),
+    (lambda b: b["cabinet"]["can"].update(addresses=[1, 2, 2, 3]), "board cabinet.can.addresses must be 4 different"),
+    (lambda b: b["cabinet"]["can"].update(addresses=[1, 2, 3, 63]), "addresses 0..62, one per module"),
+    (lambda b: b["cabinet"]["can"].update(timeout_s=0), "board cabinet.can.timeout_s must be the seconds"),
 ])
 def test_bad_dc_board_files_get_an_error_naming_the_entry(mutate, message):
     board = json.loads((BOARDS / "sim-dc2.json").read_text())
@@ -503,8 +516,10 @@ def test_bad_dc_board_files_get_an_error_naming_the_entry(mutate, message):
 def test_the_dc_boards_have_the_cabinets_of_the_issue():
     dc2 = json.loads((BOARDS / "sim-dc2.json").read_text())
     dc6 = json.loads((BOARDS / "sim-dc6.json").read_text())
-    assert (len(dc2["guns"]), dc2["cabinet"]) == (2, {"modules": 4, "module_kw": 40})
-    assert (len(dc6["guns"]), dc6["cabinet"]) == (6, {"modules": 12, "module_kw": 30})
+    assert (len(dc2["guns"]), dc2["cabinet"]) == (2, {"modules": 4, "module_kw": 40, "can": {
+        "protocol": "infy", "addresses": [1, 2, 3, 4]}})
+    assert (len(dc6["guns"]), dc6["cabinet"]) == (6, {"modules": 12, "module_kw": 30, "can": {
+        "protocol": "winline", "addresses": list(range(12))}})
     for b in (dc2, dc6):
         # The site allows the cabinet's power: it is the cabinet that binds.
         cabinet_w = b["cabinet"]["modules"] * b["cabinet"]["module_kw"] * 1000
@@ -524,7 +539,7 @@ def test_the_hal_of_a_board_without_dc_refuses_the_dc_calls_by_name():
 
 def dc_world(name="sim-dc2"):
     from host_tools.sim.world import World
-    return World(json.loads((BOARDS / f"{name}.json").read_text()))
+    return World(hal_board(name))
 
 
 def test_a_dc_ev_asks_full_power_to_80_percent_then_tapers_to_a_fifth_at_100():

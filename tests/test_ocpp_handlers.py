@@ -283,6 +283,7 @@ class FakeApp:
         self.unlocks = []
         self.lines = []
         self.floors = []
+        self.cabinet = None   # an AC bench; a DC one has a cabinet whose modules may be out of use
 
     def phases(self, n):
         return 3
@@ -629,6 +630,35 @@ def test_a_composite_schedule_asked_for_years_is_cut_to_what_fits_in_one_message
         answers_result(answer, "GetCompositeSchedule")
         assert answer[2]["chargingSchedule"]["duration"] == ops.COMPOSITE_MAX_S
         assert len(answer[2]["chargingSchedule"]["chargingSchedulePeriod"]) == 4  # 16 A, 32 A, 16 A, 32 A
+
+
+def test_a_power_module_out_of_use_shows_on_connector_0_with_its_vendor_code_and_clears(tmp_path):
+    class Stage:
+        out = (2, "infy:000800", "fan fault")
+
+        def faulty(self):
+            return self.out
+
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    app.cabinet = type("Cabinet", (), {"stage": Stage()})()
+    cp = load(app, str(tmp_path))
+
+    def sent():
+        said = [m[1] for m in cp.outbox if m[0] == "StatusNotification" and m[1]["connectorId"] == 0]
+        cp.outbox.clear()
+        return said
+
+    cp._statuses(False)
+    assert [(s["status"], s["errorCode"], s["vendorErrorCode"]) for s in sent()] == [
+        ("Available", "OtherError", "infy:000800")]
+    cp._statuses(False)
+    assert sent() == []                                   # once per change
+    app.cabinet.stage.out = (3, "infy:silent", "not answering")
+    cp._statuses(False)
+    assert [s["vendorErrorCode"] for s in sent()] == ["infy:silent"]
+    app.cabinet.stage.out = None
+    cp._statuses(False)
+    assert [(s["status"], s["errorCode"], "vendorErrorCode" in s) for s in sent()] == [("Available", "NoError", False)]
 
 
 def test_a_full_local_list_is_checked_and_stored_in_steps_with_the_same_answer(tmp_path):

@@ -59,8 +59,9 @@ EV_DEFAULTS = {"max_a": 32.0, "phases": 3, "battery_kwh": 60.0, "soc": 30.0, "ta
 EV_HONOURED = ("start_delay_s", "sleepy", "ventilation")
 
 # Ops of the virtual board that a rig without those circuits cannot do.
-VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "meter", "net", "rcd_module",
-                "rcd_test_fail", "rcd_trip", "rfid", "stall", "temperature", "weld")
+VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "meter", "module_fault",
+                "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip", "rfid", "stall",
+                "temperature", "weld")
 
 
 class OpError(ValueError):

@@ -14,6 +14,7 @@ from evse.sharing import Sharing
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
+CAN_MS = 10           # a DC cabinet's CAN bus is served this often (evse.can.modules: one module a turn)
 VOLTS = 230           # nominal phase voltage, for energy where a gun has no meter
 DRAWING_A = 1.0      # a phase carrying this much is one the EV draws on
 ENERGY_FILE = "energy.json"   # the estimated registers of guns without a meter
@@ -736,6 +737,14 @@ class App:
         except Exception as e:  # noqa: BLE001
             self._share_error = e
 
+    async def can_bus(self):
+        stage = self.cabinet.stage
+        while True:
+            start = time.ticks_ms()
+            stage.step(self.now_ms)
+            self.took("can", time.ticks_diff(time.ticks_ms(), start))
+            await asyncio.sleep_ms(CAN_MS)
+
     async def ocpp(self):
         cp = self.cp
         while True:
@@ -906,6 +915,8 @@ class App:
         task(self.keep("console", self.console))
         if self.metering is not None:
             task(self.keep("metering", self.metering.run))
+        if self.cabinet is not None and self.cabinet.stage is not None:
+            task(self.keep("can", self.can_bus))
         if self.cp is not None:
             try:
                 self.cp.recover()   # once: not again when the OCPP task restarts

@@ -12,6 +12,7 @@ COMMANDS = (
     ("grid", "grid <L1_A> [<L2_A> <L3_A>] [power <W>]",
      "a reading of a fed grid meter: the current at the connection per site phase, the guns' included, "
      "and the total power there (negative: export)"),
+    ("modules", "modules", "a DC cabinet's power modules on CAN: setpoint, output, fault, and the bus's counters"),
     ("start", "start <gun> [idTag]", "start a session: with OCPP as if the card was shown"),
     ("stop", "stop <gun>", "end the gun's session (OCPP reason Local)"),
     ("fault", "fault list | fault clear <gun|all>", "the guns' faults"),
@@ -156,6 +157,23 @@ def _guns(app, args, yes):
         out.append("%-3d %-6s %-8.1f %-6.1f %-6.1f %-8.2f %-8s %s" % (
             g.n, g.state, g.offered_a(), g.current_a, app.power_w(g.n) / 1000, app.energy_wh(g.n) / 1000,
             tag or "-", g.fault or "-"))
+    return out
+
+
+def _modules(app, args, yes):
+    if args:
+        return [_usage("modules")]
+    stage = app.cabinet.stage if app.cabinet is not None else None
+    if stage is None:
+        return ["modules: this board has no power modules on CAN (board file cabinet.can)"]
+    out = ["module addr on  set_V  set_A  V      A      dispenser  state"]
+    fb = app.cabinet.fb
+    for k, m in enumerate(stage.modules):
+        state = "silent" if m.silent else m.fault or ("ok" if m.seen_ms is not None else "not found")
+        out.append("%-6d %-4d %-3s %-6.0f %-6.1f %-6.1f %-6.1f %-10s %s" % (
+            k + 1, m.address, "yes" if m.on else "no", m.set_v, m.set_a, m.volts, m.amps, fb[k] or "parked", state))
+    bus = stage.bus.stats()
+    out.append("%s bus: %s" % (stage.codec.NAME, ", ".join("%s %s" % (key, bus[key]) for key in sorted(bus))))
     return out
 
 
@@ -400,8 +418,8 @@ def _reboot(app, args, yes):
     return ["reboot: restarting"]
 
 
-_HANDLERS = {"help": _help, "status": _status, "guns": _guns, "config": _config, "meter": _meter, "grid": _grid,
-             "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
+_HANDLERS = {"help": _help, "status": _status, "guns": _guns, "modules": _modules, "config": _config,
+             "meter": _meter, "grid": _grid, "start": _start, "stop": _stop, "fault": _fault, "log": _log, "ocpp": _ocpp,
              "selftest": _selftest, "timing": _timing, "calibrate": _calibrate, "reboot": _reboot,
              "echo": _echo}
 

@@ -225,6 +225,23 @@ def _check_cabinet(cab):
     kw = cab.get("module_kw")
     if not _is_number(kw) or not 1 <= kw <= 500:
         raise ConfigError("board cabinet.module_kw must be each module's power, 1..500 kW, not %r" % (kw,))
+    can = cab.get("can")
+    if can is None:
+        return
+    # The modules on a CAN bus: {"protocol": "infy" | "winline", "addresses": [one per module]}.
+    if not isinstance(can, dict) or can.get("protocol") not in ("infy", "winline"):
+        raise ConfigError('board cabinet.can must be {"protocol": "infy" or "winline", "addresses": [...]}, not %r'
+                          % (can,))
+    addresses = can.get("addresses", list(range(modules)))
+    top = 0x3E if can["protocol"] == "infy" else 0x3F
+    if (not isinstance(addresses, list) or len(addresses) != modules or len(set(addresses)) != modules
+            or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= top for a in addresses)):
+        raise ConfigError("board cabinet.can.addresses must be %d different CAN addresses 0..%d, one per module in "
+                          "the matrix's order, not %r" % (modules, top, addresses))
+    timeout_s = can.get("timeout_s", 10)
+    if not _is_number(timeout_s) or not 1 <= timeout_s <= 60:
+        raise ConfigError("board cabinet.can.timeout_s must be the seconds after which a module without the "
+                          "controller's messages turns off (Infypower: 10), 1..60, not %r" % (timeout_s,))
 
 
 def _is_number(value):

@@ -56,6 +56,9 @@ def status_json(app):
     grid = grid_status(app)
     if grid is not None:
         out["grid"] = grid
+    stage = app.cabinet.stage if app.cabinet is not None else None
+    if stage is not None:
+        out["can"] = {"protocol": stage.codec.NAME, "bus": stage.bus.stats(), "modules": stage.status()}
     return json.dumps(out)
 
 

@@ -124,6 +124,16 @@ class Cabinet:
         self.module_w = int(cab["module_kw"] * 1000)
         n = len(board["guns"])
         self.n = n
+        # Power modules on CAN (board file cabinet.can): their setpoints carry each dispenser's
+        # limit, and a module that reports a fault or falls silent is out of the allocation.
+        self.stage = None
+        can = cab.get("can")
+        if can:
+            from evse.can import modules
+            codec = _codec(can["protocol"])
+            self.stage = modules.Modules(hal.can(0), codec, can.get("addresses") or list(range(self.count)), log,
+                                         self._module_changed, int(can.get("timeout_s", 10) * 1000))
+        self._out_ms = [None] * self.count   # since when a module out of use still sits on a dispenser
         # Modules per dispenser: the commanded position of each module (0 parked), and what its
         # feedback contacts show. At boot the matrix is taken as it is found.
         self.fb = [hal.module_feedback(m + 1) for m in range(self.count)]
@@ -132,7 +142,7 @@ class Cabinet:
         self.target = [0] * n
         self.limit_w = [0] * n
         for d in range(n):
-            hal.set_dc_power(d + 1, 0)
+            self._set_limit(d, 0)
         self.moves = 0                  # module switchings, parks and closes
         self.forced = 0                 # modules parked before their dispenser had ramped down
         self._commanded_ms = [0] * self.count
@@ -146,15 +156,27 @@ class Cabinet:
         """The control clock moved back by d (evse.ticks)."""
         ticks.back_all(self._commanded_ms, d)
         ticks.back_all(self._lowered_ms, d)
+        ticks.back_all(self._out_ms, d)
+        if self.stage is not None:
+            self.stage.rebase(d)
         self._over_ms = ticks.back(self._over_ms, d)
         self._allocated_ms = ticks.back(self._allocated_ms, d)
 
-    def counts(self, where):
+    def counts(self, where, usable=None):
         out = [0] * self.n
-        for g in where:
-            if g:
+        for m in range(len(where)):
+            g = where[m]
+            if g and (usable is None or usable[m]):
                 out[g - 1] += 1
         return out
+
+    def usable(self):
+        """Per module: in use (without CAN every module is)."""
+        stage = self.stage
+        return [stage is None or stage.usable(m) for m in range(self.count)]
+
+    def _module_changed(self, k, module):
+        self._allocated_ms = None   # allocate again at the next step, with or without it
 
     def step(self, now_ms, demands_w, caps_w, delivered_w, total_w, prio=None):
         hal = self.hal
@@ -162,7 +184,14 @@ class Cabinet:
         fb = self.fb
         for m in range(self.count):
             fb[m] = hal.module_feedback(m + 1)
-        held = self.held = self.counts(fb)
+        usable = self.usable()
+        # What each dispenser has connected that may carry current and stays: the modules in use,
+        # and a silent one until it is parked (its last setpoint may still flow). One commanded
+        # away whose contacts have not opened yet does not count: a limit raised on it would
+        # flow through contacts about to open (an EV that asks again within the feedback's lag).
+        carrying = usable if self.stage is None else [usable[m] or self.stage.silent(m) for m in range(self.count)]
+        cmd = self.cmd
+        held = self.held = self.counts([fb[m] if fb[m] == cmd[m] else 0 for m in range(self.count)], carrying)
         self._check_feedback(now_ms)
         asks = [demands_w[d] if demands_w[d] < caps_w[d] else caps_w[d] for d in range(n)]
         active = [a > 0 for a in asks]
@@ -171,7 +200,7 @@ class Cabinet:
             self._allocated_ms = now_ms
             # Every module takes part even under a cap on the total: the limits keep to the cap,
             # and whole modules split more evenly.
-            self.target = cabinet.allocate([a / 1000 for a in asks], self.counts(self.cmd), self.count,
+            self.target = cabinet.allocate([a / 1000 for a in asks], self.counts(self.cmd, usable), sum(usable),
                                            self.module_kw, prio)
         target = self.target
 
@@ -186,12 +215,13 @@ class Cabinet:
             more = fill([want[d] - first[d] for d in range(n)], int(total_w) - sum(first))
             want = [first[d] + more[d] for d in range(n)]
         self._apply(now_ms, want, delivered_w)
+        self._park_unusable(now_ms, usable)
 
         # Modules leaving a dispenser: those not connected yet go back at once, nothing flows
         # through them; connected ones once the dispenser has ramped down to what stays.
         for d in range(n):
             g = d + 1
-            mine = [m for m in range(self.count) if self.cmd[m] == g]
+            mine = [m for m in range(self.count) if self.cmd[m] == g and usable[m]]
             surplus = len(mine) - target[d]
             if surplus <= 0:
                 self._lowered_ms[d] = None
@@ -206,13 +236,19 @@ class Cabinet:
                 self._lowered_ms[d] = now_ms
             keep_w = target[d] * self.module_w
             delivered = hal.dc_power(g)
-            if delivered > keep_w:
+            # On CAN the leaving modules must also have said they put out nothing since they
+            # were told to turn off.
+            if delivered > keep_w or not self._leaving_quiet(mine, g, surplus):
                 if now_ms - self._lowered_ms[d] < RAMP_DOWN_MS:
                     continue
                 self.forced += 1
-                self.log("cabinet: dispenser %d still delivers %d W, above the %d W its other modules give, "
-                         "%d ms after its limit was lowered: a module is parked anyway"
-                         % (g, delivered, keep_w, now_ms - self._lowered_ms[d]))
+                if delivered > keep_w:
+                    self.log("cabinet: dispenser %d still delivers %d W, above the %d W its other modules give, "
+                             "%d ms after its limit was lowered: a module is parked anyway"
+                             % (g, delivered, keep_w, now_ms - self._lowered_ms[d]))
+                else:
+                    self.log("cabinet: a module leaving dispenser %d has not said it is off %d ms after it was "
+                             "told to: it is parked anyway" % (g, now_ms - self._lowered_ms[d]))
             for m in reversed(mine):
                 if surplus and fb[m] == g:
                     self._command(m, 0, now_ms)
@@ -220,15 +256,71 @@ class Cabinet:
             self._lowered_ms[d] = None
 
         # Parked modules (their feedback says so) go to the dispensers that gain.
-        have = self.counts(self.cmd)
+        have = self.counts(self.cmd, usable)
         for m in range(self.count):
-            if self.cmd[m] or fb[m]:
+            if self.cmd[m] or fb[m] or not usable[m]:
                 continue
             for d in range(n):
                 if have[d] < target[d]:
                     self._command(m, d + 1, now_ms)
                     have[d] += 1
                     break
+
+        if self.stage is not None:
+            self._setpoints(usable)
+
+    def _leaving_quiet(self, mine, g, surplus):
+        if self.stage is None:
+            return True
+        for m in reversed(mine):
+            if surplus and self.fb[m] == g:
+                if not self.stage.quiet(m):
+                    return False
+                surplus -= 1
+        return True
+
+    def _park_unusable(self, now_ms, usable):
+        # A module that reported a fault has turned its output off: it no longer counts in its
+        # dispenser's limit (lowered above), and leaves once the dispenser is down to that. A
+        # silent one may be deaf too and still put out its last setpoint: it counts until it has
+        # surely turned itself off for want of our messages (evse.can.modules.Modules.deaf_off),
+        # and only then leaves.
+        stage = self.stage
+        for m in range(self.count):
+            g = self.cmd[m]
+            if usable[m] or not g:
+                self._out_ms[m] = None
+                continue
+            if self._out_ms[m] is None:
+                self._out_ms[m] = now_ms
+            if stage.silent(m):
+                if not stage.deaf_off(m, now_ms):
+                    continue
+            else:
+                delivered = self.hal.dc_power(g)
+                if delivered > self.limit_w[g - 1] + SETTLED_W:
+                    if now_ms - self._out_ms[m] < RAMP_DOWN_MS:
+                        continue
+                    self.forced += 1
+                    self.log("cabinet: dispenser %d still delivers %d W %d ms after module %d went out of use: "
+                             "it is parked anyway" % (g, delivered, now_ms - self._out_ms[m], m + 1))
+            self._command(m, 0, now_ms)
+            self._out_ms[m] = None
+
+    def _setpoints(self, usable):
+        # Each dispenser's limit split evenly over the modules in use that stay on it (their
+        # feedback shows them there; of more than its target, the first: the last ones leave);
+        # every other module off, so the ones staying carry the limit before a module leaves.
+        fb = self.fb
+        cmd = self.cmd
+        amps = [0.0] * self.count
+        for d in range(self.n):
+            g = d + 1
+            keep = [m for m in range(self.count) if fb[m] == g and cmd[m] == g and usable[m]][:self.target[d]]
+            for m in keep:
+                amps[m] = self.limit_w[d] / NOMINAL_DC_V / len(keep)
+        for m in range(self.count):
+            self.stage.set(m, NOMINAL_DC_V, amps[m])
 
     def _apply(self, now_ms, want, delivered_w):
         limit = self.limit_w
@@ -250,7 +342,8 @@ class Cabinet:
                 self._set_limit(d, want[d])
 
     def _set_limit(self, d, w):
-        self.hal.set_dc_power(d + 1, w)
+        if self.stage is None:
+            self.hal.set_dc_power(d + 1, w)
         self.limit_w[d] = w
 
     def _command(self, m, g, now_ms):
@@ -267,6 +360,14 @@ class Cabinet:
             self._stuck[m] = True
             self.log("cabinet: module %d does not follow: commanded to %s, its feedback shows %s"
                      % (m + 1, _where(self.cmd[m]), _where(self.fb[m])))
+
+
+def _codec(protocol):
+    if protocol == "infy":
+        from evse.can import infy
+        return infy
+    from evse.can import winline
+    return winline
 
 
 def _where(g):

@@ -6,6 +6,7 @@ Request: one JSON object per line, `{"op": NAME, ...}`; reply: `{"ok": true, ...
 from __future__ import annotations
 
 from host_tools.jsonlines import OpError, Refused, Router
+from host_tools.sim import power_modules
 from host_tools.sim.world import EV, EV_LEVEL_MV, PP_OHMS, World
 
 # An op's own ValueError (EV.update's, say) names the field and the fix: it is sent as it is.
@@ -232,6 +233,39 @@ def grid(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("module_fault")
+def module_fault(world: World, req: dict, board) -> dict:
+    """A DC cabinet's power module (1..N) reports a fault (`code`, one of power_modules.FAULT_NAMES),
+    or none (null): its status flags say so, and it turns its output off."""
+    code = req.get("code")
+    if code is not None and code not in power_modules.FAULT_NAMES:
+        raise OpError(f"module_fault: code must be one of {', '.join(power_modules.FAULT_NAMES)} or null, not {code!r}")
+    with world.lock:
+        m = world.module(req.get("module"))
+        m.fault = code
+        if code is not None:
+            m.on = False
+    world.log(0, "module_fault", {"module": m.number, "code": code})
+    return {}
+
+
+@op("module_silent")
+def module_silent(world: World, req: dict, board) -> dict:
+    """A DC cabinet's power module stops answering on the CAN bus (`on`: true), or answers again."""
+    on = _flag(req, "on")
+    with world.lock:
+        m = world.module(req.get("module"))
+        m.silent = on
+    world.log(0, "module_silent", {"module": m.number, "on": on})
+    return {}
+
+
+@op("modules")
+def modules(world: World, req: dict, board) -> dict:
+    """A DC cabinet's power modules on CAN: setpoint, output, fault, silence, dispenser."""
+    return {"modules": world.modules_state()}
+
+
 @op("factory")
 def factory(world: World, req: dict, board) -> dict:
     """Erase the flash and program the firmware and board file again (virtual board only)."""
@@ -313,6 +347,8 @@ def reset(world: World, req: dict, board) -> dict:
         g.temperature_c = 25.0
         g.meter_fault = None
     world.swipes.clear()
+    for m in world.can.modules if world.can is not None else []:
+        m.fault, m.silent = None, False
     world.stall_ms = 0
     world.building_a, world.pv_w, world.grid_meter_fault = [0.0, 0.0, 0.0], 0.0, None   # the site as it was
     if world.estop:

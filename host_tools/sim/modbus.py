@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Callable
 
+from host_tools.sim.loopback import LoopbackServer
+
 FAULTS = ("silent", "garbage", "bad_crc", "busy")
 FRAME_SILENCE_S = 0.004  # t3.5 at 9600 baud: 3.5 characters of 11 bits
 RESPONSE_S = 0.005  # how long a meter takes to start answering
@@ -272,23 +274,14 @@ class Bus:
         return answers[0] if answers else None
 
 
-class BusServer:
+class BusServer(LoopbackServer):
     """A bus on a loopback TCP port; `address` goes to the firmware as EVSE_SIM_UART<n>."""
+
+    name = "rs485"
 
     def __init__(self, bus: Bus, host: str = "127.0.0.1"):
         self.bus = bus
-        self._sock = socket.create_server((host, 0))
-        self.address = "%s:%d" % (host, self._sock.getsockname()[1])
-        self._closed = False
-        threading.Thread(target=self._accept, name="rs485-accept", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), name="rs485", daemon=True).start()
+        LoopbackServer.__init__(self, host)
 
     def _serve(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -315,12 +308,6 @@ class BusServer:
         finally:
             conn.close()
 
-    def close(self) -> None:
-        self._closed = True
-        try:
-            self._sock.close()
-        except OSError:
-            pass
 
 
 def buses_for(world, board: dict) -> dict[int, Bus]:

@@ -17,11 +17,17 @@ document describes, written from those descriptions and not from the firmware's 
 
 The world (host_tools/sim/world.py) decides what flows: a module delivers its share of what its
 dispenser delivers, at most its setpoint's current and its rating. A rig can make a module
-report a fault (`module_fault`) or fall silent (`module_silent`)."""
+report a fault (`module_fault`) or fall silent (`module_silent`): deaf and mute, as with a broken
+CAN wire, it keeps its last setpoint until its own 10 s without the controller turn it off."""
 
 from __future__ import annotations
 
+import select
+import socket
 import struct
+from typing import Callable
+
+from host_tools.sim.loopback import LoopbackServer
 
 CONTROLLER = 0xF0
 TIMEOUT_S = 10.0
@@ -60,12 +66,13 @@ class PowerModule:
         self.heard_s: float | None = None   # the controller's last message to it
         self.timed_out = 0          # times it turned off for want of the controller's messages
         self.frames_in = 0
+        self.logged = None          # the state the world last logged (module_output events)
 
     def deliverable_w(self, volts: float) -> float:
         """The most it puts out now at `volts`."""
         if not self.on or self.fault is not None or volts < self.min_v:
             return 0.0
-        return min(self.set_a, self.max_a) * min(volts, self.set_v) if self.set_v else 0.0
+        return min(self.rated_w, min(self.set_a, self.max_a) * min(volts, self.set_v)) if self.set_v else 0.0
 
     def tick(self, now_s: float) -> None:
         if self.on and self.heard_s is not None and now_s - self.heard_s >= TIMEOUT_S:
@@ -93,12 +100,10 @@ class InfyModule(PowerModule):
         command = (can_id >> 16) & 0x3F
         destination = (can_id >> 8) & 0xFF
         source = can_id & 0xFF
-        if source != CONTROLLER or destination not in (self.address, 0x3F) or device != 0x0A:
+        if source != CONTROLLER or destination not in (self.address, 0x3F) or device != 0x0A or self.silent:
             return []
         self.frames_in += 1
         self.heard_s = now_s
-        if self.silent:
-            return []
         if len(data) != 8:
             return [(self._id(command, error=3), bytes(8))]
         if command == 0x03:
@@ -138,11 +143,12 @@ class WinlineModule(PowerModule):
             return []
         point_to_point = (can_id >> 19) & 1
         destination = (can_id >> 11) & 0xFF
-        if not (point_to_point and destination == self.address or not point_to_point and destination == 0xFF):
+        if self.silent or not (point_to_point and destination == self.address
+                               or not point_to_point and destination == 0xFF):
             return []
         self.frames_in += 1
         self.heard_s = now_s
-        if self.silent or len(data) != 8:
+        if len(data) != 8:
             return []
         function, register = data[0], int.from_bytes(data[2:4], "big")
         if function == 0x10:
@@ -201,3 +207,49 @@ class Bus:
     def tick(self, now_s: float) -> None:
         for m in self.modules:
             m.tick(now_s)
+
+
+class CanServer(LoopbackServer):
+    """The cabinet's CAN bus on a loopback TCP port (EVSE_SIM_CAN0 for the firmware's sim HAL):
+    one frame a line each way, "IDHEX DATAHEX" (8 hex digits of identifier, up to 16 of data).
+    Every frame from the firmware goes to `exchange`, and the modules' answers come back."""
+
+    name = "can"
+
+    def __init__(self, exchange: Callable[[int, bytes], list[tuple[int, bytes]]], host: str = "127.0.0.1"):
+        self.exchange = exchange
+        self.bad_lines = 0
+        LoopbackServer.__init__(self, host)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = b""
+        try:
+            while not self._closed:
+                ready, _, _ = select.select([conn], [], [], 0.5)
+                if not ready:
+                    continue
+                data = conn.recv(4096)
+                if not data:
+                    return
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                out = []
+                for line in lines:
+                    parts = line.split()
+                    try:
+                        can_id = int(parts[0], 16)
+                        payload = bytes.fromhex(parts[1].decode()) if len(parts) > 1 else b""
+                        if not 0 <= can_id < 1 << 29 or len(payload) > 8:
+                            raise ValueError
+                    except (ValueError, IndexError):
+                        self.bad_lines += 1
+                        continue
+                    for ident, answer in self.exchange(can_id, payload):
+                        out.append(b"%08x %s\n" % (ident, answer.hex().encode()))
+                if out:
+                    conn.sendall(b"".join(out))
+        except OSError:
+            pass
+        finally:
+            conn.close()

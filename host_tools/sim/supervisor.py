@@ -22,6 +22,7 @@ from pathlib import Path
 from host_tools import installed_tool, ports
 from host_tools.sim import control, frontend
 from host_tools.sim import modbus as rs485
+from host_tools.sim import power_modules
 from host_tools.sim.network import Uplink
 from host_tools.sim.world import World
 
@@ -263,6 +264,7 @@ class VirtualBoard:
         self.boots = 0
         self._watchdog_conn = None
         self.buses: dict[int, rs485.BusServer] = {}
+        self.can_bus: power_modules.CanServer | None = None
 
     # ---- set-up ---------------------------------------------------------------------------------
     def start(self) -> "VirtualBoard":
@@ -277,6 +279,8 @@ class VirtualBoard:
         _serve(self._ctl_sock, self._ctl_conn, "control")
         self.control_addr = "127.0.0.1:%d" % self._ctl_sock.getsockname()[1]
         self.buses = rs485.start_buses(self.world, self.board)  # the meters' RS-485 lines
+        if self.world.can is not None:   # a DC cabinet's power modules
+            self.can_bus = power_modules.CanServer(self.world.can_exchange)
         if self.csms_url:
             self.uplink = Uplink(csms_address(self.csms_url))
         self._seed = self._stage_seed()
@@ -384,6 +388,8 @@ class VirtualBoard:
         })
         for index, bus in self.buses.items():
             env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)
+        if self.can_bus is not None:
+            env["EVSE_SIM_CAN0"] = self.can_bus.address  # hal/sim.py's can(0)
         return env
 
     def program_flash(self, erase: bool = False) -> None:
@@ -638,6 +644,8 @@ class VirtualBoard:
             self.uplink.close()
         for bus in self.buses.values():
             bus.close()
+        if self.can_bus is not None:
+            self.can_bus.close()
         for s in (self._hal_sock, self._ctl_sock):
             try:
                 s.close()

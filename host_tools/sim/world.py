@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from host_tools.sim import power_modules
 from host_tools.sim.modbus import FAULTS as METER_FAULTS
 
 VOLTS_PER_PHASE = 230.0
@@ -186,6 +187,9 @@ class World:
         cabinet = board.get("cabinet") or {}
         self.module_kw = float(cabinet.get("module_kw", 0))
         self.modules: list[int] = [0] * int(cabinet.get("modules", 0)) if self.dc else []
+        # Its power modules on a CAN bus (board file cabinet.can): their setpoints, not the HAL's
+        # power limit (op L), set what a dispenser can deliver.
+        self.can = power_modules.Bus(power_modules.modules_for(board)) if self.dc and cabinet.get("can") else None
         # The building behind the site's connection (board file "grid_meter"): its load per site
         # phase, and the fault of the meter at the connection point (rig op grid).
         self.building_a = [0.0, 0.0, 0.0]
@@ -248,8 +252,12 @@ class World:
             now = self.now_ms()
             dt_ms = now - self._last_step_ms
             self._last_step_ms = now
+            if self.can is not None:
+                self._step_modules(now)
             for g in self.guns:
                 self._step_gun(g, now, dt_ms)
+            if self.can is not None:
+                self._module_outputs()
             self.apply_interlock()
 
     def _step_gun(self, g: Gun, now: float, dt_ms: float) -> None:
@@ -313,8 +321,63 @@ class World:
         return sum(1 for d in self.modules if d == number)
 
     def capacity_w(self, number: int) -> float:
-        """What the modules switched to dispenser `number` can deliver."""
+        """What the modules switched to dispenser `number` can deliver (on a CAN cabinet: at their
+        setpoints, at the battery's voltage)."""
+        if self.can is not None:
+            return sum(m.deliverable_w(DC_VOLTS) for m in self.can.modules if self.modules[m.number - 1] == number)
         return self.modules_on(number) * self.module_kw * 1000
+
+    def _step_modules(self, now: float) -> None:
+        """The CAN modules' own clocks (10 s without the controller: off); a dispenser's limit
+        is what its modules' setpoints give, logged as dc_limit when it changes."""
+        self.can.tick(now / 1000)
+        self._log_modules()
+
+    def _log_modules(self) -> None:
+        for m in self.can.modules:
+            state = (m.on, round(m.set_v, 1), round(m.set_a, 1), m.fault, m.silent)
+            if state != getattr(m, "logged", None):
+                m.logged = state
+                self.log(0, "module_output", {"module": m.number, "on": m.on, "set_v": state[1], "set_a": state[2],
+                                              "fault": m.fault, "silent": m.silent})
+        for g in self.guns:
+            watts = int(self.capacity_w(g.number))
+            if watts != g.dc_limit_w:
+                g.dc_limit_w = watts
+                self.log(g.number, "dc_limit", watts)
+
+    def _module_outputs(self) -> None:
+        """What each module reports: its share of its dispenser's power, by what it can give."""
+        for m in self.can.modules:
+            d = self.modules[m.number - 1]
+            g = self.guns[d - 1] if d else None
+            can = m.deliverable_w(DC_VOLTS)
+            total = self.capacity_w(d) if d else 0.0
+            share = g.dc_w * can / total if g is not None and total > 0 else 0.0
+            m.out_v = DC_VOLTS if m.on and g is not None and g.contacts else (m.set_v if m.on else 0.0)
+            m.out_a = share / DC_VOLTS
+
+    def can_exchange(self, can_id: int, data: bytes) -> list[tuple[int, bytes]]:
+        """A frame from the firmware on the cabinet's CAN bus -> the modules' answers."""
+        with self.lock:
+            answers = self.can.exchange(can_id, data, self.now_ms() / 1000)
+            self._log_modules()   # a new setpoint is the dispenser's limit from now on
+            return answers
+
+    def module(self, number) -> power_modules.PowerModule:
+        if self.can is None:
+            raise ValueError(f"board {self.board.get('name')} has no power modules on CAN (board file cabinet.can)")
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(self.can.modules):
+            raise ValueError(f"module must be 1..{len(self.can.modules)}, not {number!r}")
+        return self.can.modules[number - 1]
+
+    def modules_state(self) -> list[dict]:
+        with self.lock:
+            return [{"module": m.number, "address": m.address, "protocol": m.protocol,
+                     "dispenser": self.modules[m.number - 1], "on": m.on, "set_v": round(m.set_v, 1),
+                     "set_a": round(m.set_a, 2), "out_v": round(m.out_v, 1), "out_a": round(m.out_a, 2),
+                     "fault": m.fault, "silent": m.silent, "timed_out": m.timed_out, "frames": m.frames_in}
+                    for m in (self.can.modules if self.can is not None else [])]
 
     def _step_dc(self, g: Gun, letter: str, dt_ms: float) -> None:
         """A dispenser: it delivers what the EV asks, within the firmware's limit and its modules'
@@ -324,7 +387,8 @@ class World:
         if not flowing:
             new = want = 0.0
         else:
-            want = min(ev.dc_target_w(), g.dc_limit_w, self.capacity_w(g.number))
+            limit = g.dc_limit_w if self.can is None else float("inf")   # CAN: the capacity is the limit
+            want = min(ev.dc_target_w(), limit, self.capacity_w(g.number))
             step = DC_RAMP_W_PER_S * dt_ms / 1000
             new = min(want, g.dc_w + step) if want > g.dc_w else max(want, g.dc_w - step)
         was_ramping, g.dc_ramping = g.dc_ramping, new != want
@@ -382,6 +446,8 @@ class World:
             watts = int(parts[2])
             if watts < 0:
                 return f"!power limit must be >= 0 W, not {watts}"
+            if self.can is not None:
+                return "ok"   # the modules' setpoints are the limit (HAL safe() still sends 0)
             if watts != g.dc_limit_w:
                 g.dc_limit_w = watts
                 self.log(g.number, "dc_limit", watts)

@@ -16,6 +16,7 @@ REFRESH_MS = const(2000)      # an unchanged setpoint is sent again this often (
                               # restarted forgets it)
 SILENT_MS = const(3000)       # no answer for this long: the module is out (6 polls missed)
 RX_PER_STEP = const(12)
+QUIET_A = 1.0                 # a module putting out less than this carries no load
 
 
 def _fault(codec, flags):
@@ -42,6 +43,7 @@ class Module:
         self.set_a = 0.0
         self.sent_ms = None      # the setpoint last sent; None: to be sent
         self.polled_ms = None
+        self.read_ms = None      # its last output reading
         self.refused = 0         # answers with an error code
 
     def usable(self):
@@ -59,8 +61,10 @@ class Modules:
     `addresses`: the modules' CAN addresses, in the board's module order (module 1 first).
     `changed(k, module)`: called when module k (0-based) goes out of use or comes back."""
 
-    def __init__(self, bus, codec, addresses, log=print, changed=None):
+    def __init__(self, bus, codec, addresses, log=print, changed=None, own_timeout_ms=10000):
         self.bus = bus
+        self.own_timeout_ms = own_timeout_ms   # a module turns its output off after this long
+        #                                        without the controller's messages
         self.codec = codec
         self.modules = [Module(a) for a in addresses]
         self._by_address = {}
@@ -69,6 +73,7 @@ class Modules:
         self.log = log
         self.changed = changed
         self._next = 0           # the module whose turn it is to be polled or set
+        self._queue = []         # frames waiting for a free transmit buffer
         self._started_ms = None  # the first step: a module never heard of is silent SILENT_MS after
         self.unknown = 0         # answers from addresses not on the board
 
@@ -96,6 +101,23 @@ class Modules:
             m.set_a = amps
             m.sent_ms = None
 
+    def silent(self, k):
+        return self.modules[k].silent
+
+    def deaf_off(self, k, now_ms):
+        """Silent module k has surely turned itself off even if it hears nothing of ours: its own
+        timeout and a poll's margin since it last answered."""
+        m = self.modules[k]
+        last = self._started_ms if m.seen_ms is None else m.seen_ms
+        return last is None or now_ms - last >= self.own_timeout_ms + POLL_MS
+
+    def quiet(self, k):
+        """Module k was told to turn off and has said since that it puts out no current: it may
+        be switched off its dispenser without an arc."""
+        m = self.modules[k]
+        return (not m.on and m.sent_ms is not None and m.read_ms is not None and m.read_ms > m.sent_ms
+                and m.amps < QUIET_A)
+
     def power_w(self, k):
         m = self.modules[k]
         return m.volts * m.amps if m.usable() else 0.0
@@ -121,24 +143,32 @@ class Modules:
                          % (k + 1, m.address, "does not answer" if m.seen_ms is None else "stopped answering"))
                 if self.changed:
                     self.changed(k, m)
-        # One module's turn: its setpoint when due, else its poll when due.
-        if count:
-            k = self._next
-            self._next = (k + 1) % count
+        # The frames waiting go out as the bus takes them (an MCP2515 has three transmit
+        # buffers); when none wait, a module's turn: a changed setpoint first, else the next
+        # module's refresh or poll when due.
+        queue = self._queue
+        if not queue and count:
+            k = self._changed()
+            if k is None:
+                k = self._next
+                self._next = (k + 1) % count
             m = self.modules[k]
             if m.sent_ms is None or now_ms - m.sent_ms >= REFRESH_MS:
-                if self._send(codec.sets(m.address, m.on and m.usable(), m.set_v, m.set_a)):
-                    m.sent_ms = now_ms
+                queue.extend(codec.sets(m.address, m.on and m.usable(), m.set_v, m.set_a))
+                m.sent_ms = now_ms
+                m.polled_ms = None   # and its output asked at its next turn: the cabinet waits for it
             elif m.polled_ms is None or now_ms - m.polled_ms >= POLL_MS:
-                if self._send(codec.reads(m.address, m.rated_w is None and m.seen_ms is not None)):
-                    m.polled_ms = now_ms
+                queue.extend(codec.reads(m.address, m.rated_w is None and m.seen_ms is not None))
+                m.polled_ms = now_ms
+        while queue and self.bus.send(queue[0][0], queue[0][1]):
+            queue.pop(0)
         self.bus.poll(now_ms)
 
-    def _send(self, frames):
-        for ident, data in frames:
-            if not self.bus.send(ident, data):
-                return False   # the transmit buffers are full: the rest at the module's next turn
-        return True
+    def _changed(self):
+        for k in range(len(self.modules)):
+            if self.modules[k].sent_ms is None:
+                return k
+        return None
 
     def _take(self, now_ms, said):
         address, field, value = said
@@ -155,10 +185,12 @@ class Modules:
             self.log("can: module %d (address %d) answers again" % (k + 1, address))
         if field == "vi":
             m.volts, m.amps = value
+            m.read_ms = now_ms
         elif field == "v":
             m.volts = value
         elif field == "a":
             m.amps = value
+            m.read_ms = now_ms
         elif field == "status":
             flags, _, temp = value
             m.flags = flags

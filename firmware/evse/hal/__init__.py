@@ -22,6 +22,9 @@
 #   set_module(module, gun)       the cabinet's contactor matrix: power module 1..N onto a
 #                                 dispenser (gun), 0 = parked (on none)
 #   module_feedback(module) -> int  the dispenser the module's auxiliary contacts show, 0 = parked
+#   can(index) -> bus             the CAN bus to the power modules (board file cabinet.can), with
+#                                 send(id, data) -> bool, recv() -> (id, bytes) | None, poll(now_ms),
+#                                 stats() (evse/can/mcp2515.py says what each does)
 # Board wide:
 #   ticks_ms() ; sleep_ms(ms) ; watchdog_start(timeout_ms) ; watchdog_feed()
 #   uart(index, baudrate) -> stream ; network_up() -> bool ; storage_root() -> str
@@ -98,6 +101,9 @@ class Base:
 
     def module_feedback(self, module):
         raise OSError(NO_DC)
+
+    def can(self, index):
+        raise OSError("this board has no CAN bus %d" % index)
 
     # ---- a gun's phase contactor: board file guns[].phase_switch ---------------------------
     def set_phases(self, gun, phases):

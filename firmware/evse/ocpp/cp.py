@@ -609,8 +609,14 @@ class ChargePoint:
         for c in self.connectors:
             gun = self.app.guns[c.n - 1] if c.n else None
             status, error, vendor = c.status(gun, charger_ok)
-            if force or c.sent is None or c.sent[0] != status or c.sent[1] != error:
-                c.sent = (status, error)
+            if gun is None and error == "NoError":
+                # A DC cabinet's power module out of use: the charger charges on with the others.
+                cab = self.app.cabinet
+                faulty = cab.stage.faulty() if cab is not None and cab.stage is not None else None
+                if faulty is not None:
+                    error, vendor = "OtherError", faulty[1]
+            if force or c.sent is None or c.sent != (status, error, vendor):
+                c.sent = (status, error, vendor)
                 self.queue_status(c.n, status, error, vendor)
 
     def queue_status(self, n, status, error, vendor=None):

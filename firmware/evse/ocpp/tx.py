@@ -32,7 +32,7 @@ class Connector:
         self.operative = True
         self.scheduled = None    # "Operative" / "Inoperative" once the transaction ends
         self.reservation = None  # {"id", "tag", "parent", "expiry_s"}
-        self.sent = None         # (status, errorCode) last sent
+        self.sent = None         # (status, errorCode, vendorErrorCode) last sent
         self.finishing = False   # a transaction ended with the EV still plugged
         self.last_sample_s = 0
 
