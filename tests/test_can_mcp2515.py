@@ -77,7 +77,7 @@ def test_the_bit_timing_gives_16_quanta_sampled_at_87_percent(crystal_hz, bitrat
 
 @pytest.mark.parametrize("crystal_hz, bitrate", [(8_000_000, 1_000_000), (10_000_000, 125_000), (8_000_000, 0)])
 def test_a_bitrate_the_crystal_cannot_make_is_refused_with_the_ones_it_can(crystal_hz, bitrate):
-    with pytest.raises(ValueError, match="8 or 16 MHz give 125, 250 and 500"):
+    with pytest.raises(ValueError, match="8 MHz gives 125 and 250 kbit/s, 16 MHz also 500"):
         mcp2515.bit_timing(crystal_hz, bitrate)
 
 
@@ -189,3 +189,29 @@ def test_more_than_8_bytes_is_refused():
     with pytest.raises(ValueError, match="at most 8 bytes"):
         driver.send(0x1, bytes(9))
     assert sent == []
+
+
+def test_frames_queued_while_the_bus_is_busy_go_out_in_the_order_given():
+    acked = set()
+    driver, chip, sent = board(acked=lambda can_id, data: can_id in acked)
+    assert [driver.send(0x100 + k, bytes([k])) for k in range(3)] == [True, True, True]
+    assert not driver.send(0x1FF, b"")             # three buffers, all waiting
+    acked.update((0x100, 0x101, 0x102))
+    sent.clear()
+    chip.retry()
+    assert [can_id for can_id, _ in sent] == [0x100, 0x101, 0x102]
+    # While older frames wait, a new one goes below them; with no priority left below the
+    # lowest waiting, it waits for them.
+    acked.clear()
+    for k in range(3):
+        driver.send(0x110 + k, b"")
+    acked.add(0x110)
+    chip.retry()
+    assert driver.send(0x113, b"")                 # below 0x112's priority
+    acked.add(0x111)
+    chip.retry()
+    assert not driver.send(0x114, b"")             # nothing left below 0x113's
+    acked.update((0x112, 0x113))
+    sent.clear()
+    chip.retry()
+    assert [can_id for can_id, _ in sent] == [0x112, 0x113]

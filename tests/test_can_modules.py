@@ -139,7 +139,7 @@ def test_the_polls_keep_the_modules_on_and_without_them_they_turn_off_after_10_s
     assert not any(m.on for m in models)
 
 
-def test_a_step_sends_the_frames_of_one_module_at_most():
+def test_a_step_sends_no_more_frames_than_the_controller_can_take_answers_for():
     driver, models, fleet, clock, _, _ = cabinet("winline", count=12)
     most = 0
     for _ in range(200):
@@ -147,7 +147,62 @@ def test_a_step_sends_the_frames_of_one_module_at_most():
         clock[0] += 5
         driver.step(clock[0])
         most = max(most, driver.bus.sent - before)
-    assert most <= 4
+    assert most == modules.TX_PER_STEP
+
+
+@pytest.mark.parametrize("protocol", ["infy", "winline"])
+def test_through_an_mcp2515_no_answer_is_lost_and_a_fault_is_seen(protocol):
+    """The real driver and the chip's two receive buffers: the answers of a step's frames arrive
+    before the next step reads them, as on a bus at 125 kbit/s with a 10 ms step."""
+    from evse.can import mcp2515
+    from host_tools.sim import mcp2515 as chip_model
+    from test_can_mcp2515 import Pin, Spi
+    addresses = [2, 3, 4, 5]
+    models = [world.MODELS[protocol](k + 1, a, 40000.0) for k, a in enumerate(addresses)]
+    fleet = world.Bus(models)
+    clock = [0]
+    answers = []
+    chip = chip_model.Mcp2515(on_send=lambda i, d: answers.extend(fleet.exchange(i, d, clock[0] / 1000)) or True)
+    spi = Spi(chip)
+    bus = mcp2515.Mcp2515(spi, Pin(spi), lambda ms: None, accept=CODECS[protocol].ACCEPT)
+    driver = modules.Modules(bus, CODECS[protocol], addresses, log=lambda line: None)
+
+    def run(ms):
+        end = clock[0] + ms
+        while clock[0] < end:
+            clock[0] += 10
+            fleet.tick(clock[0] / 1000)
+            while answers:
+                chip.deliver(*answers.pop(0))
+            driver.step(clock[0])
+
+    run(6000)
+    assert bus.rx_overruns == 0 and all(driver.usable(k) for k in range(4))
+    assert [m.rated_w for m in driver.modules] == [40000.0] * 4
+    for k in range(4):
+        driver.set(k, 400.0, 50.0 + k)    # limits that move every step do not starve the polls
+    for step in range(300):
+        for k in range(4):
+            driver.set(k, 400.0, 40.0 + (step % 20))
+        run(10)
+    assert all(driver.usable(k) for k in range(4)) and bus.rx_overruns == 0
+    models[1].fault = "overtemp"
+    models[1].on = False
+    run(2000)
+    assert not driver.usable(1) and driver.faulty()[:2] == (2, CODECS[protocol].vendor_code(models[1].flags()))
+
+
+@pytest.mark.parametrize("protocol", ["infy", "winline"])
+def test_all_off_turns_every_module_off_with_one_broadcast(protocol):
+    driver, models, fleet, clock, _, _ = cabinet(protocol)
+    run(driver, fleet, clock, 1000)
+    for k in range(3):
+        driver.set(k, 400.0, 50.0)
+    run(driver, fleet, clock, 1000)
+    assert all(m.on for m in models)
+    sent = driver.bus.sent
+    driver.all_off()
+    assert driver.bus.sent == sent + 1 and not any(m.on for m in models)
 
 
 @given(st.integers(0, (1 << 29) - 1), st.binary(max_size=8))

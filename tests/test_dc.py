@@ -19,7 +19,7 @@ BOARDS = Path(__file__).resolve().parents[1] / "boards"
 
 def hal_board(name):
     """A DC board file without its CAN modules: the sequencing through the HAL's power limit
-    (tests/test_dc_can.py drives the same boards through their modules' setpoints)."""
+    (tests/test_dc_can.py and hil_tests/test_dc_hil.py go through their modules' setpoints)."""
     board = json.loads((BOARDS / f"{name}.json").read_text())
     board.get("cabinet", {}).pop("can", None)
     return board

@@ -133,6 +133,8 @@ class Cabinet:
             codec = _codec(can["protocol"])
             self.stage = modules.Modules(hal.can(0), codec, can.get("addresses") or list(range(self.count)), log,
                                          self._module_changed, int(can.get("timeout_s", 10) * 1000))
+            if hasattr(hal, "safe_hooks"):   # every evse.hal.Base has them
+                hal.safe_hooks.append(self.stage.all_off)   # safe(): modules off before the contactors open
         self._out_ms = [None] * self.count   # since when a module out of use still sits on a dispenser
         # Modules per dispenser: the commanded position of each module (0 parked), and what its
         # feedback contacts show. At boot the matrix is taken as it is found.
@@ -185,13 +187,11 @@ class Cabinet:
         for m in range(self.count):
             fb[m] = hal.module_feedback(m + 1)
         usable = self.usable()
-        # What each dispenser has connected that may carry current and stays: the modules in use,
-        # and a silent one until it is parked (its last setpoint may still flow). One commanded
-        # away whose contacts have not opened yet does not count: a limit raised on it would
-        # flow through contacts about to open (an EV that asks again within the feedback's lag).
-        carrying = usable if self.stage is None else [usable[m] or self.stage.silent(m) for m in range(self.count)]
+        # What each dispenser has connected in use that stays. One commanded away whose contacts
+        # have not opened yet does not count: a limit raised on it would flow through contacts
+        # about to open (an EV that asks again within the feedback's lag).
         cmd = self.cmd
-        held = self.held = self.counts([fb[m] if fb[m] == cmd[m] else 0 for m in range(self.count)], carrying)
+        held = self.held = self.counts([fb[m] if fb[m] == cmd[m] else 0 for m in range(self.count)], usable)
         self._check_feedback(now_ms)
         asks = [demands_w[d] if demands_w[d] < caps_w[d] else caps_w[d] for d in range(n)]
         active = [a > 0 for a in asks]
@@ -280,11 +280,12 @@ class Cabinet:
         return True
 
     def _park_unusable(self, now_ms, usable):
-        # A module that reported a fault has turned its output off: it no longer counts in its
-        # dispenser's limit (lowered above), and leaves once the dispenser is down to that. A
-        # silent one may be deaf too and still put out its last setpoint: it counts until it has
-        # surely turned itself off for want of our messages (evse.can.modules.Modules.deaf_off),
-        # and only then leaves.
+        # A module out of use no longer counts in its dispenser's limit (lowered above). One that
+        # still answers leaves once it has said it puts out no current and its dispenser is down
+        # to its limit (as any leaving module).
+        # A silent one may be deaf too and still put out its last setpoint (the others carry the
+        # rest of the limit, _setpoints): it leaves once its own timeout has surely turned it off
+        # (evse.can.modules.Modules.deaf_off).
         stage = self.stage
         for m in range(self.count):
             g = self.cmd[m]
@@ -296,31 +297,41 @@ class Cabinet:
             if stage.silent(m):
                 if not stage.deaf_off(m, now_ms):
                     continue
-            else:
-                delivered = self.hal.dc_power(g)
-                if delivered > self.limit_w[g - 1] + SETTLED_W:
-                    if now_ms - self._out_ms[m] < RAMP_DOWN_MS:
-                        continue
-                    self.forced += 1
-                    self.log("cabinet: dispenser %d still delivers %d W %d ms after module %d went out of use: "
-                             "it is parked anyway" % (g, delivered, now_ms - self._out_ms[m], m + 1))
+            elif not stage.quiet(m) or self.hal.dc_power(g) > self.limit_w[g - 1] + SETTLED_W:
+                if now_ms - self._out_ms[m] < RAMP_DOWN_MS:
+                    continue
+                self.forced += 1
+                self.log("cabinet: dispenser %d has not come down to its limit, or module %d has not said it is "
+                         "off, %d ms after the module went out of use: it is parked anyway"
+                         % (g, m + 1, now_ms - self._out_ms[m]))
             self._command(m, 0, now_ms)
             self._out_ms[m] = None
 
     def _setpoints(self, usable):
         # Each dispenser's limit split evenly over the modules in use that stay on it (their
-        # feedback shows them there; of more than its target, the first: the last ones leave);
-        # every other module off, so the ones staying carry the limit before a module leaves.
+        # feedback shows them there; of more than its target, the first: the last ones leave),
+        # less what a silent module on it may still put out, each at most its rating; every
+        # other module off, so the ones staying carry the limit before a module leaves.
         fb = self.fb
         cmd = self.cmd
+        stage = self.stage
+        top_a = self.module_w / NOMINAL_DC_V
         amps = [0.0] * self.count
         for d in range(self.n):
             g = d + 1
             keep = [m for m in range(self.count) if fb[m] == g and cmd[m] == g and usable[m]][:self.target[d]]
+            if not keep:
+                continue
+            stray = 0.0
+            for m in range(self.count):
+                if fb[m] == g and not usable[m]:
+                    stray += stage.stray_a(m)
+            per = (self.limit_w[d] / NOMINAL_DC_V - stray) / len(keep)
+            per = 0.0 if per < 0 else top_a if per > top_a else per
             for m in keep:
-                amps[m] = self.limit_w[d] / NOMINAL_DC_V / len(keep)
+                amps[m] = per
         for m in range(self.count):
-            self.stage.set(m, NOMINAL_DC_V, amps[m])
+            stage.set(m, NOMINAL_DC_V, amps[m])
 
     def _apply(self, now_ms, want, delivered_w):
         limit = self.limit_w

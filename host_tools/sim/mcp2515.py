@@ -208,13 +208,15 @@ class Mcp2515:
                 self.regs[base] &= ~(TXREQ | TXERR | MLOA)
                 self.regs[CANINTF] |= TX0IF << n
                 self.tec = max(0, self.tec - 1)
-            else:                   # an acknowledgement error: the chip keeps retrying
-                self.regs[base] |= TXERR
+            else:                   # an acknowledgement error: the chip keeps retrying this one,
+                self.regs[base] |= TXERR   # and the frames behind it wait
                 self.regs[CANINTF] |= ERRIF
                 self.tec += 8
                 if self.tec >= 256:
                     for k in range(3):
                         self.regs[TXBCTRL[k]] &= ~TXREQ
+                self._flags()
+                return
             self._flags()
 
     def retry(self) -> None:

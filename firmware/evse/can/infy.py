@@ -69,6 +69,11 @@ def sets(address, on, volts, amps):
             (can_id(_ON_OFF, address), _ZERO)]
 
 
+def all_off():
+    """Every module on the bus off: the broadcast address."""
+    return [(can_id(_ON_OFF, 0x3F), b"\x01" + _ZERO[:7])]
+
+
 def parse(ident, data):
     """What a module's answer says: (address, field, value) with field "vi" ((V, A)), "status"
     ((flags, group, temperature C)), "ratings" ((max V, min V, max A, rated W)), "refused"

@@ -71,7 +71,7 @@ def bit_timing(crystal_hz, bitrate):
     div = 2 * _TQ_PER_BIT * bitrate
     if bitrate <= 0 or crystal_hz % div or not 1 <= crystal_hz // div <= 64:
         raise ValueError("CAN bitrate %d: not reachable in %d time quanta from an MCP2515 crystal of %d Hz "
-                         "(8 or 16 MHz give 125, 250 and 500 kbit/s)" % (bitrate, _TQ_PER_BIT, crystal_hz))
+                         "(8 MHz gives 125 and 250 kbit/s, 16 MHz also 500)" % (bitrate, _TQ_PER_BIT, crystal_hz))
     return crystal_hz // div - 1, _CNF2, _CNF3_PS2
 
 
@@ -103,6 +103,7 @@ class Mcp2515:
         self._in = bytearray(14)
         self._mv_out = memoryview(self._out)
         self._mv_in = memoryview(self._in)
+        self._txp = [3, 3, 3]                # per transmit buffer: its frame's priority (TXP)
         self._sent_ms = [None, None, None]   # per transmit buffer: when poll() first saw its frame
         #                                      queued (_QUEUED until then), None: free
         self._bus_off_ms = None
@@ -205,11 +206,17 @@ class Mcp2515:
         if self._bus_off_ms is not None:
             return False
         status = self._status()
-        for n in range(3):
-            if not status & (0x04 << (2 * n)):   # TXBnCTRL.TXREQ mirrored in bits 2, 4, 6
-                break
-        else:
-            return False
+        free = -1
+        prio = 3
+        for k in range(3):
+            if status & (0x04 << (2 * k)):   # TXBnCTRL.TXREQ mirrored in bits 2, 4, 6
+                if self._txp[k] <= prio:
+                    prio = self._txp[k] - 1   # below every frame still waiting
+            elif free < 0:
+                free = k
+        if free < 0 or prio < 0:
+            return False   # no buffer, or no priority left to keep the order: after the others
+        n = free
         out = self._out
         out[0] = _LOAD_TX | (2 * n)
         out[1], out[2], out[3], out[4] = encode_id(can_id)
@@ -220,6 +227,10 @@ class Mcp2515:
         for k in range(size):
             out[6 + k] = data[k]
         self._xfer(6 + size)
+        # At equal priority the chip sends the highest-numbered buffer first (DS 3.2): each frame
+        # gets a lower TXP than those still waiting, so they go out in the order given.
+        self._write(_TXB0CTRL + 16 * n, prio)
+        self._txp[n] = prio
         self._command(_RTS | (1 << n))
         self._sent_ms[n] = _QUEUED
         self.sent += 1

@@ -5,8 +5,11 @@
 # The polls also keep the modules on: Infypower's turn their output off after 10 s without a
 # message from the controller.
 #
-# Each step does a bounded amount: at most RX_PER_STEP answers read and one module's frames sent,
-# so no step holds the loop however many modules the cabinet has.
+# Each step does a bounded amount: at most RX_PER_STEP answers read and TX_PER_STEP frames sent,
+# so no step holds the loop however many modules the cabinet has. Every frame sent is answered,
+# and an MCP2515 holds two frames received: no more than two go out between two reads.
+# Turns alternate between setpoints and polls, so a cabinet whose limits move every step still
+# polls each module; turning a module off goes first.
 from micropython import const
 
 from evse import ticks
@@ -16,7 +19,9 @@ REFRESH_MS = const(2000)      # an unchanged setpoint is sent again this often (
                               # restarted forgets it)
 SILENT_MS = const(3000)       # no answer for this long: the module is out (6 polls missed)
 RX_PER_STEP = const(12)
+TX_PER_STEP = const(2)        # the MCP2515's two receive buffers
 QUIET_A = 1.0                 # a module putting out less than this carries no load
+RESEND_A = 0.5                # a setpoint that moves by less than this waits for its refresh
 
 
 def _fault(codec, flags):
@@ -42,6 +47,8 @@ class Module:
         self.set_v = 0.0
         self.set_a = 0.0
         self.sent_ms = None      # the setpoint last sent; None: to be sent
+        self.sent_a = 0.0        # the current last sent (what a deaf module may still put out)
+        self.silent_ms = None    # when it was found silent
         self.polled_ms = None
         self.read_ms = None      # its last output reading
         self.refused = 0         # answers with an error code
@@ -74,6 +81,7 @@ class Modules:
         self.changed = changed
         self._next = 0           # the module whose turn it is to be polled or set
         self._queue = []         # frames waiting for a free transmit buffer
+        self._set_turn = False   # the last turn sent a setpoint
         self._started_ms = None  # the first step: a module never heard of is silent SILENT_MS after
         self.unknown = 0         # answers from addresses not on the board
 
@@ -83,6 +91,8 @@ class Modules:
             m.seen_ms = ticks.back(m.seen_ms, d)
             m.sent_ms = ticks.back(m.sent_ms, d)
             m.polled_ms = ticks.back(m.polled_ms, d)
+            m.read_ms = ticks.back(m.read_ms, d)
+            m.silent_ms = ticks.back(m.silent_ms, d)
         if hasattr(self.bus, "rebase"):
             self.bus.rebase(d)
 
@@ -95,7 +105,7 @@ class Modules:
         on = amps >= self.codec.MIN_SET_A and volts > 0
         if not on:
             volts = amps = 0.0
-        if on != m.on or volts != m.set_v or abs(amps - m.set_a) >= 0.05:
+        if on != m.on or volts != m.set_v or abs(amps - m.set_a) >= RESEND_A:
             m.on = on
             m.set_v = volts
             m.set_a = amps
@@ -105,11 +115,16 @@ class Modules:
         return self.modules[k].silent
 
     def deaf_off(self, k, now_ms):
-        """Silent module k has surely turned itself off even if it hears nothing of ours: its own
-        timeout and a poll's margin since it last answered."""
+        """Silent module k is off even if it hears nothing of ours. Once found silent it is sent
+        "off" at once: if it still hears, it turns off then; if it went deaf before that, its
+        own timeout began before that too. So: its own timeout and a poll's margin after."""
         m = self.modules[k]
-        last = self._started_ms if m.seen_ms is None else m.seen_ms
-        return last is None or now_ms - last >= self.own_timeout_ms + POLL_MS
+        return m.silent_ms is not None and now_ms - m.silent_ms >= self.own_timeout_ms + POLL_MS
+
+    def stray_a(self, k):
+        """The current module k may still put out without our say: a silent one's last setpoint."""
+        m = self.modules[k]
+        return m.sent_a if m.silent else 0.0
 
     def quiet(self, k):
         """Module k was told to turn off and has said since that it puts out no current: it may
@@ -139,36 +154,61 @@ class Modules:
             last = self._started_ms if m.seen_ms is None else m.seen_ms
             if not m.silent and now_ms - last >= SILENT_MS:
                 m.silent = True
+                m.silent_ms = now_ms
+                m.sent_ms = None   # "off" at once (usable() is now False)
                 self.log("can: module %d (address %d) %s: out of use"
                          % (k + 1, m.address, "does not answer" if m.seen_ms is None else "stopped answering"))
                 if self.changed:
                     self.changed(k, m)
-        # The frames waiting go out as the bus takes them (an MCP2515 has three transmit
-        # buffers); when none wait, a module's turn: a changed setpoint first, else the next
-        # module's refresh or poll when due.
         queue = self._queue
         if not queue and count:
-            k = self._changed()
-            if k is None:
-                k = self._next
-                self._next = (k + 1) % count
-            m = self.modules[k]
-            if m.sent_ms is None or now_ms - m.sent_ms >= REFRESH_MS:
-                queue.extend(codec.sets(m.address, m.on and m.usable(), m.set_v, m.set_a))
-                m.sent_ms = now_ms
-                m.polled_ms = None   # and its output asked at its next turn: the cabinet waits for it
-            elif m.polled_ms is None or now_ms - m.polled_ms >= POLL_MS:
-                queue.extend(codec.reads(m.address, m.rated_w is None and m.seen_ms is not None))
-                m.polled_ms = now_ms
-        while queue and self.bus.send(queue[0][0], queue[0][1]):
+            self._turn(now_ms)
+        sent = 0
+        while queue and sent < TX_PER_STEP and self.bus.send(queue[0][0], queue[0][1]):
             queue.pop(0)
+            sent += 1
         self.bus.poll(now_ms)
 
-    def _changed(self):
+    def _turn(self, now_ms):
+        # A module's turn: one turning off first, else setpoints and polls in turn.
+        codec = self.codec
+        count = len(self.modules)
+        k = self._changed(not self._set_turn)
+        if k is None:
+            k = self._next
+            self._next = (k + 1) % count
+        m = self.modules[k]
+        if m.sent_ms is None or now_ms - m.sent_ms >= REFRESH_MS:
+            on = m.on and m.usable()
+            self._queue.extend(codec.sets(m.address, on, m.set_v, m.set_a))
+            m.sent_ms = now_ms
+            if not m.silent:
+                m.sent_a = m.set_a if on else 0.0
+            m.polled_ms = None   # and its output asked at its next turn: the cabinet waits for it
+            self._set_turn = True
+        elif m.polled_ms is None or now_ms - m.polled_ms >= POLL_MS:
+            self._queue.extend(codec.reads(m.address, m.rated_w is None and m.seen_ms is not None))
+            m.polled_ms = now_ms
+            self._set_turn = False
+        else:
+            self._set_turn = False
+
+    def _changed(self, any_change):
+        # A module whose setpoint waits: one to turn off always, another when `any_change`.
+        found = None
         for k in range(len(self.modules)):
-            if self.modules[k].sent_ms is None:
-                return k
-        return None
+            m = self.modules[k]
+            if m.sent_ms is None:
+                if not (m.on and m.usable()):
+                    return k
+                if any_change and found is None:
+                    found = k
+        return found
+
+    def all_off(self):
+        """Every module off, broadcast, whatever the bus's state (the HAL's safe())."""
+        for ident, data in self.codec.all_off():
+            self.bus.send(ident, data)
 
     def _take(self, now_ms, said):
         address, field, value = said
@@ -182,6 +222,7 @@ class Modules:
         m.seen_ms = now_ms
         if m.silent:
             m.silent = False
+            m.silent_ms = None
             self.log("can: module %d (address %d) answers again" % (k + 1, address))
         if field == "vi":
             m.volts, m.amps = value

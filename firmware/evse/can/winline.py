@@ -78,6 +78,11 @@ def sets(address, on, volts, amps):
             _frame(address, _SET, _ON_OFF, struct.pack(">I", 0))]
 
 
+def all_off():
+    """Every module on the bus off: a broadcast (not point to point, to 0xFF)."""
+    return [(can_id(0xFF, point_to_point=0), bytes((_SET, 0, 0, _ON_OFF)) + struct.pack(">I", 0x10000))]
+
+
 def parse(ident, data):
     """As evse.can.infy.parse: "v" and "a" come in answers of their own, so a "vi" is made of
     whichever came last (None for the other)."""
@@ -88,7 +93,7 @@ def parse(ident, data):
         return source, "refused", data[1]
     register = (data[2] << 8) | data[3]
     if data[0] == _FLOAT:
-        value = struct.unpack(">f", data[4:8])[0]
+        value = struct.unpack_from(">f", data, 4)[0]
         if register == _V_OUT:
             return source, "v", value
         if register == _I_OUT:
@@ -97,7 +102,7 @@ def parse(ident, data):
             return source, "ratings", (None, None, None, value)
         return source, "ack", register
     if data[0] == _INT:
-        value = struct.unpack(">I", data[4:8])[0]
+        value = struct.unpack_from(">I", data, 4)[0]
         if register == _STATUS:
             return source, "status", (value, None, None)
         return source, "ack", register

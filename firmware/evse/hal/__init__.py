@@ -59,10 +59,16 @@ class Base:
     def __init__(self, board):
         self.board = board
         self.guns = len(board["guns"])
+        self.safe_hooks = []   # called first by safe(): a DC cabinet's CAN modules turned off
 
     def safe(self):
         # Called from exception handlers: every step is attempted even if one fails, and even
         # a second Ctrl-C during the sweep does not stop it halfway.
+        for hook in self.safe_hooks:
+            try:
+                hook()
+            except BaseException:  # noqa: B036
+                pass
         dc = self.board.get("kind") == "dc"
         for gun in range(1, self.guns + 1):
             if dc:
