@@ -182,9 +182,9 @@ def test_infy_modules_on_sim_dc2_carry_the_limit_and_a_faulty_one_is_taken_out_a
     t, s0 = start(dc2)
     dc2.plug(gun=1, ev=dc_ev(150))
     dc2.wait_for(lambda g: kw(g, 1) >= 150, 10, what="car 1 at 150 kW")
-    # The dispenser's 160 kW limit goes to its four modules over CAN: 100 A each at 400 V.
+    # What the EV asks (375 A at its battery's 400 V, up to 440 V) goes to the four modules over CAN.
     modules = dc2.modules()["modules"]
-    assert [(m["dispenser"], m["on"], m["set_v"], m["set_a"]) for m in modules] == [(1, True, 400.0, 100.0)] * 4
+    assert [(m["dispenser"], m["on"], m["set_v"], m["set_a"]) for m in modules] == [(1, True, 440.0, 93.75)] * 4
     assert {m["protocol"] for m in modules} == {"infy"} and all(m["frames"] > 0 for m in modules)
 
     dc2.module_fault(module=2, code="fan")
@@ -231,3 +231,102 @@ def test_winline_modules_on_sim_dc6_a_silent_one_is_taken_out_and_an_idle_one_ca
     finally:
         dut.close()
     replay(dc6, t, s0)
+
+
+
+def sequence_events(rig: Rig, since_ms: float, gun: int) -> list[tuple[float, str, object]]:
+    return [(e["t_ms"], e["what"], e["value"]) for e in rig.events(since_ms=since_ms)["events"]
+            if e["gun"] == gun and e["what"] in ("evse_state", "ev_contactor", "contactor", "imd", "ev_phase",
+                                                 "dc_break", "fault")]
+
+
+def first(events, what, value=None):
+    return next(t for t, w, v in events if w == what and (value is None or v == value))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["dc2", "dc6"])
+def test_a_dc_session_goes_through_cable_check_precharge_ramp_and_shutdown(board, request):
+    rig = request.getfixturevalue(board)
+    t, _ = start(rig)
+    # 1 % of a 5 kWh battery to go at up to 100 kW: the car stops by itself within seconds.
+    rig.plug(gun=1, ev=dc_ev(100, soc=79, battery_kwh=5, target_soc=80, battery_v=380, max_v=420))
+    rig.wait_for(lambda g: g[0]["state"] == "B2" and g[0]["ev_phase"] is None and g[0]["soc"] >= 80, 40,
+                 what="the session over")
+    rig.wait_for(lambda g: g[0]["evse_state"] == "idle" or g[0]["evse_state"] == "done", 5, what="the sequence done")
+    ev = sequence_events(rig, t, 1)
+    # From the EV's first request: the board may still report the end of the test before.
+    ev = [e for e in ev if e[0] >= first(ev, "ev_phase", "cable_check")]
+    steps = [v for _, w, v in ev if w == "evse_state"]
+    assert steps[:5] == ["cable_check", "precharge", "charging", "stopping", "weld_check"], ev
+    # The monitor is on for the cable check (its self-test first, 1 s), the contactors close onto
+    # the cable, and the EV closes its own only after the precharge brought the cable to its 380 V.
+    t_imd, t_closed = first(ev, "imd", "on"), first(ev, "contactor", "closed")
+    t_pre, t_ev = first(ev, "evse_state", "precharge"), first(ev, "ev_contactor", "closed")
+    assert t_imd <= t_closed < t_pre < t_ev
+    assert t_ev - t_pre <= 7000                       # DIN 70121: the precharge within 7 s
+    # Shutdown: the EV opens below 5 A, the charger after it or with it, nothing broke under load.
+    t_stop, t_open = first(ev, "evse_state", "stopping"), first(ev, "contactor", "open")
+    assert t_stop <= first(ev, "ev_contactor", "open") and t_stop < t_open
+    assert not [e for e in ev if e[1] == "dc_break"], ev
+    assert first(ev, "imd", "off") >= t_stop
+    dut = Dut(request.getfixturevalue(board + "_board")["serial"])
+    try:
+        gun = dut.status()["guns"][0]
+    finally:
+        dut.close()
+    assert gun["fault"] is None and gun["dc_step"] in ("done", "idle") and gun["isolation"] in ("valid", None)
+
+
+@pytest.mark.slow
+def test_an_insulation_fault_in_the_cable_check_stops_before_the_battery_is_connected(dc2, dc2_board):
+    t, _ = start(dc2)
+    dc2.insulation(gun=1, kohm=30)     # 30 kohm at the 450 V test: 67 ohm/V, under 100 ohm/V
+    dc2.plug(gun=1, ev=dc_ev(100))
+    dut = Dut(dc2_board["serial"])
+    try:
+        status = dut.wait_status(lambda s: s["guns"][0]["fault"] == "ISOLATION", 15)["guns"][0]
+    finally:
+        dut.close()
+    assert status["isolation"] == "fault" and not status["contactor"]
+    ev = sequence_events(dc2, t, 1)
+    assert not [e for e in ev if e[1] == "ev_contactor" and e[2] == "closed"], ev   # never onto the battery
+    assert dc2.gun(1)["isolation"] == "fault"          # the EV was told
+    dc2.unplug(gun=1)
+    dc2.insulation(gun=1, kohm=5000)
+
+
+@pytest.mark.slow
+def test_an_insulation_drop_while_charging_opens_within_a_second(dc2):
+    t, _ = start(dc2)
+    dc2.plug(gun=1, ev=dc_ev(100))
+    dc2.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 at 100 kW")
+    t_drop = now_ms(dc2)
+    dc2.insulation(gun=1, kohm=20)     # 20 kohm at 400 V: 50 ohm/V
+    opened = Events(dc2).first(t_drop, 1, "contactor", "open")
+    assert opened["t_ms"] - t_drop <= 1000
+    assert dc2.wait_for(lambda g: g[0]["isolation"] == "fault" and g[0]["power_w"] == 0, 5, what="stopped")
+    dc2.unplug(gun=1)
+    dc2.insulation(gun=1, kohm=5000)
+
+
+
+@pytest.mark.slow
+def test_a_stop_at_the_console_ramps_down_and_no_contactor_opens_under_load(dc2, dc2_board):
+    t, _ = start(dc2)
+    dc2.plug(gun=1, ev=dc_ev(100))
+    dc2.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 at 100 kW")
+    dut = Dut(dc2_board["serial"])
+    try:
+        t_stop = now_ms(dc2)
+        dut.command("stop 1")
+        guns = dc2.wait_for(lambda g: not g[0]["contactor"] and not g[0]["ev_contactor"], 10, what="both open")
+    finally:
+        dut.close()
+    ev = [e for e in sequence_events(dc2, t_stop, 1)]
+    # The EV was told (the 5 % stays on meanwhile), asked to stop, and both sides opened below 5 A.
+    assert [v for _, w, v in ev if w == "evse_state"][:2] == ["stopping", "weld_check"], ev
+    assert first(ev, "ev_phase", "stop") < first(ev, "contactor", "open")
+    assert not [e for e in ev if e[1] == "dc_break"], ev
+    assert guns[0]["power_w"] == 0
+    dc2.unplug(gun=1)

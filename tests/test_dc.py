@@ -505,6 +505,8 @@ def test_power_and_energy_of_a_dc_gun_without_a_meter_come_from_the_dc_side(dc_a
     (lambda b: b["cabinet"]["can"].update(addresses=[1, 2, 2, 3]), "board cabinet.can.addresses must be 4 different"),
     (lambda b: b["cabinet"]["can"].update(addresses=[1, 2, 3, 63]), "addresses 0..62, one per module"),
     (lambda b: b["cabinet"]["can"].update(timeout_s=0), "board cabinet.can.timeout_s must be the seconds"),
+    (lambda b: b["guns"][0].update(max_v=2000), "board guns[0].max_v must be the gun's most voltage, 150..1500 V"),
+    (lambda b: b["guns"][1].update(max_a="500"), "board guns[1].max_a must be the gun's most current, 1..1000 A"),
 ])
 def test_bad_dc_board_files_get_an_error_naming_the_entry(mutate, message):
     board = json.loads((BOARDS / "sim-dc2.json").read_text())

@@ -14,6 +14,8 @@ class Stage:
     setpoint until it faults (then nothing) or falls silent (then its last setpoint, deaf, until
     its own timeout)."""
 
+    from evse.can import infy as codec   # its least current
+
     def __init__(self, count):
         self.amps = [0.0] * count          # as set by the cabinet
         self.out_a = [0.0] * count         # what each module puts out

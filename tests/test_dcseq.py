@@ -50,7 +50,8 @@ class Plant:
             self.log.append((self.t, "ev closes"))
             ev.target_v, ev.target_a = self.max_v - 20, self.want_a
             self.charging_since = self.t
-        elif ev.phase == "charge" and self.t - self.charging_since >= self.ev_stops_after_ms:
+        elif ev.phase == "charge" and (self.t - self.charging_since >= self.ev_stops_after_ms
+                                       or seq.state == dcseq.STOPPING):
             ev.phase, ev.target_a = "stop", 0.0
         if ev.phase == "stop" and self.m.out_a < dcseq.OPEN_BELOW_A and self.ev_closed:
             self.ev_closed = False
@@ -62,9 +63,10 @@ class Plant:
         m.contactor = seq.contactor or self.welded
         if was and not m.contactor and m.out_a >= dcseq.OPEN_BELOW_A and seq.fault is None:
             self.breaches.append((self.t, "opened under %.1f A" % m.out_a))
-        if m.contactor and self.ev_closed:
+        if self.ev_closed:   # the cable is on the battery, whatever the charger's contactors do
             m.out_v = self.battery_v
-            m.out_a = min(seq.set_a, self.want_a) if seq.set_v >= self.battery_v - 1 and seq.set_a > 0 else 0.0
+            m.out_a = (min(seq.set_a, self.want_a) if m.contactor and seq.set_v >= self.battery_v - 1
+                       and seq.set_a > 0 else 0.0)
         elif m.contactor and seq.set_a > 0:
             m.out_v += max(-10.0, min(10.0, seq.set_v - m.out_v))
             m.out_a = 0.0
@@ -81,9 +83,12 @@ class Plant:
         while self.t < end:
             self.t += TICK_MS
             self.ev_side(seq)
-            prev_a = seq.set_a
+            prev_a, prev_state = seq.set_a, seq.state
             seq.step(self.t, self.ev, self.m)
-            if seq.state in (dcseq.CHARGING, dcseq.STOPPING) and abs(seq.set_a - prev_a) > seq.ramp * TICK_MS / 1000 + 1e-9:
+            rate = seq.ramp if seq.state == dcseq.CHARGING else dcseq.STOP_RAMP_A_PER_S
+            timed_out = seq.state == dcseq.STOPPING and self.t - seq.since_ms >= dcseq.STOP_TIMEOUT_MS
+            if (prev_state in (dcseq.CHARGING, dcseq.STOPPING) and seq.state in (dcseq.CHARGING, dcseq.STOPPING)
+                    and not timed_out and abs(seq.set_a - prev_a) > rate * TICK_MS / 1000 + 1e-9):
                 self.breaches.append((self.t, "current stepped %.1f -> %.1f A" % (prev_a, seq.set_a)))
             self.physics(seq)
             if after:
@@ -174,7 +179,7 @@ def test_more_current_than_asked_for_half_a_second_stops_the_session():
 def test_the_ev_going_quiet_before_charging_opens_without_a_fault(phase):
     seq, plant = Sequence(1000, 250), Plant()
     plant.run(seq, 100 if phase == "cable_check" else 3000)
-    plant.ev_side = lambda s: setattr(plant.ev, "talking", False)
+    plant.ev_side = lambda s: (setattr(plant.ev, "talking", False), setattr(plant, "ev_closed", False))
     plant.run(seq, 3000)
     assert seq.state == dcseq.DONE and seq.fault is None and not seq.contactor
 
@@ -183,9 +188,47 @@ def test_a_stop_from_the_charger_ramps_down_and_opens_below_5_a_then_a_new_sessi
     seq, plant = Sequence(1000, 250), Plant(ev_stops_after_ms=60000)
     plant.run(seq, 6000)
     assert seq.state == dcseq.CHARGING and plant.m.out_a > 100
-    seq.stop(plant.t)
-    plant.ev_side = lambda s: None        # the EV keeps asking: the charger stops all the same
+    seq.stop(plant.t)                     # the EV is told, stops asking, opens below 5 A
     plant.run(seq, 5000)
     assert seq.state == dcseq.DONE and seq.fault is None and not plant.breaches
     seq.reset(plant.t)
     assert (seq.state, seq.isolation, seq.contactor) == (dcseq.IDLE, None, False)
+
+
+def test_a_stop_that_the_ev_ignores_turns_the_modules_off_after_the_timeout_and_opens_below_5_a():
+    seq, plant = Sequence(1000, 500), Plant(want_a=450.0, ev_stops_after_ms=60000)
+    plant.run(seq, 10000)
+    assert seq.state == dcseq.CHARGING and plant.m.out_a >= 440
+    seq.stop(plant.t)
+    plant.ev_side = lambda s: None        # deaf to it: keeps its contactors closed and its ask
+    plant.run(seq, dcseq.STOP_TIMEOUT_MS + 2000)
+    assert seq.fault == dcseq.DC_WELD and not plant.breaches   # the EV never opened: the gun is live
+
+
+def test_a_session_waits_in_idle_until_the_dispenser_has_power_to_give():
+    seq, plant = Sequence(1000, 250), Plant()
+    plant.m.ready = False
+    plant.run(seq, 30000)
+    assert seq.state == dcseq.IDLE and seq.fault is None and not seq.imd_on
+    plant.m.ready = True
+    plant.run(seq, 20000)
+    assert seq.state == dcseq.DONE
+
+
+def test_the_sequence_keeps_its_timers_across_a_clock_rebase():
+    seq, plant = Sequence(1000, 250), Plant(ev_stops_after_ms=60000)
+    plant.run(seq, 6000)
+    d = 1 << 28
+    seq.rebase(d)
+    plant.t -= d
+    plant.charging_since -= d
+    before = seq.set_a
+    plant.run(seq, 1000)
+    assert seq.state == dcseq.CHARGING and seq.set_a >= before - 1 and not plant.breaches
+
+
+def test_every_fault_of_the_sequence_is_a_gun_fault_with_a_way_to_clear():
+    from evse import gun
+    names = ("ISO_SELF_TEST", "ISOLATION", "CABLE_CHECK_TIMEOUT", "PRECHARGE_FAIL", "OVERVOLTAGE", "OVERCURRENT",
+             "DC_WELD", "NOT_DISCHARGED", "EMERGENCY", "STOP_FAILED")
+    assert all(getattr(dcseq, n) in gun.FAULTS for n in names)

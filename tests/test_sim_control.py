@@ -72,7 +72,7 @@ def test_hal_requests_out_of_range_are_refused():
     assert world.hal_request("P 1 1500").startswith("!duty 1500")
     assert world.hal_request("K 1 x").startswith("!contactor must be 0 or 1")
     assert world.hal_request("S 3").startswith("!bad request")
-    assert world.hal_request("J 1").startswith("!unknown request")
+    assert world.hal_request("B 1").startswith("!unknown request")
 
 
 def test_reset_returns_every_meter_to_answering():

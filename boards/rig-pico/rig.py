@@ -51,17 +51,17 @@ CABLES_A = (13, 20, 32, 63)  # PP ratings, IEC 61851-1 Table B.2
 
 # The virtual board's EV parameters (host_tools/sim/world.py EV), in its order, with its defaults.
 EV_FIELDS = ("max_a", "phases", "battery_kwh", "soc", "target_soc", "response_s",
-             "start_delay_s", "sleepy", "ventilation", "force_a", "kind", "max_kw")
+             "start_delay_s", "sleepy", "ventilation", "force_a", "kind", "max_kw", "battery_v", "max_v")
 EV_DEFAULTS = {"max_a": 32.0, "phases": 3, "battery_kwh": 60.0, "soc": 30.0, "target_soc": 100.0,
                "response_s": 2.0, "start_delay_s": 1.0, "sleepy": False, "ventilation": False,
-               "force_a": None, "kind": "ac", "max_kw": 150.0}
+               "force_a": None, "kind": "ac", "max_kw": 150.0, "battery_v": 400.0, "max_v": 450.0}
 # What a rig that only switches resistors can honour; the others are checked and recorded.
 EV_HONOURED = ("start_delay_s", "sleepy", "ventilation")
 
 # Ops of the virtual board that a rig without those circuits cannot do.
-VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "meter", "module_fault",
-                "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip", "rfid", "stall",
-                "temperature", "weld")
+VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "insulation", "meter",
+                "module_fault", "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip",
+                "rfid", "stall", "temperature", "weld")
 
 
 class OpError(ValueError):
@@ -241,6 +241,8 @@ def ev_update(ev, params):
                 raise OpError("EV parameter %s must be 0..100 %%, not %s" % (key, show(value)))
             if key in ("battery_kwh", "max_a", "max_kw") and value == 0:
                 raise OpError("EV parameter %s must be above 0" % key)
+            if key in ("battery_v", "max_v") and not 150 <= value <= 1000:
+                raise OpError("EV parameter %s must be 150..1000 V, not %s" % (key, show(value)))
             if key == "response_s" and value > 5:
                 raise OpError("EV parameter response_s must be 0..5 s (IEC 61851-1 A.5.1)")
             value = float(value)

@@ -514,7 +514,7 @@ class App:
                 smart_a = self.smart_a[g.n]
                 if smart_a is not None and smart_a * VOLTS * self.phases(g.n) < cap:
                     cap = smart_a * VOLTS * self.phases(g.n)
-            asks = g.demand_w if g.allowed and g.wants_power() else 0
+            asks = g.demand_w if (g.allowed and g.wants_power()) or g.winding_down() else 0
             if asks and self._since[g.n - 1] is None:
                 self._since[g.n - 1] = now_ms
             elif not asks:
@@ -526,6 +526,8 @@ class App:
         if policy == "fifo":
             prio = [now_ms if t is None else t for t in self._since]
         cab = self.cabinet
+        for g in self.guns:
+            cab.dispense[g.n - 1] = g.dispense()
         cab.step(now_ms, demands, caps, delivered, total_w, prio)
         for g in self.guns:
             g.modules = cab.held[g.n - 1]

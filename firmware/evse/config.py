@@ -127,6 +127,12 @@ def check_board(board):
             kw = gun.get("max_kw")
             if not _is_number(kw) or not 1 <= kw <= 1000:
                 raise ConfigError("board guns[%d].max_kw must be the dispenser's rating, 1..1000 kW, not %r" % (i, kw))
+            # The DC sequence's limits (evse.dcseq): the gun's most voltage and current.
+            for key, lo, hi, unit in (("max_v", 150, 1500, "V"), ("max_a", 1, 1000, "A")):
+                value = gun.get(key, lo)
+                if not _is_number(value) or not lo <= value <= hi:
+                    raise ConfigError("board guns[%d].%s must be the gun's most %s, %d..%d %s, not %r"
+                                      % (i, key, "voltage" if unit == "V" else "current", lo, hi, unit, value))
         else:
             amps = gun.get("max_a")
             if not isinstance(amps, int) or not 6 <= amps <= 80:

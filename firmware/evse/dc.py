@@ -26,6 +26,7 @@ FEEDBACK_MS = const(500)     # a module contactor whose feedback does not follow
 OVER_W = const(1000)         # a dispenser above 110 % of its limit + this for OVERCURRENT_MS stops
 SETTLED_W = const(500)       # delivered within this of the limit counts as at the limit (meter noise)
 NOMINAL_DC_V = const(400)    # a battery's voltage before the EV has said (for the offered current)
+_ACTIVE = ("cable_check", "precharge", "charging", "stopping", "weld_check")
 
 
 class DcGun(Gun):
@@ -44,6 +45,18 @@ class DcGun(Gun):
         self.dc_w = 0.0        # what the dispenser delivers now
         self.limit_w = 0       # the dispenser's power limit, as the cabinet set it
         self.modules = 0       # modules connected to it (their feedback)
+        # A cabinet on CAN sets its modules' voltage and current: the gun runs the IEC 61851-23
+        # sequence (evse.dcseq), which also decides when its DC contactors close and open.
+        self.seq = None
+        if (board.get("cabinet") or {}).get("can"):
+            from evse import dcseq
+            self.seq = dcseq.Sequence(gun_board.get("max_v", 1000), gun_board.get("max_a", 500))
+            self.ev = dcseq.Ev()
+            self.measured = dcseq.Measured()
+            self._imd = False        # the insulation monitor as last commanded: off at boot
+            hal.imd_enable(number, False)
+            self._reported = None    # (step, isolation) last told the EV
+            self._now_ms = 0
 
     def limit_a(self):
         return 0.0  # no AC offer: the power is the cabinet's
@@ -65,6 +78,9 @@ class DcGun(Gun):
 
     def _sense(self):
         Gun._sense(self)
+        if self.seq is not None:
+            self._sequence(self._now_ms)
+            return
         demand = self.hal.ev_demand(self.n)
         if demand is None:
             self.demand_w = 0
@@ -74,8 +90,108 @@ class DcGun(Gun):
             self.soc = demand[1]
         self.dc_w = self.hal.dc_power(self.n)
 
+    def step(self, now_ms):
+        if self.seq is None:
+            Gun.step(self, now_ms)
+            return
+        self._now_ms = now_ms
+        Gun.step(self, now_ms)
+        self._follow(now_ms)
+
+    def _sequence(self, now_ms):
+        # Every SENSE_MS: what the EV says and the hardware measures, one step of the sequence.
+        hal = self.hal
+        n = self.n
+        ev = self.ev
+        m = self.measured
+        seq = self.seq
+        hal.ev_comm(n, ev)
+        self.dc_w = hal.dc_power(n)
+        m.out_v = hal.dc_voltage(n)
+        m.out_a = self.current_a
+        m.contactor = self.contactor
+        m.estop = self.estop
+        if self._imd:
+            hal.imd_read(n, m)
+        else:
+            m.iso_ohm = None
+            m.self_test = None
+        state = seq.state
+        if ev.talking and ev.phase != "stop" and state not in ("done", "faulted"):
+            # What it asks while charging; its most before (the cabinet gives it modules for the
+            # cable check and the precharge too).
+            self.demand_w = int((ev.target_a if ev.phase == "charge" else ev.max_a) * ev.battery_v)
+            self.soc = ev.soc
+        elif state not in ("stopping", "weld_check"):   # the ramp down keeps its modules
+            self.demand_w = 0
+            self.soc = ev.soc if ev.talking else None
+        if not (self.allowed and self.enabled):
+            seq.stop(now_ms)   # a stop from the central system, a lost authorization: ramped down
+        m.ready = self.allowed and self.enabled and self.modules > 0 and self.limit_w > 0
+        was = seq.fault
+        seq.step(now_ms, ev, m)
+        if seq.fault is not None and was is None and self.fault is None and seq.fault != "ESTOP":
+            self._trip(seq.fault, now_ms)   # the gun's own estop trip covers ESTOP
+
+    def winding_down(self):
+        """The sequence ramps down or checks after a stop: the dispenser keeps its modules."""
+        return self.seq is not None and self.seq.state in ("stopping", "weld_check")
+
+    def rebase(self, d):
+        Gun.rebase(self, d)
+        if self.seq is not None:
+            self.seq.rebase(d)
+
+    def _run(self, now_ms, letter):
+        # Disabled at the console (stop, or not enabled) during a session: the sequence ramps down
+        # and opens, with the pilot at 5 % (_offer_pm), instead of opening under load.
+        if self.seq is not None and not self.enabled and self.seq.state in _ACTIVE:
+            self.enabled = True
+            try:
+                Gun._run(self, now_ms, letter)
+            finally:
+                self.enabled = False
+            return
+        Gun._run(self, now_ms, letter)
+
+    def _follow(self, now_ms):
+        # Each tick: the contactors open when the sequence says; the monitor and the EV told.
+        seq = self.seq
+        if self.contactor and not seq.contactor:
+            self._open(now_ms)
+        if self.fault is not None and seq.state not in ("idle", "done", "faulted"):
+            seq.abort(self.fault, now_ms)   # a fault of the gun's own (the EV left, an RCD, ...)
+        elif seq.state == "faulted" and self.fault is None:
+            seq.reset(now_ms)   # the fault was cleared
+        elif seq.state == "done" and self.state[0] in "AB":
+            seq.reset(now_ms)
+        if seq.imd_on != self._imd:
+            self._imd = seq.imd_on
+            self.hal.imd_enable(self.n, seq.imd_on)
+        if self._reported is None or self._reported[0] != seq.state or self._reported[1] != seq.isolation:
+            self._reported = (seq.state, seq.isolation)
+            self.hal.ev_report(self.n, seq.state, seq.isolation)
+
+    def _close(self, now_ms):
+        if self.seq is not None and not self.seq.contactor:
+            return   # the sequence closes the DC contactors (its cable check), not the EV's C
+        Gun._close(self, now_ms)
+
     def _offer_pm(self, now_ms):
-        return pilot.DUTY_DIGITAL_PM if self.allowed else pilot.DUTY_OFF_PM
+        if self.allowed:
+            return pilot.DUTY_DIGITAL_PM
+        seq = self.seq
+        if seq is not None and seq.state in _ACTIVE:
+            return pilot.DUTY_DIGITAL_PM   # talking on while the sequence ramps down and checks
+        return pilot.DUTY_OFF_PM
+
+    def dispense(self):
+        """(volts, amps, present volts) the sequence asks of the modules, or None without one."""
+        seq = self.seq
+        if seq is None:
+            return None
+        present = self.measured.out_v if self.measured.out_v > 50 else seq.set_v
+        return seq.set_v, seq.set_a, present
 
     def _overdrawn(self):
         # The converters deliver more than they were told: A.5.1's 110 % + a margin, in watts.
@@ -83,6 +199,10 @@ class DcGun(Gun):
 
     def status(self):
         s = Gun.status(self)
+        if self.seq is not None:
+            s["dc_step"] = self.seq.state
+            s["isolation"] = self.seq.isolation
+            s["out_v"] = round(self.measured.out_v, 1)
         s["modules"] = self.modules
         s["dc_w"] = int(self.dc_w)
         s["limit_w"] = self.limit_w
@@ -136,6 +256,7 @@ class Cabinet:
             if hasattr(hal, "safe_hooks"):   # every evse.hal.Base has them
                 hal.safe_hooks.append(self.stage.all_off)   # safe(): modules off before the contactors open
         self._out_ms = [None] * self.count   # since when a module out of use still sits on a dispenser
+        self.dispense = [None] * n   # per dispenser: its gun's sequence's (V, A, present V), the app sets it
         # Modules per dispenser: the commanded position of each module (0 parked), and what its
         # feedback contacts show. At boot the matrix is taken as it is found.
         self.fb = [hal.module_feedback(m + 1) for m in range(self.count)]
@@ -317,6 +438,7 @@ class Cabinet:
         stage = self.stage
         top_a = self.module_w / NOMINAL_DC_V
         amps = [0.0] * self.count
+        volts = [NOMINAL_DC_V] * self.n
         for d in range(self.n):
             g = d + 1
             keep = [m for m in range(self.count) if fb[m] == g and cmd[m] == g and usable[m]][:self.target[d]]
@@ -326,12 +448,28 @@ class Cabinet:
             for m in range(self.count):
                 if fb[m] == g and not usable[m]:
                     stray += stage.stray_a(m)
-            per = (self.limit_w[d] / NOMINAL_DC_V - stray) / len(keep)
+            ask = self.dispense[d]
+            if ask is None:
+                volts[d], total = NOMINAL_DC_V, self.limit_w[d] / NOMINAL_DC_V
+            else:   # the gun's sequence: its voltage, its current within the limit at the present voltage
+                volts[d], total = ask[0], self.limit_w[d] / ask[2] if ask[2] > 0 else 0.0
+                if ask[1] < total:
+                    total = ask[1]
+                if volts[d] <= 0:
+                    total = 0.0
+            total -= stray
+            # A module takes no less than its protocol's least current: a small one (a cable
+            # check's 2 A) goes to as few modules as carry it.
+            least = stage.codec.MIN_SET_A
+            if total < least * len(keep):
+                keep = keep[:max(1, int(total / least))]
+            per = total / len(keep)
             per = 0.0 if per < 0 else top_a if per > top_a else per
             for m in keep:
                 amps[m] = per
         for m in range(self.count):
-            stage.set(m, NOMINAL_DC_V, amps[m])
+            g = fb[m]
+            stage.set(m, volts[g - 1] if g else NOMINAL_DC_V, amps[m])
 
     def _apply(self, now_ms, want, delivered_w):
         limit = self.limit_w

@@ -15,11 +15,15 @@
 #   CHARGING: the current follows what the EV asks, changing at most RAMP_A_PER_S; the
 #       insulation, the voltage (over the EV's maximum) and the current (over what was asked)
 #       are watched all the time.
-#   STOPPING: the current is ramped down; the contactors open only below OPEN_BELOW_A (or after
-#       STOP_TIMEOUT_MS), then WELD_CHECK: the output must fall below SAFE_V within WELD_CHECK_MS
-#       with the modules off, else the contactors are welded.
+#   STOPPING: the EV is told, the current is ramped down; the contactors open only below
+#       OPEN_BELOW_A once the EV has stopped (after STOP_TIMEOUT_MS the modules are turned off, and
+#       a current still flowing after STOP_FORCE_MS is a fault), then WELD_CHECK: the output must
+#       fall below SAFE_V within WELD_CHECK_MS, else a contactor (the charger's or the EV's) is
+#       welded.
 #   An emergency stop or a fault at any step: modules off and contactors open at once.
 from micropython import const
+
+from evse import ticks
 
 IDLE = "idle"
 CABLE_CHECK = "cable_check"
@@ -44,7 +48,9 @@ OVER_V = const(10)                  # output above the EV's maximum voltage by t
 OVER_A = const(10)                  # output above 110 % of what the EV asked + this ...
 OVER_A_MS = const(500)              # ... for this long: stop
 OPEN_BELOW_A = 5.0                  # the DC contactors open under this current (IEC 61851-23 CC)
-STOP_TIMEOUT_MS = const(3000)       # the EV's current has not come down by then: opened anyway
+STOP_RAMP_A_PER_S = const(1000)     # the ramp down at the end: 500 A in half a second
+STOP_TIMEOUT_MS = const(3000)       # the EV has not stopped by then: the modules are turned off ...
+STOP_FORCE_MS = const(4000)         # ... and if the current has still not fallen, a fault opens
 SAFE_V = const(60)                  # IEC 61851-23: the output is safe to touch below 60 V ...
 WELD_CHECK_MS = const(1000)         # ... within 1 s of the disconnection; not: welded contacts
 DISCHARGE_MS = const(1000)          # after the cable check, the output below SAFE_V within this
@@ -58,6 +64,7 @@ OVERVOLTAGE = "DC_OVERVOLTAGE"
 OVERCURRENT = "DC_OVERCURRENT"
 DC_WELD = "DC_WELD"                 # the output stayed live after the contactors opened
 NOT_DISCHARGED = "NOT_DISCHARGED"   # the output stayed above 60 V after the cable check
+STOP_FAILED = "DC_STOP"             # the current did not fall at the end of the session
 EMERGENCY = "ESTOP"
 
 
@@ -74,15 +81,19 @@ class Ev:
         self.max_v = 0.0
         self.target_v = 0.0
         self.target_a = 0.0
+        self.max_a = 0.0
+        self.soc = None
 
 
 class Measured:
     """What the gun's hardware measures, updated in place each tick: the output's voltage at the
     gun (the cable side of the DC contactors) and current, the contactors' feedback, the
     insulation monitor (`iso_ohm` None while it has no reading; `self_test`: None running, True
-    passed, False failed), and the emergency stop."""
+    passed, False failed), the emergency stop, and `ready`: the session is authorized and the
+    dispenser has power to give (a module and a limit above 0); the cable check waits for it."""
 
     def __init__(self):
+        self.ready = True
         self.out_v = 0.0
         self.out_a = 0.0
         self.contactor = False
@@ -130,6 +141,10 @@ class Sequence:
             self.isolation = "fault"
         self._go(FAULTED, now_ms)
 
+    def abort(self, why, now_ms):
+        """The gun faulted on its own (the EV left, an RCD, an over-current): everything off."""
+        self._trip(why, now_ms)
+
     def reset(self, now_ms):
         """A new session may start (the EV left, or a fault was cleared)."""
         self.fault = None
@@ -142,11 +157,18 @@ class Sequence:
 
     def stop(self, now_ms):
         """The charger ends the session (a stop from the central system, a lost authorization):
-        the ramp down and the checks, as when the EV asks."""
+        the EV is told (the step it sees is "stopping"), the current ramped down, and the checks,
+        as when the EV asks."""
         if self.state in (CABLE_CHECK, PRECHARGE):
             self._open(now_ms)
         elif self.state == CHARGING:
             self._go(STOPPING, now_ms)
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks)."""
+        self.since_ms = ticks.back(self.since_ms, d)
+        self.mark_ms = ticks.back(self.mark_ms, d)
+        self._last_ms = ticks.back(self._last_ms, d)
 
     def _open(self, now_ms):
         self.set_a = 0.0
@@ -163,7 +185,7 @@ class Sequence:
             return
         state = self.state
         if state == IDLE:
-            if ev.talking and ev.phase == "cable_check":
+            if ev.talking and ev.phase == "cable_check" and m.ready:
                 self.test_v = min(ev.max_v, self.gun_max_v)
                 self._tested = False
                 self.imd_on = True
@@ -175,9 +197,7 @@ class Sequence:
         elif state == CHARGING:
             self._charging(now_ms, dt_ms, ev, m)
         elif state == STOPPING:
-            self._ramp_to(0.0, dt_ms)
-            if m.out_a < OPEN_BELOW_A or now_ms - self.since_ms >= STOP_TIMEOUT_MS:
-                self._open(now_ms)
+            self._stopping(now_ms, dt_ms, ev, m)
         elif state == WELD_CHECK:
             if m.out_v < SAFE_V and not m.contactor:
                 self._go(DONE, now_ms)
@@ -234,16 +254,30 @@ class Sequence:
         self.mark_ms = now_ms   # the discharge's timer
 
     def _precharge(self, now_ms, ev, m):
+        # The EV closes its contactors within 20 V of its battery (its own check) and asks for
+        # current: the charger sees that as the phase "charge".
         self.contactor = True
         self.set_v = min(ev.target_v or ev.battery_v, self.gun_max_v)
         self.set_a = PRECHARGE_MAX_A
         if ev.phase == "charge":
-            if abs(m.out_v - ev.battery_v) > PRECHARGE_TOL_V:
-                self._trip(PRECHARGE_FAIL, now_ms)   # the EV closed onto a voltage not matched
-                return
             self._go(CHARGING, now_ms)
         elif now_ms - self.since_ms >= PRECHARGE_MS:
             self._trip(PRECHARGE_FAIL, now_ms)
+
+    def _stopping(self, now_ms, dt_ms, ev, m):
+        # Ramped down; the contactors open below OPEN_BELOW_A once the EV has stopped too (it
+        # opens its own below that current) or says nothing more. After STOP_TIMEOUT_MS the
+        # modules are turned off; a current that still flows after STOP_FORCE_MS is a fault.
+        waited = now_ms - self.since_ms
+        step = STOP_RAMP_A_PER_S * dt_ms / 1000
+        self.set_a = self.set_a - step if self.set_a > step else 0.0
+        if waited >= STOP_TIMEOUT_MS:
+            self.set_a = 0.0
+        ev_done = not ev.talking or ev.phase == "stop" or waited >= STOP_TIMEOUT_MS
+        if m.out_a < OPEN_BELOW_A and ev_done:
+            self._open(now_ms)
+        elif waited >= STOP_FORCE_MS:
+            self._trip(STOP_FAILED, now_ms)
 
     def _charging(self, now_ms, dt_ms, ev, m):
         self.contactor = True

@@ -56,6 +56,16 @@ FAULTS = {
     "METER": CLEAR_METER,        # the energy meter stopped answering (if meter_fault_stops)
     "INTERLOCK": CLEAR_COMMAND,  # the hardware interlock let the contactor close with the pilot at F
     "ESTOP": CLEAR_RELEASE,      # the emergency stop is pressed: every gun, every session ends
+    # A DC gun's IEC 61851-23 sequence (evse.dcseq):
+    "ISOLATION": CLEAR_UNPLUG,   # insulation below 100 ohm/V: in the cable check or while charging
+    "ISO_SELF_TEST": CLEAR_DELAY,  # the insulation monitor's self-test failed
+    "CABLE_CHECK_TIMEOUT": CLEAR_UNPLUG,
+    "PRECHARGE": CLEAR_UNPLUG,   # the output did not reach the battery's voltage in time
+    "DC_OVERVOLTAGE": CLEAR_UNPLUG,
+    "DC_OVERCURRENT": CLEAR_DELAY,
+    "DC_WELD": CLEAR_COMMAND,    # the output stayed live after the contactors opened
+    "NOT_DISCHARGED": CLEAR_COMMAND,  # the output stayed above 60 V after the cable check
+    "DC_STOP": CLEAR_DELAY,      # the current did not fall at the end of a session
 }
 
 

@@ -59,8 +59,11 @@ def unplug(world: World, req: dict, board) -> dict:
         raise OpError(f"gun {g.number} is not plugged")
     if g.forced_state:
         world.log(g.number, "ev_forced", "auto")
-    g.plugged, g.ev, g.ev_letter, g.forced_state = False, None, "A", None
     world.log(g.number, "unplug", None)
+    with world.lock:
+        world._ev_contactor(g, False)   # pulled out with its contactors closed: a break if current flows
+        g.ev_phase = None
+        g.plugged, g.ev, g.ev_letter, g.forced_state = False, None, "A", None
     return {}
 
 
@@ -260,6 +263,26 @@ def module_silent(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("insulation")
+def insulation(world: World, req: dict, board) -> dict:
+    """A DC gun's cable insulation to PE as its insulation monitor measures it (`kohm`), and
+    whether the monitor's self-test fails (`self_test_fails`); on a cabinet on CAN."""
+    if world.can is None:
+        raise OpError(f"insulation: board {board['name']} runs no DC sequence (its cabinet has no CAN modules)")
+    if "kohm" not in req and "self_test_fails" not in req:
+        raise OpError("insulation: give kohm and/or self_test_fails")
+    kohm = _number(req, "kohm", 0, 1e6) if "kohm" in req else None
+    fails = _flag(req, "self_test_fails") if "self_test_fails" in req else None
+    with world.lock:
+        g = world.gun(req.get("gun"))
+        if kohm is not None:
+            g.insulation_kohm = kohm
+        if fails is not None:
+            g.imd_test_fails = fails
+    world.log(g.number, "insulation", {"kohm": g.insulation_kohm, "self_test_fails": g.imd_test_fails})
+    return {}
+
+
 @op("modules")
 def modules(world: World, req: dict, board) -> dict:
     """A DC cabinet's power modules on CAN: setpoint, output, fault, silence, dispenser."""
@@ -349,6 +372,8 @@ def reset(world: World, req: dict, board) -> dict:
     world.swipes.clear()
     for m in world.can.modules if world.can is not None else []:
         m.fault, m.silent = None, False
+    for g in world.guns:
+        g.insulation_kohm, g.imd_test_fails = 5000.0, False
     world.stall_ms = 0
     world.building_a, world.pv_w, world.grid_meter_fault = [0.0, 0.0, 0.0], 0.0, None   # the site as it was
     if world.estop:

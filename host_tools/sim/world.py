@@ -31,6 +31,10 @@ DC_RAMP_W_PER_S = 50_000.0    # a dispenser's converters change their power at m
 DC_TAPER_FROM_SOC = 80.0      # a DC EV asks its full power up to this SoC ...
 DC_TAPER_TO = 0.2             # ... then less, linearly, down to this share of it at 100 %
 DC_LOG_STEP_W = 1000.0        # a settled DC power this far from the last one logged is logged
+DC_PRECHARGE_TOL_V = 20.0     # a DC EV closes its contactors within this of its battery (DIN 70121)
+DC_OPEN_BELOW_A = 5.0         # ... and opens them below this current; above it: a break under load
+DC_SLEW_V_PER_MS = 4.0        # the modules' output voltage changes this fast
+IMD_SELF_TEST_MS = 1000.0     # the insulation monitor's self-test takes this long
 
 
 def is_digital(duty_pm: int) -> bool:
@@ -67,9 +71,11 @@ class EV:
     force_a: float | None = None  # draws this much whatever the pilot says (a faulty EV)
     kind: str = "ac"              # "dc": charges through a DC gun, asking for power over the 5 % pilot
     max_kw: float = 150.0         # DC: the most power the battery takes (below 80 % SoC)
+    battery_v: float = 400.0      # DC: the battery's voltage
+    max_v: float = 450.0          # DC: the most voltage the EV takes (its ChargeParameterDiscovery)
 
     FIELDS = ("max_a", "phases", "battery_kwh", "soc", "target_soc", "response_s",
-              "start_delay_s", "sleepy", "ventilation", "force_a", "kind", "max_kw")
+              "start_delay_s", "sleepy", "ventilation", "force_a", "kind", "max_kw", "battery_v", "max_v")
 
     def dc_target_w(self) -> float:
         """The power a DC EV asks for: max_kw up to 80 % SoC, then down linearly to 20 % of
@@ -116,6 +122,8 @@ class EV:
                     raise ValueError(f"EV parameter {key} must be 0..100 %, not {value!r}")
                 if key in ("battery_kwh", "max_a", "max_kw") and value == 0:
                     raise ValueError(f"EV parameter {key} must be above 0")
+                if key in ("battery_v", "max_v") and not 150 <= value <= 1000:
+                    raise ValueError(f"EV parameter {key} must be 150..1000 V, not {value!r}")
                 if key == "response_s" and value > 5:
                     raise ValueError("EV parameter response_s must be 0..5 s (IEC 61851-1 A.5.1)")
                 value = float(value)
@@ -158,6 +166,16 @@ class Gun:
     dc_ramping: bool = False          # DC: still on its way to what it may deliver
     dc_logged_w: float = 0.0          # DC: the power last logged as a dc_power event
     phases_on: int = 3                # a gun with a phase contactor: 1 while it leaves L2 and L3 open
+    # DC through the IEC 61851-23 sequence (a cabinet on CAN):
+    ev_phase: str | None = None       # what the EV asks for: cable_check, precharge, charge, stop
+    ev_contactor: bool = False        # the EV's own contactors onto its battery
+    out_v: float = 0.0                # the voltage at the gun (the cable side of the DC contactors)
+    evse_state: str = "idle"          # the charger's sequence step, as it tells the EV (HAL H)
+    evse_isolation: str | None = None  # ... and the cable check's result
+    insulation_kohm: float = 5000.0   # the cable's insulation to PE (rig op insulation)
+    imd_on: bool = False              # the insulation monitor measures (HAL O)
+    imd_test_ms: float | None = None  # its self-test, running since
+    imd_test_fails: bool = False      # rig op insulation self_test_fails
 
 
 class World:
@@ -270,6 +288,9 @@ class World:
                 if g.pwm_since_ms is None:
                     g.pwm_since_ms = now
                 full = ev.soc >= ev.target_soc
+                if self.can is not None and ev.kind == "dc" and (
+                        g.ev_phase in ("cable_check", "precharge", "charge") or g.ev_contactor):
+                    full = False   # a DC EV in a sequence ends it first: it opens, then leaves C (_ev_talks)
                 awake = not ev.sleepy or g.saw_x1
                 seen = now - g.pwm_since_ms >= max(EV_SEES_PWM_MS, ev.start_delay_s * 1000)
                 want = "D" if ev.ventilation else "C"
@@ -286,6 +307,8 @@ class World:
                         g.pwm_lost_ms = now
                     elif now - g.pwm_lost_ms >= EV_STOPS_IN_C1_MS:
                         g.ev_letter = "B"
+        if self.can is not None and ev is not None and ev.kind == "dc":
+            self._ev_talks(g, ev)
         letter = self.ev_side_letter(g)
         state = self.rig_state(g)
         if state != g.last_letter:
@@ -293,6 +316,8 @@ class World:
             self.log(g.number, "ev_state", state)
         if self.dc:
             self._step_dc(g, letter, dt_ms)
+            if self.can is not None:
+                self._output_voltage(g, dt_ms)
             return
         # Current: the EV follows the offer after its response time.
         want_a = 0.0
@@ -324,8 +349,13 @@ class World:
         """What the modules switched to dispenser `number` can deliver (on a CAN cabinet: at their
         setpoints, at the battery's voltage)."""
         if self.can is not None:
-            return sum(m.deliverable_w(DC_VOLTS) for m in self.can.modules if self.modules[m.number - 1] == number)
+            volts = self.dc_volts(self.guns[number - 1])
+            return sum(m.deliverable_w(volts) for m in self.can.modules if self.modules[m.number - 1] == number)
         return self.modules_on(number) * self.module_kw * 1000
+
+    def dc_volts(self, g: Gun) -> float:
+        """The battery's voltage behind a dispenser (DC_VOLTS without a DC EV)."""
+        return g.ev.battery_v if g.ev is not None and g.ev.kind == "dc" else DC_VOLTS
 
     def _step_modules(self, now: float) -> None:
         """The CAN modules' own clocks (10 s without the controller: off); a dispenser's limit
@@ -351,11 +381,11 @@ class World:
         for m in self.can.modules:
             d = self.modules[m.number - 1]
             g = self.guns[d - 1] if d else None
-            can = m.deliverable_w(DC_VOLTS)
+            can = m.deliverable_w(self.dc_volts(g)) if g is not None else 0.0
             total = self.capacity_w(d) if d else 0.0
             share = g.dc_w * can / total if g is not None and total > 0 else 0.0
-            m.out_v = DC_VOLTS if m.on and g is not None and g.contacts else (m.set_v if m.on else 0.0)
-            m.out_a = share / DC_VOLTS
+            m.out_v = g.out_v if m.on and g is not None and g.contacts else (m.set_v if m.on else 0.0)
+            m.out_a = share / self.dc_volts(g) if g is not None else 0.0
 
     def can_exchange(self, can_id: int, data: bytes) -> list[tuple[int, bytes]]:
         """A frame from the firmware on the cabinet's CAN bus -> the modules' answers."""
@@ -379,11 +409,81 @@ class World:
                      "fault": m.fault, "silent": m.silent, "timed_out": m.timed_out, "frames": m.frames_in}
                     for m in (self.can.modules if self.can is not None else [])]
 
+    def _ev_talks(self, g: Gun, ev: EV) -> None:
+        """A DC EV's side of the IEC 61851-23 sequence (the DIN 70121 / ISO 15118-2 requests, as
+        far as the charger's sequence sees them) and its own contactors: the cable check; once
+        the charger says it is done, the precharge; within 20 V of its battery it closes its
+        contactors and asks for current; at its target it asks to stop, and opens its contactors
+        below 5 A, then leaves C. No 5 % pilot: it stops talking and opens at once."""
+        talking = (self.powered and g.plugged and is_digital(g.duty_pm) and g.ev_letter in "CD"
+                   and not g.forced_state)
+        phase = g.ev_phase
+        if not talking:
+            if phase is not None:
+                g.ev_phase = None
+                self._ev_contactor(g, False)
+            return
+        if phase is None:
+            g.ev_phase = "cable_check"
+        elif phase == "cable_check" and g.evse_isolation in ("valid", "warning"):
+            g.ev_phase = "precharge"
+        elif (phase == "precharge" and g.evse_state == "precharge" and g.contacts
+              and abs(g.out_v - ev.battery_v) <= DC_PRECHARGE_TOL_V):
+            self._ev_contactor(g, True)
+            g.ev_phase = "charge"
+        elif phase == "charge" and (ev.dc_target_w() <= 0 or g.evse_state in ("stopping", "faulted")):
+            g.ev_phase = "stop"   # at its target, or told the charger stops: PowerDelivery(stop)
+        elif phase == "stop" and g.amps < DC_OPEN_BELOW_A:
+            if g.ev_contactor:
+                self._ev_contactor(g, False)
+            g.ev_letter = "B"   # done: it leaves C
+        if phase != g.ev_phase:
+            self.log(g.number, "ev_phase", g.ev_phase)
+
+    def _ev_contactor(self, g: Gun, closed: bool) -> None:
+        if g.ev_contactor == closed:
+            return
+        g.ev_contactor = closed
+        self.log(g.number, "ev_contactor", "closed" if closed else "open")
+        if not closed and g.amps >= DC_OPEN_BELOW_A:
+            self.log(g.number, "dc_break", {"by": "ev", "amps": round(g.amps, 1)})
+
+    def _output_voltage(self, g: Gun, dt_ms: float) -> None:
+        """The voltage at the gun: the battery's while the EV's contactors are closed; with only
+        the charger's closed, what its modules put out (they reach their setpoint at 4 kV/s); else
+        the output discharges (below 60 V within about 300 ms)."""
+        ev = g.ev
+        if g.ev_contactor and ev is not None:
+            g.out_v = ev.battery_v
+            return
+        target = None
+        if g.contacts and self.powered:
+            volts = [m.set_v for m in self.can.modules
+                     if self.modules[m.number - 1] == g.number and m.on and m.fault is None and m.set_a > 0]
+            target = max(volts) if volts else None
+        if target is None:
+            g.out_v = max(0.0, g.out_v - g.out_v * min(1.0, dt_ms / 100) - 0.1 * dt_ms)
+        else:
+            step = DC_SLEW_V_PER_MS * dt_ms
+            g.out_v = min(target, g.out_v + step) if target > g.out_v else max(target, g.out_v - step)
+
+    def imd_reading(self, g: Gun) -> tuple[float | None, bool | None]:
+        """(ohms or None, self-test: None running or not asked, True passed, False failed)."""
+        if not g.imd_on:
+            return None, None
+        if g.imd_test_ms is not None:
+            if self.now_ms() - g.imd_test_ms < IMD_SELF_TEST_MS:
+                return None, None
+            return (None if g.out_v < 50 else g.insulation_kohm * 1000.0), not g.imd_test_fails
+        return (None if g.out_v < 50 else g.insulation_kohm * 1000.0), True
+
     def _step_dc(self, g: Gun, letter: str, dt_ms: float) -> None:
         """A dispenser: it delivers what the EV asks, within the firmware's limit and its modules'
         capacity, changing at DC_RAMP_W_PER_S; nothing while the contacts are open."""
         ev = g.ev
         flowing = ev is not None and ev.kind == "dc" and g.contacts and letter in "CD" and self.powered
+        if self.can is not None:
+            flowing = flowing and g.ev_contactor   # the sequence: only once the EV has closed onto it
         if not flowing:
             new = want = 0.0
         else:
@@ -393,7 +493,7 @@ class World:
             new = min(want, g.dc_w + step) if want > g.dc_w else max(want, g.dc_w - step)
         was_ramping, g.dc_ramping = g.dc_ramping, new != want
         g.dc_w = new
-        g.amps = new / DC_VOLTS
+        g.amps = new / self.dc_volts(g)
         if ((was_ramping and not g.dc_ramping) or (new == 0 and g.dc_logged_w != 0)
                 or (not g.dc_ramping and abs(new - g.dc_logged_w) >= DC_LOG_STEP_W)):
             g.dc_logged_w = new
@@ -436,6 +536,8 @@ class World:
             self.move_module(module, to)
             return "ok"
         g = self.gun(int(parts[1]))
+        if op in "GHUOJ":
+            return self._sequence_request(op, g, parts)
         if op == "E":
             ev = g.ev
             if (not self.powered or ev is None or ev.kind != "dc" or not is_digital(g.duty_pm)
@@ -453,6 +555,46 @@ class World:
                 self.log(g.number, "dc_limit", watts)
             return "ok"
         return f"{g.dc_w:.0f}"  # D
+
+    def _sequence_request(self, op: str, g: Gun, parts: list[str]) -> str:
+        """The IEC 61851-23 sequence's requests (a cabinet on CAN): G the EV's communication, H
+        the charger's report to the EV, U the voltage at the gun, O the insulation monitor on or
+        off (on: its self-test first), J its reading."""
+        if self.can is None:
+            return f"!board {self.board.get('name')} runs no DC sequence (its cabinet has no CAN modules)"
+        ev = g.ev
+        if op == "G":
+            if g.ev_phase is None or ev is None:
+                return "-"
+            charging = g.ev_phase == "charge"
+            target_a = ev.dc_target_w() / ev.battery_v if charging else 0.0
+            # DIN 70121: PreChargeReq asks for the battery's voltage; CurrentDemandReq for a
+            # voltage limit a little under the EV's maximum.
+            target_v = ev.max_v - 10 if charging else ev.battery_v
+            max_a = ev.max_kw * 1000 / ev.battery_v
+            return (f"{g.ev_phase} {ev.battery_v:.1f} {ev.max_v:.1f} {target_v:.1f} {target_a:.2f} "
+                    f"{max_a:.2f} {ev.soc:.1f}")
+        if op == "H":
+            state, isolation = parts[2], parts[3]
+            if isolation not in ("-", "valid", "warning", "fault"):
+                return f"!isolation must be -, valid, warning or fault, not {isolation}"
+            if state != g.evse_state:
+                self.log(g.number, "evse_state", state)
+            g.evse_state = state
+            g.evse_isolation = None if isolation == "-" else isolation
+            return "ok"
+        if op == "U":
+            return f"{g.out_v:.1f}"
+        if op == "O":
+            on = parts[2] == "1"
+            if on and not g.imd_on:
+                g.imd_test_ms = self.now_ms()
+            if on != g.imd_on:
+                self.log(g.number, "imd", "on" if on else "off")
+            g.imd_on = on
+            return "ok"
+        ohms, test = self.imd_reading(g)
+        return f"{'-' if ohms is None else round(ohms)} {'-' if test is None else int(test)}"
 
     # ---- the HAL side ---------------------------------------------------------------------------
     def hal_request(self, line: str) -> str:
@@ -479,7 +621,7 @@ class World:
                     self.watchdog_ms = int(parts[1])
                     self.watchdog_fed_ms = self.now_ms()
                     return "ok"
-                if op in ("E", "L", "D", "M", "m"):
+                if op in ("E", "L", "D", "M", "m", "G", "H", "U", "O", "J"):
                     return self._dc_request(op, parts)
                 g = self.gun(int(parts[1]))
                 if op == "S":
@@ -647,6 +789,8 @@ class World:
             g.contacts = True
         elif not g.welded:
             g.contacts = False
+            if self.can is not None and g.ev_contactor and g.amps >= DC_OPEN_BELOW_A:
+                self.log(g.number, "dc_break", {"by": "charger", "amps": round(g.amps, 1)})
             g.amps = 0.0
             if self.dc and g.dc_logged_w:
                 g.dc_logged_w = 0.0
@@ -711,6 +855,10 @@ class World:
                         "dc_limit_w": g.dc_limit_w,
                         "ev_target_w": round(g.ev.dc_target_w(), 1) if g.ev is not None else None,
                     })
+                    if self.can is not None:
+                        out[-1].update({"ev_phase": g.ev_phase, "ev_contactor": g.ev_contactor,
+                                        "out_v": round(g.out_v, 1), "evse_state": g.evse_state,
+                                        "isolation": g.evse_isolation, "insulation_kohm": g.insulation_kohm})
             return out
 
     def phases_drawn(self, g: Gun) -> int:

@@ -22,6 +22,17 @@
 #   set_module(module, gun)       the cabinet's contactor matrix: power module 1..N onto a
 #                                 dispenser (gun), 0 = parked (on none)
 #   module_feedback(module) -> int  the dispenser the module's auxiliary contacts show, 0 = parked
+#   The IEC 61851-23 sequence (a cabinet on CAN; docs/dc.md says what the hardware is):
+#   ev_comm(gun, ev) -> bool      what the EV's communication controller (ISO 15118 / DIN 70121
+#                                 over the 5 % pilot) says, into an evse.dcseq.Ev: its phase
+#                                 (cable_check, precharge, charge, stop), battery, maximum and
+#                                 target voltage, target and maximum current, SoC; False: silent
+#   ev_report(gun, state, isolation)  what the charger tells it: its sequence step, and the cable
+#                                 check's result ("valid", "warning", "fault" or None)
+#   dc_voltage(gun) -> float      the voltage at the gun, the cable side of its DC contactors
+#   imd_enable(gun, on) ; imd_read(gun, measured)  the insulation monitor: on (its self-test
+#                                 first) or off; its reading into an evse.dcseq.Measured
+#                                 (iso_ohm, self_test)
 #   can(index) -> bus             the CAN bus to the power modules (board file cabinet.can), with
 #                                 send(id, data) -> bool, recv() -> (id, bytes) | None, poll(now_ms),
 #                                 stats() (evse/can/mcp2515.py says what each does)
@@ -110,6 +121,22 @@ class Base:
 
     def can(self, index):
         raise OSError("this board has no CAN bus %d" % index)
+
+    # ---- the IEC 61851-23 sequence: boards whose DC cabinet is on CAN ----------------------
+    def ev_comm(self, gun, ev):
+        raise OSError(NO_DC)
+
+    def ev_report(self, gun, state, isolation):
+        raise OSError(NO_DC)
+
+    def dc_voltage(self, gun):
+        raise OSError(NO_DC)
+
+    def imd_enable(self, gun, on):
+        raise OSError(NO_DC)
+
+    def imd_read(self, gun, measured):
+        raise OSError(NO_DC)
 
     # ---- a gun's phase contactor: board file guns[].phase_switch ---------------------------
     def set_phases(self, gun, phases):

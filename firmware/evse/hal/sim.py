@@ -161,6 +161,34 @@ class Hal(Base):
         r = self._ask(b"E %d\n" % gun).split()
         return None if r[0] == b"-" else (int(r[0]), float(r[1]))
 
+    # The IEC 61851-23 sequence (a cabinet on CAN): the EV's communication controller, the
+    # voltage at the gun, the insulation monitor.
+    def ev_comm(self, gun, ev):
+        r = self._ask(b"G %d\n" % gun).split()
+        if r[0] == b"-":
+            ev.talking = False
+            ev.phase = None
+            return False
+        ev.talking = True
+        ev.phase = r[0].decode()
+        ev.battery_v, ev.max_v, ev.target_v = float(r[1]), float(r[2]), float(r[3])
+        ev.target_a, ev.max_a, ev.soc = float(r[4]), float(r[5]), float(r[6])
+        return True
+
+    def ev_report(self, gun, state, isolation):
+        self._ask(b"H %d %s %s\n" % (gun, state.encode(), (isolation or "-").encode()))
+
+    def dc_voltage(self, gun):
+        return float(self._ask(b"U %d\n" % gun))
+
+    def imd_enable(self, gun, on):
+        self._ask(b"O %d %d\n" % (gun, 1 if on else 0))
+
+    def imd_read(self, gun, m):
+        r = self._ask(b"J %d\n" % gun).split()
+        m.iso_ohm = None if r[0] == b"-" else float(r[0])
+        m.self_test = None if r[1] == b"-" else r[1] == b"1"
+
     def set_dc_power(self, gun, max_w):
         self._ask(b"L %d %d\n" % (gun, int(max_w)))
 

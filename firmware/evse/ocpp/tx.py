@@ -17,6 +17,9 @@ ERROR_CODES = {
     "METER": "PowerMeterFailure",
     "INTERLOCK": "PowerSwitchFailure",
     "ESTOP": "OtherError",   # OCPP 1.6 has no code of its own for it: vendorErrorCode ESTOP names it
+    "ISOLATION": "GroundFailure",
+    "DC_WELD": "PowerSwitchFailure",
+    "DC_OVERCURRENT": "OverCurrentFailure",
 }
 NOT_DRAWING_A = const(1)  # below this an EV in C with the contactor closed draws nothing
 
