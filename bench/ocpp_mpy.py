@@ -73,6 +73,7 @@ class App:
         self.board = {"name": "bench-ac2", "phases": 3, "guns": [{"max_a": 32}, {"max_a": 32}]}
         self.cfg = {"site_limit_a": 32}
         self.guns = [Gun(1), Gun(2)]
+        self.cabinet = None   # an AC charger: no DC cabinet whose modules could be out of use
         self.cp = None
         self.cards = []  # (gun, idTag) read by the card reader
         self._t0_ms = time.ticks_ms()

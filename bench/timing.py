@@ -328,12 +328,16 @@ def _median_run(measured: dict, kind: str, factors: dict, key: str = "worst_us",
     return runs[len(runs) // 2][1:]
 
 
+def _factors(pystone: float) -> dict:
+    """The boards' factors over this machine at `pystone` pystone/s here."""
+    return {"rp2040": pystone / PYSTONE_RP2040, "esp32": pystone / PYSTONE_ESP32, "c": C_X * pystone / PYSTONE_BASIS}
+
+
 def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dict:
     sizes = result["sizes"]
     tick_ms = sizes["tick_ms"]
     pystone = result["pystone_per_s"]
-    factors = {"rp2040": pystone / PYSTONE_RP2040, "esp32": pystone / PYSTONE_ESP32,
-               "c": C_X * pystone / PYSTONE_BASIS}
+    factors = _factors(pystone)
     warnings = []
     for board, fixed in (("rp2040", RP2040_X), ("esp32", ESP32_X)):
         off = factors[board] / fixed - 1
@@ -397,14 +401,17 @@ def _figures(result: dict, tick: dict | None, names: dict, by_name: bool) -> dic
             out["workloads"][key] = {"label": label, "measured": False, "why": why,
                                      **({"details": details[-1]} if details else {})}
             continue
-        host_ms, c_ms = _median_run(measured, kind, factors, *(("stall_us", "stall_c_us") if kind == FLOOR else ()))
-        row = {"label": label, **_scaled(host_ms, factors, c_ms),
+        # Each row at the machine's speed beside it (measured before and after its runs).
+        row_pystone = measured.get("pystone_per_s", pystone)
+        row_factors = _factors(row_pystone)
+        host_ms, c_ms = _median_run(measured, kind, row_factors, *(("stall_us", "stall_c_us") if kind == FLOOR else ()))
+        row = {"label": label, **_scaled(host_ms, row_factors, c_ms), "pystone_per_s": round(row_pystone),
                "runs_ms_host": [us / 1000 for us in measured["worst_us"]],
                "runs_c_ms_host": [us / 1000 for us in measured.get("c_us", [])],
                "runs_stall_ms_host": [None if us is None else us / 1000 for us in measured.get("stall_us", [])]}
-        stall = _median_run(measured, kind, factors, "stall_us", "stall_c_us")
+        stall = _median_run(measured, kind, row_factors, "stall_us", "stall_c_us")
         if stall is not None:
-            row["stall"] = _scaled(stall[0], factors, stall[1])
+            row["stall"] = _scaled(stall[0], row_factors, stall[1])
         if kind == FLOOR:
             row["verdict"] = "noise floor"
         else:
@@ -483,9 +490,10 @@ def _print(figures: dict) -> None:
     print("timing: the flash image's Python block device costs littlefs %d ns a call here: taken off, with its "
           "body; a board's C one goes in as C (%s us a call at RP2040 speed, a read's copy at %s bytes/us: estimates)"
           % (figures["block_device_call_ns_host"], BOARD_CALL_US, BOARD_READ_BYTES_PER_US))
-    print("timing: pystone under MicroPython here %d/s = x %.0f an RP2040 (~%d/s, estimated), x %.0f an ESP32 "
-          "(%d/s, published %d-%d at 240 MHz); the verdicts use these, C routines x %.0f (x %d at the %d/s of the "
-          "machine the brief measured on)"
+    print("timing: pystone under MicroPython here %d/s at the start = x %.0f an RP2040 (~%d/s, estimated), x %.0f "
+          "an ESP32 (%d/s, published %d-%d at 240 MHz), C routines x %.0f (x %d at the %d/s of the machine the brief "
+          "measured on); each workload's row is judged at the pystone measured before and after it (its factor in "
+          "brackets after the verdict)"
           % (figures["pystone_per_s"], figures["scale_rp2040"], PYSTONE_RP2040, figures["scale_esp32"],
              PYSTONE_ESP32, *PYSTONE_ESP32_PUBLISHED, figures["scale_c"], C_X, PYSTONE_BASIS))
     for warning in figures["scale_warnings"]:
@@ -533,8 +541,8 @@ def _print_row(row: dict) -> None:
         return
     stall = row.get("stall")
     verdict = row.get("verdict") or ("pass" if row["pass"] else "FAIL")
-    print("%-68s %8.3f %8.3f %8.1f %8.1f %8.1f %8.1f %8s %6s  %s" % (
+    print("%-68s %8.3f %8.3f %8.1f %8.1f %8.1f %8.1f %8s %6s  %s%s" % (
         row["label"], row["worst_ms_host"], row["c_ms_host"], row["rp2040_ms"], row["esp32_ms"],
         row[f"rp2040_fixed_x{RP2040_X}_ms"], row[f"esp32_fixed_x{ESP32_X}_ms"],
         "-" if stall is None else "%.1f" % stall["rp2040_ms"], "%g" % row["limit_ms"] if "limit_ms" in row else "-",
-        verdict))
+        verdict, "" if "pystone_per_s" not in row else " (RP x%.0f)" % (row["pystone_per_s"] / PYSTONE_RP2040)))

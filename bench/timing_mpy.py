@@ -799,6 +799,10 @@ async def runs(watch, root, name, out, make, keep=False):
     exception, or ocpp_mpy.until's SystemExit on a timeout) ends the workload: out[name] says
     why, and no figure is made up."""
     worst, in_c, stalls, stalls_c, details = [], [], [], [], []
+    # The machine's speed beside the workload, before and after it: the host judges the row by
+    # it (a shared machine's speed drifts: 62,000 and 97,000 pystone/s an hour apart).
+    gc.collect()
+    pystones = [pystone_mpy.pystones_per_s(PYSTONE_LOOPS)]
     for run in range(RUNS):
         gc.collect()
         folder = "%s/%s%d" % (root, name, run)
@@ -819,7 +823,10 @@ async def runs(watch, root, name, out, make, keep=False):
         details.append(run_details)
         if not keep:
             remove_tree(folder)
-    out[name] = {"worst_us": worst, "c_us": in_c, "stall_us": stalls, "stall_c_us": stalls_c, "details": details}
+    gc.collect()
+    pystones.append(pystone_mpy.pystones_per_s(PYSTONE_LOOPS))
+    out[name] = {"worst_us": worst, "c_us": in_c, "stall_us": stalls, "stall_c_us": stalls_c, "details": details,
+                 "pystone_per_s": sum(pystones) / len(pystones)}
 
 
 async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, board_path, load_board_path, root):
@@ -840,7 +847,8 @@ async def workloads(watch, ws_url, wss_url, ca_path, files_url, bundle_url, boar
 
     def online_cp():
         if "cp" not in last:
-            raise SystemExit("bench: no charge point online: the replay failed")
+            raise SystemExit("bench: no charge point online: the replay failed (%s)"
+                             % work.get("replay", {}).get("error", "no error recorded"))
         return last["cp"]
 
     async def local_list(run, folder):
