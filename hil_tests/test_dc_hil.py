@@ -320,7 +320,8 @@ def test_a_stop_at_the_console_ramps_down_and_no_contactor_opens_under_load(dc2,
     try:
         t_stop = now_ms(dc2)
         dut.command("stop 1")
-        guns = dc2.wait_for(lambda g: not g[0]["contactor"] and not g[0]["ev_contactor"], 10, what="both open")
+        guns = dc2.wait_for(lambda g: not g[0]["contactor"] and not g[0]["ev_contactor"]
+                            and g[0]["evse_state"] != "stopping", 10, what="both open, the stop's checks begun")
     finally:
         dut.close()
     ev = [e for e in sequence_events(dc2, t_stop, 1)]
