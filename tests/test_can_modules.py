@@ -226,3 +226,16 @@ def test_a_winline_setpoint_reaches_the_module_as_sent(address, volts, amps):
     for can_id, data in winline.sets(address, True, volts, amps):
         model.answer(can_id, data, 0.0)
     assert model.on and model.set_v == pytest.approx(volts, rel=1e-6) and model.set_a == pytest.approx(amps, abs=1 / 1024)
+
+
+
+def test_a_small_setpoint_change_goes_out_with_the_next_refresh():
+    driver, models, fleet, clock, _, _ = cabinet("infy")
+    run(driver, fleet, clock, 1000)
+    driver.set(0, 400.0, 93.75)
+    run(driver, fleet, clock, 500)
+    driver.set(0, 400.0, 93.5)                # under RESEND_A: not at once ...
+    run(driver, fleet, clock, 200)
+    assert models[0].set_a == pytest.approx(93.75)
+    run(driver, fleet, clock, modules.REFRESH_MS)
+    assert models[0].set_a == pytest.approx(93.5)   # ... but with the refresh

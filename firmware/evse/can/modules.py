@@ -105,10 +105,12 @@ class Modules:
         on = amps >= self.codec.MIN_SET_A and volts > 0
         if not on:
             volts = amps = 0.0
-        if on != m.on or volts != m.set_v or abs(amps - m.set_a) >= RESEND_A:
-            m.on = on
-            m.set_v = volts
-            m.set_a = amps
+        # A change of RESEND_A or more goes out at once; a smaller one with the next refresh.
+        urgent = on != m.on or volts != m.set_v or abs(amps - m.set_a) >= RESEND_A
+        m.on = on
+        m.set_v = volts
+        m.set_a = amps
+        if urgent:
             m.sent_ms = None
 
     def silent(self, k):
