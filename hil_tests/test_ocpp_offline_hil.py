@@ -140,7 +140,7 @@ def test_a_reconnect_after_a_2_hour_outage_replays_1400_messages_in_order_while_
     reply = csms.call("ChangeConfiguration", {"key": "JournalMaxEntries", "value": "2000"})["payload"]
     assert reply["status"] == "RebootRequired"   # the reboot below takes it
     go_offline(ocpp_rig, ocpp_dut)
-    assert "journal 1404" in ocpp_dut.exec(TWO_HOURS % {"per_gun": PER_GUN}, timeout_s=120)
+    assert "journal 1404" in ocpp_dut.exec(TWO_HOURS % {"per_gun": PER_GUN}, timeout_s=400)
     ocpp_dut.write(b"\x04")   # the firmware starts again, still offline, with the journal on flash
     ocpp_dut.read_until(b"evse ", 30)
     booted = time.monotonic()

@@ -266,14 +266,19 @@ def test_wait_returns_the_frame_the_charge_point_sends_and_times_out_with_an_err
     t = api.now_ms()
 
     async def scenario():
-        waiting = asyncio.create_task(asyncio.to_thread(api.wait, "DataTransfer", "WAIT1", t, 10))
+        waiting = asyncio.create_task(asyncio.to_thread(api.request, "wait", action="DataTransfer", cp="WAIT1",
+                                                        since_ms=t, timeout_s=10))
         await asyncio.sleep(0.2)
         async with charge_point(csms.ws, "WAIT1") as cp:
             answer = await cp.call(call.DataTransfer(vendor_id="evse-project", data="hello"))
         return answer, await waiting
-    answer, frame = asyncio.run(scenario())
+    answer, reply = asyncio.run(scenario())
+    frame = reply["frame"]
     assert answer.status == "Accepted"
     assert frame["cp"] == "WAIT1" and frame["frame"][2:] == ["DataTransfer", {"vendorId": "evse-project", "data": "hello"}]
+    [answer_frame] = [f for f in api.frames(cp="WAIT1") if f["dir"] == "out"]
+    assert answer_frame["frame"][1] == frame["frame"][1]
+    assert reply["t_ms"] >= answer_frame["t_ms"], "the wait ended before the central system had answered"
     with pytest.raises(CsmsError, match=r"wait: no Heartbeat from WAIT1 after t_ms .* within 0.2 s"):
         api.wait("Heartbeat", cp="WAIT1", since_ms=t, timeout_s=0.2)
 

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import sys
+import time
 import traceback
 
 from host_tools.csms.model import (INTERVAL_MAX_S, REGISTRATION_STATUSES, ModelError, parse_tag,
@@ -22,6 +23,7 @@ ROUTER = Router("charge_points", "docs/csms.md", user_errors=(OpError, ModelErro
 OPS, op = ROUTER.ops, ROUTER.op
 LINE_MAX = 1 << 20          # a request line longer than 1 MiB is refused
 TIMEOUT_MAX_S = 3600.0
+ANSWER_WAIT_S = 5.0   # `wait`: how long a CALL that has arrived may wait for its answer
 
 
 def _cp(req: dict) -> str | None:
@@ -147,9 +149,21 @@ async def wait(central: CentralSystem, req: dict) -> dict:
         return f["dir"] == "in" and (cp is None or f["cp"] == cp) and isinstance(fr, list) and len(fr) > 2 \
             and fr[0] == 2 and fr[2] == action
 
+    started = time.monotonic()
     frame = await central.model.frames.wait_for(sent_by_charge_point, since_ms, timeout_s)
     if frame is None:
         raise OpError(f"no {action} from {cp or 'any charge point'} after t_ms {since_ms:g} within {timeout_s:g} s")
+
+    def its_answer(f: dict) -> bool:
+        fr = f["frame"]
+        return f["dir"] == "out" and f["cp"] == frame["cp"] and isinstance(fr, list) and len(fr) > 1 \
+            and fr[0] in (3, 4) and fr[1] == frame["frame"][1]
+
+    # The frame is logged as it arrives, before its handler runs: the caller is told of it once it
+    # is answered, when what the handler keeps (a transaction's stop, say) can be read. A link that
+    # drops first leaves it unanswered: it is returned all the same.
+    left_s = max(0.0, min(ANSWER_WAIT_S, timeout_s - (time.monotonic() - started)))
+    await central.model.frames.wait_for(its_answer, frame["t_ms"] - 1, left_s)
     return {"frame": frame}
 
 

@@ -212,11 +212,15 @@ def mount_flash(counter=None):
     # gets the firmware, as a factory would program a new board.
     f = open(image, "r+b")
     bdev = FileBlockDevice(f, blocks, counter)
+    # Mounted as the port's _boot.py mounts it: rp2 programs its flash in 256-byte pages
+    # (progsize=256, so littlefs caches 1 KB per buffer), esp32 takes littlefs's defaults (32,
+    # a 128-byte cache). The sim boards' flash is a Pico's.
+    prog = 32 if os.getenv("EVSE_SIM_MCU") == "esp32" else 256
     try:
-        fs = vfs.VfsLfs2(bdev)
+        fs = vfs.VfsLfs2(bdev, progsize=prog)
     except OSError:
-        vfs.VfsLfs2.mkfs(bdev)
-        fs = vfs.VfsLfs2(bdev)
+        vfs.VfsLfs2.mkfs(bdev, progsize=prog)
+        fs = vfs.VfsLfs2(bdev, progsize=prog)
         if seed:
             vfs.mount(fs, "/flash")
             _copy_tree(seed, "/flash")
