@@ -271,6 +271,8 @@ def test_a_dc_session_goes_through_cable_check_precharge_ramp_and_shutdown(board
     assert t_stop <= first(ev, "ev_contactor", "open") and t_stop < t_open
     assert not [e for e in ev if e[1] == "dc_break"], ev
     assert first(ev, "imd", "off") >= t_stop
+    if rig.board["guns"][0].get("imd"):   # a Modbus monitor: its self-test asked by the firmware
+        assert first(ev, "imd", "on") <= first(ev, "imd", "self_test") < t_closed
     dut = Dut(request.getfixturevalue(board + "_board")["serial"])
     try:
         gun = dut.status()["guns"][0]
@@ -298,17 +300,51 @@ def test_an_insulation_fault_in_the_cable_check_stops_before_the_battery_is_conn
 
 
 @pytest.mark.slow
-def test_an_insulation_drop_while_charging_opens_within_a_second(dc2):
-    t, _ = start(dc2)
-    dc2.plug(gun=1, ev=dc_ev(100))
-    dc2.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 at 100 kW")
-    t_drop = now_ms(dc2)
-    dc2.insulation(gun=1, kohm=20)     # 20 kohm at 400 V: 50 ohm/V
-    opened = Events(dc2).first(t_drop, 1, "contactor", "open")
+@pytest.mark.parametrize("board", ["dc2", "dc6"])   # the front end's monitor; a Bender on Modbus
+def test_an_insulation_drop_while_charging_opens_within_a_second(board, request):
+    rig = request.getfixturevalue(board)
+    t, _ = start(rig)
+    rig.plug(gun=1, ev=dc_ev(100))
+    rig.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 at 100 kW")
+    t_drop = now_ms(rig)
+    rig.insulation(gun=1, kohm=20)     # 20 kohm at 400 V: 50 ohm/V
+    opened = Events(rig).first(t_drop, 1, "contactor", "open")
     assert opened["t_ms"] - t_drop <= 1000
-    assert dc2.wait_for(lambda g: g[0]["isolation"] == "fault" and g[0]["power_w"] == 0, 5, what="stopped")
-    dc2.unplug(gun=1)
-    dc2.insulation(gun=1, kohm=5000)
+    assert rig.wait_for(lambda g: g[0]["isolation"] == "fault" and g[0]["power_w"] == 0, 5, what="stopped")
+    rig.unplug(gun=1)
+    rig.insulation(gun=1, kohm=5000)
+
+
+@pytest.mark.slow
+def test_a_modbus_insulation_monitor_that_fails_its_self_test_or_falls_silent_stops_the_gun(dc6, dc6_board):
+    """sim-dc6's dispensers each have a Bender isoCHA425HV on RS-485: the firmware starts it and
+    its self-test over Modbus, and a monitor it cannot hear is no monitor."""
+    t, _ = start(dc6)
+    dc6.insulation(gun=2, self_test_fails=True)
+    dc6.plug(gun=2, ev=dc_ev(100))
+    dut = Dut(dc6_board["serial"])
+    try:
+        status = dut.wait_status(lambda s: s["guns"][1]["fault"] == "ISO_SELF_TEST", 15)["guns"][1]
+        assert not status["contactor"]
+        ev = sequence_events(dc6, t, 2)
+        assert [v for _, w, v in ev if w == "imd"][:2] == ["on", "self_test"], ev   # as the firmware told it
+        assert not [e for e in ev if e[1] == "contactor" and e[2] == "closed"], ev   # no voltage on the cable
+        dc6.unplug(gun=2)
+        dc6.insulation(gun=2, self_test_fails=False)
+
+        # Charging, the monitor falls silent: within its 3 s and a poll the gun stops on "IMD".
+        dc6.plug(gun=1, ev=dc_ev(100))
+        dc6.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 at 100 kW")
+        t_silent = now_ms(dc6)
+        dc6.insulation(gun=1, imd_fault="silent")
+        opened = Events(dc6).first(t_silent, 1, "contactor", "open", timeout_s=10)
+        assert opened["t_ms"] - t_silent <= 4500
+        assert dut.wait_status(lambda s: s["guns"][0]["fault"] == "IMD", 5)["guns"][0]["contactor"] is False
+        assert "insulation monitor: lost" in "\n".join(dut.command("log"))
+    finally:
+        dut.close()
+    dc6.unplug(gun=1)
+    dc6.insulation(gun=1, imd_fault=None)
 
 
 

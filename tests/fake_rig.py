@@ -52,7 +52,7 @@ class FakeHal:
         self.interlock = interlock  # a front end with a hardware interlock (interlock_holds)
         self.estop_pressed = False  # the emergency stop: its contact also cuts the coil's supply
 
-    def uart(self, index, baudrate):
+    def uart(self, index, baudrate, parity=None):
         return SilentLine()
 
     def _rec(self, what, value):

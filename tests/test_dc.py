@@ -654,3 +654,21 @@ def test_a_dc_gun_says_its_power_limit_in_kw_where_an_ac_gun_says_its_offer_in_a
     dc_charging(g, hal)
     lines = [text for kind, text in g.events if kind == "state"]
     assert lines and all(text.endswith("  limit 150.0 kW") for text in lines), lines
+
+
+def test_the_insulation_op_says_what_is_wrong_and_drives_a_modbus_monitors_line():
+    from host_tools.sim import control
+    from host_tools.sim.world import World
+    from test_sim_control import FakeBoard
+
+    def op(w, **fields):
+        return control.handle_line(w, json.dumps({"op": "insulation", **fields}), FakeBoard())
+    dc2, dc6 = (World(json.loads((BOARDS / f"{name}.json").read_text())) for name in ("sim-dc2", "sim-dc6"))
+    assert op(dc2, gun=1)["error"] == "insulation: give kohm, self_test_fails and/or imd_fault"
+    assert op(dc2, gun=1, imd_fault="silent")["error"] == \
+        "insulation: gun 1's insulation monitor is not on Modbus (board guns[].imd)"
+    assert op(dc6, gun=1, imd_fault="loud")["error"].startswith("insulation: imd_fault must be null or one of silent")
+    assert op(dc6, gun=3, imd_fault="silent")["ok"] and dc6.guns[2].imd_fault == "silent"
+    assert op(dc6, gun=3, imd_fault=None)["ok"] and dc6.guns[2].imd_fault is None
+    assert op(dc_world(), gun=1, kohm=1)["error"] == \
+        "insulation: board sim-dc2 runs no DC sequence (its cabinet has no CAN modules)"

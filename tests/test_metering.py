@@ -31,7 +31,7 @@ class ScriptedMeter:
 
 
 class Hal:
-    def uart(self, index, baudrate):
+    def uart(self, index, baudrate, parity=None):
         return None  # the scripted meters never use the bus
 
 

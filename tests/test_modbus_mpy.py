@@ -96,7 +96,7 @@ def test_micropython_reads_the_worlds_meters_over_the_sim_bus_and_survives_a_fau
     world.powered = True
 
     assert client.ask("uart 3") == ["error", "OSError", 'the virtual board has no UART 3: give a gun of the '
-                                                        'board file a "meter" with "uart": 3']
+                                                        'board file a "meter" or an "imd" with "uart": 3']
 
 
 def test_garbage_never_crashes_the_frame_checker_under_micropython(rig):

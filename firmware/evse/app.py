@@ -101,9 +101,12 @@ class App:
         self._grid_seen_ms = None        # the grid reading grid_building_a was worked out from
         self._grid_guns_w = 0.0          # what the guns drew at that reading
         self.solar = None                # with a grid meter: charging from its export (solar_mode)
-        if any("meter" in g for g in board["guns"]) or "grid_meter" in board:
+        if any("meter" in g or "imd" in g for g in board["guns"]) or "grid_meter" in board:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
+            for i, monitor in enumerate(self.metering.imds):
+                if monitor is not None:
+                    self.guns[i].imd = monitor
             # Not less than the board's own site limit: a central system may lower grid_limit_a,
             # which must not make a building's real load look like a meter's fault.
             self.metering.grid_limit_a = lambda: max(cfg.get("grid_limit_a"), board["site_limit_a"])
@@ -917,6 +920,9 @@ class App:
         task(self.keep("console", self.console))
         if self.metering is not None:
             task(self.keep("metering", self.metering.run))
+            for i, monitor in enumerate(self.metering.imds):
+                if monitor is not None:
+                    task(self.keep("imd%d" % (i + 1), monitor.run))
         if self.cabinet is not None and self.cabinet.stage is not None:
             task(self.keep("can", self.can_bus))
         if self.cp is not None:

@@ -145,6 +145,15 @@ def check_board(board):
                 meters.check(gun["meter"])
             except ValueError as e:
                 raise ConfigError("board guns[%d].%s" % (i, e))
+        if "imd" in gun:   # a Modbus insulation monitor for the DC sequence (evse.imd)
+            if not dc or not (board.get("cabinet") or {}).get("can"):
+                raise ConfigError("board guns[%d].imd: an insulation monitor is for the DC sequence, on a DC board "
+                                  "whose cabinet is on CAN" % i)
+            from evse import imd
+            try:
+                imd.check(gun["imd"])
+            except ValueError as e:
+                raise ConfigError("board guns[%d].%s" % (i, e))
         if gun.get("phase_switch", False):
             # A second contactor connects the gun's L2 and L3: one or three phases (evse.phases).
             if gun["phase_switch"] is not True or dc or gun.get("phases", 3) != 3 or board.get("phases", 3) != 3:
@@ -156,6 +165,7 @@ def check_board(board):
         if gun.get("rotation", "L1L2L3") not in ROTATIONS:
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
+    _check_lines(board)
     if "grid_meter" in board:   # the meter at the site's connection point (docs/grid.md)
         grid = board["grid_meter"]
         if dc:
@@ -218,6 +228,23 @@ def _check_tick(ms, interlock):
         raise ConfigError("board tick_ms must be %d..%d ms%s, not %r" % (
             TICK_MIN_MS, top, "" if interlock else " on a board without a hardware interlock (the loop opens "
             "the contactor there)", ms))
+
+
+def _check_lines(board):
+    # The devices on one RS-485 UART (meters, insulation monitors) share its baud rate and parity.
+    lines = {}
+    for i, gun in enumerate(board["guns"]):
+        for key, baud, parity in (("meter", 9600, "none"), ("imd", 19200, "even")):
+            entry = gun.get(key)
+            if not isinstance(entry, dict) or not isinstance(entry.get("uart"), int):
+                continue
+            setting = (entry.get("baud", baud), entry.get("parity", parity))
+            where = "guns[%d].%s" % (i, key)
+            first = lines.setdefault(entry["uart"], (setting, where))
+            if first[0] != setting:
+                raise ConfigError("board %s: UART %d runs at %d baud, parity %s for %s; this one asks %d baud, "
+                                  "parity %s: set both alike (give baud and parity)"
+                                  % (where, entry["uart"], first[0][0], first[0][1], first[1], setting[0], setting[1]))
 
 
 def _check_cabinet(cab):

@@ -54,7 +54,10 @@ class DcGun(Gun):
             self.ev = dcseq.Ev()
             self.measured = dcseq.Measured()
             self._imd = False        # the insulation monitor as last commanded: off at boot
-            hal.imd_enable(number, False)
+            # A Modbus monitor (board "imd", evse.imd) the App hands over; else the HAL's.
+            self.imd = None
+            if "imd" not in gun_board:
+                hal.imd_enable(number, False)
             self._reported = None    # (step, isolation) last told the EV
             self._now_ms = 0
 
@@ -111,11 +114,15 @@ class DcGun(Gun):
         m.out_a = self.current_a
         m.contactor = self.contactor
         m.estop = self.estop
-        if self._imd:
+        if self.imd is not None:
+            self.imd.read(m)
+        elif self._imd:
             hal.imd_read(n, m)
+            m.imd_lost = False
         else:
             m.iso_ohm = None
             m.self_test = None
+            m.imd_lost = False
         state = seq.state
         if ev.talking and ev.phase != "stop" and state not in ("done", "faulted"):
             # What it asks while charging; its most before (the cabinet gives it modules for the
@@ -167,7 +174,10 @@ class DcGun(Gun):
             seq.reset(now_ms)
         if seq.imd_on != self._imd:
             self._imd = seq.imd_on
-            self.hal.imd_enable(self.n, seq.imd_on)
+            if self.imd is not None:
+                self.imd.enable(seq.imd_on)
+            else:
+                self.hal.imd_enable(self.n, seq.imd_on)
         if self._reported is None or self._reported[0] != seq.state or self._reported[1] != seq.isolation:
             self._reported = (seq.state, seq.isolation)
             self.hal.ev_report(self.n, seq.state, seq.isolation)

@@ -58,6 +58,7 @@ DISCHARGE_MS = const(1000)          # after the cable check, the output below SA
 # Faults: the name the log and OCPP's vendorErrorCode carry.
 ISO_SELF_TEST = "ISO_SELF_TEST"     # the insulation monitor failed or did not end its self-test
 ISOLATION = "ISOLATION"             # insulation below 100 ohm/V (cable check or while charging)
+IMD_LOST = "IMD"                    # the insulation monitor stopped answering or reports a device error
 CABLE_CHECK_TIMEOUT = "CABLE_CHECK_TIMEOUT"
 PRECHARGE_FAIL = "PRECHARGE"        # the output did not reach the battery's voltage in time
 OVERVOLTAGE = "DC_OVERVOLTAGE"
@@ -89,7 +90,8 @@ class Measured:
     """What the gun's hardware measures, updated in place each tick: the output's voltage at the
     gun (the cable side of the DC contactors) and current, the contactors' feedback, the
     insulation monitor (`iso_ohm` None while it has no reading; `self_test`: None running, True
-    passed, False failed), the emergency stop, and `ready`: the session is authorized and the
+    passed, False failed; `imd_lost`: it stopped answering or reports a device error), the
+    emergency stop, and `ready`: the session is authorized and the
     dispenser has power to give (a module and a limit above 0); the cable check waits for it."""
 
     def __init__(self):
@@ -99,6 +101,7 @@ class Measured:
         self.contactor = False
         self.iso_ohm = None
         self.self_test = None
+        self.imd_lost = False
         self.estop = False
 
 
@@ -184,6 +187,9 @@ class Sequence:
             self._trip(EMERGENCY, now_ms)
             return
         state = self.state
+        if m.imd_lost and self.imd_on and state in (CABLE_CHECK, PRECHARGE, CHARGING):
+            self._trip(IMD_LOST, now_ms)   # no insulation watch: no voltage on the cable
+            return
         if state == IDLE:
             if ev.talking and ev.phase == "cable_check" and m.ready:
                 self.test_v = min(ev.max_v, self.gun_max_v)

@@ -59,6 +59,7 @@ FAULTS = {
     # A DC gun's IEC 61851-23 sequence (evse.dcseq):
     "ISOLATION": CLEAR_UNPLUG,   # insulation below 100 ohm/V: in the cable check or while charging
     "ISO_SELF_TEST": CLEAR_DELAY,  # the insulation monitor's self-test failed
+    "IMD": CLEAR_DELAY,          # the insulation monitor stopped answering or reports a device error
     "CABLE_CHECK_TIMEOUT": CLEAR_UNPLUG,
     "PRECHARGE": CLEAR_UNPLUG,   # the output did not reach the battery's voltage in time
     "DC_OVERVOLTAGE": CLEAR_UNPLUG,

@@ -11,6 +11,7 @@ from micropython import const
 from evse import meters, modbus, ticks
 
 POLL_MS = const(1000)
+_PARITY = {"none": None, "even": 0, "odd": 1}   # machine.UART's parity argument
 DEAD_MS = const(5000)
 FEED_MAX_A = const(10000)      # a fed grid reading above this per phase is a typing error
 FEED_MAX_W = const(10000000)   # and above this, in or out, the total power
@@ -41,16 +42,26 @@ class Metering:
         self._why = [None] * n
         masters = {}
 
-        def meter(entry):   # one Modbus master per UART, its meters sharing it
-            master = masters.get(entry["uart"])
-            if master is None:
-                baud = entry.get("baud", 9600)
-                master = masters[entry["uart"]] = modbus.Master(hal.uart(entry["uart"], baud), baudrate=baud)
-            return meters.Meter(master, entry["model"], entry["address"])
+        def master(entry, baud, parity):   # one Modbus master per UART, its devices sharing it
+            m = masters.get(entry["uart"])
+            if m is None:
+                baud = entry.get("baud", baud)
+                port = hal.uart(entry["uart"], baud, _PARITY[entry.get("parity", parity)])
+                m = masters[entry["uart"]] = modbus.Master(port, baudrate=baud)
+            return m
 
+        def meter(entry):
+            return meters.Meter(master(entry, 9600, "none"), entry["model"], entry["address"])
+
+        # The DC guns' insulation monitors (evse.imd): each polled by a task of its own.
+        self.imds = [None] * n
         for i, gun in enumerate(board["guns"]):
             if "meter" in gun:
                 self.meters[i] = meter(gun["meter"])
+            if "imd" in gun:
+                from evse.imd import Monitor
+                self.imds[i] = Monitor(master(gun["imd"], 19200, "even"), gun["imd"]["address"], clock, log,
+                                       "gun %d: insulation monitor" % (i + 1))
         # The grid meter at the connection point: the building's load and the guns' together,
         # read from a Modbus meter ("meter") or written by the console or the central system
         # ("feed", feed_grid).
@@ -163,6 +174,9 @@ class Metering:
         """The control clock moved back by d (evse.ticks)."""
         ticks.back_all(self._last_ok_ms, d)
         self.grid_ok_ms = ticks.back(self.grid_ok_ms, d)
+        for monitor in self.imds:
+            if monitor is not None:
+                monitor.rebase(d)
 
     def start(self, now_ms):
         """At boot: a meter has DEAD_MS from now to answer."""

@@ -100,6 +100,8 @@ def check(meter):
         raise ValueError("meter uart must be the index of the board's RS-485 UART, not %r" % (uart,))
     if meter.get("baud", 9600) not in BAUDRATES:
         raise ValueError("meter baud %r: use one of %s" % (meter.get("baud"), ", ".join(str(b) for b in BAUDRATES)))
+    if meter.get("parity", "none") not in ("none", "even", "odd"):
+        raise ValueError("meter parity %r: use none, even or odd" % (meter.get("parity"),))
     return meter
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from host_tools.jsonlines import OpError, Refused, Router
 from host_tools.sim import power_modules
+from host_tools.sim.modbus import FAULTS as METER_FAULTS
 from host_tools.sim.world import EV, EV_LEVEL_MV, PP_OHMS, World
 
 # An op's own ValueError (EV.update's, say) names the field and the fix: it is sent as it is.
@@ -138,7 +139,7 @@ def estop(world: World, req: dict, board) -> dict:
     """The emergency stop pressed (`on` true) or released: pressed, its contact cuts every
     contactor coil's supply at once, and the firmware reads its input."""
     if not world.has_estop:
-        raise OpError(f"board {board['name']} has no emergency stop (board file \"estop\": true)")
+        raise OpError(f"board {world.board['name']} has no emergency stop (board file \"estop\": true)")
     world.estop = _flag(req, "on")
     world.log(0, "estop", world.estop)
     world.apply_interlock()
@@ -223,16 +224,16 @@ def grid(world: World, req: dict, board) -> dict:
     panels' power (`pv_w`), and the grid meter misbehaving (`fault`) or behaving again (null); on
     a board with a grid meter."""
     if "grid_meter" not in world.board:
-        raise OpError(f"grid: board {world.board.get('name')} has no grid meter (board file grid_meter)")
+        raise OpError(f"board {world.board.get('name')} has no grid meter (board file grid_meter)")
     if "feed" in world.board["grid_meter"]:
-        raise OpError(f"grid: board {world.board.get('name')}'s grid meter is fed, not on a line: write its readings "
+        raise OpError(f"board {world.board.get('name')}'s grid meter is fed, not on a line: write its readings "
                       "at the console (grid) or by DataTransfer GridMeter (docs/grid.md)")
     if "building_a" not in req and "fault" not in req and "pv_w" not in req:
-        raise OpError("grid: give building_a (three amps), pv_w and/or fault")
+        raise OpError("give building_a (three amps), pv_w and/or fault")
     try:
         world.set_grid(req.get("building_a"), req.get("fault", "keep"), req.get("pv_w"))
     except ValueError as e:
-        raise OpError(f"grid: {e}") from None
+        raise OpError(f"{e}") from None
     return {}
 
 
@@ -242,7 +243,7 @@ def module_fault(world: World, req: dict, board) -> dict:
     or none (null): its status flags say so, and it turns its output off."""
     code = req.get("code")
     if code is not None and code not in power_modules.FAULT_NAMES:
-        raise OpError(f"module_fault: code must be one of {', '.join(power_modules.FAULT_NAMES)} or null, not {code!r}")
+        raise OpError(f"code must be one of {', '.join(power_modules.FAULT_NAMES)} or null, not {code!r}")
     with world.lock:
         m = world.module(req.get("module"))
         m.fault = code
@@ -265,21 +266,30 @@ def module_silent(world: World, req: dict, board) -> dict:
 
 @op("insulation")
 def insulation(world: World, req: dict, board) -> dict:
-    """A DC gun's cable insulation to PE as its insulation monitor measures it (`kohm`), and
-    whether the monitor's self-test fails (`self_test_fails`); on a cabinet on CAN."""
+    """A DC gun's cable insulation to PE as its insulation monitor measures it (`kohm`), whether
+    the monitor's self-test fails (`self_test_fails`), and how a Modbus monitor (board `imd`)
+    misbehaves on its line (`imd_fault`, as meter_fault); on a cabinet on CAN."""
     if world.can is None:
-        raise OpError(f"insulation: board {board['name']} runs no DC sequence (its cabinet has no CAN modules)")
-    if "kohm" not in req and "self_test_fails" not in req:
-        raise OpError("insulation: give kohm and/or self_test_fails")
+        raise OpError(f"board {world.board['name']} runs no DC sequence (its cabinet has no CAN modules)")
+    if "kohm" not in req and "self_test_fails" not in req and "imd_fault" not in req:
+        raise OpError("give kohm, self_test_fails and/or imd_fault")
     kohm = _number(req, "kohm", 0, 1e6) if "kohm" in req else None
     fails = _flag(req, "self_test_fails") if "self_test_fails" in req else None
+    imd_fault = req.get("imd_fault")
+    if imd_fault is not None and imd_fault not in METER_FAULTS:
+        raise OpError(f"imd_fault must be null or one of {', '.join(METER_FAULTS)}, not {imd_fault!r}")
     with world.lock:
         g = world.gun(req.get("gun"))
+        if "imd_fault" in req and not world.board["guns"][g.number - 1].get("imd"):
+            raise OpError(f"gun {g.number}'s insulation monitor is not on Modbus (board guns[].imd)")
         if kohm is not None:
             g.insulation_kohm = kohm
         if fails is not None:
             g.imd_test_fails = fails
-    world.log(g.number, "insulation", {"kohm": g.insulation_kohm, "self_test_fails": g.imd_test_fails})
+        if "imd_fault" in req:
+            g.imd_fault = imd_fault
+    world.log(g.number, "insulation", {"kohm": g.insulation_kohm, "self_test_fails": g.imd_test_fails,
+                                       "imd_fault": g.imd_fault})
     return {}
 
 
@@ -373,7 +383,7 @@ def reset(world: World, req: dict, board) -> dict:
     for m in world.can.modules if world.can is not None else []:
         m.fault, m.silent = None, False
     for g in world.guns:
-        g.insulation_kohm, g.imd_test_fails = 5000.0, False
+        g.insulation_kohm, g.imd_test_fails, g.imd_fault = 5000.0, False, None
     world.stall_ms = 0
     world.building_a, world.pv_w, world.grid_meter_fault = [0.0, 0.0, 0.0], 0.0, None   # the site as it was
     if world.estop:

@@ -1,5 +1,6 @@
 """The virtual board's RS-485 buses: Modbus RTU slaves with the register maps of real meters
-(Eastron SDM630 and SDM120, Acrel DJSF1352-RN), fed by the world's physics.
+(Eastron SDM630 and SDM120, Acrel DJSF1352-RN) and of an insulation monitor (Bender
+isoCHA425HV), fed by the world's physics.
 
 The firmware's sim HAL opens UART n as a loopback TCP connection to the address in the
 environment variable EVSE_SIM_UART<n>; the connection carries the raw RTU bytes both ways. The
@@ -155,6 +156,28 @@ def djsf1352_holding(m: dict) -> dict:
     return w
 
 
+# Bender ISOMETER isoCHA425HV, a DC insulation monitor (Bender's manual, "Modbus register
+# assignment"): R_F at 1000-1003 as float32 high word first, AT&T word (high byte: alarm bits 0-2,
+# 2 = device error; test bits 6-7, 2 = external test running), R&U (low byte: unit bits 0-4,
+# 2 = ohm; validity bits 6-7, 3 = invalid), channel description 71 (insulation fault). Holding
+# 3000-3028 its settings (3026: 1 measure, 0 stop); 8005 = 0x5445 starts the self-test.
+IMD_R_F, IMD_MEASURE, IMD_TEST, IMD_TEST_WORD = 1000, 3026, 8005, 0x5445
+IMD_OHM, IMD_INVALID, IMD_DEVICE_ERROR, IMD_EXTERNAL_TEST, IMD_CHANNEL_RF = 2, 3 << 6, 2, 2 << 6, 71
+
+
+def isocha425_holding(m: dict) -> dict:
+    """m: {"on": measuring, "testing": a self-test runs, "failed": the last one failed,
+    "ohms": the reading or None}."""
+    w: dict = {}
+    ohms = m["ohms"] if m["on"] and not m["testing"] and not m["failed"] else None
+    _f32(w, IMD_R_F, 0.0 if ohms is None else float(ohms))
+    at_t = IMD_EXTERNAL_TEST if m["testing"] else (IMD_DEVICE_ERROR if m["failed"] else 0)
+    w[IMD_R_F + 2] = (at_t << 8) | IMD_OHM | (IMD_INVALID if ohms is None else 0)
+    w[IMD_R_F + 3] = IMD_CHANNEL_RF
+    w[IMD_MEASURE] = 1 if m["on"] else 0
+    return w
+
+
 class Model:
     """What one meter model answers: per function a register image (or a store) and its span."""
 
@@ -182,6 +205,9 @@ MODELS = {
     # Function 0x10 only reaches the clock (0x001E-0x0020: year/month, day/hour, minute/second).
     "djsf1352": Model("djsf1352", measured_holding=djsf1352_holding, holding_span=0x0030,
                       holding={0x001E: 0x1901, 0x001F: 0x0100, 0x0020: 0x0000}, writable=range(0x001E, 0x0021)),
+    # 3000-3028 (settings) and 8005 (the self-test) take writes; a write acts through ImdSlave.
+    "isocha425": Model("isocha425", measured_holding=isocha425_holding, holding_span=9900,
+                       writable=range(3000, 8006)),
 }
 
 
@@ -253,6 +279,28 @@ class Slave:
                 self.holding[start + i] = struct.unpack(">H", frame[7 + 2 * i:9 + 2 * i])[0]
             return seal(frame[:6])
         return exception_frame(self.address, function, ILLEGAL_FUNCTION)
+
+
+class ImdSlave(Slave):
+    """An isoCHA425HV: what it writes to 3026 and 8005 switches the world's monitor of its gun."""
+
+    def __init__(self, address: int, world, gun):
+        Slave.__init__(self, "isocha425", address, measure=lambda: world.imd_registers(gun),
+                       fault=lambda: gun.imd_fault)
+        self.world = world
+        self.gun = gun
+
+    def _answer(self, frame: bytes) -> bytes:
+        reply = Slave._answer(self, frame)
+        if frame[1] == 0x10 and reply[1] == 0x10:
+            start, count = struct.unpack(">HH", frame[2:6])
+            for i in range(count):
+                value = struct.unpack(">H", frame[7 + 2 * i:9 + 2 * i])[0]
+                if start + i == IMD_MEASURE:
+                    self.world.imd_switch(self.gun, value == 1, self_test=False)
+                elif start + i == IMD_TEST and value == IMD_TEST_WORD and self.gun.imd_on:
+                    self.world.imd_self_test(self.gun)
+        return reply
 
 
 class Bus:
@@ -337,6 +385,16 @@ def buses_for(world, board: dict) -> dict[int, Bus]:
         except ValueError as e:
             raise ValueError(f"{where}: {e}")
         slaves.setdefault(uart, []).append(slave)
+    for i, gun in enumerate(board["guns"]):   # the DC guns' insulation monitors
+        imd = gun.get("imd")
+        if imd is None:
+            continue
+        uart, address = imd.get("uart"), imd.get("address")
+        where = f"board {board.get('name')} guns[{i}].imd"
+        if (uart, address) in seen:
+            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s meter")
+        seen[uart, address] = i
+        slaves.setdefault(uart, []).append(ImdSlave(address, world, world.guns[i]))
     grid = board.get("grid_meter")
     if grid is not None and "feed" not in grid:   # the meter at the site's connection point: the building and the guns
         where = f"board {board.get('name')} grid_meter"

@@ -176,6 +176,7 @@ class Gun:
     imd_on: bool = False              # the insulation monitor measures (HAL O)
     imd_test_ms: float | None = None  # its self-test, running since
     imd_test_fails: bool = False      # rig op insulation self_test_fails
+    imd_fault: str | None = None      # a Modbus monitor's line fault (rig op insulation imd_fault)
 
 
 class World:
@@ -467,6 +468,25 @@ class World:
             step = DC_SLEW_V_PER_MS * dt_ms
             g.out_v = min(target, g.out_v + step) if target > g.out_v else max(target, g.out_v - step)
 
+    def imd_switch(self, g: Gun, on: bool, self_test: bool) -> None:
+        """The insulation monitor starts or stops measuring; the front end's (HAL O) runs its
+        self-test as it starts, a Modbus one when told (imd_self_test)."""
+        if on and not g.imd_on:
+            g.imd_test_ms = self.now_ms() if self_test else None
+        if on != g.imd_on:
+            self.log(g.number, "imd", "on" if on else "off")
+        g.imd_on = on
+
+    def imd_self_test(self, g: Gun) -> None:
+        g.imd_test_ms = self.now_ms()
+        self.log(g.number, "imd", "self_test")
+
+    def imd_registers(self, g: Gun) -> dict:
+        """A Modbus monitor's state for its register image (host_tools.sim.modbus)."""
+        ohms, test = self.imd_reading(g)
+        testing = g.imd_on and g.imd_test_ms is not None and test is None
+        return {"on": g.imd_on, "testing": testing, "failed": g.imd_on and test is False, "ohms": ohms}
+
     def imd_reading(self, g: Gun) -> tuple[float | None, bool | None]:
         """(ohms or None, self-test: None running or not asked, True passed, False failed)."""
         if not g.imd_on:
@@ -586,12 +606,7 @@ class World:
         if op == "U":
             return f"{g.out_v:.1f}"
         if op == "O":
-            on = parts[2] == "1"
-            if on and not g.imd_on:
-                g.imd_test_ms = self.now_ms()
-            if on != g.imd_on:
-                self.log(g.number, "imd", "on" if on else "off")
-            g.imd_on = on
+            self.imd_switch(g, parts[2] == "1", self_test=True)
             return "ok"
         ohms, test = self.imd_reading(g)
         return f"{'-' if ohms is None else round(ohms)} {'-' if test is None else int(test)}"

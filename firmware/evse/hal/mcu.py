@@ -407,12 +407,13 @@ class McuHal(Base):
         if self._wdt is not None:
             self._wdt.feed()
 
-    def uart(self, index, baudrate):
+    def uart(self, index, baudrate, parity=None):
+        # parity: None, 0 (even) or 1 (odd), as machine.UART takes it; 8 data bits, 1 stop bit.
         uarts = self.board.get("uart", {})
         for name in uarts:
             cfg = uarts[name]
             if cfg.get("index") == index:
-                port = UART(index, baudrate=baudrate, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
+                port = UART(index, baudrate=baudrate, parity=parity, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
                 if "de" in cfg:
                     return Rs485(port, Pin(cfg["de"], Pin.OUT, value=0))
                 return port

@@ -219,11 +219,11 @@ class Hal(Base):
     def watchdog_feed(self):
         self._ask(b"w\n")
 
-    def uart(self, index, baudrate):
+    def uart(self, index, baudrate, parity=None):   # a loopback socket: no bits, no parity
         addr = os.getenv("EVSE_SIM_UART%d" % index)
         if not addr:
             raise OSError('the virtual board has no UART %d: give a gun of the board file a '
-                          '"meter" with "uart": %d' % (index, index))
+                          '"meter" or an "imd" with "uart": %d' % (index, index))
         return Uart(addr)
 
     def network_up(self):

@@ -483,8 +483,11 @@ class UART:
                 raise ValueError("bad RX pin")
         if not isinstance(baudrate, int) or baudrate <= 0:
             raise ValueError("invalid baudrate")
+        if parity not in (None, 0, 1):
+            raise ValueError("invalid parity")
         self.id = id
         self._baud = baudrate
+        self.parity = parity   # what the firmware asked for: the bus carries bytes, not bits
         self._sock = None
         addr = os.getenv("EVSE_SIM_UART%d" % id)
         if addr:

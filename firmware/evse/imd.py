@@ -1,0 +1,178 @@
+# A DC gun's insulation monitor on Modbus RTU, for the IEC 61851-23 sequence (evse.dcseq): the
+# cable check's self-test and reading, and the watch while charging. A board names it per gun:
+#   "imd": {"model": "isocha425", "uart": 1, "address": 3}   (optional "baud", "parity")
+#
+# Bender ISOMETER isoCHA425HV, its holding registers as Bender's manual gives them and EVerest's
+# Bender_isoCHA425HV module reads them:
+#   1000-1003  R_F, the insulation resistance: float32 (high word first); then AT&T: in the high
+#              byte the alarm (bits 0-2: 0 none, 1 prewarning, 2 device error, 4 warning,
+#              5 alarm) and the test (bits 6-7: 1 internal, 2 external: a self-test runs); in the
+#              low byte R&U: the unit (bits 0-4, 2 = ohm) and the validity (bits 6-7: 1 the true
+#              value is smaller, 2 it is bigger, 3 invalid); then the channel's description
+#   3026       1: measure, 0: stop
+#   8005       0x5445 ("TE") written: the self-test starts
+# Factory settings: address 3, 19200 baud, 8 data bits, even parity, 1 stop bit.
+import asyncio
+from micropython import const
+
+from evse import modbus, ticks
+
+MODELS = ("isocha425",)
+PARITIES = ("none", "even", "odd")
+POLL_MS = const(500)     # the monitor updates its reading about once a second
+LOST_MS = const(3000)    # measuring and no reading for this long: the monitor is lost
+_R_F = const(1000)
+_MEASURE = const(3026)
+_TEST = const(8005)
+_TEST_WORD = const(0x5445)
+_DEVICE_ERROR = const(2)
+_INVALID = const(3)
+
+
+def check(entry):
+    """A board file's imd entry, validated; ValueError naming the key and the fix."""
+    if not isinstance(entry, dict):
+        raise ValueError('imd must be an object like {"model": "isocha425", "uart": 1, "address": 3}')
+    if entry.get("model") not in MODELS:
+        raise ValueError("imd model %r unknown: use %s" % (entry.get("model"), ", ".join(MODELS)))
+    address = entry.get("address")
+    if not isinstance(address, int) or isinstance(address, bool) or not 1 <= address <= 247:
+        raise ValueError("imd address must be the Modbus slave address 1..247 (a Bender's is 3 from the "
+                         "factory), not %r" % (address,))
+    uart = entry.get("uart")
+    if not isinstance(uart, int) or isinstance(uart, bool) or uart < 0:
+        raise ValueError("imd uart must be the index of the board's RS-485 UART, not %r" % (uart,))
+    from evse.meters import BAUDRATES
+    if entry.get("baud", 19200) not in BAUDRATES:
+        raise ValueError("imd baud %r: use one of %s" % (entry.get("baud"), ", ".join(str(b) for b in BAUDRATES)))
+    if entry.get("parity", "even") not in PARITIES:
+        raise ValueError("imd parity %r: use %s" % (entry.get("parity"), ", ".join(PARITIES)))
+    return entry
+
+
+def line(entry, default_baud, default_parity):
+    """(baud, parity) of a device entry on a UART: every device on one UART must agree."""
+    return entry.get("baud", default_baud), entry.get("parity", default_parity)
+
+
+class Monitor:
+    """One insulation monitor. The control tick calls enable() and read() (no bus I/O there);
+    the task run() does the bus work. `self_test`: None (not asked, or running), True passed,
+    False failed; `lost`: measuring and no reading for LOST_MS, or the monitor reports a device
+    error."""
+
+    def __init__(self, master, address, clock, log=print, name="imd"):
+        self.master = master
+        self.address = address
+        self.clock = clock        # monotonic ms (the App's)
+        self.log = log
+        self.name = name
+        self.want = False         # what the sequence asks
+        self.on = None            # what the monitor was last told (None: not yet, at boot)
+        self.ohm = None           # its last valid reading
+        self.self_test = None
+        self.lost = False
+        self.error = None         # why it is lost
+        self._testing = 0         # 0 no test asked; 1 asked, not yet seen running; 2 seen running
+        self._ask_test = False    # the self-test is still to be asked
+        self._ok_ms = None        # when it last answered, while measuring
+        self._request = modbus.read_request(address, modbus.READ_HOLDING, _R_F, 4)
+        self._regs = bytearray(8)
+        self.requests = 0
+
+    def enable(self, on):
+        if on != self.want:
+            self.want = on
+            self.self_test = None
+            self.ohm = None
+            self.lost = False
+            self.error = None
+            self._testing = 0
+            self._ask_test = on and self.on is True   # on again before it was told off: test again
+            self._ok_ms = None
+
+    def read(self, m):
+        """Into the sequence's dcseq.Measured: iso_ohm, self_test, imd_lost."""
+        m.iso_ohm = self.ohm if self.want and self.on else None
+        m.self_test = self.self_test if self.want else None
+        m.imd_lost = self.want and self.lost
+
+    def rebase(self, d):
+        self._ok_ms = ticks.back(self._ok_ms, d)
+
+    async def run(self):
+        while True:
+            await self.step()
+            await asyncio.sleep_ms(POLL_MS)
+
+    async def step(self):
+        """One turn: tell the monitor what the sequence wants, then read it while it measures."""
+        want = self.want
+        now = self.clock()
+        if self._ok_ms is None:
+            self._ok_ms = now
+        try:
+            if want != self.on:
+                await self.master.write_registers(self.address, _MEASURE, (1 if want else 0,))
+                self.on = want
+                self._ask_test = want
+            if self._ask_test:
+                # Measuring: the self-test first (the sequence waits for its result). Asked
+                # again next turn if its answer was lost: a second ask starts it over.
+                await self.master.write_registers(self.address, _TEST, (_TEST_WORD,))
+                self._ask_test = False
+                self._testing = 1
+            if not self.on or want != self.want:
+                return
+            await self.master.read(self._request, self._regs)
+        except modbus.ModbusError as e:
+            if want and not self.lost and self.clock() - self._ok_ms >= LOST_MS:
+                self._lose(str(e))
+            return
+        if want != self.want:
+            return   # the sequence changed its mind meanwhile: this reading is not for it
+        self.requests += 1
+        self._ok_ms = self.clock()
+        self._take(self._regs)
+
+    def _take(self, regs):
+        at_t = regs[4]
+        r_u = regs[5]
+        alarm = at_t & 7
+        test = at_t >> 6
+        valid = r_u >> 6
+        if test:
+            if self._testing == 1:
+                self._testing = 2
+            self.ohm = None
+            return
+        if self._testing:
+            if self._testing == 2:   # the test ran and is over: a device error says it failed
+                self.self_test = alarm != _DEVICE_ERROR
+                self._testing = 0
+                if not self.self_test:
+                    self.log("%s: self-test failed (device error)" % self.name)
+            self.ohm = None
+            return
+        if alarm == _DEVICE_ERROR:
+            if not self.lost:
+                self._lose("device error")
+            self.ohm = None
+            return
+        if self.lost and self.error == "device error":
+            self.lost = False
+            self.log("%s: device error cleared" % self.name)
+        if valid == _INVALID or (r_u & 0x1F) != 2:
+            self.ohm = None
+            return
+        value = modbus.float32(regs, 0)
+        self.ohm = value if value - value == 0 and value >= 0 else None
+        if self.lost:
+            self.lost = False
+            self.log("%s: answers again" % self.name)
+
+    def _lose(self, why):
+        self.lost = True
+        self.error = why
+        self.ohm = None
+        self.log("%s: lost (%s)" % (self.name, why))
