@@ -242,7 +242,9 @@ def sequence_events(rig: Rig, since_ms: float, gun: int) -> list[tuple[float, st
 
 
 def first(events, what, value=None):
-    return next(t for t, w, v in events if w == what and (value is None or v == value))
+    found = [t for t, w, v in events if w == what and (value is None or v == value)]
+    assert found, f"no {what} {value} among the events: {events}"
+    return found[0]
 
 
 @pytest.mark.slow

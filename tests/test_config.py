@@ -179,3 +179,18 @@ def test_solar_mode_needs_a_grid_meter(tmp_path):
     with pytest.raises(config.ConfigError, match="solar_mode on needs a grid meter"):
         cfg.set("solar_mode", "on")
     assert cfg.set("solar_mode", "off") == "off"
+
+
+@pytest.mark.parametrize("board, gun, change, says", [
+    ("sim-ac2", 0, {"imd": {"model": "isocha425", "uart": 1, "address": 3}}, r"guns\[0\].imd: an insulation monitor is for the DC sequence"),
+    ("sim-dc6", 0, {"imd": {"model": "isocha425", "uart": 1, "address": 4}}, r"guns\[1\].imd: address 4 on UART 1 is guns\[0\].imd's too"),
+    ("sim-dc6", 0, {"imd": {"model": "isocha425", "uart": 0, "address": 3}}, r"guns\[0\].imd: UART 0 runs at 9600 baud, parity none for guns\[0\].meter"),
+    ("sim-dc6", 0, {"imd": {"model": "isocha425", "uart": 0, "address": 2, "baud": 9600, "parity": "none"}}, r"guns\[1\].meter: address 2 on UART 0 is guns\[0\].imd's too"),
+    ("sim-dc6", 0, {"imd": {"model": "isocha425", "uart": 1, "address": 3, "baud": 19200.0}}, r"guns\[0\].imd baud 19200.0: use one of"),
+    ("sim-dc6", 0, {"meter": {"model": "djsf1352", "uart": 0, "address": 1, "parity": "mark"}}, r"guns\[0\].meter parity 'mark'"),
+])
+def test_the_devices_on_a_line_agree_on_its_settings_and_each_has_its_own_address(board, gun, change, says):
+    spec = json.loads((BOARDS / f"{board}.json").read_text())
+    spec["guns"][gun].update(change)
+    with pytest.raises(config.ConfigError, match=says):
+        config.check_board(spec)

@@ -69,9 +69,11 @@ def test_enabled_it_is_started_self_tested_then_read_and_disabled_it_is_stopped(
     rig.gun.insulation_kohm = 30.0
     rig.step()
     assert rig.measured().iso_ohm == 30e3
-    rig.gun.out_v = 20.0   # no voltage: nothing to measure, the reading is invalid
+    rig.gun.out_v = 20.0   # no voltage: nothing to measure, the readings are invalid
     rig.step()
-    assert rig.measured().iso_ohm is None
+    assert rig.measured().iso_ohm == 30e3    # the last one, while it is fresh
+    rig.step(3)
+    assert rig.measured().iso_ohm is None and not rig.measured().imd_lost   # aged out; it answers
     rig.monitor.enable(False)
     rig.step()
     assert rig.writes()[-1] == (0x10, 3026, 1, 2, 0) and not rig.gun.imd_on
@@ -182,3 +184,51 @@ def test_a_lost_answer_to_the_self_test_command_asks_it_again():
     rig.test_over()
     rig.step()
     assert rig.measured().self_test is True
+
+
+def test_a_task_that_stalls_gives_no_old_reading_and_the_monitor_counts_as_lost():
+    rig = Rig()
+    rig.monitor.enable(True)
+    rig.step(2)
+    rig.test_over()
+    rig.step(2)
+    assert rig.measured().iso_ohm == 5000e3
+    rig.clock.ms += imd.FRESH_MS   # the task does not run (a crash loop, a long stall)
+    assert rig.measured().iso_ohm is None and not rig.measured().imd_lost
+    rig.clock.ms += imd.LOST_MS
+    assert rig.measured().imd_lost
+
+
+def test_the_sequence_turning_it_off_and_on_during_a_transaction_drops_that_answer():
+    rig = Rig()
+    rig.monitor.enable(True)
+    rig.step(2)
+    rig.test_over()
+    rig.step(2)
+    rig.gun.imd_fault = "bad_crc"
+    read = rig.monitor.master.read
+
+    async def read_while_the_session_changes(*args):
+        rig.monitor.enable(False)
+        rig.monitor.enable(True)
+        return await read(*args)
+    rig.monitor.master.read = read_while_the_session_changes
+    rig.clock.ms += imd.LOST_MS
+    rig.step()   # no TypeError, no loss charged to the new session
+    rig.monitor.master.read = read
+    assert not rig.measured().imd_lost and rig.monitor.self_test is None
+
+
+def test_the_sequence_stops_when_the_live_cable_has_no_insulation_reading_for_3_s():
+    seq = dcseq.Sequence(1000, 500)
+    ev, m = dcseq.Ev(), dcseq.Measured()
+    seq.state, seq.imd_on, seq.contactor = "charging", True, True
+    ev.talking, ev.phase, ev.max_v, ev.target_v, ev.target_a = True, "charge", 500.0, 400.0, 100.0
+    m.out_v, m.iso_ohm, m.self_test = 400.0, 400e3, True
+    seq.step(0, ev, m)
+    m.iso_ohm = None
+    seq.step(1000, ev, m)
+    seq.step(1000 + dcseq.UNWATCHED_MS - 1, ev, m)
+    assert seq.state == "charging"
+    seq.step(1000 + dcseq.UNWATCHED_MS, ev, m)
+    assert seq.state == "faulted" and seq.fault == "IMD" and not seq.contactor

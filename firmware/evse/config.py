@@ -231,20 +231,28 @@ def _check_tick(ms, interlock):
 
 
 def _check_lines(board):
-    # The devices on one RS-485 UART (meters, insulation monitors) share its baud rate and parity.
+    # The devices on one RS-485 UART (meters, insulation monitors) share its baud rate and parity,
+    # and each has an address of its own there.
     lines = {}
-    for i, gun in enumerate(board["guns"]):
-        for key, baud, parity in (("meter", 9600, "none"), ("imd", 19200, "even")):
-            entry = gun.get(key)
-            if not isinstance(entry, dict) or not isinstance(entry.get("uart"), int):
-                continue
-            setting = (entry.get("baud", baud), entry.get("parity", parity))
-            where = "guns[%d].%s" % (i, key)
-            first = lines.setdefault(entry["uart"], (setting, where))
-            if first[0] != setting:
-                raise ConfigError("board %s: UART %d runs at %d baud, parity %s for %s; this one asks %d baud, "
-                                  "parity %s: set both alike (give baud and parity)"
-                                  % (where, entry["uart"], first[0][0], first[0][1], first[1], setting[0], setting[1]))
+    taken = {}
+    entries = [("guns[%d].%s" % (i, key), gun.get(key), baud, parity)
+               for i, gun in enumerate(board["guns"]) for key, baud, parity in (("meter", 9600, "none"),
+                                                                              ("imd", 19200, "even"))]
+    entries.append(("grid_meter", board.get("grid_meter"), 9600, "none"))
+    for where, entry, baud, parity in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("uart"), int):
+            continue   # none, or fed (grid_meter {"feed": "api"})
+        uart = entry["uart"]
+        setting = (entry.get("baud", baud), entry.get("parity", parity))
+        first = lines.setdefault(uart, (setting, where))
+        if first[0] != setting:
+            raise ConfigError("board %s: UART %d runs at %d baud, parity %s for %s; this one asks %d baud, "
+                              "parity %s: set both alike (give baud and parity)"
+                              % (where, uart, first[0][0], first[0][1], first[1], setting[0], setting[1]))
+        other = taken.setdefault((uart, entry.get("address")), where)
+        if other != where:
+            raise ConfigError("board %s: address %r on UART %d is %s's too: give each device on a line its own "
+                              "address" % (where, entry.get("address"), uart, other))
 
 
 def _check_cabinet(cab):

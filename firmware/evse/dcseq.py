@@ -37,6 +37,7 @@ FAULTED = "faulted"
 ISO_FAULT_OHM_PER_V = const(100)    # IEC 61851-23 6.3.1.105: below this, an insulation fault
 ISO_WARN_OHM_PER_V = const(500)     # below this a warning (IEC 61557-8's usual pre-warning)
 SELF_TEST_MS = const(10000)         # the insulation monitor's self-test must end within this
+UNWATCHED_MS = const(3000)          # the cable live and no insulation reading for this long: stop
 CABLE_CHECK_MS = const(20000)       # the cable check (raise, settle, measure) within this
 SETTLE_MS = const(1000)             # the monitor measures only once the test voltage has held this long
 TEST_V_TOL = const(20)              # the output counts as at the test voltage within this
@@ -58,7 +59,7 @@ DISCHARGE_MS = const(1000)          # after the cable check, the output below SA
 # Faults: the name the log and OCPP's vendorErrorCode carry.
 ISO_SELF_TEST = "ISO_SELF_TEST"     # the insulation monitor failed or did not end its self-test
 ISOLATION = "ISOLATION"             # insulation below 100 ohm/V (cable check or while charging)
-IMD_LOST = "IMD"                    # the insulation monitor stopped answering or reports a device error
+IMD_LOST = "IMD"                    # the insulation monitor is lost, in a device error, or gives no reading
 CABLE_CHECK_TIMEOUT = "CABLE_CHECK_TIMEOUT"
 PRECHARGE_FAIL = "PRECHARGE"        # the output did not reach the battery's voltage in time
 OVERVOLTAGE = "DC_OVERVOLTAGE"
@@ -127,6 +128,7 @@ class Sequence:
         self.test_v = 0.0
         self._last_ms = None
         self._tested = False       # the self-test passed in this cable check
+        self._unwatched_ms = None  # live with no insulation reading since
 
     def _go(self, state, now_ms):
         self.state = state
@@ -172,6 +174,7 @@ class Sequence:
         self.since_ms = ticks.back(self.since_ms, d)
         self.mark_ms = ticks.back(self.mark_ms, d)
         self._last_ms = ticks.back(self._last_ms, d)
+        self._unwatched_ms = ticks.back(self._unwatched_ms, d)
 
     def _open(self, now_ms):
         self.set_a = 0.0
@@ -187,9 +190,17 @@ class Sequence:
             self._trip(EMERGENCY, now_ms)
             return
         state = self.state
-        if m.imd_lost and self.imd_on and state in (CABLE_CHECK, PRECHARGE, CHARGING):
-            self._trip(IMD_LOST, now_ms)   # no insulation watch: no voltage on the cable
-            return
+        if self.imd_on and state in (CABLE_CHECK, PRECHARGE, CHARGING) and m.self_test is not False:
+            # No insulation watch, no voltage on the cable: a monitor lost, or one that gives no
+            # reading while the cable is live.
+            live = state == CHARGING or (state == PRECHARGE and m.out_v > SAFE_V)
+            if not live or m.iso_ohm is not None:
+                self._unwatched_ms = None
+            elif self._unwatched_ms is None:
+                self._unwatched_ms = now_ms
+            if m.imd_lost or (self._unwatched_ms is not None and now_ms - self._unwatched_ms >= UNWATCHED_MS):
+                self._trip(IMD_LOST, now_ms)
+                return
         if state == IDLE:
             if ev.talking and ev.phase == "cable_check" and m.ready:
                 self.test_v = min(ev.max_v, self.gun_max_v)

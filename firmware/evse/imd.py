@@ -20,7 +20,9 @@ from evse import modbus, ticks
 MODELS = ("isocha425",)
 PARITIES = ("none", "even", "odd")
 POLL_MS = const(500)     # the monitor updates its reading about once a second
-LOST_MS = const(3000)    # measuring and no reading for this long: the monitor is lost
+LOST_MS = const(3000)    # on and no answer for this long: the monitor is lost
+FRESH_MS = const(1500)   # a reading older than this is none
+STOP_RETRY_MS = const(10000)   # a stop the monitor did not answer is tried again after this
 _R_F = const(1000)
 _MEASURE = const(3026)
 _TEST = const(8005)
@@ -43,7 +45,8 @@ def check(entry):
     if not isinstance(uart, int) or isinstance(uart, bool) or uart < 0:
         raise ValueError("imd uart must be the index of the board's RS-485 UART, not %r" % (uart,))
     from evse.meters import BAUDRATES
-    if entry.get("baud", 19200) not in BAUDRATES:
+    baud = entry.get("baud", 19200)
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud not in BAUDRATES:
         raise ValueError("imd baud %r: use one of %s" % (entry.get("baud"), ", ".join(str(b) for b in BAUDRATES)))
     if entry.get("parity", "even") not in PARITIES:
         raise ValueError("imd parity %r: use %s" % (entry.get("parity"), ", ".join(PARITIES)))
@@ -56,10 +59,12 @@ def line(entry, default_baud, default_parity):
 
 
 class Monitor:
-    """One insulation monitor. The control tick calls enable() and read() (no bus I/O there);
-    the task run() does the bus work. `self_test`: None (not asked, or running), True passed,
-    False failed; `lost`: measuring and no reading for LOST_MS, or the monitor reports a device
-    error."""
+    """One insulation monitor. The control tick calls enable() and read() (no bus I/O there,
+    and read() judges how old the monitor's answers are, so a stalled or failing task cannot
+    hand the sequence an old reading); the task run() does the bus work. In read():
+    `self_test` None (not asked, or running), True passed, False failed; `imd_lost` when the
+    monitor has not answered for LOST_MS while on, or reports a device error; `iso_ohm` only
+    from an answer younger than FRESH_MS."""
 
     def __init__(self, master, address, clock, log=print, name="imd"):
         self.master = master
@@ -68,14 +73,17 @@ class Monitor:
         self.log = log
         self.name = name
         self.want = False         # what the sequence asks
-        self.on = None            # what the monitor was last told (None: not yet, at boot)
-        self.ohm = None           # its last valid reading
+        self.on = None            # what the monitor was last told (None: not known, at boot)
+        self.ohm = None           # its last valid reading ...
+        self.ohm_ms = None        # ... taken then
         self.self_test = None
-        self.lost = False
-        self.error = None         # why it is lost
+        self.error = None         # a device error it reports, or None
+        self.lost = False         # said so in the log (read() decides what the sequence sees)
+        self._session = 0         # counts enable() changes: an answer to an older one is dropped
         self._testing = 0         # 0 no test asked; 1 asked, not yet seen running; 2 seen running
         self._ask_test = False    # the self-test is still to be asked
-        self._ok_ms = None        # when it last answered, while measuring
+        self._ok_ms = None        # when it last answered while on (or was switched on)
+        self._stop_retry_ms = None   # a failed stop is tried again from then
         self._request = modbus.read_request(address, modbus.READ_HOLDING, _R_F, 4)
         self._regs = bytearray(8)
         self.requests = 0
@@ -83,22 +91,36 @@ class Monitor:
     def enable(self, on):
         if on != self.want:
             self.want = on
+            self._session += 1
             self.self_test = None
             self.ohm = None
-            self.lost = False
+            self.ohm_ms = None
             self.error = None
             self._testing = 0
             self._ask_test = on and self.on is True   # on again before it was told off: test again
-            self._ok_ms = None
+            self._ok_ms = self.clock() if on else None
+            self._stop_retry_ms = None
 
     def read(self, m):
         """Into the sequence's dcseq.Measured: iso_ohm, self_test, imd_lost."""
-        m.iso_ohm = self.ohm if self.want and self.on else None
-        m.self_test = self.self_test if self.want else None
-        m.imd_lost = self.want and self.lost
+        if not self.want:
+            m.iso_ohm = None
+            m.self_test = None
+            m.imd_lost = False
+            return
+        now = self.clock()
+        m.iso_ohm = self.ohm if self.ohm_ms is not None and now - self.ohm_ms < FRESH_MS else None
+        m.self_test = self.self_test
+        silent = self._ok_ms is not None and now - self._ok_ms >= LOST_MS
+        m.imd_lost = silent or self.error is not None
+        if silent and not self.lost:
+            self.lost = True
+            self.log("%s: lost (no answer for %d ms)" % (self.name, now - self._ok_ms))
 
     def rebase(self, d):
         self._ok_ms = ticks.back(self._ok_ms, d)
+        self.ohm_ms = ticks.back(self.ohm_ms, d)
+        self._stop_retry_ms = ticks.back(self._stop_retry_ms, d)
 
     async def run(self):
         while True:
@@ -107,33 +129,53 @@ class Monitor:
 
     async def step(self):
         """One turn: tell the monitor what the sequence wants, then read it while it measures."""
+        session = self._session
         want = self.want
-        now = self.clock()
-        if self._ok_ms is None:
-            self._ok_ms = now
-        try:
-            if want != self.on:
+        if want != self.on:
+            if not want and self._stop_retry_ms is not None and self.clock() - self._stop_retry_ms < 0:
+                return   # a monitor that did not take the stop is not asked every turn: the line is shared
+            try:
                 await self.master.write_registers(self.address, _MEASURE, (1 if want else 0,))
-                self.on = want
-                self._ask_test = want
+            except modbus.ModbusError as e:
+                self.on = None   # it may have taken the command and lost only the answer
+                if not want:
+                    self._stop_retry_ms = self.clock() + STOP_RETRY_MS
+                elif session == self._session:
+                    self._no_answer(str(e))
+                return
+            if session != self._session:
+                return
+            self.on = want
+            self._ask_test = want
+        if not want:
+            return
+        try:
             if self._ask_test:
                 # Measuring: the self-test first (the sequence waits for its result). Asked
                 # again next turn if its answer was lost: a second ask starts it over.
                 await self.master.write_registers(self.address, _TEST, (_TEST_WORD,))
+                if session != self._session:
+                    return
                 self._ask_test = False
                 self._testing = 1
-            if not self.on or want != self.want:
-                return
             await self.master.read(self._request, self._regs)
         except modbus.ModbusError as e:
-            if want and not self.lost and self.clock() - self._ok_ms >= LOST_MS:
-                self._lose(str(e))
+            if session == self._session:
+                self._no_answer(str(e))
             return
-        if want != self.want:
-            return   # the sequence changed its mind meanwhile: this reading is not for it
+        if session != self._session:
+            return   # the sequence changed its mind meanwhile: this answer is not for it
         self.requests += 1
         self._ok_ms = self.clock()
+        if self.lost:
+            self.lost = False
+            self.log("%s: answers again" % self.name)
         self._take(self._regs)
+
+    def _no_answer(self, why):
+        if not self.lost and self._ok_ms is not None and self.clock() - self._ok_ms >= LOST_MS:
+            self.lost = True
+            self.log("%s: lost (%s)" % (self.name, why))
 
     def _take(self, regs):
         at_t = regs[4]
@@ -144,7 +186,6 @@ class Monitor:
         if test:
             if self._testing == 1:
                 self._testing = 2
-            self.ohm = None
             return
         if self._testing:
             if self._testing == 2:   # the test ran and is over: a device error says it failed
@@ -152,27 +193,18 @@ class Monitor:
                 self._testing = 0
                 if not self.self_test:
                     self.log("%s: self-test failed (device error)" % self.name)
-            self.ohm = None
             return
         if alarm == _DEVICE_ERROR:
-            if not self.lost:
-                self._lose("device error")
-            self.ohm = None
+            if self.error is None:
+                self.error = "device error"
+                self.log("%s: reports a device error" % self.name)
             return
-        if self.lost and self.error == "device error":
-            self.lost = False
+        if self.error is not None:
+            self.error = None
             self.log("%s: device error cleared" % self.name)
         if valid == _INVALID or (r_u & 0x1F) != 2:
-            self.ohm = None
-            return
+            return   # no reading: the one before ages out (FRESH_MS), the sequence judges the gap
         value = modbus.float32(regs, 0)
-        self.ohm = value if value - value == 0 and value >= 0 else None
-        if self.lost:
-            self.lost = False
-            self.log("%s: answers again" % self.name)
-
-    def _lose(self, why):
-        self.lost = True
-        self.error = why
-        self.ohm = None
-        self.log("%s: lost (%s)" % (self.name, why))
+        if value - value == 0 and value >= 0:
+            self.ohm = value
+            self.ohm_ms = self.clock()

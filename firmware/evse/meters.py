@@ -98,7 +98,8 @@ def check(meter):
     uart = meter.get("uart")
     if not isinstance(uart, int) or isinstance(uart, bool) or uart < 0:
         raise ValueError("meter uart must be the index of the board's RS-485 UART, not %r" % (uart,))
-    if meter.get("baud", 9600) not in BAUDRATES:
+    baud = meter.get("baud", 9600)
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud not in BAUDRATES:
         raise ValueError("meter baud %r: use one of %s" % (meter.get("baud"), ", ".join(str(b) for b in BAUDRATES)))
     if meter.get("parity", "none") not in ("none", "even", "odd"):
         raise ValueError("meter parity %r: use none, even or odd" % (meter.get("parity"),))

@@ -182,7 +182,7 @@ class Model:
     """What one meter model answers: per function a register image (or a store) and its span."""
 
     def __init__(self, name: str, inputs=None, input_span: int = 0, measured_holding=None,
-                 holding_span: int = 0, holding: dict | None = None, writable: range | None = None,
+                 holding_span: int = 0, holding: dict | None = None, writable: range | set | None = None,
                  max_read: int = 125):
         self.name = name
         self.inputs = inputs  # Measure -> words, for function 04
@@ -207,7 +207,7 @@ MODELS = {
                       holding={0x001E: 0x1901, 0x001F: 0x0100, 0x0020: 0x0000}, writable=range(0x001E, 0x0021)),
     # 3000-3028 (settings) and 8005 (the self-test) take writes; a write acts through ImdSlave.
     "isocha425": Model("isocha425", measured_holding=isocha425_holding, holding_span=9900,
-                       writable=range(3000, 8006)),
+                       writable=set(range(3000, 3029)) | {IMD_TEST}),
 }
 
 
@@ -392,7 +392,8 @@ def buses_for(world, board: dict) -> dict[int, Bus]:
         uart, address = imd.get("uart"), imd.get("address")
         where = f"board {board.get('name')} guns[{i}].imd"
         if (uart, address) in seen:
-            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s meter")
+            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s "
+                             "meter or monitor")
         seen[uart, address] = i
         slaves.setdefault(uart, []).append(ImdSlave(address, world, world.guns[i]))
     grid = board.get("grid_meter")
