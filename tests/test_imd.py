@@ -46,6 +46,14 @@ class Rig:
     def test_over(self):
         self.gun.imd_test_ms -= IMD_SELF_TEST_MS   # the world's self-test has had its time
 
+    def measuring(self):
+        """Switched on, its self-test passed, reading the cable's 5 Mohm."""
+        self.monitor.enable(True)
+        self.step(2)
+        self.test_over()
+        self.step(2)
+        assert self.measured().iso_ohm == 5000e3
+
     def writes(self):
         return [struct.unpack(">BHHBH", r[1:9]) for r in self.line.requests if r[1] == 0x10]
 
@@ -103,11 +111,7 @@ def test_a_failed_self_test_says_false_and_a_test_never_seen_running_says_nothin
 
 def test_a_silent_monitor_is_lost_after_lost_ms_and_found_again_when_it_answers():
     rig = Rig()
-    rig.monitor.enable(True)
-    rig.step(2)
-    rig.test_over()
-    rig.step(2)
-    assert rig.measured().iso_ohm == 5000e3
+    rig.measuring()
     rig.gun.imd_fault = "silent"
     steps = 0
     while not rig.measured().imd_lost:
@@ -188,11 +192,7 @@ def test_a_lost_answer_to_the_self_test_command_asks_it_again():
 
 def test_a_task_that_stalls_gives_no_old_reading_and_the_monitor_counts_as_lost():
     rig = Rig()
-    rig.monitor.enable(True)
-    rig.step(2)
-    rig.test_over()
-    rig.step(2)
-    assert rig.measured().iso_ohm == 5000e3
+    rig.measuring()
     rig.clock.ms += imd.FRESH_MS   # the task does not run (a crash loop, a long stall)
     assert rig.measured().iso_ohm is None and not rig.measured().imd_lost
     rig.clock.ms += imd.LOST_MS
@@ -201,10 +201,7 @@ def test_a_task_that_stalls_gives_no_old_reading_and_the_monitor_counts_as_lost(
 
 def test_the_sequence_turning_it_off_and_on_during_a_transaction_drops_that_answer():
     rig = Rig()
-    rig.monitor.enable(True)
-    rig.step(2)
-    rig.test_over()
-    rig.step(2)
+    rig.measuring()
     rig.gun.imd_fault = "bad_crc"
     read = rig.monitor.master.read
 
