@@ -40,7 +40,7 @@ class Rig:
 
     def measured(self):
         m = dcseq.Measured()
-        self.monitor.read(m)
+        self.monitor.read(m, self.clock.ms)
         return m
 
     def test_over(self):
@@ -48,7 +48,7 @@ class Rig:
 
     def measuring(self):
         """Switched on, its self-test passed, reading the cable's 5 Mohm."""
-        self.monitor.enable(True)
+        self.monitor.enable(True, self.clock.ms)
         self.step(2)
         self.test_over()
         self.step(2)
@@ -62,7 +62,7 @@ def test_enabled_it_is_started_self_tested_then_read_and_disabled_it_is_stopped(
     rig = Rig()
     rig.step()   # at boot the monitor is told to stop
     assert rig.writes() == [(0x10, 3026, 1, 2, 0)] and not rig.gun.imd_on
-    rig.monitor.enable(True)
+    rig.monitor.enable(True, rig.clock.ms)
     rig.step()
     assert rig.writes()[1:] == [(0x10, 3026, 1, 2, 1), (0x10, 8005, 1, 2, 0x5445)]
     assert rig.gun.imd_on and rig.gun.imd_test_ms is not None
@@ -82,7 +82,7 @@ def test_enabled_it_is_started_self_tested_then_read_and_disabled_it_is_stopped(
     assert rig.measured().iso_ohm == 30e3    # the last one, while it is fresh
     rig.step(3)
     assert rig.measured().iso_ohm is None and not rig.measured().imd_lost   # aged out; it answers
-    rig.monitor.enable(False)
+    rig.monitor.enable(False, rig.clock.ms)
     rig.step()
     assert rig.writes()[-1] == (0x10, 3026, 1, 2, 0) and not rig.gun.imd_on
     m = rig.measured()
@@ -92,7 +92,7 @@ def test_enabled_it_is_started_self_tested_then_read_and_disabled_it_is_stopped(
 def test_a_failed_self_test_says_false_and_a_test_never_seen_running_says_nothing():
     rig = Rig()
     rig.gun.imd_test_fails = True
-    rig.monitor.enable(True)
+    rig.monitor.enable(True, rig.clock.ms)
     rig.step(2)
     rig.test_over()
     rig.step()
@@ -104,7 +104,7 @@ def test_a_failed_self_test_says_false_and_a_test_never_seen_running_says_nothin
 
     deaf = Rig()   # a monitor that ignores the command: no test is ever seen, none is taken as passed
     deaf.world.imd_self_test = lambda g: None
-    deaf.monitor.enable(True)
+    deaf.monitor.enable(True, deaf.clock.ms)
     deaf.step(4)
     assert deaf.measured().self_test is None and deaf.measured().iso_ohm is None
 
@@ -140,7 +140,7 @@ def test_the_sequence_trips_on_a_lost_monitor_while_it_needs_one():
 @given(st.binary(min_size=8, max_size=8))
 def test_any_register_image_gives_a_reading_or_none_and_never_raises(regs):
     rig = Rig()
-    rig.monitor.enable(True)
+    rig.monitor.enable(True, rig.clock.ms)
     rig.monitor.on = True
     for testing in (0, 1, 2):
         rig.monitor._testing = testing
@@ -179,7 +179,7 @@ def test_a_lost_answer_to_the_self_test_command_asks_it_again():
             rig.line.pending = None
         return n
     rig.line.write = write_losing_the_first_test_answer
-    rig.monitor.enable(True)
+    rig.monitor.enable(True, rig.clock.ms)
     rig.step()
     assert lost and rig.measured().self_test is None
     rig.step()
@@ -206,8 +206,8 @@ def test_the_sequence_turning_it_off_and_on_during_a_transaction_drops_that_answ
     read = rig.monitor.master.read
 
     async def read_while_the_session_changes(*args):
-        rig.monitor.enable(False)
-        rig.monitor.enable(True)
+        rig.monitor.enable(False, rig.clock.ms)
+        rig.monitor.enable(True, rig.clock.ms)
         return await read(*args)
     rig.monitor.master.read = read_while_the_session_changes
     rig.clock.ms += imd.LOST_MS
@@ -229,3 +229,38 @@ def test_the_sequence_stops_when_the_live_cable_has_no_insulation_reading_for_3_
     assert seq.state == "charging"
     seq.step(1000 + dcseq.UNWATCHED_MS, ev, m)
     assert seq.state == "faulted" and seq.fault == "IMD" and not seq.contactor
+
+
+def test_turned_off_and_on_while_its_stop_is_on_the_line_it_is_started_again():
+    rig = Rig()
+    rig.measuring()
+    rig.monitor.enable(False, rig.clock.ms)
+    write = rig.monitor.master.write_registers
+
+    async def write_while_the_sequence_asks_again(*args):
+        result = await write(*args)
+        if args[1:] == (3026, (0,)):
+            rig.monitor.enable(True, rig.clock.ms)   # the next session begins during the stop
+        return result
+    rig.monitor.master.write_registers = write_while_the_sequence_asks_again
+    rig.step()
+    assert not rig.gun.imd_on and rig.monitor.on is False
+    rig.step()
+    assert rig.gun.imd_on and rig.writes()[-2:] == [(0x10, 3026, 1, 2, 1), (0x10, 8005, 1, 2, 0x5445)]
+
+
+def test_a_live_cable_unwatched_while_stopping_trips_too_but_not_the_cable_checks_discharge():
+    seq = dcseq.Sequence(1000, 500)
+    ev, m = dcseq.Ev(), dcseq.Measured()
+    seq.state, seq.imd_on, seq.contactor, seq.set_a = "stopping", True, True, 100.0
+    ev.talking, ev.phase, ev.max_v = True, "stop", 500.0
+    m.out_v, m.out_a, m.self_test = 400.0, 100.0, True
+    seq.step(0, ev, m)
+    seq.step(dcseq.UNWATCHED_MS, ev, m)
+    assert seq.fault == "IMD"
+    check = dcseq.Sequence(1000, 500)
+    check.state, check.imd_on, check._tested, check.iso_ohm_per_v = "cable_check", True, True, 600.0
+    ev.phase, m.out_v, m.out_a = "cable_check", 30.0, 0.0
+    check.step(0, ev, m)
+    check.step(dcseq.UNWATCHED_MS * 2, ev, m)
+    assert check.fault is None

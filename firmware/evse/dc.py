@@ -115,7 +115,7 @@ class DcGun(Gun):
         m.contactor = self.contactor
         m.estop = self.estop
         if self.imd is not None:
-            self.imd.read(m)
+            self.imd.read(m, now_ms)
         elif self._imd:
             hal.imd_read(n, m)
             m.imd_lost = False
@@ -175,7 +175,7 @@ class DcGun(Gun):
         if seq.imd_on != self._imd:
             self._imd = seq.imd_on
             if self.imd is not None:
-                self.imd.enable(seq.imd_on)
+                self.imd.enable(seq.imd_on, now_ms)
             else:
                 self.hal.imd_enable(self.n, seq.imd_on)
         if self._reported is None or self._reported[0] != seq.state or self._reported[1] != seq.isolation:

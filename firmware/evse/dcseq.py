@@ -190,10 +190,11 @@ class Sequence:
             self._trip(EMERGENCY, now_ms)
             return
         state = self.state
-        if self.imd_on and state in (CABLE_CHECK, PRECHARGE, CHARGING) and m.self_test is not False:
+        if self.imd_on and state in (CABLE_CHECK, PRECHARGE, CHARGING, STOPPING) and m.self_test is not False:
             # No insulation watch, no voltage on the cable: a monitor lost, or one that gives no
-            # reading while the cable is live.
-            live = state == CHARGING or (state == PRECHARGE and m.out_v > SAFE_V)
+            # reading while the cable is live onto the battery or on its way there (the cable
+            # check's own measurement has CABLE_CHECK_MS: a monitor may take seconds to settle).
+            live = state == CHARGING or (state != CABLE_CHECK and m.out_v > SAFE_V)
             if not live or m.iso_ohm is not None:
                 self._unwatched_ms = None
             elif self._unwatched_ms is None:

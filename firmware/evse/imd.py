@@ -88,7 +88,8 @@ class Monitor:
         self._regs = bytearray(8)
         self.requests = 0
 
-    def enable(self, on):
+    def enable(self, on, now_ms):
+        """now_ms: the control tick's time (not clock(): that may rebase in the middle of it)."""
         if on != self.want:
             self.want = on
             self._session += 1
@@ -96,19 +97,19 @@ class Monitor:
             self.ohm = None
             self.ohm_ms = None
             self.error = None
+            self.lost = False
             self._testing = 0
             self._ask_test = on and self.on is True   # on again before it was told off: test again
-            self._ok_ms = self.clock() if on else None
+            self._ok_ms = now_ms if on else None
             self._stop_retry_ms = None
 
-    def read(self, m):
-        """Into the sequence's dcseq.Measured: iso_ohm, self_test, imd_lost."""
+    def read(self, m, now):
+        """Into the sequence's dcseq.Measured: iso_ohm, self_test, imd_lost; now: the tick's time."""
         if not self.want:
             m.iso_ohm = None
             m.self_test = None
             m.imd_lost = False
             return
-        now = self.clock()
         m.iso_ohm = self.ohm if self.ohm_ms is not None and now - self.ohm_ms < FRESH_MS else None
         m.self_test = self.self_test
         silent = self._ok_ms is not None and now - self._ok_ms >= LOST_MS
@@ -143,9 +144,10 @@ class Monitor:
                 elif session == self._session:
                     self._no_answer(str(e))
                 return
+            self.on = want   # what the monitor now does, whatever the sequence asks meanwhile
             if session != self._session:
                 return
-            self.on = want
+            self._answered()
             self._ask_test = want
         if not want:
             return
@@ -156,6 +158,7 @@ class Monitor:
                 await self.master.write_registers(self.address, _TEST, (_TEST_WORD,))
                 if session != self._session:
                     return
+                self._answered()
                 self._ask_test = False
                 self._testing = 1
             await self.master.read(self._request, self._regs)
@@ -166,11 +169,14 @@ class Monitor:
         if session != self._session:
             return   # the sequence changed its mind meanwhile: this answer is not for it
         self.requests += 1
+        self._answered()
+        self._take(self._regs)
+
+    def _answered(self):
         self._ok_ms = self.clock()
         if self.lost:
             self.lost = False
             self.log("%s: answers again" % self.name)
-        self._take(self._regs)
 
     def _no_answer(self, why):
         if not self.lost and self._ok_ms is not None and self.clock() - self._ok_ms >= LOST_MS:
