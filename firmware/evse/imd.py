@@ -18,7 +18,6 @@ from micropython import const
 from evse import modbus, ticks
 
 MODELS = ("isocha425",)
-PARITIES = ("none", "even", "odd")
 POLL_MS = const(500)     # the monitor updates its reading about once a second
 LOST_MS = const(3000)    # on and no answer for this long: the monitor is lost
 FRESH_MS = const(1500)   # a reading older than this is none
@@ -37,25 +36,8 @@ def check(entry):
         raise ValueError('imd must be an object like {"model": "isocha425", "uart": 1, "address": 3}')
     if entry.get("model") not in MODELS:
         raise ValueError("imd model %r unknown: use %s" % (entry.get("model"), ", ".join(MODELS)))
-    address = entry.get("address")
-    if not isinstance(address, int) or isinstance(address, bool) or not 1 <= address <= 247:
-        raise ValueError("imd address must be the Modbus slave address 1..247 (a Bender's is 3 from the "
-                         "factory), not %r" % (address,))
-    uart = entry.get("uart")
-    if not isinstance(uart, int) or isinstance(uart, bool) or uart < 0:
-        raise ValueError("imd uart must be the index of the board's RS-485 UART, not %r" % (uart,))
-    from evse.meters import BAUDRATES
-    baud = entry.get("baud", 19200)
-    if not isinstance(baud, int) or isinstance(baud, bool) or baud not in BAUDRATES:
-        raise ValueError("imd baud %r: use one of %s" % (entry.get("baud"), ", ".join(str(b) for b in BAUDRATES)))
-    if entry.get("parity", "even") not in PARITIES:
-        raise ValueError("imd parity %r: use %s" % (entry.get("parity"), ", ".join(PARITIES)))
-    return entry
-
-
-def line(entry, default_baud, default_parity):
-    """(baud, parity) of a device entry on a UART: every device on one UART must agree."""
-    return entry.get("baud", default_baud), entry.get("parity", default_parity)
+    from evse.meters import check_line
+    return check_line(entry, "imd", 19200, "even")
 
 
 class Monitor:
@@ -86,7 +68,6 @@ class Monitor:
         self._stop_retry_ms = None   # a failed stop is tried again from then
         self._request = modbus.read_request(address, modbus.READ_HOLDING, _R_F, 4)
         self._regs = bytearray(8)
-        self.requests = 0
 
     def enable(self, on, now_ms):
         """now_ms: the control tick's time (not clock(): that may rebase in the middle of it)."""
@@ -168,7 +149,6 @@ class Monitor:
             return
         if session != self._session:
             return   # the sequence changed its mind meanwhile: this answer is not for it
-        self.requests += 1
         self._answered()
         self._take(self._regs)
 

@@ -67,6 +67,7 @@ DJSF1352 = {
 
 MODELS = {"sdm630": SDM630, "sdm120": SDM120, "djsf1352": DJSF1352}
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400)
+PARITIES = ("none", "even", "odd")
 
 
 class MeterError(modbus.ModbusError):
@@ -92,18 +93,25 @@ def check(meter):
     model = meter.get("model")
     if model not in MODELS:
         raise ValueError("meter model %r unknown: use %s" % (model, ", ".join(sorted(MODELS))))
-    address = meter.get("address")
+    return check_line(meter, "meter", 9600, "none")
+
+
+def check_line(entry, what, baud, parity):
+    """A Modbus device entry's address, uart, baud and parity (defaults baud, parity), validated;
+    `what` names the device in the ValueError."""
+    address = entry.get("address")
     if not isinstance(address, int) or isinstance(address, bool) or not 1 <= address <= 247:
-        raise ValueError("meter address must be the Modbus slave address 1..247, not %r" % (address,))
-    uart = meter.get("uart")
+        raise ValueError("%s address must be the Modbus slave address 1..247, not %r" % (what, address))
+    uart = entry.get("uart")
     if not isinstance(uart, int) or isinstance(uart, bool) or uart < 0:
-        raise ValueError("meter uart must be the index of the board's RS-485 UART, not %r" % (uart,))
-    baud = meter.get("baud", 9600)
+        raise ValueError("%s uart must be the index of the board's RS-485 UART, not %r" % (what, uart))
+    baud = entry.get("baud", baud)
     if not isinstance(baud, int) or isinstance(baud, bool) or baud not in BAUDRATES:
-        raise ValueError("meter baud %r: use one of %s" % (meter.get("baud"), ", ".join(str(b) for b in BAUDRATES)))
-    if meter.get("parity", "none") not in ("none", "even", "odd"):
-        raise ValueError("meter parity %r: use none, even or odd" % (meter.get("parity"),))
-    return meter
+        raise ValueError("%s baud %r: use one of %s" % (what, baud, ", ".join(str(b) for b in BAUDRATES)))
+    parity = entry.get("parity", parity)
+    if parity not in PARITIES:
+        raise ValueError("%s parity %r: use %s" % (what, parity, ", ".join(PARITIES)))
+    return entry
 
 
 class Meter:
