@@ -359,15 +359,30 @@ class BusServer(LoopbackServer):
 
 
 def buses_for(world, board: dict) -> dict[int, Bus]:
-    """One Bus per UART the board's guns' meters hang on ("meter": {"model", "uart", "address"}),
-    each meter reading its gun in the world."""
+    """One Bus per UART the board's devices hang on: the guns' meters ("meter": {"model",
+    "uart", "address"}) each reading its gun in the world, the DC guns' insulation monitors
+    ("imd"), and the grid meter."""
     slaves: dict[int, list[Slave]] = {}
-    seen: dict[tuple[int, int], int] = {}
+    seen: dict[tuple[int, int], str] = {}
+    name = board.get("name")
+
+    def place(what: str, entry: dict, make) -> None:
+        where = f"board {name} {what}"
+        uart, address = entry.get("uart"), entry.get("address")
+        if (uart, address) in seen:
+            raise ValueError(f"{where}: address {address} on UART {uart} is taken by {seen[uart, address]}")
+        seen[uart, address] = what
+        try:
+            slave = make(address)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}")
+        slaves.setdefault(uart, []).append(slave)
+
     for i, gun in enumerate(board["guns"]):
         meter = gun.get("meter")
         if meter is None:
             continue
-        where = f"board {board.get('name')} guns[{i}].meter"
+        where = f"board {name} guns[{i}].meter"
         if not isinstance(meter, dict):
             raise ValueError(f"{where} must be an object like {{\"model\": \"sdm630\", \"uart\": 0, \"address\": 1}}")
         uart, address = meter.get("uart"), meter.get("address")
@@ -375,38 +390,16 @@ def buses_for(world, board: dict) -> dict[int, Bus]:
             raise ValueError(f"{where}.uart must be a UART index >= 0, not {uart!r}")
         if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= 247:
             raise ValueError(f"{where}.address must be 1..247, not {address!r}")
-        if (uart, address) in seen:
-            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s meter")
-        seen[uart, address] = i
         g = world.guns[i]
-        try:
-            slave = Slave(meter.get("model"), address, measure=lambda g=g: world.meter_reading(g),
-                          fault=lambda g=g: g.meter_fault)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}")
-        slaves.setdefault(uart, []).append(slave)
+        place(f"guns[{i}].meter", meter, lambda a, g=g, model=meter.get("model"): Slave(
+            model, a, measure=lambda: world.meter_reading(g), fault=lambda: g.meter_fault))
     for i, gun in enumerate(board["guns"]):   # the DC guns' insulation monitors
-        imd = gun.get("imd")
-        if imd is None:
-            continue
-        uart, address = imd.get("uart"), imd.get("address")
-        where = f"board {board.get('name')} guns[{i}].imd"
-        if (uart, address) in seen:
-            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s "
-                             "meter or monitor")
-        seen[uart, address] = i
-        slaves.setdefault(uart, []).append(ImdSlave(address, world, world.guns[i]))
+        if gun.get("imd") is not None:
+            place(f"guns[{i}].imd", gun["imd"], lambda a, g=world.guns[i]: ImdSlave(a, world, g))
     grid = board.get("grid_meter")
     if grid is not None and "feed" not in grid:   # the meter at the site's connection point: the building and the guns
-        where = f"board {board.get('name')} grid_meter"
-        uart, address = grid.get("uart"), grid.get("address")
-        if (uart, address) in seen:
-            raise ValueError(f"{where}: address {address} on UART {uart} is taken by guns[{seen[uart, address]}]'s meter")
-        try:
-            slave = Slave(grid.get("model"), address, measure=world.grid_reading, fault=lambda: world.grid_meter_fault)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}")
-        slaves.setdefault(uart, []).append(slave)
+        place("grid_meter", grid, lambda a: Slave(grid.get("model"), a, measure=world.grid_reading,
+                                                  fault=lambda: world.grid_meter_fault))
     return {uart: Bus(group, powered=lambda: world.powered, lock=world.lock) for uart, group in slaves.items()}
 
 
