@@ -14,6 +14,15 @@ the cabinet's power in energy asked), charge from 10-30 % to 80 % with a taper, 
 dispenser at most MAX_WAIT_S. The firmware's allocator is evse.cabinet.allocate; a module that
 moves delivers nothing for RAMP_S (its dispenser ramps down first, then the matrix switches).
 
+DC-6-mixed: the same cabinet and arrivals, the EVs drawn half from cars whose peak power is below
+a dispenser's static share (2 modules, 60 kW) and half from cars above it, each charging along its
+model's published curve (FLEET), where sharing earns its keep.
+
+DC-6-CAN-winline, DC-6-CAN-infy: the DC-6 EVs for the first DC_CAN_HOURS of seed 1 with the power
+modules on CAN in the loop (bench/dc_can.py): the firmware's evse.dc.Cabinet and
+evse.can.modules.Modules against the virtual board's Winline or Infypower models, in 10 ms steps;
+`firmware_no_can` is the allocator alone on the same EVs (DC-6's firmware policy).
+
 The baselines, in the same run on the same EVs (`METHOD` says exactly how each is computed):
 static split, equal split among active guns, water-filling on configured maxima (SmartEVSE),
 and an ideal allocator with perfect knowledge and no delays (the upper bound)."""
@@ -62,6 +71,7 @@ DC_HOURS = 12
 DISPENSERS = 6
 MODULES = 12
 MODULE_KW = 30.0
+DISPENSER_KW = 300.0        # each dispenser's rating (boards/sim-dc6.json)
 CABINET_KW = MODULES * MODULE_KW
 DC_LOAD = 1.5               # energy asked per hour / the cabinet's power
 RAMP_S = 2                  # a moved module delivers nothing while its dispenser ramps down
@@ -69,6 +79,29 @@ START_S = 30                # plug-in to energy: cable check, insulation test, p
 MAX_WAIT_S = 600            # an EV waits for a free dispenser this long, then leaves
 DC_TARGET_SOC = 0.8
 DC_RECORD_AT_S = 2 * 3600
+DC_CAN_SEEDS = (1,)
+DC_CAN_HOURS = 2            # 10 ms steps of firmware: about 30 s of this machine per simulated hour
+
+# ---- DC-6-mixed: published charging curves -------------------------------------------------
+# (model, usable kWh, [(SoC %, kW)]): DC charging power against state of charge, read off the
+# makers' and testers' published curves (Fastned's per-model charging curves, Le Circuit
+# électrique's, ev-database.org's) at a warm battery on a charger that does not limit, rounded to
+# 5 kW. Between points: linear.
+FLEET_SLOW = (   # peak below a dispenser's static share of 60 kW
+    ("Nissan Leaf 40 kWh", 39.0, [(0, 40), (10, 45), (50, 45), (65, 35), (80, 25), (100, 10)]),
+    ("Renault Zoe ZE50", 52.0, [(0, 45), (10, 45), (40, 45), (55, 40), (70, 30), (80, 25), (100, 10)]),
+    ("VW e-up!", 32.3, [(0, 35), (10, 40), (60, 40), (75, 30), (80, 25), (100, 10)]),
+)
+FLEET_FAST = (   # peak above it
+    ("Kia e-Niro 64 kWh", 64.0, [(0, 70), (10, 75), (55, 75), (70, 55), (80, 40), (100, 10)]),
+    ("VW ID.3 Pro 58 kWh", 58.0, [(0, 100), (10, 120), (30, 120), (50, 95), (70, 60), (80, 50), (100, 15)]),
+    ("Tesla Model 3 Long Range", 75.0, [(0, 200), (10, 250), (20, 245), (40, 160), (60, 105), (70, 80),
+                                        (80, 55), (100, 15)]),
+    ("Hyundai Ioniq 5 77 kWh", 74.0, [(0, 180), (10, 225), (50, 230), (55, 180), (75, 170), (80, 100),
+                                      (100, 20)]),
+    ("Porsche Taycan 93 kWh", 83.7, [(0, 230), (10, 270), (30, 260), (50, 190), (70, 140), (80, 100),
+                                     (100, 20)]),
+)
 
 TARGETS = {"violation_s": 0, "energy_ratio_vs_upper_bound": 0.95, "energy_ratio_vs_static_dc": 1.25,
            "alloc_ms_p99": 5.0}
@@ -79,7 +112,12 @@ METHOD = {
                 "plugged, also when it is full; loads = the phases the EV draws on while it charges, else the "
                 "gun's; drawn = the EV's current while it charges, 0 while it is plugged in and not drawing, as in state B); the gun offers min(allocation, "
                 "limit), off below 6 A, at most one change per 5 s, in duty steps. DC: evse.cabinet.allocate each "
-                "second on what each EV asks now; a moved module delivers nothing for %d s." % (BASE_MARGIN_A, RAMP_S),
+                "second on what each EV asks now (at most its dispenser's %d kW); a moved module delivers nothing "
+                "for %d s. DC-6-CAN-*: evse.dc.Cabinet every 100 ms and evse.can.modules.Modules every 10 ms against "
+                "the virtual board's module models on an in-process CAN bus (bench/dc_can.py); a dispenser delivers "
+                "what its modules' setpoints give at 400 V, changing at 50 kW/s; the matrix follows in 30 ms."
+                % (BASE_MARGIN_A, DISPENSER_KW, RAMP_S),
+    "firmware_no_can": "DC-6-CAN-*: the DC firmware policy without CAN (evse.cabinet.allocate alone) on the same EVs.",
     "static": "AC: every gun min(phase caps) / 8 whatever it does (below 6 A: paused). DC: 2 modules per "
               "dispenser, never moved.",
     "equal_active": "AC: min(phase caps) / the guns with an EV plugged (as if all were three-phase); below 6 A "
@@ -103,7 +141,7 @@ METHOD = {
                "the limit; AC per phase, summed over the phases). jain: Jain's index of delivered / could take "
                "over the EVs charging, averaged over congested seconds. violation_s: seconds in which what the "
                "EVs draw exceeds the limit on any phase (AC: 63 A less the base load) or the cabinet (DC). "
-               "switches_per_h: DC module moves, AC PWM offer changes, per hour. pauses_per_session: an offer "
+               "switches_per_h: DC module moves (DC-6-CAN-*: the matrix's commands, two per move), AC PWM offer changes, per hour. pauses_per_session: an offer "
                "going to 0 while the EV still wanted energy. alloc_ms_*: one allocation under MicroPython on "
                "inputs recorded in this run.",
 }
@@ -157,6 +195,7 @@ class Tally:
         self.jain_n = 0
         self.switches = 0
         self.pauses = 0
+        self.extra = {}           # a scenario's own figures (the CAN loop's)
 
     def congested(self, delivered, possible, shares):
         self.congested_s += 1
@@ -181,6 +220,7 @@ class Tally:
             "switches_per_h": round(self.switches / hours, 1),
             "pauses_per_session": round(self.pauses / sessions, 2) if sessions else 0.0,
             "sessions": sessions,
+            **self.extra,
         }
 
 
@@ -428,9 +468,27 @@ class DcEv:
         return self.max_kw * (1 - 0.8 * (self.soc - self.knee) / (1 - self.knee))
 
 
-def dc_evs(seed, hours):
+class CurveEv:
+    """An EV of FLEET: it takes what its model's curve gives at its SoC."""
+
+    def __init__(self, rng, arrive_s, model):
+        self.arrive_s = arrive_s
+        self.model, self.battery_kwh, self.curve = model
+        self.max_kw = max(kw for _, kw in self.curve)
+        self.soc = rng.uniform(0.10, 0.30)
+        self.need_kwh = (DC_TARGET_SOC - self.soc) * self.battery_kwh
+
+    def accept_kw(self):
+        pct = self.soc * 100
+        curve = self.curve
+        for (s0, kw0), (s1, kw1) in zip(curve, curve[1:]):
+            if pct <= s1:
+                return kw0 + (kw1 - kw0) * (max(pct, s0) - s0) / (s1 - s0)
+        return curve[-1][1]
+
+
+def _arrivals(seed, hours, mean_need_kwh, make):
     rng = random.Random(seed)
-    mean_need_kwh = 70.0 * (DC_TARGET_SOC - 0.20)     # battery U(40, 100), arriving at U(10, 30) %
     rate_s = DC_LOAD * CABINET_KW / mean_need_kwh / 3600
     evs = []
     t = 0.0
@@ -438,7 +496,21 @@ def dc_evs(seed, hours):
         t += rng.expovariate(rate_s)
         if t >= hours * 3600:
             return evs
-        evs.append(DcEv(rng, int(t)))
+        evs.append(make(rng, int(t)))
+
+
+def dc_evs(seed, hours):
+    # battery U(40, 100), arriving at U(10, 30) %
+    return _arrivals(seed, hours, 70.0 * (DC_TARGET_SOC - 0.20), DcEv)
+
+
+def dc_mixed_evs(seed, hours):
+    """Half slow cars, half fast ones, the model drawn evenly within each half."""
+    def mean(fleet):
+        return sum(battery for _, battery, _ in fleet) / len(fleet)
+    mean_need = (mean(FLEET_SLOW) + mean(FLEET_FAST)) / 2 * (DC_TARGET_SOC - 0.20)
+    return _arrivals(seed, hours, mean_need,
+                     lambda rng, t: CurveEv(rng, t, rng.choice(FLEET_SLOW if rng.random() < 0.5 else FLEET_FAST)))
 
 
 def dc_equal_active(demands, held, evs):
@@ -465,9 +537,17 @@ def dc_waterfill(demands, held, evs):
     return alloc
 
 
-def run_dc(policy, seed, hours, tally, record):
-    """As run_ac. Returns (sessions, kWh asked by every EV that came, EVs that left unserved)."""
-    arrivals = dc_evs(seed, hours)
+def run_dc(policy, seed, hours, tally, record, fleet=dc_evs, can=None):
+    """As run_ac, on the EVs of `fleet`; `can`: the modules' protocol, the firmware policy with
+    the modules on CAN in the loop (bench/dc_can.py). Returns (sessions, kWh asked by every EV
+    that came, EVs that left unserved)."""
+    arrivals = fleet(seed, hours)
+    loop = None
+    if can is not None and policy == "firmware":
+        from bench.dc_can import CanLoop
+        loop = CanLoop(can, DISPENSERS, MODULES, MODULE_KW, DISPENSER_KW)
+    elif policy == "firmware_no_can":
+        policy = "firmware"
     requested_kwh = sum(ev.need_kwh for ev in arrivals)
     n = DISPENSERS
     evs = [None] * n
@@ -493,9 +573,15 @@ def run_dc(policy, seed, hours, tally, record):
                 evs[i] = queue.pop(0)
                 ready_s[i] = t + START_S
                 sessions += 1
-        demands = [evs[i].accept_kw() if evs[i] is not None and t >= ready_s[i] else 0.0 for i in range(n)]
+        demands = [min(evs[i].accept_kw(), DISPENSER_KW) if evs[i] is not None and t >= ready_s[i] else 0.0
+                   for i in range(n)]
         if policy == "upper_bound":
             power = fill_continuous(demands, [(0,)] * n, [CABINET_KW])
+        elif loop is not None:
+            power = loop.second(demands)
+            if t == total_s - 1:   # DC_CAN_SEEDS has one seed: its figures are the run's
+                tally.switches += loop.cabinet.moves
+                tally.extra.update(loop.figures(hours))
         else:
             if policy == "firmware":
                 if DC_RECORD_AT_S <= t < DC_RECORD_AT_S + RECORD_CALLS:
@@ -540,7 +626,27 @@ def run_dc(policy, seed, hours, tally, record):
 
 
 # ---- the section ------------------------------------------------------------------------------
-SCENARIOS = {"AC-8": (run_ac, AC_SEEDS, AC_HOURS, "turned_away"), "DC-6": (run_dc, DC_SEEDS, DC_HOURS, "balked")}
+def run_dc_mixed(policy, seed, hours, tally, record):
+    return run_dc(policy, seed, hours, tally, record, fleet=dc_mixed_evs)
+
+
+def run_dc_winline(policy, seed, hours, tally, record):
+    return run_dc(policy, seed, hours, tally, record, can="winline")
+
+
+def run_dc_infy(policy, seed, hours, tally, record):
+    return run_dc(policy, seed, hours, tally, record, can="infy")
+
+
+# name: (simulation, seeds, hours per seed, what the unserved are called, policies, allocator timing)
+CAN_POLICIES = ("firmware", "firmware_no_can", "static", "upper_bound")
+SCENARIOS = {
+    "AC-8": (run_ac, AC_SEEDS, AC_HOURS, "turned_away", POLICIES, "ac"),
+    "DC-6": (run_dc, DC_SEEDS, DC_HOURS, "balked", POLICIES, "dc"),
+    "DC-6-mixed": (run_dc_mixed, DC_SEEDS, DC_HOURS, "balked", POLICIES, "dc"),
+    "DC-6-CAN-winline": (run_dc_winline, DC_CAN_SEEDS, DC_CAN_HOURS, "balked", CAN_POLICIES, "dc"),
+    "DC-6-CAN-infy": (run_dc_infy, DC_CAN_SEEDS, DC_CAN_HOURS, "balked", CAN_POLICIES, "dc"),
+}
 
 
 def _job(args):
@@ -548,7 +654,7 @@ def _job(args):
     the first seed's window."""
     scenario, policy = args
     t0 = time.perf_counter()
-    sim, seeds, hours, left_key = SCENARIOS[scenario]
+    sim, seeds, hours, left_key, _, _ = SCENARIOS[scenario]
     tally = Tally()
     record = []
     sessions = left = 0
@@ -581,33 +687,30 @@ def ratio(a, b):
 
 def run() -> dict:
     t0 = time.perf_counter()
-    jobs = [("AC-8", p) for p in POLICIES] + [("DC-6", p) for p in POLICIES]
+    # The long CAN runs first: the pool hands out jobs in order.
+    jobs = [(name, p) for name in sorted(SCENARIOS, key=lambda n: "CAN" not in n) for p in SCENARIOS[name][4]]
     with ProcessPoolExecutor() as pool:
         done = list(pool.map(_job, jobs))
     by = {(r["scenario"], r["policy"]): r for r in done}
     timing = _timing(by[("AC-8", "firmware")]["recorded"], by[("DC-6", "firmware")]["recorded"])
     out = {"method": METHOD, "targets": TARGETS}
-    for scenario, key in (("AC-8", "ac"), ("DC-6", "dc")):
-        _, seeds, hours, _ = SCENARIOS[scenario]
+    for scenario, (_, seeds, hours, _, policies, key) in SCENARIOS.items():
         fw = by[(scenario, "firmware")]["metrics"]
-        energy = {p: by[(scenario, p)]["metrics"]["energy_kwh"] for p in POLICIES}
-        s = {
-            "seeds": list(seeds), "hours_per_seed": hours,
-            "energy_ratio_vs_upper_bound": ratio(energy["firmware"], energy["upper_bound"]),
-            "energy_ratio_vs_static": ratio(energy["firmware"], energy["static"]),
-            "energy_ratio_vs_waterfill": ratio(energy["firmware"], energy["waterfill"]),
-            "energy_ratio_vs_equal_active": ratio(energy["firmware"], energy["equal_active"]),
-            "energy_ratio_upper_bound_vs_static": ratio(energy["upper_bound"], energy["static"]),
+        energy = {p: by[(scenario, p)]["metrics"]["energy_kwh"] for p in policies}
+        s = {"seeds": list(seeds), "hours_per_seed": hours}
+        for p in policies[1:]:
+            s["energy_ratio_vs_" + p] = ratio(energy["firmware"], energy[p])
+        s["energy_ratio_upper_bound_vs_static"] = ratio(energy["upper_bound"], energy["static"])
+        s.update({
             "violation_s": fw["violation_s"], "jain": fw["jain"], "utilization": fw["utilization"],
             "switches_per_h": fw["switches_per_h"], "pauses_per_session": fw["pauses_per_session"],
             "delivered_vs_requested": fw["delivered_vs_requested"],
             "delivered_vs_takeable": fw["delivered_vs_takeable"],
             "alloc_ms_p50": timing[key]["p50_ms"], "alloc_ms_p99": timing[key]["p99_ms"],
             "alloc_ms_max": timing[key]["max_ms"], "alloc_calls_timed": timing[key]["calls"],
-        }
-        names = [p for p in POLICIES if (scenario, p) in by]
-        s["policies"] = {p: by[(scenario, p)]["metrics"] for p in names}
-        s["sim_wall_s"] = {p: by[(scenario, p)]["wall_s"] for p in names}
+        })
+        s["policies"] = {p: by[(scenario, p)]["metrics"] for p in policies}
+        s["sim_wall_s"] = {p: by[(scenario, p)]["wall_s"] for p in policies}
         s["misses"] = misses(scenario, s)
         out[scenario] = s
         _print(scenario, s)
@@ -630,19 +733,28 @@ def misses(scenario, s):
                                                100 * (s["energy_ratio_upper_bound_vs_static"] - 1)))
     if s["alloc_ms_p99"] >= TARGETS["alloc_ms_p99"]:
         found.append("allocation p99 %.2f ms (target < 5 ms)" % s["alloc_ms_p99"])
+    can = s["policies"]["firmware"]
+    if can.get("arcs"):
+        found.append("%d modules taken off a dispenser under current (target 0)" % can["arcs"])
     return found
 
 
 def _print(scenario, s):
     fw = s["policies"]["firmware"]
-    print("sharing %s (%d x %d h): energy %.3f x upper bound, %.2f x static, %.3f x water-filling, "
-          "%.3f x equal split; %d violation-s; utilization %.3f; Jain %.3f; %.1f switches/h; "
+    vs = ", ".join("%.3f x %s" % (v, k[len("energy_ratio_vs_"):].replace("_", " ")) for k, v in s.items()
+                   if k.startswith("energy_ratio_vs_"))
+    print("sharing %s (%d x %d h): energy %s; %d violation-s; utilization %.3f; Jain %.3f; %.1f switches/h; "
           "%.2f pauses/session; alloc p50 %.3f / p99 %.3f ms (MicroPython); delivered %.0f of %.0f kWh asked, "
           "%.3f of what the EVs present could take"
-          % (scenario, len(s["seeds"]), s["hours_per_seed"], s["energy_ratio_vs_upper_bound"], s["energy_ratio_vs_static"],
-             s["energy_ratio_vs_waterfill"], s["energy_ratio_vs_equal_active"], s["violation_s"],
+          % (scenario, len(s["seeds"]), s["hours_per_seed"], vs, s["violation_s"],
              s["utilization"] or 0, s["jain"] or 0, s["switches_per_h"], s["pauses_per_session"],
              s["alloc_ms_p50"], s["alloc_ms_p99"], fw["energy_kwh"], fw["requested_kwh"], fw["delivered_vs_takeable"]))
+    if "setpoint_ms_p50" in fw:
+        print("  %s on CAN: a changed setpoint reaches its module in %s / %s / %s ms (p50 / p99 / max, %d changes); "
+              "%.1f module switch-ons/h, %.1f matrix commands/h, %d forced parks, %d arcs, %.0f CAN frames/s"
+              % (scenario, fw["setpoint_ms_p50"], fw["setpoint_ms_p99"], fw["setpoint_ms_max"], fw["setpoints_changed"],
+                 fw["module_on_switches_per_h"], fw["matrix_commands_per_h"], fw["forced_parks"], fw["arcs"],
+                 fw["can_frames_per_s"]))
     print("  %s: %s" % (scenario, "; ".join(s["misses"]) if s["misses"] else "all targets met"))
 
 
