@@ -1,5 +1,6 @@
 """Board files of real hardware say what the board is and the heap it has (docs/boards.md)."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,36 @@ def test_an_emergency_stop_on_a_pin_another_part_has_is_refused(name):
     rx = board["uart"]["meter"]["rx"]
     board["pins"]["estop"] = rx   # the e-stop contact would hold the meter's receive line
     with pytest.raises(frontend.BoardFileError, match=f"uart.meter.rx = {rx}: GPIO {rx} is already pins.estop"):
+        frontend.check_board(board)
+
+
+@pytest.mark.parametrize("name, wiring, says", [
+    ("rp2040-pico", {"spi": 0, "sck": 22, "mosi": 23, "miso": 16, "cs": 17}, None),
+    ("rp2040-pico", {"spi": 0, "sck": 18, "mosi": 19, "miso": 16, "cs": 17},
+     "can.modules.sck = 18: GPIO 18 is already pins.mux_select"),
+    ("rp2040-pico", {"spi": 1, "sck": 22, "mosi": 23, "miso": 16, "cs": 17},
+     "can.modules.sck = 22: the RP2040's SPI1 has its SCK on GPIO 10, 14, 26; pick one of them"),
+    ("rp2040-pico", {"spi": 0, "sck": 22, "mosi": 23, "miso": 17, "cs": 16},
+     "can.modules.miso = 17: the RP2040's SPI0 has its MISO on GPIO 0, 4, 16, 20"),
+    ("rp2040-pico", {"spi": 2, "sck": 22, "mosi": 23, "miso": 16, "cs": 17},
+     "can.modules.spi = 2: the rp2040's MicroPython has SPI 0 and 1"),
+    ("esp32-devkitc", {"spi": 1, "sck": 2, "mosi": 12, "miso": 37, "cs": 0}, None),   # MISO may be input only
+    ("esp32-devkitc", {"spi": 1, "sck": 37, "mosi": 12, "miso": 2, "cs": 0},
+     "can.modules.sck = 37: GPIO 37 of the esp32 is input only"),
+    ("esp32-devkitc", {"spi": 0, "sck": 2, "mosi": 12, "miso": 37, "cs": 0},
+     "can.modules.spi = 0: the esp32's MicroPython has SPI 1 and 2"),
+    ("esp32-devkitc", {"spi": 1, "sck": 2, "mosi": 12, "miso": 37, "cs": 0, "chip": "sja1000"},
+     'can.modules.chip is \'sja1000\': the CAN controller the firmware drives is "mcp2515"'),
+    ("esp32-devkitc", {"spi": 1, "sck": 2, "mosi": 12, "miso": 37, "cs": 0, "crystal_hz": None},
+     "can.modules.crystal_hz must be the MCP2515's crystal in Hz"),
+])
+def test_a_can_controller_is_wired_to_pins_its_spi_can_take_and_no_other_part_has(name, wiring, says):
+    board = json.loads((BOARDS / f"{name}.json").read_text())
+    board["can"] = {"modules": {"index": 0, "chip": "mcp2515", "crystal_hz": 8000000, **wiring}}
+    if says is None:
+        frontend.check_board(board)
+        return
+    with pytest.raises(frontend.BoardFileError, match=re.escape(says)):
         frontend.check_board(board)
 
 

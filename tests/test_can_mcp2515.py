@@ -14,7 +14,7 @@ IDS = st.integers(0, (1 << 29) - 1)
 
 
 class Spi:
-    """machine.SPI's write_readinto over the chip model, one transaction per chip select."""
+    """machine.SPI's write_readinto and write over the chip model, one transaction per chip select."""
 
     def __init__(self, chip):
         self.chip = chip
@@ -23,6 +23,9 @@ class Spi:
     def write_readinto(self, out, into):
         assert self.cs is not None and self.cs.level == 0, "SPI transfer with chip select high"
         into[:] = self.chip.transfer(bytes(out))
+
+    def write(self, out):
+        self.write_readinto(out, bytearray(len(out)))
 
 
 class Pin:

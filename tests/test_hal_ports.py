@@ -579,6 +579,24 @@ def test_meter_uart_uses_the_board_pins_and_drives_de_only_while_sending(port):
         hal.uart(7, 9600)
 
 
+@pytest.mark.parametrize("port, wiring", [("rp2", {"spi": 0, "sck": 22, "mosi": 23, "miso": 16, "cs": 17}),
+                                          ("esp32", {"spi": 1, "sck": 2, "mosi": 12, "miso": 37, "cs": 0})])
+def test_can_sets_up_the_spi_with_its_chip_select_high_first_and_a_silent_chip_is_an_error(port, wiring):
+    board = load(port)
+    board["can"] = {"modules": dict(index=0, chip="mcp2515", crystal_hz=8000000, **wiring)}
+    hal = open_board(board)
+    machine.calls.clear()
+    with pytest.raises(OSError, match="MCP2515: no answer on SPI after its reset"):   # the fake's MISO reads 0
+        hal.can(0)
+    assert calls("SPI") == [("SPI", wiring["spi"], 10000000, 0, 0, wiring["sck"], wiring["mosi"], wiring["miso"])]
+    cs = wiring["cs"]
+    first_write = next(k for k, c in enumerate(machine.calls) if c[0] == "SPI.write")
+    assert ("Pin", cs, machine.Pin.OUT, -1, 1) in machine.calls[:first_write]   # idle high before any byte
+    assert machine.calls[first_write - 1] == ("Pin.value", cs, 0) and machine.calls[first_write][2] == b"\xc0"
+    with pytest.raises(ValueError, match='no CAN bus 1: add it to the board\'s "can" section'):
+        hal.can(1)
+
+
 def test_network_up():
     assert open_board(load("rp2")).network_up() is False
     hal = open_board(load("esp32"))

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.sim.frontend import FrontEnd
+from host_tools.sim.frontend import MCU, FrontEnd
 from host_tools.sim.world import EV, World
 
 REPO = Path(__file__).resolve().parents[1]
 MICROPYTHON = REPO / ".venv" / "bin" / "micropython"
 SILICON = REPO / "host_tools" / "sim" / "silicon"
-MCU = {"rp2040-pico": "rp2040", "esp32-devkitc": "esp32"}
 
 pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="no MicroPython unix port in .venv (run make setup)")
 
@@ -35,9 +34,9 @@ def err(f):
 class Bench:
     """A board's front end served on loopback, as the virtual board's supervisor serves it."""
 
-    def __init__(self, board_name):
-        self.board = json.loads((REPO / "boards" / f"{board_name}.json").read_text())
-        self.mcu = MCU[board_name]
+    def __init__(self, board_name, board=None):
+        self.board = board or json.loads((REPO / "boards" / f"{board_name}.json").read_text())
+        self.mcu = MCU[self.board["hal"]]
         self.world = World(self.board)
         self.front = FrontEnd(self.world, self.board)
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -302,21 +301,33 @@ out['other'] = err(lambda: machine.mem32[0x40054000])
     assert "not emulated" in out["write"] and "0x40054000" in out["other"]
 
 
-def rp2_hal(bench):
-    """MicroPython lines that make `hal`, the board's RP2040 HAL, with its ADC reads counted in
-    reads[0]."""
+def port_hal(bench):
+    """MicroPython lines that make `hal`, the board's own port HAL (evse/hal/rp2.py, esp32.py)."""
     return f"""
 import sys
 sys.path.append({str(REPO / 'firmware')!r})
-from evse.hal.rp2 import Hal
+from evse.hal.{bench.board['hal']} import Hal
 hal = Hal(json.loads({json.dumps(json.dumps(bench.board))}))
-reads = [0]
-adc_read = hal._read
-def counted(adc):
-    reads[0] += 1
-    return adc_read(adc)
-hal._read = counted
 """
+
+
+def counted(target, counter):
+    """MicroPython lines that count the calls of `target` (a module's or an object's function)
+    in `counter`[0]."""
+    return f"""
+{counter} = [0]
+_{counter}_of = {target}
+def _{counter}_counted(*args):
+    {counter}[0] += 1
+    return _{counter}_of(*args)
+{target} = _{counter}_counted
+"""
+
+
+def rp2_hal(bench):
+    """MicroPython lines that make `hal`, the board's RP2040 HAL, with its ADC reads counted in
+    reads[0]."""
+    return port_hal(bench) + counted("hal._read", "reads")
 
 
 @pytest.mark.parametrize("bench", ["rp2040-pico"], indirect=True)
@@ -403,12 +414,8 @@ out['five'] = (s[0], s[1], reads[0])
 def test_a_steady_pilot_read_right_after_a_duty_change_sees_the_new_level(bench):
     # The PWM takes a new duty when its period ends (both chips double-buffer it): calibrate
     # sets -12 V and reads at once; it must not read the +12 V still running.
-    module = {"rp2040-pico": "rp2", "esp32-devkitc": "esp32"}[bench.board["name"]]
     out = bench.run(f"""
-import sys
-sys.path.append({str(REPO / 'firmware')!r})
-from evse.hal.{module} import Hal
-hal = Hal(json.loads({json.dumps(json.dumps(bench.board))}))
+{port_hal(bench)}
 steady = []
 for k in range(10):
     hal.set_pilot(1, 1000)
@@ -420,3 +427,232 @@ out['steady'] = steady
     cal = bench.board["adc"]
     minus_12v_mv = cal["pilot_offset_mv"] - 12000 * cal["pilot_gain"]
     assert all(abs(mv - minus_12v_mv) < 100 for mv in out["steady"]), out["steady"]
+
+
+# ---- SPI, and the CAN controller on it ----------------------------------------------------------
+@pytest.mark.parametrize("bench", ["rp2040-pico"], indirect=True)
+def test_rp2040_spi_refuses_what_its_micropython_refuses_and_clocks_what_its_dividers_make(bench):
+    out = bench.run("""
+SPI, Pin = machine.SPI, machine.Pin
+out['id'] = err(lambda: SPI(2))
+out['sck'] = err(lambda: SPI(0, sck=Pin(10)))      # SPI1's SCK
+out['mosi'] = err(lambda: SPI(1, mosi=Pin(19)))    # SPI0's MOSI
+out['miso'] = err(lambda: SPI(0, miso=Pin(17)))    # SPI0's CSn, not a MISO
+out['pin'] = err(lambda: SPI(0, sck=30))
+out['init_pins'] = err(lambda: SPI(0).init(sck=Pin(18)))
+out['default'] = repr(SPI(0))
+out['fast'] = repr(SPI(1, 10000000, sck=Pin(14), miso=None))
+out['fastest'] = repr(SPI(1, 100000000))           # the pins given before stay
+out['lsb'] = err(lambda: SPI(1, firstbit=SPI.LSB))
+out['order'] = (SPI.MSB, SPI.LSB)
+s = SPI(0)
+s.deinit()
+out['after_deinit'] = err(lambda: s.write(b'x'))   # the rp2 port has no deinit: it still sends
+""")
+    assert out["id"] == "ValueError: SPI(2) doesn't exist"
+    assert out["sck"] == "ValueError: bad SCK pin" and out["mosi"] == "ValueError: bad MOSI pin"
+    assert out["miso"] == "ValueError: bad MISO pin" and out["pin"] == "ValueError: invalid pin"
+    assert out["init_pins"] == "TypeError: extra keyword arguments given"
+    # 125 MHz / (prescale 2 x post-divide 63) for 1 MHz, / 14 for 10 MHz, / 2 at most (pico-sdk).
+    assert out["default"] == "SPI(0, baudrate=992063, polarity=0, phase=0, bits=8, sck=18, mosi=19, miso=16)"
+    assert out["fast"] == "SPI(1, baudrate=8928571, polarity=0, phase=0, bits=8, sck=14, mosi=11, miso=None)"
+    assert out["fastest"] == "SPI(1, baudrate=62500000, polarity=0, phase=0, bits=8, sck=14, mosi=11, miso=None)"
+    assert out["lsb"] == "NotImplementedError: LSB" and out["order"] == [1, 0]
+    assert out["after_deinit"] is None
+
+
+@pytest.mark.parametrize("bench", ["esp32-devkitc"], indirect=True)
+def test_esp32_spi_refuses_what_its_micropython_refuses_and_routes_any_pin_that_can_drive(bench):
+    out = bench.run("""
+SPI, Pin = machine.SPI, machine.Pin
+out['no_id'] = err(lambda: SPI())
+out['id0'] = err(lambda: SPI(0))
+out['id3'] = err(lambda: SPI(3))
+out['sck_input_only'] = err(lambda: SPI(1, sck=Pin(34)))
+out['pin'] = err(lambda: SPI(2, mosi=24))
+out['bits'] = err(lambda: SPI(2, bits=0))
+out['default'] = repr(SPI(2))
+out['matrix'] = repr(SPI(1, 26000000, sck=Pin(25), mosi=Pin(26), miso=Pin(34)))   # MISO may be input only
+s = SPI(2)
+out['empty'] = err(lambda: s.write(b''))
+s.deinit()
+out['after_deinit'] = err(lambda: s.write(b'x'))
+s.init(10000000)
+out['again'] = repr(s)
+out['fastest'] = repr(SPI(2, 70000000))
+out['order'] = (SPI.MSB, SPI.LSB)
+""")
+    assert out["no_id"] == "TypeError: 'id' argument required"
+    assert out["id0"] == "ValueError: SPI(0) doesn't exist" and out["id3"] == "ValueError: SPI(3) doesn't exist"
+    assert out["sck_input_only"] == "OSError: invalid configuration"
+    assert out["pin"] == "ValueError: invalid pin" and out["bits"] == "ValueError: invalid bits"
+    # VSPI's IO_MUX pins by default; 80 MHz / (pre x n) nearest the clock asked, 80 MHz above 60.
+    assert out["default"] == ("SPI(id=2, baudrate=500000, polarity=0, phase=0, bits=8, firstbit=0, "
+                              "sck=18, mosi=23, miso=19)")
+    assert out["matrix"] == ("SPI(id=1, baudrate=26666666, polarity=0, phase=0, bits=8, firstbit=0, "
+                             "sck=25, mosi=26, miso=34)")
+    assert out["empty"] == "ValueError: buffer too short"
+    assert out["after_deinit"] == "OSError: transfer on deinitialized SPI"
+    assert out["again"].startswith("SPI(id=2, baudrate=10000000,") and "baudrate=80000000" in out["fastest"]
+    assert out["order"] == [0, 1]
+
+
+def dc_board(name):
+    """The MCU board `name` with an MCP2515 to a cabinet of two Infypower modules. No such board
+    file exists (the DC boards are sim boards): a few pins move to make room for the SPI."""
+    board = json.loads((REPO / "boards" / f"{name}.json").read_text())
+    board["kind"] = "dc"
+    board["cabinet"] = {"modules": 2, "module_kw": 30, "can": {"protocol": "infy", "addresses": [1, 2]}}
+    if board["hal"] == "rp2":
+        board["pins"]["mux_select"] = [20, 21, 22]   # the Pico's own SPI0 pins for the MCP2515
+        wiring = {"spi": 0, "sck": 18, "mosi": 19, "miso": 16, "cs": 17}
+    else:
+        del board["guns"][1]   # its pins: VSPI through the GPIO matrix, MISO on an input-only pin
+        wiring = {"spi": 2, "sck": 27, "mosi": 23, "miso": 39, "cs": 4}
+    board["can"] = {"modules": dict(index=0, chip="mcp2515", crystal_hz=8000000, **wiring)}
+    return board
+
+
+@pytest.fixture
+def can_bench(request):
+    b = Bench(request.param, dc_board(request.param))
+    yield b
+    b.close()
+
+
+def can_hal(bench):
+    """MicroPython lines that make `hal`, the board's port HAL, with the link's round trips
+    counted in asks[0]."""
+    return port_hal(bench) + "import link\nfrom evse.can import infy\n" + counted("link.ask", "asks")
+
+
+@pytest.mark.parametrize("can_bench", ["rp2040-pico", "esp32-devkitc"], indirect=True)
+def test_the_hal_can_bus_sends_over_emulated_spi_to_the_modules_and_receives_their_answer(can_bench):
+    out = can_bench.run(f"""
+{can_hal(can_bench)}
+bus = hal.can(0)
+out['same'] = hal.can(0) is bus
+asks[0] = 0
+ident, data = infy.reads(2, True)[2]   # module 2's ratings
+out['sent'] = bus.send(ident, data)
+out['send_asks'] = asks[0]
+asks[0] = 0
+frame = bus.recv()
+out['recv_asks'] = asks[0]
+out['said'] = infy.parse(frame[0], frame[1])
+asks[0] = 0
+out['nothing'] = bus.recv()
+out['idle_asks'] = asks[0]
+asks[0] = 0
+bus.poll(time.ticks_ms())
+out['poll_asks'] = asks[0]
+out['stats'] = bus.stats()
+""")
+    assert out["same"] and out["sent"]
+    assert out["said"] == [2, "ratings", [1000, 150, 100.0, 30000]]   # 30 kW, 100 A, 150-1000 V
+    assert out["nothing"] is None
+    assert out["stats"]["state"] == "active" and out["stats"]["sent"] == 1 and out["stats"]["received"] == 1
+    assert [m.frames_in for m in can_bench.world.can.modules] == [0, 1]
+    # One round trip per SPI read: READ STATUS, then READ RX; instructions that answer nothing
+    # (LOAD TX, the priority, RTS) and the chip select go out without waiting.
+    assert (out["send_asks"], out["recv_asks"], out["idle_asks"]) == (1, 2, 1)
+    assert out["poll_asks"] <= 6
+    ctl = can_bench.front.can[0]
+    assert ctl.ignored == 0 and ctl.garbled == 0
+
+
+@pytest.mark.parametrize("can_bench", ["rp2040-pico", "esp32-devkitc"], indirect=True)
+def test_the_cabinets_modules_answer_the_firmwares_polls_and_take_its_setpoint_over_emulated_spi(can_bench):
+    out = can_bench.run(f"""
+{can_hal(can_bench)}
+from evse.can import modules
+stage = modules.Modules(hal.can(0), infy, [1, 2], log=lambda msg: None)
+step_us = []
+def run(ms):
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        s0 = time.ticks_us()
+        stage.step(time.ticks_ms())
+        step_us.append(time.ticks_diff(time.ticks_us(), s0))
+        time.sleep_ms(10)
+run(1200)
+out['usable'] = [stage.usable(k) for k in range(2)]
+out['rated_w'] = [m.rated_w for m in stage.modules]
+stage.set(0, 400.0, 20.0)
+run(300)
+out['step_us'] = sorted(step_us)
+out['stats'] = stage.bus.stats()
+""")
+    assert out["usable"] == [True, True] and out["rated_w"] == [30000, 30000]
+    first = can_bench.world.can.modules[0]
+    assert first.on and first.set_v == 400.0 and first.set_a == 20.0
+    assert out["stats"]["rx_overruns"] == 0 and out["stats"]["tx_timeouts"] == 0
+    steps = out["step_us"]
+    print("Modules.step over emulated SPI: median %d us, 90th %d us, %d steps"
+          % (steps[len(steps) // 2], steps[len(steps) * 9 // 10], len(steps)))
+
+
+@pytest.mark.parametrize("can_bench", ["rp2040-pico"], indirect=True)
+def test_spi_bytes_reach_the_mcp2515_only_while_its_chip_select_is_low(can_bench):
+    ctl = can_bench.front.can[0]
+    out = can_bench.run("""
+SPI, Pin = machine.SPI, machine.Pin
+spi = SPI(0, 10000000, sck=Pin(18), mosi=Pin(19), miso=Pin(16))
+def read(cs, address):
+    cs(0)
+    spi.write(bytes((0x03, address)))   # one instruction in two SPI calls: the address ...
+    value = spi.read(1)[0]              # ... and then its answer
+    cs(1)
+    return value
+floating = Pin(17)                      # never made an output: it drives nothing
+floating.value(0)
+spi.write(b'\\xc0')                      # RESET, unselected
+spi.write(b'\\x02\\x2a\\x07')              # WRITE CNF1, unselected
+unselected = bytearray(3)
+spi.write_readinto(b'\\x03\\x0e\\x00', unselected)
+out['unselected'] = list(unselected)
+cs = Pin(17, Pin.OUT, value=1)
+out['cnf1_before'] = read(cs, 0x2a)
+cs(0)
+spi.write(b'\\x02\\x2a\\x07')
+cs(1)
+out['cnf1_after'] = read(cs, 0x2a)
+out['canstat'] = read(cs, 0x0e)
+""")
+    assert out["unselected"] == [0, 0, 0]          # nobody drives MISO
+    assert out["cnf1_before"] == 0 and out["cnf1_after"] == 7 and out["canstat"] == 0x80
+    assert ctl.ignored == 3
+    ignored = [e["value"] for e in can_bench.world.events if e["what"] == "spi_ignored"]
+    assert ignored == [{"device": "can.modules", "bytes": n, "why": "chip select high"} for n in (1, 3, 3)]
+
+
+@pytest.mark.parametrize("can_bench", ["rp2040-pico"], indirect=True)
+def test_an_mcp2515_driven_in_an_spi_mode_it_does_not_take_answers_nothing(can_bench):
+    out = can_bench.run(f"""
+import sys
+sys.path.append({str(REPO / 'firmware')!r})
+from evse.can.mcp2515 import Mcp2515
+spi = machine.SPI(0, 10000000, polarity=0, phase=1, sck=machine.Pin(18), mosi=machine.Pin(19), miso=machine.Pin(16))
+out['mode_0_1'] = err(lambda: Mcp2515(spi, machine.Pin(17), time.sleep_ms))
+spi.init(phase=0)
+out['mode_0_0'] = err(lambda: Mcp2515(spi, machine.Pin(17), time.sleep_ms))
+""")
+    assert out["mode_0_1"].startswith("CanError: MCP2515: no answer on SPI after its reset")
+    assert out["mode_0_0"] is None
+    why = {e["value"]["why"] for e in can_bench.world.events if e["what"] == "spi_ignored"}
+    assert why == {"SPI mode 0,1: the MCP2515 takes 0,0 and 1,1"}
+
+
+@pytest.mark.parametrize("can_bench", ["rp2040-pico", "esp32-devkitc"], indirect=True)
+def test_a_can_section_the_mcu_refuses_is_an_error_naming_its_key(can_bench):
+    # rp2: SPI1 with SPI0's pins; esp32: the clock on an input-only pin.
+    bad = {"rp2": {"spi": 1}, "esp32": {"sck": 35}}[can_bench.board["hal"]]
+    out = can_bench.run(f"""
+{can_hal(can_bench)}
+hal.board['can']['modules'].update({json.dumps(bad)})
+out['refused'] = err(lambda: hal.can(0))
+out['none'] = err(lambda: hal.can(1))
+""")
+    assert out["refused"].startswith("ValueError: board file: can.modules")
+    assert ("bad SCK pin" if can_bench.board["hal"] == "rp2" else "invalid configuration") in out["refused"]
+    assert out["none"].startswith('ValueError: board has no CAN bus 1: add it to the board\'s "can" section')

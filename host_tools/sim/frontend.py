@@ -18,6 +18,9 @@ Per gun:
 - PP and NTC to ground under their pull-ups (board file `adc`), the CT as mV per amp; on the
   RP2040 board they reach one ADC through a CD4051 whose channel the select pins choose.
 - ESP32: DS18B20 sensors on the 1-Wire pin, one per gun in scan order.
+- CAN (board file "can"): an MCP2515 (host_tools/sim/mcp2515.py's model of the chip) on the SPI
+  pins and chip select the board file names; what it sends goes to the world's CAN bus, and the
+  modules' answers come back into its receive buffers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 
+from host_tools.sim import mcp2515
 from host_tools.sim.world import PP_OHMS, World
 
 MCU = {"rp2": "rp2040", "esp32": "esp32"}
@@ -39,6 +43,19 @@ FLASH_PINS = {"rp2": set(), "esp32": set(range(6, 12))}
 WLAN_PINS = {"rp2": {23, 24, 25, 29}, "esp32": set()}
 # An ESP32-WROVER's PSRAM takes GPIO16 and GPIO17 (ESP32-WROVER-E datasheet, pin description).
 PSRAM_PINS = {"rp2": set(), "esp32": {16, 17}}
+
+# SPI peripherals each chip's MicroPython gives (machine.SPI ids). An RP2040 pin has one SPI
+# function: SPI0 on GP0-7 and GP16-23, SPI1 on GP8-15 and GP24-29, SCK, MOSI, MISO on the pins
+# 2, 3, 0 mod 4 (datasheet 1.4.3); the ESP32's GPIO matrix routes any pin.
+SPI_IDS = {"rp2": (0, 1), "esp32": (1, 2)}
+RP2_SPI_LINES = {"sck": 2, "mosi": 3, "miso": 0}
+# The MCP2515 (DS20001801 section 12): SPI modes 0,0 and 1,1, most significant bit first, 8-bit
+# bytes, SCK up to 10 MHz. A transfer in another format is not what the chip decodes.
+MCP2515_MODES = ((0, 0), (1, 1))
+MCP2515_MAX_HZ = 10_000_000
+CAN_RETRY_MS = 1.0            # a frame nobody acknowledges goes out again about every 1 ms (125 kbit/s)
+CAN_BUS_OFF_MS = 1.5          # bus-off ends after 128 x 11 recessive bits: 1.4 ms at 125 kbit/s
+NO_REPLY = "opwWcX"           # the link's lines that get no reply (silicon/link.py)
 
 EVSE_R_OHM = 1000.0           # IEC 61851-1 Table A.1: R1, the EVSE's source resistor
 EV_R_OHM = {"B": 2740.0, "C": 2740.0 * 1300.0 / (2740.0 + 1300.0), "D": 2740.0 * 270.0 / (2740.0 + 270.0)}
@@ -123,7 +140,43 @@ def check_board(board: dict) -> None:
     for name, cfg in board.get("uart", {}).items():
         for key in ("tx", "rx") + (("de",) if "de" in cfg else ()):
             claim(cfg.get(key), f"uart.{name}.{key}", output=key != "rx")
+    for name, cfg in board.get("can", {}).items():
+        where = f"can.{name}"
+        check_can_section(hal, where, cfg)
+        for key in ("sck", "mosi", "miso", "cs"):
+            claim(cfg.get(key), f"{where}.{key}", output=key != "miso")
+        check_spi_pins(hal, where, cfg)
     check_pilot_front_end(board)
+
+
+def check_can_section(hal: str, where: str, cfg) -> None:
+    """A CAN controller: an MCP2515 on one of the MCU's SPI peripherals, with its crystal."""
+    if not isinstance(cfg, dict):
+        raise BoardFileError(f'{where} must be {{"index": 0, "chip": "mcp2515", "spi": ..., "sck": ..., "mosi": ..., '
+                             f'"miso": ..., "cs": ..., "crystal_hz": ...}}, not {cfg!r}')
+    if cfg.get("chip") != "mcp2515":
+        raise BoardFileError(f'{where}.chip is {cfg.get("chip")!r}: the CAN controller the firmware drives is "mcp2515"')
+    for key, what in (("index", "the CAN bus number the firmware asks for (0: the cabinet's modules)"),
+                      ("crystal_hz", "the MCP2515's crystal in Hz (8 MHz gives 125 and 250 kbit/s, 16 MHz also 500)")):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "index" else 1):
+            raise BoardFileError(f"{where}.{key} must be {what}, not {value!r}")
+    spi = cfg.get("spi")
+    if isinstance(spi, bool) or spi not in SPI_IDS[hal]:
+        raise BoardFileError(f"{where}.spi = {spi!r}: the {MCU[hal]}'s MicroPython has SPI "
+                             + " and ".join(str(i) for i in SPI_IDS[hal]))
+
+
+def check_spi_pins(hal: str, where: str, cfg: dict) -> None:
+    """On the RP2040 SCK, MOSI and MISO must be pins that SPI peripheral can take."""
+    if hal != "rp2":
+        return
+    spi = cfg["spi"]
+    for line, rest in RP2_SPI_LINES.items():
+        fits = [p for p in sorted(GPIOS[hal]) if p & 3 == rest and (p >> 3) & 1 == spi]
+        if cfg[line] not in fits:
+            raise BoardFileError(f"{where}.{line} = {cfg[line]}: the RP2040's SPI{spi} has its {line.upper()} on "
+                                 f"GPIO {', '.join(map(str, fits))}; pick one of them")
 
 
 INSTALLS = {"mpy": ".mpy files on the board's littlefs (what evsectl flash writes)",
@@ -207,6 +260,91 @@ class Rcm:
         self.latched = False
 
 
+class CanController:
+    """The board's MCP2515 (a board file "can" section): its SPI lines and chip select on the
+    pins the section names; the frames it sends reach the world's CAN modules, which acknowledge
+    them (any module that hears) and whose answers arrive after the transaction that sent them."""
+
+    def __init__(self, world: World, where: str, cfg: dict):
+        self.world, self.where = world, where
+        self.sck, self.mosi, self.miso, self.cs = cfg["sck"], cfg["mosi"], cfg["miso"], cfg["cs"]
+        self.chip = mcp2515.Mcp2515(on_send=self._on_send)
+        self.selected = False
+        self.answers: list[tuple[int, bytes]] = []   # to deliver once the transaction ends
+        self.bus_ms = 0.0              # when the bus was last brought up to date (retries, bus-off)
+        self.bus_off_ms: float | None = None
+        self.ignored = 0               # transfers clocked while its chip select was high
+        self.garbled = 0               # transfers in a format it does not decode
+
+    def power_on(self, now: float) -> None:
+        self.chip.reset()
+        self.selected = False
+        self.answers.clear()
+        self.bus_ms = now
+        self.bus_off_ms = None
+
+    def _on_send(self, can_id: int, data: bytes) -> bool:
+        bus = self.world.can
+        if bus is None:
+            return False               # nothing on the bus to acknowledge it
+        self.answers += self.world.can_exchange(can_id, data)
+        return any(not m.silent for m in bus.modules)
+
+    def chip_select(self, low: bool, now: float) -> None:
+        if low == self.selected:
+            return
+        self.selected = low
+        self._catch_up(now)
+        if low:
+            self.chip.select()
+            return
+        self.chip.deselect()
+        answers, self.answers = self.answers, []
+        for can_id, data in answers:
+            self.chip.deliver(can_id, data)
+
+    def _catch_up(self, now: float) -> None:
+        """The bus since the MCU last looked: the chip retries a frame nobody acknowledged about
+        every CAN_RETRY_MS (each failure adds 8 to its error counter), and leaves bus-off by
+        itself after CAN_BUS_OFF_MS of an idle bus."""
+        chip = self.chip
+        if chip.tec >= 256:
+            if self.bus_off_ms is None:
+                self.bus_off_ms = now
+            elif now - self.bus_off_ms >= CAN_BUS_OFF_MS:
+                chip.recover()
+                self.bus_off_ms = None
+        else:
+            for _ in range(min(32, int((now - self.bus_ms) / CAN_RETRY_MS))):
+                if not chip.pending() or chip.tec >= 256:
+                    break
+                chip.retry()
+        self.bus_ms = now
+
+    def clock(self, spi: tuple, data: bytes) -> bytes | None:
+        """Bytes an SPI peripheral set up as `spi` clocks out -> what this chip drives on its MISO,
+        or None when the chip does not drive it (not on that bus's pins, or not selected)."""
+        sck, mosi, miso, hz, polarity, phase, bits, msb = spi
+        if (sck, mosi) != (self.sck, self.mosi):
+            return None                # another bus: its clock does not reach this chip
+        if not self.selected:
+            # The chip ignores SCK while CS is high and leaves SO floating: a driver bug.
+            self.ignored += 1
+            self.world.log(0, "spi_ignored", {"device": self.where, "bytes": len(data), "why": "chip select high"})
+            return None
+        why = ("SPI mode %d,%d: the MCP2515 takes 0,0 and 1,1" % (polarity, phase)
+               if (polarity, phase) not in MCP2515_MODES else
+               "%d Hz: the MCP2515's SCK is at most 10 MHz" % hz if hz > MCP2515_MAX_HZ else
+               "%d-bit words: the MCP2515 takes bytes" % bits if bits != 8 else
+               "LSB first: the MCP2515 takes the most significant bit first" if not msb else None)
+        if why is not None:
+            self.garbled += 1
+            self.world.log(0, "spi_ignored", {"device": self.where, "bytes": len(data), "why": why})
+            return None
+        out = self.chip.clock(data)
+        return out if miso == self.miso else None
+
+
 class FrontEnd:
     """One board's circuit: answers the emulated MCU's lines (silicon/link.py)."""
 
@@ -252,6 +390,10 @@ class FrontEnd:
             for bit, pin in enumerate(board["pins"]["mux_select"]):
                 self.outputs[pin] = ("mux", bit)
             self.inputs.append(("a", board["pins"]["mux_adc"], -1, self._mux_mv))
+        self.spi: dict[int, tuple] = {}   # SPI id -> (sck, mosi, miso, hz, polarity, phase, bits, msb)
+        self.can = [CanController(world, f"can.{name}", cfg) for name, cfg in board.get("can", {}).items()]
+        for k, ctl in enumerate(self.can):
+            self.outputs[ctl.cs] = ("cs", k)
 
     # ---- the line protocol ---------------------------------------------------------------------
     def request(self, line: str) -> str | None:
@@ -284,6 +426,14 @@ class FrontEnd:
                     w.watchdog_ms = int(parts[1])
                     w.watchdog_fed_ms = now
                     return None
+                if op == "c":
+                    self.spi.pop(int(parts[1]), None)
+                    if len(parts) > 2:
+                        self.spi[int(parts[1])] = tuple(int(v) for v in parts[2:10])
+                    return None
+                if op in "xX":
+                    miso = self._spi_transfer(int(parts[1]), bytes.fromhex(parts[2] if len(parts) > 2 else ""), now)
+                    return miso.hex() if op == "x" else None
                 if op == "n":
                     return "1" if w.net_up and w.powered else "0"
                 if op == "T":
@@ -299,10 +449,25 @@ class FrontEnd:
         return f"!unknown request {op!r}"
 
     def _power_on(self) -> None:
-        """A new firmware run: every GPIO starts as an input (nothing driven)."""
+        """A new firmware run: every GPIO starts as an input (nothing driven), no SPI is set up,
+        and the board's chips start from their reset."""
         self.mux_bits = [0, 0, 0]
         for r in self.rcms:
             r.test = r.latched = False
+        self.spi.clear()
+        for ctl in self.can:
+            ctl.power_on(self.world.now_ms())
+
+    def _spi_transfer(self, spi_id: int, data: bytes, now: float) -> bytes:
+        """The bytes an SPI peripheral clocks out -> the bytes on its MISO meanwhile: a selected
+        chip's, else zeros (an undriven MISO on the RP2040's default pull-down)."""
+        spi = self.spi.get(spi_id)
+        out = None
+        if spi is not None:   # an SPI not set up drives no pins
+            for ctl in self.can:
+                got = ctl.clock(spi, data)
+                out = out if got is None else got
+        return out if out is not None else bytes(len(data))
 
     def _output(self, pin: int, level: int, now: float) -> None:
         what = self.outputs.get(pin)
@@ -311,6 +476,9 @@ class FrontEnd:
         kind, i = what
         if kind == "mux":
             self.mux_bits[i] = 1 if level == 1 else 0
+            return
+        if kind == "cs":
+            self.can[i].chip_select(level == 0, now)   # undriven (-1): the board's pull-up holds it high
             return
         g = self.world.guns[i]
         if kind == "pwm":

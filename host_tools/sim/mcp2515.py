@@ -5,9 +5,11 @@ buffers with the acceptance masks and filters (section 4), the error counters an
 (evse/can/mcp2515.py), so a test of one against the other checks both.
 
 `transfer(data)` is one SPI transaction (chip select low to high): the bytes clocked in, the bytes
-clocked out. Frames the chip sends go to `on_send(can_id, data)`, which says whether a node
-acknowledged them; `deliver(can_id, data)` puts a frame from the bus in front of the filters.
-Standard (11-bit) frames and remote frames are not modelled: the power modules use neither."""
+clocked out; `select()`, `clock(data)` (any number of times) and `deselect()` are the same in
+pieces, as a chip select pin and several SPI calls make it (host_tools/sim/frontend.py). Frames
+the chip sends go to `on_send(can_id, data)`, which says whether a node acknowledged them;
+`deliver(can_id, data)` puts a frame from the bus in front of the filters. Standard (11-bit)
+frames and remote frames are not modelled: the power modules use neither."""
 
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ class Mcp2515:
     def __init__(self, on_send: Callable[[int, bytes], bool] | None = None):
         self.on_send = on_send or (lambda can_id, data: True)
         self.regs = bytearray(128)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()   # transfer() holds it across select, clock, deselect
+        self._mosi = bytearray()   # the instruction so far, while selected
         self.transfers = 0
         self.reset()
 
@@ -95,56 +98,83 @@ class Mcp2515:
 
     # ---- the SPI side ----------------------------------------------------------------------
     def transfer(self, data: bytes) -> bytes:
+        """One whole transaction: chip select low, `data` clocked in, chip select high."""
         with self.lock:
+            self.select()
+            out = self.clock(data)
+            self.deselect()
+            return out
+
+    def select(self) -> None:
+        """Chip select falls: a new instruction begins."""
+        with self.lock:
+            self._mosi = bytearray()
+
+    def clock(self, data: bytes) -> bytes:
+        """Bytes clocked in while selected -> the bytes the chip clocks out meanwhile. A byte out
+        depends only on the bytes in before it, so an instruction may come in several pieces
+        (an SPI write of the instruction, then a read of its answer)."""
+        with self.lock:
+            before = len(self._mosi)
+            self._mosi += data
+            return self._miso(bytes(self._mosi))[before:]
+
+    def deselect(self) -> None:
+        """Chip select rises: the instruction takes effect (nothing it answered depends on it)."""
+        with self.lock:
+            data, self._mosi = bytes(self._mosi), bytearray()
             self.transfers += 1
-            out = bytearray(len(data))
-            if not data:
-                return bytes(out)
-            op = data[0]
-            if op == 0xC0:                                   # RESET
-                self.reset()
-            elif op == 0x03 and len(data) >= 2:              # READ from an address, auto-increment
-                a = data[1]
-                for k in range(2, len(data)):
-                    out[k] = self.regs[(a + k - 2) & 0x7F]
-            elif op == 0x02 and len(data) >= 2:              # WRITE
-                a = data[1]
-                for k in range(2, len(data)):
-                    self._write((a + k - 2) & 0x7F, data[k])
-            elif op == 0x05 and len(data) >= 4:              # BIT MODIFY
-                a, mask, value = data[1], data[2], data[3]
-                if a in _BIT_MODIFIABLE:
-                    self._write(a, (self.regs[a] & ~mask) | (value & mask))
-            elif op & 0xF9 == 0x90:                          # READ RX BUFFER: 0x90, 92, 94, 96
-                n = (op >> 2) & 1
-                start = RXBCTRL[n] + (1 if not op & 0x02 else 6)
+            self._execute(data)
+
+    def _miso(self, data: bytes) -> bytes:
+        out = bytearray(len(data))
+        op = data[0] if data else None
+        if op == 0x03:                                       # READ from an address, auto-increment
+            for k in range(2, len(data)):
+                out[k] = self.regs[(data[1] + k - 2) & 0x7F]
+        elif op is not None and op & 0xF9 == 0x90:           # READ RX BUFFER: 0x90, 92, 94, 96
+            start = RXBCTRL[(op >> 2) & 1] + (1 if not op & 0x02 else 6)
+            for k in range(1, len(data)):
+                out[k] = self.regs[(start + k - 1) & 0x7F]
+        elif op == 0xA0:                                     # READ STATUS
+            intf = self.regs[CANINTF]
+            status = intf & (RX0IF | RX1IF)
+            for n in range(3):
+                if self.regs[TXBCTRL[n]] & TXREQ:
+                    status |= 0x04 << (2 * n)
+                if intf & (TX0IF << n):
+                    status |= 0x08 << (2 * n)
+            for k in range(1, len(data)):
+                out[k] = status
+        return bytes(out)                                    # RX STATUS (not used by us): zeros
+
+    def _execute(self, data: bytes) -> None:
+        if not data:
+            return
+        op = data[0]
+        if op == 0xC0:                                       # RESET
+            self.reset()
+        elif op == 0x02 and len(data) >= 2:                  # WRITE
+            a = data[1]
+            for k in range(2, len(data)):
+                self._write((a + k - 2) & 0x7F, data[k])
+        elif op == 0x05 and len(data) >= 4:                  # BIT MODIFY
+            a, mask, value = data[1], data[2], data[3]
+            if a in _BIT_MODIFIABLE:
+                self._write(a, (self.regs[a] & ~mask) | (value & mask))
+        elif op & 0xF9 == 0x90:                              # READ RX BUFFER: its RXnIF clears
+            self.regs[CANINTF] &= ~(RX0IF << ((op >> 2) & 1))
+        elif op & 0xF8 == 0x40:                              # LOAD TX BUFFER: 0x40..0x45
+            n = (op >> 1) & 0x03
+            if n < 3:
+                start = TXBCTRL[n] + (1 if not op & 0x01 else 6)
                 for k in range(1, len(data)):
-                    out[k] = self.regs[(start + k - 1) & 0x7F]
-                self.regs[CANINTF] &= ~(RX0IF << n)          # cleared when CS rises
-            elif op & 0xF8 == 0x40:                          # LOAD TX BUFFER: 0x40..0x45
-                n = (op >> 1) & 0x03
-                if n < 3:
-                    start = TXBCTRL[n] + (1 if not op & 0x01 else 6)
-                    for k in range(1, len(data)):
-                        self.regs[(start + k - 1) & 0x7F] = data[k]
-            elif op & 0xF8 == 0x80:                          # RTS: 0x81, 0x82, 0x84 and sums
-                for n in range(3):
-                    if op & (1 << n):
-                        self.regs[TXBCTRL[n]] |= TXREQ
-                self._transmit()
-            elif op == 0xA0:                                 # READ STATUS
-                intf = self.regs[CANINTF]
-                status = intf & (RX0IF | RX1IF)
-                for n in range(3):
-                    if self.regs[TXBCTRL[n]] & TXREQ:
-                        status |= 0x04 << (2 * n)
-                    if intf & (TX0IF << n):
-                        status |= 0x08 << (2 * n)
-                for k in range(1, len(data)):
-                    out[k] = status
-            elif op == 0xB0:                                 # RX STATUS (not used by us: zeros)
-                pass
-            return bytes(out)
+                    self.regs[(start + k - 1) & 0x7F] = data[k]
+        elif op & 0xF8 == 0x80:                              # RTS: 0x81, 0x82, 0x84 and sums
+            for n in range(3):
+                if op & (1 << n):
+                    self.regs[TXBCTRL[n]] |= TXREQ
+            self._transmit()
 
     def _write(self, a: int, value: int) -> None:
         mode = self.mode

@@ -279,7 +279,9 @@ class VirtualBoard:
         _serve(self._ctl_sock, self._ctl_conn, "control")
         self.control_addr = "127.0.0.1:%d" % self._ctl_sock.getsockname()[1]
         self.buses = rs485.start_buses(self.world, self.board)  # the meters' RS-485 lines
-        if self.world.can is not None:   # a DC cabinet's power modules
+        # A DC cabinet's power modules: a sim board's HAL reaches them over a loopback line, an MCU
+        # board's through its MCP2515 (frontend.py).
+        if self.world.can is not None and not self.mcu:
             self.can_bus = power_modules.CanServer(self.world.can_exchange)
         if self.csms_url:
             self.uplink = Uplink(csms_address(self.csms_url))
@@ -600,7 +602,7 @@ class VirtualBoard:
                 text = line.decode(errors="replace")
                 # A stall holds the firmware's next request that waits for an answer (an emulated
                 # MCU's output lines wait for none): its loop stands, and then sees the world as it is.
-                if not (self.frontend and text[:1] in "opwW"):
+                if not (self.frontend and text[:1] in frontend.NO_REPLY):
                     stall_ms = self.world.take_stall()
                     if stall_ms:
                         time.sleep(stall_ms / 1000)

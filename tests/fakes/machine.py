@@ -92,6 +92,16 @@ class Pin:
         calls.append(("Pin.read", self.id, v))
         return v
 
+    def init(self, mode=-1, pull=-1, value=None):
+        if mode != -1:
+            self.mode = mode
+        calls.append(("Pin.init", self.id, mode, pull, value))
+        if value is not None:
+            driven[self.id] = 1 if value else 0
+
+    def __call__(self, *level):
+        return self.value(*level)
+
     def on(self):
         self.value(1)
 
@@ -201,3 +211,22 @@ class UART:
 
     def deinit(self):
         calls.append(("UART.deinit", self.id))
+
+
+class SPI:
+    """Records the bus it was given and what it clocks out; nothing answers (MISO reads 0)."""
+    MSB = 0
+    LSB = 1
+
+    def __init__(self, id, baudrate=1000000, polarity=0, phase=0, bits=8, firstbit=0, sck=None, mosi=None,
+                 miso=None):
+        self.id = id
+        calls.append(("SPI", id, baudrate, polarity, phase, _pin_id(sck), _pin_id(mosi), _pin_id(miso)))
+
+    def write(self, buf):
+        calls.append(("SPI.write", self.id, bytes(buf)))
+
+    def write_readinto(self, out, into):
+        calls.append(("SPI.write", self.id, bytes(out)))
+        for k in range(len(into)):
+            into[k] = 0

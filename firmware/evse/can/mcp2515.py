@@ -127,9 +127,17 @@ class Mcp2515:
         finally:
             self._cs(1)
 
+    def _send(self, n):
+        # An instruction that answers nothing: write() does not collect what comes back.
+        self._cs(0)
+        try:
+            self._spi.write(self._mv_out[:n])
+        finally:
+            self._cs(1)
+
     def _command(self, instruction):
         self._out[0] = instruction
-        self._xfer(1)
+        self._send(1)
 
     def _read(self, address):
         out = self._out
@@ -145,7 +153,7 @@ class Mcp2515:
         out[1] = address
         for k in range(len(values)):
             out[2 + k] = values[k]
-        self._xfer(2 + len(values))
+        self._send(2 + len(values))
 
     def _modify(self, address, mask, value):
         out = self._out
@@ -153,7 +161,7 @@ class Mcp2515:
         out[1] = address
         out[2] = mask
         out[3] = value
-        self._xfer(4)
+        self._send(4)
 
     def _status(self):
         out = self._out
@@ -226,7 +234,7 @@ class Mcp2515:
         out[5] = size
         for k in range(size):
             out[6 + k] = data[k]
-        self._xfer(6 + size)
+        self._send(6 + size)
         # At equal priority the chip sends the highest-numbered buffer first (DS 3.2): each frame
         # gets a lower TXP than those still waiting, so they go out in the order given.
         self._write(_TXB0CTRL + 16 * n, prio)

@@ -33,7 +33,8 @@
 #   imd_enable(gun, on) ; imd_read(gun, measured)  the insulation monitor: on (its self-test
 #                                 first) or off; its reading into an evse.dcseq.Measured
 #                                 (iso_ohm, self_test)
-#   can(index) -> bus             the CAN bus to the power modules (board file cabinet.can), with
+#   can(index) -> bus             the CAN bus to the power modules (board file cabinet.can; on an
+#                                 MCU board the MCP2515 its "can" section wires), with
 #                                 send(id, data) -> bool, recv() -> (id, bytes) | None, poll(now_ms),
 #                                 stats() (evse/can/mcp2515.py says what each does)
 # Board wide:

@@ -3,7 +3,9 @@
 #   pins         onewire: the 1-Wire bus of the DS18B20 connector sensors (Nth found = gun N)
 #   adc          vref_mv, pilot_gain, pilot_offset_mv, pp_pullup_ohm, ct_a_per_mv, ct_offset_mv
 #   uart         {name: {index, tx, rx, de}}; de = RS-485 driver enable, high while sending
-# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART) is in evse.hal.mcu.
+#   can          {name: {index, chip "mcp2515", spi (1 or 2), sck, mosi, miso, cs, crystal_hz[, bitrate]}}:
+#                the CAN bus's MCP2515 on machine.SPI spi, chip select cs (optional: a DC cabinet)
+# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN) is in evse.hal.mcu.
 # Every analog input is on ADC1 (ADC2 is unusable while WiFi runs) at 11 dB attenuation, whose
 # linear range is about 150-2450 mV: the front ends are scaled into it.
 # The pilot PWM uses LEDC; both guns run at 1 kHz and share one LEDC timer.

@@ -1,11 +1,12 @@
 # What the RP2040 and ESP32 HALs share: pilot PWM and burst sampling, PP divider and CT scaling,
-# contactor and mirror contact, RCM self-test, watchdog, RS-485 UARTs, gun numbers.
+# contactor and mirror contact, RCM self-test, watchdog, RS-485 UARTs, the CAN bus's MCP2515 on
+# SPI, gun numbers.
 # The pilot front end is non-inverting: PWM output high = +12 V, low = -12 V, and the ADC sees
 # pilot_mv * pilot_gain + pilot_offset_mv. The relay and RCM wiring is described at each method.
 import time
 from array import array
 
-from machine import ADC, PWM, UART, WDT, Pin
+from machine import ADC, PWM, SPI, UART, WDT, Pin
 from micropython import const
 
 from evse.hal import Base
@@ -31,6 +32,8 @@ _RCD_TRIP = const(1)  # test input high, waiting for the fault output to rise
 _RCD_RELEASE = const(2)  # test input released, waiting for the fault output to fall
 _RCD_PASSED = const(3)
 _RCD_FAILED = const(4)
+_CAN_SPI_HZ = const(10000000)  # the MCP2515's fastest SCK (DS20001801 section 12)
+_CAN_BITRATE = const(125000)   # the power modules' CAN bitrate
 # A broken, shorted or missing temperature sensor reads as this, above every derate step and
 # stop level, so the gun stops (fail safe) and the console shows an impossible temperature.
 SENSOR_FAULT_C = 200.0
@@ -129,6 +132,7 @@ class McuHal(Base):
         self._rcd_since_ms = []  # type: list  # ticks_ms() when the current test phase began
         self._wdt = None  # type: WDT | None
         self._estop = None  # type: Pin | None
+        self._can = {}  # type: dict  # CAN bus index -> its started MCP2515 driver
 
     def _need(self, section, key, where):
         try:
@@ -407,18 +411,51 @@ class McuHal(Base):
         if self._wdt is not None:
             self._wdt.feed()
 
+    def _section(self, kind, index):  # type: (str, int) -> tuple
+        """The board file's kind ("uart", "can") entry with this index: (its name, the entry)."""
+        entries = self.board.get(kind, {})
+        for name in entries:
+            if entries[name].get("index") == index:
+                return name, entries[name]
+        return None, None
+
     def uart(self, index, baudrate, parity=None):
         # parity: None, 0 (even) or 1 (odd), as machine.UART takes it; 8 data bits, 1 stop bit.
-        uarts = self.board.get("uart", {})
-        for name in uarts:
-            cfg = uarts[name]
-            if cfg.get("index") == index:
-                port = UART(index, baudrate=baudrate, parity=parity, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
-                if "de" in cfg:
-                    return Rs485(port, Pin(cfg["de"], Pin.OUT, value=0))
-                return port
-        raise ValueError('board has no UART %d: add it to the board\'s "uart" section '
-                         "with index, tx, rx (and de for RS-485)" % index)
+        name, cfg = self._section("uart", index)
+        if cfg is None:
+            raise ValueError('board has no UART %d: add it to the board\'s "uart" section '
+                             "with index, tx, rx (and de for RS-485)" % index)
+        port = UART(index, baudrate=baudrate, parity=parity, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
+        if "de" in cfg:
+            return Rs485(port, Pin(cfg["de"], Pin.OUT, value=0))
+        return port
+
+    def can(self, index):
+        """CAN bus `index`: the MCP2515 of the board file's "can" entry with that index, on
+        machine.SPI `spi` (mode 0, _CAN_SPI_HZ) and the chip select `cs`, reset and started at
+        `bitrate` (125 kbit/s unless given) from its `crystal_hz`. The same bus on every call."""
+        bus = self._can.get(index)
+        if bus is not None:
+            return bus
+        name, cfg = self._section("can", index)
+        if cfg is None:
+            raise ValueError('board has no CAN bus %d: add it to the board\'s "can" section with index, chip '
+                             '"mcp2515", spi, sck, mosi, miso, cs, crystal_hz (see docs/virtual-board.md)' % index)
+        where = "can." + name
+        sck = self._claim(cfg, "sck", where, Pin)
+        mosi = self._claim(cfg, "mosi", where, Pin)
+        miso = self._claim(cfg, "miso", where, Pin)
+        # Chip select high (idle) before the SPI clocks anything.
+        cs = self._claim(cfg, "cs", where, lambda g: Pin(g, Pin.OUT, value=1))
+        try:
+            spi = SPI(self._need(cfg, "spi", where), baudrate=_CAN_SPI_HZ, polarity=0, phase=0,
+                      sck=sck, mosi=mosi, miso=miso)
+        except (ValueError, OSError) as e:
+            raise ValueError("board file: %s: the MCU refuses its SPI (%s); see %s" % (where, e, self.BOARD_EXAMPLE))
+        from evse.can.mcp2515 import Mcp2515
+        bus = Mcp2515(spi, cs, time.sleep_ms, self._need(cfg, "crystal_hz", where), cfg.get("bitrate", _CAN_BITRATE))
+        self._can[index] = bus
+        return bus
 
     def deinit(self):
         self.safe()

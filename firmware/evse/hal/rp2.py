@@ -5,7 +5,9 @@
 #   adc          vref_mv, pilot_gain, pilot_offset_mv, pp_pullup_ohm, ct_a_per_mv, ct_offset_mv,
 #                ntc {r25_ohm, beta, pullup_ohm}
 #   uart         {name: {index, tx, rx, de}}; de = RS-485 driver enable, high while sending
-# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART) is in evse.hal.mcu.
+#   can          {name: {index, chip "mcp2515", spi (0 or 1), sck, mosi, miso, cs, crystal_hz[, bitrate]}}:
+#                the CAN bus's MCP2515 on machine.SPI spi, chip select cs (optional: a DC cabinet)
+# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN) is in evse.hal.mcu.
 # GP2 and GP3 are the A and B outputs of PWM slice 1: they share its 1 kHz frequency, each
 # has its own duty.
 #

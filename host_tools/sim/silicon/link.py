@@ -7,6 +7,11 @@
 #   p PIN FREQ_HZ DUTY16      a PWM output: frequency and the duty the hardware produces,
 #                             in 1/65536 of the period (65536 = always high)
 #   W TIMEOUT_MS ; w          the watchdog started ; fed
+#   c ID SCK MOSI MISO HZ POLARITY PHASE BITS MSB
+#                             SPI(ID) set up: the pins it drives (-1 none), its clock, mode, word
+#                             size and bit order (MSB 1: most significant first); "c ID" alone:
+#                             released (deinit)
+#   X ID HEX                  SPI(ID) clocks these bytes out, what comes back is not wanted (write)
 # Lines with a one-line reply:
 #   H MCU                     hello: the reply names the input pins the board wires, in order,
 #                             as d:PIN (digital), a:PIN (analog, mV) or p:PIN:PWM (the pilot's
@@ -14,6 +19,9 @@
 #   s                         the inputs now: one number per d/a pin, two (high, low) per p pin
 #   n                         "1" when the WLAN the board would join is up
 #   T                         the 1-Wire bus: "ROMHEX:CELSIUS" per sensor ("ROMHEX:-" no answer)
+#   x ID HEX                  SPI(ID) clocks these bytes out: the reply is the bytes clocked in
+#                             meanwhile (HEX, as many). A chip select is a GPIO output ("o"): an
+#                             SPI transaction on the wire is the "o CS 0", the x/X lines, "o CS 1".
 # The input snapshot is kept for FRESH_US: a pilot burst of 64 ADC reads costs one round trip,
 # and any output write makes the next read ask again (a mux select, a coil, a test input).
 import os

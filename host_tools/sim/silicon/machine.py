@@ -2,9 +2,10 @@
 # by the virtual board's ROM in place of the unix port's before the firmware runs, so the board's
 # own port HAL (evse/hal/rp2.py, esp32.py through mcu.py) runs unchanged. It behaves as the silicon
 # and MicroPython's port do: which GPIOs exist and what each can be, ADC resolution and scaling,
-# PWM frequency limits, slices/timers and duty resolution, watchdog limits, UART ids; bad
-# arguments raise what the port raises. What is wired to the pins is the board's, modelled in the
-# supervisor (host_tools/sim/frontend.py) and reached through `link`.
+# PWM frequency limits, slices/timers and duty resolution, watchdog limits, UART and SPI ids and
+# pins, SPI clock dividers; bad arguments raise what the port raises. What is wired to the pins
+# is the board's, modelled in the supervisor (host_tools/sim/frontend.py) and reached through `link`.
+import binascii
 import os
 import time
 
@@ -571,6 +572,226 @@ class UART:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+# ---- SPI -------------------------------------------------------------------------------------
+# The ports' SPI peripherals are static objects: SPI(id) always sets up the same one, and the
+# pins it was given stay until others are. Bytes go over the link to whatever the board wires to
+# those pins (host_tools/sim/frontend.py); a chip select is a plain Pin the code drives around them.
+if _RP2:
+    # ports/rp2/machine_spi.c: SPI0 on GP0-7 and GP16-23, SPI1 on GP8-15 and GP24-29; SCK on the
+    # pins 2 mod 4, MOSI 3 mod 4, MISO 0 mod 4 (RP2040 datasheet 1.4.3, function F1). Defaults:
+    # the Pico's (PICO_DEFAULT_SPI 0 on GP18, 19, 16) and GP10, 11, 8.
+    _SPI_PINS = {0: (18, 19, 16), 1: (10, 11, 8)}
+    _SPI_MSB = 1   # the pico-sdk's SPI_MSB_FIRST; its PL022 shifts nothing else
+    _SPI_HZ = 1000000
+else:
+    # ports/esp32/machine_hw_spi.c: SPI(1) = HSPI, SPI(2) = VSPI, by default on their IO_MUX
+    # pins; the GPIO matrix routes any other pin (SCK and MOSI must be able to drive).
+    _SPI_PINS = {1: (14, 13, 12), 2: (18, 23, 19)}
+    _SPI_MSB = 0
+    _SPI_HZ = 500000
+_KEEP = object()   # an argument not given
+_spi = {}          # id -> its peripheral's settings, as the port's static object keeps them
+
+
+def _rp2_spi_hz(baudrate):
+    """The clock the RP2040's SPI makes of `baudrate` (pico-sdk spi_set_baudrate, clk_peri =
+    clk_sys): an even prescale 2..254, then the largest post-divide 1..256 at or under it."""
+    prescale = 2
+    while prescale <= 254 and _CPU_HZ >= prescale * 256 * baudrate:
+        prescale += 2
+    postdiv = 256
+    while postdiv > 1 and _CPU_HZ // (prescale * (postdiv - 1)) <= baudrate:
+        postdiv -= 1
+    return _CPU_HZ // (prescale * postdiv)
+
+
+def _esp32_spi_hz(hz):
+    """The clock the ESP32's SPI makes of `hz` from the 80 MHz APB clock (ESP-IDF
+    spi_ll_master_cal_clock): the pre-divider 1..8192 and n 2..64 closest to it, the higher n
+    on a tie; above 60 MHz the APB clock itself."""
+    if hz > 60000000:
+        return 80000000
+    best_err = best = -1
+    for n in range(2, 65):
+        pre = (80000000 // n + hz // 2) // hz
+        pre = 1 if pre <= 0 else 8192 if pre > 8192 else pre
+        err = abs(80000000 // (pre * n) - hz)
+        if best < 0 or err <= best_err:
+            best_err = err
+            best = 80000000 // (pre * n)
+    return best
+
+
+def _spi_pin(pin, valid, what, id):
+    if pin is None:
+        return -1
+    gpio = _gpio(pin)
+    if _RP2 and not (gpio & 3 == valid and (gpio >> 3) & 1 == id):
+        raise ValueError("bad %s pin" % what)
+    return gpio
+
+
+class SPI:
+    MSB = _SPI_MSB
+    LSB = 1 - _SPI_MSB
+
+    def __init__(self, id=0 if _RP2 else _KEEP, baudrate=_KEEP, *, polarity=_KEEP, phase=_KEEP, bits=_KEEP,
+                 firstbit=_KEEP, sck=_KEEP, mosi=_KEEP, miso=_KEEP):
+        if id is _KEEP:
+            raise TypeError("'id' argument required")
+        if id not in _SPI_PINS:
+            raise ValueError("SPI(%d) doesn't exist" % id)
+        self.id = id
+        bus = _spi.get(id)
+        if bus is None:
+            p = _SPI_PINS[id]
+            # baudrate (rp2: 0 = never set up), polarity, phase, bits, firstbit, sck, mosi, miso,
+            # esp32: set up (0 never, 1 yes, -1 deinit)
+            bus = _spi[id] = [0, 0, 0, 8, _SPI_MSB, p[0], p[1], p[2], 0]
+        self._bus = bus
+        if _RP2:
+            # Pins given are checked and kept; the rest is set up when anything is given, or the
+            # first time. The settings are kept before the LSB check, as the port keeps them.
+            if sck is not _KEEP and sck is not None:
+                bus[5] = _spi_pin(sck, 2, "SCK", id)
+            if mosi is not _KEEP and mosi is not None:
+                bus[6] = _spi_pin(mosi, 3, "MOSI", id)
+            if miso is not _KEEP:
+                bus[7] = _spi_pin(miso, 0, "MISO", id)
+            given = (baudrate, polarity, phase, bits, firstbit, sck, mosi, miso)
+            if bus[0] and not [a for a in given if a is not _KEEP]:
+                return
+            bus[0:5] = [1000000 if baudrate is _KEEP else baudrate, 0 if polarity is _KEEP else polarity,
+                        0 if phase is _KEEP else phase, 8 if bits is _KEEP else bits,
+                        _SPI_MSB if firstbit is _KEEP else firstbit]
+            if bus[4] != _SPI_MSB:
+                raise NotImplementedError("LSB")
+            bus[0] = _rp2_spi_hz(bus[0])
+            self._setup()
+        else:
+            p = _SPI_PINS[id]
+            self._esp32_init(_SPI_HZ if baudrate is _KEEP else baudrate, 0 if polarity is _KEEP else polarity,
+                             0 if phase is _KEEP else phase, 8 if bits is _KEEP else bits,
+                             _SPI_MSB if firstbit is _KEEP else firstbit, p[0] if sck is _KEEP else sck,
+                             p[1] if mosi is _KEEP else mosi, p[2] if miso is _KEEP else miso)
+
+    def init(self, *args, **kw):
+        # rp2: keywords only, no pins; esp32: the baudrate may come first, and pins may change.
+        if len(args) > (0 if _RP2 else 1):
+            raise TypeError("extra positional arguments given")
+        if args:
+            kw["baudrate"] = args[0]
+        names = ("baudrate", "polarity", "phase", "bits", "firstbit") + (() if _RP2 else ("sck", "mosi", "miso"))
+        for name in kw:
+            if name not in names:
+                raise TypeError("extra keyword arguments given")
+        bus = self._bus
+        if not _RP2:
+            self._esp32_init(kw.get("baudrate", _KEEP), kw.get("polarity", _KEEP), kw.get("phase", _KEEP),
+                             kw.get("bits", _KEEP), kw.get("firstbit", _KEEP), kw.get("sck", _KEEP),
+                             kw.get("mosi", _KEEP), kw.get("miso", _KEEP))
+            return
+        if "baudrate" in kw:
+            bus[0] = _rp2_spi_hz(kw["baudrate"])
+        for k, name in ((1, "polarity"), (2, "phase"), (3, "bits"), (4, "firstbit")):
+            if name in kw:
+                bus[k] = kw[name]
+        if bus[4] != _SPI_MSB:
+            raise NotImplementedError("LSB")
+        self._setup()
+
+    def _esp32_init(self, baudrate, polarity, phase, bits, firstbit, sck, mosi, miso):
+        # As machine_hw_spi_init_internal: only what changed counts; a change sets the bus up anew.
+        bus = self._bus
+        was = list(bus)
+        if baudrate is not _KEEP:
+            bus[0] = _esp32_spi_hz(baudrate)
+        if polarity is not _KEEP:
+            bus[1] = polarity
+        if phase is not _KEEP:
+            bus[2] = phase
+        if bits is not _KEEP and bits <= 0:
+            raise ValueError("invalid bits")
+        if bits is not _KEEP:
+            bus[3] = bits
+        if firstbit is not _KEEP:
+            bus[4] = firstbit
+        for k, pin in ((5, sck), (6, mosi), (7, miso)):
+            if pin is not _KEEP:
+                bus[k] = -1 if pin is None else _gpio(pin)
+        if bus[8] == 1 and bus[:8] == was[:8]:
+            return
+        if bus[8] == 1:
+            self._release(was)
+        # spi_bus_initialize: SCK and MOSI must be pins that can drive (MISO may be input only).
+        if bus[5] in _INPUT_ONLY or bus[6] in _INPUT_ONLY:
+            bus[8] = -1
+            raise OSError("invalid configuration")
+        bus[8] = 1
+        self._setup()
+
+    def _setup(self):
+        bus = self._bus
+        for pin in bus[5:8]:
+            if pin >= 0:
+                _modes[pin] = Pin.ALT
+        link.send(b"c %d %d %d %d %d %d %d %d %d\n" % (self.id, bus[5], bus[6], bus[7], bus[0], bus[1], bus[2],
+                                                       bus[3], 1 if bus[4] == _SPI_MSB else 0))
+
+    def _release(self, bus):
+        for pin in bus[5:8]:
+            if pin >= 0:
+                _modes[pin] = Pin.IN
+        link.send(b"c %d\n" % self.id)
+
+    def deinit(self):
+        # The rp2 port has no deinit: its SPI keeps working. The ESP32 frees the bus and its pins.
+        bus = self._bus
+        if not _RP2 and bus[8] == 1:
+            bus[8] = -1
+            self._release(bus)
+
+    def _transfer(self, out, into):
+        bus = self._bus
+        if not _RP2:
+            if bus[8] != 1:
+                raise OSError("transfer on deinitialized SPI")
+            if len(out) * 8 // bus[3] * bus[3] == 0:
+                raise ValueError("buffer too short")
+        if into is None:
+            link.send(b"X %d %s\n" % (self.id, binascii.hexlify(out)))
+            return
+        got = binascii.unhexlify(link.ask(b"x %d %s\n" % (self.id, binascii.hexlify(out))).strip())
+        for k in range(len(into)):
+            into[k] = got[k]
+
+    def read(self, nbytes, write=0):
+        buf = bytearray(nbytes)
+        self.readinto(buf, write)
+        return bytes(buf)
+
+    def readinto(self, buf, write=0):
+        for k in range(len(buf)):
+            buf[k] = write
+        self._transfer(buf, buf)
+
+    def write(self, buf):
+        self._transfer(buf, None)
+
+    def write_readinto(self, write_buf, read_buf):
+        if len(write_buf) != len(read_buf):
+            raise ValueError("buffers must be the same length")
+        self._transfer(write_buf, read_buf)
+
+    def __repr__(self):
+        b = self._bus
+        if _RP2:
+            return "SPI(%d, baudrate=%d, polarity=%d, phase=%d, bits=%d, sck=%d, mosi=%d, miso=%s)" % (
+                self.id, b[0], b[1], b[2], b[3], b[5], b[6], "None" if b[7] < 0 else b[7])
+        return "SPI(id=%d, baudrate=%d, polarity=%d, phase=%d, bits=%d, firstbit=%d, sck=%d, mosi=%d, miso=%d)" % (
+            self.id, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7])
 
 
 # ---- WDT, Timer, board-wide ---------------------------------------------------------------------
