@@ -206,6 +206,32 @@ def test_infy_modules_on_sim_dc2_carry_the_limit_and_a_faulty_one_is_taken_out_a
 
 
 @pytest.mark.slow
+def test_the_modbus_io_module_of_sim_dc2s_matrix_moves_its_modules_and_no_power_flows_while_it_is_silent(dc2, dc2_board):
+    """sim-dc2's matrix contactors hang on a Waveshare Modbus RTU IO 8CH: the modules move only
+    through its outputs, and contacts the firmware cannot read carry no power."""
+    t, s0 = start(dc2)
+    dc2.plug(gun=1, ev=dc_ev(100))
+    guns = dc2.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 at 100 kW")
+    moves = [e for e in dc2.events(since_ms=t)["events"] if e["what"] == "module"]
+    assert {e["value"]["to"] for e in moves} == {1} and len(guns[0]["modules"]) == 3
+    t_silent = now_ms(dc2)
+    dc2.matrix_fault(fault="silent")
+    # Its contacts unknown after 1 s: the modules on them get no setpoint, the car no power.
+    guns = dc2.wait_for(lambda g: kw(g, 1) == 0, 5, what="no power while the matrix is unknown")
+    dut = Dut(dc2_board["serial"])
+    try:
+        assert any("matrix: I/O module 10 does not answer" in line for line in dut.command("log 50"))
+    finally:
+        dut.close()
+    assert not [e for e in dc2.events(since_ms=t_silent)["events"] if e["what"] in ("arc", "matrix_short")]
+    dc2.matrix_fault(fault=None)
+    dc2.wait_for(lambda g: kw(g, 1) >= 99, 20, what="car 1 back at 100 kW")
+    assert not [e for e in dc2.events(since_ms=t)["events"] if e["what"] in ("arc", "matrix_short")]
+    dc2.unplug(gun=1)
+    replay(dc2, t, s0)
+
+
+@pytest.mark.slow
 def test_winline_modules_on_sim_dc6_a_silent_one_is_taken_out_and_an_idle_one_carries_its_share(dc6, dc6_board):
     t, s0 = start(dc6)
     for gun in (1, 2):

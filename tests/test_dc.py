@@ -18,10 +18,12 @@ BOARDS = Path(__file__).resolve().parents[1] / "boards"
 
 
 def hal_board(name):
-    """A DC board file without its CAN modules: the sequencing through the HAL's power limit
-    (tests/test_dc_can.py and hil_tests/test_dc_hil.py go through their modules' setpoints)."""
+    """A DC board file without its CAN modules and Modbus matrix: the sequencing through the HAL's
+    power limit and matrix (tests/test_dc_can.py and hil_tests/test_dc_hil.py go through their
+    modules' setpoints, tests/test_matrix.py through the I/O modules)."""
     board = json.loads((BOARDS / f"{name}.json").read_text())
     board.get("cabinet", {}).pop("can", None)
+    board.get("cabinet", {}).pop("matrix", None)
     return board
 
 
@@ -519,7 +521,8 @@ def test_the_dc_boards_have_the_cabinets_of_the_issue():
     dc2 = json.loads((BOARDS / "sim-dc2.json").read_text())
     dc6 = json.loads((BOARDS / "sim-dc6.json").read_text())
     assert (len(dc2["guns"]), dc2["cabinet"]) == (2, {"modules": 4, "module_kw": 40, "can": {
-        "protocol": "infy", "addresses": [1, 2, 3, 4]}})
+        "protocol": "infy", "addresses": [1, 2, 3, 4]}, "matrix": {"model": "waveshare_io8", "uart": 0,
+                                                                   "addresses": [10]}})
     assert (len(dc6["guns"]), dc6["cabinet"]) == (6, {"modules": 12, "module_kw": 30, "can": {
         "protocol": "winline", "addresses": list(range(12))}})
     for b in (dc2, dc6):

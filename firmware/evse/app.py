@@ -66,7 +66,6 @@ class App:
         if board["kind"] == "dc":
             from evse.dc import CABINET_MS, Cabinet, DcGun
             self.guns = [DcGun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
-            self.cabinet = Cabinet(hal, board, self.note)
             self.share_ms = CABINET_MS  # the module moves are sequenced at this pace
         else:
             self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
@@ -101,7 +100,8 @@ class App:
         self._grid_seen_ms = None        # the grid reading grid_building_a was worked out from
         self._grid_guns_w = 0.0          # what the guns drew at that reading
         self.solar = None                # with a grid meter: charging from its export (solar_mode)
-        if any("meter" in g or "imd" in g for g in board["guns"]) or "grid_meter" in board:
+        matrix = (board.get("cabinet") or {}).get("matrix")
+        if any("meter" in g or "imd" in g for g in board["guns"]) or "grid_meter" in board or matrix:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)
             for i, monitor in enumerate(self.metering.imds):
@@ -113,6 +113,9 @@ class App:
             if "grid_meter" in board:
                 from evse.solar import Solar
                 self.solar = Solar()
+        if board["kind"] == "dc":
+            # Its contactor matrix: the HAL's, or Modbus I/O modules (evse.matrix) on a meters' line.
+            self.cabinet = Cabinet(hal, board, self.note, self.metering.matrix if matrix else None)
         # Guns with a phase contactor (board "phase_switch": true) switch between one and three
         # phases (evse.phases); after a boot it is driven to three before the first offer.
         self.phase_sw = [None] * len(self.guns)
@@ -923,6 +926,8 @@ class App:
             for i, monitor in enumerate(self.metering.imds):
                 if monitor is not None:
                     task(self.keep("imd%d" % (i + 1), monitor.run))
+            if self.metering.matrix is not None:
+                task(self.keep("matrix", self.metering.matrix.run))
         if self.cabinet is not None and self.cabinet.stage is not None:
             task(self.keep("can", self.can_bus))
         if self.cp is not None:

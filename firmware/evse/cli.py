@@ -171,7 +171,7 @@ def _modules(app, args, yes):
     for k, m in enumerate(stage.modules):
         state = "silent" if m.silent else m.fault or ("ok" if m.seen_ms is not None else "not found")
         out.append("%-6d %-4d %-3s %-6.0f %-6.1f %-6.1f %-6.1f %-10s %s" % (
-            k + 1, m.address, "yes" if m.on else "no", m.set_v, m.set_a, m.volts, m.amps, fb[k] or "parked", state))
+            k + 1, m.address, "yes" if m.on else "no", m.set_v, m.set_a, m.volts, m.amps, fb[k] if fb[k] > 0 else "parked" if fb[k] == 0 else "unknown", state))
     bus = stage.bus.stats()
     out.append("%s bus: %s" % (stage.codec.NAME, ", ".join("%s %s" % (key, bus[key]) for key in sorted(bus))))
     return out

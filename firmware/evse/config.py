@@ -165,12 +165,18 @@ def check_board(board):
         if gun.get("rotation", "L1L2L3") not in ROTATIONS:
             raise ConfigError("board guns[%d].rotation must be one of %s (the site phase on the gun's L1 first), "
                               "not %r" % (i, ", ".join(ROTATIONS), gun.get("rotation")))
+    if dc and board["cabinet"].get("matrix") is not None:   # the contactor matrix on Modbus I/O modules
+        from evse import matrix
+        try:
+            matrix.check(board["cabinet"]["matrix"], board["cabinet"]["modules"], len(board["guns"]))
+        except ValueError as e:
+            raise ConfigError("board %s" % e)
+    if "grid_meter" in board and dc:
+        raise ConfigError("board grid_meter: a DC board's cabinet shares the site limit alone; a grid meter "
+                          "is for AC boards")
     _check_lines(board)
     if "grid_meter" in board:   # the meter at the site's connection point (docs/grid.md)
         grid = board["grid_meter"]
-        if dc:
-            raise ConfigError("board grid_meter: a DC board's cabinet shares the site limit alone; a grid meter "
-                              "is for AC boards")
         if isinstance(grid, dict) and "feed" in grid:
             # No meter on a line: the readings come from the console or the central system.
             if grid != {"feed": "api"}:
@@ -233,16 +239,21 @@ def _check_tick(ms, interlock):
 def _check_lines(board):
     # The devices on one RS-485 UART (meters, insulation monitors) share its baud rate and parity,
     # and each has an address of its own there.
+    from evse.meters import LINES
     lines = {}
     taken = {}
-    entries = [("guns[%d].%s" % (i, key), gun.get(key), baud, parity)
-               for i, gun in enumerate(board["guns"]) for key, baud, parity in (("meter", 9600, "none"),
-                                                                              ("imd", 19200, "even"))]
-    entries.append(("grid_meter", board.get("grid_meter"), 9600, "none"))
-    for where, entry, baud, parity in entries:
+    entries = [("guns[%d].%s" % (i, key), gun.get(key), key) for i, gun in enumerate(board["guns"])
+               for key in ("meter", "imd")]
+    entries.append(("grid_meter", board.get("grid_meter"), "meter"))
+    matrix = (board.get("cabinet") or {}).get("matrix")
+    if matrix:
+        from evse.matrix import lines as matrix_lines
+        entries += [("cabinet.matrix", line, "matrix") for line in matrix_lines(matrix)]
+    for where, entry, kind in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("uart"), int):
             continue   # none, or fed (grid_meter {"feed": "api"})
         uart = entry["uart"]
+        baud, parity = LINES[kind]
         setting = (entry.get("baud", baud), entry.get("parity", parity))
         first = lines.setdefault(uart, (setting, where))
         if first[0] != setting:

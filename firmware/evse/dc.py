@@ -245,9 +245,12 @@ class Cabinet:
     what its EV asks (W, 0 for none), its cap (W) and what it delivers (W), the cap on the total
     (W) and the ranks (None: all equal). Dispensers are the guns, 1..n; modules 1..N."""
 
-    def __init__(self, hal, board, log=print):
+    def __init__(self, hal, board, log=print, matrix=None):
         cab = board["cabinet"]
         self.hal = hal
+        # The contactor matrix: set_module, module_feedback (-1: unknown). The HAL's, or Modbus
+        # I/O modules (evse.matrix, board file cabinet.matrix).
+        self.matrix = hal if matrix is None else matrix
         self.log = log
         self.count = cab["modules"]
         self.module_kw = cab["module_kw"]
@@ -269,7 +272,7 @@ class Cabinet:
         self.dispense = [None] * n   # per dispenser: its gun's sequence's (V, A, present V), the app sets it
         # Modules per dispenser: the commanded position of each module (0 parked), and what its
         # feedback contacts show. At boot the matrix is taken as it is found.
-        self.fb = [hal.module_feedback(m + 1) for m in range(self.count)]
+        self.fb = [self.matrix.module_feedback(m + 1) for m in range(self.count)]
         self.cmd = list(self.fb)
         self.held = self.counts(self.fb)
         self.target = [0] * n
@@ -299,7 +302,7 @@ class Cabinet:
         out = [0] * self.n
         for m in range(len(where)):
             g = where[m]
-            if g and (usable is None or usable[m]):
+            if g > 0 and (usable is None or usable[m]):
                 out[g - 1] += 1
         return out
 
@@ -315,8 +318,9 @@ class Cabinet:
         hal = self.hal
         n = self.n
         fb = self.fb
+        matrix = self.matrix
         for m in range(self.count):
-            fb[m] = hal.module_feedback(m + 1)
+            fb[m] = matrix.module_feedback(m + 1)
         usable = self.usable()
         # What each dispenser has connected in use that stays. One commanded away whose contacts
         # have not opened yet does not count: a limit raised on it would flow through contacts
@@ -479,7 +483,7 @@ class Cabinet:
                 amps[m] = per
         for m in range(self.count):
             g = fb[m]
-            stage.set(m, volts[g - 1] if g else NOMINAL_DC_V, amps[m])
+            stage.set(m, volts[g - 1] if g > 0 else NOMINAL_DC_V, amps[m])
 
     def _apply(self, now_ms, want, delivered_w):
         limit = self.limit_w
@@ -506,7 +510,7 @@ class Cabinet:
         self.limit_w[d] = w
 
     def _command(self, m, g, now_ms):
-        self.hal.set_module(m + 1, g)
+        self.matrix.set_module(m + 1, g)
         self.cmd[m] = g
         self._commanded_ms[m] = now_ms
         self._stuck[m] = False
@@ -530,4 +534,4 @@ def _codec(protocol):
 
 
 def _where(g):
-    return "dispenser %d" % g if g else "parked"
+    return "dispenser %d" % g if g > 0 else "parked" if g == 0 else "unknown (its I/O module is lost, or two contacts closed)"

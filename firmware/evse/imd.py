@@ -37,7 +37,7 @@ def check(entry):
     if entry.get("model") not in MODELS:
         raise ValueError("imd model %r unknown: use %s" % (entry.get("model"), ", ".join(MODELS)))
     from evse.meters import check_line
-    return check_line(entry, "imd", 19200, "even")
+    return check_line(entry, "imd")
 
 
 class Monitor:

@@ -42,16 +42,17 @@ class Metering:
         self._why = [None] * n
         masters = {}
 
-        def master(entry, baud, parity):   # one Modbus master per UART, its devices sharing it
+        def master(entry, kind):   # one Modbus master per UART, its devices sharing it
             m = masters.get(entry["uart"])
             if m is None:
+                baud, parity = meters.LINES[kind]
                 baud = entry.get("baud", baud)
                 port = hal.uart(entry["uart"], baud, _PARITY[entry.get("parity", parity)])
                 m = masters[entry["uart"]] = modbus.Master(port, baudrate=baud)
             return m
 
         def meter(entry):
-            return meters.Meter(master(entry, 9600, "none"), entry["model"], entry["address"])
+            return meters.Meter(master(entry, "meter"), entry["model"], entry["address"])
 
         # The DC guns' insulation monitors (evse.imd): each polled by a task of its own.
         self.imds = [None] * n
@@ -60,8 +61,16 @@ class Metering:
                 self.meters[i] = meter(gun["meter"])
             if "imd" in gun:
                 from evse.imd import Monitor
-                self.imds[i] = Monitor(master(gun["imd"], 19200, "even"), gun["imd"]["address"], clock, log,
+                self.imds[i] = Monitor(master(gun["imd"], "imd"), gun["imd"]["address"], clock, log,
                                        "gun %d: insulation monitor" % (i + 1))
+        # A DC cabinet's contactor matrix on Modbus I/O modules (evse.matrix), polled by its task.
+        self.matrix = None
+        cab = board.get("cabinet") or {}
+        if cab.get("matrix"):
+            from evse.matrix import MODELS, Matrix
+            entry = cab["matrix"]
+            self.matrix = Matrix(master(entry, "matrix"), entry["addresses"], cab["modules"], n, clock, log,
+                                 MODELS[entry["model"]])
         # The grid meter at the connection point: the building's load and the guns' together,
         # read from a Modbus meter ("meter") or written by the console or the central system
         # ("feed", feed_grid).
@@ -177,6 +186,8 @@ class Metering:
         for monitor in self.imds:
             if monitor is not None:
                 monitor.rebase(d)
+        if self.matrix is not None:
+            self.matrix.rebase(d)
 
     def start(self, now_ms):
         """At boot: a meter has DEAD_MS from now to answer."""

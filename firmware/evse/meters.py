@@ -93,12 +93,19 @@ def check(meter):
     model = meter.get("model")
     if model not in MODELS:
         raise ValueError("meter model %r unknown: use %s" % (model, ", ".join(sorted(MODELS))))
-    return check_line(meter, "meter", 9600, "none")
+    return check_line(meter, "meter")
 
 
-def check_line(entry, what, baud, parity):
-    """A Modbus device entry's address, uart, baud and parity (defaults baud, parity), validated;
-    `what` names the device in the ValueError."""
+# Each kind of Modbus device's factory line settings (baud, parity), what an entry without
+# "baud" or "parity" runs at: the meters', Bender's isoCHA425HV's, Waveshare's I/O modules'.
+LINES = {"meter": (9600, "none"), "imd": (19200, "even"), "matrix": (9600, "none")}
+
+
+def check_line(entry, kind, what=None):
+    """A Modbus device entry's address, uart, baud and parity (defaults: LINES[kind]),
+    validated; `what` (else the kind) names the device in the ValueError."""
+    what = what or kind
+    baud, parity = LINES[kind]
     address = entry.get("address")
     if not isinstance(address, int) or isinstance(address, bool) or not 1 <= address <= 247:
         raise ValueError("%s address must be the Modbus slave address 1..247, not %r" % (what, address))

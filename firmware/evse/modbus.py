@@ -11,10 +11,15 @@ import time
 
 from micropython import const
 
+READ_COILS = const(0x01)
+READ_DISCRETE = const(0x02)
 READ_HOLDING = const(0x03)
 READ_INPUT = const(0x04)
+WRITE_COILS = const(0x0F)
 WRITE_MULTIPLE = const(0x10)
 MAX_READ = const(125)  # registers per read request, Application Protocol 6.3 / 6.4
+MAX_READ_BITS = const(2000)  # coils or inputs per read request, 6.1 / 6.2
+MAX_WRITE_BITS = const(1968)  # coils per write request, 6.11
 MAX_WRITE = const(123)  # registers per write request, Application Protocol 6.12
 MAX_FRAME = const(256)  # bytes of an RTU frame, Serial Line 2.5.1
 _MIN_FRAME = const(5)  # an exception response: slave, function, code, CRC
@@ -101,12 +106,16 @@ def check_slave(slave):
 
 
 def read_request(slave, function, address, count):
-    """The 8-byte request to read `count` registers from `address` (function 0x03 or 0x04)."""
+    """The 8-byte request to read `count` registers (function 0x03 or 0x04) or bits (coils 0x01,
+    discrete inputs 0x02) from `address`."""
     check_slave(slave)
-    if function != READ_HOLDING and function != READ_INPUT:
-        raise ValueError("Modbus read function must be 0x03 (holding) or 0x04 (input), not %r" % (function,))
-    if not isinstance(count, int) or not 1 <= count <= MAX_READ:
-        raise ValueError("Modbus read of %r registers: allowed 1..%d" % (count, MAX_READ))
+    if function < READ_COILS or function > READ_INPUT:
+        raise ValueError("Modbus read function must be 0x01 (coils), 0x02 (discrete inputs), 0x03 (holding) or "
+                         "0x04 (input), not %r" % (function,))
+    most = MAX_READ_BITS if function < READ_HOLDING else MAX_READ
+    if not isinstance(count, int) or not 1 <= count <= most:
+        raise ValueError("Modbus read of %r %s: allowed 1..%d"
+                         % (count, "bits" if function < READ_HOLDING else "registers", most))
     if not isinstance(address, int) or not 0 <= address <= 0x10000 - count:
         raise ValueError("Modbus register address %r (+%d) is outside 0..0xFFFF" % (address, count))
     frame = bytearray(8)
@@ -114,14 +123,18 @@ def read_request(slave, function, address, count):
     return _seal(frame)
 
 
+def _check_write(slave, address, count, most, what):
+    check_slave(slave)
+    if not 1 <= count <= most:
+        raise ValueError("Modbus write of %d %ss: allowed 1..%d" % (count, what, most))
+    if not isinstance(address, int) or not 0 <= address <= 0x10000 - count:
+        raise ValueError("Modbus %s address %r (+%d) is outside 0..0xFFFF" % (what, address, count))
+    return count
+
+
 def write_request(slave, address, values):
     """The request that writes `values` (16-bit each) to holding registers from `address` (0x10)."""
-    check_slave(slave)
-    count = len(values)
-    if not 1 <= count <= MAX_WRITE:
-        raise ValueError("Modbus write of %d registers: allowed 1..%d" % (count, MAX_WRITE))
-    if not isinstance(address, int) or not 0 <= address <= 0x10000 - count:
-        raise ValueError("Modbus register address %r (+%d) is outside 0..0xFFFF" % (address, count))
+    count = _check_write(slave, address, len(values), MAX_WRITE, "register")
     frame = bytearray(9 + 2 * count)
     struct.pack_into(">BBHHB", frame, 0, slave, WRITE_MULTIPLE, address, count, 2 * count)
     for i in range(count):
@@ -132,11 +145,32 @@ def write_request(slave, address, values):
     return _seal(frame)
 
 
+def write_coils_request(slave, address, bits):
+    """The request that sets coils from `address` to `bits` (each true or false) (0x0F)."""
+    count = _check_write(slave, address, len(bits), MAX_WRITE_BITS, "coil")
+    size = (count + 7) // 8
+    frame = bytearray(9 + size)
+    struct.pack_into(">BBHHB", frame, 0, slave, WRITE_COILS, address, count, size)
+    for i in range(count):
+        if bits[i]:
+            frame[7 + i // 8] |= 1 << (i % 8)   # the first coil in the lowest bit (6.11)
+    return _seal(frame)
+
+
+def bit(data, i):
+    """Bit i of a coil or discrete input read's data (the first in the lowest bit of byte 0)."""
+    return (data[i // 8] >> (i % 8)) & 1
+
+
 def response_length(request):
     """Bytes of the normal answer to `request` (an exception answer has 5)."""
-    if request[1] == WRITE_MULTIPLE:
+    function = request[1]
+    if function == WRITE_MULTIPLE or function == WRITE_COILS:
         return 8
-    return 5 + 2 * ((request[4] << 8) | request[5])
+    count = (request[4] << 8) | request[5]
+    if function < READ_HOLDING:
+        return 5 + (count + 7) // 8
+    return 5 + 2 * count
 
 
 def check_response(request, frame, n=-1):
@@ -165,8 +199,8 @@ def check_response(request, frame, n=-1):
         raise FrameError("slave %d: answer to function 0x%02x, asked 0x%02x" % (slave, frame[1], function))
     if n != expected:
         raise FrameError("slave %d: frame of %d bytes, expected %d" % (slave, n, expected))
-    if function == WRITE_MULTIPLE:
-        for i in range(2, 6):  # the echo of the start address and the register count
+    if function == WRITE_MULTIPLE or function == WRITE_COILS:
+        for i in range(2, 6):  # the echo of the start address and the register (coil) count
             if frame[i] != request[i]:
                 raise FrameError("slave %d: write echo does not match the request" % slave)
         return 0
@@ -245,9 +279,14 @@ class Master:
         """Write holding registers (0x10); returns once the slave has confirmed."""
         await self.transact(write_request(slave, address, values))
 
+    async def write_coils(self, slave, address, bits):
+        """Set coils (0x0F); returns once the slave has confirmed."""
+        await self.transact(write_coils_request(slave, address, bits))
+
     async def read(self, request, into=None):
-        """The registers that `request` (a read_request frame, which a driver polling the same
-        registers builds once) returns, as bytes; into: a buffer to fill instead."""
+        """The registers (or bits, packed as the slave sends them: `bit` reads them) that
+        `request` (a read_request frame, which a driver polling the same registers builds once)
+        returns, as bytes; into: a buffer to fill instead."""
         n = await self.transact(request)
         size = n - 5
         if into is None:

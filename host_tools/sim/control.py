@@ -264,6 +264,22 @@ def module_silent(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("matrix_fault")
+def matrix_fault(world: World, req: dict, board) -> dict:
+    """The Modbus I/O modules of a DC cabinet's contactor matrix (board cabinet.matrix) misbehave
+    on their line (`fault`, as meter_fault), or not (null); their outputs hold as they are."""
+    fault = req.get("fault")
+    if fault is not None and fault not in METER_FAULTS:
+        raise OpError(f"fault must be null or one of {', '.join(METER_FAULTS)}, not {fault!r}")
+    if world.matrix is None:
+        raise OpError(f"board {world.board['name']} drives its contactor matrix without I/O modules "
+                      "(board cabinet.matrix)")
+    with world.lock:
+        world.matrix.fault = fault
+    world.log(0, "matrix_fault", {"fault": fault})
+    return {}
+
+
 @op("insulation")
 def insulation(world: World, req: dict, board) -> dict:
     """A DC gun's cable insulation to PE as its insulation monitor measures it (`kohm`), whether
@@ -384,6 +400,8 @@ def reset(world: World, req: dict, board) -> dict:
         m.fault, m.silent = None, False
     for g in world.guns:
         g.insulation_kohm, g.imd_test_fails, g.imd_fault = 5000.0, False, None
+    if world.matrix is not None:
+        world.matrix.fault = None
     world.stall_ms = 0
     world.building_a, world.pv_w, world.grid_meter_fault = [0.0, 0.0, 0.0], 0.0, None   # the site as it was
     if world.estop:

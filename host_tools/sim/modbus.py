@@ -1,6 +1,7 @@
 """The virtual board's RS-485 buses: Modbus RTU slaves with the register maps of real meters
-(Eastron SDM630 and SDM120, Acrel DJSF1352-RN) and of an insulation monitor (Bender
-isoCHA425HV), fed by the world's physics.
+(Eastron SDM630 and SDM120, Acrel DJSF1352-RN), of an insulation monitor (Bender isoCHA425HV)
+and of digital I/O modules driving a DC cabinet's contactor matrix (Waveshare Modbus RTU IO 8CH),
+fed by the world's physics.
 
 The firmware's sim HAL opens UART n as a loopback TCP connection to the address in the
 environment variable EVSE_SIM_UART<n>; the connection carries the raw RTU bytes both ways. The
@@ -208,6 +209,8 @@ MODELS = {
     # 3000-3028 (settings) and 8005 (the self-test) take writes; a write acts through ImdSlave.
     "isocha425": Model("isocha425", measured_holding=isocha425_holding, holding_span=9900,
                        writable=set(range(3000, 3029)) | {IMD_TEST}),
+    # Coils and discrete inputs only (IoSlave): no registers.
+    "waveshare_io8": Model("waveshare_io8"),
 }
 
 
@@ -303,6 +306,93 @@ class ImdSlave(Slave):
         return reply
 
 
+class IoMatrix:
+    """A DC cabinet's contactor matrix on Waveshare Modbus RTU IO 8CH modules (board file
+    cabinet.matrix), as Waveshare's wiki gives the module: 8 digital outputs read as coils
+    (function 0x01) and set one (0x05: 0xFF00 on, 0x0000 off) or many at a time (0x0F), 8
+    digital inputs read as discrete inputs (0x02), all from address 0. Output k of device j
+    drives contactor 8j + k, which connects module (8j + k) // n to dispenser (8j + k) % n + 1 of
+    n; input k is that contactor's auxiliary contact. The world's matrix follows the coils: a
+    module with no coil on is parked, one with two on ties two dispensers together (logged as
+    `matrix_short`; the first one counts)."""
+
+    PER = 8
+
+    def __init__(self, world, dispensers: int):
+        self.world = world
+        self.n = dispensers
+        self.coils = [False] * (self.PER * ((len(world.modules) * dispensers + self.PER - 1) // self.PER))
+        self.fault: str | None = None      # how the I/O modules misbehave on the line (FAULTS)
+
+    def inputs(self) -> list[bool]:
+        return [k // self.n < len(self.world.modules) and self.world.modules[k // self.n] == k % self.n + 1
+                for k in range(len(self.coils))]
+
+    def set(self, first: int, bits: list[bool]) -> None:
+        self.coils[first:first + len(bits)] = bits
+        for m in range(len(self.world.modules)):
+            closed = [d + 1 for d in range(self.n) if self.coils[m * self.n + d]]
+            if len(closed) > 1:
+                self.world.log(0, "matrix_short", {"module": m + 1, "dispensers": closed})
+            self.world.move_module(m + 1, closed[0] if closed else 0)
+
+
+class IoSlave(Slave):
+    """Device j (from 0) of an IoMatrix."""
+
+    def __init__(self, address: int, matrix: IoMatrix, j: int):
+        if not 1 <= address <= 247:
+            raise ValueError(f"I/O module address must be 1..247, not {address!r}")
+        self.model = MODELS["waveshare_io8"]
+        self.address = address
+        self.fault = lambda: matrix.fault
+        self.holding = {}
+        self.requests = 0
+        self._random = random.Random(address)
+        self.matrix = matrix
+        self.first = j * IoMatrix.PER
+
+    def _answer(self, frame: bytes) -> bytes:
+        function, per = frame[1], IoMatrix.PER
+        if function in (0x01, 0x02, 0x05) and len(frame) != 8:
+            return exception_frame(self.address, function, ILLEGAL_VALUE)
+        if function in (0x01, 0x02):
+            start, count = struct.unpack(">HH", frame[2:6])
+            if not 1 <= count <= 2000:
+                return exception_frame(self.address, function, ILLEGAL_VALUE)
+            if start + count > per:
+                return exception_frame(self.address, function, ILLEGAL_ADDRESS)
+            with self.matrix.world.lock:
+                states = self.matrix.coils if function == 0x01 else self.matrix.inputs()
+                bits = states[self.first + start:self.first + start + count]
+            packed = bytearray((count + 7) // 8)
+            for i, on in enumerate(bits):
+                packed[i // 8] |= on << (i % 8)
+            return seal(bytes((self.address, function, len(packed))) + bytes(packed))
+        if function == 0x05:
+            start, value = struct.unpack(">HH", frame[2:6])
+            if value not in (0x0000, 0xFF00):
+                return exception_frame(self.address, function, ILLEGAL_VALUE)
+            if start >= per:
+                return exception_frame(self.address, function, ILLEGAL_ADDRESS)
+            with self.matrix.world.lock:
+                self.matrix.set(self.first + start, [value == 0xFF00])
+            return seal(frame[:6])
+        if function == 0x0F:
+            if len(frame) < 10:
+                return exception_frame(self.address, function, ILLEGAL_VALUE)
+            start, count, nbytes = struct.unpack(">HHB", frame[2:7])
+            if not 1 <= count <= 1968 or nbytes != (count + 7) // 8 or len(frame) != 9 + nbytes:
+                return exception_frame(self.address, function, ILLEGAL_VALUE)
+            if start + count > per:
+                return exception_frame(self.address, function, ILLEGAL_ADDRESS)
+            bits = [bool((frame[7 + i // 8] >> (i % 8)) & 1) for i in range(count)]
+            with self.matrix.world.lock:
+                self.matrix.set(self.first + start, bits)
+            return seal(frame[:6])
+        return exception_frame(self.address, function, ILLEGAL_FUNCTION)
+
+
 class Bus:
     """One RS-485 line with its slaves. `powered`: the meters have supply (a site power cut
     silences them); `lock`: held while a slave reads the world."""
@@ -396,6 +486,12 @@ def buses_for(world, board: dict) -> dict[int, Bus]:
     for i, gun in enumerate(board["guns"]):   # the DC guns' insulation monitors
         if gun.get("imd") is not None:
             place(f"guns[{i}].imd", gun["imd"], lambda a, g=world.guns[i]: ImdSlave(a, world, g))
+    matrix = (board.get("cabinet") or {}).get("matrix")
+    if matrix is not None:   # the DC cabinet's contactor matrix on I/O modules
+        world.matrix = IoMatrix(world, len(board["guns"]))
+        for j, address in enumerate(matrix.get("addresses") or []):
+            place(f"cabinet.matrix device {j + 1}", dict(matrix, address=address),
+                  lambda a, j=j: IoSlave(a, world.matrix, j))
     grid = board.get("grid_meter")
     if grid is not None and "feed" not in grid:   # the meter at the site's connection point: the building and the guns
         place("grid_meter", grid, lambda a: Slave(grid.get("model"), a, measure=world.grid_reading,

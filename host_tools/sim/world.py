@@ -214,6 +214,7 @@ class World:
         self.building_a = [0.0, 0.0, 0.0]
         self.pv_w = 0.0   # solar panels behind the connection: spread over the three phases
         self.grid_meter_fault: str | None = None
+        self.matrix = None   # a DC cabinet's contactor matrix on Modbus I/O modules (host_tools/sim/modbus.py IoMatrix)
         self._last_step_ms = self.now_ms()
 
     # ---- clock and log ------------------------------------------------------------------------
