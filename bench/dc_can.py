@@ -6,6 +6,9 @@ in-process bus, in 10 ms steps of simulated time:
 - a frame sent in one step reaches the modules at its end; their answers are read in the next
   (125 kbit/s carries the two frames a step sends, about 1 ms each, well within it);
 - the contactor matrix's feedback follows a command after MATRIX_MS;
+- no IEC 61851-23 sequence: the cabinet's `dispense` stays None, so each dispenser's limit is
+  split over its modules at 400 V (App sets it from the gun's sequence, whose current requests
+  then move the setpoints too: those are not in this loop);
 - a dispenser delivers what its EV takes, at most what its modules' setpoints give at 400 V,
   changing at the virtual board's 50 kW/s (host_tools/sim/world.py); each module reports its
   share of that, as the world's modules do.
@@ -14,6 +17,7 @@ What it measures besides the energy: how long a changed setpoint takes to reach 
 firmware's setpoint against the model's), module switch-ons, the matrix's commands (a module
 moved between dispensers is two: parked, then closed onto the other), and modules taken off a
 dispenser that still carries current (arcs, target 0)."""
+from evse.can.modules import QUIET_A
 from evse.dc import CABINET_MS, NOMINAL_DC_V, Cabinet
 from host_tools.sim import power_modules
 
@@ -130,10 +134,13 @@ class CanLoop:
         now = self.now_ms
         for due, m, to in [x for x in self._moving if x[0] <= now]:
             frm = self.fb[m]
+            carried = self.modules[m].out_a
             self.fb[m] = to
-            if frm and self.dispenser_w[frm - 1] > self.capacity_w(frm - 1) + 1.0:
+            # An arc: the module itself still carried current, or its dispenser delivers more
+            # than the modules left on it give.
+            if frm and (carried >= QUIET_A or self.dispenser_w[frm - 1] > self.capacity_w(frm - 1) + 1.0):
                 self.arcs += 1
-                self.dispenser_w[frm - 1] = self.capacity_w(frm - 1)
+                self.dispenser_w[frm - 1] = min(self.dispenser_w[frm - 1], self.capacity_w(frm - 1))
         self._moving = [x for x in self._moving if x[0] > now]
         self.stage.step(now)
         if now % CABINET_MS == 0:

@@ -80,7 +80,7 @@ MAX_WAIT_S = 600            # an EV waits for a free dispenser this long, then l
 DC_TARGET_SOC = 0.8
 DC_RECORD_AT_S = 2 * 3600
 DC_CAN_SEEDS = (1,)
-DC_CAN_HOURS = 2            # 10 ms steps of firmware: about 30 s of this machine per simulated hour
+DC_CAN_HOURS = 2            # 10 ms steps of firmware: 30-90 s of this machine per simulated hour
 
 # ---- DC-6-mixed: published charging curves -------------------------------------------------
 # (model, usable kWh, [(SoC %, kW)]): DC charging power against state of charge, read off the
@@ -143,7 +143,7 @@ METHOD = {
                "EVs draw exceeds the limit on any phase (AC: 63 A less the base load) or the cabinet (DC). "
                "switches_per_h: DC module moves (DC-6-CAN-*: the matrix's commands, two per move), AC PWM offer changes, per hour. pauses_per_session: an offer "
                "going to 0 while the EV still wanted energy. alloc_ms_*: one allocation under MicroPython on "
-               "inputs recorded in this run.",
+               "inputs recorded in this run (every DC scenario reports DC-6's: the same allocator).",
 }
 
 

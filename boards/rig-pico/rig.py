@@ -59,8 +59,8 @@ EV_DEFAULTS = {"max_a": 32.0, "phases": 3, "battery_kwh": 60.0, "soc": 30.0, "ta
 EV_HONOURED = ("start_delay_s", "sleepy", "ventilation")
 
 # Ops of the virtual board that a rig without those circuits cannot do.
-VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "insulation", "meter",
-                "module_fault", "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip",
+VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "insulation", "matrix_fault",
+                "meter", "module_fault", "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip",
                 "rfid", "stall", "temperature", "weld")
 
 

@@ -100,7 +100,7 @@ class App:
         self._grid_seen_ms = None        # the grid reading grid_building_a was worked out from
         self._grid_guns_w = 0.0          # what the guns drew at that reading
         self.solar = None                # with a grid meter: charging from its export (solar_mode)
-        matrix = (board.get("cabinet") or {}).get("matrix")
+        matrix = board["cabinet"].get("matrix") if board["kind"] == "dc" else None
         if any("meter" in g or "imd" in g for g in board["guns"]) or "grid_meter" in board or matrix:
             from evse.metering import Metering
             self.metering = Metering(hal, board, self.clock, self.note)

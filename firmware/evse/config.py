@@ -118,6 +118,9 @@ def check_board(board):
     dc = board["kind"] == "dc"
     if dc:
         _check_cabinet(board.get("cabinet"))
+    elif "cabinet" in board:
+        raise ConfigError("board cabinet: power modules and their matrix are for a board of kind dc, not %s"
+                          % board["kind"])
     if not 1 <= len(board["guns"]) <= 8:
         raise ConfigError("board 'guns' must list 1 to 8 guns, not %d" % len(board["guns"]))
     for i, gun in enumerate(board["guns"]):
@@ -245,10 +248,10 @@ def _check_lines(board):
     entries = [("guns[%d].%s" % (i, key), gun.get(key), key) for i, gun in enumerate(board["guns"])
                for key in ("meter", "imd")]
     entries.append(("grid_meter", board.get("grid_meter"), "meter"))
-    matrix = (board.get("cabinet") or {}).get("matrix")
+    matrix = board["cabinet"].get("matrix") if board["kind"] == "dc" else None   # checked by then
     if matrix:
         from evse.matrix import lines as matrix_lines
-        entries += [("cabinet.matrix", line, "matrix") for line in matrix_lines(matrix)]
+        entries += [("cabinet.matrix device %d" % (j + 1), line, "matrix") for j, line in enumerate(matrix_lines(matrix))]
     for where, entry, kind in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("uart"), int):
             continue   # none, or fed (grid_meter {"feed": "api"})

@@ -251,6 +251,8 @@ class Cabinet:
         # The contactor matrix: set_module, module_feedback (-1: unknown). The HAL's, or Modbus
         # I/O modules (evse.matrix, board file cabinet.matrix).
         self.matrix = hal if matrix is None else matrix
+        if matrix is not None and hasattr(hal, "safe_hooks"):
+            hal.matrix_off = matrix.all_open   # safe(): the matrix opens after the guns' contactors
         self.log = log
         self.count = cab["modules"]
         self.module_kw = cab["module_kw"]
@@ -273,7 +275,7 @@ class Cabinet:
         # Modules per dispenser: the commanded position of each module (0 parked), and what its
         # feedback contacts show. At boot the matrix is taken as it is found.
         self.fb = [self.matrix.module_feedback(m + 1) for m in range(self.count)]
-        self.cmd = list(self.fb)
+        self.cmd = [f if f > 0 else 0 for f in self.fb]   # unknown: a Modbus matrix opens every coil at start
         self.held = self.counts(self.fb)
         self.target = [0] * n
         self.limit_w = [0] * n
@@ -362,7 +364,7 @@ class Cabinet:
                 self._lowered_ms[d] = None
                 continue
             for m in reversed(mine):
-                if surplus and fb[m] != g:
+                if surplus and fb[m] != g and fb[m] >= 0:   # unknown (-1): it may carry current
                     self._command(m, 0, now_ms)
                     surplus -= 1
             if not surplus:

@@ -10,10 +10,14 @@
 #
 # The cabinet (evse.dc.Cabinet) calls set_module and module_feedback as it calls a HAL's: no bus
 # I/O there. The task run() writes what changed and reads the inputs every POLL_MS. A module is
-# only ever closed onto a dispenser once its inputs show every contact of it open (break before
-# make, whatever the cabinet asks). At start every coil is written open: what a controller that
-# rebooted left closed is opened before anything else.
+# closed onto a dispenser only once every other contactor of it is open by its device's own
+# confirmation and an input read taken after that confirmation shows all its contacts open (break
+# before make, whatever the cabinet asks, whatever frame was lost). At start every coil is written
+# open and nothing closes before that write is confirmed: what a controller that rebooted left
+# closed opens first. The HAL's safe() opens every coil (all_open), after the guns' contactors.
 import asyncio
+import time
+
 from micropython import const
 
 from evse import modbus
@@ -21,6 +25,7 @@ from evse import modbus
 MODELS = {"waveshare_io8": 8}   # model -> its outputs (and inputs)
 POLL_MS = const(100)
 LOST_MS = const(1000)    # no answer from a device for this long: its contacts are unknown
+_ANSWER_MS = const(30)   # a write's 8-byte echo at 9600 baud (9 ms) after the device's turnaround
 
 
 def check(entry, modules, dispensers):
@@ -34,6 +39,9 @@ def check(entry, modules, dispensers):
     addresses = entry.get("addresses")
     if not isinstance(addresses, list) or not addresses:
         raise ValueError("cabinet.matrix.addresses must be a list of the I/O modules' Modbus addresses")
+    for a in addresses:
+        if addresses.count(a) > 1:
+            raise ValueError("cabinet.matrix.addresses lists %r twice: each I/O module has an address of its own" % (a,))
     need = modules * dispensers
     if len(addresses) * per < need:
         raise ValueError("cabinet.matrix: %d modules x %d dispensers need %d contactors: %d %s of %d outputs "
@@ -70,7 +78,8 @@ class Matrix:
         size = len(addresses) * per
         self.coils = [False] * size        # the outputs as they should be now
         self.inputs = [False] * size       # the auxiliary contacts as last read
-        self.written = [None] * len(addresses)   # the outputs each device last confirmed
+        self.written = [None] * len(addresses)   # the outputs each device last confirmed (None: not known)
+        self.fresh = [False] * len(addresses)    # its inputs were read after that confirmation
         self.seen_ms = [None] * len(addresses)   # its last answer
         self.lost = [False] * len(addresses)
         self._started_ms = None
@@ -82,12 +91,14 @@ class Matrix:
 
     def module_feedback(self, module):
         """The dispenser module `module`'s auxiliary contacts show it on, 0 parked; -1 unknown
-        (its device is lost) or two closed at once: never what the cabinet commands."""
+        (a device of it never answered, or is lost) or two closed at once: never what the
+        cabinet commands."""
         k0 = (module - 1) * self.n
         found = 0
         for d in range(self.n):
             k = k0 + d
-            if self.lost[k // self.per]:
+            j = k // self.per
+            if self.lost[j] or self.seen_ms[j] is None:
                 return -1
             if self.inputs[k]:
                 if found:
@@ -96,19 +107,26 @@ class Matrix:
         return found
 
     # ---- the task -------------------------------------------------------------------------------
+    def _maybe_closed(self, k):
+        # Contactor k's coil may be energised: so intended, or so confirmed, or its device's
+        # outputs are not known.
+        j = k // self.per
+        written = self.written[j]
+        return self.coils[k] or written is None or written[k - j * self.per]
+
     def _coils(self):
-        # Each module's one coil, closed only once all its contacts read open (or it was closed).
-        n = self.n
+        # Each module's one coil. A coil already closed stays; a new one closes only once every
+        # other coil of the module is open for sure and fresh inputs show all its contacts open.
+        n, per = self.n, self.per
         for m in range(self.count):
             k0 = m * n
             target = self.want[m]
-            closed_now = 0
-            for d in range(n):
-                if self.coils[k0 + d]:
-                    closed_now = d + 1
-            if target and closed_now != target:
-                if closed_now or any(self.inputs[k0 + d] for d in range(n)):
-                    target = 0       # open the other first; close at a later turn
+            if target and not self.coils[k0 + target - 1]:
+                for d in range(n):
+                    k = k0 + d
+                    if (d != target - 1 and self._maybe_closed(k)) or self.inputs[k] or not self.fresh[k // per]:
+                        target = 0   # open the rest first; close at a later turn
+                        break
             for d in range(n):
                 self.coils[k0 + d] = target == d + 1
 
@@ -124,11 +142,14 @@ class Matrix:
             want = self.coils[j * per:(j + 1) * per]
             try:
                 if want != self.written[j]:
+                    self.written[j] = None   # a write that fails may or may not have arrived
+                    self.fresh[j] = False
                     await self.master.write_coils(self.addresses[j], 0, want)
                     self.written[j] = want
                 data = await self.master.read(self._reads[j])
             except modbus.ModbusError as e:
                 last = self._started_ms if self.seen_ms[j] is None else self.seen_ms[j]
+                self.fresh[j] = False
                 if not self.lost[j] and self.clock() - last >= LOST_MS:
                     self.lost[j] = True
                     self.written[j] = None   # written again, all of it, once it answers
@@ -137,10 +158,20 @@ class Matrix:
                 continue
             for i in range(per):
                 self.inputs[j * per + i] = modbus.bit(data, i) == 1
+            self.fresh[j] = self.written[j] is not None
             self.seen_ms[j] = self.clock()
             if self.lost[j]:
                 self.lost[j] = False
                 self.log("matrix: I/O module %d answers again" % self.addresses[j])
+
+    def all_open(self):
+        """Every coil open, at once and without waiting for answers (the HAL's safe(): the loop
+        is stopped; the guns' contactors are open, so nothing flows through the matrix)."""
+        stream = self.master.stream
+        off = [False] * self.per
+        for a in self.addresses:
+            stream.write(modbus.write_coils_request(a, 0, off))
+            time.sleep_ms(_ANSWER_MS)   # its answer passes before the next frame goes out
 
     async def run(self):
         while True:

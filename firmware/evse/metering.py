@@ -65,8 +65,8 @@ class Metering:
                                        "gun %d: insulation monitor" % (i + 1))
         # A DC cabinet's contactor matrix on Modbus I/O modules (evse.matrix), polled by its task.
         self.matrix = None
-        cab = board.get("cabinet") or {}
-        if cab.get("matrix"):
+        cab = board.get("cabinet") if board["kind"] == "dc" else None
+        if cab and cab.get("matrix"):
             from evse.matrix import MODELS, Matrix
             entry = cab["matrix"]
             self.matrix = Matrix(master(entry, "matrix"), entry["addresses"], cab["modules"], n, clock, log,

@@ -314,7 +314,8 @@ class IoMatrix:
     drives contactor 8j + k, which connects module (8j + k) // n to dispenser (8j + k) % n + 1 of
     n; input k is that contactor's auxiliary contact. The world's matrix follows the coils: a
     module with no coil on is parked, one with two on ties two dispensers together (logged as
-    `matrix_short`; the first one counts)."""
+    `matrix_short`; the first one counts), and one frame that opens a module's contactor and
+    closes another of it is logged as `matrix_swap` (no break before the make)."""
 
     PER = 8
 
@@ -329,11 +330,17 @@ class IoMatrix:
                 for k in range(len(self.coils))]
 
     def set(self, first: int, bits: list[bool]) -> None:
+        before = list(self.coils)
         self.coils[first:first + len(bits)] = bits
         for m in range(len(self.world.modules)):
+            was = [d + 1 for d in range(self.n) if before[m * self.n + d]]
             closed = [d + 1 for d in range(self.n) if self.coils[m * self.n + d]]
             if len(closed) > 1:
                 self.world.log(0, "matrix_short", {"module": m + 1, "dispensers": closed})
+            elif was and closed and was != closed:
+                # One frame opened a contactor and closed another of the module: no break
+                # between them, the two dispensers touch while the contacts move.
+                self.world.log(0, "matrix_swap", {"module": m + 1, "from": was[0], "to": closed[0]})
             self.world.move_module(m + 1, closed[0] if closed else 0)
 
 

@@ -72,6 +72,7 @@ class Base:
         self.board = board
         self.guns = len(board["guns"])
         self.safe_hooks = []   # called first by safe(): a DC cabinet's CAN modules turned off
+        self.matrix_off = None  # opens a DC cabinet's matrix that is not the HAL's (evse.matrix)
 
     def safe(self):
         # Called from exception handlers: every step is attempted even if one fails, and even
@@ -96,7 +97,12 @@ class Base:
                 self.set_pilot(gun, 0)
             except BaseException:  # noqa: B036
                 pass
-        if dc:
+        if dc and self.matrix_off is not None:
+            try:
+                self.matrix_off()   # the guns' contactors are open: nothing flows through it
+            except BaseException:  # noqa: B036
+                pass
+        elif dc:
             # The guns' contactors are open, so no module carries current when it is parked.
             for module in range(1, self.board["cabinet"]["modules"] + 1):
                 try:

@@ -139,10 +139,14 @@ def manifest_steps(raw):
     """parse_manifest as a generator that yields every _ENTRIES_PER_STEP files (verify_bundle
     lets the event loop run between them: 36 files in one step held it ~320 ms at RP2040 speed)."""
     try:
-        manifest = json.loads(raw.decode())
+        # The bytes go before the JSON is parsed (the caller keeps none): with 50 files the
+        # manifest is some 6 KB, and the text and its objects are the update's heap peak.
+        text = raw.decode()
+        raw = None
+        manifest = json.loads(text)
     except (ValueError, RuntimeError) as e:   # RuntimeError: nesting deeper than the stack
         raise BundleError("the manifest is not JSON (%s)" % e)
-    raw = None   # parsed: the bytes need not stay while the entries are checked
+    text = None
     if not isinstance(manifest, dict):
         raise BundleError("the manifest is not a JSON object")
     version = manifest.get("version")
@@ -150,6 +154,7 @@ def manifest_steps(raw):
             not all(" " <= c <= "~" for c in version):
         raise BundleError("manifest version %r: 1 to %d printable ASCII characters" % (version, VERSION_MAX))
     entries = manifest.get("files")
+    manifest = None
     if not isinstance(entries, list) or not 0 < len(entries) <= FILES_MAX:
         raise BundleError("manifest files: a list of 1 to %d entries" % FILES_MAX)
     files = []
@@ -158,6 +163,7 @@ def manifest_steps(raw):
         if k % _ENTRIES_PER_STEP == _ENTRIES_PER_STEP - 1:
             yield
         entry = entries[k]
+        entries[k] = None   # each entry's dict goes as its tuple comes: not both at the peak
         if not isinstance(entry, dict):
             raise BundleError("manifest file entry %r: not an object" % (entry,))
         path = check_path(entry.get("path"))
