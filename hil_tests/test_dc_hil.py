@@ -38,6 +38,12 @@ def dc6_board(request, tmp_path_factory):
     yield from start_board(request, tmp_path_factory, "sim-dc6")
 
 
+@pytest.fixture(scope="module")
+def dcmcu_board(request, tmp_path_factory):
+    """The DC controller on an MCU: the firmware as it runs on a Pico 2 W, on the emulated chip."""
+    yield from start_board(request, tmp_path_factory, "rp2350-pico2-w-dc2")
+
+
 def fresh(info) -> Rig:
     r = fresh_rig(info["control"])
     r.board = info["board"]
@@ -54,6 +60,13 @@ def dc2(dc2_board):
 @pytest.fixture
 def dc6(dc6_board):
     r = fresh(dc6_board)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def dcmcu(dcmcu_board):
+    r = fresh(dcmcu_board)
     yield r
     r.close()
 
@@ -275,7 +288,7 @@ def first(events, what, value=None):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("board", ["dc2", "dc6"])
+@pytest.mark.parametrize("board", ["dc2", "dc6", "dcmcu"])
 def test_a_dc_session_goes_through_cable_check_precharge_ramp_and_shutdown(board, request):
     rig = request.getfixturevalue(board)
     t, _ = start(rig)

@@ -27,7 +27,7 @@ SWITCHES = ("r2740", "r1300", "r270", "diode_short", "short_e")
 SUPPORTED = ["diode_fault", "ev", "ev_state", "events", "info", "plug", "power", "reset", "snapshot", "unplug"]
 VIRTUAL_ONLY = ["console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "insulation", "matrix_fault",
                 "meter", "module_fault", "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip",
-                "rfid", "stall", "temperature", "weld"]
+                "rfid", "secc", "stall", "temperature", "weld"]
 
 pytestmark = pytest.mark.skipif(not MICROPYTHON.exists(), reason="no MicroPython unix port in .venv (run make setup)")
 

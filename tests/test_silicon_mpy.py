@@ -39,6 +39,7 @@ class Bench:
         self.mcu = MCU[self.board["hal"]]
         self.world = World(self.board)
         self.front = FrontEnd(self.world, self.board)
+        self.env = {}   # more of the firmware's environment: a UART's loopback port (EVSE_SIM_UART<n>)
         self.server = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -56,7 +57,7 @@ class Bench:
 
     def run(self, script):
         env = {"EVSE_SIM_WORLD": "127.0.0.1:%d" % self.server.getsockname()[1], "EVSE_SIM_MCU": self.mcu,
-               "MICROPYPATH": str(SILICON)}
+               "MICROPYPATH": str(SILICON), **self.env}
         # The last round trip makes sure the front end has taken every output line before the end.
         end = "\nimport link\nif link._sock:\n    link.ask(b'n\\n')\nprint(json.dumps(out))"
         done = subprocess.run([str(MICROPYTHON), "-c", PRELUDE + script + end],

@@ -61,7 +61,7 @@ EV_HONOURED = ("start_delay_s", "sleepy", "ventilation")
 # Ops of the virtual board that a rig without those circuits cannot do.
 VIRTUAL_ONLY = ("console", "cut_at_write", "estop", "factory", "flash_writes", "grid", "insulation", "matrix_fault",
                 "meter", "module_fault", "module_silent", "modules", "net", "rcd_module", "rcd_test_fail", "rcd_trip",
-                "rfid", "stall", "temperature", "weld")
+                "rfid", "secc", "stall", "temperature", "weld")
 
 
 class OpError(ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from host_tools.jsonlines import OpError, Refused, Router
 from host_tools.sim import power_modules
 from host_tools.sim.modbus import FAULTS as METER_FAULTS
+from host_tools.sim.secc import FAULTS as SECC_FAULTS
 from host_tools.sim.world import EV, EV_LEVEL_MV, PP_OHMS, World
 
 # An op's own ValueError (EV.update's, say) names the field and the fix: it is sent as it is.
@@ -309,6 +310,24 @@ def insulation(world: World, req: dict, board) -> dict:
     return {}
 
 
+@op("secc")
+def secc(world: World, req: dict, board) -> dict:
+    """An MCU board's SECC (board file "secc", host_tools/sim/secc.py): `fault` "silent" (it sends
+    nothing), "garbage" (only noise and lines with a wrong checksum) or null; the reply has what
+    it counted and each gun's last charger line."""
+    model = getattr(board, "secc", None)
+    if model is None:
+        raise OpError(f"board {world.board['name']} has no SECC link (an MCU board file's \"secc\"; a sim board's "
+                      "EV talks through the sim HAL)")
+    if "fault" in req:
+        fault = req["fault"]
+        if fault is not None and fault not in SECC_FAULTS:
+            raise OpError(f"fault must be null or one of {', '.join(SECC_FAULTS)}, not {fault!r}")
+        model.fault = fault
+        world.log(0, "secc_fault", fault)
+    return model.state()
+
+
 @op("modules")
 def modules(world: World, req: dict, board) -> dict:
     """A DC cabinet's power modules on CAN: setpoint, output, fault, silence, dispenser."""
@@ -402,6 +421,8 @@ def reset(world: World, req: dict, board) -> dict:
         g.insulation_kohm, g.imd_test_fails, g.imd_fault = 5000.0, False, None
     if world.matrix is not None:
         world.matrix.fault = None
+    if getattr(board, "secc", None) is not None:
+        board.secc.fault = None
     world.stall_ms = 0
     world.building_a, world.pv_w, world.grid_meter_fault = [0.0, 0.0, 0.0], 0.0, None   # the site as it was
     if world.estop:

@@ -21,6 +21,9 @@ Per gun:
 - CAN (board file "can"): an MCP2515 (host_tools/sim/mcp2515.py's model of the chip) on the SPI
   pins and chip select the board file names; what it sends goes to the world's CAN bus, and the
   modules' answers come back into its receive buffers.
+- A DC gun's voltage (board file guns[].dc_v): the world's voltage at the gun through an isolated
+  measurement, offset_mv + volts / v_per_mv at its ADC pin (or, on the RP2040, a CD4051 channel).
+  The SECC on the board file's "secc" UART is host_tools/sim/secc.py, served by the supervisor.
 """
 
 from __future__ import annotations
@@ -146,7 +149,53 @@ def check_board(board: dict) -> None:
         for key in ("sck", "mosi", "miso", "cs"):
             claim(cfg.get(key), f"{where}.{key}", output=key != "miso")
         check_spi_pins(hal, where, cfg)
+    for n, gun in enumerate(board.get("guns", [])):
+        if "dc_v" in gun:
+            check_dc_v(board, n, claim)
+    if "secc" in board:
+        check_secc(board)
     check_pilot_front_end(board)
+
+
+def check_dc_v(board: dict, n: int, claim) -> None:
+    """A DC gun's voltage input: an ADC pin (or a free CD4051 channel on the RP2040) and its scale."""
+    where = f"guns[{n}].dc_v"
+    cfg = board["guns"][n]["dc_v"]
+    if not isinstance(cfg, dict):
+        raise BoardFileError(f'{where} must be {{"pin": <ADC GPIO>, "v_per_mv": ..., "offset_mv": ...}}, not {cfg!r}')
+    scale = cfg.get("v_per_mv")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+        raise BoardFileError(f"{where}.v_per_mv must be the volts at the gun per mV at the ADC, above 0, not {scale!r}")
+    if "mux" in cfg and board["hal"] == "rp2":
+        taken = {g["pins"].get(k) for g in board["guns"] for k in ("pp_mux", "ct_mux", "ntc_mux")}
+        taken |= {g["dc_v"].get("mux") for k, g in enumerate(board["guns"])
+                  if k != n and isinstance(g.get("dc_v"), dict)}
+        ch = cfg["mux"]
+        if isinstance(ch, bool) or not isinstance(ch, int) or not 0 <= ch <= 7 or ch in taken:
+            raise BoardFileError(f"{where}.mux = {ch!r}: give a CD4051 channel 0..7 no other input uses")
+        return
+    claim(cfg.get("pin"), f"{where}.pin", analog=True)
+
+
+def check_secc(board: dict) -> None:
+    """The SECC link: a UART of the "uart" section of its own, point to point (no de)."""
+    cfg = board["secc"]
+    index = cfg.get("uart") if isinstance(cfg, dict) else None
+    entry = next((e for e in board.get("uart", {}).values() if e.get("index") == index), None)
+    if isinstance(index, bool) or not isinstance(index, int) or entry is None:
+        raise BoardFileError(f'secc.uart = {index!r}: name the index of an entry of the "uart" section, the SECC '
+                             "module's TX and RX")
+    if "de" in entry:
+        raise BoardFileError(f"secc.uart = {index}: that UART has an RS-485 driver (de); the SECC link is point to "
+                             "point")
+    users = [f"guns[{n}].{k}" for n, g in enumerate(board["guns"]) for k in ("meter", "imd")
+             if isinstance(g.get(k), dict) and g[k].get("uart") == index]
+    users += ["grid_meter"] if (board.get("grid_meter") or {}).get("uart") == index else []
+    if users:
+        raise BoardFileError(f"secc.uart = {index}: that UART is also {users[0]}'s; give the SECC a UART of its own")
+    baud = cfg.get("baud", 115200)
+    if isinstance(baud, bool) or not isinstance(baud, int) or not 1200 <= baud <= 1_000_000:
+        raise BoardFileError(f"secc.baud must be the link's bits per second, 1200..1000000, not {baud!r}")
 
 
 def check_can_section(hal: str, where: str, cfg) -> None:
@@ -382,6 +431,13 @@ class FrontEnd:
                 self.inputs.append(("a", p["ct_adc"], -1, ct))
                 if pp:
                     self.inputs.append(("a", p["pp_adc"], -1, pp))
+            dc_v = gun.get("dc_v")
+            if dc_v is not None:
+                volts = lambda now, i=i: self._dc_v_mv(i)  # noqa: E731
+                if "mux" in dc_v and self.hal == "rp2":
+                    self.mux[dc_v["mux"]] = volts
+                else:
+                    self.inputs.append(("a", dc_v["pin"], -1, volts))
         if board.get("estop"):
             # The emergency stop's NC contact to ground on an input with a pull-up: high when pressed.
             self.inputs.append(("d", board["pins"]["estop"], -1, lambda now: 1 if world.estop else 0))
@@ -567,6 +623,12 @@ class FrontEnd:
         cal = self.board["adc"]
         mv = self.world.guns[i].amps / cal["ct_a_per_mv"] + cal["ct_offset_mv"]
         return min(mv, float(self.vref))
+
+    def _dc_v_mv(self, i: int) -> float:
+        """The isolated measurement of the voltage at a DC gun: offset_mv + volts / v_per_mv."""
+        cfg = self.board["guns"][i]["dc_v"]
+        mv = cfg.get("offset_mv", 0) + self.world.guns[i].out_v / cfg["v_per_mv"]
+        return min(max(mv, 0.0), float(self.vref))
 
     def _ntc_mv(self, i: int) -> float:
         ntc = self.board["adc"]["ntc"]

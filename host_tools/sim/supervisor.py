@@ -24,6 +24,7 @@ from host_tools.sim import control, frontend
 from host_tools.sim import modbus as rs485
 from host_tools.sim import power_modules
 from host_tools.sim.network import Uplink
+from host_tools.sim.secc import SeccServer
 from host_tools.sim.world import World
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,6 +183,26 @@ def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (
     return int(silicon_bytes), int(code_bytes)
 
 
+def dc_modules(board: dict) -> list[str]:
+    """What the app imports at boot on a DC board: the cabinet, the sequence and what drives
+    the modules, the matrix, the insulation monitors and the SECC link."""
+    if board.get("kind") != "dc":
+        return []
+    cab = board["cabinet"]
+    modules = ["evse.dc", "evse.cabinet"]
+    if cab.get("can"):
+        modules += ["evse.dcseq", "evse.can.modules", "evse.can." + cab["can"]["protocol"]]
+        if board["hal"] != "sim":
+            modules.append("evse.can.mcp2515")
+    if cab.get("matrix"):
+        modules.append("evse.matrix")
+    if any("imd" in g for g in board["guns"]):
+        modules.append("evse.imd")
+    if board.get("secc"):
+        modules.append("evse.hal.secc")
+    return modules
+
+
 def micropython_binary() -> str:
     found = installed_tool("micropython")
     if not found:
@@ -265,6 +286,7 @@ class VirtualBoard:
         self._watchdog_conn = None
         self.buses: dict[int, rs485.BusServer] = {}
         self.can_bus: power_modules.CanServer | None = None
+        self.secc: SeccServer | None = None   # an MCU board's SECC on its board file's "secc" UART
 
     # ---- set-up ---------------------------------------------------------------------------------
     def start(self) -> "VirtualBoard":
@@ -283,6 +305,8 @@ class VirtualBoard:
         # board's through its MCP2515 (frontend.py).
         if self.world.can is not None and not self.mcu:
             self.can_bus = power_modules.CanServer(self.world.can_exchange)
+        if self.mcu and "secc" in self.board:   # frontend.check_board has checked its UART
+            self.secc = SeccServer(self.world)
         if self.csms_url:
             self.uplink = Uplink(csms_address(self.csms_url))
         self._seed = self._stage_seed()
@@ -341,6 +365,7 @@ class VirtualBoard:
                 modules.append("evse.metering")
             if self.board.get("network", {}).get("kind", "none") != "none":
                 modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
+            modules += dc_modules(self.board)
             self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules), self.mcu,
                                                                 self.romfs_seed, self._wlan())
             heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
@@ -392,6 +417,8 @@ class VirtualBoard:
             env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)
         if self.can_bus is not None:
             env["EVSE_SIM_CAN0"] = self.can_bus.address  # hal/sim.py's can(0)
+        if self.secc is not None:
+            env["EVSE_SIM_UART%d" % self.board["secc"]["uart"]] = self.secc.address  # machine.UART's
         return env
 
     def program_flash(self, erase: bool = False) -> None:
@@ -648,6 +675,8 @@ class VirtualBoard:
             bus.close()
         if self.can_bus is not None:
             self.can_bus.close()
+        if self.secc is not None:
+            self.secc.close()
         for s in (self._hal_sock, self._ctl_sock):
             try:
                 s.close()

@@ -577,32 +577,46 @@ class World:
             return "ok"
         return f"{g.dc_w:.0f}"  # D
 
+    def ev_says(self, g: Gun) -> tuple | None:
+        """What the EV's communication controller says in the IEC 61851-23 sequence (the sim HAL's
+        G, the SECC model's EV lines): (phase, battery_v, max_v, target_v, target_a, max_a, soc),
+        or None while it does not talk."""
+        ev = g.ev
+        if g.ev_phase is None or ev is None:
+            return None
+        charging = g.ev_phase == "charge"
+        target_a = ev.dc_target_w() / ev.battery_v if charging else 0.0
+        # DIN 70121: PreChargeReq asks for the battery's voltage; CurrentDemandReq for a
+        # voltage limit a little under the EV's maximum.
+        target_v = ev.max_v - 10 if charging else ev.battery_v
+        max_a = ev.max_kw * 1000 / ev.battery_v
+        return g.ev_phase, ev.battery_v, ev.max_v, target_v, target_a, max_a, ev.soc
+
+    def tell_ev(self, g: Gun, state: str, isolation: str | None) -> None:
+        """What the charger tells the EV (the sim HAL's H, the SECC model's charger lines): its
+        sequence step and the cable check's result (valid, warning, fault or None)."""
+        if state != g.evse_state:
+            self.log(g.number, "evse_state", state)
+        g.evse_state = state
+        g.evse_isolation = isolation
+
     def _sequence_request(self, op: str, g: Gun, parts: list[str]) -> str:
         """The IEC 61851-23 sequence's requests (a cabinet on CAN): G the EV's communication, H
         the charger's report to the EV, U the voltage at the gun, O the insulation monitor on or
         off (on: its self-test first), J its reading."""
         if self.can is None:
             return f"!board {self.board.get('name')} runs no DC sequence (its cabinet has no CAN modules)"
-        ev = g.ev
         if op == "G":
-            if g.ev_phase is None or ev is None:
+            says = self.ev_says(g)
+            if says is None:
                 return "-"
-            charging = g.ev_phase == "charge"
-            target_a = ev.dc_target_w() / ev.battery_v if charging else 0.0
-            # DIN 70121: PreChargeReq asks for the battery's voltage; CurrentDemandReq for a
-            # voltage limit a little under the EV's maximum.
-            target_v = ev.max_v - 10 if charging else ev.battery_v
-            max_a = ev.max_kw * 1000 / ev.battery_v
-            return (f"{g.ev_phase} {ev.battery_v:.1f} {ev.max_v:.1f} {target_v:.1f} {target_a:.2f} "
-                    f"{max_a:.2f} {ev.soc:.1f}")
+            phase, battery_v, max_v, target_v, target_a, max_a, soc = says
+            return f"{phase} {battery_v:.1f} {max_v:.1f} {target_v:.1f} {target_a:.2f} {max_a:.2f} {soc:.1f}"
         if op == "H":
             state, isolation = parts[2], parts[3]
             if isolation not in ("-", "valid", "warning", "fault"):
                 return f"!isolation must be -, valid, warning or fault, not {isolation}"
-            if state != g.evse_state:
-                self.log(g.number, "evse_state", state)
-            g.evse_state = state
-            g.evse_isolation = None if isolation == "-" else isolation
+            self.tell_ev(g, state, None if isolation == "-" else isolation)
             return "ok"
         if op == "U":
             return f"{g.out_v:.1f}"

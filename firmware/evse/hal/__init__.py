@@ -27,9 +27,15 @@
 #                                 over the 5 % pilot) says, into an evse.dcseq.Ev: its phase
 #                                 (cable_check, precharge, charge, stop), battery, maximum and
 #                                 target voltage, target and maximum current, SoC; False: silent
+#                                 (on an MCU board for 1 s: SECC silent, or only garbage). Called
+#                                 every 250 ms per gun; it never waits for the controller
 #   ev_report(gun, state, isolation)  what the charger tells it: its sequence step, and the cable
-#                                 check's result ("valid", "warning", "fault" or None)
+#                                 check's result ("valid", "warning", "fault" or None); called on
+#                                 a change (an MCU HAL repeats it from ev_comm)
 #   dc_voltage(gun) -> float      the voltage at the gun, the cable side of its DC contactors
+#                                 On an MCU board these need the board file's "secc" (the SECC
+#                                 module's UART) and guns[].dc_v (the voltage's ADC input):
+#                                 docs/secc-link.md; evse/hal/rp2.py and esp32.py list the keys
 #   imd_enable(gun, on) ; imd_read(gun, measured)  the insulation monitor: on (its self-test
 #                                 first) or off; its reading into an evse.dcseq.Measured
 #                                 (iso_ohm, self_test)

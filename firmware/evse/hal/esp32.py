@@ -5,7 +5,12 @@
 #   uart         {name: {index, tx, rx, de}}; de = RS-485 driver enable, high while sending
 #   can          {name: {index, chip "mcp2515", spi (1 or 2), sck, mosi, miso, cs, crystal_hz[, bitrate]}}:
 #                the CAN bus's MCP2515 on machine.SPI spi, chip select cs (optional: a DC cabinet)
-# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN) is in evse.hal.mcu.
+#   secc         {uart, baud}: the EV's communication controller (an SECC module) on the "uart"
+#                entry of that index (no de), baud 115200 unless given (optional: a DC board's
+#                ev_comm / ev_report, docs/secc-link.md)
+#   guns[].dc_v  {pin, v_per_mv, offset_mv}: the voltage at a DC gun, an isolated measurement into
+#                an ADC1 GPIO; volts = (mV - offset_mv) * v_per_mv
+# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN, SECC) is in evse.hal.mcu.
 # Every analog input is on ADC1 (ADC2 is unusable while WiFi runs) at 11 dB attenuation, whose
 # linear range is about 150-2450 mV: the front ends are scaled into it.
 # The pilot PWM uses LEDC; both guns run at 1 kHz and share one LEDC timer.

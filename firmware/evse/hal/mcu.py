@@ -1,6 +1,6 @@
 # What the RP2040 and ESP32 HALs share: pilot PWM and burst sampling, PP divider and CT scaling,
 # contactor and mirror contact, RCM self-test, watchdog, RS-485 UARTs, the CAN bus's MCP2515 on
-# SPI, gun numbers.
+# SPI, a DC gun's EV communication (the SECC link, evse/hal/secc.py) and voltage, gun numbers.
 # The pilot front end is non-inverting: PWM output high = +12 V, low = -12 V, and the ADC sees
 # pilot_mv * pilot_gain + pilot_offset_mv. The relay and RCM wiring is described at each method.
 import time
@@ -11,6 +11,12 @@ from micropython import const
 
 from evse.hal import Base
 
+TYPE_CHECKING = const(0)   # mypy takes this name as true: the types of modules imported when used
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from evse.hal.secc import Link
+
 PILOT_HZ = const(1000)  # IEC 61851-1 Table A.7: pilot PWM 1 kHz
 _U16_MAX = const(65535)
 _DUTY_FULL_PM = const(1000)
@@ -20,6 +26,9 @@ _DUTY_FULL_PM = const(1000)
 # plateau: one spike or edge read is ignored.
 _BURST = const(64)
 _STEP_US = const(18)
+_DIGITAL_PM = const(60)   # a duty this short (5 %: digital communication) has a plateau of a read or two
+_DIGITAL_BURSTS = const(3)   # bursts at most to find it
+_MISSED_MV = const(-9000)    # a high plateau this low is none the burst saw (-12 V is the low one)
 _STEADY_READS = const(8)  # no PWM: the level is steady, average a few reads
 _SETTLE_US = const(2000)  # two 1 kHz periods: a new duty is on the pin by then
 _AVG_READS = const(16)  # PP, CT, NTC: slow signals, averaged
@@ -34,6 +43,8 @@ _RCD_PASSED = const(3)
 _RCD_FAILED = const(4)
 _CAN_SPI_HZ = const(10000000)  # the MCP2515's fastest SCK (DS20001801 section 12)
 _CAN_BITRATE = const(125000)   # the power modules' CAN bitrate
+_SECC_BAUD = const(115200)     # docs/secc-link.md: the SECC link's default speed
+_SECC_RXBUF = const(1024)      # the UART's receive buffer: a poll every 250 ms takes ~300 bytes of two guns
 # A broken, shorted or missing temperature sensor reads as this, above every derate step and
 # stop level, so the gun stops (fail safe) and the console shows an impossible temperature.
 SENSOR_FAULT_C = 200.0
@@ -109,6 +120,7 @@ class McuHal(Base):
         self._read = read
         self._buf = array("H", [0] * _BURST)  # the one pilot sample buffer, reused by every burst
         self._sample = array("i", [0, 0])    # what sample_pilot hands back: high, low plateau (mV)
+        self._lo = 0                         # the last burst's low plateau reading
         self._used = {}  # type: dict  # GPIO -> the board file key that claimed it
         # The pilot front end must put +12 V and -12 V inside the ADC's range, or A-F blur.
         for level_mv in (12000, -12000):
@@ -133,6 +145,8 @@ class McuHal(Base):
         self._wdt = None  # type: WDT | None
         self._estop = None  # type: Pin | None
         self._can = {}  # type: dict  # CAN bus index -> its started MCP2515 driver
+        self._secc = None  # type: Link | None  # the board file's "secc": the EV's communication
+        self._dc_v = []  # type: list  # per gun: (its dc_v ADC or mux channel, v_per_mv, offset_mv) or None
 
     def _need(self, section, key, where):
         try:
@@ -183,6 +197,24 @@ class McuHal(Base):
             # or its wire broken, reads high.
             pins = self._need(self.board, "pins", "the board")
             self._estop = self._claim(pins, "estop", "pins", lambda g: Pin(g, Pin.IN, Pin.PULL_UP))
+        self._claim_dc()
+
+    def _claim_dc(self):  # type: () -> None
+        # A DC gun's voltage at the gun (guns[].dc_v) and the board's SECC link ("secc").
+        for n, gun in enumerate(self.board["guns"]):
+            cfg = gun.get("dc_v")
+            where = "guns[%d].dc_v" % n
+            if cfg is None:
+                self._dc_v.append(None)
+            else:
+                self._dc_v.append((self._dc_v_input(cfg, where), self._need(cfg, "v_per_mv", where),
+                                   cfg.get("offset_mv", 0)))
+        cfg = self.board.get("secc")
+        if cfg is not None:
+            from evse.hal.secc import Link
+            limits = [(g.get("max_v", 1000), g.get("max_a", 500), g.get("max_kw", 0)) for g in self.board["guns"]]
+            port = self.uart(self._need(cfg, "uart", "secc"), cfg.get("baud", _SECC_BAUD), rxbuf=_SECC_RXBUF)
+            self._secc = Link(port, limits)
 
     def estop(self):  # type: () -> bool
         return self._estop is not None and self._estop.value() == 1
@@ -202,6 +234,13 @@ class McuHal(Base):
 
     def _ct_mv(self, i):  # type: (int) -> int
         raise NotImplementedError
+
+    def _dc_v_input(self, cfg, where):  # type: (dict, str) -> object
+        # The ADC of the isolated voltage measurement's output (an RP2040 may put it on its mux).
+        return self._claim(cfg, "pin", where, self._adc)
+
+    def _dc_v_mv(self, source):  # type: (object) -> int
+        return self._average_mv(source)  # type: ignore[arg-type]
 
     def _index(self, gun):  # type: (int) -> int
         i = gun - 1
@@ -261,6 +300,24 @@ class McuHal(Base):
             out[0] = mv
             out[1] = mv
             return out
+        # A 5 % duty (digital communication, DC) is 50 us high: two or three of the burst's
+        # 18 us steps, one of them maybe on an edge, and an interrupt at the wrong moment takes
+        # them all. There the highest read is the plateau, and a burst whose highest read is
+        # still at -12 V (no EV state puts the plateau there) missed it: up to
+        # _DIGITAL_BURSTS are taken.
+        digital = duty <= _DIGITAL_PM
+        for attempt in range(_DIGITAL_BURSTS if digital else 1):
+            hi = self._burst(adc, read, not digital)
+            if not digital or self._pilot_mv(hi) > _MISSED_MV:
+                break
+        out = self._sample
+        out[0] = self._pilot_mv(hi)
+        out[1] = self._pilot_mv(self._lo)
+        return out
+
+    def _burst(self, adc, read, second):  # type: (ADC, Callable[[ADC], int], bool) -> int
+        """One paced burst of _BURST reads: the high plateau's reading (the 2nd highest read if
+        `second`, else the highest); the low one's (the 2nd lowest) into self._lo."""
         # Paced burst: each read is due _STEP_US after the one before was due, or after it was
         # taken if it came late. An interrupt or a flash erase that holds the CPU mid-burst then
         # leaves the remaining reads spread over their 18 us steps; paced from the burst's start
@@ -290,10 +347,8 @@ class McuHal(Base):
                 lo1 = v
             elif v < lo2:
                 lo2 = v
-        out = self._sample
-        out[0] = self._pilot_mv(hi2)
-        out[1] = self._pilot_mv(lo2)
-        return out
+        self._lo = lo2
+        return hi2 if second else hi1
 
     def pilot_adc_mv(self, gun):  # type: (int) -> int
         i = self._index(gun)
@@ -316,9 +371,54 @@ class McuHal(Base):
     def current_a(self, gun):  # type: (int) -> float
         # The CT front end outputs ct_offset_mv plus a DC level proportional to the highest
         # phase's RMS current (an offset keeps zero current inside the ADC's linear range).
-        mv = self._ct_mv(self._index(gun))
-        amps = (mv - self._ct_offset_mv) * self._ct_a_per_mv
-        return amps if amps > 0 else 0.0
+        i = self._index(gun)
+        amps = (self._ct_mv(i) - self._ct_offset_mv) * self._ct_a_per_mv
+        if amps < 0:
+            amps = 0.0
+        if self._secc is not None:
+            self._secc.present_a[i] = amps   # what the SECC reports as EVSEPresentCurrent
+        return amps
+
+    # ---- DC: the EV's communication controller and the voltage at the gun ----------------------
+    # The SECC link (docs/secc-link.md, evse/hal/secc.py): each call takes what the UART has, the
+    # charger's lines repeat from ev_comm, which the control loop calls every 250 ms per gun.
+    def _link(self):  # type: () -> Link
+        if self._secc is None:
+            raise OSError('this board has no SECC: add "secc": {"uart": <index>} and that UART to the board file '
+                          "(docs/secc-link.md)")
+        return self._secc
+
+    def ev_comm(self, gun, ev):  # type: (int, object) -> bool
+        i = self._index(gun)
+        link = self._link()
+        now = time.ticks_ms()
+        link.poll(now)
+        link.repeat(now)
+        return link.ev(i, ev, now)
+
+    def ev_report(self, gun, state, isolation):  # type: (int, str, str | None) -> None
+        i = self._index(gun)
+        self._link().tell(i, state, isolation, time.ticks_ms())
+
+    def dc_voltage(self, gun):  # type: (int) -> float
+        # An isolated measurement of the cable side of the DC contactors: ADC mV to volts by the
+        # board file's v_per_mv and offset_mv.
+        i = self._index(gun)
+        dc_v = self._dc_v[i]
+        if dc_v is None:
+            raise OSError('gun %d has no "dc_v" in the board file: the voltage at the gun needs its input '
+                          "(docs/secc-link.md)" % gun)
+        volts = (self._dc_v_mv(dc_v[0]) - dc_v[2]) * dc_v[1]
+        if volts < 0:
+            volts = 0.0
+        if self._secc is not None:
+            self._secc.present_v[i] = volts   # EVSEPresentVoltage
+        return volts
+
+    def dc_power(self, gun):  # type: (int) -> float
+        # What a DC gun delivers: the voltage at the gun times its current, which the gun's "ct"
+        # input measures (on a DC board a Hall sensor on the DC cable, ct_a_per_mv per mV).
+        return self.dc_voltage(gun) * self.current_a(gun)
 
     # ---- contactor and RCD --------------------------------------------------------------------
     def set_contactor(self, gun, closed):  # type: (int, bool) -> None
@@ -419,13 +519,17 @@ class McuHal(Base):
                 return name, entries[name]
         return None, None
 
-    def uart(self, index, baudrate, parity=None):
+    def uart(self, index, baudrate, parity=None, rxbuf=0):
         # parity: None, 0 (even) or 1 (odd), as machine.UART takes it; 8 data bits, 1 stop bit.
+        # rxbuf: bytes of its receive buffer (0: the port's default, 256 on both).
         name, cfg = self._section("uart", index)
         if cfg is None:
             raise ValueError('board has no UART %d: add it to the board\'s "uart" section '
                              "with index, tx, rx (and de for RS-485)" % index)
-        port = UART(index, baudrate=baudrate, parity=parity, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
+        if rxbuf:
+            port = UART(index, baudrate=baudrate, parity=parity, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]), rxbuf=rxbuf)
+        else:
+            port = UART(index, baudrate=baudrate, parity=parity, tx=Pin(cfg["tx"]), rx=Pin(cfg["rx"]))
         if "de" in cfg:
             return Rs485(port, Pin(cfg["de"], Pin.OUT, value=0))
         return port

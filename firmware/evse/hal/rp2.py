@@ -7,7 +7,12 @@
 #   uart         {name: {index, tx, rx, de}}; de = RS-485 driver enable, high while sending
 #   can          {name: {index, chip "mcp2515", spi (0 or 1), sck, mosi, miso, cs, crystal_hz[, bitrate]}}:
 #                the CAN bus's MCP2515 on machine.SPI spi, chip select cs (optional: a DC cabinet)
-# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN) is in evse.hal.mcu.
+#   secc         {uart, baud}: the EV's communication controller (an SECC module) on the "uart"
+#                entry of that index (no de), baud 115200 unless given (optional: a DC board's
+#                ev_comm / ev_report, docs/secc-link.md)
+#   guns[].dc_v  {pin | mux, v_per_mv, offset_mv}: the voltage at a DC gun, an isolated measurement
+#                into an ADC GPIO (pin) or a CD4051 channel (mux); volts = (mV - offset_mv) * v_per_mv
+# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN, SECC) is in evse.hal.mcu.
 # GP2 and GP3 are the A and B outputs of PWM slice 1: they share its 1 kHz frequency, each
 # has its own duty.
 #
@@ -130,6 +135,19 @@ class Hal(McuHal):
 
     def _ct_mv(self, i):  # type: (int) -> int
         return self._mux_mv(self._ct_ch[i])
+
+    def _dc_v_input(self, cfg, where):  # type: (dict, str) -> object
+        # The Pico's three ADC pins are the pilots' and the mux's: the gun voltage may be a channel.
+        if "mux" not in cfg:
+            return McuHal._dc_v_input(self, cfg, where)
+        ch = cfg["mux"]
+        if not isinstance(ch, int) or not 0 <= ch <= 7:
+            raise ValueError("board file: %s.mux = %r: a CD4051 channel is 0..7 (see %s)"
+                             % (where, ch, self.BOARD_EXAMPLE))
+        return ch
+
+    def _dc_v_mv(self, source):  # type: (object) -> int
+        return self._mux_mv(source) if isinstance(source, int) else McuHal._dc_v_mv(self, source)
 
     def temperature_c(self, gun):  # type: (int) -> float
         # NTC to ground, ntc.pullup_ohm to vref.

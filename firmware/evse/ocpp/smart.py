@@ -327,14 +327,15 @@ def _value(r, i, unit, phases, voltage_v):
 
 def limit_at(items, connector_id, now_s, tx_start_s=None, max_a=None, voltage_v=230, phases=3):
     """The cap in amps per phase (floored to 0.1) that the profiles set on the connector at
-    now_s; where none applies, max_a (None: no cap). Equal to composite(items, connector_id,
+    now_s, at most max_a; where none applies, max_a (None: no cap). Equal to composite(items, connector_id,
     start, duration, "A", tx_start_s, max_a) at now_s; with no transaction Relative profiles
     start at now_s, so pass the composite's start as tx_start_s to compare one without."""
     limit = _limit(items, connector_id, now_s, now_s if tx_start_s is None else tx_start_s,
                    "A", voltage_v, phases)[0]
     if limit is None:
         return None if max_a is None else _tenth(max_a)
-    return _tenth(limit)
+    limit = _tenth(limit)
+    return limit if max_a is None or limit <= _tenth(max_a) else _tenth(max_a)   # never above the rating
 
 
 def composite(items, connector_id, now_s, duration_s, unit, tx_start_s=None, max_a=None,
@@ -343,7 +344,8 @@ def composite(items, connector_id, now_s, duration_s, unit, tx_start_s=None, max
     {"startSchedule": now_s, "duration": s, "chargingRateUnit": unit,
      "chargingSchedulePeriod": [{"startPeriod": s, "limit": x[, "numberPhases": n]}, ...]},
     periods strictly increasing and no two neighbours equal.
-    Where no profile applies the limit is max_a (the connector's rating, converted to `unit`).
+    Where no profile applies the limit is max_a (the connector's rating, converted to `unit`),
+    and no limit is above it.
     With max_a None nothing is made up instead: periods begin at the first instant a profile
     applies, and the schedule (its "duration") ends where none applies any more; an empty
     period list means no profile applies in the window."""
@@ -369,6 +371,8 @@ def composite(items, connector_id, now_s, duration_s, unit, tx_start_s=None, max
             limit, limit_phases = fill, 0
         else:
             limit = _tenth(limit)
+            if fill is not None and limit > fill:
+                limit = fill   # a profile above the connector's rating: the rating
         if limit != last_limit or limit_phases != last_phases:
             period = {"startPeriod": t - now_s, "limit": limit}
             if limit_phases:
