@@ -135,7 +135,7 @@ def test_heap_is_as_small_as_the_board_s(rig, virtual_board, board):
     otherwise twice heap_kb, with the code and silicon on top."""
     info = rig.info()
     code, silicon = info["code_heap_bytes"], info["silicon_heap_bytes"]
-    assert 50_000 < code < 400_000
+    assert 50_000 < code < 500_000   # a sim board counts every module of the firmware, the DC ones too
     if board["hal"] != "sim" and board["hardware"].get("virtual_heap", "measured") == "measured":
         romfs = board["hardware"].get("install") == "romfs"
         expected = board_heap_bytes(board["heap_kb"] * 1024, silicon, code,

@@ -35,7 +35,7 @@ def test_port_hal_type_checks_against_its_stubs(tmp_path, port):
     env = dict(os.environ, MYPYPATH="%s:%s" % (stubs, ROOT / "firmware"))
     r = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ini), "--cache-dir", str(tmp_path / "cache"),
-         "--custom-typeshed-dir", str(stubs), "firmware/evse/hal/mcu.py", "firmware/evse/hal/secc.py",
+         "--custom-typeshed-dir", str(stubs), "firmware/evse/hal/mcu.py", "firmware/evse/hal/mcu_dc.py", "firmware/evse/hal/secc.py",
          "firmware/evse/hal/%s.py" % port],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

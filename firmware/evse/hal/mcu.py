@@ -6,7 +6,7 @@
 import time
 from array import array
 
-from machine import ADC, PWM, SPI, UART, WDT, Pin
+from machine import ADC, PWM, UART, WDT, Pin
 from micropython import const
 
 from evse.hal import Base
@@ -41,10 +41,6 @@ _RCD_TRIP = const(1)  # test input high, waiting for the fault output to rise
 _RCD_RELEASE = const(2)  # test input released, waiting for the fault output to fall
 _RCD_PASSED = const(3)
 _RCD_FAILED = const(4)
-_CAN_SPI_HZ = const(10000000)  # the MCP2515's fastest SCK (DS20001801 section 12)
-_CAN_BITRATE = const(125000)   # the power modules' CAN bitrate
-_SECC_BAUD = const(115200)     # docs/secc-link.md: the SECC link's default speed
-_SECC_RXBUF = const(1024)      # the UART's receive buffer: a poll every 250 ms takes ~300 bytes of two guns
 # A broken, shorted or missing temperature sensor reads as this, above every derate step and
 # stop level, so the gun stops (fail safe) and the console shows an impossible temperature.
 SENSOR_FAULT_C = 200.0
@@ -200,21 +196,12 @@ class McuHal(Base):
         self._claim_dc()
 
     def _claim_dc(self):  # type: () -> None
-        # A DC gun's voltage at the gun (guns[].dc_v) and the board's SECC link ("secc").
-        for n, gun in enumerate(self.board["guns"]):
-            cfg = gun.get("dc_v")
-            where = "guns[%d].dc_v" % n
-            if cfg is None:
-                self._dc_v.append(None)
-            else:
-                self._dc_v.append((self._dc_v_input(cfg, where), self._need(cfg, "v_per_mv", where),
-                                   cfg.get("offset_mv", 0)))
-        cfg = self.board.get("secc")
-        if cfg is not None:
-            from evse.hal.secc import Link
-            limits = [(g.get("max_v", 1000), g.get("max_a", 500), g.get("max_kw", 0)) for g in self.board["guns"]]
-            port = self.uart(self._need(cfg, "uart", "secc"), cfg.get("baud", _SECC_BAUD), rxbuf=_SECC_RXBUF)
-            self._secc = Link(port, limits)
+        # A DC gun's voltage input (guns[].dc_v) and the board's SECC link ("secc"): their code
+        # (evse/hal/mcu_dc.py) loads on a board that has them, as the CAN bus's does.
+        board = self.board
+        if board.get("secc") is not None or [g for g in board["guns"] if "dc_v" in g]:
+            from evse.hal import mcu_dc
+            mcu_dc.claim(self)
 
     def estop(self):  # type: () -> bool
         return self._estop is not None and self._estop.value() == 1
@@ -379,41 +366,18 @@ class McuHal(Base):
             self._secc.present_a[i] = amps   # what the SECC reports as EVSEPresentCurrent
         return amps
 
-    # ---- DC: the EV's communication controller and the voltage at the gun ----------------------
-    # The SECC link (docs/secc-link.md, evse/hal/secc.py): each call takes what the UART has, the
-    # charger's lines repeat from ev_comm, which the control loop calls every 250 ms per gun.
-    def _link(self):  # type: () -> Link
-        if self._secc is None:
-            raise OSError('this board has no SECC: add "secc": {"uart": <index>} and that UART to the board file '
-                          "(docs/secc-link.md)")
-        return self._secc
-
+    # ---- DC: the EV's communication controller and the voltage at the gun (evse/hal/mcu_dc.py) --
     def ev_comm(self, gun, ev):  # type: (int, object) -> bool
-        i = self._index(gun)
-        link = self._link()
-        now = time.ticks_ms()
-        link.poll(now)
-        link.repeat(now)
-        return link.ev(i, ev, now)
+        from evse.hal import mcu_dc
+        return mcu_dc.ev_comm(self, gun, ev)
 
     def ev_report(self, gun, state, isolation):  # type: (int, str, str | None) -> None
-        i = self._index(gun)
-        self._link().tell(i, state, isolation, time.ticks_ms())
+        from evse.hal import mcu_dc
+        mcu_dc.ev_report(self, gun, state, isolation)
 
     def dc_voltage(self, gun):  # type: (int) -> float
-        # An isolated measurement of the cable side of the DC contactors: ADC mV to volts by the
-        # board file's v_per_mv and offset_mv.
-        i = self._index(gun)
-        dc_v = self._dc_v[i]
-        if dc_v is None:
-            raise OSError('gun %d has no "dc_v" in the board file: the voltage at the gun needs its input '
-                          "(docs/secc-link.md)" % gun)
-        volts = (self._dc_v_mv(dc_v[0]) - dc_v[2]) * dc_v[1]
-        if volts < 0:
-            volts = 0.0
-        if self._secc is not None:
-            self._secc.present_v[i] = volts   # EVSEPresentVoltage
-        return volts
+        from evse.hal import mcu_dc
+        return mcu_dc.dc_voltage(self, gun)
 
     def dc_power(self, gun):  # type: (int) -> float
         # What a DC gun delivers: the voltage at the gun times its current, which the gun's "ct"
@@ -535,31 +499,8 @@ class McuHal(Base):
         return port
 
     def can(self, index):
-        """CAN bus `index`: the MCP2515 of the board file's "can" entry with that index, on
-        machine.SPI `spi` (mode 0, _CAN_SPI_HZ) and the chip select `cs`, reset and started at
-        `bitrate` (125 kbit/s unless given) from its `crystal_hz`. The same bus on every call."""
-        bus = self._can.get(index)
-        if bus is not None:
-            return bus
-        name, cfg = self._section("can", index)
-        if cfg is None:
-            raise ValueError('board has no CAN bus %d: add it to the board\'s "can" section with index, chip '
-                             '"mcp2515", spi, sck, mosi, miso, cs, crystal_hz (see docs/virtual-board.md)' % index)
-        where = "can." + name
-        sck = self._claim(cfg, "sck", where, Pin)
-        mosi = self._claim(cfg, "mosi", where, Pin)
-        miso = self._claim(cfg, "miso", where, Pin)
-        # Chip select high (idle) before the SPI clocks anything.
-        cs = self._claim(cfg, "cs", where, lambda g: Pin(g, Pin.OUT, value=1))
-        try:
-            spi = SPI(self._need(cfg, "spi", where), baudrate=_CAN_SPI_HZ, polarity=0, phase=0,
-                      sck=sck, mosi=mosi, miso=miso)
-        except (ValueError, OSError) as e:
-            raise ValueError("board file: %s: the MCU refuses its SPI (%s); see %s" % (where, e, self.BOARD_EXAMPLE))
-        from evse.can.mcp2515 import Mcp2515
-        bus = Mcp2515(spi, cs, time.sleep_ms, self._need(cfg, "crystal_hz", where), cfg.get("bitrate", _CAN_BITRATE))
-        self._can[index] = bus
-        return bus
+        from evse.hal import mcu_dc
+        return mcu_dc.can(self, index)
 
     def deinit(self):
         self.safe()
