@@ -24,6 +24,7 @@ from evse.gun import cable_rating_a  # noqa: E402
 from evse.hal import open_board  # noqa: E402
 from evse.hal import esp32 as esp32_hal  # noqa: E402
 from evse.hal import rp2 as rp2_hal  # noqa: E402
+from evse.hal import mcu as mcu_hal  # noqa: E402
 from evse.hal import wlan as wlan_mod  # noqa: E402
 
 BOARDS = {"rp2": ROOT / "boards" / "rp2040-pico.json", "esp32": ROOT / "boards" / "esp32-devkitc.json"}
@@ -158,6 +159,29 @@ def test_one_spike_does_not_move_the_pilot_plateau(port):
 
 
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_a_5_percent_plateau_is_found_a_spike_ignored_and_a_missed_one_never_reads_as_state_f(port):
+    """DC's 5 % duty: 50 us high. Its plateau is read, a spike on a -12 V burst does not make it,
+    and bursts that catch no plateau leave the last good sample rather than -12 V (state F)."""
+    hal = open_board(load(port))
+    adc = pin(port, 1, "pilot_adc")
+    machine.adc_mv[adc] = square_wave(port, 6000, -12000, 0.05)
+    hal.set_pilot(1, 50)
+    high, low = hal.sample_pilot(1)
+    assert abs(high - 6000) <= 300 and abs(low - -12000) <= 300
+    flat = adc_mv_for_pilot(port, -12000)
+    spiked = []
+
+    def one_spike_then_low(t_us):    # the plateau hidden (an interrupt), one spike instead
+        if not spiked:
+            spiked.append(t_us)
+            return adc_mv_for_pilot(port, 9000)
+        return flat
+    machine.adc_mv[adc] = one_spike_then_low
+    high, low = hal.sample_pilot(1)
+    assert abs(high - 6000) <= 300, (high, low)   # the last good sample, not 9 V and not -12 V
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
 @pytest.mark.parametrize("duty_pm, level_mv", [(1000, 9000), (1000, 12000), (0, -12000)])
 def test_without_pwm_low_equals_high(port, duty_pm, level_mv):
     hal = open_board(load(port))
@@ -239,6 +263,18 @@ def test_esp32_current_uses_the_ct_offset_and_never_goes_negative():
     hal = open_board(load("esp32"))
     assert abs(hal.current_a(1) - 40.0) < 0.1
     assert hal.current_a(2) == 0.0
+
+
+def test_a_dc_hall_sensor_reads_both_ways_of_its_zero_and_a_dead_one_stops_the_gun():
+    board = load("rp2")
+    board["adc"]["ct_offset_mv"], board["adc"]["ct_a_per_mv"] = 1650, 0.25   # zero at mid-rail
+    channels = {2: 2050, 3: 1650}
+    machine.adc_mv[28] = rp2_mux(channels)
+    hal = open_board(board)
+    assert abs(hal.current_a(1) - 100.0) < 0.5 and abs(hal.current_a(2)) < 0.5
+    for dead_mv in (0, 700):   # its supply or its wire gone: far below its zero
+        channels[2] = dead_mv
+        assert hal.current_a(1) == mcu_hal.SENSOR_FAULT_A
 
 
 def test_esp32_temperature_reads_the_previous_conversion_without_blocking():

@@ -265,6 +265,8 @@ def test_the_ev_goes_silent_a_second_after_its_last_good_line():
     assert link.ev(1, ev, 999) and ev.phase == "precharge" and ev.soc == 55.5
     assert not link.ev(1, ev, 1000) and not ev.talking and ev.phase is None
     assert not link.ev(0, ev, 0)   # a gun the SECC never spoke of
+    # Forgotten once silent: days later the port's tick difference wraps, which must not revive it.
+    assert link.heard_ms[1] is None and link.phase[1] == 0
 
 
 @given(st.sampled_from(model.STATES), st.sampled_from([None, "valid", "warning", "fault"]),

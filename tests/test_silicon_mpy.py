@@ -406,7 +406,7 @@ s = hal.sample_pilot(1)
 out['five'] = (s[0], s[1], reads[0])
 """)
     assert len(out["kept"]) >= 5 and all(out["kept"]), out["kept"]   # a busy host leaves some trials out
-    assert out["five"][2] == 64, out["five"]   # (whether 64 reads catch a 50 us plateau on a busy host varies)
+    assert out["five"][2] in (64, 128), out["five"]   # a second burst when the first caught no plateau twice
     for high, low in out["samples"]:
         assert abs(high - 8980) < 400 and abs(low + 12000) < 400, out["samples"]
 

@@ -38,6 +38,7 @@ class DcGun(Gun):
 
     def __init__(self, number, hal, gun_board, board):
         Gun.__init__(self, number, hal, gun_board, board)
+        self.max_a = None      # guns[].max_a is the sequence's DC current: no AC rating caps its profiles
         self.max_w = int(gun_board["max_kw"] * 1000)
         self.allowed = False   # enabled and authorized: the app sets it
         self.demand_w = 0      # what the EV asks now; 0 while it does not talk

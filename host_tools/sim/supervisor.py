@@ -200,6 +200,8 @@ def dc_modules(board: dict) -> list[str]:
         modules.append("evse.imd")
     if board.get("secc"):
         modules.append("evse.hal.secc")
+    if board["hal"] != "sim" and (board.get("secc") or board.get("can") or any("dc_v" in g for g in board["guns"])):
+        modules.append("evse.hal.mcu_dc")
     return modules
 
 

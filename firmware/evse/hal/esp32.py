@@ -10,7 +10,8 @@
 #                ev_comm / ev_report, docs/secc-link.md)
 #   guns[].dc_v  {pin, v_per_mv, offset_mv}: the voltage at a DC gun, an isolated measurement into
 #                an ADC1 GPIO; volts = (mV - offset_mv) * v_per_mv
-# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN, SECC) is in evse.hal.mcu.
+# What the ports share is in evse.hal.mcu (pilot, PP, CT, contactor, RCM, watchdog, UART) and
+# evse.hal.mcu_dc (CAN, SECC, the gun voltage: loaded on a board that has them).
 # Every analog input is on ADC1 (ADC2 is unusable while WiFi runs) at 11 dB attenuation, whose
 # linear range is about 150-2450 mV: the front ends are scaled into it.
 # The pilot PWM uses LEDC; both guns run at 1 kHz and share one LEDC timer.

@@ -1,6 +1,6 @@
 # What the RP2040 and ESP32 HALs share: pilot PWM and burst sampling, PP divider and CT scaling,
-# contactor and mirror contact, RCM self-test, watchdog, RS-485 UARTs, the CAN bus's MCP2515 on
-# SPI, a DC gun's EV communication (the SECC link, evse/hal/secc.py) and voltage, gun numbers.
+# contactor and mirror contact, RCM self-test, watchdog, RS-485 UARTs, gun numbers; the DC parts
+# (the CAN bus's MCP2515 on SPI, the SECC link, a gun's voltage) through evse/hal/mcu_dc.py.
 # The pilot front end is non-inverting: PWM output high = +12 V, low = -12 V, and the ADC sees
 # pilot_mv * pilot_gain + pilot_offset_mv. The relay and RCM wiring is described at each method.
 import time
@@ -26,8 +26,7 @@ _DUTY_FULL_PM = const(1000)
 # plateau: one spike or edge read is ignored.
 _BURST = const(64)
 _STEP_US = const(18)
-_DIGITAL_PM = const(60)   # a duty this short (5 %: digital communication) has a plateau of a read or two
-_DIGITAL_BURSTS = const(3)   # bursts at most to find it
+_DIGITAL_PM = const(60)   # a duty this short (5 %: digital communication) has a plateau of two or three reads
 _MISSED_MV = const(-9000)    # a high plateau this low is none the burst saw (-12 V is the low one)
 _STEADY_READS = const(8)  # no PWM: the level is steady, average a few reads
 _SETTLE_US = const(2000)  # two 1 kHz periods: a new duty is on the pin by then
@@ -44,6 +43,8 @@ _RCD_FAILED = const(4)
 # A broken, shorted or missing temperature sensor reads as this, above every derate step and
 # stop level, so the gun stops (fail safe) and the console shows an impossible temperature.
 SENSOR_FAULT_C = 200.0
+SENSOR_FAULT_A = 9999.0   # a current sensor that reads as dead (current_a)
+_HALL_MV = const(1000)    # a current sensor whose zero is at least this high is a bidirectional Hall sensor
 
 
 def divider_ohms(mv, vref_mv, pullup_ohm):  # type: (int, int, int) -> int
@@ -117,6 +118,7 @@ class McuHal(Base):
         self._buf = array("H", [0] * _BURST)  # the one pilot sample buffer, reused by every burst
         self._sample = array("i", [0, 0])    # what sample_pilot hands back: high, low plateau (mV)
         self._lo = 0                         # the last burst's low plateau reading
+        self._last = [None] * self.guns  # type: list  # per gun: its last good 5 % sample (high, low mV)
         self._used = {}  # type: dict  # GPIO -> the board file key that claimed it
         # The pilot front end must put +12 V and -12 V inside the ADC's range, or A-F blur.
         for level_mv in (12000, -12000):
@@ -288,23 +290,29 @@ class McuHal(Base):
             out[1] = mv
             return out
         # A 5 % duty (digital communication, DC) is 50 us high: two or three of the burst's
-        # 18 us steps, one of them maybe on an edge, and an interrupt at the wrong moment takes
-        # them all. There the highest read is the plateau, and a burst whose highest read is
-        # still at -12 V (no EV state puts the plateau there) missed it: up to
-        # _DIGITAL_BURSTS are taken.
-        digital = duty <= _DIGITAL_PM
-        for attempt in range(_DIGITAL_BURSTS if digital else 1):
-            hi = self._burst(adc, read, not digital)
-            if not digital or self._pilot_mv(hi) > _MISSED_MV:
-                break
+        # 18 us steps, and an interrupt at the wrong moment takes them. The second highest read
+        # is still the plateau (one spike ignored); where it is at -12 V (no EV state puts the
+        # plateau there) fewer than two reads caught the plateau: one more burst, and if that
+        # misses too the gun's last sample stands (a tick old) rather than a false state F.
+        hi = self._burst(adc, read)
+        if duty <= _DIGITAL_PM and self._pilot_mv(hi) <= _MISSED_MV:
+            hi = self._burst(adc, read)
+            if self._pilot_mv(hi) <= _MISSED_MV and self._last[i] is not None:
+                return self._last[i]
         out = self._sample
         out[0] = self._pilot_mv(hi)
         out[1] = self._pilot_mv(self._lo)
+        if duty <= _DIGITAL_PM:
+            last = self._last[i]
+            if last is None:
+                last = self._last[i] = array("i", [0, 0])
+            last[0] = out[0]
+            last[1] = out[1]
         return out
 
-    def _burst(self, adc, read, second):  # type: (ADC, Callable[[ADC], int], bool) -> int
-        """One paced burst of _BURST reads: the high plateau's reading (the 2nd highest read if
-        `second`, else the highest); the low one's (the 2nd lowest) into self._lo."""
+    def _burst(self, adc, read):  # type: (ADC, Callable[[ADC], int]) -> int
+        """One paced burst of _BURST reads: the high plateau's reading (the 2nd highest read);
+        the low one's (the 2nd lowest) into self._lo."""
         # Paced burst: each read is due _STEP_US after the one before was due, or after it was
         # taken if it came late. An interrupt or a flash erase that holds the CPU mid-burst then
         # leaves the remaining reads spread over their 18 us steps; paced from the burst's start
@@ -335,7 +343,7 @@ class McuHal(Base):
             elif v < lo2:
                 lo2 = v
         self._lo = lo2
-        return hi2 if second else hi1
+        return hi2
 
     def pilot_adc_mv(self, gun):  # type: (int) -> int
         i = self._index(gun)
@@ -357,9 +365,15 @@ class McuHal(Base):
 
     def current_a(self, gun):  # type: (int) -> float
         # The CT front end outputs ct_offset_mv plus a DC level proportional to the highest
-        # phase's RMS current (an offset keeps zero current inside the ADC's linear range).
+        # phase's RMS current (an offset keeps zero current inside the ADC's linear range); on a
+        # DC board a Hall sensor on the cable, its zero at mid-rail (ct_offset_mv >= _HALL_MV).
+        # Such a sensor read far below its zero has lost its supply or its wire: it reads as
+        # SENSOR_FAULT_A, above every current limit, so the gun stops (fail safe), not as 0 A.
         i = self._index(gun)
-        amps = (self._ct_mv(i) - self._ct_offset_mv) * self._ct_a_per_mv
+        mv = self._ct_mv(i)
+        if self._ct_offset_mv >= _HALL_MV and mv < self._ct_offset_mv // 2:
+            return SENSOR_FAULT_A
+        amps = (mv - self._ct_offset_mv) * self._ct_a_per_mv
         if amps < 0:
             amps = 0.0
         if self._secc is not None:

@@ -12,7 +12,8 @@
 #                ev_comm / ev_report, docs/secc-link.md)
 #   guns[].dc_v  {pin | mux, v_per_mv, offset_mv}: the voltage at a DC gun, an isolated measurement
 #                into an ADC GPIO (pin) or a CD4051 channel (mux); volts = (mV - offset_mv) * v_per_mv
-# What the ports share (pilot, PP, CT, contactor, RCM, watchdog, UART, CAN, SECC) is in evse.hal.mcu.
+# What the ports share is in evse.hal.mcu (pilot, PP, CT, contactor, RCM, watchdog, UART) and
+# evse.hal.mcu_dc (CAN, SECC, the gun voltage: loaded on a board that has them).
 # GP2 and GP3 are the A and B outputs of PWM slice 1: they share its 1 kHz frequency, each
 # has its own duty.
 #

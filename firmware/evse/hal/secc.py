@@ -278,7 +278,11 @@ class Link:
             self._slot_len[i] = 0
         heard = self.heard_ms[i]
         phase = self.phase[i]
-        if heard is None or phase == 0 or ticks_diff(now_ms, heard) >= SILENT_MS:
+        if heard is not None and ticks_diff(now_ms, heard) >= SILENT_MS:
+            # Silent: forgotten, since days later the tick difference wraps and must not revive it.
+            heard = self.heard_ms[i] = None
+            self.phase[i] = 0
+        if heard is None or phase == 0:
             ev.talking = False
             ev.phase = None
             return False
