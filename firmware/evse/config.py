@@ -175,7 +175,11 @@ def check_board(board):
         except ValueError as e:
             raise ConfigError("board %s" % e)
     if dc and board["hal"] != "sim" and board["cabinet"].get("can"):
-        _check_dc_mcu(board)
+        from evse.hal import secc   # its SECC link and gun voltages: checked where they are read
+        try:
+            secc.check_board(board)
+        except ValueError as e:
+            raise ConfigError(str(e))
     if "grid_meter" in board and dc:
         raise ConfigError("board grid_meter: a DC board's cabinet shares the site limit alone; a grid meter "
                           "is for AC boards")
@@ -269,40 +273,6 @@ def _check_lines(board):
         if other != where:
             raise ConfigError("board %s: address %r on UART %d is %s's too: give each device on a line its own "
                               "address" % (where, entry.get("address"), uart, other))
-
-
-def _check_dc_mcu(board):
-    """An MCU board's DC parts the sequence reads every sense: the SECC link on a UART of its own
-    (no RS-485 driver) and each gun's voltage input (docs/secc-link.md)."""
-    secc = board.get("secc")
-    uarts = board.get("uart") or {}
-    index = secc.get("uart") if isinstance(secc, dict) else None
-    line = [u for u in uarts.values() if isinstance(u, dict) and u.get("index") == index]
-    if not isinstance(index, int) or isinstance(index, bool) or not line:
-        raise ConfigError('board secc: a DC board on an MCU needs "secc": {"uart": <index>} naming an entry of '
-                          'its "uart" section (the EVs\' communication controller, docs/secc-link.md), not %r' % (secc,))
-    if "de" in line[0]:
-        raise ConfigError("board secc: UART %d has an RS-485 driver (de): the SECC link is a UART of its own" % index)
-    taken = set()
-    for gun in board["guns"]:
-        for key in ("pp_mux", "ct_mux", "ntc_mux"):
-            taken.add((gun.get("pins") or {}).get(key))
-    for i, gun in enumerate(board["guns"]):
-        dc_v = gun.get("dc_v")
-        where = "board guns[%d].dc_v" % i
-        if not isinstance(dc_v, dict):
-            raise ConfigError('%s: a DC gun on an MCU needs its voltage input: {"pin" or "mux": .., "v_per_mv": .., '
-                              '"offset_mv": ..}, not %r' % (where, dc_v))
-        v = dc_v.get("v_per_mv")
-        if not _is_number(v) or v <= 0 or not _is_number(dc_v.get("offset_mv", 0)):
-            raise ConfigError("%s: v_per_mv must be a number above 0 and offset_mv a number, not %r" % (where, dc_v))
-        source = dc_v.get("mux", dc_v.get("pin"))
-        if not isinstance(source, int) or isinstance(source, bool):
-            raise ConfigError("%s: give the ADC GPIO (pin) or the multiplexer channel (mux) as a number" % where)
-        if "mux" in dc_v:
-            if source in taken:
-                raise ConfigError("%s: multiplexer channel %d is another input's" % (where, source))
-            taken.add(source)
 
 
 def _check_cabinet(cab):

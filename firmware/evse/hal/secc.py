@@ -339,3 +339,41 @@ class Link:
     def stats(self):
         return {"accepted": self.accepted, "rejected": self.rejected, "skipped": self.skipped,
                 "ignored": self.ignored, "sent": self.sent}
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_board(board):
+    """An MCU DC board file's SECC link on a UART of its own (no RS-485 driver) and each gun's
+    voltage input (evse.config calls it); ValueError naming the key."""
+    secc = board.get("secc")
+    uarts = board.get("uart") or {}
+    index = secc.get("uart") if isinstance(secc, dict) else None
+    line = [u for u in uarts.values() if isinstance(u, dict) and u.get("index") == index]
+    if not isinstance(index, int) or isinstance(index, bool) or not line:
+        raise ValueError('board secc: a DC board on an MCU needs "secc": {"uart": <index>} naming an entry of '
+                         'its "uart" section (the EVs\' communication controller, docs/secc-link.md), not %r' % (secc,))
+    if "de" in line[0]:
+        raise ValueError("board secc: UART %d has an RS-485 driver (de): the SECC link is a UART of its own" % index)
+    taken = set()
+    for gun in board["guns"]:
+        for key in ("pp_mux", "ct_mux", "ntc_mux"):
+            taken.add((gun.get("pins") or {}).get(key))
+    for i, gun in enumerate(board["guns"]):
+        dc_v = gun.get("dc_v")
+        where = "board guns[%d].dc_v" % i
+        if not isinstance(dc_v, dict):
+            raise ValueError('%s: a DC gun on an MCU needs its voltage input: {"pin" or "mux": .., "v_per_mv": .., '
+                             '"offset_mv": ..}, not %r' % (where, dc_v))
+        v = dc_v.get("v_per_mv")
+        if not _is_number(v) or not v > 0 or not _is_number(dc_v.get("offset_mv", 0)):  # type: ignore[operator]
+            raise ValueError("%s: v_per_mv must be a number above 0 and offset_mv a number, not %r" % (where, dc_v))
+        source = dc_v.get("mux", dc_v.get("pin"))
+        if not isinstance(source, int) or isinstance(source, bool):
+            raise ValueError("%s: give the ADC GPIO (pin) or the multiplexer channel (mux) as a number" % where)
+        if "mux" in dc_v:
+            if source in taken:
+                raise ValueError("%s: multiplexer channel %d is another input's" % (where, source))
+            taken.add(source)
