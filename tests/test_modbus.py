@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evse import modbus
+from evse import matrix, modbus
 from evse.modbus import ExceptionResponse, FrameError, ModbusError, Timeout
 from host_tools.sim.modbus import crc16 as reference_crc16
 from host_tools.sim.modbus import seal
@@ -66,13 +66,13 @@ def test_coil_and_input_frames_are_the_application_protocols_own_examples():
     assert modbus.response_length(request) == len(coils)
     assert modbus.check_response(request, coils) == 3
     # "The status of outputs 27-20 is shown as the byte value CD hex, or binary 1100 1101."
-    assert [modbus.bit(coils[3:], i) for i in range(8)] == [1, 0, 1, 1, 0, 0, 1, 1]
+    assert [matrix.bit(coils[3:], i) for i in range(8)] == [1, 0, 1, 1, 0, 0, 1, 1]
     inputs = seal(H("01 02 03 AC DB 35"))
     assert modbus.check_response(modbus.read_request(1, modbus.READ_DISCRETE, 0x00C4, 22), inputs) == 3
-    assert [modbus.bit(inputs[3:], i) for i in range(16, 22)] == [1, 0, 1, 0, 1, 1]   # 35 hex: 0011 0101
+    assert [matrix.bit(inputs[3:], i) for i in range(16, 22)] == [1, 0, 1, 0, 1, 1]   # 35 hex: 0011 0101
     # 6.11: coils 20-29 set to CD 01.
     bits = [1, 0, 1, 1, 0, 0, 1, 1, 1, 0]
-    write = modbus.write_coils_request(1, 0x0013, bits)
+    write = matrix.write_coils_request(1, 0x0013, bits)
     assert bytes(write) == seal(H("01 0F 00 13 00 0A 02 CD 01"))
     assert modbus.check_response(write, seal(H("01 0F 00 13 00 0A"))) == 0
     with pytest.raises(FrameError, match="echo"):
@@ -86,14 +86,14 @@ def test_any_valid_bit_answer_round_trips(slave, function, count, data):
     packed = data.draw(st.binary(min_size=(count + 7) // 8, max_size=(count + 7) // 8))
     frame = seal(bytes((slave, function, len(packed))) + packed)
     assert modbus.check_response(request, frame) == 3
-    assert [modbus.bit(frame[3:], i) for i in range(count)] == [(packed[i // 8] >> (i % 8)) & 1 for i in range(count)]
+    assert [matrix.bit(frame[3:], i) for i in range(count)] == [(packed[i // 8] >> (i % 8)) & 1 for i in range(count)]
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=64))
 def test_a_coil_write_carries_every_bit_in_order(bits):
-    frame = modbus.write_coils_request(7, 0x0100, bits)
+    frame = matrix.write_coils_request(7, 0x0100, bits)
     assert frame[6] == (len(bits) + 7) // 8 and len(frame) == 9 + frame[6]
-    assert [modbus.bit(frame[7:-2], i) == 1 for i in range(len(bits))] == bits
+    assert [matrix.bit(frame[7:-2], i) == 1 for i in range(len(bits))] == bits
 
 
 reads = st.tuples(st.integers(1, 247), st.sampled_from([0x03, 0x04]), st.integers(0, 0xFF80), st.integers(1, 125))

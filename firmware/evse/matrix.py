@@ -16,6 +16,7 @@
 # open and nothing closes before that write is confirmed: what a controller that rebooted left
 # closed opens first. The HAL's safe() opens every coil (all_open), after the guns' contactors.
 import asyncio
+import struct
 import time
 
 from micropython import const
@@ -26,6 +27,23 @@ MODELS = {"waveshare_io8": 8}   # model -> its outputs (and inputs)
 POLL_MS = const(100)
 LOST_MS = const(1000)    # no answer from a device for this long: its contacts are unknown
 _ANSWER_MS = const(30)   # a write's 8-byte echo at 9600 baud (9 ms) after the device's turnaround
+
+
+def write_coils_request(slave, address, bits):
+    """The request that sets coils from `address` to `bits` (each true or false) (0x0F)."""
+    count = modbus.check_write(slave, address, len(bits), modbus.MAX_WRITE_BITS, "coil")
+    size = (count + 7) // 8
+    frame = bytearray(9 + size)
+    struct.pack_into(">BBHHB", frame, 0, slave, modbus.WRITE_COILS, address, count, size)
+    for i in range(count):
+        if bits[i]:
+            frame[7 + i // 8] |= 1 << (i % 8)   # the first coil in the lowest bit (6.11)
+    return modbus.seal(frame)
+
+
+def bit(data, i):
+    """Bit i of a coil or discrete input read's data (the first in the lowest bit of byte 0)."""
+    return (data[i // 8] >> (i % 8)) & 1
 
 
 def check(entry, modules, dispensers):
@@ -144,7 +162,7 @@ class Matrix:
                 if want != self.written[j]:
                     self.written[j] = None   # a write that fails may or may not have arrived
                     self.fresh[j] = False
-                    await self.master.write_coils(self.addresses[j], 0, want)
+                    await self.master.transact(write_coils_request(self.addresses[j], 0, want))
                     self.written[j] = want
                 data = await self.master.read(self._reads[j])
             except modbus.ModbusError as e:
@@ -157,7 +175,7 @@ class Matrix:
                              % (self.addresses[j], e))
                 continue
             for i in range(per):
-                self.inputs[j * per + i] = modbus.bit(data, i) == 1
+                self.inputs[j * per + i] = bit(data, i) == 1
             self.fresh[j] = self.written[j] is not None
             self.seen_ms[j] = self.clock()
             if self.lost[j]:
@@ -170,7 +188,7 @@ class Matrix:
         stream = self.master.stream
         off = [False] * self.per
         for a in self.addresses:
-            stream.write(modbus.write_coils_request(a, 0, off))
+            stream.write(write_coils_request(a, 0, off))
             time.sleep_ms(_ANSWER_MS)   # its answer passes before the next frame goes out
 
     async def run(self):

@@ -93,7 +93,7 @@ def crc16(buf, end=-1):
     return crc
 
 
-def _seal(frame):
+def seal(frame):
     crc = crc16(frame, len(frame) - 2)
     frame[-2] = crc & 0xFF
     frame[-1] = crc >> 8
@@ -120,10 +120,10 @@ def read_request(slave, function, address, count):
         raise ValueError("Modbus register address %r (+%d) is outside 0..0xFFFF" % (address, count))
     frame = bytearray(8)
     struct.pack_into(">BBHH", frame, 0, slave, function, address, count)
-    return _seal(frame)
+    return seal(frame)
 
 
-def _check_write(slave, address, count, most, what):
+def check_write(slave, address, count, most, what):
     check_slave(slave)
     if not 1 <= count <= most:
         raise ValueError("Modbus write of %d %ss: allowed 1..%d" % (count, what, most))
@@ -134,7 +134,7 @@ def _check_write(slave, address, count, most, what):
 
 def write_request(slave, address, values):
     """The request that writes `values` (16-bit each) to holding registers from `address` (0x10)."""
-    count = _check_write(slave, address, len(values), MAX_WRITE, "register")
+    count = check_write(slave, address, len(values), MAX_WRITE, "register")
     frame = bytearray(9 + 2 * count)
     struct.pack_into(">BBHHB", frame, 0, slave, WRITE_MULTIPLE, address, count, 2 * count)
     for i in range(count):
@@ -142,24 +142,7 @@ def write_request(slave, address, values):
         if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
             raise ValueError("Modbus register value %r at 0x%04x is not 0..0xFFFF" % (value, address + i))
         struct.pack_into(">H", frame, 7 + 2 * i, value)
-    return _seal(frame)
-
-
-def write_coils_request(slave, address, bits):
-    """The request that sets coils from `address` to `bits` (each true or false) (0x0F)."""
-    count = _check_write(slave, address, len(bits), MAX_WRITE_BITS, "coil")
-    size = (count + 7) // 8
-    frame = bytearray(9 + size)
-    struct.pack_into(">BBHHB", frame, 0, slave, WRITE_COILS, address, count, size)
-    for i in range(count):
-        if bits[i]:
-            frame[7 + i // 8] |= 1 << (i % 8)   # the first coil in the lowest bit (6.11)
-    return _seal(frame)
-
-
-def bit(data, i):
-    """Bit i of a coil or discrete input read's data (the first in the lowest bit of byte 0)."""
-    return (data[i // 8] >> (i % 8)) & 1
+    return seal(frame)
 
 
 def response_length(request):
@@ -279,12 +262,8 @@ class Master:
         """Write holding registers (0x10); returns once the slave has confirmed."""
         await self.transact(write_request(slave, address, values))
 
-    async def write_coils(self, slave, address, bits):
-        """Set coils (0x0F); returns once the slave has confirmed."""
-        await self.transact(write_coils_request(slave, address, bits))
-
     async def read(self, request, into=None):
-        """The registers (or bits, packed as the slave sends them: `bit` reads them) that
+        """The registers (or bits, packed as the slave sends them: evse.matrix.bit reads them) that
         `request` (a read_request frame, which a driver polling the same registers builds once)
         returns, as bytes; into: a buffer to fill instead."""
         n = await self.transact(request)

@@ -27,7 +27,6 @@ _DUTY_FULL_PM = const(1000)
 _BURST = const(64)
 _STEP_US = const(18)
 _DIGITAL_PM = const(60)   # a duty this short (5 %: digital communication) has a plateau of two or three reads
-_MISSED_MV = const(-9000)    # a high plateau this low is none the burst saw (-12 V is the low one)
 _STEADY_READS = const(8)  # no PWM: the level is steady, average a few reads
 _SETTLE_US = const(2000)  # two 1 kHz periods: a new duty is on the pin by then
 _AVG_READS = const(16)  # PP, CT, NTC: slow signals, averaged
@@ -118,7 +117,7 @@ class McuHal(Base):
         self._buf = array("H", [0] * _BURST)  # the one pilot sample buffer, reused by every burst
         self._sample = array("i", [0, 0])    # what sample_pilot hands back: high, low plateau (mV)
         self._lo = 0                         # the last burst's low plateau reading
-        self._last = [None] * self.guns  # type: list  # per gun: its last good 5 % sample (high, low mV)
+        self._last = [None] * self.guns  # type: list  # per gun: its last good 5 % sample (mcu_dc)
         self._used = {}  # type: dict  # GPIO -> the board file key that claimed it
         # The pilot front end must put +12 V and -12 V inside the ADC's range, or A-F blur.
         for level_mv in (12000, -12000):
@@ -289,25 +288,13 @@ class McuHal(Base):
             out[0] = mv
             out[1] = mv
             return out
-        # A 5 % duty (digital communication, DC) is 50 us high: two or three of the burst's
-        # 18 us steps, and an interrupt at the wrong moment takes them. The second highest read
-        # is still the plateau (one spike ignored); where it is at -12 V (no EV state puts the
-        # plateau there) fewer than two reads caught the plateau: one more burst, and if that
-        # misses too the gun's last sample stands (a tick old) rather than a false state F.
+        if duty <= _DIGITAL_PM:   # 5 %: a DC gun's (evse/hal/mcu_dc.py)
+            from evse.hal import mcu_dc
+            return mcu_dc.sample_digital(self, i, adc, read)
         hi = self._burst(adc, read)
-        if duty <= _DIGITAL_PM and self._pilot_mv(hi) <= _MISSED_MV:
-            hi = self._burst(adc, read)
-            if self._pilot_mv(hi) <= _MISSED_MV and self._last[i] is not None:
-                return self._last[i]
         out = self._sample
         out[0] = self._pilot_mv(hi)
         out[1] = self._pilot_mv(self._lo)
-        if duty <= _DIGITAL_PM:
-            last = self._last[i]
-            if last is None:
-                last = self._last[i] = array("i", [0, 0])
-            last[0] = out[0]
-            last[1] = out[1]
         return out
 
     def _burst(self, adc, read):  # type: (ADC, Callable[[ADC], int]) -> int

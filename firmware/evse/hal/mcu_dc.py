@@ -3,12 +3,17 @@
 # evse/hal/secc.py) and the voltage at each gun. Functions of the HAL (`hal`, an McuHal), so an AC
 # board's heap holds none of their code.
 import time
+from array import array
 
 from machine import SPI, Pin
 from micropython import const
 
 TYPE_CHECKING = const(0)   # mypy takes this name as true
 if TYPE_CHECKING:
+    from typing import Callable
+
+    from machine import ADC
+
     from evse.can.mcp2515 import Mcp2515
     from evse.hal.mcu import McuHal
     from evse.hal.secc import Link
@@ -16,7 +21,30 @@ if TYPE_CHECKING:
 _CAN_SPI_HZ = const(10000000)  # the MCP2515's fastest SCK (DS20001801 section 12)
 _CAN_BITRATE = const(125000)   # the power modules' CAN bitrate
 _SECC_BAUD = const(115200)     # docs/secc-link.md: the SECC link's default speed
-_SECC_RXBUF = const(1024)      # the UART's receive buffer: a poll every 250 ms takes ~300 bytes of two guns
+_SECC_RXBUF = const(1024)
+_MISSED_MV = const(-9000)      # a high plateau this low is none the burst saw (-12 V is the low one)      # the UART's receive buffer: a poll every 250 ms takes ~300 bytes of two guns
+
+
+def sample_digital(hal, i, adc, read):  # type: (McuHal, int, ADC, Callable[[ADC], int]) -> array
+    # A 5 % duty (digital communication) is 50 us high: two or three of the burst's 18 us steps,
+    # and an interrupt at the wrong moment takes them. The second highest read is still the
+    # plateau (one spike ignored); where it is at -12 V (no EV state puts the plateau there)
+    # fewer than two reads caught the plateau: one more burst, and if that misses too the gun's
+    # last sample stands (a tick old) rather than a false state F.
+    hi = hal._burst(adc, read)
+    if hal._pilot_mv(hi) <= _MISSED_MV:
+        hi = hal._burst(adc, read)
+        if hal._pilot_mv(hi) <= _MISSED_MV and hal._last[i] is not None:
+            return hal._last[i]
+    out = hal._sample
+    out[0] = hal._pilot_mv(hi)
+    out[1] = hal._pilot_mv(hal._lo)
+    last = hal._last[i]
+    if last is None:
+        last = hal._last[i] = array("i", [0, 0])
+    last[0] = out[0]
+    last[1] = out[1]
+    return out
 
 
 def claim(hal):  # type: (McuHal) -> None
