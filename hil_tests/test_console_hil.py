@@ -262,6 +262,14 @@ def test_ctrl_c_at_the_repl_never_resets_the_board_and_mpremote_always_gets_in(r
     try:
         dut.read_until(b"maintenance mode", 15)
         dut.read_until(b">>> ", 10)
+        # The rain starts once the console has been quiet for 1.5 s: a board process still
+        # starting (its CPython host's imports) would take a Ctrl-C as its own KeyboardInterrupt.
+        quiet_until = time.monotonic() + 1.5
+        while time.monotonic() < quiet_until:
+            chunk = dut.ser.read(4096)
+            if chunk:
+                dut.seen += chunk
+                quiet_until = time.monotonic() + 1.5
         # The boot's last pilot change may reach the rig after the prompt (an MCU board's PWM is
         # sampled): the pilots at rest first, so any duty event after t is a reset's.
         rig.wait_for(lambda guns: all(g["duty"] == 0 for g in guns), 10, what="the pilots at rest in maintenance mode")
