@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 _CAN_SPI_HZ = const(10000000)  # the MCP2515's fastest SCK (DS20001801 section 12)
 _CAN_BITRATE = const(125000)   # the power modules' CAN bitrate
 _SECC_BAUD = const(115200)     # docs/secc-link.md: the SECC link's default speed
-_SECC_RXBUF = const(1024)
-_MISSED_MV = const(-9000)      # a high plateau this low is none the burst saw (-12 V is the low one)      # the UART's receive buffer: a poll every 250 ms takes ~300 bytes of two guns
+_SECC_RXBUF = const(1024)      # the UART's receive buffer: a poll every 250 ms takes ~300 bytes of two guns
+_MISSED_MV = const(-9000)      # a high plateau this low is none the burst saw (-12 V is the low one)
 
 
 def sample_digital(hal, i, adc, read):  # type: (McuHal, int, ADC, Callable[[ADC], int]) -> array
