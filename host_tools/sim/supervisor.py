@@ -183,6 +183,19 @@ def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (
     return int(silicon_bytes), int(code_bytes)
 
 
+def boot_modules(board: dict) -> list[str]:
+    """What main.py imports on an MCU board: the update check, the app and its port's HAL, the
+    meters' reader when a gun has a meter, on a board with a network the charge point (its
+    config may name a central system at any time: counted, never hidden), and a DC board's
+    parts."""
+    modules = ["evse.ocpp.fw", "evse.app", "evse.hal." + board["hal"]]
+    if any("meter" in gun for gun in board["guns"]):
+        modules.append("evse.metering")
+    if board.get("network", {}).get("kind", "none") != "none":
+        modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
+    return modules + dc_modules(board)
+
+
 def dc_modules(board: dict) -> list[str]:
     """What the app imports at boot on a DC board: the cabinet, the sequence and what drives
     the modules, the matrix, the insulation monitors and the SECC link."""
@@ -358,25 +371,19 @@ class VirtualBoard:
         else:
             shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             compile_to_mpy(stage / "evse")
-        if self.heap_arg is None and self.mcu and self.board["hardware"].get("virtual_heap", "measured") == "measured":
-            # What main.py imports on this board: the update check, the app and its port's HAL,
-            # the meters' reader when a gun has a meter, and on a board with a network the charge
-            # point (its config may name a central system at any time: counted, never hidden).
-            modules = ["evse.ocpp.fw", "evse.app", "evse.hal." + self.board["hal"]]
-            if any("meter" in gun for gun in self.board["guns"]):
-                modules.append("evse.metering")
-            if self.board.get("network", {}).get("kind", "none") != "none":
-                modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
-            modules += dc_modules(self.board)
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(modules), self.mcu,
-                                                                self.romfs_seed, self._wlan())
-            heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
-                                    CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64)
+        if self.heap_arg is None and self.mcu:
+            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(boot_modules(self.board)),
+                                                                self.mcu, self.romfs_seed, self._wlan())
+            if self.board["hardware"].get("virtual_heap", "measured") == "measured":
+                heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
+                                        CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64)
+            else:
+                # A board whose firmware does not fit its real heap yet (hardware.virtual_heap
+                # "upper-bound", docs/boards.md): twice its heap, and the code on top.
+                heap = 2 * self.board.get("heap_kb", 192) * 1024 + self.silicon_heap + self.code_heap
             self.heap = "%dK" % ((heap + 1023) // 1024)
         elif self.heap_arg is None:
-            # A sim board, or an MCU board whose firmware does not fit its real heap yet
-            # (hardware.virtual_heap "upper-bound", docs/boards.md): twice its heap, and the code
-            # on top.
+            # A sim board: twice its heap, and every module's code on top.
             self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu, romfs=self.romfs_seed,
                                                                 wlan=self._wlan())
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
