@@ -213,11 +213,14 @@ class Journal:
     def has_stop(self, tx_id):
         """Whether a StopTransaction of transaction `tx_id` (its local id or the real one it got)
         waits in the journal."""
-        real = self._maps.get(tx_id, tx_id)
+        maps = self._maps
+        real = maps.get(tx_id, tx_id)
         ix, kind = self._ix, self._kind
         for i in range(self._head, self._n):
-            if kind[i] == _STOP and ix[i >> _SHIFT][((i & _MASK) << 1) + 1] == real:
-                return True
+            if kind[i] == _STOP:
+                tx = ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
+                if maps.get(tx, tx) == real:
+                    return True
         return False
 
     def sync(self):
@@ -238,7 +241,10 @@ class Journal:
         return self._ix[i >> _SHIFT][(i & _MASK) << 1]
 
     def _tx(self, i):
-        return self._ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
+        # A slot keeps the id its message was queued under; a local one a StartTransaction's
+        # confirmation mapped reads as the real one.
+        tx = self._ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
+        return self._maps.get(tx, tx)
 
     def _add(self, seq, tx, kind):
         if self._n == len(self._kind):
@@ -306,22 +312,20 @@ class Journal:
         self._head = 0
 
     def _map(self, local, real):
+        # Not written into the slots: over a journal of 1,000 messages that loop was the
+        # longest step of a replay (0.7 ms here, 80-220 ms on an RP2040). _tx reads through it.
         self._maps[local] = real
-        ix = self._ix
-        for i in range(self._head, self._n):
-            block, k = ix[i >> _SHIFT], ((i & _MASK) << 1) + 1
-            if block[k] == local:
-                block[k] = real
 
     def _victim(self, new_kind, new_tx):
         # Slot of the message to drop for a new one; -1: the new one; None: keep everything.
         counts = {}  # transactionId -> [its MeterValues queued, slot of the second one]
         oldest = -1
-        ix, kind = self._ix, self._kind
+        ix, kind, maps = self._ix, self._kind, self._maps
         for i in range(self._head, self._n):
             k = kind[i]
             if k == _METER:
                 tx = ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
+                tx = maps.get(tx, tx)
                 c = counts.get(tx)
                 if c is None:
                     counts[tx] = [1, -1]
