@@ -259,7 +259,7 @@ async def replay(url, root):
 
     def spy(local_id, reply):
         real_tx.append(reply.get("transactionId"))
-        confirm_start(local_id, reply)
+        return confirm_start(local_id, reply)
     cp.new_tx_id_confirmed = spy
 
     t0 = time.ticks_ms()

@@ -371,13 +371,15 @@ async def replay(watch, url, root):
 
 async def compaction(watch, root):
     """Workload 2: the same journal confirmed message by message, as _send_next does, without a
-    link, in its steps (the read back from flash in one, the confirmation in another): the
-    compactions are set off by confirm()."""
+    link, in its steps (the read back from flash in one, its JSON in the next, the confirmation
+    in another): the compactions are set off by confirm()."""
     cp = charge_point(root, "ws://localhost:1/unused")
     fill_journal(cp)
     journal = cp.journal
     await watch.start()
     while True:
+        if journal.fetch():
+            await asyncio.sleep_ms(0)
         entry = journal.peek()
         if entry is None:
             break

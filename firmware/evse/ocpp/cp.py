@@ -442,7 +442,8 @@ class ChargePoint:
 
     def new_tx_id_confirmed(self, local_id, reply):
         """The StartTransaction of `local_id` is confirmed (the journal has mapped its queued
-        messages to the real id): the connector takes the id, and the card's verdict."""
+        messages to the real id): the connector takes the id, and the card's verdict. Returns
+        the idTag whose verdict the cache takes next (a flash write of its own step), or None."""
         real = reply.get("transactionId")
         info = reply.get("idTagInfo", {})
         for c in self.connectors[1:]:
@@ -456,7 +457,8 @@ class ChargePoint:
                     else:
                         c.blocked = True
                 if c.tx is not None:
-                    self.auth.remember(c.tx["tag"], info, self.clock.now())
+                    return c.tx["tag"]
+        return None
 
     # ---- meter values ----------------------------------------------------------------------------
     def meter_value(self, n, measurands, context, when_s):
@@ -787,11 +789,13 @@ class ChargePoint:
 
     async def _send_next(self):
         """Send one message if one is due; False when there is nothing to send."""
+        if self.journal.fetch():
+            await asyncio.sleep_ms(0)   # read back from flash in one step, decoded in the next
         entry = self.journal.peek()
         retry_at = self._retry_at_ms
         if entry is not None and (retry_at is None or time.ticks_diff(time.ticks_ms(), retry_at) >= 0):
             seq, action, payload, attempts = entry
-            await asyncio.sleep_ms(0)   # read back from flash in one step, framed and sent in the next
+            await asyncio.sleep_ms(0)   # decoded in one step, framed and sent in the next
             try:
                 reply = await self.call(action, payload)
             except CallError as e:
@@ -812,10 +816,16 @@ class ChargePoint:
             self._retry_at_ms = None
             local_tx = self.journal.tx_of(seq)
             self.journal.confirm(seq, reply)   # a StartTransaction's: maps its id, in one write
+            # The journal's write, the connector's and the card's cache's: a step each.
+            tag = None
             if action == "StartTransaction":
-                self.new_tx_id_confirmed(local_tx, reply)
+                await asyncio.sleep_ms(0)
+                tag = self.new_tx_id_confirmed(local_tx, reply)
             elif action == "StopTransaction" and "idTag" in payload:
-                self.auth.remember(payload["idTag"], reply.get("idTagInfo", {}), self.clock.now())
+                tag = payload["idTag"]
+            if tag is not None:
+                await asyncio.sleep_ms(0)
+                self.auth.remember(tag, reply.get("idTagInfo", {}), self.clock.now())
             await asyncio.sleep_ms(0)   # the confirmation (a flash append) and the next read: two steps
             return True
         if self.outbox:

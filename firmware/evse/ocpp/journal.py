@@ -81,6 +81,7 @@ class Journal:
         self._next_seq = 1
         self._next_local = -1
         self._peeked = None       # (seq, action, payload) of the last line read back
+        self._fetched = None      # (seq, line) read back by fetch, not decoded yet
         self._broken = False      # a write failed half-way: rewrite the file before the next one
         self._out = None          # journal.log.tmp while a compaction runs, else None
         self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice,
@@ -142,6 +143,21 @@ class Journal:
         self._maybe_compact()
         return seq
 
+    def fetch(self):
+        """Reads the oldest unconfirmed message's line from flash for the next peek, which then
+        only decodes it: the read and the JSON in two steps of the event loop. True when it
+        read; False when there is none, or it is read already."""
+        i = self._first()
+        if i < 0:
+            return False
+        seq = self._seq(i)
+        if self._peeked is not None and self._peeked[0] == seq or \
+                self._fetched is not None and self._fetched[0] == seq:
+            return False
+        line = self._read(seq)
+        self._fetched = None if line is None else (seq, line)   # none: peek says so
+        return True
+
     def peek(self):
         """(seq, action, payload, attempts) of the oldest unconfirmed message, or None."""
         i = self._first()
@@ -149,7 +165,9 @@ class Journal:
             return None
         seq = self._seq(i)
         if self._peeked is None or self._peeked[0] != seq:
-            line = self._read(seq)
+            fetched = self._fetched
+            self._fetched = None
+            line = fetched[1] if fetched is not None and fetched[0] == seq else self._read(seq)
             if line is None:  # our bug, not the user's: say so and go on with the next message
                 self.log("journal: message %d is not in %s; dropped" % (seq, self.path))
                 self._kill(i)
@@ -293,6 +311,8 @@ class Journal:
         self._tries.pop(seq, None)
         if self._peeked is not None and self._peeked[0] == seq:
             self._peeked = None
+        if self._fetched is not None and self._fetched[0] == seq:
+            self._fetched = None
         self._first()
 
     def _squeeze(self):
