@@ -122,6 +122,39 @@ def test_an_offline_transaction_gets_its_real_id_in_every_queued_message(tmp_pat
     assert other in [e[0] for e in contents(str(tmp_path))]
 
 
+def test_fetch_reads_a_message_once_and_peek_decodes_what_it_read(tmp_path):
+    j = Journal(str(tmp_path), 100)
+    local = j.new_local_tx_id()
+    s = j.append("StartTransaction", start(1), tx_id=local)
+    m = j.append("MeterValues", meter(local, 5))
+    reads = []
+    read = j._read
+    j._read = lambda seq: (reads.append(seq), read(seq))[1]
+    assert j.fetch() and reads == [s]
+    assert not j.fetch() and reads == [s]          # read already: not again
+    assert j.peek()[:3] == (s, "StartTransaction", start(1)) and reads == [s]
+    j.confirm(s, {"transactionId": 4711})
+    assert j.tx_of(m) == 4711                      # queued under the local id before: read as the real one
+    assert j.fetch() and reads == [s, m]
+    j.confirm(m)                                   # what was fetched is gone with its message
+    assert not j.fetch() and j.peek() is None and reads == [s, m]
+    n = j.append("MeterValues", meter(local, 6))   # a late one with the local id
+    assert j.fetch() and j.peek()[2] == meter(4711, 6) and j.tx_of(n) == 4711
+
+
+def test_a_queued_stop_is_found_under_the_local_id_and_the_real_one(tmp_path):
+    j = Journal(str(tmp_path), 100)
+    local = j.new_local_tx_id()
+    s = j.append("StartTransaction", start(1), tx_id=local)
+    stop_seq = j.append("StopTransaction", stop(local, 9))
+    assert j.has_stop(local) and not j.has_stop(4711)
+    j.confirm(s, {"transactionId": 4711})
+    assert j.has_stop(local) and j.has_stop(4711) and not j.has_stop(55)
+    assert Journal(str(tmp_path), 100).has_stop(4711)   # and after a restart
+    j.confirm(stop_seq)
+    assert not j.has_stop(local) and not j.has_stop(4711)
+
+
 def test_the_mapping_of_a_confirmed_start_survives_a_restart(tmp_path):
     j = Journal(str(tmp_path), 100)
     s = j.append("StartTransaction", start(1), tx_id=-3)
