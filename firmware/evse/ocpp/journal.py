@@ -65,8 +65,8 @@ class Journal:
         self.log = log
         self.path = self._settle(root)
         cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
-        # Per slot i, in block i >> _SHIFT at (i & _MASK) * 2: seq, transactionId (mappings
-        # applied; 0: none).
+        # Per slot i, in block i >> _SHIFT at (i & _MASK) * 2: seq, the transactionId it was
+        # queued under (0: none; a local one reads through _maps once its start is confirmed).
         # The last block holds only what cap needs (it grows to a whole one if ever needed).
         self._ix = [_block(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
         self._kind = bytearray(cap)
