@@ -799,6 +799,26 @@ def test_a_transaction_whose_stop_is_queued_is_not_stopped_or_resumed_again_afte
         assert json.load(f) == {}                          # and the next reboot does not see it again
 
 
+def test_a_start_confirmed_just_before_a_power_cut_gives_the_resumed_transaction_its_real_id(tmp_path):
+    """The journal wrote the StartTransaction's real id and the power went before the
+    transactions file took it: after the reboot the connector has the real id, in RAM and in
+    the file, and a stop goes out under it."""
+    gun, cp, c = _charging(tmp_path, "C")
+    local = c.tx["id"]
+    start = cp.journal.peek()
+    assert start[1] == "StartTransaction" and local < 0
+    cp.journal.append("MeterValues", {"connectorId": 1, "transactionId": local, "meterValue": []})
+    cp.journal.confirm(start[0], {"transactionId": 4711, "idTagInfo": {"status": "Accepted"}})   # the cut
+    app = FakeApp([FakeGun("C"), FakeGun("A")], None)
+    again = load(app, str(tmp_path))
+    assert again.connectors[1].tx["id"] == 4711
+    with open(os.path.join(str(tmp_path), "ocpp_tx.json")) as f:
+        assert json.load(f)["1"]["id"] == 4711
+    again.clock.set(NOW)
+    again.stop_tx(again.connectors[1], "Local")
+    assert [q[:2] for q in _queued(again)] == [("MeterValues", 4711), ("StopTransaction", 4711)]
+
+
 def test_a_power_loss_stop_bills_the_last_energy_and_time_the_session_was_told(tmp_path):
     """The estimated register lost its last minutes with the power (or a meter has not been read
     yet after the reboot): the PowerLoss stop still reports what the last MeterValues said, at

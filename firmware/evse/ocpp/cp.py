@@ -212,6 +212,7 @@ class ChargePoint:
                 c.operative = False
         txs = store.read_json(self.root + TX_FILE, {})
         ended = []
+        mapped = False
         if isinstance(txs, dict):
             for key in txs:
                 tx = txs[key]
@@ -221,6 +222,12 @@ class ChargePoint:
                     continue
                 if not (isinstance(tx, dict) and "id" in tx and c.n > 0):
                     continue
+                real = self.journal.real_id(tx["id"])
+                if real != tx["id"]:
+                    # Its StartTransaction was confirmed and the power went before this file
+                    # took the real id: the journal's line has it.
+                    tx["id"] = real
+                    mapped = True
                 if self.journal.has_stop(tx["id"]):
                     # Its stop reached the journal and the power went before the file said so:
                     # it is over, not to be stopped (PowerLoss) or resumed again; the file and
@@ -232,10 +239,10 @@ class ChargePoint:
                 # A gun's estimated register lost what grew since it was last on flash: it
                 # starts again from what this session was told, at least.
                 self.app.energy_floor(c.n, max(tx.get("meter_start", 0), tx.get("seen_wh", 0)))
-        if ended:
+        if ended or mapped:
             self._save_txs()
-            for n in ended:
-                self.profiles.remove_tx(n)
+        for n in ended:
+            self.profiles.remove_tx(n)
 
     def _save_txs(self):
         store.write_json(self.root + TX_FILE, dict((str(c.n), c.tx) for c in self.connectors if c.tx is not None))
@@ -816,15 +823,15 @@ class ChargePoint:
             self._retry_at_ms = None
             local_tx = self.journal.tx_of(seq)
             self.journal.confirm(seq, reply)   # a StartTransaction's: maps its id, in one write
-            # The journal's write, the connector's and the card's cache's: a step each.
             tag = None
             if action == "StartTransaction":
-                await asyncio.sleep_ms(0)
+                # In the same step: no other task may see the connector's local id once the
+                # journal has it mapped (a compaction may forget the mapping when it empties).
                 tag = self.new_tx_id_confirmed(local_tx, reply)
             elif action == "StopTransaction" and "idTag" in payload:
                 tag = payload["idTag"]
             if tag is not None:
-                await asyncio.sleep_ms(0)
+                await asyncio.sleep_ms(0)   # the card's cache: a flash write of its own step
                 self.auth.remember(tag, reply.get("idTagInfo", {}), self.clock.now())
             await asyncio.sleep_ms(0)   # the confirmation (a flash append) and the next read: two steps
             return True

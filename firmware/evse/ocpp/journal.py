@@ -228,6 +228,11 @@ class Journal:
         i = self._index(seq)
         return self._tx(i) if i >= 0 else None
 
+    def real_id(self, tx_id):
+        """The real transactionId a local one got from its confirmed StartTransaction (while
+        the journal holds messages, or its log the mapping); else tx_id."""
+        return self._maps.get(tx_id, tx_id)
+
     def has_stop(self, tx_id):
         """Whether a StopTransaction of transaction `tx_id` (its local id or the real one it got)
         waits in the journal."""
