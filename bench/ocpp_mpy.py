@@ -63,6 +63,12 @@ class Gun:
     def offered_a(self):
         return self.allocation_a
 
+    def ev_plugged(self):
+        return self.state[0] in "BCD"
+
+    def needs_technician(self):
+        return False
+
 
 class App:
     """The part of evse.app.App the charge point uses, with two guns in state C2. Energy counts
