@@ -8,7 +8,7 @@ import pytest
 from evse import config
 from host_tools.flash import FlashError, Flasher
 from host_tools.sim import frontend
-from host_tools.sim.supervisor import board_heap_bytes
+from host_tools.sim.supervisor import board_heap_bytes, boot_modules, read_board_file
 
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 DOC = (BOARDS.parent / "docs" / "boards.md").read_text()
@@ -176,3 +176,17 @@ def test_flash_puts_the_commissioning_files_beside_the_firmware_and_refuses_its_
     for bad, says in ((tmp_path / "main.py", "firmware's own"), (tmp_path / "none.der", "no such file")):
         with pytest.raises(FlashError, match=says):
             Flasher("/dev/null", "rp2040-pico", put=[bad])._local_files()
+
+
+@pytest.mark.parametrize("name, has, lacks", [
+    ("rp2040-pico", ["evse.app", "evse.hal.rp2"], ["evse.ocpp.cp", "evse.dc", "evse.metering"]),
+    ("rp2040-pico-w", ["evse.ocpp.cp", "evse.ocpp.ops"], ["evse.dc"]),
+    ("rp2350-pico2-w-dc2", ["evse.ocpp.cp", "evse.metering", "evse.dc", "evse.can.infy", "evse.matrix",
+                            "evse.imd", "evse.hal.secc", "evse.hal.mcu_dc"], []),
+])
+def test_the_code_a_board_is_counted_with_is_what_main_py_imports_there(name, has, lacks):
+    """The virtual board's heap counts this code, on upper-bound boards too (the Pico W): an AC
+    board does not pay for the DC modules, nor a board without a network for OCPP."""
+    modules = boot_modules(read_board_file(name)[0])
+    assert modules[:2] == ["evse.ocpp.fw", "evse.app"]
+    assert all(m in modules for m in has) and not any(m in modules for m in lacks), modules
