@@ -48,6 +48,11 @@ def status(a, tag, now=NOW):
     return None if info is None else info["status"]
 
 
+def files(root):
+    """Every file of the local list, by name: what it is on flash."""
+    return {p.name: p.read_text() for p in sorted((Path(root) / auth.LIST_DIR).iterdir())}
+
+
 @pytest.fixture
 def make(tmp_path):
     def make(**values):
@@ -122,9 +127,9 @@ def test_a_request_over_the_limits_or_malformed_fails_and_leaves_the_old_list_in
     keys = FakeKeys(SendLocalListMaxLength=3, LocalAuthListMaxLength=4)
     a = Auth(str(tmp_path), keys)
     assert a.send_local_list(full(2, ("AA", "Accepted"), ("BB", "Blocked"))) == "Accepted"
-    stored = (tmp_path / auth.LIST_FILE).read_text()
+    stored = files(tmp_path)
     assert a.send_local_list(request_) == "Failed"
-    assert (tmp_path / auth.LIST_FILE).read_text() == stored
+    assert files(tmp_path) == stored
     for b in (a, Auth(str(tmp_path), keys)):
         assert b.local_list_version() == 2
         assert status(b, "AA") == "Accepted" and status(b, "BB") == "Blocked" and status(b, "N1") is None
@@ -208,11 +213,11 @@ def test_clear_cache_empties_it_on_flash_too(tmp_path):
 
 
 def test_corrupt_files_are_kept_aside_and_authorization_starts_empty(tmp_path, capsys):
-    (tmp_path / auth.LIST_FILE).write_text("{")
+    (tmp_path / auth.OLD_LIST_FILE).write_text("{")
     (tmp_path / auth.CACHE_FILE).write_text(json.dumps({"entries": {"AA": ["Accepted", None, None, 1], "BB": ["?"]}}))
     a = Auth(str(tmp_path), FakeKeys())
     assert a.local_list_version() == 0 and status(a, "AA") == "Accepted" and status(a, "BB") is None
-    assert (tmp_path / (auth.LIST_FILE + ".bad")).exists()
+    assert (tmp_path / (auth.OLD_LIST_FILE + ".bad")).exists()
     out = capsys.readouterr().out
     assert "does not parse" in out and "BB" in out
 
@@ -381,3 +386,81 @@ def test_keys_and_auth_give_the_same_answers_under_micropython_as_under_cpython(
         outs.append(r.stdout)
     assert outs[0] == outs[1]
     assert "AuthorizationKey Accepted" in outs[0] and "00112233" not in outs[0].split("AuthorizationKey Accepted")[1]
+
+
+def test_a_power_cut_at_any_step_of_an_update_leaves_the_old_list_or_the_new_one(tmp_path):
+    # Each yield of the update is a point where the event loop runs, so where a power cut can
+    # come: the update given up there, then a boot (a new Auth on the same files).
+    keys = FakeKeys(SendLocalListMaxLength=40, LocalAuthListMaxLength=60)
+    old = [("OLD%d" % k, "Accepted") for k in range(30)]
+    change = diff(3, *[("OLD%d" % k, None) for k in range(10)], *[("NEW%d" % k, "Blocked") for k in range(20)])
+    steps_total = None
+    cut = 0
+    while steps_total is None or cut <= steps_total:
+        root = tmp_path / str(cut)
+        root.mkdir()
+        a = Auth(str(root), keys)
+        assert a.send_local_list(full(2, *old)) == "Accepted"
+        work = a.local_list_steps(change)
+        try:
+            for _ in range(cut):
+                next(work)
+        except StopIteration as e:
+            assert e.value == "Accepted"
+            steps_total = cut - 1
+        work.close()
+        b = Auth(str(root), keys)
+        got = {tag: entry[0] for tag, entry in b.list_entries().items()}
+        if b.local_list_version() == 2:
+            assert got == dict(old), cut
+        else:
+            expect = dict(old[10:], **{"NEW%d" % k: "Blocked" for k in range(20)})
+            assert (b.local_list_version(), got) == (3, expect), cut
+            assert b.count == len(expect)
+        assert not [n for n in files(root) if n.endswith(".new") or n == "commit"], cut
+        assert status(b, "OLD3") == (None if b.local_list_version() == 3 else "Accepted")
+        cut += 1
+    assert steps_total > 16
+
+
+def test_a_thousand_cards_fill_the_list_in_steps_of_its_message_size_and_each_is_found(make):
+    a = make(LocalAuthListMaxLength=1000, SendLocalListMaxLength=50)
+    tags = ["04%08X" % (k * 2654435761 & 0xFFFFFFFF) for k in range(1000)]
+    for first in range(0, 1000, 50):
+        chunk = [(t, "Accepted") for t in tags[first:first + 50]]
+        got = a.send_local_list(full(1, *chunk) if first == 0 else diff(1 + first // 50, *chunk))
+        assert got == "Accepted"
+    assert a.count == 1000 and a.local_list_version() == 20
+    assert all(status(a, t.lower()) == "Accepted" for t in tags[::7])
+    assert status(a, "04FFFFFFFF") is None
+    sizes = [len(text) for text in files(a.list_dir.rsplit("/", 1)[0]).values()]
+    assert max(sizes) < 4096   # a lookup reads one of them
+    assert a.send_local_list(diff(21, ("ONE_TOO_MANY", "Accepted"))) == "Failed"
+    assert a.count == 1000 and a.local_list_version() == 20
+
+
+def test_a_list_kept_as_one_json_file_by_earlier_firmware_moves_into_the_files(tmp_path):
+    (tmp_path / auth.OLD_LIST_FILE).write_text(json.dumps(
+        {"version": 7, "entries": {"AA": ["Accepted", None, None], "BB": ["Blocked", 29700000, "PP"], "": ["?"]}}))
+    a = Auth(str(tmp_path), FakeKeys())
+    assert a.local_list_version() == 7 and a.count == 2
+    assert a.list_entries() == {"AA": ("Accepted", None, None), "BB": ("Blocked", 29700000, "PP")}
+    assert not (tmp_path / auth.OLD_LIST_FILE).exists()
+    assert Auth(str(tmp_path), FakeKeys()).local_list_version() == 7
+
+
+def test_a_bad_line_in_a_list_file_is_ignored_and_the_others_still_count(make, capsys):
+    a = make()
+    a.send_local_list(full(1, ("AA", "Accepted"), ("BB", "Accepted")))
+    path = a._path(auth._bucket("AA"))
+    with open(path, "a") as f:
+        f.write("CC\tnine\t\t\nDD\n")
+    assert status(a, "CC") is None and status(a, "AA") == "Accepted" and "bad line" in capsys.readouterr().out
+    assert set(a.list_entries()) == {"AA", "BB"}
+
+
+def test_a_tag_with_a_tab_or_a_line_break_fails_the_update(make):
+    a = make()
+    for bad in ("A\tB", "A\nB", "A\rB"):
+        assert a.send_local_list(full(1, ("AA", "Accepted"), (bad, "Accepted"))) == "Failed"
+    assert a.local_list_version() == 0

@@ -2,18 +2,34 @@
 # 5.15) and the Authorization Cache of the CSMS's answers (section 3.5.1), both on flash, and the
 # decision for a presented idTag from LocalPreAuthorize, LocalAuthorizeOffline and
 # AllowOfflineTxForUnknownId (sections 3.5.4, 9.1).
-# idTags are CiString20 (case-insensitive): they are kept upper-cased. An entry, in RAM and in the
-# files, is [status, expiry, parentIdTag] (the cache's adds when it was last used); expiry is in
-# whole minutes since 1970 UTC, or null: a small int on 32-bit ports, where seconds would be a
-# big int on the heap. Statuses and parents are shared strings, not one copy per entry.
+# idTags are CiString20 (case-insensitive): they are kept upper-cased. An entry is (status, expiry,
+# parentIdTag) (the cache's adds when it was last used); expiry is in whole minutes since 1970 UTC,
+# or null: a small int on 32-bit ports, where seconds would be a big int on the heap. The cache's
+# statuses and parents are shared strings, not one copy per entry.
+#
+# The local list stays on flash, not in RAM, so that it holds LocalAuthListMaxLength (1,000) cards
+# on a board with 150 KiB of heap. Its cards are spread over _BUCKETS text files in authlist/ by a
+# hash of the tag: a lookup reads one file (about 2.5 KB at 1,000 cards) and finds the card's line
+# in C. A line is "TAG<tab>status<tab>expiry<tab>parent" (the status as its index in STATUSES, the
+# expiry in minutes or empty, the parent or empty), and a file starts with a newline so that
+# every line follows one. authlist/meta holds {"version", "count"}.
+# An update writes the files it changes as bNN.new, then authlist/commit (the new version and
+# count, and which files): that file's rename into place is the moment the new list is the list.
+# The .new files are then renamed over the old ones and meta is written. A boot that finds a commit
+# finishes it; one that finds .new files without a commit removes them. A power cut at any moment
+# leaves the old list or the new one.
+import os
+
 from micropython import const
 
 from evse import slices, store
 from evse.ocpp import clock
 
-LIST_FILE = "authlist.json"
+LIST_DIR = "authlist"
+OLD_LIST_FILE = "authlist.json"   # the list as firmware before 2026-12 kept it: moved at boot
 CACHE_FILE = "authcache.json"
 CACHE_MAX = const(64)
+_BUCKETS = const(16)
 _SLICE = const(2)  # local list entries taken in one step of the event loop (~9 ms each at RP2040 speed)
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")  # AuthorizationStatus
 
@@ -43,7 +59,29 @@ def _shared(status, expiry, parent, parents):
 
 
 def _is_tag(tag):
-    return isinstance(tag, str) and 0 < len(tag) <= 20
+    # No tab or line break: they separate the list's fields and lines (no card has them).
+    return isinstance(tag, str) and 0 < len(tag) <= 20 and "\t" not in tag and "\n" not in tag and "\r" not in tag
+
+
+def _bucket(tag):
+    # Which of the list's files holds the (upper-cased) tag: a hash that is the same on every port.
+    h = 0
+    for c in tag:
+        h = (h * 31 + ord(c)) & 0xFFFF
+    return h % _BUCKETS
+
+
+def _line(tag, entry):
+    expiry, parent = entry[1], entry[2]
+    return "%s\t%d\t%s\t%s\n" % (tag, STATUSES.index(entry[0]), "" if expiry is None else expiry, parent or "")
+
+
+def _parse(line):
+    # (tag, entry) of one of the list's lines; ValueError or IndexError if it is not one.
+    f = line.split("\t")
+    if len(f) != 4:
+        raise ValueError(line)
+    return f[0], (STATUSES[int(f[1])], int(f[2]) if f[2] else None, f[3] or None)
 
 
 def _valid(entry, now_s):
@@ -83,27 +121,101 @@ def _load(path, with_used, parents):
 
 
 class Auth:
-    """Local Authorization List (authlist.json) and Authorization Cache (authcache.json, at most
-    CACHE_MAX entries, least recently used evicted, invalid ones first)."""
+    """Local Authorization List (authlist/, on flash) and Authorization Cache (authcache.json, at
+    most CACHE_MAX entries, least recently used evicted, invalid ones first)."""
 
     def __init__(self, root, keys):
         root = root.rstrip("/")
         self.keys = keys
-        self.list_path = root + "/" + LIST_FILE
+        self.list_dir = root + "/" + LIST_DIR
         self.cache_path = root + "/" + CACHE_FILE
         self.parents = {}
-        data, self.entries = _load(self.list_path, 0, self.parents)
-        version = data.get("version") if isinstance(data, dict) else 0
-        self.version = version if isinstance(version, int) and version > 0 else 0
+        self.version = 0
+        self.count = 0
+        self._pending = ()   # the files an update has committed and not yet renamed into place
+        self._busy = False
+        try:
+            os.mkdir(self.list_dir)
+        except OSError:
+            pass   # there already; or the flash fails, and so will every update
+        slices.run(self._recover())
+        meta = store.read_json(self.list_dir + "/meta", {})
+        if isinstance(meta, dict) and isinstance(meta.get("version"), int) and isinstance(meta.get("count"), int):
+            self.version, self.count = max(0, meta["version"]), max(0, meta["count"])
+        self._move_old_list(root + "/" + OLD_LIST_FILE)
         data, self.cache = _load(self.cache_path, 1, self.parents)
         self.tick = max([e[3] for e in self.cache.values()] + [0])
+
+    def _path(self, b, new=False):
+        return "%s/b%02d%s" % (self.list_dir, b, ".new" if new else "")
+
+    def _recover(self):
+        # A boot, or an update after one that was given up half-way: finish a committed update,
+        # drop one that was not committed.
+        commit = store.read_json(self.list_dir + "/commit")
+        if isinstance(commit, dict) and isinstance(commit.get("b"), list):
+            yield from self._finish(commit)
+        else:
+            for b in range(_BUCKETS):
+                store.remove(self._path(b, True))
+
+    def _move_old_list(self, path):
+        # A list kept by earlier firmware as one JSON file: into the files, as one Full update.
+        if not store.exists(path):
+            return
+        data, table = _load(path, 0, self.parents)
+        version = data.get("version") if isinstance(data, dict) else 0
+        groups = {}
+        for tag in table:
+            groups.setdefault(_bucket(tag), []).append((tag, table[tag]))
+        version = version if isinstance(version, int) and version > 0 and table else 0
+        if slices.run(self._store_steps(groups, True, version, 1 << 30)) == "Accepted":
+            store.remove(path)
+
+    def _read(self, b):
+        # The text of the list's file b: "\n" followed by its lines.
+        for path in ((self._path(b, True), self._path(b)) if b in self._pending else (self._path(b),)):
+            try:
+                with open(path) as f:
+                    return f.read()
+            except OSError:
+                pass
+        return "\n"
+
+    def _list_entry(self, tag):
+        # The local list's entry for the upper-cased tag, or None.
+        if not self.count:
+            return None
+        text = self._read(_bucket(tag))
+        at = text.find("\n" + tag + "\t")
+        if at < 0:
+            return None
+        try:
+            return _parse(text[at + 1:text.find("\n", at + 1)])[1]
+        except (ValueError, IndexError):
+            print("auth: a bad line in the local list for %s: ignored" % tag)
+            return None
+
+    def list_entries(self):
+        """The whole local list as {tag: (status, expiry_min, parent)}: for the console and the
+        tests (it reads every file; nothing on the charging path needs it)."""
+        table = {}
+        for b in range(_BUCKETS):
+            for line in self._read(b).split("\n"):
+                if line:
+                    try:
+                        tag, entry = _parse(line)
+                        table[tag] = entry
+                    except (ValueError, IndexError):
+                        print("auth: a bad line in the local list: ignored")
+        return table
 
     def local_list_version(self):
         """GetLocalListVersion.conf listVersion (section 5.10): -1 when the list is disabled,
         0 when it is empty."""
         if not self.keys.get("LocalAuthListEnabled"):
             return -1
-        return self.version if self.entries else 0
+        return self.version if self.count else 0
 
     def send_local_list(self, req):
         """SendLocalList.req -> "Accepted", "Failed", "NotSupported" or "VersionMismatch". The
@@ -111,8 +223,9 @@ class Auth:
         return slices.run(self.local_list_steps(req))
 
     def local_list_steps(self, req):
-        """send_local_list as a generator that yields every _SLICE entries (the charge point
-        lets the event loop run between them) and returns the status."""
+        """send_local_list as a generator that yields every _SLICE entries and between its files'
+        reads and writes (the charge point lets the event loop run at each) and returns the
+        status."""
         if not self.keys.get("LocalAuthListEnabled"):
             return "NotSupported"
         version = req.get("listVersion")
@@ -120,16 +233,11 @@ class Auth:
         items = req.get("localAuthorizationList") or []
         if not isinstance(version, int) or isinstance(version, bool) or version < 0 or not isinstance(items, list):
             return "Failed"
-        if len(items) > self.keys.get("SendLocalListMaxLength"):
+        if len(items) > self.keys.get("SendLocalListMaxLength") or update not in ("Differential", "Full"):
             return "Failed"
-        if update == "Differential":
-            if version <= self.local_list_version():
-                return "VersionMismatch"
-            entries = dict(self.entries)
-        elif update == "Full":
-            entries = {}
-        else:
-            return "Failed"
+        if update == "Differential" and version <= self.local_list_version():
+            return "VersionMismatch"
+        groups = {}   # file -> [(tag, entry, or None to remove it)], in the request's order
         for k in range(len(items)):
             if k % _SLICE == _SLICE - 1:
                 yield
@@ -138,23 +246,74 @@ class Auth:
             if not _is_tag(tag):
                 return "Failed"
             info = item.get("idTagInfo")
-            if info is None and update == "Differential":
-                entries.pop(tag.upper(), None)  # Differential: no idTagInfo removes the entry
-                continue
-            entry = _entry(info, self.parents)
-            if entry is None:
-                return "Failed"
-            entries[tag.upper()] = entry
-        if len(entries) > self.keys.get("LocalAuthListMaxLength") or (version == 0 and entries):
-            return "Failed"  # version 0 means "empty list" (section 5.10)
+            entry = None
+            if info is not None or update == "Full":   # Differential: no idTagInfo removes the entry
+                entry = _entry(info, self.parents)
+                if entry is None:
+                    return "Failed"
+            tag = tag.upper()
+            groups.setdefault(_bucket(tag), []).append((tag, entry))
+        if self._busy:
+            return "Failed"   # another update is on its way (the CSMS sends one at a time)
+        self._busy = True
         try:
-            yield from store.write_json_steps(self.list_path, {"version": version, "entries": entries})
+            return (yield from self._store_steps(groups, update == "Full", version))
+        finally:
+            self._busy = False
+
+    def _store_steps(self, groups, full, version, chunk=1024):
+        # Writes the changed files as .new, commits, renames them into place: "Accepted", or
+        # "Failed" with the list as it was.
+        yield from self._recover()   # one given up half-way, committed or not
+        count = 0 if full else self.count
+        written = []
+        try:
+            for b in (range(_BUCKETS) if full else sorted(groups)):
+                yield
+                text = "\n" if full else self._read(b)
+                for tag, entry in groups.get(b, ()):
+                    at = text.find("\n" + tag + "\t")
+                    if at >= 0:
+                        text = text[:at] + text[text.find("\n", at + 1):]
+                        count -= 1
+                    if entry is not None:
+                        text += _line(tag, entry)
+                        count += 1
+                yield
+                written.append(b)
+                with open(self._path(b, True), "w") as f:
+                    for at in range(0, len(text), chunk):
+                        f.write(text[at:at + chunk])
+                        if at + chunk < len(text):
+                            yield
+            if count > self.keys.get("LocalAuthListMaxLength") or (version == 0 and count):
+                for b in written:   # version 0 means "empty list" (section 5.10)
+                    store.remove(self._path(b, True))
+                return "Failed"
+            yield
+            commit = {"version": version, "count": count, "b": written}
+            store.write_json(self.list_dir + "/commit", commit)
         except OSError as e:
             print("auth: local list not stored: %s" % e)
+            for b in written:
+                store.remove(self._path(b, True))
             return "Failed"
-        self.entries = entries
-        self.version = version
+        yield from self._finish(commit)
         return "Accepted"
+
+    def _finish(self, commit):
+        # From the commit on, the new list is the list: lookups read a file's .new until it has
+        # been renamed into place. A failure here is finished at the next boot.
+        self.version, self.count = commit.get("version", 0), commit.get("count", 0)
+        self._pending = set(commit["b"])
+        for b in commit["b"]:
+            yield
+            if store.exists(self._path(b, True)):
+                os.rename(self._path(b, True), self._path(b))
+            self._pending.discard(b)
+        yield
+        store.write_json(self.list_dir + "/meta", {"version": self.version, "count": self.count})
+        store.remove(self.list_dir + "/commit")
 
     def clear_cache(self):
         """ClearCache.req -> "Accepted", or "Rejected" when the flash write fails."""
@@ -171,8 +330,9 @@ class Auth:
         if not _is_tag(tag):
             return None, False
         tag = tag.upper()
-        if tag in self.entries and self.keys.get("LocalAuthListEnabled"):
-            return _info(self.entries[tag], now_s), True
+        entry = self._list_entry(tag) if self.keys.get("LocalAuthListEnabled") else None
+        if entry is not None:
+            return _info(entry, now_s), True
         entry = self.cache.get(tag)
         if entry is not None and self.keys.get("AuthorizationCacheEnabled"):
             self.tick += 1
@@ -194,7 +354,7 @@ class Auth:
             return
         tag = id_tag.upper()
         entry = _entry(id_tag_info, self.parents)
-        if entry is None or tag in self.entries:
+        if entry is None or self._list_entry(tag) is not None:
             return
         old = self.cache.get(tag)
         self.tick += 1

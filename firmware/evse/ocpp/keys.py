@@ -56,8 +56,8 @@ KEYS = {
     "WebSocketPingInterval": (_INT, 0, 60, 0, 86400, "s"),  # 0: no pings
     # LocalAuthListManagement profile
     "LocalAuthListEnabled": (_BOOL, 0, True, None, None, ""),
-    "LocalAuthListMaxLength": (_INT, _RO, 100, None, None, ""),
-    "SendLocalListMaxLength": (_INT, _RO, 50, None, None, ""),
+    "LocalAuthListMaxLength": (_INT, _RO, 1000, None, None, ""),
+    "SendLocalListMaxLength": (_INT, _RO, 30, None, None, ""),
     # Reservation profile
     "ReserveConnectorZeroSupported": (_BOOL, _RO, False, None, None, ""),
     # SmartCharging profile
