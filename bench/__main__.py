@@ -51,7 +51,7 @@ def main() -> int:
     _write(results)
     status = 0
     try:   # last, and caught: its failure loses none of the sections above
-        results["timing"] = timing.run(tick)
+        results["timing"] = timing.run(tick, results["memory"])
     except (Exception, SystemExit) as err:
         print(f"timing: failed: {err}")
         results["timing"] = {"error": str(err)}

@@ -487,7 +487,21 @@ class _Probed:
         return self.send(None)
 
 
-_probe = [None, 0, 0, 0, 0, "-"]   # the host file, the peak, ticks_ms of the last look, looks, heap, the peak's task
+_probe = [None, 0, 0, 0, 0, "-", None, 0, None]   # the host file, the peak, ticks_ms of the last look,
+#                looks, heap, the peak's task, the collections' times, the longest, their host file
+_GC_BIN_US = 10      # the collections' times: a histogram of 10 us bins (fixed: the probe's own
+_GC_BINS = 512       # data is in the heap it measures), the last for any longer
+
+
+def _gc_p99_us():
+    bins = _probe[6]
+    total = sum(bins)
+    seen = 0
+    for k in range(_GC_BINS):
+        seen += bins[k]
+        if seen * 100 >= total * 99:
+            return (k + 1) * _GC_BIN_US
+    return 0
 
 
 def _probe_step_safely(coro):
@@ -499,15 +513,20 @@ def _probe_step_safely(coro):
 
 
 def _probe_step(coro):
-    # At most every PROBE_MS, after a task's step: a collection, and what is live then. The
-    # peak goes to the host file as "<peak live bytes> <heap bytes> <looks> <the step's task>".
+    # At most every PROBE_MS, after a task's step: a collection (timed), and what is live then.
+    # The peak goes to the host file as "<peak live bytes> <heap bytes> <looks> <the step's task>
+    # <collections> <their 99th percentile, us> <the longest, us>".
     import gc
     import time
     now = time.ticks_ms()
     if time.ticks_diff(now, _probe[2]) < PROBE_MS:
         return
+    t0 = time.ticks_us()
     gc.collect()
+    took = time.ticks_diff(time.ticks_us(), t0)
     live = gc.mem_alloc()
+    _probe[6][min(_GC_BINS - 1, took // _GC_BIN_US)] += 1
+    _probe[7] = max(_probe[7], took)
     _probe[2] = time.ticks_ms()
     _probe[3] += 1
     if live > _probe[1]:
@@ -517,7 +536,12 @@ def _probe_step(coro):
     if live >= _probe[1] or _probe[3] % 50 == 1:
         f = _probe[0]
         f.seek(0)
-        f.write(b"%d %d %d %s                                \n" % (_probe[1], _probe[4], _probe[3], _probe[5]))
+        f.write(b"%d %d %d %s %d %d %d                                \n" % (
+            _probe[1], _probe[4], _probe[3], _probe[5], sum(_probe[6]), _gc_p99_us(), _probe[7]))
+        f.flush()
+        f = _probe[8]
+        f.seek(0)
+        f.write(_probe[6])
         f.flush()
 
 
@@ -527,18 +551,25 @@ PROBE_MS = 20
 def install_heap_probe(path):
     """make bench's memory section (EVSE_SIM_HEAP_PROBE=host file): every task asyncio makes is
     followed, and after a step (at most every PROBE_MS) the heap is collected and what is live
-    read: the peak of those is the board's heap peak between steps. Not on a board."""
+    read: the peak of those is the board's heap peak between steps; the collections are timed
+    too (issue 11's garbage collection row: at the board's own heap). Not on a board."""
     import gc
     import asyncio
     import asyncio.core as core
+    from array import array
+    _probe[6] = array("H", bytes(2 * _GC_BINS))
     try:   # after a reset the board's peak goes on from the run's, not from nothing
         with open(path, "rb") as f:
             fields = f.read().split()
         _probe[1], _probe[3] = int(fields[0]), int(fields[2])
         _probe[5] = fields[3].decode() if len(fields) > 3 else "-"
+        _probe[7] = int(fields[6])
+        with open(path + ".gc", "rb") as f:
+            f.readinto(_probe[6])
     except (OSError, ValueError, IndexError):
         pass
     _probe[0] = open(path, "wb")
+    _probe[8] = open(path + ".gc", "wb")
     gc.collect()
     _probe[4] = gc.mem_free() + gc.mem_alloc()
     create = core.create_task

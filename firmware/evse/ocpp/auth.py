@@ -8,16 +8,16 @@
 # statuses and parents are shared strings, not one copy per entry.
 #
 # The local list stays on flash, not in RAM, so that it holds LocalAuthListMaxLength (1,000) cards
-# on a board with 150 KiB of heap. Its cards are spread over _BUCKETS text files in authlist/ by a
-# hash of the tag: a lookup reads one file (about 2.5 KB at 1,000 cards) and finds the card's line
-# in C. A line is "TAG<tab>status<tab>expiry<tab>parent" (the status as its index in STATUSES, the
-# expiry in minutes or empty, the parent or empty), and a file starts with a newline so that
-# every line follows one. authlist/meta holds {"version", "count"}.
-# An update writes the files it changes as bNN.new, then authlist/commit (the new version and
-# count, and which files): that file's rename into place is the moment the new list is the list.
-# The .new files are then renamed over the old ones and meta is written. A boot that finds a commit
-# finishes it; one that finds .new files without a commit removes them. A power cut at any moment
-# leaves the old list or the new one.
+# on a board with 150 KiB of heap. authlist.dat holds its cards in _BUCKETS regions by a hash of
+# the tag, and ends in a trailer of _TRAILER bytes: "version count" and where each region starts
+# (the last offset is where the trailer does). A lookup reads the trailer once (then it is kept)
+# and one region (about 2.5 KB at 1,000 cards), and finds the card's line in C. A line is
+# "TAG<tab>status<tab>expiry<tab>parent" (the status as its index in STATUSES, the expiry in
+# minutes or empty, the parent or empty); a region starts with a newline, so every line follows one.
+# An update copies the file region by region into authlist.tmp, changed as asked, and renames it
+# over authlist.dat: the list changes completely or not at all, and a power cut leaves the old
+# file or the new one. One file, not one per region: every file littlefs creates, closes or
+# renames is a commit of its directory's metadata, and those grew to milliseconds of C here.
 import os
 
 from micropython import const
@@ -25,11 +25,12 @@ from micropython import const
 from evse import slices, store
 from evse.ocpp import clock
 
-LIST_DIR = "authlist"
+LIST_FILE = "authlist.dat"
 OLD_LIST_FILE = "authlist.json"   # the list as firmware before 2026-12 kept it: moved at boot
 CACHE_FILE = "authcache.json"
 CACHE_MAX = const(64)
 _BUCKETS = const(16)
+_TRAILER = const(160)   # "version count" and _BUCKETS + 1 offsets, padded to this
 _SLICE = const(2)  # local list entries taken in one step of the event loop (~9 ms each at RP2040 speed)
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")  # AuthorizationStatus
 
@@ -59,8 +60,14 @@ def _shared(status, expiry, parent, parents):
 
 
 def _is_tag(tag):
-    # No tab or line break: they separate the list's fields and lines (no card has them).
-    return isinstance(tag, str) and 0 < len(tag) <= 20 and "\t" not in tag and "\n" not in tag and "\r" not in tag
+    # Printable ASCII: no tab or line break (they separate the list's fields and lines), and a
+    # character is a byte (the list file's offsets are in bytes). Cards' ids are hex or ASCII.
+    if not isinstance(tag, str) or not 0 < len(tag) <= 20:
+        return False
+    for c in tag:
+        if not " " <= c <= "~":
+            return False
+    return True
 
 
 def _bucket(tag):
@@ -121,46 +128,46 @@ def _load(path, with_used, parents):
 
 
 class Auth:
-    """Local Authorization List (authlist/, on flash) and Authorization Cache (authcache.json, at
+    """Local Authorization List (authlist.dat, on flash) and Authorization Cache (authcache.json, at
     most CACHE_MAX entries, least recently used evicted, invalid ones first)."""
 
     def __init__(self, root, keys):
         root = root.rstrip("/")
         self.keys = keys
-        self.list_dir = root + "/" + LIST_DIR
+        self.list_path = root + "/" + LIST_FILE
         self.cache_path = root + "/" + CACHE_FILE
         self.parents = {}
         self.version = 0
         self.count = 0
-        self._pending = ()   # the files an update has committed and not yet renamed into place
+        self._at = None      # the list file's region offsets (its trailer), None when it has none
         self._busy = False
-        try:
-            os.mkdir(self.list_dir)
-        except OSError:
-            pass   # there already; or the flash fails, and so will every update
-        slices.run(self._recover())
-        meta = store.read_json(self.list_dir + "/meta", {})
-        if isinstance(meta, dict) and isinstance(meta.get("version"), int) and isinstance(meta.get("count"), int):
-            self.version, self.count = max(0, meta["version"]), max(0, meta["count"])
+        store.remove(self.list_path + ".tmp")   # an update a power cut stopped: the old list stays
+        self._read_trailer()
         self._move_old_list(root + "/" + OLD_LIST_FILE)
         data, self.cache = _load(self.cache_path, 1, self.parents)
         self.tick = max([e[3] for e in self.cache.values()] + [0])
 
-    def _path(self, b, new=False):
-        return "%s/b%02d%s" % (self.list_dir, b, ".new" if new else "")
-
-    def _recover(self):
-        # A boot, or an update after one that was given up half-way: finish a committed update,
-        # drop one that was not committed.
-        commit = store.read_json(self.list_dir + "/commit")
-        if isinstance(commit, dict) and isinstance(commit.get("b"), list):
-            yield from self._finish(commit)
-        else:
-            for b in range(_BUCKETS):
-                store.remove(self._path(b, True))
+    def _read_trailer(self):
+        self.version, self.count, self._at = 0, 0, None
+        try:
+            with open(self.list_path) as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - _TRAILER))
+                text = f.read(_TRAILER)
+        except OSError:
+            return   # no list yet
+        try:
+            fields = [int(x) for x in text.split()]
+        except ValueError:
+            fields = []
+        at = fields[2:]
+        if len(at) != _BUCKETS + 1 or at[-1] != size - _TRAILER or fields[0] < 0 or fields[1] < 0:
+            print("auth: %s has no valid trailer; the local list is empty" % self.list_path)
+            return
+        self.version, self.count, self._at = fields[0], fields[1], at
 
     def _move_old_list(self, path):
-        # A list kept by earlier firmware as one JSON file: into the files, as one Full update.
+        # A list kept by earlier firmware as one JSON file: into the new file, as one Full update.
         if not store.exists(path):
             return
         data, table = _load(path, 0, self.parents)
@@ -169,18 +176,18 @@ class Auth:
         for tag in table:
             groups.setdefault(_bucket(tag), []).append((tag, table[tag]))
         version = version if isinstance(version, int) and version > 0 and table else 0
-        if slices.run(self._store_steps(groups, True, version, 1 << 30)) == "Accepted":
+        if slices.run(self._store_steps(groups, True, version)) == "Accepted":
             store.remove(path)
 
-    def _read(self, b):
-        # The text of the list's file b: "\n" followed by its lines.
-        for path in ((self._path(b, True), self._path(b)) if b in self._pending else (self._path(b),)):
-            try:
-                with open(path) as f:
-                    return f.read()
-            except OSError:
-                pass
-        return "\n"
+    def _read(self, b, f=None):
+        # The text of the list's region b: "\n" followed by its lines.
+        if self._at is None:
+            return "\n"
+        if f is None:
+            with open(self.list_path) as f:
+                return self._read(b, f)
+        f.seek(self._at[b])
+        return f.read(self._at[b + 1] - self._at[b])
 
     def _list_entry(self, tag):
         # The local list's entry for the upper-cased tag, or None.
@@ -200,7 +207,7 @@ class Auth:
         """The whole local list as {tag: (status, expiry_min, parent)}: for the console and the
         tests (it reads every file; nothing on the charging path needs it)."""
         table = {}
-        for b in range(_BUCKETS):
+        for b in range(_BUCKETS if self._at is not None else 0):
             for line in self._read(b).split("\n"):
                 if line:
                     try:
@@ -261,59 +268,54 @@ class Auth:
         finally:
             self._busy = False
 
-    def _store_steps(self, groups, full, version, chunk=1024):
-        # Writes the changed files as .new, commits, renames them into place: "Accepted", or
-        # "Failed" with the list as it was.
-        yield from self._recover()   # one given up half-way, committed or not
+    def _store_steps(self, groups, full, version):
+        # Copies the list into authlist.tmp region by region, changed as `groups` says, and
+        # renames it into place: "Accepted", or "Failed" with the list as it was.
+        tmp = self.list_path + ".tmp"
         count = 0 if full else self.count
-        written = []
+        at = [0]
+        old = None
         try:
-            for b in (range(_BUCKETS) if full else sorted(groups)):
-                yield
-                text = "\n" if full else self._read(b)
-                for tag, entry in groups.get(b, ()):
-                    at = text.find("\n" + tag + "\t")
-                    if at >= 0:
-                        text = text[:at] + text[text.find("\n", at + 1):]
-                        count -= 1
-                    if entry is not None:
-                        text += _line(tag, entry)
-                        count += 1
-                yield
-                written.append(b)
-                with open(self._path(b, True), "w") as f:
-                    for at in range(0, len(text), chunk):
-                        f.write(text[at:at + chunk])
-                        if at + chunk < len(text):
-                            yield
-            if count > self.keys.get("LocalAuthListMaxLength") or (version == 0 and count):
-                for b in written:   # version 0 means "empty list" (section 5.10)
-                    store.remove(self._path(b, True))
-                return "Failed"
+            if not full and self._at is not None:
+                old = open(self.list_path)
+            with open(tmp, "w") as out:
+                for b in range(_BUCKETS):
+                    yield
+                    text = self._read(b, old) if old is not None else "\n"
+                    for tag, entry in groups.get(b, ()):
+                        found = text.find("\n" + tag + "\t")
+                        if found >= 0:
+                            text = text[:found] + text[text.find("\n", found + 1):]
+                            count -= 1
+                        if entry is not None:
+                            text += _line(tag, entry)
+                            count += 1
+                    out.write(text)
+                    at.append(at[-1] + len(text))
+                if count > self.keys.get("LocalAuthListMaxLength") or (version == 0 and count):
+                    raise ValueError   # version 0 means "empty list" (section 5.10)
+                trailer = "%d %d %s" % (version, count, " ".join([str(x) for x in at]))
+                out.write(trailer + " " * (_TRAILER - len(trailer) - 1) + "\n")
+                yield   # the close (littlefs commits the file) and the rename in steps of their own
+            if old is not None:
+                old.close()
+                old = None
             yield
-            commit = {"version": version, "count": count, "b": written}
-            store.write_json(self.list_dir + "/commit", commit)
-        except OSError as e:
-            print("auth: local list not stored: %s" % e)
-            for b in written:
-                store.remove(self._path(b, True))
+            os.rename(tmp, self.list_path)
+        except (OSError, ValueError) as e:
+            if old is not None:
+                old.close()
+            store.remove(tmp)
+            if isinstance(e, OSError):
+                print("auth: local list not stored: %s" % e)
             return "Failed"
-        yield from self._finish(commit)
+        except BaseException:   # given up half-way: the old list stays, no .tmp left behind
+            if old is not None:
+                old.close()
+            store.remove(tmp)
+            raise
+        self.version, self.count, self._at = version, count, at
         return "Accepted"
-
-    def _finish(self, commit):
-        # From the commit on, the new list is the list: lookups read a file's .new until it has
-        # been renamed into place. A failure here is finished at the next boot.
-        self.version, self.count = commit.get("version", 0), commit.get("count", 0)
-        self._pending = set(commit["b"])
-        for b in commit["b"]:
-            yield
-            if store.exists(self._path(b, True)):
-                os.rename(self._path(b, True), self._path(b))
-            self._pending.discard(b)
-        yield
-        store.write_json(self.list_dir + "/meta", {"version": self.version, "count": self.count})
-        store.remove(self.list_dir + "/commit")
 
     def clear_cache(self):
         """ClearCache.req -> "Accepted", or "Rejected" when the flash write fails."""

@@ -1071,6 +1071,10 @@ class ChargePoint:
         while True:
             try:
                 text = await ws.recv()
+            except (wsmod.WsError, OSError) as e:
+                # The link closed: the session learns it now, not at its CALL's 30 s timeout.
+                self._relink("the link closed: %s" % e)
+                return
             except wsmod.WsTooBig as e:
                 # Skipped as it arrived (a board has no heap for it): a CALL gets its answer, the
                 # answer to our own CALL fails that CALL now rather than at its timeout.
