@@ -32,7 +32,7 @@ _diff = time.ticks_diff
 _depth = [0]
 
 
-def _call(fn, args, kwargs, name):
+def _call(fn, args, kwargs, name, path=None):
     if _depth[0]:
         return fn(*args, **kwargs)
     _depth[0] = 1
@@ -45,6 +45,14 @@ def _call(fn, args, kwargs, name):
         C_US[0] += took
         took -= SPENT_US[0] - spent
         if took > LONGEST[1]:
+            # A file's call is named with its path's last part (only here, when it is the
+            # longest: no allocation in every call's timing).
+            if path is None and args and isinstance(args[0], str) and name[:3] in ("os.", "ope"):
+                path = args[0]
+            if path is not None:
+                name = name + " " + path[path.rfind("/") + 1:]
+            elif name == "json.loads" and args:
+                name = "json.loads %dB" % len(args[0])
             LONGEST[0] = name
             LONGEST[1] = took
         _depth[0] = 0
@@ -59,8 +67,9 @@ def _timed(fn, name):
 class _File:
     """A file whose every call is timed; a context manager and a line iterator as the real one."""
 
-    def __init__(self, f):
+    def __init__(self, f, path=None):
         self.raw = f
+        self.path = path
 
     def __enter__(self):
         return self
@@ -80,7 +89,7 @@ class _File:
 
 def _method(name):
     def call(self, *args):
-        return _call(getattr(self.raw, name), args, {}, "file." + name)
+        return _call(getattr(self.raw, name), args, {}, "file." + name, self.path)
     return call
 
 
@@ -89,7 +98,7 @@ for _name in ("read", "readinto", "readline", "write", "seek", "tell", "flush", 
 
 
 def _open(*args, **kwargs):
-    return _File(_call(real_open, args, kwargs, "open"))
+    return _File(_call(real_open, args, kwargs, "open"), args[0] if args and isinstance(args[0], str) else None)
 
 
 def _raw(f):
