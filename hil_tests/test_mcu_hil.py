@@ -266,11 +266,16 @@ def test_the_heap_probe_reports_what_is_live_after_the_steps_of_a_running_board(
             wait_booted(rig)
             deadline = time.monotonic() + 20   # ten looks: 2 s on an idle machine, more under load
             while True:
-                peak, heap, looks = (int(x) for x in probe.read_bytes().split()[:3])
+                fields = probe.read_bytes().split()
+                peak, heap, looks = (int(x) for x in fields[:3])
                 if looks >= 10 or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             code = rig.info()["code_heap_bytes"]
             assert looks >= 10 and code < peak < heap      # the firmware's code is live, and more
+            # Its collections are timed (the timing section's rows at the board's heap): as many
+            # as it had looked at its last write, a 99th percentile in 10 us bins, not over the longest.
+            collections, p99_us, max_us = (int(x) for x in fields[4:7])
+            assert 1 <= collections <= looks and p99_us % 10 == 0 and 0 < p99_us and p99_us - 10 <= max_us
         finally:
             rig.close()
