@@ -361,9 +361,12 @@ print(a.send_local_list({"listVersion": 2, "updateType": "Full", "localAuthoriza
     {"idTag": "aa", "idTagInfo": {"status": "Accepted", "expiryDate": "2026-06-01T13:00:30+01:00", "parentIdTag": "G"}},
     {"idTag": "BB", "idTagInfo": {"status": "Blocked"}}]}))
 print(a.send_local_list({"listVersion": 2, "updateType": "Differential", "localAuthorizationList": []}))
+print(a.send_local_list({"listVersion": 3, "updateType": "Differential", "localAuthorizationList": [
+    {"idTag": "DD", "idTagInfo": {"status": "Accepted"}}, {"idTag": "bb"}, {"idTag": "EE", "idTagInfo": {"status": "Invalid"}}]}))
+print(sorted(a.list_entries().items()), a.count)
 a.remember("CC", {"status": "Accepted"}, now)
 a = Auth(root, k)
-for tag in ("AA", "bb", "CC", "ZZ"):
+for tag in ("AA", "bb", "CC", "DD", "ee", "ZZ"):
     info = a.lookup(tag, now - 1)
     print(tag, info and sorted(info.items()), a.decide(tag, True, now)[0], a.decide(tag, False, now)[0])
 print(a.local_list_version(), a.clear_cache())
@@ -473,3 +476,66 @@ def test_a_list_file_without_a_valid_trailer_is_an_empty_list_and_the_next_updat
     assert b.local_list_version() == 0 and status(b, "AA") is None and "no valid trailer" in capsys.readouterr().out
     assert b.send_local_list(diff(4, ("BB", "Accepted"))) == "Accepted"
     assert b.list_entries() == {"BB": ("Accepted", None, None)} and make().local_list_version() == 4
+
+
+def test_a_stale_tmp_file_from_a_power_cut_is_removed_at_boot_and_the_list_stays(tmp_path):
+    a = Auth(str(tmp_path), FakeKeys())
+    a.send_local_list(full(2, ("AA", "Accepted")))
+    (tmp_path / (auth.LIST_FILE + ".tmp")).write_text("\nHALF\t0\t\t\n")   # the copy a power cut stopped
+    b = Auth(str(tmp_path), FakeKeys())
+    assert list(files(tmp_path)) == [auth.LIST_FILE]
+    assert b.local_list_version() == 2 and status(b, "AA") == "Accepted" and status(b, "HALF") is None
+
+
+def test_a_list_version_with_no_room_in_the_trailer_fails_and_keeps_the_list(make):
+    a = make()
+    a.send_local_list(full(2, ("AA", "Accepted")))
+    assert a.send_local_list(diff(10 ** 160, ("BB", "Accepted"))) == "Failed"
+    assert a.local_list_version() == 2 and make().local_list_version() == 2 and status(make(), "BB") is None
+
+
+@pytest.mark.parametrize("damage", ["trailer_not_text", "offsets_backwards", "region_not_text"])
+def test_a_damaged_list_file_never_raises(make, capsys, damage):
+    a = make()
+    a.send_local_list(full(2, *[("T%d" % k, "Accepted") for k in range(40)]))
+    path = Path(a.list_path)
+    data = bytearray(path.read_bytes())
+    if damage == "trailer_not_text":
+        data[-5] = 0xFF
+    elif damage == "offsets_backwards":
+        fields = data[-auth._TRAILER:].split()
+        fields[3], fields[4] = fields[4], fields[3]
+        trailer = b" ".join(fields)
+        data[-auth._TRAILER:] = trailer + b" " * (auth._TRAILER - len(trailer) - 1) + b"\n"
+    else:
+        data[a._at[auth._bucket("T1")] + 1] = 0xFF
+    path.write_bytes(bytes(data))
+    b = make()
+    got = {t: status(b, t) for t in ("T1", "T2", "T3")}
+    if damage == "region_not_text":
+        assert got["T1"] is None and "bad line" in capsys.readouterr().out
+        assert b.send_local_list(full(3, ("T1", "Accepted"))) == "Accepted" and status(b, "T1") == "Accepted"
+    else:
+        assert got == {"T1": None, "T2": None, "T3": None} and b.local_list_version() == 0
+        assert "no valid trailer" in capsys.readouterr().out
+
+
+def test_an_update_given_up_by_a_cancelled_task_closes_and_leaves_no_tmp_and_the_next_one_runs(tmp_path):
+    # The link drops mid-update: the charge point's reader, running it through slices.run_async,
+    # is cancelled. MicroPython never closes a generator that nobody holds; run_async must.
+    import asyncio
+    from evse import slices
+    a = Auth(str(tmp_path), FakeKeys())
+    work = a.local_list_steps(full(2, *[("T%d" % k, "Accepted") for k in range(40)]))   # held: CPython would
+
+    async def main():                                                                   # close it otherwise
+        task = asyncio.create_task(slices.run_async(work))
+        for _ in range(8):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    asyncio.run(main())
+    assert work.gi_frame is None   # closed
+    assert list(files(tmp_path)) == [] and not a._busy
+    assert a.send_local_list(full(3, ("AA", "Accepted"))) == "Accepted"

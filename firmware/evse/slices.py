@@ -13,9 +13,15 @@ def run(work):
 
 async def run_async(work):
     import asyncio   # here: store uses run() at boot, and asyncio need not come with it
-    while True:
-        try:
-            next(work)
-        except StopIteration as e:
-            return e.value
-        await asyncio.sleep(0)
+    try:
+        while True:
+            try:
+                next(work)
+            except StopIteration as e:
+                return e.value
+            await asyncio.sleep(0)
+    except BaseException:
+        # Cancelled (a link that dropped) or failed: the work's own cleanup runs now. MicroPython
+        # never closes a generator nobody holds, so its finally clauses would never run.
+        work.close()
+        raise

@@ -14,7 +14,7 @@
 # and one region (about 2.5 KB at 1,000 cards), and finds the card's line in C. A line is
 # "TAG<tab>status<tab>expiry<tab>parent" (the status as its index in STATUSES, the expiry in
 # minutes or empty, the parent or empty); a region starts with a newline, so every line follows one.
-# An update copies the file region by region into authlist.tmp, changed as asked, and renames it
+# An update copies the file region by region into authlist.dat.tmp, changed as asked, and renames it
 # over authlist.dat: the list changes completely or not at all, and a power cut leaves the old
 # file or the new one. One file, not one per region: every file littlefs creates, closes or
 # renames is a commit of its directory's metadata, and those grew to milliseconds of C here.
@@ -71,11 +71,12 @@ def _is_tag(tag):
 
 
 def _bucket(tag):
-    # Which of the list's files holds the (upper-cased) tag: a hash that is the same on every port.
+    # Which region of the list holds the (upper-cased) tag: a hash that is the same on every
+    # port, small ints only; its middle bits depend on every character.
     h = 0
     for c in tag:
-        h = (h * 31 + ord(c)) & 0xFFFF
-    return h % _BUCKETS
+        h = (h * 31 + ord(c)) & 0x3FFFFF
+    return (h ^ (h >> 9)) % _BUCKETS
 
 
 def _line(tag, entry):
@@ -149,19 +150,19 @@ class Auth:
 
     def _read_trailer(self):
         self.version, self.count, self._at = 0, 0, None
+        fields = []
         try:
             with open(self.list_path) as f:
                 size = f.seek(0, 2)
                 f.seek(max(0, size - _TRAILER))
-                text = f.read(_TRAILER)
+                fields = [int(x) for x in f.read(_TRAILER).split()]
         except OSError:
             return   # no list yet
-        try:
-            fields = [int(x) for x in text.split()]
-        except ValueError:
-            fields = []
+        except ValueError:   # not numbers, or not text (a UnicodeError is a ValueError)
+            pass
         at = fields[2:]
-        if len(at) != _BUCKETS + 1 or at[-1] != size - _TRAILER or fields[0] < 0 or fields[1] < 0:
+        if (len(at) != _BUCKETS + 1 or at[0] != 0 or at[-1] != size - _TRAILER or fields[0] < 0 or fields[1] < 0
+                or [1 for k in range(_BUCKETS) if at[k + 1] < at[k]]):
             print("auth: %s has no valid trailer; the local list is empty" % self.list_path)
             return
         self.version, self.count, self._at = fields[0], fields[1], at
@@ -193,22 +194,30 @@ class Auth:
         # The local list's entry for the upper-cased tag, or None.
         if not self.count:
             return None
-        text = self._read(_bucket(tag))
-        at = text.find("\n" + tag + "\t")
-        if at < 0:
-            return None
         try:
+            text = self._read(_bucket(tag))
+            at = text.find("\n" + tag + "\t")
+            if at < 0:
+                return None
             return _parse(text[at + 1:text.find("\n", at + 1)])[1]
-        except (ValueError, IndexError):
+        except (ValueError, IndexError):   # a UnicodeError (a byte that is not text) too
             print("auth: a bad line in the local list for %s: ignored" % tag)
+            return None
+        except OSError as e:
+            print("auth: the local list does not read: %s" % e)
             return None
 
     def list_entries(self):
         """The whole local list as {tag: (status, expiry_min, parent)}: for the console and the
-        tests (it reads every file; nothing on the charging path needs it)."""
+        tests (it reads every region; nothing on the charging path needs it)."""
         table = {}
         for b in range(_BUCKETS if self._at is not None else 0):
-            for line in self._read(b).split("\n"):
+            try:
+                text = self._read(b)
+            except ValueError:
+                print("auth: region %d of the local list is not text: ignored" % b)
+                continue
+            for line in text.split("\n"):
                 if line:
                     try:
                         tag, entry = _parse(line)
@@ -295,6 +304,8 @@ class Auth:
                 if count > self.keys.get("LocalAuthListMaxLength") or (version == 0 and count):
                     raise ValueError   # version 0 means "empty list" (section 5.10)
                 trailer = "%d %d %s" % (version, count, " ".join([str(x) for x in at]))
+                if len(trailer) >= _TRAILER:
+                    raise ValueError   # a listVersion of dozens of digits: no room for it
                 out.write(trailer + " " * (_TRAILER - len(trailer) - 1) + "\n")
                 yield   # the close (littlefs commits the file) and the rename in steps of their own
             if old is not None:

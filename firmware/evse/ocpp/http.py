@@ -265,6 +265,7 @@ async def put_file(url, paths, timeout_ms, method="POST", cadata=None, content_t
             sizes.append(os.stat(p)[6])
         except OSError:
             raise HttpError("%s: cannot read %s" % (what, p))
+    await asyncio.sleep_ms(0)   # the files' sizes in one step, the connect in the next
     writer = None
     try:
         reader, writer = await _connect(https, host, port, timeout_ms, cadata)
