@@ -182,6 +182,30 @@ def test_a_5_percent_plateau_is_found_a_spike_ignored_and_a_missed_one_never_rea
 
 
 @pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_a_burst_that_missed_the_low_plateau_is_taken_again_and_never_reads_as_a_missing_diode(port):
+    """90 % duty: the low plateau is 100 us. A stall over it in the burst (an interrupt, a flash
+    erase) leaves only high reads; the low would read +9 V, which no pilot shows."""
+    hal = open_board(load(port))
+    wave = square_wave(port, 9000, -12000, 0.9)
+    high_only = adc_mv_for_pilot(port, 9000)
+    reads = []
+
+    def stalled_over_the_low(t_us):   # the first burst's reads all land on the high plateau
+        reads.append(t_us)
+        return high_only if len(reads) <= 64 else wave(t_us)
+    machine.adc_mv[pin(port, 1, "pilot_adc")] = stalled_over_the_low
+    hal.set_pilot(1, 900)
+    hal._synced = False   # rp2: the burst, not the reads aimed in step with the PWM
+    high, low = hal.sample_pilot(1)
+    assert abs(high - 9000) <= 300 and abs(low - -12000) <= 300, (high, low)
+    assert len(reads) == 128   # one more burst, no more
+    reads.clear()
+    machine.adc_mv[pin(port, 1, "pilot_adc")] = lambda t_us: reads.append(t_us) or adc_mv_for_pilot(port, 0)
+    high, low = hal.sample_pilot(1)   # E: the pilot shorted to PE
+    assert abs(high) <= 300 and abs(low) <= 300 and len(reads) == 64   # a real 0 V low is no miss
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
 @pytest.mark.parametrize("duty_pm, level_mv", [(1000, 9000), (1000, 12000), (0, -12000)])
 def test_without_pwm_low_equals_high(port, duty_pm, level_mv):
     hal = open_board(load(port))

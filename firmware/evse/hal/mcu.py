@@ -28,6 +28,7 @@ _BURST = const(64)
 _STEP_US = const(18)
 _DIGITAL_PM = const(60)   # a duty this short (5 %: digital communication) has a plateau of two or three reads
 _STEADY_READS = const(8)  # no PWM: the level is steady, average a few reads
+_LOW_MISSED_MV = const(1500)   # a PWM's low plateau read above this: the burst missed it
 _SETTLE_US = const(2000)  # two 1 kHz periods: a new duty is on the pin by then
 _AVG_READS = const(16)  # PP, CT, NTC: slow signals, averaged
 _PP_OPEN_OHMS = const(100000)  # PP open (no cable): reported as this many ohms, outside every band
@@ -292,6 +293,11 @@ class McuHal(Base):
             from evse.hal import mcu_dc
             return mcu_dc.sample_digital(self, i, adc, read)
         hi = self._burst(adc, read)
+        if self._pilot_mv(self._lo) > _LOW_MISSED_MV:
+            # The low half of a running PWM is the generator's -12 V, or less negative through an
+            # EV without its diode, never positive: a low reading over +1.5 V is a burst that saw
+            # no low plateau (a stall over it: an interrupt, a flash erase; at 90 % it is 100 us).
+            hi = self._burst(adc, read)
         out = self._sample
         out[0] = self._pilot_mv(hi)
         out[1] = self._pilot_mv(self._lo)
