@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.timing import BUNDLE, ROOT, _bundle
+from bench.timing import BUNDLE, ROOT, _bundle, tls_args
 from host_tools import fwbundle
 from host_tools.csms.client import CsmsClient, CsmsProcess
 from host_tools.rig import Rig
@@ -65,7 +65,6 @@ def _board(name: str) -> dict:
         probe.write_bytes(b"")
         os.environ["EVSE_SIM_HEAP_PROBE"] = str(probe)
         csms = None
-        csms_tls = False
         try:
             if network:
                 files = tmp / "files"
@@ -74,8 +73,8 @@ def _board(name: str) -> dict:
                     (files / BUNDLE).write_bytes(fwbundle.build(ROOT / "firmware", "0.0.1-memory", romfs_board=name))
                 else:
                     _bundle(files / BUNDLE, tmp / "fw-src")
-                csms = CsmsProcess("--files", str(files), *_tls(tmp))
-                csms_tls = True
+                # wss://, as a board with a network talks to a real one, checking the CA (ocpp_ca)
+                csms = CsmsProcess("--files", str(files), *tls_args(tmp))
             vb = VirtualBoard(name, flash_dir=str(tmp / "flash"), csms_url=csms.ws if csms else None,
                               put=[str(tmp / "ca.der")] if csms else None,
                               config={"ocpp_ca": "ca.der"} if csms else None).start()
@@ -98,7 +97,7 @@ def _board(name: str) -> dict:
     ratio = CODE_ROMFS_32_PER_64 if install == "romfs" else CODE_32_PER_64
     data = max(0, peak - vb.silicon_heap - vb.code_heap)
     code_bytes = int(vb.code_heap * ratio)
-    tls_bytes = TLS_RECORDS_RP2 if csms_tls and board.get("hal") == "rp2" else 0
+    tls_bytes = TLS_RECORDS_RP2 if csms is not None and board.get("hal") == "rp2" else 0
     board_bytes = code_bytes + int(data * DATA_32_PER_64) + tls_bytes
     fraction = board_bytes / (board["heap_kb"] * 1024)
     return {"heap_kb": board["heap_kb"], "install": install,
@@ -109,21 +108,6 @@ def _board(name: str) -> dict:
             "pass": fraction <= TARGETS.get(name, 1.0), "steps": steps,
             "memory_errors": console.count("MemoryError"),
             "collections": {"count": count, "p99_us": p99_us, "max_us": max_us, "heap_bytes": heap}}
-
-
-def _tls(folder: Path) -> list[str]:
-    """The central system's arguments for wss:// (a certificate for 127.0.0.1 under a CA whose
-    DER, folder/ca.der, the board checks it against: its setting ocpp_ca), as a board with a
-    network talks to a real one; mbedTLS's session is in the board's heap as on rp2."""
-    import ssl
-
-    import trustme
-    authority = trustme.CA()
-    cert = authority.issue_cert("127.0.0.1", "localhost")
-    cert.private_key_pem.write_to_path(str(folder / "tls-key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(folder / "tls-cert.pem"))
-    (folder / "ca.der").write_bytes(ssl.PEM_cert_to_DER_cert(authority.cert_pem.bytes().decode()))
-    return ["--tls-cert", str(folder / "tls-cert.pem"), "--tls-key", str(folder / "tls-key.pem")]
 
 
 def _session(rig: Rig, csms_proc: CsmsProcess) -> list:

@@ -184,20 +184,27 @@ def _tls_csms(stack: ExitStack, tmp: Path, by_name: bool):
     with a certificate for localhost and 127.0.0.1 (trustme: ECDSA P-256), or (None, why there
     is none)."""
     try:
-        import trustme
+        args = tls_args(tmp)
     except ImportError:
         return None, "trustme is not installed (make setup installs the dev tools): no certificate for wss://"
-    authority = trustme.CA()
-    cert = authority.issue_cert("localhost", "127.0.0.1")
-    cert.private_key_pem.write_to_path(tmp / "key.pem")
-    cert.cert_chain_pems[0].write_to_path(tmp / "cert.pem")
-    ca_der = tmp / "ca.der"
-    ca_der.write_bytes(ssl.PEM_cert_to_DER_cert(authority.cert_pem.bytes().decode()))
     try:
-        csms = stack.enter_context(CsmsProcess("--tls-cert", str(tmp / "cert.pem"), "--tls-key", str(tmp / "key.pem")))
+        csms = stack.enter_context(CsmsProcess(*args))
     except CsmsError as err:
         return None, f"the central system did not start with TLS: {err}"
-    return (_named(csms.ws, by_name), str(ca_der)), None
+    return (_named(csms.ws, by_name), str(tmp / "ca.der")), None
+
+
+def tls_args(folder: Path) -> list[str]:
+    """The central system's arguments for wss:// with a certificate for localhost and 127.0.0.1
+    (trustme: ECDSA P-256) under a CA whose DER it writes as folder/ca.der, for the board to check
+    it against. ImportError without trustme."""
+    import trustme
+    authority = trustme.CA()
+    cert = authority.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_pem.write_to_path(folder / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(folder / "cert.pem")
+    (folder / "ca.der").write_bytes(ssl.PEM_cert_to_DER_cert(authority.cert_pem.bytes().decode()))
+    return ["--tls-cert", str(folder / "cert.pem"), "--tls-key", str(folder / "key.pem")]
 
 
 # ---- the central system's part: the CALLs timing_mpy.py asks for -------------------------------

@@ -293,14 +293,16 @@ class McuHal(Base):
             from evse.hal import mcu_dc
             return mcu_dc.sample_digital(self, i, adc, read)
         hi = self._burst(adc, read)
-        if self._pilot_mv(self._lo) > _LOW_MISSED_MV:
+        low_mv = self._pilot_mv(self._lo)
+        if low_mv > _LOW_MISSED_MV:
             # The low half of a running PWM is the generator's -12 V, or less negative through an
             # EV without its diode, never positive: a low reading over +1.5 V is a burst that saw
             # no low plateau (a stall over it: an interrupt, a flash erase; at 90 % it is 100 us).
             hi = self._burst(adc, read)
+            low_mv = self._pilot_mv(self._lo)
         out = self._sample
         out[0] = self._pilot_mv(hi)
-        out[1] = self._pilot_mv(self._lo)
+        out[1] = low_mv
         return out
 
     def _burst(self, adc, read):  # type: (ADC, Callable[[ADC], int]) -> int

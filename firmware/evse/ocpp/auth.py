@@ -84,6 +84,12 @@ def _line(tag, entry):
     return "%s\t%d\t%s\t%s\n" % (tag, STATUSES.index(entry[0]), "" if expiry is None else expiry, parent or "")
 
 
+def _span(text, tag):
+    # (start, end) of the tag's line in a region's text (its newline before, the one after), or None.
+    at = text.find("\n" + tag + "\t")
+    return None if at < 0 else (at, text.find("\n", at + 1))
+
+
 def _parse(line):
     # (tag, entry) of one of the list's lines; ValueError or IndexError if it is not one.
     f = line.split("\t")
@@ -162,7 +168,7 @@ class Auth:
             pass
         at = fields[2:]
         if (len(at) != _BUCKETS + 1 or at[0] != 0 or at[-1] != size - _TRAILER or fields[0] < 0 or fields[1] < 0
-                or [1 for k in range(_BUCKETS) if at[k + 1] < at[k]]):
+                or any(at[k + 1] < at[k] for k in range(_BUCKETS))):
             print("auth: %s has no valid trailer; the local list is empty" % self.list_path)
             return
         self.version, self.count, self._at = fields[0], fields[1], at
@@ -196,10 +202,8 @@ class Auth:
             return None
         try:
             text = self._read(_bucket(tag))
-            at = text.find("\n" + tag + "\t")
-            if at < 0:
-                return None
-            return _parse(text[at + 1:text.find("\n", at + 1)])[1]
+            span = _span(text, tag)
+            return None if span is None else _parse(text[span[0] + 1:span[1]])[1]
         except (ValueError, IndexError):   # a UnicodeError (a byte that is not text) too
             print("auth: a bad line in the local list for %s: ignored" % tag)
             return None
@@ -253,7 +257,7 @@ class Auth:
             return "Failed"
         if update == "Differential" and version <= self.local_list_version():
             return "VersionMismatch"
-        groups = {}   # file -> [(tag, entry, or None to remove it)], in the request's order
+        groups = {}   # region -> [(tag, entry, or None to remove it)], in the request's order
         for k in range(len(items)):
             if k % _SLICE == _SLICE - 1:
                 yield
@@ -278,7 +282,7 @@ class Auth:
             self._busy = False
 
     def _store_steps(self, groups, full, version):
-        # Copies the list into authlist.tmp region by region, changed as `groups` says, and
+        # Copies the list into authlist.dat.tmp region by region, changed as `groups` says, and
         # renames it into place: "Accepted", or "Failed" with the list as it was.
         tmp = self.list_path + ".tmp"
         count = 0 if full else self.count
@@ -292,9 +296,9 @@ class Auth:
                     yield
                     text = self._read(b, old) if old is not None else "\n"
                     for tag, entry in groups.get(b, ()):
-                        found = text.find("\n" + tag + "\t")
-                        if found >= 0:
-                            text = text[:found] + text[text.find("\n", found + 1):]
+                        span = _span(text, tag)
+                        if span is not None:
+                            text = text[:span[0]] + text[span[1]:]
                             count -= 1
                         if entry is not None:
                             text += _line(tag, entry)
@@ -313,18 +317,15 @@ class Auth:
                 old = None
             yield
             os.rename(tmp, self.list_path)
-        except (OSError, ValueError) as e:
+        except BaseException as e:   # failed, or given up half-way: the old list stays, no .tmp left
             if old is not None:
                 old.close()
             store.remove(tmp)
+            if not isinstance(e, (OSError, ValueError)):
+                raise
             if isinstance(e, OSError):
                 print("auth: local list not stored: %s" % e)
             return "Failed"
-        except BaseException:   # given up half-way: the old list stays, no .tmp left behind
-            if old is not None:
-                old.close()
-            store.remove(tmp)
-            raise
         self.version, self.count, self._at = version, count, at
         return "Accepted"
 

@@ -236,14 +236,11 @@ class Journal:
     def has_stop(self, tx_id):
         """Whether a StopTransaction of transaction `tx_id` (its local id or the real one it got)
         waits in the journal."""
-        maps = self._maps
-        real = maps.get(tx_id, tx_id)
-        ix, kind = self._ix, self._kind
+        real = self.real_id(tx_id)
+        kind = self._kind
         for i in range(self._head, self._n):
-            if kind[i] == _STOP:
-                tx = ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
-                if maps.get(tx, tx) == real:
-                    return True
+            if kind[i] == _STOP and self._tx(i) == real:
+                return True
         return False
 
     def sync(self):
