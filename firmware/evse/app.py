@@ -69,7 +69,6 @@ class App:
             self.share_ms = CABINET_MS  # the module moves are sequenced at this pace
         else:
             self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
-        self.sharing = Sharing(len(self.guns), cfg.get("min_current_a"))
         self._loads = [gun_loads(g) for g in board["guns"]]   # the site phases each gun's EV loads
         self._since = [None] * len(self.guns)                # when each gun began to want power
         self._smart_failing = set()   # 0 (the charger) and guns whose smart limit failed
@@ -79,6 +78,16 @@ class App:
         self._last_ticks = time.ticks_ms()
         self._shared_ms = -SHARE_MS
         self._wanting = None
+        # On a site bus (docs/site.md) the coordinator shares its guns and every node's as one.
+        self.site = None
+        if cfg.get("site_address"):
+            from evse.site import open_site
+            self.site = open_site(self, hal, board, cfg, root)
+        slots = len(self.guns)
+        if self.site is not None and self.site.coordinates:
+            from evse.site import SITE_GUNS
+            slots += SITE_GUNS * len(self.site.remotes)
+        self.sharing = Sharing(slots, cfg.get("min_current_a"))
         # Where a gun has no meter: its register estimated from the current, kept on flash.
         saved = store.read_json(store.join(root, ENERGY_FILE), [])
         self._energy_wh = [float(saved[i]) if isinstance(saved, list) and i < len(saved)
@@ -479,9 +488,20 @@ class App:
                 drawn.append(offer)
             prio.append(self._rank(g, policy))
         since = [now_ms if t is None else t for t in self._since]
+        loads = self._loads_now()
+        site_bus = self.site
+        if site_bus is not None:
+            if site_bus.coordinates:
+                loads = list(loads)
+                site_bus.extend(now_ms, limits, offered, drawn, loads, prio, since)
+            else:   # a node: what its guns want goes to the coordinator, whose caps come back
+                site_bus.report = [(limits[i], self.sharing.committed[i], drawn[i],
+                                    g.current_a if g.contactor else 0.0, loads[i], prio[i],
+                                    None if self._since[i] is None else (now_ms - self._since[i]) // 1000)
+                                   for i, g in enumerate(self.guns)]
+                site = site_bus.budget(now_ms, site, limits)
         if policy == "fifo":
             prio = since
-        loads = self._loads_now()
         grid = self.metering is not None and self.metering.grid_source is not None
         solar_on = grid and cfg.get("solar_mode") == "on"
         if grid:
@@ -496,7 +516,15 @@ class App:
                 site = self._solar_caps(now_ms, site, wanting, loads)
             elif self.solar.state != "waiting" or self.solar.since_ms is not None:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
+        if site_bus is not None and site_bus.coordinates:
+            site = site_bus.reserve(site if isinstance(site, list) else [site] * 3, now_ms)
         alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
+        if site_bus is not None and site_bus.coordinates:
+            site_bus.place(now_ms, alloc, len(self.guns))
+            if site_bus.holds(now_ms):
+                # Until the nodes' caps are known; or for good, with another coordinator on the
+                # line, whose sharing does not count these guns.
+                alloc = [0.0] * len(self.guns)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
 
@@ -567,6 +595,10 @@ class App:
                 if g.contactor:
                     for p in phases:
                         guns_a[p] += g.current_a
+            if self.site is not None and self.site.coordinates:   # the nodes' guns are behind it too
+                more = self.site.drawn_a()
+                for p in range(3):
+                    guns_a[p] += more[p]
             self._grid_guns_w = (guns_a[0] + guns_a[1] + guns_a[2]) * VOLTS
             # Each phase's current signed: a meter's magnitude takes the sign of that phase's
             # power (negative while the site exports); a fed reading comes signed.
@@ -930,6 +962,8 @@ class App:
                 task(self.keep("matrix", self.metering.matrix.run))
         if self.cabinet is not None and self.cabinet.stage is not None:
             task(self.keep("can", self.can_bus))
+        if self.site is not None:
+            task(self.keep("site", self.site.run))
         if self.cp is not None:
             try:
                 self.cp.recover()   # once: not again when the OCPP task restarts

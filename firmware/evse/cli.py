@@ -28,8 +28,10 @@ COMMANDS = (
 # Settings whose change alters a session that is running.
 SESSION_KEYS = ("site_limit_a", "grid_limit_a", "grid_margin_a", "grid_fallback_a", "grid_stale_s",
                 "solar_mode", "solar_import_w", "solar_start_s", "solar_stop_s", "phase_switch_s", "phase_switch_max",
+                "site_address", "site_nodes", "site_fallback_a", "site_lost_s",
                 "gun_max_a", "min_current_a", "sharing_policy", "priority_guns",
                 "priority_tags", "meter_fault", "ocpp_url", "ocpp_id", "ocpp_ca", "ocpp_cert", "ocpp_key", "ocpp_csr")
+BOOT_KEYS = ("site_address", "site_nodes")   # read when the charger starts
 LOG_LINES = 20
 LOG_LINES_MAX = 200
 
@@ -193,7 +195,8 @@ def _config(app, args, yes):
                 why = _busy_refusal(app, "config set %s" % args[1])
                 if why:
                     return [why]
-            return ["%s = %s" % (args[1], cfg.set(args[1], value))]
+            return ["%s = %s%s" % (args[1], cfg.set(args[1], value),
+                                    " (at the next boot)" if args[1] in BOOT_KEYS else "")]
         if len(args) == 2 and args[0] == "reset":
             keys = sorted(cfg.values) if args[1] == "all" else [config.check_known(args[1])]
             if not yes and any(k in SESSION_KEYS for k in keys):

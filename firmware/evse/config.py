@@ -34,6 +34,13 @@ KEYS = {
                                            "three again) this long before the gun switches"),
     "phase_switch_max": (int, 0, 20, "", "on a gun with a phase contactor: switches per session at most (0: it stays "
                                          "on three phases)"),
+    "site_address": (int, 0, 16, "", "on a site bus (board site_bus): 1 the coordinator that shares the connection, "
+                                     "2..16 a node; 0 none. At the next boot"),
+    "site_nodes": (int, 1, 15, "", "coordinator: the nodes on the site bus, at addresses 2..site_nodes+1. At the next boot"),
+    "site_fallback_a": (int, 0, 2000, "A", "coordinator: what all the site's guns share per phase while the nodes have no "
+                                           "coordinator; each controller gets its part"),
+    "site_lost_s": (int, 3, 120, "s", "a node without the coordinator's writes this long shares its part of "
+                                      "site_fallback_a"),
     "name": (str, 1, 32, "", "charger name shown on the console"),
     "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
     "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
@@ -184,6 +191,16 @@ def check_board(board):
         raise ConfigError("board grid_meter: a DC board's cabinet shares the site limit alone; a grid meter "
                           "is for AC boards")
     _check_lines(board)
+    if "site_bus" in board:   # the RS-485 line to the site's other controllers (docs/site.md)
+        bus = board["site_bus"]
+        uarts = [e.get("uart") for e in [g.get("meter") for g in board["guns"]] + [board.get("grid_meter")]
+                 if isinstance(e, dict)]
+        if (not isinstance(bus, dict) or isinstance(bus.get("uart"), bool) or not isinstance(bus.get("uart"), int)
+                or bus["uart"] < 0 or bus.get("baud", 38400) not in (9600, 19200, 38400, 57600, 115200)):
+            raise ConfigError('board site_bus must be {"uart": N, "baud": 38400} (9600 to 115200 baud), not %r' % (bus,))
+        if bus["uart"] in uarts:
+            raise ConfigError("board site_bus: UART %d is the meters' line; the site bus needs a UART of its own"
+                              % bus["uart"])
     if "grid_meter" in board:   # the meter at the site's connection point (docs/grid.md)
         grid = board["grid_meter"]
         if isinstance(grid, dict) and "feed" in grid:
@@ -334,7 +351,8 @@ class Config:
                 "sharing_policy": "fair", "priority_guns": "", "priority_tags": "", "meter_fault": "stop",
                 "grid_limit_a": b["site_limit_a"], "grid_margin_a": 2, "grid_fallback_a": 6, "grid_stale_s": 11,
                 "solar_mode": "off", "solar_import_w": 0, "solar_start_s": 60, "solar_stop_s": 600,
-                "phase_switch_s": 60, "phase_switch_max": 4}
+                "phase_switch_s": 60, "phase_switch_max": 4,
+                "site_address": 0, "site_nodes": 1, "site_fallback_a": 6, "site_lost_s": 10}
 
     def get(self, key):
         if key in self.values:
@@ -347,6 +365,14 @@ class Config:
         value = _check(key, value)
         if key == "solar_mode" and value == "on" and "grid_meter" not in self.board:
             raise ConfigError("solar_mode on needs a grid meter to see what the site exports (board file grid_meter)")
+        if key == "site_address" and value:
+            if not isinstance(self.board.get("site_bus"), dict):
+                raise ConfigError("site_address needs a site bus: the board file's site_bus names its UART")
+            if self.board["kind"] != "ac":
+                raise ConfigError("site_address: a site bus shares AC guns; a DC board's cabinet shares its own")
+            if value > 1 and len(self.board["guns"]) > 4:
+                raise ConfigError("site_address: a node has 4 guns at most on a site bus; this board has %d"
+                                  % len(self.board["guns"]))
         if key == "priority_guns" and value:
             guns = len(self.board["guns"])
             for g in value.split(","):
@@ -363,6 +389,14 @@ class Config:
         """ConfigError when `value` for `key` would not fit the grid keys' other values: a
         fallback over the connection less its margin could overload it while the grid meter is
         silent, a margin at or over the connection leaves nothing."""
+        if key == "site_fallback_a":
+            room = self.get("grid_limit_a") - self.get("grid_margin_a") if "grid_meter" in self.board \
+                else self.get("site_limit_a")
+            if value > room:
+                raise ConfigError("site_fallback_a %d is over what the connection gives the guns (%d A): the nodes "
+                                  "would share more than it while they have no coordinator; set at most %d"
+                                  % (value, room, max(room, 0)))
+            return value
         grid = dict((k, self.get(k)) for k in ("grid_limit_a", "grid_margin_a", "grid_fallback_a"))
         if key not in grid:
             return value

@@ -18,6 +18,8 @@ def status_lines(app):
                 {"waiting": "waiting for the surplus to suffice", "charging": "charging from the surplus",
                  "short": "short of the minimum, at the minimum until solar_stop_s"}[solar["state"]],
                 "not known (no power in the grid readings)" if solar["surplus_w"] is None else "%d W" % solar["surplus_w"]))
+    if app.site is not None:
+        out.append(site_line(app.site.status(app.now_ms)))
     out.append("gun state  duty%  offer_A  contactor  amps   temp_C  fault")
     for g in app.guns:
         s = g.status()
@@ -56,10 +58,34 @@ def status_json(app):
     grid = grid_status(app)
     if grid is not None:
         out["grid"] = grid
+    if app.site is not None:
+        out["site"] = app.site.status(app.now_ms)
     stage = app.cabinet.stage if app.cabinet is not None else None
     if stage is not None:
         out["can"] = {"protocol": stage.codec.NAME, "bus": stage.bus.stats(), "modules": stage.status()}
     return json.dumps(out)
+
+
+def site_line(s):
+    """The site bus (docs/site.md) in one line."""
+    if s["role"] == "coordinator":
+        why = "; ".join("node %d %s" % (n["address"], "two controllers answer as it" if n["why"] == "duplicate"
+                                        else "silent") for n in s["node"] if not n["ok"])
+        return "site: coordinator of %d nodes, %d answer%s%s%s" % (
+            s["nodes"], s["answering"], " (starting: nobody gets more until every node answered)" if s["starting"]
+            else "", "; " + why if why else "",
+            "; ANOTHER COORDINATOR on the line (%s): this one's guns pause" % s["conflict"] if s["conflict"] else "")
+    if s["duplicate"]:
+        state = "another controller has this address: the guns pause"
+    elif s["conflict"]:
+        state = "two coordinators write: the guns share the fallback %.1f A per phase" % s["fallback_a"]
+    elif s["lost"]:
+        state = "no coordinator: the guns share the fallback %.1f A per phase" % s["fallback_a"]
+    elif s["heard_ms"] is None:
+        state = "waiting for the coordinator"
+    else:
+        state = "coordinator heard %.1f s ago; caps %s A" % (s["heard_ms"] / 1000, " ".join("%.1f" % c for c in s["caps_a"]))
+    return "site: node %d, %s" % (s["address"], state)
 
 
 def grid_status(app):

@@ -1,0 +1,513 @@
+# The site bus (docs/site.md): controllers on one RS-485 line share one grid connection. The
+# coordinator (config site_address 1) is the line's Modbus RTU master; each node (2..16) a slave
+# whose holding registers tell what its guns want, have committed and draw, and to which the
+# coordinator writes a cap per gun. The coordinator shares the whole site with the same Sharing as
+# its own guns (lower first, fair, fifo, priority). A node that hears no write for site_lost_s
+# shares its part of site_fallback_a; the coordinator keeps that much for it meanwhile.
+#
+# Node registers (function 0x03, from 0): magic, guns, flags, fallback x10, boot id, then per gun
+# limit x10, committed x10, drawn x10, amps now x10, loads (a bit per site phase), rank, age s.
+# The coordinator writes (0x10, from WRITE_AT): its boot id, flags, the node's fallback x10, then
+# a cap x10 per gun. x10 values are tenths of an ampere; NONE is no value.
+import os
+
+from micropython import const
+
+from evse import modbus, store
+
+SITE_GUNS = const(4)        # guns per controller on a site bus at most
+MAGIC = const(0x5345)
+HEAD = const(5)
+PER_GUN = const(7)
+REGS = const(33)            # HEAD + SITE_GUNS * PER_GUN
+WRITE_AT = const(40)
+NONE = const(0xFFFF)
+CYCLE_MS = const(1000)      # the coordinator reads and writes every node once a cycle
+ANSWER_MS = const(250)      # a node answers within this (its loop's step is up to 50 ms on a board)
+POLL_MS = const(3)
+GARBLED = const(3)          # garbled answers in a row before the coordinator suspects two nodes
+DUP_CLEAR_MS = const(30000)  # a suspicion of two nodes on one address clears after this clean
+# flags
+LOST = const(1)             # node: no coordinator, it shares its fallback
+CONFLICT = const(2)         # node: two coordinators write to it
+DUPLICATE = const(4)        # node: another controller answers as its address; coordinator: pause
+FILE = "site.json"          # a node keeps the fallback the coordinator gave it
+
+
+def boot_id():
+    """A number this boot of this controller has and, most likely, no other: two nodes on one
+    address, or two coordinators, show as two of them."""
+    b = os.urandom(2)
+    return b[0] << 8 | b[1]
+
+
+def tenths(a):
+    return NONE if a is None else (0 if a <= 0 else (65534 if a > 6553.4 else int(a * 10 + 0.5)))
+
+
+def amps(v):
+    return None if v == NONE else v / 10
+
+
+def mask(phases):
+    m = 0
+    for p in phases:
+        m |= 1 << p
+    return m
+
+
+def phases_of(m):
+    return tuple(p for p in (0, 1, 2) if m >> p & 1) or (0, 1, 2)
+
+
+def request_at(buf, n):
+    """The length of the Modbus request (0x03 of 8 bytes, 0x10 of 9 + 2k) at buf[:n], or 0 for
+    anything else (an answer, noise)."""
+    if n == 8 and buf[1] == modbus.READ_HOLDING:
+        pass
+    elif n >= 9 and buf[1] == modbus.WRITE_MULTIPLE and buf[6] == n - 9:
+        pass
+    else:
+        return 0
+    return n if modbus.crc16(buf, n - 2) == buf[n - 2] | (buf[n - 1] << 8) else 0
+
+
+def node_regs(guns, flags, fallback_a, boot_id):
+    """The node's registers from its guns' report: (limit, committed, drawn, amps now, loads,
+    rank, age_s) per gun."""
+    regs = [MAGIC, len(guns), flags, tenths(fallback_a), boot_id]
+    for lim, com, drawn, now_a, loads, rank, age in guns:
+        regs += [tenths(lim), tenths(com), tenths(drawn), tenths(now_a), mask(loads), rank & 0xFFFF,
+                 NONE if age is None else (age if age < NONE else NONE - 1)]
+    return regs + [0] * (REGS - len(regs))
+
+
+class Remote:
+    """What the coordinator knows of one node."""
+
+    def __init__(self, address):
+        self.address = address
+        self.guns = 0
+        self.ok = False            # its last read and write went through
+        self.heard = False         # answered since the coordinator's boot
+        self.lim = [0.0] * SITE_GUNS
+        self.com = [0.0] * SITE_GUNS
+        self.drawn = [None] * SITE_GUNS
+        self.now_a = [0.0] * SITE_GUNS
+        self.loads = [(0, 1, 2)] * SITE_GUNS
+        self.rank = [0] * SITE_GUNS
+        self.age_ms = [None] * SITE_GUNS
+        self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
+        self.flags = 0
+        self.fallback_a = 0.0
+        self.ids = []              # its last two boot ids
+        self.garbled = 0
+        self.suspect_ms = None     # since when it looks like two nodes on one address
+        self.why = None            # why it is not ok, for status
+
+    def take(self, regs, now_ms):
+        """Its registers (bytes, two per register); False when they are not a node's."""
+        def r(i):
+            return regs[2 * i] << 8 | regs[2 * i + 1]
+        n = r(1)
+        if r(0) != MAGIC or n > SITE_GUNS:
+            return False
+        boot = r(4)
+        if not self.ids or self.ids[-1] != boot:
+            if len(self.ids) == 2 and self.ids[0] == boot:
+                self.suspect_ms = now_ms    # boot ids a, b, a: two controllers answer as one
+            self.ids = (self.ids + [boot])[-2:]
+        self.guns = n
+        self.flags = r(2)
+        if self.flags & DUPLICATE:
+            self.suspect_ms = now_ms
+        self.fallback_a = amps(r(3)) or 0.0
+        for g in range(n):
+            b = HEAD + g * PER_GUN
+            self.lim[g] = amps(r(b)) or 0.0
+            self.com[g] = amps(r(b + 1)) or 0.0
+            self.drawn[g] = amps(r(b + 2))
+            self.now_a[g] = amps(r(b + 3)) or 0.0
+            self.loads[g] = phases_of(r(b + 4))
+            self.rank[g] = r(b + 5)
+            age = r(b + 6)
+            self.age_ms[g] = None if age == NONE else age * 1000
+        return True
+
+    def duplicate(self, now_ms):
+        if self.suspect_ms is not None and now_ms - self.suspect_ms >= DUP_CLEAR_MS:
+            self.suspect_ms = None
+        return self.suspect_ms is not None or self.garbled >= GARBLED
+
+
+class Coordinator:
+    """Address 1: polls nodes 2..site_nodes+1 once a CYCLE_MS and takes part in the App's sharing
+    (extend, reserve, place)."""
+
+    coordinates = True
+
+    def __init__(self, uart, baud, nodes, cfg, note, clock, ticks_ms=None, sleep_ms=None):
+        self.master = modbus.Master(uart, baud, timeout_ms=ANSWER_MS, retries=0, ticks_ms=ticks_ms, sleep_ms=sleep_ms)
+        self._sleep_ms = sleep_ms or modbus._sleep_ms
+        self.uart = uart
+        self.cfg = cfg
+        self.note = note
+        self.clock = clock
+        self.remotes = [Remote(a) for a in range(2, nodes + 2)]
+        self.boot_id = boot_id()
+        self.started_ms = clock()
+        self.conflict = None       # what showed another coordinator on the line (latched)
+        self.noise = 0             # bytes heard while no node was asked
+        self.cycles = 0
+        self._read = None          # the read request, its address changed per node
+        self._regs = None
+
+    def share_a(self):
+        """Each controller's part of site_fallback_a."""
+        return self.cfg.get("site_fallback_a") / (len(self.remotes) + 1)
+
+    def starting(self, now_ms):
+        """Until every node has answered, or site_lost_s and an EV's follow time have passed since
+        boot (a node nobody writes to is on its fallback by then), nobody gets more: a node may
+        still hold caps an earlier coordinator wrote."""
+        if all(r.heard for r in self.remotes):
+            return False
+        return now_ms - self.started_ms < self.cfg.get("site_lost_s") * 1000 + 5000
+
+    def holds(self, now_ms):
+        """Whether the coordinator's own guns must not charge: while it starts, and after it heard
+        another coordinator (whose sharing does not count them)."""
+        return self.conflict is not None or self.starting(now_ms)
+
+    def reserve(self, caps, now_ms):
+        """The site caps per phase less what nodes that do not answer may draw: the caps last
+        written to them or their fallback, the larger (twice over for an address two answer)."""
+        caps = list(caps)
+        share = self.share_a()
+        for r in self.remotes:
+            if r.ok and not r.duplicate(now_ms):
+                continue
+            held = [0.0, 0.0, 0.0]
+            if r.heard:
+                for g in range(r.guns):
+                    for p in r.loads[g]:
+                        held[p] += r.out[g]
+            times = 2 if r.duplicate(now_ms) else 1
+            for p in range(3):
+                caps[p] -= times * (held[p] if held[p] > share else share)
+                if caps[p] < 0:
+                    caps[p] = 0.0
+        return caps
+
+    def extend(self, now_ms, limits, offered, drawn, loads, prio, since):
+        """Appends each node's guns (SITE_GUNS slots per node) to the App's lists."""
+        for r in self.remotes:
+            live = r.ok and not r.duplicate(now_ms)
+            for g in range(SITE_GUNS):
+                if live and g < r.guns:
+                    limits.append(r.lim[g])
+                    # The node may use the cap written to it at once: it counts as offered.
+                    offered.append(r.com[g] if r.com[g] > r.out[g] else r.out[g])
+                    drawn.append(r.drawn[g])
+                    loads.append(r.loads[g])
+                    prio.append(r.rank[g])
+                    since.append(now_ms if r.age_ms[g] is None else now_ms - r.age_ms[g])
+                else:
+                    limits.append(0)
+                    offered.append(0.0)
+                    drawn.append(None)
+                    loads.append((0, 1, 2))
+                    prio.append(0)
+                    since.append(now_ms)
+
+    def place(self, now_ms, alloc, first):
+        """The sharing's allocation for the nodes' slots (from alloc[first]) becomes the caps to
+        write; while starting, each node keeps what it has committed."""
+        starting = self.starting(now_ms)
+        i = first
+        for r in self.remotes:
+            if r.duplicate(now_ms):
+                r.out = [0.0] * SITE_GUNS
+            elif r.ok:
+                for g in range(SITE_GUNS):
+                    r.out[g] = (r.com[g] if starting else alloc[i + g]) if g < r.guns else 0.0
+            i += SITE_GUNS
+
+    def drawn_a(self):
+        """What the answering nodes' guns draw per site phase."""
+        out = [0.0, 0.0, 0.0]
+        for r in self.remotes:
+            if r.ok:
+                for g in range(r.guns):
+                    for p in r.loads[g]:
+                        out[p] += r.now_a[g]
+        return out
+
+    def _listen(self):
+        """Bytes on the line while the coordinator asks nobody: a request it did not send is
+        another coordinator's, and latches the conflict."""
+        data = self.uart.read()
+        if not data:
+            return
+        self.noise += len(data)
+        if self.conflict is None and (request_at(data, len(data)) or (len(data) > 8 and request_at(data, 8))):
+            self.conflict = "a request to address %d that this coordinator did not send" % data[0]
+            self.note("site bus: another coordinator on the line (%s): two controllers have site_address 1? "
+                      "This one leaves the nodes to it and its own guns pause until it reboots" % self.conflict)
+
+    async def run(self):
+        while True:
+            start = self.clock()
+            await self.cycle()
+            left = CYCLE_MS - (self.clock() - start)
+            await self._sleep_ms(left if left > 10 else 10)
+
+    async def cycle(self):
+        """Reads and writes every node once."""
+        if self._read is None:
+            self._read = modbus.read_request(2, modbus.READ_HOLDING, 0, REGS)
+            self._regs = bytearray(2 * REGS)
+        for r in self.remotes:
+            self._listen()
+            if self.conflict is not None:
+                r.ok = False
+                continue
+            await self._visit(r, self._read, self._regs)
+        self.cycles += 1
+        self._listen()
+
+    async def _visit(self, r, read, regs):
+        read[0] = r.address
+        modbus.seal(read)
+        now = self.clock()
+        before = r.why
+        try:
+            await self.master.read(read, regs)
+            if not r.take(regs, now):
+                raise modbus.FrameError("its registers are not a site node's")
+            r.garbled = 0
+            if not r.heard:
+                r.out = list(r.com)   # its first write: what it has committed, no more
+            values = [self.boot_id, DUPLICATE if r.duplicate(now) else 0, tenths(self.share_a())]
+            values += [tenths(r.out[g]) for g in range(r.guns)]
+            await self.master.write_registers(r.address, WRITE_AT, values)
+            r.ok = r.heard = True
+            r.why = None
+        except modbus.ModbusError as e:
+            r.garbled = r.garbled + 1 if isinstance(e, modbus.FrameError) else 0
+            r.ok = False
+            r.why = str(e)
+        if r.duplicate(now):
+            r.why = "duplicate"
+            if not r.ok:   # both hear a write, though their answers collide: no caps, and why
+                try:
+                    await self.master.write_registers(r.address, WRITE_AT, [self.boot_id, DUPLICATE,
+                                                                            tenths(self.share_a())])
+                except modbus.ModbusError:
+                    pass
+        if (r.why is None) == (before is None) and (r.why == "duplicate") == (before == "duplicate"):
+            return
+        if r.why == "duplicate":
+            self.note("site bus: node %d answers as two controllers (%s): two controllers have site_address %d? "
+                      "Its guns pause until it answers as one for %d s" % (
+                          r.address, "garbled answers" if r.garbled >= GARBLED else "two boot ids", r.address,
+                          DUP_CLEAR_MS // 1000))
+        elif r.ok:
+            self.note("site bus: node %d answers" % r.address)
+        else:
+            self.note("site bus: node %d does not answer (%s); its guns keep their caps, then its fallback of "
+                      "%.1f A per phase, which the site keeps for it" % (r.address, r.why, self.share_a()))
+
+    def status(self, now_ms):
+        ok = sum(1 for r in self.remotes if r.ok)
+        return {"role": "coordinator", "nodes": len(self.remotes), "answering": ok,
+                "starting": self.starting(now_ms), "conflict": self.conflict, "cycles": self.cycles,
+                "fallback_a": round(self.share_a(), 1),
+                "node": [{"address": r.address, "ok": r.ok, "guns": r.guns, "why": r.why,
+                          "caps_a": [round(r.out[g], 1) for g in range(r.guns)]} for r in self.remotes]}
+
+
+class Node:
+    """Addresses 2..16: answers the coordinator, takes its caps, and falls back to its part of
+    site_fallback_a when no write came for site_lost_s."""
+
+    coordinates = False
+
+    def __init__(self, uart, address, guns, cfg, note, clock, root="/", ticks_ms=None, sleep_ms=None):
+        self.uart = uart
+        self.address = address
+        self.guns = guns
+        self.cfg = cfg
+        self.note = note
+        self.clock = clock
+        self.path = store.join(root, FILE)
+        kept = store.read_json(self.path, {})
+        self.fallback_a = kept.get("fallback_a", 0.0) if isinstance(kept, dict) else 0.0
+        if not isinstance(self.fallback_a, (int, float)) or self.fallback_a < 0:
+            self.fallback_a = 0.0
+        self.boot_id = boot_id()
+        self.caps = [0.0] * guns
+        self.heard_ms = None        # the coordinator's last write
+        self.started_ms = clock()
+        self.lost = False
+        self.coordinators = []      # its last two boot ids, and when each wrote
+        self.conflict_ms = None
+        self.duplicate_ms = None    # another controller answered as this address
+        self.report = [(0, 0.0, None, 0.0, (0, 1, 2), 0, None)] * guns
+        self.frames = 0
+        self.bad = 0
+        self._ticks_ms = ticks_ms or modbus._ticks_ms
+        self._sleep_ms = sleep_ms or modbus._sleep_ms
+
+    def flags(self, now_ms):
+        return ((LOST if self.lost else 0) | (CONFLICT if self._conflict(now_ms) else 0)
+                | (DUPLICATE if self._duplicate(now_ms) else 0))
+
+    def _conflict(self, now_ms):
+        return self.conflict_ms is not None and now_ms - self.conflict_ms < self.cfg.get("site_lost_s") * 1000
+
+    def _duplicate(self, now_ms):
+        return self.duplicate_ms is not None and now_ms - self.duplicate_ms < DUP_CLEAR_MS
+
+    def budget(self, now_ms, site, limits):
+        """The node's caps: limits capped by the coordinator's caps; or, without a coordinator,
+        the site caps no higher than the fallback. Returns the site caps to share."""
+        lost_ms = self.cfg.get("site_lost_s") * 1000
+        since = self.heard_ms if self.heard_ms is not None else self.started_ms
+        lost = now_ms - since >= lost_ms or self._conflict(now_ms)
+        if lost != self.lost:
+            self.lost = lost
+            if lost:
+                self.note("site bus: %s; the guns share %.1f A per phase (this node's fallback)"
+                          % ("two coordinators write to this node" if self._conflict(now_ms)
+                             else "no coordinator for %d s" % (lost_ms // 1000), self.fallback_a))
+            else:
+                self.note("site bus: the coordinator writes again")
+        if self._duplicate(now_ms):
+            for i in range(len(limits)):
+                limits[i] = 0
+            return site
+        if lost:
+            f = self.fallback_a
+            return [f if f < c else c for c in site] if isinstance(site, list) else [min(f, site)] * 3
+        if self.heard_ms is None:
+            for i in range(len(limits)):
+                limits[i] = 0    # after a boot: nothing until the coordinator or the fallback
+            return site
+        for i in range(len(limits)):
+            if self.caps[i] < limits[i]:
+                limits[i] = self.caps[i]
+        return site
+
+    def _answer(self, buf, n, now_ms):
+        if buf[0] != self.address:
+            return None
+        size = request_at(buf, n)
+        if not size:
+            # A frame from this address that is no request: another controller's answer as it.
+            if n >= 5 and modbus.crc16(buf, n - 2) == buf[n - 2] | (buf[n - 1] << 8):
+                if not self._duplicate(now_ms):
+                    self.note("site bus: another controller answers as address %d: give each controller its own "
+                              "site_address; the guns pause meanwhile" % self.address)
+                self.duplicate_ms = now_ms
+            return None
+        fn = buf[1]
+        start = buf[2] << 8 | buf[3]
+        count = buf[4] << 8 | buf[5]
+        if fn == modbus.READ_HOLDING:
+            if start != 0 or not 1 <= count <= REGS:
+                return modbus.seal(bytearray((self.address, fn | 0x80, 2, 0, 0)))
+            regs = node_regs(self.report, self.flags(now_ms), self.fallback_a, self.boot_id)
+            out = bytearray(5 + 2 * count)
+            out[0], out[1], out[2] = self.address, fn, 2 * count
+            for i in range(count):
+                out[3 + 2 * i] = regs[i] >> 8
+                out[4 + 2 * i] = regs[i] & 0xFF
+            return modbus.seal(out)
+        if start != WRITE_AT or not 3 <= count <= 3 + self.guns:
+            return modbus.seal(bytearray((self.address, fn | 0x80, 2, 0, 0)))
+        values = [buf[7 + 2 * i] << 8 | buf[8 + 2 * i] for i in range(count)]
+        values += [0] * (3 + self.guns - count)   # a gun the write leaves out gets no cap
+        self._written(values, now_ms)
+        out = bytearray(8)
+        out[:6] = buf[:6]
+        return modbus.seal(out)
+
+    def _written(self, values, now_ms):
+        boot, flags, fallback = values[0], values[1], amps(values[2]) or 0.0
+        ids = self.coordinators
+        if ids and ids[-1][0] != boot:
+            if len(ids) == 2 and ids[0][0] == boot and now_ms - ids[0][1] < self.cfg.get("site_lost_s") * 1000:
+                if not self._conflict(now_ms):
+                    self.note("site bus: two coordinators write to this node: two controllers have site_address 1?")
+                self.conflict_ms = now_ms
+            ids.append([boot, now_ms])
+            if len(ids) > 2:
+                ids.pop(0)
+        elif ids:
+            ids[-1][1] = now_ms
+        else:
+            ids.append([boot, now_ms])
+        if flags & DUPLICATE:
+            if not self._duplicate(now_ms):
+                self.note("site bus: the coordinator sees two controllers at address %d: give each its own "
+                          "site_address; the guns pause meanwhile" % self.address)
+            self.duplicate_ms = now_ms
+        self.caps = [amps(v) or 0.0 for v in values[3:]]
+        self.heard_ms = now_ms
+        if fallback != self.fallback_a:
+            self.fallback_a = fallback
+            try:
+                store.write_json(self.path, {"fallback_a": fallback})
+            except OSError as e:
+                self.note("site bus: keeping the fallback on flash failed: %r" % (e,))
+
+    async def run(self):
+        buf = bytearray(modbus.MAX_FRAME)
+        view = memoryview(buf)
+        readinto = getattr(self.uart, "readinto", None)
+        n = 0
+        last = self._ticks_ms()
+        while True:
+            if readinto is not None:
+                got = readinto(view[n:] if n else view) or 0
+            else:
+                chunk = self.uart.read()
+                got = len(chunk) if chunk else 0
+                if got:
+                    got = min(got, len(buf) - n)
+                    buf[n:n + got] = chunk[:got]
+            now = self._ticks_ms()
+            if got:
+                n += got
+                last = now
+                if n >= len(buf):
+                    n = 0   # longer than any frame: noise
+                    self.bad += 1
+            elif n and modbus._ticks_diff(now, last) >= POLL_MS:
+                self.frames += 1
+                answer = self._answer(buf, n, self.clock())
+                n = 0
+                if answer is not None:
+                    self.uart.write(answer)
+            await self._sleep_ms(POLL_MS if n else 2 * POLL_MS)
+
+    def status(self, now_ms):
+        return {"role": "node", "address": self.address, "lost": self.lost, "fallback_a": round(self.fallback_a, 1),
+                "heard_ms": None if self.heard_ms is None else now_ms - self.heard_ms,
+                "conflict": self._conflict(now_ms), "duplicate": self._duplicate(now_ms),
+                "caps_a": [round(c, 1) for c in self.caps]}
+
+
+def open_site(app, hal, board, cfg, root):
+    """The coordinator or the node this controller is (config site_address), or None."""
+    address = cfg.get("site_address")
+    if not address:
+        return None
+    bus = board["site_bus"]
+    uart = hal.uart(bus["uart"], bus.get("baud", 38400))
+    def note(text):
+        app.note(text)
+    if address == 1:
+        return Coordinator(uart, bus.get("baud", 38400), cfg.get("site_nodes"), cfg, note, app.clock)
+    return Node(uart, address, len(board["guns"]), cfg, note, app.clock, root)

@@ -1,0 +1,380 @@
+"""The site bus (docs/site.md): a coordinator and nodes, each a whole App, on an in-process RS-485
+line. What every EV may draw (the highest offer of its gun over the last 5 s, the time it has to
+follow a lower one) stays within the connection on every phase, through node silence, a
+coordinator's reboot, a duplicate address and a second coordinator."""
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evse import config, modbus, site
+from fake_rig import FakeHal, SilentLine
+from virtual_clock import Clock
+
+BOARDS = Path(__file__).resolve().parents[1] / "boards"
+CONNECTION_A = 60
+FOLLOW_MS = 5000
+STEP_MS = 250
+
+
+class Line:
+    """What one port writes every other port hears at once. A node's port hands the frame to its
+    node (what its receive loop would do) and its answer goes on the line; two answers at once
+    collide (their bytes XORed)."""
+
+    def __init__(self):
+        self.ports = []
+
+    def port(self):
+        p = Port(self)
+        self.ports.append(p)
+        return p
+
+    def send(self, sender, frame):
+        answers = [a for a in (self._hear(p, frame) for p in self.ports if p is not sender and not p.down)
+                   if a is not None]
+        if len(answers) > 1:
+            answers = [(None, bytes(x ^ y for x, y in zip(answers[0][1], answers[1][1])))]
+        for who, a in answers:
+            for p in self.ports:
+                if p is not who and not p.down:
+                    self._hear(p, a)
+
+    @staticmethod
+    def _hear(port, frame):
+        """The port receives frame; a node's answer to it, as (port, bytes), or None."""
+        if port.node is None:
+            port.rx += frame
+            return None
+        a = port.node._answer(bytearray(frame), len(frame), port.node.clock())
+        return None if a is None else (port, bytes(a))
+
+
+class Port:
+    def __init__(self, line):
+        self.line = line
+        self.rx = bytearray()
+        self.node = None
+        self.down = False   # its wires cut: it hears nothing and nobody hears it
+
+    def write(self, buf):
+        if not self.down:
+            self.line.send(self, bytes(buf))
+        return len(buf)
+
+    def read(self, n=-1):
+        data, self.rx = bytes(self.rx), bytearray()
+        return data or None
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.rx))
+        if not n:
+            return None
+        buf[:n] = self.rx[:n]
+        del self.rx[:n]
+        return n
+
+
+class SiteHal(FakeHal):
+    def __init__(self, port):
+        FakeHal.__init__(self, interlock=True)
+        self.port = port
+
+    def uart(self, index, baudrate, parity=None):
+        return self.port if index == 1 else SilentLine()
+
+
+class Site:
+    """A coordinator (address 1) and nodes on one Line, on one virtual clock."""
+
+    def __init__(self, tmp_path, monkeypatch, nodes=(2, 3), **coordinator):
+        self.clock = Clock()
+        monkeypatch.setattr(time, "ticks_ms", self.clock.ticks_ms, raising=False)
+        monkeypatch.setattr(time, "ticks_diff", lambda a, b: a - b, raising=False)
+        monkeypatch.setattr(modbus, "_ticks_ms", self.clock.ticks_ms)
+        monkeypatch.setattr(modbus, "_sleep_ms", self.clock.sleep_ms)
+        self.tmp = tmp_path
+        self.line = Line()
+        self.settings = dict({"site_nodes": len(nodes), "site_limit_a": CONNECTION_A, "site_fallback_a": 18},
+                             **coordinator)
+        self.apps = {1: self.make(1, "c1", **self.settings)}
+        for a in nodes:
+            self.apps.setdefault(a, self.make(a, "n%d" % a))
+        self.extra = []        # more controllers on the line (a second node or coordinator at one address)
+        self.offers = []       # (ms, [offer of every gun])
+        self.worst = 0.0
+        self.next_cycle = 0
+        self.gone = []
+
+    def make(self, address, folder, **settings):
+        root = self.tmp / folder
+        root.mkdir(exist_ok=True)
+        b = json.loads((BOARDS / "sim-ac2-site.json").read_text())
+        cfg = config.Config(b, str(root))
+        cfg.set("site_address", address)
+        for key, value in settings.items():
+            cfg.set(key, value)
+        port = self.line.port()
+        from evse.app import App
+        app = App(b, cfg, SiteHal(port), str(root))
+        app.notes = []
+        app.note = app.notes.append
+        if not app.site.coordinates:
+            port.node = app.site
+        app.port = port
+        app.folder = folder
+        for g in app.guns:
+            g.state = "A"
+            g.offered_a = lambda g=g: g.allocation_a if g.state[0] in "CD" else 0.0   # the pilot follows at once
+        return app
+
+    def every(self):
+        return list(self.apps.values()) + self.extra
+
+    def plug(self, address, gun, on=True):
+        self.apps[address].guns[gun - 1].state = "C2" if on else "A"
+
+    def run(self, ms):
+        end = self.clock.ms + ms
+        while self.clock.ms < end:
+            for app in self.every():
+                app.share(app.clock())
+            if self.clock.ms >= self.next_cycle:   # a cycle's transactions move the clock too
+                self.next_cycle = self.clock.ms + site.CYCLE_MS
+                for app in self.every():
+                    if app.site.coordinates:
+                        asyncio.run(app.site.cycle())
+            self.check()
+            self.clock.ms += STEP_MS
+
+    def reboot(self, address):
+        """A controller restarts: its guns stop, its EVs wait in B, it comes back with its settings."""
+        old = self.apps[address]
+        self.line.ports.remove(old.port)
+        self.gone.append(old)   # (its id stays its own)
+        for _, offers in self.offers:   # its contactors opened: its EVs draw nothing any more
+            for n in (1, 2):
+                offers.pop((id(old), n), None)
+        self.apps[address] = app = self.make(address, old.folder)
+        for g, was in zip(app.guns, old.guns):
+            if was.state != "A":
+                g.state = "C2"
+
+    def reboot_coordinator(self):
+        self.reboot(1)
+
+    def check(self):
+        now = self.clock.ms
+        self.offers.append((now, dict(((id(app), g.n), g.offered_a()) for app in self.every() for g in app.guns)))
+        self.offers = [(t, o) for t, o in self.offers if now - t <= FOLLOW_MS]
+        may_draw = {}
+        for _, offers in self.offers:
+            for key, a in offers.items():
+                may_draw[key] = max(a, may_draw.get(key, 0.0))
+        total = sum(may_draw.values())
+        self.worst = max(self.worst, total)
+        assert total <= CONNECTION_A + 1e-6, (now, may_draw)
+
+    def allocations(self, address):
+        return [round(g.allocation_a, 1) for g in self.apps[address].guns]
+
+
+@pytest.fixture
+def make_site(tmp_path, monkeypatch):
+    return lambda **kw: Site(tmp_path, monkeypatch, **kw)
+
+
+def test_three_controllers_share_the_connection_as_one(make_site):
+    s = make_site()
+    s.run(20000)   # the coordinator's start: every node answered, nothing to share yet
+    for a in (1, 2, 3):
+        s.plug(a, 1)
+    s.run(15000)
+    assert [s.allocations(a)[0] for a in (1, 2, 3)] == [20.0, 20.0, 20.0]
+    for a in (1, 2, 3):
+        s.plug(a, 2)
+    s.run(15000)
+    assert [s.allocations(a) for a in (1, 2, 3)] == [[10.0, 10.0]] * 3
+    s.plug(3, 1, False)
+    s.plug(3, 2, False)   # a node's EVs leave: the others take the room, once the EVs followed
+    s.run(15000)
+    assert [s.allocations(a) for a in (1, 2)] == [[15.0, 15.0]] * 2
+    status = s.apps[1].site.status(s.clock.ms)
+    assert status["answering"] == 2 and not status["starting"]
+
+
+def test_a_silent_node_keeps_its_caps_then_its_fallback_which_the_site_keeps_for_it(make_site):
+    s = make_site()
+    s.run(20000)
+    for a in (1, 2, 3):
+        s.plug(a, 1)
+    s.run(15000)
+    s.apps[3].port.down = True
+    s.run(5000)
+    assert s.allocations(3)[0] == 20.0   # still its cap: it has not missed site_lost_s yet
+    assert any("node 3 does not answer" in n for n in s.apps[1].notes)
+    s.run(10000)
+    assert s.allocations(3)[0] == 6.0    # its part of site_fallback_a 18
+    assert any("no coordinator for 10 s" in n for n in s.apps[3].notes)
+    assert s.apps[1].site.status(s.clock.ms)["answering"] == 1
+    s.run(10000)
+    # The coordinator keeps the node's last caps (20 A) for it: the others share 40.
+    assert [s.allocations(a)[0] for a in (1, 2)] == [20.0, 20.0]
+    s.apps[3].port.down = False
+    s.run(20000)
+    assert [s.allocations(a)[0] for a in (1, 2, 3)] == [20.0, 20.0, 20.0]
+    assert any("the coordinator writes again" in n for n in s.apps[3].notes)
+
+
+def test_a_coordinator_that_reboots_takes_over_without_overshoot(make_site):
+    s = make_site()
+    s.run(20000)
+    for a in (2, 3):
+        s.plug(a, 1)
+        s.plug(a, 2)
+    s.run(15000)
+    assert [s.allocations(a) for a in (2, 3)] == [[15.0, 15.0]] * 2
+    s.reboot_coordinator()
+    s.plug(1, 1)   # an EV waits at the coordinator itself
+    s.run(3000)
+    assert s.allocations(1)[0] == 0.0   # nothing new until the nodes' caps are known
+    s.run(30000)
+    assert [s.allocations(a) for a in (1, 2, 3)] == [[12.0, 0.0], [12.0, 12.0], [12.0, 12.0]]
+    assert s.worst <= CONNECTION_A
+
+
+def test_two_nodes_on_one_address_pause_until_one_is_changed(make_site):
+    s = make_site(nodes=(2,))
+    twin = s.make(2, "twin")
+    s.extra.append(twin)
+    s.run(20000)
+    s.plug(2, 1)
+    twin.guns[0].state = "C2"
+    s.run(15000)
+    assert s.allocations(2)[0] == 0.0 and twin.guns[0].allocation_a == 0.0
+    assert any("node 2 answers as two controllers" in n for n in s.apps[1].notes)
+    assert any("sees two controllers at address 2" in n for n in s.apps[2].notes)
+
+
+def test_a_second_coordinator_steps_back_and_pauses_its_own_guns(make_site):
+    s = make_site()
+    s.run(20000)
+    second = s.make(1, "c2", **s.settings)   # a second controller set to site_address 1
+    s.extra.append(second)
+    second.guns[0].state = "C2"
+    for a in (2, 3):
+        s.plug(a, 1)
+    s.run(30000)
+    assert any("another coordinator on the line" in n for n in second.notes)
+    assert second.site.status(s.clock.ms)["conflict"]
+    # The first one's sharing goes on; the guns it does not count wait.
+    assert [s.allocations(a)[0] for a in (2, 3)] == [30.0, 30.0]
+    assert second.guns[0].allocation_a == 0.0
+    assert not any("two coordinators write" in n for n in s.apps[2].notes)
+
+
+def test_two_coordinators_that_write_make_the_nodes_fall_back(make_site):
+    s = make_site()
+    s.run(20000)
+    for a in (2, 3):
+        s.plug(a, 1)
+    s.run(10000)
+    second = s.make(1, "c2", **s.settings)
+    s.extra.append(second)
+    for c in (second, s.apps[1]):   # they do not hear each other (a receiver off while idle): both write
+        c.site._listen = lambda: None
+    s.run(20000)
+    assert any("two coordinators write to this node" in n for n in s.apps[2].notes)
+    assert [s.allocations(a)[0] for a in (2, 3)] == [6.0, 6.0]
+
+
+def test_a_node_after_its_boot_waits_for_the_coordinator_then_its_kept_fallback(make_site):
+    s = make_site(nodes=(2,))
+    s.apps[1].port.down = True
+    s.plug(2, 1)
+    s.run(5000)
+    assert s.allocations(2)[0] == 0.0   # never heard a coordinator, no fallback known
+    s.run(10000)
+    assert s.allocations(2)[0] == 0.0   # its fallback is 0 until a coordinator gives one
+    s.apps[1].port.down = False
+    s.run(5000)
+    assert json.loads((s.tmp / "n2" / "site.json").read_text()) == {"fallback_a": 9.0}
+
+
+def test_registers_round_trip():
+    regs = site.node_regs([(32, 16.0, 15.5, 15.4, (0,), 1, 12), (0, 0.0, None, 0.0, (0, 1, 2), 0, None)],
+                          site.LOST, 9.0, 0xBEEF)
+    raw = bytearray()
+    for r in regs:
+        raw += bytes((r >> 8, r & 0xFF))
+    r = site.Remote(2)
+    assert r.take(raw, 0)
+    assert (r.guns, r.flags, r.fallback_a, r.ids) == (2, site.LOST, 9.0, [0xBEEF])
+    assert (r.lim[0], r.com[0], r.drawn[0], r.now_a[0], r.loads[0], r.rank[0], r.age_ms[0]) == \
+        (32.0, 16.0, 15.5, 15.4, (0,), 1, 12000)
+    assert (r.drawn[1], r.age_ms[1]) == (None, None)
+    raw[1] ^= 1
+    assert not r.take(raw, 0)   # not a site node's registers
+
+
+def test_settings_that_cannot_work_are_refused(tmp_path):
+    b = json.loads((BOARDS / "sim-ac2.json").read_text())
+    with pytest.raises(config.ConfigError, match="needs a site bus"):
+        config.Config(b, str(tmp_path)).set("site_address", 1)
+    b = json.loads((BOARDS / "sim-ac8.json").read_text())
+    b["site_bus"] = {"uart": 1}
+    with pytest.raises(config.ConfigError, match="4 guns at most"):
+        config.Config(b, str(tmp_path)).set("site_address", 2)
+    b = json.loads((BOARDS / "sim-ac2-site.json").read_text())
+    with pytest.raises(config.ConfigError, match="site_fallback_a 41 is over"):
+        config.Config(b, str(tmp_path)).set("site_fallback_a", 41)
+    b["site_bus"] = {"uart": 0}
+    with pytest.raises(config.ConfigError, match="the meters' line"):
+        config.check_board(b)
+
+
+EVENTS = st.lists(st.one_of(
+    st.tuples(st.just("plug"), st.integers(1, 3), st.integers(1, 2), st.booleans()),
+    st.tuples(st.just("cut"), st.integers(2, 3), st.booleans()),
+    st.tuples(st.just("reboot"), st.integers(1, 3)),
+    st.tuples(st.just("wait"), st.integers(1, 20)),
+), min_size=1, max_size=14)
+
+
+@settings(max_examples=25, deadline=None)
+@given(events=EVENTS)
+def test_no_phase_ever_carries_more_than_the_connection(tmp_path_factory, events):
+    mp = pytest.MonkeyPatch()
+    try:
+        s = Site(tmp_path_factory.mktemp("site"), mp)
+        s.run(16000)
+        for e in events:
+            if e[0] == "plug":
+                s.plug(e[1], e[2], e[3])
+            elif e[0] == "cut":
+                s.apps[e[1]].port.down = e[2]
+            elif e[0] == "reboot":
+                s.reboot(e[1])
+            s.run(1000 * (e[1] if e[0] == "wait" else 2))
+    finally:
+        mp.undo()
+
+
+def test_status_says_what_each_controller_does(make_site):
+    from evse import console
+    s = make_site()
+    s.run(20000)
+    s.plug(2, 1)
+    s.run(5000)
+    s.apps[3].port.down = True
+    s.run(15000)
+    lines = {a: console.status_lines(app) for a, app in s.apps.items()}
+    assert "site: coordinator of 2 nodes, 1 answer; node 3 silent" in lines[1]
+    assert any(line.startswith("site: node 2, coordinator heard 0.") and line.endswith("caps 32.0 0.0 A")
+               for line in lines[2]), lines[2]
+    assert "site: node 3, no coordinator: the guns share the fallback 6.0 A per phase" in lines[3]
+    assert json.loads(console.status_json(s.apps[2]))["site"]["role"] == "node"
