@@ -101,6 +101,7 @@ ROWS = (
     ("firmware", "UpdateFirmware: {bundle_kb} KB bundle, download to install on littlefs", STEP),
     ("sharing", "control step, {guns} guns charging (worst tick of {share_ticks}, warm)", TICK),
     ("share", "power sharing step, {guns} guns (its own task; worst of {share_ticks}, warm)", STEP),
+    ("site_share", "site coordinator's sharing, 8 x 2 guns (its longest stage)", STEP),
 )
 CONNECT_BY_NAME = "ws:// connect to localhost: getaddrinfo, no DNS round trip"
 CONNECT_BY_ADDRESS = "ws:// connect to 127.0.0.1: the DNS step not exercised"

@@ -121,13 +121,13 @@ def test_a_task_that_fails_or_runs_out_of_memory_is_logged_counted_and_started_a
 
 SHARE_SCRIPT = r"""
 shares = [0]
-real_share = evse.app.App.share
-def share(app, now_ms):
+real_share = evse.app.App.share_steps
+def share_steps(app, now_ms):
     shares[0] += 1
     if shares[0] == 30:   # a few seconds in: the guns have closed
         raise KeyError("a bug in the sharing")
-    real_share(app, now_ms)
-evse.app.App.share = share
+    return real_share(app, now_ms)
+evse.app.App.share_steps = share_steps
 run(-1, KeyError)
 """
 

@@ -6,7 +6,7 @@ import time
 import asyncio
 
 import evse
-from evse import VERSION, config, store, ticks
+from evse import VERSION, config, slices, store, ticks
 from evse import hal as hal_mod
 from evse.gun import Gun, TICK_MS
 from evse.log import Log
@@ -450,9 +450,14 @@ class App:
         return self._rebased + self.now_ms
 
     def share(self, now_ms):
+        """share_steps at once (tests, the bench, step())."""
+        slices.run(self.share_steps(now_ms))
+
+    def share_steps(self, now_ms):
         """The budget per phase (the site's, under the central system's ChargePointMaxProfile),
         what each gun may take (its own limits, its authorization and TxProfile), which phases
-        its EV loads, what it draws, and the policy's ranks -> each gun's allocation."""
+        its EV loads, what it draws, and the policy's ranks -> each gun's allocation. A generator
+        that yields between the sharing's stages (a site's coordinator shares 16 guns or more)."""
         if self.cabinet is not None:
             self.share_dc(now_ms)
             return
@@ -518,7 +523,7 @@ class App:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
         if site_bus is not None and site_bus.coordinates:
             site = site_bus.reserve(site if isinstance(site, list) else [site] * 3, now_ms)
-        alloc = self.sharing.update(now_ms, site, limits, offered, loads, drawn, prio, since)
+        alloc = yield from self.sharing.steps(now_ms, site, limits, offered, loads, drawn, prio, since)
         if site_bus is not None and site_bus.coordinates:
             site_bus.place(now_ms, alloc, len(self.guns))
             if site_bus.holds(now_ms):
@@ -771,11 +776,12 @@ class App:
             while True:
                 await self._share_now.wait()
                 self._share_now.clear()
-                start = time.ticks_ms()
-                self.share(self.now_ms)
-                self.took("share", time.ticks_diff(time.ticks_ms(), start))
+                await slices.run_async(self.share_steps(self.now_ms), self._took_share)
         except Exception as e:  # noqa: BLE001
             self._share_error = e
+
+    def _took_share(self, ms):
+        self.took("share", ms)
 
     async def can_bus(self):
         stage = self.cabinet.stage

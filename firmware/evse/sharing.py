@@ -10,7 +10,7 @@
 #   the short phase pauses; a paused gun resumes only at min_a + RESUME_EXTRA_A (hysteresis).
 from micropython import const
 
-from evse import ticks
+from evse import slices, ticks
 
 EV_FOLLOW_MS = const(5000)       # an EV has 5 s to follow a lower PWM offer (IEC 61851-1 A.5.1)
 RECLAIM_MARGIN_A = 2.0           # an EV drawing this much under its offer ...
@@ -54,9 +54,16 @@ def pause_until_all_fit(wants, loads, caps, prio, since, floors):
     """Fills; while a gun gets less than its floor, pauses the last-ranked gun (highest prio,
     then latest arrival) among those that load its phases, and fills again. Returns the amps
     per gun: each 0 or at least its floor."""
+    return slices.run(pausing(wants, loads, caps, prio, since, floors))
+
+
+def pausing(wants, loads, caps, prio, since, floors):
+    """pause_until_all_fit, yielding after each fill (a site's 16 guns: a fill is about 25 ms at
+    RP2040 speed, and a short budget pauses one gun per fill)."""
     wants = list(wants)
     while True:
         alloc = fill(wants, loads, caps, prio)
+        yield
         short = [i for i in range(len(wants)) if wants[i] > EPS and alloc[i] < floors[i] - EPS]
         if not short:
             return alloc
@@ -128,7 +135,12 @@ class Sharing:
         return limit if cap is None or cap > limit else cap
 
     def update(self, now_ms, caps, limits, offered, loads=None, drawn=None, prio=None, since=None):
-        """Allocation per gun. `caps`: amps per phase (or one number for all three); `limits`:
+        """Allocation per gun (steps, taken at once)."""
+        return slices.run(self.steps(now_ms, caps, limits, offered, loads, drawn, prio, since))
+
+    def steps(self, now_ms, caps, limits, offered, loads=None, drawn=None, prio=None, since=None):
+        """Allocation per gun, as a generator that yields between its stages (slices.run_async),
+        so that no step of a site's sharing holds the loop long. `caps`: amps per phase (or one number for all three); `limits`:
         what each gun could take now (0 = not charging); `offered`: what each pilot offers now;
         `loads`: the phases each gun's EV loads (default all three); `drawn`: what each EV draws
         (None: unknown, no reclaim); `prio`: rank per gun, lower served first (default all
@@ -146,7 +158,8 @@ class Sharing:
         wants = [self._reclaim(i, now_ms, limits[i], offered[i], None if drawn is None else drawn[i])
                  for i in range(n)]
         floors = [self.min_a + (RESUME_EXTRA_A if self.paused[i] else 0.0) for i in range(n)]
-        targets = pause_until_all_fit(wants, loads, caps, prio, since, floors)
+        yield
+        targets = yield from pausing(wants, loads, caps, prio, since, floors)
         # Lower first: a lowered gun keeps its committed amps in the budget until its EV followed.
         left = list(caps)
         for i in range(n):
