@@ -58,8 +58,8 @@ def cmd_cert(args) -> int:
 
 
 def cmd_boards(args) -> int:
-    from host_tools.sim.supervisor import board_list
-    for line in board_list():
+    from host_tools.sim.supervisor import board_and_site_list
+    for line in board_and_site_list():
         print(line)
     return 0
 
@@ -105,10 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sim", help="run the virtual board in the foreground",
                        description="Run the virtual board. Prints one JSON line "
-                                   '{"serial": PTY, "control": HOST:PORT} and runs until SIGINT/SIGTERM.')
+                                   '{"serial": PTY, "control": HOST:PORT} and runs until SIGINT/SIGTERM. A site '
+                                   "(boards/sites/, e.g. site-ac3) runs its controllers on one RS-485 site bus and "
+                                   'prints {"site", "control": HOST:PORT, "line", "boards": [{"board": K, "name", '
+                                   '"serial", "control"}]} (docs/rig-protocol.md, A virtual site).')
     add_board(s, default="sim-ac2",
                    help="board file name in boards/ or a path (default sim-ac2); rp2040-pico and esp32-devkitc run the "
-                        "firmware as evsectl flash installs it, on an emulated MCU and front end")
+                        "firmware as evsectl flash installs it, on an emulated MCU and front end; a site's name in "
+                        "boards/sites/ runs the site")
     s.add_argument("--heap", default=None, help="MicroPython heap size (default: an MCU board's real heap at the measured 32/64-bit ratios with its code and the emulated silicon; a sim board: twice heap_kb plus the code; docs/boards.md)")
     s.add_argument("--flash", default=None, help="folder for the flash image (default: a fresh temporary one)")
     s.add_argument("--csms", default=None, help="ws:// or wss:// URL of a central system")
@@ -147,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start the virtual board and a central system, and play a scripted day: cars "
                                    "come, share the site limit, taper and leave, the central system caps the "
                                    "charger; each step is captioned and the guns' table redrawn. make run runs it.")
-    add_board(d, default="sim-ac2", help="board file name in boards/ (default sim-ac2; evsectl boards lists them)")
+    add_board(d, default="sim-ac2", help="board file name in boards/ (default sim-ac2; evsectl boards lists them), "
+                                         "or a site in boards/sites/ (site-ac8x2: a day at eight controllers on one "
+                                         "site bus)")
     d.add_argument("--forever", action="store_true", help="after the day, keep the virtual charger up")
     d.add_argument("--speed", type=float, default=1.0, help="time scale of the script's pauses (tests use more)")
     d.add_argument("--security-profile", type=int, choices=(0, 3), default=0,
@@ -246,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("boards", help="list the board files: MCU, guns, heap, how the firmware is installed",
                        description="Every board file in boards/, one line each: its name, the MCU, the guns, "
-                                   "the heap it leaves and the install it needs (docs/boards.md).")
+                                   "the heap it leaves and the install it needs (docs/boards.md); then, after a "
+                                   "blank line, every site in boards/sites/: its controllers, guns and connection.")
     b.set_defaults(func=cmd_boards)
 
     from host_tools import flash, install_mp

@@ -590,6 +590,10 @@ def default_log(board: str) -> Path:
 
 
 def run(args) -> int:
+    from host_tools.sim.site import site_path
+    if site_path(args.board) is not None:   # a site of several controllers: its own day
+        from host_tools import site_demo
+        return site_demo.run(args)
     if not args.speed > 0:
         print(f"evsectl demo: --speed must be a positive number like 1 or 4, not {args.speed}", file=sys.stderr)
         return 2

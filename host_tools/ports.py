@@ -31,10 +31,11 @@ class PortError(RuntimeError):
     pass
 
 
-def register_virtual(serial_path: str, control: str, board: str) -> Path:
-    """Announce a running virtual board; returns the file to remove when it stops."""
+def register_virtual(serial_path: str, control: str, board: str, tag: str = "") -> Path:
+    """Announce a running virtual board; returns the file to remove when it stops. `tag` tells
+    apart the boards one process runs (a virtual site's)."""
     REGISTRY.mkdir(mode=0o700, exist_ok=True)
-    entry = REGISTRY / f"{os.getpid()}.json"
+    entry = REGISTRY / f"{os.getpid()}{tag}.json"
     entry.write_text(json.dumps({"serial": serial_path, "control": control, "board": board, "pid": os.getpid()}))
     return entry
 

@@ -288,7 +288,7 @@ def test_a_reading_below_what_the_guns_draw_is_no_room_unless_the_phase_exports(
     from evse import meters
     app = make_app(board="sim-ac2-grid", grid_limit_a=16)
     for g in app.guns:
-        g.contactor, g.current_a = True, 8.0
+        g.contactor, g.current_a, g.duty_pm = True, 8.0, 267   # drawing 8 A of a 16 A offer
     reading = meters.Reading(3, False)
     reading.amps, reading.phase_w = [2.0, 2.0, 2.0], [460.0, 460.0, -460.0]   # L3 exports 2 A
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
@@ -307,7 +307,7 @@ def test_guns_drawing_more_than_the_export_keep_it_and_do_not_swing(make_app):
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
     assert app._grid_caps(0, 40, app._loads_now())[0] == 30.0
     for g in app.guns:
-        g.contactor, g.current_a = True, 15.0
+        g.contactor, g.current_a, g.duty_pm = True, 15.0, 267
     later = meters.Reading(3, False)
     later.amps, later.phase_w = [14.0, 30.0, 30.0], [3220.0, 6900.0, 6900.0]
     app.metering.grid_reading, app.metering.grid_ok_ms = later, 1000

@@ -53,7 +53,10 @@ def test_boards_lists_every_board_file_with_its_mcu_heap_and_install():
     out = subprocess.run([EVSECTL, "boards"], capture_output=True, text=True, timeout=30)
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and lines[0].split() == ["board", "mcu", "guns", "heap", "install"]
-    assert sorted(line.split()[0] for line in lines[1:]) == sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
+    boards, sites = lines[1:lines.index("")], lines[lines.index("") + 1:]
+    assert sorted(line.split()[0] for line in boards) == sorted(p.stem for p in BOARDS_DIR.glob("*.json"))
+    assert sites[0].split() == ["site", "controllers", "guns", "connection"]
+    assert sorted(line.split()[0] for line in sites[1:]) == sorted(p.stem for p in (BOARDS_DIR / "sites").glob("*.json"))
     pico = next(line for line in lines if line.startswith("rp2040-pico "))
     assert pico.split() == ["rp2040-pico", "rp2", "2", "AC", "240", "KiB", "mpy"]
 

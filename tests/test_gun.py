@@ -59,6 +59,24 @@ def test_pwm_changes_at_most_every_5s():
     assert gaps and min(gaps) >= gun_mod.PWM_CHANGE_MS
 
 
+def test_a_raise_under_half_an_ampere_keeps_the_offer_a_lowering_never_waits_for_one():
+    g, hal = make_gun()
+    charging(g, hal)
+    hal.amps = 5.0
+    g.allocation_a = 10.0
+    run(g, hal, 6000)
+    assert g.offered_a() == pytest.approx(10.0, abs=0.1)
+    g.allocation_a = 10.3   # a swing of the sharing: not worth holding the offer 5 s for
+    run(g, hal, 6000)
+    assert g.offered_a() == pytest.approx(10.0, abs=0.1)
+    g.allocation_a = 9.8    # ... so a lowering after it goes out at once
+    run(g, hal, 100)
+    assert g.offered_a() == pytest.approx(9.8, abs=0.1)
+    g.allocation_a = 11.0
+    run(g, hal, 6000)
+    assert g.offered_a() == pytest.approx(11.0, abs=0.1)
+
+
 def test_diode_fault_opens_the_contactor_and_shows_state_f_then_rests_at_plus_12v():
     g, hal = make_gun()
     charging(g, hal)

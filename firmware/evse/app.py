@@ -595,11 +595,18 @@ class App:
             # measured (now, within a step). Between readings the building stays as it was:
             # the guns' own draw changes, the stale reading's does not.
             self._grid_seen_ms = m.grid_ok_ms
+            # A gun counts with what its meter read, no more than it offers now: a meter's reading
+            # is up to a second old, and one from before the gun lowered would make the building
+            # look smaller than it is (and room that is not there resume others).
             guns_a = [0.0, 0.0, 0.0]
             for g, phases in zip(self.guns, loads):
                 if g.contactor:
+                    a = g.current_a
+                    offer = g.offered_a()
+                    if offer < a:
+                        a = offer
                     for p in phases:
-                        guns_a[p] += g.current_a
+                        guns_a[p] += a
             if self.site is not None and self.site.coordinates:   # the nodes' guns are behind it too
                 more = self.site.drawn_a()
                 for p in range(3):

@@ -18,6 +18,7 @@ CLOSE_CONFIRM_MS = const(100)       # C (or D) read with PWM running and a good 
 C1_OPEN_MS = const(6000)            # PWM withdrawn in C: open after 6 s at the latest (Table A.6, seq. 10.2)
 PWM_CHANGE_MS = const(5000)         # PWM current changes at most every 5 s (A.5.1); the EV then has 5 s
 F_STEP_MS = const(300)              # state F shown to the EV after a fault before the pilot rests at +12 V
+RAISE_MIN_A = 0.5                   # a running offer rises by at least this much
 ESTOP_HOLD_MS = const(1000)         # an emergency stop's fault stands at least this long, however short
                                     # the press: time for the charge point to end the session
 WELD_CHECK_MS = const(150)          # contact of the auxiliary feedback settles before it is read
@@ -497,6 +498,12 @@ class Gun:
         # an offer and the safety paths (urgent) never wait.
         running = 0 < self.duty_pm < DUTY_OFF_PM
         if running and not urgent and now_ms - self.duty_changed_ms < PWM_CHANGE_MS:
+            return
+        if (running and 0 < duty_pm < DUTY_OFF_PM and duty_pm > self.duty_pm
+                and pilot.duty_pm_to_amps(duty_pm) - pilot.duty_pm_to_amps(self.duty_pm) < RAISE_MIN_A):
+            # A raise under half an ampere is not worth the 5 s it would hold the offer: a lowering
+            # (a building that steps up) would wait for them. The sharing's small swings (a
+            # meter's reading a second behind an EV that ramps) settle this way too.
             return
         self.duty_pm = duty_pm
         self.duty_changed_ms = now_ms

@@ -234,13 +234,16 @@ class Coordinator:
             i += SITE_GUNS
 
     def drawn_a(self):
-        """What the answering nodes' guns draw per site phase."""
+        """What the answering nodes' guns draw per site phase: each its last current, no more than
+        the cap written to it (a current read before the node lowered would make the building
+        look smaller than it is). A silent node's guns count as the building."""
         out = [0.0, 0.0, 0.0]
         for r in self.remotes:
             if r.ok:
                 for g in range(r.guns):
+                    a = r.now_a[g] if r.now_a[g] < r.out[g] else r.out[g]
                     for p in r.loads[g]:
-                        out[p] += r.now_a[g]
+                        out[p] += a
         return out
 
     def _listen(self):

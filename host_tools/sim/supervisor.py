@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import tty
+from dataclasses import dataclass
 from pathlib import Path
 
 from host_tools import installed_tool, ports
@@ -45,6 +46,9 @@ def read_board_file(board: str) -> tuple[dict, Path]:
     path = Path(board) if board.endswith(".json") else BOARDS_DIR / f"{board}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.json")))
+        if (BOARDS_DIR / "sites" / f"{board}.json").is_file():
+            raise ValueError(f"{board} is a site of several boards (boards/sites/{board}.json), not a board file; "
+                             f"evsectl sim --board {board} runs it; known boards: {known}")
         raise ValueError(f"no board file {path}; known boards: {known}")
     try:
         return json.loads(path.read_text()), path
@@ -68,6 +72,12 @@ def board_list() -> list[str]:
             rows.append((path.stem, "not a valid board file: %s" % e, "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def board_and_site_list() -> list[str]:
+    """evsectl boards: the board files, then the sites (boards/sites/) after a blank line."""
+    from host_tools.sim.site import site_list
+    return board_list() + [""] + site_list()
 
 
 def load_board(name: str) -> dict:
@@ -251,11 +261,38 @@ def _serve(sock: socket.socket, handler, name: str) -> None:
     threading.Thread(target=accept_loop, name=f"{name}-accept", daemon=True).start()
 
 
+@dataclass
+class FirmwareBuild:
+    """The firmware compiled for this host once, for several sim boards to copy (a site's):
+    the folder and the heap its code takes here (code_heap_bytes)."""
+    path: Path
+    silicon_heap: int
+    code_heap: int
+
+
+def build_sim_firmware(dest: Path) -> FirmwareBuild:
+    """What a sim board's factory installs: the firmware with its package compiled (mpy-cross for
+    this host), and the heap its code takes when every module is imported."""
+    shutil.copytree(FIRMWARE_DIR, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    compile_to_mpy(dest / "evse")
+    silicon_heap, code_heap = code_heap_bytes(dest)
+    return FirmwareBuild(dest, silicon_heap, code_heap)
+
+
 class VirtualBoard:
     def __init__(self, board_name: str = "sim-ac2", heap: str | None = None, flash_dir: str | None = None,
                  csms_url: str | None = None, echo=None, put: list[str] | None = None,
-                 config: dict | None = None):
+                 config: dict | None = None, uarts: dict[int, str] | None = None,
+                 firmware: FirmwareBuild | None = None):
+        """`uarts`: UART index -> "host:port" of a line outside the board (a site's RS-485 bus,
+        host_tools/sim/line.py) that the firmware reaches as EVSE_SIM_UART<index>; `firmware`: a
+        sim board's firmware compiled already (build_sim_firmware), copied instead of compiled."""
         self.board = load_board(board_name)
+        self.uarts = dict(uarts or {})
+        if firmware is not None and frontend.MCU.get(self.board.get("hal")):
+            raise ValueError(f"board {self.board['name']} runs on an emulated MCU: its firmware is compiled for "
+                             "that MCU, not taken from a sim board's build")
+        self.firmware = firmware
         # The factory's extra files (a CA, this charge point's certificate and key) and settings.
         self.put = [Path(p) for p in put or []]
         seen = set()
@@ -316,6 +353,11 @@ class VirtualBoard:
         _serve(self._ctl_sock, self._ctl_conn, "control")
         self.control_addr = "127.0.0.1:%d" % self._ctl_sock.getsockname()[1]
         self.buses = rs485.start_buses(self.world, self.board)  # the meters' RS-485 lines
+        taken = sorted(set(self.uarts) & set(self.buses))
+        if taken:
+            self.stop()
+            raise ValueError(f"board {self.board['name']}: UART {taken[0]} carries its meters' bus; "
+                             "a line from outside the board needs a UART of its own")
         # A DC cabinet's power modules: a sim board's HAL reaches them over a loopback line, an MCU
         # board's through its MCP2515 (frontend.py).
         if self.world.can is not None and not self.mcu:
@@ -335,7 +377,7 @@ class VirtualBoard:
 
     def _stage_seed(self) -> str:
         """The files a fresh flash image starts with: the firmware and the board file. A sim board
-        gets the sources compiled for this host; an MCU board exactly what `evsectl flash`
+        gets the sources compiled for this host (or the build it was given); an MCU board exactly what `evsectl flash`
         installs on it (mpy-cross for its architecture)."""
         stage = self.flash_dir / "seed"
         if stage.exists():
@@ -368,9 +410,11 @@ class VirtualBoard:
             if self.board.get("network", {}).get("kind") == "wlan" and self.csms_url:
                 # The factory sets the WLAN up too: the virtual board has one access point.
                 (stage / "wifi.json").write_text(json.dumps({"ssid": "evse-virtual", "password": "virtual-board"}))
+        elif self.firmware is not None:
+            shutil.copytree(self.firmware.path, stage)
+            build = self.firmware
         else:
-            shutil.copytree(FIRMWARE_DIR, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            compile_to_mpy(stage / "evse")
+            build = build_sim_firmware(stage)
         if self.heap_arg is None and self.mcu:
             self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(boot_modules(self.board)),
                                                                 self.mcu, self.romfs_seed, self._wlan())
@@ -384,8 +428,7 @@ class VirtualBoard:
             self.heap = "%dK" % ((heap + 1023) // 1024)
         elif self.heap_arg is None:
             # A sim board: twice its heap, and every module's code on top.
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, mcu=self.mcu, romfs=self.romfs_seed,
-                                                                wlan=self._wlan())
+            self.silicon_heap, self.code_heap = build.silicon_heap, build.code_heap
             self.heap = "%dK" % (2 * self.board.get("heap_kb", 192) + (self.silicon_heap + self.code_heap + 1023) // 1024)
         (stage / "board.json").write_text(json.dumps(self.board))
         config = dict(self.config)
@@ -428,6 +471,8 @@ class VirtualBoard:
             env["EVSE_SIM_CAN0"] = self.can_bus.address  # hal/sim.py's can(0)
         if self.secc is not None:
             env["EVSE_SIM_UART%d" % self.board["secc"]["uart"]] = self.secc.address  # machine.UART's
+        for index, address in self.uarts.items():
+            env["EVSE_SIM_UART%d" % index] = address   # a line outside the board: a site's bus
         return env
 
     def program_flash(self, erase: bool = False) -> None:
@@ -719,8 +764,20 @@ def sim_process(board: str, flash, *extra: str, env: dict | None = None):
             proc.kill()
 
 
+def until_stopped() -> None:
+    """Blocks until SIGTERM or SIGINT: evsectl sim runs its board (or site) until then."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+
+
 def run_foreground(args) -> int:
-    """`evsectl sim`: print where the board is, then run until SIGINT/SIGTERM."""
+    """`evsectl sim`: print where the board is, then run until SIGINT/SIGTERM. A site's name
+    (boards/sites/) runs the site: host_tools/sim/site.py."""
+    from host_tools.sim import site
+    if site.site_path(args.board) is not None:
+        return site.run_foreground(args)
     echo = None
     if args.echo:
         def echo(data: bytes) -> None:
@@ -739,11 +796,8 @@ def run_foreground(args) -> int:
     # Announced while it runs: evsectl commands without --port find it as they find a board on USB.
     entry = ports.register_virtual(vb.serial_path, vb.control_addr, vb.board["name"])
     print(json.dumps({"serial": vb.serial_path, "control": vb.control_addr}), flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
     try:
-        done.wait()
+        until_stopped()
     finally:
         entry.unlink(missing_ok=True)
         vb.stop()

@@ -214,6 +214,9 @@ class World:
         self.building_a = [0.0, 0.0, 0.0]
         self.pv_w = 0.0   # solar panels behind the connection: spread over the three phases
         self.grid_meter_fault: str | None = None
+        # A site of several controllers behind one connection (host_tools/sim/site.py): what the
+        # other controllers' guns draw per site phase, which this board's grid meter sees too.
+        self.site_guns = None   # callable -> [L1, L2, L3] amps, or None on a board alone
         self.matrix = None   # a DC cabinet's contactor matrix on Modbus I/O modules (host_tools/sim/modbus.py IoMatrix)
         self._last_step_ms = self.now_ms()
 
@@ -722,7 +725,8 @@ class World:
 
     def grid_reading(self) -> dict:
         """What the grid meter at the site's connection point measures per phase: the building's
-        load and every gun's draw on that site phase, less what the solar panels make. As an
+        load and every gun's draw on that site phase (in a site, the other controllers' guns too:
+        site_guns), less what the solar panels make. As an
         SDM630 shows it: each phase's current as a magnitude, each phase's power and the total
         signed (negative while the site exports)."""
         with self.lock:
@@ -730,6 +734,9 @@ class World:
             net = [a - self.pv_w / (3 * VOLTS_PER_PHASE) for a in self.building_a]
             for g in self.guns:
                 for p, a in enumerate(self.site_phase_amps(g)):
+                    net[p] += a
+            if self.site_guns is not None:
+                for p, a in enumerate(self.site_guns()):
                     net[p] += a
             phase_w = [v * a for v, a in zip(volts, net)]
             return {"volts": volts, "amps": [abs(a) for a in net], "phase_w": phase_w,
