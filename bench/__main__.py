@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import flash, heap, memory, mpy, ocpp, sharing, timing
+from bench import flash, heap, memory, mpy, ocpp, sharing, site_day, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "results.json"
@@ -41,6 +41,8 @@ def main() -> int:
              tick["tick_with_pilot_samples_esp32_ms"], _tick_ms("esp32-devkitc")))
     results["sharing"] = sharing.run()
     _write(results)   # a section that fails later does not lose this one
+    results["site"] = site_day.run()
+    _write(results)
     results["ocpp"] = ocpp.run()
     _write(results)
     results["flash"] = flash.run()

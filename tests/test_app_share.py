@@ -318,3 +318,46 @@ def test_guns_drawing_more_than_the_export_keep_it_and_do_not_swing(make_app):
     gone.amps, gone.phase_w = [30.0, 30.0, 30.0], [6900.0] * 3
     app.metering.grid_reading, app.metering.grid_ok_ms = gone, 2000
     assert app._grid_caps(2000, 40, app._loads_now())[0] == 14.0
+
+
+def grid_reading(app, amps, at_ms):
+    from evse import meters
+    reading = meters.Reading(3, False)
+    reading.amps, reading.phase_w = list(amps), [230.0 * a for a in amps]
+    app.metering.grid_reading, app.metering.grid_ok_ms = reading, at_ms
+    return app._grid_caps(at_ms, 40, app._loads_now())
+
+
+def test_an_ev_that_ramps_as_the_meter_reads_does_not_move_the_building(make_app):
+    """Guns at 10 A (their meters say so), a building of 10 A. Gun 1's offer goes up to 16 A: its
+    EV ramps while its meter still says 10. A reading that shows 4 A more is the EV, not the
+    building: the building stays (before, it rose 4 A and the sharing lowered the others)."""
+    app = make_app(board="sim-ac2-grid", grid_limit_a=40)
+    for g in app.guns:
+        g.contactor, g.current_a, g.duty_pm, g.duty_changed_ms, g.closed_ms = True, 10.0, 167, -60000, -60000
+    grid_reading(app, [30, 30, 30], 0)
+    assert app.grid_building_a == [10.0, 10.0, 10.0]
+    gun = app.guns[0]
+    gun.duty_pm, gun.duty_changed_ms = 267, 500   # 16 A, just now
+    grid_reading(app, [34, 34, 34], 1000)
+    assert app.grid_building_a == [10.0, 10.0, 10.0]
+    # Once UNSURE_MS has passed, its meter's 10 A is what it draws: 4 A more is the building's.
+    grid_reading(app, [34, 34, 34], 5000)
+    assert app.grid_building_a == [14.0, 14.0, 14.0]
+
+
+def test_a_building_that_grows_past_what_the_guns_changes_explain_counts_at_once(make_app):
+    app = make_app(board="sim-ac2-grid", grid_limit_a=40)
+    for g in app.guns:
+        g.contactor, g.current_a, g.duty_pm, g.duty_changed_ms, g.closed_ms = True, 10.0, 167, -60000, -60000
+    grid_reading(app, [30, 30, 30], 0)
+    gun = app.guns[0]
+    gun.duty_pm, gun.duty_changed_ms = 267, 500   # its EV may draw 6 A more
+    caps = grid_reading(app, [60, 30, 30], 1000)  # and the building takes 30 A more on L1
+    assert app.grid_building_a == pytest.approx([34.0, 10.0, 10.0], abs=0.05)   # 30 - 6 of it, at once
+    assert caps[0] == pytest.approx(40 - 2 - 34.0, abs=0.05)
+    # Gun 1 lowers to 6 A; its meter's 10 A may be from before. A reading of the building and
+    # both guns at 10 A: the building's 34 A stand (no room made of a stale current).
+    gun.duty_pm, gun.duty_changed_ms = 100, 6000
+    grid_reading(app, [54, 26, 26], 6500)
+    assert app.grid_building_a == pytest.approx([34.0, 10.0, 10.0], abs=0.05)

@@ -24,7 +24,8 @@ SPEC_KEYS = [  # OCPP 1.6 section 9: the keys of the profiles we announce that t
 
 
 MIRRORED = {"SiteLimitA": "site_limit_a", "GridLimitA": "grid_limit_a", "GridMarginA": "grid_margin_a",
-            "GridFallbackA": "grid_fallback_a", "GridStaleS": "grid_stale_s"}
+            "GridFallbackA": "grid_fallback_a", "GridStaleS": "grid_stale_s",
+            "SiteFallbackA": "site_fallback_a", "SiteLostS": "site_lost_s"}
 
 
 def schema(name):
@@ -255,6 +256,8 @@ def test_the_site_keys_read_and_set_the_controllers_settings_one_value_for_conso
     ("GridFallbackA", "39", "grid_fallback_a 39 is over grid_limit_a 40 less grid_margin_a 2"),
     ("GridLimitA", "7", "lower grid_fallback_a first"),
     ("GridMarginA", "40", "grid_margin_a 40 must be below grid_limit_a 40"),
+    ("SiteFallbackA", "39", "site_fallback_a 39 is over what the connection gives the guns (38 A)"),
+    ("SiteLostS", "1", "site_lost_s = 1 is out of range"),
 ])
 def test_a_site_key_the_settings_refuse_is_rejected_with_the_reason_and_nothing_changes(tmp_path, name, text, says):
     cfg = settings(tmp_path)

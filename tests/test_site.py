@@ -230,6 +230,23 @@ def test_a_silent_node_keeps_its_caps_then_its_fallback_which_the_site_keeps_for
     assert any("the coordinator writes again" in n for n in s.apps[3].notes)
 
 
+def test_a_missed_answer_changes_nobodys_share(make_site):
+    s = make_site()
+    s.run(20000)
+    for a in (1, 2, 3):
+        s.plug(a, 1)
+        s.plug(a, 2)
+    s.run(15000)
+    before = [s.allocations(a) for a in (1, 2, 3)]
+    assert before == [[10.0, 10.0]] * 3
+    s.apps[3].port.down = True   # noise on the line: node 3 misses answers, not site_lost_s
+    s.run(6000)
+    s.apps[3].port.down = False
+    for _ in range(20):
+        s.run(500)
+        assert [s.allocations(a) for a in (1, 2, 3)] == before
+
+
 def test_a_coordinator_that_reboots_takes_over_without_overshoot(make_site):
     s = make_site()
     s.run(20000)

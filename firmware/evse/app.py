@@ -25,6 +25,7 @@ WATCHDOG_FEED_MS = 500
 SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 CONSOLE_LINE_MAX = 200
 RESTART_MS = 1000     # a task that failed starts again after this pause
+UNSURE_MS = 4000      # after a gun's offer or contactor changes, what its EV draws is not known for this long
 LOG_QUEUE_MAX = 32    # log lines waiting for the flash task; beyond, they are counted as lost
 
 
@@ -48,6 +49,18 @@ def phases_wanted(limits, loads):
             for p in phases:
                 seen |= 1 << p
     return (seen & 1) + (seen >> 1 & 1) + (seen >> 2 & 1)
+
+
+def _building(measured, guns_a, last):
+    """The building's current on a phase: the grid meter's less the guns'. An import, but less
+    than the guns draw: the building gives back no more than an exporting reading last showed
+    (`last`; the guns drawing the export keep it), and nothing if none did."""
+    b = measured - guns_a
+    if b < 0 and measured >= 0:
+        floor = last if last < 0.0 else 0.0
+        if b < floor:
+            b = floor
+    return b
 
 
 class App:
@@ -595,41 +608,47 @@ class App:
             # measured (now, within a step). Between readings the building stays as it was:
             # the guns' own draw changes, the stale reading's does not.
             self._grid_seen_ms = m.grid_ok_ms
-            # A gun counts with what its meter read, no more than it offers now: a meter's reading
-            # is up to a second old, and one from before the gun lowered would make the building
-            # look smaller than it is (and room that is not there resume others).
-            guns_a = [0.0, 0.0, 0.0]
+            # What the guns drew as the meter read, between `lo` and `hi` per phase: a gun's meter
+            # reading is up to a second old (a node's reaches the coordinator up to two seconds
+            # late), so a gun counts with it, no more than it offers now (one from before the gun
+            # lowered would make the building look smaller than it is); while its offer or its
+            # contactor changed in the last UNSURE_MS, its EV may draw anything up to the offer.
+            lo = [0.0, 0.0, 0.0]
+            hi = [0.0, 0.0, 0.0]
             for g, phases in zip(self.guns, loads):
                 if g.contactor:
                     a = g.current_a
                     offer = g.offered_a()
-                    if offer < a:
-                        a = offer
+                    least = a if a < offer else offer
+                    most = a
+                    if (offer > a and (now_ms - g.duty_changed_ms < UNSURE_MS
+                                       or g.closed_ms is not None and now_ms - g.closed_ms < UNSURE_MS)):
+                        most = offer
                     for p in phases:
-                        guns_a[p] += a
+                        lo[p] += least
+                        hi[p] += most
             if self.site is not None and self.site.coordinates:   # the nodes' guns are behind it too
-                more = self.site.drawn_a()
-                for p in range(3):
-                    guns_a[p] += more[p]
-            self._grid_guns_w = (guns_a[0] + guns_a[1] + guns_a[2]) * VOLTS
+                self.site.drawn_a(now_ms, lo, hi)
+            self._grid_guns_w = (lo[0] + lo[1] + lo[2]) * VOLTS
             # Each phase's current signed: a meter's magnitude takes the sign of that phase's
             # power (negative while the site exports); a fed reading comes signed.
             amps = m.grid_reading.amps
             phase_w = getattr(m.grid_reading, "phase_w", None)
+            before = self.grid_building_a
             building = [0.0, 0.0, 0.0]
             for p in range(3):
                 measured = amps[p] if p < len(amps) else 0.0
                 if phase_w is not None and p < len(phase_w) and phase_w[p] < 0:
                     measured = -measured
+                last = before[p] if before is not None else 0.0
                 # Negative: the building gives current back (its solar panels), room the guns
                 # may draw on top of the connection, up to the site's own limit.
-                b = measured - guns_a[p]
-                if b < 0 and measured >= 0:
-                    # An import now, but less than the guns draw: the building gives back
-                    # no more than an exporting reading last showed (the guns drawing
-                    # the export keep it), and nothing if none did.
-                    last = self.grid_building_a[p] if self.grid_building_a is not None else 0.0
-                    b = max(b, min(0.0, last))
+                most = _building(measured, lo[p], last)
+                least = _building(measured, hi[p], last)
+                # The building as it was, if this reading allows it: an EV that ramps (or stops)
+                # as the meter reads does not move it, so the guns do not swing with it; a
+                # building that grows past what the guns' changes could explain moves it at once.
+                b = most if before is None or last > most else (least if last < least else last)
                 building[p] = b
             self.grid_building_a = building
         room = cfg.get("grid_limit_a") - cfg.get("grid_margin_a")

@@ -26,6 +26,7 @@ CYCLE_MS = const(1000)      # the coordinator reads and writes every node once a
 ANSWER_MS = const(250)      # a node answers within this (its loop's step is up to 50 ms on a board)
 POLL_MS = const(3)
 GARBLED = const(3)          # garbled answers in a row before the coordinator suspects two nodes
+UNSURE_MS = const(4000)     # after an offer changes, what its EV draws is not known for this long
 DUP_CLEAR_MS = const(30000)  # a suspicion of two nodes on one address clears after this clean
 # flags
 LOST = const(1)             # node: no coordinator, it shares its fallback
@@ -98,6 +99,7 @@ class Remote:
         self.rank = [0] * SITE_GUNS
         self.age_ms = [None] * SITE_GUNS
         self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
+        self.changed_ms = -UNSURE_MS   # when one of them last changed
         self.flags = 0
         self.fallback_a = 0.0
         self.ids = []              # its last two boot ids
@@ -147,7 +149,7 @@ class Coordinator:
     coordinates = True
 
     def __init__(self, uart, baud, nodes, cfg, note, clock, ticks_ms=None, sleep_ms=None):
-        self.master = modbus.Master(uart, baud, timeout_ms=ANSWER_MS, retries=0, ticks_ms=ticks_ms, sleep_ms=sleep_ms)
+        self.master = modbus.Master(uart, baud, timeout_ms=ANSWER_MS, retries=1, ticks_ms=ticks_ms, sleep_ms=sleep_ms)
         self._sleep_ms = sleep_ms or modbus._sleep_ms
         self.uart = uart
         self.cfg = cfg
@@ -180,32 +182,39 @@ class Coordinator:
         return self.conflict is not None or self.starting(now_ms)
 
     def reserve(self, caps, now_ms):
-        """The site caps per phase less what nodes that do not answer may draw: the caps last
-        written to them or their fallback, the larger (twice over for an address two answer)."""
+        """The site caps per phase less what nodes may draw that the sharing does not count: a
+        node that does not answer keeps the caps last written to it (the sharing counts them, see
+        extend), then its fallback: the part of it over those caps; one never heard, its fallback;
+        an address two controllers answer, twice what its guns could take or its fallback."""
         caps = list(caps)
         share = self.share_a()
         for r in self.remotes:
-            if r.ok and not r.duplicate(now_ms):
+            dup = r.duplicate(now_ms)
+            if r.ok and not dup:
                 continue
             held = [0.0, 0.0, 0.0]
             if r.heard:
                 for g in range(r.guns):
                     for p in r.loads[g]:
-                        held[p] += r.out[g]
-            times = 2 if r.duplicate(now_ms) else 1
+                        held[p] += r.lim[g] if dup else r.out[g]
             for p in range(3):
-                caps[p] -= times * (held[p] if held[p] > share else share)
-                if caps[p] < 0:
-                    caps[p] = 0.0
+                if dup:
+                    more = 2 * (held[p] if held[p] > share else share)
+                else:
+                    more = share - held[p] if share > held[p] else 0.0
+                caps[p] = caps[p] - more if caps[p] > more else 0.0
         return caps
 
     def extend(self, now_ms, limits, offered, drawn, loads, prio, since):
-        """Appends each node's guns (SITE_GUNS slots per node) to the App's lists."""
+        """Appends each node's guns (SITE_GUNS slots per node) to the App's lists. A node that
+        missed an answer stays in with what it last said and the caps last written to it (it keeps
+        them until site_lost_s, and nothing it holds is lost to the sharing's memory), wanting
+        nothing more meanwhile."""
         for r in self.remotes:
-            live = r.ok and not r.duplicate(now_ms)
+            live = r.heard and not r.duplicate(now_ms)
             for g in range(SITE_GUNS):
                 if live and g < r.guns:
-                    limits.append(r.lim[g])
+                    limits.append(r.lim[g] if r.ok else 0)
                     # The node may use the cap written to it at once: it counts as offered.
                     offered.append(r.com[g] if r.com[g] > r.out[g] else r.out[g])
                     drawn.append(r.drawn[g])
@@ -230,21 +239,28 @@ class Coordinator:
                 r.out = [0.0] * SITE_GUNS
             elif r.ok:
                 for g in range(SITE_GUNS):
-                    r.out[g] = (r.com[g] if starting else alloc[i + g]) if g < r.guns else 0.0
+                    a = (r.com[g] if starting else alloc[i + g]) if g < r.guns else 0.0
+                    if a != r.out[g]:
+                        r.out[g] = a
+                        r.changed_ms = now_ms
             i += SITE_GUNS
 
-    def drawn_a(self):
-        """What the answering nodes' guns draw per site phase: each its last current, no more than
-        the cap written to it (a current read before the node lowered would make the building
-        look smaller than it is). A silent node's guns count as the building."""
-        out = [0.0, 0.0, 0.0]
+    def drawn_a(self, now_ms, lo, hi):
+        """Adds to lo and hi (per site phase) the least and the most the answering nodes' guns may
+        draw now (App._grid_caps): a gun's last current, no more than the cap written to it; while
+        that cap changed in the last UNSURE_MS, anything up to the cap, as the EV follows it and
+        the node's current reaches the coordinator up to two seconds late. A silent node's guns
+        count as the building."""
         for r in self.remotes:
             if r.ok:
+                sure = now_ms - r.changed_ms >= UNSURE_MS
                 for g in range(r.guns):
-                    a = r.now_a[g] if r.now_a[g] < r.out[g] else r.out[g]
+                    a, cap = r.now_a[g], r.out[g]
+                    least = a if a < cap else cap
+                    most = a if sure or a > cap else cap
                     for p in r.loads[g]:
-                        out[p] += a
-        return out
+                        lo[p] += least
+                        hi[p] += most
 
     def _listen(self):
         """Bytes on the line while the coordinator asks nobody: a request it did not send is

@@ -387,7 +387,8 @@ class Site:
         boards = []
         for k, (vb, phase_a) in enumerate(zip(self.boards, t["boards_a"]), 1):
             guns = [{"gun": g["gun"], "state": g["state"], "offered_a": g["offered_a"], "amps": g["amps"],
-                     "phase_amps": g["phase_amps"], "energy_wh": g["energy_wh"]} for g in vb.world.snapshot()]
+                     "contactor": g["contactor"], "fault": g["fault"], "phase_amps": g["phase_amps"],
+                     "energy_wh": g["energy_wh"]} for g in vb.world.snapshot()]
             boards.append({"board": k, "name": vb.board["name"], "firmware": vb.firmware_state(),
                            "phase_amps": [round(a, 2) for a in phase_a], "guns": guns})
         with self._lock:

@@ -68,6 +68,8 @@ class ChargePoint:
         cfg = getattr(app, "cfg", None)
         if cfg is not None:
             site = ("SiteLimitA",)
+            if cfg.get("site_address"):   # on a site bus: the coordinator's fallback, a node's patience
+                site += ("SiteFallbackA",) if cfg.get("site_address") == 1 else ("SiteLostS",)
             self.keys.mirror(cfg, site + ("GridLimitA", "GridMarginA", "GridFallbackA", "GridStaleS")
                              if "grid_meter" in app.board else site)
         self.auth = auth.Auth(root, self.keys)

@@ -83,6 +83,9 @@ KEYS = {
     "GridMarginA": (_CFG, 0, "grid_margin_a", None, None, "A"),
     "GridFallbackA": (_CFG, 0, "grid_fallback_a", None, None, "A"),
     "GridStaleS": (_CFG, 0, "grid_stale_s", None, None, "s"),
+    # A site bus (docs/site.md): the coordinator's fallback for the whole site, a node's patience.
+    "SiteFallbackA": (_CFG, 0, "site_fallback_a", None, None, "A"),
+    "SiteLostS": (_CFG, 0, "site_lost_s", None, None, "s"),
 }
 
 # OCPP 1.6 Measurand enumeration
