@@ -13,8 +13,9 @@ import pytest
 from conftest import run_sim
 from host_tools.rig import Rig
 
-pytestmark = [pytest.mark.virtual_only("a site of virtual boards on one simulated line"),
-              pytest.mark.xdist_group("site")]
+# A minute or two each (`slow`: handed out first); the three on site-ac3 share its boards.
+pytestmark = [pytest.mark.virtual_only("a site of virtual boards on one simulated line"), pytest.mark.slow]
+ON_SITE3 = pytest.mark.xdist_group("site-ac3")
 
 EV = {"max_a": 32, "phases": 3, "response_s": 1}
 
@@ -75,13 +76,15 @@ def plug_all(rig, controllers):
             rig.plug(board=k, gun=gun, ev=EV)
 
 
-def test_the_site_shares_one_connection_and_follows_a_30_a_step_of_the_building(rig3):
+@ON_SITE3
+def test_the_site_shares_one_connection_and_follows_a_30_a_step_of_the_building(rig3, latency):
     plug_all(rig3, 3)
     # 63 A less the 2 A margin less the building's 10: 51 A for six guns, 8.5 A each.
     steady(rig3, 8.5, 60, "8.5 A on each of the six guns")
     rig3.site(clear=True)
-    rig3.building(building_a=[40, 10, 10])   # +30 A on L1: 21 A left there, three guns pause
-    snap, took_s = wait(rig3, lambda s: s["total_a"][0] <= 63, 20, "L1 back under the connection")
+    with latency():
+        rig3.building(building_a=[40, 10, 10])   # +30 A on L1: 21 A left there, three guns pause
+        snap, took_s = wait(rig3, lambda s: s["total_a"][0] <= 63, 20, "L1 back under the connection")
     settled, _ = wait(rig3, lambda s: sorted(round(g["offered_a"]) for g in guns(s)) == [0, 0, 0, 7, 7, 7], 20,
                       "three guns at 7 A, three paused")
     # Over the limit only until the EVs followed: the grid meter's second, a site cycle, a node's
@@ -95,6 +98,7 @@ def test_the_site_shares_one_connection_and_follows_a_30_a_step_of_the_building(
     assert snap["line"]["collisions"] == 0, snap["line"]
 
 
+@ON_SITE3
 def test_a_silent_grid_meter_drops_the_site_to_its_fallback(rig3):
     plug_all(rig3, 3)
     wait(rig3, each_near(8.5), 60, "8.5 A each")
@@ -106,6 +110,7 @@ def test_a_silent_grid_meter_drops_the_site_to_its_fallback(rig3):
     wait(rig3, each_near(8.5), 60, "8.5 A each again")
 
 
+@ON_SITE3
 def test_nodes_without_their_coordinator_fall_back_and_its_reboot_overshoots_nothing(rig3):
     plug_all(rig3, 3)
     wait(rig3, each_near(8.5), 60, "8.5 A each")
