@@ -152,8 +152,13 @@ class SiteDay:
         self.tick()
         while not reached(self.snap):
             if time.monotonic() > deadline:
-                raise DemoError(f"{self.caption}: no {what} within {STEP_TIMEOUT_S:.0f} s; the site: "
-                                f"{json.dumps(self.snap)[:1500]}")
+                idle = ["controller %d gun %d %s offer %.1f A contactor %s%s" % (
+                    b["board"], g["gun"], g["state"], g["offered_a"], "closed" if g["contactor"] else "open",
+                    " fault " + g["fault"] if g["fault"] else "")
+                    for b in self.snap["boards"] for g in b["guns"] if g["state"] != "A" and g["amps"] <= 0]
+                raise DemoError(f"{self.caption}: no {what} within {STEP_TIMEOUT_S:.0f} s; connection "
+                                f"{self.snap['total_a']} A, building {self.snap['building_a']} A; not drawing: "
+                                f"{'; '.join(idle) or 'none'}")
             self.tick()
 
     def tick(self, runs: bool = False) -> None:

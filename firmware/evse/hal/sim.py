@@ -14,12 +14,33 @@ class Uart:
     nothing came in, as machine.UART.read() does; the baudrate only matters on real wires."""
 
     def __init__(self, addr):
-        host, port = addr.split(":")
-        self._sock = socket.socket()
-        self._sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
-        self._sock.setblocking(False)
+        self._addr = addr
+        self._sock = None
+        self._connect()
+
+    def _connect(self):
+        host, port = self._addr.split(":")
+        sock = socket.socket()
+        sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        sock.setblocking(False)
+        self._sock = sock
+
+    def _gone(self):
+        # The server closed the link (the supervisor is gone, or a site's line dropped this
+        # board's link): a wire does not go away, so a read connects again; until it can, the
+        # line is as quiet as a dead meter and what is written is lost.
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        try:
+            self._connect()
+        except OSError:
+            pass
+        return None
 
     def write(self, buf):
+        if self._sock is None:
+            return len(buf)
         view = memoryview(buf)
         sent = 0
         while sent < len(view):
@@ -31,14 +52,24 @@ class Uart:
         return sent
 
     def read(self, nbytes=-1):
+        if self._sock is None:
+            return self._gone()
         data = self._sock.read() if nbytes < 0 else self._sock.read(nbytes)
-        return data or None  # b"": the supervisor is gone; the line is as quiet as a dead meter
+        if data == b"":
+            return self._gone()
+        return data
 
     def readinto(self, buf):
-        return self._sock.readinto(buf) or None
+        if self._sock is None:
+            return self._gone()
+        n = self._sock.readinto(buf)
+        if n == 0:
+            return self._gone()
+        return n
 
     def deinit(self):
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
 
 class CanBus:
