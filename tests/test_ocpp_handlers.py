@@ -16,6 +16,7 @@ import ocpp.v16
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from evse import config
 from evse.ocpp import keys, ops, rpc
 from evse.ocpp.clock import iso, parse_iso
 from evse.ocpp.cp import ChargePoint
@@ -271,13 +272,28 @@ class FakeGun:
         return self.fault in ("WELD", "CONTACTOR", "INTERLOCK")
 
 
+class MemoryConfig(config.Config):
+    """The controller's settings as evse.config checks them (the keys the charge point mirrors
+    read and set them), kept in memory: a sim board whose site_limit_a is 63 A."""
+
+    def __init__(self):
+        board = json.loads((Path(__file__).resolve().parents[1] / "boards" / "sim-ac2.json").read_text())
+        board["site_limit_a"] = 63
+        config.Config.__init__(self, board, "/nonexistent-fuzz-bench")
+
+    def set(self, key, value):
+        value = self.consistent(key, self.check(key, value))
+        self.values = dict(self.values, **{key: value})
+        return value
+
+
 class FakeApp:
     """What ChargePoint asks of evse.app.App, and a record of what it asked."""
 
     def __init__(self, guns, unlock_result):
         self.guns = guns
         self.board = {"name": "fuzz bench", "guns": [{"max_a": 32}] * len(guns), "phases": 3}
-        self.cfg = {"site_limit_a": 63}
+        self.cfg = MemoryConfig()
         self.unlock_result = unlock_result
         self.reboots = []
         self.unlocks = []
