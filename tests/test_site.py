@@ -395,3 +395,24 @@ def test_status_says_what_each_controller_does(make_site):
                for line in lines[2]), lines[2]
     assert "site: node 3, no coordinator: the guns share the fallback 6.0 A per phase" in lines[3]
     assert json.loads(console.status_json(s.apps[2]))["site"]["role"] == "node"
+
+
+def test_a_nodes_raised_cap_counts_at_its_old_value_while_its_ev_may_not_have_followed(tmp_path):
+    """A node's current can be newer than the grid meter's reading: right after a raise, the
+    building is worked out with the cap before it (else eight raises of 1 A read as 8 A less
+    building, and more raises followed: 4.6 A over the connection in a day at site-ac8x2)."""
+    b = json.loads((BOARDS / "sim-ac2-site.json").read_text())
+    cfg = config.Config(b, str(tmp_path))
+    c = site.Coordinator(SilentLine(), 38400, 1, cfg, lambda text: None, lambda: 0)
+    r = c.remotes[0]
+    r.ok = r.heard = True
+    r.guns = 1
+    c.place(20000, [0.0, 0.0, 14.5, 0.0, 0.0, 0.0], 2)   # its cap for a long time
+    c.place(40000, [0.0, 0.0, 15.6, 0.0, 0.0, 0.0], 2)   # raised
+    r.now_a[0] = 15.6                                    # the node says its EV follows already
+    lo, hi = [0.0] * 3, [0.0] * 3
+    c.drawn_a(41000, lo, hi)
+    assert lo == [14.5] * 3 and hi == [15.6] * 3
+    lo, hi = [0.0] * 3, [0.0] * 3
+    c.drawn_a(40000 + site.UNSURE_MS, lo, hi)            # since then, what it says is what it draws
+    assert lo == [15.6] * 3 and hi == [15.6] * 3

@@ -100,6 +100,7 @@ class Remote:
         self.age_ms = [None] * SITE_GUNS
         self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
         self.changed_ms = -UNSURE_MS   # when one of them last changed
+        self.before = [0.0] * SITE_GUNS   # the lowest cap each had in the UNSURE_MS before that
         self.flags = 0
         self.fallback_a = 0.0
         self.ids = []              # its last two boot ids
@@ -241,6 +242,9 @@ class Coordinator:
                 for g in range(SITE_GUNS):
                     a = (r.com[g] if starting else alloc[i + g]) if g < r.guns else 0.0
                     if a != r.out[g]:
+                        # The lowest cap of the uncertain time: what the EV may still draw.
+                        if now_ms - r.changed_ms >= UNSURE_MS or r.out[g] < r.before[g]:
+                            r.before[g] = r.out[g]
                         r.out[g] = a
                         r.changed_ms = now_ms
             i += SITE_GUNS
@@ -257,6 +261,10 @@ class Coordinator:
                 for g in range(r.guns):
                     a, cap = r.now_a[g], r.out[g]
                     least = a if a < cap else cap
+                    if not sure and r.before[g] < least:
+                        # Its current may be newer than the grid meter's reading: as it read, the
+                        # EV may still have drawn the cap before the last raise.
+                        least = r.before[g]
                     most = a if sure or a > cap else cap
                     for p in r.loads[g]:
                         lo[p] += least
