@@ -356,9 +356,10 @@ out['samples'] = samples
     # apart); a stall in it over the 100 us low plateau at 90 % (here the loaded host's scheduler,
     # on the chip an interrupt or a flash erase) leaves fewer than the two reads on it that its
     # low takes: once in a loaded run of make test, before such a low took one more burst
-    # (test_hal_ports). Two misses in 100 samples is the most.
+    # (test_hal_ports). Two misses in 100 samples is the most; at 10 % the high plateau is the
+    # 100 us one (seen missed once in a loaded make test, read as the low).
     wrong = [(high, low) for high, low in out["samples"] if not (abs(high - 8980) < 400 and abs(low + 12000) < 400)]
-    assert len(wrong) <= (2 if duty_pm == 900 else 0), (wrong, out["samples"])
+    assert len(wrong) <= (2 if duty_pm in (100, 900) else 0), (wrong, out["samples"])
     # About 3 reads a sample (a burst is 64): a few samples may fall back to the burst when the
     # host's scheduler makes the aimed reads late; on a loaded host (make test runs the MCU boards'
     # suites beside) many may, so the best of five runs of 20 samples counts.
