@@ -152,7 +152,6 @@ def test_eight_controllers_share_160_a_and_a_coordinator_reboot_overshoots_nothi
              "the site sharing again after the coordinator's reboot")
         snap = rig.site()
         assert snap["violations"]["seconds_over"] == 0, snap["violations"]
-        assert snap["line"]["members"] == 8, snap["line"]
     finally:
         rig.close()
 
