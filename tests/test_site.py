@@ -331,9 +331,9 @@ def test_registers_round_trip():
     r = site.Remote(2)
     assert r.take(raw, 0)
     assert (r.guns, r.flags, r.fallback_a, r.ids) == (2, site.LOST, 9.0, [0xBEEF])
-    assert (r.lim[0], r.com[0], r.drawn[0], r.now_a[0], r.loads[0], r.rank[0], r.age_ms[0]) == \
-        (32.0, 16.0, 15.5, 15.4, (0,), 1, 12000)
-    assert (r.drawn[1], r.age_ms[1]) == (None, None)
+    assert (r.lim[0], r.com[0], r.drawn[0], r.now_a[0], r.loads[0], r.rank[0], r.arrived[0]) == \
+        (32.0, 16.0, 15.5, 15.4, (0,), 1, -12000)
+    assert (r.drawn[1], r.arrived[1]) == (None, None)
     raw[1] ^= 1
     assert not r.take(raw, 0)   # not a site node's registers
 
@@ -397,14 +397,18 @@ def test_status_says_what_each_controller_does(make_site):
     assert json.loads(console.status_json(s.apps[2]))["site"]["role"] == "node"
 
 
+def lone_coordinator(tmp_path):
+    """A coordinator of one node on a silent line, and what it knows of the node."""
+    b = json.loads((BOARDS / "sim-ac2-site.json").read_text())
+    c = site.Coordinator(SilentLine(), 38400, 1, config.Config(b, str(tmp_path)), lambda text: None, lambda: 0)
+    return c, c.remotes[0]
+
+
 def test_a_nodes_raised_cap_counts_at_its_old_value_while_its_ev_may_not_have_followed(tmp_path):
     """A node's current can be newer than the grid meter's reading: right after a raise, the
     building is worked out with the cap before it (else eight raises of 1 A read as 8 A less
     building, and more raises followed: 4.6 A over the connection in a day at site-ac8x2)."""
-    b = json.loads((BOARDS / "sim-ac2-site.json").read_text())
-    cfg = config.Config(b, str(tmp_path))
-    c = site.Coordinator(SilentLine(), 38400, 1, cfg, lambda text: None, lambda: 0)
-    r = c.remotes[0]
+    c, r = lone_coordinator(tmp_path)
     r.ok = r.heard = True
     r.guns = 1
     c.place(20000, [0.0, 0.0, 14.5, 0.0, 0.0, 0.0], 2)   # its cap for a long time
@@ -416,3 +420,64 @@ def test_a_nodes_raised_cap_counts_at_its_old_value_while_its_ev_may_not_have_fo
     lo, hi = [0.0] * 3, [0.0] * 3
     c.drawn_a(40000 + site.UNSURE_MS, lo, hi)            # since then, what it says is what it draws
     assert lo == [15.6] * 3 and hi == [15.6] * 3
+
+
+def test_a_cap_that_keeps_changing_counts_at_its_lowest_of_the_last_seconds_not_of_all_time(tmp_path):
+    """A cap rewritten every cycle (7.38 A, 7.4 A, ...) counts at the lowest of the last UNSURE_MS.
+    Counting the lowest since it last held still (0 A, before the EV started) made the building
+    look 28 A larger than it was, for good: after a coordinator's reboot in a loaded make test, the
+    coordinator's guns then waited at 0 A for 90 s while the others shared (site-ac8x2)."""
+    c, r = lone_coordinator(tmp_path)
+    r.ok = r.heard = True
+    r.guns = 2
+    t = 20000
+    for k in range(30):   # gun 1's cap changes every second; gun 2's holds
+        c.place(t + 1000 * k, [0.0, 0.0, 7.38 if k % 2 else 7.4, 7.4, 0.0, 0.0], 2)
+    r.now_a[0] = r.now_a[1] = 7.4
+    lo, hi = [0.0] * 3, [0.0] * 3
+    c.drawn_a(t + 29500, lo, hi)
+    assert lo == [7.38 + 7.4] * 3, lo
+    assert hi == [7.4 + 7.4] * 3, hi
+
+
+def test_past_six_days_a_node_still_falls_back_when_its_coordinator_goes_silent(make_site):
+    """App.clock moves every time back by REBASE_MS past 6.2 days: the site's times move too, or a
+    node would wait three days, on the caps last written, before it fell back."""
+    from evse import ticks
+    s = make_site()
+    s.run(20000)
+    for a in (2, 3):
+        s.plug(a, 1)
+    s.run(15000)
+    for app in s.every():
+        app.rebase(ticks.REBASE_MS)
+    s.apps[1].port.down = True   # right after the rebase: the nodes last heard it before
+    s.run(15000)
+    assert [s.allocations(a)[0] for a in (2, 3)] == [6.0, 6.0]
+    assert any("no coordinator for 10 s" in n for n in s.apps[2].notes)
+    s.apps[1].port.down = False
+    s.run(10000)
+    assert [s.allocations(a)[0] for a in (2, 3)] == [30.0, 30.0]
+
+
+def test_a_nodes_arrivals_hold_still_from_read_to_read(tmp_path):
+    """Ages come in whole seconds, read at any moment of a cycle: the arrival they give moves by a
+    second or so. Two EVs that came within a second of each other must keep their order, or the
+    later one, the one to pause, changes from read to read (guns paused in turn every second at
+    site-ac8x2)."""
+    c, r = lone_coordinator(tmp_path)
+    arrival = [10_000, 10_400]   # on the node's clock, as its guns' EVs began to want power
+    seen = []
+    for read_ms in range(20_000, 40_000, 1_130):
+        node_ms = read_ms - 700   # what the node reported is older than the read
+        report = [(32, 16.0, 15.0, 15.0, (0, 1, 2), 0, (node_ms - arrival[g]) // 1000) for g in (0, 1)]
+        regs = site.node_regs(report, 0, 9.0, 0xBEEF)
+        raw = bytearray()
+        for v in regs:
+            raw += bytes((v >> 8, v & 0xFF))
+        assert r.take(raw, read_ms)
+        limits, offered, drawn, loads, prio, since = [], [], [], [], [], []
+        r.ok = r.heard = True
+        c.extend(read_ms, limits, offered, drawn, loads, prio, since)
+        seen.append(since[0] < since[1])
+    assert seen == [seen[0]] * len(seen), seen

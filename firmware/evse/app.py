@@ -447,6 +447,8 @@ class App:
         for ps in self.phase_sw:
             if ps is not None:
                 ps.rebase(d)
+        if self.site is not None:
+            self.site.rebase(d)
 
     def stamp(self):
         """The time a log line gets: the wall clock (UTC) once OCPP has set it, else the time

@@ -13,7 +13,7 @@ import os
 
 from micropython import const
 
-from evse import modbus, store
+from evse import modbus, store, ticks
 
 SITE_GUNS = const(4)        # guns per controller on a site bus at most
 MAGIC = const(0x5345)
@@ -28,6 +28,7 @@ POLL_MS = const(3)
 GARBLED = const(3)          # garbled answers in a row before the coordinator suspects two nodes
 UNSURE_MS = const(4000)     # after an offer changes, what its EV draws is not known for this long
 DUP_CLEAR_MS = const(30000)  # a suspicion of two nodes on one address clears after this clean
+ARRIVAL_SLACK_MS = const(2500)  # a node's gun's arrival as read may move this much, and is the same
 # flags
 LOST = const(1)             # node: no coordinator, it shares its fallback
 CONFLICT = const(2)         # node: two coordinators write to it
@@ -97,10 +98,10 @@ class Remote:
         self.now_a = [0.0] * SITE_GUNS
         self.loads = [(0, 1, 2)] * SITE_GUNS
         self.rank = [0] * SITE_GUNS
-        self.age_ms = [None] * SITE_GUNS
+        self.arrived = [None] * SITE_GUNS   # when each gun's EV began to want power, or None
         self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
-        self.changed_ms = -UNSURE_MS   # when one of them last changed
-        self.before = [0.0] * SITE_GUNS   # the lowest cap each had in the UNSURE_MS before that
+        self.changed_ms = [-UNSURE_MS] * SITE_GUNS   # when each cap last changed
+        self.was = [[] for _ in range(SITE_GUNS)]     # each gun's caps replaced: [until_ms, cap]
         self.flags = 0
         self.fallback_a = 0.0
         self.ids = []              # its last two boot ids
@@ -134,8 +135,26 @@ class Remote:
             self.loads[g] = phases_of(r(b + 4))
             self.rank[g] = r(b + 5)
             age = r(b + 6)
-            self.age_ms[g] = None if age == NONE else age * 1000
+            if age == NONE:
+                self.arrived[g] = None
+            else:
+                # Its age comes in whole seconds and up to a cycle late: the arrival it gives
+                # moves by a second or two from read to read. Kept while it agrees within
+                # ARRIVAL_SLACK_MS, the order of arrivals holds still; taken afresh, each read
+                # could make another gun the latest, and the guns would pause in turn.
+                at = now_ms - age * 1000
+                was = self.arrived[g]
+                if was is None or at - was > ARRIVAL_SLACK_MS or was - at > ARRIVAL_SLACK_MS:
+                    self.arrived[g] = at
         return True
+
+    def rebase(self, d):
+        ticks.back_all(self.changed_ms, d)
+        ticks.back_all(self.arrived, d)
+        for was in self.was:
+            for i in range(len(was)):
+                was[i] = (ticks.back(was[i][0], d), was[i][1])
+        self.suspect_ms = ticks.back(self.suspect_ms, d)
 
     def duplicate(self, now_ms):
         if self.suspect_ms is not None and now_ms - self.suspect_ms >= DUP_CLEAR_MS:
@@ -164,6 +183,12 @@ class Coordinator:
         self.cycles = 0
         self._read = None          # the read request, its address changed per node
         self._regs = None
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks)."""
+        self.started_ms = ticks.back(self.started_ms, d)
+        for r in self.remotes:
+            r.rebase(d)
 
     def share_a(self):
         """Each controller's part of site_fallback_a."""
@@ -221,7 +246,7 @@ class Coordinator:
                     drawn.append(r.drawn[g])
                     loads.append(r.loads[g])
                     prio.append(r.rank[g])
-                    since.append(now_ms if r.age_ms[g] is None else now_ms - r.age_ms[g])
+                    since.append(now_ms if r.arrived[g] is None else r.arrived[g])
                 else:
                     limits.append(0)
                     offered.append(0.0)
@@ -242,11 +267,13 @@ class Coordinator:
                 for g in range(SITE_GUNS):
                     a = (r.com[g] if starting else alloc[i + g]) if g < r.guns else 0.0
                     if a != r.out[g]:
-                        # The lowest cap of the uncertain time: what the EV may still draw.
-                        if now_ms - r.changed_ms >= UNSURE_MS or r.out[g] < r.before[g]:
-                            r.before[g] = r.out[g]
+                        # The caps of the last UNSURE_MS: the EV may still draw any of them.
+                        was = r.was[g]
+                        while was and now_ms - was[0][0] >= UNSURE_MS:
+                            was.pop(0)
+                        was.append((now_ms, r.out[g]))
                         r.out[g] = a
-                        r.changed_ms = now_ms
+                        r.changed_ms[g] = now_ms
             i += SITE_GUNS
 
     def drawn_a(self, now_ms, lo, hi):
@@ -257,14 +284,15 @@ class Coordinator:
         count as the building."""
         for r in self.remotes:
             if r.ok:
-                sure = now_ms - r.changed_ms >= UNSURE_MS
                 for g in range(r.guns):
                     a, cap = r.now_a[g], r.out[g]
+                    sure = now_ms - r.changed_ms[g] >= UNSURE_MS
                     least = a if a < cap else cap
-                    if not sure and r.before[g] < least:
+                    for until, was in r.was[g]:
                         # Its current may be newer than the grid meter's reading: as it read, the
-                        # EV may still have drawn the cap before the last raise.
-                        least = r.before[g]
+                        # EV may still have drawn a cap of the last UNSURE_MS, the lowest of them.
+                        if now_ms - until < UNSURE_MS and was < least:
+                            least = was
                     most = a if sure or a > cap else cap
                     for p in r.loads[g]:
                         lo[p] += least
@@ -385,6 +413,16 @@ class Node:
         self.bad = 0
         self._ticks_ms = ticks_ms or modbus._ticks_ms
         self._sleep_ms = sleep_ms or modbus._sleep_ms
+
+    def rebase(self, d):
+        """The control clock moved back by d (evse.ticks)."""
+        back = ticks.back
+        self.heard_ms = back(self.heard_ms, d)
+        self.started_ms = back(self.started_ms, d)
+        self.conflict_ms = back(self.conflict_ms, d)
+        self.duplicate_ms = back(self.duplicate_ms, d)
+        for ids in self.coordinators:
+            ids[1] = back(ids[1], d)
 
     def flags(self, now_ms):
         return ((LOST if self.lost else 0) | (CONFLICT if self._conflict(now_ms) else 0)
