@@ -88,17 +88,16 @@ def test_the_site_shares_one_connection_and_follows_a_30_a_step_of_the_building(
     settled, _ = wait(rig3, lambda s: sorted(round(g["offered_a"]) for g in guns(s)) == [0, 0, 0, 7, 7, 7], 20,
                       "three guns at 7 A, three paused")
     # Over the limit only until the EVs followed: the grid meter's second, a site cycle, a node's
-    # sharing step, the EVs' 1 s: 2-4 s measured alone, 5.9 s once in a loaded make test.
+    # sharing step, the EVs' 1 s: 2-4 s measured alone, 2.0-4.6 s with the machine loaded far
+    # beyond make test (three busy loops beside the site, on two cores, eight runs).
     print("L1 under the connection %.1f s after the step" % took_s)
     assert took_s < 8, took_s
     rig3.site(clear=True)
     time.sleep(10)
     snap = rig3.site()
-    # Target 0. Seen under a loaded make test: the coordinator's own guns rose back 5 s after the
-    # step while a node's gun it had paused still drew, 1 A over for about a second (not yet
-    # explained; docs/site.md). Never more than the margin, never longer than the EVs' second.
-    v = snap["violations"]
-    assert v["seconds_over"] == 0 or (v["worst_over_a"] <= 2.0 and v["seconds_over"] <= 2.0), v
+    # Once the EVs followed, never over (1 A for a second was seen under load while a node's
+    # arrival, read in whole seconds, made another gun the one to pause from read to read).
+    assert snap["violations"]["seconds_over"] == 0, snap["violations"]
     assert snap["line"]["collisions"] == 0, snap["line"]
 
 

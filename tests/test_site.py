@@ -323,7 +323,7 @@ def test_a_node_after_its_boot_waits_for_the_coordinator_then_its_kept_fallback(
 
 
 def test_registers_round_trip():
-    regs = site.node_regs([(32, 16.0, 15.5, 15.4, (0,), 1, 12), (0, 0.0, None, 0.0, (0, 1, 2), 0, None)],
+    regs = site.node_regs([(32, 16.0, 15.8, 15.5, 15.4, (0,), 1, 12, True), (0, 0.0, 0.0, None, 0.0, (0, 1, 2), 0, None, False)],
                           site.LOST, 9.0, 0xBEEF)
     raw = bytearray()
     for r in regs:
@@ -331,9 +331,10 @@ def test_registers_round_trip():
     r = site.Remote(2)
     assert r.take(raw, 0)
     assert (r.guns, r.flags, r.fallback_a, r.ids) == (2, site.LOST, 9.0, [0xBEEF])
-    assert (r.lim[0], r.com[0], r.drawn[0], r.now_a[0], r.loads[0], r.rank[0], r.arrived[0]) == \
-        (32.0, 16.0, 15.5, 15.4, (0,), 1, -12000)
+    assert (r.lim[0], r.com[0], r.offer[0], r.drawn[0], r.now_a[0], r.loads[0], r.rank[0], r.arrived[0]) == \
+        (32.0, 16.0, 15.8, 15.5, 15.4, (0,), 1, -12000)
     assert (r.drawn[1], r.arrived[1]) == (None, None)
+    assert r.unsure[:2] == [True, False]
     raw[1] ^= 1
     assert not r.take(raw, 0)   # not a site node's registers
 
@@ -413,7 +414,7 @@ def test_a_nodes_raised_cap_counts_at_its_old_value_while_its_ev_may_not_have_fo
     r.guns = 1
     c.place(20000, [0.0, 0.0, 14.5, 0.0, 0.0, 0.0], 2)   # its cap for a long time
     c.place(40000, [0.0, 0.0, 15.6, 0.0, 0.0, 0.0], 2)   # raised
-    r.now_a[0] = 15.6                                    # the node says its EV follows already
+    r.now_a[0] = r.offer[0] = 15.6                       # the node says its EV follows already
     lo, hi = [0.0] * 3, [0.0] * 3
     c.drawn_a(41000, lo, hi)
     assert lo == [14.5] * 3 and hi == [15.6] * 3
@@ -433,7 +434,7 @@ def test_a_cap_that_keeps_changing_counts_at_its_lowest_of_the_last_seconds_not_
     t = 20000
     for k in range(30):   # gun 1's cap changes every second; gun 2's holds
         c.place(t + 1000 * k, [0.0, 0.0, 7.38 if k % 2 else 7.4, 7.4, 0.0, 0.0], 2)
-    r.now_a[0] = r.now_a[1] = 7.4
+    r.now_a[0] = r.now_a[1] = r.offer[0] = r.offer[1] = 7.4
     lo, hi = [0.0] * 3, [0.0] * 3
     c.drawn_a(t + 29500, lo, hi)
     assert lo == [7.38 + 7.4] * 3, lo
@@ -470,7 +471,7 @@ def test_a_nodes_arrivals_hold_still_from_read_to_read(tmp_path):
     seen = []
     for read_ms in range(20_000, 40_000, 1_130):
         node_ms = read_ms - 700   # what the node reported is older than the read
-        report = [(32, 16.0, 15.0, 15.0, (0, 1, 2), 0, (node_ms - arrival[g]) // 1000) for g in (0, 1)]
+        report = [(32, 16.0, 16.0, 15.0, 15.0, (0, 1, 2), 0, (node_ms - arrival[g]) // 1000, False) for g in (0, 1)]
         regs = site.node_regs(report, 0, 9.0, 0xBEEF)
         raw = bytearray()
         for v in regs:
@@ -481,3 +482,39 @@ def test_a_nodes_arrivals_hold_still_from_read_to_read(tmp_path):
         c.extend(read_ms, limits, offered, drawn, loads, prio, since)
         seen.append(since[0] < since[1])
     assert seen == [seen[0]] * len(seen), seen
+
+
+def test_a_node_ev_that_starts_long_after_its_cap_may_draw_up_to_it(tmp_path):
+    """A cap written long ago, an EV whose contactor just closed: its current, read up to two
+    seconds late, says 0 A while the grid meter already sees it draw. The node says its gun is
+    unsure, and the coordinator counts it as anything up to its cap (else the building looked that
+    much larger, and stayed so: six guns at 7.1 A where the building left 8.5 A each)."""
+    c, r = lone_coordinator(tmp_path)
+    r.ok = r.heard = True
+    r.guns = 1
+    c.place(20000, [0.0, 0.0, 16.0, 0.0, 0.0, 0.0], 2)
+    for unsure, most in ((True, 16.0), (False, 0.0)):
+        raw = bytearray()
+        for v in site.node_regs([(32, 16.0, 16.0, None, 0.0, (0, 1, 2), 0, 5, unsure)], 0, 9.0, 0xBEEF):
+            raw += bytes((v >> 8, v & 0xFF))
+        assert r.take(raw, 60000)
+        r.ok = True
+        lo, hi = [0.0] * 3, [0.0] * 3
+        c.drawn_a(60000, lo, hi)
+        assert (lo, hi) == ([0.0] * 3, [most] * 3)
+
+
+def test_a_node_on_its_fallback_counts_no_more_than_it_offers(tmp_path):
+    """A coordinator that boots while the nodes share their fallback (6 A a gun here) hears
+    committed amps and currents from before it (8.5 A): counted at those, the building looked
+    8 A smaller than it was, and the guns took 7 A more than the connection for 2.6 s."""
+    c, r = lone_coordinator(tmp_path)
+    raw = bytearray()
+    for v in site.node_regs([(32, 8.5, 6.0, 8.5, 8.5, (0, 1, 2), 0, 20, False)], site.LOST, 6.0, 0xBEEF):
+        raw += bytes((v >> 8, v & 0xFF))
+    assert r.take(raw, 60000)
+    r.ok = r.heard = True
+    r.out = list(r.com)   # what the coordinator's first write gives it
+    lo, hi = [0.0] * 3, [0.0] * 3
+    c.drawn_a(60000, lo, hi)
+    assert lo == [6.0] * 3

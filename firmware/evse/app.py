@@ -29,6 +29,13 @@ UNSURE_MS = 4000      # after a gun's offer or contactor changes, what its EV dr
 LOG_QUEUE_MAX = 32    # log lines waiting for the flash task; beyond, they are counted as lost
 
 
+def _unsure(g, now_ms):
+    """Whether the gun's offer or contactor changed in the last UNSURE_MS: its EV may draw
+    anything up to the offer, whatever its meter said last."""
+    return (now_ms - g.duty_changed_ms < UNSURE_MS
+            or g.closed_ms is not None and now_ms - g.closed_ms < UNSURE_MS)
+
+
 def site_phase(gun, k):
     """The site phase (0, 1, 2) on the gun's phase k (0 = its L1), by the gun's rotation."""
     return int(gun.get("rotation", "L1L2L3")[2 * k + 1]) - 1
@@ -515,9 +522,10 @@ class App:
                 loads = list(loads)
                 site_bus.extend(now_ms, limits, offered, drawn, loads, prio, since)
             else:   # a node: what its guns want goes to the coordinator, whose caps come back
-                site_bus.report = [(limits[i], self.sharing.committed[i], drawn[i],
+                site_bus.report = [(limits[i], self.sharing.committed[i], offered[i], drawn[i],
                                     g.current_a if g.contactor else 0.0, loads[i], prio[i],
-                                    None if self._since[i] is None else (now_ms - self._since[i]) // 1000)
+                                    None if self._since[i] is None else (now_ms - self._since[i]) // 1000,
+                                    g.contactor and _unsure(g, now_ms))
                                    for i, g in enumerate(self.guns)]
                 site = site_bus.budget(now_ms, site, limits)
         if policy == "fifo":
@@ -623,8 +631,7 @@ class App:
                     offer = g.offered_a()
                     least = a if a < offer else offer
                     most = a
-                    if (offer > a and (now_ms - g.duty_changed_ms < UNSURE_MS
-                                       or g.closed_ms is not None and now_ms - g.closed_ms < UNSURE_MS)):
+                    if offer > a and _unsure(g, now_ms):
                         most = offer
                     for p in phases:
                         lo[p] += least

@@ -6,7 +6,8 @@
 # shares its part of site_fallback_a; the coordinator keeps that much for it meanwhile.
 #
 # Node registers (function 0x03, from 0): magic, guns, flags, fallback x10, boot id, then per gun
-# limit x10, committed x10, drawn x10, amps now x10, loads (a bit per site phase), rank, age s.
+# limit x10, committed x10, offer now x10, drawn x10, amps now x10, loads (a bit per site
+# phase, and UNSURE), rank, age s.
 # The coordinator writes (0x10, from WRITE_AT): its boot id, flags, the node's fallback x10, then
 # a cap x10 per gun. x10 values are tenths of an ampere; NONE is no value.
 import os
@@ -18,8 +19,8 @@ from evse import modbus, store, ticks
 SITE_GUNS = const(4)        # guns per controller on a site bus at most
 MAGIC = const(0x5345)
 HEAD = const(5)
-PER_GUN = const(7)
-REGS = const(33)            # HEAD + SITE_GUNS * PER_GUN
+PER_GUN = const(8)
+REGS = const(37)            # HEAD + SITE_GUNS * PER_GUN
 WRITE_AT = const(40)
 NONE = const(0xFFFF)
 CYCLE_MS = const(1000)      # the coordinator reads and writes every node once a cycle
@@ -33,6 +34,7 @@ ARRIVAL_SLACK_MS = const(2500)  # a node's gun's arrival as read may move this m
 LOST = const(1)             # node: no coordinator, it shares its fallback
 CONFLICT = const(2)         # node: two coordinators write to it
 DUPLICATE = const(4)        # node: another controller answers as its address; coordinator: pause
+UNSURE = const(0x100)       # in a gun's loads: its offer or contactor changed in the last UNSURE_MS
 FILE = "site.json"          # a node keeps the fallback the coordinator gave it
 
 
@@ -59,7 +61,7 @@ def mask(phases):
 
 
 def phases_of(m):
-    return tuple(p for p in (0, 1, 2) if m >> p & 1) or (0, 1, 2)
+    return tuple(p for p in (0, 1, 2) if m >> p & 1) or (0, 1, 2)   # (UNSURE is bit 8)
 
 
 def request_at(buf, n):
@@ -75,11 +77,13 @@ def request_at(buf, n):
 
 
 def node_regs(guns, flags, fallback_a, boot_id):
-    """The node's registers from its guns' report: (limit, committed, drawn, amps now, loads,
-    rank, age_s) per gun."""
+    """The node's registers from its guns' report: (limit, committed, offer, drawn, amps now,
+    loads, rank, age_s, unsure) per gun."""
     regs = [MAGIC, len(guns), flags, tenths(fallback_a), boot_id]
-    for lim, com, drawn, now_a, loads, rank, age in guns:
-        regs += [tenths(lim), tenths(com), tenths(drawn), tenths(now_a), mask(loads), rank & 0xFFFF,
+    for lim, com, offer, drawn, now_a, loads, rank, age, unsure in guns:
+        regs += [tenths(lim), tenths(com), tenths(offer), tenths(drawn), tenths(now_a),
+                 mask(loads) | (UNSURE if unsure else 0),
+                 rank & 0xFFFF,
                  NONE if age is None else (age if age < NONE else NONE - 1)]
     return regs + [0] * (REGS - len(regs))
 
@@ -94,9 +98,11 @@ class Remote:
         self.heard = False         # answered since the coordinator's boot
         self.lim = [0.0] * SITE_GUNS
         self.com = [0.0] * SITE_GUNS
+        self.offer = [0.0] * SITE_GUNS   # what its pilot offers now, under the cap (its fallback too)
         self.drawn = [None] * SITE_GUNS
         self.now_a = [0.0] * SITE_GUNS
         self.loads = [(0, 1, 2)] * SITE_GUNS
+        self.unsure = [False] * SITE_GUNS   # the node's word: its EV may draw anything up to its offer
         self.rank = [0] * SITE_GUNS
         self.arrived = [None] * SITE_GUNS   # when each gun's EV began to want power, or None
         self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
@@ -130,11 +136,13 @@ class Remote:
             b = HEAD + g * PER_GUN
             self.lim[g] = amps(r(b)) or 0.0
             self.com[g] = amps(r(b + 1)) or 0.0
-            self.drawn[g] = amps(r(b + 2))
-            self.now_a[g] = amps(r(b + 3)) or 0.0
-            self.loads[g] = phases_of(r(b + 4))
-            self.rank[g] = r(b + 5)
-            age = r(b + 6)
+            self.offer[g] = amps(r(b + 2)) or 0.0
+            self.drawn[g] = amps(r(b + 3))
+            self.now_a[g] = amps(r(b + 4)) or 0.0
+            self.loads[g] = phases_of(r(b + 5))
+            self.unsure[g] = r(b + 5) & UNSURE != 0
+            self.rank[g] = r(b + 6)
+            age = r(b + 7)
             if age == NONE:
                 self.arrived[g] = None
             else:
@@ -278,16 +286,20 @@ class Coordinator:
 
     def drawn_a(self, now_ms, lo, hi):
         """Adds to lo and hi (per site phase) the least and the most the answering nodes' guns may
-        draw now (App._grid_caps): a gun's last current, no more than the cap written to it; while
-        that cap changed in the last UNSURE_MS, anything up to the cap, as the EV follows it and
-        the node's current reaches the coordinator up to two seconds late. A silent node's guns
+        draw now (App._grid_caps): a gun's last current, no more than the cap written to it or what
+        the node offers (less on its fallback, which a current from before it does not show); while
+        that cap changed in the last UNSURE_MS, or the node says its offer or contactor did (an EV
+        that starts long after its cap came), anything up to the cap, as the EV follows it and the
+        node's current reaches the coordinator up to two seconds late. A silent node's guns
         count as the building."""
         for r in self.remotes:
             if r.ok:
                 for g in range(r.guns):
                     a, cap = r.now_a[g], r.out[g]
-                    sure = now_ms - r.changed_ms[g] >= UNSURE_MS
+                    sure = now_ms - r.changed_ms[g] >= UNSURE_MS and not r.unsure[g]
                     least = a if a < cap else cap
+                    if r.offer[g] < least:
+                        least = r.offer[g]
                     for until, was in r.was[g]:
                         # Its current may be newer than the grid meter's reading: as it read, the
                         # EV may still have drawn a cap of the last UNSURE_MS, the lowest of them.
@@ -408,7 +420,7 @@ class Node:
         self.coordinators = []      # its last two boot ids, and when each wrote
         self.conflict_ms = None
         self.duplicate_ms = None    # another controller answered as this address
-        self.report = [(0, 0.0, None, 0.0, (0, 1, 2), 0, None)] * guns
+        self.report = [(0, 0.0, 0.0, None, 0.0, (0, 1, 2), 0, None, False)] * guns
         self.frames = 0
         self.bad = 0
         self._ticks_ms = ticks_ms or modbus._ticks_ms
