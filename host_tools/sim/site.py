@@ -35,7 +35,7 @@ from host_tools import ports
 from host_tools.jsonlines import OpError, Refused, Router
 from host_tools.sim import control
 from host_tools.sim.line import SiteLine
-from host_tools.sim.supervisor import BOARDS_DIR, VirtualBoard, build_sim_firmware, read_board_file, until_stopped
+from host_tools.sim.supervisor import BOARDS_DIR, VirtualBoard, build_sim_firmware, read_board_file, stop_signals
 from host_tools.sim.world import VOLTS_PER_PHASE
 
 SITES_DIR = BOARDS_DIR / "sites"
@@ -579,15 +579,17 @@ def run_foreground(args) -> int:
         site = Site(args.board, flash_dir=args.flash, echo=_line_echo() if args.echo else None)
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    stopped = stop_signals()   # a SIGTERM while it starts: it stops once started, cleaning up
     site.start()
     entries = [ports.register_virtual(vb.serial_path, vb.control_addr, f"{vb.board['name']} (site {site.name} "
                                       f"controller {k})", tag=f"-{k}") for k, vb in enumerate(site.boards, 1)]
-    print(json.dumps({"site": site.name, "control": site.control_addr, "line": site.line.address,
-                      "start_s": round(site.start_s, 2),
-                      "boards": [{"board": k, "name": vb.board["name"], "serial": vb.serial_path,
-                                  "control": vb.control_addr} for k, vb in enumerate(site.boards, 1)]}), flush=True)
     try:
-        until_stopped()
+        print(json.dumps({"site": site.name, "control": site.control_addr, "line": site.line.address,
+                          "start_s": round(site.start_s, 2),
+                          "boards": [{"board": k, "name": vb.board["name"], "serial": vb.serial_path,
+                                      "control": vb.control_addr} for k, vb in enumerate(site.boards, 1)]}),
+                         flush=True)
+        stopped.wait()
     finally:
         for entry in entries:
             entry.unlink(missing_ok=True)

@@ -769,12 +769,15 @@ def sim_process(board: str, flash, *extra: str, env: dict | None = None):
             proc.kill()
 
 
-def until_stopped() -> None:
-    """Blocks until SIGTERM or SIGINT: evsectl sim runs its board (or site) until then."""
+def stop_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: evsectl sim runs its board (or site) until then.
+    Taken before it prints where the board is: whoever reads that may stop it at once, and a
+    SIGTERM before the handler was there ended the process without its clean-up (its registry
+    entries stayed, seen in a loaded make test)."""
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
+    return done
 
 
 def run_foreground(args) -> int:
@@ -799,10 +802,11 @@ def run_foreground(args) -> int:
     vb = VirtualBoard(args.board, heap=args.heap, flash_dir=args.flash, csms_url=args.csms, echo=echo,
                       put=getattr(args, "put", None), config=config).start()
     # Announced while it runs: evsectl commands without --port find it as they find a board on USB.
+    stopped = stop_signals()
     entry = ports.register_virtual(vb.serial_path, vb.control_addr, vb.board["name"])
-    print(json.dumps({"serial": vb.serial_path, "control": vb.control_addr}), flush=True)
     try:
-        until_stopped()
+        print(json.dumps({"serial": vb.serial_path, "control": vb.control_addr}), flush=True)
+        stopped.wait()
     finally:
         entry.unlink(missing_ok=True)
         vb.stop()
