@@ -639,6 +639,25 @@ def test_meter_uart_uses_the_board_pins_and_drives_de_only_while_sending(port):
         hal.uart(7, 9600)
 
 
+@pytest.mark.parametrize("name", ["rp2040-pico", "rp2040-pico-w", "rp2350-pico2-w"])
+def test_the_rp_boards_site_bus_is_a_second_rs485_line_on_uart1_and_a_node_answers_there(name, tmp_path):
+    """docs/boards.md: UART1 on GP4 (TX) and GP5 (RX), its transceiver's DE on GP21."""
+    from evse import config, site
+    board = json.loads((pathlib.Path(__file__).resolve().parents[1] / "boards" / (name + ".json")).read_text())
+    cfg = config.Config(board, str(tmp_path))
+    cfg.set("site_address", 2)   # accepted: the board has a site bus
+    hal = open_board(board)
+    machine.calls.clear()
+    node = site.open_site(type("App", (), {"note": print, "clock": lambda self: 0})(), hal, board, cfg, str(tmp_path))
+    assert calls("UART") == [("UART", 1, 38400, 4, 5)]
+    request = site.modbus.read_request(2, site.modbus.READ_HOLDING, 0, site.REGS)
+    machine.calls.clear()
+    node.uart.write(node._answer(request, len(request), 0))
+    sent = [c for c in machine.calls if c[0] == "UART.write" or c[1:2] == (21,)]
+    assert [c[:2] for c in sent] == [("Pin.value", 21), ("UART.write", 1), ("Pin.value", 21)]
+    assert sent[1][2][:3] == bytes((2, 3, 2 * site.REGS))
+
+
 @pytest.mark.parametrize("port, wiring", [("rp2", {"spi": 0, "sck": 22, "mosi": 23, "miso": 16, "cs": 17}),
                                           ("esp32", {"spi": 1, "sck": 2, "mosi": 12, "miso": 37, "cs": 0})])
 def test_can_sets_up_the_spi_with_its_chip_select_high_first_and_a_silent_chip_is_an_error(port, wiring):
