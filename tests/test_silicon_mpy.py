@@ -510,6 +510,8 @@ def dc_board(name):
     board = json.loads((REPO / "boards" / f"{name}.json").read_text())
     board["kind"] = "dc"
     board["cabinet"] = {"modules": 2, "module_kw": 30, "can": {"protocol": "infy", "addresses": [1, 2]}}
+    board.pop("site_bus", None)   # a DC board's cabinet shares its power, not a site bus (docs/site.md)
+    board["uart"].pop("site", None)
     if board["hal"] == "rp2":
         board["pins"]["mux_select"] = [20, 21, 22]   # the Pico's own SPI0 pins for the MCP2515
         wiring = {"spi": 0, "sck": 18, "mosi": 19, "miso": 16, "cs": 17}

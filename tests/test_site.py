@@ -183,6 +183,16 @@ class Site:
         return [round(g.allocation_a, 1) for g in self.apps[address].guns]
 
 
+def nodes_charging(make_site, ms):
+    """A site past its coordinator's start, an EV at each node's gun 1 for `ms`."""
+    s = make_site()
+    s.run(20000)
+    for a in (2, 3):
+        s.plug(a, 1)
+    s.run(ms)
+    return s
+
+
 @pytest.fixture
 def make_site(tmp_path, monkeypatch):
     return lambda **kw: Site(tmp_path, monkeypatch, **kw)
@@ -295,11 +305,7 @@ def test_a_second_coordinator_steps_back_and_pauses_its_own_guns(make_site):
 
 
 def test_two_coordinators_that_write_make_the_nodes_fall_back(make_site):
-    s = make_site()
-    s.run(20000)
-    for a in (2, 3):
-        s.plug(a, 1)
-    s.run(10000)
+    s = nodes_charging(make_site, 10000)
     second = s.make(1, "c2", **s.settings)
     s.extra.append(second)
     for c in (second, s.apps[1]):   # they do not hear each other (a receiver off while idle): both write
@@ -445,11 +451,7 @@ def test_past_six_days_a_node_still_falls_back_when_its_coordinator_goes_silent(
     """App.clock moves every time back by REBASE_MS past 6.2 days: the site's times move too, or a
     node would wait three days, on the caps last written, before it fell back."""
     from evse import ticks
-    s = make_site()
-    s.run(20000)
-    for a in (2, 3):
-        s.plug(a, 1)
-    s.run(15000)
+    s = nodes_charging(make_site, 15000)
     for app in s.every():
         app.rebase(ticks.REBASE_MS)
     s.apps[1].port.down = True   # right after the rebase: the nodes last heard it before
@@ -518,3 +520,90 @@ def test_a_node_on_its_fallback_counts_no_more_than_it_offers(tmp_path):
     lo, hi = [0.0] * 3, [0.0] * 3
     c.drawn_a(60000, lo, hi)
     assert lo == [6.0] * 3
+
+
+def test_a_rebase_during_a_cycle_does_not_put_the_coordinator_to_sleep_for_three_days(tmp_path):
+    """run() times its cycle on the control clock: rebased meanwhile, the cycle would look 2^28 ms
+    short, and the coordinator would sleep 74 h while the nodes' caps stood."""
+    from evse import ticks
+    c, r = lone_coordinator(tmp_path)
+    clock = [10_000_000]
+    c.clock = lambda: clock[0]
+    slept = []
+
+    async def cycle():
+        clock[0] += 300 - ticks.REBASE_MS
+
+    async def sleep_ms(ms):
+        slept.append(ms)
+        if len(slept) == 2:
+            raise StopAsyncIteration
+
+    c.cycle, c._sleep_ms = cycle, sleep_ms
+    with pytest.raises(StopAsyncIteration):
+        asyncio.run(c.run())
+    assert slept == [site.CYCLE_MS, site.CYCLE_MS]
+
+
+def test_a_rebase_between_the_sharings_steps_leaves_no_cap_time_in_the_future(make_site):
+    from evse import ticks
+    s = nodes_charging(make_site, 15000)
+    s.plug(1, 1)   # the nodes' caps change in this sharing
+    app = s.apps[1]
+    steps = app.share_steps(app.clock())
+    next(steps)
+    app.rebase(ticks.REBASE_MS)
+    for _ in steps:
+        pass
+    now = app.clock()
+    assert all(t <= now for r in app.site.remotes for t in r.changed_ms)
+    assert all(t <= now for r in app.site.remotes for was in r.was for t, _ in was)
+
+
+def test_a_node_with_a_longer_site_lost_s_falls_back_within_the_coordinators(make_site):
+    """The coordinator's start waits its own site_lost_s for a node it does not hear, counting on
+    the node to be on its fallback by then: the node takes the coordinator's when it is shorter."""
+    s = make_site()
+    s.apps[2].cfg.set("site_lost_s", 60)
+    s.run(20000)
+    for a in (2, 3):
+        s.plug(a, 1)
+    s.run(10000)
+    assert s.apps[2].site.lost_ms() == 10000
+    s.apps[1].port.down = True
+    s.run(12000)
+    assert [s.allocations(a)[0] for a in (2, 3)] == [6.0, 6.0]
+    assert any("no coordinator for 10 s" in n for n in s.apps[2].notes)
+
+
+def test_a_cap_whose_lowering_was_not_acknowledged_counts_as_the_one_the_node_has(tmp_path):
+    """place() lowers a node's cap before its write: if the write does not go through, the node
+    keeps the cap of its last acknowledged write until site_lost_s, and the site keeps room for it."""
+    c, r = lone_coordinator(tmp_path)
+    r.heard, r.ok, r.guns = True, False, 1
+    r.acked[0], r.out[0] = 20.0, 8.0
+    r.fallback_a = 0.0
+    # The sharing counts the 20 A it has (extend); its fallback, 9 A, is within them: no more held.
+    assert c.reserve([60.0, 60.0, 60.0], 60000) == [60.0, 60.0, 60.0]
+    limits, offered, drawn, loads, prio, since = [], [], [], [], [], []
+    c.extend(60000, limits, offered, drawn, loads, prio, since)
+    assert offered[0] == 20.0
+
+
+def test_a_node_of_another_register_layout_is_no_node(tmp_path):
+    c, r = lone_coordinator(tmp_path)
+    regs = site.node_regs([(32, 16.0, 16.0, 15.0, 15.0, (0, 1, 2), 0, 5, False)], 0, 9.0, 0xBEEF)
+    regs[0] = 0x5345   # the layout of seven registers a gun
+    raw = bytearray()
+    for v in regs:
+        raw += bytes((v >> 8, v & 0xFF))
+    assert not r.take(raw, 0)
+
+
+def test_a_write_whose_byte_count_does_not_match_its_registers_changes_nothing(make_site):
+    s = make_site(nodes=(2,))
+    node = s.apps[2].site
+    frame = bytearray((2, modbus.WRITE_MULTIPLE, 0, site.WRITE_AT, 0, 5, 8)) + bytes(8)
+    frame = modbus.seal(frame + bytes(2))
+    answer = node._answer(frame, len(frame), 0)
+    assert answer[1] == modbus.WRITE_MULTIPLE | 0x80 and node.heard_ms is None

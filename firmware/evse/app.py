@@ -546,7 +546,9 @@ class App:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
         if site_bus is not None and site_bus.coordinates:
             site = site_bus.reserve(site if isinstance(site, list) else [site] * 3, now_ms)
+        rebased = self._rebased
         alloc = yield from self.sharing.steps(now_ms, site, limits, offered, loads, drawn, prio, since)
+        now_ms -= self._rebased - rebased   # the clock rebased between the steps: its times moved
         if site_bus is not None and site_bus.coordinates:
             site_bus.place(now_ms, alloc, len(self.guns))
             if site_bus.holds(now_ms):

@@ -8,8 +8,9 @@
 # Node registers (function 0x03, from 0): magic, guns, flags, fallback x10, boot id, then per gun
 # limit x10, committed x10, offer now x10, drawn x10, amps now x10, loads (a bit per site
 # phase, and UNSURE), rank, age s.
-# The coordinator writes (0x10, from WRITE_AT): its boot id, flags, the node's fallback x10, then
-# a cap x10 per gun. x10 values are tenths of an ampere; NONE is no value.
+# The coordinator writes (0x10, from WRITE_AT): its boot id, flags, the node's fallback x10, its
+# site_lost_s, then a cap x10 per gun. MAGIC changes with the layout: a controller of another
+# layout is no node to this one. x10 values are tenths of an ampere; NONE is no value.
 import os
 
 from micropython import const
@@ -17,11 +18,12 @@ from micropython import const
 from evse import modbus, store, ticks
 
 SITE_GUNS = const(4)        # guns per controller on a site bus at most
-MAGIC = const(0x5345)
+MAGIC = const(0x5346)      # "SF": the layout with each gun's offer now and site_lost_s written
 HEAD = const(5)
 PER_GUN = const(8)
 REGS = const(37)            # HEAD + SITE_GUNS * PER_GUN
 WRITE_AT = const(40)
+HEAD_W = const(4)           # the write's registers before its caps
 NONE = const(0xFFFF)
 CYCLE_MS = const(1000)      # the coordinator reads and writes every node once a cycle
 ANSWER_MS = const(250)      # a node answers within this (its loop's step is up to 50 ms on a board)
@@ -29,6 +31,7 @@ POLL_MS = const(3)
 GARBLED = const(3)          # garbled answers in a row before the coordinator suspects two nodes
 UNSURE_MS = const(4000)     # after an offer changes, what its EV draws is not known for this long
 DUP_CLEAR_MS = const(30000)  # a suspicion of two nodes on one address clears after this clean
+WAS_MAX = const(8)          # caps of the last UNSURE_MS kept per gun; older ones merge into the next
 ARRIVAL_SLACK_MS = const(2500)  # a node's gun's arrival as read may move this much, and is the same
 # flags
 LOST = const(1)             # node: no coordinator, it shares its fallback
@@ -106,6 +109,7 @@ class Remote:
         self.rank = [0] * SITE_GUNS
         self.arrived = [None] * SITE_GUNS   # when each gun's EV began to want power, or None
         self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
+        self.acked = [0.0] * SITE_GUNS   # the caps of its last write that went through: it keeps them
         self.changed_ms = [-UNSURE_MS] * SITE_GUNS   # when each cap last changed
         self.was = [[] for _ in range(SITE_GUNS)]     # each gun's caps replaced: [until_ms, cap]
         self.flags = 0
@@ -221,16 +225,20 @@ class Coordinator:
         extend), then its fallback: the part of it over those caps; one never heard, its fallback;
         an address two controllers answer, twice what its guns could take or its fallback."""
         caps = list(caps)
-        share = self.share_a()
         for r in self.remotes:
             dup = r.duplicate(now_ms)
             if r.ok and not dup:
                 continue
+            # Its part of site_fallback_a, or the larger one it keeps from before a change.
+            share = self.share_a()
+            if r.fallback_a > share:
+                share = r.fallback_a
             held = [0.0, 0.0, 0.0]
             if r.heard:
                 for g in range(r.guns):
+                    a = r.out[g] if r.out[g] > r.acked[g] else r.acked[g]
                     for p in r.loads[g]:
-                        held[p] += r.lim[g] if dup else r.out[g]
+                        held[p] += r.lim[g] if dup else a
             for p in range(3):
                 if dup:
                     more = 2 * (held[p] if held[p] > share else share)
@@ -250,7 +258,9 @@ class Coordinator:
                 if live and g < r.guns:
                     limits.append(r.lim[g] if r.ok else 0)
                     # The node may use the cap written to it at once: it counts as offered.
-                    offered.append(r.com[g] if r.com[g] > r.out[g] else r.out[g])
+                    # and a cap it has until a lower one's write goes through, as much.
+                    a = r.out[g] if r.out[g] > r.acked[g] else r.acked[g]
+                    offered.append(r.com[g] if r.com[g] > a else a)
                     drawn.append(r.drawn[g])
                     loads.append(r.loads[g])
                     prio.append(r.rank[g])
@@ -278,6 +288,9 @@ class Coordinator:
                         # The caps of the last UNSURE_MS: the EV may still draw any of them.
                         was = r.was[g]
                         while was and now_ms - was[0][0] >= UNSURE_MS:
+                            was.pop(0)
+                        if len(was) >= WAS_MAX:   # the two oldest as one: the later end, the lower cap
+                            was[1] = (was[1][0], was[0][1] if was[0][1] < was[1][1] else was[1][1])
                             was.pop(0)
                         was.append((now_ms, r.out[g]))
                         r.out[g] = a
@@ -327,7 +340,8 @@ class Coordinator:
             start = self.clock()
             await self.cycle()
             left = CYCLE_MS - (self.clock() - start)
-            await self._sleep_ms(left if left > 10 else 10)
+            # Above CYCLE_MS only if the clock was rebased meanwhile (evse.ticks): 2^28 ms less.
+            await self._sleep_ms(10 if left < 10 else (CYCLE_MS if left > CYCLE_MS else left))
 
     async def cycle(self):
         """Reads and writes every node once."""
@@ -350,26 +364,29 @@ class Coordinator:
         before = r.why
         try:
             await self.master.read(read, regs)
+            now = self.clock()   # (after the wait: the clock may have been rebased meanwhile)
             if not r.take(regs, now):
                 raise modbus.FrameError("its registers are not a site node's")
             r.garbled = 0
             if not r.heard:
                 r.out = list(r.com)   # its first write: what it has committed, no more
-            values = [self.boot_id, DUPLICATE if r.duplicate(now) else 0, tenths(self.share_a())]
-            values += [tenths(r.out[g]) for g in range(r.guns)]
+            sent = [r.out[g] for g in range(r.guns)]
+            values = self._head(DUPLICATE if r.duplicate(now) else 0) + [tenths(a) for a in sent]
             await self.master.write_registers(r.address, WRITE_AT, values)
+            for g in range(r.guns):
+                r.acked[g] = sent[g]
             r.ok = r.heard = True
             r.why = None
         except modbus.ModbusError as e:
             r.garbled = r.garbled + 1 if isinstance(e, modbus.FrameError) else 0
             r.ok = False
             r.why = str(e)
+        now = self.clock()
         if r.duplicate(now):
             r.why = "duplicate"
             if not r.ok:   # both hear a write, though their answers collide: no caps, and why
                 try:
-                    await self.master.write_registers(r.address, WRITE_AT, [self.boot_id, DUPLICATE,
-                                                                            tenths(self.share_a())])
+                    await self.master.write_registers(r.address, WRITE_AT, self._head(DUPLICATE))
                 except modbus.ModbusError:
                     pass
         if (r.why is None) == (before is None) and (r.why == "duplicate") == (before == "duplicate"):
@@ -384,6 +401,12 @@ class Coordinator:
         else:
             self.note("site bus: node %d does not answer (%s); its guns keep their caps, then its fallback of "
                       "%.1f A per phase, which the site keeps for it" % (r.address, r.why, self.share_a()))
+
+    def _head(self, flags):
+        """The write's first registers: boot id, flags, the node's fallback (tenths, rounded down:
+        the parts never add up to more than site_fallback_a) and site_lost_s, which a node with a
+        longer one takes: the coordinator's start waits that long for a node it does not hear."""
+        return [self.boot_id, flags, int(self.share_a() * 10), self.cfg.get("site_lost_s")]
 
     def status(self, now_ms):
         ok = sum(1 for r in self.remotes if r.ok)
@@ -415,6 +438,7 @@ class Node:
         self.boot_id = boot_id()
         self.caps = [0.0] * guns
         self.heard_ms = None        # the coordinator's last write
+        self.told_lost_s = None     # the coordinator's site_lost_s, when shorter than this node's
         self.started_ms = clock()
         self.lost = False
         self.coordinators = []      # its last two boot ids, and when each wrote
@@ -443,13 +467,20 @@ class Node:
     def _conflict(self, now_ms):
         return self.conflict_ms is not None and now_ms - self.conflict_ms < self.cfg.get("site_lost_s") * 1000
 
+    def lost_ms(self):
+        """site_lost_s, or the coordinator's if shorter: it waits that long at its start for a
+        node it does not hear, and counts on the node being on its fallback by then."""
+        own = self.cfg.get("site_lost_s")
+        told = self.told_lost_s
+        return 1000 * (told if told is not None and told < own else own)
+
     def _duplicate(self, now_ms):
         return self.duplicate_ms is not None and now_ms - self.duplicate_ms < DUP_CLEAR_MS
 
     def budget(self, now_ms, site, limits):
         """The node's caps: limits capped by the coordinator's caps; or, without a coordinator,
         the site caps no higher than the fallback. Returns the site caps to share."""
-        lost_ms = self.cfg.get("site_lost_s") * 1000
+        lost_ms = self.lost_ms()
         since = self.heard_ms if self.heard_ms is not None else self.started_ms
         lost = now_ms - since >= lost_ms or self._conflict(now_ms)
         if lost != self.lost:
@@ -501,10 +532,10 @@ class Node:
                 out[3 + 2 * i] = regs[i] >> 8
                 out[4 + 2 * i] = regs[i] & 0xFF
             return modbus.seal(out)
-        if start != WRITE_AT or not 3 <= count <= 3 + self.guns:
+        if start != WRITE_AT or not HEAD_W <= count <= HEAD_W + self.guns or buf[6] != 2 * count:
             return modbus.seal(bytearray((self.address, fn | 0x80, 2, 0, 0)))
         values = [buf[7 + 2 * i] << 8 | buf[8 + 2 * i] for i in range(count)]
-        values += [0] * (3 + self.guns - count)   # a gun the write leaves out gets no cap
+        values += [0] * (HEAD_W + self.guns - count)   # a gun the write leaves out gets no cap
         self._written(values, now_ms)
         out = bytearray(8)
         out[:6] = buf[:6]
@@ -530,7 +561,8 @@ class Node:
                 self.note("site bus: the coordinator sees two controllers at address %d: give each its own "
                           "site_address; the guns pause meanwhile" % self.address)
             self.duplicate_ms = now_ms
-        self.caps = [amps(v) or 0.0 for v in values[3:]]
+        self.told_lost_s = values[3] if values[3] else None
+        self.caps = [amps(v) or 0.0 for v in values[HEAD_W:]]
         self.heard_ms = now_ms
         if fallback != self.fallback_a:
             self.fallback_a = fallback
