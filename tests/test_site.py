@@ -607,3 +607,16 @@ def test_a_write_whose_byte_count_does_not_match_its_registers_changes_nothing(m
     frame = modbus.seal(frame + bytes(2))
     answer = node._answer(frame, len(frame), 0)
     assert answer[1] == modbus.WRITE_MULTIPLE | 0x80 and node.heard_ms is None
+
+
+def test_silent_nodes_are_asked_less_often_so_the_answering_ones_keep_their_caps(make_site):
+    """Each silent node costs a cycle two answer times (250 ms and a retry): 14 of them made a
+    cycle of 7 s, and a node that answers went longer than site_lost_s (5 s here) without a write,
+    onto its fallback. After three missed visits a node is asked every fifth cycle."""
+    s = make_site(nodes=(2,), site_nodes=15, site_lost_s=5)
+    s.run(30000)
+    s.plug(2, 1)
+    s.run(60000)
+    assert not any("no coordinator" in n for n in s.apps[2].notes), s.apps[2].notes
+    status = s.apps[1].site.status(s.clock.ms)
+    assert status["answering"] == 1 and status["node"][0]["ok"]

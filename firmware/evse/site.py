@@ -29,6 +29,8 @@ CYCLE_MS = const(1000)      # the coordinator reads and writes every node once a
 ANSWER_MS = const(250)      # a node answers within this (its loop's step is up to 50 ms on a board)
 POLL_MS = const(3)
 GARBLED = const(3)          # garbled answers in a row before the coordinator suspects two nodes
+SILENT = const(3)           # missed visits in a row, after which a node is asked every SPARE-th cycle
+SPARE = const(5)            # (and one not heard yet, or silent, gets no retry: the others must not wait)
 UNSURE_MS = const(4000)     # after an offer changes, what its EV draws is not known for this long
 DUP_CLEAR_MS = const(30000)  # a suspicion of two nodes on one address clears after this clean
 WAS_MAX = const(8)          # caps of the last UNSURE_MS kept per gun; older ones merge into the next
@@ -116,6 +118,7 @@ class Remote:
         self.fallback_a = 0.0
         self.ids = []              # its last two boot ids
         self.garbled = 0
+        self.missed = 0            # visits in a row that did not go through
         self.suspect_ms = None     # since when it looks like two nodes on one address
         self.why = None            # why it is not ok, for status
 
@@ -353,6 +356,9 @@ class Coordinator:
             if self.conflict is not None:
                 r.ok = False
                 continue
+            if r.missed >= SILENT and (self.cycles + r.address) % SPARE:
+                continue
+            self.master.retries = 1 if r.heard and not r.missed else 0
             await self._visit(r, self._read, self._regs)
         self.cycles += 1
         self._listen()
@@ -377,10 +383,12 @@ class Coordinator:
                 r.acked[g] = sent[g]
             r.ok = r.heard = True
             r.why = None
+            r.missed = 0
         except modbus.ModbusError as e:
             r.garbled = r.garbled + 1 if isinstance(e, modbus.FrameError) else 0
             r.ok = False
             r.why = str(e)
+            r.missed += 1
         now = self.clock()
         if r.duplicate(now):
             r.why = "duplicate"
