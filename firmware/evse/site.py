@@ -113,7 +113,7 @@ class Remote:
         self.out = [0.0] * SITE_GUNS   # the caps last written (or to write)
         self.acked = [0.0] * SITE_GUNS   # the caps of its last write that went through: it keeps them
         self.changed_ms = [-UNSURE_MS] * SITE_GUNS   # when each cap last changed
-        self.was = [[] for _ in range(SITE_GUNS)]     # each gun's caps replaced: [until_ms, cap]
+        self.was = [[] for _ in range(SITE_GUNS)]     # each gun's caps replaced: (until_ms, cap)
         self.flags = 0
         self.fallback_a = 0.0
         self.ids = []              # its last two boot ids
@@ -162,6 +162,11 @@ class Remote:
                 if was is None or at - was > ARRIVAL_SLACK_MS or was - at > ARRIVAL_SLACK_MS:
                     self.arrived[g] = at
         return True
+
+    def kept(self, g):
+        """The cap gun g may use: the one written (or to write), or the last one a write
+        delivered, whichever is higher (a lower one is not the node's until its write goes through)."""
+        return self.out[g] if self.out[g] > self.acked[g] else self.acked[g]
 
     def rebase(self, d):
         ticks.back_all(self.changed_ms, d)
@@ -239,7 +244,7 @@ class Coordinator:
             held = [0.0, 0.0, 0.0]
             if r.heard:
                 for g in range(r.guns):
-                    a = r.out[g] if r.out[g] > r.acked[g] else r.acked[g]
+                    a = r.kept(g)
                     for p in r.loads[g]:
                         held[p] += r.lim[g] if dup else a
             for p in range(3):
@@ -260,9 +265,9 @@ class Coordinator:
             for g in range(SITE_GUNS):
                 if live and g < r.guns:
                     limits.append(r.lim[g] if r.ok else 0)
-                    # The node may use the cap written to it at once: it counts as offered.
-                    # and a cap it has until a lower one's write goes through, as much.
-                    a = r.out[g] if r.out[g] > r.acked[g] else r.acked[g]
+                    # The node may use the cap written to it at once, and keeps the last one
+                    # delivered (Remote.kept): it counts as offered.
+                    a = r.kept(g)
                     offered.append(r.com[g] if r.com[g] > a else a)
                     drawn.append(r.drawn[g])
                     loads.append(r.loads[g])
@@ -366,7 +371,6 @@ class Coordinator:
     async def _visit(self, r, read, regs):
         read[0] = r.address
         modbus.seal(read)
-        now = self.clock()
         before = r.why
         try:
             await self.master.read(read, regs)
