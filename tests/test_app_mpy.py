@@ -2,6 +2,7 @@
 every pilot goes to -12 V before the exception leaves main(); a task that fails starts again."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,51 @@ def test_the_update_code_stays_while_any_job_runs_and_letting_go_twice_is_harmle
     done = subprocess.run([MICROPYTHON, str(script)], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, MICROPYPATH=f"{REPO / 'firmware'}:.frozen"))
     assert done.stdout.split() == ["True", "True", "False", "ok"], done.stdout + done.stderr
+
+
+BOARD_CHECK = r"""
+import gc, json, sys
+import evse, evse.config, evse.gun, evse.meters   # the checks use the tick limits and the lines: loaded at boot
+with open(sys.argv[1] + "/board.json") as f:
+    text = f.read()
+gc.collect()
+before = gc.mem_alloc()
+data = json.loads(text)
+data.pop("hardware", None)
+gc.collect()
+before = gc.mem_alloc() + (gc.mem_alloc() - before)   # the board's data, which stays
+board = evse.config.load_board(sys.argv[1])
+gc.collect()
+kept = gc.mem_alloc() - before
+print(kept, "evse.boardcheck" in sys.modules, hasattr(evse, "boardcheck"))
+try:
+    evse.config.check_board(dict(board, kind="ev"))
+except evse.config.ConfigError as e:
+    print("refused", "kind" in str(e), "evse.boardcheck" in sys.modules)
+import evse.boardcheck
+gc.collect()
+print(gc.mem_alloc() - before - kept)
+"""
+
+
+def test_the_board_check_loads_for_the_check_and_gives_its_heap_back(tmp_path):
+    """The board file's checks (evse.boardcheck) run at boot and then go: what a good board file
+    leaves in the heap beside its data is the names the checks used, far less than the checks
+    take while loaded (the code as a board holds it: .mpy); a bad one is refused by name, and
+    the checks go then too."""
+    from host_tools.sim.supervisor import compile_to_mpy
+    shutil.copytree(REPO / "firmware" / "evse", tmp_path / "evse")
+    compile_to_mpy(tmp_path / "evse")
+    board = json.loads((REPO / "boards" / "rp2350-pico2-w.json").read_text())
+    (tmp_path / "board.json").write_text(json.dumps(board))
+    script = tmp_path / "check.py"
+    script.write_text(BOARD_CHECK)
+    done = subprocess.run([MICROPYTHON, "-X", "heapsize=2M", str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, MICROPYPATH=f"{tmp_path}:.frozen"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    kept, in_modules, on_package = lines[0].split()
+    assert (in_modules, on_package) == ("False", "False")
+    assert lines[1] == "refused True False"
+    loaded = int(lines[2])
+    assert loaded > 10000 and int(kept) < loaded / 2, done.stdout
