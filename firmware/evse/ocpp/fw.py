@@ -277,9 +277,11 @@ async def _stage(root, bundle, files, offset):
         src.seek(offset)
         for path, size, sha in files:
             _makedirs_for(root, path)
+            await asyncio.sleep(0)   # each littlefs commit (a mkdir, a create, a close) in a step of its own
             staged = store.join(root, path) + ".new"
             with open(staged, "wb") as out:
                 await _hash_range(src, size, buf, out)
+            await asyncio.sleep(0)
             # Read back what the flash holds, not what we meant to write.
             with open(staged, "rb") as back:
                 readback = await _hash_range(back, size, buf)
@@ -361,14 +363,18 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         await _tell(notify, "Installing", log)
         try:
             version, files, offset = await verify_bundle(bundle)
+            await asyncio.sleep(0)   # each check a step of its own: they stat the filesystem
             _check_install(root, files)
+            await asyncio.sleep(0)
             _check_room(root, files)
         except BundleError as e:
             _remove(bundle)
             _say(log, "bundle from %s refused: %s" % (url, e))
             await _tell(notify, "InstallationFailed", log)
             return False
+        await asyncio.sleep(0)
         _say(log, "bundle %s: %d bytes, %d files, version %s" % (url, size, len(files), version))
+        await asyncio.sleep(0)
         pending = {"phase": "staging", "version": version, "files": files}
         staged = False
         try:
@@ -547,6 +553,7 @@ async def upload_diagnostics(url, root, log, notify, retries=1, retry_interval_s
     if url.endswith("/"):
         url += name
     await _tell(notify, "Uploading", log)
+    await asyncio.sleep(0)   # the status in one step, the checks in the next
     try:
         http.parse_url(url)   # an ftp:// location fails now, not after every retry
         attempts = _attempts(retries)
@@ -558,7 +565,9 @@ async def upload_diagnostics(url, root, log, notify, retries=1, retry_interval_s
             await asyncio.sleep(RETRY_INTERVAL_S if retry_interval_s is None else retry_interval_s)
         log.hold()   # no rotation while the files are read: they only grow
         try:
-            await http_put(url, log.files(), UPLOAD_TIMEOUT_MS, cadata=cadata)
+            paths = log.files()
+            await asyncio.sleep(0)
+            await http_put(url, paths, UPLOAD_TIMEOUT_MS, cadata=cadata)
             break
         except (http.HttpError, OSError) as e:
             print("fw: diagnostics upload %d of %d failed: %s" % (attempt + 1, attempts, e))
