@@ -396,7 +396,10 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         try:
             await slices.run_async(store.write_json_steps(store.join(root, PENDING_FILE), pending))
             for path, _, _ in files:
-                _rename(root, path)
+                staged = store.join(root, path) + ".new"
+                if store.exists(staged):   # else renamed before a reset
+                    await asyncio.sleep(0)   # the stat in one step, the rename (a littlefs commit) in the next
+                    _replace(staged, store.join(root, path))
                 await asyncio.sleep(0)
             _set_state(root, version, "Installed")   # _complete, a flash operation per step
             await asyncio.sleep(0)
