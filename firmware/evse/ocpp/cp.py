@@ -585,10 +585,12 @@ class ChargePoint:
         r = self.connectors[0].reservation
         if r is not None and self.clock.known and now_s >= r["expiry_s"]:
             self.connectors[0].reservation = None
+        writes = self.journal.writes
         if self.clock.known:
             self._meter_values(now_s)
         self._statuses(False)
-        self.journal.step()   # a compaction in progress goes on when nothing else changes the journal
+        if self.journal.writes == writes:   # one flash write a step: a compaction goes on when none came
+            self.journal.step()
         self._drain_event()
         if self._reset and not self.journal_pending_for_reset() and not self.stopping():
             if time.ticks_diff(now_ms, self._reset_at_ms) >= 0:

@@ -87,6 +87,7 @@ class Journal:
         self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice,
         #                           closed: journal.log.tmp is whole and only the rename is left]
         self._in = None           # journal.log open for reading between steps (_reader)
+        self.writes = 0           # appends to the log so far: a caller's step that wrote skips step()
         self._load()
 
     def __len__(self):
@@ -115,6 +116,7 @@ class Journal:
         line = ("a %d %d 0 %s %s\n" % (seq, tx_id, action, json.dumps(payload, separators=(",", ":")))).encode()
         lines = self._pending
         self._pending = []
+        dropped = False
         while self._live >= self.max_entries:
             i = self._victim(kind, tx_id)
             if i is None:
@@ -127,6 +129,7 @@ class Journal:
             self.log("journal: full (%d messages): dropped %s seq %d of transaction %d"
                      % (self._live, _NAMES[self._kind[i]], self._seq(i), self._tx(i)))
             lines.append(b"d %d\n" % self._seq(i))
+            dropped = True
             self._kill(i)
             self._garbage += 2
         lines.append(line)
@@ -140,7 +143,11 @@ class Journal:
         if tx_id <= self._next_local:
             self._next_local = tx_id - 1
         self._add(seq, tx_id, kind)
-        self._maybe_compact()
+        if dropped:
+            # It dropped messages to make room (a full journal, offline): the garbage it made is
+            # compacted at once, or a journal that only takes appends would grow without end.
+            # Else a compaction goes on in a later step (step(), a confirmation): a write a step.
+            self._maybe_compact()
         return seq
 
     def fetch(self):
@@ -248,12 +255,12 @@ class Journal:
         self._flush()
 
     def step(self):
-        """One slice of a compaction in progress (the charge point calls this when idle); False
-        when none runs."""
-        if self._out is None or self._broken:  # broken: the next write compacts at once
+        """One slice of a compaction, started here when one is due (the charge point calls this
+        in a step that wrote nothing else to the journal); False when none runs."""
+        if self._broken:  # the next write compacts at once
             return False
-        self._compact_slice()
-        return True
+        self._maybe_compact()
+        return self._out is not None
 
     # The RAM index: slots in seq order; a gone slot stays until the slots run out.
 
@@ -373,9 +380,12 @@ class Journal:
     # The file
 
     def _after_control(self, at_once):
+        # One flash operation a call, so one a step of the event loop: the batch's write, or
+        # else the compaction's next slice.
         if at_once or len(self._pending) >= _BATCH:
             self._flush()
-        self._maybe_compact()
+        else:
+            self._maybe_compact()
 
     def _maybe_compact(self):
         # Each compaction copies at most as many lines as died since the last: O(1) amortized.
@@ -428,6 +438,7 @@ class Journal:
         self._in = None
 
     def _write(self, data):
+        self.writes += 1
         if self._cmp is not None and self._cmp[5]:
             self._compact_slice()   # the rename: the new log has every line so far, not this one
         if self._broken:
