@@ -8,11 +8,13 @@
 # the real ones, and the builtin `open` hands out a file whose methods do (a Python object can
 # not be a C stream: json.load and json.dump get the real file). Only the outermost call counts:
 # littlefs calling the bench's Python block device (FlashImage, timed apart) is not C twice.
-# Socket reads and writes are not wrapped (select.poll needs the real socket): they stay in the
-# bytecode share, which errs on the side of FAIL. A socket's connect is timed: asyncio's
-# open_connection is replaced by the same steps with the calls into C timed (timed_open_connection;
-# a loopback connect runs the whole TCP handshake in this host's kernel inside the call, 5-80 us,
-# where lwIP's tcp_connect only queues a SYN). Classes are left as they are (isinstance).
+# A socket cannot be wrapped (select.poll needs the real socket), so asyncio's open_connection
+# and the Stream methods the firmware uses (write, drain, readinto) are replaced by the same steps
+# as asyncio's with their calls into the socket timed (timed_open_connection, _stream_*): on a
+# board each is lwIP's C (tcp_write and tcp_output, a copy out of its pbufs). Here a loopback
+# connect runs the whole TCP handshake in this host's kernel inside the call (5-80 us), where
+# lwIP's tcp_connect only queues a SYN, and a send hands the segment to the central system's
+# socket (10-300 us). Classes are left as they are (isinstance).
 import builtins
 import hashlib as _hashlib
 import json as _json
@@ -167,9 +169,41 @@ def timed_open_connection(host, port, ssl=None, server_hostname=None):
     return ss, ss
 
 
+def _stream_write(self, buf):
+    # asyncio.stream.Stream.write, its socket's write timed.
+    if not self.out_buf:
+        ret = _call(self.s.write, (buf,), {}, "socket.write")
+        if ret == len(buf):
+            return
+        if ret is not None:
+            buf = buf[ret:]
+    self.out_buf += buf
+
+
+def _stream_drain(self):
+    # asyncio.stream.Stream.drain (a generator, as asyncio's), its socket's writes timed.
+    core = sys.modules["asyncio.core"]
+    if not self.out_buf:
+        return (yield from core.sleep_ms(0))
+    mv = memoryview(self.out_buf)
+    off = 0
+    while off < len(mv):
+        yield core._io_queue.queue_write(self.s)
+        ret = _call(self.s.write, (mv[off:],), {}, "socket.write")
+        if ret is not None:
+            off += ret
+    self.out_buf = b""
+
+
+def _stream_readinto(self, buf):
+    # asyncio.stream.Stream.readinto (a generator, as asyncio's), its socket's read timed.
+    yield sys.modules["asyncio.core"]._io_queue.queue_read(self.s)
+    return _call(self.s.readinto, (buf,), {}, "socket.readinto")
+
+
 def install():
     """From now on, `import json`, `os`, `hashlib`, `socket` and `open` are the timed ones, and
-    so is asyncio.open_connection."""
+    so are asyncio.open_connection and the Stream's write, drain and readinto."""
     sys.modules["json"] = json
     sys.modules["os"] = os
     sys.modules["hashlib"] = hashlib
@@ -178,3 +212,5 @@ def install():
     import asyncio
     import asyncio.stream
     asyncio.open_connection = sys.modules["asyncio.stream"].open_connection = timed_open_connection
+    stream = sys.modules["asyncio.stream"].Stream
+    stream.write, stream.drain, stream.readinto = _stream_write, _stream_drain, _stream_readinto
