@@ -3,6 +3,7 @@
 import json
 
 from evse import store
+import evse.gun  # noqa: F401  (the tick's limits the board check uses: loaded here, not let go with the check)
 
 BOARD_FILE = "board.json"
 CONFIG_FILE = "config.json"
@@ -95,13 +96,16 @@ def parse_value(key, text):
 
 def check_board(board):
     """Raises ConfigError naming the first bad entry of a board file; returns the board. Its
-    checks load for the call and go after it (evse.boardcheck)."""
+    checks load for the call and go after it (evse.boardcheck), with what they loaded: a board
+    without meters does not keep evse.meters and evse.modbus for their line settings."""
+    import sys
     import evse
-    import evse.boardcheck
+    before = list(sys.modules)
     try:
+        import evse.boardcheck
         return evse.boardcheck.check_board(board)
     finally:
-        evse.unload("evse.boardcheck")
+        evse.unload(*[name for name in sys.modules if name.startswith("evse.") and name not in before])
 
 
 class Config:
