@@ -487,8 +487,9 @@ class _Probed:
         return self.send(None)
 
 
-_probe = [None, 0, 0, 0, 0, "-", None, 0, None]   # the host file, the peak, ticks_ms of the last look,
-#                looks, heap, the peak's task, the collections' times, the longest, their host file
+_probe = [None, 0, 0, 0, 0, "-", None, 0, None, 0, 0]   # the host file, the peak, ticks_ms of the last
+#                look, looks, heap, the peak's task, the collections' times, the longest, their host
+#                file, the ROM's own heap (a chip's is in ROM and C), the heap asyncio took
 _GC_BIN_US = 10      # the collections' times: a histogram of 10 us bins (fixed: the probe's own
 _GC_BINS = 512       # data is in the heap it measures), the last for any longer
 
@@ -515,7 +516,7 @@ def _probe_step_safely(coro):
 def _probe_step(coro):
     # At most every PROBE_MS, after a task's step: a collection (timed), and what is live then.
     # The peak goes to the host file as "<peak live bytes> <heap bytes> <looks> <the step's task>
-    # <collections> <their 99th percentile, us> <the longest, us>".
+    # <collections> <their 99th percentile, us> <the longest, us> <the ROM's bytes>".
     import gc
     import time
     now = time.ticks_ms()
@@ -536,8 +537,8 @@ def _probe_step(coro):
     if live >= _probe[1] or _probe[3] % 50 == 1:
         f = _probe[0]
         f.seek(0)
-        f.write(b"%d %d %d %s %d %d %d                                \n" % (
-            _probe[1], _probe[4], _probe[3], _probe[5], sum(_probe[6]), _gc_p99_us(), _probe[7]))
+        f.write(b"%d %d %d %s %d %d %d %d                                \n" % (
+            _probe[1], _probe[4], _probe[3], _probe[5], sum(_probe[6]), _gc_p99_us(), _probe[7], _probe[9]))
         f.flush()
         f = _probe[8]
         f.seek(0)
@@ -554,8 +555,12 @@ def install_heap_probe(path):
     read: the peak of those is the board's heap peak between steps; the collections are timed
     too (issue 11's garbage collection row: at the board's own heap). Not on a board."""
     import gc
+    gc.collect()
+    before = gc.mem_alloc()
     import asyncio
     import asyncio.core as core
+    gc.collect()
+    _probe[10] = gc.mem_alloc() - before   # the firmware's code counts asyncio's: not the ROM's
     from array import array
     _probe[6] = array("H", bytes(2 * _GC_BINS))
     try:   # after a reset the board's peak goes on from the run's, not from nothing
@@ -564,6 +569,7 @@ def install_heap_probe(path):
         _probe[1], _probe[3] = int(fields[0]), int(fields[2])
         _probe[5] = fields[3].decode() if len(fields) > 3 else "-"
         _probe[7] = int(fields[6])
+        _probe[9] = int(fields[7])
         with open(path + ".gc", "rb") as f:
             f.readinto(_probe[6])
     except (OSError, ValueError, IndexError):
@@ -577,6 +583,18 @@ def install_heap_probe(path):
     def probed(coro):
         return create(_Probed(coro))
     asyncio.create_task = core.create_task = probed
+
+
+def note_rom_heap():
+    """The heap probe's: what is live before the firmware's first line runs (this ROM's code and
+    objects, the emulated silicon, the flash's mount, a ROMFS partition), less the asyncio the
+    probe imported, which the firmware's code counts: a board has none of it in its heap (its
+    free heap is measured at the REPL, after boot). The least over the runs' boots."""
+    import gc
+    gc.collect()
+    rom = gc.mem_alloc() - _probe[10]
+    if not _probe[9] or rom < _probe[9]:
+        _probe[9] = rom
 
 
 def main():
@@ -596,6 +614,8 @@ def main():
         sys.exit(0)  # the factory programmed the flash; the board is not started
     raw = os.getenv("EVSE_SIM_MODE") == "raw"
     repl = Repl()
+    if _probe[0] is not None:
+        note_rom_heap()
     code = 0
     try:
         try:
