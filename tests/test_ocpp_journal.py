@@ -235,6 +235,37 @@ def test_a_confirmation_writes_its_batch_or_a_compaction_slice_never_both(tmp_pa
     assert all(len(done) <= 1 for done in per_call), [d for d in per_call if len(d) > 1][:3]
 
 
+def test_a_compaction_that_cannot_start_is_not_tried_again_by_idle_steps_until_the_journal_changes(
+        tmp_path, monkeypatch):
+    """A full flash (or no heap) refuses the compaction's new log: the idle steps, four a second,
+    do not try again (and log) each time; a change to the journal does."""
+    logged = []
+    j = Journal(str(tmp_path), 1000, log=logged.append)
+    seqs = [j.append("MeterValues", meter(7, wh)) for wh in range(200)]
+    real_open = open
+
+    def full(path, mode="r", *args):
+        if path.endswith(".tmp"):
+            raise OSError(28, "ENOSPC")
+        return real_open(path, mode, *args)
+    monkeypatch.setattr(journal, "open", full, raising=False)
+    for seq in seqs[:150]:
+        j.confirm(seq)
+    failed = sum("compaction failed" in line for line in logged)
+    assert failed >= 1
+    for _ in range(40):
+        assert j.step() is False
+    assert sum("compaction failed" in line for line in logged) == failed
+    j.confirm(seqs[150])   # the journal changed: a try again, here or in the next step
+    j.step()
+    assert sum("compaction failed" in line for line in logged) == failed + 1
+    monkeypatch.undo()
+    j.confirm(seqs[151])
+    while j.step():
+        pass
+    assert [e[0] for e in contents(str(tmp_path))] == seqs[152:]
+
+
 def test_a_journal_full_of_starts_and_stops_still_takes_them_but_not_other_messages(tmp_path):
     logged = []
     j = Journal(str(tmp_path), 16, log=logged.append)

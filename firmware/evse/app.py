@@ -1024,7 +1024,7 @@ def main(root="/", hal=None):
     """Run the charger from the board and config files under `root`; `hal` replaces the board's
     own hardware (tests)."""
     board = config.load_board(root)
-    cfg = config.Config(board, root)
+    cfg = config.Config(board, root, checked=True)
     if hal is None:
         hal = hal_mod.open_board(board)
     if store.exists(store.join(root, MAINTENANCE_FILE)):

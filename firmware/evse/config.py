@@ -111,8 +111,9 @@ def check_board(board):
 class Config:
     """The board plus the user's values; `get` falls back to the board's defaults."""
 
-    def __init__(self, board, root="/"):
-        self.board = check_board(board)
+    def __init__(self, board, root="/", checked=False):
+        # checked: load_board's, checked already (the checks load for the check: not twice a boot)
+        self.board = board if checked else check_board(board)
         self.path = store.join(root, CONFIG_FILE)
         self.values = {}
         stored = store.read_json(self.path, {})

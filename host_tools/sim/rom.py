@@ -569,7 +569,7 @@ def install_heap_probe(path):
         _probe[1], _probe[3] = int(fields[0]), int(fields[2])
         _probe[5] = fields[3].decode() if len(fields) > 3 else "-"
         _probe[7] = int(fields[6])
-        _probe[9] = int(fields[7])
+        _probe[9] = int(fields[7]) if len(fields) > 7 else 0
         with open(path + ".gc", "rb") as f:
             f.readinto(_probe[6])
     except (OSError, ValueError, IndexError):

@@ -549,6 +549,7 @@ class ChargePoint:
 
     # ---- the supervise loop: the guns as the central system sees them ------------------------------
     def supervise(self):
+        writes = self.journal.writes   # a journal write in this step: the compaction waits (below)
         now_s = self.clock.now()
         now_ms = time.ticks_ms()
         # Right after boot the guns' pilots are not read yet (debounce, a restored fault's F
@@ -585,13 +586,12 @@ class ChargePoint:
         r = self.connectors[0].reservation
         if r is not None and self.clock.known and now_s >= r["expiry_s"]:
             self.connectors[0].reservation = None
-        writes = self.journal.writes
         if self.clock.known:
             self._meter_values(now_s)
         self._statuses(False)
+        self._drain_event()
         if self.journal.writes == writes:   # one flash write a step: a compaction goes on when none came
             self.journal.step()
-        self._drain_event()
         if self._reset and not self.journal_pending_for_reset() and not self.stopping():
             if time.ticks_diff(now_ms, self._reset_at_ms) >= 0:
                 self.app.reboot(self._reset == "Hard")

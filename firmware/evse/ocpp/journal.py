@@ -88,6 +88,7 @@ class Journal:
         #                           closed: journal.log.tmp is whole and only the rename is left]
         self._in = None           # journal.log open for reading between steps (_reader)
         self.writes = 0           # appends to the log so far: a caller's step that wrote skips step()
+        self._failed_at = None    # the garbage count when a compaction last failed to start
         self._load()
 
     def __len__(self):
@@ -256,8 +257,12 @@ class Journal:
 
     def step(self):
         """One slice of a compaction, started here when one is due (the charge point calls this
-        in a step that wrote nothing else to the journal); False when none runs."""
+        in a step that wrote nothing else to the journal); False when none runs. A compaction
+        that could not start (a full flash, no heap) is not tried again here until the journal
+        changed: the idle steps come four times a second, and each try logs."""
         if self._broken:  # the next write compacts at once
+            return False
+        if self._out is None and self._garbage == self._failed_at:
             return False
         self._maybe_compact()
         return self._out is not None
@@ -476,6 +481,7 @@ class Journal:
             for local in self._maps:
                 self._out.write(b"m %d %d\n" % (local, self._maps[local]))
         except Exception as e:  # noqa: BLE001  (a MemoryError too: the log stays in charge)
+            self._failed_at = self._garbage
             self._abandon("compaction failed, the log stays as it is (%s)" % e)
 
     def _compact_slice(self, size=0):
