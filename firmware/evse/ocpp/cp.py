@@ -783,7 +783,9 @@ class ChargePoint:
         self._await_uid = uid
         self._reply = None
         self._reply_event.clear()
-        await self._send_text(rpc.call(uid, action, payload))
+        text = rpc.call(uid, action, payload)
+        await asyncio.sleep_ms(0)   # the JSON in one step, the frame and its send in the next
+        await self._send_text(text)
         self._last_tx_ms = time.ticks_ms()
         try:
             await asyncio.wait_for_ms(self._reply_event.wait(), timeout_ms)
