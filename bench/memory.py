@@ -100,8 +100,7 @@ def _board(name: str) -> dict:
     # Left out: what was live before the firmware's first line (the virtual board's ROM, the
     # emulated silicon, the flash's mount; a board's free heap is measured after them), or
     # without that figure the emulated silicon alone.
-    outside = rom if rom >= vb.silicon_heap else vb.silicon_heap
-    data = max(0, peak - outside - vb.code_heap)
+    data = max(0, peak - max(rom, vb.silicon_heap) - vb.code_heap)
     code_bytes = int(vb.code_heap * ratio)
     tls_bytes = TLS_RECORDS_RP2 if csms is not None and board.get("hal") == "rp2" else 0
     board_bytes = code_bytes + int(data * DATA_32_PER_64) + tls_bytes

@@ -278,7 +278,7 @@ async def _stage(root, bundle, files, offset):
         for path, size, sha in files:
             _makedirs_for(root, path)
             await asyncio.sleep(0)   # each littlefs commit (a mkdir, a create, a close) in a step of its own
-            staged = store.join(root, path) + ".new"
+            staged = _staged(root, path)
             with open(staged, "wb") as out:
                 await _hash_range(src, size, buf, out)
             await asyncio.sleep(0)
@@ -291,11 +291,16 @@ async def _stage(root, bundle, files, offset):
 
 def _unstage(root, files):
     for path, _, _ in files:
-        _remove(store.join(root, path) + ".new")
+        _remove(_staged(root, path))
+
+
+def _staged(root, path):
+    # Where a file of the bundle waits until the install's commit point renames it into place.
+    return store.join(root, path) + ".new"
 
 
 def _rename(root, path):
-    staged = store.join(root, path) + ".new"
+    staged = _staged(root, path)
     if store.exists(staged):   # else renamed before a reset
         _replace(staged, store.join(root, path))
 
@@ -396,8 +401,8 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         try:
             await slices.run_async(store.write_json_steps(store.join(root, PENDING_FILE), pending))
             for path, _, _ in files:
-                staged = store.join(root, path) + ".new"
-                if store.exists(staged):   # else renamed before a reset
+                staged = _staged(root, path)
+                if store.exists(staged):   # else renamed before a reset (as _rename, a step apart)
                     await asyncio.sleep(0)   # the stat in one step, the rename (a littlefs commit) in the next
                     _replace(staged, store.join(root, path))
                 await asyncio.sleep(0)
