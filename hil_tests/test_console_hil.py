@@ -284,7 +284,34 @@ def test_ctrl_c_at_the_repl_never_resets_the_board_and_mpremote_always_gets_in(r
         out = dut.read_until(b"42", 10)
         assert out.count(b"MicroPython v") == 1, out[-800:]   # the one banner Ctrl-B printed
         assert b"Traceback" not in out and b"maintenance mode" not in out, out[-800:]
-        assert not [e for e in events.since(t) if e["what"] in ("duty", "watchdog")]   # no reset
+        assert not [e for e in events.since(t) if e["what"] in ("duty", "watchdog", "crash")]   # no reset
+        assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
+    finally:
+        mpremote(port, "exec", "import os; os.remove('maintenance')", "reset")
+
+
+@pytest.mark.virtual_only("the virtual board's process is what a Ctrl-C at power-on must not end")
+@pytest.mark.rig_ops("power")
+def test_ctrl_c_from_the_first_moment_of_power_never_crashes_the_board(rig, virtual_board, dut, events):
+    """A technician holding Ctrl-C while the board powers up: on a board the bytes sent during
+    the reset are lost and the rest interrupt boot.py or main.py. The virtual board's interpreter
+    starts as a CPython program, which a Ctrl-C in its first tens of ms would end: a crash and a
+    second boot that no board makes."""
+    port = virtual_board["serial"]
+    mpremote(port, "resume", "exec", "open('maintenance', 'w').close()")   # no watchdog at the REPL
+    try:
+        rig.power(on=False)
+        t = now_ms(rig)
+        dut.flush()
+        start = dut.read_pos
+        rig.power(on=True)
+        for _ in range(300):
+            dut.write(b"\x03")
+            time.sleep(0.001)
+        dut.read_until(b">>> ", 15)
+        time.sleep(2)   # a crash boots again after 1 s
+        assert not [e for e in events.since(t) if e["what"] == "crash"]
+        assert bytes(dut.seen[start:]).count(b"MicroPython v") == 1, bytes(dut.seen[start:])[-800:]
         assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
     finally:
         mpremote(port, "exec", "import os; os.remove('maintenance')", "reset")

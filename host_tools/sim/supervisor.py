@@ -244,6 +244,18 @@ def micropython_binary() -> str:
     return found
 
 
+def voluntary_switches(pid: int) -> int | None:
+    """How often process `pid` has slept (Linux's /proc), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def csms_address(url: str) -> tuple[str, int]:
     """host and port of a ws:// or wss:// URL."""
     scheme, sep, rest = url.partition("://")
@@ -324,7 +336,9 @@ class VirtualBoard:
         self.silicon_heap = 0   # what the emulated silicon takes here (an MCU board's)
         self.romfs_seed: Path | None = None   # the ROMFS partition as the factory programs it
         self.csms_url = csms_url
-        self._sigint_at = -SIGINT_GAP_S   # when Ctrl-C last interrupted the MicroPython process
+        self._sigint_at = -SIGINT_GAP_S   # when Ctrl-C last interrupted the MicroPython process,
+        self._sigint_proc = None          # which process that was,
+        self._sigint_switches = None      # and its voluntary context switches then (_may_interrupt)
         self._tmp = None
         if flash_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="evse-sim-")
@@ -495,7 +509,13 @@ class VirtualBoard:
         if image.exists() and not erase:
             return
         image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
-        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+        # Started with Ctrl-C ignored (the shell's trap, kept across exec): the MicroPython
+        # binary is a CPython program that starts the interpreter, and a Ctrl-C in those first
+        # tens of ms would end it with CPython's KeyboardInterrupt, a reset no board makes.
+        # MicroPython arms its own handler as it starts rom.py; until then a Ctrl-C is lost, as
+        # a board's serial bytes are during its reset.
+        cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
+               micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
         done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)
         if done.returncode != 0:
             image.unlink()
@@ -543,7 +563,13 @@ class VirtualBoard:
 
     def _boot(self, raw: bool) -> None:
         env = self._env("raw" if raw else "normal")
-        cmd = [micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+        # Started with Ctrl-C ignored (the shell's trap, kept across exec): the MicroPython
+        # binary is a CPython program that starts the interpreter, and a Ctrl-C in those first
+        # tens of ms would end it with CPython's KeyboardInterrupt, a reset no board makes.
+        # MicroPython arms its own handler as it starts rom.py; until then a Ctrl-C is lost, as
+        # a board's serial bytes are during its reset.
+        cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
+               micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
         with self._proc_lock:
             self.proc = subprocess.Popen(cmd, cwd=self.flash_dir, env=env, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
@@ -582,6 +608,7 @@ class VirtualBoard:
         if code in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW):
             self._to_pty(b"MPY: soft reboot\r\n")
         elif code != EXIT_HARD_RESET:
+            self.world.log(0, "crash", code)
             time.sleep(CRASH_REBOOT_S)  # the interpreter died: reboot, but never spin
         self._boot(raw=code == EXIT_SOFT_RESET_RAW)
 
@@ -665,12 +692,7 @@ class VirtualBoard:
                 continue  # the MCU is off or resetting: input is lost
             parts = data.split(b"\x03")
             for i, part in enumerate(parts):
-                if i > 0 and time.monotonic() - self._sigint_at >= SIGINT_GAP_S:
-                    # Ctrl-C interrupts like on a board. A burst (a key held down, a tool's
-                    # retries) is one interrupt: the MicroPython process takes it as SIGINT,
-                    # and one landing in the few bytecodes of the REPL's own KeyboardInterrupt
-                    # handler would end the process, a reset no board makes at its REPL.
-                    self._sigint_at = time.monotonic()
+                if i > 0 and self._may_interrupt(proc):
                     try:
                         proc.send_signal(signal.SIGINT)
                     except ProcessLookupError:
@@ -680,6 +702,25 @@ class VirtualBoard:
                         proc.stdin.write(part)
                     except (BrokenPipeError, OSError):
                         pass
+
+    def _may_interrupt(self, proc: subprocess.Popen) -> bool:
+        """Whether a Ctrl-C may go to the MicroPython process as SIGINT now. Ctrl-C interrupts
+        like on a board, but a burst (a key held down, a tool's retries) is one interrupt. A
+        second SIGINT before MicroPython has raised the first ends the process (its handler's
+        "second time we are called, so die straight away"), and one landing in the few bytecodes
+        of the REPL's own KeyboardInterrupt handler ends it too: resets no board makes at its
+        REPL. A gap alone does not keep them apart on a loaded host, where the board's process
+        and this thread may be scheduled late and together; so the next SIGINT also waits until
+        the process has slept since the last one (a voluntary context switch: it handled the
+        interrupt and went back to reading, or on to the firmware's loop)."""
+        now = time.monotonic()
+        if now - self._sigint_at < SIGINT_GAP_S:
+            return False
+        switches = voluntary_switches(proc.pid)
+        if proc is self._sigint_proc and switches is not None and switches <= self._sigint_switches:
+            return False
+        self._sigint_at, self._sigint_proc, self._sigint_switches = now, proc, switches
+        return True
 
     # ---- the HAL link and the control server ---------------------------------------------------
     def _hal_conn(self, conn: socket.socket) -> None:
