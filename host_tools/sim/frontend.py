@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 from host_tools.sim import mcp2515
 from host_tools.sim.world import PP_OHMS, World
@@ -72,6 +73,17 @@ BOUNCE_MS = 3.0               # the auxiliary contact chatters this long after e
 RCM_RESPONSE_MS = 18.0        # RCM: test current (or a fault) -> fault output raised
 RCM_STATES = ("ok", "dead", "stuck")
 DS_ROM = "28%02x00000000000%d"
+
+
+def sent_at(parts: list, k: int, now: float) -> float:
+    """The world's time (ms) when the MCU sent a line whose field k is its time.ticks_us(), or
+    `now`. The line may have waited in the socket while this host was busy elsewhere, and a wire
+    has no such delay: the RCM's 18 ms answer to its test input counts from when the firmware
+    drove it, not from when this thread got to it (else a loaded host fails the self-test)."""
+    if len(parts) <= k:
+        return now
+    lag_ms = (time.monotonic_ns() // 1000 - int(parts[k])) / 1000
+    return now - lag_ms if 0 <= lag_ms < 1000 else now   # another clock: as it comes
 
 
 class BoardFileError(ValueError):
@@ -470,7 +482,7 @@ class FrontEnd:
                         out.extend((str(int(round(v[0]))), str(int(round(v[1])))) if kind == "p" else (str(int(round(v))),))
                     return " ".join(out)
                 if op == "o":
-                    self._output(int(parts[1]), int(parts[2]), now)
+                    self._output(int(parts[1]), int(parts[2]), sent_at(parts, 3, now))
                     return None
                 if op == "p":
                     self._pwm(int(parts[1]), int(parts[2]), int(parts[3]))

@@ -3,7 +3,8 @@
 # is EVSE_SIM_WORLD. Runs under MicroPython, inside the board's process, as the silicon would.
 #
 # Lines this side sends (no reply): the outputs, as the pins drive them
-#   o PIN LEVEL               a GPIO output (or an input's mode change to output)
+#   o PIN LEVEL [TICKS_US]    a GPIO output (or an input's mode change to output); TICKS_US is
+#                             when the pin changed (time.ticks_us(): the host's monotonic clock)
 #   p PIN FREQ_HZ DUTY16      a PWM output: frequency and the duty the hardware produces,
 #                             in 1/65536 of the period (65536 = always high)
 #   W TIMEOUT_MS ; w          the watchdog started ; fed

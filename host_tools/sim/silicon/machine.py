@@ -89,7 +89,7 @@ class Pin:
         if value is not None:
             self.value(value)
         elif mode in (Pin.OUT, Pin.OPEN_DRAIN):
-            link.send(b"o %d %d\n" % (pin, _levels.get(pin, 0)))
+            link.send(b"o %d %d %d\n" % (pin, _levels.get(pin, 0), time.ticks_us()))
 
     def value(self, *level):
         pin = self.id
@@ -97,7 +97,7 @@ class Pin:
             v = 1 if level[0] else 0
             _levels[pin] = v
             if _modes.get(pin) in (Pin.OUT, Pin.OPEN_DRAIN):
-                link.send(b"o %d %d\n" % (pin, v))
+                link.send(b"o %d %d %d\n" % (pin, v, time.ticks_us()))
             return None
         mode = _modes.get(pin, Pin.IN)
         if mode == Pin.OUT:
@@ -295,7 +295,7 @@ class PWM:
         if self.pin in _pwm_out:
             del _pwm_out[self.pin]
         _modes[self.pin] = Pin.IN
-        link.send(b"o %d -1\n" % self.pin)
+        link.send(b"o %d -1 %d\n" % (self.pin, time.ticks_us()))
 
     def __repr__(self):
         return "PWM(Pin(%d), freq=%d, duty_u16=%d)" % (self.pin, self._freq, self.duty_u16())
