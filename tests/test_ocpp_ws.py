@@ -481,6 +481,8 @@ def test_client_heap_is_small_and_flat_over_many_messages(servers, server):
     events = dict((e[0], e[1:]) for e in run_client("heap", servers[server] + "/echo", ca=servers["ca"]))
     first, most, last = events["held after messages"]
     assert most - first < 256 and last - first < 256  # nothing accumulates message after message
+    assert "echo differs" not in events
+    assert events["held after a large message"][0] - first < 1024   # not the 6 KB message's buffer
     # A connection (socket, TLS session as MicroPython sees it, parser, 512-byte read buffer) and
     # a 1 KB MeterValues in flight stay far inside the 40 KB the whole OCPP client may use.
     assert events["connect holds"][0] < (8 if server == "plain" else 16) * 1024

@@ -46,6 +46,7 @@ class Hal(McuHal):
         # DS18B20 connector sensors: the Nth sensor found on the bus belongs to gun N.
         pins = self._need(board, "pins", "the board")
         self._ds = ds18x20.DS18X20(onewire.OneWire(self._claim(pins, "onewire", "pins", Pin)))
+        self._claimed()
         self._roms = self._ds.scan()
         self._temp_c = [SENSOR_FAULT_C] * self.guns
         self._temp_misses = [_DS_MISSES] * self.guns

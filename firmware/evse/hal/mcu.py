@@ -119,7 +119,7 @@ class McuHal(Base):
         self._sample = array("i", [0, 0])    # what sample_pilot hands back: high, low plateau (mV)
         self._lo = 0                         # the last burst's low plateau reading
         self._last = [None] * self.guns  # type: list  # per gun: its last good 5 % sample (mcu_dc)
-        self._used = {}  # type: dict  # GPIO -> the board file key that claimed it
+        self._used = {}  # type: dict | None  # GPIO -> the board file key that claimed it
         # The pilot front end must put +12 V and -12 V inside the ADC's range, or A-F blur.
         for level_mv in (12000, -12000):
             at_mv = self._pilot_offset_mv + level_mv * self._pilot_gain_e4 // 10000
@@ -158,14 +158,24 @@ class McuHal(Base):
         naming the key."""
         gpio = self._need(section, name, where)
         key = "%s[%d]" % (where, name) if isinstance(name, int) else "%s.%s" % (where, name)
-        if gpio in self._used:
+        used = self._used
+        if used is None:   # (_claimed): a claim after start-up is a defect here, not the board file's
+            raise ValueError("%s: pins are claimed at start-up only" % key)
+        if gpio in used:
             raise ValueError("board file: %s = %s: that GPIO is already %s; give each its own pin (see %s)"
-                             % (key, gpio, self._used[gpio], self.BOARD_EXAMPLE))
-        self._used[gpio] = key
+                             % (key, gpio, used[gpio], self.BOARD_EXAMPLE))
+        used[gpio] = key
         try:
             return make(gpio)
         except (ValueError, TypeError) as e:
             raise ValueError("board file: %s = %s: the MCU refuses it (%s); see %s" % (key, gpio, e, self.BOARD_EXAMPLE))
+
+    def _claimed(self):  # type: () -> None
+        """The board's own pins are claimed. The map that names the claimants stays only for the
+        CAN buses' pins, claimed when a bus is first used; elsewhere it goes (about 1 KiB of a
+        board's heap)."""
+        if not self.board.get("can"):
+            self._used = None
 
     def _claim_guns(self):  # type: () -> None
         for n, gun in enumerate(self.board["guns"]):

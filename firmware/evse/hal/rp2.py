@@ -82,6 +82,7 @@ class Hal(McuHal):
         self._ct_ch = []  # type: list[int]
         self._ntc_ch = []  # type: list[int]
         self._claim_guns()
+        self._claimed()
         self._station = None
         if board.get("network", {}).get("kind") == "wlan":
             try:

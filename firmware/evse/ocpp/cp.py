@@ -1110,6 +1110,7 @@ class ChargePoint:
                     self._invalid_seen = True
                     self.security_event("InvalidMessages", e.description)
                 continue
+            text = None   # its heap goes back while the handler runs (a SendLocalList's: about 3 KB)
             kind = msg[0]
             if kind == rpc.CALL:
                 answer = await slices.run_async(ops.steps(self, msg[1], msg[2], msg[3]))

@@ -151,7 +151,7 @@ class FrameParser:
             yield frame
 
     def next_frame(self):
-        """(fin, opcode, payload bytes) of the next complete frame, or None until more data."""
+        """(fin, opcode, payload: bytes or bytearray) of the next complete frame, or None until more data."""
         buf = self._buf
         if self._skip:
             n = min(len(buf), self._skip)
@@ -218,8 +218,16 @@ class FrameParser:
         end = pos + length
         if have < end:
             return None
-        payload = bytes(memoryview(buf)[pos:end])
-        buf[0:end] = b""
+        # The buffer is not kept: a bytearray keeps its size when bytes are cut from it, and one
+        # that held a large message (a SendLocalList) would hold that much heap from then on.
+        if end == have:   # the frame is all there is (as most are): handed out, its header cut
+            buf[0:pos] = b""
+            payload = buf
+            self._buf = bytearray()
+        else:             # more follows: the rest gets a buffer of its own size
+            mv = memoryview(buf)
+            payload = bytes(mv[pos:end])
+            self._buf = bytearray(mv[end:])
         if opcode < OP_CLOSE:
             if fin:
                 self._frag_op = 0
