@@ -188,6 +188,8 @@ def test_a_good_update_installs_every_file_and_reports_installed_after_the_reboo
     assert statuses(lines) == ["Downloading", "Downloaded", "Installing"], out
     assert lines[-1]["result"] is True
     assert lines[-1]["heap_bytes"] < HEAP_BUDGET_BYTES, out
+    # The HTTP client is let go once the bundle is down: the install, the update's peak, runs without it.
+    assert [e["http_loaded"] for e in lines if "status" in e] == [True, False, False], out
     after = tree(flash)
     for path, content in files.items():
         assert after.pop(path) == content, path

@@ -16,6 +16,7 @@ import asyncio
 
 from evse.log import Log
 from evse.ocpp import fw
+from evse.ocpp import http  # noqa: F401  (fw loads it for a download: its code is not what `measured` counts)
 
 
 def emit(**kw):
@@ -23,7 +24,7 @@ def emit(**kw):
 
 
 async def notify(status):
-    emit(status=status)
+    emit(status=status, http_loaded="evse.ocpp.http" in sys.modules)
 
 
 def power_cut_after(name, calls):

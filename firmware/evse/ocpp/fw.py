@@ -34,8 +34,8 @@ import os
 
 from micropython import const
 
+import evse
 from evse import slices, store
-from evse.ocpp import http
 
 BUNDLE_FILE = "fw.new"
 PENDING_FILE = "fw.pending"
@@ -316,14 +316,42 @@ def _set_state(root, version, report):
     store.write_json(store.join(root, STATE_FILE), state)
 
 
-async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, http_get=http.get_to_file,
+async def _download(url, bundle, root, retries, retry_interval_s, http_get, log, cadata):
+    """The bundle's size once downloaded from `url` to `bundle`, or None (said why). The HTTP
+    client is loaded for the download only: the install after it, the update's peak of heap,
+    runs without it (a job that uploads meanwhile keeps its own reference)."""
+    from evse.ocpp import http
+    try:
+        try:
+            http.parse_url(url)   # an ftp:// location fails now, not after every retry
+        except http.HttpError as e:
+            _say(log, "download failed: %s" % e)
+            return None
+        room = max(0, _free_bytes(root) - RESERVE_BYTES)
+        attempts = _attempts(retries)
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(RETRY_INTERVAL_S if retry_interval_s is None else retry_interval_s)
+            try:
+                return await (http_get or http.get_to_file)(url, bundle, DOWNLOAD_TIMEOUT_MS, max_bytes=room,
+                                                            cadata=cadata)
+            except (http.HttpError, OSError) as e:
+                _say(log, "download %d of %d failed: %s" % (attempt + 1, attempts, e))
+        _remove(bundle)
+        return None
+    finally:
+        evse.unload("evse.ocpp.http")
+
+
+async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, http_get=None,
                           log=None, cadata=None, check=None):
     """UpdateFirmware: download the bundle at `url`, verify it, install it. True when it is
     installed and the caller must reboot (boot_report then says Installed); False when it failed
     (notified, old firmware untouched). `retries` is the number of download attempts (OCPP 1.6);
     `cadata`: the DER of the CA an https server must prove itself with; `check`: an async
     check(path) of the downloaded file that raises BundleError (SignedUpdateFirmware's signature:
-    InvalidSignature, nothing installed) before the bundle is opened."""
+    InvalidSignature, nothing installed) before the bundle is opened; `http_get`: in place of
+    http.get_to_file."""
     global _busy
     if _busy:
         _say(log, "an update is already running; %s ignored" % url)
@@ -332,24 +360,8 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
     bundle = store.join(root, BUNDLE_FILE)
     try:
         await _tell(notify, "Downloading", log)
-        try:
-            http.parse_url(url)   # an ftp:// location fails now, not after every retry
-        except http.HttpError as e:
-            _say(log, "download failed: %s" % e)
-            await _tell(notify, "DownloadFailed", log)
-            return False
-        room = max(0, _free_bytes(root) - RESERVE_BYTES)
-        attempts = _attempts(retries)
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(RETRY_INTERVAL_S if retry_interval_s is None else retry_interval_s)
-            try:
-                size = await http_get(url, bundle, DOWNLOAD_TIMEOUT_MS, max_bytes=room, cadata=cadata)
-                break
-            except (http.HttpError, OSError) as e:
-                _say(log, "download %d of %d failed: %s" % (attempt + 1, attempts, e))
-        else:
-            _remove(bundle)
+        size = await _download(url, bundle, root, retries, retry_interval_s, http_get, log, cadata)
+        if size is None:
             await _tell(notify, "DownloadFailed", log)
             return False
         await asyncio.sleep(0)   # the download's last step (its close) apart from the checks
@@ -551,10 +563,13 @@ def diagnostics_name(log):
 
 
 async def upload_diagnostics(url, root, log, notify, retries=1, retry_interval_s=60,
-                             http_put=http.put_file, name=None, cadata=None):
+                             http_put=None, name=None, cadata=None):
     """GetDiagnostics: send the log files (oldest first, as one body) to `url`; a `url` ending
     in "/" gets the file name appended. The file name, or None when it failed (notified) or
-    there was nothing to send (not notified: the .conf then carries no file name)."""
+    there was nothing to send (not notified: the .conf then carries no file name). `http_put`:
+    in place of http.put_file."""
+    from evse.ocpp import http
+    http_put = http_put or http.put_file
     name = name or diagnostics_name(log)
     if name is None:
         return None
