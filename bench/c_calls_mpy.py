@@ -1,6 +1,7 @@
 # Runs under the MicroPython unix port, imported by bench/timing_mpy.py before the firmware: the
-# calls a workload makes into MicroPython's C routines (files on littlefs, json, hashlib, os, and
-# socket's module functions: getaddrinfo, a board's lwIP resolver), timed into C_US. A step's bytecode is judged at pystone's factor (x 325 on an RP2040) and its C
+# calls a workload makes into MicroPython's C routines (files on littlefs, json, hashlib, os,
+# socket's module functions: getaddrinfo, a board's lwIP resolver, and the import of a module
+# from its .mpy), timed into C_US. A step's bytecode is judged at pystone's factor (x 325 on an RP2040) and its C
 # at the C factor (x 50-100: DESIGN.md, the boards are the truth): one factor for the whole
 # gap would judge a littlefs append or a json.loads as if it were bytecode.
 #
@@ -201,9 +202,21 @@ def _stream_readinto(self, buf):
     return _call(self.s.readinto, (buf,), {}, "socket.readinto")
 
 
+_real_import = builtins.__import__
+
+
+def _import(name, *args):
+    # A module's first import is MicroPython's C loader reading its .mpy and making its objects
+    # (the workloads run the package compiled, as a board does); the module's body, its def and
+    # class statements, runs inside it and is counted with it. An import of a loaded module is a
+    # lookup.
+    return _call(_real_import, (name,) + args, {}, "import", name)
+
+
 def install():
     """From now on, `import json`, `os`, `hashlib`, `socket` and `open` are the timed ones, and
-    so are asyncio.open_connection and the Stream's write, drain and readinto."""
+    so are asyncio.open_connection, the Stream's write, drain and readinto, and imports."""
+    builtins.__import__ = _import
     sys.modules["json"] = json
     sys.modules["os"] = os
     sys.modules["hashlib"] = hashlib

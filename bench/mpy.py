@@ -12,9 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FAILED_LINES = 60   # of a script that failed, the last lines of its output are shown
 
 
-def command(script: Path, heap: str, args: tuple = ()) -> tuple[list[str], dict]:
-    """The command line and environment that run `script` with `heap` bytes of heap."""
-    env = dict(os.environ, MICROPYPATH=f"{ROOT / 'firmware'}:{ROOT / 'tests'}:.frozen")
+def command(script: Path, heap: str, args: tuple = (), firmware: Path | None = None) -> tuple[list[str], dict]:
+    """The command line and environment that run `script` with `heap` bytes of heap, the
+    firmware's package from `firmware` (its sources unless given: a folder of .mpy files)."""
+    env = dict(os.environ, MICROPYPATH=f"{firmware or ROOT / 'firmware'}:{ROOT / 'tests'}:.frozen")
     return [str(Path(sys.executable).parent / "micropython"), "-X", f"heapsize={heap}", str(script), *args], env
 
 
@@ -28,13 +29,13 @@ def run(script: Path, heap: str = "192K", args: tuple = ()) -> dict:
 
 
 def run_with_events(script: Path, heap: str, args: tuple, on_event: Callable[[dict], None],
-                    timeout_s: float) -> dict:
+                    timeout_s: float, firmware: Path | None = None) -> dict:
     """Runs `script`, which prints one JSON object per line: each {"event": ...} is handed to
     `on_event` as it comes (the script waits for what the host does about it), and the last
     {"result": ...} is returned. Other lines ({"log": ...}, the firmware's prints) are kept for
     the message of a failure. Raises SystemExit when the script fails, ends without a result or
     runs past `timeout_s` (then it is killed)."""
-    cmd, env = command(script, heap, args)
+    cmd, env = command(script, heap, args, firmware)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     killed = threading.Event()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench import mpy, ocpp
-from host_tools import fwbundle
+from host_tools import flash, fwbundle
 from host_tools.csms import CsmsProcess
 from host_tools.csms.client import CsmsError
 
@@ -130,7 +130,11 @@ def run(tick: dict | None = None, memory: dict | None = None) -> dict:
                 f"{csms.http}/files/{BUNDLE}", str(BOARD_8_GUNS), str(BOARD_LOAD), str(root), str(C_X),
                 str(PYSTONE_RP2040), str(PYSTONE_BASIS),
                 str(BOARD_CALL_US), str(BOARD_READ_BYTES_PER_US))
-        result = mpy.run_with_events(SCRIPT, HEAP, args, _central_system(csms, said), SCRIPT_TIMEOUT_S)
+        # The package as a board runs it, compiled: a module a workload imports (UpdateFirmware's
+        # HTTP client) is a .mpy loaded in that step, not a source compiled there.
+        package = flash.compile_package(None)["evse/__init__.mpy"].parents[1]
+        result = mpy.run_with_events(SCRIPT, HEAP, args, _central_system(csms, said), SCRIPT_TIMEOUT_S,
+                                     firmware=package)
     if tls is None:
         result["workloads"]["connect_tls"] = {"error": no_tls}
     names = dict(result["sizes"], frame_kb=FRAME_DATA_BYTES // 1024, bundle_kb=round(bundle_bytes / 1024),

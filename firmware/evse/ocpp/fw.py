@@ -322,6 +322,7 @@ async def _download(url, bundle, root, retries, retry_interval_s, http_get, log,
     runs without it (a job that uploads meanwhile keeps its own reference)."""
     from evse.ocpp import http
     try:
+        await asyncio.sleep(0)   # the import (its .mpy loaded) a step of its own
         try:
             http.parse_url(url)   # an ftp:// location fails now, not after every retry
         except http.HttpError as e:
@@ -569,6 +570,7 @@ async def upload_diagnostics(url, root, log, notify, retries=1, retry_interval_s
     there was nothing to send (not notified: the .conf then carries no file name). `http_put`:
     in place of http.put_file."""
     from evse.ocpp import http
+    await asyncio.sleep(0)   # the import (its .mpy loaded) a step of its own
     http_put = http_put or http.put_file
     name = name or diagnostics_name(log)
     if name is None:
