@@ -302,6 +302,7 @@ def send_local_list(cp, p):
             _time(info, "expiryDate", False)
             opt(info, "parentIdTag", str, maxlen=20)
             need(info, "status", str, choices=("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))
+    entries = e = info = None   # local_list_steps lets the request's entries go once it has what it keeps
     status = yield from cp.auth.local_list_steps(p)
     return {"status": status}
 
