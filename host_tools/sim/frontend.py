@@ -368,6 +368,9 @@ class CanController:
         """The bus since the MCU last looked: the chip retries a frame nobody acknowledged about
         every CAN_RETRY_MS (each failure adds 8 to its error counter), and leaves bus-off by
         itself after CAN_BUS_OFF_MS of an idle bus."""
+        # A chip select carries the MCU's time (sent_at), which after a line read late can be
+        # before the last look: the bus never runs backwards.
+        now = max(now, self.bus_ms)
         chip = self.chip
         if chip.tec >= 256:
             if self.bus_off_ms is None:

@@ -597,7 +597,9 @@ def note_rom_heap():
         _probe[9] = rom
 
 
-def main():
+def start():
+    """The chip's start before any file runs: its silicon (or the sim's machine), the flash and
+    a ROMFS partition mounted."""
     if os.getenv("EVSE_SIM_HEAP_PROBE"):
         install_heap_probe(os.getenv("EVSE_SIM_HEAP_PROBE"))
     if os.getenv("EVSE_SIM_MCU"):
@@ -612,7 +614,16 @@ def main():
         mount_romfs()
     if os.getenv("EVSE_SIM_MODE") == "program":
         sys.exit(0)  # the factory programmed the flash; the board is not started
+
+
+def main():
     raw = os.getenv("EVSE_SIM_MODE") == "raw"
+    try:
+        start()
+    except KeyboardInterrupt:
+        # A Ctrl-C while this code starts the board (MicroPython arms Ctrl-C before it runs a
+        # line of it; a board's ROM takes none): the board starts again, before its banner.
+        sys.exit(EXIT_SOFT_RESET_RAW if raw else EXIT_HARD_RESET)
     repl = Repl()
     if _probe[0] is not None:
         note_rom_heap()
