@@ -156,10 +156,16 @@ def test_a_pilot_adc_read_sees_the_plateau_of_the_pwm_phase_at_that_moment(bench
 p = machine.PWM(machine.Pin({pins['pilot_pwm']}), freq=1000, duty_u16=32768)
 adc = machine.ADC(machine.Pin({pins['pilot_adc']}))
 reads = []
+times = []
 t0 = time.ticks_us()
-while time.ticks_diff(time.ticks_us(), t0) < 20000 and len(reads) < 4000:   # bounded: as the test below
+sampled = 0   # us of reads with no gap of the host's between them: 20 ms, 4,000 reads or 500 ms at most
+while sampled < 20000 and len(reads) < 4000 and time.ticks_diff(time.ticks_us(), t0) < 500000:
+    times.append(time.ticks_diff(time.ticks_us(), t0))
     reads.append(adc.read_u16())
+    if len(times) > 1 and times[-1] - times[-2] < 200:
+        sampled += times[-1] - times[-2]
 out['reads'] = reads
+out['times'] = times
 p.duty_u16(65535)
 time.sleep_ms(2)   # the RP2040 takes a new duty at the counter's wrap
 out['steady'] = [adc.read_u16() for k in range(20)]
@@ -167,7 +173,13 @@ out['steady'] = [adc.read_u16() for k in range(20)]
     to_mv = lambda r: r * cal["vref_mv"] / 65535  # noqa: E731
     high = [r for r in out["reads"] if to_mv(r) > cal["pilot_offset_mv"]]
     low = [r for r in out["reads"] if to_mv(r) <= cal["pilot_offset_mv"]]
-    assert 0.3 < len(high) / len(out["reads"]) < 0.7  # 50 % duty: half the reads on each plateau
+    # 50 % duty: half the time on each plateau. Each read stands for the time until the next;
+    # a longer gap is this host running something else (a loaded machine), not the pilot's.
+    times = out["times"] + [out["times"][-1]]
+    spans = [(times[k + 1] - times[k], to_mv(r) > cal["pilot_offset_mv"]) for k, r in enumerate(out["reads"])]
+    spans = [(dt, up) for dt, up in spans if dt < 200]
+    assert sum(dt for dt, _ in spans) > 5000, "the host gave the reads under 5 ms of the 500"
+    assert 0.3 < sum(dt for dt, up in spans if up) / sum(dt for dt, _ in spans) < 0.7
     pilot_high = (to_mv(sum(high) / len(high)) - cal["pilot_offset_mv"]) / cal["pilot_gain"]
     pilot_low = (to_mv(sum(low) / len(low)) - cal["pilot_offset_mv"]) / cal["pilot_gain"]
     assert abs(pilot_high - 8980) < 400 and abs(pilot_low + 12000) < 400  # B: 2.74 kOhm and the diode

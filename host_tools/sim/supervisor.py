@@ -809,17 +809,37 @@ def sim_process(board: str, flash, *extra: str, env: dict | None = None):
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(30)   # it stops in about 0.03 s; a loaded make test once left a site's registry entries
         except subprocess.TimeoutExpired:
             proc.kill()
 
 
-def stop_signals() -> threading.Event:
-    """An event that SIGTERM or SIGINT sets: evsectl sim runs its board (or site) until then.
-    Taken before it prints where the board is: whoever reads that may stop it at once, and a
-    SIGTERM before the handler was there ended the process without its clean-up (its registry
-    entries stayed, seen in a loaded make test)."""
-    done = threading.Event()
+class Stop:
+    """Set by SIGTERM or SIGINT (stop_signals). Not a threading.Event: a signal handler runs in
+    the main thread between two of its bytecodes, and Event.set() there would deadlock if the
+    signal came while the main thread held the Event's own lock (at the start or end of its
+    wait): the process would hang until killed, without its clean-up."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def set(self) -> None:
+        self.flag = True
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def wait(self) -> None:
+        while not self.flag:
+            time.sleep(0.1)
+
+
+def stop_signals() -> Stop:
+    """What SIGTERM or SIGINT sets: evsectl sim runs its board (or site) until then. Taken
+    before it prints where the board is: whoever reads that may stop it at once, and a SIGTERM
+    before the handler was there ended the process without its clean-up (its registry entries
+    stayed, seen in a loaded make test)."""
+    done = Stop()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     return done
