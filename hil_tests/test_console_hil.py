@@ -1,4 +1,5 @@
 """What a technician sees on the serial port, and what mpremote can do with the board."""
+import contextlib
 import os
 import re
 import subprocess
@@ -239,6 +240,18 @@ def test_bad_board_file_and_config_values_get_a_clear_error_and_nothing_is_drive
             mpremote(port, "rm", ":config.json")
 
 
+@contextlib.contextmanager
+def maintenance_mode(port, *then):
+    """The board's maintenance file for the block: no watchdog runs at the REPL to reset the
+    board while Ctrl-C stops its app. `then`: mpremote's commands after the file is made (a
+    reset boots into maintenance mode). After the block the file goes and the board resets."""
+    mpremote(port, "resume", "exec", "open('maintenance', 'w').close()", *then)
+    try:
+        yield
+    finally:
+        mpremote(port, "exec", "import os; os.remove('maintenance')", "reset")
+
+
 def rain_ctrl_c(dut, times=300):
     """A line end and then Ctrl-C, as mpremote sends them, with 0 to 300 us between: the
     interrupt then lands while the REPL reads, or while it handles the line end."""
@@ -257,13 +270,11 @@ def test_ctrl_c_at_the_repl_never_resets_the_board_and_mpremote_always_gets_in(r
     the virtual board turns it into SIGINT, which must not land anywhere that resets the board
     (a reset would eat mpremote's next bytes, and mpremote would wait for its prompt for ever)."""
     port = virtual_board["serial"]
-    # Maintenance mode first: no watchdog runs at the REPL to reset the board while Ctrl-C rains.
-    mpremote(port, "resume", "exec", "open('maintenance', 'w').close()", "reset")
-    try:
+    with maintenance_mode(port, "reset"):
         dut.read_until(b"maintenance mode", 15)
         dut.read_until(b">>> ", 10)
-        # The rain starts once the console has been quiet for 1.5 s: a board process still
-        # starting (its CPython host's imports) would take a Ctrl-C as its own KeyboardInterrupt.
+        # The rain starts once the console has been quiet for 1.5 s: the boot's output is all
+        # read before the flush (a Ctrl-C at power-on has a test of its own, below).
         quiet_until = time.monotonic() + 1.5
         while time.monotonic() < quiet_until:
             chunk = dut.ser.read(4096)
@@ -286,8 +297,6 @@ def test_ctrl_c_at_the_repl_never_resets_the_board_and_mpremote_always_gets_in(r
         assert b"Traceback" not in out and b"maintenance mode" not in out, out[-800:]
         assert not [e for e in events.since(t) if e["what"] in ("duty", "watchdog", "crash")]   # no reset
         assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
-    finally:
-        mpremote(port, "exec", "import os; os.remove('maintenance')", "reset")
 
 
 @pytest.mark.virtual_only("the virtual board's process is what a Ctrl-C at power-on must not end")
@@ -298,8 +307,7 @@ def test_ctrl_c_from_the_first_moment_of_power_never_crashes_the_board(rig, virt
     starts as a CPython program, which a Ctrl-C in its first tens of ms would end: a crash and a
     second boot that no board makes."""
     port = virtual_board["serial"]
-    mpremote(port, "resume", "exec", "open('maintenance', 'w').close()")   # no watchdog at the REPL
-    try:
+    with maintenance_mode(port):
         rig.power(on=False)
         t = now_ms(rig)
         dut.flush()
@@ -313,8 +321,6 @@ def test_ctrl_c_from_the_first_moment_of_power_never_crashes_the_board(rig, virt
         assert not [e for e in events.since(t) if e["what"] == "crash"]
         assert bytes(dut.seen[start:]).count(b"MicroPython v") == 1, bytes(dut.seen[start:])[-800:]
         assert mpremote(port, "exec", "print(6 * 7)").strip() == "42"
-    finally:
-        mpremote(port, "exec", "import os; os.remove('maintenance')", "reset")
 
 
 # Latched faults across a power cut.

@@ -509,13 +509,7 @@ class VirtualBoard:
         if image.exists() and not erase:
             return
         image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
-        # Started with Ctrl-C ignored (the shell's trap, kept across exec): the MicroPython
-        # binary is a CPython program that starts the interpreter, and a Ctrl-C in those first
-        # tens of ms would end it with CPython's KeyboardInterrupt, a reset no board makes.
-        # MicroPython arms its own handler as it starts rom.py; until then a Ctrl-C is lost, as
-        # a board's serial bytes are during its reset.
-        cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
-               micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+        cmd = self._rom_command()
         done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)
         if done.returncode != 0:
             image.unlink()
@@ -561,15 +555,19 @@ class VirtualBoard:
         self.program_flash(erase=True)
         self.set_power(was_on)
 
+    def _rom_command(self) -> list[str]:
+        """The MicroPython process that is the MCU: rom.py at the board's heap. Started with
+        Ctrl-C ignored (the shell's trap, kept across exec): the MicroPython binary is a CPython
+        program that starts the interpreter, and a Ctrl-C in those first tens of ms would end it
+        with CPython's KeyboardInterrupt, a reset no board makes. MicroPython arms its own
+        handler as it starts rom.py; until then a Ctrl-C is lost, as a board's serial bytes are
+        during its reset."""
+        return ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
+                micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+
     def _boot(self, raw: bool) -> None:
         env = self._env("raw" if raw else "normal")
-        # Started with Ctrl-C ignored (the shell's trap, kept across exec): the MicroPython
-        # binary is a CPython program that starts the interpreter, and a Ctrl-C in those first
-        # tens of ms would end it with CPython's KeyboardInterrupt, a reset no board makes.
-        # MicroPython arms its own handler as it starts rom.py; until then a Ctrl-C is lost, as
-        # a board's serial bytes are during its reset.
-        cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
-               micropython_binary(), "-X", f"heapsize={self.heap}", str(ROM)]
+        cmd = self._rom_command()
         with self._proc_lock:
             self.proc = subprocess.Popen(cmd, cwd=self.flash_dir, env=env, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
@@ -825,9 +823,6 @@ class Stop:
 
     def set(self) -> None:
         self.flag = True
-
-    def is_set(self) -> bool:
-        return self.flag
 
     def wait(self) -> None:
         while not self.flag:
