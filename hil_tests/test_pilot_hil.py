@@ -115,8 +115,8 @@ def test_power_cut_opens_everything_and_the_board_boots_safe(rig, events):
     # The pilot comes up at -12 V (F: an MCU board's HAL holds it there while it starts) and then
     # +12 V steady, with no PWM yet.
     first_duty = events.first(t_on, 1, "duty", 100.0)
-    assert all(e["value"] == 0.0 for e in events.since(t_on)
-               if e["gun"] == 1 and e["what"] == "duty" and e["t_ms"] < first_duty["t_ms"])
+    before = [e for e in events.since(t_on) if e["gun"] == 1 and e["what"] == "duty" and e["t_ms"] < first_duty["t_ms"]]
+    assert all(e["value"] == 0.0 for e in before), (before, events.since(t)[:30])
     closed = events.first(t_on, 1, "contactor", "closed", timeout_s=10)
     log = [e for e in events.since(t_on) if e["gun"] == 1 and e["what"] in ("duty", "contactor")]
     first_pwm = next(i for i, e in enumerate(log) if e["what"] == "duty" and 0 < (e["value"] or 0) < 100)
