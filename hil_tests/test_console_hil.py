@@ -430,7 +430,7 @@ def worst_gap_ms(dut):
 @pytest.mark.rig_ops("stall")
 def test_a_stalled_loop_shows_as_the_worst_tick_gap_until_timing_clear(rig, events, dut):
     start_charging(rig, events)
-    assert dut.command("timing clear") == ["timing: cleared"]
+    assert "timing: cleared" in dut.command("timing clear")   # a state change may print too
     time.sleep(1)
     assert worst_gap_ms(dut) < 400   # the 20 ms tick, plus whatever the other tasks took
     rig.stall(ms=600)
@@ -438,7 +438,7 @@ def test_a_stalled_loop_shows_as_the_worst_tick_gap_until_timing_clear(rig, even
     status = dut.status()
     assert status["timing"]["worst_tick_gap_ms"] >= 600
     assert "control" in status["timing"]["slowest_step_ms"]
-    assert dut.command("timing clear") == ["timing: cleared"]
+    assert "timing: cleared" in dut.command("timing clear")
     time.sleep(0.5)
     assert worst_gap_ms(dut) < 400
     assert "timing: use: timing [clear]" in dut.command("timing now")

@@ -244,16 +244,20 @@ def micropython_binary() -> str:
     return found
 
 
-def voluntary_switches(pid: int) -> int | None:
-    """How often process `pid` has slept (Linux's /proc), or None where that cannot be read."""
+def sigint_state(pid: int) -> tuple[int, bool] | None:
+    """How often process `pid` has slept and whether it catches SIGINT now (a handler, not
+    SIG_IGN or SIG_DFL), from Linux's /proc; None where that cannot be read."""
+    switches, caught = None, None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("voluntary_ctxt_switches:"):
-                    return int(line.split()[1])
+                    switches = int(line.split()[1])
+                elif line.startswith("SigCgt:"):
+                    caught = bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
     except (OSError, ValueError):
-        pass
-    return None
+        return None
+    return None if switches is None or caught is None else (switches, caught)
 
 
 def csms_address(url: str) -> tuple[str, int]:
@@ -710,14 +714,22 @@ class VirtualBoard:
         REPL. A gap alone does not keep them apart on a loaded host, where the board's process
         and this thread may be scheduled late and together; so the next SIGINT also waits until
         the process has slept since the last one (a voluntary context switch: it handled the
-        interrupt and went back to reading, or on to the firmware's loop)."""
+        interrupt and went back to reading, or on to the firmware's loop). And none goes while
+        the process does not catch SIGINT: the shell of _rom_command runs its trap a moment after
+        Popen returns, and MicroPython arms its handler only as it starts rom.py and lets it go
+        as it ends; a SIGINT there ends the process."""
         now = time.monotonic()
         if now - self._sigint_at < SIGINT_GAP_S:
             return False
-        switches = voluntary_switches(proc.pid)
-        if proc is self._sigint_proc and switches is not None and switches <= self._sigint_switches:
-            return False
-        self._sigint_at, self._sigint_proc, self._sigint_switches = now, proc, switches
+        state = sigint_state(proc.pid)
+        if state is not None:
+            switches, caught = state
+            if not caught:
+                return False  # not yet armed (the shell, the interpreter starting) or already let go
+            if proc is self._sigint_proc and switches <= self._sigint_switches:
+                return False
+        self._sigint_at, self._sigint_proc = now, proc
+        self._sigint_switches = state[0] if state else None
         return True
 
     # ---- the HAL link and the control server ---------------------------------------------------

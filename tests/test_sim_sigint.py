@@ -1,0 +1,62 @@
+"""The virtual board turns a Ctrl-C on its serial port into SIGINT for the MicroPython process
+that is its MCU (host_tools/sim/supervisor.py). A SIGINT that the process does not catch with a
+handler ends it, a crash no board makes: so one goes only while the process catches it."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from host_tools.sim.supervisor import SIGINT_GAP_S, VirtualBoard, sigint_state
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+
+WAIT = "import sys, time; print('ready', flush=True); time.sleep(30)"
+CATCH = "import signal; signal.signal(signal.SIGINT, lambda *_: None); " + WAIT
+
+
+def started(code: str, ignored: bool) -> subprocess.Popen:
+    """A process that prints 'ready' once it has run `code`'s start; SIGINT ignored from its
+    first instruction where `ignored`, as the virtual board starts MicroPython."""
+    cmd = [sys.executable, "-c", code]
+    if ignored:
+        cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh"] + cmd
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+@pytest.fixture
+def board(tmp_path):
+    return VirtualBoard("sim-ac2", flash_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_process_that_does_not_catch_sigint_gets_no_ctrl_c(board, ignored):
+    """Ignored (the interpreter starting behind the shell's trap) or the default (the shell
+    before its trap, the interpreter after it let go): a Ctrl-C is lost, as during a reset."""
+    code = "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); " + WAIT
+    proc = started(WAIT if ignored else code, ignored)
+    try:
+        assert sigint_state(proc.pid)[1] is False
+        assert not board._may_interrupt(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_process_that_catches_sigint_gets_one_ctrl_c_per_gap_and_sleep(board):
+    proc = started(CATCH, ignored=True)
+    try:
+        assert sigint_state(proc.pid)[1] is True
+        assert board._may_interrupt(proc)
+        time.sleep(2 * SIGINT_GAP_S)
+        assert not board._may_interrupt(proc)   # it has not slept since: it never got the first
+        proc.send_signal(signal.SIGINT)
+        time.sleep(2 * SIGINT_GAP_S)            # it handles it and sleeps again
+        assert board._may_interrupt(proc)
+        assert not board._may_interrupt(proc)   # a burst is one interrupt
+    finally:
+        proc.kill()
+        proc.wait()
