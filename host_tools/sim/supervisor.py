@@ -735,6 +735,8 @@ class VirtualBoard:
     # ---- the HAL link and the control server ---------------------------------------------------
     def _hal_conn(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._proc_lock:
+            owner = self.proc   # the MCU whose HAL this is (None: the factory's programming run)
         rfile = conn.makefile("rb")
         try:
             for line in rfile:
@@ -747,7 +749,12 @@ class VirtualBoard:
                     stall_ms = self.world.take_stall()
                     if stall_ms:
                         time.sleep(stall_ms / 1000)
-                reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
+                with self.world.lock:
+                    # A line a process sent before its power cut or reset, read only now (a
+                    # loaded host): its outputs fell with the power (world.firmware_gone).
+                    if owner is not None and self.proc is not owner:
+                        break
+                    reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
                 if reply is not None:  # the emulated MCU's output lines get no reply
                     conn.sendall(reply.encode() + b"\n")
         except OSError:
