@@ -24,7 +24,19 @@ def started(code: str, ignored: bool) -> subprocess.Popen:
         cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh"] + cmd
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert proc.stdout.readline() == b"ready\n"
+    asleep(proc)
     return proc
+
+
+def asleep(proc: subprocess.Popen) -> None:
+    """Wait until `proc` sleeps (in time.sleep): its count of voluntary switches holds from here."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "S":
+                return
+        time.sleep(0.01)
+    raise AssertionError("the process never went to sleep")
 
 
 @pytest.fixture
@@ -55,6 +67,7 @@ def test_a_process_that_catches_sigint_gets_one_ctrl_c_per_gap_and_sleep(board):
         assert not board._may_interrupt(proc)   # it has not slept since: it never got the first
         proc.send_signal(signal.SIGINT)
         time.sleep(2 * SIGINT_GAP_S)            # it handles it and sleeps again
+        asleep(proc)
         assert board._may_interrupt(proc)
         assert not board._may_interrupt(proc)   # a burst is one interrupt
     finally:
