@@ -180,7 +180,7 @@ def test_flash_puts_the_commissioning_files_beside_the_firmware_and_refuses_its_
 
 @pytest.mark.parametrize("name, has, lacks", [
     ("rp2040-pico", ["evse.app", "evse.hal.rp2"], ["evse.ocpp.cp", "evse.dc", "evse.metering"]),
-    ("rp2040-pico-w", ["evse.ocpp.cp", "evse.ocpp.ops"], ["evse.dc"]),
+    ("rp2040-pico-w", ["evse.ocpp.cp"], ["evse.dc", "evse.ocpp.ops"]),
     ("rp2350-pico2-w-dc2", ["evse.ocpp.cp", "evse.metering", "evse.dc", "evse.can.infy", "evse.matrix",
                             "evse.imd", "evse.hal.secc", "evse.hal.mcu_dc"], []),
 ])

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from evse import config
-from evse.ocpp import keys, ops, rpc
+from evse.ocpp import keys, ops, ops_more, rpc
 from evse.ocpp.clock import iso, parse_iso
 from evse.ocpp.cp import ChargePoint
 from evse.ocpp.ws import MAX_MESSAGE
 
 SCHEMAS = Path(ocpp.v16.__file__).parent / "schemas"
-ACTIONS = sorted(ops.HANDLERS)
+ACTIONS = sorted(set(ops.HANDLERS) | set(ops.MORE))
 GUNS = 2
 NOW = parse_iso("2026-06-01T12:00:00Z")
 DAY = 86400
@@ -644,7 +644,7 @@ def test_a_composite_schedule_asked_for_years_is_cut_to_what_fits_in_one_message
         cp, app = start(root, dict(BENCH, stores=True))
         answer = ask(cp, "GetCompositeSchedule", {"connectorId": 1, "duration": 10 ** 9})
         answers_result(answer, "GetCompositeSchedule")
-        assert answer[2]["chargingSchedule"]["duration"] == ops.COMPOSITE_MAX_S
+        assert answer[2]["chargingSchedule"]["duration"] == ops_more.COMPOSITE_MAX_S
         assert len(answer[2]["chargingSchedule"]["chargingSchedulePeriod"]) == 4  # 16 A, 32 A, 16 A, 32 A
 
 

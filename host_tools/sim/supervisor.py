@@ -211,7 +211,7 @@ def boot_modules(board: dict) -> list[str]:
     if any("meter" in gun for gun in board["guns"]):
         modules.append("evse.metering")
     if board.get("network", {}).get("kind", "none") != "none":
-        modules += ["evse.ocpp.cp", "evse.ocpp.ops"]
+        modules.append("evse.ocpp.cp")   # its handlers (evse.ocpp.ops) load for a request only
     return modules + dc_modules(board)
 
 

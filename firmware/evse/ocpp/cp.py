@@ -1066,6 +1066,20 @@ class ChargePoint:
                 await asyncio.sleep_ms(100)
             self._boot_now = False
 
+    async def _answer(self, call):
+        """A CALL of the central system. Its handlers (evse.ocpp.ops, and for some evse.ocpp.ops_more)
+        load for it and go after it: nothing needs them between the central system's requests."""
+        await asyncio.sleep_ms(0)   # the frame's JSON in one step, the handlers' import in the next
+        from evse.ocpp import ops
+        try:
+            await asyncio.sleep_ms(0)   # the import (its .mpy loaded) a step of its own
+            answer = await slices.run_async(ops.steps(self, call[1], call[2], call[3]))
+            await self._send_text(answer)
+            ops.after(self, call[2])
+        finally:
+            ops = None
+            evse.unload("evse.ocpp.ops")
+
     def boot_payload(self):
         from evse import VERSION
         board = self.app.board
@@ -1073,7 +1087,6 @@ class ChargePoint:
                 "firmwareVersion": VERSION, "chargePointSerialNumber": self.cp_id[:25]}
 
     async def _reader(self, ws):
-        from evse.ocpp import ops
         while True:
             try:
                 text = await ws.recv()
@@ -1113,9 +1126,7 @@ class ChargePoint:
             text = None   # its heap goes back while the handler runs (a SendLocalList's: about 3 KB)
             kind = msg[0]
             if kind == rpc.CALL:
-                answer = await slices.run_async(ops.steps(self, msg[1], msg[2], msg[3]))
-                await self._send_text(answer)
-                ops.after(self, msg[2])
+                await self._answer(msg)
             elif msg[1] == self._await_uid:
                 self._reply = (kind, msg[2] if kind == rpc.CALLRESULT else (msg[2], msg[3]))
                 self._reply_event.set()
