@@ -1,7 +1,7 @@
 # The handlers of the central system's requests beyond the everyday ones of evse.ocpp.ops (its
-# MORE): the local list, reservations, smart charging, the security whitepaper's messages and
-# GetLog. evse.ocpp.ops loads this module for such a request and lets it go after, so that
-# neither half's import holds the charge point's reader for long (an import cannot yield).
+# MORE): reservations, smart charging, the security whitepaper's messages and GetLog.
+# evse.ocpp.ops loads this module for such a request and lets it go after, so that neither
+# half's import holds the charge point's reader for long (an import cannot yield).
 from micropython import const
 
 from evse.ocpp import clock, rpc, smart
@@ -50,39 +50,6 @@ def _profile(p, key):
         opt(period, "numberPhases", int)
     _number(schedule, "minChargingRate", False)
     return profile
-
-
-# ---- LocalAuthListManagement ----------------------------------------------------------------------
-@handler("SendLocalList")
-def send_local_list(cp, p):
-    only(p, ("listVersion", "localAuthorizationList", "updateType"))
-    need(p, "listVersion", int)
-    need(p, "updateType", str, choices=("Differential", "Full"))
-    entries = opt(p, "localAuthorizationList", list) or ()
-    if len(entries) > cp.keys.get("SendLocalListMaxLength"):
-        return {"status": "Failed"}   # before checking each entry: that alone held the loop long
-    for k in range(len(entries)):
-        yield   # an entry per step: one takes ~15 ms at RP2040 speed
-        e = entries[k]
-        if not isinstance(e, dict):
-            raise rpc.RpcError("TypeConstraintViolation", "localAuthorizationList entries must be objects")
-        only(e, ("idTag", "idTagInfo"))
-        need(e, "idTag", str, maxlen=20)
-        info = opt(e, "idTagInfo", dict)
-        if info is not None:
-            only(info, ("expiryDate", "parentIdTag", "status"))
-            _time(info, "expiryDate", False)
-            opt(info, "parentIdTag", str, maxlen=20)
-            need(info, "status", str, choices=("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"))
-    entries = e = info = None   # local_list_steps lets the request's entries go once it has what it keeps
-    status = yield from cp.auth.local_list_steps(p)
-    return {"status": status}
-
-
-@handler("GetLocalListVersion")
-def get_local_list_version(cp, p):
-    only(p, ())
-    return {"listVersion": cp.auth.local_list_version()}
 
 
 # ---- Reservation ------------------------------------------------------------------------------------
