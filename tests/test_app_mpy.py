@@ -167,7 +167,7 @@ gc.collect()
 before = gc.mem_alloc()
 from evse.ocpp import fw
 fw.resume_install(sys.argv[1])
-http_at_boot = "evse.ocpp.http" in sys.modules
+http_at_boot = "evse.ocpp.http" in sys.modules or "evse.ocpp.bundle" in sys.modules
 del fw
 gc.collect()
 loaded = gc.mem_alloc()
@@ -183,8 +183,9 @@ print(fw.installed_version(sys.argv[1]) is None)
 
 def test_the_update_code_main_py_loads_at_boot_gives_its_heap_back(tmp_path):
     """main.py finishes an interrupted update with evse.ocpp.fw, then lets it go: the heap it
-    took (about 15 KB here) is free again, and it loads again when an update comes. Its HTTP
-    client is not loaded at boot at all (fw loads it for a download)."""
+    took (about 16 KB here, compiled from source) is free again but for the names it interned and
+    asyncio, and it loads again when an update comes. Its HTTP client and the bundle's checks are
+    not loaded at boot at all (fw loads them for a download and an install)."""
     script = tmp_path / "unload.py"
     script.write_text(UNLOAD)
     done = subprocess.run([MICROPYTHON, "-X", "heapsize=2M", str(script), str(tmp_path)], capture_output=True,
@@ -192,7 +193,7 @@ def test_the_update_code_main_py_loads_at_boot_gives_its_heap_back(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     took, freed, in_modules, on_package, http_at_boot = done.stdout.split()[:5]
     # fw goes; what the link needs too (store, slices) stays.
-    assert int(freed) > 10000 and int(freed) > 0.5 * int(took), done.stdout
+    assert int(freed) > 6000 and int(freed) > 0.4 * int(took), done.stdout
     assert (in_modules, on_package, http_at_boot) == ("False", "False", "False")
     assert done.stdout.split()[-1] == "True"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from evse.ocpp import fw, http as fw_http
+from evse.ocpp import bundle, fw, http as fw_http
 from host_tools import fwbundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def statuses(lines):
 
 
 def make_bundle(files, version=VERSION):
-    """A bundle written here by hand from the format fw.py documents (not by fwbundle)."""
+    """A bundle written here by hand from the format bundle.py documents (not by fwbundle)."""
     manifest = {"version": version, "files": [
         {"path": p, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for p, b in files]}
     raw = json.dumps(manifest).encode()
@@ -259,8 +259,8 @@ def test_a_bundle_of_evse_files_is_refused_on_a_board_that_runs_its_package_from
 
 def bundle_entries(data):
     """{path: bytes} of a bundle."""
-    length, header = fw.parse_header(data[:fw.HEADER_MAX])
-    _, files = fw.parse_manifest(data[header:header + length])
+    length, header = bundle.parse_header(data[:bundle.HEADER_MAX])
+    _, files = bundle.parse_manifest(data[header:header + length])
     out, at = {}, header + length
     for path, size, _ in files:
         out[path] = data[at:at + size]
@@ -555,8 +555,8 @@ def test_fwbundle_bundles_the_top_level_files_and_every_evse_module_and_nothing_
     out = tmp_path / "fw.bin"
     assert fwbundle.main([str(REPO / "firmware"), str(out), "--version", "1.2.3"]) == 0
     data = out.read_bytes()
-    length, header = fw.parse_header(data[:fw.HEADER_MAX])
-    version, files = fw.parse_manifest(data[header:header + length])
+    length, header = bundle.parse_header(data[:bundle.HEADER_MAX])
+    version, files = bundle.parse_manifest(data[header:header + length])
     expected = {"main.py", "boot.py", "romfs_update.py"} | {p.relative_to(REPO / "firmware").as_posix()
                                          for p in (REPO / "firmware" / "evse").rglob("*.py")}
     assert version == "1.2.3" and {p for p, _, _ in files} == expected
@@ -608,7 +608,7 @@ def _verify(tmp, data):
     path = os.path.join(tmp, "fw.new")
     with open(path, "wb") as f:
         f.write(data)
-    return asyncio.run(fw.verify_bundle(path))
+    return asyncio.run(bundle.verify_bundle(path))
 
 
 GOOD = make_bundle([("main.py", b"# main\n"), ("evse/app.py", b"# app\n" * 100), ("evse/x/y.mpy", b"\x00" * 70)])
@@ -623,7 +623,7 @@ def test_a_good_hand_made_bundle_verifies(tmp_path):
 @given(st.binary(max_size=600))
 def test_garbage_manifest_bytes_fail_cleanly(raw):
     try:
-        fw.parse_manifest(raw)
+        bundle.parse_manifest(raw)
     except fw.BundleError:
         pass
 
@@ -641,11 +641,11 @@ ENTRY = st.fixed_dictionaries({"path": st.sampled_from(["evse/a.py", "main.py", 
                                                  "files": st.lists(ENTRY, max_size=4) | JSONISH})))
 def test_structurally_wrong_manifests_fail_cleanly(manifest):
     try:
-        version, files = fw.parse_manifest(json.dumps(manifest).encode())
+        version, files = bundle.parse_manifest(json.dumps(manifest).encode())
     except fw.BundleError:
         return
     for path, size, sha in files:   # anything accepted is something we would install
-        assert fw.check_path(path) == path and 0 <= size and len(sha) == 64
+        assert bundle.check_path(path) == path and 0 <= size and len(sha) == 64
 
 
 HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
@@ -656,7 +656,7 @@ HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
                          st.sampled_from("ABCDEFxg \u00e9\u0130\n") | st.just("") | st.just("00"))
        | st.text(max_size=70))
 def test_a_sha256_is_64_lowercase_hex_digits_and_nothing_else(sha):
-    assert fw._is_sha256_hex(sha) == (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha))
+    assert bundle._is_sha256_hex(sha) == (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha))
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -688,7 +688,7 @@ def test_a_mutated_bundle_is_refused_cleanly_or_still_exactly_its_manifest(tmp_p
 @given(st.text(max_size=70))
 def test_check_path_accepts_only_firmware_files(path):
     try:
-        assert fw.check_path(path) == path
+        assert bundle.check_path(path) == path
     except fw.BundleError:
         return
     parts = path.split("/")

@@ -16,7 +16,8 @@ import asyncio
 
 from evse.log import Log
 from evse.ocpp import fw
-from evse.ocpp import http  # noqa: F401  (fw loads it for a download: its code is not what `measured` counts)
+from evse.ocpp import bundle, http  # noqa: F401  (fw loads them for a download and an install: their code is
+#                                                   not what `measured` counts)
 
 
 def emit(**kw):
