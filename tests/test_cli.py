@@ -218,5 +218,6 @@ def test_the_cli_reference_names_every_command_and_every_setting():
         assert f"| `{name}" in text, name
     for key in config.KEYS:
         assert f"| `{key}` |" in text, key
+    assert set(cli.CONFIG_HELP) == set(config.KEYS)   # `help config` says what each one is for
     for key in cli.SESSION_KEYS:
         assert f"| `{key}` |" in text and "session |" in text.split(f"| `{key}` |")[1].split("\n")[0], key

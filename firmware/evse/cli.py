@@ -111,6 +111,51 @@ def _busy_refusal(app, what):
     return "%s: gun %d has a session running; end it first, or add --yes to do it now" % (what, busy[0].n)
 
 
+# What each setting of evse.config.KEYS is for: `help config` (here, not in the settings' table,
+# which every board holds in its heap from boot).
+CONFIG_HELP = {
+    "site_limit_a": "current the site fuse allows per phase, shared by all guns",
+    "gun_max_a": "cap on every gun's offer, below the board's rating",
+    "min_current_a": "an allocation below this pauses the gun instead (IEC 61851: 6 A minimum)",
+    "fault_retry_s": "delay before a fault that clears itself is retried",
+    "sharing_policy": "how guns share the budget: fair (equal shares, unused current to the others), fifo "
+                      "(first come, first served) or priority (priority_guns, priority_tags first)",
+    "priority_guns": "with sharing_policy priority: guns served first, e.g. 1,3",
+    "priority_tags": "with sharing_policy priority: cards (idTags) served first, e.g. AA11,BB22",
+    "meter_fault": "when a gun's meter stops answering: stop (no charging until it answers) or continue "
+                   "(charging goes on, reported as PowerMeterFailure)",
+    "grid_limit_a": "with a grid meter: the site's connection per phase, shared with the building",
+    "grid_margin_a": "with a grid meter: current per phase kept free under grid_limit_a",
+    "grid_fallback_a": "with a grid meter: what the guns share per phase while it is silent",
+    "grid_stale_s": "with a grid meter: a reading older than this is no reading (fallback)",
+    "solar_mode": "with a grid meter: on charges from what the site exports (and solar_import_w); off from "
+                  "the connection",
+    "solar_import_w": "with solar_mode on: what the guns may take from the grid on top",
+    "solar_start_s": "with solar_mode on: the surplus must suffice for the minimum current this long "
+                     "before the guns start",
+    "solar_stop_s": "with solar_mode on: a surplus short of the minimum this long pauses the guns (they "
+                    "take the minimum meanwhile)",
+    "phase_switch_s": "on a gun with a phase contactor: the budget must call for one phase (or three "
+                      "again) this long before the gun switches",
+    "phase_switch_max": "on a gun with a phase contactor: switches per session at most (0: it stays on "
+                        "three phases)",
+    "site_address": "on a site bus (board site_bus): 1 the coordinator that shares the connection, 2..16 a "
+                    "node; 0 none. At the next boot",
+    "site_nodes": "coordinator: the nodes on the site bus, at addresses 2..site_nodes+1. At the next boot",
+    "site_fallback_a": "coordinator: what all the site's guns share per phase while the nodes have no "
+                       "coordinator; each controller gets its part",
+    "site_lost_s": "a node without the coordinator's writes this long shares its part of site_fallback_a",
+    "name": "charger name shown on the console",
+    "ocpp_url": "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging",
+    "ocpp_id": "charge point identity, appended to ocpp_url",
+    "ocpp_ca": "file on flash with the CA certificate (DER) that signs the wss:// server",
+    "ocpp_cert": "file on flash with this charge point's certificate (DER), for SecurityProfile 3",
+    "ocpp_key": "file on flash with the private key (DER) of ocpp_cert; its bytes are never shown",
+    "ocpp_csr": "file on flash with the certificate request (PEM) for ocpp_key, made at commissioning "
+                "(evsectl cert): sent when the central system asks for a certificate",
+}
+
+
 # ---- the commands ------------------------------------------------------------------------------
 def _help(app, args, yes):
     if not args:
@@ -118,14 +163,14 @@ def _help(app, args, yes):
     if args == ["config"]:
         out = []
         for key in sorted(config.KEYS):
-            kind, lo, hi, unit, text = config.KEYS[key]
+            kind, lo, hi, unit = config.KEYS[key]
             if key in config.CHOICES:
                 allowed = "|".join(config.CHOICES[key])
             elif kind is int:
                 allowed = "%d..%d %s" % (lo, hi, unit)
             else:
                 allowed = "text, %d..%d characters" % (lo, hi)
-            out.append("%-15s %-22s %s" % (key, allowed, text))
+            out.append("%-15s %-22s %s" % (key, allowed, CONFIG_HELP[key]))
         return out
     for name, usage, what in COMMANDS:
         if args[0] == name:

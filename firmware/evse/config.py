@@ -1,5 +1,6 @@
 # Board file (what the hardware is) + user configuration (what the operator chose), validated.
-# One table of user keys: name -> (type, min, max, unit, help). Defaults come from the board.
+# One table of user keys: name -> (type, min, max, unit); what each is for, the console's help
+# (evse.cli.CONFIG_HELP). Defaults come from the board.
 import json
 
 from evse import store
@@ -9,46 +10,35 @@ BOARD_FILE = "board.json"
 CONFIG_FILE = "config.json"
 
 KEYS = {
-    "site_limit_a": (int, 0, 2000, "A", "current the site fuse allows per phase, shared by all guns"),
-    "gun_max_a": (int, 6, 80, "A", "cap on every gun's offer, below the board's rating"),
-    "min_current_a": (int, 6, 32, "A", "an allocation below this pauses the gun instead (IEC 61851: 6 A minimum)"),
-    "fault_retry_s": (int, 10, 86400, "s", "delay before a fault that clears itself is retried"),
-    "sharing_policy": (str, 4, 8, "", "how guns share the budget: fair (equal shares, unused current to the others), "
-                                      "fifo (first come, first served) or priority (priority_guns, priority_tags first)"),
-    "priority_guns": (str, 0, 32, "", "with sharing_policy priority: guns served first, e.g. 1,3"),
-    "priority_tags": (str, 0, 200, "", "with sharing_policy priority: cards (idTags) served first, e.g. AA11,BB22"),
-    "meter_fault": (str, 4, 8, "", "when a gun's meter stops answering: stop (no charging until it answers) "
-                                   "or continue (charging goes on, reported as PowerMeterFailure)"),
-    "grid_limit_a": (int, 0, 2000, "A", "with a grid meter: the site's connection per phase, shared with the building"),
-    "grid_margin_a": (int, 0, 100, "A", "with a grid meter: current per phase kept free under grid_limit_a"),
-    "grid_fallback_a": (int, 0, 2000, "A", "with a grid meter: what the guns share per phase while it is silent"),
-    "grid_stale_s": (int, 5, 600, "s", "with a grid meter: a reading older than this is no reading (fallback)"),
-    "solar_mode": (str, 2, 3, "", "with a grid meter: on charges from what the site exports (and solar_import_w); "
-                                  "off from the connection"),
-    "solar_import_w": (int, 0, 100000, "W", "with solar_mode on: what the guns may take from the grid on top"),
-    "solar_start_s": (int, 0, 3600, "s", "with solar_mode on: the surplus must suffice for the minimum current this "
-                                         "long before the guns start"),
-    "solar_stop_s": (int, 0, 3600, "s", "with solar_mode on: a surplus short of the minimum this long pauses the "
-                                        "guns (they take the minimum meanwhile)"),
-    "phase_switch_s": (int, 10, 3600, "s", "on a gun with a phase contactor: the budget must call for one phase (or "
-                                           "three again) this long before the gun switches"),
-    "phase_switch_max": (int, 0, 20, "", "on a gun with a phase contactor: switches per session at most (0: it stays "
-                                         "on three phases)"),
-    "site_address": (int, 0, 16, "", "on a site bus (board site_bus): 1 the coordinator that shares the connection, "
-                                     "2..16 a node; 0 none. At the next boot"),
-    "site_nodes": (int, 1, 15, "", "coordinator: the nodes on the site bus, at addresses 2..site_nodes+1. At the next boot"),
-    "site_fallback_a": (int, 0, 2000, "A", "coordinator: what all the site's guns share per phase while the nodes have no "
-                                           "coordinator; each controller gets its part"),
-    "site_lost_s": (int, 3, 120, "s", "a node without the coordinator's writes this long shares its part of "
-                                      "site_fallback_a"),
-    "name": (str, 1, 32, "", "charger name shown on the console"),
-    "ocpp_url": (str, 0, 200, "", "central system, ws://host:port/path or wss://...; empty: no OCPP, free charging"),
-    "ocpp_id": (str, 1, 48, "", "charge point identity, appended to ocpp_url"),
-    "ocpp_ca": (str, 0, 64, "", "file on flash with the CA certificate (DER) that signs the wss:// server"),
-    "ocpp_cert": (str, 0, 64, "", "file on flash with this charge point's certificate (DER), for SecurityProfile 3"),
-    "ocpp_key": (str, 0, 64, "", "file on flash with the private key (DER) of ocpp_cert; its bytes are never shown"),
-    "ocpp_csr": (str, 0, 64, "", "file on flash with the certificate request (PEM) for ocpp_key, made at commissioning "
-                                 "(evsectl cert): sent when the central system asks for a certificate"),
+    "site_limit_a": (int, 0, 2000, "A"),
+    "gun_max_a": (int, 6, 80, "A"),
+    "min_current_a": (int, 6, 32, "A"),
+    "fault_retry_s": (int, 10, 86400, "s"),
+    "sharing_policy": (str, 4, 8, ""),
+    "priority_guns": (str, 0, 32, ""),
+    "priority_tags": (str, 0, 200, ""),
+    "meter_fault": (str, 4, 8, ""),
+    "grid_limit_a": (int, 0, 2000, "A"),
+    "grid_margin_a": (int, 0, 100, "A"),
+    "grid_fallback_a": (int, 0, 2000, "A"),
+    "grid_stale_s": (int, 5, 600, "s"),
+    "solar_mode": (str, 2, 3, ""),
+    "solar_import_w": (int, 0, 100000, "W"),
+    "solar_start_s": (int, 0, 3600, "s"),
+    "solar_stop_s": (int, 0, 3600, "s"),
+    "phase_switch_s": (int, 10, 3600, "s"),
+    "phase_switch_max": (int, 0, 20, ""),
+    "site_address": (int, 0, 16, ""),
+    "site_nodes": (int, 1, 15, ""),
+    "site_fallback_a": (int, 0, 2000, "A"),
+    "site_lost_s": (int, 3, 120, "s"),
+    "name": (str, 1, 32, ""),
+    "ocpp_url": (str, 0, 200, ""),
+    "ocpp_id": (str, 1, 48, ""),
+    "ocpp_ca": (str, 0, 64, ""),
+    "ocpp_cert": (str, 0, 64, ""),
+    "ocpp_key": (str, 0, 64, ""),
+    "ocpp_csr": (str, 0, 64, ""),
 }
 
 
@@ -61,7 +51,7 @@ class ConfigError(ValueError):
 
 
 def _check(key, value):
-    kind, lo, hi, unit, _ = KEYS[check_known(key)]
+    kind, lo, hi, unit = KEYS[check_known(key)]
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value == int(value):
