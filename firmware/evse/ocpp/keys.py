@@ -88,14 +88,15 @@ KEYS = {
     "SiteLostS": (_CFG, 0, "site_lost_s", None, None, "s"),
 }
 
-# OCPP 1.6 Measurand enumeration
-MEASURANDS = ("Current.Export", "Current.Import", "Current.Offered", "Energy.Active.Export.Register",
-              "Energy.Active.Import.Register", "Energy.Reactive.Export.Register",
-              "Energy.Reactive.Import.Register", "Energy.Active.Export.Interval",
-              "Energy.Active.Import.Interval", "Energy.Reactive.Export.Interval",
-              "Energy.Reactive.Import.Interval", "Frequency", "Power.Active.Export", "Power.Active.Import",
-              "Power.Factor", "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import", "RPM",
-              "SoC", "Temperature", "Voltage")
+# OCPP 1.6 Measurand enumeration, one string: a tuple of them held 22 str objects in the heap
+# of every board with OCPP, for the rare ChangeConfiguration that names measurands.
+MEASURANDS = ("Current.Export,Current.Import,Current.Offered,Energy.Active.Export.Register,"
+              "Energy.Active.Import.Register,Energy.Reactive.Export.Register,"
+              "Energy.Reactive.Import.Register,Energy.Active.Export.Interval,"
+              "Energy.Active.Import.Interval,Energy.Reactive.Export.Interval,"
+              "Energy.Reactive.Import.Interval,Frequency,Power.Active.Export,Power.Active.Import,"
+              "Power.Factor,Power.Offered,Power.Reactive.Export,Power.Reactive.Import,RPM,"
+              "SoC,Temperature,Voltage")
 ROTATIONS = ("NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR")
 
 
@@ -198,9 +199,10 @@ class Keys:
             return value
         if kind == _MEASURANDS:
             items = tuple(s.strip() for s in value_text.split(",")) if value_text else ()
+            known = MEASURANDS.split(",")
             for item in items:
-                if item not in MEASURANDS:
-                    raise ValueError("%s: '%s' is not an OCPP 1.6 measurand; use any of %s" % (name, item, ", ".join(MEASURANDS)))
+                if item not in known:
+                    raise ValueError("%s: '%s' is not an OCPP 1.6 measurand; use any of %s" % (name, item, ", ".join(known)))
             most = self.get(lo)
             if len(items) > most:
                 raise ValueError("%s lists %d measurands; at most %d (%s)" % (name, len(items), most, lo))
