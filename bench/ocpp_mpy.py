@@ -25,7 +25,7 @@ WARM = (asyncio.Lock, asyncio.Event, asyncio.wait_for_ms, getattr(asyncio, "open
 
 gc.collect()
 _before_code = gc.mem_alloc()
-from evse.ocpp import ops  # noqa: E402,F401  (cp imports it on the first CALL from the CSMS)
+from evse.ocpp import ops  # noqa: E402,F401  (cp loads it for each CALL from the CSMS: counted as code here)
 from evse.ocpp.cp import ChargePoint  # noqa: E402
 import evse  # noqa: E402,F401  (boot_payload reads VERSION)
 

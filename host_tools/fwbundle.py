@@ -4,7 +4,7 @@ installs.
     python -m host_tools.fwbundle firmware/ OUT.bin --version 0.2.0
 
 The bundle is what `make flash` copies, minus the board file: main.py, boot.py and every .py under
-evse/. Its format (fw.py verifies it):
+evse/. Its format (firmware/evse/ocpp/bundle.py verifies it):
 
     EVSEFW1 <manifest length in bytes, decimal>\\n
     <manifest: that many bytes of UTF-8 JSON>

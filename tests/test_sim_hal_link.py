@@ -35,3 +35,16 @@ def test_a_line_from_a_process_that_is_no_longer_the_board_s_is_dropped(tmp_path
     assert not served.is_alive() and replies.readline() == b""
     assert gun.duty_pm == -1
     mcu.close()
+
+
+def test_a_link_taken_after_its_process_was_cut_is_closed_unheard(tmp_path):
+    """The process connected and was cut before the virtual board took its link: no process is
+    the board's, and the factory's programming run is not running."""
+    board = VirtualBoard("sim-ac2", flash_dir=str(tmp_path))
+    board.proc = None
+    mcu, served = linked(board)
+    mcu.sendall(b"P 1 533\n")
+    served.join(5)
+    assert not served.is_alive() and mcu.makefile("rb").readline() == b""
+    assert board.world.gun(1).duty_pm == -1
+    mcu.close()

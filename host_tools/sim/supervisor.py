@@ -343,6 +343,7 @@ class VirtualBoard:
         self._sigint_at = -SIGINT_GAP_S   # when Ctrl-C last interrupted the MicroPython process,
         self._sigint_proc = None          # which process that was,
         self._sigint_switches = None      # and its voluntary context switches then (_may_interrupt)
+        self._programming = False         # the factory's programming run is running (program_flash)
         self._tmp = None
         if flash_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="evse-sim-")
@@ -514,7 +515,11 @@ class VirtualBoard:
             return
         image.write_bytes(b"\xff" * (FLASH_BLOCKS * 4096))
         cmd = self._rom_command()
-        done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)
+        self._programming = True   # its HAL link, if it opens one, is the factory's (_hal_conn)
+        try:
+            done = subprocess.run(cmd, cwd=self.flash_dir, env=self._env("program"), capture_output=True, timeout=120)
+        finally:
+            self._programming = False
         if done.returncode != 0:
             image.unlink()
             raise RuntimeError("programming the flash image failed: %s" % (done.stdout + done.stderr).decode(errors="replace")[-600:])
@@ -737,9 +742,19 @@ class VirtualBoard:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._proc_lock:
             owner = self.proc   # the MCU whose HAL this is (None: the factory's programming run)
+            if owner is None and not self._programming:
+                conn.close()   # a process that was cut or reset before its link was taken
+                return
+
+        def stale() -> bool:
+            # A line a process sent before its power cut or reset, read only now (a loaded
+            # host): its outputs fell with the power (world.firmware_gone).
+            return owner is not None and self.proc is not owner
         rfile = conn.makefile("rb")
         try:
             for line in rfile:
+                if stale():
+                    break
                 if line[:1] == b"W":
                     self._watchdog_conn = conn
                 text = line.decode(errors="replace")
@@ -750,9 +765,7 @@ class VirtualBoard:
                     if stall_ms:
                         time.sleep(stall_ms / 1000)
                 with self.world.lock:
-                    # A line a process sent before its power cut or reset, read only now (a
-                    # loaded host): its outputs fell with the power (world.firmware_gone).
-                    if owner is not None and self.proc is not owner:
+                    if stale():
                         break
                     reply = self.frontend.request(text) if self.frontend else self.world.hal_request(text)
                 if reply is not None:  # the emulated MCU's output lines get no reply

@@ -1,6 +1,7 @@
 # The OCPP 1.6J charge point: one connection to the central system, the messages that go
 # over it, and the transactions of the guns. The handlers of the central system's requests
-# live in evse.ocpp.ops (one function per action); the stores in keys/auth/journal/smart.
+# live in evse.ocpp.ops and evse.ocpp.ops_more (one function per action), loaded for a request
+# (_answer); the stores in keys/auth/journal/smart.
 #
 # Order of what goes out: the journal (transaction messages, on flash until confirmed) first,
 # then the outbox (status, heartbeat, authorize, notifications; in RAM, bounded).
@@ -1070,7 +1071,12 @@ class ChargePoint:
         """A CALL of the central system. Its handlers (evse.ocpp.ops, and for some evse.ocpp.ops_more)
         load for it and go after it: nothing needs them between the central system's requests."""
         await asyncio.sleep_ms(0)   # the frame's JSON in one step, the handlers' import in the next
-        from evse.ocpp import ops
+        try:
+            from evse.ocpp import ops
+        except Exception as e:  # noqa: BLE001  (no room for them now: the request is answered, the link kept)
+            self.log("ocpp: %s not handled: %r" % (call[2], e))
+            await self._send_text(rpc.error(call[1], "InternalError", "%s failed: %s" % (call[2], e)))
+            return
         try:
             await asyncio.sleep_ms(0)   # the import (its .mpy loaded) a step of its own
             answer = await slices.run_async(ops.steps(self, call[1], call[2], call[3]))

@@ -237,7 +237,10 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         # after Installing, the order OCTT TC_044_3 expects (the old firmware stays; no reboot).
         await _tell(notify, "Installing", log)
         try:
-            from evse.ocpp import bundle as checks   # unloaded with this module (UPDATE_MODULES)
+            try:
+                from evse.ocpp import bundle as checks   # unloaded with this module (UPDATE_MODULES)
+            except Exception as e:  # noqa: BLE001  (no room for it: the install fails, the old firmware stays)
+                raise BundleError("its checks could not load (%r)" % e)
             await asyncio.sleep(0)   # the import (its .mpy loaded) a step of its own
             version, files, offset = await checks.verify_bundle(bundle)
             await asyncio.sleep(0)   # each check a step of its own: they stat the filesystem

@@ -45,8 +45,8 @@ def steps(cp, uid, action, payload):
     if not isinstance(payload, dict):  # as rpc.parse: not the PDU structure
         return rpc.error(uid, "FormationViolation", "payload of %s is not an object" % action)
     try:
-        if action not in HANDLERS:
-            yield   # the import (its .mpy loaded) a step of its own
+        if action not in HANDLERS or (action == "RemoteStartTransaction" and "chargingProfile" in payload):
+            yield   # the import (its .mpy loaded) a step of its own; a profile's checks are there
             import evse.ocpp.ops_more  # noqa: F401  (its handlers join HANDLERS)
             yield
         out = HANDLERS[action](cp, payload)
@@ -118,7 +118,7 @@ def remote_start(cp, p):
         return {"status": "Rejected"}   # a connector this charger does not have: a valid request, refused
     c = cp.connectors[n] if n is not None else None
     profile = None
-    if "chargingProfile" in p:   # its checks are smart charging's (steps lets them go after)
+    if "chargingProfile" in p:   # its checks are smart charging's (steps loaded them, and lets them go)
         from evse.ocpp.ops_more import _profile
         profile = _profile(p, "chargingProfile")
     if c is None:
