@@ -41,7 +41,9 @@ def asleep(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def board(tmp_path):
-    return VirtualBoard("sim-ac2", flash_dir=str(tmp_path))
+    board = VirtualBoard("sim-ac2", flash_dir=str(tmp_path))
+    board._armed_file.touch()   # rom.py's, once it takes a Ctrl-C
+    return board
 
 
 @pytest.mark.parametrize("ignored", [False, True])
@@ -70,6 +72,21 @@ def test_a_process_that_catches_sigint_gets_one_ctrl_c_per_gap_and_sleep(board):
         asleep(proc)
         assert board._may_interrupt(proc)
         assert not board._may_interrupt(proc)   # a burst is one interrupt
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_no_ctrl_c_goes_before_rom_py_says_it_takes_one(board):
+    """MicroPython arms its handler before it compiles rom.py, whose top level cannot take a
+    KeyboardInterrupt (the process would end: exit 130)."""
+    proc = started(CATCH, ignored=True)
+    try:
+        board._armed_file.unlink()
+        assert sigint_state(proc.pid)[1] is True
+        assert not board._may_interrupt(proc)
+        board._armed_file.touch()
+        assert board._may_interrupt(proc)
     finally:
         proc.kill()
         proc.wait()

@@ -619,15 +619,19 @@ def start():
 def main():
     raw = os.getenv("EVSE_SIM_MODE") == "raw"
     try:
+        # From here a Ctrl-C is taken: the supervisor sends none before (MicroPython arms it as it
+        # compiles this file, whose top level could not take one).
+        if os.getenv("EVSE_SIM_ARMED"):
+            open(os.getenv("EVSE_SIM_ARMED"), "w").close()
         start()
+        repl = Repl()
+        if _probe[0] is not None:
+            note_rom_heap()
+        code = 0
     except KeyboardInterrupt:
-        # A Ctrl-C while this code starts the board (MicroPython arms Ctrl-C before it runs a
-        # line of it; a board's ROM takes none): the board starts again, before its banner.
+        # A Ctrl-C while this code starts the board (a board's ROM takes none): the board starts
+        # again, before its banner.
         sys.exit(EXIT_SOFT_RESET_RAW if raw else EXIT_HARD_RESET)
-    repl = Repl()
-    if _probe[0] is not None:
-        note_rom_heap()
-    code = 0
     try:
         try:
             run_file("boot.py")

@@ -350,6 +350,7 @@ class VirtualBoard:
             flash_dir = self._tmp.name
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._armed_file = self.flash_dir / "ctrl-c-armed"   # rom.py's, at each boot (_may_interrupt)
         self._reset_write_files(0)
         self.world = World(self.board)
         # An MCU board: the port HAL runs on emulated silicon, wired to this circuit.
@@ -492,6 +493,7 @@ class VirtualBoard:
             "EVSE_SIM_SILICON": str(self.flash_dir / "silicon"),
             "EVSE_SIM_ROMFS": str(self.flash_dir / "romfs.img") if self.romfs_seed else "",
             "EVSE_SIM_WLAN": "1" if self._wlan() else "",
+            "EVSE_SIM_ARMED": str(self._armed_file),   # rom.py takes a Ctrl-C from then (_may_interrupt)
         })
         for index, bus in self.buses.items():
             env["EVSE_SIM_UART%d" % index] = bus.address  # hal/sim.py's uart(index, baudrate)
@@ -577,6 +579,7 @@ class VirtualBoard:
     def _boot(self, raw: bool) -> None:
         env = self._env("raw" if raw else "normal")
         cmd = self._rom_command()
+        self._armed_file.unlink(missing_ok=True)
         with self._proc_lock:
             self.proc = subprocess.Popen(cmd, cwd=self.flash_dir, env=env, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
@@ -722,9 +725,11 @@ class VirtualBoard:
         interrupt and went back to reading, or on to the firmware's loop). And none goes while
         the process does not catch SIGINT: the shell of _rom_command runs its trap a moment after
         Popen returns, and MicroPython arms its handler only as it starts rom.py and lets it go
-        as it ends; a SIGINT there ends the process."""
+        as it ends; a SIGINT there ends the process. Nor before rom.py says it takes one (the file
+        _armed_file): MicroPython arms its handler before it compiles rom.py, whose top level
+        cannot take a KeyboardInterrupt."""
         now = time.monotonic()
-        if now - self._sigint_at < SIGINT_GAP_S:
+        if now - self._sigint_at < SIGINT_GAP_S or not self._armed_file.exists():
             return False
         state = sigint_state(proc.pid)
         if state is not None:
