@@ -948,3 +948,55 @@ def test_a_refused_security_profile_change_is_a_security_event_and_changes_nothi
     assert answer[2] == {"status": "Rejected"} and cp.keys.get("SecurityProfile") == 3
     line = cp._events_due[before][0]
     assert line.startswith("ReconfigurationOfSecurityParameters: SecurityProfile 2 refused: ") and "raised" in line
+
+
+def test_smart_charging_code_is_held_only_while_a_profile_is_installed_or_waits_for_its_transaction(tmp_path,
+                                                                                                 monkeypatch):
+    """evse.ocpp.smart (about 18 KiB of a board's heap as .mpy) loads with the first profile and
+    goes with the last, after the central system's request (cp._answer) or the transaction's end;
+    without a profile each gun's cap is its rating, as smart.limit_at gives it."""
+    import asyncio
+    import sys
+    monkeypatch.setattr(asyncio, "sleep_ms", lambda ms: asyncio.sleep(ms / 1000), raising=False)   # MicroPython's
+    import evse
+    evse.unload("evse.ocpp.smart")
+    gun = FakeGun("B")
+    app = FakeApp([gun, FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    cp.clock.set(NOW)
+    sent = []
+
+    async def send_text(text):
+        sent.append(json.loads(text))
+    cp._send_text = send_text
+
+    def answer(action, payload):
+        asyncio.run(cp._answer([2, "u1", action, payload]))
+        return sent.pop()[2]
+
+    def loaded():
+        return "evse.ocpp.smart" in sys.modules
+
+    assert not loaded() and (cp.limit_a(1), cp.limit_a(0)) == (32.0, None)
+    for action, payload in (("GetCompositeSchedule", {"connectorId": 1, "duration": 3600}),
+                            ("ClearChargingProfile", {}), ("ReserveNow", {
+                                "connectorId": 2, "expiryDate": iso(NOW + 600), "idTag": "AA11", "reservationId": 3})):
+        assert answer(action, payload)["status"] in ("Accepted", "Unknown") and not loaded(), action
+    daily = profile(1, "TxDefaultProfile", "Recurring", recurrencyKind="Daily")   # 16 A at NOW
+    assert answer("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": daily}) == {"status": "Accepted"}
+    assert loaded() and cp.limit_a(1) == 16.0
+    evse.unload("evse.ocpp.smart")
+    again = load(FakeApp([FakeGun("A"), FakeGun("A")], None), str(tmp_path))   # a boot with it stored
+    again.clock.set(NOW)
+    assert loaded() and again.limit_a(1) == 16.0
+    assert answer("ClearChargingProfile", {"id": 1}) == {"status": "Accepted"}
+    assert not loaded() and cp.limit_a(1) == 32.0
+    # A remote start's TxProfile waits for its transaction, and ends with it.
+    tx_profile = profile(2, "TxProfile", "Recurring", recurrencyKind="Daily")
+    assert answer("RemoteStartTransaction", {"connectorId": 1, "idTag": "TAG1", "chargingProfile": tx_profile}) \
+        == {"status": "Accepted"}
+    assert loaded() and cp.pending_profile is not None
+    cp.start_tx(cp.connectors[1], "TAG1")
+    assert loaded() and [r[1] for r in cp.profiles.items] == [2] and cp.limit_a(1) == 16.0
+    cp.stop_tx(cp.connectors[1], "Local", when_s=NOW)
+    assert not loaded() and cp.limit_a(1) == 32.0

@@ -14,7 +14,7 @@ from micropython import const
 
 import evse
 from evse import slices, store
-from evse.ocpp import auth, clock, journal, keys, rpc, smart
+from evse.ocpp import auth, clock, journal, keys, rpc
 from evse.ocpp import ws as wsmod
 from evse.ocpp.tx import Connector
 
@@ -75,8 +75,10 @@ class ChargePoint:
                              if "grid_meter" in app.board else site)
         self.auth = auth.Auth(root, self.keys)
         self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
-        path = self.root + PROFILES_FILE
-        self.profiles = smart.Profiles(lambda: store.read_json(path, []), lambda items: store.write_json(path, items))
+        self._profiles = None   # smart.Profiles, while a profile is installed (the profiles property)
+        self._smart = None      # and evse.ocpp.smart with it
+        if store.read_json(self.root + PROFILES_FILE, []):
+            self.profiles
         self.clock = clock.Clock(time.ticks_ms, time.ticks_diff)
         self.connectors = [Connector(i) for i in range(n + 1)]
         self.outbox = []
@@ -245,7 +247,34 @@ class ChargePoint:
         if ended or mapped:
             self._save_txs()
         for n in ended:
-            self.profiles.remove_tx(n)
+            self._end_tx_profiles(n)
+
+    @property
+    def profiles(self):
+        """The installed charging profiles (evse.ocpp.smart.Profiles). Smart charging's code
+        (about 18 KiB of a board's heap as .mpy) loads with the first profile and goes with the
+        last (let_smart_go): limit_a needs none of it while no profile is installed."""
+        if self._profiles is None:
+            from evse.ocpp import smart
+            path = self.root + PROFILES_FILE
+            self._smart = smart
+            self._profiles = smart.Profiles(lambda: store.read_json(path, []),
+                                            lambda items: store.write_json(path, items))
+        return self._profiles
+
+    def let_smart_go(self):
+        """Smart charging's code goes when no profile is installed or waits for its transaction
+        (a RemoteStartTransaction's): after each request of the central system and each
+        transaction's end."""
+        if self.pending_profile is None and (self._profiles is None or not self._profiles.items):
+            self._profiles = self._smart = None
+            evse.unload("evse.ocpp.smart")
+
+    def _end_tx_profiles(self, n):
+        """A transaction's TxProfiles end with it (OCPP 1.6 3.13.1)."""
+        if self._profiles is not None:
+            self._profiles.remove_tx(n)
+            self.let_smart_go()
 
     def _save_txs(self):
         store.write_json(self.root + TX_FILE, dict((str(c.n), c.tx) for c in self.connectors if c.tx is not None))
@@ -278,9 +307,11 @@ class ChargePoint:
         if not self.clock.known:
             return None
         max_a = self.app.guns[n - 1].max_a if n else None
+        if self._profiles is None:   # none installed: the rating, as smart.limit_at gives it
+            return None if max_a is None else int(max_a * 10 + 1e-6) / 10
         start = c.tx["start_s"] if c.tx else None
-        return smart.limit_at(self.profiles.items, n, self.clock.now(), start, max_a,
-                              phases=self.app.phases(n) if phases is None else phases)
+        return self._smart.limit_at(self._profiles.items, n, self.clock.now(), start, max_a,
+                                      phases=self.app.phases(n) if phases is None else phases)
 
     def session_tag(self, n):
         """The idTag of gun n's transaction, or None."""
@@ -383,7 +414,9 @@ class ChargePoint:
             profile = self.pending_profile[1]
             profile["transactionId"] = tx["id"]
             self.profiles.install(c.n, profile)
-        self.pending_profile = None
+        if self.pending_profile is not None:
+            self.pending_profile = None
+            self.let_smart_go()
         self.journal.append("StartTransaction", payload, tx_id=tx["id"])
         self.sessions += 1
         self.log("ocpp: gun %d: transaction started for %s" % (c.n, tag))
@@ -440,7 +473,7 @@ class ChargePoint:
         gun = self.app.guns[c.n - 1]
         c.finishing = gun.state[0] in "BCD"
         self._save_txs()
-        self.profiles.remove_tx(c.n)
+        self._end_tx_profiles(c.n)
         c0 = self.connectors[0]
         for k in (c, c0):
             if k.scheduled is not None and (k is c or not any(x.tx is not None for x in self.connectors)):
@@ -1085,6 +1118,7 @@ class ChargePoint:
         finally:
             ops = None
             evse.unload("evse.ocpp.ops")
+            self.let_smart_go()
 
     def boot_payload(self):
         from evse import VERSION

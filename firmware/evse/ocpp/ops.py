@@ -9,7 +9,7 @@ import sys
 
 import evse
 from evse import slices
-from evse.ocpp import clock, rpc, smart
+from evse.ocpp import clock, rpc
 from evse.ocpp.rpc import need, only, opt
 
 HANDLERS = {}
@@ -17,6 +17,9 @@ HANDLERS = {}
 MORE = ("ReserveNow", "CancelReservation", "ExtendedTriggerMessage",
         "InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate", "CertificateSigned", "GetLog",
         "SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule", "SignedUpdateFirmware")
+# What needs smart charging's code (evse.ocpp.smart), which the charge point holds only while a
+# profile is installed or waits for its transaction (cp.let_smart_go).
+SMART = ("SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule")
 TRIGGERABLE = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
                "Heartbeat", "MeterValues", "StatusNotification")
 
@@ -45,9 +48,13 @@ def steps(cp, uid, action, payload):
     if not isinstance(payload, dict):  # as rpc.parse: not the PDU structure
         return rpc.error(uid, "FormationViolation", "payload of %s is not an object" % action)
     try:
-        if action not in HANDLERS or (action == "RemoteStartTransaction" and "chargingProfile" in payload):
+        profiled = action == "RemoteStartTransaction" and "chargingProfile" in payload
+        if action not in HANDLERS or profiled:
             yield   # the import (its .mpy loaded) a step of its own; a profile's checks are there
             import evse.ocpp.ops_more  # noqa: F401  (its handlers join HANDLERS)
+            yield
+        if action in SMART or profiled:
+            import evse.ocpp.smart  # noqa: F401  (a step of its own too; the handler finds it loaded)
             yield
         out = HANDLERS[action](cp, payload)
         if isinstance(out, _GENERATOR):
@@ -131,6 +138,7 @@ def remote_start(cp, p):
     if c.tx is not None or not c.operative or not cp.connectors[0].operative or gun.fault is not None:
         return {"status": "Rejected"}
     if profile is not None:
+        from evse.ocpp import smart
         # The transaction this profile is for starts with the answer: no transactionId yet.
         if (profile.get("chargingProfilePurpose") != "TxProfile" or "transactionId" in profile
                 or smart.validate(c.n, profile, len(cp.connectors) - 1, 0) is not None):

@@ -4,7 +4,7 @@
 # half's import holds the charge point's reader for long (an import cannot yield).
 from micropython import const
 
-from evse.ocpp import clock, rpc, smart
+from evse.ocpp import clock, rpc
 from evse.ocpp.ops import _connector, _later, _time, handler, trigger_message
 from evse.ocpp.rpc import need, only, opt
 
@@ -16,6 +16,7 @@ PURPOSES = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
 
 
 def _number(p, key, required=True):
+    from evse.ocpp import smart   # loaded for this request in a step of its own (ops.steps)
     value = need(p, key, float) if required else opt(p, key, float)
     if value is not None and not -smart.LIMIT_MAX <= value <= smart.LIMIT_MAX:  # JSON 1e999 reads as infinity
         raise rpc.RpcError("PropertyConstraintViolation", "%s %r is out of range" % (key, value))
@@ -174,6 +175,7 @@ def set_charging_profile(cp, p):
     c = _connector(cp, p)
     profile = _profile(p, "csChargingProfiles")
     tx_id = c.tx["id"] if c.n and c.tx is not None else None
+    from evse.ocpp import smart
     reason = smart.validate(c.n, profile, len(cp.connectors) - 1, tx_id)
     if reason is None and not cp.profiles.install(c.n, profile):
         reason = "no room for another profile"
@@ -204,6 +206,7 @@ def get_composite_schedule(cp, p):
         return {"status": "Rejected"}
     start = c.tx["start_s"] if c.n and c.tx is not None else None
     max_a = cp.app.guns[c.n - 1].max_a if c.n else cp.app.cfg.get("site_limit_a")
+    from evse.ocpp import smart
     schedule = smart.composite(cp.profiles.items, c.n, cp.clock.now(), duration, unit, start, max_a,
                                phases=cp.app.phases(c.n))
     return {"status": "Accepted", "connectorId": c.n, "scheduleStart": clock.iso(schedule["startSchedule"]),
