@@ -277,5 +277,8 @@ def test_the_heap_probe_reports_what_is_live_after_the_steps_of_a_running_board(
             # as it had looked at its last write, a 99th percentile in 10 us bins, not over the longest.
             collections, p99_us, max_us = (int(x) for x in fields[4:7])
             assert 1 <= collections <= looks and p99_us % 10 == 0 and 0 < p99_us and p99_us - 10 <= max_us
+            # And the firmware's modules loaded at the peak are named (a job's code counts as code).
+            loaded = (tmp_path / "heap-probe.modules").read_text().split()
+            assert {"evse.app", "evse.hal.rp2", "evse.gun"} <= set(loaded) and "evse.ocpp.cp" not in loaded, loaded
         finally:
             rig.close()

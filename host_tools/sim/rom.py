@@ -487,9 +487,10 @@ class _Probed:
         return self.send(None)
 
 
-_probe = [None, 0, 0, 0, 0, "-", None, 0, None, 0, 0]   # the host file, the peak, ticks_ms of the last
-#                look, looks, heap, the peak's task, the collections' times, the longest, their host
-#                file, the ROM's own heap (a chip's is in ROM and C), the heap asyncio took
+_probe = [None, 0, 0, 0, 0, "-", None, 0, None, 0, 0, None, 0]   # the host file, the peak, ticks_ms of the
+#                last look, looks, heap, the peak's task, the collections' times, the longest, their
+#                host file, the ROM's own heap (a chip's is in ROM and C), the heap asyncio took,
+#                the host file of the firmware's modules loaded at the peak, its length
 _GC_BIN_US = 10      # the collections' times: a histogram of 10 us bins (fixed: the probe's own
 _GC_BINS = 512       # data is in the heap it measures), the last for any longer
 
@@ -534,6 +535,16 @@ def _probe_step(coro):
         _probe[1] = live
         name = repr(coro)   # "<generator object 'run' at 0x...>"
         _probe[5] = name[name.find("'") + 1:name.rfind("'")] or "?"
+        import sys
+        f = _probe[11]   # the firmware's modules loaded then: their code is code, not data
+        f.seek(0)
+        n = 0
+        for name in sys.modules:
+            if name.startswith("evse"):
+                n += f.write(name) + f.write(" ")
+        f.write(" " * (_probe[12] - n))   # over a longer list before
+        _probe[12] = max(n, _probe[12])
+        f.flush()
     if live >= _probe[1] or _probe[3] % 50 == 1:
         f = _probe[0]
         f.seek(0)
@@ -576,6 +587,11 @@ def install_heap_probe(path):
         pass
     _probe[0] = open(path, "wb")
     _probe[8] = open(path + ".gc", "wb")
+    try:   # host files, opened before the flash's mount (open() goes to littlefs after it)
+        _probe[11] = open(path + ".modules", "r+b" if _probe[3] else "wb")
+    except OSError:
+        _probe[11] = open(path + ".modules", "wb")
+    _probe[12] = _probe[11].seek(0, 2)
     gc.collect()
     _probe[4] = gc.mem_free() + gc.mem_alloc()
     create = core.create_task

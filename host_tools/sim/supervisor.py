@@ -156,7 +156,9 @@ for m in sys.argv[2:] or walk('evse', 'evse'):
     except Exception:
         pass  # the MCU ports' HALs need the MCU's machine module
 gc.collect()
-print(silicon, gc.mem_alloc() - before - silicon)
+code = gc.mem_alloc() - before - silicon
+print(' '.join(sorted(k for k in sys.modules if k.startswith('evse'))))
+print(silicon, code)
 """
 # A board's heap here from its 32-bit one: make bench's heap section measures what the same
 # workloads take on a 32-bit MicroPython against this 64-bit port (docs/boards.md).
@@ -190,6 +192,12 @@ def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (
     partition `romfs`, whose image the code is then imported from) and the heap the compiled
     firmware's code takes with `modules` imported (every module when none are named), in bytes
     here."""
+    return code_heap_and_modules(stage, silicon, modules, mcu, romfs, wlan)[:2]
+
+
+def code_heap_and_modules(stage: Path, silicon: Path | None = None, modules: tuple = (), mcu: str | None = None,
+                          romfs: Path | None = None, wlan: bool = False) -> tuple[int, int, list[str]]:
+    """code_heap_bytes, and the firmware's modules loaded with `modules` (what they import too)."""
     env = dict(os.environ, MICROPYPATH=f"{silicon}:{stage}:.frozen" if silicon else f"{stage}:.frozen",
                EVSE_SIM_MCU="", EVSE_SIM_ROMFS=str(romfs) if romfs else "")
     emulated = ",".join(SILICON_MODULES[mcu] + (("network",) if wlan and "network" not in SILICON_MODULES[mcu]
@@ -198,8 +206,10 @@ def code_heap_bytes(stage: Path, silicon: Path | None = None, modules: tuple = (
                           capture_output=True, text=True, cwd=stage, env=env, timeout=60)
     if done.returncode != 0:
         raise SystemExit(f"measuring the firmware's code in the heap failed: {done.stderr.strip()[-400:]}")
-    silicon_bytes, code_bytes = done.stdout.split()[-2:]
-    return int(silicon_bytes), int(code_bytes)
+    lines = done.stdout.rstrip("\n").split("\n")
+    names, numbers = lines[-2] if len(lines) > 1 else "", lines[-1]
+    silicon_bytes, code_bytes = numbers.split()
+    return int(silicon_bytes), int(code_bytes), names.split()
 
 
 def boot_modules(board: dict) -> list[str]:
@@ -337,6 +347,7 @@ class VirtualBoard:
         self.heap_arg = heap
         self.heap = heap or "%dK" % (2 * self.board.get("heap_kb", 192))
         self.code_heap = 0      # what importing the firmware's code takes here
+        self.boot_imports: list[str] = []   # and its modules (an MCU board's)
         self.silicon_heap = 0   # what the emulated silicon takes here (an MCU board's)
         self.romfs_seed: Path | None = None   # the ROMFS partition as the factory programs it
         self.csms_url = csms_url
@@ -445,8 +456,8 @@ class VirtualBoard:
         else:
             build = build_sim_firmware(stage)
         if self.heap_arg is None and self.mcu:
-            self.silicon_heap, self.code_heap = code_heap_bytes(stage, silicon, tuple(boot_modules(self.board)),
-                                                                self.mcu, self.romfs_seed, self._wlan())
+            self.silicon_heap, self.code_heap, self.boot_imports = code_heap_and_modules(
+                stage, silicon, tuple(boot_modules(self.board)), self.mcu, self.romfs_seed, self._wlan())
             if self.board["hardware"].get("virtual_heap", "measured") == "measured":
                 heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
                                         CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64)
@@ -472,6 +483,13 @@ class VirtualBoard:
         for src in self.put:
             shutil.copyfile(src, stage / src.name)
         return str(stage)
+
+    def code_heap_with(self, modules: tuple) -> int:
+        """The heap the code takes here with `modules` loaded beside the boot's (an MCU board's; the
+        memory bench's count of what a job had loaded at the heap's peak)."""
+        flash = self.flash_dir
+        return code_heap_bytes(flash / "seed", flash / "silicon", tuple(boot_modules(self.board)) + modules, self.mcu,
+                               self.romfs_seed, self._wlan())[1]
 
     def _wlan(self) -> bool:
         return self.board.get("network", {}).get("kind") == "wlan"
