@@ -184,8 +184,8 @@ def test_flash_romfs_onto_a_micropython_without_a_romfs_partition_is_refused_and
 @pytest.mark.virtual_only("starts a virtual board with a WLAN, with the central system of its own")
 @pytest.mark.parametrize("name", ["rp2040-pico-w", "esp32-wrover", "rp2350-pico2-w"])
 def test_a_wlan_board_joins_and_runs_a_remote_session_with_the_central_system(request, tmp_path, csms_server, name):
-    """rp2040-pico-w (the rp2 HAL joins the CYW43's WLAN), esp32-wrover (at its measured heap:
-    the PSRAM's) and rp2350-pico2-w (at its measured heap): the HAL joins the WLAN from wifi.json (the factory wrote it) and the charge point
+    """rp2040-pico-w (the rp2 HAL joins the CYW43's WLAN), esp32-wrover (the PSRAM's heap) and
+    rp2350-pico2-w, each at its measured heap: the HAL joins the WLAN from wifi.json (the factory wrote it) and the charge point
     talks to the central system over it; every frame is schema-valid."""
     from host_tools.csms.client import CsmsClient
     csms = CsmsClient(csms_server.api)
