@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evse import config
+from evse import config, grid
 from fake_rig import FakeHal
 
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
@@ -264,11 +264,11 @@ def test_solar_shares_the_surplus_over_the_phases_the_wanting_guns_load(make_app
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
     app._loads_now = lambda: [(0,), (1,)]
     shares(app, now_ms=0)
-    site = app._solar_caps(1, [40.0, 40.0, 40.0], [32, 32], [(0,), (1,)])
+    site = grid.solar_caps(app, 1, [40.0, 40.0, 40.0], [32, 32], [(0,), (1,)])
     assert [round(a, 1) for a in site] == [20.0, 20.0, 20.0]
-    site = app._solar_caps(2, [40.0, 40.0, 40.0], [32, 0], [(0, 1, 2), (1,)])
+    site = grid.solar_caps(app, 2, [40.0, 40.0, 40.0], [32, 0], [(0, 1, 2), (1,)])
     assert [round(a, 1) for a in site] == [13.3, 13.3, 13.3]
-    site = app._solar_caps(3, [10.0, 40.0, 40.0], [32, 0], [(0, 1, 2), (1,)])   # under the connection's caps
+    site = grid.solar_caps(app, 3, [10.0, 40.0, 40.0], [32, 0], [(0, 1, 2), (1,)])   # under the connection's caps
     assert [round(a, 1) for a in site] == [10.0, 13.3, 13.3]
 
 
@@ -278,7 +278,7 @@ def test_an_exporting_phase_is_room_for_the_guns_up_to_the_site_limit(make_app):
     reading = meters.Reading(3, False)
     reading.amps, reading.phase_w = [10.0, 10.0, 10.0], [-2300.0, 2300.0, -2300.0]   # L1, L3 export
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
-    caps = app._grid_caps(0, 40, app._loads_now())
+    caps = grid.caps(app, 0, 40, app._loads_now())
     assert caps == [24.0, 4.0, 24.0]     # 16 - 2 + 10 where it exports, 16 - 2 - 10 where it draws
 
 
@@ -292,7 +292,7 @@ def test_a_reading_below_what_the_guns_draw_is_no_room_unless_the_phase_exports(
     reading = meters.Reading(3, False)
     reading.amps, reading.phase_w = [2.0, 2.0, 2.0], [460.0, 460.0, -460.0]   # L3 exports 2 A
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
-    app._grid_caps(0, 40, app._loads_now())
+    grid.caps(app, 0, 40, app._loads_now())
     assert app.grid_building_a == [0.0, 0.0, -18.0]
 
 
@@ -305,19 +305,19 @@ def test_guns_drawing_more_than_the_export_keep_it_and_do_not_swing(make_app):
     reading = meters.Reading(3, False)
     reading.amps, reading.phase_w = [16.0, 0.0, 0.0], [-3680.0, 0.0, 0.0]
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, 0
-    assert app._grid_caps(0, 40, app._loads_now())[0] == 30.0
+    assert grid.caps(app, 0, 40, app._loads_now())[0] == 30.0
     for g in app.guns:
         g.contactor, g.current_a, g.duty_pm = True, 15.0, 267
     later = meters.Reading(3, False)
     later.amps, later.phase_w = [14.0, 30.0, 30.0], [3220.0, 6900.0, 6900.0]
     app.metering.grid_reading, app.metering.grid_ok_ms = later, 1000
-    assert app._grid_caps(1000, 40, app._loads_now())[0] == 30.0
+    assert grid.caps(app, 1000, 40, app._loads_now())[0] == 30.0
     assert app.grid_building_a[0] == -16.0
     # The sun goes: 30 A of guns and nothing back, the building is 0 again, the cap 14 A.
     gone = meters.Reading(3, False)
     gone.amps, gone.phase_w = [30.0, 30.0, 30.0], [6900.0] * 3
     app.metering.grid_reading, app.metering.grid_ok_ms = gone, 2000
-    assert app._grid_caps(2000, 40, app._loads_now())[0] == 14.0
+    assert grid.caps(app, 2000, 40, app._loads_now())[0] == 14.0
 
 
 def grid_reading(app, amps, at_ms):
@@ -325,7 +325,7 @@ def grid_reading(app, amps, at_ms):
     reading = meters.Reading(3, False)
     reading.amps, reading.phase_w = list(amps), [230.0 * a for a in amps]
     app.metering.grid_reading, app.metering.grid_ok_ms = reading, at_ms
-    return app._grid_caps(at_ms, 40, app._loads_now())
+    return grid.caps(app, at_ms, 40, app._loads_now())
 
 
 def test_an_ev_that_ramps_as_the_meter_reads_does_not_move_the_building(make_app):

@@ -58,18 +58,6 @@ def phases_wanted(limits, loads):
     return (seen & 1) + (seen >> 1 & 1) + (seen >> 2 & 1)
 
 
-def _building(measured, guns_a, last):
-    """The building's current on a phase: the grid meter's less the guns'. An import, but less
-    than the guns draw: the building gives back no more than an exporting reading last showed
-    (`last`; the guns drawing the export keep it), and nothing if none did."""
-    b = measured - guns_a
-    if b < 0 and measured >= 0:
-        floor = last if last < 0.0 else 0.0
-        if b < floor:
-            b = floor
-    return b
-
-
 class App:
     def __init__(self, board, cfg, hal, root="/"):
         self.board = board
@@ -140,6 +128,7 @@ class App:
             # which must not make a building's real load look like a meter's fault.
             self.metering.grid_limit_a = lambda: max(cfg.get("grid_limit_a"), board["site_limit_a"])
             if "grid_meter" in board:
+                from evse import grid  # noqa: F401  (the budget under it: its code only on such a board)
                 from evse.solar import Solar
                 self.solar = Solar()
         if board["kind"] == "dc":
@@ -481,7 +470,8 @@ class App:
         its EV loads, what it draws, and the policy's ranks -> each gun's allocation. A generator
         that yields between the sharing's stages (a site's coordinator shares 16 guns or more)."""
         if self.cabinet is not None:
-            self.share_dc(now_ms)
+            from evse import dc   # loaded at boot on a DC board
+            dc.share(self, now_ms)
             return
         cfg = self.cfg
         cap = cfg.get("gun_max_a")
@@ -533,7 +523,8 @@ class App:
         grid = self.metering is not None and self.metering.grid_source is not None
         solar_on = grid and cfg.get("solar_mode") == "on"
         if grid:
-            site = self._grid_caps(now_ms, site, loads)
+            from evse import grid as budget   # loaded at boot on a board with a grid meter
+            site = budget.caps(self, now_ms, site, loads)
         wanting = limits
         if self.phase_sw.count(None) < len(self.phase_sw):
             wanting = list(limits)   # a gun that is switching still counts for the solar surplus
@@ -541,7 +532,7 @@ class App:
             phases.switch(self, now_ms, site, limits, loads, prio, solar_on)
         if grid:
             if solar_on:
-                site = self._solar_caps(now_ms, site, wanting, loads)
+                site = budget.solar_caps(self, now_ms, site, wanting, loads)
             elif self.solar.state != "waiting" or self.solar.since_ms is not None:
                 self.solar.reset()   # switched on again, it waits solar_start_s afresh
         if site_bus is not None and site_bus.coordinates:
@@ -557,135 +548,6 @@ class App:
                 alloc = [0.0] * len(self.guns)
         for g, a in zip(self.guns, alloc):
             g.allocation_a = a
-
-    def share_dc(self, now_ms):
-        """A DC board: the cabinet's modules and each dispenser's power limit from what each EV
-        asks, capped by the dispenser's rating and the central system's profiles; the total by
-        the cabinet, the site and the ChargePointMaxProfile. An OCPP limit in A is taken as the
-        charger's AC input: W = A x 230 V x the board's phases (a limit set in W comes back
-        as it was, floored to 0.1 A)."""
-        volts_total = VOLTS * self.phases(0)
-        total_w = self.cfg.get("site_limit_a") * volts_total
-        charger_a = self.smart_a[0]
-        if charger_a is not None and charger_a * volts_total < total_w:
-            total_w = charger_a * volts_total
-        policy = self.cfg.get("sharing_policy")
-        demands, caps, delivered, prio = [], [], [], []
-        for g in self.guns:
-            g.allowed = g.enabled and self.permit[g.n]
-            cap = g.power_cap_w()
-            if g.allowed:
-                smart_a = self.smart_a[g.n]
-                if smart_a is not None and smart_a * VOLTS * self.phases(g.n) < cap:
-                    cap = smart_a * VOLTS * self.phases(g.n)
-            asks = g.demand_w if (g.allowed and g.wants_power()) or g.winding_down() else 0
-            if asks and self._since[g.n - 1] is None:
-                self._since[g.n - 1] = now_ms
-            elif not asks:
-                self._since[g.n - 1] = None
-            demands.append(asks)
-            caps.append(cap)
-            delivered.append(g.dc_w)
-            prio.append(self._rank(g, policy))
-        if policy == "fifo":
-            prio = [now_ms if t is None else t for t in self._since]
-        cab = self.cabinet
-        for g in self.guns:
-            cab.dispense[g.n - 1] = g.dispense()
-        cab.step(now_ms, demands, caps, delivered, total_w, prio)
-        for g in self.guns:
-            g.modules = cab.held[g.n - 1]
-            g.limit_w = cab.limit_w[g.n - 1]
-
-    def _grid_caps(self, now_ms, site, loads):
-        """Amps per site phase the guns may share under a grid meter (docs/grid.md): the
-        connection less the building's load (the meter's current less what the guns draw) less
-        the margin, under `site`; grid_fallback_a while the meter has been silent for
-        grid_stale_s. The sharing lowers first, as for any budget."""
-        m, cfg = self.metering, self.cfg
-        stale_ms = cfg.get("grid_stale_s") * 1000
-        if m.grid_ok_ms is None or now_ms - m.grid_ok_ms > stale_ms:
-            # Never over the connection less its margin, whatever was stored (Config.consistent).
-            fallback = min(cfg.get("grid_fallback_a"), max(cfg.get("grid_limit_a") - cfg.get("grid_margin_a"), 0))
-            if not self.grid_fallback and (m.grid_ok_ms is not None or now_ms > stale_ms):   # not at boot
-                self.grid_fallback = True
-                self.note("grid meter: no reading for %d s; the guns share %d A per phase" % (stale_ms // 1000, fallback))
-            self.grid_building_a = None
-            return [fallback if fallback < site else site] * 3
-        if self.grid_fallback:
-            self.grid_fallback = False
-            self.note("grid meter: it answers again")
-        if m.grid_ok_ms != self._grid_seen_ms or self.grid_building_a is None:
-            # A new reading: the building is what it measured less what the guns drew as it
-            # measured (now, within a step). Between readings the building stays as it was:
-            # the guns' own draw changes, the stale reading's does not.
-            self._grid_seen_ms = m.grid_ok_ms
-            # What the guns drew as the meter read, between `lo` and `hi` per phase: a gun's meter
-            # reading is up to a second old (a node's reaches the coordinator up to two seconds
-            # late), so a gun counts with it, no more than it offers now (one from before the gun
-            # lowered would make the building look smaller than it is); while its offer or its
-            # contactor changed in the last UNSURE_MS, its EV may draw anything up to the offer.
-            lo = [0.0, 0.0, 0.0]
-            hi = [0.0, 0.0, 0.0]
-            for g, phases in zip(self.guns, loads):
-                if g.contactor:
-                    a = g.current_a
-                    offer = g.offered_a()
-                    least = a if a < offer else offer
-                    most = a
-                    if offer > a and _unsure(g, now_ms):
-                        most = offer
-                    for p in phases:
-                        lo[p] += least
-                        hi[p] += most
-            if self.site is not None and self.site.coordinates:   # the nodes' guns are behind it too
-                self.site.drawn_a(now_ms, lo, hi)
-            self._grid_guns_w = (lo[0] + lo[1] + lo[2]) * VOLTS
-            # Each phase's current signed: a meter's magnitude takes the sign of that phase's
-            # power (negative while the site exports); a fed reading comes signed.
-            amps = m.grid_reading.amps
-            phase_w = getattr(m.grid_reading, "phase_w", None)
-            before = self.grid_building_a
-            building = [0.0, 0.0, 0.0]
-            for p in range(3):
-                measured = amps[p] if p < len(amps) else 0.0
-                if phase_w is not None and p < len(phase_w) and phase_w[p] < 0:
-                    measured = -measured
-                last = before[p] if before is not None else 0.0
-                # Negative: the building gives current back (its solar panels), room the guns
-                # may draw on top of the connection, up to the site's own limit.
-                most = _building(measured, lo[p], last)
-                least = _building(measured, hi[p], last)
-                # The building as it was, if this reading allows it: an EV that ramps (or stops)
-                # as the meter reads does not move it, so the guns do not swing with it; a
-                # building that grows past what the guns' changes could explain moves it at once.
-                b = most if before is None or last > most else (least if last < least else last)
-                building[p] = b
-            self.grid_building_a = building
-        room = cfg.get("grid_limit_a") - cfg.get("grid_margin_a")
-        caps = [0.0, 0.0, 0.0]
-        for p in range(3):
-            cap = room - self.grid_building_a[p]
-            caps[p] = 0.0 if cap < 0 else (site if cap > site else cap)
-        return caps
-
-    def _solar_caps(self, now_ms, site, limits, loads):
-        """Under solar_mode on: the site caps no higher than the solar surplus allows per phase
-        the guns that want power load (evse.solar); nothing while the grid meter is silent or
-        gives no power."""
-        cfg, m, solar = self.cfg, self.metering, self.solar
-        phases = phases_wanted(limits, loads)
-        net_w = None if self.grid_fallback else getattr(m.grid_reading, "power_w", None)
-        before = solar.state
-        cap = solar.cap(now_ms, net_w, self._grid_guns_w, cfg.get("solar_import_w"), phases,
-                        cfg.get("min_current_a"), cfg.get("solar_start_s") * 1000, cfg.get("solar_stop_s") * 1000)
-        if solar.state != before:
-            self.note("solar: %s" % (
-                "the surplus has sufficed for %d s: charging" % cfg.get("solar_start_s") if solar.state == "charging"
-                and before == "waiting" else "back over the minimum" if solar.state == "charging"
-                else "short of the minimum: %d s at %d A, then pause" % (cfg.get("solar_stop_s"), cfg.get("min_current_a"))
-                if solar.state == "short" else "the guns pause until the surplus suffices"))
-        return [cap if cap < site[p] else site[p] for p in range(3)]
 
     def _loads_now(self):
         """The site phases each gun loads: what its meter sees drawn while it charges (a

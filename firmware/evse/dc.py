@@ -538,3 +538,44 @@ def _codec(protocol):
 
 def _where(g):
     return "dispenser %d" % g if g > 0 else "parked" if g == 0 else "unknown (its I/O module is lost, or two contacts closed)"
+
+
+def share(app, now_ms):
+    """A DC board: the cabinet's modules and each dispenser's power limit from what each EV
+    asks, capped by the dispenser's rating and the central system's profiles; the total by
+    the cabinet, the site and the ChargePointMaxProfile. An OCPP limit in A is taken as the
+    charger's AC input: W = A x 230 V x the board's phases (a limit set in W comes back
+    as it was, floored to 0.1 A)."""
+    from evse.app import VOLTS   # loaded: App calls this
+    volts_total = VOLTS * app.phases(0)
+    total_w = app.cfg.get("site_limit_a") * volts_total
+    charger_a = app.smart_a[0]
+    if charger_a is not None and charger_a * volts_total < total_w:
+        total_w = charger_a * volts_total
+    policy = app.cfg.get("sharing_policy")
+    demands, caps, delivered, prio = [], [], [], []
+    for g in app.guns:
+        g.allowed = g.enabled and app.permit[g.n]
+        cap = g.power_cap_w()
+        if g.allowed:
+            smart_a = app.smart_a[g.n]
+            if smart_a is not None and smart_a * VOLTS * app.phases(g.n) < cap:
+                cap = smart_a * VOLTS * app.phases(g.n)
+        asks = g.demand_w if (g.allowed and g.wants_power()) or g.winding_down() else 0
+        if asks and app._since[g.n - 1] is None:
+            app._since[g.n - 1] = now_ms
+        elif not asks:
+            app._since[g.n - 1] = None
+        demands.append(asks)
+        caps.append(cap)
+        delivered.append(g.dc_w)
+        prio.append(app._rank(g, policy))
+    if policy == "fifo":
+        prio = [now_ms if t is None else t for t in app._since]
+    cab = app.cabinet
+    for g in app.guns:
+        cab.dispense[g.n - 1] = g.dispense()
+    cab.step(now_ms, demands, caps, delivered, total_w, prio)
+    for g in app.guns:
+        g.modules = cab.held[g.n - 1]
+        g.limit_w = cab.limit_w[g.n - 1]

@@ -145,7 +145,7 @@ def _safe(app, g):
 def _would_get(app, i, phases, limit, site, limits, loads, prio, solar_on):
     """What gun i would get per phase if its EV loaded `phases` with `limit` as its own: the
     budget filled as the sharing fills it (no transition, no pause), under solar_mode the
-    surplus spread as App._solar_caps spreads it."""
+    surplus spread as evse.grid.solar_caps spreads it."""
     loads = list(loads)
     loads[i] = phases
     limits = list(limits)

@@ -307,7 +307,7 @@ class Coordinator:
 
     def drawn_a(self, now_ms, lo, hi):
         """Adds to lo and hi (per site phase) the least and the most the answering nodes' guns may
-        draw now (App._grid_caps): a gun's last current, no more than the cap written to it or what
+        draw now (evse.grid.caps): a gun's last current, no more than the cap written to it or what
         the node offers (less on its fallback, which a current from before it does not show); while
         that cap changed in the last UNSURE_MS, or the node says its offer or contactor did (an EV
         that starts long after its cap came), anything up to the cap, as the EV follows it and the

@@ -214,12 +214,17 @@ def code_heap_and_modules(stage: Path, silicon: Path | None = None, modules: tup
 
 def boot_modules(board: dict) -> list[str]:
     """What main.py imports on an MCU board: the update check, the app and its port's HAL, the
-    meters' reader when a gun has a meter, on a board with a network the charge point (its
+    meters' reader when a gun or the site has a meter (and the grid's budget with the site's),
+    the phase switching of guns that have it, on a board with a network the charge point (its
     config may name a central system at any time: counted, never hidden), and a DC board's
     parts."""
     modules = ["evse.ocpp.fw", "evse.app", "evse.hal." + board["hal"]]
-    if any("meter" in gun for gun in board["guns"]):
+    if any("meter" in gun for gun in board["guns"]) or "grid_meter" in board:
         modules.append("evse.metering")
+    if "grid_meter" in board:
+        modules += ["evse.grid", "evse.solar"]   # the budget under it
+    if any(gun.get("phase_switch") for gun in board["guns"]):
+        modules.append("evse.phases")
     if board.get("network", {}).get("kind", "none") != "none":
         modules.append("evse.ocpp.cp")   # its handlers (evse.ocpp.ops) load for a request only
     return modules + dc_modules(board)
