@@ -382,8 +382,8 @@ def run_client(scenario, url, **opts):
 
 
 def test_client_negotiates_ocpp16_and_echoes_short_medium_and_long_messages(servers):
-    assert run_client("echo", servers["plain"] + "/echo/CP1") == [
-        ["connected", "ocpp1.6"], ["echo", "hello"], ["echo", 4000], ["echo", "70000"],
+    assert run_client("echo", servers["plain"] + "/echo/CP1", held=True) == [
+        ["connected", "ocpp1.6"], ["handshake code held", False], ["echo", "hello"], ["echo", 4000], ["echo", "70000"],
         ["closed", False]]
 
 
