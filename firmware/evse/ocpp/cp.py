@@ -697,98 +697,19 @@ class ChargePoint:
 
     # ---- firmware and diagnostics ------------------------------------------------------------------
     def start_firmware_update(self, location, when_s, retries, interval_s, signed=None):
-        """UpdateFirmware, or with signed = (requestId, key of the signing certificate (RSA or
-        EC P-256, certs.public_key), signature) SignedUpdateFirmware: the bundle's SHA-256 must
-        carry that signature before anything of it is installed, and the statuses go as
-        SignedFirmwareStatusNotification. The requestId waits in fw_request.json only while
-        the install is under way: the report after its reboot goes signed, any other not."""
-        evse.update_job(1)
-        self.firmware_busy = True
-        from evse.ocpp import fw
-        request_file = store.join(self.root, FW_REQUEST_FILE)
-        check = None
-        if signed is not None:
-            request_id, key, signature = signed
-
-            async def check(path):
-                digest = await fw.sha256_of(path)
-                from evse.ocpp import certs   # for the check, not the whole download
-                try:
-                    good = await slices.run_async(certs.verify_steps(key, signature, digest))
-                finally:
-                    evse.unload("evse.ocpp.certs")
-                if not good:
-                    self.security_event("InvalidFirmwareSignature", location[:200])
-                    raise fw.BundleError("its signature does not match the signing certificate's key")
-                store.write_json(request_file, {"requestId": request_id})   # verified: the install begins
-
-        async def notify(status):
-            self.firmware_status = status
-            if signed is None:
-                self.send("FirmwareStatusNotification", {"status": status})
-            else:
-                self.send("SignedFirmwareStatusNotification", {"status": status, "requestId": signed[0]})
-
-        async def update():
-            reboot = False
-            try:
-                wait_s = when_s - self.clock.now()
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-                if signed is None:
-                    store.remove(request_file)   # a signed update's leftover must not sign this one's report
-                reboot = await fw.update_firmware(location, self.root, notify, retries, interval_s,
-                                                  log=self.app.log, cadata=self.trusted_ca(), check=check)
-            finally:
-                evse.update_job(-1)
-                self.firmware_busy = False
-                if not reboot:
-                    store.remove(request_file)
-            if reboot:
-                if signed is not None:
-                    await notify("InstallRebooting")
-                self.request_reset("Soft")
-
-        asyncio.create_task(update())
+        """UpdateFirmware or SignedUpdateFirmware (evse.ocpp.fw.start_update), in a task of its own."""
+        from evse.ocpp import fw   # the update's code, loaded for it (evse.update_job)
+        fw.start_update(self, location, when_s, retries, interval_s, signed)
 
     def start_diagnostics(self, location, retries, interval_s):
-        async def notify(status):
-            self.diagnostics_status = status
-            self.send("DiagnosticsStatusNotification", {"status": status})
-
-        return self._upload_log(self.app.log, "diagnostics", location, retries, interval_s, notify)
+        """GetDiagnostics (evse.ocpp.fw.start_diagnostics): the file name it goes as."""
+        from evse.ocpp import fw
+        return fw.start_diagnostics(self, location, retries, interval_s)
 
     def start_log(self, kind, request_id, location, retries, interval_s):
-        """GetLog: the diagnostics log or the security log uploaded to `location`, with
-        LogStatusNotification for `request_id`. The file name, or None when that log is empty."""
-        log = self.app.log if kind == "DiagnosticsLog" else self.security_log()
-        if not log.files():
-            return None
-        self.log_request_id = request_id
-
-        async def notify(status):
-            self.log_status = "UploadFailure" if status == "UploadFailed" else status
-            self.send("LogStatusNotification", {"status": self.log_status, "requestId": request_id})
-
-        return self._upload_log(log, "security" if kind == "SecurityLog" else "diagnostics", location, retries,
-                                interval_s, notify)
-
-    def _upload_log(self, log, what, location, retries, interval_s, notify):
-        """`log` uploaded to `location` in a task of its own (GetDiagnostics, GetLog), its
-        statuses given to `notify`; the file name it goes as."""
-        evse.update_job(1)
+        """GetLog (evse.ocpp.fw.start_log): the file name, or None when that log is empty."""
         from evse.ocpp import fw
-        name = "%s-%s-%s.txt" % (what, self.cp_id, clock.iso(self.clock.now()).replace(":", "").replace("-", ""))
-
-        async def upload():
-            try:
-                await fw.upload_diagnostics(location, self.root, log, notify, retries, interval_s,
-                                            name=name, cadata=self.trusted_ca())
-            finally:
-                evse.update_job(-1)
-
-        asyncio.create_task(upload())
-        return name
+        return fw.start_log(self, kind, request_id, location, retries, interval_s)
 
     def request_reset(self, kind):
         reason = "HardReset" if kind == "Hard" else "SoftReset"

@@ -410,3 +410,103 @@ async def upload_diagnostics(url, root, log, notify, retries=1, retry_interval_s
         return None
     await _tell(notify, "Uploaded", log)
     return name
+
+
+# ---- the charge point's jobs (its start_firmware_update, start_diagnostics and start_log) ------
+def start_update(cp, location, when_s, retries, interval_s, signed=None):
+    """UpdateFirmware, or with signed = (requestId, key of the signing certificate (RSA or
+    EC P-256, certs.public_key), signature) SignedUpdateFirmware: the bundle's SHA-256 must
+    carry that signature before anything of it is installed, and the statuses go as
+    SignedFirmwareStatusNotification. The requestId waits in fw_request.json only while
+    the install is under way: the report after its reboot goes signed, any other not."""
+    from evse.ocpp.cp import FW_REQUEST_FILE   # the charge point's: loaded
+    evse.update_job(1)
+    cp.firmware_busy = True
+    request_file = store.join(cp.root, FW_REQUEST_FILE)
+    check = None
+    if signed is not None:
+        request_id, key, signature = signed
+
+        async def check(path):
+            digest = await sha256_of(path)
+            from evse.ocpp import certs   # for the check, not the whole download
+            try:
+                good = await slices.run_async(certs.verify_steps(key, signature, digest))
+            finally:
+                evse.unload("evse.ocpp.certs")
+            if not good:
+                cp.security_event("InvalidFirmwareSignature", location[:200])
+                raise BundleError("its signature does not match the signing certificate's key")
+            store.write_json(request_file, {"requestId": request_id})   # verified: the install begins
+
+    async def notify(status):
+        cp.firmware_status = status
+        if signed is None:
+            cp.send("FirmwareStatusNotification", {"status": status})
+        else:
+            cp.send("SignedFirmwareStatusNotification", {"status": status, "requestId": signed[0]})
+
+    async def update():
+        reboot = False
+        try:
+            wait_s = when_s - cp.clock.now()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            if signed is None:
+                store.remove(request_file)   # a signed update's leftover must not sign this one's report
+            reboot = await update_firmware(location, cp.root, notify, retries, interval_s,
+                                           log=cp.app.log, cadata=cp.trusted_ca(), check=check)
+        finally:
+            evse.update_job(-1)
+            cp.firmware_busy = False
+            if not reboot:
+                store.remove(request_file)
+        if reboot:
+            if signed is not None:
+                await notify("InstallRebooting")
+            cp.request_reset("Soft")
+
+    asyncio.create_task(update())
+
+
+def start_diagnostics(cp, location, retries, interval_s):
+    """GetDiagnostics: the firmware's log uploaded to `location`; the file name it goes as."""
+    async def notify(status):
+        cp.diagnostics_status = status
+        cp.send("DiagnosticsStatusNotification", {"status": status})
+
+    return _upload_log(cp, cp.app.log, "diagnostics", location, retries, interval_s, notify)
+
+
+def start_log(cp, kind, request_id, location, retries, interval_s):
+    """GetLog: the diagnostics log or the security log uploaded to `location`, with
+    LogStatusNotification for `request_id`. The file name, or None when that log is empty."""
+    log = cp.app.log if kind == "DiagnosticsLog" else cp.security_log()
+    if not log.files():
+        return None
+    cp.log_request_id = request_id
+
+    async def notify(status):
+        cp.log_status = "UploadFailure" if status == "UploadFailed" else status
+        cp.send("LogStatusNotification", {"status": cp.log_status, "requestId": request_id})
+
+    return _upload_log(cp, log, "security" if kind == "SecurityLog" else "diagnostics", location, retries,
+                       interval_s, notify)
+
+
+def _upload_log(cp, log, what, location, retries, interval_s, notify):
+    """`log` uploaded to `location` in a task of its own (GetDiagnostics, GetLog), its
+    statuses given to `notify`; the file name it goes as."""
+    from evse.ocpp import clock
+    evse.update_job(1)
+    name = "%s-%s-%s.txt" % (what, cp.cp_id, clock.iso(cp.clock.now()).replace(":", "").replace("-", ""))
+
+    async def upload():
+        try:
+            await upload_diagnostics(location, cp.root, log, notify, retries, interval_s,
+                                     name=name, cadata=cp.trusted_ca())
+        finally:
+            evse.update_job(-1)
+
+    asyncio.create_task(upload())
+    return name
