@@ -183,8 +183,8 @@ def test_flash_puts_the_commissioning_files_beside_the_firmware_and_refuses_its_
                             "evse.imd", "evse.hal.secc", "evse.hal.mcu_dc"], []),
 ])
 def test_the_code_a_board_is_counted_with_is_what_main_py_imports_there(name, has, lacks):
-    """The virtual board's heap counts this code, on upper-bound boards too (the Pico W): an AC
-    board does not pay for the DC modules, nor a board without a network for OCPP."""
+    """The virtual board's heap counts this code, on upper-bound boards too (the ESP32-WROOM): an
+    AC board does not pay for the DC modules, nor a board without a network for OCPP."""
     modules = boot_modules(read_board_file(name)[0])
     assert modules[:2] == ["evse.ocpp.fw", "evse.app"]
     assert all(m in modules for m in has) and not any(m in modules for m in lacks), modules

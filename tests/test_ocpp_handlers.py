@@ -1000,3 +1000,31 @@ def test_smart_charging_code_is_held_only_while_a_profile_is_installed_or_waits_
     assert loaded() and [r[1] for r in cp.profiles.items] == [2] and cp.limit_a(1) == 16.0
     cp.stop_tx(cp.connectors[1], "Local", when_s=NOW)
     assert not loaded() and cp.limit_a(1) == 32.0
+    # One whose EV never comes (ConnectionTimeOut), or whose card the central system refuses,
+    # lets it go too.
+    c2 = cp.connectors[2]
+    for ends in ("timeout", "refused"):
+        fresh = profile(3, "TxProfile", "Recurring", recurrencyKind="Daily")
+        assert answer("RemoteStartTransaction", {"connectorId": 2, "idTag": "AA11", "chargingProfile": fresh}) \
+            == {"status": "Accepted"}
+        assert loaded() and cp.pending_profile[0] == 2, ends
+        if ends == "timeout":
+            c2.tag_since_ms -= 10 ** 6
+            cp.supervise()
+            assert c2.tag is None
+        else:
+            cp._authorize_reply(c2, "AA11", {"idTagInfo": {"status": "Invalid"}})
+            c2.tag = None
+        assert not loaded() and cp.pending_profile is None, ends
+
+
+def test_a_getlog_of_an_empty_log_is_refused_without_loading_the_update_code(tmp_path):
+    """GetLog of a log with nothing in it answers Rejected (no file name) and loads nothing: the
+    upload's code (evse.ocpp.fw) goes only with the upload it was loaded for (evse.update_job)."""
+    import sys
+    import evse
+    evse.unload(*evse.UPDATE_MODULES)
+    cp = ChargePoint(FakeApp([FakeGun("A"), FakeGun("A")], None), str(tmp_path), "ws://csms.example/ocpp", "CP1")
+    assert cp.security_log().files() == []   # the boot's event is still on its way to flash
+    assert cp.start_log("SecurityLog", 7, "ftp://csms.example/logs", 1, 60) is None
+    assert "evse.ocpp.fw" not in sys.modules and cp.log_request_id is None

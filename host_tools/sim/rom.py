@@ -531,20 +531,12 @@ def _probe_step(coro):
     _probe[7] = max(_probe[7], took)
     _probe[2] = time.ticks_ms()
     _probe[3] += 1
+    peaked = False
     if live > _probe[1]:
         _probe[1] = live
         name = repr(coro)   # "<generator object 'run' at 0x...>"
         _probe[5] = name[name.find("'") + 1:name.rfind("'")] or "?"
-        import sys
-        f = _probe[11]   # the firmware's modules loaded then: their code is code, not data
-        f.seek(0)
-        n = 0
-        for name in sys.modules:
-            if name.startswith("evse"):
-                n += f.write(name) + f.write(" ")
-        f.write(" " * (_probe[12] - n))   # over a longer list before
-        _probe[12] = max(n, _probe[12])
-        f.flush()
+        peaked = True
     if live >= _probe[1] or _probe[3] % 50 == 1:
         f = _probe[0]
         f.seek(0)
@@ -554,6 +546,17 @@ def _probe_step(coro):
         f = _probe[8]
         f.seek(0)
         f.write(_probe[6])
+        f.flush()
+    if peaked:
+        import sys
+        f = _probe[11]   # the firmware's modules loaded then: their code is code, not data
+        f.seek(0)
+        n = 0
+        for name in sys.modules:
+            if name.startswith("evse"):
+                n += f.write(name) + f.write(" ")
+        f.write(" " * (_probe[12] - n))   # over a longer list before
+        _probe[12] = max(n, _probe[12])
         f.flush()
 
 

@@ -77,6 +77,7 @@ class ChargePoint:
         self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
         self._profiles = None   # smart.Profiles, while a profile is installed (the profiles property)
         self._smart = None      # and evse.ocpp.smart with it
+        self._answering = False  # a request of the central system is handled: smart stays till its end
         if store.read_json(self.root + PROFILES_FILE, []):
             self.profiles
         self.clock = clock.Clock(time.ticks_ms, time.ticks_diff)
@@ -115,6 +116,7 @@ class ChargePoint:
         self._link_profile = None      # the SecurityProfile the link connected with
         self._fallback_profile = None  # after a raise: the profile to go back to if it fails
         self._load()
+        self.let_smart_go()   # a profiles file with no record it can use
         self.security_event("StartupOfTheDevice", "evse %s booted" % evse.VERSION)
 
     def _key_check(self, name, value):
@@ -252,8 +254,8 @@ class ChargePoint:
     @property
     def profiles(self):
         """The installed charging profiles (evse.ocpp.smart.Profiles). Smart charging's code
-        (about 18 KiB of a board's heap as .mpy) loads with the first profile and goes with the
-        last (let_smart_go): limit_a needs none of it while no profile is installed."""
+        (about 7 KB here at boot, 6 KiB of a board's heap as .mpy) loads with the first profile
+        and goes with the last (let_smart_go): limit_a needs none of it while none is installed."""
         if self._profiles is None:
             from evse.ocpp import smart
             path = self.root + PROFILES_FILE
@@ -266,9 +268,19 @@ class ChargePoint:
         """Smart charging's code goes when no profile is installed or waits for its transaction
         (a RemoteStartTransaction's): after each request of the central system and each
         transaction's end."""
+        if self._answering:
+            return   # _answer lets it go after the request, which may have loaded it in a step of its own
         if self.pending_profile is None and (self._profiles is None or not self._profiles.items):
             self._profiles = self._smart = None
             evse.unload("evse.ocpp.smart")
+
+    def _drop_pending_profile(self, n):
+        """A remote start's TxProfile goes when its connector's session will not start (n) or has
+        started (None), and smart charging's code with it unless a profile is installed."""
+        pending = self.pending_profile
+        if pending is not None and (n is None or pending[0] == n):
+            self.pending_profile = None
+            self.let_smart_go()
 
     def _end_tx_profiles(self, n):
         """A transaction's TxProfiles end with it (OCPP 1.6 3.13.1)."""
@@ -378,6 +390,7 @@ class ChargePoint:
             self.authorized(c, tag, info)
         else:
             self.log("ocpp: gun %d: card %s refused by the central system (%s)" % (c.n, tag, info.get("status")))
+            self._drop_pending_profile(c.n)
 
     def authorized(self, c, tag, info=None):
         parent = (info or {}).get("parentIdTag")
@@ -414,9 +427,7 @@ class ChargePoint:
             profile = self.pending_profile[1]
             profile["transactionId"] = tx["id"]
             self.profiles.install(c.n, profile)
-        if self.pending_profile is not None:
-            self.pending_profile = None
-            self.let_smart_go()
+        self._drop_pending_profile(None)
         self.journal.append("StartTransaction", payload, tx_id=tx["id"])
         self.sessions += 1
         self.log("ocpp: gun %d: transaction started for %s" % (c.n, tag))
@@ -601,6 +612,7 @@ class ChargePoint:
                 elif time.ticks_diff(now_ms, c.tag_since_ms) > tag_timeout * 1000:
                     self.log("ocpp: gun %d: no EV within %d s of the card; authorization dropped" % (c.n, tag_timeout))
                     c.tag = None
+                    self._drop_pending_profile(c.n)
             # A gun in a fault still reads its pilot: an EV unplugged then ends the session too.
             # A fault that clears by itself (RCD after its delay, temperature, meter) lets the
             # session go on; one that waits for a technician ends it now.
@@ -708,8 +720,11 @@ class ChargePoint:
 
     def start_log(self, kind, request_id, location, retries, interval_s):
         """GetLog (evse.ocpp.fw.start_log): the file name, or None when that log is empty."""
+        log = self.app.log if kind == "DiagnosticsLog" else self.security_log()
+        if not log.files():
+            return None
         from evse.ocpp import fw
-        return fw.start_log(self, kind, request_id, location, retries, interval_s)
+        return fw.start_log(self, kind, log, request_id, location, retries, interval_s)
 
     def request_reset(self, kind):
         reason = "HardReset" if kind == "Hard" else "SoftReset"
@@ -1031,6 +1046,7 @@ class ChargePoint:
             self.log("ocpp: %s not handled: %r" % (call[2], e))
             await self._send_text(rpc.error(call[1], "InternalError", "%s failed: %s" % (call[2], e)))
             return
+        self._answering = True
         try:
             await asyncio.sleep_ms(0)   # the import (its .mpy loaded) a step of its own
             answer = await slices.run_async(ops.steps(self, call[1], call[2], call[3]))
@@ -1039,6 +1055,7 @@ class ChargePoint:
         finally:
             ops = None
             evse.unload("evse.ocpp.ops")
+            self._answering = False
             self.let_smart_go()
 
     def boot_payload(self):

@@ -478,12 +478,9 @@ def start_diagnostics(cp, location, retries, interval_s):
     return _upload_log(cp, cp.app.log, "diagnostics", location, retries, interval_s, notify)
 
 
-def start_log(cp, kind, request_id, location, retries, interval_s):
-    """GetLog: the diagnostics log or the security log uploaded to `location`, with
-    LogStatusNotification for `request_id`. The file name, or None when that log is empty."""
-    log = cp.app.log if kind == "DiagnosticsLog" else cp.security_log()
-    if not log.files():
-        return None
+def start_log(cp, kind, log, request_id, location, retries, interval_s):
+    """GetLog: `log`, the diagnostics log or the security log (kind), uploaded to `location`,
+    with LogStatusNotification for `request_id`; the file name."""
     cp.log_request_id = request_id
 
     async def notify(status):
