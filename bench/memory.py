@@ -120,6 +120,10 @@ def _board(name: str) -> dict:
             "peak_board_bytes": board_bytes, "code_board_bytes": code_bytes, "tls_records_board_bytes": tls_bytes, "fraction": round(fraction, 3), "target": TARGETS.get(name),
             "pass": fraction <= TARGETS.get(name, 1.0), "steps": steps,
             "memory_errors": console.count("MemoryError"),
+            # An update that did not restart within the wait (seen now and then, cause not found
+            # yet): what the board said last, for the next run that shows it.
+            "console_tail": console.splitlines()[-15:] if steps and steps[-1].startswith("firmware update:")
+            and not steps[-1].endswith(("installed, restarted", "Installed")) else [],
             "collections": {"count": count, "p99_us": p99_us, "max_us": max_us, "heap_bytes": heap}}
 
 
@@ -203,6 +207,9 @@ def _print(name: str, row: dict) -> None:
              if row["loaded_for_a_job_at_the_peak"] else "",
              ", mbedTLS's record buffers %.1f KiB" % (row["tls_records_board_bytes"] / 1024)
              if row.get("tls_records_board_bytes") else ""))
+    if row.get("console_tail"):
+        print("memory %s: the update did not restart within %d s; the board's console last said:\n  %s"
+              % (name, UPDATE_WAIT_S, "\n  ".join(row["console_tail"])))
 
 
 if __name__ == "__main__":
