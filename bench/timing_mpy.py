@@ -43,7 +43,7 @@ from evse import config, pilot
 from evse.app import App
 from evse.gun import TICK_MS
 from evse.log import Log, _size
-from evse.ocpp import fw
+from evse.ocpp import fw, upload
 from evse.ocpp import keys as keys_mod
 from evse.ocpp import ws as wsmod
 from evse.ocpp.cp import ChargePoint
@@ -450,12 +450,12 @@ def full_log(root):
 
 
 async def diagnostics(watch, files_url, root, name):
-    """Workload 5: GetDiagnostics: fw.upload_diagnostics of a full log to the central system."""
+    """Workload 5: GetDiagnostics: upload.upload_diagnostics of a full log to the central system."""
     log = full_log(root)
     notes = Notified()
     filled = log_bytes(log)
     await watch.start()
-    name = await fw.upload_diagnostics(files_url + "/upload/", root, log, notes.notify, name=name)
+    name = await upload.upload_diagnostics(files_url + "/upload/", root, log, notes.notify, name=name)
     return watch.worst(), {"log_bytes": filled, "uploaded": name, "statuses": notes.statuses}
 
 

@@ -15,7 +15,7 @@ import time
 import asyncio
 
 from evse.log import Log
-from evse.ocpp import fw
+from evse.ocpp import fw, upload
 from evse.ocpp import bundle, http  # noqa: F401  (fw loads them for a download and an install: their code is
 #                                                   not what `measured` counts)
 
@@ -133,7 +133,7 @@ def main():
         log = Log(root, max_bytes, now_fn=lambda: "2030-01-02T03:04:05Z")
         for i in range(lines):
             log.write("line %d of the controller log" % i)
-        name, heap = asyncio.run(measured(fw.upload_diagnostics(
+        name, heap = asyncio.run(measured(upload.upload_diagnostics(
             url, root, log, notify, retries=retries, retry_interval_s=0)))
         emit(result=name, files=log.files(), heap_bytes=heap)
     elif cmd == "get2":

@@ -714,17 +714,17 @@ class ChargePoint:
         fw.start_update(self, location, when_s, retries, interval_s, signed)
 
     def start_diagnostics(self, location, retries, interval_s):
-        """GetDiagnostics (evse.ocpp.fw.start_diagnostics): the file name it goes as."""
-        from evse.ocpp import fw
-        return fw.start_diagnostics(self, location, retries, interval_s)
+        """GetDiagnostics (evse.ocpp.upload.start_diagnostics): the file name it goes as."""
+        from evse.ocpp import upload   # the upload's code, loaded for it (evse.update_job)
+        return upload.start_diagnostics(self, location, retries, interval_s)
 
     def start_log(self, kind, request_id, location, retries, interval_s):
-        """GetLog (evse.ocpp.fw.start_log): the file name, or None when that log is empty."""
+        """GetLog (evse.ocpp.upload.start_log): the file name, or None when that log is empty."""
         log = self.app.log if kind == "DiagnosticsLog" else self.security_log()
         if not log.files():
             return None
-        from evse.ocpp import fw
-        return fw.start_log(self, kind, log, request_id, location, retries, interval_s)
+        from evse.ocpp import upload
+        return upload.start_log(self, kind, log, request_id, location, retries, interval_s)
 
     def request_reset(self, kind):
         reason = "HardReset" if kind == "Hard" else "SoftReset"
