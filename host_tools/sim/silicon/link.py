@@ -30,6 +30,7 @@ import socket
 import time
 
 FRESH_US = 2000
+CONNECT_TRIES = 3
 _IPPROTO_TCP = 6  # Linux's numbers: the unix port's socket module names neither
 _TCP_NODELAY = 1
 
@@ -43,19 +44,19 @@ _stamp = [0, False]  # ticks_us of the last snapshot, and whether it is valid
 
 
 def _connect():
-    global _sock, _rx
-    addr = os.getenv("EVSE_SIM_WORLD")
-    if not addr:
-        raise OSError("EVSE_SIM_WORLD is not set: the emulated MCU runs only inside the virtual board")
-    host, port = addr.split(":")
-    s = socket.socket()
-    s.connect(socket.getaddrinfo(host, int(port))[0][-1])
-    # An output line and the input request after it must not wait for each other's ACK (Nagle):
-    # a wire has no such delay.
-    s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
-    _sock = s
-    _rx = s.makefile("rb") if hasattr(s, "makefile") else s
-    reply = ask(b"H %s\n" % os.getenv("EVSE_SIM_MCU"))
+    # Wires do not fail: a link the supervisor closed as it took it is opened again. It closes a
+    # link it takes for a process that is no longer the board's (host_tools/sim/supervisor.py,
+    # _hal_conn); once, a board's first link after an update's reset was closed so, and the
+    # boot failed (ECONNRESET at the hello), why is not found yet.
+    for attempt in range(CONNECT_TRIES):
+        try:
+            reply = _hello()
+            break
+        except OSError:
+            _close()
+            if attempt == CONNECT_TRIES - 1:
+                raise
+            time.sleep_ms(50)
     for token in reply.split():
         parts = token.split(b":")
         kind = parts[0].decode()
@@ -63,6 +64,38 @@ def _connect():
         _order.append((kind, pin, int(parts[2]) if kind == "p" else -1))
         if kind == "p":
             pilot[pin] = [0, 0, int(parts[2])]
+
+
+def _hello():
+    global _sock, _rx
+    addr = os.getenv("EVSE_SIM_WORLD")
+    if not addr:
+        raise OSError("EVSE_SIM_WORLD is not set: the emulated MCU runs only inside the virtual board")
+    host, port = addr.split(":")
+    s = socket.socket()
+    _sock = s
+    s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+    # An output line and the input request after it must not wait for each other's ACK (Nagle):
+    # a wire has no such delay.
+    s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+    _rx = s.makefile("rb") if hasattr(s, "makefile") else s
+    _sock.write(b"H %s\n" % os.getenv("EVSE_SIM_MCU"))
+    reply = _rx.readline()
+    if not reply:
+        raise OSError("the virtual board's front end closed the link")
+    if reply[:1] == b"!":
+        raise OSError("front end: " + reply[1:].decode().strip())
+    return reply
+
+
+def _close():
+    global _sock, _rx
+    if _sock is not None:
+        try:
+            _sock.close()
+        except OSError:
+            pass
+    _sock = _rx = None
 
 
 def send(line):
