@@ -36,6 +36,7 @@ _TCP_NODELAY = 1
 
 _sock = None
 _rx = None
+_dropped = []  # links closed by the other end as they were taken (_close)
 _order = []   # (kind, pin, pwm pin) per wired input, in the front end's order
 digital = {}  # pin -> 0/1
 analog = {}   # pin -> mV
@@ -89,12 +90,11 @@ def _hello():
 
 
 def _close():
+    # Not closed, only let go, and kept: the socket's makefile is a FileIO on the same descriptor,
+    # whose finaliser would close it again once collected, by then the next link's descriptor.
     global _sock, _rx
     if _sock is not None:
-        try:
-            _sock.close()
-        except OSError:
-            pass
+        _dropped.append((_sock, _rx))
     _sock = _rx = None
 
 
