@@ -74,19 +74,13 @@ def _hello():
         raise OSError("EVSE_SIM_WORLD is not set: the emulated MCU runs only inside the virtual board")
     host, port = addr.split(":")
     s = socket.socket()
-    _sock = s
     s.connect(socket.getaddrinfo(host, int(port))[0][-1])
     # An output line and the input request after it must not wait for each other's ACK (Nagle):
     # a wire has no such delay.
     s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+    _sock = s
     _rx = s.makefile("rb") if hasattr(s, "makefile") else s
-    _sock.write(b"H %s\n" % os.getenv("EVSE_SIM_MCU"))
-    reply = _rx.readline()
-    if not reply:
-        raise OSError("the virtual board's front end closed the link")
-    if reply[:1] == b"!":
-        raise OSError("front end: " + reply[1:].decode().strip())
-    return reply
+    return ask(b"H %s\n" % os.getenv("EVSE_SIM_MCU"))
 
 
 def _close():
