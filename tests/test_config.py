@@ -125,7 +125,7 @@ def test_a_write_in_steps_touches_no_file_before_its_second_step_and_leaves_none
     path = os.path.join(root, "list.json")
     store.write_json(path, {"version": 1})
     steps = store.write_json_steps(path, {"version": 2, "entries": ["x" * 40] * 40}, chunk=256)
-    next(steps)                                  # the text only: no file yet
+    next(steps)                                  # nothing yet: no file
     assert not os.path.exists(path + ".tmp")
     next(steps)                                  # the file created, nothing written
     next(steps)                                  # one chunk
@@ -135,6 +135,29 @@ def test_a_write_in_steps_touches_no_file_before_its_second_step_and_leaves_none
     assert json.loads(Path(path).read_text()) == {"version": 1}
     assert slices.run(store.write_json_steps(path, {"version": 3}, chunk=4)) is None
     assert json.loads(Path(path).read_text()) == {"version": 3}
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=20), lambda inner: st.lists(inner, max_size=5)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=5), max_leaves=30)
+
+
+@given(value=_JSON, chunk=st.integers(1, 600))
+def test_a_write_in_steps_reads_back_as_the_value_it_was_given(tmp_path_factory, value, chunk):
+    path = os.path.join(str(tmp_path_factory.mktemp("w")), "v.json")
+    slices.run(store.write_json_steps(path, value, chunk))
+    assert json.loads(Path(path).read_text()) == value
+
+
+def test_a_write_in_steps_never_makes_a_long_list_one_text(root, monkeypatch):
+    # An update's list of files is some 8 KB as one text: the pieces are one entry each.
+    files = [["evse/module_%02d.mpy" % k, 4000 + k, "%064x" % k] for k in range(60)]
+    made = []
+    real = store.json.dumps
+    monkeypatch.setattr(store.json, "dumps", lambda v: made.append(real(v)) or made[-1])
+    slices.run(store.write_json_steps(os.path.join(root, "fw.pending"), {"phase": "staging", "files": files}))
+    assert json.loads(Path(root, "fw.pending").read_text())["files"] == files
+    assert max(len(text) for text in made) < 120
 
 
 @pytest.mark.parametrize("board, meter, says", [

@@ -53,16 +53,17 @@ def write_json(path, value):
 def write_json_steps(path, value, chunk=512):
     """write_json as a generator that yields after each `chunk` bytes written, for a caller that
     lets the event loop run between them (a flash write of a few KB holds it ~100 ms at RP2040
-    speed). The text is made in one piece: json.dump writes each token on its own, 3.6x slower."""
+    speed). The text is made and written a piece at a time (_pieces), never whole in the heap."""
     tmp = path + ".tmp"
-    text = json.dumps(value)
-    yield   # the text, the file's creation and each chunk each in a step of their own
+    yield   # the file's creation and each chunk each in a step of their own
     try:
         with open(tmp, "w") as f:
             yield
-            for at in range(0, len(text), chunk):
-                f.write(text[at:at + chunk])
-                if at + chunk < len(text):
+            written = 0
+            for piece in _pieces(value):
+                written += f.write(piece)
+                if written >= chunk:
+                    written = 0
                     yield
         yield   # the close (littlefs commits the file) and the rename in steps of their own
         os.rename(tmp, path)
@@ -72,3 +73,30 @@ def write_json_steps(path, value, chunk=512):
         except OSError:
             pass
         raise
+
+
+def _pieces(value):
+    # The JSON text of `value` in pieces: an object's members and an array's items each made on
+    # its own, one level down. A firmware update's list of files is some 8 KB as one text; as
+    # pieces, the longest is one file's entry. json.dump would write each token on its own, 3.6x
+    # slower.
+    if isinstance(value, dict):
+        sep = "{"
+        for key in value:
+            yield sep + json.dumps(key) + ": "
+            yield from _items(value[key])
+            sep = ", "
+        yield "}" if value else "{}"
+    else:
+        yield from _items(value)
+
+
+def _items(value):
+    if isinstance(value, (list, tuple)):
+        sep = "["
+        for item in value:
+            yield sep + json.dumps(item)
+            sep = ", "
+        yield "]" if value else "[]"
+    else:
+        yield json.dumps(value)
