@@ -8,9 +8,9 @@ import asyncio
 import evse
 from evse import VERSION, config, slices, store, ticks
 from evse import hal as hal_mod
-from evse.gun import Gun, TICK_MS
-from evse.log import Log
-from evse.sharing import Sharing
+from evse.gun import Gun, TICK_MS  # noqa: F401  (the App's parts: evse.appinit makes them at boot)
+from evse.log import Log  # noqa: F401
+from evse.sharing import Sharing  # noqa: F401
 
 SHARE_MS = 250        # the budget is recomputed at least this often, and at once on a change
 OCPP_MS = 250         # the charge point looks at the guns and the card readers this often
@@ -22,7 +22,6 @@ INTEGRATE_MS = 100            # the estimated registers grow this often
 ENERGY_SAVE_MS = 60000        # ... written this often while they grow, and when a session ends
 FAULTS_FILE = "faults.json"   # the guns' faults, so that a latched one survives a reboot
 WATCHDOG_FEED_MS = 500
-SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 CONSOLE_LINE_MAX = 200
 RESTART_MS = 1000     # a task that failed starts again after this pause
 UNSURE_MS = 4000      # after a gun's offer or contactor changes, what its EV draws is not known for this long
@@ -60,117 +59,14 @@ def phases_wanted(limits, loads):
 
 class App:
     def __init__(self, board, cfg, hal, root="/"):
-        self.board = board
-        self.cfg = cfg
-        self.hal = hal
-        self.root = root
-        self.console_echo = False     # `echo on` (evsectl console): typed characters are echoed
-        self._boot_reported = False   # after_boot's update report: once per boot
-        board = dict(board)
-        board["fault_retry_s"] = cfg.get("fault_retry_s")
-        self.cabinet = None   # a DC board's power modules
-        self.share_ms = SHARE_MS
-        self.tick_ms = board.get("tick_ms", TICK_MS)   # a board with a hardware interlock may tick slower
-        if board["kind"] == "dc":
-            from evse.dc import CABINET_MS, Cabinet, DcGun
-            self.guns = [DcGun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
-            self.share_ms = CABINET_MS  # the module moves are sequenced at this pace
-        else:
-            self.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
-        self._loads = [gun_loads(g) for g in board["guns"]]   # the site phases each gun's EV loads
-        self._since = [None] * len(self.guns)                # when each gun began to want power
-        self._smart_failing = set()   # 0 (the charger) and guns whose smart limit failed
-        self.now_ms = 0
-        self._rebased = 0      # what rebase() took off now_ms, for uptime_ms()
-        self.ticks = 0
-        self._last_ticks = time.ticks_ms()
-        self._shared_ms = -SHARE_MS
-        self._wanting = None
-        # On a site bus (docs/site.md) the coordinator shares its guns and every node's as one.
-        self.site = None
-        if cfg.get("site_address"):
-            from evse.site import open_site
-            self.site = open_site(self, hal, board, cfg, root)
-        slots = len(self.guns)
-        if self.site is not None and self.site.coordinates:
-            from evse.site import SITE_GUNS
-            slots += SITE_GUNS * len(self.site.remotes)
-        self.sharing = Sharing(slots, cfg.get("min_current_a"))
-        # Where a gun has no meter: its register estimated from the current, kept on flash.
-        saved = store.read_json(store.join(root, ENERGY_FILE), [])
-        self._energy_wh = [float(saved[i]) if isinstance(saved, list) and i < len(saved)
-                           and isinstance(saved[i], (int, float)) else 0.0 for i in range(len(self.guns))]
-        self._energy_saved = list(self._energy_wh)   # the registers the flash task is to write
-        self._energy_written = self._energy_saved     # the ones it wrote (the same list: nothing to do)
-        self._energy_saved_ms = 0
-        # Flash writes (the log, the registers) leave the control tick: it queues them and wakes
-        # the flash task, which writes them right after (a littlefs write can take a while).
-        self._log_queue = []
-        self._flash_due = asyncio.Event()
-        self._share_now = asyncio.Event()   # the control task wakes the sharing task
-        self._share_error = None            # what ended the sharing task: the control task raises it
-        self._stepped_ms = 0
-        self._closed = 0          # the guns' contactors at the last integration, one bit each
-        self.metering = None
-        self.grid_fallback = False       # the grid meter is silent: the guns share grid_fallback_a
-        self.grid_building_a = None      # the building's load per site phase, by the grid meter
-        self._grid_seen_ms = None        # the grid reading grid_building_a was worked out from
-        self._grid_guns_w = 0.0          # what the guns drew at that reading
-        self.solar = None                # with a grid meter: charging from its export (solar_mode)
-        matrix = board["cabinet"].get("matrix") if board["kind"] == "dc" else None
-        if any("meter" in g or "imd" in g for g in board["guns"]) or "grid_meter" in board or matrix:
-            from evse.metering import Metering
-            self.metering = Metering(hal, board, self.clock, self.note)
-            for i, monitor in enumerate(self.metering.imds):
-                if monitor is not None:
-                    self.guns[i].imd = monitor
-            # Not less than the board's own site limit: a central system may lower grid_limit_a,
-            # which must not make a building's real load look like a meter's fault.
-            self.metering.grid_limit_a = lambda: max(cfg.get("grid_limit_a"), board["site_limit_a"])
-            if "grid_meter" in board:
-                from evse import grid  # noqa: F401  (the budget under it: its code only on such a board)
-                from evse.solar import Solar
-                self.solar = Solar()
-        if board["kind"] == "dc":
-            # Its contactor matrix: the HAL's, or Modbus I/O modules (evse.matrix) on a meters' line.
-            self.cabinet = Cabinet(hal, board, self.note, self.metering.matrix if matrix else None)
-        # Guns with a phase contactor (board "phase_switch": true) switch between one and three
-        # phases (evse.phases); after a boot it is driven to three before the first offer.
-        self.phase_sw = [None] * len(self.guns)
-        # Their smart-charging cap on one phase and on three (a limit in W: three times the amps
-        # on one), for the what-ifs; refreshed with smart_a by the OCPP task (grant).
-        self.smart_1p_a = [None] * (len(self.guns) + 1)
-        self.smart_3p_a = [None] * (len(self.guns) + 1)
-        if any(g.get("phase_switch") for g in board["guns"]):
-            from evse.phases import PhaseSwitch
-            for i, g in enumerate(board["guns"]):
-                if g.get("phase_switch"):
-                    self.phase_sw[i] = PhaseSwitch()
-        self.log = Log(root, now_fn=self.stamp)
-        self._faults_due = False   # a gun's fault came or went: the flash task writes them
-        self.has_estop = board.get("estop", False)   # an emergency stop input (board file "estop": true)
-        self.estop = False
-        self._faults_failing = False
-        self._restore_faults()
-        # What the charge point allows, as plain values the control path reads (index 0: the
-        # charger): the OCPP task refreshes them (grant), so nothing inside OCPP can stop the
-        # control of the guns. Without a central system every gun may charge, uncapped.
-        guns = len(self.guns)
-        self.permit = [True] * (guns + 1)
-        self.smart_a = [None] * (guns + 1)
-        self.tags = [None] * (guns + 1)
-        self._grant_failing = False
-        # The firmware's own timing since boot (or `timing clear`): the worst gap between two
-        # control ticks, and the slowest step of each task that measures itself.
-        self.worst_gap_ms = 0
-        self.slowest_ms = {}
-        self.restarts = {}   # task -> times it failed and was started again since boot
-        self.cp = None
-        url = cfg.get("ocpp_url")
-        if url:
-            from evse.ocpp.cp import ChargePoint
-            self.cp = ChargePoint(self, root, url, cfg.get("ocpp_id"), self._ca(cfg.get("ocpp_ca")), self.note)
-            self.permit = [False] * (guns + 1)  # until the charge point has said otherwise
+        # Run once, at boot: its code loads for it and goes again (a board holds .mpy code in
+        # its heap).
+        from evse import appinit
+        try:
+            appinit.init(self, board, cfg, hal, root)
+        finally:
+            appinit = None
+            evse.unload("evse.appinit")
 
     def client_cert_missing(self):
         """Why SecurityProfile 3 could not connect for want of this charge point's certificate
@@ -211,15 +107,6 @@ class App:
                 raise OSError("%s file %s is missing" % (setting, name))
         return out[0], out[1]
 
-    def _ca(self, name):
-        if not name:
-            return None
-        try:
-            with open(store.join(self.root, name), "rb") as f:
-                return f.read()
-        except OSError:
-            print("config: ocpp_ca file %s is missing: wss:// will not connect" % name)
-            return b""
 
     def note(self, text):
         """A line for the console and, through the flash task, the log on flash; never raises (a
@@ -235,18 +122,6 @@ class App:
         except Exception:  # noqa: BLE001
             pass
 
-    def _restore_faults(self):
-        """The faults the guns had when the board went down stand again, each with its clearing
-        rule: a welded contactor stays reported until a technician clears it."""
-        saved = store.read_json(store.join(self.root, FAULTS_FILE), {})
-        if not isinstance(saved, dict):
-            saved = {}
-        for key in saved:
-            n = int(key) if isinstance(key, str) and key.isdigit() else 0
-            if not 1 <= n <= len(self.guns) or not self.guns[n - 1].restore_fault(saved[key], 0):
-                self.note("faults: %s = %r in %s is no gun's fault; ignored" % (key, saved[key], FAULTS_FILE))
-                continue
-            self.note("gun %d: fault %s stands, as before the reboot" % (n, saved[key]))
 
     def write_flash(self, lines=LOG_QUEUE_MAX):
         """What the other tasks left for the flash: the guns' faults when they changed, up to
@@ -787,41 +662,8 @@ class App:
             print("console: out of memory answering that; the charger runs on")
 
     def start_selftest(self):
-        asyncio.create_task(self.selftest())
-
-    async def selftest(self):
-        """The technician's selftest: each gun's RCD test and contactor feedback, the meters,
-        the network. Prints as it goes; the guns stay under the control loop meanwhile."""
-        problems = 0
-        for g in self.guns:
-            if g.contactor or g.state != "A":
-                # Idle when selftest began, not now: its test current must never meet a session.
-                print("selftest: gun %d RCD test skipped: it has an EV now (state %s)" % (g.n, g.state))
-                continue
-            self.hal.rcd_test_start(g.n)
-            result = None
-            for _ in range(SELFTEST_RCD_POLLS):
-                result = self.hal.rcd_test_result(g.n)
-                if result is not None:
-                    break
-                await asyncio.sleep_ms(20)
-            problems += result is not True
-            print("selftest: gun %d RCD test %s" % (g.n, {True: "passed", False: "FAILED"}.get(result, "did not end")))
-            closed = self.hal.contactor_feedback(g.n)
-            problems += closed != g.contactor
-            print("selftest: gun %d contactor feedback %s" % (
-                g.n, "agrees (%s)" % ("closed" if closed else "open") if closed == g.contactor
-                else "reads %s while driven %s: check the contactor" % ("closed" if closed else "open",
-                                                                      "closed" if g.contactor else "open")))
-            if self.metering is not None and self.metering.fitted(g.n):
-                ok = await self.metering.poll(g.n)   # asked now, not the last poll's word
-                problems += not ok
-                print("selftest: gun %d meter %s" % (g.n, "answers" if ok else "DOES NOT ANSWER"))
-        up = self.hal.network_up()
-        if self.cp is not None:
-            problems += not up
-        print("selftest: network %s" % ("up" if up else "down"))
-        print("selftest: done, %s" % ("no problems" if not problems else "%d problem%s" % (problems, "s" if problems > 1 else "")))
+        from evse import cli   # the console's: loaded, the command came through it
+        asyncio.create_task(cli.selftest(self))
 
     def later_reboot(self):
         async def reboot():

@@ -58,66 +58,13 @@ class ChargePoint:
     VENDOR_ID = "evse"
 
     def __init__(self, app, root, url, cp_id, ca_der=None, log=print):
-        self.app = app
-        self.root = root.rstrip("/") + "/"
-        self.url = url.rstrip("/") + "/" + cp_id
-        self.cp_id = cp_id
-        self.ca_der = ca_der
-        self.log = log
-        n = len(app.guns)
-        self.keys = keys.Keys(root, n, self._key_changed, self._key_check)
-        cfg = getattr(app, "cfg", None)
-        if cfg is not None:
-            site = ("SiteLimitA",)
-            if cfg.get("site_address"):   # on a site bus: the coordinator's fallback, a node's patience
-                site += ("SiteFallbackA",) if cfg.get("site_address") == 1 else ("SiteLostS",)
-            self.keys.mirror(cfg, site + ("GridLimitA", "GridMarginA", "GridFallbackA", "GridStaleS")
-                             if "grid_meter" in app.board else site)
-        self.auth = auth.Auth(root, self.keys)
-        self.journal = journal.Journal(root, self.keys.get("JournalMaxEntries"), log=log)
-        self._profiles = None   # smart.Profiles, while a profile is installed (the profiles property)
-        self._smart = None      # and evse.ocpp.smart with it
-        self._answering = False  # a request of the central system is handled: smart stays till its end
-        if store.read_json(self.root + PROFILES_FILE, []):
-            self.profiles
-        self.clock = clock.Clock(time.ticks_ms, time.ticks_diff)
-        self.connectors = [Connector(i) for i in range(n + 1)]
-        self.outbox = []
-        self.online = False       # connected and BootNotification accepted
-        self.connected = False
-        self._started_ms = time.ticks_ms()
-        self.why_offline = "not connected yet"   # for the console: what the last try met
-        self.retry_at_ms = None   # when the next connect is tried (ticks_ms), while offline
-        self.boot_status = None
-        self.heartbeat_s = self.keys.get("HeartbeatInterval")
-        self.ws = None
-        self._send_lock = asyncio.Lock()
-        self._reply_event = asyncio.Event()
-        self._await_uid = None
-        self._reply = None
-        self._last_tx_ms = 0
-        self._retry_at_ms = None  # a refused transaction message waits until then
-        self._reset = None        # "Soft" / "Hard" once accepted
-        self._reset_at_ms = 0
-        self._boot_now = False
-        self._dead = None
-        self._next_aligned_s = 0
-        self.sessions = 0
-        self.pending_profile = None   # (connector, TxProfile) of a RemoteStartTransaction
-        self.firmware_status = "Idle"
-        self.firmware_busy = False     # an update is scheduled or under way
-        self.diagnostics_status = "Idle"
-        self.later = []
-        self._events_due = []          # security events whose flash writes are still to come
-        self._security_log = None      # evse.log.Log of security.txt, made at the first event
-        self._invalid_seen = False     # an InvalidMessages event logged on this link
-        self.log_status = "Idle"       # of the last GetLog upload (ExtendedTriggerMessage)
-        self.log_request_id = None
-        self._link_profile = None      # the SecurityProfile the link connected with
-        self._fallback_profile = None  # after a raise: the profile to go back to if it fails
-        self._load()
-        self.let_smart_go()   # a profiles file with no record it can use
-        self.security_event("StartupOfTheDevice", "evse %s booted" % evse.VERSION)
+        # Run once, at boot: its code loads for it and goes again (as evse.appinit).
+        from evse.ocpp import cpinit
+        try:
+            cpinit.init(self, app, root, url, cp_id, ca_der, log)
+        finally:
+            cpinit = None
+            evse.unload("evse.ocpp.cpinit")
 
     def _key_check(self, name, value):
         if name == "SecurityProfile" and value >= 2 and not self.url.startswith("wss://"):
@@ -212,44 +159,6 @@ class ChargePoint:
         self._reply_event.set()   # a CALL waiting for its answer gives up now
 
     # ---- persistence ---------------------------------------------------------------------------
-    def _load(self):
-        avail = store.read_json(self.root + AVAIL_FILE, {})
-        for c in self.connectors:
-            if isinstance(avail, dict) and avail.get(str(c.n)) == "Inoperative":
-                c.operative = False
-        txs = store.read_json(self.root + TX_FILE, {})
-        ended = []
-        mapped = False
-        if isinstance(txs, dict):
-            for key in txs:
-                tx = txs[key]
-                try:
-                    c = self.connectors[int(key)]
-                except (ValueError, IndexError):
-                    continue
-                if not (isinstance(tx, dict) and "id" in tx and c.n > 0):
-                    continue
-                real = self.journal.real_id(tx["id"])
-                if real != tx["id"]:
-                    # Its StartTransaction was confirmed and the power went before this file
-                    # took the real id: the journal's line has it.
-                    tx["id"] = real
-                    mapped = True
-                if self.journal.has_stop(tx["id"]):
-                    # Its stop reached the journal and the power went before the file said so:
-                    # it is over, not to be stopped (PowerLoss) or resumed again; the file and
-                    # its profiles are brought up to date below.
-                    self.log("ocpp: connector %d: transaction %d had ended; its stop is queued" % (c.n, tx["id"]))
-                    ended.append(c.n)
-                    continue
-                c.tx = tx
-                # A gun's estimated register lost what grew since it was last on flash: it
-                # starts again from what this session was told, at least.
-                self.app.energy_floor(c.n, max(tx.get("meter_start", 0), tx.get("seen_wh", 0)))
-        if ended or mapped:
-            self._save_txs()
-        for n in ended:
-            self._end_tx_profiles(n)
 
     @property
     def profiles(self):
