@@ -503,10 +503,10 @@ def test_a_damaged_list_file_never_raises(make, capsys, damage):
     if damage == "trailer_not_text":
         data[-5] = 0xFF
     elif damage == "offsets_backwards":
-        fields = data[-auth._TRAILER:].split()
+        fields = data[-auth.TRAILER:].split()
         fields[3], fields[4] = fields[4], fields[3]
         trailer = b" ".join(fields)
-        data[-auth._TRAILER:] = trailer + b" " * (auth._TRAILER - len(trailer) - 1) + b"\n"
+        data[-auth.TRAILER:] = trailer + b" " * (auth.TRAILER - len(trailer) - 1) + b"\n"
     else:
         data[a._at[auth._bucket("T1")] + 1] = 0xFF
     path.write_bytes(bytes(data))

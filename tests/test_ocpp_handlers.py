@@ -1028,3 +1028,52 @@ def test_a_getlog_of_an_empty_log_is_refused_without_loading_the_update_code(tmp
     assert cp.security_log().files() == []   # the boot's event is still on its way to flash
     assert cp.start_log("SecurityLog", 7, "ftp://csms.example/logs", 1, 60) is None
     assert "evse.ocpp.fw" not in sys.modules and cp.log_request_id is None
+
+
+def test_the_code_that_changes_keys_and_the_local_list_loads_for_a_request_and_goes_after_it(tmp_path, monkeypatch):
+    """evse.ocpp.keyset (Change/GetConfiguration, the keys' checks) and evse.ocpp.authlist
+    (SendLocalList) load for the central system's request, in a step before the handler's, and
+    go after it, refused or not; the boot loads keyset for ocpp.json's values and lets it go."""
+    import asyncio
+    import sys
+    monkeypatch.setattr(asyncio, "sleep_ms", lambda ms: asyncio.sleep(ms / 1000), raising=False)   # MicroPython's
+    import evse
+    evse.unload("evse.ocpp.keyset", "evse.ocpp.authlist")
+    cp = load(FakeApp([FakeGun("A")], None), str(tmp_path))
+    sent = []
+
+    async def send_text(text):
+        sent.append(json.loads(text))
+    cp._send_text = send_text
+    seen = []
+    from evse import slices
+    run_async = slices.run_async
+
+    def observed(gen):   # which of the two is loaded at each step of the request
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+            seen.append(tuple(m for m in ("evse.ocpp.keyset", "evse.ocpp.authlist") if m in sys.modules))
+            yield
+    monkeypatch.setattr(slices, "run_async", lambda gen, *a, **k: run_async(observed(gen), *a, **k))
+
+    def answer(action, payload):
+        asyncio.run(cp._answer([2, "u1", action, payload]))
+        return sent.pop()
+
+    def loaded():
+        return [m for m in ("evse.ocpp.keyset", "evse.ocpp.authlist") if m in sys.modules]
+
+    assert answer("ChangeConfiguration", {"key": "HeartbeatInterval", "value": "77"})[2] == {"status": "Accepted"}
+    assert not loaded() and ("evse.ocpp.keyset",) in seen
+    assert answer("GetConfiguration", {"key": ["HeartbeatInterval"]})[2]["configurationKey"][0]["value"] == "77"
+    assert answer("ChangeConfiguration", {"key": "HeartbeatInterval"})[0] == 4 and not loaded()   # refused first
+    seen.clear()
+    entries = [{"idTag": "T%d" % k, "idTagInfo": {"status": "Accepted"}} for k in range(3)]
+    assert answer("SendLocalList", {"listVersion": 2, "updateType": "Full", "localAuthorizationList": entries})[2] \
+        == {"status": "Accepted"}
+    assert not loaded() and ("evse.ocpp.authlist",) in seen
+    again = load(FakeApp([FakeGun("A")], None), str(tmp_path))   # a boot with the key stored
+    assert again.keys.get("HeartbeatInterval") == 77 and again.auth.version == 2 and not loaded()

@@ -7,7 +7,7 @@ import jsonschema
 import ocpp.v16
 import pytest
 
-from evse.ocpp import keys
+from evse.ocpp import keys, keyset
 from evse.ocpp.keys import KEYS, Keys
 
 SCHEMAS = Path(ocpp.v16.__file__).parent / "schemas"
@@ -107,7 +107,7 @@ def test_change_accepts_a_good_value_stores_it_typed_and_tells_the_charge_point(
     ("LocalPreAuthorize", "yes", ["LocalPreAuthorize", "true or false"]),
     ("LocalPreAuthorize", "1", ["LocalPreAuthorize", "true or false"]),
     ("MeterValuesSampledData", "Energy.Active.Import.Register,Volts", ["'Volts'", "measurand"]),
-    ("MeterValuesSampledData", ",".join(keys.MEASURANDS.split(",")[:9]), ["at most 8", "MeterValuesSampledDataMaxLength"]),
+    ("MeterValuesSampledData", ",".join(keyset.MEASURANDS.split(",")[:9]), ["at most 8", "MeterValuesSampledDataMaxLength"]),
     ("ConnectorPhaseRotation", "3.RST", ["ConnectorPhaseRotation", "0..2"]),
     ("ConnectorPhaseRotation", "1.XYZ", ["ConnectorPhaseRotation", "RST"]),
     ("AuthorizationKey", "0123", ["AuthorizationKey", "32 to 40"]),
@@ -299,4 +299,4 @@ def test_a_mirror_without_settings_knows_none_of_their_keys(tmp_path):
 def test_the_measurands_a_key_may_name_are_the_ones_ocpp_1_6_lists():
     sampled = schema("MeterValues.json")["properties"]["meterValue"]["items"]["properties"]["sampledValue"]
     enum = sampled["items"]["properties"]["measurand"]["enum"]
-    assert sorted(keys.MEASURANDS.split(",")) == sorted(enum)
+    assert sorted(keyset.MEASURANDS.split(",")) == sorted(enum)

@@ -8,8 +8,8 @@
 # statuses and parents are shared strings, not one copy per entry.
 #
 # The local list stays on flash, not in RAM, so that it holds LocalAuthListMaxLength (1,000) cards
-# on a board with 150 KiB of heap. authlist.dat holds its cards in _BUCKETS regions by a hash of
-# the tag, and ends in a trailer of _TRAILER bytes: "version count" and where each region starts
+# on a board with 150 KiB of heap. authlist.dat holds its cards in BUCKETS regions by a hash of
+# the tag, and ends in a trailer of TRAILER bytes: "version count" and where each region starts
 # (the last offset is where the trailer does). A lookup reads the trailer once (then it is kept)
 # and one region (about 2.5 KB at 1,000 cards), and finds the card's line in C. A line is
 # "TAG<tab>status<tab>expiry<tab>parent" (the status as its index in STATUSES, the expiry in
@@ -18,10 +18,9 @@
 # over authlist.dat: the list changes completely or not at all, and a power cut leaves the old
 # file or the new one. One file, not one per region: every file littlefs creates, closes or
 # renames is a commit of its directory's metadata, and those grew to milliseconds of C here.
-import os
-
 from micropython import const
 
+import evse
 from evse import slices, store
 from evse.ocpp import clock
 
@@ -29,9 +28,8 @@ LIST_FILE = "authlist.dat"
 OLD_LIST_FILE = "authlist.json"   # the list as firmware before 2026-12 kept it: moved at boot
 CACHE_FILE = "authcache.json"
 CACHE_MAX = const(64)
-_BUCKETS = const(16)
-_TRAILER = const(160)   # "version count" and _BUCKETS + 1 offsets, padded to this
-_SLICE = const(2)  # local list entries taken in one step of the event loop (~9 ms each at RP2040 speed)
+BUCKETS = const(16)
+TRAILER = const(160)   # "version count" and BUCKETS + 1 offsets, padded to this
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")  # AuthorizationStatus
 
 
@@ -76,12 +74,7 @@ def _bucket(tag):
     h = 0
     for c in tag:
         h = (h * 31 + ord(c)) & 0x3FFFFF
-    return (h ^ (h >> 9)) % _BUCKETS
-
-
-def _line(tag, entry):
-    expiry, parent = entry[1], entry[2]
-    return "%s\t%d\t%s\t%s\n" % (tag, STATUSES.index(entry[0]), "" if expiry is None else expiry, parent or "")
+    return (h ^ (h >> 9)) % BUCKETS
 
 
 def _span(text, tag):
@@ -150,7 +143,8 @@ class Auth:
         self._busy = False
         store.remove(self.list_path + ".tmp")   # an update a power cut stopped: the old list stays
         self._read_trailer()
-        self._move_old_list(root + "/" + OLD_LIST_FILE)
+        if store.exists(root + "/" + OLD_LIST_FILE):
+            self._authlist("move_old_list", root + "/" + OLD_LIST_FILE)
         data, self.cache = _load(self.cache_path, 1, self.parents)
         self.tick = max([e[3] for e in self.cache.values()] + [0])
 
@@ -160,31 +154,18 @@ class Auth:
         try:
             with open(self.list_path) as f:
                 size = f.seek(0, 2)
-                f.seek(max(0, size - _TRAILER))
-                fields = [int(x) for x in f.read(_TRAILER).split()]
+                f.seek(max(0, size - TRAILER))
+                fields = [int(x) for x in f.read(TRAILER).split()]
         except OSError:
             return   # no list yet
         except ValueError:   # not numbers, or not text (a UnicodeError is a ValueError)
             pass
         at = fields[2:]
-        if (len(at) != _BUCKETS + 1 or at[0] != 0 or at[-1] != size - _TRAILER or fields[0] < 0 or fields[1] < 0
-                or any(at[k + 1] < at[k] for k in range(_BUCKETS))):
+        if (len(at) != BUCKETS + 1 or at[0] != 0 or at[-1] != size - TRAILER or fields[0] < 0 or fields[1] < 0
+                or any(at[k + 1] < at[k] for k in range(BUCKETS))):
             print("auth: %s has no valid trailer; the local list is empty" % self.list_path)
             return
         self.version, self.count, self._at = fields[0], fields[1], at
-
-    def _move_old_list(self, path):
-        # A list kept by earlier firmware as one JSON file: into the new file, as one Full update.
-        if not store.exists(path):
-            return
-        data, table = _load(path, 0, self.parents)
-        version = data.get("version") if isinstance(data, dict) else 0
-        groups = {}
-        for tag in table:
-            groups.setdefault(_bucket(tag), []).append((tag, table[tag]))
-        version = version if isinstance(version, int) and version > 0 and table else 0
-        if slices.run(self._store_steps(groups, True, version)) == "Accepted":
-            store.remove(path)
 
     def _read(self, b, f=None):
         # The text of the list's region b: "\n" followed by its lines.
@@ -214,28 +195,7 @@ class Auth:
     def list_entries(self):
         """The whole local list as {tag: (status, expiry_min, parent)}: for the console and the
         tests (it reads every region; nothing on the charging path needs it)."""
-        table = {}
-        for b in range(_BUCKETS if self._at is not None else 0):
-            try:
-                text = self._read(b)
-            except ValueError:
-                print("auth: region %d of the local list is not text: ignored" % b)
-                continue
-            for line in text.split("\n"):
-                if line:
-                    try:
-                        tag, entry = _parse(line)
-                        table[tag] = entry
-                    except (ValueError, IndexError):
-                        print("auth: a bad line in the local list: ignored")
-        return table
-
-    def local_list_version(self):
-        """GetLocalListVersion.conf listVersion (section 5.10): -1 when the list is disabled,
-        0 when it is empty."""
-        if not self.keys.get("LocalAuthListEnabled"):
-            return -1
-        return self.version if self.count else 0
+        return self._authlist("list_entries")
 
     def send_local_list(self, req):
         """SendLocalList.req -> "Accepted", "Failed", "NotSupported" or "VersionMismatch". The
@@ -243,95 +203,31 @@ class Auth:
         return slices.run(self.local_list_steps(req))
 
     def local_list_steps(self, req):
-        """send_local_list as a generator that yields every _SLICE entries and between its files'
+        """send_local_list as a generator that yields every few entries and between its files'
         reads and writes (the charge point lets the event loop run at each) and returns the
         status. It takes the request's entries: req["localAuthorizationList"] is None after."""
-        if not self.keys.get("LocalAuthListEnabled"):
-            return "NotSupported"
-        version = req.get("listVersion")
-        update = req.get("updateType")
-        items = req.get("localAuthorizationList") or []
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0 or not isinstance(items, list):
-            return "Failed"
-        if len(items) > self.keys.get("SendLocalListMaxLength") or update not in ("Differential", "Full"):
-            return "Failed"
-        if update == "Differential" and version <= self.local_list_version():
-            return "VersionMismatch"
-        groups = {}   # region -> [(tag, entry, or None to remove it)], in the request's order
-        for k in range(len(items)):
-            if k % _SLICE == _SLICE - 1:
-                yield
-            item = items[k]
-            tag = item.get("idTag") if isinstance(item, dict) else None
-            if not _is_tag(tag):
-                return "Failed"
-            info = item.get("idTagInfo")
-            entry = None
-            if info is not None or update == "Full":   # Differential: no idTagInfo removes the entry
-                entry = _entry(info, self.parents)
-                if entry is None:
-                    return "Failed"
-            tag = tag.upper()
-            groups.setdefault(_bucket(tag), []).append((tag, entry))
-        # The request's entries, parsed from its JSON, go while the list is written: the groups
-        # hold what is kept of them (about 4 KiB of a board's heap for 30 entries).
-        items = item = info = entry = None
-        req["localAuthorizationList"] = None
-        if self._busy:
-            return "Failed"   # another update is on its way (the CSMS sends one at a time)
-        self._busy = True
+        from evse.ocpp import authlist   # ops.steps loads it in a step before
         try:
-            return (yield from self._store_steps(groups, update == "Full", version))
+            return (yield from authlist.local_list_steps(self, req))
         finally:
-            self._busy = False
+            authlist = None
+            evse.unload("evse.ocpp.authlist")
 
-    def _store_steps(self, groups, full, version):
-        # Copies the list into authlist.dat.tmp region by region, changed as `groups` says, and
-        # renames it into place: "Accepted", or "Failed" with the list as it was.
-        tmp = self.list_path + ".tmp"
-        count = 0 if full else self.count
-        at = [0]
-        old = None
+    def _authlist(self, what, *args):
+        # The list's updates and its whole contents: evse.ocpp.authlist, loaded for the call.
+        from evse.ocpp import authlist
         try:
-            if not full and self._at is not None:
-                old = open(self.list_path)
-            with open(tmp, "w") as out:
-                for b in range(_BUCKETS):
-                    yield
-                    text = self._read(b, old) if old is not None else "\n"
-                    for tag, entry in groups.get(b, ()):
-                        span = _span(text, tag)
-                        if span is not None:
-                            text = text[:span[0]] + text[span[1]:]
-                            count -= 1
-                        if entry is not None:
-                            text += _line(tag, entry)
-                            count += 1
-                    out.write(text)
-                    at.append(at[-1] + len(text))
-                if count > self.keys.get("LocalAuthListMaxLength") or (version == 0 and count):
-                    raise ValueError   # version 0 means "empty list" (section 5.10)
-                trailer = "%d %d %s" % (version, count, " ".join([str(x) for x in at]))
-                if len(trailer) >= _TRAILER:
-                    raise ValueError   # a listVersion of dozens of digits: no room for it
-                out.write(trailer + " " * (_TRAILER - len(trailer) - 1) + "\n")
-                yield   # the close (littlefs commits the file) and the rename in steps of their own
-            if old is not None:
-                old.close()
-                old = None
-            yield
-            os.rename(tmp, self.list_path)
-        except BaseException as e:   # failed, or given up half-way: the old list stays, no .tmp left
-            if old is not None:
-                old.close()
-            store.remove(tmp)
-            if not isinstance(e, (OSError, ValueError)):
-                raise
-            if isinstance(e, OSError):
-                print("auth: local list not stored: %s" % e)
-            return "Failed"
-        self.version, self.count, self._at = version, count, at
-        return "Accepted"
+            return getattr(authlist, what)(self, *args)
+        finally:
+            authlist = None
+            evse.unload("evse.ocpp.authlist")
+
+    def local_list_version(self):
+        """GetLocalListVersion.conf listVersion (section 5.10): -1 when the list is disabled,
+        0 when it is empty."""
+        if not self.keys.get("LocalAuthListEnabled"):
+            return -1
+        return self.version if self.count else 0
 
     def clear_cache(self):
         """ClearCache.req -> "Accepted", or "Rejected" when the flash write fails."""

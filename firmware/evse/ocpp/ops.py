@@ -20,6 +20,10 @@ MORE = ("ReserveNow", "CancelReservation", "ExtendedTriggerMessage",
 # What needs smart charging's code (evse.ocpp.smart), which the charge point holds only while a
 # profile is installed or waits for its transaction (cp.let_smart_go).
 SMART = ("SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule")
+# The model's code some actions need, which the model loads for the call and lets go after it
+# (Keys, Auth): loaded here first, in a step of its own.
+PRELOAD = {"GetConfiguration": "evse.ocpp.keyset", "ChangeConfiguration": "evse.ocpp.keyset",
+           "SendLocalList": "evse.ocpp.authlist"}
 TRIGGERABLE = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
                "Heartbeat", "MeterValues", "StatusNotification")
 
@@ -56,6 +60,9 @@ def steps(cp, uid, action, payload):
         if action in SMART or profiled:
             import evse.ocpp.smart  # noqa: F401  (a step of its own too; the handler finds it loaded)
             yield
+        if action in PRELOAD:
+            __import__(PRELOAD[action])
+            yield
         out = HANDLERS[action](cp, payload)
         if isinstance(out, _GENERATOR):
             out = yield from out
@@ -67,6 +74,8 @@ def steps(cp, uid, action, payload):
         return rpc.error(uid, "InternalError", "%s failed: %s" % (action, e))
     finally:
         _let_more_go()
+        if action in PRELOAD:   # a request refused before the model's call lets it go too
+            _let_go(PRELOAD[action])
 
 
 def _let_more_go():
@@ -75,6 +84,10 @@ def _let_more_go():
         for action in MORE:
             HANDLERS.pop(action, None)
         evse.unload("evse.ocpp.ops_more")
+
+
+def _let_go(module):
+    evse.unload(module)   # not in steps: its imports make `evse` a local name there
 
 
 def after(cp, action):
