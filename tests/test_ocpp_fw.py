@@ -648,6 +648,15 @@ def test_structurally_wrong_manifests_fail_cleanly(manifest):
         assert bundle.check_path(path) == path and 0 <= size and len(sha) == 64
 
 
+@pytest.mark.parametrize("paths", [("evse/a.py", "evse/a.py"), ("evse/Gun.py", "evse/gun.py"), ("evse/gun.py", "evse/GUN.py"),
+                                   ("evse/ocpp/x.mpy", "evse/app.py", "evse/OCPP/X.mpy")])
+def test_a_file_listed_twice_in_any_case_is_refused(paths):
+    # littlefs tells names apart by case, a FAT card or a technician's copy may not.
+    manifest = {"version": "1", "files": [{"path": p, "size": 1, "sha256": "0" * 64} for p in paths]}
+    with pytest.raises(fw.BundleError, match="listed twice"):
+        bundle.parse_manifest(json.dumps(manifest).encode())
+
+
 HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 
 

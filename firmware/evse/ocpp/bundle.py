@@ -121,9 +121,10 @@ def manifest_steps(raw):
             raise BundleError("%s: size %r is not a number from 0 to %d" % (path, size, FILE_MAX))
         if not _is_sha256_hex(sha):
             raise BundleError("%s: sha256 %r is not 64 lowercase hex digits" % (path, sha))
-        if path.lower() in seen:
+        key = path if path.islower() else path.lower()   # the path itself when it is: not a copy per file
+        if key in seen:
             raise BundleError("%s: listed twice" % path)
-        seen.add(path.lower())
+        seen.add(key)
         files.append((path, size, sha))
     return version, files
 
