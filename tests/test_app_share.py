@@ -361,3 +361,21 @@ def test_a_building_that_grows_past_what_the_guns_changes_explain_counts_at_once
     gun.duty_pm, gun.duty_changed_ms = 100, 6000
     grid_reading(app, [54, 26, 26], 6500)
     assert app.grid_building_a == pytest.approx([34.0, 10.0, 10.0], abs=0.05)
+
+
+def test_the_boot_s_construction_code_goes_once_the_app_stands(tmp_path, monkeypatch):
+    # evse.appinit and evse.ocpp.cpinit run once, at boot: a board holds .mpy code in its heap.
+    import sys
+    import evse
+    import evse.ocpp
+    from evse.app import App
+    monkeypatch.setattr(time, "ticks_ms", lambda: 0, raising=False)
+    monkeypatch.setattr(time, "ticks_diff", lambda a, b: a - b, raising=False)
+    monkeypatch.setattr(time, "ticks_add", lambda a, b: a + b, raising=False)
+    b = json.loads((BOARDS / "sim-ac2.json").read_text())
+    cfg = config.Config(b, str(tmp_path))
+    cfg.set("ocpp_url", "ws://127.0.0.1:9/ocpp")
+    app = App(b, cfg, FakeHal(interlock=True), str(tmp_path))
+    assert [g.n for g in app.guns] == [1, 2] and app.cp.keys.get("NumberOfConnectors") == 2
+    assert "evse.appinit" not in sys.modules and "evse.ocpp.cpinit" not in sys.modules
+    assert not hasattr(evse, "appinit") and not hasattr(evse.ocpp, "cpinit")
