@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Profile guest instructions between successive calls of ticks_us() from a qemu
+'-d exec,nochain,in_asm' log; for intervals longer than MIN_INSNS (the timed gc.collect()
+calls) print instructions per function, instruction-class mix and an estimated
+Cortex-M0+ cycle count (zero-wait-state memory; cycle table from the Cortex-M0+ TRM).
+usage: profile_trace.py LOG HEXADDR_OF_ticks_us [MIN_INSNS]"""
+import sys, re, collections
+log, addr = sys.argv[1], int(sys.argv[2], 16)
+MIN = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
+tr = re.compile(r'^Trace \d+: (0x[0-9a-f]+) \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)')
+ins = re.compile(r'^0x([0-9a-f]+):\s+([0-9a-f]{4})(?: ([0-9a-f]{4}))?\s+(\S+)\s*(.*)$')
+COND = {'beq','bne','bcs','bhs','bcc','blo','bmi','bpl','bvs','bvc','bhi','bls','bge','blt','bgt','ble'}
+
+def classify(mn, ops):
+    """return (class, base_cycles, is_cond_branch)"""
+    m = mn.split('.')[0]
+    if m in COND: return ('bcond', 1, True)
+    if m == 'b': return ('b', 2, False)
+    if m == 'bl': return ('bl', 3, False)
+    if m in ('bx', 'blx'): return ('bx', 2, False)
+    if m in ('push', 'pop', 'ldm', 'ldmia', 'stm', 'stmia'):
+        regs = ops[ops.find('{') + 1:ops.find('}')]
+        n = 0
+        for r in regs.split(','):
+            r = r.strip()
+            if '-' in r:
+                a, b = r.split('-'); n += int(b.strip()[1:]) - int(a.strip()[1:]) + 1
+            elif r: n += 1
+        if m == 'pop' and 'pc' in regs: return ('pop_pc', 3 + n, False)
+        return ('ldm/stm' if m.startswith(('ldm', 'stm')) else m, 1 + n, False)
+    if m.startswith('ldr'): return ('ldr', 2, False)
+    if m.startswith('str'): return ('str', 2, False)
+    if m in ('mov', 'add') and ops.startswith('pc'): return ('pcwrite', 2, False)
+    if m.startswith(('dmb', 'dsb', 'isb', 'mrs', 'msr')): return ('sys', 3, False)
+    return ('alu', 1, False)
+
+pending = {}; need = set(); tbmap = {}
+cur = None
+def flush():
+    global cur
+    if cur:
+        pending[cur[0][0]] = cur; need.add(cur[0][0])
+    cur = None
+total = 0; marks = 0
+prof = None
+results = []
+def new_prof():
+    return {'n': 0, 'cyc': 0, 'func': collections.Counter(), 'cls': collections.Counter(),
+            'clscyc': collections.Counter(), 'taken': 0, 'nottaken': 0}
+prof = new_prof()
+last_tb = None   # (insns list) of previous TB, to resolve its conditional branch
+in_block = False
+
+def resolve(prev, pc):
+    # prev: translation list; decide whether its final cond branch was taken
+    a, mn, ops, size = prev[-1]
+    cls, cyc, cond = classify(mn, ops)
+    if not cond: return
+    fall = a + size
+    if pc != fall:
+        prof['taken'] += 1; prof['cyc'] += 1; prof['clscyc']['bcond'] += 1
+
+with open(log, errors='replace') as f:
+    for line in f:
+        if line.startswith('IN:'):
+            flush(); in_block = True; cur = []; continue
+        if in_block:
+            m = ins.match(line)
+            if m:
+                size = 4 if m.group(3) else 2
+                cur.append((int(m.group(1), 16), m.group(4), m.group(5), size))
+                continue
+            if not line.startswith('Trace'):
+                if line.strip() == '': flush(); in_block = False
+                continue
+            flush(); in_block = False
+        m = tr.match(line)
+        if not m: continue
+        tb, pc, fn = m.group(1), int(m.group(2), 16), m.group(3)
+        e = tbmap.get(tb)
+        if e is None or e[0] != pc or pc in need:
+            e = (pc, pending[pc]); tbmap[tb] = e; need.discard(pc)
+        if last_tb is not None:
+            resolve(last_tb, pc)
+        if pc == addr:
+            if prof['n'] >= MIN:
+                results.append((marks, prof))
+            prof = new_prof(); marks += 1
+        body = e[1]
+        prof['n'] += len(body)
+        prof['func'][fn] += len(body)
+        for (a, mn, ops, size) in body:
+            cls, cyc, cond = classify(mn, ops)
+            prof['cls'][cls] += 1; prof['clscyc'][cls] += cyc; prof['cyc'] += cyc
+        last_tb = body
+
+for k, p in results:
+    if p['func'].most_common(1)[0][0].startswith('gc_') or sum(v for f, v in p['func'].items() if f.startswith('gc_')) > 0.8 * p['n']:
+        n = p['n']
+        print('== interval after ticks_us call #%d: %d instructions, est. M0+ cycles %d, CPI %.3f' % (k, n, p['cyc'], p['cyc'] / n))
+        print('   functions:', ', '.join('%s %.1f%%' % (f, 100.0 * v / n) for f, v in p['func'].most_common(8)))
+        print('   classes  :', ', '.join('%s %.1f%% (%.1f%% cyc)' % (c, 100.0 * v / n, 100.0 * p['clscyc'][c] / p['cyc']) for c, v in p['cls'].most_common()))
+        tk, nt = p['taken'], p['cls']['bcond'] - p['taken']
+        print('   cond branches taken %d / not taken %d' % (tk, nt))
