@@ -95,9 +95,12 @@ def _board(name: str) -> dict:
             console = bytes(vb.console).decode(errors="replace")
             # The code loaded for a job (the handlers, the HTTP client, the console...) at the
             # peak: counted as code, at the install's ratio, not as data.
+            # The code is what was loaded at the peak, measured as those modules import: the
+            # boot's less what it let go (main.py's update check), and what a job had loaded.
             mods = Path(str(probe) + ".modules")
-            lazy = sorted(set(mods.read_text().split()) - set(vb.boot_imports)) if mods.exists() else []
-            lazy_code = vb.code_heap_with(tuple(lazy)) - vb.code_heap if lazy else 0
+            at_peak = mods.read_text().split() if mods.exists() else []
+            lazy = sorted(set(at_peak) - set(vb.boot_imports))
+            peak_code = vb.code_heap_of(tuple(at_peak)) if at_peak else vb.code_heap
         finally:
             vb.stop()
             if csms:
@@ -107,16 +110,17 @@ def _board(name: str) -> dict:
     # Left out: what was live before the firmware's first line (the virtual board's ROM, the
     # emulated silicon, the flash's mount; a board's free heap is measured after them), or
     # without that figure the emulated silicon alone.
-    data = max(0, peak - max(rom, vb.silicon_heap) - vb.code_heap - lazy_code)
-    code_bytes = int((vb.code_heap + lazy_code) * ratio)
+    data = max(0, peak - max(rom, vb.silicon_heap) - peak_code)
+    code_bytes = int(peak_code * ratio)
     tls_bytes = TLS_RECORDS_RP2 if csms is not None and board.get("hal") == "rp2" else 0
     board_bytes = code_bytes + int(data * DATA_32_PER_64) + tls_bytes
     fraction = board_bytes / (board["heap_kb"] * 1024)
     return {"heap_kb": board["heap_kb"], "install": install,
             "virtual_heap": board["hardware"].get("virtual_heap", "measured"),
             "peak_live_bytes_here": peak, "peak_after_a_step_of": peak_task, "heap_bytes_here": heap, "looks": looks,
-            "silicon_bytes_here": vb.silicon_heap, "rom_bytes_here": rom, "code_bytes_here": vb.code_heap,
-            "loaded_for_a_job_at_the_peak": lazy, "their_code_bytes_here": lazy_code,
+            "silicon_bytes_here": vb.silicon_heap, "rom_bytes_here": rom, "boot_code_bytes_here": vb.code_heap,
+            "code_bytes_here": peak_code, "loaded_for_a_job_at_the_peak": lazy,
+            "not_loaded_at_the_peak": sorted(set(vb.boot_imports) - set(at_peak)) if at_peak else [],
             "peak_board_bytes": board_bytes, "code_board_bytes": code_bytes, "tls_records_board_bytes": tls_bytes, "fraction": round(fraction, 3), "target": TARGETS.get(name),
             "pass": fraction <= TARGETS.get(name, 1.0), "steps": steps,
             "memory_errors": console.count("MemoryError"),

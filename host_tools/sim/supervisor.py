@@ -218,7 +218,7 @@ def boot_modules(board: dict) -> list[str]:
     the phase switching of guns that have it, on a board with a network the charge point (its
     config may name a central system at any time: counted, never hidden), and a DC board's
     parts."""
-    modules = ["evse.ocpp.fw", "evse.app", "evse.hal." + board["hal"]]
+    modules = ["evse.ocpp.fwboot", "evse.app", "evse.hal." + board["hal"]]
     if any("meter" in gun for gun in board["guns"]) or "grid_meter" in board:
         modules.append("evse.metering")
     if "grid_meter" in board:
@@ -489,12 +489,11 @@ class VirtualBoard:
             shutil.copyfile(src, stage / src.name)
         return str(stage)
 
-    def code_heap_with(self, modules: tuple) -> int:
-        """The heap the code takes here with `modules` loaded beside the boot's (an MCU board's; the
-        memory bench's count of what a job had loaded at the heap's peak)."""
+    def code_heap_of(self, modules: tuple) -> int:
+        """The heap the code takes here with `modules` loaded (an MCU board's; the memory bench's
+        count of what was loaded at the heap's peak)."""
         flash = self.flash_dir
-        return code_heap_bytes(flash / "seed", flash / "silicon", tuple(boot_modules(self.board)) + modules, self.mcu,
-                               self.romfs_seed, self._wlan())[1]
+        return code_heap_bytes(flash / "seed", flash / "silicon", modules, self.mcu, self.romfs_seed, self._wlan())[1]
 
     def _wlan(self) -> bool:
         return self.board.get("network", {}).get("kind") == "wlan"
