@@ -9,10 +9,10 @@ except ImportError:   # an update from a release without it, cut before it was r
     romfs_update = None
 if romfs_update:
     romfs_update.install("/")
-from evse.ocpp import fw  # noqa: E402
+from evse.ocpp import fwboot  # noqa: E402
 
-fw.resume_install("/")
-del fw
+fwboot.resume_install("/")
+del fwboot
 if romfs_update:
     romfs_update.install("/")
 del romfs_update

@@ -62,7 +62,7 @@ def _join(root, name):
 
 
 def _sha_of_file(path, block):
-    # fw._file_sha's twin: this module imports nothing from the image it replaces.
+    # fwboot._file_sha's twin: this module imports nothing from the image it replaces.
     h = hashlib.sha256()
     buf = bytearray(block)
     with open(path, "rb") as f:

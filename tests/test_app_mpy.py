@@ -165,19 +165,20 @@ import gc, sys
 import evse
 gc.collect()
 before = gc.mem_alloc()
-from evse.ocpp import fw
-fw.resume_install(sys.argv[1])
+from evse.ocpp import fwboot
+fwboot.resume_install(sys.argv[1])
 http_at_boot = "evse.ocpp.http" in sys.modules or "evse.ocpp.bundle" in sys.modules
-del fw
+del fwboot
 gc.collect()
 loaded = gc.mem_alloc()
 evse.unload(*evse.UPDATE_MODULES)
 gc.collect()
 after = gc.mem_alloc()
 import evse.ocpp
-print(loaded - before, loaded - after, "evse.ocpp.fw" in sys.modules, hasattr(evse.ocpp, "fw"), http_at_boot)
-from evse.ocpp import fw   # loads again when the next update comes
-print(fw.installed_version(sys.argv[1]) is None)
+print(loaded - before, loaded - after, "evse.ocpp.fw" in sys.modules or "evse.ocpp.fwboot" in sys.modules,
+      hasattr(evse.ocpp, "fw") or hasattr(evse.ocpp, "fwboot"), http_at_boot)
+from evse.ocpp import fwboot   # loads again at the next boot
+print(fwboot.installed_version(sys.argv[1]) is None)
 """
 
 

@@ -186,5 +186,5 @@ def test_the_code_a_board_is_counted_with_is_what_main_py_imports_there(name, ha
     """The virtual board's heap counts this code, on upper-bound boards too (the ESP32-WROOM): an
     AC board does not pay for the DC modules, nor a board without a network for OCPP."""
     modules = boot_modules(read_board_file(name)[0])
-    assert modules[:2] == ["evse.ocpp.fw", "evse.app"]
+    assert modules[:2] == ["evse.ocpp.fwboot", "evse.app"]
     assert all(m in modules for m in has) and not any(m in modules for m in lacks), modules

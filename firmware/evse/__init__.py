@@ -2,7 +2,7 @@
 VERSION = "0.1.0"
 
 # Loaded for a rare job and let go after it: the firmware update and the diagnostics upload.
-UPDATE_MODULES = ("evse.ocpp.bundle", "evse.ocpp.fw", "evse.ocpp.http", "evse.ocpp.upload")
+UPDATE_MODULES = ("evse.ocpp.bundle", "evse.ocpp.fw", "evse.ocpp.fwboot", "evse.ocpp.http", "evse.ocpp.upload")
 _update_jobs = [0]   # updates and uploads running: while any runs, their code stays loaded
 
 

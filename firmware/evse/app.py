@@ -271,8 +271,8 @@ class App:
         if self._boot_reported:
             return
         self._boot_reported = True
-        from evse.ocpp import fw
-        status = fw.boot_report(self.root)
+        from evse.ocpp import fwboot
+        status = fwboot.boot_report(self.root)
         evse.update_job(0)
         if status:
             cp.firmware_status = status

@@ -125,8 +125,9 @@ def main():
         emit(result=result, heap_bytes=heap)
     elif cmd == "boot":
         root = sys.argv[2]
-        resumed = fw.resume_install(root)
-        emit(result=[resumed, fw.boot_report(root), fw.boot_report(root), fw.installed_version(root)])
+        from evse.ocpp import fwboot
+        resumed = fwboot.resume_install(root)
+        emit(result=[resumed, fwboot.boot_report(root), fwboot.boot_report(root), fwboot.installed_version(root)])
     elif cmd == "upload":
         url, root, lines, max_bytes = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         retries = int(sys.argv[6]) if len(sys.argv) > 6 else 1

@@ -9,13 +9,13 @@
 #     fw.new      the downloaded bundle (removed once installed or refused)
 #     <path>.new  a file staged for installation
 #     fw.pending  {"phase": "staging"|"renaming", "version", "files"}: an install in progress.
-#                 resume_install() at boot rolls "staging" back (old firmware kept) and finishes
+#                 fwboot.resume_install() at boot rolls "staging" back (old firmware kept) and finishes
 #                 "renaming" (every staged file is complete and verified before that phase).
 #     fw.state    {"version": installed version, "report": status for after the reboot}
 #
 # Statuses given to notify (FirmwareStatusNotification / DiagnosticsStatusNotification):
 # Downloading, Downloaded, DownloadFailed, Installing (the bundle's check first), InstallationFailed,
-# Installed (after the reboot, from boot_report); Uploading, Uploaded, UploadFailed.
+# Installed (after the reboot, from fwboot.boot_report); Uploading, Uploaded, UploadFailed.
 import asyncio
 import binascii
 import hashlib
@@ -115,18 +115,6 @@ async def sha256_of(path):
         return binascii.unhexlify(await _hash_range(f, os.stat(path)[6], bytearray(CHUNK)))
 
 
-def _file_sha(path, buf):
-    h = hashlib.sha256()
-    mv = memoryview(buf)
-    with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            h.update(mv[:n])
-    return binascii.hexlify(h.digest())
-
-
 async def _stage(root, bundle, files, offset):
     buf = bytearray(CHUNK)
     with open(bundle, "rb") as src:
@@ -153,12 +141,6 @@ def _unstage(root, files):
 def _staged(root, path):
     # Where a file of the bundle waits until the install's commit point renames it into place.
     return store.join(root, path) + ".new"
-
-
-def _rename(root, path):
-    staged = _staged(root, path)
-    if store.exists(staged):   # else renamed before a reset
-        _replace(staged, store.join(root, path))
 
 
 def _set_state(root, version, report):
@@ -295,69 +277,6 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
     finally:
         _busy = False
 
-
-def _complete(root, version, bad):
-    if bad:
-        print("fw: after the install, %s do not match the manifest" % ", ".join(bad))
-        _set_state(root, None, "InstallationFailed")
-    else:
-        _set_state(root, version, "Installed")
-    _remove(store.join(root, PENDING_FILE))
-    _remove(store.join(root, BUNDLE_FILE))
-
-
-def resume_install(root):
-    """At boot, before anything else under evse/ is imported: finish or roll back an install a
-    power cut interrupted. The status it leads to (also what boot_report will say), or None
-    when no install was pending."""
-    pending_path = store.join(root, PENDING_FILE)
-    pending = store.read_json(pending_path)
-    if not isinstance(pending, dict) or not isinstance(pending.get("files"), list):
-        if store.exists(pending_path):
-            _remove(pending_path)
-        _remove(store.join(root, BUNDLE_FILE))   # an interrupted download: only takes room
-        return None
-    files = [tuple(f) for f in pending["files"]]
-    if pending.get("phase") == "renaming":
-        print("fw: finishing the install of %s a reset interrupted" % pending.get("version"))
-        buf = bytearray(CHUNK)
-        for path, _, _ in files:
-            _rename(root, path)
-        # Boot, no control loop yet: time to check every installed file. A ROMFS image may be
-        # gone already: romfs_update, which runs first, wrote it to the partition and removed it.
-        bad = [p for p, _, sha in files if p != ROMFS_IMAGE and (not store.exists(store.join(root, p))
-               or _file_sha(store.join(root, p), buf) != sha.encode())]
-        _complete(root, pending.get("version"), bad)
-    else:
-        print("fw: rolling back the install of %s a reset interrupted; old firmware kept"
-              % pending.get("version"))
-        _unstage(root, files)
-        _remove(pending_path)
-        _remove(store.join(root, BUNDLE_FILE))
-        _set_state(root, None, "InstallationFailed")
-    return store.read_json(store.join(root, STATE_FILE), {}).get("report")
-
-
-def boot_report(root, clear=True):
-    """The FirmwareStatusNotification to send once connected after a reboot ("Installed" or
-    "InstallationFailed"), or None. `clear`: it is returned once only; with clear=False, call
-    clear_report() after the notification went through."""
-    report = store.read_json(store.join(root, STATE_FILE), {}).get("report")
-    if report is not None and clear:
-        clear_report(root)
-    return report
-
-
-def clear_report(root):
-    _set_state(root, None, None)
-
-
-def installed_version(root):
-    """The version the last update installed, or None (never updated over the air)."""
-    return store.read_json(store.join(root, STATE_FILE), {}).get("version")
-
-
-# GetDiagnostics.
 
 # ---- the charge point's job (its start_firmware_update) ---------------------------------------
 def start_update(cp, location, when_s, retries, interval_s, signed=None):
