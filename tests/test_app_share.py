@@ -379,3 +379,12 @@ def test_the_boot_s_construction_code_goes_once_the_app_stands(tmp_path, monkeyp
     assert [g.n for g in app.guns] == [1, 2] and app.cp.keys.get("NumberOfConnectors") == 2
     assert "evse.appinit" not in sys.modules and "evse.ocpp.cpinit" not in sys.modules
     assert not hasattr(evse, "appinit") and not hasattr(evse.ocpp, "cpinit")
+    # Nor does anything it made keep them: a function keeps its module's globals, and so every
+    # function of the module (a lambda made there once kept all of evse.appinit on every board).
+    import gc
+    import types
+    gc.collect()
+    kept = [o for o in gc.get_objects() if isinstance(o, types.FunctionType)
+            and o.__globals__.get("__name__") in ("evse.appinit", "evse.ocpp.cpinit")]
+    assert not kept, kept
+    assert app.metering is not None and app.metering.grid_limit_a() == b["site_limit_a"]   # sim-ac2 has a meter

@@ -68,6 +68,12 @@ class App:
             appinit = None
             evse.unload("evse.appinit")
 
+    def grid_cap_a(self):
+        """What the grid meter's budget is checked against: grid_limit_a, not less than the
+        board's own site limit (a central system may lower grid_limit_a, which must not make a
+        building's real load look like a meter's fault)."""
+        return max(self.cfg.get("grid_limit_a"), self.board["site_limit_a"])
+
     def client_cert_missing(self):
         """Why SecurityProfile 3 could not connect for want of this charge point's certificate
         (ocpp_cert, ocpp_key not set, or a file missing), or None. Reads no key."""

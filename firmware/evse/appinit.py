@@ -80,7 +80,7 @@ def init(app, board, cfg, hal, root):
                 app.guns[i].imd = monitor
         # Not less than the board's own site limit: a central system may lower grid_limit_a,
         # which must not make a building's real load look like a meter's fault.
-        app.metering.grid_limit_a = lambda: max(cfg.get("grid_limit_a"), board["site_limit_a"])
+        app.metering.grid_limit_a = app.grid_cap_a   # not a lambda here: it would keep this module
         if "grid_meter" in board:
             from evse import grid  # noqa: F401  (the budget under it: its code only on such a board)
             from evse.solar import Solar
