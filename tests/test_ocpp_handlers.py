@@ -1077,3 +1077,17 @@ def test_the_code_that_changes_keys_and_the_local_list_loads_for_a_request_and_g
     assert not loaded() and ("evse.ocpp.authlist",) in seen
     again = load(FakeApp([FakeGun("A")], None), str(tmp_path))   # a boot with the key stored
     assert again.keys.get("HeartbeatInterval") == 77 and again.auth.version == 2 and not loaded()
+
+
+def test_the_boot_takes_the_central_system_s_interval_and_stores_what_the_key_allows(tmp_path, monkeypatch):
+    import asyncio
+    monkeypatch.setattr(asyncio, "sleep_ms", lambda ms: asyncio.sleep(ms / 1000), raising=False)   # MicroPython's
+    cp = load(FakeApp([FakeGun("A")], None), str(tmp_path))
+    seen = []
+    for interval in (90, 100000, 90, 300):   # 100000 s is over the key's 86400: used, not stored
+        async def call(action, payload, interval=interval):
+            return {"status": "Accepted", "currentTime": iso(NOW), "interval": interval}
+        cp.call = call
+        asyncio.run(cp._boot())
+        seen.append((cp.heartbeat_s, cp.keys.get("HeartbeatInterval")))
+    assert seen == [(90, 90), (100000, 90), (90, 90), (300, 300)]

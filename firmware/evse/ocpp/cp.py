@@ -934,10 +934,11 @@ class ChargePoint:
                 self.log("ocpp: BootNotification.conf currentTime %r is not a time" % reply.get("currentTime"))
             interval = reply.get("interval") or 0
             if self.boot_status == "Accepted":
-                if interval > 0 and interval != self.keys.get("HeartbeatInterval"):
-                    import evse.ocpp.keyset  # noqa: F401  (its load a step of its own; Keys lets it go)
-                    await asyncio.sleep_ms(0)
-                    self.keys.change("HeartbeatInterval", str(interval))   # stored where it fits the key
+                if interval > 0:
+                    if interval != self.keys.get("HeartbeatInterval"):
+                        import evse.ocpp.keyset  # noqa: F401  (its load a step of its own; Keys lets it go)
+                        await asyncio.sleep_ms(0)
+                        self.keys.change("HeartbeatInterval", str(interval))   # stored where it fits the key
                     self.heartbeat_s = interval
                 return
             self.log("ocpp: BootNotification %s; next in %d s" % (self.boot_status, interval or 10))
