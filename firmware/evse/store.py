@@ -80,7 +80,7 @@ def _pieces(value):
     # its own, one level down. A firmware update's list of files is some 8 KB as one text; as
     # pieces, the longest is one file's entry. json.dump would write each token on its own, 3.6x
     # slower.
-    if isinstance(value, dict):
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):   # else json.dumps's keys
         sep = "{"
         for key in value:
             yield sep + json.dumps(key) + ": "

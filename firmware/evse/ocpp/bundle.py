@@ -202,16 +202,17 @@ def _partition_bytes():
 
 
 def check_room(root, files):
-    # Every file takes whole blocks, and their directories' metadata a block for every few
+    # Every file takes whole blocks, and their directories' metadata a block for every three
     # files: staging this firmware's 62 package files (241 KB) took 373-438 KB of a 1.4 MB
     # littlefs, where whole blocks come to 381 KB (small files live in the metadata; the
-    # directories' logs grow). A block a file on top, as before, asked for 635 KB: more than a
-    # Pico's filesystem has free beside the firmware and its bundle. The controller keeps writing.
+    # directories' logs grow); this asks for 467 KB. A block a file on top, as before, asked for
+    # 635 KB: more than a Pico's filesystem has free beside the firmware and its bundle. The
+    # controller keeps writing.
     try:
         block = os.statvfs(root or ".")[0]
     except (OSError, AttributeError):
         return None
-    needed = sum((size + block - 1) // block * block for _, size, _ in files) + (len(files) + 3) // 4 * block
+    needed = sum((size + block - 1) // block * block for _, size, _ in files) + (len(files) + 2) // 3 * block
     free = _free_bytes(root)
     if free - RESERVE_BYTES < needed:
         raise BundleError("not enough flash to install: %d bytes needed, %d free above the %d kept "
