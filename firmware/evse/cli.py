@@ -1,8 +1,6 @@
 # The technician's command line on the serial console, while charging goes on. One line in,
 # reply lines out; never raises on what is typed. A command that would change how a running
 # session charges refuses, naming the gun and the reason, unless the line ends with --yes.
-import asyncio
-
 from evse import config, console, store
 
 COMMANDS = (
@@ -404,6 +402,7 @@ SELFTEST_RCD_POLLS = 50  # 20 ms apart: an RCD module's test takes tens of ms
 async def selftest(app):
     """The technician's selftest: each gun's RCD test and contactor feedback, the meters,
     the network. Prints as it goes; the guns stay under the control loop meanwhile."""
+    import asyncio   # the app's, loaded: not at the console's import (main.py's preload at boot)
     problems = 0
     for g in app.guns:
         if g.contactor or g.state != "A":
