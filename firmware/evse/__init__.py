@@ -30,6 +30,18 @@ def unload(*names):
                 pass   # never imported as an attribute, or let go before
 
 
+def call_and_let_go(name, what, *args):
+    """`what(*args)` of the module `name`, loaded for the call and let go after it, whether it
+    returns or raises: code that runs once at boot or for a rare request (a board holds a
+    module's .mpy code in its heap)."""
+    module = __import__(name, None, None, (what,))
+    try:
+        return getattr(module, what)(*args)
+    finally:
+        module = None
+        unload(name)
+
+
 def preload_names(*names):
     """Imports each module and lets it go again. What stays are the names its code uses, which
     MicroPython interns in tables (qstr pools) that grow by doubling, one contiguous block each

@@ -59,14 +59,7 @@ def phases_wanted(limits, loads):
 
 class App:
     def __init__(self, board, cfg, hal, root="/"):
-        # Run once, at boot: its code loads for it and goes again (a board holds .mpy code in
-        # its heap).
-        from evse import appinit
-        try:
-            appinit.init(self, board, cfg, hal, root)
-        finally:
-            appinit = None
-            evse.unload("evse.appinit")
+        evse.call_and_let_go("evse.appinit", "init", self, board, cfg, hal, root)   # once, at boot
 
     def grid_cap_a(self):
         """What the grid meter's budget is checked against: grid_limit_a, not less than the

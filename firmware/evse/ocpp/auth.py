@@ -215,12 +215,7 @@ class Auth:
 
     def _authlist(self, what, *args):
         # The list's updates and its whole contents: evse.ocpp.authlist, loaded for the call.
-        from evse.ocpp import authlist
-        try:
-            return getattr(authlist, what)(self, *args)
-        finally:
-            authlist = None
-            evse.unload("evse.ocpp.authlist")
+        return evse.call_and_let_go("evse.ocpp.authlist", what, self, *args)
 
     def local_list_version(self):
         """GetLocalListVersion.conf listVersion (section 5.10): -1 when the list is disabled,

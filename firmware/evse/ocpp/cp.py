@@ -58,13 +58,7 @@ class ChargePoint:
     VENDOR_ID = "evse"
 
     def __init__(self, app, root, url, cp_id, ca_der=None, log=print):
-        # Run once, at boot: its code loads for it and goes again (as evse.appinit).
-        from evse.ocpp import cpinit
-        try:
-            cpinit.init(self, app, root, url, cp_id, ca_der, log)
-        finally:
-            cpinit = None
-            evse.unload("evse.ocpp.cpinit")
+        evse.call_and_let_go("evse.ocpp.cpinit", "init", self, app, root, url, cp_id, ca_der, log)   # once, at boot
 
     def _key_check(self, name, value):
         if name == "SecurityProfile" and value >= 2 and not self.url.startswith("wss://"):

@@ -187,12 +187,6 @@ class Keys:
         return self._keyset("change", name, value_text)
 
     def _keyset(self, what, *args):
-        # Loaded for the call and let go after it: a charger holds its .mpy code in the heap, and
-        # these run at boot and for the central system's rare requests. A caller whose step must
-        # not hold the import loads it in a step before (ops.steps, ChargePoint._boot).
-        from evse.ocpp import keyset
-        try:
-            return getattr(keyset, what)(self, *args)
-        finally:
-            keyset = None
-            evse.unload("evse.ocpp.keyset")
+        # At boot and for the central system's rare requests. A caller whose step must not hold
+        # the import loads it in a step before (ops.steps, ChargePoint._boot).
+        return evse.call_and_let_go("evse.ocpp.keyset", what, self, *args)

@@ -140,11 +140,7 @@ def delete_certificate(cp, p):
 def _certs(cp, what, p):
     # The certificate store's code loads for the request and goes after it (a rare job).
     import evse
-    from evse.ocpp import certs
-    try:
-        return getattr(certs, what)(cp, p)
-    finally:
-        evse.unload("evse.ocpp.certs")
+    return evse.call_and_let_go("evse.ocpp.certs", what, cp, p)
 
 
 @handler("CertificateSigned")
