@@ -93,10 +93,9 @@ def _board(name: str) -> dict:
             count, p99_us, max_us = (int(x) for x in fields[4:7]) if len(fields) >= 7 else (0, 0, 0)
             rom = int(fields[7]) if len(fields) >= 8 else 0
             console = bytes(vb.console).decode(errors="replace")
-            # The code loaded for a job (the handlers, the HTTP client, the console...) at the
-            # peak: counted as code, at the install's ratio, not as data.
-            # The code is what was loaded at the peak, measured as those modules import: the
-            # boot's less what it let go (main.py's update check), and what a job had loaded.
+            # The code is what was loaded at the peak, measured as those modules import and
+            # counted at the install's ratio, not as data: the boot's less what it let go
+            # (main.py's update check), and what a job had loaded (the handlers, the HTTP client).
             mods = Path(str(probe) + ".modules")
             at_peak = mods.read_text().split() if mods.exists() else []
             lazy = sorted(set(at_peak) - set(vb.boot_imports))
