@@ -18,9 +18,8 @@ def _line(tag, entry):
 
 
 def move_old_list(auth, path):
-    # A list kept by earlier firmware as one JSON file: into the new file, as one Full update.
-    if not store.exists(path):
-        return
+    # A list kept by earlier firmware as one JSON file (Auth found it there): into the new file,
+    # as one Full update.
     data, table = _load(path, 0, auth.parents)
     version = data.get("version") if isinstance(data, dict) else 0
     groups = {}
