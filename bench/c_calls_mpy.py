@@ -2,8 +2,8 @@
 # calls a workload makes into MicroPython's C routines (files on littlefs, json, hashlib, os,
 # socket's module functions: getaddrinfo, a board's lwIP resolver, and the import of a module
 # from its .mpy), timed into C_US. A step's bytecode is judged at pystone's factor (x 325 on an RP2040) and its C
-# at the C factor (x 50-100: DESIGN.md, the boards are the truth): one factor for the whole
-# gap would judge a littlefs append or a json.loads as if it were bytecode.
+# at the C factor: bytecode's times C_OVER_BYTECODE (bench/timing.py), what the firmware's imports
+# and json measured on an emulated ARMv6-M (bench/gc_armv6m/README.md).
 #
 # How: `json`, `os` and `hashlib` in sys.modules are replaced by objects whose functions time
 # the real ones, and the builtin `open` hands out a file whose methods do (a Python object can

@@ -3,7 +3,7 @@
 # workload runs in the real firmware code (bench/timing.py scales the figures to the boards and
 # judges them against the 50 ms rule).
 # usage: micropython timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON ROOT_DIR
-#                                  C_X PYSTONE_RP2040 PYSTONE_BASIS BOARD_CALL_US BOARD_READ_BYTES_PER_US
+#                                  C_OVER_BYTECODE PYSTONE_RP2040 BOARD_CALL_US BOARD_READ_BYTES_PER_US
 #   WS_URL     the central system's ws://HOST:PORT/ocpp (HOST "localhost" when it resolves to
 #              127.0.0.1 here: then getaddrinfo looks the name up, as a central system's)
 #   WSS_URL    the same over TLS, CA_DER the file of its CA (DER); "-" when there is none
@@ -106,11 +106,11 @@ class FlashImage:
         self.board_byte_ps = 0   # and a byte of its read, in picoseconds
         self._ns = 0           # what is not a whole microsecond yet
 
-    def at_c_factor(self, c_x):
-        """What a board's C block device costs, from now on, in this host's time at C factor c_x
-        (integers: nothing allocated in a call)."""
-        self.board_call_ns = int(BOARD_CALL_US * 1000 / c_x)
-        self.board_byte_ps = int(1000000 / BOARD_READ_BYTES_PER_US / c_x)
+    def at_c_factor(self, c_factor):
+        """What a board's C block device costs, from now on, in this host's time at C factor
+        c_factor (integers: nothing allocated in a call)."""
+        self.board_call_ns = int(BOARD_CALL_US * 1000 / c_factor)
+        self.board_byte_ps = int(1000000 / BOARD_READ_BYTES_PER_US / c_factor)
 
     def _spent(self, took_us, nbytes):
         board_ns = self.board_call_ns + nbytes * self.board_byte_ps // 1000
@@ -176,7 +176,10 @@ class StepWatch:
     between two turns of this task (the loop's stall: the steps of a round and asyncio's own
     work between them), each with the part spent in MicroPython's C routines (c_calls_mpy.C_US).
     The worst is the worst as a board would see it: a microsecond of C weighs `c_weight` of
-    bytecode (the C factor over pystone's).
+    bytecode (the C factor over pystone's). A step's longest single call into C (an import, a
+    json.loads of a frame, a littlefs commit) cannot be cut into steps however the firmware
+    slices its work: the worst step is the one whose time without that call is the longest, and
+    the longest such call of any step is kept apart (`block`: us here, its name).
 
     Three things are kept out of the gaps. The time the kernel kept this process waiting for a
     CPU while another process ran (the bench machine's noise, not the firmware's): the second
@@ -193,8 +196,10 @@ class StepWatch:
         self.worst_us = 0     # the worst gap, judged as a board would see it ...
         self.worst_c_us = 0   # ... and its C part
         self._worst_weighed = 0
-        self.step = [0, 0, 0, None, None]   # the worst step: its weight, us, us of C, its task's name,
-        #                                    its longest C call
+        self.step = [0, 0, 0, None, None, 0]   # the worst step: its weight without its longest C call,
+        #                                    us, us of C, its task's name, its longest C call, that call's us
+        self.block = [0, None]   # the longest single C call of any step: us here, its name
+        self.whole = [0, 0, 0]   # the worst step with its C calls: its weight, us, us of C
         self.paused = False
         self.collections = array("I", bytes(4 * _BUCKETS))  # per bucket: collections that took so long
         self._buf = bytearray(96)
@@ -212,8 +217,14 @@ class StepWatch:
         self.faulted_worst = 0   # since start(): the weight of the longest step not judged so
 
     def worst(self):
-        """(step, C in it, gap, C in it): the worst step and the worst gap since start(), in us."""
-        return self.step[1], self.step[2], self.worst_us, self.worst_c_us
+        """(step, C in it, gap, C in it, the step's longest C call): the worst step and the worst gap
+        since start(), in us."""
+        return self.step[1], self.step[2], self.worst_us, self.worst_c_us, self.step[5]
+
+    def worst_whole(self):
+        """worst()'s, the worst step chosen and counted with its longest C call (a row that is
+        one C call: the TLS handshake)."""
+        return self.whole[1], self.whole[2], self.worst_us, self.worst_c_us, 0
 
     def worst_task(self):
         """The function whose coroutine took the worst step ("!": resumed by an exception)."""
@@ -231,11 +242,20 @@ class StepWatch:
             if weighed > self.faulted_worst:
                 self.faulted_worst = weighed
             return
+        whole = self.whole
+        if weighed > whole[0]:
+            whole[0], whole[1], whole[2] = weighed, took_us, c_us
         step = self.step
-        if weighed > step[0]:
+        call_us = min(LONGEST[1], c_us)
+        rest = weighed - call_us * self.c_weight
+        if rest > step[0]:
             # its name now: a reference would keep the coroutine (an App, a link) alive
-            step[0], step[1], step[2], step[3] = weighed, took_us, c_us, stepped.name() + ("!" if thrown else "")
+            step[0], step[1], step[2], step[3] = rest, took_us, c_us, stepped.name() + ("!" if thrown else "")
             step[4] = "%s %d us" % (LONGEST[0], LONGEST[1]) if LONGEST[1] else None
+            step[5] = call_us
+        if call_us > self.block[0]:
+            self.block[0] = call_us
+            self.block[1] = "%s (%s)" % (LONGEST[0], stepped.name())
 
     def waited_us(self):
         """Microseconds not the firmware's since start: the kernel's run_delay, and the time in
@@ -330,8 +350,10 @@ class StepWatch:
         # The watcher takes its turn first: the gap of the caller's own set-up is not counted.
         await asyncio.sleep_ms(0)
         self.worst_us = self.worst_c_us = self._worst_weighed = 0
-        self.step[0] = self.step[1] = self.step[2] = 0
+        self.step[0] = self.step[1] = self.step[2] = self.step[5] = 0
         self.step[3] = self.step[4] = None
+        self.block[0] = self.whole[0] = self.whole[1] = self.whole[2] = 0
+        self.block[1] = None
         self.faulted_worst = 0
 
 
@@ -467,7 +489,7 @@ async def connect(watch, url, ca_der=None):
     start = time.ticks_us()
     await ws.connect(url + "/" + CP_ID + "-C", ca_der=ca_der, timeout_ms=10000)
     took_us = time.ticks_diff(time.ticks_us(), start)
-    worst = watch.worst()
+    worst = watch.worst_whole() if ca_der else watch.worst()
     await ws.close()
     return worst, {"connect_us": took_us}
 
@@ -856,7 +878,7 @@ async def runs(watch, root, name, out, make, keep=False):
     worst step and stall, their C, and the details. A run that fails (an
     exception, or ocpp_mpy.until's SystemExit on a timeout) ends the workload: out[name] says
     why, and no figure is made up."""
-    worst, in_c, stalls, stalls_c, details = [], [], [], [], []
+    worst, in_c, stalls, stalls_c, calls, details = [], [], [], [], [], []
     # The machine's speed beside the workload, before and after it: the host judges the row by
     # it (a shared machine's speed drifts: 62,000 and 97,000 pystone/s an hour apart).
     gc.collect()
@@ -871,19 +893,21 @@ async def runs(watch, root, name, out, make, keep=False):
             out[name] = {"error": "run %d: %s: %s" % (run + 1, type(err).__name__, err)}
             return
         if not isinstance(worst_us, tuple):
-            worst_us = (worst_us, 0, None, None)
+            worst_us = (worst_us, 0, None, None, 0)
         else:
             run_details["worst_step_of"] = watch.worst_task()
+            run_details["longest_c_call"] = [watch.block[0], watch.block[1]]
             if watch.faulted_worst > watch.step[0]:
                 run_details["hidden_by_fault"] = True   # a longer step took a page fault: not judged
-        for into, value in zip((worst, in_c, stalls, stalls_c), worst_us):
+        for into, value in zip((worst, in_c, stalls, stalls_c, calls), worst_us):
             into.append(value)
         details.append(run_details)
         if not keep:
             remove_tree(folder)
     gc.collect()
     pystones.append(pystone_mpy.pystones_per_s(PYSTONE_LOOPS))
-    out[name] = {"worst_us": worst, "c_us": in_c, "stall_us": stalls, "stall_c_us": stalls_c, "details": details,
+    out[name] = {"worst_us": worst, "c_us": in_c, "stall_us": stalls, "stall_c_us": stalls_c, "call_us": calls,
+                 "details": details,
                  "pystone_per_s": sum(pystones) / len(pystones)}
 
 
@@ -966,21 +990,20 @@ def sizes(board_path, load_board_path, root):
 
 async def main(args):
     global BOARD_CALL_US, BOARD_READ_BYTES_PER_US
-    c_x, pystone_rp2040, pystone_basis = float(args[8]), float(args[9]), float(args[10])
-    BOARD_CALL_US, BOARD_READ_BYTES_PER_US = float(args[11]), float(args[12])
+    c_over_bytecode, pystone_rp2040 = float(args[8]), float(args[9])
+    BOARD_CALL_US, BOARD_READ_BYTES_PER_US = float(args[10]), float(args[11])
     bdev = mount_flash(args[7])
     args = args[:7] + (FLASH,)
     out = {"runs": RUNS, "sizes": sizes(args[5], args[6], args[7])}
     out["pystone_per_s"] = max(pystone_mpy.pystones_per_s(PYSTONE_LOOPS) for _ in range(RUNS))
     out["block_device_call_ns"] = bdev.calibrate()
-    bdev.at_c_factor(c_x * out["pystone_per_s"] / pystone_basis)
+    bdev.at_c_factor(c_over_bytecode * out["pystone_per_s"] / pystone_rp2040)
     out["block_device_board"] = {"call_us": BOARD_CALL_US, "read_bytes_per_us": BOARD_READ_BYTES_PER_US}
     out["getaddrinfo_us"] = getaddrinfo_us(args[0])
     gc.collect()
     out["heap_bytes"] = gc.mem_alloc() + gc.mem_free()
     watch = StepWatch()
-    # C's factor over bytecode's: C_X x pystone here / the basis machine's, over pystone here / the RP2040's
-    watch.c_weight = c_x * pystone_rp2040 / pystone_basis
+    watch.c_weight = c_over_bytecode   # C's factor over bytecode's
     out["preemption_corrected"] = watch.corrected
     asyncio.create_task(watch.run())
     step_every_task(watch)   # the watcher's own turns are not a task step
@@ -991,7 +1014,7 @@ async def main(args):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 14:
+    if len(sys.argv) != 13:
         raise SystemExit("usage: timing_mpy.py WS_URL WSS_URL|- CA_DER|- FILES_URL BUNDLE_URL BOARD_JSON LOAD_BOARD_JSON "
-                         "ROOT_DIR C_X PYSTONE_RP2040 PYSTONE_BASIS BOARD_CALL_US BOARD_READ_BYTES_PER_US")
+                         "ROOT_DIR C_OVER_BYTECODE PYSTONE_RP2040 BOARD_CALL_US BOARD_READ_BYTES_PER_US")
     say(result=asyncio.run(main(tuple(sys.argv[1:]))))

@@ -14,7 +14,7 @@ def memory(p99_us, install="romfs", live_w=127000):
 
 
 def test_each_rp2040_board_s_collection_is_judged_by_the_armv6m_collector_from_what_its_peak_held():
-    f = timing._factors(timing.PYSTONE_BASIS)   # the brief's machine: C x 100
+    f = timing._factors(timing.PYSTONE_RP2040 * 100 / timing.C_OVER_BYTECODE)   # a machine where C is x 100
     rows = timing._board_collections(memory(600), f)
     judged = [r for r in rows if "verdict" not in r]
     shown = [r for r in rows if r.get("verdict") == "reference"]
@@ -38,7 +38,25 @@ def test_the_collector_s_time_grows_with_what_is_live_and_with_the_heap():
 
 def test_a_board_the_memory_section_did_not_measure_is_not_measured_and_says_why():
     rows = timing._board_collections({"boards": {"rp2040-pico": {"error": "MemoryError at boot"}}},
-                                     timing._factors(timing.PYSTONE_BASIS))
+                                     timing._factors(timing.PYSTONE_RP2040))
     assert [r["measured"] for r in rows] == [False, False]   # one row each: neither is measured
     assert rows[0]["why"] == "MemoryError at boot" and "run make bench" in rows[1]["why"]
     assert all(not r.get("pass", False) for r in timing._board_collections(None, timing._factors(1000)))
+
+
+def test_a_step_is_judged_without_its_longest_c_call_which_is_judged_apart_as_a_c_block():
+    f = timing._factors(timing.PYSTONE_RP2040)   # bytecode x 1, C x C_OVER_BYTECODE
+    measured = {"worst_us": [30000, 40000, 50000], "c_us": [20000, 30000, 40000], "call_us": [15000, 25000, 38000]}
+    host_ms, c_ms, call_ms = timing._median_run(measured, timing.STEP, f)
+    # judged: 10 + 5 x 1.4 = 17, 10 + 5 x 1.4 = 17, 10 + 2 x 1.4 = 12.8 (ms): the median is one of the 17s
+    assert (host_ms, c_ms) in ((30.0, 20.0), (40.0, 30.0)) and call_ms == c_ms - 5.0
+    row = timing._scaled(host_ms, f, c_ms, call_ms)
+    assert row["rp2040_ms"] == 17.0 and row["call_rp2040_ms"] == round(call_ms * timing.C_OVER_BYTECODE, 1)
+    # The TLS handshake's row is C as a whole: nothing left out.
+    assert timing._median_run(measured, timing.C_BLOCK, f)[2] == 0
+    details = [{"longest_c_call": [15000, "import evse.ocpp.ops (_reader)"]}, {"longest_c_call": [0, None]}, {}]
+    block = timing._c_call(details, f)
+    assert block["of"] == "import evse.ocpp.ops (_reader)" and block["rp2040_ms"] == 21.0 and block["pass"]
+    slow = timing._c_call([{"longest_c_call": [timing.BLOCK_LIMIT_MS * 1000, "json.loads 8000B"]}], f)
+    assert not slow["pass"]
+    assert timing._c_call([{}], f) is None
