@@ -54,7 +54,9 @@ def test_a_step_is_judged_without_its_longest_c_call_which_is_judged_apart_as_a_
     assert row["rp2040_ms"] == 17.0 and row["call_rp2040_ms"] == round(call_ms * timing.C_OVER_BYTECODE, 1)
     # The TLS handshake's row is C as a whole: nothing left out.
     assert timing._median_run(measured, timing.C_BLOCK, f)[2] == 0
-    details = [{"longest_c_call": [15000, "import evse.ocpp.ops (_reader)"]}, {"longest_c_call": [0, None]}, {}]
+    details = [{"longest_c_call": [15000, "import evse.ocpp.ops (_reader)"]}, {"longest_c_call": [0, None]}, {},
+               {"longest_c_call": [9000, "json.loads 3846B (_reader)"]},
+               {"longest_c_call": [2000000, "socket.write (_write)"]}]   # the machine's noise, once: not the median
     block = timing._c_call(details, f)
     assert block["of"] == "import evse.ocpp.ops (_reader)" and block["rp2040_ms"] == 21.0 and block["pass"]
     slow = timing._c_call([{"longest_c_call": [timing.BLOCK_LIMIT_MS * 1000, "json.loads 8000B"]}], f)
