@@ -7,7 +7,8 @@
 # times: the modules the firmware loads for a request and lets go (evse.unload), from the image in
 # place (a ROMFS install) and from a filesystem that reads each file into the heap (a .mpy install
 # on littlefs, without littlefs's own code); json.loads and json.dumps of a SendLocalList of 30
-# entries; and, for bytecode, pystone in this state (PYLOOPS passes).
+# entries. And the heap the code takes from the image (the boot's modules; with the local list's,
+# with the update's): in bytes, for the 32-bit board's ratio to this 64-bit port.
 import gc
 import io
 import json
@@ -41,11 +42,15 @@ class Copy:
 
 vfs.mount(Copy(), "/copy")
 sys.path[:] = ["/rom"]
+gc.collect()
+base = gc.mem_alloc()
 BOOT = ("asyncio", "evse", "evse.app", "evse.ocpp", "evse.ocpp.cp", "evse.ocpp.tx", "evse.ocpp.journal",
         "evse.ocpp.ws", "evse.ocpp.rpc", "evse.ocpp.auth", "evse.ocpp.keys", "evse.hal", "evse.gun",
         "evse.pilot", "evse.sharing", "evse.metering", "evse.log", "evse.config")
 for name in BOOT:
     __import__(name)
+gc.collect()
+print("RESULT", TAG, "code", "romfs_boot", gc.mem_alloc() - base)   # the heap the code takes, in bytes
 import evse  # noqa: E402
 
 evse.preload_names("evse.cli", "evse.console")   # as main.py does
@@ -88,3 +93,11 @@ text = json.dumps([2, "u1", "SendLocalList", {"listVersion": 5, "updateType": "F
 obj = json.loads(text)
 print("RESULT", TAG, "json", "loads_%d" % len(text), timed(json.loads, text))
 print("RESULT", TAG, "json", "dumps_%d" % len(text), timed(json.dumps, obj))
+
+# The code at the local list's and at the update's moments, from the image (bytes of heap).
+for label, names in (("romfs_local_list", ("evse.ocpp.ops", "evse.ocpp.authlist")),
+                     ("romfs_update", ("evse.ocpp.fw", "evse.ocpp.http", "evse.ocpp.bundle"))):
+    for name in names:
+        __import__(name)
+    gc.collect()
+    print("RESULT", TAG, "code", label, gc.mem_alloc() - base)

@@ -10,7 +10,9 @@ ROMFS image of the firmware for each side (armv6m and the host's .mpy), runs boa
 guest once (its counts do not vary) and HOST_RUNS times here, and pystone in a fresh interpreter
 on both; prints, for each routine, the guest's instructions, the RP2040's ms at GUEST_CPI cycles an
 instruction and 125 MHz, this host's us (the median of the runs' medians), their ratio, and that
-ratio over pystone's: how much slower than bytecode, relative to this host, a C routine runs."""
+ratio over pystone's: how much slower than bytecode, relative to this host, a C routine runs. And
+the heap the firmware's code takes from the image on each side: the ROMFS install's ratio of a
+32-bit board's bytes to this port's."""
 import contextlib
 import io
 import re
@@ -114,7 +116,7 @@ def main(argv):
     print(f"{'routine':<42} {'M instr':>8} {'RP2040 ms':>10} {'(CPI 1.37-1.8)':>15} {'here us':>8} "
           f"{'RP2040/here':>11} {'/ bytecode':>10}")
     for key in sorted(g):
-        if not all(key in r for r in h):
+        if key[0] == "code" or not all(key in r for r in h):
             continue
         here = statistics.median(r[key] for r in h)
         kinsn = g[key]
@@ -123,6 +125,11 @@ def main(argv):
         print(f"{' '.join(key):<42} {kinsn / 1000:>8.3f} {ms:>10.1f} "
               f"{kinsn * 1000 * lo / RP2040_HZ * 1000:>7.1f}-{kinsn * 1000 * hi / RP2040_HZ * 1000:<7.1f} "
               f"{here:>8.0f} {ratio:>11.0f} {ratio / py_ratio:>10.2f}")
+    print("the heap the code takes from the ROMFS image, bytes: 32-bit guest / 64-bit here "
+          "(host_tools/sim/supervisor.py CODE_ROMFS_32_PER_64)")
+    for key in sorted(k for k in g if k[0] == "code"):
+        here = statistics.median(r[key] for r in h)
+        print(f"{key[1]:<42} {g[key]:>8} {here:>8.0f} {g[key] / here:>8.3f}")
 
 
 if __name__ == "__main__":

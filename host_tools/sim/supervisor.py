@@ -165,12 +165,12 @@ print(silicon, code)
 CODE_32_PER_64 = 0.83   # the firmware's code as .mpy
 DATA_32_PER_64 = 0.55   # lists, dicts, objects, parsed JSON
 # The code imported from a ROMFS image: its bytecode and strings stay in the image, what the heap
-# holds are the functions', classes' and modules' objects. The WebAssembly port has no VfsRom, so
-# this one is derived: a 32-bit build of v1.28 took 0.41 of the .mpy install's heap from a ROMFS
-# image (36.8 of 89.9 KiB for the Pico's modules, 65.4 of 157.3 KiB for the ESP32's with OCPP:
-# docs/boards.md), the unix port here 0.53 (esp32-devkitc's modules: 127,296 of 241,920 bytes):
-# 0.83 x 0.41 / 0.53.
-CODE_ROMFS_32_PER_64 = 0.65
+# holds are the functions', classes', modules' and names' objects. Measured on a 32-bit
+# MicroPython v1.28 with VfsRom (the qemu port built for ARMv6-M, bench/gc_armv6m/compare.py): the
+# same image's modules took 0.575-0.584 of the heap they take here (60,480 of 105,120 bytes for
+# what a board with OCPP imports at boot; with the local list's and the update's modules 0.58).
+# Until 2026-12-07 it was derived, 0.65, the WebAssembly port having no VfsRom.
+CODE_ROMFS_32_PER_64 = 0.58
 
 
 def board_heap_bytes(free_32: int, silicon: int, code: int, code_ratio: float = CODE_32_PER_64) -> int:
