@@ -62,3 +62,13 @@ def test_a_step_is_judged_without_its_longest_c_call_which_is_judged_apart_as_a_
     slow = timing._c_call([{"longest_c_call": [timing.BLOCK_LIMIT_MS * 1000, "json.loads 8000B"]}], f)
     assert not slow["pass"]
     assert timing._c_call([{}], f) is None
+
+
+def test_the_tls_row_is_judged_by_the_handshake_measured_on_armv6m_and_shows_the_host_s_times_c():
+    fast, slow = timing.tls_handshake_ms_rp2040()
+    # 2 x 31.864 M + 30.627 M instructions at 1.37 and 1.8 cycles, 125 MHz
+    assert round(fast) == 1034 and round(slow) == 1359
+    row = timing._tls_measured({"rp2040_ms": 3977.3})
+    assert row["rp2040_ms"] == round(slow, 1) and row["host_x_c_rp2040_ms"] == 3977.3
+    assert row["with_an_intermediate_ca_rp2040_ms"] > row["rp2040_ms"] + 400
+    assert timing._judged(row, timing.BLOCK_LIMIT_MS)["pass"]

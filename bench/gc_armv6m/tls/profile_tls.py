@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Exact guest instruction counts and estimated Cortex-M0+ cycles for each timed operation,
+from a qemu '-d in_asm,exec,nochain' log (file or fifo; read as a stream).
+An interval starts at the entry of bench_begin() and ends at the entry of bench_end().
+Cycle table (Cortex-M0+ TRM, zero wait states): ALU 1 (MULS 1: RP2040 has the single-cycle
+multiplier), LDR/STR 2, B 2, BL 3 (counted as one 32-bit insn), BX/BLX 2, cond branch 1 (+1 if
+taken), PUSH/STM 1+N, POP/LDM 1+N, POP {..pc} 3+N, writes to PC 2 (+1 for the refill), MRS/MSR/barriers 3.
+usage: profile_tls.py LOG ELF [label ...]"""
+import sys, re, collections, subprocess
+log, elf = sys.argv[1], sys.argv[2]
+labels = sys.argv[3:]
+syms = {}
+for l in subprocess.run(['arm-none-eabi-nm', elf], capture_output=True, text=True).stdout.split('\n'):
+    p = l.split()
+    if len(p) == 3: syms[p[2]] = int(p[0], 16) & ~1
+BEGIN, END = syms['bench_begin'], syms['bench_end']
+tr = re.compile(r'^Trace \d+: (0x[0-9a-f]+) \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)')
+ins = re.compile(r'^0x([0-9a-f]+):\s+([0-9a-f]{4})(?: ([0-9a-f]{4}))?\s+(\S+)\s*(.*)$')
+COND = {'beq','bne','bcs','bhs','bcc','blo','bmi','bpl','bvs','bvc','bhi','bls','bge','blt','bgt','ble'}
+_cc = {}
+def classify(mn, ops):
+    k = (mn, ops)
+    if k in _cc: return _cc[k]
+    m = mn.split('.')[0]
+    if m in COND: r = ('bcond', 1, True)
+    elif m == 'b': r = ('b', 2, False)
+    elif m == 'bl': r = ('bl', 3, False)
+    elif m in ('bx', 'blx'): r = ('bx', 2, False)
+    elif m in ('push', 'pop', 'ldm', 'ldmia', 'stm', 'stmia'):
+        regs = ops[ops.find('{') + 1:ops.find('}')]
+        n = 0
+        for x in regs.split(','):
+            x = x.strip()
+            if '-' in x:
+                a, b = x.split('-'); n += int(b.strip()[1:]) - int(a.strip()[1:]) + 1
+            elif x: n += 1
+        if m == 'pop' and 'pc' in regs: r = ('pop_pc', 3 + n, False)
+        else: r = ('ldm/stm' if m.startswith(('ldm', 'stm')) else m, 1 + n, False)
+    elif m.startswith('ldr'): r = ('ldr', 2, False)
+    elif m.startswith('str'): r = ('str', 2, False)
+    elif m in ('mov', 'add') and ops.startswith('pc'): r = ('pcwrite', 2, False)
+    elif m.startswith(('dmb', 'dsb', 'isb', 'mrs', 'msr')): r = ('sys', 3, False)
+    elif m.startswith('mul'): r = ('mul', 1, False)
+    else: r = ('alu', 1, False)
+    _cc[k] = r
+    return r
+
+pending = {}; pending_all = {}; need = set(); tbmap = {}; cur = None
+def flush():
+    global cur
+    if cur: pending[cur[0][0]] = cur; need.add(cur[0][0]); pending_all[cur[0][0]] = cur
+    cur = None
+summ = {}   # pc -> (n, cyc, cls Counter, clscyc Counter, cond_last(fallthrough addr) or None)
+def summarize(body):
+    n = len(body); cyc = 0; cls = collections.Counter(); cc = collections.Counter()
+    for (a, mn, ops, size) in body:
+        c, y, cond = classify(mn, ops); cls[c] += 1; cc[c] += y; cyc += y
+    a, mn, ops, size = body[-1]
+    c, y, cond = classify(mn, ops)
+    return (n, cyc, cls, cc, (a + size) if cond else None)
+
+results = []; active = None; last = None; in_block = False
+def new_prof():
+    return {'n': 0, 'cyc': 0, 'tbexec': collections.Counter(), 'func': collections.Counter(), 'taken': 0}
+with open(log, errors='replace') as f:
+    for line in f:
+        if line.startswith('IN:'):
+            flush(); in_block = True; cur = []; continue
+        if in_block:
+            m = ins.match(line)
+            if m:
+                cur.append((int(m.group(1), 16), m.group(4), m.group(5), 4 if m.group(3) else 2)); continue
+            if not line.startswith('Trace'):
+                if line.strip() == '': flush(); in_block = False
+                continue
+            flush(); in_block = False
+        m = tr.match(line)
+        if not m: continue
+        tb, pc, fn = m.group(1), int(m.group(2), 16), m.group(3)
+        e = tbmap.get(tb)
+        if e is None or e[0] != pc or pc in need:
+            e = (pc, summarize(pending[pc])); tbmap[tb] = e; need.discard(pc)
+        s = e[1]
+        if active is not None and last is not None and last[4] is not None and pc != last[4]:
+            active['taken'] += 1; active['cyc'] += 1
+        if pc == BEGIN: active = new_prof()
+        elif pc == END and active is not None:
+            results.append(active); active = None
+        if active is not None:
+            active['n'] += s[0]; active['cyc'] += s[1]; active['tbexec'][pc] += 1; active['func'][fn] += s[0]
+            active['_cls'] = active.get('_cls', collections.Counter())
+        last = s if active is not None else None
+        if active is not None:
+            active.setdefault('tbs', {})[pc] = s
+
+print('# op  guest_insns  est_M0+_cycles  CPI')
+for i, p in enumerate(results):
+    cls = collections.Counter(); cc = collections.Counter()
+    for pc, k in p['tbexec'].items():
+        s = p['tbs'][pc]
+        for c, v in s[2].items(): cls[c] += v * k
+        for c, v in s[3].items(): cc[c] += v * k
+    cc['bcond'] += p['taken']
+    n = p['n']; name = labels[i] if i < len(labels) else 'op%d' % i
+    print('%-26s %d %d %.3f' % (name, n, p['cyc'], p['cyc'] / n))
+    print('   functions:', ', '.join('%s %.1f%%' % (f, 100.0 * v / n) for f, v in p['func'].most_common(8)))
+    print('   classes  :', ', '.join('%s %.1f%% (%.1f%% cyc)' % (c, 100.0 * v / n, 100.0 * cc[c] / p['cyc']) for c, v in cls.most_common()))
+    print('   cond branches taken %d / not taken %d' % (p['taken'], cls['bcond'] - p['taken']))
+    code = set()
+    for pc in p['tbexec']:
+        for (a, mn, ops, size) in pending_all[pc]:
+            code.add((a & ~31))
+    print('   code footprint: %d distinct 32-byte lines touched = %d bytes (RP2040 XIP cache: 16 KB, 2-way, 8-byte lines)' % (len(code), 32 * len(code)))
+    alloc = sum(v for f, v in p['func'].items() if f in ('calloc', '_calloc_r', 'malloc', '_malloc_r', 'free', '_free_r', 'm_tracked_calloc', 'm_tracked_free', '_sbrk', '_sbrk_r', 'sbrk_aligned', 'memset') )
+    print('   memcpy %.1f%%, memset %.1f%%, malloc/calloc/free(+memset) %.1f%%, __wrap___aeabi_lmul %.1f%%' % (
+        100.0 * p['func']['memcpy'] / n, 100.0 * p['func']['memset'] / n, 100.0 * alloc / n, 100.0 * p['func']['__wrap___aeabi_lmul'] / n))
+    sys.stdout.flush()
