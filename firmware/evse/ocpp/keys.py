@@ -58,7 +58,7 @@ KEYS = {
     # LocalAuthListManagement profile
     "LocalAuthListEnabled": (BOOL, 0, True, None, None, ""),
     "LocalAuthListMaxLength": (INT, RO, 1000, None, None, ""),
-    "SendLocalListMaxLength": (INT, RO, 30, None, None, ""),
+    "SendLocalListMaxLength": (INT, RO, 20, None, None, ""),
     # Reservation profile
     "ReserveConnectorZeroSupported": (BOOL, RO, False, None, None, ""),
     # SmartCharging profile
