@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from evse.ocpp import journal
@@ -872,3 +872,64 @@ def test_stops_beyond_max_entries_grow_the_index_block_by_block_and_all_come_bac
     seqs = [j.append("StopTransaction", stop(tx, 1)) for tx in range(1, 300)]
     assert len(j) == 299 and all(len(block) <= 2 * journal._CHUNK for block in j._ix)
     assert [e[0] for e in contents(str(tmp_path))] == seqs
+
+
+def _read_line_by_line(path, cursor, seq):
+    """The line of message `seq` from the cursor on, the whole file read at once."""
+    with open(path, "rb") as f:
+        f.seek(cursor)
+        for line in f.read().splitlines(keepends=True):
+            if line[:2] == b"a " and line[-1:] == b"\n" and int(line[2:line.index(b" ", 2)]) == seq:
+                return line
+    return None
+
+
+@given(lines=st.lists(st.tuples(st.sampled_from("acdfm"), st.integers(1, 60), st.integers(0, 120)), max_size=40),
+       torn=st.booleans(), start=st.integers(0, 40), seq=st.integers(1, 60), block=st.sampled_from([8, 41, 512]))
+@settings(max_examples=300, deadline=None)
+def test_read_finds_a_message_s_line_as_parsing_every_line_did(tmp_path_factory, lines, torn, start, seq, block):
+    # Lines of every kind and length (over a block, cut by one), a torn last line, any cursor at
+    # a line's start: reading a block at a time finds the line the whole file's parse finds.
+    text = b"".join(b"%s %d 0 MeterValues {\"pad\":\"%s\"}\n" % (op.encode(), s, b"x" * pad) if op == "a"
+                    else b"%s %d\n" % (op.encode(), s) for op, s, pad in lines)
+    if torn and text:
+        text = text[:-1]
+    folder = tmp_path_factory.mktemp("read")
+    j = Journal(str(folder), 100, log=lambda line: None)
+    with open(j.path, "wb") as f:
+        f.write(text)
+    starts = [0] + [k + 1 for k, c in enumerate(text) if c == 10 and k + 1 < len(text)]
+    cursor = starts[min(start, len(starts) - 1)]
+    j._drop_reader()
+    j._cursor = cursor
+    old_block = journal._BLOCK
+    journal._BLOCK = block
+    try:
+        assert j._read(seq) == _read_line_by_line(j.path, cursor, seq)
+    finally:
+        journal._BLOCK = old_block
+        j._drop_reader()
+
+
+def test_read_finds_every_message_whatever_the_block_cuts_of_its_line(tmp_path):
+    # Every block size from a line's key cut in two to lines longer than the block, from every
+    # line's start: the whole file's answer for every seq there is and one there is not.
+    lines = [b"h 40 -1\n"] + [b"a %d 0 MeterValues {\"pad\":\"%s\"}\n" % (s, b"x" * (s * 7 % 40)) if s % 4
+                              else b"c %d\n" % (s - 1) for s in range(1, 26)]
+    text = b"".join(lines)
+    j = Journal(str(tmp_path), 100, log=lambda line: None)
+    with open(j.path, "wb") as f:
+        f.write(text)
+    starts = [sum(len(line) for line in lines[:k]) for k in range(len(lines))]
+    old_block = journal._BLOCK
+    try:
+        for block in range(6, 70):
+            journal._BLOCK = block
+            for cursor in starts:
+                for seq in range(1, 28):
+                    j._drop_reader()
+                    j._cursor = cursor
+                    assert j._read(seq) == _read_line_by_line(j.path, cursor, seq), (block, cursor, seq)
+    finally:
+        journal._BLOCK = old_block
+        j._drop_reader()
