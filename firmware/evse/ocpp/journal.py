@@ -386,9 +386,15 @@ class Journal:
 
     def _after_control(self, at_once):
         # One flash operation a call, so one a step of the event loop: the batch's write, or
-        # else the compaction's next slice.
+        # else the compaction's next slice. A full batch that meets a compaction with only its
+        # rename left waits a call: the rename (a metadata commit) and the append (another) in
+        # one call were a replay's longest step. A confirmation that must be on flash at once
+        # (a StartTransaction's or StopTransaction's) does not wait.
         if at_once or len(self._pending) >= _BATCH:
-            self._flush()
+            if not at_once and self._cmp is not None and self._cmp[5]:
+                self._compact_slice()   # the rename
+            else:
+                self._flush()
         else:
             self._maybe_compact()
 
