@@ -129,7 +129,7 @@ def test_fetch_reads_a_message_once_and_peek_decodes_what_it_read(tmp_path):
     m = j.append("MeterValues", meter(local, 5))
     reads = []
     read = j._read
-    j._read = lambda seq: (reads.append(seq), read(seq))[1]
+    j._read = lambda seq, blocks=0: (reads.append(seq), read(seq, blocks))[1]
     assert j.fetch() and reads == [s]
     assert not j.fetch() and reads == [s]          # read already: not again
     assert j.peek()[:3] == (s, "StartTransaction", start(1)) and reads == [s]
@@ -933,3 +933,27 @@ def test_read_finds_every_message_whatever_the_block_cuts_of_its_line(tmp_path):
     finally:
         journal._BLOCK = old_block
         j._drop_reader()
+
+
+def test_a_fetch_that_meets_dead_lines_reads_a_few_blocks_a_call_and_goes_on_at_the_next(tmp_path, monkeypatch):
+    # As after a compaction: the messages confirmed while it ran head the log. Each call reads
+    # at most _FETCH_BLOCKS blocks (one step of the event loop), then the line is there to peek.
+    monkeypatch.setattr(journal, "_GARBAGE_MIN", 10 ** 6)   # no compaction: the dead lines stay
+    j = Journal(str(tmp_path), 200, log=lambda line: None)
+    seqs = [j.append("MeterValues", dict(meter(7, n), pad="x" * 300)) for n in range(60)]
+    for seq in seqs[:50]:
+        j.confirm(seq)
+    j._drop_reader()
+    j._cursor, j._fetched, j._peeked = 0, None, None
+    reads = []
+    got = []
+    while True:
+        before = j._cursor
+        result = j.fetch()
+        got.append(result)
+        reads.append(j._cursor - before)
+        if result is not journal.MORE:
+            break
+    assert got[-1] is True and journal.MORE in got        # it took more than one call ...
+    assert max(reads) <= journal._FETCH_BLOCKS * journal._BLOCK   # ... each reading a few blocks
+    assert j.peek()[:2] == (seqs[50], "MeterValues")

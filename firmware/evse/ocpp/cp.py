@@ -675,8 +675,12 @@ class ChargePoint:
 
     async def _send_next(self):
         """Send one message if one is due; False when there is nothing to send."""
-        if self.journal.fetch():
-            await asyncio.sleep_ms(0)   # read back from flash in one step, decoded in the next
+        got = self.journal.fetch()
+        while got:
+            await asyncio.sleep_ms(0)   # read back from flash in a step or more, decoded in the next
+            if got is True:
+                break
+            got = self.journal.fetch()
         entry = self.journal.peek()
         retry_at = self._retry_at_ms
         if entry is not None and (retry_at is None or time.ticks_diff(time.ticks_ms(), retry_at) >= 0):
