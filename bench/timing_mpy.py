@@ -897,7 +897,7 @@ async def runs(watch, root, name, out, make, keep=False):
         else:
             run_details["worst_step_of"] = watch.worst_task()
             run_details["longest_c_call"] = [watch.block[0], watch.block[1]]
-            if watch.faulted_worst > watch.step[0]:
+            if watch.faulted_worst > watch.whole[0]:   # both with their C calls
                 run_details["hidden_by_fault"] = True   # a longer step took a page fault: not judged
         for into, value in zip((worst, in_c, stalls, stalls_c, calls), worst_us):
             into.append(value)
