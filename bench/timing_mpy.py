@@ -215,6 +215,8 @@ class StepWatch:
         self._fbuf = bytearray(512)
         self.faulted = 0   # steps and stalls not judged: the kernel read a page in meanwhile
         self.faulted_worst = 0   # since start(): the weight of the longest step not judged so
+        self.faulted_rest = 0    # ... and without its longest C call
+        self.whole_judged = False   # worst_whole() gave the run's figure
 
     def worst(self):
         """(step, C in it, gap, C in it, the step's longest C call): the worst step and the worst gap
@@ -224,6 +226,7 @@ class StepWatch:
     def worst_whole(self):
         """worst()'s, the worst step chosen and counted with its longest C call (a row that is
         one C call: the TLS handshake)."""
+        self.whole_judged = True
         return self.whole[1], self.whole[2], self.worst_us, self.worst_c_us, 0
 
     def worst_task(self):
@@ -237,17 +240,19 @@ class StepWatch:
     def note_step(self, took_us, c_us, stepped, thrown, faulted):
         """A task's step; `faulted`: the process took a major page fault meanwhile (not judged)."""
         weighed = self.weigh(took_us, c_us)
+        call_us = min(LONGEST[1], c_us)
+        rest = weighed - call_us * self.c_weight
         if faulted:
             self.faulted += 1
             if weighed > self.faulted_worst:
                 self.faulted_worst = weighed
+            if rest > self.faulted_rest:
+                self.faulted_rest = rest
             return
         whole = self.whole
         if weighed > whole[0]:
             whole[0], whole[1], whole[2] = weighed, took_us, c_us
         step = self.step
-        call_us = min(LONGEST[1], c_us)
-        rest = weighed - call_us * self.c_weight
         if rest > step[0]:
             # its name now: a reference would keep the coroutine (an App, a link) alive
             step[0], step[1], step[2], step[3] = rest, took_us, c_us, stepped.name() + ("!" if thrown else "")
@@ -354,7 +359,8 @@ class StepWatch:
         self.step[3] = self.step[4] = None
         self.block[0] = self.whole[0] = self.whole[1] = self.whole[2] = 0
         self.block[1] = None
-        self.faulted_worst = 0
+        self.faulted_worst = self.faulted_rest = 0
+        self.whole_judged = False
 
 
 async def until(what, timeout_ms):
@@ -897,7 +903,8 @@ async def runs(watch, root, name, out, make, keep=False):
         else:
             run_details["worst_step_of"] = watch.worst_task()
             run_details["longest_c_call"] = [watch.block[0], watch.block[1]]
-            if watch.faulted_worst > watch.whole[0]:   # both with their C calls
+            # A step not judged (a page fault) that may have been the worst, weighed as the worst was.
+            if watch.faulted_worst > watch.whole[0] if watch.whole_judged else watch.faulted_rest > watch.step[0]:
                 run_details["hidden_by_fault"] = True   # a longer step took a page fault: not judged
         for into, value in zip((worst, in_c, stalls, stalls_c, calls), worst_us):
             into.append(value)
