@@ -4,35 +4,11 @@
 calls) print instructions per function, instruction-class mix and an estimated
 Cortex-M0+ cycle count (zero-wait-state memory; cycle table from the Cortex-M0+ TRM).
 usage: profile_trace.py LOG HEXADDR_OF_ticks_us [MIN_INSNS]"""
-import sys, re, collections
+import collections, os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 log, addr = sys.argv[1], int(sys.argv[2], 16)
 MIN = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
-tr = re.compile(r'^Trace \d+: (0x[0-9a-f]+) \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)')
-ins = re.compile(r'^0x([0-9a-f]+):\s+([0-9a-f]{4})(?: ([0-9a-f]{4}))?\s+(\S+)\s*(.*)$')
-COND = {'beq','bne','bcs','bhs','bcc','blo','bmi','bpl','bvs','bvc','bhi','bls','bge','blt','bgt','ble'}
-
-def classify(mn, ops):
-    """return (class, base_cycles, is_cond_branch)"""
-    m = mn.split('.')[0]
-    if m in COND: return ('bcond', 1, True)
-    if m == 'b': return ('b', 2, False)
-    if m == 'bl': return ('bl', 3, False)
-    if m in ('bx', 'blx'): return ('bx', 2, False)
-    if m in ('push', 'pop', 'ldm', 'ldmia', 'stm', 'stmia'):
-        regs = ops[ops.find('{') + 1:ops.find('}')]
-        n = 0
-        for r in regs.split(','):
-            r = r.strip()
-            if '-' in r:
-                a, b = r.split('-'); n += int(b.strip()[1:]) - int(a.strip()[1:]) + 1
-            elif r: n += 1
-        if m == 'pop' and 'pc' in regs: return ('pop_pc', 3 + n, False)
-        return ('ldm/stm' if m.startswith(('ldm', 'stm')) else m, 1 + n, False)
-    if m.startswith('ldr'): return ('ldr', 2, False)
-    if m.startswith('str'): return ('str', 2, False)
-    if m in ('mov', 'add') and ops.startswith('pc'): return ('pcwrite', 2, False)
-    if m.startswith(('dmb', 'dsb', 'isb', 'mrs', 'msr')): return ('sys', 3, False)
-    return ('alu', 1, False)
+from m0plus import INSN as ins, TRACE as tr, classify  # noqa: E402
 
 pending = {}; need = set(); tbmap = {}
 cur = None

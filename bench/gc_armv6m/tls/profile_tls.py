@@ -6,7 +6,8 @@ Cycle table (Cortex-M0+ TRM, zero wait states): ALU 1 (MULS 1: RP2040 has the si
 multiplier), LDR/STR 2, B 2, BL 3 (counted as one 32-bit insn), BX/BLX 2, cond branch 1 (+1 if
 taken), PUSH/STM 1+N, POP/LDM 1+N, POP {..pc} 3+N, writes to PC 2 (+1 for the refill), MRS/MSR/barriers 3.
 usage: profile_tls.py LOG ELF [label ...]"""
-import sys, re, collections, subprocess
+import collections, os, subprocess, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 log, elf = sys.argv[1], sys.argv[2]
 labels = sys.argv[3:]
 syms = {}
@@ -14,36 +15,7 @@ for l in subprocess.run(['arm-none-eabi-nm', elf], capture_output=True, text=Tru
     p = l.split()
     if len(p) == 3: syms[p[2]] = int(p[0], 16) & ~1
 BEGIN, END = syms['bench_begin'], syms['bench_end']
-tr = re.compile(r'^Trace \d+: (0x[0-9a-f]+) \[[0-9a-f]+/([0-9a-f]+)/[0-9a-f]+/[0-9a-f]+\] ?(\S*)')
-ins = re.compile(r'^0x([0-9a-f]+):\s+([0-9a-f]{4})(?: ([0-9a-f]{4}))?\s+(\S+)\s*(.*)$')
-COND = {'beq','bne','bcs','bhs','bcc','blo','bmi','bpl','bvs','bvc','bhi','bls','bge','blt','bgt','ble'}
-_cc = {}
-def classify(mn, ops):
-    k = (mn, ops)
-    if k in _cc: return _cc[k]
-    m = mn.split('.')[0]
-    if m in COND: r = ('bcond', 1, True)
-    elif m == 'b': r = ('b', 2, False)
-    elif m == 'bl': r = ('bl', 3, False)
-    elif m in ('bx', 'blx'): r = ('bx', 2, False)
-    elif m in ('push', 'pop', 'ldm', 'ldmia', 'stm', 'stmia'):
-        regs = ops[ops.find('{') + 1:ops.find('}')]
-        n = 0
-        for x in regs.split(','):
-            x = x.strip()
-            if '-' in x:
-                a, b = x.split('-'); n += int(b.strip()[1:]) - int(a.strip()[1:]) + 1
-            elif x: n += 1
-        if m == 'pop' and 'pc' in regs: r = ('pop_pc', 3 + n, False)
-        else: r = ('ldm/stm' if m.startswith(('ldm', 'stm')) else m, 1 + n, False)
-    elif m.startswith('ldr'): r = ('ldr', 2, False)
-    elif m.startswith('str'): r = ('str', 2, False)
-    elif m in ('mov', 'add') and ops.startswith('pc'): r = ('pcwrite', 2, False)
-    elif m.startswith(('dmb', 'dsb', 'isb', 'mrs', 'msr')): r = ('sys', 3, False)
-    elif m.startswith('mul'): r = ('mul', 1, False)
-    else: r = ('alu', 1, False)
-    _cc[k] = r
-    return r
+from m0plus import INSN as ins, TRACE as tr, classify  # noqa: E402
 
 pending = {}; pending_all = {}; need = set(); tbmap = {}; cur = None
 def flush():
