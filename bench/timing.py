@@ -675,7 +675,7 @@ def _print(figures: dict) -> None:
         print("%s: not measured: %s" % (load["label"], load["why"]))
     else:
         print("%s: %.2f %% of this CPU over %.0f s (%d ticks, %d task steps, %.2f %% in C), judged warm (the control "
-              "step %.1f us in a tight loop, as pystone runs, against %.1f us in the session): %.0f %% of an RP2040 "
+              "step %.1f us in a tight loop, the median of 9, as pystone runs, against %.1f us in the session): %.0f %% of an RP2040 "
               "(x%.0f); with its pilot samples (%.0f %%): %.0f %% (limit %.0f %%): %s; on the host's cold caches "
               "%.0f %%, %.0f %% of an ESP32"
               % (load["label"], 100 * load["load_host"], load["wall_ms"] / 1000, load["ticks"], load["steps"],
@@ -683,6 +683,11 @@ def _print(figures: dict) -> None:
                  100 * load["load_rp2040_warm"], figures["scale_rp2040"], 100 * load["pilot_samples_rp2040"],
                  100 * load["judged"], 100 * LOAD_LIMIT, "pass" if load["pass"] else "FAIL",
                  100 * load["with_pilot_samples_cold"], 100 * load["load_esp32"]))
+        by_task = sorted(load.get("by_task", {}).items(), key=lambda item: -item[1][0])
+        if by_task:
+            print("timing: the load's task steps, by coroutine (keep: a task App.keep restarts): " + ", ".join(
+                "%s %.0f %% (%d steps)" % (name, 100 * us / max(load["steps_us"], 1), steps)
+                for name, (us, steps) in by_task))
     print("timing: of it C: the part of the step in MicroPython's C routines (littlefs files, json, hashlib, os; "
           "the TLS handshake's and a collection's rows are C as a whole), x%.0f on an RP2040 (%s x its bytecode's); the rest is bytecode, "
           "RP/ESP xN: pystone-derived (the verdicts), x%d/x%d: DESIGN.md's fixed factors; stall RP: the loop's "
