@@ -20,7 +20,6 @@ import evse  # noqa: E402
 
 evse.unload(*evse.UPDATE_MODULES)   # ~20 KB of heap on a board, until the next update
 evse.unload("romfs_update")
-evse.preload_names("evse.cli", "evse.console")   # the console's, loaded at its first command
 
 import evse.app  # noqa: E402
 

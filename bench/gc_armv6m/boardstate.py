@@ -53,7 +53,7 @@ gc.collect()
 print("RESULT", TAG, "code", "romfs_boot", gc.mem_alloc() - base)   # the heap the code takes, in bytes
 import evse  # noqa: E402
 
-evse.preload_names("evse.cli", "evse.console")   # as main.py does
+evse.preload_names("evse.cli", "evse.console")   # as evse.app.main does once the App stands
 for name in ("evse.ocpp.fw", "evse.ocpp.fwboot"):   # main.py's update check, let go
     __import__(name)
     evse.unload(name)

@@ -746,6 +746,10 @@ def main(root="/", hal=None):
     interrupted = False
     try:
         app = App(board, cfg, hal, root)
+        # The console's names, loaded at its first command, interned now that the App stands:
+        # before it, that code's load and let-go left the ESP32-WROOM's heap in pieces under
+        # 1 KB where the journal's index wanted its blocks.
+        evse.preload_names("evse.cli", "evse.console")
         asyncio.run(app.run())
     except KeyboardInterrupt:
         interrupted = True   # a technician's Ctrl-C: no traceback, the next step instead
