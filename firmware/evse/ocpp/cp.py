@@ -688,6 +688,9 @@ class ChargePoint:
             await asyncio.sleep_ms(0)   # decoded in one step, framed and sent in the next
             try:
                 reply = await self.call(action, payload)
+                # The wait for the answer ends in this step (asyncio's wait_for resumes it with
+                # an exception); the confirmation, a flash write, in the next.
+                await asyncio.sleep_ms(0)
             except CallError as e:
                 if action == "SecurityEventNotification" and ("NotImplemented" in str(e) or "NotSupported" in str(e)):
                     # A central system without the security extension: tried again, it would hold

@@ -88,7 +88,7 @@ class Journal:
         self._out = None          # journal.log.tmp while a compaction runs, else None
         self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice,
         #                           closed: journal.log.tmp is whole and only the rename is left]
-        self._in = None           # journal.log open for reading between steps (_reader)
+        self._in = None           # journal.log open for reads and appends between steps (_reader)
         self.writes = 0           # appends to the log so far: a caller's step that wrote skips step()
         self._failed_at = None    # the garbage count when a compaction last failed to start
         self._load()
@@ -465,18 +465,19 @@ class Journal:
                 return MORE
 
     def _reader(self):
-        # One handle for the reads, kept from step to step: littlefs finds a file it opens by
-        # reading its directory's log (about 50 block reads), a read on an open handle takes a
-        # few. A handle need not see what another appends (littlefs): every write and the
-        # rename let it go (_drop_reader).
+        # One handle for the reads and the appends, kept from step to step: littlefs finds a
+        # file it opens by reading its directory's log (about 50 block reads), a read or an
+        # append on an open handle takes a few. One handle, because a handle need not see what
+        # another appends (littlefs). Opened for appending ("a+": every write goes to the end)
+        # and reading (each read seeks first); the rename and a failed write let it go.
         if self._in is None:
-            self._in = open(self.path, "rb")
+            self._in = open(self.path, "a+b")
         return self._in
 
     def _end(self):
         # The log's size: a seek on the open handle (a stat reads the whole directory's log).
-        # No file is size 0; any other error raises (a compaction then abandons, not finishes
-        # without the lines it could not see).
+        # No file is size 0 (the handle makes an empty one); any other error raises (a
+        # compaction then abandons, not finishes without the lines it could not see).
         try:
             return self._reader().seek(0, 2)
         except OSError as e:
@@ -496,12 +497,13 @@ class Journal:
             self._compact()
             if self._broken:
                 raise OSError("journal: %s cannot be rewritten" % self.path)
-        self._drop_reader()
         try:
-            with open(self.path, "ab") as f:
-                f.write(data)
+            f = self._reader()
+            f.write(data)
+            f.flush()   # on flash before append() returns: littlefs commits the file's new size
         except OSError:
             self._broken = True  # a half-written line must never be completed by the next one
+            self._drop_reader()
             raise
 
     def _compact(self):

@@ -397,6 +397,7 @@ class WebSocket:
 
     async def _send_frame(self, opcode, payload, timeout_ms=_SEND_TIMEOUT_MS):
         frame = encode_frame(opcode, payload, os.urandom(4))
+        await asyncio.sleep_ms(0)   # the frame in one step, its send (a task, a timer) in the next
         try:
             await asyncio.wait_for_ms(self._write(frame), timeout_ms)
         except asyncio.TimeoutError:
