@@ -219,7 +219,7 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
         await _tell(notify, "Installing", log)
         try:
             try:
-                from evse.ocpp import bundle as checks   # unloaded with this module (UPDATE_MODULES)
+                from evse.ocpp import bundle as checks   # let go after the checks (below)
             except Exception as e:  # noqa: BLE001  (no room for it: the install fails, the old firmware stays)
                 raise BundleError("its checks could not load (%r)" % e)
             await asyncio.sleep(0)   # the import (its .mpy loaded) a step of its own
@@ -228,12 +228,14 @@ async def update_firmware(url, root, notify, retries=1, retry_interval_s=60, htt
             checks.check_install(root, files)
             await asyncio.sleep(0)
             checks.check_room(root, files)
-            checks = None
         except BundleError as e:
             _remove(bundle)
             _say(log, "bundle from %s refused: %s" % (url, e))
             await _tell(notify, "InstallationFailed", log)
             return False
+        finally:
+            checks = None
+            evse.unload("evse.ocpp.bundle")   # its code goes before the staging's copies, not after
         await asyncio.sleep(0)
         _say(log, "bundle %s: %d bytes, %d files, version %s" % (url, size, len(files), version))
         await asyncio.sleep(0)
