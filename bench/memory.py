@@ -27,7 +27,7 @@ from host_tools import fwbundle
 from host_tools.csms.client import CsmsClient, CsmsProcess
 from host_tools.rig import Rig
 from host_tools.sim.supervisor import (CODE_32_PER_64, CODE_ROMFS_32_PER_64, DATA_32_PER_64, VirtualBoard,
-                                       read_board_file)
+                                       raw_buffer_bytes, read_board_file)
 
 # board -> the fraction of its heap the peak may take (issue 12)
 TARGETS = {"rp2040-pico": 0.70, "rp2040-pico-w": 0.85, "esp32-devkitc": 0.85, "esp32-wrover": 0.50,
@@ -112,7 +112,8 @@ def _board(name: str) -> dict:
     data = max(0, peak - max(rom, vb.silicon_heap) - peak_code)
     code_bytes = int(peak_code * ratio)
     tls_bytes = TLS_RECORDS_RP2 if csms is not None and board.get("hal") == "rp2" else 0
-    board_bytes = code_bytes + int(data * DATA_32_PER_64) + tls_bytes
+    raw = min(raw_buffer_bytes(board), data)   # the journal's index: its bytes are the board's
+    board_bytes = code_bytes + raw + int((data - raw) * DATA_32_PER_64) + tls_bytes
     fraction = board_bytes / (board["heap_kb"] * 1024)
     return {"heap_kb": board["heap_kb"], "install": install,
             "virtual_heap": board["hardware"].get("virtual_heap", "measured"),
@@ -120,7 +121,7 @@ def _board(name: str) -> dict:
             "silicon_bytes_here": vb.silicon_heap, "rom_bytes_here": rom, "boot_code_bytes_here": vb.code_heap,
             "code_bytes_here": peak_code, "loaded_for_a_job_at_the_peak": lazy,
             "not_loaded_at_the_peak": sorted(set(vb.boot_imports) - set(at_peak)) if at_peak else [],
-            "peak_board_bytes": board_bytes, "code_board_bytes": code_bytes, "tls_records_board_bytes": tls_bytes, "fraction": round(fraction, 3), "target": TARGETS.get(name),
+            "peak_board_bytes": board_bytes, "code_board_bytes": code_bytes, "raw_buffer_bytes": raw, "tls_records_board_bytes": tls_bytes, "fraction": round(fraction, 3), "target": TARGETS.get(name),
             "pass": fraction <= TARGETS.get(name, 1.0), "steps": steps,
             "memory_errors": console.count("MemoryError"),
             # An update that did not restart within the wait (seen now and then, cause not found
@@ -200,7 +201,7 @@ def _print(name: str, row: dict) -> None:
         print(f"memory {name}: not measured: {row['error']}")
         return
     print("memory %-14s %-5s peak %6.1f of %5d KiB = %3.0f %% (target %3.0f %%: %s)%s; %s; the peak after a step "
-          "of '%s' (code %.1f KiB of it on the board%s%s)"
+          "of '%s' (code %.1f KiB of it on the board%s%s%s)"
           % (name, row["install"], row["peak_board_bytes"] / 1024, row["heap_kb"], row["fraction"] * 100,
              (row["target"] or 1) * 100, "pass" if row["pass"] else "FAIL",
              "" if row["virtual_heap"] == "measured" else " [virtual heap: upper-bound, the board's own is smaller]",
@@ -209,7 +210,9 @@ def _print(name: str, row: dict) -> None:
              ", with %s loaded for a job" % ", ".join(m.rpartition(".")[2] for m in row["loaded_for_a_job_at_the_peak"])
              if row["loaded_for_a_job_at_the_peak"] else "",
              ", mbedTLS's record buffers %.1f KiB" % (row["tls_records_board_bytes"] / 1024)
-             if row.get("tls_records_board_bytes") else ""))
+             if row.get("tls_records_board_bytes") else "",
+             ", the journal's index %.1f KiB, its bytes as they are" % (row["raw_buffer_bytes"] / 1024)
+             if row.get("raw_buffer_bytes") else ""))
     if row.get("console_tail"):
         print("memory %s: the update did not restart within %d s; the board's console last said:\n  %s"
               % (name, UPDATE_WAIT_S, "\n  ".join(row["console_tail"])))

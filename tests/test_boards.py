@@ -8,7 +8,8 @@ import pytest
 from evse import config
 from host_tools.flash import FlashError, Flasher
 from host_tools.sim import frontend
-from host_tools.sim.supervisor import board_heap_bytes, boot_modules, read_board_file
+from host_tools.sim.supervisor import (JOURNAL_INDEX_BYTES, board_heap_bytes, boot_modules, raw_buffer_bytes,
+                                       read_board_file)
 
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 DOC = (BOARDS.parent / "docs" / "boards.md").read_text()
@@ -148,6 +149,18 @@ def test_the_measured_virtual_heap_holds_the_code_at_its_32_bit_size_and_the_res
     assert board_heap_bytes(64 * 1024, 0, 100_000) == 100_000   # code past the heap: no data room
     # From a ROMFS image the code's objects weigh 0.65 of their bytes here on the board.
     assert board_heap_bytes(110 * 1024, 0, 100_000, 0.65) == 100_000 + int((110 * 1024 - 65_000) / 0.55)
+    # Raw buffers take their bytes on both sides: 10 KB of them leave 10 KB less room, not 18.
+    assert board_heap_bytes(240 * 1024, 0, 100_000, 0.83, 10_000) == \
+        100_000 + 10_000 + int((240 * 1024 - 83_000 - 10_000) / 0.55)
+
+
+def test_the_raw_buffers_counted_are_the_journal_s_index_as_the_firmware_allocates_it(tmp_path):
+    from evse.ocpp import keys
+    from evse.ocpp.journal import Journal
+    j = Journal(str(tmp_path), keys.KEYS["JournalMaxEntries"][2], log=lambda line: None)
+    assert sum(len(block) * block.itemsize for block in j._ix) + len(j._kind) == JOURNAL_INDEX_BYTES
+    assert raw_buffer_bytes(read_board_file("rp2040-pico-w")[0]) == JOURNAL_INDEX_BYTES
+    assert raw_buffer_bytes(read_board_file("rp2040-pico")[0]) == 0   # no network: no charge point
 
 
 def test_flash_says_when_the_board_s_heap_is_too_small_for_the_install_and_what_would_help(tmp_path):

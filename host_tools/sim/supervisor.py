@@ -171,15 +171,29 @@ DATA_32_PER_64 = 0.55   # lists, dicts, objects, parsed JSON
 # what a board with OCPP imports at boot; with the local list's and the update's modules 0.58).
 # Until 2026-12-07 it was derived, 0.65, the WebAssembly port having no VfsRom.
 CODE_ROMFS_32_PER_64 = 0.58
+# Raw buffers weigh the same on a board as here: an array's or a bytearray's items are bytes, only
+# its header is a pointer's size (a bytearray 0.99). The largest the firmware keeps is the OCPP
+# journal's index, allocated whole at boot: 9 bytes a slot (its seq and transactionId in arrays
+# of int32, its kind in a bytearray) for JournalMaxEntries 1,000 and the slack, 1,070 slots
+# (tests/test_boards.py checks it against evse.ocpp.journal). Counted at DATA_32_PER_64 it stood
+# for 5.3 KiB of a board's heap where it takes 9.4.
+JOURNAL_INDEX_BYTES = 9 * (1000 + 1000 // 16 + 8)
 
 
-def board_heap_bytes(free_32: int, silicon: int, code: int, code_ratio: float = CODE_32_PER_64) -> int:
+def board_heap_bytes(free_32: int, silicon: int, code: int, code_ratio: float = CODE_32_PER_64,
+                     raw: int = 0) -> int:
     """The heap an MCU board gets here: the emulated silicon's (a chip has it in ROM and C; a
-    ROMFS partition's image is in its flash), the code its firmware imports, and the data room
-    the board's own heap leaves once it holds that code (free_32, the stock MicroPython's free
-    heap in bytes), each at its measured ratio (code_ratio: CODE_ROMFS_32_PER_64 for a ROMFS
-    install)."""
-    return silicon + code + max(0, int((free_32 - code_ratio * code) / DATA_32_PER_64))
+    ROMFS partition's image is in its flash), the code its firmware imports, the raw buffers it
+    keeps (`raw`: the same bytes on the board), and the data room the board's own heap leaves
+    once it holds those (free_32, the stock MicroPython's free heap in bytes), each at its
+    measured ratio (code_ratio: CODE_ROMFS_32_PER_64 for a ROMFS install)."""
+    return silicon + code + raw + max(0, int((free_32 - code_ratio * code - raw) / DATA_32_PER_64))
+
+
+def raw_buffer_bytes(board: dict) -> int:
+    """The raw buffers a board's firmware keeps for good: the journal's index where the board has
+    a network (its charge point is made at boot)."""
+    return JOURNAL_INDEX_BYTES if board.get("network", {}).get("kind", "none") != "none" else 0
 
 
 # What the virtual board's ROM imports of the emulated silicon (host_tools/sim/rom.py).
@@ -465,7 +479,8 @@ class VirtualBoard:
                 stage, silicon, tuple(boot_modules(self.board)), self.mcu, self.romfs_seed, self._wlan())
             if self.board["hardware"].get("virtual_heap", "measured") == "measured":
                 heap = board_heap_bytes(self.board.get("heap_kb", 192) * 1024, self.silicon_heap, self.code_heap,
-                                        CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64)
+                                        CODE_ROMFS_32_PER_64 if romfs_install else CODE_32_PER_64,
+                                        raw_buffer_bytes(self.board))
             else:
                 # A board whose firmware does not fit its real heap yet (hardware.virtual_heap
                 # "upper-bound", docs/boards.md): twice its heap, and the code on top.
