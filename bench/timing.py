@@ -595,6 +595,9 @@ def _load(load: dict, tick: dict | None, factors: dict, tick_ms: int) -> dict:
         return {"label": label, "measured": False, "why": "no task step was timed", **load}
     if load["charging"] != load["guns"]:
         return {"label": label, "measured": False, "why": f"{load['charging']} of {load['guns']} guns charging", **load}
+    pilot_factors = factors   # the pilot samples were timed in make bench's tick section
+    if "pystone_per_s" in load:   # measured beside the session: a shared machine's speed drifts within a run
+        factors = _factors(load["pystone_per_s"])
     wall_us = load["wall_ms"] * 1000
     c_us = min(load.get("steps_c_us", 0), load["steps_us"])
     scheduler = load["steps"] * load["scheduler_us_per_step"] / wall_us   # timed warm already
@@ -603,11 +606,12 @@ def _load(load: dict, tick: dict | None, factors: dict, tick_ms: int) -> dict:
     byte = steps_byte + scheduler
     row = {"label": label, **load, "load_host": round(here, 5), "load_c_host": round(c_us / wall_us, 5),
            "load_rp2040": round(byte * factors["rp2040"] + c_us / wall_us * factors["c"], 3),
-           "load_esp32": round(byte * factors["esp32"] + c_us / wall_us * factors["c_esp32"], 3), "limit": LOAD_LIMIT}
+           "load_esp32": round(byte * factors["esp32"] + c_us / wall_us * factors["c_esp32"], 3), "limit": LOAD_LIMIT,
+           "scale_rp2040": round(factors["rp2040"], 1)}
     if tick is None or "pilot_synced_us" not in tick:
         row.update(measured=False, why="no pilot sample figures in results[\"tick\"]: run make bench")
         return row
-    per_tick_us = load["guns"] * (tick["pilot_synced_us"] * factors["rp2040"] + tick["pilot_synced_wait_us"])
+    per_tick_us = load["guns"] * (tick["pilot_synced_us"] * pilot_factors["rp2040"] + tick["pilot_synced_wait_us"])
     row["pilot_samples_rp2040"] = round(per_tick_us / (tick_ms * 1000), 3)
     row["with_pilot_samples_cold"] = round(row["load_rp2040"] + row["pilot_samples_rp2040"], 3)
     # The steps came on cold caches (each a tick after the last, the core idle between); pystone
@@ -680,7 +684,7 @@ def _print(figures: dict) -> None:
               "%.0f %%, %.0f %% of an ESP32"
               % (load["label"], 100 * load["load_host"], load["wall_ms"] / 1000, load["ticks"], load["steps"],
                  100 * load["load_c_host"], load["control_step_warm_us"], load["control_step_us"],
-                 100 * load["load_rp2040_warm"], figures["scale_rp2040"], 100 * load["pilot_samples_rp2040"],
+                 100 * load["load_rp2040_warm"], load.get("scale_rp2040", figures["scale_rp2040"]), 100 * load["pilot_samples_rp2040"],
                  100 * load["judged"], 100 * LOAD_LIMIT, "pass" if load["pass"] else "FAIL",
                  100 * load["with_pilot_samples_cold"], 100 * load["load_esp32"]))
         by_task = sorted(load.get("by_task", {}).items(), key=lambda item: -item[1][0])

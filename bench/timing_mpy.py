@@ -831,6 +831,9 @@ async def load(url, board, root, watch):
     async def no_console():
         await asyncio.sleep_ms(LOAD_SETTLE_MS + LOAD_MS + 60000)
     app.console = no_console
+    # The machine's speed beside the session, as beside each workload: the session and the warm
+    # control step are judged at it (a shared machine's speed drifts within a run).
+    pystones = [pystone_mpy.pystones_per_s(PYSTONE_LOOPS)]
     busy = BUSY
     busy[:] = [0, 0, 0, 0, 0, 0]
     BY_TASK.clear()
@@ -858,6 +861,7 @@ async def load(url, board, root, watch):
         at_end = [(g.state, g.fault) for g in app.guns]
         ticks = app.ticks - ticks
         warm_us, warm_means = warm_control_us(app, watch)
+        pystones.append(pystone_mpy.pystones_per_s(PYSTONE_LOOPS))
     finally:
         busy[2] = 0
         STARTED[:] = []
@@ -871,7 +875,7 @@ async def load(url, board, root, watch):
         mine[0] += us
         mine[1] += steps
     BY_TASK.clear()
-    return {"by_task": by_name, "steps_us": counted[0], "steps_c_us": counted[5], "steps": counted[1],
+    return {"by_task": by_name, "pystone_per_s": sum(pystones) / len(pystones), "steps_us": counted[0], "steps_c_us": counted[5], "steps": counted[1],
             "control_step_us": round(counted[3] / max(counted[4], 1), 1),
             "control_step_warm_us": round(warm_us, 1), "control_step_warm_means_us": [round(m, 1) for m in warm_means], "scheduler_us_per_step": round(await scheduler_us(watch), 2),
             "wall_ms": wall_ms, "ticks": ticks, "guns": len(app.guns), "charging": charging,
