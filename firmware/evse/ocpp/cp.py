@@ -5,8 +5,6 @@
 #
 # Order of what goes out: the journal (transaction messages, on flash until confirmed) first,
 # then the outbox (status, heartbeat, authorize, notifications; in RAM, bounded).
-import binascii
-import os
 import time
 
 import asyncio
@@ -32,6 +30,10 @@ TX_FILE = "ocpp_tx.json"
 AVAIL_FILE = "ocpp_avail.json"
 PROFILES_FILE = "ocpp_profiles.json"
 NOT_CHARGING_STATUSES = ("Available", "Unavailable", "Faulted", "Reserved")
+# ChargePoint's methods that evse.ocpp.cpmore holds, loaded for each call and let go after it.
+_RARE = ("_key_check", "_key_changed", "trigger_boot", "trigger_status", "trigger_meter_values",
+         "start_firmware_update", "start_diagnostics", "start_log", "request_reset", "link_state", "trusted_ca",
+         "_basic_auth", "boot_payload")
 
 
 class CallError(Exception):
@@ -60,32 +62,13 @@ class ChargePoint:
     def __init__(self, app, root, url, cp_id, ca_der=None, log=print):
         evse.call_and_let_go("evse.ocpp.cpinit", "init", self, app, root, url, cp_id, ca_der, log)   # once, at boot
 
-    def _key_check(self, name, value):
-        if name == "SecurityProfile" and value >= 2 and not self.url.startswith("wss://"):
-            return "SecurityProfile %d needs TLS: the central system's URL (ocpp_url) must be wss://" % value
-        if name == "SecurityProfile" and value >= 2 and not self.trusted_ca():
-            return ("SecurityProfile %d needs the central system's CA to check it against: set ocpp_ca, or install a "
-                    "CentralSystemRootCertificate" % value)
-        if name == "SecurityProfile" and value == 3:
-            why = self.app.client_cert_missing()
-            if why:
-                return "SecurityProfile 3: %s" % why
-        return None
-
-    def _key_changed(self, name, value):
-        if name == "HeartbeatInterval":
-            self.heartbeat_s = value
-        if name in ("AuthorizationKey", "SecurityProfile"):
-            self.security_event("ReconfigurationOfSecurityParameters", "%s changed" % name)   # never its value
-        if name == "AuthorizationKey" and 1 <= self.keys.get("SecurityProfile") <= 2 and self.connected:
-            # Security whitepaper (OCTT TC_073): once the change is answered, the link closes and
-            # the charge point connects again with the new password.
-            self.later.append(lambda: self._relink("the AuthorizationKey changed: connecting again with it"))
-        if name == "SecurityProfile" and self.connected:
-            # Security whitepaper (OCTT TC_083): connect again with the new profile; if that
-            # fails, go back to the profile that connected.
-            self._fallback_profile = self._link_profile
-            self.later.append(lambda: self._relink("SecurityProfile is %d now: connecting again with it" % value))
+    def __getattr__(self, name):
+        # The rarely used methods (_RARE) are evse.ocpp.cpmore's functions, loaded for the call.
+        if name in _RARE:
+            def call(*args):
+                return evse.call_and_let_go("evse.ocpp.cpmore", name, self, *args)
+            return call
+        raise AttributeError(name)
 
     def security_event(self, kind, tech_info=None):
         """A security event (Improved security for OCPP 1.6-J, edition 2, section 8): in the log,
@@ -591,52 +574,7 @@ class ChargePoint:
         self.outbox = [m for m in self.outbox if not (m[0] == "StatusNotification" and m[1]["connectorId"] == n)]
         self.send("StatusNotification", payload)
 
-    # ---- triggered messages ------------------------------------------------------------------------
-    def trigger_boot(self):
-        self._boot_now = True
-
-    def trigger_status(self, n):
-        for c in self.connectors:
-            if n is None or c.n == n:
-                c.sent = None  # the next supervise round sends it
-
-    def trigger_meter_values(self, n):
-        measurands = self.keys.get("MeterValuesSampledData")
-        for c in self.connectors[1:]:
-            if n in (None, 0, c.n):
-                payload = {"connectorId": c.n,
-                           "meterValue": [self.meter_value(c.n, measurands, "Trigger", self.clock.now())]}
-                if c.tx is not None:
-                    payload["transactionId"] = c.tx["id"]
-                self.send("MeterValues", payload)
-
-    # ---- firmware and diagnostics ------------------------------------------------------------------
-    def start_firmware_update(self, location, when_s, retries, interval_s, signed=None):
-        """UpdateFirmware or SignedUpdateFirmware (evse.ocpp.fw.start_update), in a task of its own."""
-        from evse.ocpp import fw   # the update's code, loaded for it (evse.update_job)
-        fw.start_update(self, location, when_s, retries, interval_s, signed)
-
-    def start_diagnostics(self, location, retries, interval_s):
-        """GetDiagnostics (evse.ocpp.upload.start_diagnostics): the file name it goes as."""
-        from evse.ocpp import upload   # the upload's code, loaded for it (evse.update_job)
-        return upload.start_diagnostics(self, location, retries, interval_s)
-
-    def start_log(self, kind, request_id, location, retries, interval_s):
-        """GetLog (evse.ocpp.upload.start_log): the file name, or None when that log is empty."""
-        log = self.app.log if kind == "DiagnosticsLog" else self.security_log()
-        if not log.files():
-            return None
-        from evse.ocpp import upload
-        return upload.start_log(self, kind, log, request_id, location, retries, interval_s)
-
-    def request_reset(self, kind):
-        reason = "HardReset" if kind == "Hard" else "SoftReset"
-        self.security_event("ResetOrReboot", "%s reset asked by the central system" % kind)
-        for c in self.connectors[1:]:
-            self.stop_tx(c, reason)
-        self._reset = kind
-        self._reset_at_ms = time.ticks_add(time.ticks_ms(), 500)  # the answer goes out first
-
+    # ---- triggered messages, firmware, diagnostics and resets: evse.ocpp.cpmore (_RARE) ---------------
     # ---- sending ---------------------------------------------------------------------------------
     def send(self, action, payload, on_reply=None):
         """Queue a non-transaction message; on_reply(result or None) once answered or failed."""
@@ -755,11 +693,13 @@ class ChargePoint:
                     if client is None:
                         raise ValueError("SecurityProfile 3 needs this charge point's certificate: set ocpp_cert "
                                          "and ocpp_key")
+                password = self._basic_auth()
+                await asyncio.sleep_ms(0)   # each of evse.ocpp.cpmore's loads a step of its own
                 try:
-                    await ws.connect(self.url, basic_auth=self._basic_auth(), ca_der=self.trusted_ca(),
+                    await ws.connect(self.url, basic_auth=password, ca_der=self.trusted_ca(),
                                      timeout_ms=10000, client_cert=client)
                 finally:
-                    client = None   # the key's bytes go as soon as the handshake has used them
+                    client = password = None   # the key's bytes go as soon as the handshake has used them
             except Exception as e:  # a refused, unreachable or unauthorized server: try again later
                 event = "FailedToAuthenticateAtCentralSystem" if getattr(e, "status", None) == 401 else \
                     "InvalidCentralSystemCertificate" if getattr(e, "bad_certificate", False) else None
@@ -821,51 +761,6 @@ class ChargePoint:
         if self.retry_at_ms is not None:
             out["next_try_s"] = max(0, time.ticks_diff(self.retry_at_ms, now) // 1000)
         return out
-
-    def link_state(self):
-        """The link as the console's ocpp line says it."""
-        k = self.link()
-        if k["state"] != "offline":
-            head = "online" if k["state"] == "online" else "connected, boot %s" % k["boot"]
-            return "%s, last frame received %d s ago" % (head, k["last_frame_s"])
-        out = "offline (%s)" % k["why"]
-        if "next_try_s" in k:
-            out += ", next try in %d s" % k["next_try_s"]
-        return out
-
-    def trusted_ca(self):
-        """The CA a wss:// or https:// server must be signed by: the ocpp_ca file's, else the
-        CentralSystemRootCertificate the central system installed last (certs/cs-<n>.der,
-        evse.ocpp.certs); None: the server is not verified."""
-        if self.ca_der is not None:
-            return self.ca_der
-        try:
-            names = [n for n in os.listdir(store.join(self.root, "certs")) if n.startswith("cs-") and n.endswith(".der")]
-        except OSError:
-            return None
-        best = None
-        for name in names:
-            try:
-                k = int(name[3:-4])
-            except ValueError:
-                continue
-            if best is None or k > best[0]:
-                best = (k, name)
-        if best is None:
-            return None
-        try:
-            with open(store.join(self.root, "certs/" + best[1]), "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def _basic_auth(self):
-        # The password is what the AuthorizationKey's hex digits encode (16 to 20 bytes, maybe
-        # binary), not the digits (security whitepaper; OCTT TC_085).
-        key = self.keys.get("AuthorizationKey")
-        if 1 <= self.keys.get("SecurityProfile") <= 2 and key:   # profile 3: the certificate instead
-            return (self.cp_id, binascii.unhexlify(key))
-        return None
 
     async def _session(self, ws):
         self._dead = None
@@ -970,12 +865,6 @@ class ChargePoint:
             evse.unload("evse.ocpp.ops")
             self._answering = False
             self.let_smart_go()
-
-    def boot_payload(self):
-        from evse import VERSION
-        board = self.app.board
-        return {"chargePointVendor": VENDOR, "chargePointModel": board["name"][:20],
-                "firmwareVersion": VERSION, "chargePointSerialNumber": self.cp_id[:25]}
 
     async def _reader(self, ws):
         while True:
