@@ -864,6 +864,18 @@ def test_a_power_loss_stop_bills_the_last_energy_and_time_the_session_was_told(t
     assert stop[2]["timestamp"] == iso(NOW + 25)
 
 
+def test_the_rarely_used_methods_load_for_their_call_and_go_after_it(tmp_path):
+    import sys
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    assert "evse.ocpp.cpmore" not in sys.modules   # the boot's key checks and changes let it go too
+    assert cp.link_state() == "offline (not connected yet)"
+    assert cp.boot_payload()["chargePointSerialNumber"] == cp.cp_id
+    assert "evse.ocpp.cpmore" not in sys.modules
+    with pytest.raises(AttributeError, match="no_such_method"):
+        cp.no_such_method()
+
+
 def test_the_console_shows_the_link_as_the_firmware_knows_it(tmp_path):
     from evse import cli as console_cli
     app = FakeApp([FakeGun("A"), FakeGun("A")], None)
