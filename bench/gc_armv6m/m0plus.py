@@ -54,3 +54,53 @@ def classify(mn, ops):
         r = ('alu', 1, False)
     _classified[key] = r
     return r
+
+
+def executed(path, translated=None):
+    """The translation blocks a qemu '-d in_asm,exec,nochain' log (a file or a fifo, read as a
+    stream) shows executed, in order: (pc, function, body), body the instructions of the block's
+    translation that ran, each (address, mnemonic, operands, size in bytes). `translated`, a dict,
+    gets every block's latest translation by its pc (a block is translated again once qemu has
+    flushed its cache)."""
+    pending = {} if translated is None else translated
+    need = set()   # pcs translated again since their block last ran
+    tbmap = {}     # qemu's block pointer -> (pc, body)
+    cur = None
+    in_block = False
+    with open(path, errors='replace') as f:
+        for line in f:
+            if line.startswith('IN:'):
+                _keep(cur, pending, need)
+                in_block = True
+                cur = []
+                continue
+            if in_block:
+                m = INSN.match(line)
+                if m:
+                    cur.append((int(m.group(1), 16), m.group(4), m.group(5), 4 if m.group(3) else 2))
+                    continue
+                if not line.startswith('Trace'):
+                    if line.strip() == '':   # the block's listing ends
+                        _keep(cur, pending, need)
+                        cur = None
+                        in_block = False
+                    continue
+                _keep(cur, pending, need)
+                cur = None
+                in_block = False
+            m = TRACE.match(line)
+            if not m:
+                continue
+            tb, pc, fn = m.group(1), int(m.group(2), 16), m.group(3)
+            e = tbmap.get(tb)
+            if e is None or e[0] != pc or pc in need:
+                e = (pc, pending[pc])
+                tbmap[tb] = e
+                need.discard(pc)
+            yield pc, fn, e[1]
+
+
+def _keep(body, pending, need):
+    if body:
+        pending[body[0][0]] = body
+        need.add(body[0][0])

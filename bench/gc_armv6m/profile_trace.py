@@ -8,24 +8,15 @@ import collections, os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 log, addr = sys.argv[1], int(sys.argv[2], 16)
 MIN = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
-from m0plus import INSN as ins, TRACE as tr, classify  # noqa: E402
+from m0plus import classify, executed  # noqa: E402
 
-pending = {}; need = set(); tbmap = {}
-cur = None
-def flush():
-    global cur
-    if cur:
-        pending[cur[0][0]] = cur; need.add(cur[0][0])
-    cur = None
-total = 0; marks = 0
-prof = None
+marks = 0
 results = []
 def new_prof():
     return {'n': 0, 'cyc': 0, 'func': collections.Counter(), 'cls': collections.Counter(),
             'clscyc': collections.Counter(), 'taken': 0, 'nottaken': 0}
 prof = new_prof()
 last_tb = None   # (insns list) of previous TB, to resolve its conditional branch
-in_block = False
 
 def resolve(prev, pc):
     # prev: translation list; decide whether its final cond branch was taken
@@ -36,39 +27,19 @@ def resolve(prev, pc):
     if pc != fall:
         prof['taken'] += 1; prof['cyc'] += 1; prof['clscyc']['bcond'] += 1
 
-with open(log, errors='replace') as f:
-    for line in f:
-        if line.startswith('IN:'):
-            flush(); in_block = True; cur = []; continue
-        if in_block:
-            m = ins.match(line)
-            if m:
-                size = 4 if m.group(3) else 2
-                cur.append((int(m.group(1), 16), m.group(4), m.group(5), size))
-                continue
-            if not line.startswith('Trace'):
-                if line.strip() == '': flush(); in_block = False
-                continue
-            flush(); in_block = False
-        m = tr.match(line)
-        if not m: continue
-        tb, pc, fn = m.group(1), int(m.group(2), 16), m.group(3)
-        e = tbmap.get(tb)
-        if e is None or e[0] != pc or pc in need:
-            e = (pc, pending[pc]); tbmap[tb] = e; need.discard(pc)
-        if last_tb is not None:
-            resolve(last_tb, pc)
-        if pc == addr:
-            if prof['n'] >= MIN:
-                results.append((marks, prof))
-            prof = new_prof(); marks += 1
-        body = e[1]
-        prof['n'] += len(body)
-        prof['func'][fn] += len(body)
-        for (a, mn, ops, size) in body:
-            cls, cyc, cond = classify(mn, ops)
-            prof['cls'][cls] += 1; prof['clscyc'][cls] += cyc; prof['cyc'] += cyc
-        last_tb = body
+for pc, fn, body in executed(log):
+    if last_tb is not None:
+        resolve(last_tb, pc)
+    if pc == addr:
+        if prof['n'] >= MIN:
+            results.append((marks, prof))
+        prof = new_prof(); marks += 1
+    prof['n'] += len(body)
+    prof['func'][fn] += len(body)
+    for (a, mn, ops, size) in body:
+        cls, cyc, cond = classify(mn, ops)
+        prof['cls'][cls] += 1; prof['clscyc'][cls] += cyc; prof['cyc'] += cyc
+    last_tb = body
 
 for k, p in results:
     if p['func'].most_common(1)[0][0].startswith('gc_') or sum(v for f, v in p['func'].items() if f.startswith('gc_')) > 0.8 * p['n']:

@@ -15,14 +15,10 @@ for l in subprocess.run(['arm-none-eabi-nm', elf], capture_output=True, text=Tru
     p = l.split()
     if len(p) == 3: syms[p[2]] = int(p[0], 16) & ~1
 BEGIN, END = syms['bench_begin'], syms['bench_end']
-from m0plus import INSN as ins, TRACE as tr, classify  # noqa: E402
+from m0plus import classify, executed  # noqa: E402
 
-pending = {}; pending_all = {}; need = set(); tbmap = {}; cur = None
-def flush():
-    global cur
-    if cur: pending[cur[0][0]] = cur; need.add(cur[0][0]); pending_all[cur[0][0]] = cur
-    cur = None
-summ = {}   # pc -> (n, cyc, cls Counter, clscyc Counter, cond_last(fallthrough addr) or None)
+pending_all = {}   # pc -> the block's latest translation (executed() fills it)
+summ = {}   # pc -> (its translation, (n, cyc, cls Counter, clscyc Counter, cond_last(fallthrough addr) or None))
 def summarize(body):
     n = len(body); cyc = 0; cls = collections.Counter(); cc = collections.Counter()
     for (a, mn, ops, size) in body:
@@ -31,39 +27,25 @@ def summarize(body):
     c, y, cond = classify(mn, ops)
     return (n, cyc, cls, cc, (a + size) if cond else None)
 
-results = []; active = None; last = None; in_block = False
+results = []; active = None; last = None
 def new_prof():
     return {'n': 0, 'cyc': 0, 'tbexec': collections.Counter(), 'func': collections.Counter(), 'taken': 0}
-with open(log, errors='replace') as f:
-    for line in f:
-        if line.startswith('IN:'):
-            flush(); in_block = True; cur = []; continue
-        if in_block:
-            m = ins.match(line)
-            if m:
-                cur.append((int(m.group(1), 16), m.group(4), m.group(5), 4 if m.group(3) else 2)); continue
-            if not line.startswith('Trace'):
-                if line.strip() == '': flush(); in_block = False
-                continue
-            flush(); in_block = False
-        m = tr.match(line)
-        if not m: continue
-        tb, pc, fn = m.group(1), int(m.group(2), 16), m.group(3)
-        e = tbmap.get(tb)
-        if e is None or e[0] != pc or pc in need:
-            e = (pc, summarize(pending[pc])); tbmap[tb] = e; need.discard(pc)
-        s = e[1]
-        if active is not None and last is not None and last[4] is not None and pc != last[4]:
-            active['taken'] += 1; active['cyc'] += 1
-        if pc == BEGIN: active = new_prof()
-        elif pc == END and active is not None:
-            results.append(active); active = None
-        if active is not None:
-            active['n'] += s[0]; active['cyc'] += s[1]; active['tbexec'][pc] += 1; active['func'][fn] += s[0]
-            active['_cls'] = active.get('_cls', collections.Counter())
-        last = s if active is not None else None
-        if active is not None:
-            active.setdefault('tbs', {})[pc] = s
+for pc, fn, body in executed(log, pending_all):
+    e = summ.get(pc)
+    if e is None or e[0] is not body:
+        e = summ[pc] = (body, summarize(body))
+    s = e[1]
+    if active is not None and last is not None and last[4] is not None and pc != last[4]:
+        active['taken'] += 1; active['cyc'] += 1
+    if pc == BEGIN: active = new_prof()
+    elif pc == END and active is not None:
+        results.append(active); active = None
+    if active is not None:
+        active['n'] += s[0]; active['cyc'] += s[1]; active['tbexec'][pc] += 1; active['func'][fn] += s[0]
+        active['_cls'] = active.get('_cls', collections.Counter())
+    last = s if active is not None else None
+    if active is not None:
+        active.setdefault('tbs', {})[pc] = s
 
 print('# op  guest_insns  est_M0+_cycles  CPI')
 for i, p in enumerate(results):
