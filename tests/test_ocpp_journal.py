@@ -900,7 +900,7 @@ def test_read_finds_a_message_s_line_as_parsing_every_line_did(tmp_path_factory,
         f.write(text)
     starts = [0] + [k + 1 for k, c in enumerate(text) if c == 10 and k + 1 < len(text)]
     cursor = starts[min(start, len(starts) - 1)]
-    j._drop_reader()
+    j._drop_handle()
     j._cursor = cursor
     old_block = journal._BLOCK
     journal._BLOCK = block
@@ -908,7 +908,7 @@ def test_read_finds_a_message_s_line_as_parsing_every_line_did(tmp_path_factory,
         assert j._read(seq) == _read_line_by_line(j.path, cursor, seq)
     finally:
         journal._BLOCK = old_block
-        j._drop_reader()
+        j._drop_handle()
 
 
 def test_read_finds_every_message_whatever_the_block_cuts_of_its_line(tmp_path):
@@ -927,12 +927,12 @@ def test_read_finds_every_message_whatever_the_block_cuts_of_its_line(tmp_path):
             journal._BLOCK = block
             for cursor in starts:
                 for seq in range(1, 28):
-                    j._drop_reader()
+                    j._drop_handle()
                     j._cursor = cursor
                     assert j._read(seq) == _read_line_by_line(j.path, cursor, seq), (block, cursor, seq)
     finally:
         journal._BLOCK = old_block
-        j._drop_reader()
+        j._drop_handle()
 
 
 def test_a_fetch_that_meets_dead_lines_reads_a_few_blocks_a_call_and_goes_on_at_the_next(tmp_path, monkeypatch):
@@ -943,7 +943,7 @@ def test_a_fetch_that_meets_dead_lines_reads_a_few_blocks_a_call_and_goes_on_at_
     seqs = [j.append("MeterValues", dict(meter(7, n), pad="x" * 300)) for n in range(60)]
     for seq in seqs[:50]:
         j.confirm(seq)
-    j._drop_reader()
+    j._drop_handle()
     j._cursor, j._fetched, j._peeked = 0, None, None
     reads = []
     got = []

@@ -88,7 +88,7 @@ class Journal:
         self._out = None          # journal.log.tmp while a compaction runs, else None
         self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice,
         #                           closed: journal.log.tmp is whole and only the rename is left]
-        self._in = None           # journal.log open for reads and appends between steps (_reader)
+        self._log_file = None     # journal.log open for reads and appends between steps (_handle)
         self.writes = 0           # appends to the log so far: a caller's step that wrote skips step()
         self._failed_at = None    # the garbage count when a compaction last failed to start
         self._load()
@@ -430,7 +430,7 @@ class Journal:
         # without it, the cursor moved on.
         key = b"a %d " % seq
         nkey = b"\n" + key
-        f = self._reader()
+        f = self._handle()
         at = self._cursor
         size = _BLOCK
         while True:
@@ -464,30 +464,30 @@ class Journal:
             if not blocks:
                 return MORE
 
-    def _reader(self):
+    def _handle(self):
         # One handle for the reads and the appends, kept from step to step: littlefs finds a
         # file it opens by reading its directory's log (about 50 block reads), a read or an
         # append on an open handle takes a few. One handle, because a handle need not see what
         # another appends (littlefs). Opened for appending ("a+": every write goes to the end)
         # and reading (each read seeks first); the rename and a failed write let it go.
-        if self._in is None:
-            self._in = open(self.path, "a+b")
-        return self._in
+        if self._log_file is None:
+            self._log_file = open(self.path, "a+b")
+        return self._log_file
 
     def _end(self):
         # The log's size: a seek on the open handle (a stat reads the whole directory's log).
         # No file is size 0 (the handle makes an empty one); any other error raises (a
         # compaction then abandons, not finishes without the lines it could not see).
         try:
-            return self._reader().seek(0, 2)
+            return self._handle().seek(0, 2)
         except OSError as e:
             if e.args and e.args[0] == _ENOENT:
                 return 0
             raise
 
-    def _drop_reader(self):
-        _close(self._in)
-        self._in = None
+    def _drop_handle(self):
+        _close(self._log_file)
+        self._log_file = None
 
     def _write(self, data):
         self.writes += 1
@@ -498,12 +498,12 @@ class Journal:
             if self._broken:
                 raise OSError("journal: %s cannot be rewritten" % self.path)
         try:
-            f = self._reader()
+            f = self._handle()
             f.write(data)
             f.flush()   # on flash before append() returns: littlefs commits the file's new size
         except OSError:
             self._broken = True  # a half-written line must never be completed by the next one
-            self._drop_reader()
+            self._drop_handle()
             raise
 
     def _compact(self):
@@ -538,14 +538,14 @@ class Journal:
         size = max(size, cmp[4])
         try:
             if cmp[5]:
-                self._drop_reader()
+                self._drop_handle()
                 os.rename(self.path + ".tmp", self.path)
                 self._out = None
                 self._finish(cmp)
                 return
             at, end = cmp[0], cmp[1]
             if at < end:
-                data = _chunk(self._reader(), at, min(size, end - at))
+                data = _chunk(self._handle(), at, min(size, end - at))
                 start = 0
                 while True:
                     nl = data.find(b"\n", start)
@@ -565,7 +565,7 @@ class Journal:
             # The lines written since the compaction began, as they are.
             total = self._end()
             if at < total:
-                block = _chunk(self._reader(), at, min(_SLICE, total - at))
+                block = _chunk(self._handle(), at, min(_SLICE, total - at))
                 out.write(block)
                 cmp[0] = at + len(block)
                 if block and cmp[0] < total:
