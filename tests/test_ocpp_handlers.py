@@ -874,6 +874,10 @@ def test_the_rarely_used_methods_load_for_their_call_and_go_after_it(tmp_path):
     assert "evse.ocpp.cpmore" not in sys.modules
     with pytest.raises(AttributeError, match="no_such_method"):
         cp.no_such_method()
+    from evse.ocpp import cp as cp_mod, cpmore   # each name _RARE lists is one of cpmore's functions
+    assert set(cp_mod._RARE) == {name for name in dir(cpmore) if callable(getattr(cpmore, name))
+                                 and getattr(getattr(cpmore, name), "__module__", None) == cpmore.__name__}
+    sys.modules.pop("evse.ocpp.cpmore")
 
 
 def test_the_console_shows_the_link_as_the_firmware_knows_it(tmp_path):
