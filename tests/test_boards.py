@@ -8,8 +8,8 @@ import pytest
 from evse import config
 from host_tools.flash import FlashError, Flasher
 from host_tools.sim import frontend
-from host_tools.sim.supervisor import (JOURNAL_INDEX_BYTES, board_heap_bytes, boot_modules, raw_buffer_bytes,
-                                       read_board_file)
+from host_tools.sim.supervisor import (JOURNAL_DEFAULT_ENTRIES, board_heap_bytes, boot_modules, journal_index_bytes,
+                                       raw_buffer_bytes, read_board_file)
 
 BOARDS = Path(__file__).resolve().parents[1] / "boards"
 DOC = (BOARDS.parent / "docs" / "boards.md").read_text()
@@ -154,12 +154,16 @@ def test_the_measured_virtual_heap_holds_the_code_at_its_32_bit_size_and_the_res
         100_000 + 10_000 + int((240 * 1024 - 83_000 - 10_000) / 0.55)
 
 
-def test_the_raw_buffers_counted_are_the_journal_s_index_as_the_firmware_allocates_it(tmp_path):
+@pytest.mark.parametrize("name, entries", [("rp2040-pico-w", 1000), ("esp32-devkitc", 400)])
+def test_the_raw_buffers_counted_are_the_journal_s_index_as_the_firmware_allocates_it(tmp_path, name, entries):
     from evse.ocpp import keys
     from evse.ocpp.journal import Journal
-    j = Journal(str(tmp_path), keys.KEYS["JournalMaxEntries"][2], log=lambda line: None)
-    assert sum(len(block) * block.itemsize for block in j._ix) + len(j._kind) == JOURNAL_INDEX_BYTES
-    assert raw_buffer_bytes(read_board_file("rp2040-pico-w")[0]) == JOURNAL_INDEX_BYTES
+    board = read_board_file(name)[0]
+    key = keys.Keys(str(tmp_path), 2, journal_max=board.get("journal_max_entries", 2000))
+    assert key.get("JournalMaxEntries") == entries and keys.KEYS["JournalMaxEntries"][2] == JOURNAL_DEFAULT_ENTRIES
+    j = Journal(str(tmp_path), key.get("JournalMaxEntries"), log=lambda line: None)
+    index = sum(len(block) * block.itemsize for block in j._ix) + sum(len(block) for block in j._kd)
+    assert index == journal_index_bytes(entries) == raw_buffer_bytes(board)
     assert raw_buffer_bytes(read_board_file("rp2040-pico")[0]) == 0   # no network: no charge point
 
 

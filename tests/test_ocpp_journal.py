@@ -866,11 +866,35 @@ def test_an_append_that_runs_out_of_memory_keeps_the_batched_confirmations(tmp_p
     assert [e[0] for e in contents(str(tmp_path))] == seqs[1:]   # the confirmation was not lost
 
 
+def test_a_heap_with_no_room_for_the_index_gets_a_journal_of_half_as_many_messages_not_a_failed_boot(
+        tmp_path, monkeypatch):
+    real, calls = journal._block, []
+
+    def block(slots):   # the first attempt runs out of heap at its third block
+        calls.append(slots)
+        if len(calls) == 3:
+            raise MemoryError("memory allocation failed")
+        return real(slots)
+    monkeypatch.setattr(journal, "_block", block)
+    said = []
+    j = Journal(str(tmp_path), 1000, log=said.append)
+    assert j.max_entries == 500 and said == ["journal: no heap for the index of 1000 messages; it holds 500"]
+    assert sum(len(b) for b in j._kd) == 500 + 500 // 16 + 8
+    seqs = [j.append("MeterValues", meter(1, n)) for n in range(600)]
+    assert len(j) == 500 and j.peek()[0] == seqs[0]   # its own bound: beyond it the MeterValues thinned
+    monkeypatch.setattr(journal, "_block", lambda slots: (_ for _ in ()).throw(MemoryError("no")))
+    with pytest.raises(MemoryError):
+        Journal(str(tmp_path / "tiny"), 16)   # the least a journal holds: no smaller one to fall back to
+
+
 def test_stops_beyond_max_entries_grow_the_index_block_by_block_and_all_come_back_in_order(tmp_path):
     j = Journal(str(tmp_path), 16, log=lambda line: None)
     assert sum(len(block) for block in j._ix) == 2 * 25       # its capacity, no whole block more
+    assert sum(len(block) for block in j._kd) == 25
     seqs = [j.append("StopTransaction", stop(tx, 1)) for tx in range(1, 300)]
     assert len(j) == 299 and all(len(block) <= 2 * journal._CHUNK for block in j._ix)
+    assert [len(block) for block in j._kd] == [len(block) // 2 for block in j._ix]
+    assert all(len(block) * block.itemsize <= 512 for block in j._ix)   # pieces a fragmented heap has
     assert [e[0] for e in contents(str(tmp_path))] == seqs
 
 

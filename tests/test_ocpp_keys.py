@@ -141,6 +141,17 @@ def test_a_key_read_at_boot_says_reboot_required_and_keeps_the_new_value_for_the
     assert Keys(str(tmp_path), 2).get("JournalMaxEntries") == 500
 
 
+def test_a_board_s_journal_bound_is_the_key_s_default_and_its_ceiling_for_a_change_and_for_what_was_stored(
+        tmp_path, capsys):
+    Keys(str(tmp_path), 2).change("JournalMaxEntries", "1500")   # stored under a release with no bound
+    k = Keys(str(tmp_path), 2, journal_max=400)
+    assert k.get("JournalMaxEntries") == 400 and "allowed 16..400" in capsys.readouterr().out
+    assert k.change("JournalMaxEntries", "401") == "Rejected" and "allowed 16..400" in k.last_error
+    assert k.change("JournalMaxEntries", "300") == "RebootRequired"
+    assert Keys(str(tmp_path), 2, journal_max=400).get("JournalMaxEntries") == 300
+    assert Keys(str(tmp_path / "x"), 2, journal_max=1500).get("JournalMaxEntries") == 1000   # a default below it stays
+
+
 def test_an_unchanged_value_is_accepted_without_writing_flash(tmp_path):
     k = Keys(str(tmp_path), 2)
     assert k.change("HeartbeatInterval", "300") == "Accepted"

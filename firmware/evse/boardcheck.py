@@ -7,8 +7,10 @@ from evse.gun import TICK_MAX_INTERLOCK_MS, TICK_MIN_MS, TICK_MS
 ROTATIONS = ("L1L2L3", "L2L3L1", "L3L1L2")
 _BOARD_REQUIRED = (("name", str), ("hal", str), ("kind", str), ("site_limit_a", int),
                    ("guns", list), ("pilot", dict), ("derate", dict))
-# Board numbers with a range: key, min, max, unit. The watchdog's ceiling is the RP2040's.
-_BOARD_RANGES = (("fault_retry_s", 10, 86400, "s"), ("watchdog_ms", 1000, 8000, "ms"))
+# Board numbers with a range: key, min, max, unit. The watchdog's ceiling is the RP2040's; the
+# journal's bounds are the OCPP key JournalMaxEntries' (evse.ocpp.keys).
+_BOARD_RANGES = (("fault_retry_s", 10, 86400, "s"), ("watchdog_ms", 1000, 8000, "ms"),
+                 ("journal_max_entries", 16, 2000, "messages"))
 _PILOT_KEYS = ("a_min_mv", "b_min_mv", "c_min_mv", "d_min_mv", "e_min_mv", "f_max_mv",
                "hysteresis_mv", "diode_max_mv")
 

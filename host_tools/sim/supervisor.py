@@ -174,10 +174,16 @@ CODE_ROMFS_32_PER_64 = 0.58
 # Raw buffers weigh the same on a board as here: an array's or a bytearray's items are bytes, only
 # its header is a pointer's size (a bytearray 0.99). The largest the firmware keeps is the OCPP
 # journal's index, allocated whole at boot: 9 bytes a slot (its seq and transactionId in arrays
-# of int32, its kind in a bytearray) for JournalMaxEntries 1,000 and the slack, 1,070 slots
-# (tests/test_boards.py checks it against evse.ocpp.journal). Counted at DATA_32_PER_64 it stood
-# for 5.3 KiB of a board's heap where it takes 9.4.
-JOURNAL_INDEX_BYTES = 9 * (1000 + 1000 // 16 + 8)
+# of int32, its kind in bytearrays) for JournalMaxEntries and the slack (tests/test_boards.py
+# checks it against evse.ocpp.journal). At the key's default, 1,000, that is 1,070 slots; a board
+# file's journal_max_entries bounds the key, and is its default when lower (the ESP32-WROOM's
+# 400). Counted at DATA_32_PER_64 the index stood for 5.3 KiB of a board's heap where it takes 9.4.
+JOURNAL_DEFAULT_ENTRIES = 1000
+
+
+def journal_index_bytes(entries: int) -> int:
+    """The bytes of the journal's index for JournalMaxEntries `entries` (evse.ocpp.journal)."""
+    return 9 * (entries + entries // 16 + 8)
 
 
 def board_heap_bytes(free_32: int, silicon: int, code: int, code_ratio: float = CODE_32_PER_64,
@@ -192,8 +198,10 @@ def board_heap_bytes(free_32: int, silicon: int, code: int, code_ratio: float = 
 
 def raw_buffer_bytes(board: dict) -> int:
     """The raw buffers a board's firmware keeps for good: the journal's index where the board has
-    a network (its charge point is made at boot)."""
-    return JOURNAL_INDEX_BYTES if board.get("network", {}).get("kind", "none") != "none" else 0
+    a network (its charge point is made at boot), at the JournalMaxEntries the board starts with."""
+    if board.get("network", {}).get("kind", "none") == "none":
+        return 0
+    return journal_index_bytes(min(JOURNAL_DEFAULT_ENTRIES, board.get("journal_max_entries", 2000)))
 
 
 # What the virtual board's ROM imports of the emulated silicon (host_tools/sim/rom.py).

@@ -22,7 +22,8 @@ def init(cp, app, root, url, cp_id, ca_der, log):
     cp.ca_der = ca_der
     cp.log = log
     n = len(app.guns)
-    cp.keys = keys.Keys(root, n, cp._key_changed, cp._key_check)
+    board = getattr(app, "board", {})
+    cp.keys = keys.Keys(root, n, cp._key_changed, cp._key_check, board.get("journal_max_entries", 2000))
     cfg = getattr(app, "cfg", None)
     if cfg is not None:
         site = ("SiteLimitA",)

@@ -21,9 +21,10 @@
 # messages are batched (a power cut then at worst sends such a message twice); those of
 # StartTransaction and StopTransaction, and transaction id mappings, are written at once.
 # RAM: 9 bytes per message slot, allocated for max_entries (plus slack) up front: no growth and
-# no fragmentation when the journal fills up offline; the slots' ids in blocks of _CHUNK slots
-# (1 KB each), not one 8.5 KB block a fragmented heap may not have. Payloads stay on flash; peek() reads the
-# oldest back.
+# no fragmentation when the journal fills up offline. The slots are in blocks of _CHUNK: their
+# ids (512 bytes) and their kinds (64), not one 9.4 KB block nor even 1 KB ones, which the heap
+# of an ESP32-WROOM, in pieces after its boot, did not have. Payloads stay on flash; peek() reads
+# the oldest back.
 import json
 import os
 from array import array
@@ -47,10 +48,11 @@ _ENOENT = const(2)
 _S_IFDIR = const(0x4000)
 _BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
 _SLICE = const(512)       # bytes of the old log one step of a compaction reads
-_SHIFT = const(7)         # _CHUNK = 1 << _SHIFT slots per block of ids
-_CHUNK = const(128)
-_MASK = const(127)
+_SHIFT = const(6)         # _CHUNK = 1 << _SHIFT slots per block
+_CHUNK = const(64)
+_MASK = const(63)
 _FETCH_BLOCKS = const(4)  # blocks a fetch reads in one step on its way to the message's line
+_FEWEST = const(16)       # JournalMaxEntries' least: below, a journal that cannot allocate raises
 MORE = 2                  # fetch(): it read part of the way; again in the next step
 
 
@@ -63,15 +65,28 @@ class Journal:
 
     def __init__(self, root, max_entries, log=print):
         root = root.rstrip("/") + "/"
-        self.max_entries = max_entries
         self.log = log
         self.path = self._settle(root)
-        cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
-        # Per slot i, in block i >> _SHIFT at (i & _MASK) * 2: seq, the transactionId it was
-        # queued under (0: none; a local one reads through _maps once its start is confirmed).
-        # The last block holds only what cap needs (it grows to a whole one if ever needed).
-        self._ix = [_block(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
-        self._kind = bytearray(cap)
+        # Per slot i, in block i >> _SHIFT: at (i & _MASK) * 2 of _ix's, seq and the
+        # transactionId it was queued under (0: none; a local one reads through _maps once its
+        # start is confirmed); at i & _MASK of _kd's, its kind (0: gone). The last block holds
+        # only what cap needs (it grows to a whole one if ever needed). A heap with no room for
+        # them gets a journal of half as many messages, not a charger that cannot boot (a
+        # JournalMaxEntries over what the board holds, set before its bound was known).
+        while True:
+            cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
+            try:
+                self._ix = [_block(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
+                self._kd = [bytearray(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
+                break
+            except MemoryError:
+                self._ix = self._kd = None
+                if max_entries <= _FEWEST:
+                    raise
+                log("journal: no heap for the index of %d messages; it holds %d" % (max_entries, max_entries // 2))
+                max_entries //= 2
+        self.max_entries = max_entries
+        self._cap = cap
         self._n = 0               # slots used
         self._head = 0            # every slot below is gone
         self._live = 0
@@ -130,7 +145,7 @@ class Journal:
                 self._pending = lines
                 return None
             self.log("journal: full (%d messages): dropped %s seq %d of transaction %d"
-                     % (self._live, _NAMES[self._kind[i]], self._seq(i), self._tx(i)))
+                     % (self._live, _NAMES[self._kind(i)], self._seq(i), self._tx(i)))
             lines.append(b"d %d\n" % self._seq(i))
             dropped = True
             self._kill(i)
@@ -202,7 +217,7 @@ class Journal:
         i = self._index(seq)
         if i < 0:
             return False
-        kind = self._kind[i]
+        kind = self._kind(i)
         local = self._tx(i)
         real = result_payload.get("transactionId") if kind == _START and isinstance(result_payload, dict) else None
         self._kill(i)
@@ -231,7 +246,7 @@ class Journal:
         i = self._index(seq)
         if i < 0:
             return False
-        self.log("journal: dropped %s seq %d of transaction %d: %s" % (_NAMES[self._kind[i]], seq, self._tx(i), why))
+        self.log("journal: dropped %s seq %d of transaction %d: %s" % (_NAMES[self._kind(i)], seq, self._tx(i), why))
         self._kill(i)
         self._pending.append(b"d %d\n" % seq)
         self._garbage += 2
@@ -252,9 +267,9 @@ class Journal:
         """Whether a StopTransaction of transaction `tx_id` (its local id or the real one it got)
         waits in the journal."""
         real = self.real_id(tx_id)
-        kind = self._kind
+        kd = self._kd
         for i in range(self._head, self._n):
-            if kind[i] == _STOP and self._tx(i) == real:
+            if kd[i >> _SHIFT][i & _MASK] == _STOP and self._tx(i) == real:
                 return True
         return False
 
@@ -279,6 +294,9 @@ class Journal:
     def _seq(self, i):
         return self._ix[i >> _SHIFT][(i & _MASK) << 1]
 
+    def _kind(self, i):
+        return self._kd[i >> _SHIFT][i & _MASK]
+
     def _tx(self, i):
         # A slot keeps the id its message was queued under; a local one a StartTransaction's
         # confirmation mapped reads as the real one.
@@ -286,29 +304,32 @@ class Journal:
         return self._maps.get(tx, tx)
 
     def _add(self, seq, tx, kind):
-        if self._n == len(self._kind):
+        if self._n == self._cap:
             self._squeeze()
-            if self._n == len(self._kind):  # only beyond max_entries: StartTransaction/StopTransaction
+            if self._n == self._cap:  # only beyond max_entries: StartTransaction/StopTransaction
                 last = self._ix[-1]
                 if len(last) < 2 * _CHUNK:   # the short last block first becomes a whole one
                     whole = _block(_CHUNK)
                     for k in range(len(last)):
                         whole[k] = last[k]
                     self._ix[-1] = whole
+                    self._kd[-1] = self._kd[-1] + bytearray(_CHUNK - len(self._kd[-1]))
                 else:
                     self._ix.append(_block(_CHUNK))
-                self._kind = self._kind + bytearray((len(self._ix) << _SHIFT) - len(self._kind))
+                    self._kd.append(bytearray(_CHUNK))
+                self._cap = len(self._ix) << _SHIFT
         n = self._n
         block = self._ix[n >> _SHIFT]
         k = (n & _MASK) << 1
         block[k] = seq
         block[k + 1] = tx
-        self._kind[n] = kind
+        self._kd[n >> _SHIFT][n & _MASK] = kind
         self._n = n + 1
         self._live += 1
 
     def _first(self):
-        while self._head < self._n and not self._kind[self._head]:
+        kd = self._kd
+        while self._head < self._n and not kd[self._head >> _SHIFT][self._head & _MASK]:
             self._head += 1
         return self._head if self._head < self._n else -1
 
@@ -323,10 +344,10 @@ class Journal:
                 lo = mid + 1
             else:
                 hi = mid
-        return lo if lo < self._n and ix[lo >> _SHIFT][(lo & _MASK) << 1] == seq and self._kind[lo] else -1
+        return lo if lo < self._n and ix[lo >> _SHIFT][(lo & _MASK) << 1] == seq and self._kind(lo) else -1
 
     def _kill(self, i):
-        self._kind[i] = 0
+        self._kd[i >> _SHIFT][i & _MASK] = 0
         self._live -= 1
         seq = self._seq(i)
         self._tries.pop(seq, None)
@@ -337,18 +358,19 @@ class Journal:
         self._first()
 
     def _squeeze(self):
-        ix, kind = self._ix, self._kind
+        ix, kd = self._ix, self._kd
         j = 0
         for i in range(self._head, self._n):
-            if kind[i]:
+            k = kd[i >> _SHIFT][i & _MASK]
+            if k:
                 src, a = ix[i >> _SHIFT], (i & _MASK) << 1
                 dst, b = ix[j >> _SHIFT], (j & _MASK) << 1
                 dst[b] = src[a]
                 dst[b + 1] = src[a + 1]
-                kind[j] = kind[i]
+                kd[j >> _SHIFT][j & _MASK] = k
                 j += 1
         for i in range(j, self._n):
-            self._kind[i] = 0
+            kd[i >> _SHIFT][i & _MASK] = 0
         self._n = j
         self._head = 0
 
@@ -361,9 +383,9 @@ class Journal:
         # Slot of the message to drop for a new one; -1: the new one; None: keep everything.
         counts = {}  # transactionId -> [its MeterValues queued, slot of the second one]
         oldest = -1
-        ix, kind, maps = self._ix, self._kind, self._maps
+        ix, kd, maps = self._ix, self._kd, self._maps
         for i in range(self._head, self._n):
-            k = kind[i]
+            k = kd[i >> _SHIFT][i & _MASK]
             if k == _METER:
                 tx = ix[i >> _SHIFT][((i & _MASK) << 1) + 1]
                 tx = maps.get(tx, tx)
@@ -746,7 +768,7 @@ def _close(f):
 
 
 def _block(slots):
-    # The ids of `slots` slots (at most _CHUNK: 1 KB on a board): seq and transactionId each.
+    # The ids of `slots` slots (at most _CHUNK: 512 bytes on a board): seq and transactionId each.
     return array("i", range(2 * slots))   # sized from the range at once: no temporary
 
 

@@ -118,9 +118,12 @@ class Keys:
     charge point re-reads HeartbeatInterval, reconnects for SecurityProfile or AuthorizationKey
     (whose value it must never print), and so on."""
 
-    def __init__(self, root="/", connectors=1, on_change=None, check=None):
+    def __init__(self, root="/", connectors=1, on_change=None, check=None, journal_max=2000):
         self.path = store.join(root, KEYS_FILE)
         self.connectors = connectors
+        # The board's bound on JournalMaxEntries (board file journal_max_entries): its journal's
+        # index, 9 bytes a message, is allocated whole at boot; also the default when lower.
+        self.journal_max = journal_max
         self.on_change = on_change
         self.check = check   # check(name, value): why the charge point cannot take it, or None
         self.cfg = None      # the controller's settings behind the CFG keys (mirror)
@@ -149,6 +152,8 @@ class Keys:
     def default(self, name):
         if name == "NumberOfConnectors":
             return self.connectors
+        if name == "JournalMaxEntries":
+            return min(KEYS[name][2], self.journal_max)
         return KEYS[name][2]
 
     def get(self, name):

@@ -35,6 +35,8 @@ def parse(keys, name, value_text):
     """The typed value of `value_text` for key `name`; ValueError naming the key and the
     allowed values when it does not fit."""
     kind, _, _, lo, hi, unit = KEYS[name]
+    if name == "JournalMaxEntries":
+        hi = min(hi, keys.journal_max)   # the board's heap
     value_text = value_text.strip()
     if kind == BOOL:
         low = value_text.lower()
