@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.sim.supervisor import CODE_32_PER_64, CODE_ROMFS_32_PER_64, board_heap_bytes
+from host_tools.sim.supervisor import CODE_32_PER_64, CODE_ROMFS_32_PER_64, board_heap_bytes, raw_buffer_bytes
 from rigkit import now_ms, start_charging, wait_booted
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
@@ -132,15 +132,17 @@ def test_mpremote_exec_eval_ls_cp_run_soft_reset_and_resume(rig, virtual_board, 
 @pytest.mark.virtual_only("the unix port's heap and the info reply's code_heap_bytes")
 def test_heap_is_as_small_as_the_board_s(rig, virtual_board, board):
     """An MCU board measured (docs/boards.md): the heap its stock MicroPython leaves, at make
-    bench's 32/64-bit ratios, with the code its firmware imports and the emulated silicon;
-    otherwise twice heap_kb, with the code and silicon on top."""
+    bench's 32/64-bit ratios, with the code its firmware imports and its raw buffers, on top of
+    what its ROM (the emulated silicon, the flash's mount) holds before the firmware's first
+    line; otherwise twice heap_kb, with the code and silicon on top."""
     info = rig.info()
-    code, silicon = info["code_heap_bytes"], info["silicon_heap_bytes"]
+    code, silicon, rom = info["code_heap_bytes"], info["silicon_heap_bytes"], info["rom_heap_bytes"]
     assert 50_000 < code < 500_000   # a sim board counts every module of the firmware, the DC ones too
     if board["hal"] != "sim" and board["hardware"].get("virtual_heap", "measured") == "measured":
         romfs = board["hardware"].get("install") == "romfs"
-        expected = board_heap_bytes(board["heap_kb"] * 1024, silicon, code,
-                                    CODE_ROMFS_32_PER_64 if romfs else CODE_32_PER_64)
+        assert silicon < rom < silicon + 64_000   # the ROM's code and mounts on top of the silicon
+        expected = board_heap_bytes(board["heap_kb"] * 1024, rom, code,
+                                    CODE_ROMFS_32_PER_64 if romfs else CODE_32_PER_64, raw_buffer_bytes(board))
     else:
         expected = 2 * board["heap_kb"] * 1024 + silicon + code
     out = mpremote(virtual_board["serial"], "exec", "import micropython, gc; gc.collect(); print(gc.mem_free() + gc.mem_alloc())")

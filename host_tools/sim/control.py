@@ -385,7 +385,8 @@ def events(world: World, req: dict, board) -> dict:
 @op("info")
 def info(world: World, req: dict, board) -> dict:
     return {"board": world.board["name"], "guns": len(world.guns), "serial": board.serial_path,
-            "heap": board.heap, "code_heap_bytes": board.code_heap, "silicon_heap_bytes": board.silicon_heap, "ops": sorted(OPS)}
+            "heap": board.heap, "code_heap_bytes": board.code_heap, "silicon_heap_bytes": board.silicon_heap,
+            "rom_heap_bytes": board.rom_heap, "ops": sorted(OPS)}
 
 
 def handle_line(world: World, line: bytes | str, board) -> dict:

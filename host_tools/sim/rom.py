@@ -494,10 +494,11 @@ class _Probed:
         return self.send(None)
 
 
-_probe = [None, 0, 0, 0, 0, "-", None, 0, None, 0, 0, None, 0]   # the host file, the peak, ticks_ms of the
-#                last look, looks, heap, the peak's task, the collections' times, the longest, their
-#                host file, the ROM's own heap (a chip's is in ROM and C), the heap asyncio took,
-#                the host file of the firmware's modules loaded at the peak, its length
+_probe = [None, 0, 0, 0, 0, "-", None, 0, None, 0, 0, None, 0, 0]   # the host file, the peak, ticks_ms of
+#                the last look, looks, heap, the peak's task, the collections' times, the longest,
+#                their host file, the ROM's own heap (a chip's is in ROM and C), the heap asyncio
+#                took, the host file of the firmware's modules loaded at the peak, its length, the
+#                heap the probe took (asyncio with it)
 _GC_BIN_US = 10      # the collections' times: a histogram of 10 us bins (fixed: the probe's own
 _GC_BINS = 512       # data is in the heap it measures), the last for any longer
 
@@ -582,6 +583,7 @@ def install_heap_probe(path):
     import asyncio.core as core
     gc.collect()
     _probe[10] = gc.mem_alloc() - before   # the firmware's code counts asyncio's: not the ROM's
+    _probe[13] = before
     from array import array
     _probe[6] = array("H", bytes(2 * _GC_BINS))
     try:   # after a reset the board's peak goes on from the run's, not from nothing
@@ -604,6 +606,7 @@ def install_heap_probe(path):
     _probe[12] = _probe[11].seek(0, 2)
     gc.collect()
     _probe[4] = gc.mem_free() + gc.mem_alloc()
+    _probe[13] = gc.mem_alloc() - _probe[13]   # all the probe took, asyncio with it: not the ROM's
     create = core.create_task
 
     def probed(coro):
@@ -628,6 +631,8 @@ def start():
     a ROMFS partition mounted."""
     if os.getenv("EVSE_SIM_HEAP_PROBE"):
         install_heap_probe(os.getenv("EVSE_SIM_HEAP_PROBE"))
+    programming = os.getenv("EVSE_SIM_MODE") == "program"
+    rom_heap = open(os.getenv("EVSE_SIM_ROM_HEAP"), "w") if programming and os.getenv("EVSE_SIM_ROM_HEAP") else None
     if os.getenv("EVSE_SIM_MCU"):
         install_silicon(os.getenv("EVSE_SIM_SILICON"), os.getenv("EVSE_SIM_MCU"), os.getenv("EVSE_SIM_WLAN") == "1")
     else:
@@ -638,7 +643,16 @@ def start():
     mount_flash(counter)
     if _romfs[0] is not None:
         mount_romfs()
-    if os.getenv("EVSE_SIM_MODE") == "program":
+    if programming:
+        if rom_heap is not None:
+            # What is live once this ROM has started the chip (its own code, the emulated
+            # silicon, the flash's and a ROMFS partition's mounts): a chip has all of it in ROM
+            # and C, and a board's free heap is what its REPL shows after it. The supervisor
+            # gives a virtual MCU board its firmware's heap on top of this (VirtualBoard.rom_heap).
+            import gc
+            gc.collect()
+            rom_heap.write("%d" % (gc.mem_alloc() - _probe[13]))   # make bench's probe is none of it
+            rom_heap.close()
         sys.exit(0)  # the factory programmed the flash; the board is not started
 
 
