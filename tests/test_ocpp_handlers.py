@@ -706,6 +706,22 @@ def test_a_full_local_list_is_checked_and_stored_in_steps_with_the_same_answer(t
     assert json.loads(too_long)[2] == {"status": "Failed"} and cp.auth.version == 4
 
 
+def test_no_heap_for_a_frame_closes_the_link_at_once_rather_than_leaving_it_deaf(tmp_path):
+    import asyncio
+    app = FakeApp([FakeGun("A"), FakeGun("A")], None)
+    cp = load(app, str(tmp_path))
+    said = []
+    cp.log = said.append
+
+    class Link:
+        async def recv(self):
+            raise MemoryError("memory allocation failed, allocating 1192 bytes")
+    asyncio.run(cp._reader(Link()))   # the reader ends, and the session learns why now
+    assert cp._dead.startswith("the reader failed: MemoryError") and cp._reply_event.is_set()
+    assert said == ["ocpp: the link's reader failed (MemoryError('memory allocation failed, allocating 1192 bytes'))"
+                    "; connecting again"]
+
+
 def test_an_answer_too_big_for_the_charger_fails_its_call_at_once_and_a_call_gets_a_callerror(tmp_path):
     import asyncio
     from evse.ocpp import ws as wsmod

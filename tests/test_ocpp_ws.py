@@ -522,3 +522,38 @@ def test_a_ca_file_that_is_empty_or_missing_refuses_rather_than_connecting_unche
     (tmp_path / "empty.der").write_bytes(b"")   # App._ca gives b"" for a missing ocpp_ca file
     [refused] = run_client("refused", servers["tls-wrong-name"] + "/echo", ca=str(tmp_path / "empty.der"))
     assert refused[0] == "refused" and "CA certificate (ca_der, 0 bytes) does not load" in refused[2], refused
+
+
+def test_a_frame_read_with_the_start_of_the_next_is_handed_out_in_its_buffer_not_copied():
+    # A 1.2 KB SendLocalList frame and the next frame's first bytes in one read: the frame keeps
+    # the buffer they came in (a fragmented heap need not find a second 1.2 KB piece), the next
+    # gets a buffer of its own.
+    first, second = b"x" * 1200, b"y" * 300
+    data = server_frame(OP_TEXT, first) + server_frame(OP_TEXT, second)
+    p = FrameParser()
+    p.feed(data[:1300])
+    buffer = p._buf
+    fin, op, payload = p.next_frame()
+    assert (fin, op, bytes(payload)) == (True, OP_TEXT, first) and payload is buffer
+    p.feed(data[1300:])
+    assert [(f, o, bytes(b)) for f, o, b in p] == [(True, OP_TEXT, second)]
+
+
+def test_the_tls_context_is_made_once_and_kept_while_the_ca_and_certificate_stay_the_same():
+    from evse.ocpp import ws as wsmod
+    from evse.ocpp import wsopen
+    ca = trustme.CA()
+    der = ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode())
+    other = ssl.PEM_cert_to_DER_cert(trustme.CA().cert_pem.bytes().decode())
+    try:
+        wsmod.reserve_tls()
+        blank = wsmod.tls_kept[1]
+        assert wsopen._context(der, None) is blank   # the one made at boot, configured
+        assert wsopen._context(der, None) is blank   # a reconnect parses no certificate again
+        new = wsopen._context(other, None)           # another CA: another context, never both trusted
+        assert new is not blank and wsmod.tls_kept[1] is new and new.verify_mode == ssl.CERT_REQUIRED
+        with pytest.raises(WsError, match="does not load"):
+            wsopen._context(b"not a certificate", None)
+        assert wsmod.tls_kept is None   # a context that failed is not kept
+    finally:
+        wsmod.tls_kept = None

@@ -728,6 +728,10 @@ def main(root="/", hal=None):
     own hardware (tests)."""
     board = config.load_board(root)
     cfg = config.Config(board, root, checked=True)
+    evse.settle()   # between the charger's parts at boot (evse.settle says why)
+    if str(cfg.get("ocpp_url")).startswith("wss://"):
+        from evse.ocpp import ws
+        ws.reserve_tls()   # the TLS context, made while the heap is in one piece
     if hal is None:
         hal = hal_mod.open_board(board)
     if store.exists(store.join(root, MAINTENANCE_FILE)):
@@ -745,11 +749,13 @@ def main(root="/", hal=None):
     app = None
     interrupted = False
     try:
+        evse.settle()
         app = App(board, cfg, hal, root)
         # The console's names, loaded at its first command, interned now that the App stands:
         # before it, that code's load and let-go left the ESP32-WROOM's heap in pieces under
         # 1 KB where the journal's index wanted its blocks.
         evse.preload_names("evse.cli", "evse.console")
+        evse.settle()
         asyncio.run(app.run())
     except KeyboardInterrupt:
         interrupted = True   # a technician's Ctrl-C: no traceback, the next step instead

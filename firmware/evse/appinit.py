@@ -5,6 +5,7 @@ import time
 
 import asyncio
 
+import evse
 from evse import store
 from evse.app import ENERGY_FILE, FAULTS_FILE, SHARE_MS, gun_loads
 from evse.gun import TICK_MS, Gun
@@ -14,6 +15,7 @@ from evse.sharing import Sharing
 
 def init(app, board, cfg, hal, root):
     """App.__init__: the guns, the site, the meters, the log, the charge point."""
+    evse.settle()   # between the charger's parts at boot
     app.board = board
     app.cfg = cfg
     app.hal = hal
@@ -31,6 +33,7 @@ def init(app, board, cfg, hal, root):
         app.share_ms = CABINET_MS  # the module moves are sequenced at this pace
     else:
         app.guns = [Gun(i + 1, hal, g, board) for i, g in enumerate(board["guns"])]
+    evse.settle()
     app._loads = [gun_loads(g) for g in board["guns"]]   # the site phases each gun's EV loads
     app._since = [None] * len(app.guns)                # when each gun began to want power
     app._smart_failing = set()   # 0 (the charger) and guns whose smart limit failed
@@ -122,7 +125,9 @@ def init(app, board, cfg, hal, root):
     app.cp = None
     url = cfg.get("ocpp_url")
     if url:
+        evse.settle()
         from evse.ocpp.cp import ChargePoint
+        evse.settle()
         app.cp = ChargePoint(app, root, url, cfg.get("ocpp_id"), _ca(app, cfg.get("ocpp_ca")), app.note)
         app.permit = [False] * (guns + 1)  # until the charge point has said otherwise
 

@@ -867,48 +867,52 @@ class ChargePoint:
             self.let_smart_go()
 
     async def _reader(self, ws):
-        while True:
-            try:
-                text = await ws.recv()
-            except (wsmod.WsError, OSError) as e:
-                # The link closed: the session learns it now, not at its CALL's 30 s timeout.
-                self._relink("the link closed: %s" % e)
-                return
-            except wsmod.WsTooBig as e:
-                # Skipped as it arrived (a board has no heap for it): a CALL gets its answer, the
-                # answer to our own CALL fails that CALL now rather than at its timeout.
-                found = rpc.head_uid(e.head)
-                why = "message of %d bytes or more is over this charger's %d-byte limit" % (e.size, ws.max_message)
-                if found is not None and found[0] == rpc.CALL:
-                    self.log("ocpp: %s; answered with a CALLERROR" % why)
-                    await self._send_text(rpc.error(found[1], "FormationViolation", why))
-                elif found is not None and found[1] == self._await_uid:
-                    self.log("ocpp: the answer to our %s; taken as an error" % why)
-                    self._reply = (rpc.CALLERROR, ("FormationViolation", why))
+        try:
+            while True:
+                try:
+                    text = await ws.recv()
+                except (wsmod.WsError, OSError) as e:
+                    # The link closed: the session learns it now, not at its CALL's 30 s timeout.
+                    self._relink("the link closed: %s" % e)
+                    return
+                except wsmod.WsTooBig as e:
+                    # Skipped as it arrived (a board has no heap for it): a CALL gets its answer, the
+                    # answer to our own CALL fails that CALL now rather than at its timeout.
+                    found = rpc.head_uid(e.head)
+                    why = "message of %d bytes or more is over this charger's %d-byte limit" % (e.size, ws.max_message)
+                    if found is not None and found[0] == rpc.CALL:
+                        self.log("ocpp: %s; answered with a CALLERROR" % why)
+                        await self._send_text(rpc.error(found[1], "FormationViolation", why))
+                    elif found is not None and found[1] == self._await_uid:
+                        self.log("ocpp: the answer to our %s; taken as an error" % why)
+                        self._reply = (rpc.CALLERROR, ("FormationViolation", why))
+                        self._reply_event.set()
+                    else:
+                        self.log("ocpp: %s; dropped" % why)
+                    continue
+                if text is None:
+                    continue
+                await asyncio.sleep_ms(0)   # the frame's bytes in one step, its JSON (up to 8 KB) in the next
+                try:
+                    msg = rpc.parse(text)
+                except rpc.RpcError as e:
+                    if e.uid is not None:
+                        await self._send_text(rpc.error(e.uid, e.code, e.description))
+                    else:
+                        self.log("ocpp: dropped a frame that is not OCPP-J: %s" % e.description)
+                    if not self._invalid_seen:   # once a link: not a flash write per bad frame
+                        self._invalid_seen = True
+                        self.security_event("InvalidMessages", e.description)
+                    continue
+                text = None   # its heap goes back while the handler runs (a SendLocalList's: about 3 KB)
+                kind = msg[0]
+                if kind == rpc.CALL:
+                    await self._answer(msg)
+                elif msg[1] == self._await_uid:
+                    self._reply = (kind, msg[2] if kind == rpc.CALLRESULT else (msg[2], msg[3]))
                     self._reply_event.set()
                 else:
-                    self.log("ocpp: %s; dropped" % why)
-                continue
-            if text is None:
-                continue
-            await asyncio.sleep_ms(0)   # the frame's bytes in one step, its JSON (up to 8 KB) in the next
-            try:
-                msg = rpc.parse(text)
-            except rpc.RpcError as e:
-                if e.uid is not None:
-                    await self._send_text(rpc.error(e.uid, e.code, e.description))
-                else:
-                    self.log("ocpp: dropped a frame that is not OCPP-J: %s" % e.description)
-                if not self._invalid_seen:   # once a link: not a flash write per bad frame
-                    self._invalid_seen = True
-                    self.security_event("InvalidMessages", e.description)
-                continue
-            text = None   # its heap goes back while the handler runs (a SendLocalList's: about 3 KB)
-            kind = msg[0]
-            if kind == rpc.CALL:
-                await self._answer(msg)
-            elif msg[1] == self._await_uid:
-                self._reply = (kind, msg[2] if kind == rpc.CALLRESULT else (msg[2], msg[3]))
-                self._reply_event.set()
-            else:
-                self.log("ocpp: answer to an unknown message %s dropped" % msg[1])
+                    self.log("ocpp: answer to an unknown message %s dropped" % msg[1])
+        except Exception as e:  # noqa: BLE001  (no heap for a frame: the link starts again now, not at a timeout)
+            self.log("ocpp: the link's reader failed (%r); connecting again" % (e,))
+            self._relink("the reader failed: %r" % (e,))

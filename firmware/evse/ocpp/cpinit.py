@@ -31,8 +31,10 @@ def init(cp, app, root, url, cp_id, ca_der, log):
             site += ("SiteFallbackA",) if cfg.get("site_address") == 1 else ("SiteLostS",)
         cp.keys.mirror(cfg, site + ("GridLimitA", "GridMarginA", "GridFallbackA", "GridStaleS")
                          if "grid_meter" in app.board else site)
+    evse.settle()   # between the charger's parts at boot
     cp.auth = auth.Auth(root, cp.keys)
     cp.journal = journal.Journal(root, cp.keys.get("JournalMaxEntries"), log=log)
+    evse.settle()
     cp._profiles = None   # smart.Profiles, while a profile is installed (the profiles property)
     cp._smart = None      # and evse.ocpp.smart with it
     cp._answering = False  # a request of the central system is handled: smart stays till its end

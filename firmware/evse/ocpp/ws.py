@@ -35,6 +35,15 @@ _OP_TOO_BIG = const(16)  # not on the wire: the parser's word for a skipped mess
 _READ_CHUNK = const(512)
 _CLOSE_WAIT_MS = const(2000)
 _SEND_TIMEOUT_MS = const(10000)  # a send stuck this long means a dead link
+tls_kept = None   # (digest, ssl.SSLContext) of the last wss:// connect (evse.ocpp.wsopen._context)
+
+
+def reserve_tls():
+    """A blank TLS context for the first wss:// connect, made at boot while the heap is still in
+    large pieces: an ESP32-WROOM's has no 2-3 KB piece left for it once the charger is built."""
+    global tls_kept
+    import ssl
+    tls_kept = (None, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 class WsError(Exception):
@@ -220,10 +229,11 @@ class FrameParser:
             buf[0:pos] = b""
             payload = buf
             self._buf = bytearray()
-        else:             # more follows: the rest gets a buffer of its own size
-            mv = memoryview(buf)
-            payload = bytes(mv[pos:end])
-            self._buf = bytearray(mv[end:])
+        else:             # more follows: that (seldom more than a read) gets a buffer of its own
+            self._buf = bytearray(memoryview(buf)[end:])
+            buf[end:] = b""   # and this one, cut to the frame, is handed out: no copy of a
+            buf[0:pos] = b""  # 1 KB frame a fragmented heap may have no piece for
+            payload = buf
         if opcode < OP_CLOSE:
             if fin:
                 self._frag_op = 0

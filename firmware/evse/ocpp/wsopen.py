@@ -10,6 +10,7 @@ import asyncio
 from micropython import const
 
 from evse.ocpp import names
+from evse.ocpp import ws as wsmod
 from evse.ocpp.ws import CLOSE_PROTOCOL, FrameParser, WsError, parse_url
 
 _HEAD_MAX = const(2048)  # longest HTTP answer head we read during the upgrade
@@ -20,26 +21,7 @@ async def connect(ws, url, subprotocol, basic_auth, ca_der, timeout_ms, client_c
     """WebSocket.connect's work: the link, the upgrade, and a WsError naming the server for
     anything that fails."""
     secure, host, port, path = parse_url(url)
-    ctx = None
-    if secure:
-        import ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if ca_der is not None:   # b"": a CA file that is missing, which must not mean "no check"
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            try:
-                ctx.load_verify_locations(cadata=ca_der)
-            except (OSError, ValueError) as e:
-                raise WsError("the CA certificate (ca_der, %d bytes) does not load: %s; "
-                              "give the DER bytes of the CA that signed the server"
-                              % (len(ca_der), " ".join(str(e).split())))
-        else:
-            ctx.verify_mode = ssl.CERT_NONE
-        if client_cert:
-            try:
-                ctx.load_cert_chain(client_cert[0], client_cert[1])
-            except (OSError, ValueError) as e:   # mbedtls names what it could not parse, never the bytes
-                raise WsError("this charge point's certificate (ocpp_cert, %d bytes) or its key (ocpp_key) "
-                              "does not load: %s" % (len(client_cert[0]), " ".join(str(e).split())))
+    ctx = _context(ca_der, client_cert) if secure else None
     if ws._writer is not None:
         ws._drop()
     ws._parser = FrameParser(ws.max_message)
@@ -71,6 +53,48 @@ async def connect(ws, url, subprotocol, basic_auth, ca_der, timeout_ms, client_c
                       "certificate" in text.lower() and "ca certificate" not in text.lower())
     names.connected(host, True)
     ws.last_rx_ms = time.ticks_ms()
+
+
+def _context(ca_der, client_cert):
+    # The TLS context of the last connect while the CA and this charge point's certificate are
+    # the same (known by their digest: the key's bytes are not kept): a reconnect parses no
+    # certificate again, and does not look for the context's 2-3 KB in one piece in a heap
+    # that, on an ESP32-WROOM, has been in smaller pieces since its boot.
+    import ssl
+    h = hashlib.sha256(b"-" if ca_der is None else b"+")
+    if ca_der:
+        h.update(ca_der)
+    if client_cert:
+        h.update(client_cert[0])
+        h.update(client_cert[1])
+    digest = h.digest()
+    kept = wsmod.tls_kept
+    if kept is not None and kept[0] == digest:
+        return kept[1]
+    if kept is not None and kept[0] is None:
+        ctx = kept[1]   # the blank one made at boot (ws.reserve_tls): configured once
+    else:
+        wsmod.tls_kept = kept = None   # the old context goes before a new one is made
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    wsmod.tls_kept = None   # until it is configured: a context that failed is not used again
+    if ca_der is not None:   # b"": a CA file that is missing, which must not mean "no check"
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        try:
+            ctx.load_verify_locations(cadata=ca_der)
+        except (OSError, ValueError) as e:
+            raise WsError("the CA certificate (ca_der, %d bytes) does not load: %s; "
+                          "give the DER bytes of the CA that signed the server"
+                          % (len(ca_der), " ".join(str(e).split())))
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        try:
+            ctx.load_cert_chain(client_cert[0], client_cert[1])
+        except (OSError, ValueError) as e:   # mbedtls names what it could not parse, never the bytes
+            raise WsError("this charge point's certificate (ocpp_cert, %d bytes) or its key (ocpp_key) "
+                          "does not load: %s" % (len(client_cert[0]), " ".join(str(e).split())))
+    wsmod.tls_kept = (digest, ctx)
+    return ctx
 
 
 async def _upgrade(ws, host, port, path, ctx, subprotocol, basic_auth):
