@@ -86,7 +86,11 @@ def _board(name: str) -> dict:
         try:
             rig = Rig(vb.control_addr)
             rig.board_kind = board["kind"]
-            steps = _session(rig, csms) if csms else _offline(rig)
+            try:
+                steps = _session(rig, csms) if csms else _offline(rig)
+            except Exception as err:
+                said = bytes(vb.console).decode(errors="replace").splitlines()[-12:]
+                raise RuntimeError(f"{type(err).__name__}: {err}; the board said last: " + " | ".join(said)) from err
             fields = probe.read_bytes().split()
             peak, heap, looks = (int(x) for x in fields[:3])
             peak_task = fields[3].decode() if len(fields) > 3 else "-"

@@ -155,7 +155,7 @@ def test_a_romfs_install_round_trips_through_evsectl_flash_and_mpremote_romfs(re
             result = json.loads(done.stdout.strip().splitlines()[-1])
             assert result["removed"] == ["evse/log.py"]
             assert "mpremote romfs deploy" in done.stdout and "verified the ROMFS image" in done.stdout
-            assert "leaves 110 KiB of heap" in done.stdout   # and the firmware with OCPP needs more
+            assert "KiB of heap" not in done.stdout   # the firmware with OCPP fits it from ROMFS
             wait_booted(rig)
             assert _on_board(port, "import evse.log\nprint(evse.log.ROMFS_TEST)").endswith("1")
             again = subprocess.run([EVSECTL, "flash", "--board", "esp32-devkitc", "--port", port, "--firmware",
@@ -182,10 +182,11 @@ def test_flash_romfs_onto_a_micropython_without_a_romfs_partition_is_refused_and
 
 
 @pytest.mark.virtual_only("starts a virtual board with a WLAN, with the central system of its own")
-@pytest.mark.parametrize("name", ["rp2040-pico-w", "esp32-wrover", "rp2350-pico2-w"])
+@pytest.mark.parametrize("name", ["rp2040-pico-w", "esp32-wrover", "rp2350-pico2-w", "esp32-devkitc"])
 def test_a_wlan_board_joins_and_runs_a_remote_session_with_the_central_system(request, tmp_path, csms_server, name):
-    """rp2040-pico-w (the rp2 HAL joins the CYW43's WLAN), esp32-wrover (the PSRAM's heap) and
-    rp2350-pico2-w, each at its measured heap: the HAL joins the WLAN from wifi.json (the factory wrote it) and the charge point
+    """rp2040-pico-w (the rp2 HAL joins the CYW43's WLAN), esp32-wrover (the PSRAM's heap),
+    rp2350-pico2-w and esp32-devkitc (the WROOM's 110 KiB, its code from ROMFS), each at its
+    measured heap: the HAL joins the WLAN from wifi.json (the factory wrote it) and the charge point
     talks to the central system over it; every frame is schema-valid."""
     from host_tools.csms.client import CsmsClient
     csms = CsmsClient(csms_server.api)
