@@ -595,7 +595,7 @@ class SlicedCompactionModel(JournalModel):
         self._patch = pytest.MonkeyPatch()
         self._patch.setattr(journal, "_GARBAGE_MIN", 3)
         self._patch.setattr(journal, "_SLICE", 37)
-        self._patch.setattr(journal, "_BLOCK", 41)
+        self._patch.setattr(journal, "BLOCK", 41)
         super().__init__()
 
     @rule()
@@ -765,7 +765,8 @@ def _journal_scenario(folder, heap_kb):
 
 def test_1000_messages_fill_reopen_and_replay_and_appends_during_a_replay_under_micropython_on_littlefs(tmp_path):
     lib = tmp_path / "lib"
-    for rel in ("evse/__init__.py", "evse/store.py", "evse/slices.py", "evse/ocpp/__init__.py", "evse/ocpp/journal.py"):
+    for rel in ("evse/__init__.py", "evse/store.py", "evse/slices.py", "evse/ocpp/__init__.py", "evse/ocpp/journal.py",
+                "evse/ocpp/journalinit.py"):
         out = lib / rel.replace(".py", ".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
         # The embedded source name, the script's and the library's paths are the same on every
@@ -892,7 +893,7 @@ def test_stops_beyond_max_entries_grow_the_index_block_by_block_and_all_come_bac
     assert sum(len(block) for block in j._ix) == 2 * 25       # its capacity, no whole block more
     assert sum(len(block) for block in j._kd) == 25
     seqs = [j.append("StopTransaction", stop(tx, 1)) for tx in range(1, 300)]
-    assert len(j) == 299 and all(len(block) <= 2 * journal._CHUNK for block in j._ix)
+    assert len(j) == 299 and all(len(block) <= 2 * journal.CHUNK for block in j._ix)
     assert [len(block) for block in j._kd] == [len(block) // 2 for block in j._ix]
     assert all(len(block) * block.itemsize <= 512 for block in j._ix)   # pieces a fragmented heap has
     assert [e[0] for e in contents(str(tmp_path))] == seqs
@@ -926,12 +927,12 @@ def test_read_finds_a_message_s_line_as_parsing_every_line_did(tmp_path_factory,
     cursor = starts[min(start, len(starts) - 1)]
     j._drop_handle()
     j._cursor = cursor
-    old_block = journal._BLOCK
-    journal._BLOCK = block
+    old_block = journal.BLOCK
+    journal.BLOCK = block
     try:
         assert j._read(seq) == _read_line_by_line(j.path, cursor, seq)
     finally:
-        journal._BLOCK = old_block
+        journal.BLOCK = old_block
         j._drop_handle()
 
 
@@ -945,17 +946,17 @@ def test_read_finds_every_message_whatever_the_block_cuts_of_its_line(tmp_path):
     with open(j.path, "wb") as f:
         f.write(text)
     starts = [sum(len(line) for line in lines[:k]) for k in range(len(lines))]
-    old_block = journal._BLOCK
+    old_block = journal.BLOCK
     try:
         for block in range(6, 70):
-            journal._BLOCK = block
+            journal.BLOCK = block
             for cursor in starts:
                 for seq in range(1, 28):
                     j._drop_handle()
                     j._cursor = cursor
                     assert j._read(seq) == _read_line_by_line(j.path, cursor, seq), (block, cursor, seq)
     finally:
-        journal._BLOCK = old_block
+        journal.BLOCK = old_block
         j._drop_handle()
 
 
@@ -979,5 +980,5 @@ def test_a_fetch_that_meets_dead_lines_reads_a_few_blocks_a_call_and_goes_on_at_
         if result is not journal.MORE:
             break
     assert got[-1] is True and journal.MORE in got        # it took more than one call ...
-    assert max(reads) <= journal._FETCH_BLOCKS * journal._BLOCK   # ... each reading a few blocks
+    assert max(reads) <= journal._FETCH_BLOCKS * journal.BLOCK   # ... each reading a few blocks
     assert j.peek()[:2] == (seqs[50], "MeterValues")

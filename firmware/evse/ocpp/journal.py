@@ -21,7 +21,7 @@
 # messages are batched (a power cut then at worst sends such a message twice); those of
 # StartTransaction and StopTransaction, and transaction id mappings, are written at once.
 # RAM: 9 bytes per message slot, allocated for max_entries (plus slack) up front: no growth and
-# no fragmentation when the journal fills up offline. The slots are in blocks of _CHUNK: their
+# no fragmentation when the journal fills up offline. The slots are in blocks of CHUNK: their
 # ids (512 bytes) and their kinds (64), not one 9.4 KB block nor even 1 KB ones, which the heap
 # of an ESP32-WROOM, in pieces after its boot, did not have. Payloads stay on flash; peek() reads
 # the oldest back.
@@ -31,6 +31,7 @@ from array import array
 
 from micropython import const
 
+import evse
 from evse import store
 
 JOURNAL_DIR = "journal"
@@ -39,20 +40,18 @@ _OLD_FILE = "journal.log"   # where releases before the directory kept it
 _START = const(1)
 _STOP = const(2)
 _METER = const(3)
-_OTHER = const(4)  # kind 0: gone (confirmed or dropped)
+OTHER = const(4)  # kind 0: gone (confirmed or dropped)
 _KINDS = {"StartTransaction": _START, "StopTransaction": _STOP, "MeterValues": _METER}
 _NAMES = ("message", "StartTransaction", "StopTransaction", "MeterValues", "message")
 _BATCH = const(16)        # control lines held in RAM before they go to flash
 _GARBAGE_MIN = const(64)  # dead lines in the file before a compaction is worth its flash writes
 _ENOENT = const(2)
-_S_IFDIR = const(0x4000)
-_BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
+BLOCK = const(512)       # bytes read at a time (a readline() reads the file byte by byte)
 _SLICE = const(512)       # bytes of the old log one step of a compaction reads
-_SHIFT = const(6)         # _CHUNK = 1 << _SHIFT slots per block
-_CHUNK = const(64)
+_SHIFT = const(6)         # CHUNK = 1 << _SHIFT slots per block
+CHUNK = const(64)         # (public, as BLOCK and OTHER: evse.ocpp.journalinit's too)
 _MASK = const(63)
 _FETCH_BLOCKS = const(4)  # blocks a fetch reads in one step on its way to the message's line
-_FEWEST = const(16)       # JournalMaxEntries' least: below, a journal that cannot allocate raises
 MORE = 2                  # fetch(): it read part of the way; again in the next step
 
 
@@ -64,49 +63,9 @@ class Journal:
     Every drop is reported through `log`."""
 
     def __init__(self, root, max_entries, log=print):
-        root = root.rstrip("/") + "/"
-        self.log = log
-        self.path = self._settle(root)
-        # Per slot i, in block i >> _SHIFT: at (i & _MASK) * 2 of _ix's, seq and the
-        # transactionId it was queued under (0: none; a local one reads through _maps once its
-        # start is confirmed); at i & _MASK of _kd's, its kind (0: gone). The last block holds
-        # only what cap needs (it grows to a whole one if ever needed). A heap with no room for
-        # them gets a journal of half as many messages, not a charger that cannot boot (a
-        # JournalMaxEntries over what the board holds, set before its bound was known).
-        while True:
-            cap = max_entries + max_entries // 16 + 8  # slack: the slots of gone messages are reused in batches
-            try:
-                self._ix = [_block(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
-                self._kd = [bytearray(min(_CHUNK, cap - start)) for start in range(0, cap, _CHUNK)]
-                break
-            except MemoryError:
-                self._ix = self._kd = None
-                if max_entries <= _FEWEST:
-                    raise
-                log("journal: no heap for the index of %d messages; it holds %d" % (max_entries, max_entries // 2))
-                max_entries //= 2
-        self.max_entries = max_entries
-        self._cap = cap
-        self._n = 0               # slots used
-        self._head = 0            # every slot below is gone
-        self._live = 0
-        self._tries = {}          # seq -> failed attempts, for the few messages that have any
-        self._garbage = 0         # lines in the file (or pending) that describe no live message
-        self._cursor = 0          # no line before this offset is the oldest live message's
-        self._pending = []        # control lines not yet written
-        self._maps = {}           # local transaction id -> real one
-        self._next_seq = 1
-        self._next_local = -1
-        self._peeked = None       # (seq, action, payload) of the last line read back
-        self._fetched = None      # (seq, line) read back by fetch, not decoded yet
-        self._broken = False      # a write failed half-way: rewrite the file before the next one
-        self._out = None          # journal.log.tmp while a compaction runs, else None
-        self._cmp = None          # its [read offset, end of what it filters, tries, dead lines, slice,
-        #                           closed: journal.log.tmp is whole and only the rename is left]
-        self._log_file = None     # journal.log open for reads and appends between steps (_handle)
-        self.writes = 0           # appends to the log so far: a caller's step that wrote skips step()
-        self._failed_at = None    # the garbage count when a compaction last failed to start
-        self._load()
+        # Its index made and its log read back, once, at boot: evse.ocpp.journalinit, loaded
+        # for it and let go after (a board holds .mpy code in its heap).
+        evse.call_and_let_go("evse.ocpp.journalinit", "init", self, root, max_entries, log)
 
     def __len__(self):
         return self._live
@@ -121,7 +80,7 @@ class Journal:
         stored). tx_id: the local id of a StartTransaction (other messages: their payload's
         transactionId). Returns None only when the journal is full of StartTransaction and
         StopTransaction and this other message was therefore not kept (logged)."""
-        kind = _KINDS.get(action, _OTHER)
+        kind = _KINDS.get(action, OTHER)
         if tx_id is None:
             tx_id = 0 if kind == _START else payload.get("transactionId", 0)
         real = self._maps.get(tx_id)
@@ -308,15 +267,15 @@ class Journal:
             self._squeeze()
             if self._n == self._cap:  # only beyond max_entries: StartTransaction/StopTransaction
                 last = self._ix[-1]
-                if len(last) < 2 * _CHUNK:   # the short last block first becomes a whole one
-                    whole = _block(_CHUNK)
+                if len(last) < 2 * CHUNK:   # the short last block first becomes a whole one
+                    whole = _block(CHUNK)
                     for k in range(len(last)):
                         whole[k] = last[k]
                     self._ix[-1] = whole
-                    self._kd[-1] = self._kd[-1] + bytearray(_CHUNK - len(self._kd[-1]))
+                    self._kd[-1] = self._kd[-1] + bytearray(CHUNK - len(self._kd[-1]))
                 else:
-                    self._ix.append(_block(_CHUNK))
-                    self._kd.append(bytearray(_CHUNK))
+                    self._ix.append(_block(CHUNK))
+                    self._kd.append(bytearray(CHUNK))
                 self._cap = len(self._ix) << _SHIFT
         n = self._n
         block = self._ix[n >> _SHIFT]
@@ -396,7 +355,7 @@ class Journal:
                     c[0] += 1
                     if c[1] < 0:
                         c[1] = i
-            if oldest < 0 and (k == _METER or k == _OTHER):
+            if oldest < 0 and (k == _METER or k == OTHER):
                 oldest = i
         if new_kind == _METER and new_tx in counts:
             counts[new_tx][0] += 1
@@ -454,7 +413,7 @@ class Journal:
         nkey = b"\n" + key
         f = self._handle()
         at = self._cursor
-        size = _BLOCK
+        size = BLOCK
         while True:
             f.seek(at)
             data = f.read(size)
@@ -481,7 +440,7 @@ class Journal:
                 continue
             at += nl + 1   # a line cut by the block is read again with the next
             self._cursor = at
-            size = _BLOCK
+            size = BLOCK
             blocks -= 1
             if not blocks:
                 return MORE
@@ -631,127 +590,6 @@ class Journal:
         _remove(self.path + ".tmp")
         self._cmp = None
 
-    def _settle(self, root):
-        # The log's path. Its directory is made once, and a log from before it is moved in
-        # (littlefs renames across directories atomically too); a compaction cut short left only
-        # a .tmp behind. A directory that cannot be made keeps the log where it was.
-        try:
-            os.mkdir(root + JOURNAL_DIR)
-        except OSError:
-            pass   # there already, or not to be made: the stat says which
-        try:
-            made = os.stat(root + JOURNAL_DIR)[0] & _S_IFDIR
-        except OSError:
-            made = 0
-        if not made:
-            self.log("journal: cannot make the directory %s: the log stays in %s" % (JOURNAL_DIR, root))
-            return root + _OLD_FILE
-        old = root + _OLD_FILE
-        _remove(old + ".tmp")
-        if not store.exists(old):
-            return root + JOURNAL_FILE
-        try:
-            if not store.exists(root + JOURNAL_FILE):
-                os.rename(old, root + JOURNAL_FILE)
-                return root + JOURNAL_FILE
-            # Both: a release before the directory ran after one with it. Its messages are kept,
-            # not replayed (their seqs would clash with the directory's log).
-            _remove(root + JOURNAL_FILE + ".old")
-            os.rename(old, root + JOURNAL_FILE + ".old")
-            self.log("journal: an older %s beside %s: kept as %s.old, not sent" % (old, JOURNAL_FILE, JOURNAL_FILE))
-            return root + JOURNAL_FILE
-        except OSError as e:
-            self.log("journal: cannot move %s into %s (%s): the log stays where it is" % (old, JOURNAL_DIR, e))
-            return old
-
-    def _load(self):
-        _remove(self.path + ".tmp")  # a compaction cut short: journal.log is still whole
-        try:
-            f = open(self.path, "rb")
-        except OSError:
-            return
-        lines = 0
-        last_seq = -1
-        damaged = False
-        with f:
-            for at, line in _lines(f, 0):
-                if line[-1:] != b"\n":
-                    self.log("journal: incomplete last line (cut by a power loss) ignored")
-                    damaged = True
-                    break
-                try:
-                    last_seq = self._replay(line.decode()[:-1].split(" ", 5), last_seq)
-                except (ValueError, IndexError, KeyError, TypeError, UnicodeError):
-                    self.log("journal: unreadable line at byte %d skipped" % at)
-                    damaged = True
-                lines += 1
-        self._garbage = lines - self._live
-        if damaged:
-            self._broken = True  # nothing may be appended after a torn line: rewrite first
-            self._compact()
-        else:
-            self._maybe_compact()
-
-    def _replay(self, parts, last_seq):
-        # Applies one line of the log; returns the seq of the last message line seen.
-        op = parts[0]
-        if op == "a":
-            seq, tx, tries = int(parts[1]), int(parts[2]), int(parts[3])
-            if not isinstance(json.loads(parts[5]), dict) or seq <= last_seq:
-                raise ValueError("not a message")
-            self._next_local = min(self._next_local, tx - 1)
-            self._add(seq, self._maps.get(tx, tx), _KINDS.get(parts[4], _OTHER))
-            if tries:
-                self._tries[seq] = tries
-            self._next_seq = max(self._next_seq, seq + 1)
-            return seq
-        if op == "h":
-            self._next_seq = max(self._next_seq, int(parts[1]))
-            self._next_local = min(self._next_local, int(parts[2]))
-        elif op == "m":
-            local = int(parts[1])
-            self._map(local, int(parts[2]))
-            self._next_local = min(self._next_local, local - 1)
-        elif op in ("c", "d", "f"):
-            seq = int(parts[1])
-            i = self._index(seq)
-            if i >= 0 and op == "f":
-                self._tries[seq] = self._tries.get(seq, 0) + 1
-            elif i >= 0:
-                local = self._tx(i)
-                self._kill(i)
-                if len(parts) > 2 and local:
-                    self._map(local, int(parts[2]))
-        else:
-            raise ValueError("unknown line")
-        return last_seq
-
-
-def _lines(f, at):
-    """(offset, line) of each line of the open file f from byte `at`, read _BLOCK bytes at a
-    time (a line that does not end in a block is read again with the next: no buffer grows,
-    in a fragmented heap); the last may lack its newline (a torn line)."""
-    size = _BLOCK
-    while True:
-        f.seek(at)
-        data = f.read(size)
-        if not data:
-            return
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            yield at + start, data[start:nl + 1]
-            start = nl + 1
-        if len(data) < size:  # the end of the file
-            if start < len(data):
-                yield at + start, data[start:]
-            return
-        size = _BLOCK if start else 2 * size  # a line longer than the block: read more of it
-        at += start
-
-
 def _chunk(f, at, n):
     f.seek(at)
     return f.read(n)
@@ -768,7 +606,7 @@ def _close(f):
 
 
 def _block(slots):
-    # The ids of `slots` slots (at most _CHUNK: 512 bytes on a board): seq and transactionId each.
+    # The ids of `slots` slots (at most CHUNK: 512 bytes on a board): seq and transactionId each.
     return array("i", range(2 * slots))   # sized from the range at once: no temporary
 
 
