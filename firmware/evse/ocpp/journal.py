@@ -576,7 +576,7 @@ class Journal:
         try:
             seq = int(parts[1])
             rest = parts[4]
-        except (ValueError, IndexError):  # an unreadable line: _load said so
+        except (ValueError, IndexError):  # an unreadable line: journalinit said so at boot
             return
         if self._index(seq) >= 0:
             out.write(b" ".join((b"a", parts[1], parts[2], str(tries.get(seq, 0)).encode(), rest)))

@@ -71,12 +71,11 @@ def _context(ca_der, client_cert):
     kept = wsmod.tls_kept
     if kept is not None and kept[0] == digest:
         return kept[1]
-    if kept is not None and kept[0] is None:
-        ctx = kept[1]   # the blank one made at boot (ws.reserve_tls): configured once
-    else:
-        wsmod.tls_kept = kept = None   # the old context goes before a new one is made
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    wsmod.tls_kept = None   # until it is configured: a context that failed is not used again
+    blank = kept[1] if kept is not None and kept[0] is None else None   # ws.reserve_tls's, at boot
+    # The old context goes before a new one is made; until configured none is kept (one that
+    # failed is not used again).
+    wsmod.tls_kept = kept = None
+    ctx = blank if blank is not None else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca_der is not None:   # b"": a CA file that is missing, which must not mean "no check"
         ctx.verify_mode = ssl.CERT_REQUIRED
         try:
