@@ -42,7 +42,8 @@ class Bench:
         self.env = {}   # more of the firmware's environment: a UART's loopback port (EVSE_SIM_UART<n>)
         self.drop = 0   # links to close as they are taken
         self.server = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         while True:
@@ -72,7 +73,14 @@ class Bench:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def close(self):
+        # close() alone does not wake a thread blocked in accept(): it would go on accepting on
+        # the descriptor's number, which the next test's listening socket may be given.
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.server.close()
+        self.thread.join(5)
 
 
 @pytest.fixture

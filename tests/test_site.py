@@ -304,12 +304,129 @@ def test_a_second_coordinator_steps_back_and_pauses_its_own_guns(make_site):
     assert not any("two coordinators write" in n for n in s.apps[2].notes)
 
 
+class EchoingLine(SilentLine):
+    """A line where another coordinator, in step with this one, asks the same node the same
+    question while this one waits for the answer: what it hears instead is that request."""
+
+    def __init__(self):
+        self.rx = b""
+        self.sent = []
+
+    def write(self, buf):
+        self.sent.append(bytes(buf))
+        self.rx = bytes(buf)
+        return len(buf)
+
+    def readinto(self, buf):
+        n = len(self.rx)
+        if not n:
+            return None
+        buf[:n], self.rx = self.rx, b""
+        return n
+
+    def read(self, n=-1):
+        data, self.rx = self.rx, b""
+        return data or None
+
+
+def coordinator_on(line, tmp_path, clock=lambda: 0):
+    said = []
+    b = json.loads((BOARDS / "sim-ac2-site.json").read_text())
+    c = site.Coordinator(line, 38400, 1, config.Config(b, str(tmp_path)), said.append, clock)
+    c.quiet = 0   # past its first cycle, which only listens
+    return c, said
+
+
+def rival_write(address, boot, flags=0):
+    """Another coordinator's write to a node: its boot id, flags, a fallback, site_lost_s, a cap."""
+    return bytes(modbus.write_request(address, site.WRITE_AT, [boot, flags, 60, 10, 160]))
+
+
+def test_two_coordinators_in_step_fall_out_of_it(tmp_path):
+    """Each hears the other's request where the node's answer should be, and neither writes: a
+    coordinator still starting then only listens for one to four cycles, so one of them writes
+    while the other listens."""
+    line = EchoingLine()
+    c, said = coordinator_on(line, tmp_path)
+    asyncio.run(c.cycle())
+    assert c.conflict is None and 1 <= c.quiet <= 4
+    assert c.remotes[0].why == "slave 2: frame of 8 bytes, expected 79"
+    sent = len(line.sent)
+    asyncio.run(c.cycle())
+    assert len(line.sent) == sent   # it only listened
+
+
+def test_the_lower_boot_id_steps_back_and_the_higher_goes_on(tmp_path):
+    c, said = coordinator_on(SilentLine(), tmp_path)
+    c.boot_id = 1000
+    frame = rival_write(2, 999)
+    c._foreign(frame, len(frame))
+    assert c.conflict is None
+    assert said == ["site bus: another coordinator on the line (it writes to node 2): two controllers have "
+                    "site_address 1? It steps back; this one goes on"]
+    c._foreign(frame, len(frame))
+    assert len(said) == 1   # said once
+    frame = b"\x07\x00" + rival_write(3, 1001) + b"\x03\x10"   # among noise, as the line gives it
+    c._foreign(frame, len(frame))
+    assert c.conflict == "it writes to node 3"
+    assert "This one leaves the nodes to it and its own guns pause until it reboots" in said[-1]
+
+
+def test_a_coordinator_still_starting_yields_to_one_past_its_start(tmp_path):
+    c, said = coordinator_on(SilentLine(), tmp_path)
+    c.boot_id = 1000
+    frame = rival_write(2, 5, site.SETTLED)   # a lower boot id, but it was there first
+    c._foreign(frame, len(frame))
+    assert c.conflict == "it writes to node 2"
+    now = [0]
+    c, said = coordinator_on(SilentLine(), tmp_path, lambda: now[0])
+    now[0] = 60000                            # this one is past its start, the other is not
+    c.boot_id = 5
+    frame = rival_write(2, 1000)
+    c._foreign(frame, len(frame))
+    assert c.conflict is None and "this one goes on" in said[0]
+    assert c._head(0)[1] == site.SETTLED      # and its writes say so
+
+
+def test_a_garbled_request_is_no_coordinator(tmp_path):
+    """A request's bytes with a broken CRC, here where the node's answer should be, are noise."""
+    line = EchoingLine()
+    write = line.write
+    line.write = lambda buf: write(bytes(buf[:-1]) + bytes([buf[-1] ^ 0xFF]))
+    c, said = coordinator_on(line, tmp_path)
+    asyncio.run(c.cycle())
+    assert c.conflict is None and c.quiet == 0 and not any("coordinator" in n for n in said), said
+    assert "CRC mismatch" in c.remotes[0].why
+
+
+@given(st.binary(max_size=40), st.sampled_from([b"", b"\x02\x10\x00"]), st.binary(max_size=40))
+def test_the_first_request_on_the_line_is_found_among_other_bytes(before, cut, after):
+    frame = rival_write(4, 77)
+    data = before + cut + frame + after
+    at, size = site.first_request(data, len(data))
+    assert 0 <= at <= len(before) + len(cut)
+    assert site.request_at(data[at:at + size], size) == size
+
+
+def test_two_coordinators_that_start_together_leave_one(make_site):
+    s = make_site()
+    second = s.make(1, "c2", **s.settings)
+    s.extra.append(second)
+    for a in (2, 3):
+        s.plug(a, 1)
+    s.run(40000)
+    first = s.apps[1]
+    stepped = [c for c in (first, second) if c.site.conflict is not None]
+    assert len(stepped) == 1, (first.notes, second.notes)
+    assert [s.allocations(a)[0] for a in (2, 3)] == [30.0, 30.0]
+
+
 def test_two_coordinators_that_write_make_the_nodes_fall_back(make_site):
     s = nodes_charging(make_site, 10000)
     second = s.make(1, "c2", **s.settings)
     s.extra.append(second)
-    for c in (second, s.apps[1]):   # they do not hear each other (a receiver off while idle): both write
-        c.site._listen = lambda: None
+    for c in (second, s.apps[1]):   # neither takes the other's requests for what they are: both write
+        c.site._foreign = lambda data, n: None
     s.run(20000)
     assert any("two coordinators write to this node" in n for n in s.apps[2].notes)
     assert [s.allocations(a)[0] for a in (2, 3)] == [6.0, 6.0]

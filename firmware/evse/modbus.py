@@ -249,6 +249,14 @@ class Master:
         self.timeouts = 0
         self.bad_frames = 0
         self.refusals = 0
+        # The length of the last frame received, kept in the receive buffer with it until the
+        # next transaction: after a FrameError, what came instead of the answer (frame()).
+        self.received = 0
+
+    def frame(self):
+        """The last frame received (a view into the receive buffer, valid until the next
+        transaction)."""
+        return self._rx_view[:self.received]
 
     async def read_input(self, slave, address, count, into=None):
         """Input registers (0x04) as bytes, two per register; into: a buffer to fill instead."""
@@ -363,5 +371,6 @@ class Master:
         return len(chunk)
 
     def _checked(self, request, n):
+        self.received = n
         check_response(request, self._rx, n)
         return n

@@ -28,6 +28,8 @@ NONE = const(0xFFFF)
 CYCLE_MS = const(1000)      # the coordinator reads and writes every node once a cycle
 ANSWER_MS = const(250)      # a node answers within this (its loop's step is up to 50 ms on a board)
 POLL_MS = const(3)
+QUIET_POLL_MS = const(20)   # how often a coordinator that only listens reads the line (256 bytes of
+                            # a port's receive buffer last 66 ms at 38400 baud)
 GARBLED = const(3)          # garbled answers in a row before the coordinator suspects two nodes
 SILENT = const(3)           # missed visits in a row, after which a node is asked every SPARE-th cycle
 SPARE = const(5)            # (and one not heard yet, or silent, gets no retry: the others must not wait)
@@ -39,6 +41,7 @@ ARRIVAL_SLACK_MS = const(2500)  # a node's gun's arrival as read may move this m
 LOST = const(1)             # node: no coordinator, it shares its fallback
 CONFLICT = const(2)         # node: two coordinators write to it
 DUPLICATE = const(4)        # node: another controller answers as its address; coordinator: pause
+SETTLED = const(8)          # coordinator: past its start (a second coordinator yields to it)
 UNSURE = const(0x100)       # in a gun's loads: its offer or contactor changed in the last UNSURE_MS
 FILE = "site.json"          # a node keeps the fallback the coordinator gave it
 
@@ -79,6 +82,29 @@ def request_at(buf, n):
     else:
         return 0
     return n if modbus.crc16(buf, n - 2) == buf[n - 2] | (buf[n - 1] << 8) else 0
+
+
+def first_request(buf, n, at=0):
+    """The offset and length of the first request of a coordinator of this layout (a read from 0,
+    a write at WRITE_AT; request_at) in buf[at:n], which may hold several frames back to back:
+    (-1, 0) if there is none."""
+    view = None
+    for i in range(at, n - 7):
+        if buf[i + 2] or buf[i + 4] or not 2 <= buf[i] <= 16:
+            continue
+        fn = buf[i + 1]
+        if fn == modbus.READ_HOLDING and not buf[i + 3]:
+            size = 8
+        elif fn == modbus.WRITE_MULTIPLE and buf[i + 3] == WRITE_AT and buf[i + 6] == 2 * buf[i + 5]:
+            size = 9 + buf[i + 6]
+        else:
+            continue
+        if i + size <= n:
+            if view is None:
+                view = memoryview(buf)
+            if request_at(view[i:], size):
+                return i, size
+    return -1, 0
 
 
 def node_regs(guns, flags, fallback_a, boot_id):
@@ -198,7 +224,10 @@ class Coordinator:
         self.remotes = [Remote(a) for a in range(2, nodes + 2)]
         self.boot_id = boot_id()
         self.started_ms = clock()
-        self.conflict = None       # what showed another coordinator on the line (latched)
+        self.conflict = None       # why this one stepped back for another coordinator (latched)
+        self.rival = None          # the boot id of another coordinator that steps back for this one
+        # Cycles it only listens: the first, for a coordinator already on the line (see _foreign).
+        self.quiet = 1
         self.noise = 0             # bytes heard while no node was asked
         self.cycles = 0
         self._read = None          # the read request, its address changed per node
@@ -332,16 +361,46 @@ class Coordinator:
                         hi[p] += most
 
     def _listen(self):
-        """Bytes on the line while the coordinator asks nobody: a request it did not send is
-        another coordinator's, and latches the conflict."""
+        """Bytes on the line while the coordinator asks nobody."""
         data = self.uart.read()
         if not data:
             return
         self.noise += len(data)
-        if self.conflict is None and (request_at(data, len(data)) or (len(data) > 8 and request_at(data, 8))):
-            self.conflict = "a request to address %d that this coordinator did not send" % data[0]
+        self._foreign(data, len(data))
+
+    def _foreign(self, data, n):
+        """Requests in data[:n] (heard while it asked nobody, or where a node's answer should be)
+        that this coordinator did not send: another coordinator's. One of the two steps back for
+        good, the other goes on; a write tells which: the one still starting yields to one past
+        its start (SETTLED), else the lower boot id yields. A read names nobody: a coordinator
+        still starting then only listens for one to four cycles, drawn anew each time, so two that
+        ask in step (each hears the other's request where its answer should be, and neither
+        writes) fall out of step and one hears the other's write."""
+        at = 0
+        read = False
+        while self.conflict is None:
+            at, size = first_request(data, n, at)
+            if at < 0:
+                break
+            if data[at + 1] == modbus.READ_HOLDING:
+                read = True
+            elif size >= 9 + 2 * HEAD_W and (data[at + 2] << 8 | data[at + 3]) == WRITE_AT:
+                self._rival(data[at + 7] << 8 | data[at + 8], data[at + 10] & SETTLED, data[at])
+            at += size
+        if read and self.conflict is None and not self.quiet and self.starting(self.clock()):
+            self.quiet = 1 + (boot_id() & 3)
+
+    def _rival(self, other, settled, address):
+        """Another coordinator (boot id other) wrote to node address."""
+        mine = not self.starting(self.clock())
+        if other == self.boot_id or (mine == bool(settled) and other > self.boot_id) or (settled and not mine):
+            self.conflict = "it writes to node %d" % address
             self.note("site bus: another coordinator on the line (%s): two controllers have site_address 1? "
                       "This one leaves the nodes to it and its own guns pause until it reboots" % self.conflict)
+        elif self.rival != other:
+            self.rival = other
+            self.note("site bus: another coordinator on the line (it writes to node %d): two controllers have "
+                      "site_address 1? It steps back; this one goes on" % address)
 
     async def run(self):
         while True:
@@ -356,6 +415,15 @@ class Coordinator:
         if self._read is None:
             self._read = modbus.read_request(2, modbus.READ_HOLDING, 0, REGS)
             self._regs = bytearray(2 * REGS)
+        if self.quiet:
+            self.quiet -= 1
+            for _ in range(CYCLE_MS // QUIET_POLL_MS - 1):
+                self._listen()
+                if self.conflict is not None:
+                    return
+                await self._sleep_ms(QUIET_POLL_MS)
+            self._listen()
+            return
         for r in self.remotes:
             self._listen()
             if self.conflict is not None:
@@ -389,6 +457,9 @@ class Coordinator:
             r.why = None
             r.missed = 0
         except modbus.ModbusError as e:
+            if isinstance(e, modbus.FrameError):
+                # Two coordinators in step each hear the other's request where an answer should be.
+                self._foreign(self.master.frame(), self.master.received)
             r.garbled = r.garbled + 1 if isinstance(e, modbus.FrameError) else 0
             r.ok = False
             r.why = str(e)
@@ -418,6 +489,8 @@ class Coordinator:
         """The write's first registers: boot id, flags, the node's fallback (tenths, rounded down:
         the parts never add up to more than site_fallback_a) and site_lost_s, which a node with a
         longer one takes: the coordinator's start waits that long for a node it does not hear."""
+        if not self.starting(self.clock()):
+            flags |= SETTLED
         return [self.boot_id, flags, int(self.share_a() * 10), self.cfg.get("site_lost_s")]
 
     def status(self, now_ms):
