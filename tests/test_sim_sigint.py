@@ -90,3 +90,36 @@ def test_no_ctrl_c_goes_before_rom_py_says_it_takes_one(board):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_ctrl_c_at_the_prompt_is_read_in_order_with_the_bytes_after_it(tmp_path):
+    """At the REPL's prompt a Ctrl-C goes as the byte: as a SIGINT, its KeyboardInterrupt could be
+    raised after the REPL had read the Ctrl-A that mpremote sends right after it, and mpremote
+    waited for the raw REPL for ever."""
+    import serial
+    board = VirtualBoard("sim-ac2", flash_dir=str(tmp_path)).start()
+    port = serial.Serial(board.serial_path, 115200, timeout=0.1)
+    try:
+        def until(marker: bytes, timeout_s: float = 20) -> bytes:
+            seen = b""
+            deadline = time.monotonic() + timeout_s
+            while marker not in seen:
+                assert time.monotonic() < deadline, seen[-400:]
+                seen += port.read(4096)
+            return seen
+        until(b"evse", 30)                      # the firmware runs
+        port.write(b"\x03")                     # a SIGINT: code runs
+        until(b">>> ")
+        deadline = time.monotonic() + 10
+        while not board._at_prompt():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sent = board._sigint_at
+        port.write(b"\r\x03\r\x01")             # what mpremote sends, at once
+        until(b"raw REPL; CTRL-B to exit\r\n>")
+        assert board._sigint_at == sent         # the Ctrl-C went as the byte, no SIGINT
+        port.write(b"print(6 * 7)\x04")
+        assert b"OK42" in until(b"\x04>")
+    finally:
+        port.close()
+        board.stop()

@@ -34,11 +34,57 @@ def write(data):
         pass
 
 
+# A Ctrl-C's KeyboardInterrupt (the supervisor's SIGINT, see Repl.raw) may be raised a few bytes
+# after the byte that followed it on the line was read: mpremote's Ctrl-A, sent right after its
+# Ctrl-C, was then lost, and mpremote waited for the raw REPL's prompt for ever (a loaded host).
+# On a board the REPL reads both in order. So the byte read last is kept (_last: stored before
+# any jump, where MicroPython raises a pending exception) until the friendly REPL has acted on
+# it, and a Ctrl-A or Ctrl-B that a KeyboardInterrupt cut off is read again (_held).
+_last = [None]
+_held = [None]
+_KEYS = (b"\x01", b"\x02")
+# Where the supervisor sees which way a Ctrl-C goes (EVSE_SIM_ARMED, kept open from before the
+# flash's mount): b"C" while code runs (boot.py, main.py, a line or a raw REPL's program), where
+# it is SIGINT, the KeyboardInterrupt a board raises; b"R" while the REPL waits for input, where it
+# is the byte, which a board's REPL reads in order with the others (a line dropped, the raw
+# REPL's program so far dropped).
+_way = [None, b""]
+
+
+def mark(way):
+    f = _way[0]
+    if f is not None and _way[1] != way:
+        _way[1] = way
+        f.seek(0)
+        f.write(way)
+        f.flush()
+
+
 def read_byte():
-    b = _in.read(1)
-    if not b:
-        raise SystemExit(EXIT_HARD_RESET)  # the supervisor closed the serial line
+    b = _held[0]
+    if b is None:
+        mark(b"R")
+        b = _in.read(1)
+        _last[0] = b
+        if not b:
+            raise SystemExit(EXIT_HARD_RESET)  # the supervisor closed the serial line
+    else:
+        _held[0] = None
+        _last[0] = b
     return b[0]
+
+
+def _answered():
+    """The friendly REPL has acted on the byte read last."""
+    _last[0] = None
+
+
+def _interrupted():
+    """A KeyboardInterrupt at the friendly REPL: a Ctrl-A or Ctrl-B it has not acted on yet is read
+    again."""
+    if _last[0] in _KEYS:
+        _held[0] = _last[0]
+    _last[0] = None
 
 
 class WriteCounter:
@@ -251,6 +297,7 @@ def run_file(name):
     try:
         with open(name) as f:
             code = f.read()
+        mark(b"C")
         exec(compile(code, name, "exec"), g)
     except SystemExit as e:
         if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
@@ -275,6 +322,7 @@ class Repl:
     # mpremote, whose reads on a pty block, would wait for its prompt for ever.
     def raw(self):
         write("raw REPL; CTRL-B to exit\r\n>")
+        _answered()   # the Ctrl-A that came here
         code = bytearray()
         while True:
             try:
@@ -328,6 +376,7 @@ class Repl:
     def _exec_raw(self, code):
         err = None
         try:
+            mark(b"C")
             exec(compile(code, "<stdin>", "exec"), self.globals)
         except SystemExit as e:
             if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
@@ -360,6 +409,7 @@ class Repl:
                 while True:
                     lines = self._friendly_line(lines)
             except KeyboardInterrupt:
+                _interrupted()
                 interrupted = True
 
     def _friendly_line(self, lines):
@@ -377,6 +427,7 @@ class Repl:
             else:
                 write("\r\n")
             self.banner()
+            _answered()
             return []
         if not lines and not line.strip():
             return []
@@ -385,6 +436,7 @@ class Repl:
         if lines[0].rstrip().endswith(":") and line.strip():
             return lines  # a block goes on until an empty line
         try:
+            mark(b"C")
             exec(compile(src, "<stdin>", "single"), self.globals)
         except SystemExit as e:
             if e.args and e.args[0] in (EXIT_SOFT_RESET, EXIT_SOFT_RESET_RAW, EXIT_HARD_RESET):
@@ -406,12 +458,15 @@ class Repl:
                 continue
             if c in (0x01, 0x02) and not buf:
                 return chr(c)
+            if c == 0x03:
+                raise KeyboardInterrupt   # the line dropped, as a SIGINT here would
             if c in (0x08, 0x7F):
                 if buf:
                     buf.pop()
                     write("\x08 \x08")
                 continue
             if c == 0x1B or c < 0x20:
+                _answered()   # (a Ctrl-A inside a line)
                 continue  # no line history or cursor keys on the virtual board
             buf.append(c)
             write(bytes((c,)))
@@ -662,7 +717,8 @@ def main():
         # From here a Ctrl-C is taken: the supervisor sends none before (MicroPython arms it as it
         # compiles this file, whose top level could not take one).
         if os.getenv("EVSE_SIM_ARMED"):
-            open(os.getenv("EVSE_SIM_ARMED"), "w").close()
+            _way[0] = open(os.getenv("EVSE_SIM_ARMED"), "wb")
+            mark(b"C")
         start()
         repl = Repl()
         if _probe[0] is not None:
@@ -686,6 +742,7 @@ def main():
             try:
                 repl.friendly(banner)
             except KeyboardInterrupt:
+                _interrupted()
                 # A Ctrl-C in the few bytecodes of friendly()'s own handler (Ctrl-C raining, as
                 # mpremote's first bytes may): on a board the REPL is C and reads it as a
                 # character; here it must not end the program, which is a hard reset.

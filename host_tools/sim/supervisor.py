@@ -771,7 +771,9 @@ class VirtualBoard:
                 continue  # the MCU is off or resetting: input is lost
             parts = data.split(b"\x03")
             for i, part in enumerate(parts):
-                if i > 0 and self._may_interrupt(proc):
+                if i > 0 and self._at_prompt():
+                    part = b"\x03" + part   # the REPL reads it in order, as a board's does
+                elif i > 0 and self._may_interrupt(proc):
                     try:
                         proc.send_signal(signal.SIGINT)
                     except ProcessLookupError:
@@ -781,6 +783,15 @@ class VirtualBoard:
                         proc.stdin.write(part)
                     except (BrokenPipeError, OSError):
                         pass
+
+    def _at_prompt(self) -> bool:
+        """Whether the board's REPL waits for input (rom.mark): a Ctrl-C is then a byte it reads in
+        order with the others. As a SIGINT, its KeyboardInterrupt could be raised a few bytes
+        later, in the REPL's own code, and take the byte that followed (mpremote's Ctrl-A)."""
+        try:
+            return self._armed_file.read_bytes()[:1] == b"R"
+        except OSError:
+            return False
 
     def _may_interrupt(self, proc: subprocess.Popen) -> bool:
         """Whether a Ctrl-C may go to the MicroPython process as SIGINT now. Ctrl-C interrupts
