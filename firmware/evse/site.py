@@ -374,8 +374,9 @@ class Coordinator:
         good, the other goes on; a write tells which: the one still starting yields to one past
         its start (SETTLED), else the lower boot id yields. A read names nobody: a coordinator
         still starting then only listens for one to four cycles, drawn anew each time, so two that
-        ask in step (each hears the other's request where its answer should be, and neither
-        writes) fall out of step and one hears the other's write."""
+        ask in step (each hears the other's request where its answer should be, or the two
+        collide, and neither writes) fall out of step and one hears the other's write. A garbled
+        answer while it starts does the same (_visit)."""
         at = 0
         read = False
         while self.conflict is None:
@@ -387,7 +388,12 @@ class Coordinator:
             elif size >= 9 + 2 * HEAD_W and (data[at + 2] << 8 | data[at + 3]) == WRITE_AT:
                 self._rival(data[at + 7] << 8 | data[at + 8], data[at + 10] & SETTLED, data[at])
             at += size
-        if read and self.conflict is None and not self.quiet and self.starting(self.clock()):
+        if read:
+            self._back_off()
+
+    def _back_off(self):
+        """While it starts: only listen for one to four cycles (see _foreign)."""
+        if self.conflict is None and not self.quiet and self.starting(self.clock()):
             self.quiet = 1 + (boot_id() & 3)
 
     def _rival(self, other, settled, address):
@@ -458,8 +464,10 @@ class Coordinator:
             r.missed = 0
         except modbus.ModbusError as e:
             if isinstance(e, modbus.FrameError):
-                # Two coordinators in step each hear the other's request where an answer should be.
+                # Two coordinators in step each hear the other's request where an answer should be,
+                # or the two requests collide on the line and neither is heard whole.
                 self._foreign(self.master.frame(), self.master.received)
+                self._back_off()
             r.garbled = r.garbled + 1 if isinstance(e, modbus.FrameError) else 0
             r.ok = False
             r.why = str(e)
