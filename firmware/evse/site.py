@@ -385,7 +385,7 @@ class Coordinator:
                 break
             if data[at + 1] == modbus.READ_HOLDING:
                 read = True
-            elif size >= 9 + 2 * HEAD_W and (data[at + 2] << 8 | data[at + 3]) == WRITE_AT:
+            elif size >= 9 + 2 * HEAD_W:   # (first_request: a write at WRITE_AT)
                 self._rival(data[at + 7] << 8 | data[at + 8], data[at + 10] & SETTLED, data[at])
             at += size
         if read:
@@ -399,7 +399,13 @@ class Coordinator:
     def _rival(self, other, settled, address):
         """Another coordinator (boot id other) wrote to node address."""
         mine = not self.starting(self.clock())
-        if other == self.boot_id or (mine == bool(settled) and other > self.boot_id) or (settled and not mine):
+        if other == self.boot_id:
+            yields = True                  # (which one is which cannot be told: both step back)
+        elif mine != bool(settled):
+            yields = not mine              # the one still starting
+        else:
+            yields = other > self.boot_id  # the lower boot id
+        if yields:
             self.conflict = "it writes to node %d" % address
             self.note("site bus: another coordinator on the line (%s): two controllers have site_address 1? "
                       "This one leaves the nodes to it and its own guns pause until it reboots" % self.conflict)
@@ -468,7 +474,9 @@ class Coordinator:
                 # or the two requests collide on the line and neither is heard whole.
                 self._foreign(self.master.frame(), self.master.received)
                 self._back_off()
-            r.garbled = r.garbled + 1 if isinstance(e, modbus.FrameError) else 0
+                r.garbled += 1
+            else:
+                r.garbled = 0
             r.ok = False
             r.why = str(e)
             r.missed += 1
