@@ -2,8 +2,9 @@
 # files, run by the unix-port `micropython` that the supervisor starts. It mounts the board's
 # littlefs flash image as "/", runs boot.py and main.py, and then serves the REPL on stdin/stdout
 # the way pyexec does on a board: the friendly REPL, the raw REPL and raw-paste mode that
-# mpremote speaks. Ctrl-C arrives as SIGINT (the supervisor turns the byte into the signal);
-# a soft reset ends this process with an exit code the supervisor understands.
+# mpremote speaks. Ctrl-C arrives as SIGINT while code runs (the supervisor turns the byte into
+# the signal) and as the byte while the REPL waits for input (mark); a soft reset ends this
+# process with an exit code the supervisor understands.
 import os
 import sys
 import vfs
@@ -316,7 +317,8 @@ class Repl:
 
     # ---- raw REPL (pyexec_raw_repl) -----------------------------------------------------------
     # On a board the REPL reads Ctrl-C as a character: the interrupt is armed only while code
-    # runs. Here it arrives as SIGINT, which may land anywhere in the REPL's own code, so each
+    # runs. Here it arrives as the byte while the REPL waits for input, but as SIGINT when it
+    # comes as code ends, and that may land anywhere in the REPL's own code, so each
     # loop takes a KeyboardInterrupt outside the user's code for that character; one let out
     # would end the process, a hard reset that swallows the next bytes (mpremote's Ctrl-A), and
     # mpremote, whose reads on a pty block, would wait for its prompt for ever.
